@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run ansible-test on a staged copy of the collection (ansible-test refuses symlinked paths),
+# with a local stand-in for its pip bootstrap download (no internet here).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${VENV:-$here/.venv}"
+py="$VENV/bin/python"
+stage="$here/.build/ansible-test/ansible_collections/shadownet/proxmox"
+rm -rf "$stage"; mkdir -p "$stage"
+(cd "$here" && git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$stage/" 2>/dev/null || true)
+# ansible-test wants a git-free tree or a real repository; a plain copy is fine.
+pipver="$("$py" - <<'PY'
+import re, ansible_test._internal.python_requirements as pr, inspect
+src = inspect.getsource(pr)
+m = re.search(r"PIP_VERSION\s*=\s*'([^']+)'", src) or re.search(r'get_pip_(\d+)_(\d+)', src)
+print(m.group(1) if m and m.lastindex == 1 else '')
+PY
+)"
+cache="$HOME/.ansible/test/cache"; mkdir -p "$cache"
+if [ -n "$pipver" ]; then
+    name="get_pip_$(echo "$pipver" | tr . _).py"
+    cat > "$cache/$name" <<PY
+import subprocess, sys
+subprocess.check_call([sys.executable, '-m', 'ensurepip', '--upgrade'])
+sys.exit(subprocess.call([sys.executable, '-m', 'pip', 'install'] + sys.argv[1:]))
+PY
+fi
+pyver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+cd "$stage"
+case "${1:-sanity}" in
+    sanity) shift || true
+        exec "$VENV/bin/ansible-test" sanity --venv --python "$pyver" --skip-test pslint "$@" ;;
+    *) exec "$VENV/bin/ansible-test" "$@" ;;
+esac

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run the whole suite (no argument) or one stage: unit | integration | docs | lint | sanity | changelog | build.
+# Every stage runs even when an earlier one failed; the exit status is non-zero if any failed.
+set -uo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+VENV="${VENV:-$here/.venv}"
+export PATH="$VENV/bin:$PATH"
+export ANSIBLE_COLLECTIONS_PATH="${ANSIBLE_COLLECTIONS_PATH:-$here/.build/collections}"
+export PYTHONPATH="${PYTHONPATH:-$here/.build/collections}"
+export ANSIBLE_PYTHON_INTERPRETER="$VENV/bin/python"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+export PYTHONDONTWRITEBYTECODE=1
+
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(unit integration docs lint sanity changelog build)
+failed=()
+declare -A took
+
+pytest_stage() {
+    # pytest exit 5 means "no tests collected": that is a failure here.
+    python -m pytest -p no:pytest-ansible -p no:cacheprovider -q "$@"
+    local rc=$?
+    [ $rc -eq 5 ] && echo "run-tests: pytest collected no tests in $*" >&2
+    return $rc
+}
+
+for stage in "${stages[@]}"; do
+    echo "=== $stage ==="
+    start=$(date +%s)
+    case "$stage" in
+        unit)        pytest_stage tests/unit ;;
+        integration) pytest_stage tests/integration ;;
+        docs)        python scripts/check-docs.py ;;
+        lint)        ansible-lint --offline -p production ;;
+        sanity)      ./scripts/ansible-test.sh sanity ;;
+        changelog)   antsibull-changelog lint ;;
+        build)       mkdir -p dist && ansible-galaxy collection build --force --output-path dist . ;;
+        *) echo "unknown stage $stage" >&2; false ;;
+    esac
+    rc=$?
+    took[$stage]=$(( $(date +%s) - start ))
+    [ $rc -ne 0 ] && failed+=("$stage")
+done
+echo "=== summary ==="
+for stage in "${stages[@]}"; do
+    st=ok; for f in "${failed[@]:-}"; do [ "$f" = "$stage" ] && st=FAILED; done
+    printf '%-12s %-7s %4ss\n' "$stage" "$st" "${took[$stage]}"
+done
+[ ${#failed[@]} -eq 0 ]

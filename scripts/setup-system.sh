@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the Debian packages the lab and the tests need (networking tools and
+# keepalived). Skips apt entirely when everything is already present.
+set -euo pipefail
+pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "setup-system: all packages present"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: missing ${missing[*]}; run as root (or: sudo $0)" >&2
+    exit 1
+fi
+echo "setup-system: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# keepalived and sshd must not start as system services: the lab runs its own instances.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup-system: done"
