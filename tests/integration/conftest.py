@@ -1,0 +1,38 @@
+"""Fixtures for tests against the PVE simulator (tests/lab/pvesim.py): pvesim, pve_conn, proxmoxer_api.
+
+`pvesim` is a started simulator with the lab cluster (inventories/lab/cluster.yml) for one test: time_scale 0,
+127.0.0.1, a port the system picks, served in a background thread. It exposes url, host, port, cafile,
+token_id, token_secret, pve (the ShadowPve: add VMs, inject rrd series, faults ...), call(coro) to run a
+coroutine on the simulator's loop, and the request log: mark() and writes(since=mark) (the non-GET requests
+sent after the mark), requests(since=mark).
+"""
+import pytest
+
+from lab.pvesim import DEFAULT_CLUSTER, start_in_thread
+
+
+@pytest.fixture
+def pvesim(tmp_path):
+    server = start_in_thread(cluster_file=DEFAULT_CLUSTER, host='127.0.0.1', port=0, time_scale=0,
+                             certs_dir=str(tmp_path / 'pvesim-certs'))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pve_conn(pvesim):
+    """The auth parameters every module of the collection takes, for the pvesim fixture."""
+    return {'api_host': pvesim.host, 'api_port': pvesim.port, 'api_user': pvesim.token_id.split('!')[0],
+            'api_token_id': pvesim.token_id,
+            'api_token_secret': pvesim.token_secret, 'ca_path': pvesim.cafile, 'validate_certs': True}
+
+
+@pytest.fixture
+def proxmoxer_api(pvesim):
+    """proxmoxer.ProxmoxAPI on the pvesim fixture, with the API token and certificate verification on."""
+    proxmoxer = pytest.importorskip('proxmoxer')
+    user, _, token = pvesim.token_id.partition('!')
+    return proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user=user, token_name=token,
+                                token_value=pvesim.token_secret, verify_ssl=pvesim.cafile, timeout=30)

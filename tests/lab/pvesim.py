@@ -1,0 +1,455 @@
+"""The PVE simulator of the shadownet.proxmox tests and lab: fakepve, extended with what the collection touches.
+
+`ShadowPve` subclasses `fakepve.FakePve` (which validates every request against the real PVE 9 API schema and
+models tasks, config locks, VMs, linked clones, pools, storage, permissions and faults) and adds state where
+fakepve only checks the schema. Everything runs on loopback with a real TLS certificate.
+
+What is modelled on top of fakepve
+----------------------------------
+- SDN (pvesim_sdn.py): zones (simple, vlan with `bridge`, and the other types stored as sent), vnets (`alias`,
+  `tag`, `zone` must exist, vlan zones need a tag), subnets (`<zone>-<net>-<prefix>` ids, gateway inside the
+  subnet). Changes are pending until `PUT /cluster/sdn` applies them: GET lists the pending-inclusive config,
+  `pending=1` adds `state` (new/changed/deleted) and `pending` values, `running=1` shows the applied config.
+  Duplicate ids, missing zones or vnets, a zone or vnet still in use and a vnet id longer than 8 characters fail
+  with PVE's messages. The PVE 9 global SDN lock: `POST /cluster/sdn/lock` gives a token; while it is held,
+  every SDN write, apply and rollback needs `lock-token`; `DELETE /cluster/sdn/lock` (or `release-lock=1` on
+  apply/rollback) releases it; `POST /cluster/sdn/rollback` discards pending changes.
+- Node networks (pvesim_cluster.py): `/nodes/{node}/network` with a vmbr0 per node; bridges, bonds, vlans and
+  eths created, updated and deleted into a pending `interfaces.new`; `PUT /nodes/{node}/network` applies (a
+  task), `DELETE /nodes/{node}/network` reverts. Items carry `pending` values like PVE's list does.
+- HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
+  start/stop go through HA as fakepve models it) and the PVE 9 rules `/cluster/ha/rules` of type
+  `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity), with `digest`.
+- VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
+  step (AVERAGE or MAX), else one point from the VM's current usage (`set_stats`); `POST .../migrate` moves the
+  VM (a task); `hookscript` must name an existing snippet (`add_snippet`); a net device without a MAC gets a new
+  one on config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
+  `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on; `cores`,
+  `sockets` and the rest stay pending until the next start, as in PVE.
+- The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
+  volumes, users, roles, ACLs and API tokens (`load_cluster`).
+- The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
+  under `/_sim/` (documented in `ControlChannel`). `start_in_thread()` serves one inside a test process.
+
+Known differences from real PVE
+-------------------------------
+- Values are stored as sent (a PUT of cores=4 reads back "4" where PVE answers 4); property strings are not
+  canonicalised except net devices (model=MAC first, the rest sorted by key).
+- SDN: no IPAM, DNS, controllers or fabrics; applying does not check that a vlan zone's bridge exists on the
+  nodes; `GET /cluster/sdn/vnets` shows only the keys that were set (PVE adds `type: vnet` and a digest; so
+  does this, but not the other computed keys).
+- Node networks: no `/etc/network/interfaces` rendering and no checks of bridge_ports against real NICs.
+- HA: no CRM/LRM; resources do not move on their own; rules are not enforced when VMs start or migrate.
+- rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
+  a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
+- migrate: a VM is moved instantly at time_scale 0; local disks of linked clones are not refused (real PVE
+  cannot migrate a linked clone on non-shared storage); `with-local-disks` is not required for offline moves.
+- Hook scripts are never run; only their existence on snippets storage is checked.
+"""
+
+if __name__ == '__main__' and not __package__:
+    # Run as a script: import the package form of this module, so there is only one copy of its classes.
+    import os as _os
+    import sys as _sys
+    _sys.path.insert(0, _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))
+    from lab.pvesim import main as _main
+    _sys.exit(_main())
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+from aiohttp import web
+from fakepve import FakePve
+from fakepve.certs import make_cert
+from fakepve.server import settle
+from fakepve.shapes import ROLES
+
+from .pvesim_cluster import HaApi, NodeNetworkApi
+from .pvesim_qemu import QemuExtras
+from .pvesim_sdn import SdnApi
+
+__all__ = ['ShadowPve', 'SimServer', 'ControlChannel', 'load_cluster', 'start_in_thread', 'DEFAULT_CLUSTER',
+           'main']
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DEFAULT_CLUSTER = os.path.join(ROOT, 'inventories', 'lab', 'cluster.yml')
+START_TIMEOUT = 30
+GiB = 1024 ** 3
+
+
+class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
+    """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
+
+    def __init__(self, user='root@pam', password='secret', host=None, port=0):
+        super().__init__(user, password, host=host, port=port)
+        self.nodes = {}
+        self.cluster_name = 'shadownet-lab'
+        # Number of requests recorded since the start (pve.requests drops the oldest beyond max_requests).
+        self.request_count = 0
+        self.control = None
+        self._init_sdn()
+        self._init_network()
+        self._init_ha()
+        self._init_qemu_extras()
+
+    def _record(self, request, body):
+        super()._record(request, body)
+        self.request_count += 1
+
+    def requests_since(self, mark=0):
+        """Requests (method, path, body bytes) recorded after `mark` (a `request_count` taken earlier)."""
+        first = self.request_count - len(self.requests)
+        return list(self.requests[max(0, mark - first):])
+
+    def add_node(self, name, online=True):
+        super().add_node(name, online)
+        self._network_for(name)
+
+    def _build_app(self):
+        app = super()._build_app()
+        if self.control is not None:
+            # First, so control requests skip PVE's authentication and the request log.
+            app.middlewares.insert(0, self.control.middleware)
+        return app
+
+
+# --------------------------------------------------------------------------------------------- cluster file
+
+def _priv_list(roles, entry):
+    if entry.get('role'):
+        name = entry['role']
+        if name in roles:
+            return list(roles[name])
+        if name in ROLES:
+            return list(ROLES[name])
+        raise ValueError('cluster file: unknown role {0!r}'.format(name))
+    return list(entry.get('privs') or [])
+
+
+def load_cluster(pve, source):
+    """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
+
+    Keys: cluster_name, time_scale, root_password, nodes [{name, online}], storages {id: options}, snippets
+    [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
+    {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs}]}].
+    """
+    if isinstance(source, dict):
+        data = source
+    else:
+        with open(source) as stream:
+            data = yaml.safe_load(stream) or {}
+    pve.cluster_name = data.get('cluster_name', pve.cluster_name)
+    pve.time_scale = float(data.get('time_scale', 0) or 0)
+    if data.get('root_password'):
+        pve.password = str(data['root_password'])
+    for node in data.get('nodes') or [{'name': 'pve1'}]:
+        pve.add_node(node['name'], online=node.get('online', True))
+    if data.get('storages'):
+        pve.storages = {}
+        for sid, options in data['storages'].items():
+            store = dict(options)
+            store.setdefault('type', 'dir')
+            store.setdefault('active', 1)
+            store['files'] = set()
+            if store['type'] == 'dir':
+                store.setdefault('avail', 50 * GiB)
+            pve.storages[sid] = store
+    for volid in data.get('snippets') or []:
+        pve.add_snippet(volid)
+    for pool in data.get('pools') or []:
+        pve.pools.setdefault(pool['poolid'], set())
+        pve.pool_info[pool['poolid']] = {'comment': pool.get('comment'), 'storage': set()}
+    for tmpl in data.get('templates') or []:
+        _add_template(pve, tmpl)
+    roles = dict(data.get('roles') or {})
+    for user in data.get('users') or []:
+        userid = user['userid']
+        if user.get('password') and userid != pve.user:
+            pve.users[userid] = str(user['password'])
+        for name, secret in (user.get('tokens') or {}).items():
+            pve.apitokens['{0}!{1}'.format(userid, name)] = str(secret)
+        for entry in user.get('acl') or []:
+            pve.grant(userid, entry['path'], *_priv_list(roles, entry))
+    return data
+
+
+def _add_template(pve, tmpl):
+    """A golden template: the VM, marked template, with its base volumes allocated on their storages."""
+    vmid = int(tmpl['vmid'])
+    config = dict((k, v) for k, v in (tmpl.get('config') or {}).items())
+    size = int(float(tmpl.get('disk_gib', 8)) * GiB)
+    for key, value in list(config.items()):
+        volume = str(value).split(',')[0]
+        if key.startswith(('scsi', 'virtio', 'sata', 'ide', 'efidisk')) and key[-1].isdigit() and ':' in volume \
+                and 'media=cdrom' not in str(value):
+            sid, _, name = volume.partition(':')
+            store = pve.storages.setdefault(sid, {'type': 'lvmthin', 'active': 1, 'content': 'images,rootdir',
+                                                  'files': set()})
+            store.setdefault('volumes', {})[name] = {'content': 'images', 'format': 'raw', 'size': size,
+                                                     'vmid': vmid, 'ctime': int(time.time())}
+            if 'size=' not in str(value):
+                config[key] = '{0},size={1}G'.format(value, int(size // GiB))
+    config['template'] = 1
+    config.setdefault('smbios1', 'uuid=00000000-0000-4000-8000-{0:012d}'.format(vmid))
+    vm = pve.add_vm(vmid, tmpl['name'], node=tmpl.get('node', 'pve1'), config=config, template=True,
+                    pool=tmpl.get('pool'))
+    if vm.pool:
+        pve.pool_info.setdefault(vm.pool, {'comment': None, 'storage': set()})
+    return vm
+
+
+# ------------------------------------------------------------------------------------------ control channel
+
+class ControlChannel(object):
+    """JSON endpoints under /_sim/ on the simulator's own address, to drive a separately launched simulator.
+
+    Only the launcher enables them. Every call needs root@pam's credentials, as for the API (an
+    `Authorization: PVEAPIToken=root@pam!<id>=<secret>` header, or a root@pam ticket cookie); control calls are
+    not recorded in the request log. Bodies and answers are JSON; errors answer {"error": message}.
+
+      GET  /_sim/                     the endpoint list
+      GET  /_sim/requests?since=N     {"next": M, "requests": [{"method", "path", "body"}]} recorded after mark N
+                                      (take "next" as the mark for the next call; N=0: everything kept)
+      POST /_sim/rrd                  {"vmid": 100, "points": [{"time": t, "cpu": 0.5, ...}]} replace the series
+      POST /_sim/stats                {"vmid": 100, "stats": {"cpu": 0.4, "mem": 1073741824, ...}} current usage
+      POST /_sim/snippet              {"volid": "local:snippets/shadownet-hook.py"} place a snippet file
+      POST /_sim/fault                {"kind": ..., ...} with kind one of
+                                        fail      {"method", "path", "status", "message"} or {"error"}; "times"
+                                        clear     forget every injected failure
+                                        hold_lock {"vmid", "secs"} (secs null: until release_lock)
+                                        release_lock {"vmid"}
+                                        node_offline / node_online {"node"}
+                                        lose_quorum / regain_quorum
+      GET  /_sim/state                nodes, VMs (vmid, node, status, lock), SDN and HA summaries
+    """
+
+    PREFIX = '/_sim/'
+
+    def __init__(self, pve):
+        self.pve = pve
+
+    @web.middleware
+    async def middleware(self, request, handler):
+        if not request.path.startswith(self.PREFIX) and request.path != self.PREFIX.rstrip('/'):
+            return await handler(request)
+        try:
+            user = self.pve._authenticate(request)
+        except Exception:  # noqa: BLE001 - any authentication failure is a 401
+            user = None
+        if user is None or user.split('!')[0] != 'root@pam':
+            return web.json_response({'error': 'authentication failure (root@pam needed)'}, status=401)
+        name = request.path[len(self.PREFIX):].strip('/') or 'index'
+        method = getattr(self, '_{0}_{1}'.format(request.method.lower(), name), None)
+        if method is None:
+            return web.json_response({'error': 'no such control endpoint'}, status=404)
+        try:
+            body = await request.json() if request.can_read_body else {}
+            return web.json_response(await method(request, body or {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({'error': 'bad control request: {0!r}'.format(exc)}, status=400)
+
+    async def _get_index(self, request, body):
+        return {'endpoints': ['GET /_sim/requests', 'POST /_sim/rrd', 'POST /_sim/stats', 'POST /_sim/snippet',
+                              'POST /_sim/fault', 'GET /_sim/state']}
+
+    async def _get_requests(self, request, body):
+        since = int(request.query.get('since', 0))
+        items = [{'method': m, 'path': p, 'body': b.decode('utf-8', 'replace')}
+                 for m, p, b in self.pve.requests_since(since)]
+        return {'next': self.pve.request_count, 'requests': items}
+
+    async def _post_rrd(self, request, body):
+        self.pve.inject_rrd(int(body['vmid']), body['points'])
+        return {'ok': True}
+
+    async def _post_stats(self, request, body):
+        self.pve.set_stats(int(body['vmid']), **body['stats'])
+        return {'ok': True}
+
+    async def _post_snippet(self, request, body):
+        self.pve.add_snippet(body['volid'])
+        return {'ok': True}
+
+    async def _post_fault(self, request, body):
+        pve, kind = self.pve, body['kind']
+        if kind == 'fail':
+            if body.get('error'):
+                pve.fail(body['method'], body['path'], error=body['error'], times=body.get('times'))
+            else:
+                pve.fail(body['method'], body['path'], int(body['status']), body['message'], times=body.get('times'))
+        elif kind == 'clear':
+            pve.failures.clear()
+        elif kind == 'hold_lock':
+            await pve.hold_config_lock(int(body['vmid']), body.get('secs'))
+        elif kind == 'release_lock':
+            pve.release_config_lock(int(body['vmid']))
+        elif kind in ('node_offline', 'node_online'):
+            pve.set_node_offline(body['node'], kind == 'node_offline')
+        elif kind == 'lose_quorum':
+            pve.lose_quorum()
+        elif kind == 'regain_quorum':
+            pve.regain_quorum()
+        else:
+            raise ValueError('unknown fault kind {0!r}'.format(kind))
+        return {'ok': True}
+
+    async def _get_state(self, request, body):
+        pve = self.pve
+        return {'nodes': dict((n, s.get('online', True)) for n, s in sorted(pve.nodes.items())),
+                'quorate': pve.quorate,
+                'vms': [{'vmid': vm.vmid, 'name': vm.name, 'node': vm.node, 'status': vm.status, 'lock': vm.lock,
+                         'template': bool(vm.template)} for vm in sorted(pve.vms, key=lambda v: v.vmid)],
+                'sdn': pve.sdn_summary(), 'ha': pve.ha_summary()}
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+class SimServer(object):
+    """A ShadowPve served on a private event loop in a daemon thread (as fakepve's pytest plugin does).
+
+    Attributes for clients: url, host, port, cafile, token_id, token_secret, user, password, pve.
+    """
+
+    def __init__(self, pve, certfile, keyfile, token_id=None, token_secret=None):
+        self.pve = pve
+        self.cafile = certfile
+        self.token_id = token_id
+        self.token_secret = token_secret
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name='pvesim-' + str(id(pve)), daemon=True)
+        self.thread.start()
+        try:
+            self.call(pve.start(certfile, keyfile))
+        except BaseException:
+            self._halt()
+            raise
+
+    host = property(lambda self: self.pve.host)
+    port = property(lambda self: self.pve.port)
+    url = property(lambda self: self.pve.url)
+    user = property(lambda self: self.pve.user)
+    password = property(lambda self: self.pve.password)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro, timeout=START_TIMEOUT):
+        """Run a coroutine on the simulator's loop (e.g. pve.hold_config_lock(100, 30)) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def _halt(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(START_TIMEOUT)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    def stop(self):
+        """Stop serving and end the thread."""
+        if self.loop.is_closed():
+            return
+        try:
+            self.call(settle())
+            self.call(self.pve.stop())
+        finally:
+            self._halt()
+
+    def mark(self):
+        """A mark in the request log: pass it to writes() or requests()."""
+        return self.pve.request_count
+
+    def requests(self, since=0):
+        """(method, path, body) of the requests after the mark, bodies as text."""
+        return [(m, p, b.decode('utf-8', 'replace')) for m, p, b in self.pve.requests_since(since)]
+
+    def writes(self, since=0):
+        """The non-GET requests after the mark (what a check-mode run must not send)."""
+        return [r for r in self.requests(since) if r[0] not in ('GET', 'HEAD')]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _first_token(pve, user='root@pam'):
+    for tokenid, secret in sorted(pve.apitokens.items()):
+        if tokenid.split('!')[0] == user:
+            return tokenid, secret
+    return None, None
+
+
+def start_in_thread(cluster_file=DEFAULT_CLUSTER, host='127.0.0.1', port=0, time_scale=0, certs_dir=None,
+                    control=False):
+    """Start a ShadowPve with the cluster loaded in a background thread; returns a started SimServer.
+
+    The port 0 lets the system choose. time_scale overrides the cluster file's (None: keep the file's).
+    certs_dir: where the certificate goes (a new temporary directory by default). Call .stop() when done.
+    """
+    pve = ShadowPve(host=host, port=port)
+    if cluster_file:
+        load_cluster(pve, cluster_file)
+    if time_scale is not None:
+        pve.time_scale = time_scale
+    if control:
+        pve.control = ControlChannel(pve)
+    certs_dir = certs_dir or tempfile.mkdtemp(prefix='pvesim-')
+    os.makedirs(certs_dir, exist_ok=True)
+    certfile, keyfile, _der = make_cert(certs_dir, name='pvesim', hosts=(host,))
+    token_id, secret = _first_token(pve)
+    return SimServer(pve, certfile, keyfile, token_id, secret)
+
+
+# ------------------------------------------------------------------------------------------ launcher
+
+async def _serve(args):
+    pve = ShadowPve(host=args.host, port=args.port)
+    load_cluster(pve, args.cluster)
+    if args.time_scale is not None:
+        pve.time_scale = args.time_scale
+    pve.control = ControlChannel(pve)
+    os.makedirs(args.certs, exist_ok=True)
+    certfile, keyfile, _der = make_cert(args.certs, name='pvesim', hosts=(args.host,))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await pve.start(certfile, keyfile)
+    try:
+        sys.stdout.write('ready {0} ca={1}\n'.format(pve.url, certfile))
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await settle()
+        await pve.stop()
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='pvesim', description='Serve the shadownet PVE simulator.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    serve = sub.add_parser('serve', help='serve until SIGTERM; prints "ready https://HOST:PORT ca=CA_PATH"')
+    serve.add_argument('--host', default='127.0.0.1', help='loopback address to listen on (default 127.0.0.1)')
+    serve.add_argument('--port', type=int, default=8006, help='port (0: the system picks one; default 8006)')
+    serve.add_argument('--cluster', default=DEFAULT_CLUSTER, help='cluster file (default: the lab cluster)')
+    serve.add_argument('--certs', required=True, help='directory for the certificate and key')
+    serve.add_argument('--time-scale', type=float, default=None, help="override the cluster file's time_scale")
+    args = parser.parse_args(argv)
+    if not args.host.startswith('127.'):
+        parser.error('--host must be a loopback address (127.0.0.0/8)')
+    return asyncio.run(_serve(args))
+
+
+def state_json(pve):
+    """The control channel's /_sim/state view, for debugging from Python."""
+    return json.dumps(asyncio.run(ControlChannel(pve)._get_state(None, {})), indent=2)
