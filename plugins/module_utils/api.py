@@ -1,0 +1,453 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place this collection talks to the PVE API.
+
+Everything that reaches PVE goes through :class:`PveApi`: authentication (token or password, never both),
+TLS verification (on by default), error classification (done once, here), bounded retries with backoff and
+jitter, wall-clock task waiting, and digest-checked configuration updates.
+
+Retry policy, in one table (see :func:`classify`):
+
+=====================================  ===========  ==============================================
+what happened                          retried?     why
+=====================================  ===========  ==============================================
+config lock timeout / VM is locked     yes (all)    PVE refused before doing anything; wait for it
+dropped connection, timeout on a GET   yes          reads are idempotent
+HTTP 5xx on a GET (not 595)            yes          transient proxy / pveproxy worker trouble
+dropped connection on POST/PUT/DELETE  no           it may have gone through: PveUncertainError,
+                                                    the caller re-reads the cluster to find out
+401 with a password login              once         the ticket expired: log in again
+401 with a token, 403, 595, no quorum  no           clear message naming node / path / privilege
+=====================================  ===========  ==============================================
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+
+try:
+    import requests
+    from proxmoxer import ProxmoxAPI
+    from proxmoxer.core import AuthenticationError, ResourceException
+    HAS_PROXMOXER = True
+    PROXMOXER_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - exercised only without the library
+    HAS_PROXMOXER = False
+    PROXMOXER_IMPORT_ERROR = exc
+
+    class ResourceException(Exception):  # type: ignore[no-redef]
+        pass
+
+    class AuthenticationError(Exception):  # type: ignore[no-redef]
+        pass
+
+from ansible.module_utils.basic import env_fallback
+
+# ----------------------------------------------------------------- options
+
+API_ARGUMENT_SPEC = dict(
+    api_host=dict(type='str', required=True, fallback=(env_fallback, ['PROXMOX_HOST'])),
+    api_port=dict(type='int', default=8006, fallback=(env_fallback, ['PROXMOX_PORT'])),
+    api_user=dict(type='str', default='root@pam', fallback=(env_fallback, ['PROXMOX_USER'])),
+    api_password=dict(type='str', no_log=True, fallback=(env_fallback, ['PROXMOX_PASSWORD'])),
+    api_token_id=dict(type='str', fallback=(env_fallback, ['PROXMOX_TOKEN_ID'])),
+    api_token_secret=dict(type='str', no_log=True, fallback=(env_fallback, ['PROXMOX_TOKEN_SECRET'])),
+    validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['PROXMOX_VALIDATE_CERTS'])),
+    ca_path=dict(type='path', fallback=(env_fallback, ['PROXMOX_CA_PATH'])),
+    api_timeout=dict(type='int', default=30, fallback=(env_fallback, ['PROXMOX_TIMEOUT'])),
+)
+
+
+def api_argument_spec():
+    """A fresh copy of the shared auth options, for a module's argument spec."""
+    return dict((k, dict(v)) for k, v in API_ARGUMENT_SPEC.items())
+
+
+API_MUTUALLY_EXCLUSIVE = [('api_password', 'api_token_secret')]
+API_REQUIRED_TOGETHER = [('api_token_id', 'api_token_secret')]
+
+
+# ------------------------------------------------------------------ errors
+
+
+class PveApiError(Exception):
+    """A PVE API failure, already classified, with a message an operator can act on."""
+
+    def __init__(self, message, kind='error', status=None, method=None, path=None, node=None, errors=None,
+                 privilege=None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.method = method
+        self.path = path
+        self.node = node
+        self.errors = errors
+        self.privilege = privilege
+
+    def as_dict(self):
+        return dict((k, v) for k, v in (('msg', self.message), ('kind', self.kind), ('status', self.status),
+                                        ('method', self.method), ('path', self.path), ('node', self.node),
+                                        ('errors', self.errors), ('privilege', self.privilege)) if v is not None)
+
+
+class PveUncertainError(PveApiError):
+    """A write whose outcome is unknown (the connection dropped after it was sent). Never blindly repeated."""
+
+
+class PveTaskError(PveApiError):
+    """A PVE task that ended with something other than OK or WARNINGS."""
+
+    def __init__(self, message, upid=None, exitstatus=None, log=None, **kwargs):
+        super().__init__(message, kind=kwargs.pop('kind', 'task'), **kwargs)
+        self.upid = upid
+        self.exitstatus = exitstatus
+        self.log = log or []
+
+
+class PveTimeoutError(PveApiError):
+    """Waited the whole wall-clock budget for a task or a lock."""
+
+
+LOCK_PATTERNS = (re.compile(r"can't lock file '[^']*' - got timeout"), re.compile(r'VM is locked \((\w+)\)'),
+                 re.compile(r'got timeout'))
+QUORUM_PATTERN = re.compile(r'no quorum|cluster not ready', re.I)
+DIGEST_PATTERN = re.compile(r'checksum mismatch|detected modified configuration|digest', re.I)
+FORBIDDEN_PATTERN = re.compile(r'Permission check failed \(([^,)]*)(?:,\s*([^)]*))?\)')
+NODE_IN_PATH = re.compile(r'^/?nodes/([^/]+)')
+# Locks that are worth waiting for: short-lived operations. A 'backup' lock may last hours, but waiting for
+# it within the bounded budget is still right: the caller gets a clear timeout naming the lock otherwise.
+WAITABLE_LOCKS = ('config', 'clone', 'create', 'backup', 'snapshot', 'snapshot-delete', 'rollback', 'migrate',
+                  'disk', 'suspending')
+
+
+def node_of(path):
+    found = NODE_IN_PATH.match(path or '')
+    return found.group(1) if found else None
+
+
+def _content(exc):
+    text = str(getattr(exc, 'content', '') or '')
+    errors = getattr(exc, 'errors', None)
+    return text.strip(), errors
+
+
+def classify(exc, method, path):
+    """(kind, retryable, message) for an exception raised by one API call. The only place errors are sorted."""
+    node = node_of(path)
+    where = '{0} /{1}'.format(method, path.lstrip('/'))
+    if HAS_PROXMOXER and isinstance(exc, requests.exceptions.SSLError):
+        return ('tls', False, 'TLS verification of the PVE API failed ({0}): {1}. Give the cluster CA with '
+                'ca_path (PROXMOX_CA_PATH), or, only for a lab, validate_certs: false.'.format(where, exc))
+    if HAS_PROXMOXER and isinstance(exc, (requests.exceptions.ConnectTimeout,)):
+        return ('connection', True, 'could not connect to the PVE API ({0}): {1}'.format(where, exc))
+    if HAS_PROXMOXER and isinstance(exc, requests.exceptions.ConnectionError) and \
+            'Connection refused' in str(exc):
+        return ('connection', True, 'the PVE API refused the connection ({0}): {1}'.format(where, exc))
+    if HAS_PROXMOXER and isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        if method == 'GET':
+            return ('connection', True, 'connection to the PVE API dropped ({0}): {1}'.format(where, exc))
+        return ('uncertain', False, 'the connection dropped during {0}; the change may or may not have been made '
+                '({1})'.format(where, exc))
+    if isinstance(exc, AuthenticationError):
+        return ('auth', False, 'PVE login failed: {0}. Check api_user and api_password (or the token).'.format(exc))
+    if isinstance(exc, ResourceException):
+        status = exc.status_code
+        text, errors = _content(exc)
+        if status == 401:
+            return ('auth', False, 'PVE rejected the credentials for {0}: {1}'.format(where, text))
+        if status == 403:
+            return ('forbidden', False, _forbidden_message(where, text))
+        if status == 595:
+            return ('offline', False, 'node {0!r} is offline or unreachable ({1}: {2}). Bring it back or choose '
+                    'another node.'.format(node, where, text))
+        if status == 400:
+            detail = '; '.join('{0}: {1}'.format(k, str(v).strip()) for k, v in sorted((errors or {}).items())) \
+                if isinstance(errors, dict) else str(errors or '')
+            return ('validation', False, 'PVE refused the parameters of {0}: {1}'.format(where, detail or text))
+        if QUORUM_PATTERN.search(text):
+            return ('quorum', False, 'the cluster has lost quorum ({0}: {1}); nothing can be changed until '
+                    'quorum is back.'.format(where, text))
+        for pattern in LOCK_PATTERNS:
+            found = pattern.search(text)
+            if found:
+                lock = found.group(1) if found.groups() else 'config'
+                return ('lock', lock in WAITABLE_LOCKS, 'the VM is locked ({0}) for {1}: {2}'.format(lock, where,
+                                                                                                   text))
+        if DIGEST_PATTERN.search(text):
+            return ('digest', False, 'the VM config changed while it was being updated ({0}): {1}'.format(
+                where, text))
+        if status >= 500 and method == 'GET' and not re.search(r'does not exist|not found|no such', text, re.I):
+            return ('server', True, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
+        if re.search(r'does not exist|not found|no such', text, re.I) or status == 404:
+            return ('notfound', False, 'PVE: {0} ({1})'.format(text, where))
+        return ('error', False, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
+    return ('error', False, 'unexpected error during {0}: {1}'.format(where, exc))
+
+
+def _forbidden_message(where, text):
+    found = FORBIDDEN_PATTERN.search(text)
+    if found and found.group(2):
+        return ('permission denied for {0}: the API user lacks privilege {1} on {2}. Grant it, e.g. '
+                '`pveum acl modify {2} --roles <role with {1}> --tokens <token>` ({3}).'.format(
+                    where, found.group(2), found.group(1) or '/', text))
+    return 'permission denied for {0}: {1}'.format(where, text)
+
+
+# ------------------------------------------------------------------ client
+
+
+class PveApi(object):
+    """A proxmoxer connection with this collection's retry, task and update rules.
+
+    ``sleep`` and ``clock`` are injectable so the retry arithmetic can be unit-tested without waiting.
+    """
+
+    def __init__(self, host, port=8006, user='root@pam', password=None, token_id=None, token_secret=None,
+                 validate_certs=True, ca_path=None, timeout=30, attempts=4, backoff=0.25, backoff_max=4.0,
+                 lock_wait=60.0, sleep=time.sleep, clock=time.monotonic, rng=None):
+        if not HAS_PROXMOXER:
+            raise PveApiError('proxmoxer and requests are required: {0}'.format(PROXMOXER_IMPORT_ERROR),
+                              kind='dependency')
+        if password and token_secret:
+            raise PveApiError('give either api_password or api_token_id + api_token_secret, not both',
+                              kind='config')
+        if not password and not token_secret:
+            raise PveApiError('no credentials: set api_token_id + api_token_secret (PROXMOX_TOKEN_ID, '
+                              'PROXMOX_TOKEN_SECRET) or api_password (PROXMOX_PASSWORD)', kind='config')
+        if token_id and '!' in token_id:
+            # Accept the full id 'user@realm!name' as PVE prints it.
+            user, token_id = token_id.split('!', 1)
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self._token_id = token_id
+        self._token_secret = token_secret
+        self.verify = (ca_path or True) if validate_certs else False
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.lock_wait = lock_wait
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.calls = []  # (method, path) of every request made, for tests and request budgets
+        self.warnings = []
+        self._api = None
+        self._connect()
+
+    @classmethod
+    def from_module(cls, module, **kwargs):
+        p = module.params
+        return cls(p['api_host'], port=p['api_port'], user=p['api_user'], password=p.get('api_password'),
+                   token_id=p.get('api_token_id'), token_secret=p.get('api_token_secret'),
+                   validate_certs=p['validate_certs'], ca_path=p.get('ca_path'), timeout=p['api_timeout'],
+                   **kwargs)
+
+    # -------------------------------------------------------------- login
+
+    def _connect(self):
+        kwargs = dict(port=self.port, user=self.user, verify_ssl=self.verify, timeout=self.timeout)
+        if self._token_secret:
+            kwargs.update(token_name=self._token_id, token_value=self._token_secret)
+        else:
+            kwargs.update(password=self._password)
+        try:
+            self._api = ProxmoxAPI(self.host, **kwargs)
+        except Exception as exc:  # proxmoxer raises requests or its own errors on login
+            kind, dummy, message = classify(exc, 'POST', 'access/ticket')
+            if kind == 'error':
+                message = 'PVE login to {0}:{1} failed: {2}'.format(self.host, self.port, exc)
+            raise PveApiError(message, kind=kind if kind != 'uncertain' else 'connection',
+                              path='access/ticket') from exc
+
+    # ------------------------------------------------------------ requests
+
+    def get(self, path, **params):
+        return self.request('GET', path, params)
+
+    def post(self, path, **data):
+        return self.request('POST', path, data)
+
+    def put(self, path, **data):
+        return self.request('PUT', path, data)
+
+    def delete(self, path, **params):
+        return self.request('DELETE', path, params)
+
+    def request(self, method, path, params=None, lock_wait=None):
+        """One API call with the retry policy of :func:`classify`. Returns the answer's ``data``."""
+        path = path.strip('/')
+        params = dict((k, v) for k, v in (params or {}).items() if v is not None)
+        lock_budget = self.lock_wait if lock_wait is None else lock_wait
+        started = self._clock()
+        attempt = 0
+        relogged = False
+        while True:
+            attempt += 1
+            self.calls.append((method, path))
+            try:
+                resource = self._api(path)
+                if method == 'GET':
+                    return resource.get(**params)
+                if method == 'POST':
+                    return resource.post(**params)
+                if method == 'PUT':
+                    return resource.put(**params)
+                return resource.delete(**params)
+            except Exception as exc:  # classified below; nothing escapes unclassified
+                kind, retryable, message = classify(exc, method, path)
+                if kind == 'auth' and getattr(exc, 'status_code', None) == 401 and self._password and not relogged:
+                    # An expired or revoked ticket: log in once more, then repeat the call.
+                    relogged = True
+                    self._connect()
+                    continue
+                if kind == 'lock' and retryable and self._clock() - started < lock_budget:
+                    self._sleep(self._delay(attempt, cap=2.0))
+                    continue
+                if kind == 'lock' and retryable:
+                    raise PveTimeoutError('{0}; still locked after waiting {1:.0f}s'.format(message, lock_budget),
+                                          kind='lock', status=getattr(exc, 'status_code', None), method=method,
+                                          path=path, node=node_of(path)) from exc
+                if retryable and attempt < self.attempts:
+                    self._sleep(self._delay(attempt))
+                    continue
+                error_class = PveUncertainError if kind == 'uncertain' else PveApiError
+                raise error_class(message, kind=kind, status=getattr(exc, 'status_code', None), method=method,
+                                  path=path, node=node_of(path), errors=getattr(exc, 'errors', None),
+                                  privilege=_privilege(message) if kind == 'forbidden' else None) from exc
+
+    def _delay(self, attempt, cap=None):
+        """Exponential backoff with full jitter, bounded."""
+        top = min(cap or self.backoff_max, self.backoff * (2 ** (attempt - 1)))
+        return self._rng.uniform(top / 2.0, top)
+
+    # --------------------------------------------------------------- tasks
+
+    def wait_task(self, upid, timeout=600, poll=0.2, log_lines=20):
+        """Wait for a task by wall-clock time. Returns a dict: upid, node, exitstatus, warnings, log.
+
+        ``OK`` is success; ``WARNINGS: n`` is success with the warnings surfaced in ``warnings`` (and in
+        ``self.warnings``); anything else raises :class:`PveTaskError` with PVE's own message.
+        """
+        node = upid.split(':')[1] if upid and upid.startswith('UPID:') else None
+        if node is None:
+            raise PveApiError('not a task id: {0!r}'.format(upid), kind='error')
+        deadline = self._clock() + timeout
+        delay = poll
+        while True:
+            status = self.get('nodes/{0}/tasks/{1}/status'.format(node, upid))
+            if status.get('status') == 'stopped':
+                break
+            if self._clock() >= deadline:
+                raise PveTimeoutError('task {0} still running after {1}s (wall clock); it was not cancelled, '
+                                      'check it in the PVE task log'.format(upid, timeout), kind='timeout',
+                                      node=node)
+            self._sleep(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 1.5, 2.0)
+        exitstatus = str(status.get('exitstatus', ''))
+        log = self.task_log(node, upid, log_lines)
+        result = dict(upid=upid, node=node, exitstatus=exitstatus, warnings=[], log=log)
+        if exitstatus == 'OK':
+            return result
+        if exitstatus.startswith('WARNINGS'):
+            result['warnings'] = [line for line in log if 'WARN' in line.upper()] or [exitstatus]
+            self.warnings.extend(result['warnings'])
+            return result
+        error_lines = [line for line in log if line.startswith('TASK ERROR')]
+        message = error_lines[-1][len('TASK ERROR:'):].strip() if error_lines else exitstatus
+        raise PveTaskError('PVE task {0} on {1} failed: {2}'.format(status.get('type', ''), node,
+                                                                     message or exitstatus),
+                           upid=upid, exitstatus=exitstatus, log=log, node=node)
+
+    def task_log(self, node, upid, lines=20):
+        """The last ``lines`` lines of a task's log."""
+        try:
+            # PVE's total line count is outside `data`, which proxmoxer drops: read a generous window.
+            entries = self.get('nodes/{0}/tasks/{1}/log'.format(node, upid), start=0, limit=5000) or []
+        except PveApiError:
+            return []
+        if len(entries) > lines:
+            entries = entries[-lines:]
+        return [str(e.get('t', '')) for e in entries]
+
+    def run_task(self, method, path, params=None, timeout=600):
+        """Start a task (a call that answers with a UPID) and wait for it."""
+        upid = self.request(method, path, params)
+        if not upid:
+            return dict(upid=None, exitstatus='OK', warnings=[], log=[])
+        return self.wait_task(upid, timeout=timeout)
+
+    # -------------------------------------------------------------- cluster
+
+    def nodes(self):
+        """{node: 'online' | 'offline' | ...}."""
+        return dict((n['node'], n.get('status', 'unknown')) for n in self.get('nodes'))
+
+    def require_quorum(self):
+        """Stop before any write when the cluster is not quorate."""
+        for item in self.get('cluster/status') or []:
+            if item.get('type') == 'cluster' and not int(item.get('quorate', 1)):
+                raise PveApiError('the cluster {0!r} has lost quorum: no change was made. Restore quorum '
+                                  '(pvecm status) and run again.'.format(item.get('name', '')), kind='quorum')
+
+    def resources(self, kind=None):
+        return self.get('cluster/resources', type=kind) if kind else self.get('cluster/resources')
+
+    def next_vmid(self):
+        return int(self.get('cluster/nextid'))
+
+    # --------------------------------------------------------- VM config
+
+    def vm_config(self, node, vmid):
+        """(config without digest, digest)."""
+        cfg = dict(self.get('nodes/{0}/qemu/{1}/config'.format(node, vmid)) or {})
+        digest = cfg.pop('digest', None)
+        return cfg, digest
+
+    def update_vm_config(self, node, vmid, compute, check_mode=False):
+        """Digest-checked update: read config + digest, ``compute(config)`` -> (set, delete), PUT the difference.
+
+        ``compute`` gets the current config and returns ``(changes, deletes)``: a dict of keys to set and a
+        list of keys to remove, both empty when nothing differs. On a digest mismatch (someone else changed
+        the VM in between) the config is re-read and ``compute`` runs again, once. Returns
+        ``(before, changes, deletes)``.
+        """
+        for attempt in (1, 2):
+            before, digest = self.vm_config(node, vmid)
+            changes, deletes = compute(dict(before))
+            if (not changes and not deletes) or check_mode:
+                return before, changes, deletes
+            params = dict(changes)
+            if deletes:
+                params['delete'] = ','.join(sorted(deletes))
+            if digest:
+                params['digest'] = digest
+            try:
+                self.put('nodes/{0}/qemu/{1}/config'.format(node, vmid), **params)
+                return before, changes, deletes
+            except PveApiError as exc:
+                if exc.kind != 'digest' or attempt == 2:
+                    raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+
+def _privilege(message):
+    found = re.search(r'lacks privilege (\S+)', message)
+    return found.group(1) if found else None
+
+
+def fail_json_from(module, exc, **result):
+    """End a module run with a classified API error (and whatever result it had so far)."""
+    info = exc.as_dict() if isinstance(exc, PveApiError) else dict(msg=str(exc))
+    msg = info.pop('msg')
+    if isinstance(exc, PveTaskError):
+        info['task_log'] = exc.log
+        info['upid'] = exc.upid
+    result.update(info)
+    module.fail_json(msg=msg, **result)
