@@ -1,0 +1,428 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Short-horizon forecasts of one metric series, with prediction intervals.
+
+Public entry point: :func:`forecast_series`. It is pure (no I/O) and is used by the
+modules, the benchmarks and users' own code.
+
+How a forecast is made
+----------------------
+* Gaps (``None`` / NaN) are allowed. Leading gaps are dropped, interior gaps are
+  interpolated linearly, trailing gaps move the forecast origin back to the last
+  observed point (the returned forecast still starts one step after the end of
+  ``values``).
+* Candidates: ``naive`` (last value), ``seasonal_naive`` (same time yesterday; only
+  when there are at least two days of history plus the backtest), ``ets`` (additive
+  errors, additive damped trend) and ``theta`` (standard Theta, i.e. simple
+  exponential smoothing with half the fitted drift).
+* Each model's parameters are estimated by statsmodels once, on a recent window
+  that ends where the backtest starts. The backtest then makes a forecast from
+  every origin in the last ``backtest_steps`` points with those parameters fixed,
+  updating only the model's state with each new observation (rolling origin,
+  no refit). Nothing the parameters were estimated on is scored, so the
+  comparison is out of sample. The candidate with the lowest mean absolute error
+  over all origins and horizons 1..``horizon_steps`` wins; ``naive`` is always a
+  candidate and wins ties, so the choice is never worse than naive on that
+  backtest.
+* The final forecast uses the winner's same fixed parameters with its state run
+  to the last observation: exactly the procedure the backtest scored.
+* Prediction intervals are the model's own (Gaussian) intervals: random walk
+  ``sigma * sqrt(h)`` for naive, ``sigma * sqrt(k + 1)`` for seasonal naive,
+  the ETS(A,Ad,N) and ARIMA(0,1,1) (Theta) h-step variances, with ``sigma``
+  estimated from the one-step errors on the fit window.
+* Series that never go negative (utilisation, bytes/s) get ``mean`` and
+  ``lower`` clipped at 0.
+
+statsmodels and numpy are imported lazily; when they are missing a
+:class:`MissingForecastLibrary` (an ``ImportError``) is raised, which modules turn
+into ``missing_required_lib(exc.library)``. Per-series fits are small: BLAS and
+OpenMP are limited to one thread (environment before numpy's first import, and
+threadpoolctl when it is installed), because several threads made a fit about 5x
+slower on a 2-core machine.
+"""
+
+import math
+import os
+import traceback
+import warnings
+
+MODELS = ('naive', 'seasonal_naive', 'ets', 'theta')
+
+DEFAULT_FIT_WINDOW_SECONDS = 86400       # parameters are estimated on one day...
+DEFAULT_BACKTEST_SECONDS = 86400         # ...and scored on the following day
+MIN_FIT_POINTS = 24                      # fewer: only naive is fitted
+MIN_BACKTEST_ORIGINS = 12
+DAY_SECONDS = 86400
+
+_THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
+                'BLIS_NUM_THREADS', 'VECLIB_MAXIMUM_THREADS', 'NUMEXPR_NUM_THREADS')
+
+
+class MissingForecastLibrary(ImportError):
+    """A Python library the forecaster needs is not installed.
+
+    ``library`` is the pip name to report with ``missing_required_lib``;
+    ``traceback`` is the original import traceback.
+    """
+
+    def __init__(self, library, exc):
+        super().__init__('%s is required for forecasting: %s' % (library, exc))
+        self.library = library
+        self.traceback = ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class _Libs(object):
+    np = None
+    ETSModel = None
+    ThetaModel = None
+    threadpool_limits = None
+
+
+def _libs():
+    """Import numpy and statsmodels on first use (they cost 1-3 s to import)."""
+    if _Libs.np is not None:
+        return _Libs
+    import sys
+    if 'numpy' not in sys.modules:
+        # Only effective before numpy loads its BLAS; later we rely on threadpoolctl.
+        for var in _THREAD_VARS:
+            os.environ.setdefault(var, '1')
+    try:
+        import numpy as np
+    except ImportError as exc:
+        raise MissingForecastLibrary('numpy', exc)
+    try:
+        from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+        from statsmodels.tsa.forecasting.theta import ThetaModel
+    except ImportError as exc:
+        raise MissingForecastLibrary('statsmodels', exc)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    _Libs.ETSModel = ETSModel
+    _Libs.ThetaModel = ThetaModel
+    _Libs.threadpool_limits = threadpool_limits
+    _Libs.np = np
+    return _Libs
+
+
+def check_libraries():
+    """Raise :class:`MissingForecastLibrary` if the forecaster cannot run here."""
+    _libs()
+
+
+class _OneThread(object):
+    """Limit BLAS/OpenMP to one thread for the duration of a fit, when possible."""
+
+    def __init__(self, libs):
+        self._ctx = libs.threadpool_limits(limits=1) if libs.threadpool_limits else None
+
+    def __enter__(self):
+        if self._ctx is not None:
+            self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+        return False
+
+
+def _normal_quantile(p):
+    """Inverse of the standard normal CDF (Acklam's rational approximation, |err| < 1.2e-9)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError('probability must be in (0, 1)')
+    a = (-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+         1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00)
+    b = (-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+         6.680131188771972e+01, -1.328068155288572e+01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+         -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+         3.754408661907416e+00)
+    low = 0.02425
+    if p < low:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    if p > 1 - low:
+        return -_normal_quantile(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+
+
+def _clean(np, values):
+    """Float array with interior gaps interpolated; returns (y, observed_mask, trailing_gap)."""
+    raw = np.array([float('nan') if v is None else float(v) for v in values], dtype=float)
+    raw[~np.isfinite(raw)] = np.nan
+    ok = ~np.isnan(raw)
+    if not ok.any():
+        raise ValueError('the series has no observed values')
+    first = int(np.argmax(ok))
+    last = len(raw) - 1 - int(np.argmax(ok[::-1]))
+    y = raw[first:last + 1]
+    mask = ok[first:last + 1]
+    if not mask.all():
+        idx = np.arange(len(y))
+        y = np.interp(idx, idx[mask], y[mask])
+    return y, mask, len(raw) - 1 - last
+
+
+# ---------------------------------------------------------------------------
+# Candidates. Each one is fitted on y[:fit_end] and then gives, with its
+# parameters fixed, the forecasts from every origin t >= fit_end - 1 (state after
+# observing y[t]) for horizons 1..H, plus the h-step standard deviations.
+# ---------------------------------------------------------------------------
+
+class _Naive(object):
+    name = 'naive'
+
+    def __init__(self, libs, y, fit_end, horizon, season=None):
+        np = libs.np
+        d = np.diff(y[:fit_end])
+        self.sigma = float(np.sqrt(np.mean(d * d))) if len(d) else 0.0
+        self.y = y
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        return self.y[origins][:, None] + _Libs.np.zeros(self.horizon)[None, :]
+
+    def sd(self):
+        return self.sigma * _Libs.np.sqrt(_Libs.np.arange(1, self.horizon + 1))
+
+
+class _SeasonalNaive(object):
+    name = 'seasonal_naive'
+
+    def __init__(self, libs, y, fit_end, horizon, season):
+        np = libs.np
+        self.m = season
+        d = y[season:fit_end] - y[:fit_end - season]
+        self.sigma = float(np.sqrt(np.mean(d * d))) if len(d) else 0.0
+        self.y = y
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        h = np.arange(1, self.horizon + 1)
+        lag = self.m * ((h - 1) // self.m + 1)
+        return self.y[origins[:, None] + h[None, :] - lag[None, :]]
+
+    def sd(self):
+        np = _Libs.np
+        k = (np.arange(1, self.horizon + 1) - 1) // self.m
+        return self.sigma * np.sqrt(k + 1.0)
+
+
+class _ETS(object):
+    """ETS(A,Ad,N): parameters from statsmodels, state recursion run here with them fixed."""
+    name = 'ets'
+
+    def __init__(self, libs, y, fit_end, horizon, season=None):
+        np = libs.np
+        import pandas as pd  # a statsmodels dependency; ETSModel's predictions need an index
+        res = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add',
+                            damped_trend=True).fit(disp=False)
+        p = dict(zip(res.model.param_names, np.asarray(res.params, dtype=float)))
+        self.alpha = p['smoothing_level']
+        self.beta = p['smoothing_trend']
+        self.phi = p['damping_trend']
+        level, trend = p['initial_level'], p['initial_trend']
+        # The recursion (Hyndman & Athanasopoulos, FPP3 8.4), over the whole series.
+        n = len(y)
+        self.level = np.empty(n)
+        self.trend = np.empty(n)
+        err = np.empty(n)
+        a, b, phi = float(self.alpha), float(self.beta), float(self.phi)
+        level, trend = float(level), float(trend)
+        for t, obs in enumerate(y.tolist()):
+            pred = level + phi * trend
+            e = obs - pred
+            level = pred + a * e
+            trend = phi * trend + b * e
+            err[t] = e
+            self.level[t] = level
+            self.trend[t] = trend
+        self.sigma = float(np.sqrt(np.mean(err[:fit_end] ** 2)))
+        self.horizon = horizon
+        self.damp = np.cumsum(phi ** np.arange(1, horizon + 1))
+
+    def forecasts(self, origins):
+        return self.level[origins][:, None] + self.trend[origins][:, None] * self.damp[None, :]
+
+    def sd(self):
+        np = _Libs.np
+        c = self.alpha + self.beta * self.damp[:-1]       # c_j, j = 1..H-1
+        var = 1.0 + np.concatenate(([0.0], np.cumsum(c * c)))
+        return self.sigma * np.sqrt(var)
+
+
+class _Theta(object):
+    """Standard Theta (theta=2): SES plus half the OLS drift; params from statsmodels."""
+    name = 'theta'
+
+    def __init__(self, libs, y, fit_end, horizon, season=None):
+        np = libs.np
+        res = libs.ThetaModel(y[:fit_end], period=1, deseasonalize=False).fit()
+        self.b0 = float(res.params.iloc[0]) if hasattr(res.params, 'iloc') else float(res.params[0])
+        alpha = float(res.params.iloc[1]) if hasattr(res.params, 'iloc') else float(res.params[1])
+        self.alpha = min(max(alpha, 1e-6), 1.0)
+        # SES with the level initialised at the first value, as statsmodels does.
+        n = len(y)
+        self.ses = np.empty(n)      # one-step SES forecast made after observing y[t]
+        err = np.empty(n)
+        lvl = float(y[0])
+        a = self.alpha
+        for t, obs in enumerate(y.tolist()):
+            err[t] = obs - lvl
+            lvl = lvl + a * (obs - lvl)
+            self.ses[t] = lvl
+        self.sigma = float(np.sqrt(np.mean(err[1:fit_end] ** 2))) if fit_end > 1 else 0.0
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        a = self.alpha
+        h = np.arange(self.horizon, dtype=float)[None, :]
+        nobs = (origins + 1.0)[:, None]
+        drift = 0.5 * self.b0 * (h + 1.0 / a - (1.0 - a) ** nobs / a)
+        return self.ses[origins][:, None] + drift
+
+    def sd(self):
+        np = _Libs.np
+        h = np.arange(1, self.horizon + 1)
+        return self.sigma * np.sqrt(1.0 + (h - 1) * self.alpha ** 2)
+
+
+_CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
+
+
+def _result(np, name, mean, sd, level, nonneg, skip, extra):
+    z = _normal_quantile(0.5 + level / 2.0)
+    mean = np.asarray(mean, dtype=float)[skip:]
+    sd = np.asarray(sd, dtype=float)[skip:]
+    lower = mean - z * sd
+    upper = mean + z * sd
+    if nonneg:
+        mean = np.maximum(mean, 0.0)
+        lower = np.maximum(lower, 0.0)
+        upper = np.maximum(upper, 0.0)
+    out = {'mean': [float(v) for v in mean], 'lower': [float(v) for v in lower],
+           'upper': [float(v) for v in upper], 'model': name, 'level': level}
+    out.update(extra)
+    return out
+
+
+def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
+                    fit_window_steps=None, backtest_steps=None, season_steps=None):
+    """Forecast ``horizon_steps`` points after the end of ``values``.
+
+    :param values: the series, oldest first, one value per ``step_seconds``;
+        ``None`` or NaN for gaps.
+    :param step_seconds: spacing of the points (seconds).
+    :param horizon_steps: how many points to forecast (>= 1).
+    :param level: central coverage of the prediction interval (0.8 = 10th..90th
+        percentile).
+    :param models: restrict the candidates (``naive`` is always added).
+    :param fit_window_steps: points the parameters are estimated on (default one day).
+    :param backtest_steps: points the rolling-origin backtest scores (default one day).
+    :param season_steps: season length for seasonal naive (default one day of steps).
+    :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
+        ``model`` (winner's name), ``level``, ``backtest`` (MAE per candidate, empty
+        when the series is too short to backtest) and ``origin_gap`` (trailing gap
+        steps that were skipped).
+    :raises MissingForecastLibrary: numpy or statsmodels are not installed.
+    :raises ValueError: bad arguments or no observed value at all.
+    """
+    horizon_steps = int(horizon_steps)
+    if horizon_steps < 1:
+        raise ValueError('horizon_steps must be >= 1')
+    if not step_seconds or step_seconds <= 0:
+        raise ValueError('step_seconds must be > 0')
+    if not 0.0 < level < 1.0:
+        raise ValueError('level must be between 0 and 1 (exclusive)')
+    wanted = set(MODELS if models is None else models) | {'naive'}
+    unknown = wanted - set(MODELS)
+    if unknown:
+        raise ValueError('unknown model(s): %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(MODELS)))
+
+    libs = _libs()
+    np = libs.np
+    y, observed, gap = _clean(np, values)
+    nonneg = bool(np.min(y) >= 0)
+    horizon = horizon_steps + gap          # forecast from the last observation
+    n = len(y)
+    extra = {'backtest': {}, 'origin_gap': gap}
+
+    if np.ptp(y) == 0.0:
+        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), level, nonneg, gap, extra)
+
+    per_day = DAY_SECONDS / float(step_seconds)
+    bt = int(backtest_steps or max(1, round(DEFAULT_BACKTEST_SECONDS / float(step_seconds))))
+    fw = int(fit_window_steps or max(1, round(DEFAULT_FIT_WINDOW_SECONDS / float(step_seconds))))
+    bt = min(bt, max(0, n // 2))
+    fit_end = n - bt
+    fw = min(fw, fit_end)
+    if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS:
+        # Too short to estimate and score anything honestly: the last value.
+        naive = _Naive(libs, y, n, horizon)
+        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], naive.sd(), level, nonneg, gap, extra)
+
+    season = int(season_steps) if season_steps else (int(per_day) if per_day == int(per_day) else 0)
+    if 'seasonal_naive' in wanted and not (season > horizon and fit_end - season >= max(MIN_FIT_POINTS, season)):
+        wanted.discard('seasonal_naive')
+
+    # Work on the recent part only: the fit window, the backtest, and one season before
+    # them when seasonal naive needs it.
+    keep = fw + bt + (season if 'seasonal_naive' in wanted else 0)
+    start = max(0, n - keep)
+    yw = y[start:]
+    obs = observed[start:]
+    fe = len(yw) - bt                           # fit on yw[:fe] (its last fw points)
+    fs = fe - fw                                 # fit window start inside yw
+
+    origins = np.arange(fe - 1, len(yw) - 1)     # state after observing yw[t]
+    steps = np.arange(1, horizon + 1)
+    tgt = origins[:, None] + steps[None, :]
+    valid = tgt < len(yw)
+    tgt_c = np.minimum(tgt, len(yw) - 1)
+    valid &= obs[tgt_c]                          # score only on observed (not interpolated) values
+    actual = yw[tgt_c]
+
+    fitted = {}
+    scores = {}
+    with warnings.catch_warnings(), _OneThread(libs):
+        warnings.simplefilter('ignore')
+        for name in MODELS:
+            if name not in wanted:
+                continue
+            try:
+                if name == 'seasonal_naive':
+                    model = _SeasonalNaive(libs, yw, fe, horizon, season)
+                else:
+                    # fit on the window only: shift so the model sees yw[fs:]
+                    model = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon, season)
+            except Exception:  # a candidate that cannot be fitted simply does not compete
+                if name == 'naive':
+                    raise
+                continue
+            shift = 0 if name == 'seasonal_naive' else fs
+            f = model.forecasts(origins - shift)
+            if not np.all(np.isfinite(f)):
+                continue
+            err = np.abs(f - actual)[valid]
+            scores[name] = float(np.mean(err)) if err.size else float('inf')
+            fitted[name] = (model, shift)
+
+    best = 'naive'
+    for name in MODELS:
+        if name in scores and scores[name] < scores[best]:
+            best = name
+    model, shift = fitted[best]
+    mean = model.forecasts(np.array([len(yw) - 1 - shift]))[0]
+    extra['backtest'] = scores
+    return _result(np, best, mean, model.sd(), level, nonneg, gap, extra)

@@ -1,0 +1,192 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""forecast_series on synthetic series with known answers."""
+import math
+import random
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
+from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import (
+    MissingForecastLibrary, forecast_series)
+
+STEP = 300          # 5-minute points
+DAY = 288
+
+
+def _shape_ok(res, horizon):
+    assert set(('mean', 'lower', 'upper', 'model')) <= set(res)
+    for k in ('mean', 'lower', 'upper'):
+        assert len(res[k]) == horizon
+        assert all(isinstance(v, float) and math.isfinite(v) for v in res[k])
+    for lo, m, hi in zip(res['lower'], res['mean'], res['upper']):
+        assert lo <= m <= hi
+
+
+def test_constant_series_is_flat_with_zero_width():
+    res = forecast_series([42.0] * 500, STEP, 10)
+    _shape_ok(res, 10)
+    assert res['model'] == 'naive'
+    assert res['mean'] == [42.0] * 10
+    assert res['lower'] == res['upper'] == [42.0] * 10
+
+
+def test_linear_ramp_is_extrapolated():
+    values = [5.0 + 2.0 * t for t in range(600)]
+    res = forecast_series(values, STEP, 15)
+    _shape_ok(res, 15)
+    assert res['model'] in ('ets', 'theta')
+    expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
+    for h, (got, want) in enumerate(zip(res['mean'], expected)):
+        # a damped trend may give back a little of the rise, never most of it (naive: all of it)
+        assert abs(got - want) < 0.15 * 2.0 * (h + 1) + 0.5
+    # naive would be flat: the chosen model must beat it on the backtest
+    assert res['backtest'][res['model']] < res['backtest']['naive']
+
+
+def test_noisy_ramp_upper_bound_rises():
+    rnd = random.Random(1)
+    values = [10.0 + 0.5 * t + rnd.gauss(0, 2) for t in range(600)]
+    res = forecast_series(values, STEP, 12)
+    _shape_ok(res, 12)
+    assert res['upper'][-1] > res['upper'][0]
+    assert res['mean'][-1] > values[-1] - 10  # keeps climbing, not falling back
+    assert abs(res['mean'][-1] - (10.0 + 0.5 * 611)) < 15
+
+
+def test_step_change_settles_on_new_level():
+    rnd = random.Random(2)
+    values = [10.0 + rnd.gauss(0, 0.5) for _ in range(500)] + [50.0 + rnd.gauss(0, 0.5) for _ in range(150)]
+    res = forecast_series(values, STEP, 10)
+    _shape_ok(res, 10)
+    for m in res['mean']:
+        assert 47.0 < m < 53.0
+    assert res['lower'][0] < 50.0 < res['upper'][0]
+
+
+def test_daily_sinusoid_picks_seasonal_naive():
+    values = [50.0 + 30.0 * math.sin(2 * math.pi * t / DAY) for t in range(4 * DAY)]
+    res = forecast_series(values, STEP, 15)
+    _shape_ok(res, 15)
+    assert res['model'] == 'seasonal_naive'
+    n = len(values)
+    for h, got in enumerate(res['mean']):
+        want = 50.0 + 30.0 * math.sin(2 * math.pi * (n + h) / DAY)
+        assert abs(got - want) < 1e-6
+
+
+def test_sinusoid_too_short_for_a_season_still_forecasts():
+    values = [50.0 + 30.0 * math.sin(2 * math.pi * t / DAY) for t in range(300)]
+    res = forecast_series(values, STEP, 5)
+    _shape_ok(res, 5)
+    assert res['model'] != 'seasonal_naive'
+    assert 'seasonal_naive' not in res['backtest']
+
+
+def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
+    values = [5.0 + 2.0 * t for t in range(600)]
+    gappy = list(values)
+    for i in (0, 1, 50, 51, 52, 300, 450):
+        gappy[i] = None
+    gappy[200] = float('nan')
+    gappy[-3:] = [None, None, float('nan')]          # the last 3 points are missing
+    res = forecast_series(gappy, STEP, 5)
+    _shape_ok(res, 5)
+    assert res['origin_gap'] == 3
+    # the forecast starts right after the end of the input, gaps included
+    for h, got in enumerate(res['mean']):
+        assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.15 * 2.0 * (h + 4) + 0.5
+
+
+def test_short_series_falls_back_to_naive():
+    res = forecast_series([1.0, 3.0, None, 2.0, 4.0], STEP, 3)
+    _shape_ok(res, 3)
+    assert res['model'] == 'naive'
+    assert res['mean'] == [4.0, 4.0, 4.0]
+    assert res['backtest'] == {}
+    assert res['upper'][2] - res['mean'][2] > res['upper'][0] - res['mean'][0]
+
+
+def test_random_walk_interval_coverage_is_about_the_level():
+    rnd = random.Random(3)
+    walk = [100.0]
+    for _ in range(900):
+        walk.append(walk[-1] + rnd.gauss(0, 1))
+    inside = total = 0
+    for origin in range(700, 900, 10):
+        res = forecast_series(walk[:origin], STEP, 5, level=0.8)
+        for h in range(5):
+            total += 1
+            inside += res['lower'][h] <= walk[origin + h] <= res['upper'][h]
+    assert 0.6 <= inside / float(total) <= 0.97
+
+
+def test_non_negative_series_are_clipped_at_zero():
+    values = [max(0.0, 30.0 - 0.2 * t) for t in range(140)] + [0.0, 0.4, 0.0, 0.3] * 40
+    res = forecast_series(values, STEP, 10)
+    assert min(res['lower']) >= 0.0 and min(res['mean']) >= 0.0
+
+
+def test_choice_never_worse_than_naive_on_its_backtest():
+    rnd = random.Random(4)
+    values = []
+    x = 20.0
+    for t in range(800):
+        x = 0.9 * x + 2.0 + rnd.gauss(0, 3)
+        values.append(x + (15.0 if (t // 37) % 2 else 0.0))
+    res = forecast_series(values, STEP, 8)
+    assert set(res['backtest']) >= {'naive', 'ets', 'theta'}
+    assert res['backtest'][res['model']] <= res['backtest']['naive']
+    assert res['backtest'][res['model']] == min(res['backtest'].values())
+
+
+def test_ets_recursion_matches_statsmodels():
+    pd = pytest.importorskip('pandas')
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    rnd = random.Random(5)
+    y = [50.0 + 0.1 * t + rnd.gauss(0, 2) for t in range(400)]
+    libs = fc._libs()
+    np = libs.np
+    model = fc._ETS(libs, np.array(y), 200, 6)
+    params = [model.alpha, model.beta, model.phi]
+    full = ETSModel(pd.Series(y), error='add', trend='add', damped_trend=True)
+    ref = ETSModel(pd.Series(y[:200]), error='add', trend='add', damped_trend=True).fit(disp=False)
+    assert np.allclose(params, np.asarray(ref.params)[:3])
+    want = np.asarray(full.smooth(ref.params).forecast(6))
+    got = model.forecasts(np.array([399]))[0]
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_models_argument_restricts_candidates():
+    values = [5.0 + 2.0 * t for t in range(600)]
+    res = forecast_series(values, STEP, 5, models=['theta'])
+    assert set(res['backtest']) == {'naive', 'theta'}
+    with pytest.raises(ValueError, match='unknown model'):
+        forecast_series(values, STEP, 5, models=['arima'])
+
+
+@pytest.mark.parametrize('kwargs', [
+    {'values': [None, float('nan')], 'step_seconds': STEP, 'horizon_steps': 3},
+    {'values': [1.0, 2.0], 'step_seconds': STEP, 'horizon_steps': 0},
+    {'values': [1.0, 2.0], 'step_seconds': 0, 'horizon_steps': 3},
+    {'values': [1.0, 2.0], 'step_seconds': STEP, 'horizon_steps': 3, 'level': 1.0},
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        forecast_series(**kwargs)
+
+
+def test_missing_statsmodels_raises_importerror_subclass(monkeypatch):
+    import sys
+    monkeypatch.setattr(fc._Libs, 'np', None)
+    monkeypatch.setitem(sys.modules, 'statsmodels.tsa.exponential_smoothing.ets', None)
+    with pytest.raises(MissingForecastLibrary) as err:
+        forecast_series([1.0, 2.0, 3.0], STEP, 2)
+    assert isinstance(err.value, ImportError)
+    assert err.value.library == 'statsmodels'
+    assert 'Traceback' in err.value.traceback or 'ImportError' in err.value.traceback
+
+
+def test_normal_quantile():
+    assert abs(fc._normal_quantile(0.9) - 1.2815515655) < 1e-8
+    assert abs(fc._normal_quantile(0.975) - 1.9599639845) < 1e-8
+    assert abs(fc._normal_quantile(0.001) + 3.0902323062) < 1e-7
