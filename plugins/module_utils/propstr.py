@@ -104,7 +104,8 @@ def merge_net(current, desired):
     """The NIC to write: ``current`` with ``desired`` applied; keeps the MAC unless one is asked for."""
     out = dict(current)
     for key, want in desired.items():
-        if want is None:
+        if want is None or _norm_value(key, want) == NET_DEFAULTS.get(key):
+            # PVE stores a default as the key's absence; writing it would read back as a change.
             out.pop(key, None)
         else:
             out[key] = _norm_value(key, want)

@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The linked-clone engine: find a VM by name, clone it from a golden template, converge it, destroy it.
+
+Used by the ``linked_clone`` module, by ``scale`` (horizontal scaling adds and removes instances through the
+very same code) and by ``failover`` (resize). Identity is the VM name plus, where given, the collection's tags;
+a VM is never guessed: two VMs with the same name are an error, a template is never modified.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
+    PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
+
+# Keys PVE applies to a running VM at once (with default hotplug); others wait for the next start.
+ALWAYS_LIVE = ('name', 'description', 'tags', 'onboot', 'protection', 'hookscript', 'startup', 'agent')
+
+
+class VmSpec(object):
+    """What a managed VM should look like. ``None`` means: not managed, leave as it is."""
+
+    def __init__(self, name, template=None, node=None, pool=None, cores=None, memory=None, nets=None, tags=None,
+                 description=None, meta=None, hookscript=None, state='present', timeout=900, full=False):
+        self.name = name
+        self.template = template
+        self.node = node
+        self.pool = pool
+        self.cores = cores
+        self.memory = memory
+        self.nets = nets  # list of dicts, position = netN index; None entries are left alone
+        self.tags = set(tags) if tags is not None else None
+        self.description = description
+        self.meta = meta
+        self.hookscript = hookscript
+        self.state = state
+        self.timeout = timeout
+        self.full = full
+
+
+def find_vms(resources, name):
+    """Non-template VMs named ``name`` in a /cluster/resources listing."""
+    return [r for r in resources if r.get('type') == 'qemu' and r.get('name') == name and not r.get('template')]
+
+
+def find_template(resources, ref):
+    """The golden template by vmid (int or digit string) or by name; errors say what was found instead."""
+    if ref is None:
+        raise PveApiError('template is required to create a VM', kind='config')
+    if isinstance(ref, int) or str(ref).isdigit():
+        matches = [r for r in resources if r.get('type') == 'qemu' and int(r.get('vmid', -1)) == int(ref)]
+    else:
+        matches = [r for r in resources if r.get('type') == 'qemu' and r.get('name') == ref]
+        if len([m for m in matches if m.get('template')]) == 1:
+            matches = [m for m in matches if m.get('template')]
+    if not matches:
+        raise PveApiError('golden template {0!r} not found in the cluster'.format(ref), kind='notfound')
+    if len(matches) > 1:
+        raise PveApiError('template name {0!r} is ambiguous: vmids {1}; give the vmid'.format(
+            ref, sorted(m['vmid'] for m in matches)), kind='config')
+    found = matches[0]
+    if not found.get('template'):
+        raise PveApiError('source {0!r} (vmid {1}) is a VM, not a template: convert it with `qm template {1}` or '
+                          'name a golden template'.format(ref, found['vmid']), kind='config')
+    return found
+
+
+def desired_config_changes(spec, cfg, meta_module=None):
+    """(changes, deletes) that bring ``cfg`` to ``spec``: pure; compares property strings as structures."""
+    changes, deletes = {}, []
+    if spec.cores is not None and int(cfg.get('cores', 1)) != int(spec.cores):
+        changes['cores'] = int(spec.cores)
+    if spec.memory is not None and propstr.parse_memory(cfg.get('memory', 512)) != int(spec.memory):
+        changes['memory'] = int(spec.memory)
+    for index, want in enumerate(spec.nets or []):
+        if want is None:
+            continue
+        key = 'net{0}'.format(index)
+        desired = dict((k, v) for k, v in want.items() if k != 'index')
+        desired.setdefault('model', 'virtio')
+        if 'tag' not in desired:
+            desired['tag'] = None  # a VLAN tag must not linger when none is asked for
+        if key not in cfg:
+            changes[key] = propstr.format_net(propstr.merge_net({}, desired))
+            continue
+        current = propstr.parse_net(cfg[key])
+        if propstr.net_differs(current, desired):
+            changes[key] = propstr.format_net(propstr.merge_net(current, desired))
+    if spec.nets is not None:
+        for key in sorted(k for k in cfg if k.startswith('net') and k[3:].isdigit()):
+            if int(key[3:]) >= len(spec.nets):
+                deletes.append(key)
+    if spec.tags is not None and propstr.parse_tags(cfg.get('tags')) != spec.tags:
+        changes['tags'] = propstr.format_tags(spec.tags)
+    description = cfg.get('description', '')
+    if spec.meta is not None and meta_module is not None:
+        new_description = meta_module.merge_description(description, spec.meta)
+        if new_description != description:
+            changes['description'] = new_description
+    elif spec.description is not None and spec.description != description:
+        changes['description'] = spec.description
+    if spec.hookscript is not None:
+        if spec.hookscript == '' and 'hookscript' in cfg:
+            deletes.append('hookscript')
+        elif spec.hookscript and cfg.get('hookscript') != spec.hookscript:
+            changes['hookscript'] = spec.hookscript
+    return changes, deletes
+
+
+def managed_view(cfg, spec):
+    """The part of a config this spec manages, for before/after diffs."""
+    view = {}
+    if spec.cores is not None:
+        view['cores'] = int(cfg.get('cores', 1))
+    if spec.memory is not None:
+        view['memory'] = propstr.parse_memory(cfg.get('memory', 512))
+    if spec.nets is not None:
+        for key in sorted(k for k in cfg if k.startswith('net') and k[3:].isdigit()):
+            view[key] = cfg[key]
+    if spec.tags is not None:
+        view['tags'] = sorted(propstr.parse_tags(cfg.get('tags')))
+    if spec.meta is not None or spec.description is not None:
+        view['description'] = cfg.get('description', '')
+    if spec.hookscript is not None:
+        view['hookscript'] = cfg.get('hookscript', '')
+    return view
+
+
+class VmEngine(object):
+    """Ensure-present / ensure-absent for linked clones, with check mode and a diff."""
+
+    def __init__(self, api, check_mode=False, meta_module=None, resources=None):
+        self.api = api
+        self.check_mode = check_mode
+        self.meta_module = meta_module
+        self._resources = resources
+
+    def resources(self, refresh=False):
+        if self._resources is None or refresh:
+            self._resources = self.api.resources('vm')
+        return self._resources
+
+    def lookup(self, name, refresh=False):
+        found = find_vms(self.resources(refresh), name)
+        if len(found) > 1:
+            raise PveApiError('{0} VMs are named {1!r} (vmids {2}): rename or remove the extra ones; this module '
+                              'never guesses which one it manages'.format(len(found), name,
+                                                                          sorted(f['vmid'] for f in found)),
+                              kind='config')
+        return found[0] if found else None
+
+    # ------------------------------------------------------------ present
+
+    def ensure(self, spec):
+        result = dict(changed=False, created=False, name=spec.name, vmid=None, node=None, pending=[],
+                      diff=dict(before={}, after={}), warnings=[])
+        if spec.state == 'absent':
+            return self.ensure_absent(spec, result)
+        current = self.lookup(spec.name)
+        if current is None:
+            if not self.check_mode:
+                self.api.require_quorum()
+            current = self._create(spec, result)
+            if current is None:  # check mode: describe what would be built
+                result['diff']['after'] = dict(name=spec.name, template=spec.template, node=spec.node,
+                                               cores=spec.cores, memory=spec.memory,
+                                               nets=[propstr.format_net(n) for n in (spec.nets or []) if n],
+                                               tags=sorted(spec.tags or []))
+                return result
+        result['vmid'] = int(current['vmid'])
+        result['node'] = current['node']
+        self._converge(spec, current, result)
+        self._power(spec, current, result)
+        return result
+
+    def _create(self, spec, result):
+        template = find_template(self.resources(), spec.template)
+        node = spec.node or template['node']
+        nodes = self.api.nodes()
+        if node not in nodes:
+            raise PveApiError('node {0!r} is not in the cluster (nodes: {1})'.format(node, ', '.join(sorted(nodes))),
+                              kind='config', node=node)
+        if nodes[node] != 'online':
+            raise PveApiError('node {0!r} is {1}: cannot place {2!r} there; choose an online node'.format(
+                node, nodes[node], spec.name), kind='offline', node=node)
+        result['changed'] = True
+        result['created'] = True
+        if self.check_mode:
+            result['node'] = node
+            return None
+        for attempt in range(3):
+            vmid = self.api.next_vmid()
+            params = dict(newid=vmid, name=spec.name, target=node, full=1 if spec.full else 0)
+            if spec.pool:
+                params['pool'] = spec.pool
+            try:
+                upid = self.api.post('nodes/{0}/qemu/{1}/clone'.format(template['node'], template['vmid']), **params)
+                task = self.api.wait_task(upid, timeout=spec.timeout)
+                result['warnings'].extend(task['warnings'])
+                break
+            except PveUncertainError:
+                # The clone request may have reached PVE: look, never clone twice.
+                found = self.lookup(spec.name, refresh=True)
+                if found is not None:
+                    break
+                raise
+            except PveTaskError:
+                self._remove_orphan(vmid, spec.name)
+                raise
+            except PveTimeoutError:
+                raise
+            except PveApiError as exc:
+                if 'already exists' in exc.message and attempt < 2:
+                    continue  # another clone took this vmid between nextid and our POST
+                raise
+        found = self.lookup(spec.name, refresh=True)
+        if found is None:
+            raise PveApiError('the clone of {0!r} finished but no VM of that name is listed'.format(spec.name))
+        return found
+
+    def _remove_orphan(self, vmid, name):
+        """A failed clone task can leave a half-made VM: remove it so a rerun starts clean."""
+        for res in self.resources(refresh=True):
+            if res.get('type') == 'qemu' and int(res.get('vmid', -1)) == int(vmid) and not res.get('template'):
+                try:
+                    upid = self.api.delete('nodes/{0}/qemu/{1}'.format(res['node'], vmid), purge=1,
+                                           **{'destroy-unreferenced-disks': 1, 'skiplock': None})
+                    self.api.wait_task(upid, timeout=300)
+                except PveApiError:
+                    pass  # the original error is the one to report
+        self._resources = None
+
+    def _converge(self, spec, current, result):
+        node, vmid = current['node'], current['vmid']
+        meta_module = self.meta_module
+        state = {}
+
+        def compute(cfg):
+            if cfg.get('template'):
+                raise PveApiError('{0!r} (vmid {1}) is a template; templates are never modified'.format(
+                    spec.name, vmid), kind='config')
+            state['before'] = cfg
+            return desired_config_changes(spec, cfg, meta_module)
+
+        before, changes, deletes = self.api.update_vm_config(node, vmid, compute, check_mode=self.check_mode)
+        after = dict(before)
+        after.update(changes)
+        for key in deletes:
+            after.pop(key, None)
+        result['diff']['before'] = managed_view(before, spec)
+        result['diff']['after'] = managed_view(after, spec)
+        if changes or deletes:
+            result['changed'] = True
+            result['changes'] = sorted(list(changes) + list(deletes))
+            if not self.check_mode and current.get('status') == 'running':
+                pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
+                result['pending'] = sorted(p['key'] for p in pending
+                                           if 'pending' in p or p.get('delete'))
+
+    def _power(self, spec, current, result):
+        node, vmid = current['node'], current['vmid']
+        status = current.get('status')
+        if spec.state == 'started' and status != 'running':
+            result['changed'] = True
+            if not self.check_mode:
+                self.api.require_quorum()
+                task = self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(node, vmid),
+                                         timeout=spec.timeout)
+                result['warnings'].extend(task['warnings'])
+        elif spec.state == 'stopped' and status == 'running':
+            result['changed'] = True
+            if not self.check_mode:
+                self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+
+    # ------------------------------------------------------------- absent
+
+    def ensure_absent(self, spec, result):
+        current = self.lookup(spec.name)
+        if current is None:
+            return result
+        result.update(changed=True, vmid=int(current['vmid']), node=current['node'])
+        result['diff'] = dict(before=dict(name=spec.name, vmid=int(current['vmid']), node=current['node']),
+                              after={})
+        if self.check_mode:
+            return result
+        self.api.require_quorum()
+        node, vmid = current['node'], current['vmid']
+        if current.get('status') == 'running':
+            self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+        self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
+                          {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
+        self._resources = None
+        return result

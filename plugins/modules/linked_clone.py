@@ -1,0 +1,247 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: linked_clone
+short_description: A VM that is a linked clone of a golden template, converged to its desired size, NICs and tags
+version_added: 0.1.0
+description:
+  - Finds the VM by its O(name) (never by guessing: two VMs of that name are an error). When it is absent, clones
+    it from the golden O(template) as a linked clone, with a new vmid from C(/cluster/nextid), on O(node) and in
+    O(pool). When it is present, converges O(cores), O(memory), the NICs in O(nets), O(tags) (as a set), the
+    metadata block in the description (O(meta)) and O(hookscript), with one digest-checked update and a
+    before/after diff.
+  - NICs are compared as structures, not strings. Existing MAC addresses are kept; a VLAN C(tag) that is not asked
+    for is removed; C(link_down) is honoured.
+  - On a running VM, PVE applies hot-pluggable changes at once and keeps the others pending until the next start;
+    the module lists the pending ones in RV(pending).
+  - A failed clone task is reported with PVE's own message, and the half-made VM is removed, so a rerun converges
+    without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
+    looks the VM up again instead of cloning a second time.
+  - O(state=absent) stops the VM and destroys it with its disks (purge). Templates are never modified, and a source
+    that is not a template is refused.
+author: shadownet.proxmox developers
+extends_documentation_fragment:
+  - shadownet.proxmox.api
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  name:
+    description: VM name (a DNS label). The identity of the VM.
+    type: str
+    required: true
+  template:
+    description:
+      - The golden template, by vmid or by name. Required to create the VM.
+    type: raw
+  node:
+    description:
+      - Node to place a new clone on. Defaults to the template's node. Existing VMs are not moved.
+    type: str
+  pool:
+    description: Resource pool for a new clone.
+    type: str
+  cores:
+    description: CPU cores.
+    type: int
+  memory:
+    description: Memory in MiB.
+    type: int
+  nets:
+    description:
+      - The VM's NICs; the position in the list is the NIC index (C(net0), C(net1), ...). NICs beyond the list
+        are removed. Omit the option to leave NICs alone.
+    type: list
+    elements: dict
+    suboptions:
+      bridge:
+        description: Bridge or SDN vnet.
+        type: str
+        required: true
+      model:
+        description: NIC model.
+        type: str
+        default: virtio
+      tag:
+        description: VLAN tag. Omitted means no tag (an existing tag is removed).
+        type: int
+      link_down:
+        description: Disconnect the NIC.
+        type: bool
+        default: false
+      firewall:
+        description: Enable the PVE firewall on the NIC.
+        type: bool
+      macaddr:
+        description: MAC address. Omitted keeps the current one (or lets PVE generate one).
+        type: str
+  tags:
+    description: PVE tags, converged as a set (exactly these tags).
+    type: list
+    elements: str
+  meta:
+    description:
+      - The collection's metadata for this VM, stored as a JSON block between markers in the description.
+        Text outside the markers (an operator's notes) is kept.
+    type: dict
+  hookscript:
+    description: Hook script volume, for example C(local:snippets/shadownet-hook.py). An empty string removes it.
+    type: str
+  state:
+    description:
+      - C(present) creates and converges; C(started) and C(stopped) also set the power state; C(absent) destroys.
+    type: str
+    choices: [present, started, stopped, absent]
+    default: present
+  timeout:
+    description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy).
+    type: int
+    default: 900
+'''
+
+EXAMPLES = r'''
+- name: A primary instance of the web service
+  shadownet.proxmox.linked_clone:
+    api_host: pve1.example.com
+    api_token_id: automation
+    api_token_secret: "{{ vault_pve_token }}"
+    ca_path: /etc/ssl/pve-root-ca.pem
+    name: shop-web-1
+    template: 9000
+    node: pve1
+    pool: shadownet
+    cores: 4
+    memory: 8192
+    nets:
+      - bridge: shopnet
+    tags: [shadownet, sn-shop, sn-web, sn-primary]
+    meta: {role: primary, template: shop, service: web, index: 1}
+    state: started
+
+- name: Remove an instance
+  shadownet.proxmox.linked_clone:
+    name: shop-web-3
+    state: absent
+'''
+
+RETURN = r'''
+vmid:
+  description: The VM's id (null in check mode when it would be created).
+  returned: always
+  type: int
+  sample: 101
+node:
+  description: The node the VM is on (or would be created on).
+  returned: always
+  type: str
+  sample: pve2
+created:
+  description: Whether the VM was (or, in check mode, would be) cloned.
+  returned: always
+  type: bool
+changes:
+  description: Config keys that were (or would be) changed.
+  returned: when changed
+  type: list
+  elements: str
+  sample: [cores, net1]
+pending:
+  description: Keys PVE keeps pending until the VM's next start (not hot-pluggable).
+  returned: always
+  type: list
+  elements: str
+  sample: [cores]
+diff:
+  description: Managed settings before and after.
+  returned: always
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
+
+try:
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+except ImportError:  # pragma: no cover
+    metablock = None
+
+
+def main():
+    argument_spec = pveapi.api_argument_spec()
+    argument_spec.update(
+        name=dict(type='str', required=True),
+        template=dict(type='raw'),
+        node=dict(type='str'),
+        pool=dict(type='str'),
+        cores=dict(type='int'),
+        memory=dict(type='int'),
+        nets=dict(type='list', elements='dict', options=dict(
+            bridge=dict(type='str', required=True),
+            model=dict(type='str', default='virtio'),
+            tag=dict(type='int'),
+            link_down=dict(type='bool', default=False),
+            firewall=dict(type='bool'),
+            macaddr=dict(type='str'),
+        )),
+        tags=dict(type='list', elements='str'),
+        meta=dict(type='dict'),
+        hookscript=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'absent']),
+        timeout=dict(type='int', default=900),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
+                           required_together=pveapi.API_REQUIRED_TOGETHER)
+    if not pveapi.HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    p = module.params
+    bad_tags = pveapi_tags_error(p['tags'])
+    if bad_tags:
+        module.fail_json(msg=bad_tags)
+    if p['cores'] is not None and p['cores'] < 1:
+        module.fail_json(msg='cores must be at least 1 (got {0})'.format(p['cores']))
+    if p['memory'] is not None and p['memory'] < 16:
+        module.fail_json(msg='memory is in MiB and must be at least 16 (got {0})'.format(p['memory']))
+    if p['meta'] is not None and metablock is None:
+        module.fail_json(msg='meta needs the module_utils.meta of this collection')
+    nets = None
+    if p['nets'] is not None:
+        nets = []
+        for net in p['nets']:
+            nets.append(dict((k, v) for k, v in net.items() if v is not None or k == 'tag'))
+    spec = vmengine.VmSpec(p['name'], template=p['template'], node=p['node'], pool=p['pool'], cores=p['cores'],
+                           memory=p['memory'], nets=nets, tags=p['tags'], meta=p['meta'], hookscript=p['hookscript'],
+                           state=p['state'], timeout=p['timeout'])
+    try:
+        api = pveapi.PveApi.from_module(module)
+        result = vmengine.VmEngine(api, check_mode=module.check_mode, meta_module=metablock).ensure(spec)
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc)
+    warnings = result.pop('warnings', [])
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+def pveapi_tags_error(tags):
+    if not tags:
+        return None
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import invalid_tags
+    bad = invalid_tags(tags)
+    if bad:
+        return ('tags {0} are not valid PVE tags: use letters, digits, "_", "+", ".", "-" and start with a letter, '
+                'digit or "_"'.format(', '.join(bad)))
+    return None
+
+
+if __name__ == '__main__':
+    main()

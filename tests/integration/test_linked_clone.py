@@ -1,0 +1,119 @@
+"""shadownet.proxmox.linked_clone against the simulator (HTTPS, token, certificate verification on)."""
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+from lab.modrun import ModuleFailed, run_module
+
+
+def vms_named(pvesim, name):
+    return [vm for vm in pvesim.pve.vms if vm.name == name]
+
+
+def args(pve_conn, **kwargs):
+    out = dict(pve_conn)
+    out.update(name='shop-web-1', template=9000, node='pve2', pool='shadownet', cores=2, memory=2048,
+               nets=[{'bridge': 'vmbr0'}], tags=['shadownet', 'sn-shop', 'sn-web', 'sn-primary'])
+    out.update(kwargs)
+    return out
+
+
+def test_clone_then_idempotent(pvesim, pve_conn):
+    first = run_module(linked_clone, args(pve_conn))
+    assert first['changed'] and first['created']
+    vm = vms_named(pvesim, 'shop-web-1')
+    assert len(vm) == 1 and vm[0].node == 'pve2'
+    assert first['vmid'] == vm[0].vmid
+    assert set(vm[0].config['tags'].split(';')) == {'shadownet', 'sn-shop', 'sn-web', 'sn-primary'}
+    clones = [body for method, path, body in pvesim.requests() if path.endswith('/qemu/9000/clone')]
+    assert len(clones) == 1 and 'full=0' in clones[0]  # a linked clone, not a full copy
+    mark = pvesim.mark()
+    second = run_module(linked_clone, args(pve_conn))
+    assert not second['changed']
+    assert pvesim.writes(mark) == []
+
+
+def test_check_mode_on_absent_vm_writes_nothing(pvesim, pve_conn):
+    mark = pvesim.mark()
+    result = run_module(linked_clone, args(pve_conn), check_mode=True)
+    assert result['changed'] and result['created'] and result['vmid'] is None
+    assert result['diff']['after']['cores'] == 2
+    assert pvesim.writes(mark) == []
+    assert vms_named(pvesim, 'shop-web-1') == []
+
+
+def test_converge_keeps_mac_changes_tag_and_link(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn, nets=[{'bridge': 'vmbr0', 'tag': 10}]))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    mac = vm.config['net0'].split(',')[0].split('=')[1]
+    result = run_module(linked_clone, args(pve_conn, cores=4, nets=[{'bridge': 'vmbr0'},
+                                                                    {'bridge': 'vmbr0', 'link_down': True}]))
+    assert result['changed'] and set(result['changes']) == {'cores', 'net0', 'net1'}
+    assert result['diff']['before']['cores'] == 2 and result['diff']['after']['cores'] == 4
+    assert vm.config['net0'] == 'virtio={0},bridge=vmbr0'.format(mac)  # tag gone, MAC kept
+    assert 'link_down=1' in vm.config['net1']
+    again = run_module(linked_clone, args(pve_conn, cores=4, nets=[{'bridge': 'vmbr0'},
+                                                                   {'bridge': 'vmbr0', 'link_down': True}]))
+    assert not again['changed']
+
+
+def test_running_vm_reports_pending(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    assert vm.status == 'running'
+    result = run_module(linked_clone, args(pve_conn, cores=3, state='started'))
+    assert result['changed'] and 'cores' in result['pending']
+
+
+def test_refuses_a_source_that_is_not_a_template(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn))
+    vmid = vms_named(pvesim, 'shop-web-1')[0].vmid
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn, name='other', template=vmid))
+    assert 'not a template' in info.value.result['msg']
+
+
+def test_failed_clone_task_leaves_no_orphan_and_rerun_converges(pvesim, pve_conn):
+    pvesim.pve.fail('POST', '/nodes/pve1/qemu/9000/clone', 500, 'clone failed: storage local-lvm is full',
+                    times=1)
+    count = len(pvesim.pve.vms)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn))
+    assert 'storage local-lvm is full' in info.value.result['msg']
+    assert len(pvesim.pve.vms) == count
+    result = run_module(linked_clone, args(pve_conn))
+    assert result['created']
+    assert len(vms_named(pvesim, 'shop-web-1')) == 1
+
+
+def test_offline_node_named_and_nothing_written(pvesim, pve_conn):
+    pvesim.pve.set_node_offline('pve3')
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn, node='pve3'))
+    assert "'pve3'" in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_lost_quorum_stops_before_any_write(pvesim, pve_conn):
+    pvesim.pve.lose_quorum()
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn))
+    assert 'quorum' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_absent_destroys(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn, state='started'))
+    result = run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))
+    assert result['changed']
+    assert vms_named(pvesim, 'shop-web-1') == []
+    assert not run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))['changed']
+
+
+def test_duplicate_names_are_an_error(pvesim, pve_conn):
+    pvesim.pve.add_vm(500, 'dup', node='pve1')
+    pvesim.pve.add_vm(501, 'dup', node='pve2')
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn, name='dup'))
+    assert 'never guesses' in info.value.result['msg']

@@ -1,0 +1,30 @@
+"""Run a module's main() in-process with real arguments and get its JSON result (for tests)."""
+import contextlib
+import io
+import json
+
+from ansible.module_utils.testing import patch_module_args
+
+
+class ModuleFailed(Exception):
+    def __init__(self, result):
+        super().__init__(result.get('msg'))
+        self.result = result
+
+
+def run_module(module, args, check_mode=False, diff=True):
+    """Call module.main() with ``args``; return the result dict, or raise ModuleFailed with it."""
+    args = dict(args)
+    args['_ansible_check_mode'] = check_mode
+    args['_ansible_diff'] = diff
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out):
+        try:
+            module.main()
+        except SystemExit:
+            pass
+    text = out.getvalue()
+    result = json.loads(text[text.index('{'):])
+    if result.get('failed'):
+        raise ModuleFailed(result)
+    return result
