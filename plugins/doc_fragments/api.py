@@ -62,9 +62,9 @@ requirements:
   - requests
 notes:
   - Every module of this collection that talks to the PVE API is in the action group
-    C(shadownet.proxmox.api), so the connection options can be set once with
-    C(module_defaults: {group/shadownet.proxmox.api: {...}}).
-  - Lock timeouts (C(can't lock file ... got timeout), C(VM is locked)) are retried until the lock is released,
+    C(shadownet.proxmox.api), so the connection options can be set once for all of them with
+    C(module_defaults) and the key C(group/shadownet.proxmox.api).
+  - Lock timeouts (C(can't lock file ... got timeout) and C(VM is locked)) are retried until the lock is released,
     within a bounded time. Reads are retried on HTTP 5xx and dropped connections. A write whose connection
     dropped is never repeated blindly; the module re-reads the cluster to learn whether it happened.
 '''

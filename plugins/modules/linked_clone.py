@@ -10,7 +10,7 @@ module: linked_clone
 short_description: A VM that is a linked clone of a golden template, converged to its desired size, NICs and tags
 version_added: 0.1.0
 description:
-  - Finds the VM by its O(name) (never by guessing: two VMs of that name are an error). When it is absent, clones
+  - Finds the VM by its O(name) (never by guessing; two VMs of that name are an error). When it is absent, clones
     it from the golden O(template) as a linked clone, with a new vmid from C(/cluster/nextid), on O(node) and in
     O(pool). When it is present, converges O(cores), O(memory), the NICs in O(nets), O(tags) (as a set), the
     metadata block in the description (O(meta)) and O(hookscript), with one digest-checked update and a
