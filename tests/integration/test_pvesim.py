@@ -1,5 +1,4 @@
 """The PVE simulator behaves as PVE does for what the collection touches (through proxmoxer, TLS verified)."""
-import json
 import os
 import select
 import signal
@@ -110,3 +109,268 @@ def test_launcher_ready_line_control_channel_and_sigterm(tmp_path):
             proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _error(call, *args, **kwargs):
+    """The ResourceException a call raises (the test fails if it succeeds)."""
+    from proxmoxer.core import ResourceException
+    with pytest.raises(ResourceException) as err:
+        call(*args, **kwargs)
+    return err.value
+
+
+def _message(exc):
+    return '{0} {1} {2}'.format(exc.status_code, exc.content, exc.errors)
+
+
+def _wait_task(api, node, upid):
+    status = api.nodes(node).tasks(upid).status.get()
+    assert status['status'] == 'stopped'
+    return status['exitstatus']
+
+
+# ------------------------------------------------------------------------------------------ SDN
+
+def test_sdn_pending_then_apply_then_running(proxmoxer_api):
+    sdn = proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='shop', type='simple', ipam='pve')
+    sdn.vnets.post(vnet='shopnet', zone='shop', alias='shop primary network')
+    sdn.vnets('shopnet').subnets.post(subnet='10.10.0.0/24', type='subnet', gateway='10.10.0.1')
+    # Written, not applied: the config shows it, the running config does not.
+    assert [z['zone'] for z in sdn.zones.get()] == ['shop']
+    assert sdn.zones.get(running=1) == []
+    pending = sdn.vnets.get(pending=1)
+    assert pending[0]['state'] == 'new' and pending[0]['pending']['alias'] == 'shop primary network'
+    subnets = sdn.vnets('shopnet').subnets.get(pending=1)
+    assert subnets[0]['subnet'] == 'shop-10.10.0.0-24' and subnets[0]['state'] == 'new'
+    upid = sdn.put()
+    assert _wait_task(proxmoxer_api, 'pve1', upid) == 'OK'
+    running = sdn.vnets.get(running=1)
+    assert [(v['vnet'], v['zone'], v['alias']) for v in running] == [('shopnet', 'shop', 'shop primary network')]
+    assert 'state' not in sdn.zones.get(pending=1)[0]
+    subnet = sdn.vnets('shopnet').subnets('shop-10.10.0.0-24').get()
+    assert subnet['cidr'] == '10.10.0.0/24' and subnet['gateway'] == '10.10.0.1'
+    # A change is pending again until the next apply.
+    sdn.vnets('shopnet').put(alias='renamed', digest=sdn.vnets('shopnet').get()['digest'])
+    item = sdn.vnets('shopnet').get(pending=1)
+    assert item['state'] == 'changed' and item['alias'] == 'shop primary network'
+    assert item['pending']['alias'] == 'renamed'
+
+
+def test_sdn_errors_as_pve(proxmoxer_api):
+    sdn = proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='shop', type='simple')
+    err = _error(sdn.zones.post, zone='shop', type='simple')
+    assert err.status_code == 500 and "sdn zone object ID 'shop' already defined" in _message(err)
+    err = _error(sdn.vnets.post, vnet='orphan', zone='nozone')
+    assert err.status_code == 500 and 'create sdn vnet object failed' in _message(err)
+    assert sdn.vnets.get() == []
+    err = _error(sdn.vnets.post, vnet='longvnet9', zone='shop')
+    assert err.status_code == 400 and 'vnet' in err.errors
+    err = _error(sdn.zones.post, zone='vlz', type='vlan')
+    assert err.status_code == 400 and 'bridge' in err.errors
+    sdn.zones.post(zone='vlz', type='vlan', bridge='vmbr0')
+    err = _error(sdn.vnets.post, vnet='v1', zone='vlz')
+    assert 'missing vlan tag' in _message(err)
+    sdn.vnets.post(vnet='v1', zone='vlz', tag=100)
+    sdn.vnets.post(vnet='web', zone='shop')
+    err = _error(sdn.vnets.post, vnet='web', zone='shop')
+    assert "sdn vnet object ID 'web' already defined" in _message(err)
+    err = _error(sdn.zones('shop').delete)
+    assert 'zone shop is used by vnet web' in _message(err)
+    err = _error(sdn.vnets('web').subnets.post, subnet='10.20.0.0/24', type='subnet', gateway='10.99.0.1')
+    assert 'gateway' in err.errors
+
+
+def test_sdn_global_lock(proxmoxer_api, pvesim):
+    sdn = proxmoxer_api.cluster.sdn
+    token = sdn.lock.post()
+    assert token
+    err = _error(sdn.zones.post, zone='shop', type='simple')
+    assert 'invalid lock token provided!' in _message(err)
+    err = _error(sdn.zones.post, zone='shop', type='simple', **{'lock-token': 'wrong'})
+    assert 'invalid lock token provided!' in _message(err)
+    sdn.zones.post(zone='shop', type='simple', **{'lock-token': token})
+    # Rollback with the token discards the pending zone and (by default) releases the lock.
+    sdn.rollback.post(**{'lock-token': token})
+    assert sdn.zones.get() == [] and pvesim.pve.sdn_lock is None
+    # Pending changes refuse a new lock unless allow-pending; apply with the token releases it.
+    sdn.zones.post(zone='shop', type='simple')
+    assert 'configuration has pending changes' in _message(_error(sdn.lock.post))
+    token = sdn.lock.post(**{'allow-pending': 1})
+    assert _wait_task(proxmoxer_api, 'pve1', sdn.put(**{'lock-token': token})) == 'OK'
+    assert pvesim.pve.sdn_lock is None and [z['zone'] for z in sdn.zones.get(running=1)] == ['shop']
+    token = sdn.lock.post()
+    sdn.lock.delete(**{'lock-token': token})
+    sdn.zones.post(zone='other', type='simple')
+
+
+# ------------------------------------------------------------------------------------------ node network
+
+def test_node_network_bridge_pending_then_apply(proxmoxer_api, pvesim):
+    net = proxmoxer_api.nodes('pve2').network
+    assert 'vmbr0' in [i['iface'] for i in net.get(type='bridge')]
+    net.post(iface='vmbr7', type='bridge', comments='shadownet shop', autostart=1, cidr='10.77.0.1/24')
+    item = [i for i in net.get(type='bridge') if i['iface'] == 'vmbr7'][0]
+    assert item['comments'] == 'shadownet shop' and 'active' not in item
+    assert pvesim.pve.network_pending('pve2') and not pvesim.pve.network_pending('pve1')
+    assert _error(net.post, iface='vmbr7', type='bridge').errors == {'iface': 'interface already exists'}
+    assert _wait_task(proxmoxer_api, 'pve2', net.put()) == 'OK'
+    assert net('vmbr7').get()['active'] == 1 and not pvesim.pve.network_pending('pve2')
+    # A change, then a revert: back to the applied config.
+    net('vmbr7').put(type='bridge', comments='changed')
+    assert net('vmbr7').get()['comments'] == 'changed'
+    net.delete()
+    assert net('vmbr7').get()['comments'] == 'shadownet shop'
+    net('vmbr7').delete()
+    assert 'vmbr7' not in [i['iface'] for i in net.get()]
+
+
+# ------------------------------------------------------------------------------------------ HA
+
+def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
+    ha = proxmoxer_api.cluster.ha
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    node.qemu(9000).clone.post(newid=101, name='web-2')
+    assert 'does not exist' in _message(_error(ha.resources.post, sid='vm:555'))
+    ha.resources.post(sid='vm:100', state='started')
+    ha.resources.post(sid='vm:101')
+    assert [r['sid'] for r in ha.resources.get()] == ['vm:100', 'vm:101']
+    assert pvesim.pve.vm(100).ha_state == 'started'
+    ha.rules.post(rule='web-spread', type='resource-affinity', resources='vm:101,vm:100', affinity='negative')
+    ha.rules.post(rule='web-pin', type='node-affinity', resources='vm:100', nodes='pve2,pve1:2', strict=1)
+    err = _error(ha.rules.post, rule='web-spread', type='resource-affinity', resources='vm:100,vm:101',
+                 affinity='positive')
+    assert "HA rule 'web-spread' already defined" in _message(err)
+    assert 'unmanaged' in _message(_error(ha.rules.post, rule='r2', type='node-affinity', resources='vm:9001',
+                                          nodes='pve1'))
+    rules = dict((r['rule'], r) for r in ha.rules.get())
+    assert rules['web-spread']['resources'] == 'vm:100,vm:101' and rules['web-spread']['affinity'] == 'negative'
+    assert rules['web-pin']['nodes'] == 'pve1:2,pve2' and rules['web-pin']['strict'] == 1
+    assert rules['web-pin']['digest']
+    one = ha.rules('web-pin').get()
+    ha.rules('web-pin').put(type='node-affinity', nodes='pve3', digest=one['digest'])
+    assert 'detected modified configuration' in _message(
+        _error(ha.rules('web-pin').put, type='node-affinity', nodes='pve2', digest=one['digest']))
+    assert ha.rules('web-pin').get()['nodes'] == 'pve3'
+    assert [r['rule'] for r in ha.rules.get(type='resource-affinity')] == ['web-spread']
+    ha.rules('web-pin').delete()
+    assert "HA rule 'web-pin' does not exist" in _message(_error(ha.rules('web-pin').get))
+    ha.resources('vm:101').delete()
+    assert pvesim.pve.vm(101).ha_state is None
+    # purge (the default) takes the resource out of the rules that name it.
+    assert ha.rules('web-spread').get()['resources'] == 'vm:100'
+
+
+# ------------------------------------------------------------------------------------------ rrddata
+
+def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    pvesim.pve.set_stats(100, cpu=0.25, mem=512 * 1024 ** 2)
+    default = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
+    assert len(default) == 1 and default[0]['cpu'] == 0.25 and default[0]['maxcpu'] == 2
+    assert default[0]['maxmem'] == 2048 * 1024 ** 2 and default[0]['time'] % 60 == 0
+    end = 1_800_000_000
+    points = [{'time': end - 60 * i, 'cpu': 0.1 * (i % 4), 'maxcpu': 2, 'mem': 1e9, 'maxmem': 2e9,
+               'netin': 1000.0 + i, 'netout': 10.0} for i in range(24 * 60)]
+    pvesim.pve.inject_rrd(100, points)
+    hour = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
+    assert len(hour) == 70 and hour[-1]['time'] == end and hour[1]['time'] - hour[0]['time'] == 60
+    assert hour[-1]['cpu'] == 0.0 and hour[-2]['cpu'] == pytest.approx(0.1) and hour[-1]['netin'] == 1000.0
+    day = node.qemu(100).rrddata.get(timeframe='day', cf='AVERAGE')
+    assert len(day) == 70 and all(p['time'] % 1800 == 0 for p in day)
+    full = [p for p in day if 'cpu' in p]
+    assert 40 <= len(full) <= 50 and full[-2]['cpu'] == pytest.approx(0.15)
+    peak = node.qemu(100).rrddata.get(timeframe='day', cf='MAX')
+    assert [p for p in peak if 'cpu' in p][-2]['cpu'] == pytest.approx(0.3)
+    week = node.qemu(100).rrddata.get(timeframe='week')
+    assert week[1]['time'] - week[0]['time'] == 10800
+
+
+# ------------------------------------------------------------------------------------------ migrate
+
+def test_migrate_moves_the_vm(proxmoxer_api, pvesim):
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    err = _error(node.qemu(100).migrate.post, target='pve1')
+    assert err.status_code == 400 and 'target is local node' in err.errors['target']
+    pvesim.pve.set_node_offline('pve3')
+    upid = node.qemu(100).migrate.post(target='pve3')
+    assert _wait_task(proxmoxer_api, 'pve1', upid) == 'migration aborted'
+    log = '\n'.join(line['t'] for line in node.tasks(upid).log.get())
+    assert "Can't connect to destination address" in log and pvesim.pve.vm(100).node == 'pve1'
+    node.qemu(100).status.start.post()
+    assert "without --online" in _message(_error(node.qemu(100).migrate.post, target='pve2'))
+    upid = node.qemu(100).migrate.post(target='pve2', online=1)
+    assert _wait_task(proxmoxer_api, 'pve1', upid) == 'OK'
+    assert pvesim.pve.vm(100).node == 'pve2'
+    assert proxmoxer_api.nodes('pve2').qemu(100).status.current.get()['status'] == 'running'
+    assert 'does not exist' in _message(_error(node.qemu(100).config.get))
+
+
+# ------------------------------------------------------------------------------------------ VM config
+
+def _root_password_api(pvesim):
+    import proxmoxer
+    return proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user='root@pam', password=pvesim.password,
+                                verify_ssl=pvesim.cafile)
+
+
+def test_hookscript_must_exist_on_snippets_storage(proxmoxer_api, pvesim):
+    # PVE lets only root@pam itself (not even root's API tokens) set hookscript.
+    root = _root_password_api(pvesim)
+    node = root.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    hook = 'local:snippets/shadownet-hook.py'
+    err = _error(node.qemu(100).config.put, hookscript=hook)
+    assert err.status_code == 400 and err.errors['hookscript'] == "script '{0}' does not exist".format(hook)
+    assert 'hookscript' not in node.qemu(100).config.get()
+    err = _error(proxmoxer_api.nodes('pve1').qemu(100).config.put, hookscript=hook)
+    assert err.status_code in (400, 403)
+    pvesim.pve.add_snippet(hook)
+    node.qemu(100).config.put(hookscript=hook)
+    assert node.qemu(100).config.get()['hookscript'] == hook
+    err = _error(node.qemu(100).config.put, hookscript='local:iso/x.iso')
+    assert 'not in the snippets directory' in err.errors['hookscript']
+
+
+def test_mac_generated_and_kept(proxmoxer_api):
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    node.qemu(100).config.put(net1='virtio,bridge=vmbr0,tag=20')
+    net1 = node.qemu(100).config.get()['net1']
+    mac = net1.split(',')[0].split('=')[1]
+    assert len(mac.split(':')) == 6 and 'tag=20' in net1
+    node.qemu(100).config.post(net2='model=virtio,bridge=vmbr0')
+    assert node.qemu(100).config.get()['net2'].startswith('virtio=')
+    node.qemu(100).config.put(net1='virtio={0},bridge=vmbr0,tag=30'.format(mac))
+    assert node.qemu(100).config.get()['net1'] == 'virtio={0},bridge=vmbr0,tag=30'.format(mac)
+    # Given without its MAC, the NIC gets a new one, as PVE does: clients must send the MAC back.
+    node.qemu(100).config.put(net1='virtio,bridge=vmbr0,tag=30')
+    assert mac not in node.qemu(100).config.get()['net1']
+
+
+def test_hotplug_on_running_vm(proxmoxer_api):
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    vm = node.qemu(100)
+    vm.status.start.post()
+    vm.config.put(net1='virtio,bridge=vmbr0', cores=4, vcpus=1)
+    cfg = vm.config.get()
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert cfg['net1'].startswith('virtio=') and 'pending' not in pending['net1']
+    assert cfg['cores'] == 2 and str(pending['cores']['pending']) == '4'
+    assert str(pending['vcpus']['pending']) == '1'
+    vm.config.put(delete='net1')
+    assert 'net1' not in vm.config.get()
+    # With cpu hot-plug on, vcpus apply at once; cores still wait for a restart, as on PVE.
+    vm.config.put(hotplug='network,disk,cpu,memory')
+    vm.config.put(vcpus=2)
+    assert str(vm.config.get()['vcpus']) == '2'
+    vm.status.stop.post()
+    vm.status.start.post()
+    assert str(vm.config.get()['cores']) == '4'

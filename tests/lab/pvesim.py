@@ -14,18 +14,22 @@ What is modelled on top of fakepve
   with PVE's messages. The PVE 9 global SDN lock: `POST /cluster/sdn/lock` gives a token; while it is held,
   every SDN write, apply and rollback needs `lock-token`; `DELETE /cluster/sdn/lock` (or `release-lock=1` on
   apply/rollback) releases it; `POST /cluster/sdn/rollback` discards pending changes.
-- Node networks (pvesim_cluster.py): `/nodes/{node}/network` with a vmbr0 per node; bridges, bonds, vlans and
-  eths created, updated and deleted into a pending `interfaces.new`; `PUT /nodes/{node}/network` applies (a
-  task), `DELETE /nodes/{node}/network` reverts. Items carry `pending` values like PVE's list does.
+- Node networks (pvesim_cluster.py): `/nodes/{node}/network` with eno1 and vmbr0 on each node; interfaces
+  created, updated and deleted go to a pending config (PVE's interfaces.new); `PUT /nodes/{node}/network`
+  applies it (a `srvreload` task), `DELETE /nodes/{node}/network` reverts it. GET shows the pending-inclusive
+  config; an interface not applied yet has no `active` flag, as on PVE.
 - HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
-  start/stop go through HA as fakepve models it) and the PVE 9 rules `/cluster/ha/rules` of type
-  `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity), with `digest`.
+  start/stop go through HA as fakepve models it; delete with purge takes it out of rules) and the PVE 9 rules
+  `/cluster/ha/rules` of type `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity),
+  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail.
 - VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
-  step (AVERAGE or MAX), else one point from the VM's current usage (`set_stats`); `POST .../migrate` moves the
-  VM (a task); `hookscript` must name an existing snippet (`add_snippet`); a net device without a MAC gets a new
-  one on config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
-  `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on; `cores`,
-  `sockets` and the rest stay pending until the next start, as in PVE.
+  step (hour 60 s, day 1800 s, week 10800 s; 70 points; AVERAGE or MAX), else one point from the VM's current
+  usage (`set_stats`); `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
+  without `online`, TASK ERROR when the target is offline); `hookscript` must name an existing snippet
+  (`add_snippet`; only root@pam itself may set it, as on PVE); a net device without a MAC gets a new one on
+  config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
+  `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
+  `cores`, `sockets` and the rest stay pending until the next start, as in PVE.
 - The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
   volumes, users, roles, ACLs and API tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
@@ -36,15 +40,17 @@ Known differences from real PVE
 - Values are stored as sent (a PUT of cores=4 reads back "4" where PVE answers 4); property strings are not
   canonicalised except net devices (model=MAC first, the rest sorted by key).
 - SDN: no IPAM, DNS, controllers or fabrics; applying does not check that a vlan zone's bridge exists on the
-  nodes; `GET /cluster/sdn/vnets` shows only the keys that were set (PVE adds `type: vnet` and a digest; so
-  does this, but not the other computed keys).
-- Node networks: no `/etc/network/interfaces` rendering and no checks of bridge_ports against real NICs.
+  nodes; only simple and vlan zones are checked (other types are stored as sent); a vnet in a missing zone
+  fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
+  Perl line number.
+- Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
 - HA: no CRM/LRM; resources do not move on their own; rules are not enforced when VMs start or migrate.
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
   a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
 - migrate: a VM is moved instantly at time_scale 0; local disks of linked clones are not refused (real PVE
   cannot migrate a linked clone on non-shared storage); `with-local-disks` is not required for offline moves.
-- Hook scripts are never run; only their existence on snippets storage is checked.
+- Hook scripts are never run; only their existence on snippets storage is checked (not the executable bit).
+- Disk hot-plug is not modelled: disk changes on a running VM stay pending (fakepve's behaviour).
 """
 
 if __name__ == '__main__' and not __package__:
@@ -57,7 +63,6 @@ if __name__ == '__main__' and not __package__:
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -448,8 +453,3 @@ def main(argv=None):
     if not args.host.startswith('127.'):
         parser.error('--host must be a loopback address (127.0.0.0/8)')
     return asyncio.run(_serve(args))
-
-
-def state_json(pve):
-    """The control channel's /_sim/state view, for debugging from Python."""
-    return json.dumps(asyncio.run(ControlChannel(pve)._get_state(None, {})), indent=2)

@@ -1,18 +1,413 @@
-"""Node networks and HA for ShadowPve (filled in below)."""
+"""Node networks and HA (resources and PVE 9 rules) for ShadowPve.
+
+Node networks follow pve-manager's PVE/API2/Network.pm: writes go to /etc/network/interfaces.new (kept here as
+`node_networks[node]['config']`); `PUT /nodes/{node}/network` applies it (a `srvreload` task), `DELETE` reverts
+it. GET answers the pending-inclusive config; an interface not yet applied has no `active` flag, as on PVE.
+HA follows pve-ha-manager's PVE/API2/HA/Resources.pm and Rules.pm (PVE 9): errors are prefixed with the
+operation ("create ha rule failed: ...") and answers carry the config file's `digest`.
+"""
+
+import copy
+import hashlib
+import ipaddress
+import json
+import re
+
+from fakepve.model import PveError
+from fakepve.routing import split_list
+
+__all__ = ['NodeNetworkApi', 'HaApi']
+
+NOT_IN_SCHEMA = 'property is not defined in schema and the schema does not allow additional properties'
+
+
+def _die(message):
+    return PveError(500, message)
+
+
+def _param_error(**fields):
+    return PveError(400, 'Parameter verification failed.', fields)
+
+
+def _digest(data):
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ node networks
+
+def _default_interfaces(index):
+    """A node's interfaces as a fresh PVE install has them: one NIC, enslaved to vmbr0 with the node's address."""
+    address = '192.0.2.{0}'.format(10 + index)
+    return {
+        'eno1': {'type': 'eth', 'method': 'manual', 'families': ['inet'], 'exists': 1, 'priority': 3},
+        'vmbr0': {'type': 'bridge', 'method': 'static', 'families': ['inet'], 'autostart': 1, 'priority': 4,
+                  'bridge_ports': 'eno1', 'bridge_stp': 'off', 'bridge_fd': '0', 'cidr': address + '/24',
+                  'address': address, 'netmask': '24', 'gateway': '192.0.2.1'},
+    }
 
 
 class NodeNetworkApi(object):
+    """Mixin of ShadowPve: /nodes/{node}/network."""
+
     def _init_network(self):
+        # node -> {'running': {iface: options}, 'config': {iface: options}}
         self.node_networks = {}
 
     def _network_for(self, node):
-        return self.node_networks.setdefault(node, {})
+        if node not in self.node_networks:
+            ifaces = _default_interfaces(len(self.node_networks) + 1)
+            self.node_networks[node] = {'running': ifaces, 'config': copy.deepcopy(ifaces)}
+        return self.node_networks[node]
+
+    def network_pending(self, node):
+        """True if the node has changes not yet applied (interfaces.new exists)."""
+        net = self._network_for(node)
+        return net['config'] != net['running']
+
+    def _routes_node_network(self):
+        base = '/nodes/{node}/network'
+        one = base + '/{iface}'
+        return [('GET', base, self._nn_list), ('POST', base, self._nn_create), ('PUT', base, self._nn_apply),
+                ('DELETE', base, self._nn_revert), ('GET', one, self._nn_read), ('PUT', one, self._nn_update),
+                ('DELETE', one, self._nn_delete)]
+
+    def _nn_item(self, node, iface):
+        net = self._network_for(node)
+        item = copy.deepcopy(net['config'][iface])
+        item['iface'] = iface
+        if iface in net['running']:
+            item['active'] = 1
+        return item
+
+    async def _nn_list(self, v, user):
+        net = self._network_for(v['node'])
+        wanted = v.get('type')
+        out = []
+        for iface in sorted(net['config']):
+            kind = net['config'][iface].get('type')
+            if wanted in (None, kind) or (wanted == 'any_bridge' and kind in ('bridge', 'OVSBridge')) or \
+                    (wanted == 'any_local_bridge' and kind == 'bridge'):
+                out.append(self._nn_item(v['node'], iface))
+        return out
+
+    async def _nn_read(self, v, user):
+        net = self._network_for(v['node'])
+        if v['iface'] not in net['config']:
+            raise _param_error(iface='interface does not exist')
+        item = self._nn_item(v['node'], v['iface'])
+        item.pop('iface')
+        return item
+
+    @staticmethod
+    def _nn_options(v, item):
+        for key, val in v.items():
+            if key in ('node', 'iface', 'delete', 'digest'):
+                continue
+            item[key] = val
+        if item.get('cidr'):
+            try:
+                iface = ipaddress.ip_interface(str(item['cidr']))
+            except ValueError:
+                raise _param_error(cidr='invalid format - invalid CIDR {0}'.format(item['cidr'])) from None
+            item['address'] = str(iface.ip)
+            item['netmask'] = str(iface.network.prefixlen)
+        if item.get('address') or item.get('cidr'):
+            item['method'] = 'static'
+        item.setdefault('method', 'manual')
+        item.setdefault('families', ['inet'])
+        return item
+
+    def _nn_check(self, config, iface, item):
+        if item.get('type') == 'bridge':
+            if not re.fullmatch(r'[a-zA-Z][a-zA-Z0-9_.]{0,14}', iface):
+                raise _param_error(iface='invalid bridge name {0!r}'.format(iface))
+            for port in split_list(item.get('bridge_ports')):
+                if port not in config:
+                    raise _die("can't find interface '{0}'".format(port))
+                for other, cfg in config.items():
+                    if other != iface and cfg.get('type') == 'bridge' and port in split_list(cfg.get('bridge_ports')):
+                        raise _die("interface '{0}' is already used by bridge '{1}'".format(port, other))
+        if item.get('gateway'):
+            for other, cfg in config.items():
+                if other != iface and cfg.get('gateway'):
+                    raise _param_error(gateway='Default gateway already exists on interface \'{0}\'.'.format(other))
+
+    async def _nn_create(self, v, user):
+        net = self._network_for(v['node'])
+        iface = v['iface']
+        if iface in net['config']:
+            raise _param_error(iface='interface already exists')
+        item = self._nn_options(v, {})
+        if item.get('type') == 'bridge':
+            item.setdefault('bridge_stp', 'off')
+            item.setdefault('bridge_fd', '0')
+        self._nn_check(net['config'], iface, item)
+        net['config'][iface] = item
+
+    async def _nn_update(self, v, user):
+        net = self._network_for(v['node'])
+        iface = v['iface']
+        if iface not in net['config']:
+            raise _param_error(iface='interface does not exist')
+        current = copy.deepcopy(net['config'][iface])
+        if v.get('type') != current.get('type'):
+            raise _param_error(type='interface type is different')
+        for key in split_list(v.get('delete')):
+            current.pop(key, None)
+            if key == 'cidr':
+                current.pop('address', None)
+                current.pop('netmask', None)
+        item = self._nn_options(v, current)
+        self._nn_check(net['config'], iface, item)
+        net['config'][iface] = item
+
+    async def _nn_delete(self, v, user):
+        net = self._network_for(v['node'])
+        if v['iface'] not in net['config']:
+            raise _param_error(iface='interface does not exist')
+        del net['config'][v['iface']]
+
+    async def _nn_apply(self, v, user):
+        node = v['node']
+        net = self._network_for(node)
+        changed = self.network_pending(node)
+
+        async def body():
+            net['running'] = copy.deepcopy(net['config'])
+            return None
+        log = ['applying network configuration' if changed else 'no changes to apply']
+        return await self.task(node, 'srvreload', 'networking', user, body, log=log)
+
+    async def _nn_revert(self, v, user):
+        net = self._network_for(v['node'])
+        net['config'] = copy.deepcopy(net['running'])
+
+
+# ------------------------------------------------------------------------------------------ HA
+
+RULE_KEYS = {
+    'node-affinity': {'resources': True, 'nodes': True, 'strict': False, 'affinity': False, 'comment': False,
+                      'disable': False},
+    'resource-affinity': {'resources': True, 'affinity': True, 'comment': False, 'disable': False},
+}
+RESOURCE_KEYS = ('state', 'comment', 'max_restart', 'max_relocate', 'failback', 'auto-rebalance', 'group')
+
+
+def parse_sid(text):
+    """PVE::HA::Config::parse_sid: ('vm:100', 'vm', '100'); a bare number is a VM."""
+    text = str(text)
+    found = re.fullmatch(r'(?:(vm|ct):)?(\d+)', text)
+    if not found:
+        raise _die("unable to parse service id '{0}'".format(text))
+    kind = found.group(1) or 'vm'
+    return '{0}:{1}'.format(kind, found.group(2)), kind, found.group(2)
+
+
+def _resource_list(text):
+    return ','.join(sorted({parse_sid(item)[0] for item in split_list(text)}, key=lambda s: (s[:2], int(s[3:]))))
+
+
+def _node_list(text):
+    return ','.join(sorted(split_list(text), key=lambda n: n.split(':')[0]))
 
 
 class HaApi(object):
+    """Mixin of ShadowPve: /cluster/ha/resources and /cluster/ha/rules."""
+
     def _init_ha(self):
+        # sid ('vm:100') -> options; rule id -> options (with type).
         self.ha_resources = {}
         self.ha_rules = {}
 
     def ha_summary(self):
-        return {}
+        return {'resources': sorted(self.ha_resources), 'rules': sorted(self.ha_rules)}
+
+    def _routes_ha(self):
+        res, rules = '/cluster/ha/resources', '/cluster/ha/rules'
+        return [('GET', res, self._ha_res_list), ('POST', res, self._ha_res_create),
+                ('GET', res + '/{sid}', self._ha_res_read), ('PUT', res + '/{sid}', self._ha_res_update),
+                ('DELETE', res + '/{sid}', self._ha_res_delete),
+                ('GET', rules, self._ha_rule_list), ('POST', rules, self._ha_rule_create),
+                ('GET', rules + '/{rule}', self._ha_rule_read), ('PUT', rules + '/{rule}', self._ha_rule_update),
+                ('DELETE', rules + '/{rule}', self._ha_rule_delete)]
+
+    # -------------------------------------------------------------- resources
+
+    def _ha_res_view(self, sid):
+        item = dict(self.ha_resources[sid], sid=sid, type=sid.split(':')[0], digest=_digest(self.ha_resources))
+        return item
+
+    async def _ha_res_list(self, v, user):
+        return [self._ha_res_view(sid) for sid in sorted(self.ha_resources)
+                if v.get('type') in (None, sid.split(':')[0])]
+
+    def _ha_res_known(self, sid):
+        sid = parse_sid(sid)[0]
+        if sid not in self.ha_resources:
+            raise _die("no such resource '{0}'".format(sid))
+        return sid
+
+    async def _ha_res_read(self, v, user):
+        return self._ha_res_view(self._ha_res_known(v['sid']))
+
+    def _ha_vm_state(self, sid):
+        kind, vmid = sid.split(':')
+        vm = self.vm(int(vmid)) if kind == 'vm' else None
+        if vm is not None:
+            state = self.ha_resources.get(sid, {}).get('state', 'started') if sid in self.ha_resources else None
+            vm.ha_state = {'enabled': 'started', 'disabled': 'stopped'}.get(state, state)
+
+    async def _ha_res_create(self, v, user):
+        sid, kind, name = parse_sid(v['sid'])
+        if v.get('type') and v['type'] != kind:
+            raise _die('types does not match')
+        self.need_quorum()
+        guest = self.vm(int(name)) if kind == 'vm' else self.guest(int(name))
+        if guest is None or (kind == 'vm' and guest not in self.vms):
+            raise _die("{0} '{1}' does not exist in cluster".format('VM' if kind == 'vm' else 'CT', name))
+        if getattr(guest, 'template', False):
+            raise _die('cannot manage template as HA resource')
+        if sid in self.ha_resources:
+            raise _die("create resource failed: resource ID '{0}' already defined".format(sid))
+        self.ha_resources[sid] = dict((k, x) for k, x in v.items() if k in RESOURCE_KEYS)
+        self._ha_vm_state(sid)
+
+    async def _ha_res_update(self, v, user):
+        sid = self._ha_res_known(v['sid'])
+        self.need_quorum()
+        if v.get('digest') and v['digest'] != _digest(self.ha_resources):
+            raise _die('update resource failed: detected modified configuration - file changed by other user? '
+                       'Try again.')
+        item = self.ha_resources[sid]
+        for key in split_list(v.get('delete')):
+            item.pop(key, None)
+        item.update((k, x) for k, x in v.items() if k in RESOURCE_KEYS)
+        self._ha_vm_state(sid)
+
+    async def _ha_res_delete(self, v, user):
+        sid = self._ha_res_known(v['sid'])
+        self.need_quorum()
+        del self.ha_resources[sid]
+        if v.get('purge', 1) not in (0, '0', False):
+            for rule_id, rule in sorted(self.ha_rules.items()):
+                left = [r for r in split_list(rule.get('resources')) if r != sid]
+                if not left:
+                    del self.ha_rules[rule_id]
+                else:
+                    rule['resources'] = ','.join(left)
+        self._ha_vm_state(sid)
+
+    # ------------------------------------------------------------------ rules
+
+    def _ha_rule_view(self, rule_id):
+        return dict(self.ha_rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules))
+
+    async def _ha_rule_list(self, v, user):
+        out = []
+        for rule_id in sorted(self.ha_rules):
+            rule = self.ha_rules[rule_id]
+            if v.get('type') not in (None, rule['type']):
+                continue
+            if v.get('resource') and parse_sid(v['resource'])[0] not in split_list(rule.get('resources')):
+                continue
+            out.append(self._ha_rule_view(rule_id))
+        return out
+
+    def _ha_rule_known(self, rule_id):
+        if rule_id not in self.ha_rules:
+            raise _die("HA rule '{0}' does not exist".format(rule_id))
+        return rule_id
+
+    async def _ha_rule_read(self, v, user):
+        return self._ha_rule_view(self._ha_rule_known(v['rule']))
+
+    def _ha_rule_values(self, kind, v, create):
+        """The rule's options from the request, checked as the type's schema would (fakepve skips oneOf)."""
+        if kind not in RULE_KEYS:
+            raise _param_error(type="value '{0}' does not have a value in the enumeration "
+                                    "'node-affinity, resource-affinity'".format(kind))
+        keys = RULE_KEYS[kind]
+        errors = {}
+        out = {}
+        for key, val in v.items():
+            if key in ('rule', 'type', 'digest', 'delete'):
+                continue
+            if key not in keys:
+                errors[key] = NOT_IN_SCHEMA
+                continue
+            out[key] = val
+        if create:
+            for key, required in keys.items():
+                if required and key not in out:
+                    errors[key] = 'property is missing and it is not optional'
+        if out.get('affinity') not in (None, 'positive', 'negative'):
+            errors['affinity'] = "value '{0}' does not have a value in the enumeration 'positive, negative'".format(
+                out['affinity'])
+        for key in ('strict', 'disable'):
+            if key in out:
+                if str(out[key]) not in ('0', '1', 'true', 'false'):
+                    errors[key] = "type check ('boolean') failed - got '{0}'".format(out[key])
+                else:
+                    out[key] = 1 if str(out[key]) in ('1', 'true') else 0
+        if errors:
+            raise PveError(400, 'Parameter verification failed.', errors)
+        if 'resources' in out:
+            out['resources'] = _resource_list(out['resources'])
+        if 'nodes' in out:
+            out['nodes'] = _node_list(out['nodes'])
+        return out
+
+    def _ha_rule_check(self, rule, errmsg):
+        unmanaged = [sid for sid in split_list(rule.get('resources')) if sid not in self.ha_resources]
+        if unmanaged:
+            raise _die('{0}: cannot use unmanaged resource(s) {1}.'.format(errmsg, ', '.join(unmanaged)))
+        missing = [n.split(':')[0] for n in split_list(rule.get('nodes')) if n.split(':')[0] not in self.nodes]
+        if missing:
+            raise _die('{0}: cannot use non-existent node(s) {1}.'.format(errmsg, ', '.join(missing)))
+        if rule['type'] == 'resource-affinity' and len(split_list(rule.get('resources'))) < 2:
+            raise _die('{0}: rule must include at least two resources.'.format(errmsg))
+
+    async def _ha_rule_create(self, v, user):
+        errmsg = 'create ha rule failed'
+        if not v.get('rule'):
+            raise _param_error(rule='property is missing and it is not optional')
+        if not re.fullmatch(r'[a-zA-Z][a-zA-Z0-9_\-]*', str(v['rule'])):
+            raise _param_error(rule="invalid format - invalid configuration ID '{0}'".format(v['rule']))
+        kind = v.get('type')
+        if kind is None:
+            raise _param_error(type='property is missing and it is not optional')
+        rule = self._ha_rule_values(kind, v, True)
+        rule['type'] = kind
+        self.need_quorum()
+        if v['rule'] in self.ha_rules:
+            raise _die("{0}: HA rule '{1}' already defined".format(errmsg, v['rule']))
+        self._ha_rule_check(rule, errmsg)
+        self.ha_rules[v['rule']] = rule
+
+    async def _ha_rule_update(self, v, user):
+        errmsg = 'update ha rule failed'
+        rule_id = self._ha_rule_known(v['rule'])
+        current = self.ha_rules[rule_id]
+        kind = v.get('type')
+        if kind is None:
+            raise _param_error(type='property is missing and it is not optional')
+        if kind != current['type']:
+            raise _die("{0}: rule type '{1}' does not match the rule's type '{2}'".format(
+                errmsg, kind, current['type']))
+        if v.get('digest') and v['digest'] != _digest(self.ha_rules):
+            raise _die('{0}: detected modified configuration - file changed by other user? Try again.'.format(
+                errmsg))
+        updated = dict(current)
+        for key in split_list(v.get('delete')):
+            if RULE_KEYS[kind].get(key):
+                raise _param_error(delete="unable to delete required option '{0}'".format(key))
+            updated.pop(key, None)
+        updated.update(self._ha_rule_values(kind, v, False))
+        self.need_quorum()
+        self._ha_rule_check(updated, errmsg)
+        self.ha_rules[rule_id] = updated
+
+    async def _ha_rule_delete(self, v, user):
+        rule_id = self._ha_rule_known(v['rule'])
+        self.need_quorum()
+        del self.ha_rules[rule_id]

@@ -1,16 +1,221 @@
-"""rrddata, migrate, hookscripts, MACs and hot-plug for ShadowPve (filled in below)."""
+"""VM behaviour fakepve leaves out, for ShadowPve: rrddata, migrate, hookscripts, MACs and hot-plug.
+
+Follows qemu-server's PVE/API2/Qemu.pm (update_vm_api, migrate_vm, rrddata) and PVE::QemuServer's
+vmconfig_hotplug_pending. Usage of a VM (what /cluster/resources, status/current and a default rrddata point
+show) comes from fakepve's `vm.stats`; `set_stats` sets it.
+"""
+
+import re
+import time
+
+from fakepve.model import PveError, TaskError
+from fakepve.qemu import with_mac
+from fakepve.routing import split_list
+
+__all__ = ['QemuExtras', 'RRD_STEPS', 'RRD_POINTS']
+
+# PVE's RRD resolution per timeframe (seconds per point) and the number of points it answers.
+RRD_STEPS = {'hour': 60, 'day': 1800, 'week': 10800, 'month': 43200, 'year': 604800}
+RRD_POINTS = 70
+RRD_FIELDS = ('cpu', 'maxcpu', 'mem', 'maxmem', 'disk', 'maxdisk', 'diskread', 'diskwrite', 'netin', 'netout')
+# PVE's hotplug default when the config has no `hotplug` key.
+HOTPLUG_DEFAULT = 'network,disk,usb'
+# Keys PVE changes on a running VM without any hotplug feature.
+ALWAYS_HOT = ('name', 'description', 'onboot', 'tags', 'protection', 'hookscript', 'startup', 'agent', 'lock',
+              'balloon', 'cpuunits', 'cpulimit', 'hotplug', 'tablet')
+NET_KEY = re.compile(r'net\d+$')
+
+
+def hotplug_features(config):
+    """The set of features `hotplug` enables: 0 none, 1 the default list."""
+    value = str(config.get('hotplug', HOTPLUG_DEFAULT))
+    if value == '0':
+        return set()
+    if value == '1':
+        value = HOTPLUG_DEFAULT
+    return set(split_list(value))
+
+
+def is_hot(key, config):
+    """True if PVE applies a change of `key` to a running VM with this config at once."""
+    features = hotplug_features(config)
+    if key in ALWAYS_HOT:
+        return True
+    if NET_KEY.match(key):
+        return 'network' in features
+    if key == 'vcpus':
+        return 'cpu' in features
+    if key == 'memory':
+        # qemu_memory_hotplug refuses without NUMA; PVE then keeps the change pending.
+        return 'memory' in features and str(config.get('numa', '0')) in ('1', 'true')
+    return False
+
+
+def consolidate(points, step, cf='AVERAGE', count=RRD_POINTS):
+    """RRD consolidation of raw points into `count` buckets of `step` seconds ending at the last point's bucket.
+
+    Buckets with no raw point come back with only `time`, as PVE answers for a gap.
+    """
+    if not points:
+        return []
+    buckets = {}
+    for point in points:
+        start = int(point['time']) - int(point['time']) % step
+        buckets.setdefault(start, []).append(point)
+    last = max(buckets)
+    out = []
+    for start in range(last - (count - 1) * step, last + step, step):
+        item = {'time': start}
+        group = buckets.get(start)
+        if group:
+            keys = sorted({k for p in group for k in p if k != 'time'})
+            for key in keys:
+                vals = [float(p[key]) for p in group if isinstance(p.get(key), (int, float))]
+                if vals:
+                    item[key] = max(vals) if cf == 'MAX' else sum(vals) / len(vals)
+        out.append(item)
+    return out
 
 
 class QemuExtras(object):
+    """Mixin of ShadowPve (in front of FakePve): VM routes and overrides."""
+
     def _init_qemu_extras(self):
+        # vmid -> raw rrd points (dicts with time and fields).
         self.rrd = {}
+        # PVE seconds a migration takes (scaled by time_scale).
+        self.migrate_secs = 5
+
+    # ------------------------------------------------------------ test helpers
 
     def inject_rrd(self, vmid, points):
-        self.rrd[int(vmid)] = [dict(p) for p in points]
+        """Serve this series from rrddata for the VM: points are dicts with `time` (epoch seconds) and fields
+        (cpu, maxcpu, mem, maxmem, netin, netout, ...). Replaces any earlier series; [] goes back to the default."""
+        self.rrd[int(vmid)] = sorted((dict(p) for p in points), key=lambda p: p['time'])
 
     def set_stats(self, vmid, **stats):
-        self.vm(int(vmid)).stats.update(stats)
+        """Set the VM's current usage (cpu as a fraction of maxcpu, mem bytes, netin/netout bytes, ...)."""
+        vm = self.vm(int(vmid))
+        if vm is None:
+            raise KeyError('no VM {0}'.format(vmid))
+        vm.stats.update(stats)
 
     def add_snippet(self, volid, size=512):
-        sid, _, name = volid.partition(':')
-        self.store_file(sid, name.split('/', 1)[1], size, content='snippets')
+        """Place a file on snippets storage ('local:snippets/name.py'), as an operator copies it there."""
+        sid, _, name = str(volid).partition(':')
+        if not name.startswith('snippets/') or '/' in name[len('snippets/'):]:
+            raise ValueError('a snippet volume looks like <storage>:snippets/<file>, not {0!r}'.format(volid))
+        self.store_file(sid, name[len('snippets/'):], size, content='snippets')
+
+    # ------------------------------------------------------------------ routes
+
+    def _routes_shadow_qemu(self):
+        one = '/nodes/{node}/qemu/{vmid}'
+        return [('GET', one + '/rrddata', self._qm_rrddata), ('POST', one + '/migrate', self._qm_migrate)]
+
+    # ----------------------------------------------------------------- rrddata
+
+    async def _qm_rrddata(self, v, user):
+        vm = self.find(v['node'], v['vmid'])
+        step = RRD_STEPS[v['timeframe']]
+        series = self.rrd.get(vm.vmid)
+        if series:
+            return consolidate(series, step, v.get('cf') or 'AVERAGE')
+        use = self._vm_usage(vm)
+        now = int(time.time())
+        point = {'time': now - now % step}
+        point.update((k, use[k]) for k in RRD_FIELDS if k in use)
+        return [point]
+
+    # ----------------------------------------------------------------- migrate
+
+    async def _qm_migrate(self, v, user):
+        node, target = v['node'], v['target']
+        vm = self.find(node, v['vmid'])
+        if target == node:
+            raise PveError(400, 'Parameter verification failed.', {'target': 'target is local node.'})
+        self.need_quorum()
+        if target not in self.nodes:
+            raise PveError(500, "no such cluster node '{0}'".format(target))
+        if vm.status == 'running' and not v.get('online'):
+            raise PveError(500, "can't migrate running VM without --online")
+        self._check_lock(vm)
+        offline = not self.nodes[target].get('online', True)
+
+        async def body():
+            started = time.time()
+            if offline:
+                raise TaskError('migration aborted')
+            self._qm_lock(vm, 'migrate')
+            try:
+                await self.pause(self.migrate_secs)
+                vm.node = target
+            finally:
+                self._qm_lock(vm, None)
+            return 'migration finished successfully (duration {0})'.format(
+                time.strftime('%H:%M:%S', time.gmtime(time.time() - started)))
+        log = ['starting migration of VM {0} to node {1!r} (192.0.2.x)'.format(vm.vmid, target)]
+        if offline:
+            log.append("ERROR: migration aborted (duration 00:00:03): Can't connect to destination address using "
+                       'public key')
+        if vm.ha_managed:
+            return await self.task(node, 'hamigrate', vm.vmid, user, body, vm=vm,
+                                   log=['Requesting HA migration for VM {0} to node {1}'.format(vm.vmid, target)])
+        return await self.task(node, 'qmigrate', vm.vmid, user, body, vm=vm, log=log)
+
+    # ------------------------------------------------------- config: hookscript
+
+    def _check_hookscript(self, values):
+        """PVE::GuestHelpers::check_hookscript, raised as PVE raises it: a 400 on `hookscript`."""
+        volid = values.get('hookscript')
+        if not volid:
+            return
+        sid, _, name = str(volid).partition(':')
+        if sid not in self.storages:
+            raise PveError(400, 'Parameter verification failed.',
+                           {'hookscript': "storage '{0}' does not exist".format(sid)})
+        if not name.startswith('snippets/'):
+            raise PveError(400, 'Parameter verification failed.',
+                           {'hookscript': "'{0}' is not in the snippets directory".format(volid)})
+        if name not in self.storages[sid].get('volumes', {}):
+            raise PveError(400, 'Parameter verification failed.',
+                           {'hookscript': "script '{0}' does not exist".format(volid)})
+
+    async def _config_put(self, request):
+        from fakepve.server import params
+        self._check_hookscript(await params(request))
+        return await super()._config_put(request)
+
+    async def _config_post(self, request):
+        from fakepve.server import params
+        self._check_hookscript(await params(request))
+        return await super()._config_post(request)
+
+    async def _qm_create(self, v, user):
+        self._check_hookscript(v)
+        return await super()._qm_create(v, user)
+
+    # ---------------------------------------------------- config: MAC, hot-plug
+
+    async def _apply_config(self, vm, user, p):
+        updates = dict(p)
+        for key in list(updates):
+            if NET_KEY.match(key) and updates[key] is not None:
+                # parse_net: a NIC given without a MAC gets a new one; a given MAC is kept.
+                updates[key] = with_mac(updates[key])
+        running = vm.status == 'running'
+        deletes = [k for k in str(updates.get('delete', '') or '').split(',') if k]
+        await super()._apply_config(vm, user, updates)
+        if not running:
+            return
+        # vmconfig_hotplug_pending: what the running VM takes at once leaves pending for the config.
+        config = dict(vm.config)
+        if 'hotplug' in vm.pending:
+            config['hotplug'] = vm.pending['hotplug'] or HOTPLUG_DEFAULT
+        for key in [k for k in updates if k not in ('delete', 'digest', 'skiplock', 'revert')] + deletes:
+            if key in vm.pending and is_hot(key, config):
+                value = vm.pending.pop(key)
+                if value is None:
+                    vm.config.pop(key, None)
+                else:
+                    vm.config[key] = value

@@ -1,10 +1,412 @@
-"""SDN zones, vnets and subnets for ShadowPve (filled in below)."""
+"""SDN zones, vnets and subnets for ShadowPve, with PVE 9's pending/apply model and global lock.
+
+Follows pve-network's PVE/API2/Network/SDN*.pm and PVE/Network/SDN.pm: the config files (zones.cfg,
+vnets.cfg, subnets.cfg) change at once; `PUT /cluster/sdn` copies them into the running config (a
+`reloadnetworkall` task); `pending_config` compares the two. Every write runs under `lock_sdn_config`, which
+refuses a caller without the global lock's token while the lock is held, and prefixes errors with the
+operation ("create sdn zone object failed: ...").
+"""
+
+import copy
+import hashlib
+import ipaddress
+import json
+import re
+import uuid
+
+from fakepve.model import PveError
+from fakepve.routing import split_list
+
+__all__ = ['SdnApi']
+
+KINDS = ('zones', 'vnets', 'subnets')
+# What GET shows for each kind besides the stored keys.
+ID_KEY = {'zones': 'zone', 'vnets': 'vnet', 'subnets': 'subnet'}
+LOCK_LINE = ' at /usr/share/perl5/PVE/Network/SDN.pm line 312.'
+# Keys `pending_config` shows at the top level of a pending item rather than under `pending`.
+TOP_KEYS = ('type', 'vnet')
+# Zone keys a simple zone refuses (its plugin has no such option).
+NOT_SIMPLE = ('bridge', 'tag', 'vlan-protocol', 'peers', 'controller', 'vrf-vxlan')
+
+
+def _die(message):
+    return PveError(500, message)
+
+
+def _param_error(**fields):
+    return PveError(400, 'Parameter verification failed.', fields)
+
+
+def _digest(section):
+    return hashlib.sha1(json.dumps(section, sort_keys=True).encode()).hexdigest()
+
+
+def _encode(value):
+    return str(value)
+
+
+def subnet_id(zone, cidr):
+    """The section id PVE gives a subnet: <zone>-<network>-<prefix>."""
+    return '{0}-{1}'.format(zone, str(cidr).replace('/', '-'))
 
 
 class SdnApi(object):
+    """Mixin of ShadowPve: /cluster/sdn (zones, vnets, subnets, apply, lock, rollback)."""
+
     def _init_sdn(self):
-        self.sdn = {'running': {'zones': {}, 'vnets': {}, 'subnets': {}},
-                    'pending': {'zones': {}, 'vnets': {}, 'subnets': {}}, 'lock': None}
+        # The config files (pending-inclusive) and the running config: kind -> {id: {key: value}}.
+        self.sdn_config = dict((k, {}) for k in KINDS)
+        self.sdn_running = dict((k, {}) for k in KINDS)
+        self.sdn_version = 0
+        # The global lock's token, or None.
+        self.sdn_lock = None
+
+    def _routes_sdn(self):
+        z, v = '/cluster/sdn/zones', '/cluster/sdn/vnets'
+        s = v + '/{vnet}/subnets'
+        return [('GET', z, self._sdn_zone_list), ('POST', z, self._sdn_zone_create),
+                ('GET', z + '/{zone}', self._sdn_zone_read), ('PUT', z + '/{zone}', self._sdn_zone_update),
+                ('DELETE', z + '/{zone}', self._sdn_zone_delete),
+                ('GET', v, self._sdn_vnet_list), ('POST', v, self._sdn_vnet_create),
+                ('GET', v + '/{vnet}', self._sdn_vnet_read), ('PUT', v + '/{vnet}', self._sdn_vnet_update),
+                ('DELETE', v + '/{vnet}', self._sdn_vnet_delete),
+                ('GET', s, self._sdn_subnet_list), ('POST', s, self._sdn_subnet_create),
+                ('GET', s + '/{subnet}', self._sdn_subnet_read), ('PUT', s + '/{subnet}', self._sdn_subnet_update),
+                ('DELETE', s + '/{subnet}', self._sdn_subnet_delete),
+                ('PUT', '/cluster/sdn', self._sdn_apply), ('POST', '/cluster/sdn/lock', self._sdn_lock_take),
+                ('DELETE', '/cluster/sdn/lock', self._sdn_lock_release),
+                ('POST', '/cluster/sdn/rollback', self._sdn_rollback)]
+
+    # ------------------------------------------------------------------ state
+
+    def sdn_pending(self, kind):
+        """PVE::Network::SDN::pending_config for one kind: {id: item with state and pending}."""
+        running, config = self.sdn_running[kind], self.sdn_config[kind]
+        out = {}
+        for sid in sorted(running):
+            run, cfg = running[sid], config.get(sid)
+            item = out.setdefault(sid, {})
+            for key in sorted(run):
+                item[key] = run[key]
+                if not cfg:
+                    item['state'] = 'deleted'
+                elif key not in cfg:
+                    item.setdefault('pending', {})[key] = 'deleted'
+                    item['state'] = 'changed'
+                elif _encode(run[key]) != _encode(cfg[key]):
+                    item['state'] = 'changed'
+            if item.get('state') and 'pending' not in item:
+                item['pending'] = {}
+        for sid in sorted(config):
+            run, cfg = running.get(sid) or {}, config[sid]
+            item = out.setdefault(sid, {})
+            for key in sorted(cfg):
+                if key in TOP_KEYS:
+                    item[key] = cfg[key]
+                elif key not in run or _encode(run[key]) != _encode(cfg[key]):
+                    item.setdefault('pending', {})[key] = cfg[key]
+                if not run:
+                    item['state'] = 'new'
+                elif key not in run:
+                    item['state'] = 'changed'
+            if item.get('state') and 'pending' not in item:
+                item['pending'] = {}
+        return out
+
+    def sdn_has_pending(self):
+        return any(item.get('pending') is not None for kind in KINDS for item in self.sdn_pending(kind).values())
 
     def sdn_summary(self):
-        return {}
+        """Ids per kind in the config and the running config, and whether the lock is held."""
+        return {'config': dict((k, sorted(self.sdn_config[k])) for k in KINDS),
+                'running': dict((k, sorted(self.sdn_running[k])) for k in KINDS),
+                'locked': self.sdn_lock is not None, 'version': self.sdn_version}
+
+    def _sdn_locked(self, values, errmsg):
+        """lock_sdn_config: refuse a write without the global lock's token while the lock is held."""
+        self.need_quorum()
+        if self.sdn_lock is not None and values.get('lock-token') != self.sdn_lock:
+            raise _die('{0}: invalid lock token provided!{1}'.format(errmsg, LOCK_LINE))
+
+    def _sdn_view(self, kind, values, sid=None):
+        """The items GET answers: the config, `running=1` the applied config, `pending=1` the comparison."""
+        if values.get('pending'):
+            section = self.sdn_pending(kind)
+            digest = _digest(self.sdn_config[kind])
+        elif values.get('running'):
+            section = self.sdn_running[kind]
+            digest = _digest(section)
+        else:
+            section = self.sdn_config[kind]
+            digest = _digest(section)
+        items = []
+        for key in sorted(section):
+            if sid is not None and key != sid:
+                continue
+            item = copy.deepcopy(section[key])
+            item[ID_KEY[kind]] = key
+            item['digest'] = digest
+            if kind == 'subnets':
+                zone, network, mask = key.rsplit('-', 2)
+                item.update(zone=zone, network=network, mask=mask, cidr='{0}/{1}'.format(network, mask), id=key)
+            items.append(item)
+        return items
+
+    def _sdn_one(self, kind, values, sid, label):
+        items = self._sdn_view(kind, values, sid)
+        if not items:
+            raise _die("sdn '{0}' does not exist".format(sid) if label is None else
+                       "{0} '{1}' does not exist".format(label, sid))
+        return items[0]
+
+    def _sdn_update_keys(self, current, values, skip, errmsg):
+        digest = values.get('digest')
+        if digest and digest != _digest(current[1]):
+            raise _die('{0}: detected modified configuration - file changed by other user? Try again.'.format(
+                errmsg))
+        item = current[0]
+        for key in split_list(values.get('delete')):
+            item.pop(key, None)
+        for key, val in values.items():
+            if key in skip or key in ('digest', 'delete', 'lock-token'):
+                continue
+            item[key] = val
+
+    # ------------------------------------------------------------------ zones
+
+    async def _sdn_zone_list(self, v, user):
+        items = self._sdn_view('zones', v)
+        return [i for i in items if v.get('type') in (None, i.get('type'))
+                and self._sdn_can_see(user, '/sdn/zones/' + i['zone'])]
+
+    def _sdn_can_see(self, user, path):
+        return self.allowed(user, path, 'SDN.Audit') or self.allowed(user, path, 'SDN.Allocate')
+
+    async def _sdn_zone_read(self, v, user):
+        return self._sdn_one('zones', v, v['zone'], None)
+
+    def _sdn_check_zone(self, zid, zone):
+        kind = zone.get('type')
+        if kind == 'vlan' and not zone.get('bridge'):
+            raise _param_error(bridge='property is missing and it is not optional')
+        if kind == 'simple':
+            extra = sorted(k for k in zone if k in NOT_SIMPLE)
+            if extra:
+                raise _param_error(**dict((k, "property is not defined in schema and the schema does not allow "
+                                               "additional properties") for k in extra))
+        if len(zid) > 8:
+            raise _param_error(zone='zone ID too long (max 8 characters)')
+
+    async def _sdn_zone_create(self, v, user):
+        errmsg = 'create sdn zone object failed'
+        self._sdn_locked(v, errmsg)
+        zid = v['zone']
+        zone = dict((k, x) for k, x in v.items() if k not in ('zone', 'lock-token', 'digest'))
+        self._sdn_check_zone(zid, zone)
+        if zid in self.sdn_config['zones']:
+            raise _die("{0}: sdn zone object ID '{1}' already defined".format(errmsg, zid))
+        self.sdn_config['zones'][zid] = zone
+
+    async def _sdn_zone_update(self, v, user):
+        errmsg = 'update sdn zone object failed'
+        self._sdn_locked(v, errmsg)
+        zid = v['zone']
+        zones = self.sdn_config['zones']
+        if zid not in zones:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, zid))
+        updated = copy.deepcopy(zones[zid])
+        self._sdn_update_keys((updated, zones), v, ('zone', 'type'), errmsg)
+        self._sdn_check_zone(zid, updated)
+        zones[zid] = updated
+
+    async def _sdn_zone_delete(self, v, user):
+        errmsg = 'delete sdn zone object failed'
+        self._sdn_locked(v, errmsg)
+        zid = v['zone']
+        if zid not in self.sdn_config['zones']:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, zid))
+        for vid, vnet in sorted(self.sdn_config['vnets'].items()):
+            if vnet.get('zone') == zid:
+                raise _die('{0}: zone {1} is used by vnet {2}'.format(errmsg, zid, vid))
+        del self.sdn_config['zones'][zid]
+
+    # ------------------------------------------------------------------ vnets
+
+    async def _sdn_vnet_list(self, v, user):
+        out = []
+        for item in self._sdn_view('vnets', v):
+            zone = item.get('zone') or item.get('pending', {}).get('zone')
+            if self._sdn_can_see(user, '/sdn/zones/{0}/{1}'.format(zone, item['vnet'])):
+                out.append(item)
+        return out
+
+    async def _sdn_vnet_read(self, v, user):
+        return self._sdn_one('vnets', v, v['vnet'], None)
+
+    def _sdn_check_vnet(self, vid, vnet, errmsg):
+        zid = vnet.get('zone')
+        zone = self.sdn_config['zones'].get(zid)
+        if zone is None:
+            # PVE looks the zone's plugin up by the type of a zone it did not find.
+            raise _die("{0}: unknown section type ''".format(errmsg))
+        tag = vnet.get('tag')
+        if zone.get('type') == 'simple' and tag is not None:
+            raise _param_error(tag='vlan tag is not allowed on simple zone')
+        if zone.get('type') == 'vlan':
+            if tag is None:
+                raise _param_error(tag='missing vlan tag')
+            if int(tag) > 4096:
+                raise _param_error(tag='vlan tag max value is 4096')
+            for other, cfg in sorted(self.sdn_config['vnets'].items()):
+                if other != vid and cfg.get('zone') == zid and str(cfg.get('tag')) == str(tag):
+                    raise _param_error(tag='tag {0} already exist in vnet {1}'.format(tag, other))
+
+    async def _sdn_vnet_create(self, v, user):
+        errmsg = 'create sdn vnet object failed'
+        self._sdn_locked(v, errmsg)
+        vid = v['vnet']
+        vnet = dict((k, x) for k, x in v.items() if k not in ('vnet', 'lock-token', 'digest'))
+        vnet['type'] = 'vnet'
+        if vid in self.sdn_config['vnets']:
+            raise _die("{0}: sdn vnet object ID '{1}' already defined".format(errmsg, vid))
+        self._sdn_check_vnet(vid, vnet, errmsg)
+        self.sdn_config['vnets'][vid] = vnet
+
+    async def _sdn_vnet_update(self, v, user):
+        errmsg = 'update sdn vnet object failed'
+        self._sdn_locked(v, errmsg)
+        vid = v['vnet']
+        vnets = self.sdn_config['vnets']
+        if vid not in vnets:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, vid))
+        updated = copy.deepcopy(vnets[vid])
+        self._sdn_update_keys((updated, vnets), v, ('vnet', 'type'), errmsg)
+        self._sdn_check_vnet(vid, updated, errmsg)
+        vnets[vid] = updated
+
+    async def _sdn_vnet_delete(self, v, user):
+        errmsg = 'delete sdn vnet object failed'
+        self._sdn_locked(v, errmsg)
+        vid = v['vnet']
+        if vid not in self.sdn_config['vnets']:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, vid))
+        if any(s.get('vnet') == vid for s in self.sdn_config['subnets'].values()):
+            raise _param_error(vnet="Can't delete vnet if subnets exists")
+        for vm in self.vms:
+            for key, val in sorted(vm.config.items()):
+                if re.fullmatch(r'net\d+', key) and re.search(r'(?:^|,)bridge={0}(?:,|$)'.format(re.escape(vid)),
+                                                             str(val)):
+                    raise _die("{0}: cannot delete vnet '{1}', it is still used by VM {2}".format(
+                        errmsg, vid, vm.vmid))
+        del self.sdn_config['vnets'][vid]
+
+    # ---------------------------------------------------------------- subnets
+
+    def _sdn_vnet_zone(self, vid):
+        vnet = self.sdn_config['vnets'].get(vid)
+        if vnet is None:
+            raise _die("sdn '{0}' does not exist".format(vid))
+        return vnet.get('zone')
+
+    def _sdn_subnet_key(self, vid, given):
+        """The section id of a subnet from its path value: the id itself or a CIDR."""
+        if '/' in given:
+            return subnet_id(self._sdn_vnet_zone(vid), given)
+        return given
+
+    async def _sdn_subnet_list(self, v, user):
+        if v['vnet'] not in self.sdn_config['vnets'] and v['vnet'] not in self.sdn_running['vnets']:
+            raise _die("sdn '{0}' does not exist".format(v['vnet']))
+        return [i for i in self._sdn_view('subnets', v) if i.get('vnet') == v['vnet']]
+
+    async def _sdn_subnet_read(self, v, user):
+        item = self._sdn_one('subnets', v, self._sdn_subnet_key(v['vnet'], v['subnet']), None)
+        if item.get('vnet') != v['vnet']:
+            raise _die("sdn '{0}' does not exist".format(v['subnet']))
+        return item
+
+    @staticmethod
+    def _sdn_check_subnet(cidr, subnet):
+        try:
+            net = ipaddress.ip_network(str(cidr), strict=True)
+        except ValueError:
+            raise _param_error(subnet='invalid format - invalid CIDR {0}'.format(cidr)) from None
+        gateway = subnet.get('gateway')
+        if gateway:
+            try:
+                inside = ipaddress.ip_address(str(gateway)) in net
+            except ValueError:
+                inside = False
+            if not inside:
+                raise _param_error(gateway='gateway {0} is not in subnet {1}'.format(gateway, cidr))
+        return net
+
+    async def _sdn_subnet_create(self, v, user):
+        errmsg = 'create sdn subnet object failed'
+        self._sdn_locked(v, errmsg)
+        vid = v['vnet']
+        zone = self._sdn_vnet_zone(vid)
+        cidr = v['subnet']
+        net = self._sdn_check_subnet(cidr, v)
+        sid = subnet_id(zone, net.with_prefixlen)
+        subnet = dict((k, x) for k, x in v.items() if k not in ('subnet', 'lock-token', 'digest'))
+        subnet['type'] = 'subnet'
+        if sid in self.sdn_config['subnets']:
+            raise _die("{0}: sdn subnet object ID '{1}' already defined".format(errmsg, sid))
+        self.sdn_config['subnets'][sid] = subnet
+
+    async def _sdn_subnet_update(self, v, user):
+        errmsg = 'update sdn subnet object failed'
+        self._sdn_locked(v, errmsg)
+        sid = self._sdn_subnet_key(v['vnet'], v['subnet'])
+        subnets = self.sdn_config['subnets']
+        if sid not in subnets or subnets[sid].get('vnet') != v['vnet']:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, sid))
+        updated = copy.deepcopy(subnets[sid])
+        self._sdn_update_keys((updated, subnets), v, ('subnet', 'vnet', 'type'), errmsg)
+        self._sdn_check_subnet('/'.join(sid.rsplit('-', 2)[1:]), updated)
+        subnets[sid] = updated
+
+    async def _sdn_subnet_delete(self, v, user):
+        errmsg = 'delete sdn subnet object failed'
+        self._sdn_locked(v, errmsg)
+        sid = self._sdn_subnet_key(v['vnet'], v['subnet'])
+        subnets = self.sdn_config['subnets']
+        if sid not in subnets or subnets[sid].get('vnet') != v['vnet']:
+            raise _die("{0}: sdn '{1}' does not exist".format(errmsg, sid))
+        del subnets[sid]
+
+    # --------------------------------------------------- apply, lock, rollback
+
+    async def _sdn_apply(self, v, user):
+        self._sdn_locked(v, 'could not commit SDN config')
+        self.sdn_running = copy.deepcopy(self.sdn_config)
+        self.sdn_version += 1
+        if v.get('lock-token') and v.get('release-lock', 1) not in (0, '0', False):
+            self.sdn_lock = None
+        nodes = sorted(n for n, s in self.nodes.items() if s.get('online', True))
+
+        async def body():
+            return None
+        return await self.task(sorted(self.nodes)[0], 'reloadnetworkall', '', user, body,
+                               log=['reload network on {0}'.format(n) for n in nodes])
+
+    async def _sdn_lock_take(self, v, user):
+        errmsg = 'could not acquire lock for SDN config'
+        self._sdn_locked(v, errmsg)
+        if not v.get('allow-pending') and self.sdn_has_pending():
+            raise _die('{0}: configuration has pending changes at /usr/share/perl5/PVE/API2/Network/SDN.pm '
+                       'line 152.'.format(errmsg))
+        self.sdn_lock = str(uuid.uuid4())
+        return self.sdn_lock
+
+    async def _sdn_lock_release(self, v, user):
+        if not v.get('force'):
+            self._sdn_locked(v, 'could not release lock')
+        self.sdn_lock = None
+
+    async def _sdn_rollback(self, v, user):
+        self._sdn_locked(v, 'could not rollback SDN configuration')
+        self.sdn_config = copy.deepcopy(self.sdn_running)
+        if v.get('lock-token') and v.get('release-lock', 1) not in (0, '0', False):
+            self.sdn_lock = None
