@@ -263,6 +263,11 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert pvesim.pve.vm(101).ha_state is None
     # purge (the default) takes the resource out of the rules that name it.
     assert ha.rules('web-spread').get()['resources'] == 'vm:100'
+    # An HA-managed VM is destroyed only with purge, which also drops its resource and the rules left empty.
+    node.qemu(100).status.stop.post()
+    assert 'purge parameter not set' in _message(_error(node.qemu(100).delete))
+    node.qemu(100).delete(purge=1)
+    assert ha.resources.get() == [] and ha.rules.get() == []
 
 
 # ------------------------------------------------------------------------------------------ rrddata

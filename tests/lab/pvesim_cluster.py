@@ -287,8 +287,12 @@ class HaApi(object):
     async def _ha_res_delete(self, v, user):
         sid = self._ha_res_known(v['sid'])
         self.need_quorum()
-        del self.ha_resources[sid]
-        if v.get('purge', 1) not in (0, '0', False):
+        self.ha_forget(sid, purge=v.get('purge', 1) not in (0, '0', False))
+
+    def ha_forget(self, sid, purge=True):
+        """Remove an HA resource; with purge, also from the rules that name it (a rule left empty goes)."""
+        self.ha_resources.pop(sid, None)
+        if purge:
             for rule_id, rule in sorted(self.ha_rules.items()):
                 left = [r for r in split_list(rule.get('resources')) if r != sid]
                 if not left:
@@ -296,6 +300,14 @@ class HaApi(object):
                 else:
                     rule['resources'] = ','.join(left)
         self._ha_vm_state(sid)
+
+    async def _qm_destroy(self, v, user):
+        # PVE's destroy with purge also removes the VM from the HA resources and rules.
+        upid = await super()._qm_destroy(v, user)
+        sid = 'vm:{0}'.format(int(v['vmid']))
+        if v.get('purge') and sid in self.ha_resources and self.vm(int(v['vmid'])) is None:
+            self.ha_forget(sid)
+        return upid
 
     # ------------------------------------------------------------------ rules
 
