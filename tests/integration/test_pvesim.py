@@ -96,6 +96,13 @@ def test_launcher_ready_line_control_channel_and_sigterm(tmp_path):
         assert [r['path'] for r in log['requests']] == ['/api2/json/nodes',
                                                           '/api2/json/nodes/pve1/qemu/9000/status/current']
         assert requests.get(url + '/_sim/state', verify=ca, timeout=10).status_code == 401
+        series = [{'time': 1_800_000_000 - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]
+        answer = requests.post(url + '/_sim/rrd', json={'vmid': 9000, 'points': series}, headers=auth, verify=ca,
+                               timeout=10)
+        assert answer.status_code == 200, answer.text
+        rrd = requests.get(url + '/api2/json/nodes/pve1/qemu/9000/rrddata?timeframe=hour', headers=auth, verify=ca,
+                           timeout=10).json()['data']
+        assert len(rrd) == 70 and rrd[-1] == {'time': 1_800_000_000, 'cpu': 0.5, 'maxcpu': 2}
         fault = requests.post(url + '/_sim/fault', json={'kind': 'node_offline', 'node': 'pve2'}, headers=auth,
                               verify=ca, timeout=10)
         assert fault.status_code == 200
