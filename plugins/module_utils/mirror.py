@@ -1,0 +1,522 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Port mirroring on a PVE node: a primary VM's NIC copied to a shadow VM's NIC.
+
+Pure standard library on purpose: the VM hookscript (roles/port_mirror) imports this same file on
+the node, where ansible is not installed. Commands run through an injected ``run(argv, data)``
+callable that returns ``(rc, stdout, stderr)``; every command is an argument list.
+
+Direction is defined from the VM's point of view. On the host side of a VM NIC (``tap<vmid>i<n>``)
+the packets the VM sends arrive as *ingress* on the tap, and the packets the VM receives leave as
+*egress* from the tap. So ``direction: egress`` (VM sends) hooks the tap's ingress and
+``direction: ingress`` (VM receives) hooks the tap's egress.
+
+What this module owns, so that removal takes exactly that and nothing else:
+
+* nftables: one ``netdev`` table per (source, target) pair, named by :func:`nft_table_name`;
+* tc: u32 filters with a preference in ``TC_PREF_MIN..TC_PREF_MAX`` whose mirred action carries
+  the cookie :func:`tc_cookie` (a marker byte plus the target name), and the root ``htb`` qdisc
+  with handle ``TC_ROOT_HANDLE`` that it adds when a device has only the kernel's default root.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+MODES = ('full', 'sampled')
+DIRECTIONS = ('ingress', 'egress', 'both')
+BACKENDS = ('nft', 'tc')
+SAMPLE_MOD = 10000
+TC_PREF_MIN = 49152
+TC_PREF_MAX = 49407
+TC_ROOT_HANDLE = '5e4e:'
+TC_COOKIE_MARK = '5e'
+NFT_PREFIX = 'shadownet_'
+# VM direction -> (hook on the host device, nft chain name)
+HOOKS = {'egress': ('ingress', 'vm_egress'), 'ingress': ('egress', 'vm_ingress')}
+
+_DEVICE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$')
+_NETNS_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+_DEFAULT_ROOTS = ('noqueue', 'pfifo_fast', 'fq_codel', 'mq', 'fq', 'pfifo', 'bfifo', 'cake', 'sfq')
+
+
+class MirrorError(Exception):
+    """A problem the caller must fix; the message says how."""
+
+
+# --- validation (pure) ---------------------------------------------------------------------------
+def validate_device(name, what='device'):
+    """Return ``name`` if it is a safe Linux interface name, else raise MirrorError.
+
+    1-15 characters (IFNAMSIZ - 1), letters, digits, ``_ . -``, starting with a letter or digit:
+    nothing a command line or an nft ruleset could read as syntax.
+    """
+    if not isinstance(name, str) or not _DEVICE_RE.match(name):
+        raise MirrorError(
+            '%s %r is not a valid interface name: use 1-15 characters from A-Z a-z 0-9 _ . - '
+            'starting with a letter or digit (no spaces, quotes or ;)' % (what, name))
+    return name
+
+
+def validate_netns(name):
+    """Return ``name`` if it is a safe network namespace name (or None), else raise MirrorError."""
+    if name is None or name == '':
+        return None
+    if not isinstance(name, str) or not _NETNS_RE.match(name):
+        raise MirrorError('netns %r is not a valid namespace name: use 1-64 characters from '
+                          'A-Z a-z 0-9 _ . - starting with a letter or digit' % (name,))
+    return name
+
+
+def tap_name(vmid, nic, what='source'):
+    """PVE's host-side device name for NIC ``nic`` of VM ``vmid``: ``tap<vmid>i<nic>``."""
+    try:
+        vmid_i, nic_i = int(vmid), int(nic)
+    except (TypeError, ValueError):
+        raise MirrorError('%s_vmid and %s_nic must be integers, got %r and %r'
+                          % (what, what, vmid, nic)) from None
+    if isinstance(vmid, bool) or not 100 <= vmid_i <= 999999999:
+        raise MirrorError('%s_vmid %r is out of range: PVE VM ids are 100-999999999' % (what, vmid))
+    if isinstance(nic, bool) or not 0 <= nic_i <= 31:
+        raise MirrorError('%s_nic %r is out of range: PVE NICs are net0-net31' % (what, nic))
+    return validate_device('tap%di%d' % (vmid_i, nic_i), what)
+
+
+def validate_rate(mode, rate):
+    """The sampling rate as a float: 1.0 for full mode, 0 < rate <= 1 for sampled mode."""
+    if mode == 'full':
+        if rate not in (None, 1, 1.0):
+            raise MirrorError('rate %r only applies to mode=sampled; full mode copies every packet'
+                              % (rate,))
+        return 1.0
+    if rate is None:
+        raise MirrorError('mode=sampled needs rate (0 < rate <= 1, e.g. 0.1 for 10%)')
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        raise MirrorError('rate %r is not a number: use 0 < rate <= 1' % (rate,)) from None
+    if isinstance(rate, bool) or not 0 < value <= 1:
+        raise MirrorError('rate %r is out of range: use 0 < rate <= 1 (0.1 = 10%% of packets)'
+                          % (rate,))
+    if round(value * SAMPLE_MOD) < 1:
+        raise MirrorError('rate %r is below the resolution 1/%d' % (rate, SAMPLE_MOD))
+    return value
+
+
+class MirrorSpec:
+    """One validated mirror: source device -> target device, mode, rate, directions, backend."""
+
+    __slots__ = ('source', 'target', 'mode', 'rate', 'direction', 'backend')
+
+    def __init__(self, source, target, mode='full', rate=None, direction='both', backend='nft'):
+        if mode not in MODES:
+            raise MirrorError('mode %r is unknown: use one of %s' % (mode, ', '.join(MODES)))
+        if direction not in DIRECTIONS:
+            raise MirrorError('direction %r is unknown: use one of %s (from the VM\'s point of view)'
+                              % (direction, ', '.join(DIRECTIONS)))
+        if backend not in BACKENDS:
+            raise MirrorError('backend %r is unknown: use one of %s' % (backend, ', '.join(BACKENDS)))
+        self.source = validate_device(source, 'source')
+        self.target = validate_device(target, 'target')
+        if self.source == self.target:
+            raise MirrorError('source and target are the same device %s' % source)
+        self.rate = validate_rate(mode, rate)
+        self.mode = mode
+        self.direction = direction
+        if mode == 'sampled' and backend == 'tc':
+            raise MirrorError('mode=sampled needs backend=nft (nftables numgen); this kernel has no '
+                              'tc sampling action')
+        self.backend = backend
+
+    @property
+    def vm_directions(self):
+        """The VM directions this mirror copies, as a sorted list (``ingress``, ``egress``)."""
+        return ['egress', 'ingress'] if self.direction == 'both' else [self.direction]
+
+    def threshold(self):
+        """Packets with ``numgen random mod SAMPLE_MOD < threshold`` are copied (None: all)."""
+        if self.mode == 'full':
+            return None
+        return max(1, int(round(self.rate * SAMPLE_MOD)))
+
+    def as_dict(self):
+        return {'source': self.source, 'target': self.target, 'mode': self.mode, 'rate': self.rate,
+                'direction': self.direction, 'backend': self.backend}
+
+
+def build_spec(source=None, source_vmid=None, source_nic=0, target=None, target_vmid=None,
+               target_nic=0, mode='full', rate=None, direction='both', backend='nft'):
+    """A MirrorSpec from either device names or (vmid, nic) pairs, fully validated."""
+    if source is None and source_vmid is None:
+        raise MirrorError('give the source as source (a device name) or source_vmid (+ source_nic)')
+    if target is None and target_vmid is None:
+        raise MirrorError('give the target as target (a device name) or target_vmid (+ target_nic)')
+    if source is not None and source_vmid is not None:
+        raise MirrorError('give source or source_vmid, not both')
+    if target is not None and target_vmid is not None:
+        raise MirrorError('give target or target_vmid, not both')
+    src = source if source is not None else tap_name(source_vmid, source_nic or 0, 'source')
+    tgt = target if target is not None else tap_name(target_vmid, target_nic or 0, 'target')
+    return MirrorSpec(src, tgt, mode=mode, rate=rate, direction=direction, backend=backend)
+
+
+# --- names and wanted state (pure) ---------------------------------------------------------------
+def _escape(name):
+    return name.replace('_', '__')
+
+
+def nft_table_name(source, target):
+    """``shadownet_<source>_-<target>`` with ``_`` doubled inside the names, so two different pairs
+    never share a table (an unpaired ``_`` only ever appears in the ``_-`` separator)."""
+    return '%s%s_-%s' % (NFT_PREFIX, _escape(source), _escape(target))
+
+
+def tc_cookie(target):
+    """The mirred action cookie that marks a tc mirror as ours and names its target (16 bytes max)."""
+    return TC_COOKIE_MARK + target.encode('ascii').hex()
+
+
+def desired_state(spec):
+    """What the device should carry for ``spec``: VM direction -> list of rule descriptions."""
+    rule = {'backend': spec.backend, 'sample': spec.threshold(), 'target': spec.target}
+    return {d: [dict(rule)] for d in spec.vm_directions}
+
+
+def nft_ruleset(spec):
+    """The nft JSON commands that (re)create the pair's table in one transaction.
+
+    ``add table`` + ``delete table`` first makes the transaction idempotent and drops any stale
+    content; the kernel applies it atomically.
+    """
+    name = nft_table_name(spec.source, spec.target)
+    cmds = [{'add': {'table': {'family': 'netdev', 'name': name}}},
+            {'delete': {'table': {'family': 'netdev', 'name': name}}},
+            {'add': {'table': {'family': 'netdev', 'name': name}}}]
+    for vm_dir in spec.vm_directions:
+        hook, chain = HOOKS[vm_dir]
+        cmds.append({'add': {'chain': {'family': 'netdev', 'table': name, 'name': chain,
+                                       'type': 'filter', 'hook': hook, 'dev': spec.source,
+                                       'prio': 0, 'policy': 'accept'}}})
+        expr = []
+        if spec.threshold() is not None:
+            expr.append({'match': {'op': '<', 'left': {'numgen': {'mode': 'random',
+                                                                 'mod': SAMPLE_MOD, 'offset': 0}},
+                                   'right': spec.threshold()}})
+        expr.append({'counter': None})
+        expr.append({'dup': {'addr': spec.target}})
+        cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain,
+                                      'expr': expr}}})
+    return {'nftables': cmds}
+
+
+def nft_delete(source, target):
+    """nft JSON commands that remove the pair's table whether or not it exists."""
+    name = nft_table_name(source, target)
+    return {'nftables': [{'add': {'table': {'family': 'netdev', 'name': name}}},
+                         {'delete': {'table': {'family': 'netdev', 'name': name}}}]}
+
+
+# --- reading live state back (pure parsers) ------------------------------------------------------
+def parse_nft_table(doc):
+    """Parse ``nft -j list table netdev NAME`` into VM direction -> [rule] plus packet counts.
+
+    A rule we cannot read as one of ours is reported as ``{'backend': 'nft', 'unknown': ...}`` so
+    that it never compares equal to a wanted rule (the table is then rebuilt).
+    """
+    chains = {}
+    rules = {}
+    packets = {}
+    for item in (doc or {}).get('nftables', []):
+        if 'chain' in item:
+            chains[item['chain']['name']] = item['chain'].get('hook')
+        elif 'rule' in item:
+            rules.setdefault(item['rule']['chain'], []).append(item['rule'].get('expr', []))
+    state = {}
+    for vm_dir, (hook, chain) in HOOKS.items():
+        if chain not in chains:
+            continue
+        entries = []
+        if chains[chain] != hook:
+            entries.append({'backend': 'nft', 'unknown': 'chain %s hooks %s' % (chain, chains[chain])})
+        for expr in rules.get(chain, []):
+            entry = {'backend': 'nft', 'sample': None, 'target': None}
+            for e in expr:
+                if 'match' in e and 'numgen' in (e['match'].get('left') or {}):
+                    ng = e['match']['left']['numgen']
+                    if ng.get('mod') == SAMPLE_MOD and e['match'].get('op') == '<':
+                        entry['sample'] = e['match'].get('right')
+                    else:
+                        entry['unknown'] = 'numgen %r' % (e['match'],)
+                elif 'dup' in e:
+                    # A dup whose device is gone (a restarted VM) shows its old ifindex.
+                    entry['target'] = str(e['dup'].get('addr', e['dup'].get('dev')))
+                elif 'counter' in e:
+                    packets[vm_dir] = packets.get(vm_dir, 0) + int(e['counter'].get('packets', 0))
+                else:
+                    entry['unknown'] = 'expression %r' % (e,)
+            entries.append(entry)
+        state[vm_dir] = entries
+    return state, packets
+
+
+def parse_tc_filters(filters, target):
+    """Our mirror filters for ``target`` in ``tc -j filter show`` output: [{pref, target}].
+
+    Ours means a preference in our range and a mirred action carrying our cookie for this target.
+    ``target`` in the result is the live ``to_dev`` (``*`` once the target device is gone).
+    """
+    found = []
+    cookie = tc_cookie(target)
+    for f in filters or []:
+        if not TC_PREF_MIN <= int(f.get('pref', 0)) <= TC_PREF_MAX:
+            continue
+        for act in (f.get('options') or {}).get('actions', []):
+            if act.get('kind') == 'mirred' and act.get('cookie') == cookie:
+                found.append({'pref': int(f['pref']), 'target': act.get('to_dev')})
+    return found
+
+
+def used_prefs(filters):
+    """Every filter preference in use on a parent (ours or not)."""
+    return {int(f['pref']) for f in filters or [] if 'pref' in f}
+
+
+def free_pref(in_use):
+    """The lowest preference in our range that is free."""
+    for pref in range(TC_PREF_MIN, TC_PREF_MAX + 1):
+        if pref not in in_use:
+            return pref
+    raise MirrorError('no free tc filter preference left in %d-%d' % (TC_PREF_MIN, TC_PREF_MAX))
+
+
+def normalise(state):
+    """Sort each direction's rules and drop empty directions, for comparison and the diff."""
+    out = {}
+    for d in sorted(state):
+        if state[d]:
+            out[d] = sorted(state[d], key=lambda r: json.dumps(r, sort_keys=True))
+    return out
+
+
+# --- the live system ------------------------------------------------------------------------------
+class MirrorManager:
+    """Reads and changes mirrors on one node (optionally inside network namespace ``netns``)."""
+
+    def __init__(self, run, netns=None, tools=None):
+        self._run = run
+        self.netns = validate_netns(netns)
+        self.tools = {'ip': 'ip', 'tc': 'tc', 'nft': 'nft'}
+        self.tools.update(tools or {})
+        self.commands = []
+
+    def _argv(self, tool, args):
+        argv = [self.tools[tool]] + list(args)
+        if self.netns:
+            argv = [self.tools['ip'], 'netns', 'exec', self.netns] + argv
+        return argv
+
+    def call(self, tool, args, data=None, check=True):
+        argv = self._argv(tool, args)
+        rc, out, err = self._run(argv, data)
+        if check and rc != 0:
+            raise MirrorError('%s failed (rc=%s): %s' % (' '.join(argv), rc, (err or out).strip()))
+        return rc, out, err
+
+    def change(self, tool, args, data=None, check_mode=False):
+        """A command that changes the system: recorded, and skipped in check mode."""
+        argv = self._argv(tool, args)
+        self.commands.append(argv + (['<<', data] if data else []))
+        if not check_mode:
+            self.call(tool, args, data=data)
+
+    # --- reads
+    def link(self, dev):
+        rc, out, _ = self.call('ip', ['-j', 'link', 'show', 'dev', dev], check=False)
+        if rc != 0:
+            return None
+        data = json.loads(out or '[]')
+        return data[0] if data else None
+
+    def firewall_bridge(self, dev):
+        """The ``fwbr`` bridge a tap is plugged into when the VM's PVE firewall is on, else None."""
+        link = self.link(dev)
+        master = (link or {}).get('master') or ''
+        return master if master.startswith('fwbr') else None
+
+    def read_nft(self, spec_or_pair):
+        source, target = spec_or_pair
+        name = nft_table_name(source, target)
+        rc, out, _ = self.call('nft', ['-j', 'list', 'table', 'netdev', name], check=False)
+        if rc != 0:
+            return None, {}
+        return parse_nft_table(json.loads(out))
+
+    def qdiscs(self, dev):
+        rc, out, _ = self.call('tc', ['-j', 'qdisc', 'show', 'dev', dev], check=False)
+        return json.loads(out or '[]') if rc == 0 else []
+
+    def tc_parents(self, dev):
+        """Where our filters go, per VM direction, and what is missing: {vm_dir: (parent, need)}.
+
+        ``need`` is None when the parent exists, ``'ingress'`` or ``'root'`` for a qdisc to add,
+        or an error message when a foreign root qdisc is in the way.
+        """
+        qd = self.qdiscs(dev)
+        kinds = {q.get('kind') for q in qd}
+        if 'clsact' in kinds:
+            return {'egress': ('ffff:fff2', None), 'ingress': ('ffff:fff3', None)}
+        parents = {'egress': ('ffff:', None if 'ingress' in kinds else 'ingress')}
+        root = [q for q in qd if q.get('root')]
+        if root and root[0].get('handle') == TC_ROOT_HANDLE:
+            parents['ingress'] = (TC_ROOT_HANDLE, None)
+        elif not root or (root[0].get('handle') == '0:' and root[0].get('kind') in _DEFAULT_ROOTS):
+            parents['ingress'] = (TC_ROOT_HANDLE, 'root')
+        else:
+            parents['ingress'] = (TC_ROOT_HANDLE, 'device %s has a root qdisc %s %s that shadownet did '
+                                  'not add: use backend=nft, or direction=egress'
+                                  % (dev, root[0].get('kind'), root[0].get('handle')))
+        return parents
+
+    def tc_filters(self, dev, parent):
+        rc, out, _ = self.call('tc', ['-j', 'filter', 'show', 'dev', dev, 'parent', parent],
+                               check=False)
+        return json.loads(out or '[]') if rc == 0 and out.strip() else []
+
+    def read_tc(self, source, target):
+        """Our tc mirrors source -> target: {vm_dir: [{backend, sample, target, pref, parent}]}."""
+        state = {}
+        if self.link(source) is None:
+            return state
+        for vm_dir, (parent, need) in self.tc_parents(source).items():
+            if need is not None:
+                continue
+            for f in parse_tc_filters(self.tc_filters(source, parent), target):
+                state.setdefault(vm_dir, []).append({'backend': 'tc', 'sample': None,
+                                                     'target': f['target'], 'pref': f['pref'],
+                                                     'parent': parent})
+        return state
+
+    def read(self, source, target):
+        """The live state of the pair in the same shape as :func:`desired_state` (plus details)."""
+        nft_state, packets = self.read_nft((source, target))
+        tc_state = self.read_tc(source, target)
+        merged = {}
+        for part in (nft_state or {}, tc_state):
+            for d, rules in part.items():
+                merged.setdefault(d, []).extend(rules)
+        return {'rules': merged, 'nft_table': nft_state is not None, 'packets': packets}
+
+    @staticmethod
+    def comparable(rules):
+        return normalise({d: [{k: v for k, v in r.items() if k not in ('pref', 'parent')}
+                              for r in rs] for d, rs in rules.items()})
+
+    # --- changes
+    def _remove_tc(self, source, live_rules, check_mode, keep=()):
+        parents = set()
+        for vm_dir, rules in live_rules.items():
+            for r in rules:
+                if r['backend'] != 'tc' or (vm_dir, r['pref']) in keep:
+                    continue
+                self.change('tc', ['filter', 'del', 'dev', source, 'parent', r['parent'],
+                                   'pref', str(r['pref'])], check_mode=check_mode)
+                parents.add(r['parent'])
+        if parents and not check_mode:
+            self._tidy_qdiscs(source, parents)
+
+    def _tidy_qdiscs(self, source, parents):
+        """Drop our root htb, and the ingress qdisc we took filters from, once they are empty."""
+        for q in self.qdiscs(source):
+            if (q.get('root') and q.get('handle') == TC_ROOT_HANDLE and q.get('kind') == 'htb'
+                    and not self.tc_filters(source, TC_ROOT_HANDLE)):
+                self.change('tc', ['qdisc', 'del', 'dev', source, 'root', 'handle', TC_ROOT_HANDLE])
+            elif (q.get('kind') == 'ingress' and 'ffff:' in parents
+                  and not self.tc_filters(source, 'ffff:')):
+                self.change('tc', ['qdisc', 'del', 'dev', source, 'ingress'])
+
+    def _add_tc(self, spec, vm_dir, check_mode):
+        parents = self.tc_parents(spec.source)
+        parent, need = parents[vm_dir]
+        if need == 'ingress':
+            self.change('tc', ['qdisc', 'add', 'dev', spec.source, 'ingress'], check_mode=check_mode)
+        elif need == 'root':
+            self.change('tc', ['qdisc', 'replace', 'dev', spec.source, 'root', 'handle',
+                               TC_ROOT_HANDLE, 'htb'], check_mode=check_mode)
+        elif need is not None:
+            raise MirrorError(need)
+        in_use = used_prefs(self.tc_filters(spec.source, parent)) if need is None else set()
+        pref = free_pref(in_use)
+        self.change('tc', ['filter', 'add', 'dev', spec.source, 'parent', parent, 'pref', str(pref),
+                           'protocol', 'all', 'u32', 'match', 'u32', '0', '0',
+                           'action', 'mirred', 'egress', 'mirror', 'dev', spec.target,
+                           'cookie', tc_cookie(spec.target)], check_mode=check_mode)
+
+    def ensure_present(self, spec, check_mode=False, ignore_missing=False):
+        """Make the live rules equal to ``spec``. Returns a result dict (changed, before, after ...)."""
+        missing = [d for d in (spec.source, spec.target) if self.link(d) is None]
+        before = self.read(spec.source, spec.target)
+        result = {'changed': False, 'source': spec.source, 'target': spec.target,
+                  'firewall_bridge': self.firewall_bridge(spec.source), 'spec': spec.as_dict(),
+                  'before': self.comparable(before['rules']), 'missing': missing}
+        if missing:
+            if ignore_missing:
+                result['after'] = result['before']
+                result['msg'] = ('skipped: device %s does not exist (the VM is not running); the '
+                                 'hookscript applies the mirror when it starts' % ', '.join(missing))
+                return result
+            raise MirrorError('device %s does not exist: is the VM running? (ignore_missing=true '
+                              'skips absent devices)' % ', '.join(missing))
+        want = normalise(desired_state(spec))
+        if result['before'] == want:
+            result['after'] = want
+            result['packets'] = before['packets']
+            result['msg'] = 'mirror %s -> %s already present' % (spec.source, spec.target)
+            return result
+        if spec.backend == 'nft':
+            self.change('nft', ['-j', '-f', '-'], data=json.dumps(nft_ruleset(spec)),
+                        check_mode=check_mode)
+            self._remove_tc(spec.source, before['rules'], check_mode)
+        else:
+            if before['nft_table']:
+                self.change('nft', ['-j', '-f', '-'],
+                            data=json.dumps(nft_delete(spec.source, spec.target)),
+                            check_mode=check_mode)
+            keep = set()
+            for vm_dir in spec.vm_directions:
+                ok = [r for r in before['rules'].get(vm_dir, [])
+                      if r['backend'] == 'tc' and r['target'] == spec.target]
+                if ok:
+                    keep.add((vm_dir, ok[0]['pref']))
+            self._remove_tc(spec.source, before['rules'], check_mode, keep=keep)
+            kept_dirs = {d for d, _ in keep}
+            for vm_dir in spec.vm_directions:
+                if vm_dir not in kept_dirs:
+                    self._add_tc(spec, vm_dir, check_mode)
+        result['changed'] = True
+        result['after'] = want if check_mode else self.comparable(
+            self.read(spec.source, spec.target)['rules'])
+        result['msg'] = 'mirror %s -> %s %s' % (spec.source, spec.target,
+                                                'created' if not result['before'] else 'updated')
+        if not check_mode and result['after'] != want:
+            raise MirrorError('mirror %s -> %s did not read back as applied: %r'
+                              % (spec.source, spec.target, result['after']))
+        return result
+
+    def ensure_absent(self, source, target, check_mode=False):
+        """Remove the pair's nft table and our tc filters for it; nothing else on the device."""
+        before = self.read(source, target)
+        result = {'changed': False, 'source': source, 'target': target,
+                  'firewall_bridge': self.firewall_bridge(source),
+                  'before': self.comparable(before['rules']), 'after': {}, 'missing': [
+                      d for d in (source, target) if self.link(d) is None]}
+        if before['nft_table']:
+            self.change('nft', ['-j', '-f', '-'], data=json.dumps(nft_delete(source, target)),
+                        check_mode=check_mode)
+            result['changed'] = True
+        if any(r['backend'] == 'tc' for rs in before['rules'].values() for r in rs):
+            self._remove_tc(source, before['rules'], check_mode)
+            result['changed'] = True
+        result['msg'] = 'mirror %s -> %s %s' % (source, target,
+                                                'removed' if result['changed'] else 'already absent')
+        return result

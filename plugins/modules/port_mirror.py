@@ -1,0 +1,251 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: port_mirror
+short_description: Mirror a VM NIC's traffic to a shadow VM's NIC on a Proxmox VE node
+version_added: 0.1.0
+description:
+  - Copies the packets of a primary VM's NIC (its host-side device C(tap<vmid>i<n>)) to the NIC of
+    a shadow VM on the isolated shadow network, completely (O(mode=full)) or a random sample
+    (O(mode=sampled)). One way only; nothing the shadow sends is copied back.
+  - Runs on the PVE node itself, as root. Reads the live rules back as structures (C(nft -j),
+    C(tc -j)), so a second run with the same options reports no change.
+  - B(Direction is seen from the VM.) O(direction=egress) copies what the VM sends (on the host
+    these packets arrive as ingress on the tap); O(direction=ingress) copies what the VM receives
+    (they leave the host through the tap as egress); O(direction=both) copies both.
+  - B(Backends.) V(nft) adds one nftables C(netdev) table per (source, target) pair with an
+    C(ingress) and/or C(egress) hook on the source device and C(dup to <target>) (preceded by
+    C(numgen random mod 10000 < rate*10000) in sampled mode). V(tc) adds an C(ingress) qdisc and a
+    root C(htb) (handle C(5e4e:)) with C(u32) filters and C(mirred egress mirror).
+    PVE itself deletes the tc C(ingress) and root qdiscs of a tap on every tap plug and every NIC
+    C(rate=) change, which silently drops tc mirrors; nftables C(netdev) tables are not touched.
+    That is why V(nft) is the default for both modes. Sampling needs V(nft).
+  - B(Firewall.) When the VM has the PVE firewall on, its tap is plugged into C(fwbr<vmid>i<n>)
+    (C(tap) - C(fwbr) - C(fwln)/C(fwpr) veth - C(vmbr)). This module still mirrors the tap itself, because
+    it carries exactly what the guest sent and, after the firewall, what the guest received. The
+    C(fwpr)/C(fwln) devices would also carry packets the firewall drops, which the primary never
+    saw. The result reports the C(fwbr) bridge in RV(firewall_bridge).
+  - Copies reach the shadow with the primary's destination MAC; the shadow's NIC must accept them
+    (promiscuous mode in the guest, or the same MAC on the isolated shadow network).
+  - B(Ownership.) Removal (O(state=absent)) deletes exactly what this module adds for the pair, namely
+    its nftables table C(shadownet_<source>_-<target>), and its tc filters (preference 49152-49407,
+    action cookie C(5e) + target name), plus its root C(htb) and the C(ingress) qdisc once they
+    hold no filter. Other qdiscs, filters and tables on the device are left alone.
+  - Tap devices are recreated on every VM start, and a mirror pointing at a restarted target
+    points at a dead device. The C(shadownet.proxmox.port_mirror) role installs a hookscript that
+    re-applies mirrors on C(post-start) of both the primary and the shadow.
+author:
+  - shadownet.proxmox contributors
+options:
+  source:
+    description:
+      - Host-side device to copy from, for example C(tap100i0). Mutually exclusive with O(source_vmid).
+      - 1-15 characters from C(A-Z a-z 0-9 _ . -), starting with a letter or digit.
+    type: str
+  source_vmid:
+    description: VM id of the primary; the device is C(tap<source_vmid>i<source_nic>).
+    type: int
+  source_nic:
+    description: NIC index (C(netN)) of the primary.
+    type: int
+    default: 0
+  target:
+    description: Host-side device of the shadow's NIC on the shadow network, for example C(tap900i0).
+    type: str
+  target_vmid:
+    description: VM id of the shadow; the device is C(tap<target_vmid>i<target_nic>).
+    type: int
+  target_nic:
+    description: NIC index of the shadow's NIC on the shadow network.
+    type: int
+    default: 0
+  mode:
+    description: V(full) copies every packet; V(sampled) copies a random O(rate) fraction.
+    type: str
+    choices: [full, sampled]
+    default: full
+  rate:
+    description:
+      - Fraction of packets to copy in V(sampled) mode, 0 < rate <= 1 (resolution 1/10000).
+      - Each packet is chosen independently at random (nftables C(numgen random)).
+    type: float
+  direction:
+    description: Which packets to copy, seen from the primary VM (see the description).
+    type: str
+    choices: [ingress, egress, both]
+    default: both
+  backend:
+    description: V(nft) survives PVE's qdisc resets and can sample; V(tc) is for full mode only.
+    type: str
+    choices: [nft, tc]
+    default: nft
+  state:
+    description: V(present) makes the mirror exist exactly as described; V(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  netns:
+    description:
+      - Run every command inside this network namespace (C(ip netns exec)). For labs and tests,
+        where the "node" is a namespace.
+    type: str
+  ignore_missing:
+    description:
+      - With O(state=present), when the source or target device does not exist (the VM is not
+        running), report no change instead of failing. The hookscript applies it at VM start.
+    type: bool
+    default: false
+notes:
+  - Check mode reports what would change and runs only read commands. Diff mode shows the rules
+    per direction before and after.
+  - Every command is run as an argument list; names are validated before anything runs.
+requirements:
+  - iproute2 (C(ip), C(tc)) and nftables (C(nft)) with JSON support on the node.
+  - Linux 5.16 or later for the nftables C(egress) hook (PVE 8 ships 6.x).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+'''
+
+EXAMPLES = r'''
+- name: Copy all traffic of VM 100 net0 to shadow VM 900 net0
+  shadownet.proxmox.port_mirror:
+    source_vmid: 100
+    source_nic: 0
+    target_vmid: 900
+    target_nic: 0
+
+- name: Copy 10% of what VM 101 sends, nothing it receives
+  shadownet.proxmox.port_mirror:
+    source_vmid: 101
+    target_vmid: 901
+    mode: sampled
+    rate: 0.1
+    direction: egress
+
+- name: Remove the mirror
+  shadownet.proxmox.port_mirror:
+    source: tap100i0
+    target: tap900i0
+    state: absent
+'''
+
+RETURN = r'''
+source:
+  description: The source device.
+  returned: always
+  type: str
+  sample: tap100i0
+target:
+  description: The target device.
+  returned: always
+  type: str
+  sample: tap900i0
+firewall_bridge:
+  description: The C(fwbr) bridge the source tap is plugged into when the PVE firewall is on, else null.
+  returned: always
+  type: str
+  sample: fwbr100i0
+before:
+  description: Mirror rules found for the pair, per VM direction (backend, sample threshold out of 10000 or null, target).
+  returned: always
+  type: dict
+  sample: {}
+after:
+  description: Mirror rules for the pair after the run (in check mode, what they would be).
+  returned: always
+  type: dict
+  sample: {"egress": [{"backend": "nft", "sample": null, "target": "tap900i0"}]}
+missing:
+  description: Devices of the pair that do not exist.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+commands:
+  description: The changing commands run (or, in check mode, that would run), as argument lists.
+  returned: always
+  type: list
+  elements: list
+packets:
+  description: Packets copied so far per VM direction (nft backend, when the mirror was already in place).
+  returned: when the mirror was already present
+  type: dict
+  sample: {"egress": 1520, "ingress": 1498}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.mirror import (
+    MirrorError, MirrorManager, build_spec, validate_device, tap_name)
+
+
+def _resolve(params, side):
+    if params[side] is not None:
+        return validate_device(params[side], side)
+    if params[side + '_vmid'] is None:
+        raise MirrorError('give %s (a device name) or %s_vmid (+ %s_nic)' % (side, side, side))
+    return tap_name(params[side + '_vmid'], params[side + '_nic'], side)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            source=dict(type='str'),
+            source_vmid=dict(type='int'),
+            source_nic=dict(type='int', default=0),
+            target=dict(type='str'),
+            target_vmid=dict(type='int'),
+            target_nic=dict(type='int', default=0),
+            mode=dict(type='str', choices=['full', 'sampled'], default='full'),
+            rate=dict(type='float'),
+            direction=dict(type='str', choices=['ingress', 'egress', 'both'], default='both'),
+            backend=dict(type='str', choices=['nft', 'tc'], default='nft'),
+            state=dict(type='str', choices=['present', 'absent'], default='present'),
+            netns=dict(type='str'),
+            ignore_missing=dict(type='bool', default=False),
+        ),
+        mutually_exclusive=[('source', 'source_vmid'), ('target', 'target_vmid')],
+        required_one_of=[('source', 'source_vmid'), ('target', 'target_vmid')],
+        required_if=[('mode', 'sampled', ('rate',))],
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def run(argv, data=None):
+        return module.run_command(argv, data=data, binary_data=True)
+
+    manager = None
+    try:
+        # Everything is validated before the first command runs.
+        spec = build_spec(source=_resolve(p, 'source'), target=_resolve(p, 'target'),
+                          mode=p['mode'], rate=p['rate'], direction=p['direction'],
+                          backend=p['backend'])
+        tools = dict((tool, module.get_bin_path(tool, required=True, opt_dirs=['/usr/sbin', '/sbin']))
+                     for tool in ('ip', 'tc', 'nft'))
+        manager = MirrorManager(run, netns=p['netns'], tools=tools)
+        if p['state'] == 'present':
+            result = manager.ensure_present(spec, check_mode=module.check_mode,
+                                            ignore_missing=p['ignore_missing'])
+        else:
+            result = manager.ensure_absent(spec.source, spec.target, check_mode=module.check_mode)
+    except MirrorError as exc:
+        module.fail_json(msg=str(exc), commands=manager.commands if manager else [])
+    result['commands'] = manager.commands
+    if module._diff:
+        result['diff'] = {'before': result['before'], 'after': result['after'],
+                          'before_header': '%s -> %s' % (result['source'], result['target']),
+                          'after_header': '%s -> %s' % (result['source'], result['target'])}
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
