@@ -42,13 +42,14 @@ Known differences from real PVE
 - SDN: no IPAM, DNS, controllers or fabrics; applying does not check that a vlan zone's bridge exists on the
   nodes; only simple and vlan zones are checked (other types are stored as sent); a vnet in a missing zone
   fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
-  Perl line number.
+  Perl line number; deleting a vnet a VM still uses fails with this simulator's own wording.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
 - HA: no CRM/LRM; resources do not move on their own; rules are not enforced when VMs start or migrate.
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
   a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
-- migrate: a VM is moved instantly at time_scale 0; local disks of linked clones are not refused (real PVE
-  cannot migrate a linked clone on non-shared storage); `with-local-disks` is not required for offline moves.
+- migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
+  moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
+  `with-local-disks` is not required.
 - Hook scripts are never run; only their existence on snippets storage is checked (not the executable bit).
 - Disk hot-plug is not modelled: disk changes on a running VM stay pending (fakepve's behaviour).
 """
