@@ -5,17 +5,13 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VENV:-$here/.venv}"
 py="$VENV/bin/python"
-stage="$here/.build/ansible-test/ansible_collections/shadownet/proxmox"
+# Outside the repository: ansible-test would otherwise list files with git from the enclosing repo.
+stage="${TMPDIR:-/tmp}/shadownet-ansible-test/ansible_collections/shadownet/proxmox"
 rm -rf "$stage"; mkdir -p "$stage"
 (cd "$here" && git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$stage/" 2>/dev/null || true)
 # ansible-test wants a git-free tree or a real repository; a plain copy is fine.
-pipver="$("$py" - <<'PY'
-import re, ansible_test._internal.python_requirements as pr, inspect
-src = inspect.getsource(pr)
-m = re.search(r"PIP_VERSION\s*=\s*'([^']+)'", src) or re.search(r'get_pip_(\d+)_(\d+)', src)
-print(m.group(1) if m and m.lastindex == 1 else '')
-PY
-)"
+# The pip version ansible-test bootstraps (get_venv_packages: pip='X.Y'); its download is replaced below.
+pipver="$(grep -ho "pip='[0-9.]*'" "$("$py" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py" | head -1 | tr -dc '0-9.')"
 cache="$HOME/.ansible/test/cache"; mkdir -p "$cache"
 if [ -n "$pipver" ]; then
     name="get_pip_$(echo "$pipver" | tr . _).py"

@@ -10,6 +10,10 @@ a VM is never guessed: two VMs with the same name are an error, a template is ne
 
 from __future__ import annotations
 
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
@@ -37,6 +41,81 @@ class VmSpec(object):
         self.state = state
         self.timeout = timeout
         self.full = full
+        # Placement when node is None: the first online node of preferred_nodes that holds none of the VMs
+        # named in avoid_vms (a shadow keeps off its primaries' actual nodes) and is not in avoid_nodes.
+        self.preferred_nodes = []
+        self.avoid_nodes = []
+        self.avoid_vms = []
+
+
+def spec_from_plan(vm, state='present', hookscript=None, timeout=900):
+    """A VmSpec from one ``vms`` entry of a plan (docs/plan.md)."""
+    golden = vm.get('golden') or {}
+    template = golden.get('vmid') if golden.get('vmid') is not None else golden.get('name')
+    nets = []
+    for nic in sorted(vm.get('nics') or [], key=lambda n: n['index']):
+        while len(nets) < nic['index']:
+            nets.append(None)
+        net = dict(bridge=nic['bridge'], model=nic.get('model') or 'virtio', link_down=False)
+        if nic.get('vlan') is not None:
+            net['tag'] = int(nic['vlan'])
+        nets.append(net)
+    spec = VmSpec(vm['name'], template=template, pool=vm.get('pool'), cores=vm.get('cores'),
+                  memory=vm.get('memory'), nets=nets, tags=vm.get('tags'), meta=vm.get('meta'),
+                  hookscript=hookscript if vm.get('role') == 'primary' else None, state=state, timeout=timeout)
+    spec.preferred_nodes = list(vm.get('preferred_nodes') or ([vm['node']] if vm.get('node') else []))
+    spec.avoid_nodes = list(vm.get('avoid_nodes') or [])
+    spec.avoid_vms = list(vm.get('shadows') or [])
+    return spec
+
+
+def choose_node(spec, nodes, resources):
+    """The node for a new VM: explicit, else the first online preferred node that respects the avoid rules."""
+    if spec.node:
+        return spec.node
+    online = [n for n in (spec.preferred_nodes or sorted(nodes)) if nodes.get(n) == 'online']
+    if not online:
+        online = sorted(n for n, st in nodes.items() if st == 'online')
+    if not online:
+        raise PveApiError('no online node to place {0!r} on'.format(spec.name), kind='offline')
+    taken = set(r['node'] for r in resources if r.get('type') == 'qemu' and r.get('name') in spec.avoid_vms)
+    for node in online:
+        if node not in taken and node not in spec.avoid_nodes:
+            return node
+    for node in online:
+        if node not in taken:
+            return node
+    return online[0]
+
+
+def prune_candidates(resources, plan, roles):
+    """Managed VMs of this plan's template that the plan no longer wants.
+
+    A primary named like its service's instances with an index up to ``instances.max`` is kept: the scaling
+    module adds those, and a build must not undo a scale-out. VMs of removed services, surplus shadows and
+    instances beyond ``max`` go.
+    """
+    wanted = set(v['name'] for v in plan.get('vms') or [])
+    common = set(plan.get('common_tags') or ['shadownet', 'sn-' + plan['template']])
+    prefixes = dict((s['name_prefix'], s['instances']['max']) for s in plan.get('scaling') or [])
+    out = []
+    for res in resources:
+        if res.get('type') != 'qemu' or res.get('template') or res.get('name') in wanted:
+            continue
+        tags = propstr.parse_tags(res.get('tags'))
+        if not common <= tags:
+            continue
+        role = 'shadow' if 'sn-shadow' in tags else 'primary'
+        if role not in roles:
+            continue
+        keep = False
+        for prefix, top in prefixes.items():
+            found = re.match(re.escape(prefix) + r'(\d+)$', res.get('name', ''))
+            if role == 'primary' and found and int(found.group(1)) <= top:
+                keep = True
+        if not keep:
+            out.append(res)
+    return sorted(out, key=lambda r: r['name'])
 
 
 def find_vms(resources, name):
@@ -95,8 +174,8 @@ def desired_config_changes(spec, cfg, meta_module=None):
         changes['tags'] = propstr.format_tags(spec.tags)
     description = cfg.get('description', '')
     if spec.meta is not None and meta_module is not None:
-        new_description = meta_module.merge_description(description, spec.meta)
-        if new_description != description:
+        new_description, dummy, differs = meta_module.merge_description(description, spec.meta)
+        if differs:
             changes['description'] = new_description
     elif spec.description is not None and spec.description != description:
         changes['description'] = spec.description
@@ -176,8 +255,9 @@ class VmEngine(object):
 
     def _create(self, spec, result):
         template = find_template(self.resources(), spec.template)
-        node = spec.node or template['node']
         nodes = self.api.nodes()
+        node = choose_node(spec, nodes, self.resources()) if (spec.node or spec.preferred_nodes) \
+            else template['node']
         if node not in nodes:
             raise PveApiError('node {0!r} is not in the cluster (nodes: {1})'.format(node, ', '.join(sorted(nodes))),
                               kind='config', node=node)
@@ -292,3 +372,50 @@ class VmEngine(object):
                           {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
         self._resources = None
         return result
+
+
+def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4):
+    """Ensure several VMs, cloning independent ones concurrently (one API connection per worker).
+
+    Returns one result per spec, in order. A failure of one VM does not stop the others; its result carries
+    ``failed`` and ``msg``. Placement of shadows looks at where their primaries actually are, so callers
+    should ensure primaries before shadows.
+    """
+    local = threading.local()
+
+    def api():
+        if getattr(local, 'api', None) is None:
+            local.api = make_api()
+        return local.api
+
+    resources = api().resources('vm')
+
+    def one(spec):
+        engine = VmEngine(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources))
+        try:
+            return engine.ensure(spec)
+        except PveApiError as exc:
+            info = exc.as_dict()
+            info.update(failed=True, name=spec.name, changed=False)
+            return info
+
+    if parallel <= 1 or len(specs) <= 1:
+        return [one(spec) for spec in specs]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return list(pool.map(one, specs))
+
+
+def remove_many(make_api, resources, check_mode=False, timeout=900):
+    """Destroy the given managed VMs (prune). Returns per-VM results."""
+    api = make_api()
+    engine = VmEngine(api, check_mode=check_mode, resources=list(resources))
+    out = []
+    for res in resources:
+        spec = VmSpec(res['name'], state='absent', timeout=timeout)
+        try:
+            out.append(engine.ensure(spec))
+        except PveApiError as exc:
+            info = exc.as_dict()
+            info.update(failed=True, name=res['name'], changed=False)
+            out.append(info)
+    return out

@@ -34,9 +34,34 @@ attributes:
     support: full
 options:
   name:
-    description: VM name (a DNS label). The identity of the VM.
+    description:
+      - VM name (a DNS label). The identity of the VM.
+      - Exactly one of O(name) and O(plan) is required.
     type: str
-    required: true
+  plan:
+    description:
+      - A plan from M(shadownet.proxmox.template) (C(result.plans.<template>)). Every VM of the plan whose role is
+        in O(roles) is ensured, independent clones concurrently (O(parallel)), each placed on the first online node
+        of its C(preferred_nodes) that keeps a shadow off its primaries' actual nodes.
+      - The per-VM options (O(template), O(cores), O(nets), ...) then come from the plan and must not be given.
+    type: dict
+  roles:
+    description: With O(plan), which VMs to ensure.
+    type: list
+    elements: str
+    choices: [primary, shadow]
+    default: [primary, shadow]
+  prune:
+    description:
+      - With O(plan), destroy the managed VMs of the plan's template (tags C(shadownet) and C(sn-<template>)) that
+        the plan no longer has, for the roles in O(roles). Primaries the scaling module added, up to the
+        service's C(instances.max), are kept.
+    type: bool
+    default: false
+  parallel:
+    description: With O(plan), how many VMs are cloned or converged at the same time.
+    type: int
+    default: 4
   template:
     description:
       - The golden template, by vmid or by name. Required to create the VM.
@@ -92,7 +117,9 @@ options:
         Text outside the markers (an operator's notes) is kept.
     type: dict
   hookscript:
-    description: Hook script volume, for example C(local:snippets/shadownet-hook.py). An empty string removes it.
+    description:
+      - Hook script volume, for example C(local:snippets/shadownet-hook.py). An empty string removes it.
+      - With O(plan), it is set on primaries only (the hook re-applies their mirrors when they start).
     type: str
   state:
     description:
@@ -123,6 +150,14 @@ EXAMPLES = r'''
       - bridge: shopnet
     tags: [shadownet, sn-shop, sn-web, sn-primary]
     meta: {role: primary, template: shop, service: web, index: 1}
+    state: started
+
+- name: All primaries of a template's plan, cloned four at a time, surplus ones removed
+  shadownet.proxmox.linked_clone:
+    plan: "{{ shadownet_result.plans.shop }}"
+    roles: [primary]
+    hookscript: local:snippets/shadownet-hook.py
+    prune: true
     state: started
 
 - name: Remove an instance
@@ -162,6 +197,16 @@ diff:
   description: Managed settings before and after.
   returned: always
   type: dict
+vms:
+  description: With O(plan), one result per VM (name, vmid, node, created, changes, pending, or failed and msg).
+  returned: when plan is given
+  type: list
+  elements: dict
+pruned:
+  description: With O(plan) and O(prune), the VMs that were (or would be) destroyed.
+  returned: when plan is given
+  type: list
+  elements: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -178,7 +223,11 @@ except ImportError:  # pragma: no cover
 def main():
     argument_spec = pveapi.api_argument_spec()
     argument_spec.update(
-        name=dict(type='str', required=True),
+        name=dict(type='str'),
+        plan=dict(type='dict'),
+        roles=dict(type='list', elements='str', choices=['primary', 'shadow'], default=['primary', 'shadow']),
+        prune=dict(type='bool', default=False),
+        parallel=dict(type='int', default=4),
         template=dict(type='raw'),
         node=dict(type='str'),
         pool=dict(type='str'),
@@ -198,12 +247,15 @@ def main():
         state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'absent']),
         timeout=dict(type='int', default=900),
     )
+    per_vm = ('name', 'template', 'node', 'pool', 'cores', 'memory', 'nets', 'tags', 'meta')
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('plan', k) for k in per_vm],
+                           required_together=pveapi.API_REQUIRED_TOGETHER, required_one_of=[('name', 'plan')])
     if not pveapi.HAS_PROXMOXER:
         module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
     p = module.params
+    if p['plan'] is not None:
+        run_plan(module)
     bad_tags = pveapi_tags_error(p['tags'])
     if bad_tags:
         module.fail_json(msg=bad_tags)
@@ -230,6 +282,50 @@ def main():
     for warning in warnings:
         module.warn(warning)
     module.exit_json(**result)
+
+
+def run_plan(module):
+    """Ensure (and optionally prune) every VM of a plan for the selected roles, then exit."""
+    p = module.params
+    plan = p['plan']
+    if not isinstance(plan.get('vms'), list) or 'template' not in plan:
+        module.fail_json(msg='plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has '
+                             'no "vms" list or no "template" name')
+    state = 'present' if p['state'] == 'absent' else p['state']
+    specs = [vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout'])
+             for vm in plan['vms'] if vm.get('role') in p['roles']]
+
+    def make_api():
+        return pveapi.PveApi.from_module(module)
+
+    try:
+        api = make_api()
+        if not module.check_mode:
+            api.require_quorum()
+        results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode, meta_module=metablock,
+                                       parallel=max(1, p['parallel']))
+        pruned = []
+        if p['prune']:
+            gone = vmengine.prune_candidates(api.resources('vm'), plan, p['roles'])
+            pruned = vmengine.remove_many(make_api, gone, check_mode=module.check_mode, timeout=p['timeout'])
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc)
+    diff = dict(before={}, after={})
+    for res in results + pruned:
+        for warning in res.pop('warnings', []) or []:
+            module.warn('{0}: {1}'.format(res.get('name'), warning))
+        res_diff = res.pop('diff', None) or {}
+        if res.get('changed'):
+            diff['before'][res['name']] = res_diff.get('before', {})
+            diff['after'][res['name']] = res_diff.get('after', {})
+    changed = any(r.get('changed') for r in results + pruned)
+    failed = [r for r in results + pruned if r.get('failed')]
+    out = dict(changed=changed, vms=results, pruned=[r['name'] for r in pruned if r.get('changed')], diff=diff)
+    if failed:
+        module.fail_json(msg='{0} of {1} VMs failed: {2}'.format(
+            len(failed), len(results) + len(pruned), '; '.join('{0}: {1}'.format(r['name'], r.get('msg'))
+                                                                for r in failed)), **out)
+    module.exit_json(**out)
 
 
 def pveapi_tags_error(tags):
