@@ -1,0 +1,325 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan: the desired state one validated template describes. Pure and deterministic.
+
+``build_plan(normalised_template)`` returns primary and shadow networks, VMs (names, tags, NICs, preferred
+nodes, description metadata), mirror pairs, VRRP groups, HA rules, replication and scaling settings. The format
+is specified in ``docs/plan.md``; keep the two in step. No API calls, no clock, no randomness: the same
+template yields the same plan, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
+from ansible_collections.shadownet.proxmox.plugins.module_utils.template import normalise_template
+
+__all__ = [
+    'PLAN_VERSION', 'build_plan', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
+    'primary_placement', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
+]
+
+PLAN_VERSION = 1
+SHADOW_MIN_CORES = 1
+SHADOW_MIN_MEMORY = 512
+VRRP_PRIORITY_BASE = 200
+VRRP_SHADOW_PRIORITY = 50
+VRRP_VERSION = 3
+NIC_MODEL = 'virtio'
+
+
+def template_digest(tpl):
+    """``sha256:<hex>`` of the canonical JSON of a normalised template."""
+    text = json.dumps(tpl, sort_keys=True, separators=(',', ':'))
+    return 'sha256:' + hashlib.sha256(text.encode('utf-8')).hexdigest()
+
+
+def shadow_size(cores, memory, size):
+    """Shadow cores and memory (MiB) for one primary of ``cores``/``memory`` at fraction ``size``."""
+    shadow_cores = max(SHADOW_MIN_CORES, int(cores * size + 0.5))
+    shadow_memory = max(SHADOW_MIN_MEMORY, int(memory * size))
+    return shadow_cores, shadow_memory
+
+
+def vrrp_priority_step(max_instances):
+    """Priority distance between consecutive primaries: all of 1..max_instances stay distinct and above 100."""
+    if max_instances <= 10:
+        return 10
+    return max(1, 100 // max_instances)
+
+
+def vrrp_priority(index, max_instances):
+    """VRRP priority of primary ``index`` (1-based); the scaling module uses it for instances it adds."""
+    return VRRP_PRIORITY_BASE - vrrp_priority_step(max_instances) * (index - 1)
+
+
+def _rotate(nodes, start):
+    if not nodes:
+        return []
+    start %= len(nodes)
+    return list(nodes[start:]) + list(nodes[:start])
+
+
+def primary_placement(nodes, service_position, index):
+    """Preferred nodes of primary ``index`` (1-based) of the service at ``service_position`` (0-based)."""
+    return _rotate(nodes, service_position + index - 1)
+
+
+def _shadow_placement(nodes, primary_nodes, placement):
+    """(preferred_nodes, avoid_nodes, fully_spread) for a shadow whose primaries run on ``primary_nodes``."""
+    if not nodes:
+        return [], [], True
+    if placement == 'any':
+        first = nodes.index(primary_nodes[0]) if primary_nodes else 0
+        return _rotate(nodes, first + 1), [], True
+    last = nodes.index(primary_nodes[-1]) if primary_nodes else -1
+    order = _rotate(nodes, last + 1)
+    used = set(primary_nodes)
+    free = [n for n in order if n not in used]
+    counts = {n: primary_nodes.count(n) for n in used}
+    busy = sorted((n for n in order if n in used), key=lambda n: (counts[n], order.index(n)))
+    avoid = [n for n in nodes if n in used]
+    return free + busy, avoid, bool(free)
+
+
+def _network_entry(tpl, net, role, ids):
+    key = net['name']
+    if role == 'primary':
+        is_vnet = net['type'] == 'vnet'
+        zone = (net['zone'] or ids[('zone',)]) if is_vnet else None
+        vnet = (net['vnet'] or ids[('vnet', key)]) if is_vnet else None
+        return {
+            'name': key, 'role': 'primary', 'twin_of': None, 'type': net['type'],
+            'zone': zone, 'zone_type': net['zone_type'] if is_vnet else None,
+            'zone_bridge': net['zone_bridge'] if is_vnet else None, 'vnet': vnet,
+            'alias': naming.network_alias(tpl['name'], key),
+            'bridge': vnet if is_vnet else net['bridge'], 'vlan': net['vlan'],
+            'cidr': net['cidr'], 'gateway': net['gateway'], 'isolated': False,
+        }
+    vnet = ids[('shadow-vnet', key)]
+    return {
+        'name': key, 'role': 'shadow', 'twin_of': key, 'type': 'vnet',
+        'zone': ids[('shadow-zone', key)], 'zone_type': 'simple', 'zone_bridge': None, 'vnet': vnet,
+        'alias': naming.network_alias(tpl['name'], key, role='shadow'),
+        'bridge': vnet, 'vlan': None, 'cidr': net['cidr'], 'gateway': None, 'isolated': True,
+    }
+
+
+def _derive_ids(tpl, shadowed_networks):
+    name = tpl['name']
+    requests = []
+    reserved = set()
+    for net in tpl['networks']:
+        if net['type'] != 'vnet':
+            continue
+        if net['zone']:
+            reserved.add(net['zone'])
+        elif not any(r[0] == ('zone',) for r in requests):
+            requests.append((('zone',), name, ('zone', name)))
+        if net['vnet']:
+            reserved.add(net['vnet'])
+        else:
+            requests.append((('vnet', net['name']), net['name'], ('vnet', name, net['name'])))
+    for key in shadowed_networks:
+        requests.append((('shadow-zone', key), 's' + name, ('shadow-zone', name, key)))
+        requests.append((('shadow-vnet', key), 's' + key, ('shadow-vnet', name, key)))
+    return naming.assign_sdn_ids(requests, reserved=reserved)
+
+
+def _nic(index, network, purpose):
+    return {
+        'index': index, 'network': network['name'], 'network_role': network['role'], 'bridge': network['bridge'],
+        'vlan': network['vlan'] if network['type'] == 'bridge' else None, 'model': NIC_MODEL, 'purpose': purpose,
+    }
+
+
+def build_plan(tpl):
+    """The plan for a *normalised* template (see :func:`plan_from_template` for raw input)."""
+    name = tpl['name']
+    nodes = list(tpl['nodes'])
+    shadow_cfg = tpl['shadow']
+    services = tpl['services']
+    critical = [s for s in services if s['critical']]
+    shadow_enabled = bool(shadow_cfg['enabled'] and critical)
+    warnings = []
+    if shadow_cfg['enabled'] and not critical:
+        warnings.append('shadow.enabled is true but no service is critical: no shadows are planned')
+
+    shadowed_networks = []
+    if shadow_enabled:
+        for svc in critical:
+            for key in svc['networks']:
+                if key not in shadowed_networks:
+                    shadowed_networks.append(key)
+    ids = _derive_ids(tpl, shadowed_networks)
+
+    primary_nets = {}
+    shadow_nets = {}
+    networks = []
+    for net in tpl['networks']:
+        entry = _network_entry(tpl, net, 'primary', ids)
+        primary_nets[net['name']] = entry
+        networks.append(entry)
+    for net in tpl['networks']:
+        if net['name'] in shadowed_networks:
+            entry = _network_entry(tpl, net, 'shadow', ids)
+            shadow_nets[net['name']] = entry
+            networks.append(entry)
+
+    vms, mirrors, vrrp, ha_rules, replication, scaling = [], [], [], [], [], []
+    vrids = naming.assign_vrids(name, [(s['name'], s['vip_network'], s['vrid']) for s in services if s['vip']])
+
+    for position, svc in enumerate(services):
+        sname = svc['name']
+        has_shadow = shadow_enabled and svc['critical']
+        shadow_name = naming.shadow_vm_name(name, sname) if has_shadow else None
+        primaries = []
+        for index in range(1, svc['instances'] + 1):
+            preferred = primary_placement(nodes, position, index)
+            vm_name = naming.primary_vm_name(name, sname, index)
+            meta = {'v': 1, 'role': 'primary', 'template': name, 'service': sname, 'index': index}
+            if has_shadow:
+                meta['shadowed_by'] = shadow_name
+            primaries.append({
+                'name': vm_name, 'role': 'primary', 'service': sname, 'index': index,
+                'golden': _golden(svc['template']), 'linked': True,
+                'cores': svc['cores'], 'memory': svc['memory'],
+                'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': [],
+                'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'primary'),
+                'nics': [_nic(i, primary_nets[key], 'service') for i, key in enumerate(svc['networks'])],
+                'meta': meta, 'shadows': [], 'shadowed_by': shadow_name,
+            })
+        vms.extend(primaries)
+        primary_names = [p['name'] for p in primaries]
+
+        shadow_vm = None
+        if has_shadow:
+            cores, memory = shadow_size(svc['cores'], svc['memory'], shadow_cfg['size'])
+            primary_nodes = [p['node'] for p in primaries if p['node']]
+            preferred, avoid, spread_ok = _shadow_placement(nodes, primary_nodes, shadow_cfg['placement'])
+            if shadow_cfg['placement'] == 'spread' and not spread_ok:
+                warnings.append('%s: every node in nodes runs a primary of %s; the shadow will share a node with '
+                                'one (add a node to nodes for full spread)' % (shadow_name, sname))
+            nics = [_nic(0, shadow_nets[svc['networks'][0]], 'mirror'),
+                    _nic(1, primary_nets[svc['vip_network']], 'vrrp')]
+            for offset, key in enumerate(svc['networks'][1:]):
+                nics.append(_nic(offset + 2, shadow_nets[key], 'mirror'))
+            shadow_vm = {
+                'name': shadow_name, 'role': 'shadow', 'service': sname, 'index': 1,
+                'golden': _golden(svc['template']), 'linked': True, 'cores': cores, 'memory': memory,
+                'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': avoid,
+                'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'shadow'), 'nics': nics,
+                'meta': {'v': 1, 'role': 'shadow', 'template': name, 'service': sname, 'index': 1,
+                         'shadows': list(primary_names)},
+                'shadows': list(primary_names), 'shadowed_by': None,
+            }
+            vms.append(shadow_vm)
+
+            mirror_cfg = shadow_cfg['mirror']
+            for primary in primaries:
+                for nic in primary['nics']:
+                    target_nic = 0 if nic['index'] == 0 else nic['index'] + 1
+                    mirrors.append({
+                        'service': sname,
+                        'source': {'vm': primary['name'], 'nic': nic['index'], 'network': nic['network']},
+                        'target': {'vm': shadow_name, 'nic': target_nic, 'network': nic['network']},
+                        'mode': mirror_cfg['mode'],
+                        'rate': 1.0 if mirror_cfg['mode'] == 'full' else float(mirror_cfg['rate']),
+                        'direction': mirror_cfg['direction'],
+                    })
+
+            repl = svc['replication']
+            fidelity = repl['fidelity']
+            interval = repl['interval'] if fidelity != 'event' else None
+            replication.append({
+                'service': sname, 'shadow': shadow_name, 'primaries': list(primary_names), 'fidelity': fidelity,
+                'interval_seconds': interval, 'rpo_seconds': interval,
+                'paths': list(repl['paths']) if fidelity == 'differential' else [],
+                'hook': repl['hook'] if fidelity == 'event' else None,
+            })
+
+            if shadow_cfg['placement'] == 'spread':
+                for primary in primaries:
+                    ha_rules.append({
+                        'rule': naming.ha_rule_id(name, sname, primary['index'], 'anti'),
+                        'type': 'resource-affinity', 'resources': [primary['name'], shadow_name],
+                        'affinity': 'negative', 'nodes': None, 'strict': False,
+                        'comment': 'shadownet %s: keep %s off the node of %s' % (name, shadow_name, primary['name']),
+                    })
+
+        if nodes:
+            for primary in primaries:
+                ha_rules.append({
+                    'rule': naming.ha_rule_id(name, sname, primary['index'], 'node'),
+                    'type': 'node-affinity', 'resources': [primary['name']], 'affinity': None,
+                    'nodes': [{'node': n, 'priority': 2 if n == primary['node'] else 1} for n in nodes],
+                    'strict': False,
+                    'comment': 'shadownet %s: %s prefers %s' % (name, primary['name'], primary['node']),
+                })
+
+        max_instances = svc['scaling']['instances']['max']
+        if svc['vip']:
+            step = vrrp_priority_step(max_instances)
+            members = []
+            for primary in primaries:
+                members.append({
+                    'vm': primary['name'], 'role': 'primary', 'index': primary['index'],
+                    'nic': svc['networks'].index(svc['vip_network']),
+                    'priority': vrrp_priority(primary['index'], max_instances),
+                })
+            if shadow_vm:
+                members.append({'vm': shadow_name, 'role': 'shadow', 'index': 1, 'nic': 1,
+                                'priority': VRRP_SHADOW_PRIORITY})
+            vrrp.append({
+                'service': sname, 'network': svc['vip_network'], 'vip': svc['vip'], 'vrid': vrids[sname],
+                'version': VRRP_VERSION, 'priority_base': VRRP_PRIORITY_BASE, 'priority_step': step,
+                'shadow_priority': VRRP_SHADOW_PRIORITY, 'members': members,
+            })
+
+        sc = svc['scaling']
+        scaling.append({
+            'service': sname, 'mode': sc['mode'],
+            'cpu': {'high': sc['cpu']['high'], 'low': sc['cpu']['low'], 'duration_seconds': sc['cpu']['duration']},
+            'memory': {'high': sc['memory']['high'], 'low': sc['memory']['low'],
+                       'duration_seconds': sc['memory']['duration']},
+            'net': {'high_bps': sc['net']['high'], 'low_bps': sc['net']['low'],
+                    'duration_seconds': sc['net']['duration']},
+            'horizon_seconds': sc['horizon'],
+            'instances': {'min': sc['instances']['min'], 'max': sc['instances']['max'], 'current': svc['instances']},
+            'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
+            'cores': svc['cores'], 'memory_mib': svc['memory'],
+            'name_prefix': '%s-%s-' % (name, sname), 'shadow': shadow_name,
+        })
+
+    return {
+        'plan_version': PLAN_VERSION,
+        'template': name,
+        'template_digest': template_digest(tpl),
+        'shadow_enabled': shadow_enabled,
+        'nodes': nodes,
+        'pool': tpl['pool'],
+        'common_tags': naming.common_tags(name),
+        'networks': networks,
+        'vms': vms,
+        'mirrors': mirrors,
+        'vrrp': vrrp,
+        'ha_rules': ha_rules,
+        'replication': replication,
+        'scaling': scaling,
+        'warnings': warnings,
+    }
+
+
+def _golden(ref):
+    if isinstance(ref, int):
+        return {'vmid': ref, 'name': None}
+    return {'vmid': None, 'name': ref}
+
+
+def plan_from_template(data, source=None):
+    """Validate + normalise raw template data, then plan. Raises TemplateValidationError with every issue."""
+    tpl = normalise_template(data, source)
+    return tpl, build_plan(tpl)
