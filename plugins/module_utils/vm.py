@@ -46,6 +46,8 @@ class VmSpec(object):
         self.preferred_nodes = []
         self.avoid_nodes = []
         self.avoid_vms = []
+        # A vmid reserved for this VM by ensure_many, so concurrent clones never race for /cluster/nextid.
+        self.vmid_hint = None
 
 
 def spec_from_plan(vm, state='present', hookscript=None, timeout=900):
@@ -269,8 +271,8 @@ class VmEngine(object):
         if self.check_mode:
             result['node'] = node
             return None
-        for attempt in range(3):
-            vmid = self.api.next_vmid()
+        for attempt in range(5):
+            vmid = spec.vmid_hint if (attempt == 0 and spec.vmid_hint) else self.api.next_vmid()
             params = dict(newid=vmid, name=spec.name, target=node, full=1 if spec.full else 0)
             if spec.pool:
                 params['pool'] = spec.pool
@@ -291,7 +293,7 @@ class VmEngine(object):
             except PveTimeoutError:
                 raise
             except PveApiError as exc:
-                if 'already exists' in exc.message and attempt < 2:
+                if 'already exists' in exc.message and attempt < 4:
                     continue  # another clone took this vmid between nextid and our POST
                 raise
         found = self.lookup(spec.name, refresh=True)
@@ -389,6 +391,16 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4)
         return local.api
 
     resources = api().resources('vm')
+    missing = [spec for spec in specs if spec.state != 'absent' and not find_vms(resources, spec.name)]
+    if missing and not check_mode:
+        # Reserve distinct vmids up front: /cluster/nextid gives every concurrent caller the same answer.
+        used = set(int(r['vmid']) for r in api().resources() if r.get('vmid') is not None)
+        candidate = api().next_vmid()
+        for spec in missing:
+            while candidate in used:
+                candidate += 1
+            spec.vmid_hint = candidate
+            used.add(candidate)
 
     def one(spec):
         engine = VmEngine(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources))
