@@ -1,0 +1,458 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The scaling decision: pure, plain data in, plain data out.
+
+:func:`decide` takes the template's ``scaling`` block (DESIGN.md), the service's current
+size, per-metric history (and, optionally, forecasts already made), the last scaling
+action and cooldown deadline (read from PVE metadata by the caller), the recent
+recommendations (for the stabilisation window) and ``now``. It returns one decision
+dict; it never talks to PVE and never changes anything.
+
+Signals, per metric (``cpu``, ``memory``, ``net``, or any other the caller supplies):
+
+* ``forecast``: the forecast's upper bound of the per-instance load crosses ``high``
+  within ``scaling.horizon``.
+* ``shadow`` (the seed rule): the shadow's utilisation, normalised for its size and
+  the mirror's sample rate, minus the primaries' exceeds ``shadow_delta`` for
+  ``duration``.
+* ``forecast_low``: scale down when the forecast's upper bound stays under ``low`` for
+  ``duration`` (and the observed load was under ``low`` for the last ``duration`` too).
+
+Either of the first two scales up; the third scales down only when every metric
+agrees. Thresholds for ``cpu`` and ``memory`` are fractions of one instance's capacity;
+for ``net`` (and any metric whose ``capacity`` the caller does not give) they are
+absolute per-instance rates (bits/s), as in the template (``high: 800Mbit``).
+
+Instances needed = ceil(predicted demand / (high x capacity per instance)), with the
+predicted demand = the peak of the forecast's upper bound over the horizon (for the
+seed rule: the shadow's normalised load times the instances). Clamped to
+``instances.min..max``. Cooldowns: no scale-up sooner than ``cooldown.up`` and no
+scale-down sooner than ``cooldown.down`` after the last action, and none at all before
+an explicit ``cooldown_until`` deadline. Stabilisation window (``scaling.stabilization``,
+default ``cooldown.down``): a scale-down goes only as low as the highest
+recommendation made within the window.
+
+Defaults for fields the template leaves out are those of DESIGN.md's example; two
+fields are not in DESIGN.md's example: ``scaling.stabilization`` (a duration, default
+``cooldown.down``) and ``scaling.<metric>.shadow_delta`` (a ratio, default
+``DEFAULT_SHADOW_DELTA`` = 0.20: the shadow must run 20 percentage points of
+utilisation, or 20% of ``high`` for absolute metrics, above the primaries).
+"""
+
+import math
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.units import (
+    parse_duration, parse_rate, parse_ratio)
+
+SCALE_UP = 'scale_up'
+SCALE_DOWN = 'scale_down'
+NONE = 'none'
+
+FRACTION_METRICS = ('cpu', 'memory')
+DEFAULT_SHADOW_DELTA = 0.20
+DEFAULT_LEVEL = 0.8
+
+DEFAULTS = {
+    'cpu': {'high': 0.70, 'low': 0.30, 'duration': 300},
+    'memory': {'high': 0.80, 'low': 0.40, 'duration': 300},
+    'net': {'high': 800000000, 'low': 100000000, 'duration': 300},
+    'horizon': 900,
+    'instances': {'min': 1, 'max': 8},
+    'cooldown': {'up': 180, 'down': 600},
+    'mode': 'horizontal',
+}
+
+
+class PolicyError(ValueError):
+    """The policy inputs are inconsistent; the message names the field."""
+
+
+def _threshold(metric, value):
+    if metric in FRACTION_METRICS:
+        return parse_ratio(value)
+    if isinstance(value, str):
+        return float(parse_rate(value))
+    return float(value)
+
+
+def normalise_scaling(scaling):
+    """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios)."""
+    scaling = dict(scaling or {})
+    out = {'metrics': {}}
+    for key, value in scaling.items():
+        if isinstance(value, dict) and ('high' in value or 'low' in value):
+            out['metrics'][key] = value
+    for metric in ('cpu', 'memory', 'net'):
+        out['metrics'].setdefault(metric, {})
+    for metric, conf in list(out['metrics'].items()):
+        base = DEFAULTS.get(metric, {})
+        merged = dict(base, **conf)
+        if 'high' not in merged or 'low' not in merged:
+            raise PolicyError('scaling.%s needs high and low' % metric)
+        high = _threshold(metric, merged['high'])
+        low = _threshold(metric, merged['low'])
+        if not 0 <= low < high:
+            raise PolicyError('scaling.%s: need 0 <= low < high, got low=%r high=%r' % (metric, merged['low'], merged['high']))
+        out['metrics'][metric] = {
+            'high': high, 'low': low,
+            'duration': parse_duration(merged.get('duration', 300)),
+            'shadow_delta': parse_ratio(merged.get('shadow_delta', DEFAULT_SHADOW_DELTA)),
+        }
+    inst = dict(DEFAULTS['instances'], **(scaling.get('instances') or {}))
+    cool = dict(DEFAULTS['cooldown'], **(scaling.get('cooldown') or {}))
+    out['horizon'] = parse_duration(scaling.get('horizon', DEFAULTS['horizon']))
+    out['instances'] = {'min': int(inst['min']), 'max': int(inst['max'])}
+    if not 1 <= out['instances']['min'] <= out['instances']['max']:
+        raise PolicyError('scaling.instances: need 1 <= min <= max, got %r' % (scaling.get('instances'),))
+    out['cooldown'] = {'up': parse_duration(cool['up'], allow_zero=True),
+                       'down': parse_duration(cool['down'], allow_zero=True)}
+    out['stabilization'] = parse_duration(scaling.get('stabilization', out['cooldown']['down']), allow_zero=True)
+    out['mode'] = scaling.get('mode', DEFAULTS['mode'])
+    if out['mode'] not in ('horizontal', 'vertical'):
+        raise PolicyError('scaling.mode must be horizontal or vertical, got %r' % (out['mode'],))
+    return out
+
+
+def _finite(values):
+    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def _steps(seconds, step):
+    return max(1, int(math.ceil(seconds / float(step) - 1e-9)))
+
+
+def _fmt(value, metric):
+    if metric in FRACTION_METRICS:
+        return '%.0f%%' % (100.0 * value)
+    if metric == 'net':
+        return '%.0fMbit/s' % (value / 1e6)
+    return '%.3g' % value
+
+
+def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, forecaster, level, now):
+    """Signals of one metric. Loads are per instance, in the metric's unit."""
+    step = float(data.get('step_seconds') or 60)
+    demand = list(data.get('demand') or [])
+    end = data.get('end', now)
+    absolute = capacity is None
+    cap = 1.0 if absolute else float(capacity)
+    high_abs = conf['high'] * cap      # per-instance load at `high`
+    low_abs = conf['low'] * cap
+    dur_steps = _steps(conf['duration'], step)
+    hor_steps = _steps(horizon, step)
+    need_steps = max(dur_steps, hor_steps)
+    info = {'metric': metric, 'high': high_abs, 'low': low_abs, 'step_seconds': step, 'capacity': capacity,
+            'instances': instances,
+            'up': False, 'down': False, 'needed': None, 'signal': None,
+            'crossing_time': None, 'forecast': None, 'detail': ''}
+
+    fc = data.get('forecast')
+    if fc is None and _finite(demand):
+        fc = forecaster(demand, step, need_steps, level=level)
+    if fc is not None:
+        upper = [float(v) for v in fc['upper']]
+        if len(upper) < need_steps:
+            raise PolicyError('forecast for %s has %d steps, the policy needs %d' % (metric, len(upper), need_steps))
+        info['forecast'] = dict(fc, step_seconds=step, start=end + step)
+        peak = max(upper[:hor_steps])
+        per_inst = [u / instances for u in upper]
+        info['needed'] = int(math.ceil(peak / high_abs - 1e-9)) if high_abs > 0 else instances
+        info['peak'] = peak
+        for h in range(hor_steps):
+            if per_inst[h] > high_abs:
+                info['up'] = True
+                info['signal'] = 'forecast'
+                info['crossing_time'] = end + (h + 1) * step
+                info['detail'] = '%s forecast upper bound %s per instance crosses high %s in %s' % (
+                    metric, _fmt(per_inst[h] / cap, metric), _fmt(conf['high'], metric),
+                    _fmt_secs(info['crossing_time'] - now))
+                break
+        recent = _finite(demand[-dur_steps:])
+        observed_low = len(recent) == dur_steps and max(recent) / instances < low_abs
+        if not info['up'] and max(per_inst[:dur_steps]) < low_abs and observed_low:
+            info['down'] = True
+            info['signal'] = 'forecast_low'
+            info['detail'] = '%s forecast upper bound stays under low %s for %s (max %s per instance)' % (
+                metric, _fmt(conf['low'], metric), _fmt_secs(conf['duration']),
+                _fmt(max(per_inst[:dur_steps]) / cap, metric))
+
+    # The seed rule: the shadow sees a sample of the traffic on a smaller VM; scaled back to
+    # one primary's terms, a shadow working much harder than the primaries means their own
+    # measurements are capped (saturated) or the shadow sees a costlier mix.
+    sh = data.get('shadow')
+    if sh and shadow:
+        rate = float(shadow.get('rate', 1.0)) * float(shadow.get('mirrored_instances', 1))
+        size = 1.0 if absolute else float(shadow.get('size', 1.0))
+        primary = data.get('primary')
+        if primary is None:
+            primary = [None if v is None else v / instances / cap for v in demand]
+        elif absolute:
+            primary = [None if v is None else v / cap for v in primary]
+        ss = list(sh)[-dur_steps:]
+        pp = list(primary)[-dur_steps:]
+        if len(ss) == dur_steps and len(pp) == dur_steps and None not in ss and None not in pp:
+            norm = [s * size / rate for s in ss]              # shadow load in one primary's units
+            scale = conf['high'] if absolute else 1.0         # absolute metrics: delta relative to high
+            deltas = [(s - p) / scale for s, p in zip(norm, pp)]
+            info['shadow_delta'] = min(deltas)
+            if min(deltas) > conf['shadow_delta']:
+                est = norm[-1] * cap * instances               # demand the shadow implies
+                needed = max(instances + 1, int(math.ceil(est / high_abs - 1e-9)))
+                if not info['up'] or needed > (info['needed'] or 0):
+                    info['needed'] = max(needed, info['needed'] or 0)
+                if not info['up']:
+                    info['up'] = True
+                    info['down'] = False
+                    info['signal'] = 'shadow'
+                    info['crossing_time'] = now
+                    info['detail'] = ('%s shadow (normalised) %s above primaries for %s (threshold %s)' % (
+                        metric, _fmt_delta(min(deltas)), _fmt_secs(conf['duration']),
+                        _fmt_delta(conf['shadow_delta'])))
+    return info
+
+
+def _fmt_delta(x):
+    return '%.0f points' % (100.0 * x)
+
+
+def _fmt_secs(seconds):
+    seconds = int(round(seconds))
+    if seconds <= 0:
+        return 'now'
+    if seconds % 3600 == 0:
+        return '%dh' % (seconds // 3600)
+    if seconds % 60 == 0:
+        return '%dm' % (seconds // 60)
+    return '%ds' % seconds
+
+
+def _cooldowns(conf, last_action, cooldown_until):
+    """Earliest times a scale-up and a scale-down are allowed."""
+    up = down = float('-inf')
+    if last_action and last_action.get('time') is not None and last_action.get('action') in (SCALE_UP, SCALE_DOWN):
+        up = last_action['time'] + conf['cooldown']['up']
+        down = last_action['time'] + conf['cooldown']['down']
+    if isinstance(cooldown_until, dict):
+        up = max(up, cooldown_until.get('up') or float('-inf'))
+        down = max(down, cooldown_until.get('down') or float('-inf'))
+    elif cooldown_until is not None:
+        up = max(up, cooldown_until)
+        down = max(down, cooldown_until)
+    return up, down
+
+
+def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None, recommendations=None,
+           shadow=None, forecast_only=False, level=DEFAULT_LEVEL, forecaster=None):
+    """Decide whether a service should scale.
+
+    :param scaling: the template's ``scaling`` block (raw or already normalised).
+    :param current: ``{'instances': N, 'capacity': {'cpu': cores, 'memory': MiB, ...}}``
+        for horizontal mode (capacity of one instance in the unit the metric's demand
+        uses; leave a metric out for absolute thresholds such as ``net``); vertical mode
+        also needs ``cores`` and ``memory`` (MiB) of one instance, and may give
+        ``min_cores``/``max_cores``/``min_memory``/``max_memory``.
+    :param metrics: ``{metric: {'step_seconds': s, 'demand': [total load of all primaries
+        per step, oldest first, None for gaps], 'end': time of the last point (default
+        now), 'forecast': optional forecast_series() result for demand with at least
+        max(horizon, duration) steps, 'shadow': [shadow utilisation per step],
+        'primary': [primaries' mean utilisation per step, default demand / (N x capacity)]}}``.
+    :param now: current time (UNIX seconds).
+    :param last_action: ``{'action': 'scale_up'|'scale_down', 'time': t}`` from PVE metadata.
+    :param cooldown_until: a deadline (UNIX seconds) before which nothing is done, or
+        ``{'up': t, 'down': t}``.
+    :param recommendations: recent ``[{'time': t, 'instances': n}]`` (horizontal) or
+        ``[{'time': t, 'cores': c, 'memory': m}]`` (vertical), as returned in a previous
+        decision's ``recommendations``.
+    :param shadow: ``{'size': 0.25, 'rate': 0.10, 'mirrored_instances': 1}`` (the template's
+        ``shadow.size`` and ``shadow.mirror.rate``; rate 1.0 for a full mirror).
+    :param forecast_only: decide and report, but mark the decision as not to be acted on.
+    :param level: prediction-interval level whose upper bound the thresholds are tested against.
+    :param forecaster: ``forecast_series`` compatible callable (default: forecast.forecast_series).
+    :returns: the decision dict (see the module docs and DESIGN.md).
+    """
+    conf = scaling if 'metrics' in (scaling or {}) else normalise_scaling(scaling)
+    if forecaster is None:
+        from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import forecast_series
+        forecaster = forecast_series
+    mode = conf['mode']
+    n = int(current['instances'])
+    if n < 1:
+        raise PolicyError('current.instances must be >= 1')
+    caps = dict(current.get('capacity') or {})
+    if mode == 'vertical':
+        caps.setdefault('cpu', current.get('cores'))
+        caps.setdefault('memory', current.get('memory'))
+        if not current.get('cores') or not current.get('memory'):
+            raise PolicyError('vertical mode needs current.cores and current.memory')
+    lo, hi = conf['instances']['min'], conf['instances']['max']
+
+    infos = []
+    for metric in sorted(metrics or {}):
+        if metric not in conf['metrics']:
+            raise PolicyError('no scaling thresholds for metric %r (scaling.%s)' % (metric, metric))
+        cap = caps.get(metric) if metric in caps else None
+        if metric in FRACTION_METRICS and cap is None:
+            raise PolicyError('current.capacity.%s is needed: %s thresholds are fractions of capacity' % (metric, metric))
+        infos.append(_evaluate_metric(metric, conf['metrics'][metric], metrics[metric], n, cap, shadow,
+                                      conf['horizon'], forecaster, level, now))
+
+    up_ok, down_ok = _cooldowns(conf, last_action, cooldown_until)
+    decision = {
+        'action': NONE, 'act': False, 'forecast_only': bool(forecast_only), 'mode': mode,
+        'signal': None, 'metric': None, 'crossing_time': None, 'blocked_by': None,
+        'forecast': dict((i['metric'], i['forecast']) for i in infos if i['forecast'] is not None),
+        'signals': [dict((k, v) for k, v in i.items() if k != 'forecast') for i in infos],
+        'cooldown': {'up_until': up_ok if up_ok > float('-inf') else None,
+                     'down_until': down_ok if down_ok > float('-inf') else None},
+    }
+    if mode == 'vertical':
+        return _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recommendations, forecast_only)
+
+    decision['current'] = {'instances': n}
+    needed = [i['needed'] for i in infos if i['needed'] is not None]
+    raw = min(hi, max(lo, max(needed) if needed else n))
+    window = [r for r in (recommendations or []) if r.get('time') is not None
+              and now - conf['stabilization'] <= r['time'] <= now and 'instances' in r]
+    decision['recommendations'] = window + [{'time': now, 'instances': raw}]
+
+    ups = [i for i in infos if i['up']]
+    downs = [i for i in infos if i['down']]
+    target = n
+    action = NONE
+    reason = ''
+    if n < lo or n > hi:
+        target = min(hi, max(lo, n))
+        action = SCALE_UP if target > n else SCALE_DOWN
+        decision['signal'] = 'bounds'
+        reason = '%d instances is outside instances.min..max (%d..%d)' % (n, lo, hi)
+    elif ups:
+        first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
+        target = min(hi, max(lo, max(max(i['needed'] or n + 1 for i in ups), n + 1)))
+        decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
+        if target <= n:
+            reason = '%s, but already at instances.max (%d)' % (first['detail'], hi)
+            decision['blocked_by'] = 'bounds'
+            target = n
+        elif now < up_ok:
+            reason = '%s; scale-up to %d held by cooldown.up until %s' % (first['detail'], target, _fmt_secs(up_ok - now) + ' from now')
+            decision['blocked_by'] = 'cooldown_up'
+            decision['wanted'] = {'action': SCALE_UP, 'instances': target}
+            target = n
+        else:
+            action = SCALE_UP
+            reason = '%s: %d -> %d instances' % (first['detail'], n, target)
+    elif infos and len(downs) == len(infos):
+        stable = max(r['instances'] for r in decision['recommendations'])
+        target = max(lo, stable)
+        first = downs[0]
+        decision.update(signal='forecast_low', metric=first['metric'])
+        detail = '; '.join(i['detail'] for i in downs)
+        if target >= n:
+            reason = '%s, but the stabilisation window (%s) still recommends %d' % (detail, _fmt_secs(conf['stabilization']), stable) \
+                if stable >= n else '%s, but already at instances.min (%d)' % (detail, lo)
+            decision['blocked_by'] = 'stabilization' if stable >= n else 'bounds'
+            target = n
+        elif now < down_ok:
+            reason = '%s; scale-down to %d held by cooldown.down until %s' % (detail, target, _fmt_secs(down_ok - now) + ' from now')
+            decision['blocked_by'] = 'cooldown_down'
+            decision['wanted'] = {'action': SCALE_DOWN, 'instances': target}
+            target = n
+        else:
+            action = SCALE_DOWN
+            reason = '%s: %d -> %d instances' % (detail, n, target)
+    else:
+        reason = 'no signal: ' + ('; '.join(_steady(i) for i in infos) if infos else 'no metrics given')
+
+    decision.update(action=action, target={'instances': target}, amount=target - n)
+    return _finish(decision, conf, action, reason, forecast_only, now)
+
+
+def _steady(info):
+    if info.get('forecast') is None:
+        return '%s has no data' % info['metric']
+    cap = info['capacity'] or 1.0
+    metric = info['metric']
+    return '%s upper bound peaks at %s per instance (low %s, high %s)' % (
+        metric, _fmt(info['peak'] / info['instances'] / cap, metric), _fmt(info['low'] / cap, metric),
+        _fmt(info['high'] / cap, metric))
+
+
+def _finish(decision, conf, action, reason, forecast_only, now):
+    if action != NONE:
+        decision['act'] = not forecast_only
+        decision['next_cooldown'] = {'up_until': now + conf['cooldown']['up'], 'down_until': now + conf['cooldown']['down']}
+    if forecast_only:
+        reason = '[forecast-only: not acted on] ' + reason
+    decision['reason'] = reason
+    return decision
+
+
+def _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recommendations, forecast_only):
+    """Vertical mode: resize cores and memory of the instances instead of adding instances."""
+    n = int(current['instances'])
+    cores, memory = int(current['cores']), int(current['memory'])
+    min_c, max_c = int(current.get('min_cores', 1)), current.get('max_cores')
+    min_m, max_m = int(current.get('min_memory', 512)), current.get('max_memory')
+
+    def clamp(v, lo, hi):
+        v = max(lo, v)
+        return min(int(hi), v) if hi is not None else v
+
+    def sized(metric, size, lo, hi, round_to):
+        info = next((i for i in infos if i['metric'] == metric and i['forecast'] is not None), None)
+        if info is None:
+            return size
+        need = info['peak'] / n / info['high'] * size        # size that puts the peak at `high`
+        return clamp(int(math.ceil(need / round_to - 1e-9)) * round_to, lo, hi)
+
+    raw = {'cores': sized('cpu', cores, min_c, max_c, 1), 'memory': sized('memory', memory, min_m, max_m, 128)}
+    window = [r for r in (recommendations or []) if r.get('time') is not None
+              and now - conf['stabilization'] <= r['time'] <= now and 'cores' in r]
+    decision['recommendations'] = window + [dict(raw, time=now)]
+    decision['current'] = {'cores': cores, 'memory': memory, 'instances': n}
+    ups = [i for i in infos if i['up'] and i['metric'] in FRACTION_METRICS]
+    downs = [i for i in infos if i['down']]
+    target = {'cores': cores, 'memory': memory}
+    action = NONE
+    if ups:
+        first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
+        decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
+        grown = dict(target)
+        for i in ups:
+            key = 'cores' if i['metric'] == 'cpu' else 'memory'
+            if i['signal'] == 'shadow':
+                bump = max(raw[key], target[key] + (1 if key == 'cores' else 128))
+            else:
+                bump = raw[key]
+            grown[key] = clamp(max(grown[key], bump), min_c if key == 'cores' else min_m, max_c if key == 'cores' else max_m)
+        if grown == target:
+            reason = '%s, but already at the maximum size' % first['detail']
+            decision['blocked_by'] = 'bounds'
+        elif now < up_ok:
+            reason = '%s; resize held by cooldown.up until %s from now' % (first['detail'], _fmt_secs(up_ok - now))
+            decision['blocked_by'] = 'cooldown_up'
+            decision['wanted'] = dict(grown, action=SCALE_UP)
+        else:
+            action, target = SCALE_UP, grown
+            reason = '%s: %d -> %d cores, %d -> %d MiB' % (first['detail'], cores, grown['cores'], memory, grown['memory'])
+    elif infos and len(downs) == len(infos):
+        decision.update(signal='forecast_low', metric=downs[0]['metric'])
+        shrunk = {'cores': min(cores, max(r['cores'] for r in decision['recommendations'])),
+                  'memory': min(memory, max(r['memory'] for r in decision['recommendations']))}
+        detail = '; '.join(i['detail'] for i in downs)
+        if shrunk == target:
+            reason = '%s, but the stabilisation window or the minimum size holds the current size' % detail
+            decision['blocked_by'] = 'stabilization'
+        elif now < down_ok:
+            reason = '%s; resize held by cooldown.down until %s from now' % (detail, _fmt_secs(down_ok - now))
+            decision['blocked_by'] = 'cooldown_down'
+            decision['wanted'] = dict(shrunk, action=SCALE_DOWN)
+        else:
+            action, target = SCALE_DOWN, shrunk
+            reason = '%s: %d -> %d cores, %d -> %d MiB' % (detail, cores, shrunk['cores'], memory, shrunk['memory'])
+    else:
+        reason = 'no signal: ' + ('; '.join(_steady(i) for i in infos) if infos else 'no metrics given')
+    decision.update(action=action, target=target,
+                    amount={'cores': target['cores'] - cores, 'memory': target['memory'] - memory})
+    return _finish(decision, conf, action, reason, forecast_only, now)

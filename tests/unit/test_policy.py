@@ -1,0 +1,226 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""decide() on synthetic histories with known answers (the real forecaster runs)."""
+import random
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.policy import (
+    PolicyError, decide, normalise_scaling)
+
+STEP = 60           # PVE's 1-minute points
+NOW = 1_700_000_000
+CORES = 4           # one instance's capacity: cpu demand is in cores used, summed over instances
+
+SCALING = {
+    'cpu': {'high': 0.70, 'low': 0.30, 'duration': '5m'},
+    'memory': {'high': 0.80, 'low': 0.40, 'duration': '5m'},
+    'net': {'high': '800Mbit', 'low': '100Mbit', 'duration': '5m'},
+    'horizon': '15m',
+    'instances': {'min': 2, 'max': 8},
+    'cooldown': {'up': '3m', 'down': '10m'},
+    'mode': 'horizontal',
+}
+
+
+def _noise(seed, n, sd):
+    rnd = random.Random(seed)
+    return [rnd.gauss(0, sd) for _ in range(n)]
+
+
+def rising(instances=2, start_util=0.1, end_util=0.62, n=80, seed=1):
+    """Total cpu demand (cores) climbing steadily; per-instance utilisation ends at end_util (< high).
+
+    With the defaults the ramp itself reaches 70% about 12 minutes after its last point.
+    """
+    lo, hi = start_util * instances * CORES, end_util * instances * CORES
+    noise = _noise(seed, n, 0.01 * instances * CORES)
+    return [lo + (hi - lo) * t / (n - 1) + e for t, e in enumerate(noise)]
+
+
+def flat(instances=2, util=0.5, n=240, seed=2):
+    return [util * instances * CORES + e for e in _noise(seed, n, 0.02 * instances * CORES)]
+
+
+def falling_then_low(instances=4, n=240, seed=3):
+    """From 60% down to 10% utilisation, then flat at 10% for the last 100 points."""
+    top, bottom = 0.6 * instances * CORES, 0.1 * instances * CORES
+    noise = _noise(seed, n, 0.005 * instances * CORES)
+    out = []
+    for t in range(n):
+        frac = min(1.0, t / float(n - 100))
+        out.append(top + (bottom - top) * frac + noise[t])
+    return out
+
+
+def cpu(demand, **extra):
+    return {'cpu': dict({'step_seconds': STEP, 'demand': demand}, **extra)}
+
+
+def test_rising_scales_up_before_crossing_high():
+    demand = rising()
+    assert demand[-1] / 2 < 0.7 * CORES          # nothing has crossed high yet
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(demand), NOW)
+    assert d['action'] == 'scale_up'
+    assert d['act'] is True and d['forecast_only'] is False
+    assert d['signal'] == 'forecast' and d['metric'] == 'cpu'
+    assert NOW < d['crossing_time'] <= NOW + 15 * 60
+    # the upper bound warns no later than (about) when the ramp itself reaches 70%
+    slope = (demand[-1] - demand[0]) / (len(demand) - 1)
+    true_cross = (0.7 * CORES * 2 - demand[-1]) / slope * STEP
+    assert d['crossing_time'] - NOW <= true_cross + STEP
+    assert d['target']['instances'] >= 3 and d['amount'] == d['target']['instances'] - 2
+    fc = d['forecast']['cpu']
+    assert len(fc['upper']) >= 15 and fc['model'] in ('naive', 'ets', 'theta')
+    assert 'cpu' in d['reason'] and '2 -> %d' % d['target']['instances'] in d['reason']
+    # target = ceil(peak upper bound / (high x capacity)), clamped
+    peak = max(fc['upper'][:15])
+    assert d['target']['instances'] == max(3, min(8, -(-peak // (0.7 * CORES))))
+
+
+def test_flat_does_nothing():
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(flat()), NOW)
+    assert d['action'] == 'none'
+    assert d['act'] is False
+    assert d['target'] == {'instances': 2} and d['amount'] == 0
+    assert d['signal'] is None and d['crossing_time'] is None
+    assert d['reason'].startswith('no signal')
+
+
+def test_falling_scales_down_only_after_cooldown_down():
+    demand = falling_then_low()
+    current = {'instances': 4, 'capacity': {'cpu': CORES}}
+    last = {'action': 'scale_up', 'time': NOW - 5 * 60}          # 5 minutes ago; cooldown.down is 10m
+    d = decide(SCALING, current, cpu(demand), NOW, last_action=last)
+    assert d['action'] == 'none'
+    assert d['blocked_by'] == 'cooldown_down'
+    assert d['wanted']['action'] == 'scale_down'
+    assert d['cooldown']['down_until'] == NOW + 5 * 60
+    later = NOW + 5 * 60 + 1
+    d2 = decide(SCALING, current, cpu(demand, end=later), later, last_action=last)
+    assert d2['action'] == 'scale_down'
+    assert d2['signal'] == 'forecast_low'
+    assert d2['target']['instances'] == 2                        # 10% of 4 instances fits in the minimum
+    assert d2['amount'] == -2
+    assert d2['next_cooldown']['down_until'] == later + 600
+
+
+def test_inside_cooldown_up_nothing_happens():
+    last = {'action': 'scale_up', 'time': NOW - 60}              # cooldown.up is 3m
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(rising()), NOW, last_action=last)
+    assert d['action'] == 'none'
+    assert d['blocked_by'] == 'cooldown_up'
+    assert d['signal'] == 'forecast'            # the signal is still reported
+    assert d['wanted']['instances'] >= 3
+    assert 'cooldown.up' in d['reason']
+    # an explicit deadline from PVE metadata blocks too
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(rising()), NOW, cooldown_until=NOW + 30)
+    assert d['action'] == 'none' and d['blocked_by'] == 'cooldown_up'
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(rising()), NOW, cooldown_until=NOW - 1)
+    assert d['action'] == 'scale_up'
+
+
+def test_stabilisation_window_highest_recommendation_wins_on_the_way_down():
+    demand = falling_then_low()
+    current = {'instances': 4, 'capacity': {'cpu': CORES}}
+    recent = [{'time': NOW - 120, 'instances': 4}, {'time': NOW - 60, 'instances': 3}]
+    d = decide(SCALING, current, cpu(demand), NOW, recommendations=recent)
+    assert d['action'] == 'none' and d['blocked_by'] == 'stabilization'
+    assert [r['instances'] for r in d['recommendations']] == [4, 3, 2]
+    # the 4 leaves the window (stabilization defaults to cooldown.down = 10m): the 3 wins
+    later = NOW + 9 * 60
+    d = decide(SCALING, current, cpu(demand, end=later), later, recommendations=d['recommendations'])
+    assert d['action'] == 'scale_down' and d['target']['instances'] == 3
+    # once everything in the window says 2, it goes to 2
+    much_later = NOW + 30 * 60
+    d = decide(SCALING, current, cpu(demand, end=much_later), much_later, recommendations=recent)
+    assert d['target']['instances'] == 2
+    assert d['recommendations'] == [{'time': much_later, 'instances': 2}]
+
+
+def test_forecast_only_decides_but_does_not_act():
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(rising()), NOW, forecast_only=True)
+    assert d['action'] == 'scale_up'
+    assert d['act'] is False and d['forecast_only'] is True
+    assert d['reason'].startswith('[forecast-only')
+
+
+def test_seed_rule_shadow_minus_primary():
+    shadow = {'size': 0.25, 'rate': 0.10}
+    demand = flat(util=0.5)
+    current = {'instances': 2, 'capacity': {'cpu': CORES}}
+    # the shadow at 32% of its (quarter-size) cores on a 10% sample = 80% in a primary's terms
+    hot = [0.32] * 10
+    d = decide(SCALING, current, cpu(demand, shadow=hot, primary=[0.5] * 10), NOW, shadow=shadow)
+    assert d['action'] == 'scale_up' and d['signal'] == 'shadow'
+    assert d['target']['instances'] == 3           # ceil(0.8 x 2 x 4 / (0.7 x 4)) = 3
+    assert 'shadow' in d['reason']
+    # 22% -> 55%: only 5 points above the primaries
+    d = decide(SCALING, current, cpu(demand, shadow=[0.22] * 10, primary=[0.5] * 10), NOW, shadow=shadow)
+    assert d['action'] == 'none'
+    # hot for only 2 of the 5 minutes of `duration`: no
+    d = decide(SCALING, current, cpu(demand, shadow=[0.2] * 8 + [0.32] * 2, primary=[0.5] * 10), NOW, shadow=shadow)
+    assert d['action'] == 'none'
+    # the template's threshold wins over the default
+    strict = dict(SCALING, cpu=dict(SCALING['cpu'], shadow_delta=0.4))
+    d = decide(strict, current, cpu(demand, shadow=hot, primary=[0.5] * 10), NOW, shadow=shadow)
+    assert d['action'] == 'none'
+
+
+def test_bounds_and_clamping():
+    steep = rising(instances=2, start_util=0.2, end_util=0.69, n=120)
+    small = dict(SCALING, instances={'min': 1, 'max': 3})
+    d = decide(small, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(steep), NOW)
+    assert d['action'] == 'scale_up' and d['target']['instances'] <= 3
+    d = decide(small, {'instances': 3, 'capacity': {'cpu': CORES}}, cpu(rising(instances=3)), NOW)
+    assert d['action'] == 'none' and d['blocked_by'] == 'bounds'
+    d = decide(SCALING, {'instances': 1, 'capacity': {'cpu': CORES}}, cpu(flat(instances=1)), NOW)
+    assert d['action'] == 'scale_up' and d['target']['instances'] == 2 and d['signal'] == 'bounds'
+
+
+def test_net_thresholds_are_absolute_rates():
+    # two instances carrying 1.2 -> 1.55 Gbit/s in total: 775 Mbit/s each at the end, high is 800Mbit,
+    # reached about 8 minutes later
+    n = 60
+    demand = [1.2e9 + 0.35e9 * t / (n - 1) + e for t, e in enumerate(_noise(9, n, 5e6))]
+    d = decide(SCALING, {'instances': 2}, {'net': {'step_seconds': STEP, 'demand': demand}}, NOW)
+    assert d['action'] == 'scale_up' and d['metric'] == 'net'
+    assert 'Mbit/s' in d['reason']
+
+
+def test_precomputed_forecast_is_used_as_given():
+    def boom(*a, **k):
+        raise AssertionError('the forecaster must not run when a forecast is given')
+    fc = {'mean': [2.0] * 15, 'lower': [1.0] * 15, 'upper': [3.0] * 5 + [6.5] * 10, 'model': 'naive'}
+    d = decide(SCALING, {'instances': 2, 'capacity': {'cpu': CORES}},
+               cpu([2.0] * 30, forecast=fc), NOW, forecaster=boom)
+    # per instance: 6.5 / 2 = 3.25 cores > 0.7 x 4 = 2.8, first at step 6
+    assert d['action'] == 'scale_up'
+    assert d['crossing_time'] == NOW + 6 * STEP
+    assert d['target']['instances'] == 3          # ceil(6.5 / 2.8)
+
+
+def test_vertical_mode_grows_cores():
+    vertical = dict(SCALING, mode='vertical')
+    current = {'instances': 2, 'cores': CORES, 'memory': 8192, 'max_cores': 16}
+    memory = {'step_seconds': STEP, 'demand': [0.5 * 2 * 8192] * 240}
+    metrics = dict(cpu(rising()), memory=memory)
+    d = decide(vertical, current, metrics, NOW)
+    assert d['action'] == 'scale_up'
+    assert d['target']['cores'] > CORES and d['target']['memory'] == 8192
+    assert d['amount'] == {'cores': d['target']['cores'] - CORES, 'memory': 0}
+
+
+def test_normalise_scaling_parses_units_and_rejects_nonsense():
+    conf = normalise_scaling(SCALING)
+    assert conf['horizon'] == 900
+    assert conf['cooldown'] == {'up': 180, 'down': 600}
+    assert conf['metrics']['net']['high'] == 800e6
+    assert conf['metrics']['cpu']['duration'] == 300
+    assert conf['metrics']['cpu']['shadow_delta'] == 0.2
+    assert conf['stabilization'] == 600
+    with pytest.raises(PolicyError, match='low < high'):
+        normalise_scaling({'cpu': {'high': 0.3, 'low': 0.5}})
+    with pytest.raises(PolicyError, match='mode'):
+        normalise_scaling({'mode': 'diagonal'})
+    with pytest.raises(PolicyError, match='capacity.cpu'):
+        decide(SCALING, {'instances': 2}, cpu(flat()), NOW)
