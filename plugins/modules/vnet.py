@@ -1,0 +1,320 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: vnet
+short_description: SDN networks (zone, vnet, subnet) and node Linux bridges as one desired state, applied once
+version_added: 0.1.0
+description:
+  - Converges a list of networks (O(networks), for example the C(networks) of a shadownet plan, passed as they
+    are) or one network given by the top-level options. A network of O(networks[].type=vnet) is an SDN zone
+    (C(simple) or C(vlan)), a vnet in it and a subnet on the vnet.
+  - Compares zones, vnets and subnets as structures (zone type and bridge; vnet zone, alias and tag; subnet
+    gateway and SNAT) and writes only what differs, with a before/after diff.
+  - All SDN changes of one run are made under PVE 9's global SDN lock (C(POST /cluster/sdn/lock)); every write
+    carries the lock token, the whole set is applied once (C(PUT /cluster/sdn), a task that is waited for) and
+    the lock is released with it. When any step fails, the pending SDN changes are rolled back
+    (C(POST /cluster/sdn/rollback)) and the lock released, so no half-built network is left pending.
+  - Before the first write the module stops on a cluster without quorum, an offline node (an SDN apply reloads
+    every node), pending SDN changes made by someone else, and a lock held by another client, each with a
+    message that says what to do. Check mode reads only; it does not even take the lock.
+  - O(networks[].state=absent) removes the subnets, then the vnet, then the zone when no other vnet uses it.
+    A vnet belongs to its network, so subnets on it other than O(networks[].cidr) are removed.
+  - A network of O(networks[].type=bridge) is a node Linux bridge (C(/nodes/{node}/network)). With
+    O(networks[].nodes) the module creates or updates the bridge on those nodes (no ports makes an isolated
+    bridge), stages every change in the nodes' pending configuration and applies each touched node once (a task);
+    on a failure, the pending changes of the nodes not yet applied are reverted. Without O(networks[].nodes) (the
+    plan's C(type=bridge), an existing bridge) it only checks that the bridge exists on every online node.
+  - Bridges are handled here rather than in a separate module so that a whole plan's networks, SDN and node
+    bridges, are converged by one task with one preflight.
+author: shadownet.proxmox developers
+extends_documentation_fragment:
+  - shadownet.proxmox.api
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  networks:
+    description:
+      - The networks to converge, in one run, under one SDN lock and one apply. Plan entries can be passed as
+        they are; their keys C(role), C(twin_of) and C(name) are accepted and only used in messages.
+      - Mutually exclusive with the single-network options (O(vnet), O(bridge) and the rest).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Logical network name (informational).
+        type: str
+      role:
+        description: Plan role, C(primary) or C(shadow) (informational).
+        type: str
+      twin_of:
+        description: Plan field, the primary network of a shadow twin (informational).
+        type: str
+      type:
+        description: C(vnet) for an SDN zone + vnet + subnet, C(bridge) for a node Linux bridge.
+        type: str
+        choices: [vnet, bridge]
+        default: vnet
+      zone:
+        description: SDN zone id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
+        type: str
+      zone_type:
+        description: Zone type. A zone's type cannot be changed once it exists.
+        type: str
+        choices: [simple, vlan]
+        default: simple
+      zone_bridge:
+        description: The node bridge a C(vlan) zone rides on, for example C(vmbr0).
+        type: str
+      vnet:
+        description: SDN vnet id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
+        type: str
+      alias:
+        description: The vnet alias PVE shows (the logical name). For a bridge, the default comment.
+        type: str
+      tag:
+        description: VLAN tag of the vnet; required in a C(vlan) zone, not allowed in a C(simple) zone.
+        type: int
+        aliases: [vlan]
+      cidr:
+        description: The subnet, for example C(10.10.0.0/24).
+        type: str
+      gateway:
+        description: The subnet gateway. Unset means the subnet has none (an existing one is removed).
+        type: str
+      snat:
+        description: Source NAT for the subnet.
+        type: bool
+        default: false
+      isolated:
+        description: An isolated (shadow) network, with no gateway and no SNAT whatever else is given.
+        type: bool
+        default: false
+      bridge:
+        description:
+          - For C(type=bridge), the Linux bridge name (C(vmbrN)). For C(type=vnet) the plan sets it to the vnet id;
+            it is ignored.
+        type: str
+      nodes:
+        description: For C(type=bridge), the nodes to create the bridge on. Empty means only check it exists.
+        type: list
+        elements: str
+      bridge_ports:
+        description: For C(type=bridge), the ports of the bridge. Empty makes an isolated bridge.
+        type: list
+        elements: str
+      comment:
+        description: For C(type=bridge), the interface comment (defaults to O(networks[].alias)).
+        type: str
+      autostart:
+        description: For C(type=bridge), bring the bridge up at boot.
+        type: bool
+        default: true
+      state:
+        description: C(present) or C(absent).
+        type: str
+        choices: [present, absent]
+        default: present
+  type:
+    description: Single-network form, as O(networks[].type).
+    type: str
+    choices: [vnet, bridge]
+  zone:
+    description: Single-network form, as O(networks[].zone).
+    type: str
+  zone_type:
+    description: Single-network form, as O(networks[].zone_type).
+    type: str
+    choices: [simple, vlan]
+  zone_bridge:
+    description: Single-network form, as O(networks[].zone_bridge).
+    type: str
+  vnet:
+    description: Single-network form, as O(networks[].vnet).
+    type: str
+  alias:
+    description: Single-network form, as O(networks[].alias).
+    type: str
+  tag:
+    description: Single-network form, as O(networks[].tag).
+    type: int
+    aliases: [vlan]
+  cidr:
+    description: Single-network form, as O(networks[].cidr).
+    type: str
+  gateway:
+    description: Single-network form, as O(networks[].gateway).
+    type: str
+  snat:
+    description: Single-network form, as O(networks[].snat).
+    type: bool
+  isolated:
+    description: Single-network form, as O(networks[].isolated).
+    type: bool
+  bridge:
+    description: Single-network form, as O(networks[].bridge).
+    type: str
+  nodes:
+    description: Single-network form, as O(networks[].nodes).
+    type: list
+    elements: str
+  bridge_ports:
+    description: Single-network form, as O(networks[].bridge_ports).
+    type: list
+    elements: str
+  comment:
+    description: Single-network form, as O(networks[].comment).
+    type: str
+  autostart:
+    description: Single-network form, as O(networks[].autostart).
+    type: bool
+  state:
+    description: Single-network form, as O(networks[].state).
+    type: str
+    choices: [present, absent]
+  timeout:
+    description: Seconds (wall clock) to wait for the SDN apply and each node's network apply task.
+    type: int
+    default: 300
+notes:
+  - Needs PVE 9 (the global SDN lock). The API user needs C(SDN.Allocate) on C(/sdn) and, for bridges,
+    C(Sys.Modify) on C(/nodes/{node}).
+  - Reverting a node's pending network configuration after a failure discards every pending change on that node,
+    as PVE's own revert does.
+'''
+
+EXAMPLES = r'''
+- name: Build all networks of a plan under one lock with one apply
+  shadownet.proxmox.vnet:
+    networks: "{{ sn.plans.shop.networks }}"
+
+- name: One primary network in a simple zone
+  shadownet.proxmox.vnet:
+    zone: shopk2x1
+    vnet: front9q0
+    alias: shop-front
+    cidr: 10.10.0.0/24
+    gateway: 10.10.0.1
+
+- name: A vnet with VLAN 30 in a vlan zone on vmbr0
+  shadownet.proxmox.vnet:
+    zone: shopvl
+    zone_type: vlan
+    zone_bridge: vmbr0
+    vnet: backvl30
+    tag: 30
+    cidr: 10.30.0.0/24
+    gateway: 10.30.0.1
+
+- name: An isolated shadow bridge (no ports) on two nodes
+  shadownet.proxmox.vnet:
+    type: bridge
+    bridge: vmbr90
+    nodes: [pve1, pve2]
+    comment: shop shadow
+
+- name: Remove a network (subnet, vnet, and the zone if nothing else uses it)
+  shadownet.proxmox.vnet:
+    zone: shopk2x1
+    vnet: front9q0
+    state: absent
+'''
+
+RETURN = r'''
+changes:
+  description: What was (or, in check mode, would be) changed, one line per write.
+  returned: always
+  type: list
+  elements: str
+  sample: [create zone shopk2x1, create vnet front9q0, create subnet 10.10.0.0/24 on front9q0]
+sdn_apply:
+  description: The SDN apply task (upid, node, exitstatus, warnings, log).
+  returned: when SDN changes were applied
+  type: dict
+bridge_apply:
+  description: Per node, the network apply task.
+  returned: when node bridges were changed
+  type: dict
+diff:
+  description: SDN networks by vnet id and bridges by C(node/bridge), before and after.
+  returned: always
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
+
+NETWORK_OPTIONS = dict(
+    name=dict(type='str'),
+    role=dict(type='str'),
+    twin_of=dict(type='str'),
+    type=dict(type='str', choices=['vnet', 'bridge'], default='vnet'),
+    zone=dict(type='str'),
+    zone_type=dict(type='str', choices=['simple', 'vlan'], default='simple'),
+    zone_bridge=dict(type='str'),
+    vnet=dict(type='str'),
+    alias=dict(type='str'),
+    tag=dict(type='int', aliases=['vlan']),
+    cidr=dict(type='str'),
+    gateway=dict(type='str'),
+    snat=dict(type='bool', default=False),
+    isolated=dict(type='bool', default=False),
+    bridge=dict(type='str'),
+    nodes=dict(type='list', elements='str'),
+    bridge_ports=dict(type='list', elements='str'),
+    comment=dict(type='str'),
+    autostart=dict(type='bool', default=True),
+    state=dict(type='str', choices=['present', 'absent'], default='present'),
+)
+SINGLE = ('type', 'zone', 'zone_type', 'zone_bridge', 'vnet', 'alias', 'tag', 'cidr', 'gateway', 'snat',
+          'isolated', 'bridge', 'nodes', 'bridge_ports', 'comment', 'autostart', 'state')
+
+
+def main():
+    argument_spec = pveapi.api_argument_spec()
+    argument_spec['networks'] = dict(type='list', elements='dict', options=NETWORK_OPTIONS)
+    for key in SINGLE:
+        # The single-network form: same options, no defaults (a default would clash with networks).
+        option = dict((k, v) for k, v in NETWORK_OPTIONS[key].items() if k != 'default')
+        argument_spec[key] = option
+    argument_spec['timeout'] = dict(type='int', default=300)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('networks', k) for k in SINGLE],
+                           required_together=pveapi.API_REQUIRED_TOGETHER,
+                           required_one_of=[('networks', 'vnet', 'bridge')])
+    if not pveapi.HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    p = module.params
+    entries = p['networks']
+    if entries is None:
+        single = dict((k, p[k]) for k in SINGLE if p[k] is not None)
+        if 'type' not in single and p['bridge'] and not p['vnet']:
+            single['type'] = 'bridge'
+        entries = [single]
+    try:
+        networks = [sdn.normalise_network(entry, i) for i, entry in enumerate(entries)]
+    except sdn.NetworkError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        api = pveapi.PveApi.from_module(module)
+        result = sdn.NetworkEngine(api, check_mode=module.check_mode, timeout=p['timeout']).converge(networks)
+    except sdn.NetworkError as exc:
+        module.fail_json(msg=str(exc))
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc)
+    for warning in result.pop('warnings', []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,179 @@
+"""shadownet.proxmox.vnet against the simulator: SDN lock, one apply, rollback, node bridges."""
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.modules import vnet
+from lab.modrun import ModuleFailed, run_module
+
+PRIMARY = {'name': 'front', 'role': 'primary', 'twin_of': None, 'type': 'vnet', 'zone': 'shopk2x1',
+           'zone_type': 'simple', 'zone_bridge': None, 'vnet': 'front9q0', 'alias': 'shop-front',
+           'bridge': 'front9q0', 'vlan': None, 'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1', 'isolated': False}
+SHADOW = {'name': 'front', 'role': 'shadow', 'twin_of': 'front', 'type': 'vnet', 'zone': 'sshox7pa',
+          'zone_type': 'simple', 'zone_bridge': None, 'vnet': 'sfro3mzq', 'alias': 'shop-front (shadow)',
+          'bridge': 'sfro3mzq', 'vlan': None, 'cidr': '10.10.0.0/24', 'gateway': None, 'isolated': True}
+VLAN = {'name': 'back', 'type': 'vnet', 'zone': 'shopvl', 'zone_type': 'vlan', 'zone_bridge': 'vmbr0',
+        'vnet': 'backvl', 'alias': 'shop-back', 'vlan': 30, 'cidr': '10.30.0.0/24', 'gateway': '10.30.0.1'}
+
+
+def plan_args(pve_conn, *networks):
+    return dict(pve_conn, networks=[dict(n) for n in networks])
+
+
+def sdn(pvesim):
+    return pvesim.pve.sdn_running
+
+
+def test_plan_networks_created_under_one_lock_and_one_apply(pvesim, pve_conn):
+    mark = pvesim.mark()
+    result = run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW, VLAN))
+    assert result['changed']
+    running = sdn(pvesim)
+    assert running['zones']['shopk2x1']['type'] == 'simple'
+    assert running['zones']['shopvl']['bridge'] == 'vmbr0'
+    assert running['vnets']['front9q0']['alias'] == 'shop-front'
+    assert str(running['vnets']['backvl']['tag']) == '30'
+    assert running['subnets']['shopk2x1-10.10.0.0-24']['gateway'] == '10.10.0.1'
+    assert 'gateway' not in running['subnets']['sshox7pa-10.10.0.0-24']  # the shadow twin is isolated
+    writes = pvesim.writes(mark)
+    assert [w[:2] for w in writes].count(('POST', '/api2/json/cluster/sdn/lock')) == 1
+    assert [w[:2] for w in writes].count(('PUT', '/api2/json/cluster/sdn')) == 1
+    assert all('lock-token' in body for method, path, body in writes if not path.endswith('/sdn/lock'))
+    assert pvesim.pve.sdn_lock is None and not pvesim.pve.sdn_has_pending()
+    assert result['diff']['before']['sdn']['front9q0'] == {}
+    assert result['diff']['after']['sdn']['front9q0']['subnets'][0]['gateway'] == '10.10.0.1'
+    mark = pvesim.mark()
+    again = run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW, VLAN))
+    assert not again['changed'] and again['changes'] == []
+    assert pvesim.writes(mark) == []
+
+
+def test_check_mode_writes_nothing_not_even_the_lock(pvesim, pve_conn):
+    mark = pvesim.mark()
+    result = run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW), check_mode=True)
+    assert result['changed'] and 'create vnet front9q0' in result['changes']
+    assert pvesim.writes(mark) == []
+    assert pvesim.pve.sdn_config['vnets'] == {}
+
+
+def test_single_network_form_and_updates_only_what_differs(pvesim, pve_conn):
+    single = dict(pve_conn, zone='shopvl', zone_type='vlan', zone_bridge='vmbr0', vnet='backvl', tag=30,
+                  alias='shop-back', cidr='10.30.0.0/24', gateway='10.30.0.1')
+    assert run_module(vnet, single)['changed']
+    mark = pvesim.mark()
+    result = run_module(vnet, dict(single, gateway='10.30.0.254', tag=31))
+    assert sorted(result['changes']) == ['update subnet 10.30.0.0/24 on backvl', 'update vnet backvl']
+    paths = [(m, p) for m, p, b in pvesim.writes(mark)]
+    assert ('PUT', '/api2/json/cluster/sdn/vnets/backvl') in paths
+    assert not any('/zones' in p for m, p in paths)  # the zone did not differ
+    running = sdn(pvesim)
+    assert str(running['vnets']['backvl']['tag']) == '31'
+    assert running['subnets']['shopvl-10.30.0.0-24']['gateway'] == '10.30.0.254'
+    assert result['diff']['before']['sdn']['backvl']['vnet']['tag'] == 30
+    assert result['diff']['after']['sdn']['backvl']['vnet']['tag'] == 31
+    assert not run_module(vnet, dict(single, gateway='10.30.0.254', tag=31))['changed']
+
+
+def test_absent_removes_subnet_vnet_and_unused_zone_only(pvesim, pve_conn):
+    second = dict(PRIMARY, vnet='other1', alias='shop-other', cidr='10.11.0.0/24', gateway='10.11.0.1')
+    run_module(vnet, plan_args(pve_conn, PRIMARY, second))
+    result = run_module(vnet, plan_args(pve_conn, dict(PRIMARY, state='absent')))
+    assert result['changed']
+    running = sdn(pvesim)
+    assert 'front9q0' not in running['vnets'] and 'shopk2x1' in running['zones']  # other1 still uses the zone
+    result = run_module(vnet, plan_args(pve_conn, dict(second, state='absent')))
+    assert 'remove zone shopk2x1' in result['changes']
+    assert sdn(pvesim)['zones'] == {} and sdn(pvesim)['subnets'] == {}
+    mark = pvesim.mark()
+    assert not run_module(vnet, plan_args(pve_conn, dict(second, state='absent')))['changed']
+    assert pvesim.writes(mark) == []
+
+
+def test_failure_mid_way_rolls_back_and_releases_the_lock(pvesim, pve_conn):
+    pvesim.pve.fail('POST', '/cluster/sdn/vnets/sfro3mzq/subnets', 500, 'create sdn subnet object failed: boom',
+                    times=1)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW))
+    msg = info.value.result['msg']
+    assert 'boom' in msg and 'rolled back' in msg
+    assert pvesim.pve.sdn_lock is None
+    assert not pvesim.pve.sdn_has_pending()
+    assert pvesim.pve.sdn_config['vnets'] == {} and pvesim.pve.sdn_running['vnets'] == {}
+    assert run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW))['changed']
+
+
+def test_lost_quorum_stops_before_any_write(pvesim, pve_conn):
+    pvesim.pve.lose_quorum()
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY))
+    assert 'quorum' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_offline_node_stops_before_any_write(pvesim, pve_conn):
+    pvesim.pve.set_node_offline('pve3')
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY))
+    assert 'pve3' in info.value.result['msg'] and 'offline' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_lock_held_by_another_client(pvesim, pve_conn, proxmoxer_api):
+    token = proxmoxer_api.cluster.sdn.lock.post()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY))
+    msg = info.value.result['msg']
+    assert 'locked by another client' in msg and 'No change was made' in msg
+    assert pvesim.pve.sdn_lock == token  # the other client's lock is untouched
+    assert pvesim.pve.sdn_config['vnets'] == {}
+
+
+def test_invalid_input_is_refused_before_any_request(pvesim, pve_conn):
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, dict(pve_conn, zone='shop-zone', vnet='front9q0'))
+    assert 'networks[0].zone' in info.value.result['msg']
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, dict(pve_conn, zone='shopk2x1', vnet='front9q0', tag=5))
+    assert 'simple zone carries no VLAN tag' in info.value.result['msg']
+    assert pvesim.requests(mark) == []
+
+
+def test_isolated_node_bridge_applied_once_per_node(pvesim, pve_conn):
+    args = dict(pve_conn, type='bridge', bridge='vmbr90', nodes=['pve1', 'pve2'], comment='shop shadow')
+    mark = pvesim.mark()
+    assert run_module(vnet, args, check_mode=True)['changed']
+    assert pvesim.writes(mark) == []
+    result = run_module(vnet, args)
+    assert result['changed'] and sorted(result['bridge_apply']) == ['pve1', 'pve2']
+    for node in ('pve1', 'pve2'):
+        item = pvesim.pve.node_networks[node]['running']['vmbr90']
+        assert item['type'] == 'bridge' and not item.get('bridge_ports')
+        assert not pvesim.pve.network_pending(node)
+    assert 'vmbr90' not in pvesim.pve.node_networks['pve3']['running']
+    mark = pvesim.mark()
+    assert not run_module(vnet, args)['changed']
+    assert pvesim.writes(mark) == []
+    result = run_module(vnet, dict(args, comment='shop shadow 2'))
+    assert result['changes'] == ['update bridge vmbr90 on pve1', 'update bridge vmbr90 on pve2']
+    run_module(vnet, dict(args, state='absent'))
+    assert 'vmbr90' not in pvesim.pve.node_networks['pve1']['running']
+
+
+def test_bridge_apply_failure_reverts_pending(pvesim, pve_conn):
+    pvesim.pve.fail('PUT', '/nodes/pve2/network', 500, 'ifreload failed', times=1)
+    args = dict(pve_conn, type='bridge', bridge='vmbr91', nodes=['pve1', 'pve2'])
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, args)
+    assert 'ifreload failed' in info.value.result['msg'] and 'reverted on pve2' in info.value.result['msg']
+    assert not pvesim.pve.network_pending('pve2')
+
+
+def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
+    mark = pvesim.mark()
+    assert not run_module(vnet, dict(pve_conn, networks=[{'type': 'bridge', 'bridge': 'vmbr0', 'vlan': 10}]))[
+        'changed']
+    assert pvesim.writes(mark) == []
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, dict(pve_conn, networks=[{'type': 'bridge', 'bridge': 'vmbr7'}]))
+    assert 'vmbr7 on pve1' in info.value.result['msg']
