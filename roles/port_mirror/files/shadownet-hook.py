@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""shadownet VM hookscript: keeps port mirrors alive across VM restarts.
+
+PVE calls it as ``shadownet-hook.py <vmid> <phase>`` (phases pre-start, post-start, pre-stop,
+post-stop). PVE recreates a VM's tap devices on every start, which drops tc mirrors on a primary
+and leaves every mirror towards a restarted shadow pointing at a dead device. So:
+
+* ``post-start``: apply every mirror whose source *or* target is this VM;
+* ``pre-stop`` / ``post-stop``: remove every mirror whose source or target is this VM;
+* ``pre-start``: nothing (a failing pre-start would block the VM, so this script never fails it).
+
+What to apply comes from the node-local state file the ``shadownet.proxmox.port_mirror`` role
+writes (``{"mirrors": [{source_vmid, source_nic, target_vmid, target_nic, mode, rate, direction,
+backend}]}``). The mirror logic is the collection's own ``module_utils/mirror.py``, installed by the
+role as ``<lib>/shadownet_mirror.py``.
+
+Environment overrides (for tests and labs):
+  SHADOWNET_MIRRORS  state file (default /etc/shadownet/mirrors.json)
+  SHADOWNET_LIB      directory holding shadownet_mirror.py (default /usr/local/lib/shadownet)
+  SHADOWNET_NETNS    run the commands inside this network namespace
+It logs one line per action to stdout (the PVE task log) and to syslog. It exits 0 whenever it was
+called correctly, even when a mirror could not be applied (the error is logged): a mirror must never
+stop a VM from starting or stopping.
+"""
+import json
+import os
+import subprocess
+import sys
+
+DEFAULT_STATE = '/etc/shadownet/mirrors.json'
+DEFAULT_LIB = '/usr/local/lib/shadownet'
+PHASES = ('pre-start', 'post-start', 'pre-stop', 'post-stop')
+
+
+def load_mirrors(path):
+    """The mirror list from the state file (a list, or a dict with a ``mirrors`` list)."""
+    try:
+        with open(path, encoding='utf-8') as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return []
+    mirrors = data.get('mirrors', []) if isinstance(data, dict) else data
+    if not isinstance(mirrors, list):
+        raise ValueError('%s: "mirrors" must be a list' % path)
+    return mirrors
+
+
+def actions_for(mirrors, vmid, phase):
+    """What to do for ``vmid`` entering ``phase``: a list of ('apply' | 'remove', mirror)."""
+    related = [m for m in mirrors
+               if str(m.get('source_vmid')) == str(vmid) or str(m.get('target_vmid')) == str(vmid)]
+    if phase == 'post-start':
+        return [('apply', m) for m in related]
+    if phase in ('pre-stop', 'post-stop'):
+        return [('remove', m) for m in related]
+    return []
+
+
+def _run(argv, data=None):
+    proc = subprocess.run(argv, input=data, capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _log(line):
+    sys.stdout.write('shadownet-hook: %s\n' % line)
+    sys.stdout.flush()
+    try:
+        import syslog
+        syslog.syslog(syslog.LOG_INFO, line)
+    except Exception:  # syslog is a nicety; the task log already has the line
+        pass
+
+
+def perform(mirror_lib, manager, action, m):
+    """Apply or remove one mirror; returns the log line."""
+    spec = mirror_lib.build_spec(
+        source_vmid=m['source_vmid'], source_nic=m.get('source_nic', 0),
+        target_vmid=m['target_vmid'], target_nic=m.get('target_nic', 0),
+        mode=m.get('mode', 'full'),
+        rate=m.get('rate') if m.get('mode', 'full') == 'sampled' else None,
+        direction=m.get('direction', 'both'), backend=m.get('backend', 'nft'))
+    if action == 'apply':
+        res = manager.ensure_present(spec, ignore_missing=True)
+    else:
+        res = manager.ensure_absent(spec.source, spec.target)
+    return '%s (%s)' % (res['msg'], 'changed' if res['changed'] else 'unchanged')
+
+
+def main(argv=None, environ=None):
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    if len(argv) != 2 or not argv[0].isdigit() or argv[1] not in PHASES:
+        sys.stderr.write('usage: shadownet-hook.py <vmid> <%s>\n' % '|'.join(PHASES))
+        return 2
+    vmid, phase = argv
+    path = env.get('SHADOWNET_MIRRORS') or DEFAULT_STATE
+    try:
+        todo = actions_for(load_mirrors(path), vmid, phase)
+    except (OSError, ValueError) as exc:
+        _log('vmid %s %s: cannot read %s: %s' % (vmid, phase, path, exc))
+        return 0
+    if not todo:
+        return 0
+    sys.path.insert(0, env.get('SHADOWNET_LIB') or DEFAULT_LIB)
+    try:
+        import shadownet_mirror as mirror_lib
+    except ImportError as exc:
+        _log('vmid %s %s: ERROR cannot import shadownet_mirror: %s' % (vmid, phase, exc))
+        return 0
+    manager = mirror_lib.MirrorManager(_run, netns=env.get('SHADOWNET_NETNS') or None)
+    for action, m in todo:
+        try:
+            _log('vmid %s %s: %s' % (vmid, phase, perform(mirror_lib, manager, action, m)))
+        except (mirror_lib.MirrorError, KeyError, TypeError, ValueError, OSError) as exc:
+            _log('vmid %s %s: ERROR %s %r: %s' % (vmid, phase, action, m, exc))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,299 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""port_mirror with real packets in the namespace lab.
+
+Topology (all inside the lab's node namespace): client c1 and primary VM 100 on vmbr0; shadow VM 900
+on the isolated vmbr1 with the primary's own address (a topology mirror, no uplink). The mirror copies
+tap100i0 to tap900i0; the shadow counts what reaches its eth0.
+"""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from scipy.stats import binom
+
+from ansible.module_utils.testing import patch_module_args
+from lab.netns import netlab  # noqa: F401
+
+from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HOOK = os.path.join(ROOT, 'roles', 'port_mirror', 'files', 'shadownet-hook.py')
+MIRROR_PY = os.path.join(ROOT, 'plugins', 'module_utils', 'mirror.py')
+VENV_PY = os.path.join(ROOT, '.venv', 'bin', 'python')
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+PRIMARY, CLIENT, PORT, CPORT = '10.0.0.10', '10.0.0.2', 5000, 40000
+
+
+def run_module(args, check_mode=False, diff=False):
+    """Run port_mirror's main() in this process; returns its result dict."""
+    args = dict(args)
+    if check_mode:
+        args['_ansible_check_mode'] = True
+    if diff:
+        args['_ansible_diff'] = True
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        port_mirror.main()
+    return json.loads(out.getvalue())
+
+
+def ansible_adhoc(args, check=False):
+    """Run the installed module through the `ansible` CLI; returns the parsed result."""
+    argv = [os.path.join(ROOT, '.venv', 'bin', 'ansible'), 'localhost', '-m',
+            'shadownet.proxmox.port_mirror', '-a', json.dumps(args), '-o',
+            '-e', 'ansible_python_interpreter=%s' % VENV_PY]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
+               ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
+    if check:
+        argv.append('--check')
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    line = proc.stdout.strip().splitlines()[-1]
+    return proc.returncode, json.loads(line.split('=>', 1)[1])
+
+
+def build(lab, kind='veth'):
+    lab.bridge('vmbr0')
+    lab.bridge('vmbr1')
+    primary = lab.vm(100, [('vmbr0', PRIMARY + '/24')], kind=kind)
+    shadow = lab.vm(900, [('vmbr1', PRIMARY + '/24')], kind=kind)
+    client = lab.client('c1', 'vmbr0', CLIENT + '/24')
+    return primary, shadow, client
+
+
+def shadow_counters(lab, shadow):
+    """(copies of client->primary packets, copies of primary->client replies) seen by the shadow."""
+    to_vm = lab.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and f.dport == PORT
+                        and f.dst_ip == PRIMARY)
+    from_vm = lab.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and f.sport == PORT
+                          and f.src_ip == PRIMARY)
+    return to_vm, from_vm
+
+
+def exchange(lab, primary, client, n, echo=True, pps=20000):
+    """The client sends n datagrams to the primary, which echoes them; both ends must see all n."""
+    srv = lab.udp(primary.ns, (PRIMARY, PORT), echo=echo)
+    cli = lab.udp(client, (CLIENT, CPORT))
+    assert cli.send((PRIMARY, PORT), n, pps=pps) == n
+    assert srv.wait(n) == n
+    if echo:
+        assert cli.wait(n) == n
+    lab.release(srv)
+    lab.release(cli)
+
+
+def ruleset(lab):
+    """Everything mirror-related on the node, as text, to prove that nothing changed."""
+    parts = [lab.run(lab.node, ['nft', 'list', 'ruleset']).stdout]
+    for dev in ('tap100i0', 'tap900i0'):
+        parts.append(lab.run(lab.node, ['tc', 'qdisc', 'show', 'dev', dev]).stdout)
+        for parent in ('ffff:', '5e4e:'):
+            parts.append(lab.run(lab.node, ['tc', 'filter', 'show', 'dev', dev, 'parent', parent],
+                                 check=False).stdout)
+    return '\n'.join(parts)
+
+
+def hook(lab, state_file, libdir, vmid, phase):
+    """Call the hookscript exactly as PVE does: `<script> <vmid> <phase>`."""
+    env = dict(os.environ, SHADOWNET_MIRRORS=str(state_file), SHADOWNET_LIB=str(libdir),
+               SHADOWNET_NETNS=lab.node)
+    proc = subprocess.run([HOOK, str(vmid), phase], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def hooklib(tmp_path):
+    libdir = tmp_path / 'lib'
+    libdir.mkdir()
+    (libdir / 'shadownet_mirror.py').symlink_to(MIRROR_PY)
+    return libdir
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize('backend', ['nft', 'tc'])
+@pytest.mark.parametrize('direction', ['ingress', 'egress', 'both'])
+def test_full_mirror_counts_exactly_per_direction(netlab, backend, direction):
+    primary, shadow, client = build(netlab)
+    res = run_module({'source_vmid': 100, 'target_vmid': 900, 'direction': direction,
+                      'backend': backend, 'netns': netlab.node})
+    assert res['changed'] is True and res['source'] == 'tap100i0' and res['target'] == 'tap900i0'
+    to_vm, from_vm = shadow_counters(netlab, shadow)
+    n = 1000
+    exchange(netlab, primary, client, n)
+    # Direction is the VM's: ingress = what the primary receives, egress = what it sends.
+    want_in = n if direction in ('ingress', 'both') else 0
+    want_out = n if direction in ('egress', 'both') else 0
+    assert to_vm.wait(want_in, timeout=5) == want_in
+    assert from_vm.wait(want_out, timeout=5) == want_out
+    assert to_vm.drops() == 0 and from_vm.drops() == 0
+    again = run_module({'source_vmid': 100, 'target_vmid': 900, 'direction': direction,
+                        'backend': backend, 'netns': netlab.node})
+    assert again['changed'] is False and again['commands'] == []
+
+
+@pytest.mark.netns
+def test_sampled_ten_percent_is_binomial(netlab):
+    primary, shadow, client = build(netlab)
+    res = run_module({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled', 'rate': 0.1,
+                      'direction': 'ingress', 'netns': netlab.node})
+    assert res['changed'] is True
+    to_vm, from_vm = shadow_counters(netlab, shadow)
+    n, rate = 20000, 0.1
+    exchange(netlab, primary, client, n, echo=False, pps=25000)
+    got = to_vm.settle(0.5)
+    lo, hi = binom.ppf(0.0005, n, rate), binom.ppf(0.9995, n, rate)
+    assert lo <= got <= hi, 'sampled %d of %d, 99.9%% interval [%d, %d]' % (got, n, lo, hi)
+    assert to_vm.drops() == 0
+    # The counter read back from the live rule matches what the shadow saw.
+    again = run_module({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled',
+                        'rate': 0.1, 'direction': 'ingress', 'netns': netlab.node})
+    assert again['changed'] is False
+    assert again['packets']['ingress'] >= got
+
+
+@pytest.mark.netns
+def test_vm_restarts_and_hookscript_restore_mirrors(netlab, tmp_path, hooklib):
+    primary, shadow, client = build(netlab, kind='tap')
+    state = tmp_path / 'mirrors.json'
+    mirrors = [{'source_vmid': 100, 'source_nic': 0, 'target_vmid': 900, 'target_nic': 0,
+                'mode': 'full', 'direction': 'ingress', 'backend': 'tc'}]
+    state.write_text(json.dumps({'mirrors': mirrors}))
+    out = hook(netlab, state, hooklib, 100, 'post-start')
+    assert 'tap100i0 -> tap900i0 created (changed)' in out
+    to_vm, _ = shadow_counters(netlab, shadow)
+    exchange(netlab, primary, client, 200, echo=False, pps=5000)
+    assert to_vm.wait(200, timeout=5) == 200
+
+    # The primary restarts: PVE plugs a new tap, and the tc mirror on the old one is gone.
+    netlab.restart_nic(100)
+    exchange(netlab, primary, client, 200, echo=False, pps=5000)
+    assert to_vm.settle(0.5) == 200
+    out = hook(netlab, state, hooklib, 100, 'post-start')
+    assert 'created (changed)' in out
+    exchange(netlab, primary, client, 200, echo=False, pps=5000)
+    assert to_vm.wait(400, timeout=5) == 400
+
+    # The shadow restarts: the mirror points at a dead device until its own post-start.
+    mirrors[0]['backend'] = 'nft'
+    state.write_text(json.dumps({'mirrors': mirrors}))
+    assert 'updated (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
+    netlab.release(to_vm)
+    netlab.restart_nic(900)
+    to_vm, _ = shadow_counters(netlab, shadow)
+    exchange(netlab, primary, client, 200, echo=False, pps=5000)
+    assert to_vm.settle(0.5) == 0
+    out = hook(netlab, state, hooklib, 900, 'post-start')
+    assert 'tap100i0 -> tap900i0 updated (changed)' in out
+    assert 'unchanged' in hook(netlab, state, hooklib, 900, 'post-start')
+    exchange(netlab, primary, client, 200, echo=False, pps=5000)
+    assert to_vm.wait(200, timeout=5) == 200
+
+    # Stopping the primary removes its mirror; an unrelated VM's phase does nothing.
+    assert hook(netlab, state, hooklib, 555, 'post-start') == ''
+    assert 'removed (changed)' in hook(netlab, state, hooklib, 100, 'pre-stop')
+    assert 'shadownet' not in netlab.run(netlab.node, ['nft', 'list', 'ruleset']).stdout
+
+
+@pytest.mark.netns
+def test_hookscript_usage_errors(tmp_path):
+    proc = subprocess.run([HOOK, 'abc', 'post-start'], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'usage' in proc.stderr
+    proc = subprocess.run([HOOK, '100', 'reboot'], capture_output=True, text=True)
+    assert proc.returncode == 2
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize('backend', ['nft', 'tc'])
+def test_check_mode_absent_and_foreign_rules(netlab, backend):
+    primary, shadow, client = build(netlab)
+    netlab.vm(901, [('vmbr1', PRIMARY + '/24')])
+    # Rules that are not ours, on the same device: they must survive everything below.
+    netlab.run(netlab.node, ['nft', 'add', 'table', 'netdev', 'someoneelse'])
+    netlab.run(netlab.node, ['tc', 'qdisc', 'add', 'dev', 'tap100i0', 'ingress'])
+    netlab.run(netlab.node, ['tc', 'filter', 'add', 'dev', 'tap100i0', 'parent', 'ffff:', 'pref',
+                             '10', 'protocol', 'all', 'u32', 'match', 'u32', '0', '0', 'action',
+                             'mirred', 'egress', 'mirror', 'dev', 'tap901i0'])
+    args = {'source_vmid': 100, 'target_vmid': 900, 'backend': backend, 'netns': netlab.node}
+    before = ruleset(netlab)
+    res = run_module(args, check_mode=True, diff=True)
+    assert res['changed'] is True and res['commands']
+    assert res['diff']['before'] == {} and set(res['diff']['after']) == {'ingress', 'egress'}
+    assert ruleset(netlab) == before  # check mode touched nothing
+    to_vm, _ = shadow_counters(netlab, shadow)
+    exchange(netlab, primary, client, 100, echo=False, pps=5000)
+    assert to_vm.settle(0.3) == 0
+
+    assert run_module(args)['changed'] is True
+    assert run_module(args)['changed'] is False
+    assert ruleset(netlab) != before
+    exchange(netlab, primary, client, 100, echo=False, pps=5000)
+    assert to_vm.wait(100, timeout=5) == 100
+
+    gone = run_module(dict(args, state='absent'))
+    assert gone['changed'] is True
+    assert ruleset(netlab) == before  # exactly what we added is gone, the foreign rules stay
+    assert run_module(dict(args, state='absent'))['changed'] is False
+    exchange(netlab, primary, client, 100, echo=False, pps=5000)
+    assert to_vm.settle(0.3) == 100
+
+
+@pytest.mark.netns
+def test_shadow_never_reaches_the_primary_bridge(netlab):
+    primary, shadow, client = build(netlab)
+    run_module({'source_vmid': 100, 'target_vmid': 900, 'netns': netlab.node})
+    smac = shadow.nics[0].mac
+    leaks = [netlab.capture(netlab.node, dev, match=lambda f: f.src_mac == smac)
+             for dev in ('vmbr0', 'tap100i0', 'cl-c1')]
+    control = netlab.capture(netlab.node, 'tap900i0', match=lambda f: f.src_mac == smac)
+    # The shadow answers what it sees and talks to the primary network's addresses.
+    sh = netlab.udp(shadow.ns, (PRIMARY, 6000))
+    sh.sock.setsockopt(__import__('socket').SOL_SOCKET, __import__('socket').SO_BROADCAST, 1)
+    for dst in ((CLIENT, CPORT), ('10.0.0.255', CPORT), ('10.0.0.1', 53)):
+        sh.send(dst, 50, pps=2000)
+    exchange(netlab, primary, client, 500)
+    assert control.wait(50) >= 50  # the shadow did transmit (ARP requests, broadcasts)
+    assert [c.settle(0.5) for c in leaks] == [0, 0, 0]
+    assert all(c.error is None for c in leaks + [control])
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize('args,match', [
+    ({'source': 'tap 100', 'target': 'tap900i0'}, 'not a valid interface name'),
+    ({'source': 'tap100;ls', 'target': 'tap900i0'}, 'not a valid interface name'),
+    ({'source': 'tap100i0', 'target': 'averylongname1234'}, 'not a valid interface name'),
+    ({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled', 'rate': 0}, 'out of range'),
+    ({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled', 'rate': 1.5}, 'out of range'),
+    ({'source': 'tap100i0', 'target': 'tap900i0', 'direction': 'sideways'}, 'direction'),
+    ({'source': 'tap100i0', 'target': 'tap900i0', 'netns': 'x;reboot'}, 'netns'),
+])
+def test_malformed_input_is_rejected_before_anything_runs(monkeypatch, args, match):
+    def refuse(*a, **kw):
+        raise AssertionError('a command ran: %r' % (a,))
+    monkeypatch.setattr(port_mirror.AnsibleModule, 'run_command', refuse)
+    res = run_module(args)
+    assert res['failed'] is True and match in res['msg'] and res.get('commands', []) == []
+
+
+@pytest.mark.netns
+def test_through_the_ansible_cli(netlab):
+    primary, shadow, client = build(netlab)
+    args = {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.5,
+            'direction': 'egress', 'netns': netlab.node}
+    rc, res = ansible_adhoc(args, check=True)
+    assert rc == 0 and res['changed'] is True
+    assert 'shadownet' not in netlab.run(netlab.node, ['nft', 'list', 'ruleset']).stdout
+    rc, res = ansible_adhoc(args)
+    assert rc == 0 and res['changed'] is True
+    assert res['after'] == {'egress': [{'backend': 'nft', 'sample': 5000, 'target': 'tap900i0'}]}
+    rc, res = ansible_adhoc(args)
+    assert rc == 0 and res['changed'] is False
+    bad = dict(args, source='tap100i0 ;x')
+    del bad['source_vmid']
+    rc, res = ansible_adhoc(bad)
+    assert rc != 0 and 'not a valid interface name' in res['msg']
