@@ -17,10 +17,10 @@ def vrrp_model(instances, settings=None, facts=None):
     return model
 
 
-def vrrp_from_plan(plan, host):
+def vrrp_from_plan(plan, host, addresses=None, interface_pattern='eth{nic}', checks=None):
     if not isinstance(plan, dict):
         raise AnsibleFilterError('vrrp_from_plan: the plan must be a mapping, got %s' % type(plan).__name__)
-    return vrrp.instances_from_plan(plan, host)
+    return vrrp.instances_from_plan(plan, host, addresses, interface_pattern, checks)
 
 
 def vrrp_cluster_errors(hostvars, hosts, key='__vip_failover_model'):

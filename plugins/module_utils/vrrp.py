@@ -448,29 +448,36 @@ def cluster_errors(members):
     return errors
 
 
-def instances_from_plan(plan, host):
-    """Return the simple-form instances of ``host`` from a plan's ``vrrp`` list.
+def instances_from_plan(plan, host, addresses=None, interface_pattern='eth{nic}', checks=None):
+    """Return the simple-form instances of ``host`` (a VM name) from the plan's ``vrrp`` groups (docs/plan.md).
 
-    Each plan entry: ``{name, vip, virtual_router_id?, interface?, check?, advert_int?, members: [{host,
-    role, priority?, address, interface?}]}``. The peers of a member are the other members' addresses.
+    The plan gives the VRID, the priorities and the NIC index of each member but no addresses: ``addresses``
+    (``{vm name: address}``, e.g. the inventory's ``ansible_host``) turns the group into unicast when every
+    member has an address inside the VIP network; otherwise it stays multicast. ``interface_pattern`` maps a
+    NIC index to the guest's interface name. ``checks``: ``{service: check}`` (the plan has no health check).
     """
     out = []
-    for entry in (plan or {}).get('vrrp', []) or []:
-        members = entry.get('members') or []
-        mine = [m for m in members if m.get('host') == host]
+    addresses = addresses or {}
+    checks = checks or {}
+    template = (plan or {}).get('template')
+    for group in (plan or {}).get('vrrp', []) or []:
+        members = group.get('members') or []
+        mine = [m for m in members if m.get('vm') == host]
         for member in mine:
-            inst = {'name': entry['name'], 'vip': entry['vip'],
-                    'interface': member.get('interface', entry.get('interface', 'eth0')),
-                    'role': member.get('role', 'primary')}
-            for key in ('virtual_router_id', 'check', 'advert_int', 'failback', 'preempt_delay', 'auth'):
-                if entry.get(key) is not None:
-                    inst[key] = entry[key]
-            for key in ('priority', 'rank'):
-                if member.get(key) is not None:
-                    inst[key] = member[key]
-            if member.get('address'):
-                inst['unicast_src_ip'] = member['address']
-                inst['peers'] = [m['address'] for m in members if m is not member and m.get('address')]
+            name = '%s-%s' % (template, group['service']) if template else group['service']
+            inst = {'name': name, 'vip': group['vip'], 'virtual_router_id': group['vrid'],
+                    'interface': interface_pattern.format(nic=member.get('nic', 0)),
+                    'role': member.get('role', 'primary'), 'priority': member['priority']}
+            if group['service'] in checks:
+                inst['check'] = checks[group['service']]
+            try:
+                net = ipaddress.ip_interface(group['vip']).network
+                addrs = {m['vm']: ipaddress.ip_address(addresses[m['vm']]) for m in members}
+            except (KeyError, ValueError):
+                addrs = None
+            if addrs and all(a in net for a in addrs.values()):
+                inst['unicast_src_ip'] = str(addrs[host])
+                inst['peers'] = [str(addrs[m['vm']]) for m in members if m['vm'] != host]
             out.append(inst)
     return out
 

@@ -251,19 +251,32 @@ def test_filter_cluster_errors_reads_hostvars():
 
 
 # --- plan form ---------------------------------------------------------------------------------------------
-def test_instances_from_plan():
-    plan = {'vrrp': [{'name': 'shop-web', 'vip': '10.10.0.100/24', 'interface': 'eth1',
-                      'check': {'type': 'tcp', 'port': 443},
-                      'members': [{'host': 'web-1', 'role': 'primary', 'address': '10.10.0.11'},
-                                  {'host': 'web-2', 'role': 'primary', 'rank': 1, 'address': '10.10.0.12'},
-                                  {'host': 'web-sh', 'role': 'shadow', 'address': '10.10.0.13'}]}]}
-    got = vrrp.instances_from_plan(plan, 'web-2')
-    assert got == [{'name': 'shop-web', 'vip': '10.10.0.100/24', 'interface': 'eth1', 'role': 'primary',
-                    'check': {'type': 'tcp', 'port': 443}, 'rank': 1, 'unicast_src_ip': '10.10.0.12',
-                    'peers': ['10.10.0.11', '10.10.0.13']}]
-    assert vrrp.instances_from_plan(plan, 'other') == []
+PLAN = {'plan_version': 1, 'template': 'shop', 'vrrp': [{
+    'service': 'web', 'network': 'shopnet', 'vip': '10.10.0.100/24', 'vrid': 42, 'version': 3,
+    'priority_base': 200, 'priority_step': 10, 'shadow_priority': 50,
+    'members': [{'vm': 'shop-web-1', 'role': 'primary', 'index': 1, 'nic': 0, 'priority': 200},
+                {'vm': 'shop-web-2', 'role': 'primary', 'index': 2, 'nic': 0, 'priority': 190},
+                {'vm': 'shop-web-shadow', 'role': 'shadow', 'index': 1, 'nic': 1, 'priority': 50}]}]}
+
+
+def test_instances_from_plan_multicast_without_addresses():
+    got = vrrp.instances_from_plan(PLAN, 'shop-web-shadow', checks={'web': {'type': 'tcp', 'port': 443}})
+    assert got == [{'name': 'shop-web', 'vip': '10.10.0.100/24', 'virtual_router_id': 42, 'interface': 'eth1',
+                    'role': 'shadow', 'priority': 50, 'check': {'type': 'tcp', 'port': 443}}]
+    assert vrrp.instances_from_plan(PLAN, 'other') == []
     model = vrrp.build_model(got)
-    assert model['errors'] == [] and model['instances'][0]['priority'] == 149
+    assert model['errors'] == [] and model['instances'][0]['peers'] == []
+
+
+def test_instances_from_plan_unicast_with_addresses():
+    addrs = {'shop-web-1': '10.10.0.11', 'shop-web-2': '10.10.0.12', 'shop-web-shadow': '10.10.0.13'}
+    got = vrrp.instances_from_plan(PLAN, 'shop-web-2', addrs, interface_pattern='ens{nic}')
+    assert got[0]['interface'] == 'ens0'
+    assert (got[0]['unicast_src_ip'], got[0]['peers']) == ('10.10.0.12', ['10.10.0.11', '10.10.0.13'])
+    assert vrrp.build_model(got)['instances'][0]['priority'] == 190
+    # An address outside the VIP network (a management address) keeps the group on multicast.
+    addrs['shop-web-1'] = '192.168.1.5'
+    assert 'peers' not in vrrp.instances_from_plan(PLAN, 'shop-web-2', addrs)[0]
 
 
 # --- state files ---------------------------------------------------------------------------------------------
