@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Metrics history: PVE keeps one hour of 1-minute points, forecasts need days.
+
+Every run appends the points it read to a :class:`HistoryStore`. The forecaster only
+ever sees plain lists, so another backend (e.g. Prometheus) can be added by
+implementing the same four methods:
+
+* ``append(points)``: store ``(series, timestamp, value)`` triples; idempotent: a point
+  already stored for the same series and timestamp is not duplicated (a re-read value
+  replaces the stored one, since PVE revises its last, still filling, point).
+* ``series(key, since=None, until=None)``: ``[(timestamp, value), ...]`` oldest first.
+* ``prune(retention, now=None)``: drop points older than ``retention`` seconds.
+* ``keys()``: the stored series names.
+
+:class:`SQLiteHistoryStore` is the embedded default: one SQLite file on the controller.
+It is safe for overlapping runs on that controller (WAL journal, a busy timeout, one
+``BEGIN IMMEDIATE`` transaction per write, primary key on series + timestamp). It is
+not meant to be shared by several controllers (AWX execution nodes): use a shared store
+there.
+
+Series names are free-form; the collection uses ``<template>/<service>/<vm>/<metric>``
+(for example ``shop/web/101/cpu``).
+"""
+
+import math
+import os
+import sqlite3
+import time
+
+DEFAULT_RETENTION = 14 * 86400
+DEFAULT_BUSY_TIMEOUT = 30.0
+SCHEMA_VERSION = 1
+
+
+class HistoryError(Exception):
+    """The history store cannot be used (bad path, corrupt file, wrong schema)."""
+
+
+class HistoryStore(object):
+    """The interface every history backend implements."""
+
+    def append(self, points):
+        raise NotImplementedError
+
+    def series(self, key, since=None, until=None):
+        raise NotImplementedError
+
+    def prune(self, retention, now=None):
+        raise NotImplementedError
+
+    def keys(self):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def _point(p):
+    try:
+        key, ts, value = p
+    except (TypeError, ValueError):
+        raise HistoryError('a point is (series, timestamp, value), got %r' % (p,))
+    if not isinstance(key, str) or not key:
+        raise HistoryError('series name must be a non-empty string, got %r' % (key,))
+    ts = int(ts)
+    if value is not None:
+        value = float(value)
+        if math.isnan(value) or math.isinf(value):
+            value = None
+    return key, ts, value
+
+
+class SQLiteHistoryStore(HistoryStore):
+    """History in one SQLite file (WAL mode)."""
+
+    def __init__(self, path, busy_timeout=DEFAULT_BUSY_TIMEOUT):
+        self.path = os.path.abspath(os.path.expanduser(path))
+        parent = os.path.dirname(self.path)
+        try:
+            if parent and not os.path.isdir(parent):
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every write is one
+            # explicit transaction taken with BEGIN IMMEDIATE (no lock upgrade deadlocks).
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError('cannot open history store %s: %s' % (self.path, exc))
+        self._db.execute('PRAGMA busy_timeout = %d' % int(busy_timeout * 1000))
+        self._init(busy_timeout)
+
+    def _init(self, busy_timeout):
+        # Switching to WAL needs a moment of exclusive access; a second process opening the
+        # file at the same moment can get SQLITE_BUSY without the busy handler, so retry.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                mode = self._db.execute('PRAGMA journal_mode = WAL').fetchone()[0]
+                self._write("""CREATE TABLE IF NOT EXISTS points (
+                                   series TEXT NOT NULL,
+                                   ts INTEGER NOT NULL,
+                                   value REAL,
+                                   PRIMARY KEY (series, ts)) WITHOUT ROWID""",
+                            """CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)""",
+                            ("INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)))
+                break
+            except sqlite3.OperationalError as exc:
+                if 'locked' not in str(exc) and 'busy' not in str(exc) or time.monotonic() > deadline:
+                    raise HistoryError('cannot initialise history store %s: %s' % (self.path, exc))
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise HistoryError('history store %s is not a usable SQLite database: %s' % (self.path, exc))
+        self.journal_mode = mode
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise HistoryError('history store %s has schema %s, this collection uses %d'
+                               % (self.path, row and row[0], SCHEMA_VERSION))
+
+    def _write(self, *statements):
+        """Run statements in one immediate transaction; return the total rows changed."""
+        cur = self._db.cursor()
+        cur.execute('BEGIN IMMEDIATE')
+        changed = 0
+        try:
+            for st in statements:
+                if isinstance(st, tuple):
+                    sql, args = st
+                    if args and isinstance(args, list):
+                        cur.executemany(sql, args)
+                    else:
+                        cur.execute(sql, args)
+                else:
+                    cur.execute(st)
+                changed += max(cur.rowcount, 0)
+            cur.execute('COMMIT')
+        except BaseException:
+            cur.execute('ROLLBACK')
+            raise
+        return changed
+
+    def append(self, points):
+        """Store points; returns how many were new or changed value (re-appending the same points returns 0)."""
+        rows = [_point(p) for p in points]
+        if not rows:
+            return 0
+        return self._write((
+            'INSERT INTO points (series, ts, value) VALUES (?, ?, ?) '
+            'ON CONFLICT (series, ts) DO UPDATE SET value = excluded.value '
+            'WHERE points.value IS NOT excluded.value', rows))
+
+    def series(self, key, since=None, until=None):
+        sql = 'SELECT ts, value FROM points WHERE series = ?'
+        args = [key]
+        if since is not None:
+            sql += ' AND ts >= ?'
+            args.append(int(since))
+        if until is not None:
+            sql += ' AND ts <= ?'
+            args.append(int(until))
+        return [(ts, value) for ts, value in self._db.execute(sql + ' ORDER BY ts', args)]
+
+    def prune(self, retention=DEFAULT_RETENTION, now=None):
+        """Delete points older than ``retention`` seconds before ``now``; returns how many."""
+        now = time.time() if now is None else now
+        return self._write(('DELETE FROM points WHERE ts < ?', (int(now - retention),)))
+
+    def keys(self):
+        return [r[0] for r in self._db.execute('SELECT DISTINCT series FROM points ORDER BY series')]
+
+    def count(self, key=None):
+        if key is None:
+            return self._db.execute('SELECT COUNT(*) FROM points').fetchone()[0]
+        return self._db.execute('SELECT COUNT(*) FROM points WHERE series = ?', (key,)).fetchone()[0]
+
+    def close(self):
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def open_store(path=None, backend='sqlite', **options):
+    """The configured history store (only ``sqlite`` exists today)."""
+    if backend != 'sqlite':
+        raise HistoryError('unknown history backend %r (available: sqlite)' % (backend,))
+    if not path:
+        path = os.path.join(os.path.expanduser('~'), '.cache', 'shadownet', 'history.sqlite')
+    return SQLiteHistoryStore(path, **options)
+
+
+def regularize(points, step_seconds, start=None, end=None):
+    """Turn ``[(ts, value)]`` into one value per ``step_seconds`` (mean of the points in each
+    step, ``None`` where a step has none), for :func:`forecast.forecast_series`.
+
+    Steps are aligned to multiples of ``step_seconds``; returns ``(first_step_ts, values)``.
+    """
+    step = int(step_seconds)
+    if step <= 0:
+        raise ValueError('step_seconds must be > 0')
+    pts = [(int(ts), v) for ts, v in points if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if start is None:
+        if not pts:
+            return None, []
+        start = min(ts for ts, _ in pts)
+    if end is None:
+        end = max(ts for ts, _ in pts) if pts else start
+    first = int(start) // step * step
+    count = int(end) // step * step
+    count = (count - first) // step + 1
+    sums = [0.0] * count
+    ns = [0] * count
+    for ts, v in pts:
+        i = (ts - first) // step
+        if 0 <= i < count:
+            sums[i] += v
+            ns[i] += 1
+    return first, [sums[i] / ns[i] if ns[i] else None for i in range(count)]
