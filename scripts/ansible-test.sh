@@ -18,7 +18,8 @@ if [ -n "$pipver" ]; then
     cat > "$cache/$name" <<PY
 import subprocess, sys
 subprocess.check_call([sys.executable, '-m', 'ensurepip', '--upgrade'])
-sys.exit(subprocess.call([sys.executable, '-m', 'pip', 'install'] + sys.argv[1:]))
+args = [a for a in sys.argv[1:] if a not in ('--no-setuptools', '--no-wheel')]
+sys.exit(subprocess.call([sys.executable, '-m', 'pip', 'install'] + args))
 PY
 fi
 pyver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
