@@ -66,9 +66,8 @@ options:
         description: SDN zone id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
         type: str
       zone_type:
-        description: Zone type. A zone's type cannot be changed once it exists.
+        description: Zone type, C(simple) or C(vlan). A zone's type cannot be changed once it exists.
         type: str
-        choices: [simple, vlan]
         default: simple
       zone_bridge:
         description: The node bridge a C(vlan) zone rides on, for example C(vmbr0).
@@ -132,7 +131,6 @@ options:
   zone_type:
     description: Single-network form, as O(networks[].zone_type).
     type: str
-    choices: [simple, vlan]
   zone_bridge:
     description: Single-network form, as O(networks[].zone_bridge).
     type: str
@@ -259,7 +257,8 @@ NETWORK_OPTIONS = dict(
     twin_of=dict(type='str'),
     type=dict(type='str', choices=['vnet', 'bridge'], default='vnet'),
     zone=dict(type='str'),
-    zone_type=dict(type='str', choices=['simple', 'vlan'], default='simple'),
+    # No choices: a plan's bridge entries carry zone_type None (sdn.normalise_network checks the value).
+    zone_type=dict(type='str', default='simple'),
     zone_bridge=dict(type='str'),
     vnet=dict(type='str'),
     alias=dict(type='str'),

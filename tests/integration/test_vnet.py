@@ -171,8 +171,10 @@ def test_bridge_apply_failure_reverts_pending(pvesim, pve_conn):
 
 def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
     mark = pvesim.mark()
-    assert not run_module(vnet, dict(pve_conn, networks=[{'type': 'bridge', 'bridge': 'vmbr0', 'vlan': 10}]))[
-        'changed']
+    entry = {'name': 'legacy', 'role': 'primary', 'twin_of': None, 'type': 'bridge', 'zone': None,
+             'zone_type': None, 'zone_bridge': None, 'vnet': None, 'alias': 'shop-legacy', 'bridge': 'vmbr0',
+             'vlan': 10, 'cidr': '192.0.2.0/24', 'gateway': None, 'isolated': False}
+    assert not run_module(vnet, dict(pve_conn, networks=[entry]))['changed']
     assert pvesim.writes(mark) == []
     with pytest.raises(ModuleFailed) as info:
         run_module(vnet, dict(pve_conn, networks=[{'type': 'bridge', 'bridge': 'vmbr7'}]))

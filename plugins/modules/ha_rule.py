@@ -1,0 +1,193 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: ha_rule
+short_description: The PVE 9 HA rules of one template (resource and node affinity), converged as a set
+version_added: 0.1.0
+description:
+  - Takes the complete list of HA rules the collection owns for one O(template) (for example the C(ha_rules) of
+    a shadownet plan, passed as they are) and makes PVE's rules (C(/cluster/ha/rules)) match it. Rules are
+    created, updated (digest-checked, only the fields that differ) and deleted, with a before/after diff.
+  - C(resource-affinity) rules keep resources together (C(positive)) or apart (C(negative), a primary and its
+    shadow). C(node-affinity) rules say which nodes the resources prefer (C(strict=false)) or must run on.
+  - Ownership. A rule belongs to the template when its id starts with C(sn_<template>_) (with C(-) as C(_)) and
+    its comment starts with C(shadownet <template>:); the module adds that marker to a comment that lacks it.
+    Only such rules are updated or deleted; the user's own rules are never touched, and a desired rule whose id
+    is taken by a rule without the marker is refused.
+  - Rules name VMs. Names are resolved to C(vm:<vmid>) through C(/cluster/resources); a VM that does not exist
+    or a name used by two VMs is an error. C(vm:<vmid>) and plain vmids are accepted as they are.
+  - HA resources. PVE accepts only HA-managed resources in rules, so every VM a rule names is made an HA
+    resource (C(/cluster/ha/resources), C(vm:<vmid>)) with O(resource_state) (C(started) by default) when it is
+    not one yet. From then on the HA manager starts and stops the VM. Existing HA resources are left as they
+    are, and no HA resource is removed when a rule goes. Set O(ensure_resources=false) to refuse instead.
+  - A cluster without quorum stops the module before the first write. Check mode makes no write.
+author: shadownet.proxmox developers
+extends_documentation_fragment:
+  - shadownet.proxmox.api
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  template:
+    description: The template the rules belong to; it gives the rule id prefix and the comment marker.
+    type: str
+    required: true
+  rules:
+    description:
+      - The complete set of the template's rules. Owned rules not in the list are deleted.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      rule:
+        description: Rule id, starting with C(sn_<template>_).
+        type: str
+        required: true
+      type:
+        description: Rule type.
+        type: str
+        required: true
+        choices: [resource-affinity, node-affinity]
+      resources:
+        description: VM names (or C(vm:<vmid>)).
+        type: list
+        elements: str
+        required: true
+      affinity:
+        description:
+          - For C(resource-affinity), keep the resources apart (C(negative), the default) or together
+            (C(positive)). Ignored for C(node-affinity).
+        type: str
+      nodes:
+        description:
+          - For C(node-affinity), the nodes with optional priorities, as the plan gives them
+            (dicts with C(node) and C(priority)) or as PVE writes them (C(pve1:2)).
+        type: list
+        elements: raw
+      strict:
+        description: For C(node-affinity), a hard constraint instead of a preference.
+        type: bool
+      comment:
+        description: Rule comment; the marker C(shadownet <template>:) is prepended when missing.
+        type: str
+      disable:
+        description: Disable the rule. Unset leaves the rule's current setting alone.
+        type: bool
+  state:
+    description: C(present) converges to O(rules); C(absent) deletes every rule the template owns.
+    type: str
+    choices: [present, absent]
+    default: present
+  ensure_resources:
+    description: Make the VMs the rules name HA resources when they are not.
+    type: bool
+    default: true
+  resource_state:
+    description: The HA state of HA resources this module adds.
+    type: str
+    choices: [started, stopped, ignored]
+    default: started
+'''
+
+EXAMPLES = r'''
+- name: The HA rules of a plan
+  shadownet.proxmox.ha_rule:
+    template: "{{ sn.plans.shop.template }}"
+    rules: "{{ sn.plans.shop.ha_rules }}"
+
+- name: Keep a shadow off its primary's node
+  shadownet.proxmox.ha_rule:
+    template: shop
+    rules:
+      - rule: sn_shop_web_1_anti
+        type: resource-affinity
+        resources: [shop-web-1, shop-web-shadow]
+        affinity: negative
+        comment: "shadownet shop: keep shop-web-shadow off shop-web-1's node"
+
+- name: Remove every rule of a template
+  shadownet.proxmox.ha_rule:
+    template: shop
+    state: absent
+'''
+
+RETURN = r'''
+changes:
+  description: What was (or, in check mode, would be) changed.
+  returned: always
+  type: list
+  elements: str
+  sample: [add HA resource vm:101 (state started), create rule sn_shop_web_1_anti]
+rules:
+  description: The desired rules with their resources resolved to sids.
+  returned: always
+  type: dict
+  sample: {sn_shop_web_1_anti: [vm:101, vm:103]}
+ha_resources_added:
+  description: HA resources that were (or would be) added.
+  returned: always
+  type: list
+  elements: str
+diff:
+  description: The template's rules before and after, by rule id.
+  returned: always
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
+
+
+def main():
+    argument_spec = pveapi.api_argument_spec()
+    argument_spec.update(
+        template=dict(type='str', required=True),
+        rules=dict(type='list', elements='dict', default=[], options=dict(
+            rule=dict(type='str', required=True),
+            type=dict(type='str', required=True, choices=list(ha.RULE_TYPES)),
+            resources=dict(type='list', elements='str', required=True),
+            # No choices here: plan entries carry affinity None for node-affinity rules (checked in ha.py).
+            affinity=dict(type='str'),
+            nodes=dict(type='list', elements='raw'),
+            strict=dict(type='bool'),
+            comment=dict(type='str'),
+            disable=dict(type='bool'),
+        )),
+        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        ensure_resources=dict(type='bool', default=True),
+        resource_state=dict(type='str', choices=['started', 'stopped', 'ignored'], default='started'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
+                           required_together=pveapi.API_REQUIRED_TOGETHER)
+    if not pveapi.HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    p = module.params
+    try:
+        rules = [] if p['state'] == 'absent' else [ha.normalise_rule(r, p['template'], i)
+                                                   for i, r in enumerate(p['rules'] or [])]
+    except ha.HaRuleError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        api = pveapi.PveApi.from_module(module)
+        engine = ha.HaRuleEngine(api, check_mode=module.check_mode, ensure_resources=p['ensure_resources'],
+                                 resource_state=p['resource_state'])
+        result = engine.converge(p['template'], rules)
+    except ha.HaRuleError as exc:
+        module.fail_json(msg=str(exc))
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
