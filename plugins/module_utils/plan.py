@@ -15,11 +15,13 @@ import hashlib
 import json
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
-from ansible_collections.shadownet.proxmox.plugins.module_utils.template import normalise_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.template import (
+    TemplateIssue, normalise_template, validate_template,
+)
 
 __all__ = [
     'PLAN_VERSION', 'build_plan', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
-    'primary_placement', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
+    'primary_placement', 'plan_templates', 'failure_result', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
 ]
 
 PLAN_VERSION = 1
@@ -323,3 +325,47 @@ def plan_from_template(data, source=None):
     """Validate + normalise raw template data, then plan. Raises TemplateValidationError with every issue."""
     tpl = normalise_template(data, source)
     return tpl, build_plan(tpl)
+
+
+def plan_templates(entries, fail_on_warnings=False):
+    """Validate and plan several templates: ``entries`` is a list of ``(data, source)``.
+
+    Returns ``(result, issues)``: ``result`` has ``changed`` (always False), ``names`` (template names in the
+    order given), ``templates`` and ``plans`` (by name) and ``warnings`` (if any); ``issues`` lists every
+    validation error of every template (and the plans' warnings when ``fail_on_warnings``). Template names
+    must be unique across entries.
+    """
+    templates, plans, names, issues, warnings = {}, {}, [], [], []
+    first_seen = {}
+    for data, source in entries:
+        tpl, found = validate_template(data, source=source)
+        if found:
+            issues.extend(found)
+            continue
+        name = tpl['name']
+        if name in first_seen:
+            issues.append(TemplateIssue(name, 'name', 'template %s is defined twice (%s and %s)'
+                                        % (name, first_seen[name], source), 'unique template names'))
+            continue
+        first_seen[name] = source
+        plan = build_plan(tpl)
+        names.append(name)
+        templates[name] = tpl
+        plans[name] = plan
+        for text in plan['warnings']:
+            warnings.append('template %s: %s' % (name, text))
+            if fail_on_warnings:
+                issues.append(TemplateIssue(name, '', 'plan warning: %s' % text, 'fail_on_warnings: false'))
+    result = {'changed': False, 'names': names, 'templates': templates, 'plans': plans}
+    if warnings:
+        result['warnings'] = warnings
+    return result, issues
+
+
+def failure_result(result, issues):
+    """The task result for failed validation: every issue in ``msg`` (one per line) and in ``errors``."""
+    out = {key: value for key, value in result.items() if key not in ('templates', 'plans', 'names')}
+    out['failed'] = True
+    out['errors'] = [issue.as_dict() for issue in issues]
+    out['msg'] = '%d error(s) in shadownet templates:\n%s' % (len(issues), '\n'.join('- %s' % i for i in issues))
+    return out
