@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Metrics of the managed VMs: collection from PVE and normalisation (pure where possible).
+
+One run reads ``/cluster/resources`` once and ``rrddata`` (timeframe ``hour``: 70 one-minute points) once per
+managed VM, a few VMs at a time. Every point is normalised to the instance's own capacity:
+
+* ``cpu``: PVE already gives a fraction of ``maxcpu``; ``cpu_cores`` = cpu x maxcpu (the demand in cores);
+* ``mem``: mem / maxmem; ``mem_mib`` = mem in MiB;
+* ``netin_bps`` / ``netout_bps``: PVE's bytes/s x 8; ``net`` = max(in, out) / the service's ``net.high_bps``.
+
+History series are named ``<template>/<service>/<vm name>/<metric>`` (see module_utils/history.py), so primaries
+that were scaled in keep counting towards the service's past demand, and the shadow (``<template>-<service>-shadow``)
+is told apart by its name.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+
+MIB = 1024 * 1024
+RRD_TIMEFRAME = 'hour'
+RRD_STEP = 60
+DEFAULT_NET_HIGH_BPS = 800000000
+HISTORY_METRICS = ('cpu', 'cpu_cores', 'mem', 'mem_mib', 'netin_bps', 'netout_bps')
+ROLE_TAGS = {'sn-primary': 'primary', 'sn-shadow': 'shadow'}
+
+
+def plans_from_option(value):
+    """The plans option as ``{template: plan}``: a dict of plans (``result.plans``), one plan, or a list."""
+    if not value:
+        return {}
+    if isinstance(value, dict) and 'plan_version' in value:
+        return {value['template']: value}
+    if isinstance(value, dict):
+        out = {}
+        for name, plan in value.items():
+            if not isinstance(plan, dict) or 'template' not in plan:
+                raise ValueError('plans.{0} is not a plan from shadownet.proxmox.template'.format(name))
+            out[plan['template']] = plan
+        return out
+    if isinstance(value, list):
+        out = {}
+        for plan in value:
+            if not isinstance(plan, dict) or 'template' not in plan:
+                raise ValueError('every entry of plans must be a plan from shadownet.proxmox.template')
+            out[plan['template']] = plan
+        return out
+    raise ValueError('plans must be a dict of plans (result.plans), one plan or a list of plans')
+
+
+def classify_vm(res, template, services=None):
+    """``(service, role)`` of a managed VM of ``template`` from its tags, or None when it is not one.
+
+    The service tag is the ``sn-*`` tag that is neither the template's nor a role tag; a service named like
+    its template shares the template's tag. ``services`` (names from the plan) settles any ambiguity.
+    """
+    if res.get('type') != 'qemu' or res.get('template'):
+        return None
+    tags = propstr.parse_tags(res.get('tags'))
+    if 'shadownet' not in tags or 'sn-' + template not in tags:
+        return None
+    roles = [ROLE_TAGS[t] for t in tags if t in ROLE_TAGS]
+    if len(roles) != 1:
+        return None
+    rest = sorted(t[3:] for t in tags if t.startswith('sn-') and t not in ROLE_TAGS and t != 'sn-' + template)
+    if services is not None:
+        rest = [s for s in rest if s in services] or ([template] if template in services else [])
+    elif not rest:
+        rest = [template]
+    if len(rest) != 1:
+        return None
+    return rest[0], roles[0]
+
+
+def managed_vms(resources, templates, plans=None):
+    """``[{template, service, role, name, vmid, node, status, maxcpu, maxmem}]`` sorted by template and name."""
+    plans = plans or {}
+    out = []
+    for template in templates:
+        plan = plans.get(template)
+        services = [s['service'] for s in plan.get('scaling') or []] if plan else None
+        for res in resources:
+            found = classify_vm(res, template, services)
+            if found is None:
+                continue
+            out.append(dict(template=template, service=found[0], role=found[1], name=res.get('name'),
+                            vmid=int(res['vmid']), node=res.get('node'), status=res.get('status'),
+                            maxcpu=_num(res.get('maxcpu')), maxmem=_num(res.get('maxmem'))))
+    return sorted(out, key=lambda v: (v['template'], v['service'], v['role'] != 'primary', v['name']))
+
+
+def _num(value):
+    if value is None or value == '':
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def normalise_point(point, maxcpu=None, maxmem=None, net_high_bps=DEFAULT_NET_HIGH_BPS):
+    """One rrddata point -> normalised values (None where PVE had no value: a gap)."""
+    ts = int(point['time'])
+    cpu = _num(point.get('cpu'))
+    mcpu = _num(point.get('maxcpu')) or maxcpu
+    mem = _num(point.get('mem'))
+    mmem = _num(point.get('maxmem')) or maxmem
+    netin = _num(point.get('netin'))
+    netout = _num(point.get('netout'))
+    out = dict(time=ts, cpu=cpu, cpu_cores=None, mem=None, mem_mib=None, netin_bps=None, netout_bps=None, net=None)
+    if cpu is not None and mcpu:
+        out['cpu_cores'] = cpu * mcpu
+    if mem is not None:
+        out['mem_mib'] = mem / MIB
+        if mmem:
+            out['mem'] = mem / mmem
+    if netin is not None:
+        out['netin_bps'] = netin * 8.0
+    if netout is not None:
+        out['netout_bps'] = netout * 8.0
+    nets = [v for v in (out['netin_bps'], out['netout_bps']) if v is not None]
+    if nets and net_high_bps:
+        out['net'] = max(nets) / float(net_high_bps)
+    return out
+
+
+def series_key(template, service, name, metric):
+    return '{0}/{1}/{2}/{3}'.format(template, service, name, metric)
+
+
+def history_points(vm, points):
+    """(series, ts, value) triples of one VM's normalised points, for HistoryStore.append."""
+    out = []
+    for point in points:
+        for metric in HISTORY_METRICS:
+            if point.get(metric) is not None:
+                out.append((series_key(vm['template'], vm['service'], vm['name'], metric), point['time'],
+                            point[metric]))
+    return out
+
+
+def net_high_of(plans, template, service):
+    plan = plans.get(template) or {}
+    for entry in plan.get('scaling') or []:
+        if entry.get('service') == service:
+            return int((entry.get('net') or {}).get('high_bps') or DEFAULT_NET_HIGH_BPS)
+    return DEFAULT_NET_HIGH_BPS
+
+
+def latest(points):
+    """The newest point that has a cpu value (PVE's last bucket may still be empty)."""
+    for point in reversed(points):
+        if point.get('cpu') is not None:
+            return point
+    return points[-1] if points else None
+
+
+def collect(api, templates, plans=None, parallel=4):
+    """Read usage of every managed VM of ``templates``: one /cluster/resources, one rrddata per VM.
+
+    Returns ``(vms, errors)``: each vm dict gains ``points`` (normalised, oldest first); errors is a list of
+    ``{name, msg}`` for VMs whose rrddata could not be read (they are reported, the others still count).
+    """
+    plans = plans or {}
+    resources = api.resources('vm')
+    vms = managed_vms(resources, templates, plans)
+    errors = []
+
+    def read(vm):
+        from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+        try:
+            raw = api.get('nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid']), timeframe=RRD_TIMEFRAME,
+                          cf='AVERAGE') or []
+        except PveApiError as exc:
+            return vm, None, exc.message
+        high = net_high_of(plans, vm['template'], vm['service'])
+        points = [normalise_point(p, vm['maxcpu'], vm['maxmem'], high) for p in raw if 'time' in p]
+        return vm, sorted(points, key=lambda p: p['time']), None
+
+    workers = max(1, min(int(parallel), len(vms) or 1))
+    if workers == 1:
+        answers = [read(vm) for vm in vms]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            answers = list(pool.map(read, vms))
+    out = []
+    for vm, points, error in answers:
+        if error is not None:
+            errors.append(dict(name=vm['name'], msg=error))
+            points = []
+        out.append(dict(vm, points=points))
+    return out, errors
+
+
+def summarise(vms):
+    """Per service: the primaries' and the shadow's newest normalised values (what the module returns)."""
+    services = {}
+    for vm in vms:
+        key = (vm['template'], vm['service'])
+        entry = services.setdefault(key, dict(template=vm['template'], service=vm['service'], primaries=[],
+                                              shadow=None, points=0))
+        last = latest(vm['points']) or {}
+        item = dict(name=vm['name'], vmid=vm['vmid'], node=vm['node'], status=vm['status'],
+                    time=last.get('time'), cpu=_round(last.get('cpu')), mem=_round(last.get('mem')),
+                    net=_round(last.get('net')), netin_bps=_round(last.get('netin_bps'), 0),
+                    netout_bps=_round(last.get('netout_bps'), 0), points=len([p for p in vm['points']
+                                                                               if p.get('cpu') is not None]))
+        entry['points'] += item['points']
+        if vm['role'] == 'primary':
+            entry['primaries'].append(item)
+        else:
+            entry['shadow'] = item
+    out = []
+    for key in sorted(services):
+        entry = services[key]
+        prim = entry['primaries']
+        entry['instances'] = len(prim)
+        for metric in ('cpu', 'mem', 'net'):
+            vals = [p[metric] for p in prim if p[metric] is not None]
+            entry[metric] = _round(sum(vals) / len(vals)) if vals else None
+        out.append(entry)
+    return out
+
+
+def _round(value, digits=4):
+    if value is None:
+        return None
+    return round(float(value), digits) if digits else int(round(value))

@@ -1,0 +1,170 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: metrics
+short_description: Read the usage of the managed VMs from PVE and append it to the metrics history
+version_added: 0.1.0
+description:
+  - Finds the managed VMs of the given templates by their tags (C(shadownet) and C(sn-<template>)), reads
+    C(/cluster/resources) once and C(rrddata) (timeframe C(hour), 70 one-minute points) once per VM, a few VMs at
+    a time (O(parallel)). A run makes at most one request more than there are managed VMs.
+  - Every point is normalised to the capacity of the instance it was measured on. CPU is the fraction of the
+    VM's cores PVE reports; memory is used over configured memory; network traffic is converted from bytes/s to
+    bits/s and compared with the service's C(net.high) from the plan (800 Mbit/s without a plan).
+  - Primaries and shadows are grouped per service, the shadow told apart by its C(sn-shadow) tag.
+  - Every run appends its points to the history store (O(history_path)), so that forecasts see more than the
+    hour PVE keeps. Reading the same hour again adds no duplicate points; a revised value replaces the old one.
+  - The module never changes anything in PVE. In check mode it reads PVE but does not write the history.
+author: shadownet.proxmox developers
+extends_documentation_fragment:
+  - shadownet.proxmox.api
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+options:
+  plans:
+    description:
+      - The plans of the templates, as M(shadownet.proxmox.template) returns them (C(result.plans), a dict of
+        template name to plan), or one plan, or a list of plans. They give the services and the C(net.high) that
+        network traffic is normalised to.
+      - At least one of O(plans) and O(templates) is required.
+    type: raw
+  templates:
+    description:
+      - Template names whose VMs are read. Defaults to the templates of O(plans).
+    type: list
+    elements: str
+  history_path:
+    description:
+      - The SQLite file of the metrics history (created with its directory when missing).
+      - Defaults to the environment variable E(SHADOWNET_HISTORY), else C(~/.local/share/shadownet/history.sqlite)
+        of the user running the module.
+    type: path
+  parallel:
+    description: How many C(rrddata) requests are in flight at the same time.
+    type: int
+    default: 4
+'''
+
+EXAMPLES = r'''
+- name: Read the metrics of the shop template's VMs into the history
+  shadownet.proxmox.metrics:
+    plans: "{{ shadownet_result.plans }}"
+    history_path: /var/lib/shadownet/history.sqlite
+  register: shadownet_metrics
+
+- name: Only some templates, without plans
+  shadownet.proxmox.metrics:
+    templates: [shop]
+'''
+
+RETURN = r'''
+services:
+  description: One entry per service, with the newest normalised values of its primaries and its shadow.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    template:
+      description: Template name.
+      type: str
+    service:
+      description: Service name.
+      type: str
+    instances:
+      description: Number of primaries found.
+      type: int
+    cpu:
+      description: Mean CPU utilisation (0..1) of the primaries at their newest point.
+      type: float
+    mem:
+      description: Mean memory utilisation (0..1) of the primaries.
+      type: float
+    net:
+      description: Mean network throughput of the primaries as a fraction of C(net.high).
+      type: float
+    primaries:
+      description: Per primary, name, vmid, node, status, time, cpu, mem, net, netin_bps, netout_bps, points.
+      type: list
+      elements: dict
+    shadow:
+      description: The same for the shadow, or null when the service has none.
+      type: dict
+  sample:
+    - template: shop
+      service: web
+      instances: 2
+      cpu: 0.41
+      mem: 0.52
+      net: 0.08
+      primaries: [{name: shop-web-1, vmid: 101, cpu: 0.4, mem: 0.5, net: 0.07, points: 70}]
+      shadow: {name: shop-web-shadow, vmid: 103, cpu: 0.45, mem: 0.6, net: 0.01, points: 70}
+appended:
+  description: History points that were new or changed (0 when the same hour was read again, and in check mode).
+  returned: always
+  type: int
+  sample: 840
+history_path:
+  description: The history file that was used.
+  returned: always
+  type: str
+requests:
+  description: Number of PVE API requests the run made.
+  returned: always
+  type: int
+  sample: 4
+errors:
+  description: VMs whose rrddata could not be read (name and msg); the other VMs are still recorded.
+  returned: always
+  type: list
+  elements: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+
+
+def main():
+    argument_spec = pveapi.api_argument_spec()
+    argument_spec.update(
+        plans=dict(type='raw'),
+        templates=dict(type='list', elements='str'),
+        history_path=dict(type='path'),
+        parallel=dict(type='int', default=4),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
+                           required_together=pveapi.API_REQUIRED_TOGETHER,
+                           required_one_of=[('plans', 'templates')])
+    if not pveapi.HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    p = module.params
+    try:
+        plans, templates = scaling.plans_and_templates(p['plans'], p['templates'])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    api = None
+    try:
+        api = pveapi.PveApi.from_module(module)
+        result = scaling.run_metrics(api, templates, plans, scaling.history_path(p['history_path']),
+                                     parallel=max(1, p['parallel']), check_mode=module.check_mode)
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc, requests=len(api.calls) if api else 0)
+    except scaling.ScalingError as exc:
+        module.fail_json(msg=str(exc))
+    for error in result['errors']:
+        module.warn('rrddata of {0} could not be read: {1}'.format(error['name'], error['msg']))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == '__main__':
+    main()

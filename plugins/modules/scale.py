@@ -1,0 +1,209 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: scale
+short_description: Apply scaling decisions - add or remove linked-clone instances, or resize them
+version_added: 0.1.0
+description:
+  - Acts on the decisions of M(shadownet.proxmox.forecast), one per service.
+  - Horizontal mode adds instances through the same linked-clone engine as M(shadownet.proxmox.linked_clone),
+    named C(name_prefix) plus the next free index, tagged like the other primaries, with the metadata of the
+    first primary plus C(scaled) true, placed off the shadow's node when possible. Scale-in destroys the
+    instances with the highest indexes. The result lists the mirrors and VRRP members that the port_mirror and
+    vip_failover roles must add or drop, so that the service's shadow keeps covering every primary.
+  - Vertical mode resizes cores and memory of every primary within bounds. PVE hot-plugs C(vcpus) only when the
+    VM's C(hotplug) has C(cpu), and memory only when C(hotplug) has C(memory) and C(numa) is 1; otherwise the
+    change is pending until the next restart, and RV(results[].notes) says so.
+  - Before acting, the action and the cooldown deadlines are recorded in PVE (the C(scaling) key of the metadata
+    block in the description of the service's first primary) with a digest-checked update. A decision made before
+    another reconciler's recorded action is not acted on, and of two runs that race, PVE's digest check lets only
+    one record (and so perform) the action.
+  - Decisions that are forecast-only (O(forecast_only), or marked so by the forecast) are reported, never acted on.
+  - In check mode nothing is written to PVE; the result says what would be done.
+author: shadownet.proxmox developers
+extends_documentation_fragment:
+  - shadownet.proxmox.api
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+options:
+  plans:
+    description:
+      - The plans, as M(shadownet.proxmox.template) returns them (C(result.plans)), one plan, or a list of plans.
+        New instances are built from the plan's first primary of the service.
+    type: raw
+    required: true
+  decisions:
+    description: The RV(shadownet.proxmox.forecast#module:decisions) list of M(shadownet.proxmox.forecast).
+    type: list
+    elements: dict
+    required: true
+  forecast_only:
+    description: Report the decisions, act on none.
+    type: bool
+    default: false
+  state:
+    description: Power state of added instances.
+    type: str
+    choices: [present, started]
+    default: started
+  hookscript:
+    description: Hook script volume set on added instances (as M(shadownet.proxmox.linked_clone) sets on primaries).
+    type: str
+  parallel:
+    description: How many instances are cloned at the same time.
+    type: int
+    default: 4
+  timeout:
+    description: Seconds (wall clock) to wait for each PVE task.
+    type: int
+    default: 900
+'''
+
+EXAMPLES = r'''
+- name: Decide
+  shadownet.proxmox.forecast:
+    plans: "{{ shadownet_result.plans }}"
+  register: shadownet_forecast
+
+- name: Act
+  shadownet.proxmox.scale:
+    plans: "{{ shadownet_result.plans }}"
+    decisions: "{{ shadownet_forecast.decisions }}"
+    hookscript: local:snippets/shadownet-hook.py
+  register: shadownet_scale
+'''
+
+RETURN = r'''
+results:
+  description: One result per decision.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    template:
+      description: Template name.
+      type: str
+    service:
+      description: Service name.
+      type: str
+    action:
+      description: The decision's action (C(scale_up), C(scale_down), C(none)).
+      type: str
+    changed:
+      description: Whether something was (or in check mode would be) changed.
+      type: bool
+    applied:
+      description: Whether the action was carried out (false in check mode, forecast-only, cooldown or lost race).
+      type: bool
+    skipped:
+      description: C(superseded) (another action was recorded after the decision) or C(claimed) (another run won
+        the digest-checked claim).
+      type: str
+      returned: when the action was not taken because of another reconciler
+    created:
+      description: Names of the instances added.
+      type: list
+      elements: str
+    removed:
+      description: Names of the instances destroyed.
+      type: list
+      elements: str
+    resized:
+      description: Vertical mode, per VM the config changes.
+      type: list
+      elements: dict
+    pending:
+      description: Vertical mode, per VM the keys PVE keeps pending until the next restart.
+      type: list
+      elements: dict
+    notes:
+      description: Vertical mode, what is pending and why (missing hotplug, numa).
+      type: list
+      elements: str
+      returned: vertical mode, when acted on
+    mirrors_to_add:
+      description: Mirror entries (plan format) the port_mirror role must add for the new instances.
+      type: list
+      elements: dict
+    mirrors_to_remove:
+      description: Mirror entries of removed instances.
+      type: list
+      elements: dict
+    vrrp_members_to_add:
+      description: VRRP members (vm, index, nic, priority, network, vip, vrid) the vip_failover role must add.
+      type: list
+      elements: dict
+    vrrp_members_to_remove:
+      description: VRRP members of removed instances.
+      type: list
+      elements: dict
+    record:
+      description: The scaling record written to PVE (action, time, by, from/to or cores/memory, cooldown_until).
+      type: dict
+      returned: when acted on or in check mode
+    reason:
+      description: What was done and why, or why not.
+      type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+
+
+def main():
+    argument_spec = pveapi.api_argument_spec()
+    argument_spec.update(
+        plans=dict(type='raw', required=True),
+        decisions=dict(type='list', elements='dict', required=True),
+        forecast_only=dict(type='bool', default=False),
+        state=dict(type='str', default='started', choices=['present', 'started']),
+        hookscript=dict(type='str'),
+        parallel=dict(type='int', default=4),
+        timeout=dict(type='int', default=900),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
+                           required_together=pveapi.API_REQUIRED_TOGETHER)
+    if not pveapi.HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    p = module.params
+    try:
+        plans, dummy = scaling.plans_and_templates(p['plans'], None)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    for decision in p['decisions']:
+        if decision.get('template') not in plans or not decision.get('service'):
+            module.fail_json(msg='decision {0!r}/{1!r} names no template of the given plans: pass the decisions of '
+                                 'shadownet.proxmox.forecast with the same plans'.format(decision.get('template'),
+                                                                                         decision.get('service')))
+
+    def make_api():
+        return pveapi.PveApi.from_module(module)
+
+    results = []
+    try:
+        api = make_api()
+        for decision in p['decisions']:
+            results.append(scaling.apply_decision(
+                api, make_api, plans[decision['template']], decision, check_mode=module.check_mode,
+                forecast_only=p['forecast_only'], state=p['state'], hookscript=p['hookscript'],
+                timeout=p['timeout'], parallel=max(1, p['parallel'])))
+    except pveapi.PveApiError as exc:
+        pveapi.fail_json_from(module, exc, results=results)
+    except scaling.ScalingError as exc:
+        module.fail_json(msg=str(exc), results=results)
+    module.exit_json(changed=any(r['changed'] for r in results), results=results)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,168 @@
+"""metrics -> forecast -> scale against the simulator with injected rrddata."""
+import copy
+import threading
+import time
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.modules import forecast, linked_clone, metrics, scale
+from lab.modrun import run_module
+
+TEMPLATE = {
+    'name': 'shop',
+    'nodes': ['pve1', 'pve2', 'pve3'],
+    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
+                  'gateway': '10.10.0.1'}],
+    'services': [
+        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
+         'vip': '10.10.0.100/24', 'critical': True},
+    ],
+    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
+    'scaling': {'instances': {'min': 1, 'max': 4}, 'cooldown': {'up': '3m', 'down': '10m'}},
+}
+GIB = 1024 ** 3
+
+
+def plan_of(template=TEMPLATE):
+    return plan_from_template(copy.deepcopy(template))[1]
+
+
+def build(pvesim, pve_conn, plan):
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    return dict((vm.name, vm) for vm in pvesim.pve.vms if 'shadownet' in str(vm.config.get('tags', '')))
+
+
+def series(values, end=None, cores=2, mem=0.5, net=0.0):
+    """rrd points, one per minute ending at the current minute: cpu from values, memory and net flat."""
+    end = int(end or time.time()) // 60 * 60
+    start = end - 60 * (len(values) - 1)
+    return [{'time': start + 60 * i, 'cpu': v, 'maxcpu': cores, 'mem': mem * 2 * GIB, 'maxmem': 2 * GIB,
+             'netin': net, 'netout': net} for i, v in enumerate(values)]
+
+
+def inject(pvesim, vms, values, **kw):
+    for name, vm in vms.items():
+        if name.startswith('shop-web-') and name != 'shop-web-shadow':
+            pvesim.pve.inject_rrd(vm.vmid, series(values, **kw))
+
+
+def reconcile(pve_conn, plan, history, check_mode=False, **fargs):
+    m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history), check_mode=check_mode)
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history, **fargs),
+                   check_mode=check_mode)
+    s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']), check_mode=check_mode)
+    return m, f['decisions'][0], s
+
+
+RISING = [0.10 + 0.0075 * i for i in range(70)]          # 10% -> 62%, high is 70%
+FLAT = [0.5] * 70
+FALLING = [0.5 - 0.008 * i for i in range(50)] + [0.1] * 20
+
+
+def primaries(pvesim):
+    return sorted(vm.name for vm in pvesim.pve.vms if vm.name and vm.name.startswith('shop-web-')
+                  and vm.name != 'shop-web-shadow')
+
+
+def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp_path):
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    assert m['services'][0]['cpu'] < 0.7            # not crossed yet
+    assert decision['action'] == 'scale_up', decision['reason']
+    assert s['changed'] and s['results'][0]['created'] == ['shop-web-3']
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+    new = next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-3')
+    assert set(new.config['tags'].split(';')) == {'shadownet', 'sn-shop', 'sn-web', 'sn-primary'}
+    meta = metablock.parse_description(new.config['description'])[1]
+    assert meta['scaled'] is True and meta['index'] == 3 and meta['shadowed_by'] == 'shop-web-shadow'
+    assert new.node != next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-shadow').node
+    res = s['results'][0]
+    assert [mm['source']['vm'] for mm in res['mirrors_to_add']] == ['shop-web-3']
+    assert res['vrrp_members_to_add'][0]['vm'] == 'shop-web-3' and res['vrrp_members_to_add'][0]['priority'] == 180
+    anchor = next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-1')
+    record = metablock.parse_description(anchor.config['description'])[1]['scaling']
+    assert record['action'] == 'scale_up' and record['to'] == 3
+    # Inside cooldown.up: still rising, nothing done, nothing written.
+    current = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name)
+    inject(pvesim, current, [0.3 + 0.01 * i for i in range(70)])
+    mark = pvesim.mark()
+    m2, decision2, s2 = reconcile(pve_conn, plan, history)
+    assert decision2['action'] == 'none' and decision2['blocked_by'] == 'cooldown_up', decision2['reason']
+    assert not s2['changed'] and pvesim.writes(mark) == []
+    assert len(primaries(pvesim)) == 3
+
+
+def test_flat_does_nothing_and_check_mode_writes_nothing(pvesim, pve_conn, tmp_path):
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, FLAT)
+    history = str(tmp_path / 'h.sqlite')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    assert decision['action'] == 'none' and not s['changed'], decision['reason']
+    inject(pvesim, vms, RISING)
+    mark = pvesim.mark()
+    m, decision, s = reconcile(pve_conn, plan, history, check_mode=True)
+    assert pvesim.writes(mark) == []
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2']
+
+
+def set_record(pvesim, name, **record):
+    vm = next(v for v in pvesim.pve.vms if v.name == name)
+    vm.config['description'] = metablock.merge_description(vm.config.get('description', ''),
+                                                           {'scaling': record})[0]
+
+
+def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, FALLING, mem=0.2)
+    history = str(tmp_path / 'h.sqlite')
+    now = time.time()
+    set_record(pvesim, 'shop-web-1', action='scale_up', time=now - 300, by='test')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    assert decision['action'] == 'none' and decision['blocked_by'] == 'cooldown_down', decision['reason']
+    assert not s['changed'] and len(primaries(pvesim)) == 2
+    set_record(pvesim, 'shop-web-1', action='scale_up', time=now - 700, by='test')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    assert decision['action'] == 'scale_down', decision['reason']
+    assert s['results'][0]['removed'] == ['shop-web-2']
+    assert primaries(pvesim) == ['shop-web-1']
+
+
+def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path):
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    run_module(metrics, dict(pve_conn, plans=plan, history_path=history))
+    decisions = run_module(forecast, dict(pve_conn, plans=plan, history_path=history))['decisions']
+    assert decisions[0]['action'] == 'scale_up'
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+    barrier = threading.Barrier(2)
+    results = [None, None]
+
+    def make_api():
+        return pveapi.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                             token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                             ca_path=pve_conn['ca_path'])
+
+    def one(i):
+        api = make_api()
+        barrier.wait()
+        results[i] = scaling.apply_decision(api, make_api, plan, decisions[0])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(bool(r['created']) for r in results) == [False, True], results
+    assert [r.get('skipped') for r in results if not r['created']][0] in ('claimed', 'superseded')
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
