@@ -28,7 +28,7 @@ options:
   api_password:
     description:
       - Password of O(api_user). Falls back to E(PROXMOX_PASSWORD).
-      - Mutually exclusive with O(api_token_secret): give a token or a password, never both.
+      - Mutually exclusive with O(api_token_secret); give a token or a password, never both.
       - Password logins use tickets; an expired ticket is renewed once, automatically.
     type: str
   api_token_id:

@@ -176,7 +176,7 @@ def classify(exc, method, path):
             if found:
                 lock = found.group(1) if found.groups() else 'config'
                 return ('lock', lock in WAITABLE_LOCKS, 'the VM is locked ({0}) for {1}: {2}'.format(lock, where,
-                                                                                                   text))
+                                                                                                     text))
         if DIGEST_PATTERN.search(text):
             return ('digest', False, 'the VM config changed while it was being updated ({0}): {1}'.format(
                 where, text))
@@ -362,7 +362,7 @@ class PveApi(object):
         error_lines = [line for line in log if line.startswith('TASK ERROR')]
         message = error_lines[-1][len('TASK ERROR:'):].strip() if error_lines else exitstatus
         raise PveTaskError('PVE task {0} on {1} failed: {2}'.format(status.get('type', ''), node,
-                                                                     message or exitstatus),
+                                                                    message or exitstatus),
                            upid=upid, exitstatus=exitstatus, log=log, node=node)
 
     def task_log(self, node, upid, lines=20):

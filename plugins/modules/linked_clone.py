@@ -324,7 +324,7 @@ def run_plan(module):
     if failed:
         module.fail_json(msg='{0} of {1} VMs failed: {2}'.format(
             len(failed), len(results) + len(pruned), '; '.join('{0}: {1}'.format(r['name'], r.get('msg'))
-                                                                for r in failed)), **out)
+                                                               for r in failed)), **out)
     module.exit_json(**out)
 
 

@@ -16,7 +16,7 @@ TOKEN_SECRET = '0d7c8a8e-lab-only-secret'
 def sim(fakepve):
     fakepve.add_node('pve2')
     fakepve.add_vm(100, 'web-1', node='pve1', config={'cores': 2, 'memory': 2048,
-                                                       'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0'})
+                                                      'net0': 'virtio=BC:24:11:00:00:01,bridge=vmbr0'})
     fakepve.apitokens['{0}!{1}'.format(TOKEN_USER, TOKEN_NAME)] = TOKEN_SECRET
     return fakepve
 

