@@ -297,3 +297,83 @@ def test_through_the_ansible_cli(netlab):
     del bad['source_vmid']
     rc, res = ansible_adhoc(bad)
     assert rc != 0 and 'not a valid interface name' in res['msg']
+
+
+def play_role(tmp_path, lab, **role_vars):
+    """Run the port_mirror role with ansible-playbook against this host; returns (rc, stdout)."""
+    dirs = {'port_mirror_snippets_dir': str(tmp_path / 'snippets'),
+            'port_mirror_state_file': str(tmp_path / 'etc' / 'mirrors.json'),
+            'port_mirror_lib_dir': str(tmp_path / 'lib'), 'port_mirror_netns': lab.node}
+    dirs.update(role_vars)
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(json.dumps([{
+        'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
+        'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': dirs}],
+        'post_tasks': [{'name': 'show', 'ansible.builtin.debug': {'var': 'port_mirror_hookscript_volid'}}],
+    }]))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
+    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
+                           '-e', 'ansible_python_interpreter=%s' % VENV_PY],
+                          capture_output=True, text=True, env=env, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def recap(out):
+    line = [ln for ln in out.splitlines() if ln.startswith('localhost') and 'ok=' in ln][-1]
+    return {k: int(v) for k, v in (f.split('=') for f in line.split(':', 1)[1].split())}
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_role_installs_hookscript_applies_and_prunes(netlab, tmp_path):
+    primary, shadow, client = build(netlab)
+    netlab.vm(101, [('vmbr0', '10.0.0.11/24')])
+    netlab.vm(901, [('vmbr1', '10.0.0.11/24')])
+    both = [{'source_vmid': 100, 'target_vmid': 900},
+            {'source_vmid': 101, 'target_vmid': 901, 'mode': 'sampled', 'rate': 0.5,
+             'direction': 'egress'},
+            {'source_vmid': 102, 'target_vmid': 902}]  # not running: skipped, kept for the hook
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0, out
+    assert 'local:snippets/shadownet-hook.py' in out
+    hookfile = tmp_path / 'snippets' / 'shadownet-hook.py'
+    assert os.access(hookfile, os.X_OK)
+    state = json.loads((tmp_path / 'etc' / 'mirrors.json').read_text())
+    assert [(m['source_vmid'], m['target_vmid']) for m in state['mirrors']] == [(100, 900), (101, 901),
+                                                                               (102, 902)]
+    tables = netlab.run(netlab.node, ['nft', 'list', 'tables']).stdout
+    assert 'shadownet_tap100i0_-tap900i0' in tables and 'shadownet_tap101i0_-tap901i0' in tables
+    to_vm, from_vm = shadow_counters(netlab, shadow)
+    exchange(netlab, primary, client, 300)
+    assert (to_vm.wait(300, timeout=5), from_vm.wait(300, timeout=5)) == (300, 300)
+
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0 and recap(out)['changed'] == 0, out
+
+    # 101 -> 901 is no longer wanted: removed from the node and from the state file.
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=[both[0]])
+    assert rc == 0, out
+    tables = netlab.run(netlab.node, ['nft', 'list', 'tables']).stdout
+    assert 'tap101i0' not in tables and 'shadownet_tap100i0_-tap900i0' in tables
+    state = json.loads((tmp_path / 'etc' / 'mirrors.json').read_text())
+    assert [(m['source_vmid'], m['target_vmid']) for m in state['mirrors']] == [(100, 900)]
+
+    # The installed hookscript, with the installed library, as PVE would call it.
+    netlab.release(to_vm)
+    netlab.restart_nic(900)
+    to_vm, _ = shadow_counters(netlab, shadow)
+    proc = subprocess.run([str(hookfile), '900', 'post-start'], capture_output=True, text=True,
+                          env=dict(os.environ, SHADOWNET_MIRRORS=str(tmp_path / 'etc' / 'mirrors.json'),
+                                   SHADOWNET_LIB=str(tmp_path / 'lib')), timeout=60)
+    assert proc.returncode == 0 and 'updated (changed)' in proc.stdout, proc.stdout + proc.stderr
+    exchange(netlab, primary, client, 100, echo=False, pps=5000)
+    assert to_vm.wait(100, timeout=5) == 100
+
+
+@pytest.mark.netns
+def test_role_preflight_rejects_bad_mirrors(netlab, tmp_path):
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=[
+        {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 1.5}])
+    assert rc != 0 and 'sampled mode needs 0 < rate <= 1' in out
+    assert not (tmp_path / 'etc' / 'mirrors.json').exists()

@@ -20,7 +20,8 @@ role as ``<lib>/shadownet_mirror.py``.
 Environment overrides (for tests and labs):
   SHADOWNET_MIRRORS  state file (default /etc/shadownet/mirrors.json)
   SHADOWNET_LIB      directory holding shadownet_mirror.py (default /usr/local/lib/shadownet)
-  SHADOWNET_NETNS    run the commands inside this network namespace
+  SHADOWNET_NETNS    run the commands inside this network namespace (else the state file's
+                     ``netns``, else none)
 It logs one line per action to stdout (the PVE task log) and to syslog. It exits 0 whenever it was
 called correctly, even when a mirror could not be applied (the error is logged): a mirror must never
 stop a VM from starting or stopping.
@@ -35,17 +36,18 @@ DEFAULT_LIB = '/usr/local/lib/shadownet'
 PHASES = ('pre-start', 'post-start', 'pre-stop', 'post-stop')
 
 
-def load_mirrors(path):
-    """The mirror list from the state file (a list, or a dict with a ``mirrors`` list)."""
+def load_state(path):
+    """(mirrors, netns) from the state file: a list, or a dict with ``mirrors`` and ``netns``."""
     try:
         with open(path, encoding='utf-8') as fh:
             data = json.load(fh)
     except FileNotFoundError:
-        return []
+        return [], None
     mirrors = data.get('mirrors', []) if isinstance(data, dict) else data
+    netns = data.get('netns') if isinstance(data, dict) else None
     if not isinstance(mirrors, list):
         raise ValueError('%s: "mirrors" must be a list' % path)
-    return mirrors
+    return mirrors, netns or None
 
 
 def actions_for(mirrors, vmid, phase):
@@ -98,7 +100,8 @@ def main(argv=None, environ=None):
     vmid, phase = argv
     path = env.get('SHADOWNET_MIRRORS') or DEFAULT_STATE
     try:
-        todo = actions_for(load_mirrors(path), vmid, phase)
+        mirrors, netns = load_state(path)
+        todo = actions_for(mirrors, vmid, phase)
     except (OSError, ValueError) as exc:
         _log('vmid %s %s: cannot read %s: %s' % (vmid, phase, path, exc))
         return 0
@@ -110,7 +113,11 @@ def main(argv=None, environ=None):
     except ImportError as exc:
         _log('vmid %s %s: ERROR cannot import shadownet_mirror: %s' % (vmid, phase, exc))
         return 0
-    manager = mirror_lib.MirrorManager(_run, netns=env.get('SHADOWNET_NETNS') or None)
+    try:
+        manager = mirror_lib.MirrorManager(_run, netns=env.get('SHADOWNET_NETNS') or netns)
+    except mirror_lib.MirrorError as exc:
+        _log('vmid %s %s: ERROR %s' % (vmid, phase, exc))
+        return 0
     for action, m in todo:
         try:
             _log('vmid %s %s: %s' % (vmid, phase, perform(mirror_lib, manager, action, m)))
