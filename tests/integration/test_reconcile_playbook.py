@@ -1,0 +1,63 @@
+"""playbooks/reconcile.yml through ansible-playbook against the simulator: lines, set_stats, cooldown."""
+import copy
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+from lab.modrun import run_module
+from test_scale import RISING, TEMPLATE, inject, primaries
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def play(pvesim, history, *extra):
+    env = dict(os.environ)
+    user, _, token = pvesim.token_id.partition('!')
+    env.update(PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
+               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_SHOW_CUSTOM_STATS='1',
+               SHADOWNET_HISTORY=history, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
+    env['PATH'] = os.path.join(ROOT, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
+    cmd = [os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
+           os.path.join(ROOT, 'playbooks', 'reconcile.yml'),
+           '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
+           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python')] + list(extra)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def recap(proc):
+    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', proc.stdout)
+    assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return dict(ok=int(found.group(1)), changed=int(found.group(2)), failed=int(found.group(4)))
+
+
+@pytest.mark.slow
+def test_reconcile_playbook_scales_once_then_holds(pvesim, pve_conn, tmp_path):
+    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'history.sqlite')
+
+    first = play(pvesim, history)
+    assert recap(first)['failed'] == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    lines = re.findall(r'"msg": "(shop/[^"]*)"', first.stdout)
+    assert len(lines) == 1 and lines[0].startswith('shop/web: current [cpu'), first.stdout[-3000:]
+    assert 'decision scale_up 2 -> 3 instances' in lines[0] and '=> applied' in lines[0]
+    assert 'CUSTOM STATS' in first.stdout and 'shadownet_reconcile' in first.stdout
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+
+    mark = pvesim.mark()
+    second = play(pvesim, history)
+    assert recap(second)['failed'] == 0, second.stdout[-4000:]
+    assert recap(second)['changed'] == 0
+    lines = re.findall(r'"msg": "(shop/[^"]*)"', second.stdout)
+    assert len(lines) == 1 and 'decision none' in lines[0], lines
+    assert pvesim.writes(mark) == []
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
