@@ -474,8 +474,9 @@ class Lab:
         _ip('link', 'set', inner, 'up', ns=ns)
 
     def link(self, ns, dev):
-        """``ip -j link show`` of one device as a dict, or None when it does not exist."""
-        res = _ip('-j', 'link', 'show', 'dev', dev, ns=ns, check=False)
+        """``ip -j -s link show`` of one device as a dict (``stats64`` holds the packet counters),
+        or None when it does not exist."""
+        res = _ip('-j', '-s', 'link', 'show', 'dev', dev, ns=ns, check=False)
         if res.returncode != 0:
             return None
         data = json.loads(res.stdout or '[]')
