@@ -89,16 +89,40 @@ def test_runner_job_reports_set_stats_decisions(pvesim, tmp_path):
     assert any(m == 'GET' and p.endswith('/cluster/resources') for m, p, b in pvesim.requests())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not tracked('playbooks/reconcile.yml'), reason='playbooks/reconcile.yml is not committed yet')
-def test_runner_runs_the_reconciler_in_check_mode(pvesim, tmp_path):
-    add_lab_guests(pvesim.pve)
-    playbook = os.path.join(ROOT, 'playbooks', 'reconcile.yml')
-    pdd = private_data_dir(tmp_path, pvesim, playbook)
-    (pdd / 'env' / 'cmdline').write_text('--check')
-    mark = pvesim.mark()
+def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_conn, tmp_path):
+    # The same cluster and load as tests/integration/test_reconcile_playbook.py, but run as AWX runs a job:
+    # ansible-runner, a private data directory, the PVE credential as env/envvars, the dynamic inventory.
+    import copy
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+    from lab.modrun import run_module
+    from test_scale import RISING, TEMPLATE, inject, primaries
+
+    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    inject(pvesim, dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name), RISING)
+    pdd = private_data_dir(tmp_path, pvesim, os.path.join(ROOT, 'playbooks', 'reconcile.yml'))
+    envvars = yaml.safe_load((pdd / 'env' / 'envvars').read_text())
+    # The metrics history: a file here; on AWX, a shared store (docs/awx.md).
+    envvars.update(SHADOWNET_HISTORY=str(tmp_path / 'history.sqlite'), OMP_NUM_THREADS='1',
+                   OPENBLAS_NUM_THREADS='1')
+    (pdd / 'env' / 'envvars').write_text(yaml.safe_dump(envvars))
+    (pdd / 'env' / 'extravars').write_text(yaml.safe_dump({
+        'shadownet_templates': [TEMPLATE], 'ansible_python_interpreter': os.path.join(VENV_BIN, 'python')}))
+
     result = run(pdd, 'reconcile.yml')
     stdout = (pdd / 'artifacts' / 'job1' / 'stdout').read_text()
-    assert (result.status, result.rc) == ("successful", 0), stdout[:1500] + stdout[-1500:]
+    assert (result.status, result.rc) == ('successful', 0), stdout[:1500] + stdout[-1500:]
     event = stats_event(pdd)
-    assert event is not None and event['event_data'].get('artifact_data'), 'reconcile.yml reported no set_stats'
-    assert pvesim.writes(mark) == []  # check mode changes nothing
+    assert event is not None
+    reconcile = event['event_data']['artifact_data']['shadownet_reconcile']
+    assert reconcile['decisions'] == ['scale_up'], reconcile
+    assert len(reconcile['lines']) == 1 and reconcile['lines'][0].startswith('shop/web:')
+    assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+    # The inventory source of the job sees the new instance with its identity.
+    listing = subprocess.run([os.path.join(VENV_BIN, 'ansible-inventory'), '-i', str(pdd / 'inventory'), '--list'],
+                             env=dict(os.environ, **envvars), capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    assert 'shop-web-3' in json.loads(listing.stdout)['sn_shop_web']['hosts']
