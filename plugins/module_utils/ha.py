@@ -275,8 +275,8 @@ class HaRuleEngine(object):
                 self.api.request(op['method'], op['path'], params)
             except PveApiError as exc:
                 done = changes[:len(missing) + ops.index(op)]
-                exc.message = '{0} (at step: {1}; done before it: {2})'.format(exc.message, op['what'],
-                                                                             ', '.join(done) or 'nothing')
+                exc.message = '{0} (at step: {1}; done before it: {2})'.format(
+                    exc.message, op['what'], ', '.join(done) or 'nothing')
                 exc.args = (exc.message,)
                 raise
         return result

@@ -26,13 +26,16 @@ description:
     not one yet. From then on the HA manager starts and stops the VM. Existing HA resources are left as they
     are, and no HA resource is removed when a rule goes. Set O(ensure_resources=false) to refuse instead.
   - A cluster without quorum stops the module before the first write. Check mode makes no write.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Reads only; writes nothing.
     support: full
   diff_mode:
+    description: Before and after, by object.
     support: full
 options:
   template:

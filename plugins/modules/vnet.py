@@ -31,13 +31,16 @@ description:
     plan's C(type=bridge), an existing bridge) it only checks that the bridge exists on every online node.
   - Bridges are handled here rather than in a separate module so that a whole plan's networks, SDN and node
     bridges, are converged by one task with one preflight.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Reads only; takes no SDN lock and writes nothing.
     support: full
   diff_mode:
+    description: Before and after, by object.
     support: full
 options:
   networks:
