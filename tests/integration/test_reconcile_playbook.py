@@ -61,3 +61,36 @@ def test_reconcile_playbook_scales_once_then_holds(pvesim, pve_conn, tmp_path):
     assert len(lines) == 1 and 'decision none' in lines[0], lines
     assert pvesim.writes(mark) == []
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+
+
+def render_wrapper(tmp_path, **overrides):
+    """The reconciler role's wrapper, rendered by ansible.builtin.template with the role's defaults."""
+    role = os.path.join(ROOT, 'roles', 'reconciler')
+    dest = tmp_path / 'shadownet-reconcile'
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    cmd = [os.path.join(ROOT, '.venv', 'bin', 'ansible'), 'localhost', '-c', 'local',
+           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python'),
+           '-e', '@' + os.path.join(role, 'defaults', 'main.yml'), '-e', json.dumps(overrides),
+           '-m', 'ansible.builtin.template',
+           '-a', 'src={0} dest={1} mode=0755'.format(os.path.join(role, 'templates', 'shadownet-reconcile.sh.j2'),
+                                                     dest)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return str(dest)
+
+
+def test_reconciler_wrapper_runs_one_at_a_time(tmp_path):
+    marker = tmp_path / 'runs'
+    fake = tmp_path / 'fake-ansible-playbook'
+    fake.write_text('#!/bin/sh\necho "run $*" >> {0}\nsleep 2\necho done\n'.format(marker))
+    fake.chmod(0o755)
+    log = tmp_path / 'log' / 'reconcile.log'
+    log.parent.mkdir()
+    wrapper = render_wrapper(tmp_path, reconciler_ansible_playbook=str(fake), reconciler_log_file=str(log),
+                             reconciler_lock_file=str(tmp_path / 'lock'), reconciler_env_file=str(tmp_path / 'env'))
+    procs = [subprocess.Popen([wrapper]) for _ in range(2)]
+    assert [p.wait(30) for p in procs] == [0, 0]
+    assert marker.read_text().count('run ') == 1
+    text = log.read_text()
+    assert 'not started' in text and text.count('reconcile started') == 1 and 'rc=0' in text
+    assert 'shadownet.proxmox.reconcile' in marker.read_text()
