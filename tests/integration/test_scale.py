@@ -166,3 +166,27 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path)
     assert sorted(bool(r['created']) for r in results) == [False, True], results
     assert [r.get('skipped') for r in results if not r['created']][0] in ('claimed', 'superseded')
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+
+
+def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_path):
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling']['mode'] = 'vertical'
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
+    # shop-web-2 can hot-plug vcpus (cores 4 configured, 2 in use) and memory; shop-web-1 cannot.
+    web2 = vms['shop-web-2']
+    web2.config.update(hotplug='network,disk,cpu,memory', numa='1', cores='4', vcpus='2')
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    assert decision['action'] == 'scale_up' and decision['target']['cores'] > 2, decision['reason']
+    res = s['results'][0]
+    assert res['applied'] and primaries(pvesim) == ['shop-web-1', 'shop-web-2']
+    want = decision['target']['cores']
+    by_name = dict((r['name'], r['changes']) for r in res['resized'])
+    assert by_name['shop-web-2'] == {'vcpus': want} or 'vcpus' in by_name['shop-web-2']
+    assert 'cores' in by_name['shop-web-1']
+    assert any('shop-web-1: cores' in n and 'hotplug lacks cpu' in n for n in res['notes']), res['notes']
+    pending = dict((p['name'], p['keys']) for p in res['pending'])
+    assert 'cores' in pending['shop-web-1'] and 'shop-web-2' not in pending or 'vcpus' not in pending['shop-web-2']
+    assert int(web2.config['vcpus']) == want
