@@ -17,15 +17,13 @@ no I/O, so the grouping rules are unit-tested without a cluster:
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import MetaError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import (
     parse, parse_memory, parse_net, parse_tags)
 
-META_BEGIN = '<!-- shadownet:begin -->'
-META_END = '<!-- shadownet:end -->'
-META_RE = re.compile(r'<!--\s*shadownet:begin\s*-->(.*?)<!--\s*shadownet:end\s*-->', re.S)
 MANAGED_TAG = 'shadownet'
 ROLE_TAGS = {'sn-primary': 'primary', 'sn-shadow': 'shadow'}
 ROLES = ('primary', 'shadow')
@@ -36,29 +34,16 @@ MiB = 1024 * 1024
 _UNSAFE = re.compile(r'[^A-Za-z0-9_]')
 
 
-class MetaError(ValueError):
-    """The description has a shadownet block that is not a JSON object."""
-
-
 def parse_meta(description):
-    """The JSON object between the shadownet markers of a VM description; ``{}`` when there is no block.
+    """The metadata block of a VM description (module_utils/meta.py's parser); ``{}`` when there is none.
 
-    Raises MetaError when a block is there but is not a JSON object, so a damaged block is reported, not
+    Raises meta.MetaError when a block is there but is not a JSON object, so a damaged block is reported, not
     silently treated as "unmanaged".
     """
     if not description:
         return {}
-    found = META_RE.search(str(description))
-    if not found:
-        return {}
-    text = found.group(1).strip()
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise MetaError('the shadownet block is not valid JSON: {0}'.format(exc))
-    if not isinstance(value, dict):
-        raise MetaError('the shadownet block is a JSON {0}, not an object'.format(type(value).__name__))
-    return value
+    dummy, meta = metablock.parse_description(str(description), strict=True)
+    return meta or {}
 
 
 def group_name(*parts):

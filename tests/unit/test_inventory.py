@@ -69,12 +69,12 @@ def raw_cluster():
 
 def test_parse_meta_finds_the_block_and_keeps_unmanaged_descriptions_empty():
     assert inv.parse_meta(desc({'role': 'shadow', 'shadows': ['a']})) == {'role': 'shadow', 'shadows': ['a']}
-    assert inv.parse_meta('<!--shadownet:begin-->{"v":1}<!--  shadownet:end -->') == {'v': 1}
+    assert inv.parse_meta('note <!-- shadownet:begin -->{"v":1}<!-- shadownet:end -->') == {'v': 1}
     assert inv.parse_meta('just a note') == {}
     assert inv.parse_meta(None) == {}
     with pytest.raises(inv.MetaError, match='not valid JSON'):
         inv.parse_meta('<!-- shadownet:begin -->{oops<!-- shadownet:end -->')
-    with pytest.raises(inv.MetaError, match='list, not an object'):
+    with pytest.raises(inv.MetaError, match='not a JSON object'):
         inv.parse_meta('<!-- shadownet:begin -->[1]<!-- shadownet:end -->')
 
 
@@ -205,7 +205,7 @@ def test_damaged_metadata_duplicate_names_and_node_name_clash_are_warnings():
     raw['resources'].append(res(105, 'pve1', 'pve2', tags='shadownet;sn-shop'))
     result = inv.build_inventory(raw)
     warnings = '\n'.join(result['warnings'])
-    assert 'VM 100 (shop-web-1): the shadownet block is not valid JSON' in warnings
+    assert 'VM 100 (shop-web-1): the shadownet block in the description is not valid JSON' in warnings
     assert "'shop-web-1' is used by vmids 100 and 104" in warnings
     assert "node 'pve1' has the name of a VM" in warnings
     hosts = result['hosts']
