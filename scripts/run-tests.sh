@@ -32,7 +32,7 @@ for stage in "${stages[@]}"; do
         unit)        pytest_stage tests/unit ;;
         integration) pytest_stage tests/integration ;;
         docs)        python scripts/check-docs.py ;;
-        lint)        ansible-lint --offline -p production ;;
+        lint)        ansible-lint --offline --profile production ;;
         sanity)      ./scripts/ansible-test.sh sanity ;;
         changelog)   antsibull-changelog lint ;;
         build)       mkdir -p dist && ansible-galaxy collection build --force --output-path dist . ;;
