@@ -36,6 +36,35 @@ def _truthy(value):
     return str(value).lower() in ('1', 'true', 'yes', 'on')
 
 
+# Keys a network entry may carry: the module's options plus the plan's informational keys.
+KNOWN_KEYS = frozenset(('name', 'role', 'twin_of', 'type', 'zone', 'zone_type', 'zone_bridge', 'vnet', 'alias', 'tag',
+                        'vlan', 'cidr', 'gateway', 'snat', 'isolated', 'bridge', 'nodes', 'bridge_ports', 'comment',
+                        'autostart', 'state'))
+
+
+def unknown_keys(entry):
+    """Keys of a network entry this module does not know (ignored, as the plan format asks of consumers)."""
+    return sorted(k for k in entry if k not in KNOWN_KEYS)
+
+
+def _bool(value, default=False):
+    if value is None or value == '':
+        return default
+    if isinstance(value, bool):
+        return value
+    return _truthy(value)
+
+
+def _list(value, where, key):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.replace(',', ' ').split()
+    if not isinstance(value, (list, tuple)):
+        raise NetworkError('{0}.{1} must be a list'.format(where, key))
+    return [str(v) for v in value]
+
+
 def normalise_network(entry, index=0):
     """One desired network (a plan ``networks`` entry or the module's options) as a checked, canonical dict."""
     where = 'networks[{0}]'.format(index)
@@ -48,13 +77,11 @@ def normalise_network(entry, index=0):
         if not bridge or not BRIDGE_RE.match(bridge):
             raise NetworkError('{0}: type bridge needs bridge, a Linux bridge name such as vmbr10 (got {1!r})'.format(
                 where, bridge))
-        ports = entry.get('bridge_ports') or []
-        if isinstance(ports, str):
-            ports = ports.split()
-        return dict(kind='bridge', bridge=bridge, nodes=list(entry.get('nodes') or []), ports=sorted(ports),
+        ports = _list(entry.get('bridge_ports'), where, 'bridge_ports')
+        return dict(kind='bridge', bridge=bridge, nodes=_list(entry.get('nodes'), where, 'nodes'),
+                    ports=sorted(ports),
                     comment=entry.get('comment') if entry.get('comment') is not None else entry.get('alias'),
-                    autostart=True if entry.get('autostart') is None else bool(entry.get('autostart')),
-                    state=state, name=entry.get('name'))
+                    autostart=_bool(entry.get('autostart'), True), state=state, name=entry.get('name'))
     if kind != 'vnet':
         raise NetworkError('{0}.type must be vnet or bridge (got {1!r})'.format(where, kind))
     zone, vnet = entry.get('zone'), entry.get('vnet')
@@ -65,9 +92,12 @@ def normalise_network(entry, index=0):
     zone_type = entry.get('zone_type') or 'simple'
     if zone_type not in ZONE_TYPES:
         raise NetworkError('{0}.zone_type must be simple or vlan (got {1!r})'.format(where, zone_type))
-    isolated = bool(entry.get('isolated'))
-    tag = entry.get('tag', entry.get('vlan'))
-    tag = int(tag) if tag not in (None, '') else None
+    isolated = _bool(entry.get('isolated'))
+    tag = entry.get('tag') if entry.get('tag') is not None else entry.get('vlan')
+    try:
+        tag = int(tag) if tag not in (None, '') else None
+    except (TypeError, ValueError):
+        raise NetworkError('{0}.tag must be a VLAN number (got {1!r})'.format(where, tag)) from None
     if zone_type == 'vlan':
         if not entry.get('zone_bridge'):
             raise NetworkError('{0}: a vlan zone needs zone_bridge (the node bridge it rides on)'.format(where))
@@ -96,7 +126,7 @@ def normalise_network(entry, index=0):
     return dict(kind='vnet', zone=zone, zone_type=zone_type,
                 zone_bridge=entry.get('zone_bridge') if zone_type == 'vlan' else None,
                 vnet=vnet, alias=entry.get('alias'), tag=tag, cidr=cidr, gateway=str(gateway) if gateway else None,
-                snat=bool(entry.get('snat')) and not isolated, isolated=isolated, state=state,
+                snat=_bool(entry.get('snat')) and not isolated, isolated=isolated, state=state,
                 name=entry.get('name'))
 
 

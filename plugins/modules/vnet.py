@@ -45,141 +45,101 @@ attributes:
 options:
   networks:
     description:
-      - The networks to converge, in one run, under one SDN lock and one apply. Plan entries can be passed as
-        they are; their keys C(role), C(twin_of) and C(name) are accepted and only used in messages.
-      - Mutually exclusive with the single-network options (O(vnet), O(bridge) and the rest).
+      - The networks to converge in one run, under one SDN lock and one apply. Plan entries (C(networks) of a
+        shadownet plan) can be passed as they are.
+      - Each entry takes the keys of the single-network options (O(type), O(zone), O(zone_type), O(zone_bridge),
+        O(vnet), O(alias), O(tag) or C(vlan), O(cidr), O(gateway), O(snat), O(isolated), O(bridge), O(nodes),
+        O(bridge_ports), O(comment), O(autostart), O(state)), with the same meaning and defaults.
+      - The plan's C(name), C(role) and C(twin_of) are used in messages only. Other keys are ignored, as the plan
+        format asks of its consumers; for an entry without C(role) (written by hand) they cause a warning.
+      - Mutually exclusive with the single-network options.
     type: list
     elements: dict
-    suboptions:
-      name:
-        description: Logical network name (informational).
-        type: str
-      role:
-        description: Plan role, C(primary) or C(shadow) (informational).
-        type: str
-      twin_of:
-        description: Plan field, the primary network of a shadow twin (informational).
-        type: str
-      type:
-        description: C(vnet) for an SDN zone + vnet + subnet, C(bridge) for a node Linux bridge.
-        type: str
-        choices: [vnet, bridge]
-        default: vnet
-      zone:
-        description: SDN zone id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
-        type: str
-      zone_type:
-        description: Zone type, C(simple) or C(vlan). A zone's type cannot be changed once it exists.
-        type: str
-        default: simple
-      zone_bridge:
-        description: The node bridge a C(vlan) zone rides on, for example C(vmbr0).
-        type: str
-      vnet:
-        description: SDN vnet id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
-        type: str
-      alias:
-        description: The vnet alias PVE shows (the logical name). For a bridge, the default comment.
-        type: str
-      tag:
-        description: VLAN tag of the vnet; required in a C(vlan) zone, not allowed in a C(simple) zone.
-        type: int
-        aliases: [vlan]
-      cidr:
-        description: The subnet, for example C(10.10.0.0/24).
-        type: str
-      gateway:
-        description: The subnet gateway. Unset means the subnet has none (an existing one is removed).
-        type: str
-      snat:
-        description: Source NAT for the subnet.
-        type: bool
-        default: false
-      isolated:
-        description: An isolated (shadow) network, with no gateway and no SNAT whatever else is given.
-        type: bool
-        default: false
-      bridge:
-        description:
-          - For C(type=bridge), the Linux bridge name (C(vmbrN)). For C(type=vnet) the plan sets it to the vnet id;
-            it is ignored.
-        type: str
-      nodes:
-        description: For C(type=bridge), the nodes to create the bridge on. Empty means only check it exists.
-        type: list
-        elements: str
-      bridge_ports:
-        description: For C(type=bridge), the ports of the bridge. Empty makes an isolated bridge.
-        type: list
-        elements: str
-      comment:
-        description: For C(type=bridge), the interface comment (defaults to O(networks[].alias)).
-        type: str
-      autostart:
-        description: For C(type=bridge), bring the bridge up at boot.
-        type: bool
-        default: true
-      state:
-        description: C(present) or C(absent).
-        type: str
-        choices: [present, absent]
-        default: present
   type:
-    description: Single-network form, as O(networks[].type).
+    description:
+    - C(vnet) for an SDN zone + vnet + subnet, C(bridge) for a node Linux bridge.
+    - Default C(vnet) (not given here, so that it cannot clash with O(networks)).
     type: str
-    choices: [vnet, bridge]
+    choices:
+    - vnet
+    - bridge
   zone:
-    description: Single-network form, as O(networks[].zone).
+    description:
+    - SDN zone id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
     type: str
   zone_type:
-    description: Single-network form, as O(networks[].zone_type).
+    description:
+    - Zone type, C(simple) or C(vlan). A zone's type cannot be changed once it exists.
+    - Default C(simple) (not given here, so that it cannot clash with O(networks)).
     type: str
   zone_bridge:
-    description: Single-network form, as O(networks[].zone_bridge).
+    description:
+    - The node bridge a C(vlan) zone rides on, for example C(vmbr0).
     type: str
   vnet:
-    description: Single-network form, as O(networks[].vnet).
+    description:
+    - SDN vnet id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
     type: str
   alias:
-    description: Single-network form, as O(networks[].alias).
+    description:
+    - The vnet alias PVE shows (the logical name). For a bridge, the default comment.
     type: str
   tag:
-    description: Single-network form, as O(networks[].tag).
+    description:
+    - VLAN tag of the vnet; required in a C(vlan) zone, not allowed in a C(simple) zone.
     type: int
-    aliases: [vlan]
+    aliases:
+    - vlan
   cidr:
-    description: Single-network form, as O(networks[].cidr).
+    description:
+    - The subnet, for example C(10.10.0.0/24).
     type: str
   gateway:
-    description: Single-network form, as O(networks[].gateway).
+    description:
+    - The subnet gateway. Unset means the subnet has none (an existing one is removed).
     type: str
   snat:
-    description: Single-network form, as O(networks[].snat).
+    description:
+    - Source NAT for the subnet.
+    - Default C(false) (not given here, so that it cannot clash with O(networks)).
     type: bool
   isolated:
-    description: Single-network form, as O(networks[].isolated).
+    description:
+    - An isolated (shadow) network, with no gateway and no SNAT whatever else is given.
+    - Default C(false) (not given here, so that it cannot clash with O(networks)).
     type: bool
   bridge:
-    description: Single-network form, as O(networks[].bridge).
+    description:
+    - For C(type=bridge), the Linux bridge name (C(vmbrN)). For C(type=vnet) the plan sets it to the vnet id; it is
+      ignored.
     type: str
   nodes:
-    description: Single-network form, as O(networks[].nodes).
+    description:
+    - For C(type=bridge), the nodes to create the bridge on. Empty means only check it exists.
     type: list
     elements: str
   bridge_ports:
-    description: Single-network form, as O(networks[].bridge_ports).
+    description:
+    - For C(type=bridge), the ports of the bridge. Empty makes an isolated bridge.
     type: list
     elements: str
   comment:
-    description: Single-network form, as O(networks[].comment).
+    description:
+    - For C(type=bridge), the interface comment (defaults to O(alias)).
     type: str
   autostart:
-    description: Single-network form, as O(networks[].autostart).
+    description:
+    - For C(type=bridge), bring the bridge up at boot.
+    - Default C(true) (not given here, so that it cannot clash with O(networks)).
     type: bool
   state:
-    description: Single-network form, as O(networks[].state).
+    description:
+    - C(present) or C(absent).
+    - Default C(present) (not given here, so that it cannot clash with O(networks)).
     type: str
-    choices: [present, absent]
+    choices:
+    - present
+    - absent
   timeout:
     description: Seconds (wall clock) to wait for the SDN apply and each node's network apply task.
     type: int
@@ -254,43 +214,37 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
 
-NETWORK_OPTIONS = dict(
-    name=dict(type='str'),
-    role=dict(type='str'),
-    twin_of=dict(type='str'),
-    type=dict(type='str', choices=['vnet', 'bridge'], default='vnet'),
+# The single-network options. No defaults: a default would clash with networks (sdn.normalise_network
+# applies them, for both forms).
+SINGLE_OPTIONS = dict(
+    type=dict(type='str', choices=['vnet', 'bridge']),
     zone=dict(type='str'),
-    # No choices: a plan's bridge entries carry zone_type None (sdn.normalise_network checks the value).
-    zone_type=dict(type='str', default='simple'),
+    zone_type=dict(type='str'),
     zone_bridge=dict(type='str'),
     vnet=dict(type='str'),
     alias=dict(type='str'),
     tag=dict(type='int', aliases=['vlan']),
     cidr=dict(type='str'),
     gateway=dict(type='str'),
-    snat=dict(type='bool', default=False),
-    isolated=dict(type='bool', default=False),
+    snat=dict(type='bool'),
+    isolated=dict(type='bool'),
     bridge=dict(type='str'),
     nodes=dict(type='list', elements='str'),
     bridge_ports=dict(type='list', elements='str'),
     comment=dict(type='str'),
-    autostart=dict(type='bool', default=True),
-    state=dict(type='str', choices=['present', 'absent'], default='present'),
+    autostart=dict(type='bool'),
+    state=dict(type='str', choices=['present', 'absent']),
 )
-SINGLE = ('type', 'zone', 'zone_type', 'zone_bridge', 'vnet', 'alias', 'tag', 'cidr', 'gateway', 'snat',
-          'isolated', 'bridge', 'nodes', 'bridge_ports', 'comment', 'autostart', 'state')
 
 
 def main():
     argument_spec = pveapi.api_argument_spec()
-    argument_spec['networks'] = dict(type='list', elements='dict', options=NETWORK_OPTIONS)
-    for key in SINGLE:
-        # The single-network form: same options, no defaults (a default would clash with networks).
-        option = dict((k, v) for k, v in NETWORK_OPTIONS[key].items() if k != 'default')
-        argument_spec[key] = option
+    # No suboptions: plan entries may carry keys added later, which consumers must ignore (docs/plan.md).
+    argument_spec['networks'] = dict(type='list', elements='dict')
+    argument_spec.update(SINGLE_OPTIONS)
     argument_spec['timeout'] = dict(type='int', default=300)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('networks', k) for k in SINGLE],
+                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('networks', k) for k in SINGLE_OPTIONS],
                            required_together=pveapi.API_REQUIRED_TOGETHER,
                            required_one_of=[('networks', 'vnet', 'bridge')])
     if not pveapi.HAS_PROXMOXER:
@@ -298,10 +252,14 @@ def main():
     p = module.params
     entries = p['networks']
     if entries is None:
-        single = dict((k, p[k]) for k in SINGLE if p[k] is not None)
+        single = dict((k, p[k]) for k in SINGLE_OPTIONS if p[k] is not None)
         if 'type' not in single and p['bridge'] and not p['vnet']:
             single['type'] = 'bridge'
         entries = [single]
+    for index, entry in enumerate(entries):
+        extra = sdn.unknown_keys(entry)
+        if extra and 'role' not in entry:
+            module.warn('networks[{0}]: unknown keys {1} are ignored'.format(index, ', '.join(extra)))
     try:
         networks = [sdn.normalise_network(entry, i) for i, entry in enumerate(entries)]
     except sdn.NetworkError as exc:

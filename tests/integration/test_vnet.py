@@ -179,3 +179,15 @@ def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
     with pytest.raises(ModuleFailed) as info:
         run_module(vnet, dict(pve_conn, networks=[{'type': 'bridge', 'bridge': 'vmbr7'}]))
     assert 'vmbr7 on pve1' in info.value.result['msg']
+
+
+def test_plan_keys_added_later_are_ignored(pvesim, pve_conn):
+    # docs/plan.md: consumers ignore keys they do not know; a hand-written entry gets a warning instead.
+    result = run_module(vnet, plan_args(pve_conn, dict(PRIMARY, mtu=1400, dhcp=False)))
+    assert result['changed'] and not result.get('warnings')
+    mark = pvesim.mark()
+    hand = dict(PRIMARY, mtu=1400)
+    del hand['role']
+    result = run_module(vnet, plan_args(pve_conn, hand))
+    assert not result['changed'] and pvesim.writes(mark) == []
+    assert 'unknown keys mtu are ignored' in str(result['warnings'])
