@@ -40,6 +40,10 @@ def _truthy(value):
     return str(value).lower() in ('1', 'true', 'yes', 'on')
 
 
+def _flag(value):
+    return value if isinstance(value, bool) else _truthy(value) if value is not None else False
+
+
 def parse_nodes(value):
     """{node: priority or None} from PVE's ``pve1:2,pve2``, a list of such strings, or plan dicts."""
     if value in (None, '', []):
@@ -81,7 +85,12 @@ def normalise_rule(entry, template, index=0):
     kind = entry.get('type')
     if kind not in RULE_TYPES:
         raise HaRuleError('{0}.type must be resource-affinity or node-affinity (got {1!r})'.format(where, kind))
-    resources = [str(r) for r in entry.get('resources') or []]
+    resources = entry.get('resources') or []
+    if isinstance(resources, str):
+        resources = resources.split(',')
+    if not isinstance(resources, (list, tuple)):
+        raise HaRuleError('{0}.resources must be a list of VM names'.format(where))
+    resources = [str(r).strip() for r in resources if str(r).strip()]
     if not resources:
         raise HaRuleError('{0} ({1}) has no resources'.format(where, rule_id))
     comment = (entry.get('comment') or '').strip()
@@ -101,9 +110,9 @@ def normalise_rule(entry, template, index=0):
         if not nodes:
             raise HaRuleError('{0} ({1}): a node-affinity rule needs nodes'.format(where, rule_id))
         out['nodes'] = nodes
-        out['strict'] = bool(entry.get('strict'))
+        out['strict'] = _flag(entry.get('strict'))
     if entry.get('disable') is not None:
-        out['disable'] = bool(entry.get('disable'))
+        out['disable'] = _flag(entry.get('disable'))
     return out
 
 

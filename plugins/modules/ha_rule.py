@@ -44,45 +44,19 @@ options:
     required: true
   rules:
     description:
-      - The complete set of the template's rules. Owned rules not in the list are deleted.
+      - The complete set of the template's rules (a plan's C(ha_rules) as they are). Owned rules not in the list
+        are deleted.
+      - Each rule has C(rule) (the id, starting with C(sn_<template>_)), C(type) (C(resource-affinity) or
+        C(node-affinity)), C(resources) (VM names, or C(vm:<vmid>)) and C(comment) (the marker
+        C(shadownet <template>:) is prepended when missing).
+      - A C(resource-affinity) rule has C(affinity), C(negative) (keep apart, the default) or C(positive).
+      - A C(node-affinity) rule has C(nodes), as the plan gives them (dicts with C(node) and C(priority)) or as
+        PVE writes them (C(pve1:2)), and C(strict) (a hard constraint instead of a preference, default false).
+      - C(disable) disables a rule; unset leaves the rule's current setting alone.
+      - Other keys are ignored, as the plan format asks of its consumers.
     type: list
     elements: dict
     default: []
-    suboptions:
-      rule:
-        description: Rule id, starting with C(sn_<template>_).
-        type: str
-        required: true
-      type:
-        description: Rule type.
-        type: str
-        required: true
-        choices: [resource-affinity, node-affinity]
-      resources:
-        description: VM names (or C(vm:<vmid>)).
-        type: list
-        elements: str
-        required: true
-      affinity:
-        description:
-          - For C(resource-affinity), keep the resources apart (C(negative), the default) or together
-            (C(positive)). Ignored for C(node-affinity).
-        type: str
-      nodes:
-        description:
-          - For C(node-affinity), the nodes with optional priorities, as the plan gives them
-            (dicts with C(node) and C(priority)) or as PVE writes them (C(pve1:2)).
-        type: list
-        elements: raw
-      strict:
-        description: For C(node-affinity), a hard constraint instead of a preference.
-        type: bool
-      comment:
-        description: Rule comment; the marker C(shadownet <template>:) is prepended when missing.
-        type: str
-      disable:
-        description: Disable the rule. Unset leaves the rule's current setting alone.
-        type: bool
   state:
     description: C(present) converges to O(rules); C(absent) deletes every rule the template owns.
     type: str
@@ -154,17 +128,8 @@ def main():
     argument_spec = pveapi.api_argument_spec()
     argument_spec.update(
         template=dict(type='str', required=True),
-        rules=dict(type='list', elements='dict', default=[], options=dict(
-            rule=dict(type='str', required=True),
-            type=dict(type='str', required=True, choices=list(ha.RULE_TYPES)),
-            resources=dict(type='list', elements='str', required=True),
-            # No choices here: plan entries carry affinity None for node-affinity rules (checked in ha.py).
-            affinity=dict(type='str'),
-            nodes=dict(type='list', elements='raw'),
-            strict=dict(type='bool'),
-            comment=dict(type='str'),
-            disable=dict(type='bool'),
-        )),
+        # No suboptions: plan entries may carry keys added later, which consumers must ignore (docs/plan.md).
+        rules=dict(type='list', elements='dict', default=[]),
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         ensure_resources=dict(type='bool', default=True),
         resource_state=dict(type='str', choices=['started', 'stopped', 'ignored'], default='started'),

@@ -131,3 +131,10 @@ def test_failed_write_names_the_step(pvesim, pve_conn, vms):
     assert 'cfs lock timeout' in info.value.result['msg'] and 'at step: create rule' in info.value.result['msg']
     assert run_module(ha_rule, args(pve_conn))['changed']
     assert sorted(vms.ha_rules) == ['sn_shop_web_1_anti', 'sn_shop_web_1_node']
+
+
+def test_plan_keys_added_later_are_ignored(pvesim, pve_conn, vms):
+    rules = plan_rules()
+    rules[0]['weight'] = 3
+    assert run_module(ha_rule, args(pve_conn, rules=rules))['changed']
+    assert sorted(vms.ha_rules) == ['sn_shop_web_1_anti', 'sn_shop_web_1_node']
