@@ -34,6 +34,7 @@ MIN_MEMORY_MIB = 512         # the shadow floor; a primary is never smaller than
 MIN_REPLICATION_SECONDS = 60
 MIN_FULL_REPLICATION_SECONDS = 300   # a snapshot + re-clone more often than this is abuse
 
+
 class _Sentinel:
     # Survives copy.deepcopy (merging overrides copies partly invalid dicts).
     def __init__(self, name):
@@ -150,28 +151,29 @@ def _threshold(high, low, duration, kind='ratio', doc_unit='utilisation of one i
     })
 
 
+_SCALING_FIELDS = {
+    'cpu': _threshold(0.70, 0.30, '5m', doc_unit='CPU utilisation of one instance'),
+    'memory': _threshold(0.80, 0.40, '5m', doc_unit='memory utilisation of one instance'),
+    'net': _threshold('800Mbit', '100Mbit', '5m', kind='rate',
+                      doc_unit='network throughput of one instance'),
+    'horizon': Field('duration', '15m', 'How far ahead the forecast must see; at least the time '
+                     'it takes to provision a new instance.'),
+    'instances': Field('dict', default={}, doc='Instance bounds for horizontal scaling.', fields={
+        'min': Field('int', 1, 'Never fewer primaries than this.', minimum=1,
+                     maximum=MAX_INSTANCES),
+        'max': Field('int', 8, 'Never more primaries than this (min <= max <= %d).'
+                     % MAX_INSTANCES, minimum=1, maximum=MAX_INSTANCES),
+    }),
+    'cooldown': Field('dict', default={}, doc='Minimum time between scaling actions.', fields={
+        'up': Field('duration', '3m', 'After any action, wait this long before scaling up.'),
+        'down': Field('duration', '10m', 'After any action, wait this long before scaling '
+                      'down.'),
+    }),
+    'mode': Field('str', 'horizontal', 'horizontal: add/remove linked clones; vertical: resize '
+                  'cores/memory of the existing instances.', choices=('horizontal', 'vertical')),
+}
 SCALING = Field('dict', default={}, doc='Predictive scaling parameters (template-wide; services may override).',
-                fields={
-                    'cpu': _threshold(0.70, 0.30, '5m', doc_unit='CPU utilisation of one instance'),
-                    'memory': _threshold(0.80, 0.40, '5m', doc_unit='memory utilisation of one instance'),
-                    'net': _threshold('800Mbit', '100Mbit', '5m', kind='rate',
-                                      doc_unit='network throughput of one instance'),
-                    'horizon': Field('duration', '15m', 'How far ahead the forecast must see; at least the time '
-                                     'it takes to provision a new instance.'),
-                    'instances': Field('dict', default={}, doc='Instance bounds for horizontal scaling.', fields={
-                        'min': Field('int', 1, 'Never fewer primaries than this.', minimum=1,
-                                     maximum=MAX_INSTANCES),
-                        'max': Field('int', 8, 'Never more primaries than this (min <= max <= %d).'
-                                     % MAX_INSTANCES, minimum=1, maximum=MAX_INSTANCES),
-                    }),
-                    'cooldown': Field('dict', default={}, doc='Minimum time between scaling actions.', fields={
-                        'up': Field('duration', '3m', 'After any action, wait this long before scaling up.'),
-                        'down': Field('duration', '10m', 'After any action, wait this long before scaling '
-                                      'down.'),
-                    }),
-                    'mode': Field('str', 'horizontal', 'horizontal: add/remove linked clones; vertical: resize '
-                                  'cores/memory of the existing instances.', choices=('horizontal', 'vertical')),
-                })
+                fields=_SCALING_FIELDS)
 
 REPLICATION = Field('dict', default={}, doc='State replication from the primaries into the shadow.', fields={
     'fidelity': Field('str', 'differential',
@@ -289,8 +291,8 @@ class TemplateIssue:
 class TemplateValidationError(ValueError):
     def __init__(self, issues):
         self.issues = list(issues)
-        super().__init__('%d error(s) in template:\n%s' % (len(self.issues),
-                                                            '\n'.join('- %s' % i for i in self.issues)))
+        lines = '\n'.join('- %s' % i for i in self.issues)
+        super().__init__('%d error(s) in template:\n%s' % (len(self.issues), lines))
 
 
 def _join(path, key):
@@ -443,7 +445,7 @@ class _Checker:
         try:
             return parser(value)
         except units.UnitError as exc:
-            self.error(path, str(exc).split('; expected')[0], field.valid())
+            self.error(path, str(exc).split('; expected', maxsplit=1)[0], field.valid())
             return _INVALID
 
     def _kind_duration(self, field, value, path, partial):
@@ -839,11 +841,9 @@ def iter_schema(field=SCHEMA, path=''):
         for key, sub in field.fields.items():
             sub_path = _join(path, key)
             yield sub_path, sub
-            for item in iter_schema(sub, sub_path):
-                yield item
+            yield from iter_schema(sub, sub_path)
     elif field.kind == 'list' and field.item is not None and field.item.kind == 'dict':
-        for item in iter_schema(field.item, path + '[]'):
-            yield item
+        yield from iter_schema(field.item, path + '[]')
 
 
 def _default_text(field):

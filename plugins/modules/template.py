@@ -34,7 +34,8 @@ options:
         Relative paths are searched like M(ansible.builtin.template) sources (a role's C(templates/), the
         playbook directory and its C(templates/)).
       - Dicts are used as they are (Ansible has already templated them).
-      - When omitted, the variable C(shadownet_templates) is used.
+      - When omitted, the variable C(shadownet_templates) is used (required when the module runs without its
+        action plugin).
     type: list
     elements: raw
   vars:
@@ -46,9 +47,12 @@ options:
   fail_on_warnings:
     description:
       - Fail when a plan has warnings (for example a shadow that has to share a node with one of its primaries
-        because O(templates[].nodes) has no free node).
+        because the template's C(nodes) has no free node).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
 attributes:
   action:
     support: full
@@ -75,7 +79,7 @@ seealso:
     description: Every key of the plan, with an example.
     link: https://example.invalid/shadownet/proxmox/blob/main/docs/plan.md
 author:
-  - shadownet.proxmox developers
+  - shadownet.proxmox developers (@shadownet)
 '''
 
 EXAMPLES = r'''
@@ -173,12 +177,14 @@ def main():
     # there is no controller to read and render files on.
     module = AnsibleModule(
         argument_spec=dict(
-            templates=dict(type='list', elements='raw', required=True),
+            templates=dict(type='list', elements='raw'),
             vars=dict(type='dict', default={}),
             fail_on_warnings=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
+    if module.params['templates'] is None:
+        module.fail_json(msg='templates is required when the module runs without its action plugin')
     entries = []
     for index, entry in enumerate(module.params['templates']):
         if not isinstance(entry, dict):

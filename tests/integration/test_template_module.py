@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import jinja2
-import pytest
 import yaml
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
@@ -27,7 +26,8 @@ def run_playbook(tmp_path, tasks, *extra):
                ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
                ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_HOME=str(tmp_path / '.ansible'))
     cmd = [PLAYBOOK_BIN, str(book), '-e', 'ansible_python_interpreter=%s' % sys.executable] + list(extra)
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     return proc
 
 

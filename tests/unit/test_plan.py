@@ -170,8 +170,8 @@ def test_nics():
     vms = by_name(lab_plan())
     web1 = vms['shop-web-1']
     nets = {(n['role'], n['name']): n for n in lab_plan()['networks']}
-    assert [(n['index'], n['network'], n['purpose']) for n in web1['nics']] == [(0, 'front', 'service'),
-                                                                               (1, 'back', 'service')]
+    expected = [(0, 'front', 'service'), (1, 'back', 'service')]
+    assert [(n['index'], n['network'], n['purpose']) for n in web1['nics']] == expected
     assert web1['nics'][0]['bridge'] == nets[('primary', 'front')]['vnet']
     shadow = vms['shop-web-shadow']
     assert [(n['index'], n['network'], n['network_role'], n['purpose']) for n in shadow['nics']] == [
@@ -179,8 +179,8 @@ def test_nics():
     assert shadow['nics'][0]['bridge'] == nets[('shadow', 'front')]['vnet']
     assert shadow['nics'][1]['bridge'] == nets[('primary', 'front')]['vnet']
     db_shadow = vms['shop-db-shadow']
-    assert [(n['network'], n['network_role']) for n in db_shadow['nics']] == [('back', 'shadow'),
-                                                                             ('back', 'primary')]
+    expected = [('back', 'shadow'), ('back', 'primary')]
+    assert [(n['network'], n['network_role']) for n in db_shadow['nics']] == expected
 
 
 def test_mirrors():

@@ -88,10 +88,10 @@ def test_service_overrides_merge_over_template_settings():
     data['services'][1]['replication'] = {'fidelity': 'full', 'interval': '1h'}
     tpl = T.normalise_template(data)
     web, db = tpl['services']
-    assert web['scaling']['mode'] == 'horizontal' and web['scaling']['cpu'] == {'high': 0.9, 'low': 0.3,
-                                                                                 'duration': 300}
-    assert db['scaling']['mode'] == 'vertical' and db['scaling']['cpu'] == {'high': 0.9, 'low': 0.2,
-                                                                             'duration': 300}
+    assert web['scaling']['mode'] == 'horizontal'
+    assert web['scaling']['cpu'] == {'high': 0.9, 'low': 0.3, 'duration': 300}
+    assert db['scaling']['mode'] == 'vertical'
+    assert db['scaling']['cpu'] == {'high': 0.9, 'low': 0.2, 'duration': 300}
     assert db['scaling']['instances'] == {'min': 1, 'max': 4}
     assert db['replication']['fidelity'] == 'full' and db['replication']['interval'] == 3600
     assert web['replication']['fidelity'] == 'differential'
