@@ -11,7 +11,7 @@ short_description: SDN networks (zone, vnet, subnet) and node Linux bridges as o
 version_added: 0.1.0
 description:
   - Converges a list of networks (O(networks), for example the C(networks) of a shadownet plan, passed as they
-    are) or one network given by the top-level options. A network of O(networks[].type=vnet) is an SDN zone
+    are) or one network given by the top-level options. A network of C(type=vnet) is an SDN zone
     (C(simple) or C(vlan)), a vnet in it and a subnet on the vnet.
   - Compares zones, vnets and subnets as structures (zone type and bridge; vnet zone, alias and tag; subnet
     gateway and SNAT) and writes only what differs, with a before/after diff.
@@ -22,12 +22,12 @@ description:
   - Before the first write the module stops on a cluster without quorum, an offline node (an SDN apply reloads
     every node), pending SDN changes made by someone else, and a lock held by another client, each with a
     message that says what to do. Check mode reads only; it does not even take the lock.
-  - O(networks[].state=absent) removes the subnets, then the vnet, then the zone when no other vnet uses it.
-    A vnet belongs to its network, so subnets on it other than O(networks[].cidr) are removed.
-  - A network of O(networks[].type=bridge) is a node Linux bridge (C(/nodes/{node}/network)). With
-    O(networks[].nodes) the module creates or updates the bridge on those nodes (no ports makes an isolated
+  - C(state=absent) removes the subnets, then the vnet, then the zone when no other vnet uses it.
+    A vnet belongs to its network, so subnets on it other than C(cidr) are removed.
+  - A network of C(type=bridge) is a node Linux bridge (C(/nodes/{node}/network)). With
+    C(nodes) the module creates or updates the bridge on those nodes (no ports makes an isolated
     bridge), stages every change in the nodes' pending configuration and applies each touched node once (a task);
-    on a failure, the pending changes of the nodes not yet applied are reverted. Without O(networks[].nodes) (the
+    on a failure, the pending changes of the nodes not yet applied are reverted. Without C(nodes) (the
     plan's C(type=bridge), an existing bridge) it only checks that the bridge exists on every online node.
   - Bridges are handled here rather than in a separate module so that a whole plan's networks, SDN and node
     bridges, are converged by one task with one preflight.
