@@ -207,8 +207,8 @@ def summarise(vms):
         item = dict(name=vm['name'], vmid=vm['vmid'], node=vm['node'], status=vm['status'],
                     time=last.get('time'), cpu=_round(last.get('cpu')), mem=_round(last.get('mem')),
                     net=_round(last.get('net')), netin_bps=_round(last.get('netin_bps'), 0),
-                    netout_bps=_round(last.get('netout_bps'), 0), points=len([p for p in vm['points']
-                                                                               if p.get('cpu') is not None]))
+                    netout_bps=_round(last.get('netout_bps'), 0),
+                    points=len([p for p in vm['points'] if p.get('cpu') is not None]))
         entry['points'] += item['points']
         if vm['role'] == 'primary':
             entry['primaries'].append(item)

@@ -362,8 +362,8 @@ def decision_line(d):
         target = d.get('target') or {}
         what = '{0} -> {1} cores/{2} MiB'.format(d['action'], target.get('cores'), target.get('memory'))
     else:
-        what = '{0} {1} -> {2} instances'.format(d['action'], d.get('instances'),
-                                                  (d.get('target') or {}).get('instances'))
+        target = (d.get('target') or {}).get('instances')
+        what = '{0} {1} -> {2} instances'.format(d['action'], d.get('instances'), target)
     return '{0}/{1}: current [{2}] forecast peak [{3}] decision {4}: {5}'.format(
         d['template'], d['service'], cur or 'no data', fc or 'none', what, d.get('reason', ''))
 

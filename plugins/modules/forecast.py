@@ -22,13 +22,16 @@ description:
   - Changes nothing in PVE; it only returns decisions for M(shadownet.proxmox.scale). The recommendation of
     every run is appended to the history store for the stabilisation window (not in check mode).
   - Needs the Python libraries statsmodels and numpy on the host that runs the module.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Reads only; the recommendation is not recorded in the history.
     support: full
   diff_mode:
+    description: Nothing changes.
     support: none
 requirements:
   - statsmodels

@@ -20,13 +20,16 @@ description:
   - Every run appends its points to the history store (O(history_path)), so that forecasts see more than the
     hour PVE keeps. Reading the same hour again adds no duplicate points; a revised value replaces the old one.
   - The module never changes anything in PVE. In check mode it reads PVE but does not write the history.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Reads PVE; the history is not written.
     support: full
   diff_mode:
+    description: Nothing in PVE changes.
     support: none
 options:
   plans:

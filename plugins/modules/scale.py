@@ -25,13 +25,16 @@ description:
     one record (and so perform) the action.
   - Decisions that are forecast-only (O(forecast_only), or marked so by the forecast) are reported, never acted on.
   - In check mode nothing is written to PVE; the result says what would be done.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Writes nothing to PVE; the results say what would be done.
     support: full
   diff_mode:
+    description: Not supported; the results list what changed.
     support: none
 options:
   plans:
