@@ -138,3 +138,19 @@ def test_plan_keys_added_later_are_ignored(pvesim, pve_conn, vms):
     rules[0]['weight'] = 3
     assert run_module(ha_rule, args(pve_conn, rules=rules))['changed']
     assert sorted(vms.ha_rules) == ['sn_shop_web_1_anti', 'sn_shop_web_1_node']
+
+
+def test_node_affinity_update_changes_only_what_differs(pvesim, pve_conn, vms):
+    run_module(ha_rule, args(pve_conn))
+    rules = plan_rules()
+    rules[1]['strict'] = True
+    rules[1]['nodes'] = ['pve1:3', 'pve2']
+    mark = pvesim.mark()
+    result = run_module(ha_rule, args(pve_conn, rules=rules))
+    assert result['changes'] == ['update rule sn_shop_web_1_node (nodes, strict)']
+    writes = pvesim.writes(mark)
+    assert [(m, p) for m, p, b in writes] == [('PUT', '/api2/json/cluster/ha/rules/sn_shop_web_1_node')]
+    rule = vms.ha_rules['sn_shop_web_1_node']
+    assert rule['nodes'] == 'pve1:3,pve2' and str(rule['strict']) == '1'
+    assert vms.ha_rules['sn_shop_web_1_anti']['resources'] == 'vm:101,vm:103'
+    assert not run_module(ha_rule, args(pve_conn, rules=rules))['changed']

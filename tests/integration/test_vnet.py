@@ -191,3 +191,13 @@ def test_plan_keys_added_later_are_ignored(pvesim, pve_conn):
     result = run_module(vnet, plan_args(pve_conn, hand))
     assert not result['changed'] and pvesim.writes(mark) == []
     assert 'unknown keys mtu are ignored' in str(result['warnings'])
+
+
+def test_refused_apply_rolls_back_every_pending_change(pvesim, pve_conn):
+    pvesim.pve.fail('PUT', '/cluster/sdn', 500, 'could not commit SDN config: disk full', times=1)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY, VLAN))
+    msg = info.value.result['msg']
+    assert 'disk full' in msg and 'at step: apply' in msg and 'rolled back' in msg
+    assert pvesim.pve.sdn_lock is None and not pvesim.pve.sdn_has_pending()
+    assert pvesim.pve.sdn_config['zones'] == {}
