@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from lab.netns import Lab, in_netns, netlab  # noqa: F401  (netlab is a fixture)
+from lab.netns import in_netns, netlab  # noqa: F401  pylint: disable=unused-import  (netlab is a fixture)
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
 
@@ -59,7 +59,7 @@ def render(workdir, extra=None, instances=None):
     hosts = {}
     for role, (vmid, addr) in GUESTS.items():
         base = os.path.join(workdir, role)
-        peer = [a for r, (_, a) in GUESTS.items() if r != role]
+        peer = [a for r, (dummy, a) in GUESTS.items() if r != role]
         insts = instances(role) if instances else [{
             'name': 'web', 'interface': 'eth0', 'vip': VIP, 'role': role,
             'unicast_src_ip': addr, 'peers': peer, 'check': {'type': 'tcp', 'port': SERVICE_PORT},
@@ -88,7 +88,8 @@ def render(workdir, extra=None, instances=None):
         handle.write(PLAY)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'),
                ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0', ANSIBLE_LOCALHOST_WARNING='0')
-    res = subprocess.run([PLAYBOOK_BIN, '-i', inv, play], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run([PLAYBOOK_BIN, '-i', inv, play], capture_output=True, text=True, env=env, timeout=600,
+                         check=False)
     return res, hosts
 
 
@@ -131,7 +132,7 @@ class Prober:
     def _recv(self):
         while not self._stop.is_set():
             try:
-                data, _ = self.sock.recvfrom(512)
+                data, dummy = self.sock.recvfrom(512)
             except socket.timeout:
                 continue
             except OSError:
@@ -160,7 +161,7 @@ def measure(replies, t_fail, new_owner):
     first = next((t for t, who in replies if t >= t_fail and who == new_owner), None)
     if first is None:
         return {'gap': None, 'takeover': None, 'others_after': None, 'first': None}
-    before = [t for t, _ in replies if t < first]
+    before = [t for t, dummy in replies if t < first]
     last = max([t_fail] + [t for t in before if t >= t_fail - 1.0])
     others = sum(1 for t, who in replies if t > first and who != new_owner)
     return {'gap': first - last, 'takeover': first - t_fail, 'others_after': others, 'first': first}
@@ -246,7 +247,7 @@ class VrrpLab:
         def loop():
             while not stop.is_set() and not self._stop.is_set():
                 try:
-                    conn, _ = sock.accept()
+                    conn, dummy = sock.accept()
                     conn.close()
                 except socket.timeout:
                     continue
@@ -323,7 +324,7 @@ class VrrpLab:
         return False
 
     def start_probe(self, interval=0.005):
-        self.prober = Prober(self.client_ns, NET + '.2', (VIP.split('/')[0], ECHO_PORT), interval)
+        self.prober = Prober(self.client_ns, NET + '.2', (VIP.split('/', maxsplit=1)[0], ECHO_PORT), interval)
         return self.prober
 
     def wait_owner(self, owner, quiet=0.3, timeout=15.0):
@@ -374,7 +375,7 @@ class VrrpLab:
         if self.prober:
             self.prober.stop()
         self._stop.set()
-        for stop, _ in self.services.values():
+        for stop, dummy in self.services.values():
             stop.set()
         for t in self._threads:
             t.join(timeout=2)
@@ -450,11 +451,12 @@ def test_role_renders_checked_idempotent_config(rendered):
         assert 'unicast_peer' in conf and 'vrrp_version 3' in conf and 'advert_int 0.03' in conf
         assert 'state BACKUP' in conf and 'preempt_delay 1' in conf and 'script_user root' in conf
         assert 'virtual_router_id %d' % vrrp.derive_vrid('web') in conf
-        assert subprocess.run([KEEPALIVED, '-t', '-f', hosts[role]['vip_failover_config_path']]).returncode == 0
+        assert subprocess.run([KEEPALIVED, '-t', '-f', hosts[role]['vip_failover_config_path']],
+                              check=False).returncode == 0
     assert 'priority 150' in open(hosts['primary']['vip_failover_config_path']).read()
     assert 'priority 100' in open(hosts['shadow']['vip_failover_config_path']).read()
     # Second run: nothing changes.
-    again, _ = render(rendered['workdir'], extra=LAB_VARS)
+    again = render(rendered['workdir'], extra=LAB_VARS)[0]
     assert again.returncode == 0, again.stdout[-2000:]
     assert ' changed=0 ' in again.stdout.replace('changed=0', ' changed=0 '), again.stdout[-2000:]
     assert again.stdout.count('changed=0') == 2
@@ -513,19 +515,19 @@ def test_idle_window_and_reload_keep_the_vip(vlab, rendered):
     time.sleep(61)
     replies = vlab.prober.since(t0)
     assert {r: len(vlab.transitions(r)) for r in GUESTS} == marks, 'spurious transitions while idle'
-    assert replies and all(who == 'primary' for _, who in replies)
-    times = [t for t, _ in replies]
+    assert replies and all(who == 'primary' for dummy, who in replies)
+    times = [t for t, dummy in replies]
     assert max(b - a for a, b in zip(times, times[1:])) < 0.5
     # A config change that does not touch the instance (gratuitous ARP refresh) reloads keepalived via the
     # handler (SIGHUP through the pid file) and must leave the VIP where it is.
     t1 = time.monotonic()
-    res, _ = render(rendered['workdir'], extra=dict(LAB_VARS, vip_failover_garp_master_refresh_repeat=2))
+    res = render(rendered['workdir'], extra=dict(LAB_VARS, vip_failover_garp_master_refresh_repeat=2))[0]
     assert res.returncode == 0, res.stdout[-2000:]
     assert 'Reload keepalived (pid file)' in res.stdout
     time.sleep(2.0)
     replies = vlab.prober.since(t1)
     assert {r: len(vlab.transitions(r)) for r in GUESTS} == marks, 'the reload moved the VIP'
-    assert all(who == 'primary' for _, who in replies)
-    times = [t for t, _ in replies]
+    assert all(who == 'primary' for dummy, who in replies)
+    times = [t for t, dummy in replies]
     assert max(b - a for a, b in zip(times, times[1:])) < 0.5
     assert 'vrrp_garp_master_refresh_repeat 2' in open(rendered['hosts']['primary']['vip_failover_config_path']).read()

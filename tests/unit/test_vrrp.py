@@ -66,8 +66,8 @@ def test_primary_priority_must_be_above_shadow():
 
 
 def test_role_inferred_from_explicit_priority():
-    model = vrrp.build_model([inst(role=None, priority=120), inst(name='x', vip='10.10.0.9/24', role=None,
-                                                                 priority=50)])
+    second = inst(name='x', vip='10.10.0.9/24', role=None, priority=50)
+    model = vrrp.build_model([inst(role=None, priority=120), second])
     assert model['errors'] == []
     assert [i['role'] for i in model['instances']] == ['primary', 'shadow']
     assert any('set role' in e for e in errors_of([inst(role=None)]))
@@ -223,8 +223,8 @@ def member(host, **kw):
 
 
 def test_cluster_ok():
-    assert vrrp.cluster_errors([member('a'), member('b', priority=149), member('s', priority=100,
-                                                                                role='shadow')]) == []
+    shadow = member('s', priority=100, role='shadow')
+    assert vrrp.cluster_errors([member('a'), member('b', priority=149), shadow]) == []
 
 
 def test_cluster_errors():
@@ -314,7 +314,7 @@ def test_notify_script_writes_what_the_parser_reads(tmp_path):
     assert vrrp.parse_state((tmp_path / 'web.state').read_text())['state'] == 'MASTER'
     assert not (tmp_path / 'g1.state').exists()
     # A name that could escape the state directory is refused.
-    res = subprocess.run([script, str(tmp_path), 'INSTANCE', '../x', 'MASTER', '1'])
+    res = subprocess.run([script, str(tmp_path), 'INSTANCE', '../x', 'MASTER', '1'], check=False)
     assert res.returncode == 2 and not (tmp_path.parent / 'x.state').exists()
 
 
@@ -324,10 +324,11 @@ def test_ctl_hold_and_running(tmp_path):
                           check=True).stdout.strip() for v in ('1', '1', '0')]
     assert out == ['changed', 'unchanged', 'changed']
     assert (tmp_path / 'web.hold').read_text().strip() == '0'
-    assert subprocess.run([script, 'hold', str(tmp_path), 'web', '2']).returncode == 2
+    assert subprocess.run([script, 'hold', str(tmp_path), 'web', '2'], check=False).returncode == 2
     pidfile = tmp_path / 'k.pid'
     pidfile.write_text('%d\n' % os.getpid())  # alive, but not keepalived
-    assert subprocess.run([script, 'running', str(pidfile)]).returncode == 1
+    assert subprocess.run([script, 'running', str(pidfile)], check=False).returncode == 1
     # cleanup does nothing without a VIP list and says nothing was removed
-    res = subprocess.run([script, 'cleanup', str(tmp_path), str(pidfile)], capture_output=True, text=True)
+    res = subprocess.run([script, 'cleanup', str(tmp_path), str(pidfile)], capture_output=True, text=True,
+                         check=False)
     assert res.returncode == 0 and 'removed' not in res.stdout

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright (c) shadownet.proxmox developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -15,7 +14,6 @@ seconds. This watchdog checks every ``interval`` seconds (default 0.05) and writ
 
 import argparse
 import json
-import os
 import signal
 import socket
 import subprocess
