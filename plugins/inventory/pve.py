@@ -34,7 +34,8 @@ description:
     twins of the primary networks and carry the primaries' own addresses. A guest with no address gets no
     C(ansible_host); set one with O(compose).
   - The configuration file must end in C(pve.yml), C(pve.yaml), C(shadownet.yml) or C(shadownet.yaml).
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache

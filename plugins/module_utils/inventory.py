@@ -95,7 +95,7 @@ def identity(name, tags, meta):
 
 def _usable(address):
     try:
-        ip = ipaddress.ip_address(str(address).split('%')[0])
+        ip = ipaddress.ip_address(str(address).split('%', maxsplit=1)[0])
     except ValueError:
         return None
     if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
@@ -238,7 +238,7 @@ def wants_agent(resource, config):
     """Ask the guest agent only where it can answer: a running VM with the agent enabled."""
     if resource.get('status') != 'running':
         return False
-    value = str(config.get('agent', '0')).split(',')[0]
+    value = str(config.get('agent', '0')).split(',', maxsplit=1)[0]
     return value.split('=')[-1] in ('1', 'true', 'yes', 'on')
 
 

@@ -126,8 +126,8 @@ def test_wants_agent_only_for_running_guests_with_the_agent_enabled():
 def test_guests_to_read_are_managed_non_templates():
     raw = raw_cluster()
     assert inv.guests_to_read(raw['resources']) == [('pve1', 100), ('pve2', 101), ('pve2', 103)]
-    assert inv.guests_to_read(raw['resources'], managed_only=False) == [('pve1', 100), ('pve2', 101),
-                                                                         ('pve1', 102), ('pve2', 103)]
+    assert inv.guests_to_read(raw['resources'], managed_only=False) == [
+        ('pve1', 100), ('pve2', 101), ('pve1', 102), ('pve2', 103)]
 
 
 def test_build_inventory_groups_and_hostvars():
