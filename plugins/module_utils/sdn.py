@@ -528,7 +528,9 @@ class NetworkEngine(object):
     @staticmethod
     def _lock_error(exc):
         text = exc.message
-        if 'pending changes' in text:
+        if exc.status == 501 or 'not implemented' in text.lower():
+            msg = ('this PVE has no global SDN lock (PVE 9 or later is needed): no change was made ({0})'.format(text))
+        elif 'pending changes' in text:
             msg = ('the SDN configuration has pending changes that are not this run\'s: apply them (pvesh set '
                    '/cluster/sdn) or roll them back (pvesh create /cluster/sdn/rollback) first; no change was made '
                    '({0})'.format(text))

@@ -136,3 +136,17 @@ def test_bridges_planned_per_node_and_plan_bridges_only_checked():
     assert before['pve1/vmbr90'] == after['pve1/vmbr90']
     check = sdn.normalise_network({'type': 'bridge', 'bridge': 'vmbr0'})
     assert sdn.plan_bridges([check], {'pve1': {'vmbr0': {}}, 'pve2': {}})[3] == [('pve2', 'vmbr0')]
+
+
+def test_lock_errors_say_what_to_do():
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+
+    def classify(message, status=500):
+        return sdn.NetworkEngine._lock_error(PveApiError(message, status=status, method='POST',
+                                                         path='cluster/sdn/lock')).message
+    assert 'locked by another client' in classify('could not acquire lock for SDN config: invalid lock token')
+    assert 'pending changes that are not this run' in classify(
+        'could not acquire lock for SDN config: configuration has pending changes')
+    assert 'PVE 9 or later' in classify("Method 'POST /cluster/sdn/lock' not implemented", status=501)
+    other = PveApiError('permission denied', status=403)
+    assert sdn.NetworkEngine._lock_error(other) is other
