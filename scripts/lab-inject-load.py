@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Lab only: inject a rising CPU load into the simulator's rrddata for a service's primaries.
+
+Talks to the simulator's control channel (/_sim/, see tests/lab/pvesim.py) with the PROXMOX_* environment that
+scripts/lab.sh exports. The series covers the last hour at one point per minute and rises linearly from
+``--start`` to ``--end`` (a fraction of the VM's CPUs): below the template's `high`, but heading for it.
+"""
+import argparse
+import json
+import os
+import ssl
+import time
+import urllib.request
+
+
+def call(method, path, body=None):
+    url = 'https://{0}:{1}/_sim/{2}'.format(os.environ['PROXMOX_HOST'], os.environ['PROXMOX_PORT'], path)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={
+        'Content-Type': 'application/json',
+        'Authorization': 'PVEAPIToken={0}!{1}={2}'.format(os.environ['PROXMOX_USER'], os.environ['PROXMOX_TOKEN_ID'],
+                                                          os.environ['PROXMOX_TOKEN_SECRET'])})
+    ctx = ssl.create_default_context(cafile=os.environ['PROXMOX_CA_PATH'])
+    with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+        return json.loads(resp.read() or b'null')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--prefix', default='shop-web-', help='name prefix of the primaries')
+    parser.add_argument('--start', type=float, default=0.25)
+    parser.add_argument('--end', type=float, default=0.62)
+    parser.add_argument('--minutes', type=int, default=60)
+    args = parser.parse_args()
+    state = call('GET', 'state')
+    vms = [vm for vm in state['vms'] if str(vm.get('name', '')).startswith(args.prefix)
+           and str(vm['name'])[len(args.prefix):].isdigit()]
+    now = int(time.time()) // 60 * 60
+    for vm in vms:
+        points = []
+        for i in range(args.minutes):
+            frac = args.start + (args.end - args.start) * i / max(1, args.minutes - 1)
+            points.append({'time': now - (args.minutes - 1 - i) * 60, 'cpu': round(frac, 4), 'maxcpu': 2,
+                           'mem': 1024 * 1048576, 'maxmem': 2048 * 1048576, 'netin': 1.0e6, 'netout': 1.0e6})
+        call('POST', 'rrd', {'vmid': vm['vmid'], 'points': points})
+        call('POST', 'stats', {'vmid': vm['vmid'], 'stats': {'cpu': points[-1]['cpu']}})
+        print('lab: injected a rising CPU series {0:.0%} -> {1:.0%} over {2} min into {3} (vmid {4})'.format(
+            args.start, args.end, args.minutes, vm['name'], vm['vmid']))
+    if not vms:
+        raise SystemExit('lab: no VM named {0}N in the simulator'.format(args.prefix))
+
+
+if __name__ == '__main__':
+    main()
