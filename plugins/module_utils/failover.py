@@ -1,0 +1,531 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The PVE API side of failover for one service of a plan: detect, activate, remediate, failback.
+
+keepalived moves the VIP; this moves the VMs. Every step reads the cluster first and writes only the
+difference, so a second run changes nothing. Check mode sends no write at all. Before any write the cluster
+must be quorate (checked once per run, also in check mode, where it would fail the same way).
+
+- detect: each primary's and the shadow's status and ``qmpstatus`` (``status/current``), its node's state
+  (``/nodes``) and its HA state (``/cluster/ha/resources``). A primary is down when it is missing, its node is
+  offline, it is stopped, or it runs but QEMU is not ``running`` (hung, paused, crashed guest).
+- activate: grow the shadow to its primaries' size (never shrink it here), mark it active in its description
+  metadata (``failover: {active: true, since: <epoch>}``), start it if it is stopped. Sizes that are not
+  hot-pluggable stay pending until the shadow's next start; they are reported, the shadow is not restarted
+  (it is serving).
+- remediate: per down primary: start a stopped one; reset a running one whose QEMU is not running (then
+  resume it if QEMU stays paused after the reset); resume a paused one. A primary on an offline node cannot be
+  started or migrated through the API (PVE needs the source node for a migration): when HA manages it, HA
+  recovers it once the node is fenced and this step says so; otherwise it is reported as unresolved with what
+  an operator has to do. Nothing is done to a locked VM (backup, migrate, snapshot ...).
+- failback: when every primary is healthy (and up for at least ``min_uptime`` seconds, and, with VRRP facts,
+  not in FAULT), shrink the shadow back to its plan size and remove the active mark.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
+
+STEPS = ('detect', 'activate', 'remediate', 'failback', 'auto')
+
+
+class FailoverError(PveApiError):
+    """A failover step that cannot be done, with the reason an operator needs."""
+
+    def __init__(self, message, kind='failover', **kwargs):
+        super().__init__(message, kind=kind, **kwargs)
+
+
+def service_vms(plan, service):
+    """(primaries, shadow or None): the plan's ``vms`` entries of ``service``."""
+    if not isinstance(plan, dict) or not isinstance(plan.get('vms'), list) or 'template' not in plan:
+        raise FailoverError('plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has '
+                            'no "vms" list or no "template" name', kind='config')
+    vms = [vm for vm in plan['vms'] if vm.get('service') == service]
+    primaries = sorted((vm for vm in vms if vm.get('role') == 'primary'), key=lambda vm: vm.get('index', 0))
+    shadows = [vm for vm in vms if vm.get('role') == 'shadow']
+    if not primaries:
+        services = sorted(set(vm.get('service') for vm in plan['vms']))
+        raise FailoverError('service {0!r} is not in the plan of template {1!r} (services: {2})'.format(
+            service, plan['template'], ', '.join(services)), kind='config')
+    return primaries, (shadows[0] if shadows else None)
+
+
+def vrrp_state(facts, name):
+    """(state, health) of one VM from ``state_dir_facts``; (None, None) when not given.
+
+    A value is a state string (``MASTER``), or a dict with ``state`` (a parsed ``<instance>.state`` line) and
+    optionally ``health`` (the ``<instance>.health`` file: 0 healthy, 1 failing).
+    """
+    value = (facts or {}).get(name)
+    if value is None:
+        return None, None
+    if isinstance(value, dict):
+        state = value.get('state')
+        health = value.get('health')
+        try:
+            health = int(str(health).strip()) if health is not None else None
+        except ValueError:
+            health = None
+        return (str(state).upper() if state else None), health
+    return str(value).upper(), None
+
+
+def _meta_of(cfg):
+    dummy, meta = metablock.parse_description(cfg.get('description', ''))
+    return meta or {}
+
+
+def _size_of(cfg):
+    return int(cfg.get('cores', 1)), propstr.parse_memory(cfg.get('memory', 512))
+
+
+class Failover(object):
+    """One run of the failover steps for one service. ``clock`` and ``sleep`` are injectable for tests."""
+
+    def __init__(self, api, plan, service, check_mode=False, timeout=300, state_facts=None, min_uptime=60,
+                 clock=time.time, sleep=time.sleep, poll=0.2):
+        self.api = api
+        self.plan = plan
+        self.service = service
+        self.primaries, self.shadow = service_vms(plan, service)
+        self.check_mode = check_mode
+        self.timeout = timeout
+        self.facts = state_facts or {}
+        self.min_uptime = min_uptime
+        self._clock = clock
+        self._sleep = sleep
+        self._poll = poll
+        self._quorum_checked = False
+        self.result = dict(changed=False, service=service, template=plan['template'], steps=[], lines=[],
+                           diff=dict(before={}, after={}), warnings=[])
+
+    # ---------------------------------------------------------------- helpers
+
+    def _line(self, step, text):
+        self.result['lines'].append('{0}: {1}'.format(step, text))
+
+    def _writable(self):
+        """Stop before the first write of the run when the cluster is not quorate."""
+        if not self._quorum_checked:
+            self.api.require_quorum()
+            self._quorum_checked = True
+
+    def _status(self, node, vmid):
+        return self.api.get('nodes/{0}/qemu/{1}/status/current'.format(node, vmid)) or {}
+
+    # ----------------------------------------------------------------- detect
+
+    def detect(self):
+        """The state of the service's VMs. Read-only."""
+        resources = self.api.resources('vm')
+        nodes = self.api.nodes()
+        ha = {}
+        for item in self.api.get('cluster/ha/resources') or []:
+            ha[item.get('sid')] = item.get('state')
+        quorate = True
+        for item in self.api.get('cluster/status') or []:
+            if item.get('type') == 'cluster' and not int(item.get('quorate', 1)):
+                quorate = False
+        views = [self._view(vm, resources, nodes, ha) for vm in self.primaries]
+        shadow = self._view(self.shadow, resources, nodes, ha) if self.shadow else None
+        if shadow is not None and shadow['exists'] and shadow['node_online']:
+            cfg, dummy = self.api.vm_config(shadow['node'], shadow['vmid'])
+            cfg = _with_pending(cfg, self._pending(shadow))
+            mark = _meta_of(cfg).get('failover') or {}
+            shadow['cores'], shadow['memory'] = _size_of(cfg)
+            shadow['active'] = bool(mark.get('active'))
+            shadow['active_since'] = mark.get('since')
+        down = [v['name'] for v in views if not v['healthy']]
+        vip_master = None
+        for name in [v['name'] for v in views] + ([shadow['name']] if shadow else []):
+            if vrrp_state(self.facts, name)[0] == 'MASTER':
+                vip_master = name
+        if vip_master is not None and shadow is not None:
+            on_shadow = vip_master == shadow['name']
+        else:
+            on_shadow = bool(shadow and shadow['healthy'] and len(down) == len(views))
+        report = dict(primaries=views, shadow=shadow, primaries_down=down, all_primaries_down=len(down) == len(views),
+                      vip_master=vip_master, runs_on_shadow=on_shadow, quorate=quorate, nodes=nodes)
+        return report
+
+    def _view(self, vm, resources, nodes, ha):
+        name = vm['name']
+        view = dict(name=name, role=vm['role'], exists=False, vmid=None, node=None, node_online=None, status=None,
+                    qmpstatus=None, lock=None, uptime=None, ha_state=None, healthy=False, problem='missing')
+        found = find_vms(resources, name)
+        if len(found) > 1:
+            raise FailoverError('{0} VMs are named {1!r} (vmids {2}): rename or remove the extra ones; failover '
+                                'never guesses'.format(len(found), name, sorted(f['vmid'] for f in found)),
+                                kind='config')
+        state, health = vrrp_state(self.facts, name)
+        view.update(vrrp_state=state, vrrp_health=health)
+        if not found:
+            return view
+        res = found[0]
+        vmid, node = int(res['vmid']), res['node']
+        view.update(exists=True, vmid=vmid, node=node, node_online=nodes.get(node) == 'online',
+                    ha_state=ha.get('vm:{0}'.format(vmid)))
+        if not view['node_online']:
+            view.update(problem='node_offline', status=res.get('status') or 'unknown')
+            return view
+        st = self._status(node, vmid)
+        view.update(status=st.get('status'), qmpstatus=st.get('qmpstatus'), lock=st.get('lock') or None,
+                    uptime=int(st.get('uptime') or 0))
+        if view['status'] != 'running':
+            view['problem'] = 'stopped'
+        elif view['qmpstatus'] == 'paused':
+            view['problem'] = 'paused'
+        elif view['qmpstatus'] not in (None, 'running'):
+            view['problem'] = 'hung'
+        else:
+            view.update(problem=None, healthy=True)
+        return view
+
+    def describe(self, report):
+        parts = []
+        for view in report['primaries']:
+            if view['healthy']:
+                parts.append('{0} up'.format(view['name']))
+            elif view['problem'] == 'node_offline':
+                parts.append('{0} down (node {1} offline)'.format(view['name'], view['node']))
+            elif view['problem'] == 'hung':
+                parts.append('{0} down (running, qmpstatus {1})'.format(view['name'], view['qmpstatus']))
+            else:
+                parts.append('{0} down ({1})'.format(view['name'], view['problem']))
+        shadow = report['shadow']
+        if shadow is None:
+            parts.append('no shadow')
+        else:
+            parts.append('shadow {0} {1}{2}'.format(shadow['name'], 'up' if shadow['healthy'] else shadow['problem'],
+                                                    ', active' if shadow.get('active') else ''))
+        if report['vip_master']:
+            parts.append('VIP on {0}'.format(report['vip_master']))
+        return '; '.join(parts)
+
+    # --------------------------------------------------------------- activate
+
+    def _shadow_ready(self, report, step):
+        shadow = report['shadow']
+        if shadow is None:
+            raise FailoverError('service {0!r} has no shadow in the plan (it is not critical, or the shadow is '
+                                'disabled): nothing to {1}'.format(self.service, step), kind='config')
+        if not shadow['exists']:
+            raise FailoverError('shadow {0!r} does not exist in the cluster: build it with playbooks/site.yml '
+                                'before a failover can {1} it'.format(shadow['name'], step), kind='notfound')
+        if not shadow['node_online']:
+            raise FailoverError('shadow {0!r} (vmid {1}) is on node {2!r}, which is offline: it cannot be {3}d '
+                                'through the API'.format(shadow['name'], shadow['vmid'], shadow['node'], step),
+                                kind='offline', node=shadow['node'])
+        return shadow
+
+    def primary_size(self, report):
+        """The size the shadow grows to: the largest primary, from the plan and from readable actual configs."""
+        cores = max(int(vm.get('cores') or 1) for vm in self.primaries)
+        memory = max(int(vm.get('memory') or 512) for vm in self.primaries)
+        for view in report['primaries']:
+            if view['exists'] and view['node_online']:
+                cfg, dummy = self.api.vm_config(view['node'], view['vmid'])
+                actual_cores, actual_memory = _size_of(cfg)
+                cores, memory = max(cores, actual_cores), max(memory, actual_memory or 0)
+        return cores, memory
+
+    def _pending(self, view):
+        """{key: pending value, or None for a pending delete} of a running VM (PVE applies them at its next start)."""
+        if view['status'] != 'running':
+            return {}
+        out = {}
+        for item in self.api.get('nodes/{0}/qemu/{1}/pending'.format(view['node'], view['vmid'])) or []:
+            if item.get('delete'):
+                out[item['key']] = None
+            elif 'pending' in item:
+                out[item['key']] = item['pending']
+        return out
+
+    def _update_shadow(self, shadow, compute):
+        # Compare with what the VM will have (pending values included): PVE keeps sizes it cannot hot-plug
+        # pending, and a second run must not write them again.
+        pending = self._pending(shadow)
+        before, changes, deletes = self.api.update_vm_config(shadow['node'], shadow['vmid'],
+                                                             lambda cfg: compute(_with_pending(cfg, pending)),
+                                                             check_mode=self.check_mode)
+        before = _with_pending(before, pending)
+        after = dict(before)
+        after.update(changes)
+
+        def view(cfg):
+            cores, memory = _size_of(cfg)
+            return dict(cores=cores, memory=memory, failover=_meta_of(cfg).get('failover'))
+
+        out = dict(name=shadow['name'], vmid=shadow['vmid'], node=shadow['node'], changes=sorted(changes),
+                   pending=[], changed=bool(changes or deletes))
+        if out['changed']:
+            self.result['changed'] = True
+            self.result['diff']['before'][shadow['name']] = view(before)
+            self.result['diff']['after'][shadow['name']] = view(after)
+            if not self.check_mode and shadow['status'] == 'running':
+                pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(shadow['node'], shadow['vmid'])) or []
+                out['pending'] = sorted(p['key'] for p in pending if p.get('key') in changes
+                                        and ('pending' in p or p.get('delete')))
+        return out
+
+    def activate(self, report):
+        shadow = self._shadow_ready(report, 'activate')
+        self._writable()
+        cores, memory = self.primary_size(report)
+        now = int(self._clock())
+
+        def compute(cfg):
+            changes = {}
+            have_cores, have_memory = _size_of(cfg)
+            if have_cores < cores:
+                changes['cores'] = cores
+            if have_memory < memory:
+                changes['memory'] = memory
+            if not (_meta_of(cfg).get('failover') or {}).get('active'):
+                text, dummy, differs = metablock.merge_description(cfg.get('description', ''),
+                                                                   {'failover': {'active': True, 'since': now}})
+                if differs:
+                    changes['description'] = text
+            return changes, []
+
+        out = self._update_shadow(shadow, compute)
+        out['size'] = dict(cores=cores, memory=memory)
+        started = False
+        if shadow['status'] != 'running':
+            started = True
+            self.result['changed'] = True
+            if not self.check_mode:
+                self._start(shadow)
+        out['started'] = started
+        verb = 'would ' if self.check_mode else ''
+        if out['changed'] or started:
+            text = '{0}{1} shadow {2} to {3} cores / {4} MiB{5}{6}'.format(
+                verb, 'grow' if self.check_mode else 'grew', shadow['name'], cores, memory,
+                ' and start it' if started and self.check_mode else (', started it' if started else ''),
+                '; pending until its next start: {0}'.format(', '.join(out['pending'])) if out['pending'] else '')
+        else:
+            text = 'shadow {0} already active at {1} cores / {2} MiB'.format(shadow['name'], cores, memory)
+        self._line('activate', text)
+        return out
+
+    # -------------------------------------------------------------- remediate
+
+    def _start(self, view):
+        """Start a VM and wait until QEMU runs; a failure names the VM and carries PVE's message."""
+        path = 'nodes/{0}/qemu/{1}/status/start'.format(view['node'], view['vmid'])
+        try:
+            self.api.run_task('POST', path, timeout=self.timeout)
+        except PveTaskError as exc:
+            raise FailoverError('{0} (vmid {1} on {2}) did not start: {3}'.format(
+                view['name'], view['vmid'], view['node'], _pve_message(exc)), kind='task', node=view['node'],
+                method='POST', path=path)
+        self._wait_running(view)
+
+    def _wait_running(self, view):
+        deadline = self._clock() + self.timeout
+        while True:
+            st = self._status(view['node'], view['vmid'])
+            if st.get('status') == 'running' and st.get('qmpstatus') in (None, 'running'):
+                return st
+            if self._clock() >= deadline:
+                raise FailoverError('{0} (vmid {1} on {2}) is not running {3}s after the request (status {4}, '
+                                    'qmpstatus {5})'.format(view['name'], view['vmid'], view['node'], self.timeout,
+                                                            st.get('status'), st.get('qmpstatus')),
+                                    kind='timeout', node=view['node'])
+            self._sleep(self._poll)
+
+    def _action(self, view, action):
+        path = 'nodes/{0}/qemu/{1}/status/{2}'.format(view['node'], view['vmid'], action)
+        try:
+            self.api.run_task('POST', path, timeout=self.timeout)
+        except PveTaskError as exc:
+            raise FailoverError('{0} (vmid {1} on {2}): {3} failed: {4}'.format(
+                view['name'], view['vmid'], view['node'], action, _pve_message(exc)), kind='task', node=view['node'],
+                method='POST', path=path)
+
+    def _unhang(self, view):
+        """Reset a running VM whose QEMU is not running (resume first when it is only paused)."""
+        if view['problem'] == 'hung':
+            self._action(view, 'reset')
+        st = self._status(view['node'], view['vmid'])
+        if st.get('qmpstatus') not in (None, 'running'):
+            # A paused QEMU stays paused across a reset, and after a crash a reset leaves it paused/prelaunch.
+            self._action(view, 'resume')
+        self._wait_running(view)
+
+    def plan_remediation(self, view):
+        """(action, message) for one primary: action in start, reset, resume, ha_recovery, none."""
+        name, node = view['name'], view['node']
+        problem = view['problem']
+        if view['healthy']:
+            return None, None
+        if problem == 'missing':
+            return 'none', ('{0} does not exist in the cluster: rebuild it with playbooks/site.yml '
+                            '(shadownet.proxmox.linked_clone)'.format(name))
+        if problem == 'node_offline':
+            if view['ha_state']:
+                return 'ha_recovery', ('node {0} is offline; HA manages {1} (vm:{2}, requested state {3}) and '
+                                       'recovers it on another node once {0} is fenced'.format(
+                                           node, name, view['vmid'], view['ha_state']))
+            return 'none', ('node {0} is offline: {1} (vmid {2}) cannot be started or migrated through the API and '
+                            'is not HA-managed, so nothing recovers it automatically. Bring {0} back, or once {0} is '
+                            'certainly off, move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an online node (and add '
+                            'the VM to HA for next time)'.format(node, name, view['vmid']))
+        if view['lock']:
+            return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
+        if problem == 'stopped':
+            return 'start', 'start {0} on {1}'.format(name, node)
+        if problem == 'paused':
+            return 'resume', 'resume {0} on {1} (qmpstatus paused)'.format(name, node)
+        return 'reset', 'reset {0} on {1} (running, qmpstatus {2})'.format(name, node, view['qmpstatus'])
+
+    def remediate(self, report):
+        out, failures = [], []
+        todo = [(view, self.plan_remediation(view)) for view in report['primaries'] if not view['healthy']]
+        if any(action in ('start', 'reset', 'resume') for dummy, (action, dummy2) in todo):
+            self._writable()
+        for view, (action, message) in todo:
+            item = dict(name=view['name'], vmid=view['vmid'], node=view['node'], problem=view['problem'],
+                        action=action, msg=message)
+            if action in ('start', 'reset', 'resume'):
+                self.result['changed'] = True
+                if self.check_mode:
+                    item['result'] = 'would'
+                else:
+                    try:
+                        if action == 'start':
+                            self._start(view)
+                        else:
+                            self._unhang(view)
+                        item['result'] = 'done'
+                    except PveApiError as exc:
+                        item.update(result='failed', msg=exc.message)
+                        failures.append(exc)
+            else:
+                item['result'] = 'waiting' if action == 'ha_recovery' else 'unresolved'
+                self.result['warnings'].append(message)
+            out.append(item)
+        if not todo:
+            self._line('remediate', 'every primary is up')
+        for item in out:
+            verb = {'done': 'done', 'would': 'would', 'failed': 'FAILED', 'waiting': 'waiting for HA',
+                    'unresolved': 'UNRESOLVED'}[item['result']]
+            self._line('remediate', '{0}: {1}'.format(verb, item['msg']))
+        return out, failures
+
+    # --------------------------------------------------------------- failback
+
+    def failback_blockers(self, report):
+        """Reasons not to fail back yet (empty: fail back)."""
+        reasons = []
+        for view in report['primaries']:
+            if not view['healthy']:
+                reasons.append('{0} is down ({1})'.format(view['name'], view['problem']))
+            elif self.min_uptime and (view['uptime'] or 0) < self.min_uptime:
+                reasons.append('{0} is up for {1}s only (min_uptime {2}s)'.format(
+                    view['name'], view['uptime'] or 0, self.min_uptime))
+            elif view.get('vrrp_state') == 'FAULT' or view.get('vrrp_health') == 1:
+                reasons.append('{0} runs but its VRRP health check fails (state {1}, health {2})'.format(
+                    view['name'], view.get('vrrp_state'), view.get('vrrp_health')))
+        return reasons
+
+    def failback(self, report):
+        shadow = self._shadow_ready(report, 'failback')
+        self._writable()
+        cores, memory = int(self.shadow['cores']), int(self.shadow['memory'])
+
+        def compute(cfg):
+            changes = {}
+            have_cores, have_memory = _size_of(cfg)
+            if have_cores != cores:
+                changes['cores'] = cores
+            if have_memory != memory:
+                changes['memory'] = memory
+            if 'failover' in _meta_of(cfg):
+                text, dummy, differs = metablock.merge_description(cfg.get('description', ''), {'failover': None})
+                if differs:
+                    changes['description'] = text
+            return changes, []
+
+        out = self._update_shadow(shadow, compute)
+        out['size'] = dict(cores=cores, memory=memory)
+        if out['changed']:
+            text = '{0} shadow {1} to its plan size {2} cores / {3} MiB and cleared its active mark{4}'.format(
+                'would shrink' if self.check_mode else 'shrank', shadow['name'], cores, memory,
+                '; pending until its next start: {0}'.format(', '.join(out['pending'])) if out['pending'] else '')
+        else:
+            text = 'shadow {0} already at its plan size ({1} cores / {2} MiB), not active'.format(shadow['name'],
+                                                                                                  cores, memory)
+        self._line('failback', text)
+        return out
+
+    # -------------------------------------------------------------------- run
+
+    def run(self, step):
+        if step not in STEPS:
+            raise FailoverError('step must be one of {0}'.format(', '.join(STEPS)), kind='config')
+        result = self.result
+        report = self.detect()
+        result['detect'] = report
+        result['steps'].append('detect')
+        self._line('detect', self.describe(report))
+        if step == 'detect':
+            return result
+        if not report['quorate'] or step in ('activate', 'failback') or report['primaries_down']:
+            self._writable()  # stops here, before any write, when quorum is lost
+        failures = []
+        if step in ('activate', 'auto'):
+            if step == 'auto' and report['shadow'] is None:
+                self._line('activate', 'no shadow in the plan')
+            elif step == 'activate' or report['primaries_down']:
+                result['activate'] = self.activate(report)
+                result['steps'].append('activate')
+            else:
+                self._line('activate', 'not needed: every primary is up')
+        if step in ('remediate', 'auto'):
+            result['remediation'], failures = self.remediate(report)
+            result['steps'].append('remediate')
+        if failures:
+            raise FailoverError('; '.join(exc.message for exc in failures), kind=failures[0].kind,
+                                node=failures[0].node)
+        if step in ('failback', 'auto'):
+            if step == 'auto' and result.get('remediation') and not self.check_mode:
+                report = self.detect()
+                result['after_remediation'] = report
+            blockers = self.failback_blockers(report)
+            if blockers and step == 'failback':
+                raise FailoverError('not failing back: {0}'.format('; '.join(blockers)), kind='failover')
+            if blockers:
+                result['failback'] = dict(changed=False, deferred=blockers)
+                self._line('failback', 'deferred: {0}'.format('; '.join(blockers)))
+            elif report['shadow'] is None:
+                self._line('failback', 'no shadow')
+            else:
+                result['failback'] = self.failback(report)
+                result['steps'].append('failback')
+        return result
+
+
+def _with_pending(cfg, pending):
+    out = dict(cfg)
+    for key, value in (pending or {}).items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def _pve_message(exc):
+    """PVE's own words from a failed task: the TASK ERROR line, else the message."""
+    for line in reversed(getattr(exc, 'log', None) or []):
+        if line.startswith('TASK ERROR:'):
+            return line[len('TASK ERROR:'):].strip()
+    return exc.message

@@ -1,0 +1,218 @@
+"""failover against pvesim: detect, activate, remediate, failback, auto; idempotence, check mode, faults."""
+import copy
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.modules import failover, linked_clone
+from lab.modrun import ModuleFailed, run_module
+
+TEMPLATE = {
+    'name': 'shop',
+    'nodes': ['pve1', 'pve2', 'pve3'],
+    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
+                  'gateway': '10.10.0.1'}],
+    'services': [
+        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
+         'vip': '10.10.0.100/24', 'critical': True},
+    ],
+    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
+}
+
+
+@pytest.fixture
+def plan():
+    return plan_from_template(copy.deepcopy(TEMPLATE))[1]
+
+
+@pytest.fixture
+def built(pvesim, pve_conn, plan):
+    """The plan's primaries and shadow, cloned and running."""
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    return dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+
+
+def fo(pve_conn, plan, step, check_mode=False, **extra):
+    args = dict(pve_conn, plan=plan, service='web', step=step, min_uptime=0, timeout=20)
+    args.update(extra)
+    return run_module(failover, args, check_mode=check_mode)
+
+
+def effective(vm, key):
+    """The value the VM has after its next start (pending included), as PVE's GET config shows it."""
+    value = vm.pending[key] if key in vm.pending else vm.config.get(key)
+    return int(str(value).split('=')[-1]) if value is not None else None
+
+
+def failover_mark(vm):
+    return (metablock.parse_description(vm.config.get('description', ''))[1] or {}).get('failover')
+
+
+def stop(vm):
+    vm.status = vm.qmpstatus = 'stopped'
+    vm.started_at = None
+
+
+def test_detect_healthy(pvesim, pve_conn, plan, built):
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'detect', state_dir_facts={'shop-web-1': 'MASTER', 'shop-web-shadow': 'BACKUP'})
+    assert not result['changed']
+    report = result['detect']
+    assert report['primaries_down'] == [] and not report['runs_on_shadow'] and report['quorate']
+    assert [v['name'] for v in report['primaries']] == ['shop-web-1', 'shop-web-2']
+    assert all(v['healthy'] and v['qmpstatus'] == 'running' for v in report['primaries'])
+    assert report['shadow']['name'] == 'shop-web-shadow' and report['shadow']['healthy']
+    assert not report['shadow']['active'] and report['vip_master'] == 'shop-web-1'
+    assert result['lines'][0].startswith('detect: shop-web-1 up; shop-web-2 up; shadow shop-web-shadow up')
+    # auto on a healthy service: nothing to do, nothing written.
+    again = fo(pve_conn, plan, 'auto')
+    assert not again['changed'] and again['steps'] == ['detect', 'remediate', 'failback']
+    assert pvesim.writes(mark) == []
+
+
+def test_stopped_primary_activate_remediate_failback(pvesim, pve_conn, plan, built):
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    assert effective(shadow, 'cores') == 1 and effective(shadow, 'memory') == 1024
+    stop(primary)
+    report = fo(pve_conn, plan, 'detect')['detect']
+    assert report['primaries_down'] == ['shop-web-1']
+    assert report['primaries'][0]['problem'] == 'stopped' and not report['runs_on_shadow']
+
+    # activate: the shadow grows to the primary's size (pending on the running shadow) and is marked active.
+    mark = pvesim.mark()
+    act = fo(pve_conn, plan, 'activate')
+    assert act['changed'] and act['activate']['size'] == {'cores': 2, 'memory': 2048}
+    assert effective(shadow, 'cores') == 2 and effective(shadow, 'memory') == 2048
+    assert 'cores' in act['activate']['pending']
+    since = failover_mark(shadow)['since']
+    assert failover_mark(shadow)['active'] is True and since > 0
+    puts = [w for w in pvesim.writes(mark)]
+    assert [(m, p) for m, p, b in puts] == [('PUT', '/api2/json/nodes/{0}/qemu/{1}/config'.format(
+        shadow.node, shadow.vmid))]
+    assert act['diff']['after']['shop-web-shadow']['cores'] == 2
+    # activate again: nothing to write, the mark keeps its time.
+    mark = pvesim.mark()
+    assert not fo(pve_conn, plan, 'activate')['changed']
+    assert pvesim.writes(mark) == [] and failover_mark(shadow)['since'] == since
+
+    # remediate: the stopped primary is started, and only that.
+    mark = pvesim.mark()
+    rem = fo(pve_conn, plan, 'remediate')
+    assert rem['changed']
+    assert rem['remediation'] == [dict(name='shop-web-1', vmid=primary.vmid, node=primary.node, problem='stopped',
+                                       action='start', result='done', msg='start shop-web-1 on ' + primary.node)]
+    assert primary.status == 'running' and primary.qmpstatus == 'running'
+    assert [(m, p) for m, p, b in pvesim.writes(mark)] == [
+        ('POST', '/api2/json/nodes/{0}/qemu/{1}/status/start'.format(primary.node, primary.vmid))]
+
+    # failback: the shadow goes back to its plan size and loses the mark.
+    back = fo(pve_conn, plan, 'failback')
+    assert back['changed'] and back['failback']['size'] == {'cores': 1, 'memory': 1024}
+    assert effective(shadow, 'cores') == 1 and effective(shadow, 'memory') == 1024
+    assert failover_mark(shadow) is None
+    assert 'shadownet:begin' in shadow.config['description']
+
+    # every step again: changed false, zero writes.
+    mark = pvesim.mark()
+    for step in ('remediate', 'failback', 'auto'):
+        assert not fo(pve_conn, plan, step)['changed'], step
+    assert pvesim.writes(mark) == []
+
+
+def test_auto_converges_in_two_runs_then_changes_nothing(pvesim, pve_conn, plan, built):
+    primary, shadow = built['shop-web-2'], built['shop-web-shadow']
+    stop(primary)
+    first = fo(pve_conn, plan, 'auto', min_uptime=60)
+    assert first['changed'] and first['steps'] == ['detect', 'activate', 'remediate']
+    assert primary.status == 'running' and failover_mark(shadow)['active'] is True
+    # The primary was started by this run: failback waits for min_uptime (no flapping).
+    assert any('shop-web-2 is up for' in reason for reason in first['failback']['deferred'])
+    assert any(line.startswith('failback: deferred') for line in first['lines'])
+    second = fo(pve_conn, plan, 'auto', min_uptime=0)
+    assert second['changed'] and second['steps'] == ['detect', 'remediate', 'failback']
+    assert failover_mark(shadow) is None and effective(shadow, 'cores') == 1
+    mark = pvesim.mark()
+    third = fo(pve_conn, plan, 'auto', min_uptime=0)
+    assert not third['changed'] and pvesim.writes(mark) == []
+
+
+def test_check_mode_writes_nothing(pvesim, pve_conn, plan, built):
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    stop(primary)
+    mark = pvesim.mark()
+    for step in ('activate', 'remediate', 'auto'):
+        result = fo(pve_conn, plan, step, check_mode=True)
+        assert result['changed'], step
+    assert result['remediation'][0]['result'] == 'would'
+    assert result['diff']['after']['shop-web-shadow']['cores'] == 2
+    assert any(line.startswith('activate: would grow shadow shop-web-shadow') for line in result['lines'])
+    assert pvesim.writes(mark) == []
+    assert primary.status == 'stopped' and effective(shadow, 'cores') == 1 and failover_mark(shadow) is None
+
+
+def test_vm_that_does_not_start(pvesim, pve_conn, plan, built):
+    primary = built['shop-web-1']
+    stop(primary)
+    primary.start_error = 'QEMU exited with code 1'
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'remediate')
+    msg = info.value.result['msg']
+    assert 'shop-web-1' in msg and 'did not start' in msg and 'QEMU exited with code 1' in msg
+    assert info.value.result['remediation'][0]['result'] == 'failed'
+    assert primary.status == 'stopped'
+
+
+def test_hung_primary_is_reset_and_resumed(pvesim, pve_conn, plan, built):
+    primary = built['shop-web-1']
+    primary.qmpstatus = 'internal-error'
+    report = fo(pve_conn, plan, 'detect')['detect']
+    assert report['primaries'][0]['problem'] == 'hung'
+    mark = pvesim.mark()
+    rem = fo(pve_conn, plan, 'remediate')
+    assert rem['remediation'][0]['action'] == 'reset' and rem['remediation'][0]['result'] == 'done'
+    paths = [p.rsplit('/', 1)[-1] for m, p, b in pvesim.writes(mark)]
+    # The simulator leaves QEMU's state alone on reset (as after a crash): the module resumes it.
+    assert paths == ['reset', 'resume'] and primary.qmpstatus == 'running'
+
+
+def test_node_offline_is_reported_by_name(pvesim, pve_conn, plan, built):
+    primary = built['shop-web-1']
+    pvesim.pve.set_node_offline(primary.node)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate')
+    item = result['remediation'][0]
+    assert item['problem'] == 'node_offline' and item['action'] == 'none' and item['result'] == 'unresolved'
+    assert "node {0} is offline".format(primary.node) in item['msg'] and 'shop-web-1' in item['msg']
+    assert 'not HA-managed' in item['msg']
+    assert 'node {0} is offline'.format(primary.node) in str(result.get('warnings'))
+    assert any(line.startswith('remediate: UNRESOLVED: node {0} is offline'.format(primary.node))
+               for line in result['lines'])
+    assert not result['changed'] and pvesim.writes(mark) == []
+    # With HA managing the VM, HA recovers it: the module says so and still writes nothing.
+    pvesim.pve.set_node_offline(primary.node, False)
+    pvesim.pve.ha_resources['vm:{0}'.format(primary.vmid)] = {'state': 'started'}
+    pvesim.pve.set_node_offline(primary.node)
+    mark = pvesim.mark()
+    item = fo(pve_conn, plan, 'remediate')['remediation'][0]
+    assert item['action'] == 'ha_recovery' and item['result'] == 'waiting' and 'HA manages shop-web-1' in item['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_lost_quorum_stops_before_any_write(pvesim, pve_conn, plan, built):
+    stop(built['shop-web-1'])
+    pvesim.pve.lose_quorum()
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'auto')
+    assert 'lost quorum' in info.value.result['msg'] and 'no change was made' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+    # detect still reports (read-only).
+    assert fo(pve_conn, plan, 'detect')['detect']['quorate'] is False
+
+
+def test_unknown_service_is_refused(pve_conn, plan):
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'detect', service='db')
+    assert "service 'db' is not in the plan of template 'shop' (services: web)" in info.value.result['msg']
