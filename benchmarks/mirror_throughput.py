@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Throughput through a primary's tap with and without port mirroring, in the namespace lab.
 
@@ -63,11 +62,12 @@ def measure(seconds, rounds, udp):
         server = lab.spawn(primary.ns, ['iperf3', '-s', '-B', '10.0.0.10'])
         time.sleep(0.5)
         manager = MirrorManager(_run, netns=lab.node)
+
         # The shadow's receive counter proves the copies arrive (a capture would cost CPU).
         def copies():
             return lab.link(shadow.ns, 'eth0').get('stats64', {}).get('rx', {}).get('packets', 0)
-        results = {name: [] for name, _ in CONFIGS}
-        for _ in range(rounds):
+        results = {name: [] for name, dummy in CONFIGS}
+        for dummy in range(rounds):
             for name, cfg in CONFIGS:
                 if cfg is None:
                     manager.ensure_absent('tap100i0', 'tap900i0')
@@ -89,15 +89,15 @@ def main():
     ap.add_argument('--json', action='store_true')
     args = ap.parse_args()
     results = measure(args.seconds, args.rounds, args.udp)
-    base = statistics.median(b for b, _ in results['none'])
+    base = statistics.median(run[0] for run in results['none'])
     report = []
-    for name, _ in CONFIGS:
-        med = statistics.median(b for b, _ in results[name])
+    for name, dummy in CONFIGS:
+        med = statistics.median(run[0] for run in results[name])
         ratio = med / base
         target = TARGETS.get(name)
         report.append({'config': name, 'median_gbps': round(med / 1e9, 3), 'ratio': round(ratio, 3),
-                       'runs_gbps': [round(b / 1e9, 3) for b, _ in results[name]],
-                       'copies_seen_by_shadow': [c for _, c in results[name]],
+                       'runs_gbps': [round(run[0] / 1e9, 3) for run in results[name]],
+                       'copies_seen_by_shadow': [run[1] for run in results[name]],
                        'target': target, 'meets_target': None if target is None else ratio >= target})
     if args.json:
         print(json.dumps(report, indent=2))

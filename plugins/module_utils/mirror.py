@@ -200,9 +200,8 @@ def nft_ruleset(spec):
                                        'prio': 0, 'policy': 'accept'}}})
         expr = []
         if spec.threshold() is not None:
-            expr.append({'match': {'op': '<', 'left': {'numgen': {'mode': 'random',
-                                                                 'mod': SAMPLE_MOD, 'offset': 0}},
-                                   'right': spec.threshold()}})
+            numgen = {'numgen': {'mode': 'random', 'mod': SAMPLE_MOD, 'offset': 0}}
+            expr.append({'match': {'op': '<', 'left': numgen, 'right': spec.threshold()}})
         expr.append({'counter': None})
         expr.append({'dup': {'addr': spec.target}})
         cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain,
@@ -332,7 +331,7 @@ class MirrorManager:
 
     # --- reads
     def link(self, dev):
-        rc, out, _ = self.call('ip', ['-j', 'link', 'show', 'dev', dev], check=False)
+        rc, out, dummy = self.call('ip', ['-j', 'link', 'show', 'dev', dev], check=False)
         if rc != 0:
             return None
         data = json.loads(out or '[]')
@@ -347,13 +346,13 @@ class MirrorManager:
     def read_nft(self, spec_or_pair):
         source, target = spec_or_pair
         name = nft_table_name(source, target)
-        rc, out, _ = self.call('nft', ['-j', 'list', 'table', 'netdev', name], check=False)
+        rc, out, dummy = self.call('nft', ['-j', 'list', 'table', 'netdev', name], check=False)
         if rc != 0:
             return None, {}
         return parse_nft_table(json.loads(out))
 
     def qdiscs(self, dev):
-        rc, out, _ = self.call('tc', ['-j', 'qdisc', 'show', 'dev', dev], check=False)
+        rc, out, dummy = self.call('tc', ['-j', 'qdisc', 'show', 'dev', dev], check=False)
         return json.loads(out or '[]') if rc == 0 else []
 
     def tc_parents(self, dev):
@@ -379,8 +378,8 @@ class MirrorManager:
         return parents
 
     def tc_filters(self, dev, parent):
-        rc, out, _ = self.call('tc', ['-j', 'filter', 'show', 'dev', dev, 'parent', parent],
-                               check=False)
+        rc, out, dummy = self.call('tc', ['-j', 'filter', 'show', 'dev', dev, 'parent', parent],
+                                   check=False)
         return json.loads(out or '[]') if rc == 0 and out.strip() else []
 
     def read_tc(self, source, target):
@@ -489,7 +488,7 @@ class MirrorManager:
                 if ok:
                     keep.add((vm_dir, ok[0]['pref']))
             self._remove_tc(spec.source, before['rules'], check_mode, keep=keep)
-            kept_dirs = {d for d, _ in keep}
+            kept_dirs = {d for d, dummy in keep}
             for vm_dir in spec.vm_directions:
                 if vm_dir not in kept_dirs:
                     self._add_tc(spec, vm_dir, check_mode)

@@ -41,7 +41,7 @@ description:
     points at a dead device. The C(shadownet.proxmox.port_mirror) role installs a hookscript that
     re-applies mirrors on C(post-start) of both the primary and the shadow.
 author:
-  - shadownet.proxmox contributors
+  - shadownet.proxmox developers (@shadownet)
 options:
   source:
     description:
@@ -110,8 +110,10 @@ requirements:
   - Linux 5.16 or later for the nftables C(egress) hook (PVE 8 ships 6.x).
 attributes:
   check_mode:
+    description: Runs only the read commands and reports what would change.
     support: full
   diff_mode:
+    description: Shows the pair's rules per direction before and after.
     support: full
 '''
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from lab.netns import Lab, cleanup_stale, netlab, parse_frame  # noqa: F401
+from lab.netns import Lab, cleanup_stale, netlab, parse_frame  # noqa: F401  # pylint: disable=unused-import
 
 
 def _namespaces():

@@ -10,18 +10,17 @@ import io
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from scipy.stats import binom
 
 from ansible.module_utils.testing import patch_module_args
-from lab.netns import netlab  # noqa: F401
+from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
 
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HOOK = os.path.join(ROOT, 'roles', 'port_mirror', 'files', 'shadownet-hook.py')
+HOOK_SRC = os.path.join(ROOT, 'roles', 'port_mirror', 'files', 'shadownet-hook.py')
 MIRROR_PY = os.path.join(ROOT, 'plugins', 'module_utils', 'mirror.py')
 VENV_PY = os.path.join(ROOT, '.venv', 'bin', 'python')
 COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
@@ -51,7 +50,7 @@ def ansible_adhoc(args, check=False):
                ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
     if check:
         argv.append('--check')
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
     line = proc.stdout.strip().splitlines()[-1]
     return proc.returncode, json.loads(line.split('=>', 1)[1])
 
@@ -101,17 +100,25 @@ def hook(lab, state_file, libdir, vmid, phase):
     """Call the hookscript exactly as PVE does: `<script> <vmid> <phase>`."""
     env = dict(os.environ, SHADOWNET_MIRRORS=str(state_file), SHADOWNET_LIB=str(libdir),
                SHADOWNET_NETNS=lab.node)
-    proc = subprocess.run([HOOK, str(vmid), phase], capture_output=True, text=True, env=env,
-                          timeout=60)
+    script = os.path.join(os.path.dirname(str(libdir)), 'shadownet-hook.py')
+    proc = subprocess.run([script, str(vmid), phase], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 @pytest.fixture
 def hooklib(tmp_path):
+    """The hookscript library dir, and the hookscript installed as the role does (first line
+    replaced by the node's python) so that it can be run as `<script> <vmid> <phase>`."""
     libdir = tmp_path / 'lib'
     libdir.mkdir()
     (libdir / 'shadownet_mirror.py').symlink_to(MIRROR_PY)
+    with open(HOOK_SRC, encoding='utf-8') as fh:
+        body = fh.read().split('\n', 1)[1]
+    hookfile = tmp_path / 'shadownet-hook.py'
+    hookfile.write_text('#!/usr/bin/python3\n' + body)
+    hookfile.chmod(0o755)
     return libdir
 
 
@@ -166,7 +173,7 @@ def test_vm_restarts_and_hookscript_restore_mirrors(netlab, tmp_path, hooklib):
     state.write_text(json.dumps({'mirrors': mirrors}))
     out = hook(netlab, state, hooklib, 100, 'post-start')
     assert 'tap100i0 -> tap900i0 created (changed)' in out
-    to_vm, _ = shadow_counters(netlab, shadow)
+    to_vm = shadow_counters(netlab, shadow)[0]
     exchange(netlab, primary, client, 200, echo=False, pps=5000)
     assert to_vm.wait(200, timeout=5) == 200
 
@@ -185,7 +192,7 @@ def test_vm_restarts_and_hookscript_restore_mirrors(netlab, tmp_path, hooklib):
     assert 'updated (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
     netlab.release(to_vm)
     netlab.restart_nic(900)
-    to_vm, _ = shadow_counters(netlab, shadow)
+    to_vm = shadow_counters(netlab, shadow)[0]
     exchange(netlab, primary, client, 200, echo=False, pps=5000)
     assert to_vm.settle(0.5) == 0
     out = hook(netlab, state, hooklib, 900, 'post-start')
@@ -201,10 +208,11 @@ def test_vm_restarts_and_hookscript_restore_mirrors(netlab, tmp_path, hooklib):
 
 
 @pytest.mark.netns
-def test_hookscript_usage_errors(tmp_path):
-    proc = subprocess.run([HOOK, 'abc', 'post-start'], capture_output=True, text=True)
+def test_hookscript_usage_errors(hooklib):
+    script = str(hooklib.parent / 'shadownet-hook.py')
+    proc = subprocess.run([script, 'abc', 'post-start'], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and 'usage' in proc.stderr
-    proc = subprocess.run([HOOK, '100', 'reboot'], capture_output=True, text=True)
+    proc = subprocess.run([script, '100', 'reboot'], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
 
 
@@ -225,7 +233,7 @@ def test_check_mode_absent_and_foreign_rules(netlab, backend):
     assert res['changed'] is True and res['commands']
     assert res['diff']['before'] == {} and set(res['diff']['after']) == {'ingress', 'egress'}
     assert ruleset(netlab) == before  # check mode touched nothing
-    to_vm, _ = shadow_counters(netlab, shadow)
+    to_vm = shadow_counters(netlab, shadow)[0]
     exchange(netlab, primary, client, 100, echo=False, pps=5000)
     assert to_vm.settle(0.3) == 0
 
@@ -315,7 +323,7 @@ def play_role(tmp_path, lab, **role_vars):
                ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
     proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
                            '-e', 'ansible_python_interpreter=%s' % VENV_PY],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -340,8 +348,8 @@ def test_role_installs_hookscript_applies_and_prunes(netlab, tmp_path):
     hookfile = tmp_path / 'snippets' / 'shadownet-hook.py'
     assert os.access(hookfile, os.X_OK)
     state = json.loads((tmp_path / 'etc' / 'mirrors.json').read_text())
-    assert [(m['source_vmid'], m['target_vmid']) for m in state['mirrors']] == [(100, 900), (101, 901),
-                                                                               (102, 902)]
+    pairs = [(m['source_vmid'], m['target_vmid']) for m in state['mirrors']]
+    assert pairs == [(100, 900), (101, 901), (102, 902)]
     tables = netlab.run(netlab.node, ['nft', 'list', 'tables']).stdout
     assert 'shadownet_tap100i0_-tap900i0' in tables and 'shadownet_tap101i0_-tap901i0' in tables
     to_vm, from_vm = shadow_counters(netlab, shadow)
@@ -362,10 +370,10 @@ def test_role_installs_hookscript_applies_and_prunes(netlab, tmp_path):
     # The installed hookscript, with the installed library, as PVE would call it.
     netlab.release(to_vm)
     netlab.restart_nic(900)
-    to_vm, _ = shadow_counters(netlab, shadow)
+    to_vm = shadow_counters(netlab, shadow)[0]
     proc = subprocess.run([str(hookfile), '900', 'post-start'], capture_output=True, text=True,
                           env=dict(os.environ, SHADOWNET_MIRRORS=str(tmp_path / 'etc' / 'mirrors.json'),
-                                   SHADOWNET_LIB=str(tmp_path / 'lib')), timeout=60)
+                                   SHADOWNET_LIB=str(tmp_path / 'lib')), timeout=60, check=False)
     assert proc.returncode == 0 and 'updated (changed)' in proc.stdout, proc.stdout + proc.stderr
     exchange(netlab, primary, client, 100, echo=False, pps=5000)
     assert to_vm.wait(100, timeout=5) == 100

@@ -182,7 +182,7 @@ class _Worker:
     def _loop(self):
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self.sock], [], [], 0.1)
+                ready = select.select([self.sock], [], [], 0.1)[0]
                 if not ready:
                     continue
                 # Drain everything queued before looking at the stop flag again.
@@ -558,9 +558,9 @@ def _taprelay(node_ns, host_name, guest_ns, guest_name):
     _enter(guest_ns)
     b = _open_tap(guest_name)
     peer = {a: b, b: a}
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))
     while True:
-        ready, _, _ = select.select([a, b], [], [])
+        ready = select.select([a, b], [], [])[0]
         for fd in ready:
             try:
                 os.write(peer[fd], os.read(fd, 65536))

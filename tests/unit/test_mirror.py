@@ -100,7 +100,7 @@ def test_stale_dup_target_does_not_compare_equal():
     listing = {'nftables': [
         {'chain': {'name': 'vm_egress', 'hook': 'ingress'}},
         {'rule': {'chain': 'vm_egress', 'expr': [{'counter': {'packets': 0}}, {'dup': {'addr': '17'}}]}}]}
-    state, _ = m.parse_nft_table(listing)
+    state = m.parse_nft_table(listing)[0]
     want = m.desired_state(m.MirrorSpec('tap100i0', 'tap900i0', direction='egress'))
     assert state == {'egress': [{'backend': 'nft', 'sample': None, 'target': '17'}]}
     assert m.normalise(state) != m.normalise(want)
@@ -110,7 +110,7 @@ def test_foreign_rules_are_marked_unknown():
     listing = {'nftables': [
         {'chain': {'name': 'vm_ingress', 'hook': 'egress'}},
         {'rule': {'chain': 'vm_ingress', 'expr': [{'drop': None}]}}]}
-    state, _ = m.parse_nft_table(listing)
+    state = m.parse_nft_table(listing)[0]
     assert 'unknown' in state['ingress'][0]
 
 

@@ -1,8 +1,11 @@
-#!/usr/bin/python3
+#!/usr/bin/env python
 # -*- coding: utf-8 -*-
 # Copyright (c) shadownet.proxmox contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """shadownet VM hookscript: keeps port mirrors alive across VM restarts.
+
+The role installs this file with its first line replaced by ``#!<port_mirror_python>``
+(default /usr/bin/python3: PVE nodes have no ``python``).
 
 PVE calls it as ``shadownet-hook.py <vmid> <phase>`` (phases pre-start, post-start, pre-stop,
 post-stop). PVE recreates a VM's tap devices on every start, which drops tc mirrors on a primary
