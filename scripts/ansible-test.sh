@@ -6,8 +6,11 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${VENV:-$here/.venv}"
 py="$VENV/bin/python"
 # Outside the repository: ansible-test would otherwise list files with git from the enclosing repo.
-stage="${TMPDIR:-/tmp}/shadownet-ansible-test/ansible_collections/shadownet/proxmox"
-rm -rf "$stage"; mkdir -p "$stage"
+# A private directory per run, so two runs never clobber each other's staged copy.
+stage_root="$(mktemp -d "${TMPDIR:-/tmp}/shadownet-ansible-test.XXXXXX")"
+trap 'rm -rf "$stage_root"' EXIT
+stage="$stage_root/ansible_collections/shadownet/proxmox"
+mkdir -p "$stage"
 (cd "$here" && git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$stage/" 2>/dev/null || true)
 # ansible-test wants a git-free tree or a real repository; a plain copy is fine.
 # The pip version ansible-test bootstraps (get_venv_packages: pip='X.Y'); its download is replaced below.
@@ -26,6 +29,6 @@ pyver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 cd "$stage"
 case "${1:-sanity}" in
     sanity) shift || true
-        exec "$VENV/bin/ansible-test" sanity --venv --python "$pyver" --skip-test pslint "$@" ;;
-    *) exec "$VENV/bin/ansible-test" "$@" ;;
+        "$VENV/bin/ansible-test" sanity --venv --python "$pyver" --skip-test pslint "$@" ;;
+    *) "$VENV/bin/ansible-test" "$@" ;;
 esac
