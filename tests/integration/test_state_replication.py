@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lab.netns import in_netns, netlab  # noqa: F401
+from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
@@ -146,8 +146,8 @@ def _play(p, ns, **extra):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1',
                ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
                ANSIBLE_LOCAL_TEMP=str(p['tmp'] / 'ansible-tmp'), ANSIBLE_REMOTE_TEMP=str(p['tmp'] / 'ansible-tmp'))
-    argv = (['ip', 'netns', 'exec', ns] if ns else []) + [PLAYBOOK_BIN, '-i', 'localhost,', '-e', '@' + str(varfile),
-                                                           str(book)]
+    argv = ['ip', 'netns', 'exec', ns] if ns else []
+    argv += [PLAYBOOK_BIN, '-i', 'localhost,', '-e', '@' + str(varfile), str(book)]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, check=False)
     recap = {}
     for line in res.stdout.splitlines():
