@@ -1,5 +1,9 @@
 """failover against pvesim: detect, activate, remediate, failback, auto; idempotence, check mode, faults."""
 import copy
+import json
+import os
+import re
+import subprocess
 
 import pytest
 
@@ -216,3 +220,32 @@ def test_unknown_service_is_refused(pve_conn, plan):
     with pytest.raises(ModuleFailed) as info:
         fo(pve_conn, plan, 'detect', service='db')
     assert "service 'db' is not in the plan of template 'shop' (services: web)" in info.value.result['msg']
+
+
+def play(pvesim, *extra):
+    """playbooks/failover.yml through ansible-playbook against the simulator (connection from PROXMOX_*)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    user, _, token = pvesim.token_id.partition('!')
+    env.update(PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
+               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default')
+    env['PATH'] = os.path.join(root, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
+    cmd = [os.path.join(root, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
+           os.path.join(root, 'playbooks', 'failover.yml'), '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
+           '-e', 'ansible_python_interpreter=' + os.path.join(root, '.venv', 'bin', 'python')] + list(extra)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=root)
+
+
+@pytest.mark.slow
+def test_playbook(pvesim, pve_conn, plan, built):
+    missing = play(pvesim)
+    assert missing.returncode != 0 and 'failover_service is required' in missing.stdout, missing.stdout[-3000:]
+    stop(built['shop-web-1'])
+    proc = play(pvesim, '-e', 'failover_service=web', '-e', 'failover_min_uptime=0')
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    lines = re.findall(r'"msg": "((?:detect|activate|remediate|failback): [^"]*)"', proc.stdout)
+    assert [line.split(':')[0] for line in lines] == ['detect', 'activate', 'remediate', 'failback'], proc.stdout
+    assert lines[2] == 'remediate: done: start shop-web-1 on ' + built['shop-web-1'].node
+    assert built['shop-web-1'].status == 'running' and failover_mark(built['shop-web-shadow']) is None
