@@ -21,7 +21,7 @@ description:
   - C(activate) grows the shadow to the size of its largest primary (plan and actual configs; never shrinks it)
     with one digest-checked update, marks it active in the metadata block of its description (key C(failover)
     with C(active) true and C(since), Unix seconds) and starts it if it is stopped. Sizes PVE cannot hot-plug
-    stay pending until the shadow's next start; they are listed in RV(activate.pending) and the shadow is not
+    stay pending until the shadow's next start; they are listed in C(pending) of RV(activate) and the shadow is not
     restarted, because it is serving.
   - C(remediate) starts a stopped primary, resets one that runs while QEMU does not (then resumes it if QEMU
     stays paused after the reset), resumes a paused one, and waits until QEMU runs. A VM that fails to start
