@@ -24,7 +24,8 @@ import time
 
 import pytest
 
-from lab.netns import in_netns, netlab  # noqa: F401  pylint: disable=unused-import  (netlab is a fixture)
+# netlab is a pytest fixture: imported to be found, never called.
+from lab.netns import in_netns, netlab  # noqa: F401 # pylint: disable=unused-import
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
 
@@ -332,7 +333,7 @@ class VrrpLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             recent = self.prober.since(time.monotonic() - quiet)
-            if len(recent) >= int(quiet / self.prober.interval / 3) and all(w == owner for _, w in recent):
+            if len(recent) >= int(quiet / self.prober.interval / 3) and all(w == owner for dummy, w in recent):
                 return True
             time.sleep(0.05)
         return False
@@ -387,7 +388,7 @@ def failover_cycle(vl, kind, settle=1.0, failback_timeout=20.0):
     t_fail = time.monotonic()
     vl.fail(kind)
     deadline = t_fail + 10
-    while time.monotonic() < deadline and not any(w == 'shadow' for _, w in vl.prober.since(t_fail)):
+    while time.monotonic() < deadline and not any(w == 'shadow' for dummy, w in vl.prober.since(t_fail)):
         time.sleep(0.01)
     time.sleep(settle)
     took = measure(vl.prober.since(t_fail - 1.0), t_fail, 'shadow')
@@ -531,3 +532,29 @@ def test_idle_window_and_reload_keep_the_vip(vlab, rendered):
     times = [t for t, dummy in replies]
     assert max(b - a for a, b in zip(times, times[1:])) < 0.5
     assert 'vrrp_garp_master_refresh_repeat 2' in open(rendered['hosts']['primary']['vip_failover_config_path']).read()
+
+
+def _multicast(role):
+    return [{'name': 'web', 'interface': 'eth0', 'vip': VIP, 'role': role,
+             'check': {'type': 'tcp', 'port': SERVICE_PORT}}]
+
+
+@pytest.mark.netns
+@needs_keepalived
+def test_multicast_failover(netlab, tmp_path):  # noqa: F811
+    res, hosts = render(str(tmp_path), extra=LAB_VARS, instances=_multicast)
+    assert res.returncode == 0, res.stdout[-3000:]
+    conf = open(hosts['primary']['vip_failover_config_path']).read()
+    assert 'unicast_peer' not in conf and 'unicast_src_ip' not in conf
+    vl = VrrpLab(netlab, hosts)
+    try:
+        assert vl.wait_state('primary', 'MASTER') and vl.wait_state('shadow', 'BACKUP')
+        vl.start_probe()
+        assert vl.wait_owner('primary')
+        for kind in ('link', 'kill'):
+            res = failover_cycle(vl, kind)
+            detail = {k: v for k, v in res.items() if k != 'transitions'}
+            assert _ok(res['takeover'], 1.0) and res['others_after'] == 0, detail
+            assert res['failed_back'] and res['masters'] == {'primary': 1, 'shadow': 1}, detail
+    finally:
+        vl.close()
