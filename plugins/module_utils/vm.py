@@ -150,9 +150,15 @@ def find_template(resources, ref):
 def desired_config_changes(spec, cfg, meta_module=None):
     """(changes, deletes) that bring ``cfg`` to ``spec``: pure; compares property strings as structures."""
     changes, deletes = {}, []
-    if spec.cores is not None and int(cfg.get('cores', 1)) != int(spec.cores):
+    # A shadow that has taken over (failover grew it to a primary's size) keeps its size until fail-back:
+    # a build running meanwhile must not shrink the standby that is serving.
+    serving = False
+    if meta_module is not None:
+        dummy, current_meta = meta_module.parse_description(cfg.get('description', ''))
+        serving = bool(((current_meta or {}).get('failover') or {}).get('active'))
+    if not serving and spec.cores is not None and int(cfg.get('cores', 1)) != int(spec.cores):
         changes['cores'] = int(spec.cores)
-    if spec.memory is not None and propstr.parse_memory(cfg.get('memory', 512)) != int(spec.memory):
+    if not serving and spec.memory is not None and propstr.parse_memory(cfg.get('memory', 512)) != int(spec.memory):
         changes['memory'] = int(spec.memory)
     for index, want in enumerate(spec.nets or []):
         if want is None:

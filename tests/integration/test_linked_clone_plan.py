@@ -84,3 +84,15 @@ def test_offline_template_node_is_named(pvesim, pve_conn):
     assert "node 'pve1' is offline" in info.value.result['msg']
     assert managed(pvesim) == {}
     assert [w for w in pvesim.writes(mark) if 'clone' not in w[1]] == []
+
+
+def test_build_keeps_an_active_shadow_at_its_failover_size(pvesim, pve_conn):
+    plan = plan_of(TEMPLATE)
+    run_module(linked_clone, dict(pve_conn, plan=plan))
+    shadow = managed(pvesim)['shop-web-shadow']
+    # What the failover module does when it activates the shadow: full size, marked active.
+    shadow.config['cores'] = 2
+    shadow.config['description'] = shadow.config['description'].replace('"index":1', '"failover":{"active":true},"index":1')
+    result = run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow']))
+    assert not result['changed']
+    assert int(shadow.config['cores']) == 2
