@@ -75,7 +75,7 @@ class MissingForecastLibrary(ImportError):
 class _Libs(object):
     np = None
     ETSModel = None
-    ThetaModel = None
+    SimpleExpSmoothing = None
     threadpool_limits = None
 
 
@@ -94,7 +94,7 @@ def _libs():
         raise MissingForecastLibrary('numpy', exc)
     try:
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-        from statsmodels.tsa.forecasting.theta import ThetaModel
+        from statsmodels.tsa.holtwinters import SimpleExpSmoothing
     except ImportError as exc:
         raise MissingForecastLibrary('statsmodels', exc)
     try:
@@ -102,7 +102,7 @@ def _libs():
     except ImportError:
         threadpool_limits = None
     _Libs.ETSModel = ETSModel
-    _Libs.ThetaModel = ThetaModel
+    _Libs.SimpleExpSmoothing = SimpleExpSmoothing
     _Libs.threadpool_limits = threadpool_limits
     _Libs.np = np
     return _Libs
@@ -262,14 +262,22 @@ class _ETS(object):
 
 
 class _Theta(object):
-    """Standard Theta (theta=2): SES plus half the OLS drift; params from statsmodels."""
+    """Standard Theta (theta=2): SES plus half the OLS drift.
+
+    The parameters are those of statsmodels' ``ThetaModel(..., deseasonalize=False).fit()``
+    (OLS slope ``b0`` on a time index, SES ``alpha`` with the level initialised at the first
+    value), estimated the same way but with holtwinters' SES, which is several times faster
+    than the state-space SES ThetaModel uses and gives the same alpha.
+    """
     name = 'theta'
 
     def __init__(self, libs, y, fit_end, horizon, season=None):
         np = libs.np
-        res = libs.ThetaModel(y[:fit_end], period=1, deseasonalize=False).fit()
-        self.b0 = float(res.params.iloc[0]) if hasattr(res.params, 'iloc') else float(res.params[0])
-        alpha = float(res.params.iloc[1]) if hasattr(res.params, 'iloc') else float(res.params[1])
+        yf = y[:fit_end]
+        design = np.column_stack((np.ones(fit_end), np.arange(fit_end, dtype=float)))
+        self.b0 = float(np.linalg.lstsq(design, yf, rcond=None)[0][1])
+        ses = libs.SimpleExpSmoothing(yf, initialization_method='known', initial_level=float(yf[0])).fit()
+        alpha = float(ses.params['smoothing_level'])
         self.alpha = min(max(alpha, 1e-6), 1.0)
         # SES with the level initialised at the first value, as statsmodels does.
         n = len(y)

@@ -190,3 +190,18 @@ def test_normal_quantile():
     assert abs(fc._normal_quantile(0.9) - 1.2815515655) < 1e-8
     assert abs(fc._normal_quantile(0.975) - 1.9599639845) < 1e-8
     assert abs(fc._normal_quantile(0.001) + 3.0902323062) < 1e-7
+
+
+def test_theta_matches_statsmodels_theta_model():
+    from statsmodels.tsa.forecasting.theta import ThetaModel
+    rnd = random.Random(6)
+    y = [30.0 + 0.05 * t + rnd.gauss(0, 1.5) for t in range(300)]
+    libs = fc._libs()
+    np = libs.np
+    ours = fc._Theta(libs, np.array(y), 300, 10)
+    ref = ThetaModel(np.array(y), period=1, deseasonalize=False).fit()
+    assert abs(ours.b0 - float(ref.params.iloc[0])) < 1e-9
+    assert abs(ours.alpha - float(ref.params.iloc[1])) < 1e-3
+    want = np.asarray(ref.forecast(10))
+    got = ours.forecasts(np.array([299]))[0]
+    assert np.allclose(got, want, rtol=1e-3)

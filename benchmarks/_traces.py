@@ -1,0 +1,73 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared helpers for the benchmarks: find and load the Bitbrains traces, import the collection.
+
+Only ``bitbrains_rnd_2013-8`` is read. ``holdout/`` is reserved for acceptance and is
+never opened here.
+"""
+import gzip
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+STEP = 300  # the Bitbrains traces are 5-minute averages
+
+# one BLAS/OpenMP thread per fit, set before numpy is imported anywhere
+for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ.setdefault(_var, '1')
+
+
+def import_collection():
+    """Make ``ansible_collections.shadownet.proxmox`` importable from this checkout."""
+    coll = os.path.join(ROOT, '.build', 'collections')
+    link = os.path.join(coll, 'ansible_collections', 'shadownet', 'proxmox')
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link)
+    if coll not in sys.path:
+        sys.path.insert(0, coll)
+
+
+def traces_dir():
+    base = os.environ.get('SHADOWNET_TRACES') or os.path.join(ROOT, '..', 'shared', 'traces')
+    path = os.path.join(os.path.abspath(base), 'bitbrains_rnd_2013-8')
+    if not os.path.isdir(path):
+        sys.exit('traces not found at %s: set SHADOWNET_TRACES to the folder holding bitbrains_rnd_2013-8/' % path)
+    return path
+
+
+COLUMNS = {
+    'cpu': 3,       # CPU usage [MHZ]
+    'memory': 6,    # Memory usage [KB]
+    'net': 9,       # Network received throughput [KB/s]
+}
+
+
+def vm_names(limit=None):
+    names = sorted((f[:-len('.csv.gz')] for f in os.listdir(traces_dir()) if f.endswith('.csv.gz')), key=int)
+    return names[:limit] if limit else names
+
+
+def load_vm(name, column=COLUMNS['cpu']):
+    """One VM's column on a regular 5-minute grid; gaps are None. Returns (values, cores)."""
+    with gzip.open(os.path.join(traces_dir(), name + '.csv.gz'), 'rt') as fh:
+        next(fh)
+        rows = [line.split(';') for line in fh if line.strip()]
+    t0 = int(float(rows[0][0]))
+    points = {}
+    cores = int(float(rows[0][1]))
+    for r in rows:
+        idx = int(round((int(float(r[0])) - t0) / float(STEP)))
+        points[idx] = float(r[column])
+    values = [points.get(i) for i in range(max(points) + 1)]
+    return values, cores
+
+
+def percentile(xs, q):
+    xs = sorted(x for x in xs if x is not None and not math.isnan(x))
+    if not xs:
+        return float('nan')
+    k = (len(xs) - 1) * q
+    lo, hi = int(math.floor(k)), int(math.ceil(k))
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
