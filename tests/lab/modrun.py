@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 
+from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 
 
@@ -17,6 +18,12 @@ def run_module(module, args, check_mode=False, diff=True):
     args = dict(args)
     args['_ansible_check_mode'] = check_mode
     args['_ansible_diff'] = diff
+    # Warnings and deprecations are process-global in ansible-core: start each in-process run clean, as a real
+    # module process would.
+    for name in ('_global_warnings', '_global_deprecations'):
+        store = getattr(module_warnings, name, None)
+        if hasattr(store, 'clear'):
+            store.clear()
     out = io.StringIO()
     with patch_module_args(args), contextlib.redirect_stdout(out):
         try:
