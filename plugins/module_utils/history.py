@@ -150,10 +150,13 @@ class SQLiteHistoryStore(HistoryStore):
         rows = [_point(p) for p in points]
         if not rows:
             return 0
-        return self._write((
-            'INSERT INTO points (series, ts, value) VALUES (?, ?, ?) '
-            'ON CONFLICT (series, ts) DO UPDATE SET value = excluded.value '
-            'WHERE points.value IS NOT excluded.value', rows))
+        try:
+            return self._write((
+                'INSERT INTO points (series, ts, value) VALUES (?, ?, ?) '
+                'ON CONFLICT (series, ts) DO UPDATE SET value = excluded.value '
+                'WHERE points.value IS NOT excluded.value', rows))
+        except sqlite3.Error as exc:
+            raise HistoryError('cannot append to history store %s: %s' % (self.path, exc))
 
     def series(self, key, since=None, until=None):
         sql = 'SELECT ts, value FROM points WHERE series = ?'
@@ -164,12 +167,15 @@ class SQLiteHistoryStore(HistoryStore):
         if until is not None:
             sql += ' AND ts <= ?'
             args.append(int(until))
-        return [(ts, value) for ts, value in self._db.execute(sql + ' ORDER BY ts', args)]
+        return list(self._db.execute(sql + ' ORDER BY ts', args))
 
     def prune(self, retention=DEFAULT_RETENTION, now=None):
         """Delete points older than ``retention`` seconds before ``now``; returns how many."""
         now = time.time() if now is None else now
-        return self._write(('DELETE FROM points WHERE ts < ?', (int(now - retention),)))
+        try:
+            return self._write(('DELETE FROM points WHERE ts < ?', (int(now - retention),)))
+        except sqlite3.Error as exc:
+            raise HistoryError('cannot prune history store %s: %s' % (self.path, exc))
 
     def keys(self):
         return [r[0] for r in self._db.execute('SELECT DISTINCT series FROM points ORDER BY series')]
@@ -207,9 +213,9 @@ def regularize(points, step_seconds, start=None, end=None):
     if start is None:
         if not pts:
             return None, []
-        start = min(ts for ts, _ in pts)
+        start = min(p[0] for p in pts)
     if end is None:
-        end = max(ts for ts, _ in pts) if pts else start
+        end = max(p[0] for p in pts) if pts else start
     first = int(start) // step * step
     count = int(end) // step * step
     count = (count - first) // step + 1
