@@ -1,0 +1,168 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared helpers of benchmarks/build_vs_community.py and benchmarks/reconcile_scale.py (not part of the collection).
+
+- community.proxmox, taken from the `ansible` package on PyPI (pip download, no install) into a git-ignored cache
+  (.build/bench-cache/collections), never into the project venv;
+- a fresh simulator (tests/lab/pvesim.py) per measured run, served in a thread of the benchmark process;
+- ansible-playbook runs with the PROXMOX_* environment, timed, with per-task times and failures written by the
+  callback in benchmarks/community/callback_plugins.
+"""
+import collections
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
+OWN_COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+CACHE = os.path.join(ROOT, '.build', 'bench-cache')
+COMMUNITY_COLLECTIONS = os.path.join(CACHE, 'collections')
+COMMUNITY_MANIFEST = os.path.join(COMMUNITY_COLLECTIONS, 'ansible_collections', 'community', 'proxmox',
+                                  'MANIFEST.json')
+CALLBACKS = os.path.join(HERE, 'callback_plugins')
+
+
+def setup_paths():
+    """The collection importable as ansible_collections.shadownet.proxmox, and tests/lab importable as lab."""
+    link = os.path.join(OWN_COLLECTIONS, 'ansible_collections', 'shadownet', 'proxmox')
+    if not os.path.exists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(ROOT, link)
+    for path in (OWN_COLLECTIONS, os.path.join(ROOT, 'tests')):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
+
+def community_version():
+    with open(COMMUNITY_MANIFEST) as fh:
+        info = json.load(fh)['collection_info']
+    return info['version'], info.get('dependencies') or {}
+
+
+def ensure_community(log=print):
+    """community.proxmox in the benchmark cache: extracted from the `ansible` wheel (pip download, no install)."""
+    if os.path.exists(COMMUNITY_MANIFEST):
+        return community_version()
+    dl = os.path.join(CACHE, 'dl')
+    os.makedirs(dl, exist_ok=True)
+    wheels = sorted(f for f in os.listdir(dl) if f.startswith('ansible-') and f.endswith('.whl'))
+    if not wheels:
+        cmd = [os.path.join(VENV_BIN, 'pip'), 'download', 'ansible', '--no-deps', '-d', dl]
+        log('fetching community.proxmox: ' + ' '.join(cmd))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wheels = sorted(f for f in os.listdir(dl) if f.startswith('ansible-') and f.endswith('.whl'))
+    wheel = os.path.join(dl, wheels[-1])
+    prefix = 'ansible_collections/community/proxmox/'
+    with zipfile.ZipFile(wheel) as zf:
+        members = [n for n in zf.namelist() if n.startswith(prefix)]
+        zf.extractall(COMMUNITY_COLLECTIONS, members=members)
+    version, deps = community_version()
+    log('community.proxmox %s extracted from %s into %s' % (version, os.path.basename(wheel),
+                                                            os.path.relpath(COMMUNITY_COLLECTIONS, ROOT)))
+    if deps:
+        log('  note: it declares dependencies %s (not extracted)' % deps)
+    return version, deps
+
+
+def start_sim(name):
+    from lab.pvesim import DEFAULT_CLUSTER, start_in_thread
+    certs = tempfile.mkdtemp(prefix='bench-%s-' % name)
+    return start_in_thread(cluster_file=DEFAULT_CLUSTER, host='127.0.0.1', port=0, time_scale=0, certs_dir=certs)
+
+
+def playbook_env(sim, collections_path, times_file):
+    user, _, token = sim.token_id.partition('!')
+    env = dict(os.environ)
+    env.update(PROXMOX_HOST=sim.host, PROXMOX_PORT=str(sim.port), PROXMOX_USER=user, PROXMOX_TOKEN_ID=token,
+               PROXMOX_TOKEN_SECRET=sim.token_secret, PROXMOX_CA_PATH=sim.cafile,
+               ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='0',
+               ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_CALLBACK_PLUGINS=CALLBACKS,
+               ANSIBLE_CALLBACKS_ENABLED='bench_task_times', BENCH_TASK_TIMES=times_file,
+               OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
+    env['PATH'] = VENV_BIN + os.pathsep + env.get('PATH', '')
+    return env
+
+
+class Run(object):
+    """One timed ansible-playbook run against a simulator."""
+
+    def __init__(self, label, sim, cmd, collections_path, timeout=3600):
+        self.label = label
+        self.cmd = cmd
+        fd, self.times_file = tempfile.mkstemp(prefix='bench-times-', suffix='.jsonl')
+        os.close(fd)
+        env = playbook_env(sim, collections_path, self.times_file)
+        mark = sim.mark()
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        self.seconds = time.perf_counter() - t0
+        self.requests = sim.pve.request_count - mark
+        self.request_log = sim.requests(mark)
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.tasks, self.failures = [], []
+        with open(self.times_file) as fh:
+            for line in fh:
+                row = json.loads(line)
+                (self.failures if 'failed' in row else self.tasks).append(row)
+        os.unlink(self.times_file)
+        found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)',
+                          proc.stdout)
+        self.recap = dict(ok=int(found.group(1)), changed=int(found.group(2)), failed=int(found.group(4))) \
+            if found else None
+
+    @property
+    def ok(self):
+        return self.rc == 0 and self.recap is not None and self.recap['failed'] == 0
+
+    def writes(self):
+        return [r for r in self.request_log if r[0] not in ('GET', 'HEAD')]
+
+    def breakdown(self):
+        """Requests by method and path shape (ids and UPIDs folded)."""
+        shapes = collections.Counter()
+        for method, path, _body in self.request_log:
+            path = path.split('?')[0].replace('/api2/json', '')
+            path = re.sub(r'/tasks/UPID:[^/]+', '/tasks/{upid}', path)
+            path = re.sub(r'/qemu/\d+', '/qemu/{vmid}', path)
+            path = re.sub(r'/nodes/pve\d+', '/nodes/{node}', path)
+            path = re.sub(r'/(vnets|zones|rules|resources)/[^/]+', r'/\1/{id}', path)
+            shapes[(method, path)] += 1
+        return shapes
+
+    def fail_text(self):
+        lines = ['%s failed (rc %s)' % (self.label, self.rc)]
+        for row in self.failures[:5]:
+            lines.append('  task %r item %s: %s' % (row['failed'], row.get('item'), row['msg']))
+        if not self.failures:
+            lines.append(self.stdout[-3000:] + self.stderr[-2000:])
+        return '\n'.join(lines)
+
+
+def command_line(cmd):
+    return ' '.join(shlex.quote(c) for c in cmd)
+
+
+def print_table(rows, headers):
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    fmt = ' | '.join('{:%s%d}' % ('<' if i == 0 else '>', w) for i, w in enumerate(widths))
+    print(fmt.format(*headers))
+    print('-+-'.join('-' * w for w in widths))
+    for row in rows:
+        print(fmt.format(*[str(c) for c in row]))
+
+
+def top_tasks(run, n=8):
+    rows = sorted((t for t in run.tasks if not t['task'].startswith('(')), key=lambda t: -t['seconds'])[:n]
+    return ['%6.2f s  %s%s' % (t['seconds'], t['task'], (' (%d items)' % t['items']) if t['items'] else '')
+            for t in rows]
