@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""make lab, networking stage: the plan's mirror in network namespaces, with real packets and the real module.
+
+Builds what a PVE node looks like for one critical service of the lab plan: the primary network's vnet bridge
+and its isolated shadow twin (the plan's own vnet ids), the primary's NIC ``tap<vmid>i0`` and the shadow's
+``tap<vmid>i0`` (the simulator's vmids), and a client. Then:
+
+1. runs ``shadownet.proxmox.port_mirror`` through ``ansible`` (the real module, in the node namespace) with the
+   plan's mirror mode, rate and direction: the shadow counts the mirrored packets;
+2. runs it again: no change;
+3. checks isolation: what the shadow sends never reaches the primary bridge;
+4. removes the mirror, and removes every namespace it made.
+
+Reads the plan and the vmids from a JSON file written by playbooks/lab.yml; prints a short report.
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
+from lab.netns import Lab, cleanup_stale  # noqa: E402
+
+PACKETS = 2000
+
+
+def module(node_ns, **args):
+    """Run the port_mirror module through the ansible CLI; returns its JSON result."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    args = dict(args, netns=node_ns)
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost', '-c', 'local', '-i', 'localhost,',
+           '-e', 'ansible_python_interpreter=' + sys.executable, '-m', 'shadownet.proxmox.port_mirror',
+           '-a', json.dumps(args), '-o']
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('localhost | ')), None)
+    if line is None or '=>' not in line:
+        raise SystemExit('port_mirror gave no result: %s %s' % (proc.stdout[-2000:], proc.stderr[-2000:]))
+    result = json.loads(line.split('=>', 1)[1])
+    if result.get('failed') or ' | FAILED' in line:
+        raise SystemExit('port_mirror failed: %s' % result.get('msg'))
+    return result
+
+
+def main():
+    facts = json.load(open(sys.argv[1]))
+    plan, vmids = facts['plan'], facts['vmids']
+    mirror = next(m for m in plan['mirrors'] if m['source']['nic'] == 0)
+    nets = dict(((n['name'], n['role']), n) for n in plan['networks'])
+    primary_net = nets[(mirror['source']['network'], 'primary')]
+    shadow_net = nets[(mirror['target']['network'], 'shadow')]
+    src_vmid, dst_vmid = vmids[mirror['source']['vm']], vmids[mirror['target']['vm']]
+    net = primary_net['cidr'].rsplit('.', 1)[0]  # a /24 in the lab template
+    cleanup_stale()
+    with Lab() as lab:
+        lab.bridge(primary_net['bridge'])
+        lab.bridge(shadow_net['bridge'])
+        primary = lab.vm(src_vmid, [(primary_net['bridge'], net + '.11/24')])
+        shadow = lab.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
+        client = lab.client('client', primary_net['bridge'], net + '.200/24')
+        src_dev, dst_dev = 'tap%di0' % src_vmid, 'tap%di0' % dst_vmid
+        print('lab-network: node %s: bridges %s (%s, %s) and %s (isolated twin), %s -> %s' % (
+            lab.node, primary_net['bridge'], primary_net['alias'], primary_net['cidr'], shadow_net['bridge'],
+            src_dev, dst_dev))
+        spec = dict(source=src_dev, target=dst_dev, mode=mirror['mode'], direction=mirror['direction'])
+        if mirror['mode'] == 'sampled':
+            spec['rate'] = mirror['rate']
+        first = module(lab.node, **spec)
+        again = module(lab.node, **spec)
+        print('lab-network: port_mirror %s rate %s direction %s: changed=%s, second run changed=%s' % (
+            mirror['mode'], mirror['rate'], mirror['direction'], first['changed'], again['changed']))
+        # Traffic: the client talks to the primary, which echoes; the shadow counts copies.
+        seen = lab.capture(shadow.ns, 'eth0', match=lambda f: f.proto == 17)
+        server = lab.udp(primary.ns, (net + '.11', 7000), echo=True)
+        sender = lab.udp(client, (net + '.200', 40000))
+        sender.send((net + '.11', 7000), PACKETS, pps=4000)
+        answered = sender.wait(PACKETS, timeout=20)
+        copies = seen.settle()
+        expected = PACKETS * (2 if mirror['direction'] == 'both' else 1)
+        print('lab-network: client sent %d, primary answered %d; the shadow saw %d mirrored packets '
+              '(%.1f%% of %d; %s)' % (PACKETS, answered, copies, 100.0 * copies / expected, expected,
+                                     'sampled' if mirror['mode'] == 'sampled' else 'full'))
+        # Isolation: the shadow shouts on its network; nothing reaches the primary bridge.
+        leak = lab.capture(lab.node, primary_net['bridge'], match=lambda f: f.src_mac == shadow.nics[0].mac)
+        noise = lab.udp(shadow.ns, (net + '.11', 7001))
+        noise.send((net + '.200', 9), 200)
+        leaked = leak.settle()
+        print('lab-network: the shadow sent 200 packets; %d reached the primary bridge' % leaked)
+        removed = module(lab.node, state='absent', **spec)
+        print('lab-network: mirror removed (changed=%s)' % removed['changed'])
+        del server
+        ok = answered == PACKETS and copies > 0 and leaked == 0 and not again['changed']
+    print('lab-network: namespaces removed; %s' % ('OK' if ok else 'FAILED'))
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
