@@ -11,7 +11,12 @@ stage_root="$(mktemp -d "${TMPDIR:-/tmp}/shadownet-ansible-test.XXXXXX")"
 trap 'rm -rf "$stage_root"' EXIT
 stage="$stage_root/ansible_collections/shadownet/proxmox"
 mkdir -p "$stage"
-(cd "$here" && git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$stage/" 2>/dev/null || true)
+# The collection as shipped, plus its unit tests and dev scripts. Not staged: benchmarks/, tests/integration/ and
+# tests/lab/ (the simulator and the namespace lab): dev-only tooling outside the collection artifact (galaxy.yml
+# build_ignore), checked by running them in pytest rather than by ansible-test's plugin lint rules.
+(cd "$here" && git ls-files -co --exclude-standard -z \
+    | grep -zv -e '^benchmarks/' -e '^tests/integration/' -e '^tests/lab/' \
+    | xargs -0 -I{} cp --parents {} "$stage/")
 # ansible-test wants a git-free tree or a real repository; a plain copy is fine.
 # The pip version ansible-test bootstraps (get_venv_packages: pip='X.Y'); its download is replaced below.
 pipver="$(grep -ho "pip='[0-9.]*'" "$("$py" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py" | head -1 | tr -dc '0-9.')"

@@ -33,7 +33,7 @@ def main():
     for kind, name in plugins():
         count += 1
         fqcn = '{0}.{1}'.format(NS, name)
-        proc = subprocess.run(['ansible-doc', '--json', '-t', kind, fqcn], capture_output=True, text=True)
+        proc = subprocess.run(['ansible-doc', '--json', '-t', kind, fqcn], capture_output=True, text=True, check=False)
         try:
             data = json.loads(proc.stdout or '{}').get(fqcn)
         except ValueError:

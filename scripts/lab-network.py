@@ -34,7 +34,7 @@ def module(node_ns, **args):
     cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost', '-c', 'local', '-i', 'localhost,',
            '-e', 'ansible_python_interpreter=' + sys.executable, '-m', 'shadownet.proxmox.port_mirror',
            '-a', json.dumps(args), '-o']
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('localhost | ')), None)
     if line is None or '=>' not in line:
         raise SystemExit('port_mirror gave no result: %s %s' % (proc.stdout[-2000:], proc.stderr[-2000:]))
@@ -81,7 +81,7 @@ def main():
         expected = PACKETS * (2 if mirror['direction'] == 'both' else 1)
         print('lab-network: client sent %d, primary answered %d; the shadow saw %d mirrored packets '
               '(%.1f%% of %d; %s)' % (PACKETS, answered, copies, 100.0 * copies / expected, expected,
-                                     'sampled' if mirror['mode'] == 'sampled' else 'full'))
+                                      'sampled' if mirror['mode'] == 'sampled' else 'full'))
         # Isolation: the shadow shouts on its network; nothing reaches the primary bridge.
         leak = lab.capture(lab.node, primary_net['bridge'], match=lambda f: f.src_mac == shadow.nics[0].mac)
         noise = lab.udp(shadow.ns, (net + '.11', 7001))

@@ -14,7 +14,9 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 work="$(mktemp -d /tmp/shadownet-lab.XXXXXX)"
 sim_pid=""
 cleanup() {
-    [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
+    if [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; then
+        wait "$sim_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -30,7 +32,8 @@ for _ in $(seq 1 100); do
 done
 ready="$(grep '^ready ' "$work/sim.out")" || { echo "lab: the simulator never said ready" >&2; exit 1; }
 url="$(echo "$ready" | awk '{print $2}')"
-export PROXMOX_CA_PATH="$(echo "$ready" | sed 's/.* ca=//')"
+PROXMOX_CA_PATH="${ready##* ca=}"
+export PROXMOX_CA_PATH
 hostport="${url#https://}"
 export PROXMOX_HOST="${hostport%:*}" PROXMOX_PORT="${hostport##*:}"
 eval "$(python - <<'PY'

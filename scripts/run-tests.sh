@@ -3,7 +3,7 @@
 # Every stage runs even when an earlier one failed; the exit status is non-zero if any failed.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$here"
+cd "$here" || exit 1
 VENV="${VENV:-$here/.venv}"
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="${ANSIBLE_COLLECTIONS_PATH:-$here/.build/collections}"

@@ -13,7 +13,7 @@ pick_python() {
         /usr/bin/python3.13 /usr/local/bin/python3.13 "$HOME"/.pyenv/versions/3.13*/bin/python3.13 \
         /usr/bin/python3.12 /usr/local/bin/python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12 \
         /usr/bin/python3.11 /usr/local/bin/python3.11 "$HOME"/.pyenv/versions/3.11*/bin/python3.11; do
-        [ -n "$cand" ] && [ -x "$cand" ] || continue
+        if [ -z "$cand" ] || [ ! -x "$cand" ]; then continue; fi
         case "$cand" in */shims/*) continue ;; esac
         if "$cand" -c 'import ssl, sqlite3, venv, ensurepip' >/dev/null 2>&1; then
             echo "$cand"; return 0

@@ -144,7 +144,7 @@ def service_series(store, template, service, shadow_name, since, until):
     for key in store.keys():
         if not key.startswith(prefix):
             continue
-        name, _, metric = key[len(prefix):].partition('/')
+        name, dummy, metric = key[len(prefix):].partition('/')
         if name.startswith('_'):
             continue
         names.setdefault(name, set()).add(metric)

@@ -24,13 +24,16 @@ description:
     looks the VM up again instead of cloning a second time.
   - O(state=absent) stops the VM and destroys it with its disks (purge). Templates are never modified, and a source
     that is not a template is refused.
-author: shadownet.proxmox developers
+author:
+  - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
 attributes:
   check_mode:
+    description: Reads only; reports what would be cloned, changed or destroyed and writes nothing.
     support: full
   diff_mode:
+    description: Shows the managed settings (cores, memory, NICs, tags, description, hookscript) before and after.
     support: full
 options:
   name:

@@ -51,7 +51,7 @@ def test_backoff_is_bounded_with_jitter():
         def _connect(self):
             pass
     api = Api('h', token_id='t', token_secret='s', backoff=0.5, backoff_max=2.0)
-    delays = [api._delay(n) for n in range(1, 10) for _ in range(20)]
+    delays = [api._delay(n) for n in range(1, 10) for dummy in range(20)]
     assert max(delays) <= 2.0
     assert min(delays) >= 0.25
     assert len(set(round(d, 6) for d in delays)) > 20  # jittered, not fixed

@@ -55,7 +55,7 @@ def test_noisy_ramp_upper_bound_rises():
 
 def test_step_change_settles_on_new_level():
     rnd = random.Random(2)
-    values = [10.0 + rnd.gauss(0, 0.5) for _ in range(500)] + [50.0 + rnd.gauss(0, 0.5) for _ in range(150)]
+    values = [10.0 + rnd.gauss(0, 0.5) for dummy in range(500)] + [50.0 + rnd.gauss(0, 0.5) for dummy in range(150)]
     res = forecast_series(values, STEP, 10)
     _shape_ok(res, 10)
     for m in res['mean']:
@@ -109,7 +109,7 @@ def test_short_series_falls_back_to_naive():
 def test_random_walk_interval_coverage_is_about_the_level():
     rnd = random.Random(3)
     walk = [100.0]
-    for _ in range(900):
+    for dummy in range(900):
         walk.append(walk[-1] + rnd.gauss(0, 1))
     inside = total = 0
     for origin in range(700, 900, 10):

@@ -11,7 +11,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.history import (
 T0 = 1_700_000_000 // 60 * 60
 
 
-def hour(key, start=T0, value=lambda i: float(i)):
+def hour(key, start=T0, value=float):
     """One hour of PVE-style 1-minute points."""
     return [(key, start + 60 * i, value(i)) for i in range(60)]
 
@@ -65,9 +65,9 @@ def test_retention_prune(tmp_path):
         store.append([('a', T0 - d * day, float(d)) for d in range(20)])
         store.append([('b', T0 - 3 * day, 1.0)])
         assert store.prune(retention=14 * day, now=T0) == 5       # 15..19 days old
-        assert [v for _, v in store.series('a')] == [float(d) for d in range(14, -1, -1)]
+        assert [v for dummy, v in store.series('a')] == [float(d) for d in range(14, -1, -1)]
         assert store.prune(retention=2 * day, now=T0) == 12 + 1           # a: 3..14 days old, b
-        assert [v for _, v in store.series('a')] == [2.0, 1.0, 0.0]
+        assert [v for dummy, v in store.series('a')] == [2.0, 1.0, 0.0]
         assert store.keys() == ['a']
         assert store.prune(retention=2 * day, now=T0) == 0
 
@@ -100,7 +100,7 @@ def test_two_processes_write_concurrently_without_duplicates_or_lock_errors(tmp_
     procs = [ctx.Process(target=_writer, args=(path, p, rounds, out, barrier)) for p in range(2)]
     for p in procs:
         p.start()
-    results = sorted(out.get(timeout=120) for _ in procs)
+    results = sorted(out.get(timeout=120) for dummy in procs)
     for p in procs:
         p.join(timeout=30)
     assert results == [(0, 'ok'), (1, 'ok')]
@@ -110,7 +110,7 @@ def test_two_processes_write_concurrently_without_duplicates_or_lock_errors(tmp_
         assert store.count('shop/web/101/cpu') == expected
         assert store.count('shop/web/101/mem') == expected
         assert store.count('shop/web/102/mem') == expected
-        ts = [t for t, _ in store.series('shop/web/101/cpu')]
+        ts = [t for t, dummy in store.series('shop/web/101/cpu')]
         assert len(ts) == len(set(ts)) == expected
 
 

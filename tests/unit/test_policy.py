@@ -24,7 +24,7 @@ SCALING = {
 
 def _noise(seed, n, sd):
     rnd = random.Random(seed)
-    return [rnd.gauss(0, sd) for _ in range(n)]
+    return [rnd.gauss(0, sd) for dummy in range(n)]
 
 
 def rising(instances=2, start_util=0.1, end_util=0.62, n=80, seed=1):
