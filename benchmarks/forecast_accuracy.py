@@ -53,7 +53,7 @@ def evaluate_vm(forecast_series, values, opts):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--vms', type=int, default=None, help='only the first N VMs (quick subset)')
     ap.add_argument('--metric', choices=sorted(_traces.COLUMNS), default='cpu')
     ap.add_argument('--models', default=None, help='comma-separated candidates (naive is always one)')
@@ -96,7 +96,7 @@ def main():
     gmean = math.exp(statistics.fmean(math.log(r) for r in ratios))
     ms = sorted(t * 1000 for t in all_times)
     print()
-    print('command: %s' % ' '.join([sys.executable.split('/')[-1]] + sys.argv))
+    print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
     print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
     print('| VMs | forecasts | relMAE vs naive (geo. mean) | VMs better than naive | fit ms median | fit ms p90 | fit ms max |')
     print('|---|---|---|---|---|---|---|')

@@ -22,7 +22,6 @@ The shadow-minus-primary seed signal is not simulated (the traces have no shadow
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -76,7 +75,6 @@ def load_forecasts(name):
     return {int(k): v for k, v in data['steps'].items()}
 
 
-
 class Sim(object):
     """Capacity bookkeeping shared by every rule: units now active and scale-outs on their way."""
 
@@ -92,7 +90,7 @@ class Sim(object):
     def tick(self, t, usage):
         arrived = [p for p in self.pending if p[0] <= t]
         self.pending = [p for p in self.pending if p[0] > t]
-        self.active += sum(u for _, u in arrived)
+        self.active += sum(p[1] for p in arrived)
         self.steps += 1
         self.cap_sum += self.active
         if usage is not None and usage > self.active * self.unit:
@@ -100,7 +98,7 @@ class Sim(object):
 
     @property
     def provisioned(self):
-        return self.active + sum(u for _, u in self.pending)
+        return self.active + sum(p[1] for p in self.pending)
 
     def scale_to(self, t, target):
         target = max(UNITS_MIN, min(UNITS_MAX, target))
@@ -195,7 +193,7 @@ def totals(results):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--vms', type=int, default=None, help='only the first N VMs (quick subset)')
     ap.add_argument('--jobs', type=int, default=2, help='processes for the forecast precomputation')
     ap.add_argument('--precompute-only', action='store_true')
@@ -248,28 +246,28 @@ def main():
         data.append((name, values, unit, load_forecasts(name)))
 
     t0 = time.perf_counter()
-    seed = [simulate_reactive(v, u) for _, v, u, _ in data]
-    pol = [simulate_policy(decide, v, u, f, scaling, args.level) for _, v, u, f in data]
+    seed = [simulate_reactive(v, u) for dummy, v, u, dummy2 in data]
+    pol = [simulate_policy(decide, v, u, f, scaling, args.level) for dummy, v, u, f in data]
     t_sim = time.perf_counter() - t0
     S, P = totals(seed), totals(pol)
     # the reactive rule tuned to the policy's average capacity (same high/low ratio as the seed)
     best = None
     for i in range(10, 96):
         high = i / 100.0
-        runs = [simulate_reactive(v, u, high=high, low=high * 0.3 / 0.7) for _, v, u, _ in data]
+        runs = [simulate_reactive(v, u, high=high, low=high * 0.3 / 0.7) for dummy, v, u, dummy2 in data]
         T = totals(runs)
         gap = abs(T['avg_units'] - P['avg_units'])
         if best is None or gap < best[0]:
             best = (gap, high, T)
-    _gap, t_high, T = best
+    t_high, T = best[1], best[2]
 
     if not args.quiet:
         print('%-5s %10s %22s %22s' % ('VM', 'unit MHz', 'seed under/avg/acts', 'policy under/avg/acts'))
-        for (name, _v, unit, _f), a, b in zip(data, seed, pol):
+        for (name, dummy, unit, dummy2), a, b in zip(data, seed, pol):
             print('%-5s %10.1f %9d %6.2f %5d %9d %6.2f %5d' % (
                 name, unit, a['under_min'], a['avg_units'], a['actions'], b['under_min'], b['avg_units'], b['actions']))
     print()
-    print('command: %s' % ' '.join([sys.executable.split('/')[-1]] + sys.argv))
+    print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
     print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
     print('policy: cpu high %.2f low %.2f duration %s, horizon %s, cooldown up %s down %s, '
           'upper bound of the %.0f%% interval, stabilisation %ss' % (
@@ -281,6 +279,7 @@ def main():
     print('| reactive tuned to same capacity (%.0f%%/%.0f%%) | %d | %.2f | %d |' % (
         100 * t_high, 100 * t_high * 0.3 / 0.7, T['under_min'], T['avg_units'], T['actions']))
     print('| this policy | %d | %.2f | %d |' % (P['under_min'], P['avg_units'], P['actions']))
+
     def pct(a, b):
         return 100.0 * (a - b) / b if b else float('nan')
     print()
