@@ -1,0 +1,451 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Replication fidelity ``full``: re-create a shadow from a snapshot of its primary, keeping its identity.
+
+One refresh, through the PVE API (docs: plugins/modules/shadow_refresh.py)::
+
+    find both by name -> read the shadow's identity -> (skip: too recent / serving / in progress)
+    -> quorum -> snapshot the primary -> stop + destroy the shadow (purge)
+    -> full clone of the snapshot to the SAME vmid, name and pool, on the shadow's node
+    -> one digest-checked config update that restores the identity (NICs with their MACs and bridges, tags,
+       description with replication.last_full, size, hookscript, cloud-init network settings)
+    -> HA resource and rules back -> delete the snapshot -> start
+
+PVE makes linked clones only from templates, so the copy is a full one: the cost is one full disk copy per
+refresh. PVE clones to another node (``target``) only when every disk is on shared storage; with local disks the
+clone is made on the primary's node and then moved offline (``migrate`` with ``with-local-disks``).
+
+The pure helpers (names, identity, the restoring config change) are separate from :class:`ShadowRefresher`,
+which does the API calls, so they can be unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
+    PveApiError, PveTaskError, PveUncertainError)
+from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
+
+# PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
+SNAPNAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]*$')
+SNAPNAME_MAX = 40
+NET_KEY = re.compile(r'^net(\d+)$')
+DRIVE_KEY = re.compile(r'^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$')
+# Kept from the shadow exactly as they were (deleted when the shadow did not have them): what makes it the shadow,
+# not a copy of the primary. netN are handled separately (exact strings, extra NICs removed).
+IDENTITY_KEYS = ('tags', 'hookscript', 'onboot', 'startup', 'protection', 'ciuser', 'cipassword', 'cicustom',
+                 'nameserver', 'searchdomain', 'sshkeys')
+IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
+SIZE_KEYS = ('cores', 'sockets', 'memory', 'balloon')
+# Errors of a clone request worth one more try: PVE refused before doing anything, or never got the request.
+RETRYABLE_KINDS = ('lock', 'connection', 'server')
+HA_RESOURCE_KEYS = ('state', 'group', 'max_restart', 'max_relocate', 'comment', 'failback')
+
+
+class ShadowMissingError(PveApiError):
+    """The shadow was destroyed and could not be re-created: it is missing now."""
+
+
+def snapshot_prefix_error(prefix):
+    """None if ``prefix`` makes valid PVE snapshot names, else why not."""
+    if not SNAPNAME_RE.match(prefix or ''):
+        return ('snapshot_prefix {0!r} must start with a letter and hold only letters, digits, "_" and "-" (PVE '
+                'snapshot names)'.format(prefix))
+    if len(prefix) > SNAPNAME_MAX - 22:
+        return 'snapshot_prefix {0!r} is too long: at most {1} characters'.format(prefix, SNAPNAME_MAX - 22)
+    return None
+
+
+def snapshot_name(prefix, shadow_vmid, now):
+    """``<prefix>-<shadow vmid>-<epoch>``: per shadow, so runs for different shadows never touch each other's."""
+    return '{0}-{1}-{2}'.format(prefix, int(shadow_vmid), int(now))
+
+
+def own_snapshots(snapshots, prefix, shadow_vmid=None):
+    """This module's snapshots in a snapshot listing: [(name, vmid, snaptime)], oldest first."""
+    pattern = re.compile(r'^' + re.escape(prefix) + r'-(\d+)-(\d+)$')
+    out = []
+    for snap in snapshots or []:
+        found = pattern.match(str(snap.get('name', '')))
+        if not found or (shadow_vmid is not None and int(found.group(1)) != int(shadow_vmid)):
+            continue
+        out.append((snap['name'], int(found.group(1)), int(snap.get('snaptime') or found.group(2))))
+    return sorted(out, key=lambda s: s[2])
+
+
+def nets_of(config):
+    return dict((k, v) for k, v in config.items() if NET_KEY.match(k))
+
+
+def disks_of(config):
+    """{key: storage id} of the disks (not CD-ROMs, not 'none')."""
+    out = {}
+    for key, value in config.items():
+        if not DRIVE_KEY.match(key):
+            continue
+        drive = propstr.parse_drive(value)
+        volume = drive.get('volume', '')
+        if drive.get('media') == 'cdrom' or volume in ('none', 'cdrom') or ':' not in volume:
+            continue
+        out[key] = volume.split(':', 1)[0]
+    return out
+
+
+def identity_of(resource, config):
+    """What the shadow must still be after the refresh: the record taken before it is destroyed."""
+    ident = dict(vmid=int(resource['vmid']), node=resource['node'], name=resource.get('name'),
+                 pool=resource.get('pool') or None, status=resource.get('status'), nets=nets_of(config),
+                 description=config.get('description', ''))
+    for key in IDENTITY_KEYS + SIZE_KEYS:
+        ident[key] = config.get(key)
+    for key in config:
+        if IPCONFIG_KEY.match(key):
+            ident[key] = config[key]
+    return ident
+
+
+def shared_bridges(shadow_nets, primary_nets):
+    """Shadow NIC keys on a bridge the primary also uses (the VRRP NIC on the primary's own network)."""
+    bridges = set(propstr.parse_net(v).get('bridge') for v in primary_nets.values())
+    return sorted(k for k, v in shadow_nets.items() if propstr.parse_net(v).get('bridge') in bridges)
+
+
+def restore_changes(identity, cfg, description, keep_size=True, isolate=()):
+    """(changes, deletes) that turn the fresh clone ``cfg`` back into the shadow ``identity``. Pure.
+
+    NICs come back exactly (model, MAC, bridge, VLAN tag, firewall, rate ...); NICs in ``isolate`` get
+    ``link_down=1``; NICs the shadow did not have are removed. The identity keys and (with ``keep_size``) the
+    size come back as they were, absent ones are deleted.
+    """
+    changes, deletes = {}, []
+    want_nets = dict(identity['nets'])
+    for key in isolate:
+        net = propstr.parse_net(want_nets[key])
+        net['link_down'] = '1'
+        want_nets[key] = propstr.format_net(net)
+    for key, value in sorted(want_nets.items()):
+        if cfg.get(key) != value:
+            changes[key] = value
+    for key in sorted(nets_of(cfg)):
+        if key not in want_nets:
+            deletes.append(key)
+    keys = list(IDENTITY_KEYS) + [k for k in identity if IPCONFIG_KEY.match(k)] + \
+        [k for k in cfg if IPCONFIG_KEY.match(k)]
+    if keep_size:
+        keys += list(SIZE_KEYS)
+    for key in sorted(set(keys)):
+        want = identity.get(key)
+        if want is None:
+            if key in cfg:
+                deletes.append(key)
+        elif str(cfg.get(key)) != str(want):
+            changes[key] = want
+    if cfg.get('name') != identity['name']:
+        changes['name'] = identity['name']
+    if cfg.get('description', '') != description:
+        changes['description'] = description
+    return changes, sorted(set(deletes))
+
+
+def missing_message(shadow, vmid, node, primary, snapname, cause):
+    return ('shadow_refresh: the shadow {0!r} (vmid {1} on {2}) was destroyed to be re-created from {3!r}, and the '
+            'clone of snapshot {4!r} failed: {5}. The shadow is MISSING now: its state replication, mirror target '
+            'and VRRP backup are gone until it is rebuilt. Rebuild it with the site playbook (site.yml; '
+            'shadownet.proxmox.linked_clone with the plan, roles [shadow]) or run shadow_refresh again once the '
+            'cause is fixed; its identity (NICs with MACs, tags, description) is in the result as `identity`.'
+            .format(shadow, vmid, node, primary, snapname, cause))
+
+
+class ShadowRefresher(object):
+    """One refresh of one shadow. ``clock`` gives epoch seconds (injectable for tests)."""
+
+    def __init__(self, api, check_mode=False, timeout=1800, clock=time.time):
+        self.api = api
+        self.check_mode = check_mode
+        self.timeout = timeout
+        self.clock = clock
+        self.result = dict(changed=False, skipped=False, reason=None, steps=[], warnings=[], snapshot=None,
+                           primary=None, shadow=None, identity=None, isolated_nics=[], last_full=None,
+                           previous_last_full=None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _one(self, resources, name, what):
+        found = find_vms(resources, name)
+        if len(found) > 1:
+            raise PveApiError('{0} VMs are named {1!r} (vmids {2}); the {3} must be unique by name'.format(
+                len(found), name, sorted(int(f['vmid']) for f in found), what), kind='config')
+        return found[0] if found else None
+
+    def _step(self, text):
+        self.result['steps'].append(text)
+
+    def _skip(self, reason):
+        self.result.update(skipped=True, reason=reason)
+        return self.result
+
+    def _task(self, method, path, params=None):
+        task = self.api.run_task(method, path, params, timeout=self.timeout)
+        self.result['warnings'].extend(task.get('warnings') or [])
+        return task
+
+    def _snapshots(self, node, vmid):
+        return self.api.get('nodes/{0}/qemu/{1}/snapshot'.format(node, vmid)) or []
+
+    def _delete_snapshot(self, node, vmid, name, fatal=False):
+        try:
+            self._task('DELETE', 'nodes/{0}/qemu/{1}/snapshot/{2}'.format(node, vmid, name))
+            self._step('deleted snapshot {0} of vmid {1}'.format(name, vmid))
+            return True
+        except PveApiError as exc:
+            if fatal:
+                raise
+            self.result['warnings'].append('the snapshot {0} of vmid {1} on {2} could not be deleted ({3}); the '
+                                           'next refresh removes it'.format(name, vmid, node, exc.message))
+            return False
+
+    # -------------------------------------------------------------------- run
+
+    def run(self, primary_name, shadow_name, prefix='sn-refresh', keep_size=True, start=True, min_interval=0,
+            isolate_shared=True):
+        res = self.api.resources('vm')
+        primary = self._one(res, primary_name, 'primary')
+        if primary is None:
+            raise PveApiError('the primary {0!r} is not in the cluster (/cluster/resources)'.format(primary_name),
+                              kind='notfound')
+        shadow = self._one(res, shadow_name, 'shadow')
+        pnode, pvmid = primary['node'], int(primary['vmid'])
+        self.result['primary'] = dict(name=primary_name, vmid=pvmid, node=pnode)
+        now = int(self.clock())
+        busy_window = 4 * self.timeout
+        snaps = self._snapshots(pnode, pvmid)
+        if shadow is None:
+            recent = [s for s in own_snapshots(snaps, prefix) if now - s[2] < busy_window]
+            if recent:
+                return self._skip('the shadow {0!r} is absent while a refresh from snapshot {1} is in progress '
+                                  '(started {2}s ago)'.format(shadow_name, recent[-1][0], now - recent[-1][2]))
+            raise PveApiError('the shadow {0!r} is not in the cluster, so it cannot be refreshed: build it first '
+                              '(site.yml; shadownet.proxmox.linked_clone with the plan, roles [shadow])'.format(
+                                  shadow_name), kind='notfound')
+        snode, svmid = shadow['node'], int(shadow['vmid'])
+        self.result['shadow'] = dict(name=shadow_name, vmid=svmid, node=snode)
+        if svmid == pvmid:
+            raise PveApiError('primary and shadow are the same VM (vmid {0})'.format(pvmid), kind='config')
+        cfg, dummy = self.api.vm_config(snode, svmid)
+        if cfg.get('template'):
+            raise PveApiError('the shadow {0!r} (vmid {1}) is a template; templates are never replaced'.format(
+                shadow_name, svmid), kind='config')
+        pcfg, dummy = self.api.vm_config(pnode, pvmid)
+        dummy, meta = metablock.parse_description(cfg.get('description', ''))
+        meta = meta or {}
+        replication = meta.get('replication') if isinstance(meta.get('replication'), dict) else {}
+        last_full = replication.get('last_full')
+        self.result['last_full'] = last_full
+        self.result['previous_last_full'] = last_full
+        if (meta.get('failover') or {}).get('active'):
+            return self._skip('the shadow {0!r} is serving (failover active in its description): it is not '
+                              'replaced until fail-back'.format(shadow_name))
+        if min_interval and isinstance(last_full, (int, float)) and 0 <= now - last_full < min_interval:
+            return self._skip('the last full refresh of {0!r} was {1}s ago, less than min_interval {2}s'.format(
+                shadow_name, int(now - last_full), min_interval))
+        ours = own_snapshots(snaps, prefix, svmid)
+        running = [s for s in ours if now - s[2] < busy_window]
+        if running:
+            return self._skip('a refresh of {0!r} is in progress (snapshot {1} of {2!r} is {3}s old; older than {4}s '
+                              'counts as stale)'.format(shadow_name, running[-1][0], primary_name,
+                                                        now - running[-1][2], busy_window))
+        stale = [s[0] for s in ours]
+        if not disks_of(pcfg):
+            raise PveApiError('the primary {0!r} has no disk to clone'.format(primary_name), kind='config')
+        identity = identity_of(shadow, cfg)
+        self.result['identity'] = identity
+        isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
+        self.result['isolated_nics'] = isolate
+        ha_resource, ha_rules = self._ha_record(svmid)
+        move = snode != pnode and not self._all_shared(pcfg)
+        snapname = snapshot_name(prefix, svmid, now)
+        self.result['snapshot'] = snapname
+        self.result['changed'] = True
+        new_meta_desc, dummy, dummy2 = metablock.merge_description(
+            cfg.get('description', ''), {'replication': {'last_full': now, 'source': primary_name,
+                                                         'source_snapshot': snapname}})
+        plan = ['snapshot {0} (vmid {1} on {2}) as {3}'.format(primary_name, pvmid, pnode, snapname),
+                ('stop and ' if shadow.get('status') == 'running' else '') +
+                'destroy {0} (vmid {1} on {2})'.format(shadow_name, svmid, snode),
+                'full clone of {0} to vmid {1} named {2} on {3}{4}'.format(
+                    snapname, svmid, shadow_name, pnode if move else snode,
+                    ', then move it offline to {0} (local disks)'.format(snode) if move else ''),
+                'restore NICs {0}, tags, description{1}, hookscript'.format(
+                    ', '.join(sorted(identity['nets'])), ', size' if keep_size else '')]
+        if ha_resource:
+            plan.append('put {0} back under HA ({1} rule(s))'.format('vm:%d' % svmid, len(ha_rules)))
+        plan.append('delete snapshot {0}'.format(snapname))
+        will_start = start or shadow.get('status') == 'running'
+        if will_start:
+            plan.append('start {0}'.format(shadow_name))
+        if stale:
+            plan.insert(0, 'delete stale snapshots {0}'.format(', '.join(stale)))
+        if self.check_mode:
+            self.result['steps'] = ['would ' + s for s in plan]
+            self.result['last_full'] = last_full
+            return self.result
+
+        self.api.require_quorum()
+        for name in stale:
+            self._delete_snapshot(pnode, pvmid, name)
+        self._task('POST', 'nodes/{0}/qemu/{1}/snapshot'.format(pnode, pvmid),
+                   dict(snapname=snapname, vmstate=0,
+                        description='shadownet full replication into {0} (vmid {1})'.format(shadow_name, svmid)))
+        self._step('snapshot {0} of {1}'.format(snapname, primary_name))
+        try:
+            # ShadowMissingError after the destroy; any other error: the shadow is still there.
+            self._replace(primary, shadow, identity, snapname, move)
+        except PveApiError:
+            self._delete_snapshot(pnode, pvmid, snapname)
+            raise
+        try:
+            self._restore(snode, svmid, identity, new_meta_desc, keep_size, isolate)
+            self._ha_restore(svmid, ha_resource, ha_rules)
+        except PveApiError as exc:
+            self._delete_snapshot(pnode, pvmid, snapname)
+            raise PveApiError('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could '
+                              'not be restored: {3}. It may carry the primary\'s tags and fresh MAC addresses; run '
+                              'shadow_refresh again or the site playbook (site.yml) to converge it.'.format(
+                                  shadow_name, svmid, primary_name, exc.message), kind=exc.kind,
+                              status=exc.status, method=exc.method, path=exc.path, node=exc.node) from exc
+        self.result['last_full'] = now
+        self._delete_snapshot(pnode, pvmid, snapname)
+        if will_start:
+            fresh = self._one(self.api.resources('vm'), shadow_name, 'shadow')
+            if fresh is not None and fresh.get('status') != 'running':
+                self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(fresh['node'], svmid))
+                self._step('started {0}'.format(shadow_name))
+        return self.result
+
+    # --------------------------------------------------------------- pieces
+
+    def _all_shared(self, pcfg):
+        stores = dict((s.get('storage'), s) for s in (self.api.get('storage') or []))
+        return all(int(stores.get(sid, {}).get('shared') or 0) == 1 for sid in disks_of(pcfg).values())
+
+    def _ha_record(self, vmid):
+        sid = 'vm:{0}'.format(vmid)
+        try:
+            resources = self.api.get('cluster/ha/resources') or []
+        except PveApiError:
+            return None, []
+        found = [r for r in resources if r.get('sid') == sid]
+        if not found:
+            return None, []
+        try:
+            rules = [r for r in (self.api.get('cluster/ha/rules') or [])
+                     if sid in [x.strip() for x in str(r.get('resources', '')).split(',')]]
+        except PveApiError:
+            rules = []
+        return found[0], rules
+
+    def _ha_restore(self, vmid, resource, rules):
+        if not resource:
+            return
+        sid = 'vm:{0}'.format(vmid)
+        params = dict((k, resource[k]) for k in HA_RESOURCE_KEYS if resource.get(k) not in (None, ''))
+        present = [r.get('sid') for r in self.api.get('cluster/ha/resources') or []]
+        if sid not in present:
+            self.api.post('cluster/ha/resources', sid=sid, **params)
+        current = dict((r.get('rule'), r) for r in self.api.get('cluster/ha/rules') or [])
+        for rule in rules:
+            keys = dict((k, v) for k, v in rule.items() if k not in ('rule', 'digest', 'order', 'errors'))
+            if rule['rule'] in current:
+                have = [x.strip() for x in str(current[rule['rule']].get('resources', '')).split(',')]
+                if sid in have:
+                    continue
+                self.api.put('cluster/ha/rules/{0}'.format(rule['rule']), type=rule['type'],
+                             resources=rule['resources'])
+            else:
+                self.api.post('cluster/ha/rules', rule=rule['rule'], **keys)
+        self._step('HA resource {0} and {1} rule(s) restored'.format(sid, len(rules)))
+
+    def _replace(self, primary, shadow, identity, snapname, move):
+        """Stop and destroy the shadow, clone the snapshot to its vmid. Raises ShadowMissingError after the destroy."""
+        snode, svmid = shadow['node'], int(shadow['vmid'])
+        pnode, pvmid = primary['node'], int(primary['vmid'])
+        if shadow.get('status') == 'running':
+            self._task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(snode, svmid))
+            self._step('stopped {0}'.format(shadow['name']))
+        try:
+            self._task('DELETE', 'nodes/{0}/qemu/{1}'.format(snode, svmid),
+                       {'purge': 1, 'destroy-unreferenced-disks': 1})
+        except PveApiError:
+            if shadow.get('status') == 'running' and self._vm_exists(svmid):
+                try:
+                    self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(snode, svmid))
+                except PveApiError:
+                    pass  # the destroy error is the one to report
+            raise
+        self._step('destroyed {0} (vmid {1})'.format(shadow['name'], svmid))
+        params = dict(newid=svmid, name=shadow['name'], snapname=snapname, full=1,
+                      description=identity['description'] or None, pool=identity['pool'])
+        if not move and snode != pnode:
+            params['target'] = snode
+        where = 'nodes/{0}/qemu/{1}/clone'.format(pnode, pvmid)
+        try:
+            self._clone(where, params, svmid)
+        except PveApiError as exc:
+            raise ShadowMissingError(missing_message(shadow['name'], svmid, snode, primary['name'], snapname,
+                                                     exc.message), kind='shadow_missing', method='POST',
+                                     path=where, node=pnode) from exc
+        self._step('cloned {0} to vmid {1} ({2})'.format(snapname, svmid, shadow['name']))
+        if move:
+            try:
+                self._task('POST', 'nodes/{0}/qemu/{1}/migrate'.format(pnode, svmid),
+                           {'target': snode, 'with-local-disks': 1})
+                self._step('moved vmid {0} to {1}'.format(svmid, snode))
+            except PveApiError as exc:
+                self.result['warnings'].append(
+                    'the new shadow stays on {0}, the node of its primary: moving it to {1} failed ({2}); move it '
+                    'with `qm migrate {3} {1} --with-local-disks`'.format(pnode, snode, exc.message, svmid))
+
+    def _clone(self, where, params, vmid):
+        """The clone task; one more try when PVE refused it before doing anything (lock, connection)."""
+        for attempt in (1, 2):
+            try:
+                self._task('POST', where, params)
+                return
+            except PveUncertainError:
+                # The request may have reached PVE: look, never clone twice.
+                if not self._vm_exists(vmid):
+                    raise
+                self._wait_unlocked(vmid)
+                return
+            except PveApiError as exc:
+                retry = exc.kind in RETRYABLE_KINDS and not isinstance(exc, PveTaskError)
+                if attempt == 2 or not retry or self._vm_exists(vmid):
+                    raise
+                self.result['warnings'].append('the clone failed ({0}); tried once more'.format(exc.message))
+
+    def _vm_exists(self, vmid):
+        return any(int(r.get('vmid', -1)) == int(vmid) for r in self.api.resources('vm'))
+
+    def _wait_unlocked(self, vmid, poll=1.0):
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == int(vmid)]
+            if found and not found[0].get('lock'):
+                return
+            time.sleep(poll)
+        raise PveApiError('vmid {0} is still locked after {1}s'.format(vmid, self.timeout), kind='timeout')
+
+    def _restore(self, node, vmid, identity, description, keep_size, isolate):
+        current = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == vmid]
+        node = current[0]['node'] if current else node
+
+        def compute(cfg):
+            return restore_changes(identity, cfg, description, keep_size=keep_size, isolate=isolate)
+
+        dummy, changes, deletes = self.api.update_vm_config(node, vmid, compute)
+        self._step('restored {0}'.format(', '.join(sorted(list(changes) + ['-' + d for d in deletes]))))

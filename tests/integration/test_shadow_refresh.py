@@ -1,0 +1,165 @@
+"""shadow_refresh (replication fidelity full) against the PVE simulator.
+
+The primaries and the shadow are built the way site.yml builds them (linked_clone with a plan), then the shadow
+is re-created from a snapshot of its first primary. fakepve clones from a snapshot of a non-template VM as PVE
+does (full clone; `_qm_clone` with `snapname`), so nothing here is skipped.
+"""
+import copy
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
+from lab.modrun import ModuleFailed, run_module
+
+TEMPLATE = {
+    'name': 'shop',
+    'nodes': ['pve1', 'pve2', 'pve3'],
+    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
+                  'gateway': '10.10.0.1'}],
+    'services': [
+        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
+         'vip': '10.10.0.100/24', 'critical': True},
+    ],
+    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'full', 'interval': '1h'}},
+}
+
+
+def vms_by_name(pvesim):
+    return dict((vm.name, vm) for vm in pvesim.pve.vms)
+
+
+@pytest.fixture
+def built(pvesim, pve_conn):
+    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    vms = vms_by_name(pvesim)
+    return vms['shop-web-1'], vms['shop-web-shadow']
+
+
+def args(pve_conn, **extra):
+    return dict(pve_conn, primary='shop-web-1', shadow='shop-web-shadow', timeout=120, **extra)
+
+
+def test_refresh_keeps_identity_and_removes_the_snapshot(pvesim, pve_conn, built):
+    primary, shadow = built
+    before = dict(vmid=shadow.vmid, node=shadow.node, config=dict(shadow.config))
+    assert before['node'] != primary.node  # placement spread; local-lvm: the clone is made on pve1, then moved
+    primary.config['cpu'] = 'host'  # something only the primary has: the new shadow must be its copy
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert result['changed'] and not result['skipped']
+    assert result['steps'][:4] == ['snapshot {0} of shop-web-1'.format(result['snapshot']), 'stopped shop-web-shadow',
+                                   'destroyed shop-web-shadow (vmid {0})'.format(before['vmid']),
+                                   'cloned {0} to vmid {1} (shop-web-shadow)'.format(result['snapshot'], before['vmid'])]
+    assert 'moved vmid {0} to {1}'.format(before['vmid'], before['node']) in result['steps']
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert new is not shadow  # really re-created
+    assert (new.vmid, new.node, new.name) == (before['vmid'], before['node'], 'shop-web-shadow')
+    assert new.config.get('cpu') == 'host'
+    assert 'base-9000' not in new.config['scsi0']  # a full copy, no longer a linked clone of the golden image
+    nets_before = dict((k, v) for k, v in before['config'].items() if k.startswith('net'))
+    nets_after = dict((k, v) for k, v in new.config.items() if k.startswith('net'))
+    assert sorted(nets_after) == sorted(nets_before)
+    for key, value in nets_before.items():
+        old, now = propstr.parse_net(value), propstr.parse_net(nets_after[key])
+        assert now['macaddr'] == old['macaddr'] and now['bridge'] == old['bridge'] and now.get('tag') == old.get('tag')
+    # net1 is the VRRP NIC on the primary's own bridge: the copy comes back with its link down.
+    assert result['isolated_nics'] == ['net1']
+    assert propstr.parse_net(nets_after['net1']).get('link_down') == '1'
+    assert propstr.parse_net(nets_after['net0']).get('link_down', '0') == '0'
+    assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(before['config']['tags'])
+    assert int(new.config['cores']) == int(before['config']['cores']) == 1
+    assert 'hookscript' not in new.config
+    dummy, meta = metablock.parse_description(new.config['description'])
+    assert meta['role'] == 'shadow' and meta['replication']['last_full'] == result['last_full']
+    assert meta['replication']['source_snapshot'] == result['snapshot']
+    assert primary.snapshots == {}
+    assert new.status == 'running'
+    assert result['diff']['before']['vmid'] == before['vmid']
+
+
+def test_second_call_within_min_interval_writes_nothing(pvesim, pve_conn, built):
+    run_module(shadow_refresh, args(pve_conn, min_interval=3600))
+    mark = pvesim.mark()
+    again = run_module(shadow_refresh, args(pve_conn, min_interval=3600))
+    assert not again['changed'] and again['skipped']
+    assert 'min_interval' in again['reason']
+    assert pvesim.writes(mark) == []
+
+
+def test_check_mode_writes_nothing(pvesim, pve_conn, built):
+    primary, shadow = built
+    mark = pvesim.mark()
+    dry = run_module(shadow_refresh, args(pve_conn), check_mode=True)
+    assert dry['changed'] and dry['steps'][0].startswith('would snapshot shop-web-1')
+    assert pvesim.writes(mark) == []
+    assert vms_by_name(pvesim)['shop-web-shadow'] is shadow and primary.snapshots == {}
+
+
+def test_lost_quorum_stops_before_any_write(pvesim, pve_conn, built):
+    pvesim.pve.lose_quorum()
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(shadow_refresh, args(pve_conn))
+    assert info.value.result['kind'] == 'quorum'
+    assert pvesim.writes(mark) == []
+    assert vms_by_name(pvesim)['shop-web-shadow'] is built[1]
+
+
+def test_clone_failure_after_destroy_names_the_missing_shadow(pvesim, pve_conn, built):
+    primary, shadow = built
+    svmid = shadow.vmid
+    pvesim.pve.fail('POST', '/nodes/{0}/qemu/{1}/clone'.format(primary.node, primary.vmid), 500, 'boom')
+    with pytest.raises(ModuleFailed) as info:
+        run_module(shadow_refresh, args(pve_conn))
+    failed = info.value.result
+    assert failed['kind'] == 'shadow_missing'
+    assert "'shop-web-shadow' (vmid {0}".format(svmid) in failed['msg']
+    assert 'MISSING' in failed['msg'] and 'site.yml' in failed['msg'] and 'boom' in failed['msg']
+    assert failed['identity']['nets']['net0'] == shadow.config['net0']
+    assert 'shop-web-shadow' not in vms_by_name(pvesim)
+    assert primary.snapshots == {}  # the snapshot is deleted even so
+    # A second run says plainly that there is nothing to refresh, and how to build it.
+    pvesim.pve.failures.clear()
+    with pytest.raises(ModuleFailed) as again:
+        run_module(shadow_refresh, args(pve_conn))
+    assert 'site.yml' in again.value.result['msg']
+
+
+
+class _FlakyApi(object):
+    """Just enough of PveApi for ShadowRefresher._clone: the clone task fails with `errors`, in order."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.clones = 0
+
+    def run_task(self, method, path, params=None, timeout=None):
+        self.clones += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return dict(warnings=[])
+
+    def resources(self, kind=None):
+        return []
+
+
+def test_clone_is_retried_once_only_for_retryable_errors():
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTimeoutError
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.refresh import ShadowRefresher
+    locked = PveTimeoutError('the VM is locked (clone); still locked after waiting 60s', kind='lock')
+    api = _FlakyApi([locked])
+    refresher = ShadowRefresher(api)
+    refresher._clone('nodes/pve1/qemu/100/clone', {}, 103)
+    assert api.clones == 2 and 'tried once more' in refresher.result['warnings'][0]
+    api = _FlakyApi([locked, locked])
+    with pytest.raises(PveApiError):
+        ShadowRefresher(api)._clone('nodes/pve1/qemu/100/clone', {}, 103)
+    assert api.clones == 2
+    api = _FlakyApi([PveApiError('PVE answered 500: boom', kind='error')])
+    with pytest.raises(PveApiError):
+        ShadowRefresher(api)._clone('nodes/pve1/qemu/100/clone', {}, 103)
+    assert api.clones == 1
