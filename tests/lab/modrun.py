@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 
+from ansible.module_utils import _internal as module_internal
 from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 
@@ -25,11 +26,19 @@ def run_module(module, args, check_mode=False, diff=True):
         if hasattr(store, 'clear'):
             store.clear()
     out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
-        try:
-            module.main()
-        except SystemExit:
-            pass
+    # Once controller code is imported in this process (another test used an action or inventory plugin),
+    # ansible-core routes module warnings to the controller's display instead of the result. A module runs
+    # in its own process in real life: make this run look like one.
+    was_controller = getattr(module_internal, 'is_controller', False)
+    module_internal.is_controller = False
+    try:
+        with patch_module_args(args), contextlib.redirect_stdout(out):
+            try:
+                module.main()
+            except SystemExit:
+                pass
+    finally:
+        module_internal.is_controller = was_controller
     text = out.getvalue()
     result = json.loads(text[text.index('{'):])
     if result.get('failed'):
