@@ -17,10 +17,19 @@ What this module owns, so that removal takes exactly that and nothing else:
 * nftables: one ``netdev`` table per (source, target) pair, named by :func:`nft_table_name`;
 * tc: u32 filters with a preference in ``TC_PREF_MIN..TC_PREF_MAX`` whose mirred action carries
   the cookie :func:`tc_cookie` (a marker byte plus the target name), and the root ``htb`` qdisc
-  with handle ``TC_ROOT_HANDLE`` that it adds when a device has only the kernel's default root.
+  with handle ``TC_ROOT_HANDLE`` that it adds when a device has only the kernel's default root;
+* with a target *bridge* (the shadow runs on another node, its twin network is a VXLAN zone whose
+  vnet bridge exists on every node): one veth pair per source, ``snd<vmid>i<n>`` (the mirror dups
+  into it, up, no address, everything arriving on it dropped) and ``snm<vmid>i<n>`` (a port of the
+  twin bridge, MAC learning off), both carrying the interface alias :func:`port_alias`. The pair's
+  nft table then also rewrites the source MAC of the copies entering the bridge to a fixed,
+  locally administered one (:func:`port_mac`): a VXLAN peer's bridge learns MACs from what it
+  receives, and once the primary's and its client's MACs were learned behind the VXLAN port the
+  copies addressed to them would be dropped there instead of flooded to the shadow.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -33,9 +42,13 @@ TC_PREF_MAX = 49407
 TC_ROOT_HANDLE = '5e4e:'
 TC_COOKIE_MARK = '5e'
 NFT_PREFIX = 'shadownet_'
+DUP_PREFIX = 'snd'
+PORT_PREFIX = 'snm'
+PORT_ALIAS = 'shadownet-mirror'
 # VM direction -> (hook on the host device, nft chain name)
 HOOKS = {'egress': ('ingress', 'vm_egress'), 'ingress': ('egress', 'vm_ingress')}
 
+_TAP_RE = re.compile(r'^tap(\d+i\d+)$')
 _DEVICE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$')
 _NETNS_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 _DEFAULT_ROOTS = ('noqueue', 'pfifo_fast', 'fq_codel', 'mq', 'fq', 'pfifo', 'bfifo', 'cake', 'sfq')
@@ -105,11 +118,16 @@ def validate_rate(mode, rate):
 
 
 class MirrorSpec:
-    """One validated mirror: source device -> target device, mode, rate, directions, backend."""
+    """One validated mirror: source device -> target device, mode, rate, directions, backend.
 
-    __slots__ = ('source', 'target', 'mode', 'rate', 'direction', 'backend')
+    With ``bridge`` the target is the collection's veth end (:func:`port_names`) whose peer is a
+    port of that bridge; ``target`` must then be that name.
+    """
 
-    def __init__(self, source, target, mode='full', rate=None, direction='both', backend='nft'):
+    __slots__ = ('source', 'target', 'mode', 'rate', 'direction', 'backend', 'bridge')
+
+    def __init__(self, source, target, mode='full', rate=None, direction='both', backend='nft',
+                 bridge=None):
         if mode not in MODES:
             raise MirrorError('mode %r is unknown: use one of %s' % (mode, ', '.join(MODES)))
         if direction not in DIRECTIONS:
@@ -128,6 +146,17 @@ class MirrorSpec:
             raise MirrorError('mode=sampled needs backend=nft (nftables numgen); this kernel has no '
                               'tc sampling action')
         self.backend = backend
+        self.bridge = None
+        if bridge is not None:
+            self.bridge = validate_device(bridge, 'target_bridge')
+            if backend != 'nft':
+                raise MirrorError('target_bridge needs backend=nft (the veth port is set up with '
+                                  'nftables rules)')
+            if self.target != port_names(self.source)[0]:
+                raise MirrorError('with target_bridge the target is %s, not %s'
+                                  % (port_names(self.source)[0], self.target))
+            if self.bridge in (self.source,) + port_names(self.source):
+                raise MirrorError('target_bridge %s is the source or one of its veth ends' % bridge)
 
     @property
     def vm_directions(self):
@@ -141,24 +170,71 @@ class MirrorSpec:
         return max(1, int(round(self.rate * SAMPLE_MOD)))
 
     def as_dict(self):
-        return {'source': self.source, 'target': self.target, 'mode': self.mode, 'rate': self.rate,
-                'direction': self.direction, 'backend': self.backend}
+        out = {'source': self.source, 'target': self.target, 'mode': self.mode, 'rate': self.rate,
+               'direction': self.direction, 'backend': self.backend}
+        if self.bridge:
+            out['target_bridge'] = self.bridge
+        return out
 
 
 def build_spec(source=None, source_vmid=None, source_nic=0, target=None, target_vmid=None,
-               target_nic=0, mode='full', rate=None, direction='both', backend='nft'):
-    """A MirrorSpec from either device names or (vmid, nic) pairs, fully validated."""
+               target_nic=0, mode='full', rate=None, direction='both', backend='nft',
+               target_bridge=None):
+    """A MirrorSpec from either device names or (vmid, nic) pairs, fully validated.
+
+    ``target_bridge`` replaces the target: the copy goes into the collection's veth port on that
+    bridge (see :func:`port_names`).
+    """
     if source is None and source_vmid is None:
         raise MirrorError('give the source as source (a device name) or source_vmid (+ source_nic)')
-    if target is None and target_vmid is None:
-        raise MirrorError('give the target as target (a device name) or target_vmid (+ target_nic)')
     if source is not None and source_vmid is not None:
         raise MirrorError('give source or source_vmid, not both')
+    src = source if source is not None else tap_name(source_vmid, source_nic or 0, 'source')
+    if target_bridge is not None:
+        if target is not None or target_vmid is not None:
+            raise MirrorError('give target_bridge or target / target_vmid, not both')
+        src = validate_device(src, 'source')
+        return MirrorSpec(src, port_names(src)[0], mode=mode, rate=rate, direction=direction,
+                          backend=backend, bridge=target_bridge)
+    if target is None and target_vmid is None:
+        raise MirrorError('give the target as target (a device name), target_vmid (+ target_nic) '
+                          'or target_bridge')
     if target is not None and target_vmid is not None:
         raise MirrorError('give target or target_vmid, not both')
-    src = source if source is not None else tap_name(source_vmid, source_nic or 0, 'source')
     tgt = target if target is not None else tap_name(target_vmid, target_nic or 0, 'target')
     return MirrorSpec(src, tgt, mode=mode, rate=rate, direction=direction, backend=backend)
+
+
+def port_names(source):
+    """The collection's veth pair for mirrors of ``source`` into a bridge: (dup end, bridge port).
+
+    ``tap<vmid>i<n>`` gives ``snd<vmid>i<n>`` and ``snm<vmid>i<n>`` (at most 15 characters, as
+    the tap name); any other source name a hash of it (``snd``/``snm`` + ``h`` + 10 hex digits).
+    """
+    validate_device(source, 'source')
+    m = _TAP_RE.match(source)
+    suffix = m.group(1) if m else 'h' + hashlib.sha1(source.encode('utf-8')).hexdigest()[:10]
+    return (validate_device(DUP_PREFIX + suffix, 'veth end'),
+            validate_device(PORT_PREFIX + suffix, 'veth port'))
+
+
+def port_mac(source):
+    """The locally administered unicast MAC the copies of ``source`` carry as source address on
+    the twin bridge (stable per source)."""
+    digest = hashlib.sha1(('shadownet-mirror:' + source).encode('utf-8')).hexdigest()
+    return '02:5e:' + ':'.join(digest[i:i + 2] for i in range(0, 8, 2))
+
+
+def port_alias(source, bridge):
+    """The interface alias that marks a veth end as ours, with what it is for."""
+    return '%s %s -> %s' % (PORT_ALIAS, source, bridge)
+
+
+def desired_port(spec):
+    """The wanted state of the veth pair of a bridge-target spec (compared with :meth:`MirrorManager.read_port`)."""
+    dup, port = port_names(spec.source)
+    return {'dup': dup, 'port': port, 'peer': port, 'bridge': spec.bridge, 'learning': False,
+            'up': True, 'owned': True}
 
 
 # --- names and wanted state (pure) ---------------------------------------------------------------
@@ -180,7 +256,11 @@ def tc_cookie(target):
 def desired_state(spec):
     """What the device should carry for ``spec``: VM direction -> list of rule descriptions."""
     rule = {'backend': spec.backend, 'sample': spec.threshold(), 'target': spec.target}
-    return {d: [dict(rule)] for d in spec.vm_directions}
+    state = {d: [dict(rule)] for d in spec.vm_directions}
+    if spec.bridge:
+        state['port'] = [{'backend': 'nft', 'chain': 'port_in', 'saddr': port_mac(spec.source)},
+                         {'backend': 'nft', 'chain': 'sink', 'policy': 'drop'}]
+    return state
 
 
 def nft_ruleset(spec):
@@ -206,6 +286,19 @@ def nft_ruleset(spec):
         expr.append({'dup': {'addr': spec.target}})
         cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain,
                                       'expr': expr}}})
+    if spec.bridge:
+        dup, port = port_names(spec.source)
+        # Copies entering the twin bridge get a fixed source MAC (see the module docstring).
+        cmds.append({'add': {'chain': {'family': 'netdev', 'table': name, 'name': 'port_in',
+                                       'type': 'filter', 'hook': 'ingress', 'dev': port,
+                                       'prio': 0, 'policy': 'accept'}}})
+        cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': 'port_in', 'expr': [
+            {'mangle': {'key': {'payload': {'protocol': 'ether', 'field': 'saddr'}},
+                        'value': port_mac(spec.source)}}]}}})
+        # Whatever the twin network sends back through the port ends here.
+        cmds.append({'add': {'chain': {'family': 'netdev', 'table': name, 'name': 'sink',
+                                       'type': 'filter', 'hook': 'ingress', 'dev': dup,
+                                       'prio': 0, 'policy': 'drop'}}})
     return {'nftables': cmds}
 
 
@@ -224,11 +317,13 @@ def parse_nft_table(doc):
     that it never compares equal to a wanted rule (the table is then rebuilt).
     """
     chains = {}
+    policies = {}
     rules = {}
     packets = {}
     for item in (doc or {}).get('nftables', []):
         if 'chain' in item:
             chains[item['chain']['name']] = item['chain'].get('hook')
+            policies[item['chain']['name']] = item['chain'].get('policy')
         elif 'rule' in item:
             rules.setdefault(item['rule']['chain'], []).append(item['rule'].get('expr', []))
     state = {}
@@ -256,6 +351,24 @@ def parse_nft_table(doc):
                     entry['unknown'] = 'expression %r' % (e,)
             entries.append(entry)
         state[vm_dir] = entries
+    port = []
+    if 'port_in' in chains:
+        entry = {'backend': 'nft', 'chain': 'port_in', 'saddr': None}
+        for expr in rules.get('port_in', []):
+            for e in expr:
+                key = (e.get('mangle') or {}).get('key') or {}
+                if key.get('payload', {}).get('field') == 'saddr' and entry['saddr'] is None:
+                    entry['saddr'] = e['mangle'].get('value')
+                else:
+                    entry['unknown'] = 'expression %r' % (e,)
+        port.append(entry)
+    if 'sink' in chains:
+        entry = {'backend': 'nft', 'chain': 'sink', 'policy': policies.get('sink')}
+        if rules.get('sink'):
+            entry['unknown'] = 'rules %r' % (rules['sink'],)
+        port.append(entry)
+    if port:
+        state['port'] = port
     return state, packets
 
 
@@ -336,6 +449,141 @@ class MirrorManager:
             return None
         data = json.loads(out or '[]')
         return data[0] if data else None
+
+    def link_details(self, dev):
+        """``ip -j -d link show`` of one device (bridge port data included), or None."""
+        rc, out, dummy = self.call('ip', ['-j', '-d', 'link', 'show', 'dev', dev], check=False)
+        if rc != 0:
+            return None
+        data = json.loads(out or '[]')
+        return data[0] if data else None
+
+    def read_port(self, source):
+        """The live state of the collection's veth pair for ``source`` (None when neither end exists).
+
+        ``owned`` is true only when both ends carry our alias: a device with one of our names
+        that lacks it is someone else's and is never changed or removed.
+        """
+        dup, port = port_names(source)
+        d, p = self.link_details(dup), self.link_details(port)
+        if d is None and p is None:
+            return None
+        slave = ((p or {}).get('linkinfo') or {}).get('info_slave_data') or {}
+        return {'dup': dup if d else None, 'port': port if p else None,
+                'peer': (d or {}).get('link'), 'bridge': (p or {}).get('master'),
+                'learning': slave.get('learning') if p else None,
+                'up': bool(d and p and 'UP' in d.get('flags', []) and 'UP' in p.get('flags', [])),
+                'owned': bool(d and p and all(str(x.get('ifalias', '')).startswith(PORT_ALIAS + ' ')
+                                              for x in (d, p))),
+                'foreign': [x['ifname'] for x in (d, p)
+                            if x and not str(x.get('ifalias', '')).startswith(PORT_ALIAS + ' ')]}
+
+    def _port_commands(self, spec, live, check_mode):
+        """Create (or re-create) the veth pair of a bridge-target spec."""
+        dup, port = port_names(spec.source)
+        if live is not None:
+            for dev in (live['dup'], live['port']):
+                if dev:  # deleting one end of a veth deletes both
+                    self.change('ip', ['link', 'del', 'dev', dev], check_mode=check_mode)
+                    break
+        bridge = self.link_details(spec.bridge) or {}
+        mtu = str(int(bridge.get('mtu') or 1500))
+        alias = port_alias(spec.source, spec.bridge)
+        self.change('ip', ['link', 'add', 'name', dup, 'mtu', mtu, 'type', 'veth', 'peer', 'name',
+                           port, 'mtu', mtu], check_mode=check_mode)
+        for dev in (dup, port):
+            self.change('ip', ['link', 'set', 'dev', dev, 'alias', alias], check_mode=check_mode)
+            self.change('ip', ['link', 'set', 'dev', dev, 'addrgenmode', 'none'],
+                        check_mode=check_mode)
+        self.change('ip', ['link', 'set', 'dev', port, 'master', spec.bridge],
+                    check_mode=check_mode)
+        self.change('ip', ['link', 'set', 'dev', port, 'type', 'bridge_slave', 'learning', 'off'],
+                    check_mode=check_mode)
+        for dev in (dup, port):
+            self.change('ip', ['link', 'set', 'dev', dev, 'up'], check_mode=check_mode)
+
+    @staticmethod
+    def _port_view(live):
+        if live is None:
+            return []
+        return [{k: v for k, v in live.items() if k != 'foreign'}]
+
+    def ensure_present_bridge(self, spec, check_mode=False, ignore_missing=False):
+        """``ensure_present`` for a spec with a target bridge: the veth pair, then the nft table."""
+        dup, port = port_names(spec.source)
+        missing = [d for d in (spec.source, spec.bridge) if self.link(d) is None]
+        live = self.read_port(spec.source)
+        if live and live['foreign']:
+            raise MirrorError('device %s exists and is not shadownet\'s (no "%s" alias): rename or '
+                              'remove it' % (', '.join(live['foreign']), PORT_ALIAS))
+        before = self.read(spec.source, dup)
+        before['rules']['link'] = self._port_view(live)
+        result = {'changed': False, 'source': spec.source, 'target': dup, 'target_bridge': spec.bridge,
+                  'port': port, 'firewall_bridge': self.firewall_bridge(spec.source),
+                  'spec': spec.as_dict(), 'before': self.comparable(before['rules']),
+                  'missing': missing}
+        if missing:
+            if ignore_missing:
+                result['after'] = result['before']
+                result['msg'] = ('skipped: device %s does not exist; the hookscript applies the mirror '
+                                 'when the VM starts' % ', '.join(missing))
+                return result
+            raise MirrorError('device %s does not exist: is the VM running and the twin network\'s '
+                              'bridge on this node? (ignore_missing=true skips absent devices)'
+                              % ', '.join(missing))
+        details = self.link_details(spec.bridge) or {}
+        if (details.get('linkinfo') or {}).get('info_kind') != 'bridge':
+            raise MirrorError('target_bridge %s is not a Linux bridge' % spec.bridge)
+        want_state = desired_state(spec)
+        want_state['link'] = [desired_port(spec)]
+        want = normalise(want_state)
+        if result['before'] == want:
+            result['after'] = want
+            result['packets'] = before['packets']
+            result['msg'] = 'mirror %s -> %s (bridge %s) already present' % (spec.source, dup, spec.bridge)
+            return result
+        if self._port_view(live) != [desired_port(spec)]:
+            self._port_commands(spec, live, check_mode)
+        self.change('nft', ['-j', '-f', '-'], data=json.dumps(nft_ruleset(spec)), check_mode=check_mode)
+        result['changed'] = True
+        if check_mode:
+            result['after'] = want
+        else:
+            after = self.read(spec.source, dup)
+            after['rules']['link'] = self._port_view(self.read_port(spec.source))
+            result['after'] = self.comparable(after['rules'])
+        result['msg'] = 'mirror %s -> %s (bridge %s) %s' % (
+            spec.source, dup, spec.bridge, 'created' if not result['before'] else 'updated')
+        if not check_mode and result['after'] != want:
+            raise MirrorError('mirror %s -> bridge %s did not read back as applied: %r'
+                              % (spec.source, spec.bridge, result['after']))
+        return result
+
+    def ensure_absent_bridge(self, source, bridge, check_mode=False):
+        """Remove the pair's nft table and the collection's veth pair; nothing else."""
+        validate_device(bridge, 'target_bridge')
+        dup, port = port_names(source)
+        live = self.read_port(source)
+        before = self.read(source, dup)
+        before['rules']['link'] = self._port_view(live)
+        result = {'changed': False, 'source': source, 'target': dup, 'target_bridge': bridge,
+                  'port': port, 'firewall_bridge': self.firewall_bridge(source),
+                  'before': self.comparable(before['rules']), 'after': {},
+                  'missing': [d for d in (source, bridge) if self.link(d) is None]}
+        if before['nft_table']:
+            self.change('nft', ['-j', '-f', '-'], data=json.dumps(nft_delete(source, dup)),
+                        check_mode=check_mode)
+            result['changed'] = True
+        if live is not None and live['owned']:
+            self.change('ip', ['link', 'del', 'dev', live['dup'] or live['port']], check_mode=check_mode)
+            result['changed'] = True
+        elif live is not None:
+            result['after'] = {'link': self._port_view(live)}
+            result['warning'] = ('device %s is not shadownet\'s (no "%s" alias): left alone'
+                                 % (', '.join(live['foreign']), PORT_ALIAS))
+        result['msg'] = 'mirror %s -> bridge %s %s' % (source, bridge,
+                                                       'removed' if result['changed'] else 'already absent')
+        return result
 
     def firewall_bridge(self, dev):
         """The ``fwbr`` bridge a tap is plugged into when the VM's PVE firewall is on, else None."""
@@ -453,6 +701,8 @@ class MirrorManager:
 
     def ensure_present(self, spec, check_mode=False, ignore_missing=False):
         """Make the live rules equal to ``spec``. Returns a result dict (changed, before, after ...)."""
+        if spec.bridge:
+            return self.ensure_present_bridge(spec, check_mode=check_mode, ignore_missing=ignore_missing)
         missing = [d for d in (spec.source, spec.target) if self.link(d) is None]
         before = self.read(spec.source, spec.target)
         result = {'changed': False, 'source': spec.source, 'target': spec.target,

@@ -37,6 +37,19 @@ description:
     its nftables table C(shadownet_<source>_-<target>), and its tc filters (preference 49152-49407,
     action cookie C(5e) + target name), plus its root C(htb) and the C(ingress) qdisc once they
     hold no filter. Other qdiscs, filters and tables on the device are left alone.
+  - B(Shadow on another node.) With O(target_bridge) the copy does not go to a local device of the shadow
+    but into a veth pair this module owns, one end (C(snm<vmid>i<n>), MAC learning off) a port of
+    O(target_bridge), the other end (C(snd<vmid>i<n>), up, no address) the one the mirror duplicates
+    into. The bridge is the local vnet bridge of the shadow twin network, an SDN C(vxlan) zone whose
+    bridge PVE creates on every node of the zone, so the copies are flooded over VXLAN to the shadow's
+    node. The copies enter the twin bridge with the source MAC rewritten to a fixed, locally
+    administered one (RV(port_mac)), because the remote bridge learns MACs from what it receives and
+    would otherwise drop copies addressed to a MAC it has already seen behind the VXLAN port.
+    Everything the twin network sends back into the port is dropped. Both veth ends carry the interface
+    alias C(shadownet-mirror <source> -> <bridge>); a device with one of these names but without that
+    alias is not touched and the module fails. O(state=absent) removes the pair's nftables table and
+    the veth pair. VXLAN costs 50 bytes per frame; frames larger than the twin bridge's MTU are not
+    copied.
   - Tap devices are recreated on every VM start, and a mirror pointing at a restarted target
     points at a dead device. The C(shadownet.proxmox.port_mirror) role installs a hookscript that
     re-applies mirrors on C(post-start) of both the primary and the shadow.
@@ -65,6 +78,13 @@ options:
     description: NIC index of the shadow's NIC on the shadow network.
     type: int
     default: 0
+  target_bridge:
+    description:
+      - Instead of a target device, copy into a veth port (owned by this module, created when absent) on
+        this bridge, the local vnet bridge of the shadow twin network (see the description). For shadows
+        that run on another node. Mutually exclusive with O(target) and O(target_vmid).
+      - 1-15 characters from C(A-Z a-z 0-9 _ . -), starting with a letter or digit. Needs O(backend=nft).
+    type: str
   mode:
     description: V(full) copies every packet; V(sampled) copies a random O(rate) fraction.
     type: str
@@ -133,6 +153,11 @@ EXAMPLES = r'''
     rate: 0.1
     direction: egress
 
+- name: Copy VM 100 net0 to its shadow on another node, through the twin network's VXLAN vnet bridge
+  shadownet.proxmox.port_mirror:
+    source_vmid: 100
+    target_bridge: sfro9qab
+
 - name: Remove the mirror
   shadownet.proxmox.port_mirror:
     source: tap100i0
@@ -147,10 +172,25 @@ source:
   type: str
   sample: tap100i0
 target:
-  description: The target device.
+  description: The target device (with O(target_bridge), the veth end the mirror duplicates into).
   returned: always
   type: str
   sample: tap900i0
+target_bridge:
+  description: The bridge the copies go to.
+  returned: when O(target_bridge) is set
+  type: str
+  sample: sfro9qab
+port:
+  description: The veth end that is a port of O(target_bridge).
+  returned: when O(target_bridge) is set
+  type: str
+  sample: snm100i0
+port_mac:
+  description: The source MAC the copies carry on the twin bridge.
+  returned: when O(target_bridge) is set
+  type: str
+  sample: 02:5e:1a:2b:3c:4d
 firewall_bridge:
   description: The C(fwbr) bridge the source tap is plugged into when the PVE firewall is on, else null.
   returned: always
@@ -187,7 +227,7 @@ packets:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.mirror import (
-    MirrorError, MirrorManager, build_spec, validate_device, tap_name)
+    MirrorError, MirrorManager, build_spec, port_mac, validate_device, tap_name)
 
 
 def _resolve(params, side):
@@ -207,6 +247,7 @@ def main():
             target=dict(type='str'),
             target_vmid=dict(type='int'),
             target_nic=dict(type='int', default=0),
+            target_bridge=dict(type='str'),
             mode=dict(type='str', choices=['full', 'sampled'], default='full'),
             rate=dict(type='float'),
             direction=dict(type='str', choices=['ingress', 'egress', 'both'], default='both'),
@@ -215,8 +256,8 @@ def main():
             netns=dict(type='str'),
             ignore_missing=dict(type='bool', default=False),
         ),
-        mutually_exclusive=[('source', 'source_vmid'), ('target', 'target_vmid')],
-        required_one_of=[('source', 'source_vmid'), ('target', 'target_vmid')],
+        mutually_exclusive=[('source', 'source_vmid'), ('target', 'target_vmid', 'target_bridge')],
+        required_one_of=[('source', 'source_vmid'), ('target', 'target_vmid', 'target_bridge')],
         required_if=[('mode', 'sampled', ('rate',))],
         supports_check_mode=True,
     )
@@ -228,20 +269,31 @@ def main():
     manager = None
     try:
         # Everything is validated before the first command runs.
-        spec = build_spec(source=_resolve(p, 'source'), target=_resolve(p, 'target'),
-                          mode=p['mode'], rate=p['rate'], direction=p['direction'],
-                          backend=p['backend'])
+        if p['target_bridge'] is not None:
+            spec = build_spec(source=_resolve(p, 'source'), target_bridge=p['target_bridge'],
+                              mode=p['mode'], rate=p['rate'], direction=p['direction'],
+                              backend=p['backend'])
+        else:
+            spec = build_spec(source=_resolve(p, 'source'), target=_resolve(p, 'target'),
+                              mode=p['mode'], rate=p['rate'], direction=p['direction'],
+                              backend=p['backend'])
         tools = dict((tool, module.get_bin_path(tool, required=True, opt_dirs=['/usr/sbin', '/sbin']))
                      for tool in ('ip', 'tc', 'nft'))
         manager = MirrorManager(run, netns=p['netns'], tools=tools)
         if p['state'] == 'present':
             result = manager.ensure_present(spec, check_mode=module.check_mode,
                                             ignore_missing=p['ignore_missing'])
+        elif spec.bridge:
+            result = manager.ensure_absent_bridge(spec.source, spec.bridge, check_mode=module.check_mode)
         else:
             result = manager.ensure_absent(spec.source, spec.target, check_mode=module.check_mode)
+        if spec.bridge:
+            result['port_mac'] = port_mac(spec.source)
     except MirrorError as exc:
         module.fail_json(msg=str(exc), commands=manager.commands if manager else [])
     result['commands'] = manager.commands
+    if result.get('warning'):
+        module.warn(result.pop('warning'))
     if module._diff:
         result['diff'] = {'before': result['before'], 'after': result['after'],
                           'before_header': '%s -> %s' % (result['source'], result['target']),

@@ -1,0 +1,233 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""port_mirror with ``target_bridge``: a primary on node A mirrored to its shadow on node B, with real packets.
+
+Two labs (two node namespaces) joined by an underlay veth (192.0.2.1/30 - 192.0.2.2/30). Each node has
+the shadow twin network's vnet bridge ``sfro9qab`` (MTU 1450, as PVE sets it for a VXLAN zone) with a
+real ``vxlan`` device as a port (VNI 4242, remote = the other node, dstport 4789), which is what PVE's
+SDN ``vxlan`` zone builds on every node. Node A: client c1 and primary VM 100 on ``vmbr0``. Node B:
+shadow VM 900 on ``sfro9qab`` with the primary's own address. The module runs in node A's namespace
+and copies ``tap100i0`` into its veth port on A's ``sfro9qab``; the copies cross the VXLAN to node B,
+where the shadow counts them.
+"""
+import json
+import socket
+import subprocess
+
+import pytest
+from scipy.stats import binom
+
+from lab.modrun import ModuleFailed, run_module
+from lab.netns import Lab, netlab  # noqa: F401  # pylint: disable=unused-import
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
+from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
+
+PRIMARY, CLIENT, PORT, CPORT = '10.0.0.10', '10.0.0.2', 5000, 40000
+TWIN, VNI, UNDERLAY_A, UNDERLAY_B = 'sfro9qab', 4242, '192.0.2.1', '192.0.2.2'
+
+
+def ip(ns, *args):
+    return subprocess.run(['ip', '-n', ns] + list(args), check=True, capture_output=True, text=True,
+                          timeout=30)
+
+
+def twin_bridge(ns, local, remote):
+    """The vnet bridge of a VXLAN zone on one node: the bridge plus a vxlan port towards the peer."""
+    ip(ns, 'link', 'add', TWIN, 'mtu', '1450', 'type', 'bridge', 'stp_state', '0')
+    ip(ns, 'link', 'add', 'vxlan_' + TWIN, 'mtu', '1450', 'type', 'vxlan', 'id', str(VNI),
+       'local', local, 'remote', remote, 'dstport', '4789')
+    ip(ns, 'link', 'set', 'vxlan_' + TWIN, 'master', TWIN, 'up')
+    ip(ns, 'link', 'set', TWIN, 'up')
+
+
+@pytest.fixture
+def nodes(netlab):  # noqa: F811  # pylint: disable=redefined-outer-name
+    """(lab A, lab B): two nodes joined by an underlay, the twin bridge on both, VMs placed."""
+    lab_b = Lab()
+    try:
+        a, b = netlab.node, lab_b.node
+        ip(a, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', b)
+        ip(a, 'addr', 'add', UNDERLAY_A + '/30', 'dev', 'ul0')
+        ip(b, 'addr', 'add', UNDERLAY_B + '/30', 'dev', 'ul0')
+        ip(a, 'link', 'set', 'ul0', 'up')
+        ip(b, 'link', 'set', 'ul0', 'up')
+        twin_bridge(a, UNDERLAY_A, UNDERLAY_B)
+        twin_bridge(b, UNDERLAY_B, UNDERLAY_A)
+        netlab.bridge('vmbr0')
+        netlab.vm(100, [('vmbr0', PRIMARY + '/24')])
+        netlab.client('c1', 'vmbr0', CLIENT + '/24')
+        lab_b.vm(900, [(TWIN, PRIMARY + '/24')])
+        yield netlab, lab_b
+    finally:
+        lab_b.close()
+
+
+def mirror_args(lab, **extra):
+    args = {'source_vmid': 100, 'target_bridge': TWIN, 'netns': lab.node}
+    args.update(extra)
+    return args
+
+
+def exchange(lab, n, echo=True, pps=20000):
+    """The client sends n datagrams to the primary, which echoes them; both ends must see all n."""
+    srv = lab.udp(lab.guests[100].ns, (PRIMARY, PORT), echo=echo)
+    cli = lab.udp(lab.clients['c1'], (CLIENT, CPORT))
+    assert cli.send((PRIMARY, PORT), n, pps=pps) == n
+    assert srv.wait(n) == n
+    if echo:
+        assert cli.wait(n) == n
+    lab.release(srv)
+    lab.release(cli)
+
+
+def shadow_counters(lab_b):
+    shadow = lab_b.guests[900]
+    to_vm = lab_b.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and f.dport == PORT
+                          and f.dst_ip == PRIMARY)
+    from_vm = lab_b.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and f.sport == PORT
+                            and f.src_ip == PRIMARY)
+    return to_vm, from_vm
+
+
+def node_state(lab):
+    """Node A's links (name, master, admin state, address) and its whole nft ruleset (carrier flags settle
+    on their own, so they are left out)."""
+    links = json.loads(lab.run(lab.node, ['ip', '-j', 'link', 'show']).stdout)
+    names = sorted((x['ifname'], x.get('master'), 'UP' in x.get('flags', []), x.get('address')) for x in links)
+    return names, lab.run(lab.node, ['nft', 'list', 'ruleset']).stdout
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize('direction', ['ingress', 'egress', 'both'])
+def test_full_mirror_crosses_vxlan_exactly_per_direction(nodes, direction):
+    lab_a, lab_b = nodes
+    res = run_module(port_mirror, mirror_args(lab_a, direction=direction))
+    assert res['changed'] is True and res['source'] == 'tap100i0'
+    assert (res['target'], res['port'], res['target_bridge']) == ('snd100i0', 'snm100i0', TWIN)
+    assert res['after']['link'] == [{'dup': 'snd100i0', 'port': 'snm100i0', 'peer': 'snm100i0',
+                                     'bridge': TWIN, 'learning': False, 'up': True, 'owned': True}]
+    port = lab_a.link(lab_a.node, 'snm100i0')
+    assert port['master'] == TWIN and port['mtu'] == 1450
+    assert not lab_a.run(lab_a.node, ['ip', '-j', 'addr', 'show', 'dev', 'snd100i0']).stdout.count('"local"')
+    to_vm, from_vm = shadow_counters(lab_b)
+    n = 1000
+    exchange(lab_a, n)
+    want_in = n if direction in ('ingress', 'both') else 0
+    want_out = n if direction in ('egress', 'both') else 0
+    assert to_vm.wait(want_in, timeout=5) == want_in
+    assert from_vm.wait(want_out, timeout=5) == want_out
+    assert to_vm.drops() == 0 and from_vm.drops() == 0
+    again = run_module(port_mirror, mirror_args(lab_a, direction=direction))
+    assert again['changed'] is False and again['commands'] == []
+    # The rule counters also count the ARP frames around the datagrams.
+    dirs = ['egress', 'ingress'] if direction == 'both' else [direction]
+    assert sorted(again['packets']) == dirs and all(again['packets'][d] >= n for d in dirs)
+
+
+@pytest.mark.netns
+def test_sampled_mirror_crosses_vxlan_binomially(nodes):
+    lab_a, lab_b = nodes
+    args = mirror_args(lab_a, mode='sampled', rate=0.1, direction='ingress')
+    assert run_module(port_mirror, args)['changed'] is True
+    to_vm = shadow_counters(lab_b)[0]
+    n, rate = 20000, 0.1
+    exchange(lab_a, n, echo=False, pps=25000)
+    got = to_vm.settle(0.5)
+    lo, hi = binom.ppf(0.0005, n, rate), binom.ppf(0.9995, n, rate)
+    assert lo <= got <= hi, 'sampled %d of %d, 99.9%% interval [%d, %d]' % (got, n, lo, hi)
+    assert to_vm.drops() == 0
+    again = run_module(port_mirror, args)
+    assert again['changed'] is False and again['packets']['ingress'] >= got
+
+
+@pytest.mark.netns
+def test_shadow_never_reaches_node_a_primary_bridge(nodes):
+    lab_a, lab_b = nodes
+    run_module(port_mirror, mirror_args(lab_a))
+    shadow = lab_b.guests[900]
+    smac = shadow.nics[0].mac
+    leaks = [lab_a.capture(lab_a.node, dev, match=lambda f: f.src_mac == smac)
+             for dev in ('vmbr0', 'tap100i0', 'cl-c1')]
+    # The shadow's frames do cross the VXLAN back to node A's twin bridge and its port ...
+    control = lab_a.capture(lab_a.node, 'snm100i0', match=lambda f: f.src_mac == smac)
+    sh = lab_b.udp(shadow.ns, (PRIMARY, 6000))
+    sh.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    for dst in ((CLIENT, CPORT), ('10.0.0.255', CPORT), ('10.0.0.1', 53)):
+        sh.send(dst, 50, pps=2000)
+    exchange(lab_a, 500)
+    assert control.wait(50) >= 50
+    # ... and end there: nothing reaches the primary's bridge, tap or client.
+    assert [c.settle(0.5) for c in leaks] == [0, 0, 0]
+    assert all(c.error is None for c in leaks + [control])
+    assert lab_a.link(lab_a.node, 'snd100i0')['stats64']['rx']['packets'] >= 50
+
+
+@pytest.mark.netns
+def test_check_mode_idempotence_and_absent_removes_exactly_ours(nodes):
+    lab_a, lab_b = nodes
+    lab_a.run(lab_a.node, ['nft', 'add', 'table', 'netdev', 'someoneelse'])
+    before = node_state(lab_a)
+    res = run_module(port_mirror, mirror_args(lab_a), check_mode=True, diff=True)
+    assert res['changed'] is True and res['commands'] and res['diff']['before'] == {}
+    assert set(res['diff']['after']) == {'egress', 'ingress', 'link', 'port'}
+    assert node_state(lab_a) == before  # check mode touched nothing
+    to_vm = shadow_counters(lab_b)[0]
+    exchange(lab_a, 100, echo=False, pps=5000)
+    assert to_vm.settle(0.3) == 0
+
+    assert run_module(port_mirror, mirror_args(lab_a))['changed'] is True
+    assert node_state(lab_a) != before
+    exchange(lab_a, 100, echo=False, pps=5000)
+    assert to_vm.wait(100, timeout=5) == 100
+
+    # Someone deletes the port: the next run puts it back (and the table with it).
+    lab_a.run(lab_a.node, ['ip', 'link', 'del', 'dev', 'snm100i0'])
+    res = run_module(port_mirror, mirror_args(lab_a))
+    assert res['changed'] is True and 'updated' in res['msg']
+    exchange(lab_a, 100, echo=False, pps=5000)
+    assert to_vm.wait(200, timeout=5) == 200
+
+    gone = run_module(port_mirror, mirror_args(lab_a, state='absent'), check_mode=True)
+    assert gone['changed'] is True and lab_a.link(lab_a.node, 'snd100i0') is not None
+    gone = run_module(port_mirror, mirror_args(lab_a, state='absent'))
+    assert gone['changed'] is True
+    assert node_state(lab_a) == before  # the veth pair and the table are gone, nothing else
+    assert run_module(port_mirror, mirror_args(lab_a, state='absent'))['changed'] is False
+    exchange(lab_a, 100, echo=False, pps=5000)
+    assert to_vm.settle(0.3) == 200
+
+
+@pytest.mark.netns
+def test_foreign_device_with_our_name_is_never_touched(nodes):
+    lab_a = nodes[0]
+    lab_a.run(lab_a.node, ['ip', 'link', 'add', 'snd100i0', 'type', 'veth', 'peer', 'name', 'snm100i0'])
+    before = node_state(lab_a)
+    with pytest.raises(ModuleFailed, match="not shadownet's"):
+        run_module(port_mirror, mirror_args(lab_a))
+    res = run_module(port_mirror, mirror_args(lab_a, state='absent'))
+    assert res['changed'] is False and node_state(lab_a) == before
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize('args,match', [
+    ({'source_vmid': 100, 'target_bridge': 'br;reboot'}, 'not a valid interface name'),
+    ({'source_vmid': 100, 'target_bridge': 'averylongbridge12'}, 'not a valid interface name'),
+    ({'source_vmid': 100, 'target_bridge': TWIN, 'backend': 'tc'}, 'needs backend=nft'),
+    ({'source_vmid': 100, 'target_bridge': TWIN, 'target_vmid': 900}, 'mutually exclusive'),
+    ({'source': 'tap100i0', 'target_bridge': 'tap100i0'}, 'is the source'),
+])
+def test_malformed_bridge_input_is_rejected_before_anything_runs(monkeypatch, args, match):
+    def refuse(*a, **kw):
+        raise AssertionError('a command ran: %r' % (a,))
+    monkeypatch.setattr(port_mirror.AnsibleModule, 'run_command', refuse)
+    with pytest.raises(ModuleFailed) as err:
+        run_module(port_mirror, args)
+    assert match in err.value.result['msg'] and err.value.result.get('commands', []) == []
+
+
+def test_port_names_and_mac_are_stable():
+    assert mirror.port_names('tap999999999i31') == ('snd999999999i31', 'snm999999999i31')
+    dup, port = mirror.port_names('veth-primary')
+    assert len(dup) == len(port) == 14 and dup[3:] == port[3:]
+    assert mirror.port_mac('tap100i0') == mirror.port_mac('tap100i0') != mirror.port_mac('tap101i0')
+    assert int(mirror.port_mac('tap100i0').split(':')[0], 16) & 0x03 == 0x02  # local, unicast
