@@ -5,6 +5,11 @@ is re-created from a snapshot of its first primary. fakepve clones from a snapsh
 does (full clone; `_qm_clone` with `snapname`), so nothing here is skipped.
 """
 import copy
+import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -163,3 +168,53 @@ def test_clone_is_retried_once_only_for_retryable_errors():
     with pytest.raises(PveApiError):
         ShadowRefresher(api)._clone('nodes/pve1/qemu/100/clone', {}, 103)
     assert api.clones == 1
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+
+
+def _playbook(argv, tmp_path, command=None):
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith(('PROXMOX_', 'ANSIBLE_')))
+    env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='False',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'))
+    res = subprocess.run((command or []) + [PLAYBOOK_BIN] + argv, capture_output=True, text=True, timeout=120, env=env,
+                         check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    recap = re.search(r'ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)', res.stdout)
+    return res, dict(zip(('ok', 'changed', 'unreachable', 'failed', 'skipped'), map(int, recap.groups())))
+
+
+def test_role_full_refreshes_from_the_controller_and_writes_the_scheduled_playbook(pvesim, pve_conn, built, tmp_path):
+    primary, shadow = built
+    environment = {'PROXMOX_HOST': pvesim.host, 'PROXMOX_PORT': str(pvesim.port), 'PROXMOX_TOKEN_ID': pvesim.token_id,
+                   'PROXMOX_TOKEN_SECRET': pvesim.token_secret, 'PROXMOX_CA_PATH': pvesim.cafile,
+                   'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS}
+    full_dir = tmp_path / 'full'
+    play = [{'name': 'full replication', 'hosts': 'shop-web-1', 'gather_facts': False,
+             'roles': [{'role': 'shadownet.proxmox.state_replication', 'vars': {
+                 'state_replication_fidelity': 'full', 'state_replication_shadow': 'shop-web-shadow',
+                 'state_replication_interval': '1h', 'state_replication_full_scheduler': 'none',
+                 'state_replication_full_dir': str(full_dir), 'state_replication_full_environment': environment}}]}]
+    (tmp_path / 'play.yml').write_text(json.dumps(play))
+    (tmp_path / 'hosts.ini').write_text('shop-web-1 ansible_connection=local ansible_python_interpreter={0}\n'.format(
+        sys.executable))
+    argv = ['-i', str(tmp_path / 'hosts.ini'), str(tmp_path / 'play.yml')]
+    res, recap = _playbook(argv, tmp_path)
+    assert recap['failed'] == 0 and recap['changed'] >= 1, res.stdout[-3000:]
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert new is not shadow and new.vmid == shadow.vmid and primary.snapshots == {}
+    generated = full_dir / 'shadownet-repl-full-shop-web-shadow.yml'
+    assert oct(generated.stat().st_mode & 0o777) == '0o600'
+    text = generated.read_text()
+    assert 'primary: "shop-web-1"' in text and 'shadow: "shop-web-shadow"' in text and 'min_interval: 3420' in text
+    env_file = full_dir / 'shadownet-repl-full-shop-web-shadow.env'
+    assert pvesim.token_secret in env_file.read_text() and oct(env_file.stat().st_mode & 0o777) == '0o600'
+    # What the cron entry runs (credentials from the env file only): the generated playbook, within the interval,
+    # changes nothing.
+    mark = pvesim.mark()
+    res, recap = _playbook([str(generated)], tmp_path, command=['sh', '-c', '. "$0" && exec "$@"', str(env_file)])
+    assert recap['changed'] == 0 and recap['failed'] == 0
+    assert pvesim.writes(mark) == []
