@@ -20,7 +20,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.template import 
 )
 
 __all__ = [
-    'PLAN_VERSION', 'build_plan', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
+    'PLAN_VERSION', 'build_plan', 'vxlan_tags', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
     'primary_placement', 'plan_templates', 'failure_result', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
 ]
 
@@ -31,6 +31,10 @@ VRRP_PRIORITY_BASE = 200
 VRRP_SHADOW_PRIORITY = 50
 VRRP_VERSION = 3
 NIC_MODEL = 'virtio'
+# VNIs of shadow twins in vxlan transport: a stable hash of (template, network) in this range, away from the low
+# numbers people pick by hand; collisions inside one template are resolved by probing upwards.
+VXLAN_TAG_MIN = 1000000
+VXLAN_TAG_MAX = 16777215
 
 
 def template_digest(tpl):
@@ -87,7 +91,22 @@ def _shadow_placement(nodes, primary_nodes, placement):
     return free + busy, avoid, bool(free)
 
 
-def _network_entry(tpl, net, role, ids):
+def vxlan_tags(template, keys):
+    """Stable VNIs for the shadow twins of ``keys`` (network names, plan order) of ``template``."""
+    span = VXLAN_TAG_MAX - VXLAN_TAG_MIN + 1
+    used = set()
+    out = {}
+    for key in keys:
+        digest = hashlib.sha256(('shadownet-vxlan:%s:%s' % (template, key)).encode('utf-8')).hexdigest()
+        offset = int(digest[:12], 16) % span
+        while VXLAN_TAG_MIN + offset in used:
+            offset = (offset + 1) % span
+        out[key] = VXLAN_TAG_MIN + offset
+        used.add(out[key])
+    return out
+
+
+def _network_entry(tpl, net, role, ids, vxlan_tag=None):
     key = net['name']
     if role == 'primary':
         is_vnet = net['type'] == 'vnet'
@@ -99,14 +118,15 @@ def _network_entry(tpl, net, role, ids):
             'zone_bridge': net['zone_bridge'] if is_vnet else None, 'vnet': vnet,
             'alias': naming.network_alias(tpl['name'], key),
             'bridge': vnet if is_vnet else net['bridge'], 'vlan': net['vlan'],
-            'cidr': net['cidr'], 'gateway': net['gateway'], 'isolated': False,
+            'cidr': net['cidr'], 'gateway': net['gateway'], 'isolated': False, 'vxlan_tag': None,
         }
     vnet = ids[('shadow-vnet', key)]
     return {
         'name': key, 'role': 'shadow', 'twin_of': key, 'type': 'vnet',
-        'zone': ids[('shadow-zone', key)], 'zone_type': 'simple', 'zone_bridge': None, 'vnet': vnet,
-        'alias': naming.network_alias(tpl['name'], key, role='shadow'),
+        'zone': ids[('shadow-zone', key)], 'zone_type': 'vxlan' if vxlan_tag else 'simple', 'zone_bridge': None,
+        'vnet': vnet, 'alias': naming.network_alias(tpl['name'], key, role='shadow'),
         'bridge': vnet, 'vlan': None, 'cidr': net['cidr'], 'gateway': None, 'isolated': True,
+        'vxlan_tag': vxlan_tag,
     }
 
 
@@ -157,6 +177,8 @@ def build_plan(tpl):
                 if key not in shadowed_networks:
                     shadowed_networks.append(key)
     ids = _derive_ids(tpl, shadowed_networks)
+    transport = shadow_cfg['transport']
+    tags = vxlan_tags(name, shadowed_networks) if transport == 'vxlan' else {}
 
     primary_nets = {}
     shadow_nets = {}
@@ -167,7 +189,7 @@ def build_plan(tpl):
         networks.append(entry)
     for net in tpl['networks']:
         if net['name'] in shadowed_networks:
-            entry = _network_entry(tpl, net, 'shadow', ids)
+            entry = _network_entry(tpl, net, 'shadow', ids, vxlan_tag=tags.get(net['name']))
             shadow_nets[net['name']] = entry
             networks.append(entry)
 
@@ -301,6 +323,7 @@ def build_plan(tpl):
         'template': name,
         'template_digest': template_digest(tpl),
         'shadow_enabled': shadow_enabled,
+        'shadow_transport': transport,
         'nodes': nodes,
         'pool': tpl['pool'],
         'common_tags': naming.common_tags(name),

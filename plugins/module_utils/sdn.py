@@ -22,7 +22,8 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveAp
 
 SDN_ID_RE = re.compile(r'^[a-z][a-z0-9]{1,7}$')
 BRIDGE_RE = re.compile(r'^[a-zA-Z][a-zA-Z0-9_.]{0,14}$')
-ZONE_TYPES = ('simple', 'vlan')
+ZONE_TYPES = ('simple', 'vlan', 'vxlan')
+VXLAN_TAG_MAX = 16777215
 
 
 class NetworkError(Exception):
@@ -39,7 +40,7 @@ def _truthy(value):
 # Keys a network entry may carry: the module's options plus the plan's informational keys.
 KNOWN_KEYS = frozenset(('name', 'role', 'twin_of', 'type', 'zone', 'zone_type', 'zone_bridge', 'vnet', 'alias', 'tag',
                         'vlan', 'cidr', 'gateway', 'snat', 'isolated', 'bridge', 'nodes', 'bridge_ports', 'comment',
-                        'autostart', 'state'))
+                        'autostart', 'state', 'vxlan_tag', 'peers'))
 
 
 def unknown_keys(entry):
@@ -91,20 +92,31 @@ def normalise_network(entry, index=0):
                                'letter (got {2!r})'.format(where, key, value))
     zone_type = entry.get('zone_type') or 'simple'
     if zone_type not in ZONE_TYPES:
-        raise NetworkError('{0}.zone_type must be simple or vlan (got {1!r})'.format(where, zone_type))
+        raise NetworkError('{0}.zone_type must be simple or vlan, or vxlan (got {1!r})'.format(where, zone_type))
     isolated = _bool(entry.get('isolated'))
     tag = entry.get('tag') if entry.get('tag') is not None else entry.get('vlan')
+    if tag is None and zone_type == 'vxlan':
+        tag = entry.get('vxlan_tag')
     try:
         tag = int(tag) if tag not in (None, '') else None
     except (TypeError, ValueError):
-        raise NetworkError('{0}.tag must be a VLAN number (got {1!r})'.format(where, tag)) from None
+        raise NetworkError('{0}.tag must be a VLAN number or VXLAN VNI (got {1!r})'.format(where, tag)) from None
+    peers = None
+    if zone_type == 'vxlan':
+        if tag is None or not 1 <= tag <= VXLAN_TAG_MAX:
+            raise NetworkError('{0}: a vnet in a vxlan zone needs a tag (the VNI) between 1 and {1} (got {2!r}); '
+                               'without a VNI, zone_type must be simple or vlan'.format(where, VXLAN_TAG_MAX, tag))
+        if entry.get('peers') not in (None, '', []):
+            peers = _peers(_list(entry.get('peers'), where, 'peers'), where)
+    elif entry.get('peers') not in (None, '', []):
+        raise NetworkError('{0}: peers only apply to a vxlan zone'.format(where))
     if zone_type == 'vlan':
         if not entry.get('zone_bridge'):
             raise NetworkError('{0}: a vlan zone needs zone_bridge (the node bridge it rides on)'.format(where))
         if tag is None or not 1 <= tag <= 4094:
             raise NetworkError('{0}: a vnet in a vlan zone needs a tag between 1 and 4094 (got {1!r})'.format(
                 where, tag))
-    elif tag is not None:
+    elif tag is not None and zone_type == 'simple':
         raise NetworkError('{0}: a simple zone carries no VLAN tag; use zone_type vlan or drop tag'.format(where))
     cidr, gateway = entry.get('cidr'), entry.get('gateway')
     if cidr:
@@ -123,11 +135,25 @@ def normalise_network(entry, index=0):
             inside = False
         if not inside:
             raise NetworkError('{0}.gateway {1} is not inside {2}'.format(where, gateway, cidr))
-    return dict(kind='vnet', zone=zone, zone_type=zone_type,
-                zone_bridge=entry.get('zone_bridge') if zone_type == 'vlan' else None,
-                vnet=vnet, alias=entry.get('alias'), tag=tag, cidr=cidr, gateway=str(gateway) if gateway else None,
-                snat=_bool(entry.get('snat')) and not isolated, isolated=isolated, state=state,
-                name=entry.get('name'))
+    out = dict(kind='vnet', zone=zone, zone_type=zone_type,
+               zone_bridge=entry.get('zone_bridge') if zone_type == 'vlan' else None,
+               vnet=vnet, alias=entry.get('alias'), tag=tag, cidr=cidr, gateway=str(gateway) if gateway else None,
+               snat=_bool(entry.get('snat')) and not isolated, isolated=isolated, state=state,
+               name=entry.get('name'))
+    if zone_type == 'vxlan':
+        out['peers'] = peers  # None: every cluster node's address, filled in by NetworkEngine
+    return out
+
+
+def _peers(values, where):
+    """VXLAN peer addresses, canonical and sorted (PVE keeps them as a comma-separated string)."""
+    out = set()
+    for value in values:
+        try:
+            out.add(str(ipaddress.ip_address(str(value).strip())))
+        except ValueError:
+            raise NetworkError('{0}.peers: {1!r} is not an IP address'.format(where, value)) from None
+    return sorted(out, key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a)))
 
 
 def check_consistent(networks):
@@ -140,7 +166,7 @@ def check_consistent(networks):
         seen.add(key)
         if net['kind'] != 'vnet' or net['state'] != 'present':
             continue
-        want = (net['zone_type'], net['zone_bridge'])
+        want = (net['zone_type'], net['zone_bridge'], tuple(net.get('peers') or ()))
         if zones.setdefault(net['zone'], want) != want:
             raise NetworkError('zone {0!r} is given as {1} and as {2}'.format(net['zone'], zones[net['zone']], want))
 
@@ -149,7 +175,14 @@ def check_consistent(networks):
 
 
 def current_zone(item):
-    return dict(type=item.get('type'), bridge=item.get('bridge'))
+    out = dict(type=item.get('type'), bridge=item.get('bridge'))
+    if item.get('type') == 'vxlan':
+        peers = item.get('peers')
+        try:
+            out['peers'] = _peers(_list(peers, 'zone', 'peers'), 'zone') if peers else []
+        except NetworkError:
+            out['peers'] = _list(peers, 'zone', 'peers')  # compares unequal; the update rewrites it
+    return out
 
 
 def current_vnet(item):
@@ -162,7 +195,10 @@ def current_subnet(item):
 
 
 def desired_zone(net):
-    return dict(type=net['zone_type'], bridge=net['zone_bridge'])
+    out = dict(type=net['zone_type'], bridge=net['zone_bridge'])
+    if net['zone_type'] == 'vxlan':
+        out['peers'] = list(net.get('peers') or [])
+    return out
 
 
 def desired_vnet(net):
@@ -225,6 +261,8 @@ def plan_sdn(networks, live):
                 params = dict(zone=zid, type=want['type'])
                 if want['bridge']:
                     params['bridge'] = want['bridge']
+                if want.get('peers'):
+                    params['peers'] = ','.join(want['peers'])
                 ops_zone.append(dict(method='POST', path='cluster/sdn/zones', params=params,
                                      what='create zone {0}'.format(zid)))
             else:
@@ -233,7 +271,9 @@ def plan_sdn(networks, live):
                     raise NetworkError('zone {0!r} is a {1} zone, wanted {2}; PVE cannot change a zone type: '
                                        'remove the zone (state absent) or choose another zone id'.format(
                                            zid, have['type'], want['type']))
-                changes, deletes = field_changes(have, want, ('bridge',))
+                changes, deletes = field_changes(have, want, ('bridge', 'peers') if 'peers' in want else ('bridge',))
+                if isinstance(changes.get('peers'), list):
+                    changes['peers'] = ','.join(changes['peers'])
                 if changes or deletes:
                     ops_zone.append(dict(method='PUT', path='cluster/sdn/zones/' + zid,
                                          params=_params(changes, deletes), what='update zone {0}'.format(zid)))
@@ -441,6 +481,7 @@ class NetworkEngine(object):
             if unknown:
                 raise NetworkError('bridge {0}: node(s) {1} are not in the cluster (nodes: {2})'.format(
                     net['bridge'], ', '.join(unknown), ', '.join(sorted(nodes))))
+        self._fill_peers(vnet_nets)
         sdn_ops, sdn_before, sdn_after = [], {}, {}
         if vnet_nets:
             sdn_ops, sdn_before, sdn_after = plan_sdn(vnet_nets, self.read_sdn(vnet_nets))
@@ -474,6 +515,20 @@ class NetworkEngine(object):
         if br_ops:
             result['bridge_apply'] = self._run_bridges(br_ops, touched)
         return result
+
+    def _fill_peers(self, networks):
+        """VXLAN zones given without peers get every cluster node's address (``/cluster/status`` ``ip``)."""
+        todo = [n for n in networks if n['zone_type'] == 'vxlan' and n['state'] == 'present' and not n.get('peers')]
+        if not todo:
+            return
+        nodes = [i for i in self.api.get('cluster/status') or [] if i.get('type') == 'node']
+        missing = sorted(i.get('name') for i in nodes if not i.get('ip'))
+        if not nodes or missing:
+            raise NetworkError('vxlan zone {0}: cannot find the address of node(s) {1} in /cluster/status; give '
+                               'peers'.format(todo[0]['zone'], ', '.join(missing) or '(none listed)'))
+        peers = _peers([i['ip'] for i in nodes], 'cluster/status')
+        for net in todo:
+            net['peers'] = list(peers)
 
     def _run_sdn(self, ops):
         try:

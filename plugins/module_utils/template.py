@@ -238,6 +238,12 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                   minimum=0, maximum=1, exclusive_minimum=True),
     'placement': Field('str', 'spread', 'spread: never on the node of a primary it shadows (HA negative '
                        'resource affinity); any: no constraint.', choices=('spread', 'any')),
+    'transport': Field('str', None, 'How mirrored copies reach the shadow twin networks. local: SDN simple zones '
+                       '(node-local; the mirror works only where a shadow shares the node of its primaries); vxlan: '
+                       'one isolated SDN vxlan zone per twin (own VNI, no gateway, no exit node, no SNAT; peers = the '
+                       'cluster nodes), so a mirror on the primary\'s node reaches a shadow on another node. null: '
+                       'vxlan when placement is spread and more than one node is listed, else local.',
+                       choices=('local', 'vxlan'), nullable=True),
     'mirror': Field('dict', default={}, doc='Traffic mirroring from the primaries to the shadow.', fields={
         'mode': Field('str', 'sampled', 'full: every packet (tc mirred); sampled: a random fraction (nftables).',
                       choices=('full', 'sampled')),
@@ -746,6 +752,9 @@ def _semantic(chk, tpl):
     mirror = shadow.get('mirror') if isinstance(shadow.get('mirror'), dict) else {}
     if mirror.get('mode') == 'full':
         mirror['rate'] = 1.0
+    if 'transport' in shadow and shadow['transport'] is None:
+        nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
+        shadow['transport'] = 'vxlan' if shadow.get('placement') == 'spread' and len(nodes) > 1 else 'local'
     if shadow.get('enabled') is True:
         critical = [i for i, s in enumerate(services) if isinstance(s, dict) and s.get('critical') is True]
         template_problems = set()

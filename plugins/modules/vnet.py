@@ -12,8 +12,12 @@ version_added: 0.1.0
 description:
   - Converges a list of networks (O(networks), for example the C(networks) of a shadownet plan, passed as they
     are) or one network given by the top-level options. A network of C(type=vnet) is an SDN zone
-    (C(simple) or C(vlan)), a vnet in it and a subnet on the vnet.
-  - Compares zones, vnets and subnets as structures (zone type and bridge; vnet zone, alias and tag; subnet
+    (C(simple), C(vlan) or C(vxlan)), a vnet in it and a subnet on the vnet.
+  - A C(vxlan) zone spans nodes (PVE creates the vnet bridge on every node of the zone and joins them with VXLAN);
+    shadownet plans use one per shadow twin network when C(shadow_transport) is C(vxlan), isolated (its own VNI,
+    no gateway, no exit node, no SNAT). Its O(peers) default to the address of every cluster node
+    (C(/cluster/status), C(ip)); peers are compared as a set of addresses.
+  - Compares zones, vnets and subnets as structures (zone type, bridge and VXLAN peers; vnet zone, alias and tag; subnet
     gateway and SNAT) and writes only what differs, with a before/after diff.
   - All SDN changes of one run are made under PVE 9's global SDN lock (C(POST /cluster/sdn/lock)); every write
     carries the lock token, the whole set is applied once (C(PUT /cluster/sdn), a task that is waited for) and
@@ -48,7 +52,8 @@ options:
       - The networks to converge in one run, under one SDN lock and one apply. Plan entries (C(networks) of a
         shadownet plan) can be passed as they are.
       - Each entry takes the keys of the single-network options (O(type), O(zone), O(zone_type), O(zone_bridge),
-        O(vnet), O(alias), O(tag) or C(vlan), O(cidr), O(gateway), O(snat), O(isolated), O(bridge), O(nodes),
+        O(peers), O(vnet), O(alias), O(tag) or C(vlan) (for a C(vxlan) zone also the plan's C(vxlan_tag)),
+        O(cidr), O(gateway), O(snat), O(isolated), O(bridge), O(nodes),
         O(bridge_ports), O(comment), O(autostart), O(state)), with the same meaning and defaults.
       - The plan's C(name), C(role) and C(twin_of) are used in messages only. Other keys are ignored, as the plan
         format asks of its consumers; for an entry without C(role) (written by hand) they cause a warning.
@@ -69,13 +74,19 @@ options:
     type: str
   zone_type:
     description:
-    - Zone type, C(simple) or C(vlan). A zone's type cannot be changed once it exists.
+    - Zone type, C(simple), C(vlan) or C(vxlan). A zone's type cannot be changed once it exists.
     - Default C(simple) (not given here, so that it cannot clash with O(networks)).
     type: str
   zone_bridge:
     description:
     - The node bridge a C(vlan) zone rides on, for example C(vmbr0).
     type: str
+  peers:
+    description:
+    - The addresses of the nodes a C(vxlan) zone joins (each node skips its own). Not allowed for other zone types.
+    - Default, for a C(vxlan) zone, the C(ip) of every node in C(/cluster/status).
+    type: list
+    elements: str
   vnet:
     description:
     - SDN vnet id (2-8 lowercase letters and digits, starting with a letter). Required for vnet.
@@ -86,7 +97,8 @@ options:
     type: str
   tag:
     description:
-    - VLAN tag of the vnet; required in a C(vlan) zone, not allowed in a C(simple) zone.
+    - VLAN tag of the vnet; required in a C(vlan) zone, not allowed in a C(simple) zone. In a C(vxlan) zone the
+      VNI (1-16777215), required.
     type: int
     aliases:
     - vlan
@@ -174,6 +186,16 @@ EXAMPLES = r'''
     cidr: 10.30.0.0/24
     gateway: 10.30.0.1
 
+- name: An isolated shadow twin spanning the nodes (VXLAN, VNI 4880427, peers from /cluster/status)
+  shadownet.proxmox.vnet:
+    zone: sshovup3
+    zone_type: vxlan
+    vnet: sfro9qab
+    tag: 4880427
+    alias: shop-front (shadow)
+    cidr: 10.10.0.0/24
+    isolated: true
+
 - name: An isolated shadow bridge (no ports) on two nodes
   shadownet.proxmox.vnet:
     type: bridge
@@ -221,6 +243,7 @@ SINGLE_OPTIONS = dict(
     zone=dict(type='str'),
     zone_type=dict(type='str'),
     zone_bridge=dict(type='str'),
+    peers=dict(type='list', elements='str'),
     vnet=dict(type='str'),
     alias=dict(type='str'),
     tag=dict(type='int', aliases=['vlan']),

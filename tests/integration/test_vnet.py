@@ -201,3 +201,62 @@ def test_refused_apply_rolls_back_every_pending_change(pvesim, pve_conn):
     assert 'disk full' in msg and 'at step: apply' in msg and 'rolled back' in msg
     assert pvesim.pve.sdn_lock is None and not pvesim.pve.sdn_has_pending()
     assert pvesim.pve.sdn_config['zones'] == {}
+
+
+VXLAN = {'name': 'front', 'role': 'shadow', 'twin_of': 'front', 'type': 'vnet', 'zone': 'sshovup3',
+         'zone_type': 'vxlan', 'zone_bridge': None, 'vnet': 'sfro9qab', 'alias': 'shop-front (shadow)',
+         'bridge': 'sfro9qab', 'vlan': None, 'cidr': '10.10.0.0/24', 'gateway': None, 'isolated': True,
+         'vxlan_tag': 4880427}
+
+
+def node_ips(pvesim):
+    # The simulator's /cluster/status gives node i (sorted by name, from 1) the ip 192.0.2.<10 + i>.
+    return sorted('192.0.2.{0}'.format(10 + i) for i in range(1, len(pvesim.pve.nodes) + 1))
+
+
+def test_vxlan_shadow_twin_peers_from_cluster_status(pvesim, pve_conn):
+    result = run_module(vnet, plan_args(pve_conn, PRIMARY, VXLAN))
+    assert result['changed'] and 'create zone sshovup3' in result['changes']
+    running = sdn(pvesim)
+    zone = running['zones']['sshovup3']
+    assert zone['type'] == 'vxlan' and sorted(zone['peers'].split(',')) == node_ips(pvesim)
+    assert 'bridge' not in zone and 'exitnodes' not in zone
+    assert str(running['vnets']['sfro9qab']['tag']) == '4880427'
+    subnet = running['subnets']['sshovup3-10.10.0.0-24']
+    assert 'gateway' not in subnet and not int(subnet.get('snat', 0))  # isolated: no gateway, no SNAT
+    assert result['diff']['after']['sdn']['sfro9qab']['zone']['peers'] == node_ips(pvesim)
+    mark = pvesim.mark()
+    assert not run_module(vnet, plan_args(pve_conn, PRIMARY, VXLAN))['changed']
+    # Peers compare as a set of addresses: the same ones in another order and spelling change nothing.
+    shuffled = dict(VXLAN, peers=list(reversed(node_ips(pvesim))))
+    assert not run_module(vnet, plan_args(pve_conn, PRIMARY, shuffled))['changed']
+    assert pvesim.writes(mark) == []
+    fewer = dict(VXLAN, peers=node_ips(pvesim)[:2])
+    result = run_module(vnet, plan_args(pve_conn, PRIMARY, fewer))
+    assert result['changes'] == ['update zone sshovup3']
+    assert sdn(pvesim)['zones']['sshovup3']['peers'] == ','.join(node_ips(pvesim)[:2])
+    assert run_module(vnet, plan_args(pve_conn, PRIMARY, VXLAN))['changes'] == ['update zone sshovup3']
+
+
+def test_vxlan_shadow_twin_check_mode_and_absent(pvesim, pve_conn):
+    mark = pvesim.mark()
+    result = run_module(vnet, plan_args(pve_conn, VXLAN), check_mode=True)
+    assert result['changed'] and pvesim.writes(mark) == []
+    run_module(vnet, plan_args(pve_conn, VXLAN))
+    gone = run_module(vnet, plan_args(pve_conn, dict(VXLAN, state='absent')))
+    assert gone['changed'] and 'remove zone sshovup3' in gone['changes']
+    assert 'sshovup3' not in sdn(pvesim)['zones']
+
+
+@pytest.mark.parametrize('entry,match', [
+    (dict(VXLAN, vxlan_tag=None), r'needs a tag \(the VNI\)'),
+    (dict(VXLAN, vxlan_tag=16777216), r'needs a tag \(the VNI\)'),
+    (dict(VXLAN, peers=['10.0.0.1', 'pve2']), 'not an IP address'),
+    (dict(PRIMARY, peers=['10.0.0.1']), 'peers only apply to a vxlan zone'),
+    (dict(VXLAN, zone_type='evpn'), 'simple or vlan, or vxlan'),
+])
+def test_vxlan_bad_entries_are_refused_before_any_write(pvesim, pve_conn, entry, match):
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed, match=match):
+        run_module(vnet, plan_args(pve_conn, entry))
+    assert pvesim.writes(mark) == []

@@ -130,9 +130,57 @@ def test_networks_and_shadow_twins():
     for twin in shadows:
         primary = next(n for n in primaries if n['name'] == twin['twin_of'])
         assert twin['cidr'] == primary['cidr']
-        assert twin['gateway'] is None and twin['isolated'] is True and twin['zone_type'] == 'simple'
+        assert twin['gateway'] is None and twin['isolated'] is True
+        # The lab spreads shadows over three nodes: the twins are VXLAN zones with their own VNIs.
+        assert twin['zone_type'] == 'vxlan' and P.VXLAN_TAG_MIN <= twin['vxlan_tag'] <= P.VXLAN_TAG_MAX
         assert twin['alias'] == 'shop-%s (shadow)' % twin['name']
+    assert len({n['vxlan_tag'] for n in shadows}) == 2
+    assert all(n['vxlan_tag'] is None for n in primaries)
+    assert plan['shadow_transport'] == 'vxlan'
     assert primaries[0]['gateway'] == '10.10.0.1' and primaries[0]['alias'] == 'shop-front'
+
+
+@pytest.mark.parametrize('nodes,placement,transport,want', [
+    (['pve1', 'pve2'], 'spread', None, 'vxlan'),
+    (['pve1'], 'spread', None, 'local'),
+    ([], 'spread', None, 'local'),
+    (['pve1', 'pve2'], 'any', None, 'local'),
+    (['pve1', 'pve2'], 'spread', 'local', 'local'),
+    (['pve1'], 'any', 'vxlan', 'vxlan'),
+])
+def test_shadow_transport(nodes, placement, transport, want):
+    data = lab_data()
+    data['nodes'] = nodes
+    data['shadow']['placement'] = placement
+    if transport is not None:
+        data['shadow']['transport'] = transport
+    tpl, plan = P.plan_from_template(data)
+    assert tpl['shadow']['transport'] == want == plan['shadow_transport']
+    shadows = [n for n in plan['networks'] if n['role'] == 'shadow']
+    assert shadows and all(n['zone_type'] == ('vxlan' if want == 'vxlan' else 'simple') for n in shadows)
+    assert all((n['vxlan_tag'] is not None) == (want == 'vxlan') for n in shadows)
+    # Everything but the shadow zones' type and VNI is the same with either transport.
+    other = dict(data, shadow=dict(data['shadow'], transport='local' if want == 'vxlan' else 'vxlan'))
+    alt = P.plan_from_template(other)[1]
+    strip = ('zone_type', 'vxlan_tag')
+    assert ([{k: v for k, v in n.items() if k not in strip} for n in alt['networks']]
+            == [{k: v for k, v in n.items() if k not in strip} for n in plan['networks']])
+    for key in ('vms', 'mirrors', 'vrrp', 'ha_rules', 'replication', 'scaling'):
+        assert alt[key] == plan[key]
+
+
+def test_vxlan_tags_are_stable_and_distinct():
+    tags = P.vxlan_tags('shop', ['front', 'back'])
+    assert tags == P.vxlan_tags('shop', ['front', 'back'])
+    assert tags['front'] == P.vxlan_tags('shop', ['front'])['front']
+    assert len(set(tags.values())) == 2 and tags != P.vxlan_tags('shop2', ['front', 'back'])
+
+
+def test_shadow_transport_rejects_unknown_values():
+    data = lab_data()
+    data['shadow']['transport'] = 'gre'
+    with pytest.raises(T.TemplateValidationError, match='shadow.transport'):
+        P.plan_from_template(data)
 
 
 def test_ids_are_stable_when_the_template_grows():

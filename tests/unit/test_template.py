@@ -303,3 +303,26 @@ def test_schema_docs_cover_every_field():
         doc = handle.read()
     missing = [p for p in paths if '`%s`' % p not in doc]
     assert not missing, 'docs/template.md does not document: %s' % missing
+
+
+@pytest.mark.parametrize('nodes,placement,given,want', [
+    (['pve1', 'pve2', 'pve3'], 'spread', None, 'vxlan'),
+    (['pve1', 'pve2'], 'spread', None, 'vxlan'),
+    (['pve1'], 'spread', None, 'local'),
+    ([], 'spread', None, 'local'),
+    (['pve1', 'pve2'], 'any', None, 'local'),
+    (['pve1', 'pve2'], 'spread', 'local', 'local'),
+    ([], 'any', 'vxlan', 'vxlan'),
+])
+def test_shadow_transport_default(nodes, placement, given, want):
+    data = base()
+    data['nodes'] = nodes
+    data['shadow']['placement'] = placement
+    if given is not None:
+        data['shadow']['transport'] = given
+    assert T.normalise_template(data)['shadow']['transport'] == want
+
+
+def test_shadow_transport_choices():
+    got = issues_of(mutate(lambda d: d['shadow'].update(transport='gretap')))
+    assert 'local, vxlan' in got['shadow.transport'].valid
