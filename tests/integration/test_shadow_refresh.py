@@ -218,3 +218,18 @@ def test_role_full_refreshes_from_the_controller_and_writes_the_scheduled_playbo
     res, recap = _playbook([str(generated)], tmp_path, command=['sh', '-c', '. "$0" && exec "$@"', str(env_file)])
     assert recap['changed'] == 0 and recap['failed'] == 0
     assert pvesim.writes(mark) == []
+
+
+def test_ha_resource_and_rules_of_the_shadow_come_back(pvesim, pve_conn, built, proxmoxer_api):
+    primary, shadow = built
+    for vm in (primary, shadow):
+        proxmoxer_api.cluster.ha.resources.post(sid='vm:{0}'.format(vm.vmid), state='started')
+    proxmoxer_api.cluster.ha.rules.post(rule='sn_shop_web_1_anti', type='resource-affinity', affinity='negative',
+                                        resources='vm:{0},vm:{1}'.format(primary.vmid, shadow.vmid))
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert any(step.startswith('HA resource vm:{0}'.format(shadow.vmid)) for step in result['steps'])
+    sids = [r['sid'] for r in proxmoxer_api.cluster.ha.resources.get()]
+    assert 'vm:{0}'.format(shadow.vmid) in sids
+    rule = proxmoxer_api.cluster.ha.rules('sn_shop_web_1_anti').get()
+    assert set(rule['resources'].split(',')) == {'vm:{0}'.format(primary.vmid), 'vm:{0}'.format(shadow.vmid)}
+    assert vms_by_name(pvesim)['shop-web-shadow'].node == shadow.node
