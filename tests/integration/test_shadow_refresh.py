@@ -14,6 +14,8 @@ import sys
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTimeoutError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.refresh import ShadowRefresher
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
@@ -134,7 +136,6 @@ def test_clone_failure_after_destroy_names_the_missing_shadow(pvesim, pve_conn, 
     assert 'site.yml' in again.value.result['msg']
 
 
-
 class _FlakyApi(object):
     """Just enough of PveApi for ShadowRefresher._clone: the clone task fails with `errors`, in order."""
 
@@ -153,8 +154,6 @@ class _FlakyApi(object):
 
 
 def test_clone_is_retried_once_only_for_retryable_errors():
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTimeoutError
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.refresh import ShadowRefresher
     locked = PveTimeoutError('the VM is locked (clone); still locked after waiting 60s', kind='lock')
     api = _FlakyApi([locked])
     refresher = ShadowRefresher(api)
@@ -233,3 +232,17 @@ def test_ha_resource_and_rules_of_the_shadow_come_back(pvesim, pve_conn, built, 
     rule = proxmoxer_api.cluster.ha.rules('sn_shop_web_1_anti').get()
     assert set(rule['resources'].split(',')) == {'vm:{0}'.format(primary.vmid), 'vm:{0}'.format(shadow.vmid)}
     assert vms_by_name(pvesim)['shop-web-shadow'].node == shadow.node
+
+
+def test_a_refresh_in_progress_is_left_alone_and_a_stale_snapshot_is_removed(pvesim, pve_conn, built, proxmoxer_api):
+    primary, shadow = built
+    name = 'sn-refresh-{0}-1700000000'.format(shadow.vmid)
+    proxmoxer_api.nodes(primary.node).qemu(primary.vmid).snapshot.post(snapname=name)
+    mark = pvesim.mark()
+    busy = run_module(shadow_refresh, args(pve_conn))
+    assert busy['skipped'] and not busy['changed'] and 'in progress' in busy['reason']
+    assert pvesim.writes(mark) == []
+    primary.snapshots[name]['snaptime'] = 1700000000  # long before 4 x timeout: a leftover of a crashed run
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert result['steps'][0] == 'deleted snapshot {0} of vmid {1}'.format(name, primary.vmid)
+    assert primary.snapshots == {}
