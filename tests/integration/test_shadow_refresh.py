@@ -174,34 +174,50 @@ PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
 COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 
 
-def _playbook(argv, tmp_path, command=None):
+def _playbook(argv, tmp_path):
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith(('PROXMOX_', 'ANSIBLE_')))
     env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='False',
                ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
                ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'))
-    res = subprocess.run((command or []) + [PLAYBOOK_BIN] + argv, capture_output=True, text=True, timeout=120, env=env,
+    res = subprocess.run([PLAYBOOK_BIN] + argv, capture_output=True, text=True, timeout=120, env=env,
                          check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     recap = re.search(r'ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)', res.stdout)
     return res, dict(zip(('ok', 'changed', 'unreachable', 'failed', 'skipped'), map(int, recap.groups())))
 
 
-def test_role_full_refreshes_from_the_controller_and_writes_the_scheduled_playbook(pvesim, pve_conn, built, tmp_path):
+FAKE_CRONTAB = """#!/bin/sh
+# crontab(1) for the test: the user's crontab is the file $FAKE_CRONTAB, nothing else is touched.
+if [ "$1" = "-l" ]; then
+    [ -f "$FAKE_CRONTAB" ] && exec cat "$FAKE_CRONTAB"
+    echo "no crontab for $(id -un)" >&2
+    exit 1
+fi
+exec cp "$1" "$FAKE_CRONTAB"
+"""
+
+
+def test_role_full_refreshes_from_the_controller_and_installs_the_cron_entry(pvesim, pve_conn, built, tmp_path):
     primary, shadow = built
     environment = {'PROXMOX_HOST': pvesim.host, 'PROXMOX_PORT': str(pvesim.port), 'PROXMOX_TOKEN_ID': pvesim.token_id,
                    'PROXMOX_TOKEN_SECRET': pvesim.token_secret, 'PROXMOX_CA_PATH': pvesim.cafile,
                    'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS}
     full_dir = tmp_path / 'full'
+    fake_bin = tmp_path / 'bin'
+    fake_bin.mkdir()
+    (fake_bin / 'crontab').write_text(FAKE_CRONTAB)
+    (fake_bin / 'crontab').chmod(0o755)
+    crontab = tmp_path / 'crontab.txt'
     play = [{'name': 'full replication', 'hosts': 'shop-web-1', 'gather_facts': False,
+             'environment': {'PATH': '{0}:{1}'.format(fake_bin, os.environ['PATH']), 'FAKE_CRONTAB': str(crontab)},
              'roles': [{'role': 'shadownet.proxmox.state_replication', 'vars': {
                  'state_replication_fidelity': 'full', 'state_replication_shadow': 'shop-web-shadow',
-                 'state_replication_interval': '1h', 'state_replication_full_scheduler': 'none',
-                 'state_replication_full_dir': str(full_dir), 'state_replication_full_environment': environment}}]}]
+                 'state_replication_interval': '1h', 'state_replication_full_dir': str(full_dir),
+                 'state_replication_full_environment': environment}}]}]
     (tmp_path / 'play.yml').write_text(json.dumps(play))
     (tmp_path / 'hosts.ini').write_text('shop-web-1 ansible_connection=local ansible_python_interpreter={0}\n'.format(
         sys.executable))
-    argv = ['-i', str(tmp_path / 'hosts.ini'), str(tmp_path / 'play.yml')]
-    res, recap = _playbook(argv, tmp_path)
+    res, recap = _playbook(['-i', str(tmp_path / 'hosts.ini'), str(tmp_path / 'play.yml')], tmp_path)
     assert recap['failed'] == 0 and recap['changed'] >= 1, res.stdout[-3000:]
     new = vms_by_name(pvesim)['shop-web-shadow']
     assert new is not shadow and new.vmid == shadow.vmid and primary.snapshots == {}
@@ -211,11 +227,19 @@ def test_role_full_refreshes_from_the_controller_and_writes_the_scheduled_playbo
     assert 'primary: "shop-web-1"' in text and 'shadow: "shop-web-shadow"' in text and 'min_interval: 3420' in text
     env_file = full_dir / 'shadownet-repl-full-shop-web-shadow.env'
     assert pvesim.token_secret in env_file.read_text() and oct(env_file.stat().st_mode & 0o777) == '0o600'
-    # What the cron entry runs (credentials from the env file only): the generated playbook, within the interval,
-    # changes nothing.
+    entries = [line for line in crontab.read_text().splitlines() if line and not line.startswith('#')]
+    assert len(entries) == 1 and entries[0].startswith('*/5 * * * * ')
+    job = entries[0].split(None, 5)[5]
+    assert 'flock -n' in job and str(generated) in job
+    # Run the job as cron would (sh, a short PATH, no PROXMOX_* in the environment): within the interval it
+    # refreshes nothing and sends no write.
     mark = pvesim.mark()
-    res, recap = _playbook([str(generated)], tmp_path, command=['sh', '-c', '. "$0" && exec "$@"', str(env_file)])
-    assert recap['changed'] == 0 and recap['failed'] == 0
+    cron_env = {'PATH': '/usr/bin:/bin', 'HOME': os.environ.get('HOME', '/root'), 'LANG': 'C.UTF-8',
+                'ANSIBLE_LOCAL_TEMP': str(tmp_path / 'ansible-tmp'), 'ANSIBLE_NOCOLOR': '1'}
+    ran = subprocess.run(['/bin/sh', '-c', job], capture_output=True, text=True, timeout=120, env=cron_env, check=False)
+    log = (full_dir / 'shadownet-repl-full-shop-web-shadow.log').read_text()
+    assert ran.returncode == 0, log[-3000:] + ran.stderr
+    assert re.search(r'ok=\d+\s+changed=0\s+unreachable=0\s+failed=0', log), log[-3000:]
     assert pvesim.writes(mark) == []
 
 
