@@ -10,6 +10,7 @@ and copies ``tap100i0`` into its veth port on A's ``sfro9qab``; the copies cross
 where the shadow counts them.
 """
 import json
+import os
 import socket
 import subprocess
 
@@ -231,3 +232,86 @@ def test_port_names_and_mac_are_stable():
     assert len(dup) == len(port) == 14 and dup[3:] == port[3:]
     assert mirror.port_mac('tap100i0') == mirror.port_mac('tap100i0') != mirror.port_mac('tap101i0')
     assert int(mirror.port_mac('tap100i0').split(':')[0], 16) & 0x03 == 0x02  # local, unicast
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_PY = os.path.join(ROOT, '.venv', 'bin', 'python')
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+PLAN = {
+    'plan_version': 1, 'template': 'shop', 'shadow_transport': 'vxlan',
+    'networks': [{'name': 'front', 'role': 'primary', 'bridge': 'vmbr0'},
+                 {'name': 'front', 'role': 'shadow', 'twin_of': 'front', 'bridge': TWIN, 'zone_type': 'vxlan'}],
+    'mirrors': [{'service': 'web', 'source': {'vm': 'shop-web-1', 'nic': 0, 'network': 'front'},
+                 'target': {'vm': 'shop-web-shadow', 'nic': 0, 'network': 'front'},
+                 'mode': 'full', 'rate': 1.0, 'direction': 'both'}],
+}
+VMIDS = {'shop-web-1': 100, 'shop-web-shadow': 900}
+
+
+def play_role(tmp_path, lab, **role_vars):
+    """Run the port_mirror role with ansible-playbook in node A's namespace; returns (rc, output)."""
+    rvars = {'port_mirror_snippets_dir': str(tmp_path / 'snippets'),
+             'port_mirror_state_file': str(tmp_path / 'etc' / 'mirrors.json'),
+             'port_mirror_lib_dir': str(tmp_path / 'lib'), 'port_mirror_netns': lab.node,
+             'port_mirror_plan': PLAN, 'port_mirror_vmids': VMIDS, 'port_mirror_node': 'pve1'}
+    rvars.update(role_vars)
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(json.dumps([{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
+                                     'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': rvars}]}]))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
+    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
+                           '-e', 'ansible_python_interpreter=%s' % VENV_PY],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def recap(out):
+    line = [ln for ln in out.splitlines() if ln.startswith('localhost') and 'ok=' in ln][-1]
+    return {k: int(v) for k, v in (f.split('=') for f in line.split(':', 1)[1].split())}
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_role_mirrors_remote_shadow_through_the_twin_bridge(nodes, tmp_path):
+    lab_a, lab_b = nodes
+    remote = {'shop-web-1': 'pve1', 'shop-web-shadow': 'pve2'}
+    rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=remote)
+    assert rc == 0, out
+    state = json.loads((tmp_path / 'etc' / 'mirrors.json').read_text())
+    assert [(m['source_vmid'], m['target_vmid'], m['target_bridge'], m['backend']) for m in state['mirrors']] == [
+        (100, 900, TWIN, 'nft')]
+    assert lab_a.link(lab_a.node, 'snm100i0')['master'] == TWIN
+    to_vm, from_vm = shadow_counters(lab_b)
+    exchange(lab_a, 300)
+    assert (to_vm.wait(300, timeout=5), from_vm.wait(300, timeout=5)) == (300, 300)
+    rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=remote)
+    assert rc == 0 and recap(out)['changed'] == 0, out
+
+    # The primary restarts. (nftables on this kernel re-binds a netdev chain to a re-created device of the same
+    # name, so a restart alone leaves the mirror working: drop its table to see the hookscript restore it.)
+    lab_a.restart_nic(100)
+    lab_a.run(lab_a.node, ['nft', 'delete', 'table', 'netdev', 'shadownet_tap100i0_-snd100i0'])
+    hookfile = tmp_path / 'snippets' / 'shadownet-hook.py'
+    env = dict(os.environ, SHADOWNET_MIRRORS=str(tmp_path / 'etc' / 'mirrors.json'),
+               SHADOWNET_LIB=str(tmp_path / 'lib'))
+    proc = subprocess.run([str(hookfile), '900', 'pre-stop'], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 0 and proc.stdout == ''  # the remote shadow's phases do not touch it
+    proc = subprocess.run([str(hookfile), '100', 'post-start'], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
+    assert proc.returncode == 0 and '(bridge %s) updated (changed)' % TWIN in proc.stdout, proc.stdout + proc.stderr
+    exchange(lab_a, 100)
+    assert (to_vm.wait(400, timeout=5), from_vm.wait(400, timeout=5)) == (400, 400)
+
+    # The shadow comes to this node: the pair goes local (the bridge port and its table go, the tap mirror comes).
+    lab_a.bridge('vmbr9')
+    lab_a.vm(900, [('vmbr9', PRIMARY + '/24')])
+    rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=dict(remote, **{'shop-web-shadow': 'pve1'}))
+    assert rc == 0, out
+    assert lab_a.link(lab_a.node, 'snm100i0') is None and lab_a.link(lab_a.node, 'snd100i0') is None
+    tables = lab_a.run(lab_a.node, ['nft', 'list', 'tables']).stdout
+    assert 'shadownet_tap100i0_-tap900i0' in tables and 'snd100i0' not in tables
+    rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=remote)
+    assert rc == 0 and lab_a.link(lab_a.node, 'snm100i0') is not None, out
+    assert 'tap900i0' not in lab_a.run(lab_a.node, ['nft', 'list', 'tables']).stdout

@@ -16,8 +16,10 @@ and leaves every mirror towards a restarted shadow pointing at a dead device. So
 * ``pre-start``: nothing (a failing pre-start would block the VM, so this script never fails it).
 
 What to apply comes from the node-local state file the ``shadownet.proxmox.port_mirror`` role
-writes (``{"mirrors": [{source_vmid, source_nic, target_vmid, target_nic, mode, rate, direction,
-backend}]}``). The mirror logic is the collection's own ``module_utils/mirror.py``, installed by the
+writes (``{"mirrors": [{source_vmid, source_nic, target_vmid, target_nic, target_bridge, mode, rate,
+direction, backend}]}``). A mirror with a ``target_bridge`` (the shadow runs on another node) copies into
+the collection's veth port on that bridge and does not depend on the shadow's tap: only the primary's
+phases touch it. The mirror logic is the collection's own ``module_utils/mirror.py``, installed by the
 role as ``<lib>/shadownet_mirror.py``.
 
 Environment overrides (for tests and labs):
@@ -56,7 +58,8 @@ def load_state(path):
 def actions_for(mirrors, vmid, phase):
     """What to do for ``vmid`` entering ``phase``: a list of ('apply' | 'remove', mirror)."""
     related = [m for m in mirrors
-               if str(m.get('source_vmid')) == str(vmid) or str(m.get('target_vmid')) == str(vmid)]
+               if str(m.get('source_vmid')) == str(vmid)
+               or (str(m.get('target_vmid')) == str(vmid) and not m.get('target_bridge'))]
     if phase == 'post-start':
         return [('apply', m) for m in related]
     if phase in ('pre-stop', 'post-stop'):
@@ -81,14 +84,18 @@ def _log(line):
 
 def perform(mirror_lib, manager, action, m):
     """Apply or remove one mirror; returns the log line."""
+    bridge = m.get('target_bridge') or None
+    target = {'target_bridge': bridge} if bridge else {'target_vmid': m['target_vmid'],
+                                                       'target_nic': m.get('target_nic', 0)}
     spec = mirror_lib.build_spec(
         source_vmid=m['source_vmid'], source_nic=m.get('source_nic', 0),
-        target_vmid=m['target_vmid'], target_nic=m.get('target_nic', 0),
         mode=m.get('mode', 'full'),
         rate=m.get('rate') if m.get('mode', 'full') == 'sampled' else None,
-        direction=m.get('direction', 'both'), backend=m.get('backend', 'nft'))
+        direction=m.get('direction', 'both'), backend=m.get('backend', 'nft'), **target)
     if action == 'apply':
         res = manager.ensure_present(spec, ignore_missing=True)
+    elif bridge:
+        res = manager.ensure_absent_bridge(spec.source, bridge)
     else:
         res = manager.ensure_absent(spec.source, spec.target)
     return '%s (%s)' % (res['msg'], 'changed' if res['changed'] else 'unchanged')
