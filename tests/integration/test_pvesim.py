@@ -191,6 +191,26 @@ def test_sdn_errors_as_pve(proxmoxer_api):
     assert 'gateway' in err.errors
 
 
+def test_sdn_vxlan_zone_as_pve(proxmoxer_api):
+    sdn = proxmoxer_api.cluster.sdn
+    err = _error(sdn.zones.post, zone='vx', type='vxlan')
+    assert err.status_code == 400 and 'peers' in err.errors
+    err = _error(sdn.zones.post, zone='vx', type='vxlan', peers='192.0.2.11', bridge='vmbr0')
+    assert err.status_code == 400 and 'bridge' in err.errors
+    sdn.zones.post(zone='vx', type='vxlan', peers='192.0.2.11,192.0.2.12')
+    item = sdn.zones('vx').get(pending=1)
+    assert (item.get('pending') or item)['peers'] == '192.0.2.11,192.0.2.12'
+    err = _error(sdn.vnets.post, vnet='t1', zone='vx')
+    assert 'missing vxlan tag' in _message(err)
+    err = _error(sdn.vnets.post, vnet='t1', zone='vx', tag=16777217)
+    assert 'tag' in err.errors
+    sdn.vnets.post(vnet='t1', zone='vx', tag=4880427)
+    sdn.zones.post(zone='vy', type='vxlan', peers='192.0.2.11')
+    err = _error(sdn.vnets.post, vnet='t2', zone='vy', tag=4880427)
+    assert 'tag 4880427 already exist in vnet t1' in _message(err)
+    sdn.vnets.post(vnet='t2', zone='vy', tag=4880428)
+
+
 def test_sdn_global_lock(proxmoxer_api, pvesim):
     sdn = proxmoxer_api.cluster.sdn
     token = sdn.lock.post()

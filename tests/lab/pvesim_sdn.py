@@ -27,6 +27,8 @@ LOCK_LINE = ' at /usr/share/perl5/PVE/Network/SDN.pm line 312.'
 TOP_KEYS = ('type', 'vnet')
 # Zone keys a simple zone refuses (its plugin has no such option).
 NOT_SIMPLE = ('bridge', 'tag', 'vlan-protocol', 'peers', 'controller', 'vrf-vxlan')
+# Zone keys a vxlan zone refuses (PVE's VxlanPlugin options are peers, mtu, nodes, ipam, dns...).
+NOT_VXLAN = ('bridge', 'tag', 'vlan-protocol', 'controller', 'vrf-vxlan')
 
 
 def _die(message):
@@ -189,8 +191,10 @@ class SdnApi(object):
         kind = zone.get('type')
         if kind == 'vlan' and not zone.get('bridge'):
             raise _param_error(bridge='property is missing and it is not optional')
-        if kind == 'simple':
-            extra = sorted(k for k in zone if k in NOT_SIMPLE)
+        if kind == 'vxlan' and not zone.get('peers'):
+            raise _param_error(peers='property is missing and it is not optional')
+        if kind in ('simple', 'vxlan'):
+            extra = sorted(k for k in zone if k in (NOT_SIMPLE if kind == 'simple' else NOT_VXLAN))
             if extra:
                 raise _param_error(**dict((k, "property is not defined in schema and the schema does not allow "
                                                "additional properties") for k in extra))
@@ -252,6 +256,15 @@ class SdnApi(object):
         tag = vnet.get('tag')
         if zone.get('type') == 'simple' and tag is not None:
             raise _param_error(tag='vlan tag is not allowed on simple zone')
+        if zone.get('type') == 'vxlan':
+            if tag is None:
+                raise _param_error(tag='missing vxlan tag')
+            if int(tag) > 16777216:
+                raise _param_error(tag='vxlan tag max value is 16777216')
+            for other, cfg in sorted(self.sdn_config['vnets'].items()):  # VNIs are unique cluster-wide
+                other_zone = self.sdn_config['zones'].get(cfg.get('zone')) or {}
+                if other != vid and other_zone.get('type') == 'vxlan' and str(cfg.get('tag')) == str(tag):
+                    raise _param_error(tag='tag {0} already exist in vnet {1}'.format(tag, other))
         if zone.get('type') == 'vlan':
             if tag is None:
                 raise _param_error(tag='missing vlan tag')
