@@ -89,7 +89,8 @@ def managed_vms(resources, templates, plans=None):
                 continue
             out.append(dict(template=template, service=found[0], role=found[1], name=res.get('name'),
                             vmid=int(res['vmid']), node=res.get('node'), status=res.get('status'),
-                            maxcpu=_num(res.get('maxcpu')), maxmem=_num(res.get('maxmem'))))
+                            maxcpu=_num(res.get('maxcpu')), maxmem=_num(res.get('maxmem')),
+                            tags=res.get('tags') or ''))
     return sorted(out, key=lambda v: (v['template'], v['service'], v['role'] != 'primary', v['name']))
 
 

@@ -100,6 +100,39 @@ def instance_index(name, plan, service):
     return int(found.group(1)) if found else None
 
 
+# The last scaling action is also kept as a tag on the anchor primary, ``sn-last.<action>.<epoch>``, because
+# /cluster/resources (read once per run anyway) lists tags but not descriptions: decisions then need no per-VM
+# config read, which keeps a reconcile within "VMs + a few" API requests. The description block keeps the full
+# record (cooldown deadlines, who acted); the digest-checked claim re-reads it before any action.
+LAST_TAG = re.compile(r'^sn-last\.(scale_up|scale_down)\.(\d+)$')
+
+
+def last_action_tag(action, when):
+    return 'sn-last.{0}.{1}'.format(action, int(when))
+
+
+def state_from_tags(primaries, entry):
+    """The newest last-action tag among the primaries, as a state dict with its cooldown deadlines."""
+    best = None
+    for vm in primaries:
+        for tag in propstr.parse_tags(vm.get('tags')):
+            found = LAST_TAG.match(tag)
+            if found and (best is None or int(found.group(2)) > best[1]):
+                best = (found.group(1), int(found.group(2)))
+    if best is None:
+        return {}
+    action, when = best
+    return dict(action=action, time=float(when), cooldown_until={'up': when + entry['cooldown']['up_seconds'],
+                                                                 'down': when + entry['cooldown']['down_seconds']})
+
+
+def capacity_from_resources(vm):
+    """(cores, memory MiB) of one primary from its /cluster/resources entry (maxcpu, maxmem)."""
+    cores = int(vm.get('maxcpu') or 1)
+    memory = int(float(vm.get('maxmem') or 0) / 1048576) or 512
+    return cores, memory
+
+
 def read_state(api, primaries):
     """Configs of the primaries and the newest ``scaling`` record among their metadata blocks.
 
@@ -266,8 +299,8 @@ def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=0.8, 
                         basis_time=None, target={'instances': 0})
             out.append(base)
             continue
-        state, configs = read_state(api, prim)
-        anchor = configs[prim[0]['name']]
+        state = state_from_tags(prim, entry)
+        anchor_cores, anchor_memory = capacity_from_resources(prim[0])
         end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
                                               now - window, now)
         inputs = {}
@@ -276,11 +309,9 @@ def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=0.8, 
             if shadow.get(metric) and any(v is not None for v in shadow[metric]):
                 item['shadow'] = shadow[metric]
             inputs[metric] = item
-        current = {'instances': len(prim), 'capacity': {'cpu': effective_cores(anchor),
-                                                        'memory': propstr.parse_memory(anchor.get('memory', 512))}}
+        current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
         if entry['mode'] == 'vertical':
-            current.update(cores=effective_cores(anchor), memory=propstr.parse_memory(anchor.get('memory', 512)),
-                           **vertical_bounds(entry, max_cores, max_memory))
+            current.update(cores=anchor_cores, memory=anchor_memory, **vertical_bounds(entry, max_cores, max_memory))
         last = {'action': state.get('action'), 'time': state.get('time')} if state else None
         recs = recommendations(store, plan['template'], service, now, entry)
         if not inputs:
@@ -389,7 +420,12 @@ def claim(api, anchor, decision, record):
             outcome['lost'] = rec
             return {}, []
         new, dummy, changed = metablock.merge_description(cfg.get('description', ''), {'scaling': record})
-        return ({'description': new} if changed else {}), []
+        tags = set(t for t in propstr.parse_tags(cfg.get('tags')) if not LAST_TAG.match(t))
+        tags.add(last_action_tag(record['action'], record['time']))
+        updates = {'tags': propstr.format_tags(tags)}
+        if changed:
+            updates['description'] = new
+        return updates, []
 
     api.update_vm_config(anchor['node'], anchor['vmid'], compute)
     return outcome.get('lost')
@@ -437,8 +473,11 @@ def wiring_for(plan, service, base_name, added):
 
 
 def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_only=False, state='started',
-                   hookscript=None, timeout=900, parallel=4, now=None):
-    """Act on one decision of forecast_plan. Returns a result dict (changed, applied, reason, ...)."""
+                   hookscript=None, timeout=900, parallel=4, now=None, resources=None):
+    """Act on one decision of forecast_plan. Returns a result dict (changed, applied, reason, ...).
+
+    ``resources``: a /cluster/resources listing to reuse (check mode); a real action always reads it afresh.
+    """
     now = time.time() if now is None else now
     service = decision['service']
     entry = scaling_entry(plan, service)
@@ -451,12 +490,17 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
     if forecast_only or decision.get('forecast_only') or not decision.get('act'):
         res['reason'] = '[forecast-only: not acted on] ' + res['reason'].replace('[forecast-only: not acted on] ', '')
         return res
-    resources = api.resources('vm')
+    if resources is None or not check_mode:
+        resources = api.resources('vm')
     prim, dummy = service_vms(resources, plan, service)
     if not prim:
         res['reason'] = 'no primaries of this service in the cluster: nothing to scale'
         return res
-    st, configs = read_state(api, prim)
+    if check_mode:
+        # Nothing will be written: the tags in the listing tell whether another run acted since the decision.
+        st, configs = state_from_tags(prim, entry), {}
+    else:
+        st, configs = read_state(api, prim)
     basis = decision.get('basis_time')
     if st.get('time') is not None and (basis is None or float(st['time']) > float(basis)):
         res['reason'] = ('not acted on: another reconciler recorded {0} at {1} after this decision was based on '
@@ -470,6 +514,7 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
         if want == n:
             res['reason'] = 'already {0} instances'.format(n)
             return res
+    now = int(now)  # whole seconds: the record's time is also in the anchor's sn-last tag
     record = dict(action=decision['action'], time=now, by=_run_id(), mode=entry['mode'],
                   cooldown_until={'up': now + entry['cooldown']['up_seconds'],
                                   'down': now + entry['cooldown']['down_seconds']})

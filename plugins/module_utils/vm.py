@@ -18,6 +18,8 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
 
+# Tag prefixes that other modules of this collection write and a build must keep.
+OWNED_ELSEWHERE = ('sn-last.',)
 # Keys PVE applies to a running VM at once (with default hotplug); others wait for the next start.
 ALWAYS_LIVE = ('name', 'description', 'tags', 'onboot', 'protection', 'hookscript', 'startup', 'agent')
 
@@ -178,8 +180,12 @@ def desired_config_changes(spec, cfg, meta_module=None):
         for key in sorted(k for k in cfg if k.startswith('net') and k[3:].isdigit()):
             if int(key[3:]) >= len(spec.nets):
                 deletes.append(key)
-    if spec.tags is not None and propstr.parse_tags(cfg.get('tags')) != spec.tags:
-        changes['tags'] = propstr.format_tags(spec.tags)
+    if spec.tags is not None:
+        current = propstr.parse_tags(cfg.get('tags'))
+        # Tags other writers of this collection own (the scaling module's sn-last.<action>.<time>) are kept.
+        kept = set(t for t in current if t.startswith(OWNED_ELSEWHERE))
+        if current - kept != spec.tags:
+            changes['tags'] = propstr.format_tags(spec.tags | kept)
     description = cfg.get('description', '')
     if spec.meta is not None and meta_module is not None:
         new_description, dummy, differs = meta_module.merge_description(description, spec.meta)

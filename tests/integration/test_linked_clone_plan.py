@@ -96,3 +96,14 @@ def test_build_keeps_an_active_shadow_at_its_failover_size(pvesim, pve_conn):
     result = run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow']))
     assert not result['changed']
     assert int(shadow.config['cores']) == 2
+
+
+def test_build_keeps_the_scaling_modules_last_action_tag(pvesim, pve_conn):
+    plan = plan_of(TEMPLATE)
+    run_module(linked_clone, dict(pve_conn, plan=plan))
+    web1 = managed(pvesim)['shop-web-1']
+    web1.config['tags'] += ';sn-last.scale_up.1795490000'
+    mark = pvesim.mark()
+    assert not run_module(linked_clone, dict(pve_conn, plan=plan))['changed']
+    assert pvesim.writes(mark) == []
+    assert 'sn-last.scale_up.1795490000' in web1.config['tags']

@@ -113,9 +113,13 @@ def test_flat_does_nothing_and_check_mode_writes_nothing(pvesim, pve_conn, tmp_p
 
 
 def set_record(pvesim, name, **record):
+    """What the scale module's claim writes: the record in the description block and the sn-last tag."""
     vm = next(v for v in pvesim.pve.vms if v.name == name)
+    record['time'] = int(record['time'])
     vm.config['description'] = metablock.merge_description(vm.config.get('description', ''),
                                                            {'scaling': record})[0]
+    tags = [t for t in str(vm.config.get('tags', '')).split(';') if t and not t.startswith('sn-last.')]
+    vm.config['tags'] = ';'.join(sorted(tags + ['sn-last.{0}.{1}'.format(record['action'], record['time'])]))
 
 
 def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
