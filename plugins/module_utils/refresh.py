@@ -38,8 +38,11 @@ NET_KEY = re.compile(r'^net(\d+)$')
 DRIVE_KEY = re.compile(r'^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$')
 # Kept from the shadow exactly as they were (deleted when the shadow did not have them): what makes it the shadow,
 # not a copy of the primary. netN are handled separately (exact strings, extra NICs removed).
-IDENTITY_KEYS = ('tags', 'hookscript', 'onboot', 'startup', 'protection', 'ciuser', 'cipassword', 'cicustom',
+IDENTITY_KEYS = ('tags', 'onboot', 'startup', 'protection', 'ciuser', 'cipassword', 'cicustom',
                  'nameserver', 'searchdomain', 'sshkeys')
+# Only root@pam itself may set or delete a hookscript (PVE's rule, tokens included): restored in a separate update
+# whose refusal is a warning, never a failed refresh.
+ROOT_ONLY_KEYS = ('hookscript',)
 IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
 SIZE_KEYS = ('cores', 'sockets', 'memory', 'balloon')
 # Errors of a clone request worth one more try: PVE refused before doing anything, or never got the request.
@@ -101,7 +104,7 @@ def identity_of(resource, config):
     ident = dict(vmid=int(resource['vmid']), node=resource['node'], name=resource.get('name'),
                  pool=resource.get('pool') or None, status=resource.get('status'), nets=nets_of(config),
                  description=config.get('description', ''))
-    for key in IDENTITY_KEYS + SIZE_KEYS:
+    for key in IDENTITY_KEYS + ROOT_ONLY_KEYS + SIZE_KEYS:
         ident[key] = config.get(key)
     for key in config:
         if IPCONFIG_KEY.match(key):
@@ -113,6 +116,18 @@ def shared_bridges(shadow_nets, primary_nets):
     """Shadow NIC keys on a bridge the primary also uses (the VRRP NIC on the primary's own network)."""
     bridges = set(propstr.parse_net(v).get('bridge') for v in primary_nets.values())
     return sorted(k for k, v in shadow_nets.items() if propstr.parse_net(v).get('bridge') in bridges)
+
+
+def root_only_changes(identity, cfg):
+    """(changes, deletes) for the keys only root@pam may change (hookscript). Pure."""
+    changes, deletes = {}, []
+    for key in ROOT_ONLY_KEYS:
+        want = identity.get(key)
+        if want is None and key in cfg:
+            deletes.append(key)
+        elif want is not None and str(cfg.get(key)) != str(want):
+            changes[key] = want
+    return changes, deletes
 
 
 def restore_changes(identity, cfg, description, keep_size=True, isolate=()):
@@ -449,3 +464,17 @@ class ShadowRefresher(object):
 
         dummy, changes, deletes = self.api.update_vm_config(node, vmid, compute)
         self._step('restored {0}'.format(', '.join(sorted(list(changes) + ['-' + d for d in deletes]))))
+        try:
+            dummy, changes, deletes = self.api.update_vm_config(node, vmid, lambda cfg: root_only_changes(identity, cfg))
+        except PveApiError as exc:
+            self.result['warnings'].append(
+                'the hookscript of the shadow could not be {0} ({1}): only root@pam itself may change a hookscript, '
+                'API tokens included. The shadow keeps the primary\'s hookscript setting, whose script must exist on '
+                'its node for it to start. Run `qm set {2} {3}` on {4}, or refresh as root@pam'.format(
+                    'removed' if identity.get('hookscript') is None else 'set back to {0}'.format(identity['hookscript']),
+                    exc.message, vmid,
+                    '--hookscript ' + identity['hookscript'] if identity.get('hookscript') else '--delete hookscript',
+                    node))
+            return
+        if changes or deletes:
+            self._step('restored {0}'.format(', '.join(sorted(list(changes) + ['-' + d for d in deletes]))))

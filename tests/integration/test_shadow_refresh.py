@@ -270,3 +270,23 @@ def test_a_refresh_in_progress_is_left_alone_and_a_stale_snapshot_is_removed(pve
     result = run_module(shadow_refresh, args(pve_conn))
     assert result['steps'][0] == 'deleted snapshot {0} of vmid {1}'.format(name, primary.vmid)
     assert primary.snapshots == {}
+
+
+def test_the_primary_hookscript_is_removed_as_root_and_named_in_a_warning_with_a_token(pvesim, pve_conn, built):
+    primary, shadow = built
+    pvesim.pve.add_snippet('local:snippets/shadownet-hook.py')
+    primary.config['hookscript'] = 'local:snippets/shadownet-hook.py'
+    # An API token (even root@pam's) may not change a hookscript, as on PVE: the rest is restored, a warning says
+    # what is left and how to fix it.
+    result = run_module(shadow_refresh, args(pve_conn))
+    warnings = ' '.join(str(w) for w in result.get('warnings', []))
+    assert 'hookscript of the shadow could not be removed' in warnings and '--delete hookscript' in warnings
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert new.config['hookscript'] == primary.config['hookscript'] and new.status == 'running'
+    assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(shadow.config['tags'])
+    # As root@pam itself (password login) it is removed.
+    as_root = dict((k, v) for k, v in pve_conn.items() if not k.startswith('api_token'))
+    as_root.update(api_user='root@pam', api_password=pvesim.pve.password)
+    new.config.pop('hookscript')  # the recorded identity of the next run is "no hookscript"
+    run_module(shadow_refresh, args(as_root))
+    assert 'hookscript' not in vms_by_name(pvesim)['shop-web-shadow'].config
