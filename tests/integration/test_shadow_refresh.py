@@ -290,3 +290,16 @@ def test_the_primary_hookscript_is_removed_as_root_and_named_in_a_warning_with_a
     new.config.pop('hookscript')  # the recorded identity of the next run is "no hookscript"
     run_module(shadow_refresh, args(as_root))
     assert 'hookscript' not in vms_by_name(pvesim)['shop-web-shadow'].config
+
+
+def test_a_serving_shadow_is_never_replaced_and_keep_size_false_takes_the_primary_size(pvesim, pve_conn, built):
+    primary, shadow = built
+    serving = metablock.merge_description(shadow.config['description'], {'failover': {'active': True}})[0]
+    shadow.config['description'] = serving
+    mark = pvesim.mark()
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert result['skipped'] and 'serving' in result['reason'] and pvesim.writes(mark) == []
+    shadow.config['description'] = metablock.merge_description(serving, {'failover': None})[0]
+    run_module(shadow_refresh, args(pve_conn, keep_size=False))
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert int(new.config['cores']) == int(primary.config['cores']) == 2
