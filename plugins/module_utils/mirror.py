@@ -489,8 +489,12 @@ class MirrorManager:
         bridge = self.link_details(spec.bridge) or {}
         mtu = str(int(bridge.get('mtu') or 1500))
         alias = port_alias(spec.source, spec.bridge)
-        self.change('ip', ['link', 'add', 'name', dup, 'mtu', mtu, 'type', 'veth', 'peer', 'name',
-                           port, 'mtu', mtu], check_mode=check_mode)
+        # Addresses from the top of the locally administered range: a Linux bridge without a set address takes
+        # its lowest port's, and the twin bridge should keep its own.
+        digest = hashlib.sha1(('shadownet-port:' + spec.source).encode('utf-8')).hexdigest()
+        macs = ['fe:5e:%s:%s:%s:%s' % (digest[0:2], digest[2:4], digest[4:6], end) for end in ('00', '01')]
+        self.change('ip', ['link', 'add', 'name', dup, 'address', macs[0], 'mtu', mtu, 'type', 'veth', 'peer',
+                           'name', port, 'address', macs[1], 'mtu', mtu], check_mode=check_mode)
         for dev in (dup, port):
             self.change('ip', ['link', 'set', 'dev', dev, 'alias', alias], check_mode=check_mode)
             self.change('ip', ['link', 'set', 'dev', dev, 'addrgenmode', 'none'],

@@ -197,7 +197,10 @@ firewall_bridge:
   type: str
   sample: fwbr100i0
 before:
-  description: Mirror rules found for the pair, per VM direction (backend, sample threshold out of 10000 or null, target).
+  description:
+    - Mirror rules found for the pair, per VM direction (backend, sample threshold out of 10000 or null, target).
+    - With O(target_bridge) also C(port) (the rules on the veth pair, the source MAC rewrite and the drop of what comes
+      back) and C(link) (the veth pair, its bridge, MAC learning, state and ownership).
   returned: always
   type: dict
   sample: {}

@@ -108,7 +108,7 @@ def test_full_mirror_crosses_vxlan_exactly_per_direction(nodes, direction):
     assert res['after']['link'] == [{'dup': 'snd100i0', 'port': 'snm100i0', 'peer': 'snm100i0',
                                      'bridge': TWIN, 'learning': False, 'up': True, 'owned': True}]
     port = lab_a.link(lab_a.node, 'snm100i0')
-    assert port['master'] == TWIN and port['mtu'] == 1450
+    assert port['master'] == TWIN and port['mtu'] == 1450 and port['address'].startswith('fe:5e:')
     assert not lab_a.run(lab_a.node, ['ip', '-j', 'addr', 'show', 'dev', 'snd100i0']).stdout.count('"local"')
     to_vm, from_vm = shadow_counters(lab_b)
     n = 1000
@@ -168,6 +168,7 @@ def test_check_mode_idempotence_and_absent_removes_exactly_ours(nodes):
     lab_a, lab_b = nodes
     lab_a.run(lab_a.node, ['nft', 'add', 'table', 'netdev', 'someoneelse'])
     before = node_state(lab_a)
+    twin_mac = lab_a.link(lab_a.node, TWIN)['address']
     res = run_module(port_mirror, mirror_args(lab_a), check_mode=True, diff=True)
     assert res['changed'] is True and res['commands'] and res['diff']['before'] == {}
     assert set(res['diff']['after']) == {'egress', 'ingress', 'link', 'port'}
@@ -178,6 +179,7 @@ def test_check_mode_idempotence_and_absent_removes_exactly_ours(nodes):
 
     assert run_module(port_mirror, mirror_args(lab_a))['changed'] is True
     assert node_state(lab_a) != before
+    assert lab_a.link(lab_a.node, TWIN)['address'] == twin_mac  # the port does not take over the bridge's MAC
     exchange(lab_a, 100, echo=False, pps=5000)
     assert to_vm.wait(100, timeout=5) == 100
 
