@@ -112,6 +112,11 @@ def identity_of(resource, config):
     return ident
 
 
+def pending_of(identity):
+    """The part of an identity kept in the new shadow's description until it is restored (no description)."""
+    return dict((k, v) for k, v in identity.items() if k not in ('description', 'status') and v is not None)
+
+
 def shared_bridges(shadow_nets, primary_nets):
     """Shadow NIC keys on a bridge the primary also uses (the VRRP NIC on the primary's own network)."""
     bridges = set(propstr.parse_net(v).get('bridge') for v in primary_nets.values())
@@ -265,6 +270,8 @@ class ShadowRefresher(object):
         if (meta.get('failover') or {}).get('active'):
             return self._skip('the shadow {0!r} is serving (failover active in its description): it is not '
                               'replaced until fail-back'.format(shadow_name))
+        if isinstance(replication.get('pending'), dict):
+            return self._resume(shadow, cfg, replication['pending'], keep_size, start, isolate_shared, pcfg)
         if min_interval and isinstance(last_full, (int, float)) and 0 <= now - last_full < min_interval:
             return self._skip('the last full refresh of {0!r} was {1}s ago, less than min_interval {2}s'.format(
                 shadow_name, int(now - last_full), min_interval))
@@ -288,7 +295,15 @@ class ShadowRefresher(object):
         self.result['changed'] = True
         new_meta_desc, dummy, dummy2 = metablock.merge_description(
             cfg.get('description', ''), {'replication': {'last_full': now, 'source': primary_name,
-                                                         'source_snapshot': snapname}})
+                                                         'source_snapshot': snapname, 'pending': None}})
+        # Until the identity is restored, the new shadow's description carries it: a run after a failed restore
+        # finishes the restore instead of recording the half-made copy as the shadow and cloning again.
+        pending = dict(pending_of(identity), snapshot=snapname, time=now, source=primary_name)
+        try:
+            clone_description = metablock.merge_description(cfg.get('description', ''),
+                                                            {'replication': {'pending': pending}})[0]
+        except metablock.MetaError:
+            clone_description = None
         plan = ['snapshot {0} (vmid {1} on {2}) as {3}'.format(primary_name, pvmid, pnode, snapname),
                 ('stop and ' if shadow.get('status') == 'running' else '') +
                 'destroy {0} (vmid {1} on {2})'.format(shadow_name, svmid, snode),
@@ -319,7 +334,7 @@ class ShadowRefresher(object):
         self._step('snapshot {0} of {1}'.format(snapname, primary_name))
         try:
             # ShadowMissingError after the destroy; any other error: the shadow is still there.
-            self._replace(primary, shadow, identity, snapname, move)
+            self._replace(primary, shadow, identity, snapname, move, clone_description)
         except PveApiError:
             self._delete_snapshot(pnode, pvmid, snapname)
             raise
@@ -328,11 +343,14 @@ class ShadowRefresher(object):
             self._ha_restore(svmid, ha_resource, ha_rules)
         except PveApiError as exc:
             self._delete_snapshot(pnode, pvmid, snapname)
+            nics = '; '.join('{0}={1}'.format(k, v) for k, v in sorted(identity['nets'].items()))
             raise PveApiError('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could '
-                              'not be restored: {3}. It may carry the primary\'s tags and fresh MAC addresses; run '
-                              'shadow_refresh again or the site playbook (site.yml) to converge it.'.format(
-                                  shadow_name, svmid, primary_name, exc.message), kind=exc.kind,
-                              status=exc.status, method=exc.method, path=exc.path, node=exc.node) from exc
+                              'not be restored: {3}. It may carry the primary\'s tags and NICs with fresh MAC '
+                              'addresses; the next run of shadow_refresh finishes the restore (no new clone) from the '
+                              'identity kept in its description. Its NICs were {4}.'.format(
+                                  shadow_name, svmid, primary_name, exc.message, nics),
+                              kind=exc.kind, status=exc.status, method=exc.method, path=exc.path,
+                              node=exc.node) from exc
         self.result['last_full'] = now
         self._delete_snapshot(pnode, pvmid, snapname)
         if will_start:
@@ -343,6 +361,41 @@ class ShadowRefresher(object):
         return self.result
 
     # --------------------------------------------------------------- pieces
+
+    def _resume(self, shadow, cfg, pending, keep_size, start, isolate_shared, pcfg):
+        """A previous refresh re-created the shadow but did not restore its identity: restore it now (no clone)."""
+        svmid = int(shadow['vmid'])
+        identity = dict(pending, vmid=svmid, node=shadow['node'], name=shadow['name'], description=None)
+        identity.setdefault('nets', {})
+        for key in IDENTITY_KEYS + ROOT_ONLY_KEYS + SIZE_KEYS:
+            identity.setdefault(key, None)
+        self.result['identity'] = identity
+        isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
+        self.result['isolated_nics'] = isolate
+        self.result['snapshot'] = pending.get('snapshot')
+        self.result['changed'] = True
+        last = pending.get('time')
+        description = metablock.merge_description(cfg.get('description', ''), {'replication': {
+            'last_full': last, 'source': pending.get('source'), 'source_snapshot': pending.get('snapshot'),
+            'pending': None}})[0]
+        plan = ['finish the restore of {0} (vmid {1}) left by the refresh from {2}: NICs {3}, tags, description'.format(
+            shadow['name'], svmid, pending.get('snapshot'), ', '.join(sorted(identity['nets'])))]
+        will_start = start or shadow.get('status') == 'running'
+        if will_start and shadow.get('status') != 'running':
+            plan.append('start {0}'.format(shadow['name']))
+        if self.check_mode:
+            self.result['steps'] = ['would ' + p for p in plan]
+            return self.result
+        self.api.require_quorum()
+        self._restore(shadow['node'], svmid, identity, description, keep_size, isolate)
+        self.result['last_full'] = last
+        self.result['warnings'].append('finished the identity restore of {0} left by an earlier refresh; its HA '
+                                       'resource and rules, if it had any, come back with the site playbook'.format(
+                                           shadow['name']))
+        if will_start and shadow.get('status') != 'running':
+            self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(shadow['node'], svmid))
+            self._step('started {0}'.format(shadow['name']))
+        return self.result
 
     def _all_shared(self, pcfg):
         stores = dict((s.get('storage'), s) for s in (self.api.get('storage') or []))
@@ -385,7 +438,7 @@ class ShadowRefresher(object):
                 self.api.post('cluster/ha/rules', rule=rule['rule'], **keys)
         self._step('HA resource {0} and {1} rule(s) restored'.format(sid, len(rules)))
 
-    def _replace(self, primary, shadow, identity, snapname, move):
+    def _replace(self, primary, shadow, identity, snapname, move, clone_description=None):
         """Stop and destroy the shadow, clone the snapshot to its vmid. Raises ShadowMissingError after the destroy."""
         snode, svmid = shadow['node'], int(shadow['vmid'])
         pnode, pvmid = primary['node'], int(primary['vmid'])
@@ -404,7 +457,7 @@ class ShadowRefresher(object):
             raise
         self._step('destroyed {0} (vmid {1})'.format(shadow['name'], svmid))
         params = dict(newid=svmid, name=shadow['name'], snapname=snapname, full=1,
-                      description=identity['description'] or None, pool=identity['pool'])
+                      description=clone_description or identity['description'] or None, pool=identity['pool'])
         if not move and snode != pnode:
             params['target'] = snode
         where = 'nodes/{0}/qemu/{1}/clone'.format(pnode, pvmid)

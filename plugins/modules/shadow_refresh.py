@@ -34,6 +34,9 @@ description:
   - Stops before any write when the cluster has no quorum. If the clone fails after the shadow was destroyed, a
     retryable error (lock, connection) is retried once; otherwise the module fails with a message that names the
     missing shadow and how to rebuild it, returns the recorded identity, and still deletes the snapshot.
+  - Until its identity is restored, the new shadow's description carries it (C(replication.pending)). If the
+    restore fails, the next run finishes it from there (no new snapshot, no new clone) instead of taking the
+    half-made copy for the shadow.
 author:
   - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:

@@ -303,3 +303,28 @@ def test_a_serving_shadow_is_never_replaced_and_keep_size_false_takes_the_primar
     run_module(shadow_refresh, args(pve_conn, keep_size=False))
     new = vms_by_name(pvesim)['shop-web-shadow']
     assert int(new.config['cores']) == int(primary.config['cores']) == 2
+
+
+def test_a_failed_identity_restore_is_finished_by_the_next_run_without_a_new_clone(pvesim, pve_conn, built):
+    primary, shadow = built
+    before = dict(shadow.config)
+    pvesim.pve.fail('PUT', '/nodes/{0}/qemu/{1}/config'.format(shadow.node, shadow.vmid), 500, 'boom', times=1)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(shadow_refresh, args(pve_conn))
+    assert 'identity could not be restored' in info.value.result['msg'] and 'finishes the restore' in info.value.result['msg']
+    half = vms_by_name(pvesim)['shop-web-shadow']
+    assert half.config['net0'] != before['net0']  # a fresh MAC: the copy is not the shadow yet
+    assert primary.snapshots == {}
+    mark = pvesim.mark()
+    result = run_module(shadow_refresh, args(pve_conn, min_interval=3600))
+    assert result['changed'] and not any('clone' in w[1] or 'snapshot' in w[1] for w in pvesim.writes(mark))
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert new is half
+    assert propstr.parse_net(new.config['net0'])['macaddr'] == propstr.parse_net(before['net0'])['macaddr']
+    assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(before['tags'])
+    dummy, meta = metablock.parse_description(new.config['description'])
+    assert 'pending' not in meta['replication'] and meta['replication']['last_full'] == result['last_full']
+    # And now it is an ordinary shadow again: within min_interval nothing happens.
+    mark = pvesim.mark()
+    assert run_module(shadow_refresh, args(pve_conn, min_interval=3600))['skipped']
+    assert pvesim.writes(mark) == []
