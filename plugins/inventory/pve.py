@@ -143,6 +143,7 @@ plugin: shadownet.proxmox.pve
 networks:
   - 10.10.0.0/24
 
+---
 # Keyed groups by status and a group of the shadows that are not running.
 plugin: shadownet.proxmox.pve
 keyed_groups:
@@ -153,6 +154,7 @@ groups:
 compose:
   ansible_user: "'debian'"
 
+---
 # Cache the API answers for five minutes.
 plugin: shadownet.proxmox.pve
 cache: true
