@@ -43,6 +43,8 @@ IDENTITY_KEYS = ('tags', 'onboot', 'startup', 'protection', 'ciuser', 'cipasswor
 # Only root@pam itself may set or delete a hookscript (PVE's rule, tokens included): restored in a separate update
 # whose refusal is a warning, never a failed refresh.
 ROOT_ONLY_KEYS = ('hookscript',)
+# Never copied into a description (which every VM.Audit holder reads).
+SECRET_KEYS = ('cipassword',)
 IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
 SIZE_KEYS = ('cores', 'sockets', 'memory', 'balloon')
 # Errors of a clone request worth one more try: PVE refused before doing anything, or never got the request.
@@ -114,7 +116,7 @@ def identity_of(resource, config):
 
 def pending_of(identity):
     """The part of an identity kept in the new shadow's description until it is restored (no description)."""
-    return dict((k, v) for k, v in identity.items() if k not in ('description', 'status') and v is not None)
+    return dict((k, v) for k, v in identity.items() if k not in ('description', 'status') + SECRET_KEYS and v is not None)
 
 
 def shared_bridges(shadow_nets, primary_nets):
@@ -285,7 +287,7 @@ class ShadowRefresher(object):
         if not disks_of(pcfg):
             raise PveApiError('the primary {0!r} has no disk to clone'.format(primary_name), kind='config')
         identity = identity_of(shadow, cfg)
-        self.result['identity'] = identity
+        self.result['identity'] = dict((k, v) for k, v in identity.items() if k not in SECRET_KEYS)
         isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
         self.result['isolated_nics'] = isolate
         ha_resource, ha_rules = self._ha_record(svmid)
@@ -369,7 +371,9 @@ class ShadowRefresher(object):
         identity.setdefault('nets', {})
         for key in IDENTITY_KEYS + ROOT_ONLY_KEYS + SIZE_KEYS:
             identity.setdefault(key, None)
-        self.result['identity'] = identity
+        for key in SECRET_KEYS:
+            identity[key] = cfg.get(key)  # not kept in the description: left as the copy has it
+        self.result['identity'] = dict((k, v) for k, v in identity.items() if k not in SECRET_KEYS)
         isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
         self.result['isolated_nics'] = isolate
         self.result['snapshot'] = pending.get('snapshot')
