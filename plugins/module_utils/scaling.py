@@ -473,10 +473,10 @@ def wiring_for(plan, service, base_name, added):
 
 
 def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_only=False, state='started',
-                   hookscript=None, timeout=900, parallel=4, now=None, resources=None):
+                   hookscript=None, timeout=900, parallel=4, now=None, resources=None, nodes=None):
     """Act on one decision of forecast_plan. Returns a result dict (changed, applied, reason, ...).
 
-    ``resources``: a /cluster/resources listing to reuse (check mode); a real action always reads it afresh.
+    ``resources`` / ``nodes``: listings to reuse in check mode; a real action always reads them afresh.
     """
     now = time.time() if now is None else now
     service = decision['service']
@@ -534,7 +534,7 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
             return res
     if entry['mode'] == 'horizontal':
         _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout,
-                          parallel)
+                          parallel, listings=(resources, nodes) if check_mode else (None, None))
     else:
         _apply_vertical(api, prim, configs, target, res, check_mode)
     res['applied'] = not check_mode
@@ -547,7 +547,8 @@ def _iso(ts):
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(ts)))
 
 
-def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout, parallel):
+def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout, parallel,
+                      listings=(None, None)):
     service = entry['service']
     n = len(prim)
     indexed = [(instance_index(v['name'], plan, service), v) for v in prim]
@@ -563,7 +564,7 @@ def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, s
                 spec.avoid_vms = [entry['shadow']]  # keep the shadow's spread: not on the shadow's node
             specs.append(spec)
         results = vmengine.ensure_many(make_api, specs, check_mode=check_mode, meta_module=metablock,
-                                       parallel=parallel)
+                                       parallel=parallel, resources=listings[0], nodes=listings[1])
         failed = [r for r in results if r.get('failed')]
         res['created'] = [r['name'] for r in results if r.get('created') and not r.get('failed')]
         res['instances'] = [dict(name=r['name'], vmid=r.get('vmid'), node=r.get('node')) for r in results]
@@ -577,7 +578,8 @@ def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, s
         order = sorted(indexed, key=lambda iv: (iv[0] is None, iv[0] or 0), reverse=True)
         gone = [v for i, v in order[:n - want]]
         removed = [(v['name'], instance_index(v['name'], plan, service) or 0) for v in gone]
-        resources = [r for r in api.resources('vm') if r.get('name') in set(v['name'] for v in gone)]
+        listing = listings[0] if listings[0] is not None else api.resources('vm')
+        resources = [r for r in listing if r.get('name') in set(v['name'] for v in gone)]
         results = vmengine.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
         failed = [r for r in results if r.get('failed')]
         res['removed'] = [r['name'] for r in results if r.get('changed')]

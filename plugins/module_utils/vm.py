@@ -223,11 +223,17 @@ def managed_view(cfg, spec):
 class VmEngine(object):
     """Ensure-present / ensure-absent for linked clones, with check mode and a diff."""
 
-    def __init__(self, api, check_mode=False, meta_module=None, resources=None):
+    def __init__(self, api, check_mode=False, meta_module=None, resources=None, nodes=None):
         self.api = api
         self.check_mode = check_mode
         self.meta_module = meta_module
         self._resources = resources
+        self._nodes = nodes
+
+    def nodes(self):
+        if self._nodes is None:
+            self._nodes = self.api.nodes()
+        return self._nodes
 
     def resources(self, refresh=False):
         if self._resources is None or refresh:
@@ -269,7 +275,7 @@ class VmEngine(object):
 
     def _create(self, spec, result):
         template = find_template(self.resources(), spec.template)
-        nodes = self.api.nodes()
+        nodes = self.nodes()
         node = choose_node(spec, nodes, self.resources()) if (spec.node or spec.preferred_nodes) \
             else template['node']
         if node not in nodes:
@@ -388,12 +394,13 @@ class VmEngine(object):
         return result
 
 
-def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4):
+def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4, resources=None, nodes=None):
     """Ensure several VMs, cloning independent ones concurrently (one API connection per worker).
 
     Returns one result per spec, in order. A failure of one VM does not stop the others; its result carries
     ``failed`` and ``msg``. Placement of shadows looks at where their primaries actually are, so callers
-    should ensure primaries before shadows.
+    should ensure primaries before shadows. ``resources`` / ``nodes``: listings to reuse in check mode (a real
+    run always reads them afresh).
     """
     local = threading.local()
 
@@ -402,7 +409,10 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4)
             local.api = make_api()
         return local.api
 
-    resources = api().resources('vm')
+    if resources is None or not check_mode:
+        resources = api().resources('vm')
+    if not check_mode:
+        nodes = None
     missing = [spec for spec in specs if spec.state != 'absent' and not find_vms(resources, spec.name)]
     if missing and not check_mode:
         # Reserve distinct vmids up front: /cluster/nextid gives every concurrent caller the same answer.
@@ -415,7 +425,8 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4)
             used.add(candidate)
 
     def one(spec):
-        engine = VmEngine(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources))
+        engine = VmEngine(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources),
+                          nodes=dict(nodes) if nodes is not None else None)
         try:
             return engine.ensure(spec)
         except PveApiError as exc:

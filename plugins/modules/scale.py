@@ -197,12 +197,14 @@ def main():
     try:
         api = make_api()
         # One listing for every decision in check mode; a real action re-reads it.
-        listing = api.resources('vm') if module.check_mode and p['decisions'] else None
+        acting = [d for d in p['decisions'] if d.get('action') not in (None, 'none')]
+        listing = api.resources('vm') if module.check_mode and acting else None
+        nodes = api.nodes() if module.check_mode and acting else None
         for decision in p['decisions']:
             results.append(scaling.apply_decision(
                 api, make_api, plans[decision['template']], decision, check_mode=module.check_mode,
                 forecast_only=p['forecast_only'], state=p['state'], hookscript=p['hookscript'],
-                timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing))
+                timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing, nodes=nodes))
     except pveapi.PveApiError as exc:
         pveapi.fail_json_from(module, exc, results=results)
     except scaling.ScalingError as exc:
