@@ -2,9 +2,12 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """make lab, networking stage: the plan's mirror in network namespaces, with real packets and the real module.
 
-Builds what a PVE node looks like for one critical service of the lab plan: the primary network's vnet bridge
+Builds what the PVE nodes look like for one critical service of the lab plan: the primary network's vnet bridge
 and its isolated shadow twin (the plan's own vnet ids), the primary's NIC ``tap<vmid>i0`` and the shadow's
-``tap<vmid>i0`` (the simulator's vmids), and a client. Then:
+``tap<vmid>i0`` (the simulator's vmids), and a client. With the plan's default ``shadow_transport: vxlan`` the
+shadow runs on another node (spread placement): the primary's node and the shadow's node are two namespaces
+joined by an underlay, the twin bridge exists on both with a real VXLAN port (the plan's VNI), and the mirror
+copies into the collection's port on the local twin bridge (``target_bridge``). Then:
 
 1. runs ``shadownet.proxmox.port_mirror`` through ``ansible`` (the real module, in the node namespace) with the
    plan's mirror mode, rate and direction: the shadow counts the mirrored packets;
@@ -44,27 +47,58 @@ def module(node_ns, **args):
     return result
 
 
+def sh(ns, *args):
+    subprocess.run(['ip', '-n', ns] + list(args), check=True, capture_output=True, text=True, timeout=30)
+
+
+def twin_bridge(ns, bridge, vni, local, remote):
+    """A vxlan zone's vnet bridge on one node: the bridge plus a VXLAN port towards the other node."""
+    sh(ns, 'link', 'add', bridge, 'mtu', '1450', 'type', 'bridge', 'stp_state', '0')
+    sh(ns, 'link', 'add', 'vx' + str(vni)[-8:], 'mtu', '1450', 'type', 'vxlan', 'id', str(vni), 'local', local,
+       'remote', remote, 'dstport', '4789')
+    sh(ns, 'link', 'set', 'vx' + str(vni)[-8:], 'master', bridge, 'up')
+    sh(ns, 'link', 'set', bridge, 'up')
+
+
 def main():
     facts = json.load(open(sys.argv[1]))
-    plan, vmids = facts['plan'], facts['vmids']
+    plan, vmids, where = facts['plan'], facts['vmids'], facts.get('nodes') or {}
     mirror = next(m for m in plan['mirrors'] if m['source']['nic'] == 0)
     nets = dict(((n['name'], n['role']), n) for n in plan['networks'])
     primary_net = nets[(mirror['source']['network'], 'primary')]
     shadow_net = nets[(mirror['target']['network'], 'shadow')]
     src_vmid, dst_vmid = vmids[mirror['source']['vm']], vmids[mirror['target']['vm']]
     net = primary_net['cidr'].rsplit('.', 1)[0]  # a /24 in the lab template
+    remote = shadow_net.get('zone_type') == 'vxlan' and \
+        where.get(mirror['source']['vm']) != where.get(mirror['target']['vm'])
     cleanup_stale()
-    with Lab() as lab:
+    with Lab() as lab, Lab() as lab_b:
         lab.bridge(primary_net['bridge'])
-        lab.bridge(shadow_net['bridge'])
-        primary = lab.vm(src_vmid, [(primary_net['bridge'], net + '.11/24')])
-        shadow = lab.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
-        client = lab.client('client', primary_net['bridge'], net + '.200/24')
         src_dev, dst_dev = 'tap%di0' % src_vmid, 'tap%di0' % dst_vmid
-        print('lab-network: node %s: bridges %s (%s, %s) and %s (isolated twin), %s -> %s' % (
-            lab.node, primary_net['bridge'], primary_net['alias'], primary_net['cidr'], shadow_net['bridge'],
-            src_dev, dst_dev))
-        spec = dict(source=src_dev, target=dst_dev, mode=mirror['mode'], direction=mirror['direction'])
+        if remote:
+            # Two nodes: the primary's (lab) and the shadow's (lab_b), joined by an underlay (TEST-NET-1).
+            sh(lab.node, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', lab_b.node)
+            sh(lab.node, 'addr', 'add', '192.0.2.1/30', 'dev', 'ul0')
+            sh(lab_b.node, 'addr', 'add', '192.0.2.2/30', 'dev', 'ul0')
+            sh(lab.node, 'link', 'set', 'ul0', 'up')
+            sh(lab_b.node, 'link', 'set', 'ul0', 'up')
+            twin_bridge(lab.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.1', '192.0.2.2')
+            twin_bridge(lab_b.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.2', '192.0.2.1')
+            shadow = lab_b.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
+            spec = dict(source=src_dev, target_bridge=shadow_net['bridge'])
+            print('lab-network: %s (primary %s) and %s (shadow %s): twin %s over VXLAN %s' % (
+                lab.node, where.get(mirror['source']['vm']), lab_b.node, where.get(mirror['target']['vm']),
+                shadow_net['bridge'], shadow_net['vxlan_tag']))
+        else:
+            lab.bridge(shadow_net['bridge'])
+            shadow = lab.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
+            spec = dict(source=src_dev, target=dst_dev)
+        primary = lab.vm(src_vmid, [(primary_net['bridge'], net + '.11/24')])
+        client = lab.client('client', primary_net['bridge'], net + '.200/24')
+        print('lab-network: node %s: bridge %s (%s, %s), %s -> %s on the isolated twin %s' % (
+            lab.node, primary_net['bridge'], primary_net['alias'], primary_net['cidr'], src_dev, dst_dev,
+            shadow_net['bridge']))
+        spec.update(mode=mirror['mode'], direction=mirror['direction'])
         if mirror['mode'] == 'sampled':
             spec['rate'] = mirror['rate']
         first = module(lab.node, **spec)
@@ -72,7 +106,8 @@ def main():
         print('lab-network: port_mirror %s rate %s direction %s: changed=%s, second run changed=%s' % (
             mirror['mode'], mirror['rate'], mirror['direction'], first['changed'], again['changed']))
         # Traffic: the client talks to the primary, which echoes; the shadow counts copies.
-        seen = lab.capture(shadow.ns, 'eth0', match=lambda f: f.proto == 17)
+        shadow_lab = lab_b if remote else lab
+        seen = shadow_lab.capture(shadow.ns, 'eth0', match=lambda f: f.proto == 17 and f.dst_ip != net + '.255')
         server = lab.udp(primary.ns, (net + '.11', 7000), echo=True)
         sender = lab.udp(client, (net + '.200', 40000))
         sender.send((net + '.11', 7000), PACKETS, pps=4000)
@@ -84,7 +119,7 @@ def main():
                                       'sampled' if mirror['mode'] == 'sampled' else 'full'))
         # Isolation: the shadow shouts on its network; nothing reaches the primary bridge.
         leak = lab.capture(lab.node, primary_net['bridge'], match=lambda f: f.src_mac == shadow.nics[0].mac)
-        noise = lab.udp(shadow.ns, (net + '.11', 7001))
+        noise = shadow_lab.udp(shadow.ns, (net + '.11', 7001))
         noise.send((net + '.200', 9), 200)
         leaked = leak.settle()
         print('lab-network: the shadow sent 200 packets; %d reached the primary bridge' % leaked)
