@@ -70,6 +70,21 @@ API_MUTUALLY_EXCLUSIVE = [('api_password', 'api_token_secret')]
 API_REQUIRED_TOGETHER = [('api_token_id', 'api_token_secret')]
 
 
+def api_module(argument_spec, mutually_exclusive=(), required_together=(), **kwargs):
+    """The AnsibleModule of a module in the api action group, built the same way for every one of them.
+
+    ``argument_spec`` starts from :func:`api_argument_spec`. Check mode is always supported; the auth options'
+    constraints are added to the module's own; a missing proxmoxer ends the run with the standard message.
+    """
+    from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=API_MUTUALLY_EXCLUSIVE + list(mutually_exclusive),
+                           required_together=API_REQUIRED_TOGETHER + list(required_together), **kwargs)
+    if not HAS_PROXMOXER:
+        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(PROXMOXER_IMPORT_ERROR))
+    return module
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -152,7 +152,6 @@ failback:
   type: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import failover as fo
@@ -168,11 +167,7 @@ def main():
         min_uptime=dict(type='int', default=60),
         timeout=dict(type='int', default=300),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec)
     p = module.params
     runner = None
     try:

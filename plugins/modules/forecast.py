@@ -148,7 +148,7 @@ decisions:
       reason: "cpu forecast upper bound 78% per instance crosses high 70% in 7m: 2 -> 3 instances"
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
@@ -167,11 +167,7 @@ def main():
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec)
     p = module.params
     from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
     try:

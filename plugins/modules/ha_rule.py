@@ -118,7 +118,6 @@ diff:
   type: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
@@ -134,11 +133,7 @@ def main():
         ensure_resources=dict(type='bool', default=True),
         resource_state=dict(type='str', choices=['started', 'stopped', 'ignored'], default='started'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec)
     p = module.params
     try:
         rules = [] if p['state'] == 'absent' else [ha.normalise_rule(r, p['template'], i)

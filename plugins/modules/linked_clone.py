@@ -212,7 +212,6 @@ pruned:
   elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
@@ -251,11 +250,7 @@ def main():
         timeout=dict(type='int', default=900),
     )
     per_vm = ('name', 'template', 'node', 'pool', 'cores', 'memory', 'nets', 'tags', 'meta')
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('plan', k) for k in per_vm],
-                           required_together=pveapi.API_REQUIRED_TOGETHER, required_one_of=[('name', 'plan')])
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec, mutually_exclusive=[('plan', k) for k in per_vm], required_one_of=[('name', 'plan')])
     p = module.params
     if p['plan'] is not None:
         run_plan(module)

@@ -130,7 +130,6 @@ errors:
   elements: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
@@ -144,12 +143,7 @@ def main():
         history_path=dict(type='path'),
         parallel=dict(type='int', default=4),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER,
-                           required_one_of=[('plans', 'templates')])
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec, required_one_of=[('plans', 'templates')])
     p = module.params
     try:
         plans, templates = scaling.plans_and_templates(p['plans'], p['templates'])

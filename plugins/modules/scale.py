@@ -157,7 +157,6 @@ results:
       type: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
@@ -174,11 +173,7 @@ def main():
         parallel=dict(type='int', default=4),
         timeout=dict(type='int', default=900),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec)
     p = module.params
     try:
         plans, dummy = scaling.plans_and_templates(p['plans'], None)

@@ -165,7 +165,6 @@ previous_last_full:
   type: int
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import refresh as refreshmod
@@ -183,11 +182,7 @@ def main():
         isolate_shared_nics=dict(type='bool', default=True),
         timeout=dict(type='int', default=1800),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE,
-                           required_together=pveapi.API_REQUIRED_TOGETHER)
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec)
     p = module.params
     bad = refreshmod.snapshot_prefix_error(p['snapshot_prefix'])
     if bad:

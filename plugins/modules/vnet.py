@@ -231,7 +231,6 @@ diff:
   type: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
@@ -266,12 +265,8 @@ def main():
     argument_spec['networks'] = dict(type='list', elements='dict')
     argument_spec.update(SINGLE_OPTIONS)
     argument_spec['timeout'] = dict(type='int', default=300)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=pveapi.API_MUTUALLY_EXCLUSIVE + [('networks', k) for k in SINGLE_OPTIONS],
-                           required_together=pveapi.API_REQUIRED_TOGETHER,
-                           required_one_of=[('networks', 'vnet', 'bridge')])
-    if not pveapi.HAS_PROXMOXER:
-        module.fail_json(msg=missing_required_lib('proxmoxer'), exception=str(pveapi.PROXMOXER_IMPORT_ERROR))
+    module = pveapi.api_module(argument_spec, mutually_exclusive=[('networks', k) for k in SINGLE_OPTIONS],
+                               required_one_of=[('networks', 'vnet', 'bridge')])
     p = module.params
     entries = p['networks']
     if entries is None:
