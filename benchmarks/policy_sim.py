@@ -204,8 +204,10 @@ def main():
     ap.add_argument('--horizon', default='15m')
     ap.add_argument('--cooldown-up', default='3m')
     ap.add_argument('--cooldown-down', default='10m')
-    ap.add_argument('--stabilization', default=None, help='stabilisation window (default: cooldown down)')
-    ap.add_argument('--level', type=float, default=0.8, help='prediction-interval level of the upper bound')
+    ap.add_argument('--stabilization', default=None,
+                    help='stabilisation window (default: the policy default, max(cooldown down, 30m))')
+    ap.add_argument('--level', type=float, default=None,
+                    help='prediction-interval level of the upper bound (default: the policy default)')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
     names = _traces.vm_names(args.vms)
@@ -227,15 +229,20 @@ def main():
         return
 
     _traces.import_collection()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.policy import decide, normalise_scaling
-    scaling = normalise_scaling({
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.policy import (
+        DEFAULT_LEVEL, decide, normalise_scaling)
+    if args.level is None:
+        args.level = DEFAULT_LEVEL
+    block = {
         'cpu': {'high': args.high, 'low': args.low, 'duration': args.duration},
         'horizon': args.horizon,
         'instances': {'min': UNITS_MIN, 'max': UNITS_MAX},
         'cooldown': {'up': args.cooldown_up, 'down': args.cooldown_down},
-        'stabilization': args.stabilization or args.cooldown_down,
         'mode': 'horizontal',
-    })
+    }
+    if args.stabilization:
+        block['stabilization'] = args.stabilization
+    scaling = normalise_scaling(block)
     data = []
     for name in names:
         values, _cores = _traces.load_vm(name)

@@ -272,7 +272,7 @@ def vertical_bounds(entry, max_cores=None, max_memory=None):
 
 # --------------------------------------------------------------------------------------------- forecast
 
-def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=0.8, models=None, forecast_only=False,
+def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=None, models=None, forecast_only=False,
                   services=None, max_cores=None, max_memory=None, resources=None):
     """One decision per service of the plan (nothing is changed in PVE)."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
@@ -280,6 +280,9 @@ def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=0.8, 
 
     now = time.time() if now is None else now
     resources = api.resources('vm') if resources is None else resources
+
+    if level is None:
+        level = policy.DEFAULT_LEVEL
 
     def forecaster(values, step, horizon, level=0.8):
         return fc.forecast_series(values, step, horizon, level=level, models=models)
@@ -335,7 +338,8 @@ def forecast_plan(api, plan, store, now=None, window=DEFAULT_WINDOW, level=0.8, 
 
 def recommendations(store, template, service, now, entry):
     """Recent recommendations (for the stabilisation window) from the history store."""
-    since = now - max(entry['cooldown']['down_seconds'], 60)
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
+    since = now - max(policy.normalise_scaling(policy_scaling(entry))['stabilization'], 60)
     prefix = '{0}/{1}/{2}/'.format(template, service, POLICY_SERIES)
     if entry['mode'] == 'vertical':
         cores = dict(store.series(prefix + 'cores', since=since))
