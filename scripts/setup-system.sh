@@ -2,7 +2,7 @@
 # Install the Debian packages the lab and the tests need (networking tools and
 # keepalived). Skips apt entirely when everything is already present.
 set -euo pipefail
-pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps)
+pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,0 +1,53 @@
+"""The reconciler role itself, run with ansible-playbook on localhost: a cron entry for the flock wrapper
+(written to a cron file in a temporary directory), idempotent, and removed with reconciler_state absent."""
+import json
+import os
+import re
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def play(tmp_path, **role_vars):
+    book = tmp_path / 'play.yml'
+    book.write_text('- hosts: localhost\n  connection: local\n  gather_facts: false\n  roles:\n'
+                    '    - role: shadownet.proxmox.reconciler\n')
+    extra = tmp_path / 'vars.json'
+    extra.write_text(json.dumps(role_vars))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
+                           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python'),
+                           '-e', '@' + str(extra), str(book)], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)', proc.stdout)
+    assert found, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return proc, int(found.group(2)), int(found.group(3))
+
+
+def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_path):
+    cron = tmp_path / 'cron.d' / 'shadownet-reconcile'
+    cron.parent.mkdir()
+    user = os.environ.get('USER') or 'root'
+    role_vars = dict(reconciler_scheduler='cron', reconciler_cron_file=str(cron), reconciler_interval_minutes=5,
+                     reconciler_user=user, reconciler_wrapper_path=str(tmp_path / 'bin' / 'shadownet-reconcile'),
+                     reconciler_log_file=str(tmp_path / 'log' / 'reconcile.log'),
+                     reconciler_history_path=str(tmp_path / 'lib' / 'history.sqlite'),
+                     reconciler_env_file=str(tmp_path / 'etc' / 'reconcile.env'),
+                     reconciler_lock_file=str(tmp_path / 'lock'),
+                     reconciler_environment={'PROXMOX_HOST': 'pve.example.invalid'})
+    (tmp_path / 'bin').mkdir()
+    proc, changed, failed = play(tmp_path, **role_vars)
+    assert failed == 0 and changed > 0, proc.stdout[-3000:]
+    entry = [line for line in cron.read_text().splitlines() if line and not line.startswith('#')]
+    assert entry == ['*/5 * * * * {0} {1}'.format(user, role_vars['reconciler_wrapper_path'])]
+    wrapper = open(role_vars['reconciler_wrapper_path']).read()
+    assert 'flock -n 9' in wrapper and 'shadownet.proxmox.reconcile' in wrapper
+    assert oct(os.stat(role_vars['reconciler_env_file']).st_mode & 0o777) == '0o600'
+    proc, changed, failed = play(tmp_path, **role_vars)
+    assert failed == 0 and changed == 0, proc.stdout[-3000:]
+    proc, changed, failed = play(tmp_path, reconciler_state='absent', **dict(
+        (k, v) for k, v in role_vars.items() if k != 'reconciler_state'))
+    assert failed == 0 and changed > 0
+    assert not [line for line in cron.read_text().splitlines() if line and not line.startswith('#')] \
+        if cron.exists() else True
+    assert not os.path.exists(role_vars['reconciler_wrapper_path'])
