@@ -1,0 +1,49 @@
+"""playbooks/failover.yml reads the guests' keepalived state files (vip_failover's contract) on its own."""
+import json
+import os
+import re
+import subprocess
+
+import yaml
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+from lab.modrun import run_module
+from test_failover_module import TEMPLATE  # noqa: F401  # the same one-service template
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_path):
+    import copy
+    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    # The guests, as the pve inventory lists them, with their vip_failover state directories (here: local dirs).
+    hosts = {}
+    for name, state, health in (('shop-web-1', 'BACKUP', '1'), ('shop-web-2', 'BACKUP', '1'),
+                                ('shop-web-shadow', 'MASTER', '0')):
+        state_dir = tmp_path / name
+        state_dir.mkdir()
+        (state_dir / 'shop-web.state').write_text(json.dumps(
+            {'time': 1795487098.1, 'instance': 'shop-web', 'state': state, 'priority': 100}) + '\n')
+        (state_dir / 'shop-web.health').write_text(health + '\n')
+        hosts[name] = {'ansible_connection': 'local', 'sn_template': 'shop', 'sn_service': 'web',
+                       'vip_failover_state_dir': str(state_dir),
+                       'ansible_python_interpreter': os.path.join(ROOT, '.venv', 'bin', 'python')}
+    inventory = tmp_path / 'inventory.yml'
+    inventory.write_text(yaml.safe_dump({'all': {
+        'hosts': {'localhost': {'ansible_connection': 'local',
+                                'ansible_python_interpreter': os.path.join(ROOT, '.venv', 'bin', 'python')}},
+        'children': {'shadownet': {'hosts': hosts}}}}))
+    user, dummy, token = pvesim.token_id.partition('!')
+    env = dict(os.environ, PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
+               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory),
+                           os.path.join(ROOT, 'playbooks', 'failover.yml'),
+                           '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
+                                             'failover_step': 'detect'})],
+                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    detect = re.findall(r'"msg": "(detect: [^"]*)"', proc.stdout)
+    assert detect and 'VIP on shop-web-shadow' in detect[0], proc.stdout[-3000:]
