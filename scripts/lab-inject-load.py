@@ -29,7 +29,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--prefix', default='shop-web-', help='name prefix of the primaries')
     parser.add_argument('--start', type=float, default=0.25)
-    parser.add_argument('--end', type=float, default=0.62)
+    parser.add_argument('--end', type=float, default=0.65)
     parser.add_argument('--minutes', type=int, default=60)
     args = parser.parse_args()
     state = call('GET', 'state')
