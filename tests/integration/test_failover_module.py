@@ -225,11 +225,8 @@ def test_unknown_service_is_refused(pve_conn, plan):
 def play(pvesim, *extra):
     """playbooks/failover.yml through ansible-playbook against the simulator (connection from PROXMOX_*)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    user, _, token = pvesim.token_id.partition('!')
-    env.update(PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
-               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default')
     env['PATH'] = os.path.join(root, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
     cmd = [os.path.join(root, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',

@@ -35,10 +35,8 @@ def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_p
         'hosts': {'localhost': {'ansible_connection': 'local',
                                 'ansible_python_interpreter': os.path.join(ROOT, '.venv', 'bin', 'python')}},
         'children': {'shadownet': {'hosts': hosts}}}}))
-    user, dummy, token = pvesim.token_id.partition('!')
-    env = dict(os.environ, PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
-               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
     proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory),
                            os.path.join(ROOT, 'playbooks', 'failover.yml'),
                            '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',

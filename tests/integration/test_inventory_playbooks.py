@@ -13,10 +13,8 @@ TEMPLATE = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
 
 
 def list_hosts(pvesim, playbook):
-    user, dummy, token = pvesim.token_id.partition('!')
-    env = dict(os.environ, PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
-               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_INVENTORY_ENABLED='shadownet.proxmox.pve')
     proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i',
                            os.path.join(ROOT, 'inventories', 'lab', 'pve.yml'), '--list-hosts',

@@ -16,11 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def play(pvesim, history, *extra):
-    env = dict(os.environ)
-    user, _, token = pvesim.token_id.partition('!')
-    env.update(PROXMOX_HOST=pvesim.host, PROXMOX_PORT=str(pvesim.port), PROXMOX_USER=user,
-               PROXMOX_TOKEN_ID=token, PROXMOX_TOKEN_SECRET=pvesim.token_secret, PROXMOX_CA_PATH=pvesim.cafile,
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_SHOW_CUSTOM_STATS='1',
                SHADOWNET_HISTORY=history, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
     env['PATH'] = os.path.join(ROOT, '.venv', 'bin') + os.pathsep + env.get('PATH', '')

@@ -381,6 +381,13 @@ class SimServer(object):
         """The non-GET requests after the mark (what a check-mode run must not send)."""
         return [r for r in self.requests(since) if r[0] not in ('GET', 'HEAD')]
 
+    def environ(self):
+        """The PROXMOX_* variables that point the collection's modules and inventory at this simulator."""
+        user, dummy, token = self.token_id.partition('!')
+        return {'PROXMOX_HOST': self.host, 'PROXMOX_PORT': str(self.port), 'PROXMOX_USER': user,
+                'PROXMOX_TOKEN_ID': token, 'PROXMOX_TOKEN_SECRET': self.token_secret,
+                'PROXMOX_CA_PATH': self.cafile}
+
     def __enter__(self):
         return self
 
