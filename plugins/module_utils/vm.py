@@ -325,7 +325,7 @@ class VmEngine(object):
             if res.get('type') == 'qemu' and int(res.get('vmid', -1)) == int(vmid) and not res.get('template'):
                 try:
                     upid = self.api.delete('nodes/{0}/qemu/{1}'.format(res['node'], vmid), purge=1,
-                                           **{'destroy-unreferenced-disks': 1, 'skiplock': None})
+                                           **{'destroy-unreferenced-disks': 1})
                     self.api.wait_task(upid, timeout=300)
                 except PveApiError:
                     pass  # the original error is the one to report

@@ -214,6 +214,7 @@ pruned:
 
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
 
 try:
@@ -329,8 +330,7 @@ def run_plan(module):
 def pveapi_tags_error(tags):
     if not tags:
         return None
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import invalid_tags
-    bad = invalid_tags(tags)
+    bad = propstr.invalid_tags(tags)
     if bad:
         return ('tags {0} are not valid PVE tags: use letters, digits, "_", "+", ".", "-" and start with a letter, '
                 'digit or "_"'.format(', '.join(bad)))
