@@ -395,7 +395,9 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     cfg = vm.config.get()
     pending = dict((p['key'], p) for p in vm.pending.get())
     assert cfg['net1'].startswith('virtio=') and 'pending' not in pending['net1']
-    assert cfg['cores'] == 2 and str(pending['cores']['pending']) == '4'
+    assert str(pending['cores']['pending']) == '4' and pending['cores']['value'] == 2
+    # GET config gives the pending values by default and the running ones with current=1, as PVE does.
+    assert str(cfg['cores']) == '4' and vm.config.get(current=1)['cores'] == 2
     assert str(pending['vcpus']['pending']) == '1'
     vm.config.put(delete='net1')
     assert 'net1' not in vm.config.get()
@@ -406,3 +408,27 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     vm.status.stop.post()
     vm.status.start.post()
     assert str(vm.config.get()['cores']) == '4'
+
+
+def test_task_durations_per_type(pvesim, proxmoxer_api):
+    # task_secs gives a task type a duration in PVE seconds (scaled by time_scale): the clone task runs, with
+    # the new VM locked, until that time has passed; other task types stay instant.
+    import time
+    pvesim.pve.time_scale = 0.001
+    pvesim.pve.task_secs = {'qmclone': 3000}
+    node = proxmoxer_api.nodes('pve1')
+    upid = node.qemu(9000).clone.post(newid=120, name='slow-1')
+    assert node.tasks(upid).status.get()['status'] == 'running'
+    assert node.qemu(120).config.get()['lock'] == 'clone'
+    deadline = time.monotonic() + 30
+    while node.tasks(upid).status.get()['status'] == 'running':
+        assert time.monotonic() < deadline, 'the clone task never ended'
+        time.sleep(0.1)
+    assert node.tasks(upid).status.get()['exitstatus'] == 'OK'
+    assert 'lock' not in node.qemu(120).config.get()
+    start = node.qemu(120).status.start.post()
+    deadline = time.monotonic() + 30
+    while node.tasks(start).status.get()['status'] == 'running':
+        assert time.monotonic() < deadline, 'the start task never ended'
+        time.sleep(0.05)
+    assert node.qemu(120).status.current.get()['status'] == 'running'

@@ -29,7 +29,8 @@ What is modelled on top of fakepve
   (`add_snippet`; only root@pam itself may set it, as on PVE); a net device without a MAC gets a new one on
   config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
   `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
-  `cores`, `sockets` and the rest stay pending until the next start, as in PVE.
+  `cores`, `sockets` and the rest stay pending until the next start, as in PVE; GET config shows the pending values
+  unless `current=1` asks for the running ones, as PVE does.
 - The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
   volumes, users, roles, ACLs and API tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
@@ -102,6 +103,9 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
         # Number of requests recorded since the start (pve.requests drops the oldest beyond max_requests).
         self.request_count = 0
         self.control = None
+        # PVE seconds a task of each type takes (qmclone, qmstart, reloadnetworkall, ...), scaled by time_scale
+        # like every other duration; fakepve's own per-VM start/stop times add to it. Empty: tasks take no time.
+        self.task_secs = {}
         self._init_sdn()
         self._init_network()
         self._init_ha()
@@ -115,6 +119,16 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
         """Requests (method, path, body bytes) recorded after `mark` (a `request_count` taken earlier)."""
         first = self.request_count - len(self.requests)
         return list(self.requests[max(0, mark - first):])
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        secs = self.task_secs.get(ttype)
+        if secs:
+            work = body
+
+            async def body():
+                await self.pause(secs)
+                return await work()
+        return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
 
     def add_node(self, name, online=True):
         super().add_node(name, online)
@@ -144,8 +158,8 @@ def _priv_list(roles, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, root_password, nodes [{name, online}], storages {id: options}, snippets
-    [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
+    Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
+    storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs}]}].
     """
     if isinstance(source, dict):
@@ -155,6 +169,7 @@ def load_cluster(pve, source):
             data = yaml.safe_load(stream) or {}
     pve.cluster_name = data.get('cluster_name', pve.cluster_name)
     pve.time_scale = float(data.get('time_scale', 0) or 0)
+    pve.task_secs = dict((str(k), float(v)) for k, v in (data.get('task_secs') or {}).items())
     if data.get('root_password'):
         pve.password = str(data['root_password'])
     for node in data.get('nodes') or [{'name': 'pve1'}]:

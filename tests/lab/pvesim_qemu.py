@@ -181,6 +181,25 @@ class QemuExtras(object):
             raise PveError(400, 'Parameter verification failed.',
                            {'hookscript': "script '{0}' does not exist".format(volid)})
 
+    async def _config_get(self, request):
+        # PVE answers with the pending changes applied unless current=1 asks for the running values
+        # (fakepve always gives the running ones).
+        from fakepve.server import ok
+        if str(request.query.get('current', '0')).lower() in ('1', 'true', 'yes', 'on') \
+                or request.query.get('snapshot'):
+            return await super()._config_get(request)
+        vm = self._vm(request, 'VM.Audit')
+        cfg = dict(vm.config)
+        for key, value in vm.pending.items():
+            if value is None:
+                cfg.pop(key, None)
+            else:
+                cfg[key] = value
+        if 'memory' in cfg:
+            cfg['memory'] = str(cfg['memory'])
+        cfg['digest'] = vm.digest()
+        return ok(cfg)
+
     async def _config_put(self, request):
         from fakepve.server import params
         self._check_hookscript(await params(request))
