@@ -2,7 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build of a template with N critical services: playbooks/site.yml versus a community.proxmox loop.
 
-One run measures, each on its own fresh simulator (tests/lab/pvesim.py, time scale 0):
+One run measures, each on its own fresh simulator (tests/lab/pvesim.py; with --pve-timing none, the default, at time
+scale 0: PVE tasks take no time, so the figures are what the controller costs; with --pve-timing typical, PVE tasks
+and requests take the assumed durations of benchlib.PVE_TIMING):
 
 1. playbooks/site.yml building a generated template of N critical services, one instance each, each on its own
    vnet, shadows enabled: N primaries, N shadows, the primary zone, N primary vnets and subnets, N shadow zones,
@@ -20,7 +22,8 @@ Targets (issue): site.yml at least 5x faster than the loop; the second run at mo
 community.proxmox comes from the `ansible` package on PyPI: `pip download ansible --no-deps` and only
 ansible_collections/community/proxmox extracted into .build/bench-cache/collections (git-ignored), once.
 
-    .venv/bin/python benchmarks/build_vs_community.py [--services 20] [--skip-community] [--json FILE]
+    .venv/bin/python benchmarks/build_vs_community.py [--services 20] [--skip-community] [--pve-timing typical]
+                                                      [--json FILE]
 """
 import argparse
 import json
@@ -162,6 +165,8 @@ def main():
     parser.add_argument('--services', type=int, default=20, help='critical services in the template (default 20)')
     parser.add_argument('--skip-community', action='store_true', help='only measure site.yml (two runs)')
     parser.add_argument('--json', help='also write the figures to this file')
+    parser.add_argument('--pve-timing', choices=sorted(benchlib.PVE_TIMING), default='none',
+                        help='how long PVE tasks and requests take in the simulator (default none: time scale 0)')
     args = parser.parse_args()
 
     benchlib.setup_paths()
@@ -184,9 +189,10 @@ def main():
               sum(1 for n in plan['networks'] if n['role'] == 'primary'),
               sum(1 for n in plan['networks'] if n['role'] == 'shadow'), len(plan['ha_rules'])))
     print('machine: %d CPUs, load average %s' % (os.cpu_count(), ' '.join('%.1f' % x for x in os.getloadavg())))
+    print('PVE timing: ' + benchlib.timing_text(args.pve_timing))
 
     # 1 + 2: site.yml twice on one fresh simulator.
-    sim = benchlib.start_sim('site')
+    sim = benchlib.start_sim('site', args.pve_timing)
     try:
         first = benchlib.Run('site.yml (first run)', sim, site_cmd, benchlib.OWN_COLLECTIONS)
         if not first.ok:
@@ -204,7 +210,7 @@ def main():
     community = theirs = None
     community_cmd = None
     if not args.skip_community:
-        sim = benchlib.start_sim('community')
+        sim = benchlib.start_sim('community', args.pve_timing)
         try:
             golden_nodes = dict((vm.vmid, vm.node) for vm in sim.pve.vms if vm.template)
             objects_file = os.path.join(work, 'objects.json')
@@ -276,10 +282,12 @@ def main():
     print('  ' + benchlib.command_line(site_cmd))
     if community_cmd:
         print('  ' + benchlib.command_line(community_cmd))
-    print('  this benchmark: .venv/bin/python benchmarks/build_vs_community.py --services %d' % args.services)
+    print('  this benchmark: .venv/bin/python benchmarks/build_vs_community.py --services %d --pve-timing %s' % (
+        args.services, args.pve_timing))
     if args.json:
         with open(args.json, 'w') as fh:
-            json.dump({'services': args.services, 'first': [first.seconds, first.requests],
+            json.dump({'services': args.services, 'pve_timing': args.pve_timing,
+                       'first': [first.seconds, first.requests],
                        'second': [second.seconds, second.requests],
                        'community': [community.seconds, community.requests, community.ok] if community else None,
                        'speedup': speedup, 'second_ratio': ratio, 'objects': object_count(ours),

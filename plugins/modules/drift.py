@@ -52,6 +52,10 @@ options:
     description: Compare the plan's HA rules too.
     type: bool
     default: true
+  parallel:
+    description: How many API connections read VM configurations at once.
+    type: int
+    default: 4
 notes:
   - Needs the same read privileges as the build modules (C(VM.Audit), C(SDN.Audit), C(Sys.Audit)).
 '''
@@ -103,6 +107,7 @@ def main():
         hookscript=dict(type='str'),
         prune=dict(type='bool', default=True),
         ha_rules=dict(type='bool', default=True),
+        parallel=dict(type='int', default=4),
     )
     module = pveapi.api_module(argument_spec)
     p = module.params
@@ -113,7 +118,7 @@ def main():
     try:
         result = drift.plan_drift(lambda: pveapi.PveApi.from_module(module), plan, state=p['state'],
                                   hookscript=p['hookscript'], prune=p['prune'], ha_rules=p['ha_rules'],
-                                  meta_module=metablock)
+                                  meta_module=metablock, parallel=max(1, p['parallel']))
     except (sdn.NetworkError, ha.HaRuleError) as exc:
         module.fail_json(msg=str(exc))
     except pveapi.PveApiError as exc:
