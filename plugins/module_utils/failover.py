@@ -16,11 +16,15 @@ must be quorate (checked once per run, also in check mode, where it would fail t
   (it is serving).
 - remediate: per down primary: start a stopped one; reset a running one whose QEMU is not running (then
   resume it if QEMU stays paused after the reset); resume a paused one. A primary on an offline node cannot be
-  started or migrated through the API (PVE needs the source node for a migration): when HA manages it, HA
-  recovers it once the node is fenced and this step says so; otherwise it is reported as unresolved with what
-  an operator has to do. Nothing is done to a locked VM (backup, migrate, snapshot ...).
+  started or migrated through the API (PVE needs the source node for a migration): PVE's HA recovers it on
+  another node once the node is fenced. ``offline_recovery`` says what this step does about it: ``wait`` (the
+  default) waits up to ``timeout`` for HA to recover an HA-managed primary and reports an unmanaged one as
+  unresolved; ``ha`` first makes an unmanaged one an HA resource (state started), then waits; ``report`` only
+  reports. Nothing is done to a locked VM (backup, migrate, snapshot ...).
 - failback: when every primary is healthy (and up for at least ``min_uptime`` seconds, and, with VRRP facts,
-  not in FAULT), shrink the shadow back to its plan size and remove the active mark.
+  not in FAULT) and its state has caught up with the shadow's (``catch_up``: for the fidelities that can copy
+  state back, ``differential`` and ``event``, the primary's last catch-up, from ``catch_up_facts``, finished
+  after the shadow became active), shrink the shadow back to its plan size and remove the active mark.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveAp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
 
 STEPS = ('detect', 'activate', 'remediate', 'failback', 'auto')
+OFFLINE_RECOVERY = ('wait', 'ha', 'report')
+CATCH_UP = ('first', 'all', 'skip')
+# Fidelities whose state can flow back from the shadow into a primary (state_replication catch_up direction).
+CATCH_UP_FIDELITIES = ('differential', 'event')
 
 
 class FailoverError(PveApiError):
@@ -90,7 +98,16 @@ class Failover(object):
     """One run of the failover steps for one service. ``clock`` and ``sleep`` are injectable for tests."""
 
     def __init__(self, api, plan, service, check_mode=False, timeout=300, state_facts=None, min_uptime=60,
-                 clock=time.time, sleep=time.sleep, poll=0.2):
+                 clock=time.time, sleep=time.sleep, poll=0.2, offline_recovery='wait', catch_up='first',
+                 catch_up_facts=None):
+        if offline_recovery not in OFFLINE_RECOVERY:
+            raise FailoverError('offline_recovery must be one of {0}'.format(', '.join(OFFLINE_RECOVERY)),
+                                kind='config')
+        if catch_up not in CATCH_UP:
+            raise FailoverError('catch_up must be one of {0}'.format(', '.join(CATCH_UP)), kind='config')
+        self.offline_recovery = offline_recovery
+        self.catch_up = catch_up
+        self.catch_up_facts = catch_up_facts or {}
         self.api = api
         self.plan = plan
         self.service = service
@@ -371,13 +388,20 @@ class Failover(object):
                             '(shadownet.proxmox.linked_clone)'.format(name))
         if problem == 'node_offline':
             if view['ha_state']:
-                return 'ha_recovery', ('node {0} is offline; HA manages {1} (vm:{2}, requested state {3}) and '
-                                       'recovers it on another node once {0} is fenced'.format(
-                                           node, name, view['vmid'], view['ha_state']))
+                text = ('node {0} is offline; HA manages {1} (vm:{2}, requested state {3}) and recovers it on '
+                        'another node once {0} is fenced'.format(node, name, view['vmid'], view['ha_state']))
+                if self.offline_recovery == 'report':
+                    return 'ha_recovery', text
+                return 'ha_wait', text + '; waiting up to {0}s for it'.format(self.timeout)
+            if self.offline_recovery == 'ha':
+                return 'ha_add', ('node {0} is offline and {1} (vmid {2}) is not HA-managed: add it to HA (state '
+                                  'started) so that HA recovers it on another node once {0} is fenced, and wait up '
+                                  'to {3}s for it'.format(node, name, view['vmid'], self.timeout))
             return 'none', ('node {0} is offline: {1} (vmid {2}) cannot be started or migrated through the API and '
-                            'is not HA-managed, so nothing recovers it automatically. Bring {0} back, or once {0} is '
-                            'certainly off, move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an online node (and add '
-                            'the VM to HA for next time)'.format(node, name, view['vmid']))
+                            'is not HA-managed, so nothing recovers it automatically. Bring {0} back; or, once {0} '
+                            'is certainly off (powered down or fenced), run again with offline_recovery=ha (HA then '
+                            'recovers it on another node), or move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an '
+                            'online node yourself'.format(node, name, view['vmid']))
         if view['lock']:
             return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
         if problem == 'stopped':
@@ -386,15 +410,56 @@ class Failover(object):
             return 'resume', 'resume {0} on {1} (qmpstatus paused)'.format(name, node)
         return 'reset', 'reset {0} on {1} (running, qmpstatus {2})'.format(name, node, view['qmpstatus'])
 
+    def _wait_recovered(self, view):
+        """Wait until HA runs the VM on an online node other than its dead one; that node, or None at timeout."""
+        deadline = self._clock() + self.timeout
+        while True:
+            nodes = self.api.nodes()
+            for res in self.api.resources('vm'):
+                if int(res.get('vmid', -1)) == int(view['vmid']) and res.get('node') != view['node'] \
+                        and nodes.get(res.get('node')) == 'online' and res.get('status') == 'running':
+                    return res['node']
+            if self._clock() >= deadline:
+                return None
+            self._sleep(max(self._poll, 1.0))
+
+    def _recover_offline(self, view, action, item):
+        if action == 'ha_add':
+            self.api.post('cluster/ha/resources', sid='vm:{0}'.format(view['vmid']), state='started',
+                          comment='shadownet failover: recover {0} from offline node {1}'.format(
+                              view['name'], view['node']))
+        node = self._wait_recovered(view)
+        if node is None:
+            item['result'] = 'waiting'
+            item['msg'] = ('{0} (vmid {1}) is still not running on another node {2}s after node {3} went missing: HA '
+                           'recovers it once {3} is fenced; run again later'.format(
+                               view['name'], view['vmid'], self.timeout, view['node']))
+            self.result['warnings'].append(item['msg'])
+        else:
+            item.update(result='done', recovered_on=node,
+                        msg='HA recovered {0} (vmid {1}) from offline node {2} on {3}'.format(
+                            view['name'], view['vmid'], view['node'], node))
+
     def remediate(self, report):
         out, failures = [], []
         todo = [(view, self.plan_remediation(view)) for view in report['primaries'] if not view['healthy']]
-        if any(action in ('start', 'reset', 'resume') for dummy, (action, dummy2) in todo):
+        if any(action in ('start', 'reset', 'resume', 'ha_add') for dummy, (action, dummy2) in todo):
             self._writable()
         for view, (action, message) in todo:
             item = dict(name=view['name'], vmid=view['vmid'], node=view['node'], problem=view['problem'],
                         action=action, msg=message)
-            if action in ('start', 'reset', 'resume'):
+            if action in ('ha_add', 'ha_wait'):
+                if action == 'ha_add':
+                    self.result['changed'] = True
+                if self.check_mode:
+                    item['result'] = 'would' if action == 'ha_add' else 'waiting'
+                else:
+                    try:
+                        self._recover_offline(view, action, item)
+                    except PveApiError as exc:
+                        item.update(result='failed', msg=exc.message)
+                        failures.append(exc)
+            elif action in ('start', 'reset', 'resume'):
                 self.result['changed'] = True
                 if self.check_mode:
                     item['result'] = 'would'
@@ -422,6 +487,21 @@ class Failover(object):
 
     # --------------------------------------------------------------- failback
 
+    def catch_up_needed(self, report):
+        """Healthy primaries whose state has not caught up with the active shadow's yet (see ``catch_up``)."""
+        shadow = report.get('shadow') or {}
+        since = shadow.get('active_since')
+        entry = next((r for r in self.plan.get('replication') or [] if r.get('service') == self.service), None)
+        if self.catch_up == 'skip' or not since or entry is None \
+                or entry.get('fidelity') not in CATCH_UP_FIDELITIES:
+            return []
+        names = list(entry.get('primaries') or [vm['name'] for vm in self.primaries])
+        if self.catch_up == 'first':
+            names = names[:1]
+        healthy = set(v['name'] for v in report['primaries'] if v['healthy'])
+        return [name for name in names
+                if name in healthy and (_epoch(self.catch_up_facts.get(name)) or 0) < int(since)]
+
     def failback_blockers(self, report):
         """Reasons not to fail back yet (empty: fail back)."""
         reasons = []
@@ -434,6 +514,12 @@ class Failover(object):
             elif view.get('vrrp_state') == 'FAULT' or view.get('vrrp_health') == 1:
                 reasons.append('{0} runs but its VRRP health check fails (state {1}, health {2})'.format(
                     view['name'], view.get('vrrp_state'), view.get('vrrp_health')))
+        since = (report.get('shadow') or {}).get('active_since')
+        for name in self.catch_up_needed(report):
+            last = _epoch(self.catch_up_facts.get(name))
+            reasons.append('{0} has not caught up with the state the shadow took since it became active at {1} (last '
+                           'catch-up: {2}): run the state_replication role with state_replication_direction='
+                           'catch_up, then fail back with catch_up_facts'.format(name, since, last or 'none'))
         return reasons
 
     def failback(self, report):
@@ -503,7 +589,8 @@ class Failover(object):
             if blockers and step == 'failback':
                 raise FailoverError('not failing back: {0}'.format('; '.join(blockers)), kind='failover')
             if blockers:
-                result['failback'] = dict(changed=False, deferred=blockers)
+                result['failback'] = dict(changed=False, deferred=blockers,
+                                          catch_up_needed=self.catch_up_needed(report))
                 self._line('failback', 'deferred: {0}'.format('; '.join(blockers)))
             elif report['shadow'] is None:
                 self._line('failback', 'no shadow')
@@ -511,6 +598,17 @@ class Failover(object):
                 result['failback'] = self.failback(report)
                 result['steps'].append('failback')
         return result
+
+
+def _epoch(value):
+    """Epoch seconds from a catch_up_facts value: a number, a numeric string (a slurped marker file), or a dict
+    with ``caught_up_at``; None when there is none."""
+    if isinstance(value, dict):
+        value = value.get('caught_up_at')
+    try:
+        return int(float(str(value).strip())) if value is not None and str(value).strip() else None
+    except ValueError:
+        return None
 
 
 def _with_pending(cfg, pending):

@@ -27,11 +27,12 @@ description:
     stays paused after the reset), resumes a paused one, and waits until QEMU runs. A VM that fails to start
     fails the module with the VM's name and PVE's own message. A locked VM is not touched.
   - A primary whose node is offline cannot be started or migrated through the API (PVE migrates from the source
-    node, which is unreachable). When HA manages it, the result says that HA recovers it once the node is fenced;
-    otherwise it is reported as unresolved, with the node's name and what an operator has to do. Neither case
-    writes anything.
+    node, which is unreachable); PVE's HA recovers it on another node once it has fenced the node. By default
+    (O(offline_recovery=wait)) the module waits for that when HA manages the primary, and reports an unmanaged
+    one as unresolved, with the node's name and what an operator has to do; see O(offline_recovery).
   - C(failback) shrinks the shadow back to its plan size and removes the active mark, once every primary runs,
-    has been up for O(min_uptime) seconds and, with O(state_dir_facts), its VRRP health check passes. Called as
+    has been up for O(min_uptime) seconds, with O(state_dir_facts) its VRRP health check passes, and its state has
+    caught up with the shadow's (O(catch_up)). Called as
     the only step, it fails when that is not the case; in C(auto) it is deferred and the reasons are returned.
   - C(auto) runs detect, activate when a primary is down, remediate, detect again, and failback when healthy.
   - Every step writes only what differs, so a second run changes nothing. Before any write the cluster must be
@@ -77,9 +78,44 @@ options:
     type: int
     default: 60
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task and for a started VM to run.
+    description:
+      - Seconds (wall clock) to wait for each PVE task and for a started VM to run, and, with
+        O(offline_recovery=wait) or O(offline_recovery=ha), for HA to recover a primary from an offline node
+        (PVE's HA fences a node and recovers its VMs in about 2 to 4 minutes).
     type: int
     default: 300
+  offline_recovery:
+    description:
+      - What C(remediate) does about a primary whose node is offline. The API cannot start or migrate it (PVE
+        migrates from the source node); PVE's HA recovers it on another node once it has fenced the node.
+      - C(wait) waits up to O(timeout) for HA to recover an HA-managed primary (the C(shadow_network) role makes
+        every VM of a plan an HA resource with its HA rules) and reports an unmanaged one as unresolved.
+      - C(ha) first adds an unmanaged primary to HA (C(state=started)), then waits. Use it only when the node is
+        certainly off (powered down or fenced) - a node that was cut off the network while the VM still runs there
+        would otherwise end up with the VM running twice on the same disks.
+      - C(report) never waits and never writes for it; it only reports what HA will do or what an operator has to.
+    type: str
+    choices: [wait, ha, report]
+    default: wait
+  catch_up:
+    description:
+      - Which primaries must have caught up with the state the shadow took while it served, before C(failback)
+        shrinks the shadow. Applies when the shadow carries the active mark and the service's replication fidelity
+        can copy state back (C(differential), C(event)); C(full) has no way back and is never gated.
+      - C(first) the first primary (the one that feeds the shadow, as C(state_replication_sources=first)),
+        C(all) every primary, C(skip) no gate (the state the shadow took is left behind).
+      - A primary has caught up when O(catch_up_facts) gives it a time at or after the shadow became active.
+        In C(auto) a missing catch-up defers the failback and RV(failback.catch_up_needed) names the primaries;
+        playbooks/failover.yml then runs the catch-up and fails back.
+    type: str
+    choices: [first, all, skip]
+    default: first
+  catch_up_facts:
+    description:
+      - Epoch seconds of the last completed catch-up into each primary, keyed by VM name, for example the
+        C(caught_up) marker files the C(state_replication) role writes in its C(catch_up) direction. A value may
+        be a number, a numeric string, or a dict with C(caught_up_at).
+    type: dict
 '''
 
 EXAMPLES = r'''
@@ -142,12 +178,15 @@ activate:
 remediation:
   description:
     - One entry per down primary with C(name), C(vmid), C(node), C(problem), C(action) (start, reset, resume,
-      ha_recovery, none), C(result) (done, would, failed, waiting, unresolved) and C(msg).
+      ha_wait, ha_add, ha_recovery, none), C(result) (done, would, failed, waiting, unresolved), C(msg) and, after an
+      HA recovery, C(recovered_on).
   returned: when remediate ran
   type: list
   elements: dict
 failback:
-  description: The shadow's C(changes), C(pending) and C(size), or C(deferred) with the reasons.
+  description:
+    - The shadow's C(changes), C(pending) and C(size), or C(deferred) with the reasons and C(catch_up_needed), the
+      primaries whose state has still to catch up with the shadow's (see O(catch_up)).
   returned: when failback was considered
   type: dict
 '''
@@ -166,6 +205,9 @@ def main():
         state_dir_facts=dict(type='dict'),
         min_uptime=dict(type='int', default=60),
         timeout=dict(type='int', default=300),
+        offline_recovery=dict(type='str', default='wait', choices=list(fo.OFFLINE_RECOVERY)),
+        catch_up=dict(type='str', default='first', choices=list(fo.CATCH_UP)),
+        catch_up_facts=dict(type='dict'),
     )
     module = pveapi.api_module(argument_spec)
     p = module.params
@@ -173,7 +215,9 @@ def main():
     try:
         api = pveapi.PveApi.from_module(module)
         runner = fo.Failover(api, p['plan'], p['service'], check_mode=module.check_mode, timeout=p['timeout'],
-                             state_facts=p['state_dir_facts'], min_uptime=max(0, p['min_uptime']))
+                             state_facts=p['state_dir_facts'], min_uptime=max(0, p['min_uptime']),
+                             offline_recovery=p['offline_recovery'], catch_up=p['catch_up'],
+                             catch_up_facts=p['catch_up_facts'])
         result = runner.run(p['step'])
     except pveapi.PveApiError as exc:
         partial = dict(runner.result) if runner is not None else {}

@@ -111,8 +111,19 @@ def test_stopped_primary_activate_remediate_failback(pvesim, pve_conn, plan, bui
     assert [(m, p) for m, p, b in pvesim.writes(mark)] == [
         ('POST', '/api2/json/nodes/{0}/qemu/{1}/status/start'.format(primary.node, primary.vmid))]
 
+    # failback waits for the primary's state to catch up with what the shadow took while it served
+    # (differential: the state_replication role's catch_up run writes the time it finished).
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as refused:
+        fo(pve_conn, plan, 'failback')
+    assert 'shop-web-1 has not caught up with the state the shadow took' in refused.value.result['msg']
+    with pytest.raises(ModuleFailed):
+        fo(pve_conn, plan, 'failback', catch_up_facts={'shop-web-1': since - 5})
+    assert pvesim.writes(mark) == []
+    deferred = fo(pve_conn, plan, 'auto')
+    assert not deferred['changed'] and deferred['failback']['catch_up_needed'] == ['shop-web-1']
     # failback: the shadow goes back to its plan size and loses the mark.
-    back = fo(pve_conn, plan, 'failback')
+    back = fo(pve_conn, plan, 'failback', catch_up_facts={'shop-web-1': str(since + 1)})
     assert back['changed'] and back['failback']['size'] == {'cores': 1, 'memory': 1024}
     assert effective(shadow, 'cores') == 1 and effective(shadow, 'memory') == 1024
     assert failover_mark(shadow) is None
@@ -134,7 +145,7 @@ def test_auto_converges_in_two_runs_then_changes_nothing(pvesim, pve_conn, plan,
     # The primary was started by this run: failback waits for min_uptime (no flapping).
     assert any('shop-web-2 is up for' in reason for reason in first['failback']['deferred'])
     assert any(line.startswith('failback: deferred') for line in first['lines'])
-    second = fo(pve_conn, plan, 'auto', min_uptime=0)
+    second = fo(pve_conn, plan, 'auto', min_uptime=0, catch_up_facts={'shop-web-1': {'caught_up_at': 2 ** 31}})
     assert second['changed'] and second['steps'] == ['detect', 'remediate', 'failback']
     assert failover_mark(shadow) is None and effective(shadow, 'cores') == 1
     mark = pvesim.mark()
@@ -199,9 +210,50 @@ def test_node_offline_is_reported_by_name(pvesim, pve_conn, plan, built):
     pvesim.pve.ha_resources['vm:{0}'.format(primary.vmid)] = {'state': 'started'}
     pvesim.pve.set_node_offline(primary.node)
     mark = pvesim.mark()
-    item = fo(pve_conn, plan, 'remediate')['remediation'][0]
+    item = fo(pve_conn, plan, 'remediate', offline_recovery='report')['remediation'][0]
     assert item['action'] == 'ha_recovery' and item['result'] == 'waiting' and 'HA manages shop-web-1' in item['msg']
     assert pvesim.writes(mark) == []
+
+
+def test_primary_on_offline_node_recovered_by_ha(pvesim, pve_conn, plan, built):
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    dead = primary.node
+    pvesim.pve.set_node_offline(dead)
+    # Without HA recovery in the cluster, wait gives up after the timeout: not a failure, a warning to run again.
+    waited = fo(pve_conn, plan, 'remediate', offline_recovery='ha', timeout=2)
+    item = waited['remediation'][0]
+    assert item['action'] == 'ha_add' and item['result'] == 'waiting' and 'run again later' in item['msg']
+    assert 'vm:{0}'.format(primary.vmid) in pvesim.pve.ha_resources
+    # The CRM fences the node and recovers the primary elsewhere (not on its shadow's node: negative affinity).
+    pvesim.pve.ha_rules['sn_shop_web_1_anti'] = {'type': 'resource-affinity', 'affinity': 'negative',
+                                                 'resources': 'vm:{0},vm:{1}'.format(primary.vmid, shadow.vmid)}
+    pvesim.pve.ha_resources['vm:{0}'.format(shadow.vmid)] = {'state': 'started'}
+    # Fenced 1.5 s after the simulator first sees the node offline (real time here): after detect, while the
+    # module waits.
+    pvesim.pve.time_scale = 1
+    pvesim.pve.enable_ha_recovery(fence_secs=1.5)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'auto', catch_up='skip')
+    item = result['remediation'][0]
+    assert item['action'] == 'ha_wait' and item['result'] == 'done', item
+    assert primary.node not in (dead, shadow.node) and item['recovered_on'] == primary.node
+    assert primary.status == 'running'
+    assert pvesim.pve.ha_recoveries and pvesim.pve.ha_recoveries[0][:3] == ('vm:{0}'.format(primary.vmid), dead,
+                                                                           primary.node)
+    # Waiting is no write; the shadow was activated while the primary was away, then failed back.
+    assert result['steps'] == ['detect', 'activate', 'remediate', 'failback']
+    assert not any(p.endswith('/cluster/ha/resources') for m, p, b in pvesim.writes(mark))
+    assert failover_mark(shadow) is None
+
+
+def test_ha_recovery_in_check_mode_writes_nothing(pvesim, pve_conn, plan, built):
+    primary = built['shop-web-1']
+    pvesim.pve.set_node_offline(primary.node)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate', check_mode=True, offline_recovery='ha')
+    item = result['remediation'][0]
+    assert item['action'] == 'ha_add' and item['result'] == 'would' and result['changed']
+    assert pvesim.writes(mark) == [] and not pvesim.pve.ha_resources
 
 
 def test_lost_quorum_stops_before_any_write(pvesim, pve_conn, plan, built):
@@ -240,7 +292,7 @@ def test_playbook(pvesim, pve_conn, plan, built):
     missing = play(pvesim)
     assert missing.returncode != 0 and 'failover_service is required' in missing.stdout, missing.stdout[-3000:]
     stop(built['shop-web-1'])
-    proc = play(pvesim, '-e', 'failover_service=web', '-e', 'failover_min_uptime=0')
+    proc = play(pvesim, '-e', 'failover_service=web', '-e', 'failover_min_uptime=0', '-e', 'failover_catch_up=skip')
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     lines = re.findall(r'"msg": "((?:detect|activate|remediate|failback): [^"]*)"', proc.stdout)
     assert [line.split(':')[0] for line in lines] == ['detect', 'activate', 'remediate', 'failback'], proc.stdout

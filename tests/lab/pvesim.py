@@ -45,7 +45,9 @@ Known differences from real PVE
   fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
   Perl line number; deleting a vnet a VM still uses fails with this simulator's own wording.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
-- HA: no CRM/LRM; resources do not move on their own; rules are not enforced when VMs start or migrate.
+- HA: no CRM/LRM; rules are not enforced when VMs start or migrate. Only recovery is modelled, and only after
+  `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
+  fence time has passed (no fencing, watchdog or LRM states).
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
   a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
@@ -136,6 +138,7 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
 
     def _build_app(self):
         app = super()._build_app()
+        app.middlewares.insert(0, self.ha_recovery_middleware)
         if self.control is not None:
             # First, so control requests skip PVE's authentication and the request log.
             app.middlewares.insert(0, self.control.middleware)

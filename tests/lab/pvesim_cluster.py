@@ -12,7 +12,9 @@ import hashlib
 import ipaddress
 import json
 import re
+import time
 
+from aiohttp import web
 from fakepve.model import PveError
 from fakepve.routing import split_list
 
@@ -218,6 +220,76 @@ class HaApi(object):
         # sid ('vm:100') -> options; rule id -> options (with type).
         self.ha_resources = {}
         self.ha_rules = {}
+        # The recovery part of PVE's CRM, off unless enable_ha_recovery() is called: sid -> when its node was
+        # first seen offline; sid -> (from node, to node, time) of each recovery done.
+        self.ha_fence_secs = None
+        self._ha_offline_since = {}
+        self.ha_recoveries = []
+
+    # ------------------------------------------------------------- recovery
+
+    def enable_ha_recovery(self, fence_secs=120):
+        """Recover HA resources (state started) from offline nodes, as PVE's CRM does once it has fenced the node:
+        fence_secs PVE seconds (scaled by time_scale) after the node is first seen offline, the VM moves to an
+        online node and starts there. The node: an online one, not holding a VM the resource has a negative
+        resource-affinity rule with, among a node-affinity rule's nodes of the highest priority when it has one,
+        then the one with the fewest VMs. Checked on every request."""
+        self.ha_fence_secs = float(fence_secs)
+
+    def ha_recovery_tick(self, now=None):
+        if self.ha_fence_secs is None:
+            return
+        now = time.time() if now is None else now
+        for sid, res in sorted(self.ha_resources.items()):
+            kind, vmid = sid.split(':')
+            vm = self.vm(int(vmid)) if kind == 'vm' else None
+            if vm is None or res.get('state', 'started') not in ('started', 'enabled') \
+                    or self.nodes.get(vm.node, {}).get('online', True):
+                self._ha_offline_since.pop(sid, None)
+                continue
+            since = self._ha_offline_since.setdefault(sid, now)
+            if now - since < self.ha_fence_secs * (self.time_scale or 0):
+                continue
+            target = self._ha_recovery_node(sid, vm)
+            if target is None:
+                continue
+            self.ha_recoveries.append((sid, vm.node, target, now))
+            self._ha_offline_since.pop(sid, None)
+            vm.node = target
+            vm.status = vm.qmpstatus = 'running'
+            vm.started_at = now
+
+    def _ha_recovery_node(self, sid, vm):
+        online = sorted(n for n, info in self.nodes.items() if info.get('online', True))
+        apart = set()
+        preferred = None
+        for rule in self.ha_rules.values():
+            members = split_list(rule.get('resources'))
+            if sid not in members:
+                continue
+            if rule['type'] == 'resource-affinity' and rule.get('affinity') == 'negative':
+                for other in members:
+                    guest = self.vm(int(other.split(':')[1])) if other != sid and other.startswith('vm:') else None
+                    if guest is not None:
+                        apart.add(guest.node)
+            elif rule['type'] == 'node-affinity':
+                prio = {}
+                for item in split_list(rule.get('nodes')):
+                    name, _, level = item.partition(':')
+                    prio[name] = int(level or 0)
+                candidates = [n for n in online if n in prio and n not in apart]
+                if candidates:
+                    top = max(prio[n] for n in candidates)
+                    preferred = [n for n in candidates if prio[n] == top]
+        pool = [n for n in (preferred or online) if n not in apart] or [n for n in online if n not in apart]
+        if not pool:
+            return None
+        return min(pool, key=lambda n: (sum(1 for g in self.vms if g.node == n), n))
+
+    @web.middleware
+    async def ha_recovery_middleware(self, request, handler):
+        self.ha_recovery_tick()
+        return await handler(request)
 
     def ha_summary(self):
         return {'resources': sorted(self.ha_resources), 'rules': sorted(self.ha_rules)}
