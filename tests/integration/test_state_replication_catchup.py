@@ -1,0 +1,347 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The state_replication role's catch-up direction (before fail-back), with real processes in the namespace lab.
+
+A primary (vm100) and its shadow (vm900) are guest namespaces on one bridge, each with a real sshd of its own
+(Debian openssh-server, own config, host key and port, in a temp dir). Unlike test_state_replication.py, the
+inventory has two hosts, ``primary`` and ``shadow``, both on the local connection but with a Python interpreter
+that enters that host's namespace (``ip netns exec``): every task, including the ones delegated to the shadow,
+runs in the namespace of the host it names. So the forward sync really leaves the primary's namespace and the
+catch-up really leaves the shadow's, both over SSH across the lab bridge.
+"""
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
+from test_state_replication import _wait_port, sshd_privsep_dir  # noqa: F401  # pylint: disable=unused-import
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
+PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+PRIMARY_IP = '10.78.0.10'
+SHADOW_IP = '10.78.0.90'
+SHADOW_PORT = 2222
+PRIMARY_PORT = 2223
+PUSH_TASK = "Push the shadow's state back into the primary"
+
+PLAYBOOK = """
+- name: State replication
+  hosts: primary
+  gather_facts: false
+  roles:
+    - role: shadownet.proxmox.state_replication
+"""
+
+
+def _sshd(lab, ns, tmp, name, addr, port, authorized):
+    """A real sshd in namespace ns, for root with its own authorized_keys file; returns (proc, host key, log)."""
+    sshd_dir = tmp / ('sshd-' + name)
+    sshd_dir.mkdir()
+    host_key = sshd_dir / 'host_ed25519'
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', str(host_key)], check=True)
+    config = sshd_dir / 'sshd_config'
+    config.write_text('\n'.join([
+        'Port %d' % port, 'ListenAddress %s' % addr, 'HostKey %s' % host_key,
+        'PidFile %s' % (sshd_dir / 'sshd.pid'), 'AuthorizedKeysFile %s' % authorized, 'StrictModes no',
+        'UsePAM no', 'PermitRootLogin prohibit-password', 'PubkeyAuthentication yes',
+        'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'LogLevel VERBOSE', '']))
+    log = open(sshd_dir / 'sshd.log', 'w')  # pylint: disable=consider-using-with
+    proc = lab.spawn(ns, ['/usr/sbin/sshd', '-D', '-e', '-f', str(config)], stderr=log)
+    log.close()  # the child has its own descriptor
+    return proc, host_key, sshd_dir / 'sshd.log'
+
+
+@pytest.fixture
+def pair(netlab, tmp_path, sshd_privsep_dir):  # noqa: F811
+    """Primary and shadow namespaces, an sshd in each, interpreters that enter them, the two file trees."""
+    netlab.bridge('vmbr0')
+    primary = netlab.vm(100, [('vmbr0', PRIMARY_IP + '/24')])
+    shadow = netlab.vm(900, [('vmbr0', SHADOW_IP + '/24')])
+    src, dest = tmp_path / 'primary', tmp_path / 'shadow'
+    for root in (src, dest):
+        (root / 'root' / '.ssh').mkdir(parents=True)
+    (src / 'srv' / 'app').mkdir(parents=True)
+    (src / 'var' / 'lib' / 'db').mkdir(parents=True)
+    sshd_s, key_s, log_s = _sshd(netlab, shadow.ns, tmp_path, 'shadow', SHADOW_IP, SHADOW_PORT,
+                                 dest / 'root' / '.ssh' / 'authorized_keys')
+    sshd_p, key_p, log_p = _sshd(netlab, primary.ns, tmp_path, 'primary', PRIMARY_IP, PRIMARY_PORT,
+                                 src / 'root' / '.ssh' / 'authorized_keys')
+    _wait_port(primary.ns, SHADOW_IP, SHADOW_PORT, sshd_s)
+    _wait_port(shadow.ns, PRIMARY_IP, PRIMARY_PORT, sshd_p)
+    hosts = {}
+    for name, guest in (('primary', primary), ('shadow', shadow)):
+        wrapper = tmp_path / ('python-' + name)
+        wrapper.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (guest.ns, PYTHON))
+        wrapper.chmod(0o755)
+        hosts[name] = {'ansible_connection': 'local', 'ansible_python_interpreter': str(wrapper)}
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'all': {'hosts': hosts}}))
+    yield {'lab': netlab, 'primary': primary, 'shadow': shadow, 'tmp': tmp_path, 'inventory': inventory,
+           'src': src, 'dest': dest, 'etc': tmp_path / 'etc', 'lib': tmp_path / 'lib', 'state': tmp_path / 'state',
+           'shadow_host_key': key_s, 'primary_host_key': key_p, 'primary_log': log_p, 'shadow_log': log_s,
+           'primary_authorized': src / 'root' / '.ssh' / 'authorized_keys',
+           'shadow_authorized': dest / 'root' / '.ssh' / 'authorized_keys'}
+
+
+def _role_vars(p, **extra):
+    data = {
+        'state_replication_shadow': 'shadow',
+        'state_replication_shadow_address': SHADOW_IP,
+        'state_replication_ssh_port': SHADOW_PORT,
+        'state_replication_fidelity': 'differential',
+        'state_replication_interval': '15m',
+        'state_replication_paths': ['/srv/app', '/var/lib/db'],
+        'state_replication_excludes': ['*.tmp'],
+        'state_replication_source_root': str(p['src']),
+        'state_replication_dest_root': str(p['dest']),
+        'state_replication_key_dir': str(p['etc']),
+        'state_replication_state_dir': str(p['state']),
+        'state_replication_script_dir': str(p['lib']),
+        'state_replication_authorized_keys': str(p['shadow_authorized']),
+        'state_replication_shadow_host_key': str(p['shadow_host_key']) + '.pub',
+        'state_replication_scheduler': 'none',
+        'state_replication_install_packages': False,
+        # the catch-up's receiving side
+        'state_replication_primary_address': PRIMARY_IP,
+        'state_replication_catch_up_port': PRIMARY_PORT,
+        'state_replication_catch_up_authorized_keys': str(p['primary_authorized']),
+        'state_replication_primary_host_key': str(p['primary_host_key']) + '.pub',
+    }
+    data.update(extra)
+    return data
+
+
+def _play(p, **extra):
+    """Run the role on host ``primary`` with ansible-playbook; returns (CompletedProcess, recap of primary)."""
+    book = p['tmp'] / 'play.yml'
+    book.write_text(PLAYBOOK)
+    varfile = p['tmp'] / 'vars.json'
+    varfile.write_text(json.dumps(_role_vars(p, **extra)))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1',
+               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_LOCAL_TEMP=str(p['tmp'] / 'ansible-tmp'),
+               ANSIBLE_REMOTE_TEMP=str(p['tmp'] / 'ansible-tmp'))
+    argv = [PLAYBOOK_BIN, '-i', str(p['inventory']), '-e', '@' + str(varfile), str(book)]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+    recap = {}
+    for line in res.stdout.splitlines():
+        if line.startswith('primary ') and 'ok=' in line:
+            recap = dict(part.split('=') for part in line.split()[2:])
+    return res, recap
+
+
+def _task_lines(stdout, title):
+    """The per-host result lines ('ok: ...', 'changed: ...') printed under the task whose name contains title."""
+    out, inside = [], False
+    for line in stdout.splitlines():
+        if line.startswith('TASK ['):
+            inside = title in line
+        elif inside and re.match(r'^(ok|changed|skipping|failed|fatal): ', line):
+            out.append(line)
+    return out
+
+
+def _tree(root):
+    """{relative path: (content, mtime_ns, inode)} of every file below root."""
+    found = {}
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(base, name)
+            st = os.stat(path)
+            with open(path, encoding='utf-8') as fh:
+                found[os.path.relpath(path, root)] = (fh.read(), st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def _key_ssh(p, key, *remote):
+    """ssh from the shadow's namespace to the primary's sshd with the catch-up key file ``key``."""
+    return p['lab'].run(p['shadow'].ns, [
+        'ssh', '-F', 'none', '-i', str(key), '-p', str(PRIMARY_PORT), '-o', 'BatchMode=yes',
+        '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=yes',
+        '-o', 'UserKnownHostsFile=%s' % (p['etc'] / 'known_hosts_shadownet-repl-catchup-primary'),
+        '-o', 'GlobalKnownHostsFile=/dev/null', 'root@' + PRIMARY_IP] + list(remote), check=False, timeout=30)
+
+
+def _key_rsync(p, key, *args):
+    ssh = ('ssh -F none -i %s -p %d -o BatchMode=yes -o IdentitiesOnly=yes -o UserKnownHostsFile=%s '
+           '-o GlobalKnownHostsFile=/dev/null' % (key, PRIMARY_PORT,
+                                                  p['etc'] / 'known_hosts_shadownet-repl-catchup-primary'))
+    return p['lab'].run(p['shadow'].ns, ['rsync', '-a', '-e', ssh] + list(args), check=False, timeout=30)
+
+
+@pytest.mark.netns
+def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
+    p = pair
+    app_p, db_p = p['src'] / 'srv' / 'app', p['src'] / 'var' / 'lib' / 'db'
+    app_s, db_s = p['dest'] / 'srv' / 'app', p['dest'] / 'var' / 'lib' / 'db'
+    (app_p / 'index.html').write_text('v1\n')
+    (app_p / 'old.txt').write_text('removed while the shadow served\n')
+    (app_p / 'local.tmp').write_text('excluded, stays on the primary\n')
+    (db_p / 'db.dat').write_text('rows=1\n')
+
+    # Forward: the primary's state reaches the shadow (the role's install-time sync).
+    res, recap = _play(p)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert (app_s / 'index.html').read_text() == 'v1\n' and (db_s / 'db.dat').read_text() == 'rows=1\n'
+    assert 'Accepted publickey for root from %s' % PRIMARY_IP in p['shadow_log'].read_text()
+    assert not (p['state'] / 'caught_up').exists()
+    assert not p['primary_authorized'].exists()  # forward gives the shadow no access to the primary
+
+    # Failover: the shadow serves and its state moves on (changed, new, deleted files, a new directory).
+    (app_s / 'index.html').write_text('v2, written on the shadow\n')
+    (app_s / 'orders').mkdir()
+    (app_s / 'orders' / '1.json').write_text('{"order": 1}\n')
+    (app_s / 'old.txt').unlink()
+    (db_s / 'db.dat').write_text('rows=5\n')
+
+    # Catch-up: the shadow pushes it back into the primary, over SSH from its own namespace.
+    before = int(time.time())
+    res, recap = _play(p, state_replication_direction='catch_up')
+    after = int(time.time())
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert recap.get('failed') == '0', recap
+    pushed = _task_lines(res.stdout, PUSH_TASK)
+    assert len(pushed) == 2 and all(line.startswith('changed: [primary -> shadow]') for line in pushed[:1]), pushed
+    assert (app_p / 'index.html').read_text() == 'v2, written on the shadow\n'
+    assert (app_p / 'orders' / '1.json').read_text() == '{"order": 1}\n'
+    assert not (app_p / 'old.txt').exists()  # the shadow's state wins (state_replication_delete)
+    assert (app_p / 'local.tmp').exists()  # excluded files are left alone in both directions
+    assert (db_p / 'db.dat').read_text() == 'rows=5\n'
+    assert 'Accepted publickey for root from %s' % SHADOW_IP in p['primary_log'].read_text()
+    marker = int((p['state'] / 'caught_up').read_text())
+    assert before <= marker <= after
+    # Revoked again (default): no catch-up key on the primary, no key pair on the shadow.
+    assert 'shadownet-repl-catchup:' not in p['primary_authorized'].read_text()
+    assert not list(p['etc'].glob('id_ed25519_shadownet-repl-catchup-*'))
+    # The gate and allow-list stay on the primary (harmless without an authorized key).
+    assert (p['etc'] / 'allowed-catchup-shadow').read_text().split() == [str(app_p), str(db_p)]
+
+    # A second catch-up has nothing to move: no file on the primary touched, only the marker renewed.
+    tree = _tree(p['src'] / 'srv')
+    tree.update(_tree(p['src'] / 'var'))
+    time.sleep(1.1)
+    res, recap = _play(p, state_replication_direction='catch_up')
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    pushed = _task_lines(res.stdout, PUSH_TASK)
+    assert len(pushed) == 2 and all(line.startswith('ok: [primary -> shadow]') for line in pushed), pushed
+    again = _tree(p['src'] / 'srv')
+    again.update(_tree(p['src'] / 'var'))
+    assert again == tree
+    assert int((p['state'] / 'caught_up').read_text()) > marker
+
+    # Kept key (state_replication_catch_up_revoke: false): restricted exactly like the forward key.
+    res, recap = _play(p, state_replication_direction='catch_up', state_replication_catch_up_revoke=False)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    line = p['primary_authorized'].read_text().strip()
+    assert line.startswith('command="%s %s ' % (p['lib'] / 'sn-repl-gate.sh', p['etc'] / 'allowed-catchup-shadow'))
+    assert '",restrict ssh-ed25519 ' in line and line.endswith(' shadownet-repl-catchup:shadow')
+    key = p['etc'] / 'id_ed25519_shadownet-repl-catchup-primary'
+    known = (p['etc'] / 'known_hosts_shadownet-repl-catchup-primary').read_text().split()
+    assert known[0] == '[%s]:%d' % (PRIMARY_IP, PRIMARY_PORT)
+    assert known[1:3] == (p['primary_host_key'].parent / 'host_ed25519.pub').read_text().split()[:2]
+    # ... it can push into the declared directories (the control: the probes below fail for the gate's reasons),
+    probe = p['tmp'] / 'probe'
+    probe.mkdir()
+    (probe / 'ok.txt').write_text('allowed\n')
+    res = _key_rsync(p, key, str(probe) + '/', 'root@%s:%s/' % (PRIMARY_IP, db_p))
+    assert res.returncode == 0, res.stderr
+    assert (db_p / 'ok.txt').read_text() == 'allowed\n'
+    # ... but it runs no command, gets no login, reads nothing and writes nowhere else on the primary.
+    pwned = p['tmp'] / 'pwned'
+    res = _key_ssh(p, key, 'id')
+    assert res.returncode != 0 and 'uid=' not in res.stdout and 'refused' in res.stderr
+    res = _key_ssh(p, key, 'touch %s' % pwned)
+    assert res.returncode != 0 and not pwned.exists()
+    res = _key_ssh(p, key)
+    assert res.returncode != 0
+    pulled = p['tmp'] / 'pulled'
+    res = _key_rsync(p, key, 'root@%s:%s/' % (PRIMARY_IP, app_p), str(pulled) + '/')
+    assert res.returncode != 0 and 'is not allowed' in res.stderr
+    assert not (pulled / 'index.html').exists()
+    elsewhere = p['tmp'] / 'elsewhere'
+    elsewhere.mkdir()
+    res = _key_rsync(p, key, str(probe) + '/', 'root@%s:%s/' % (PRIMARY_IP, elsewhere))
+    assert res.returncode != 0 and 'not a replicated path' in res.stderr
+    res = _key_rsync(p, key, str(probe) + '/', 'root@%s:%s/../../../elsewhere/' % (PRIMARY_IP, app_p))
+    assert res.returncode != 0
+    res = _key_rsync(p, key, str(probe) + '/', 'root@%s:%s/' % (PRIMARY_IP, p['src'] / 'root' / '.ssh'))
+    assert res.returncode != 0 and 'not a replicated path' in res.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert 'shadownet-repl-catchup:' in p['primary_authorized'].read_text()  # unchanged by the attempts
+
+    # Revoking again makes the old key worthless: sshd itself refuses it.
+    old_key = p['tmp'] / 'old_catchup_key'
+    old_key.write_bytes(key.read_bytes())
+    old_key.chmod(0o600)
+    res, recap = _play(p, state_replication_direction='catch_up')
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert not key.exists()
+    res = _key_rsync(p, old_key, str(probe) + '/', 'root@%s:%s/' % (PRIMARY_IP, db_p))
+    assert res.returncode != 0 and 'Permission denied' in res.stderr, res.stderr
+
+
+@pytest.fixture
+def local_dirs(tmp_path):
+    """Install locations without a lab: the event and full catch-ups need no network."""
+    return {'tmp': tmp_path, 'src': tmp_path / 'primary', 'dest': tmp_path / 'shadow', 'etc': tmp_path / 'etc',
+            'lib': tmp_path / 'lib', 'state': tmp_path / 'state',
+            'primary_authorized': tmp_path / 'primary' / 'root' / '.ssh' / 'authorized_keys',
+            'shadow_authorized': tmp_path / 'shadow' / 'root' / '.ssh' / 'authorized_keys',
+            'shadow_host_key': tmp_path / 'none', 'primary_host_key': tmp_path / 'none'}
+
+
+def _local_play(p, **extra):
+    hosts = {name: {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON}
+             for name in ('primary', 'shadow')}
+    p['inventory'] = p['tmp'] / 'inventory.json'
+    p['inventory'].write_text(json.dumps({'all': {'hosts': hosts}}))
+    return _play(p, **extra)
+
+
+def test_event_catch_up_runs_the_hook_with_the_direction_and_marks_only_on_success(local_dirs):
+    p = local_dirs
+    seen = p['tmp'] / 'hook-direction'
+    hook = {'command': 'echo "$SN_REPL_DIRECTION $SN_REPL_SHADOW" >> %s; test ! -e %s' % (seen, p['tmp'] / 'fail')}
+    res, _ = _local_play(p, state_replication_fidelity='event', state_replication_event_hook=hook)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert seen.read_text() == 'forward shadow\n'
+    assert not (p['state'] / 'caught_up').exists()  # forward writes no marker
+
+    before = int(time.time())
+    res, _ = _local_play(p, state_replication_fidelity='event', state_replication_event_hook=hook,
+                         state_replication_direction='catch_up')
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert seen.read_text().splitlines()[-1] == 'catch_up shadow'
+    marker = int((p['state'] / 'caught_up').read_text())
+    assert before <= marker <= int(time.time())
+    assert not p['primary_authorized'].exists()  # event installs no key
+
+    # A failing hook writes no marker (the old one stays, older than any later activation).
+    (p['tmp'] / 'fail').write_text('')
+    time.sleep(1.1)
+    res, _ = _local_play(p, state_replication_fidelity='event', state_replication_event_hook=hook,
+                         state_replication_direction='catch_up')
+    assert res.returncode != 0
+    assert int((p['state'] / 'caught_up').read_text()) == marker
+
+    # Without a hook nothing can bring the state back: a clear failure, no marker.
+    (p['state'] / 'caught_up').unlink()
+    res, _ = _local_play(p, state_replication_fidelity='event', state_replication_direction='catch_up')
+    assert res.returncode != 0 and 'without a hook nothing can bring' in res.stdout
+    assert not (p['state'] / 'caught_up').exists()
+
+
+def test_full_catch_up_copies_nothing_and_writes_no_marker(local_dirs):
+    p = local_dirs
+    res, recap = _local_play(p, state_replication_fidelity='full', state_replication_interval='4h',
+                             state_replication_direction='catch_up')
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'nothing can be copied back and no caught_up marker is written' in res.stdout
+    assert recap.get('changed') == '0', recap
+    assert not p['state'].exists()
+    res, _ = _local_play(p, state_replication_direction='backwards')
+    assert res.returncode != 0
