@@ -34,6 +34,7 @@ import time
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
 
 STEPS = ('detect', 'activate', 'remediate', 'failback', 'auto')
@@ -52,9 +53,8 @@ class FailoverError(PveApiError):
 
 def service_vms(plan, service):
     """(primaries, shadow or None): the plan's ``vms`` entries of ``service``."""
-    if not isinstance(plan, dict) or not isinstance(plan.get('vms'), list) or 'template' not in plan:
-        raise FailoverError('plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has '
-                            'no "vms" list or no "template" name', kind='config')
+    if not_a_plan(plan):
+        raise FailoverError(not_a_plan(plan), kind='config')
     vms = [vm for vm in plan['vms'] if vm.get('service') == service]
     primaries = sorted((vm for vm in vms if vm.get('role') == 'primary'), key=lambda vm: vm.get('index', 0))
     shadows = [vm for vm in vms if vm.get('role') == 'shadow']

@@ -21,7 +21,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.template import 
 
 __all__ = [
     'PLAN_VERSION', 'build_plan', 'vxlan_tags', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
-    'primary_placement', 'plan_templates', 'failure_result', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
+    'primary_placement', 'plan_templates', 'failure_result', 'not_a_plan', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
 ]
 
 PLAN_VERSION = 1
@@ -35,6 +35,14 @@ NIC_MODEL = 'virtio'
 # numbers people pick by hand; collisions inside one template are resolved by probing upwards.
 VXLAN_TAG_MIN = 1000000
 VXLAN_TAG_MAX = 16777215
+
+
+def not_a_plan(plan):
+    """The message for a value that is not a plan from the template module (None when it looks like one)."""
+    if isinstance(plan, dict) and isinstance(plan.get('vms'), list) and 'template' in plan:
+        return None
+    return ('plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has no "vms" list or '
+            'no "template" name')
 
 
 def template_digest(tpl):

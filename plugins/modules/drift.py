@@ -97,6 +97,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import drift
 from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 
 
 def main():
@@ -112,9 +113,8 @@ def main():
     module = pveapi.api_module(argument_spec)
     p = module.params
     plan = p['plan']
-    if not isinstance(plan.get('vms'), list) or 'template' not in plan:
-        module.fail_json(msg='plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has '
-                             'no "vms" list or no "template" name')
+    if not_a_plan(plan):
+        module.fail_json(msg=not_a_plan(plan))
     try:
         result = drift.plan_drift(lambda: pveapi.PveApi.from_module(module), plan, state=p['state'],
                                   hookscript=p['hookscript'], prune=p['prune'], ha_rules=p['ha_rules'],

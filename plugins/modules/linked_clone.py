@@ -216,6 +216,7 @@ pruned:
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
+from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 
 try:
     from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
@@ -287,9 +288,8 @@ def run_plan(module):
     """Ensure (and optionally prune) every VM of a plan for the selected roles, then exit."""
     p = module.params
     plan = p['plan']
-    if not isinstance(plan.get('vms'), list) or 'template' not in plan:
-        module.fail_json(msg='plan must be a plan from shadownet.proxmox.template (result.plans.<template>): it has '
-                             'no "vms" list or no "template" name')
+    if not_a_plan(plan):
+        module.fail_json(msg=not_a_plan(plan))
     state = 'present' if p['state'] == 'absent' else p['state']
     specs = [vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout'])
              for vm in plan['vms'] if vm.get('role') in p['roles']]
