@@ -35,6 +35,19 @@ description:
     caught up with the shadow's (O(catch_up)). Called as
     the only step, it fails when that is not the case; in C(auto) it is deferred and the reasons are returned.
   - C(auto) runs detect, activate when a primary is down, remediate, detect again, and failback when healthy.
+  - C(drill) runs a controlled failover and fail-back of the service and measures the gap a client sees. It refuses
+    to start unless the service is healthy (every primary up and unlocked, the shadow running, not active and
+    unlocked, the VIP answering and not from the shadow). It sets C(link_down=1) on the NIC of every primary that
+    sits on the VIP's network (digest-checked, the MAC and every other NIC property kept), waits until the VIP
+    answers again from the shadow, lets the shadow serve for O(drill.hold) seconds, writes the primaries' previous
+    NIC strings back (their links come up and keepalived gives the VIP back to the primary) and watches
+    O(drill.settle) seconds for flapping. The links are restored whatever happens, also when the VIP never answers.
+    The shadow is not resized; C(activate) and C(failback) do that in a real failover.
+  - While the drill runs, the module probes O(drill.port) on the VIP every O(drill.interval) milliseconds from
+    where it runs (a TCP connect, or a UDP datagram the service echoes back). It tells the responders apart by the
+    MAC address the VIP resolves to in that host's neighbour table, so run it from a host on the VIP's network to
+    measure the fail-back; elsewhere only the failover gap is measured and the fail-back is timed over
+    O(drill.settle).
   - Every step writes only what differs, so a second run changes nothing. Before any write the cluster must be
     quorate; without quorum the module stops before its first write with a clear message.
 author:
@@ -59,9 +72,9 @@ options:
     required: true
   step:
     description:
-      - Which step to run. C(detect) never writes.
+      - Which step to run. C(detect) never writes. C(drill) needs O(drill).
     type: str
-    choices: [detect, activate, remediate, failback, auto]
+    choices: [detect, activate, remediate, failback, auto, drill]
     default: auto
   state_dir_facts:
     description:
@@ -116,6 +129,49 @@ options:
         C(caught_up) marker files the C(state_replication) role writes in its C(catch_up) direction. A value may
         be a number, a numeric string, or a dict with C(caught_up_at).
     type: dict
+  drill:
+    description:
+      - How O(step=drill) probes the VIP and how long it waits. Required with O(step=drill).
+    type: dict
+    suboptions:
+      port:
+        description: The service port on the VIP to probe.
+        type: int
+        required: true
+      protocol:
+        description:
+          - C(tcp) counts a completed TCP connect as an answer; C(udp) sends a datagram and counts an answer that
+            contains it (an echo service).
+        type: str
+        choices: [tcp, udp]
+        default: tcp
+      interval:
+        description: Milliseconds between two probes.
+        type: int
+        default: 10
+      probe_timeout:
+        description: Milliseconds after which a probe without an answer counts as unanswered.
+        type: int
+        default: 250
+      hold:
+        description: Seconds the shadow serves before the primaries' links come back.
+        type: float
+        default: 2.0
+      settle:
+        description: Seconds to watch after the fail-back (a second change of the VIP's owner is a flap).
+        type: float
+        default: 2.0
+      timeout:
+        description:
+          - Seconds to wait for the VIP to answer before the drill, for the shadow to answer after the links went
+            down and for a primary to take the VIP back after they came up (each). Longer than keepalived's
+            C(preempt_delay).
+        type: float
+        default: 30.0
+      payload:
+        description: The text a UDP probe carries (followed by a space and a sequence number).
+        type: str
+        default: shadownet-drill
 '''
 
 EXAMPLES = r'''
@@ -143,6 +199,20 @@ EXAMPLES = r'''
     state_dir_facts:
       shop-web-1: {state: FAULT, health: 1}
       shop-web-shadow: MASTER
+
+- name: Drill - fail web over to its shadow and back, measure what a client sees
+  shadownet.proxmox.failover:
+    plan: "{{ sn.plans.shop }}"
+    service: web
+    step: drill
+    drill:
+      port: 443
+      interval: 10
+  register: drill
+
+- name: Show the measured gap
+  ansible.builtin.debug:
+    msg: "failover gap {{ drill.drill.failover_gap_ms }} ms, fail-back gap {{ drill.drill.failback_gap_ms }} ms"
 '''
 
 RETURN = r'''
@@ -189,10 +259,38 @@ failback:
       primaries whose state has still to catch up with the shadow's (see O(catch_up)).
   returned: when failback was considered
   type: dict
+drill:
+  description:
+    - What the drill did and measured. Always C(vip), C(port), C(protocol), C(interval_ms), C(shadow), C(primaries)
+      and C(links) (per primary C(name), C(vmid), C(node), C(nic), C(before), the NIC string before the drill and
+      restored after it, and C(down), the string with C(link_down=1)); in check mode C(would) and nothing else.
+    - C(failover_gap_ms) the longest silence a client saw from the link-down request until the shadow answered;
+      C(takeover_ms) from that request to the shadow's first answer; C(failover_answered_by).
+    - C(failback_gap_ms) the longest silence from the restore until a primary answered (over O(drill.settle) when
+      the responder cannot be told apart); C(failback_ms); C(failback_answered_by); C(failbacks) (changes from
+      the shadow to a primary, 1 in a clean drill) and C(flaps) (changes after it, 0 in a clean drill);
+      C(after_failback_silence_ms).
+    - C(probes), C(answered), C(failures) (unanswered probes), C(failover_failures), C(failback_failures),
+      C(answered_by) (answers per VM name, C(unknown) when not told apart), C(shadow_answered), C(switches) (each
+      change of the responder, C(at_ms) after the link-down request, C(frm), C(to)), C(identified) (whether the
+      responder was told apart), C(owner_before) and C(restored).
+  returned: when step is drill and the drill started
+  type: dict
+  sample:
+    vip: 10.10.0.100
+    port: 443
+    protocol: tcp
+    failover_gap_ms: 182.4
+    failback_gap_ms: 12.1
+    failbacks: 1
+    flaps: 0
+    probes: 612
+    failures: 14
 '''
 
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils import drill as drillmod
 from ansible_collections.shadownet.proxmox.plugins.module_utils import failover as fo
 
 
@@ -201,15 +299,25 @@ def main():
     argument_spec.update(
         plan=dict(type='dict', required=True),
         service=dict(type='str', required=True),
-        step=dict(type='str', default='auto', choices=list(fo.STEPS)),
+        step=dict(type='str', default='auto', choices=list(fo.STEPS) + ['drill']),
         state_dir_facts=dict(type='dict'),
         min_uptime=dict(type='int', default=60),
         timeout=dict(type='int', default=300),
         offline_recovery=dict(type='str', default='wait', choices=list(fo.OFFLINE_RECOVERY)),
         catch_up=dict(type='str', default='first', choices=list(fo.CATCH_UP)),
         catch_up_facts=dict(type='dict'),
+        drill=dict(type='dict', options=dict(
+            port=dict(type='int', required=True),
+            protocol=dict(type='str', default='tcp', choices=list(drillmod.PROTOCOLS)),
+            interval=dict(type='int', default=10),
+            probe_timeout=dict(type='int', default=250),
+            hold=dict(type='float', default=2.0),
+            settle=dict(type='float', default=2.0),
+            timeout=dict(type='float', default=30.0),
+            payload=dict(type='str', default='shadownet-drill'),
+        )),
     )
-    module = pveapi.api_module(argument_spec)
+    module = pveapi.api_module(argument_spec, required_if=[('step', 'drill', ['drill'])])
     p = module.params
     runner = None
     try:
@@ -218,7 +326,10 @@ def main():
                              state_facts=p['state_dir_facts'], min_uptime=max(0, p['min_uptime']),
                              offline_recovery=p['offline_recovery'], catch_up=p['catch_up'],
                              catch_up_facts=p['catch_up_facts'])
-        result = runner.run(p['step'])
+        if p['step'] == 'drill':
+            result = drillmod.Drill(api, runner, p['drill'], check_mode=module.check_mode).run()
+        else:
+            result = runner.run(p['step'])
     except pveapi.PveApiError as exc:
         partial = dict(runner.result) if runner is not None else {}
         for warning in partial.pop('warnings', []):
