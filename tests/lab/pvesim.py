@@ -31,6 +31,9 @@ What is modelled on top of fakepve
   `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
   `cores`, `sockets` and the rest stay pending until the next start, as in PVE; GET config shows the pending values
   unless `current=1` asks for the running ones, as PVE does.
+- Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
+  `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
+  without a binding: nothing happens.
 - The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
   volumes, users, roles, ACLs and API tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
@@ -82,6 +85,7 @@ from fakepve.server import settle
 from fakepve.shapes import ROLES
 
 from .pvesim_cluster import HaApi, NodeNetworkApi
+from .pvesim_links import LinkBindings
 from .pvesim_qemu import QemuExtras
 from .pvesim_sdn import SdnApi
 
@@ -95,7 +99,7 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
+class ShadowPve(SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
@@ -112,6 +116,7 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, QemuExtras, FakePve):
         self._init_network()
         self._init_ha()
         self._init_qemu_extras()
+        self._init_links()
 
     def _record(self, request, body):
         super()._record(request, body)
@@ -246,6 +251,8 @@ class ControlChannel(object):
       POST /_sim/rrd                  {"vmid": 100, "points": [{"time": t, "cpu": 0.5, ...}]} replace the series
       POST /_sim/stats                {"vmid": 100, "stats": {"cpu": 0.4, "mem": 1073741824, ...}} current usage
       POST /_sim/snippet              {"volid": "local:snippets/shadownet-hook.py"} place a snippet file
+      POST /_sim/link                 {"vmid": 100, "nic": "net0", "dev": "tap100i0", "ns": "<netns>"} bind a NIC's
+                                      link_down to a lab device; {"vmid": 100, "unbind": true} drops the VM's
       POST /_sim/fault                {"kind": ..., ...} with kind one of
                                         fail      {"method", "path", "status", "message"} or {"error"}; "times"
                                         clear     forget every injected failure
@@ -283,7 +290,7 @@ class ControlChannel(object):
 
     async def _get_index(self, request, body):
         return {'endpoints': ['GET /_sim/requests', 'POST /_sim/rrd', 'POST /_sim/stats', 'POST /_sim/snippet',
-                              'POST /_sim/fault', 'GET /_sim/state']}
+                              'POST /_sim/link', 'POST /_sim/fault', 'GET /_sim/state']}
 
     async def _get_requests(self, request, body):
         since = int(request.query.get('since', 0))
@@ -301,6 +308,13 @@ class ControlChannel(object):
 
     async def _post_snippet(self, request, body):
         self.pve.add_snippet(body['volid'])
+        return {'ok': True}
+
+    async def _post_link(self, request, body):
+        if body.get('unbind'):
+            self.pve.unbind_links(int(body['vmid']))
+        else:
+            self.pve.bind_link(int(body['vmid']), body['nic'], body['dev'], ns=body.get('ns'))
         return {'ok': True}
 
     async def _post_fault(self, request, body):

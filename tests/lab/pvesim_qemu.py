@@ -217,6 +217,15 @@ class QemuExtras(object):
     # ---------------------------------------------------- config: MAC, hot-plug
 
     async def _apply_config(self, vm, user, p):
+        # Lab guests bound to devices (pvesim_links.py) get their link state from the resulting config.
+        links = self._link_states(vm) if hasattr(self, '_link_states') else None
+        try:
+            await self._apply_config_hot(vm, user, p)
+        finally:
+            if links is not None:
+                self._sync_links(vm, links)
+
+    async def _apply_config_hot(self, vm, user, p):
         updates = dict(p)
         for key in list(updates):
             if NET_KEY.match(key) and updates[key] is not None:
