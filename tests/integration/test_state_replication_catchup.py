@@ -111,6 +111,7 @@ def _role_vars(p, **extra):
         'state_replication_catch_up_port': PRIMARY_PORT,
         'state_replication_catch_up_authorized_keys': str(p['primary_authorized']),
         'state_replication_primary_host_key': str(p['primary_host_key']) + '.pub',
+        'state_replication_serving_state_file': str(p['tmp'] / 'vip' / 'shop-web.state'),
     }
     data.update(extra)
     return data
@@ -157,6 +158,12 @@ def _tree(root):
     return found
 
 
+def _forward_sync(p):
+    """One forward sync in the primary's namespace, as its timer would run it."""
+    return p['lab'].run(p['primary'].ns, [str(p['lib'] / 'sn-repl-sync.sh'), str(p['etc'] / 'shadownet-repl.conf')],
+                        check=False, timeout=60)
+
+
 def _key_ssh(p, key, *remote):
     """ssh from the shadow's namespace to the primary's sshd with the catch-up key file ``key``."""
     return p['lab'].run(p['shadow'].ns, [
@@ -190,6 +197,7 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     assert 'Accepted publickey for root from %s' % PRIMARY_IP in p['shadow_log'].read_text()
     assert not (p['state'] / 'caught_up').exists()
     assert not p['primary_authorized'].exists()  # forward gives the shadow no access to the primary
+    assert p['shadow_authorized'].read_text().split('",restrict')[0].endswith(' ' + str(p['tmp'] / 'vip' / 'shop-web.state'))
 
     # Failover: the shadow serves and its state moves on (changed, new, deleted files, a new directory).
     (app_s / 'index.html').write_text('v2, written on the shadow\n')
@@ -198,6 +206,16 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     (app_s / 'old.txt').unlink()
     (db_s / 'db.dat').write_text('rows=5\n')
 
+    # The primary comes back before the catch-up and its schedule fires: the shadow, serving (VRRP MASTER in
+    # vip_failover's state file), refuses the push, so nothing it gathered is overwritten or deleted.
+    serving = p['tmp'] / 'vip' / 'shop-web.state'
+    serving.parent.mkdir()
+    serving.write_text('{"time": 1795487098.1, "instance": "shop-web", "state": "MASTER", "priority": 50}\n')
+    res = _forward_sync(p)
+    assert res.returncode != 0 and 'this host is serving' in res.stderr, res.stderr
+    assert (app_s / 'index.html').read_text() == 'v2, written on the shadow\n'
+    assert (app_s / 'orders' / '1.json').exists() and not (app_s / 'old.txt').exists()
+
     # Catch-up: the shadow pushes it back into the primary, over SSH from its own namespace.
     before = int(time.time())
     res, recap = _play(p, state_replication_direction='catch_up')
@@ -205,7 +223,7 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert recap.get('failed') == '0', recap
     pushed = _task_lines(res.stdout, PUSH_TASK)
-    assert len(pushed) == 2 and all(line.startswith('changed: [primary -> shadow]') for line in pushed[:1]), pushed
+    assert len(pushed) == 2 and all(line.startswith('changed: [primary -> shadow]') for line in pushed), pushed
     assert (app_p / 'index.html').read_text() == 'v2, written on the shadow\n'
     assert (app_p / 'orders' / '1.json').read_text() == '{"order": 1}\n'
     assert not (app_p / 'old.txt').exists()  # the shadow's state wins (state_replication_delete)
@@ -272,6 +290,14 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     assert res.returncode != 0 and 'not a replicated path' in res.stderr
     assert list(elsewhere.iterdir()) == []
     assert 'shadownet-repl-catchup:' in p['primary_authorized'].read_text()  # unchanged by the attempts
+
+    # After the fail-back the shadow is BACKUP again: the forward schedule resumes and finds nothing to move
+    # except the file the probe above put on the primary.
+    serving.write_text('{"time": 1795487099.1, "instance": "shop-web", "state": "BACKUP", "priority": 50}\n')
+    res = _forward_sync(p)
+    assert res.returncode == 0, res.stderr
+    assert (db_s / 'ok.txt').read_text() == 'allowed\n'
+    assert (app_s / 'index.html').read_text() == 'v2, written on the shadow\n'
 
     # Revoking again makes the old key worthless: sshd itself refuses it.
     old_key = p['tmp'] / 'old_catchup_key'

@@ -3,18 +3,23 @@
 #
 # Forced command of a primary's replication key on its shadow (authorized_keys "command=...,restrict").
 #
-#   sn-repl-gate.sh ALLOWED_FILE [RRSYNC]
+#   sn-repl-gate.sh ALLOWED_FILE [RRSYNC [SERVING_STATE_FILE]]
 #
 # Accepts exactly one kind of request: an rsync *push* ("rsync --server <options> . <dest>") whose <dest> is
 # one of the directories listed in ALLOWED_FILE (one absolute path per line). Anything else - a shell
 # command, an rsync pull (--sender: reading from the shadow), another directory - is refused. The accepted
 # request is handed to rrsync in write-only mode, restricted to that one directory, which checks every
 # rsync option once more and never lets the transfer leave the directory.
+#
+# SERVING_STATE_FILE (optional) is this host's keepalived state file (vip_failover's <instance>.state, one JSON
+# line): while it says MASTER this host serves the service, so pushes are refused: a primary that comes back
+# from a failure must not overwrite what this shadow gathered before the catch-up has brought it back.
 set -eu
 set -f
 
 allowed=${1:?usage: sn-repl-gate.sh ALLOWED_FILE [RRSYNC]}
 rrsync=${2:-/usr/bin/rrsync}
+serving=${3:-}
 request=${SSH_ORIGINAL_COMMAND:-}
 
 refuse() {
@@ -26,6 +31,9 @@ refuse() {
 }
 
 [ -n "$request" ] || refuse "no command (interactive logins are not allowed with this key)"
+if [ -n "$serving" ] && [ -f "$serving" ] && grep -Eq '"state": *"MASTER"' "$serving"; then
+    refuse "this host is serving (MASTER in $serving); its state goes back by a catch-up before fail-back"
+fi
 case $request in
     *[!A-Za-z0-9\ ./_=,:+@%-]*) refuse "unexpected characters in the request" ;;
 esac
