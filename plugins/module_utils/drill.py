@@ -505,7 +505,9 @@ class Drill(object):
         failback = None
         if out['identified']:
             failback = self._wait(prober, marks['up_done'], lambda who: who in primaries,
-                                  'no primary took the VIP back after its link came up', target)
+                                  'no primary took the VIP back after its link came up (keepalived preempt_delay '
+                                  'longer than drill.timeout, or failback manual/nopreempt: then fail back with the '
+                                  'vip_failover role, tasks_from hold)', target)
         self.sleep(float(self.opts['settle']))
         marks['end'] = self.clock()
         figures = summarize(prober.snapshot(), primaries, shadow, takeover=takeover, failback=failback, **marks)

@@ -18,6 +18,7 @@ import pytest
 from lab.netns import netlab  # noqa: F401 # pylint: disable=unused-import
 from lab.drill_lab import DrillGuests, guest_instances, harness, root_client
 from lab.modrun import ModuleFailed, run_module
+from lab.pvesim import start_in_thread
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
@@ -193,3 +194,47 @@ def test_drill_restores_the_link_when_the_shadow_never_answers(pvesim, pve_conn,
     assert [e[3] for e in pvesim.pve.link_events] == ['down', 'up']
     # The primary answers again once its link is back.
     assert drill_lab.vrrp.wait_state('primary', 'MASTER', 10)
+
+
+@pytest.mark.netns
+def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
+    """make lab's path: a launched simulator gets the binding through POST /_sim/link; without one, nothing."""
+    requests = pytest.importorskip('requests')
+    server = start_in_thread(control=True, certs_dir=str(tmp_path / 'certs'))
+    try:
+        netlab.bridge('vmbr0')
+        guest = netlab.vm(321, [('vmbr0', None)])
+        dev = guest.nics[0].host
+        server.pve.add_vm(321, 'lnk', node='pve1', status='running',
+                          config={'net0': 'virtio=BC:24:11:00:03:21,bridge=vmbr0'})
+        auth = {'Authorization': 'PVEAPIToken={0}={1}'.format(server.token_id, server.token_secret)}
+        config = server.url + '/api2/json/nodes/pve1/qemu/321/config'
+
+        def put(net):
+            answer = requests.put(config, data={'net0': net}, headers=auth, verify=server.cafile, timeout=10)
+            assert answer.status_code == 200, answer.text
+
+        def up():
+            return 'UP' in netlab.link(netlab.node, dev)['flags']
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
+        assert up() and server.pve.link_events == []          # not bound: nothing happens
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0')
+        bad = requests.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'eth0', 'dev': dev},
+                            headers=auth, verify=server.cafile, timeout=10)
+        assert bad.status_code == 400
+        answer = requests.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'net0', 'dev': dev,
+                                                                'ns': netlab.node},
+                               headers=auth, verify=server.cafile, timeout=10)
+        assert answer.status_code == 200, answer.text
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
+        assert not up()
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0,firewall=1,link_down=1')   # no link change: no ip call
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0')
+        assert up()
+        assert [e[3] for e in server.pve.link_events] == ['down', 'up']
+        requests.post(server.url + '/_sim/link', json={'vmid': 321, 'unbind': True}, headers=auth,
+                      verify=server.cafile, timeout=10)
+        put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
+        assert up() and len(server.pve.link_events) == 2
+    finally:
+        server.stop()
