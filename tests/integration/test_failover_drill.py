@@ -156,8 +156,10 @@ def test_drill_fails_over_and_back_and_measures_the_gap(pvesim, pve_conn, plan, 
     assert out['failback_answered_by'] == PRIMARY and out['failbacks'] == 1 and out['flaps'] == 0, detail
     assert [(s['frm'], s['to']) for s in out['switches']] == [(PRIMARY, SHADOW), (SHADOW, PRIMARY)], detail
     # Real figures: more than the probe interval, below a sanity bound (not a performance assertion).
-    for key in ('failover_gap_ms', 'failback_gap_ms', 'takeover_ms', 'failback_ms'):
+    for key in ('failover_gap_ms', 'failback_gap_ms', 'takeover_ms'):
         assert isinstance(out[key], float) and 0 < out[key] < 2000, (key, detail)
+    # The fail-back waits for keepalived's preempt_delay (1 s in the lab) first.
+    assert isinstance(out['failback_ms'], float) and 900 < out['failback_ms'] < 5000, detail
     assert out['failover_gap_ms'] >= out['interval_ms'] and out['probes'] > 100 and out['failures'] > 0, detail
     assert out['restored'] and out['answered_by'][SHADOW] > 0 and out['answered_by'][PRIMARY] > 0
     assert any(line.startswith('drill: failover gap ') for line in result['lines'])
