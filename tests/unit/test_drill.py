@@ -204,3 +204,181 @@ def test_prober_tcp_counts_connects_and_refusals():
     # A closed port refuses at once: unanswered probes, no answers after the close.
     assert sum(1 for t, ok, dummy in samples if not ok and t > closed) > 5
     assert not any(ok for t, ok, dummy in samples if t > closed + 0.05)
+
+
+# ------------------------------------------------------------------------------ the runner, with fakes
+
+class FakeApi(object):
+    """Configs with digests; update_vm_config as api.PveApi does it (compute -> PUT of the changes)."""
+
+    def __init__(self, configs, fail_on=None):
+        self.configs = configs          # vmid -> config
+        self.writes = []                # (vmid, changes)
+        self.fail_on = fail_on          # index of the write that fails
+
+    def vm_config(self, node, vmid):
+        return dict(self.configs[vmid]), 'digest-%d' % len(self.writes)
+
+    def update_vm_config(self, node, vmid, compute, check_mode=False):
+        before = dict(self.configs[vmid])
+        changes, deletes = compute(dict(before))
+        if changes and not check_mode:
+            if self.fail_on == len(self.writes):
+                self.writes.append((vmid, 'FAILED'))
+                raise drill.PveApiError('got timeout', kind='lock')
+            self.writes.append((vmid, dict(changes)))
+            self.configs[vmid].update(changes)
+        return before, changes, deletes
+
+    def require_quorum(self):
+        pass
+
+    def down(self):
+        return [vmid for vmid, cfg in self.configs.items()
+                if propstr.parse_net(cfg.get('net0')).get('link_down') == '1']
+
+
+class FakeFailover(object):
+    def __init__(self, report, plan):
+        self.plan = plan
+        self.service = 'web'
+        self.report = report
+        self.result = dict(changed=False, steps=[], lines=[], warnings=[])
+
+    def detect(self):
+        return self.report
+
+    def describe(self, report):
+        return 'fake'
+
+    def _line(self, step, text):
+        self.result['lines'].append('{0}: {1}'.format(step, text))
+
+
+def view(name, vmid, **extra):
+    out = dict(name=name, vmid=vmid, node='pve1', exists=True, node_online=True, healthy=True, problem=None,
+               lock=None, active=False, active_since=None)
+    out.update(extra)
+    return out
+
+
+def setup(fail_on=None, primaries=2):
+    configs = {100 + i: {'net0': 'virtio=BC:24:11:00:00:0%d,bridge=vmbr0,firewall=1' % i} for i in range(primaries)}
+    configs[200] = {'net0': 'virtio=BC:24:11:00:00:20,bridge=smirror', 'net1': 'virtio=BC:24:11:00:00:21,bridge=vmbr0'}
+    names = dict((100 + i, 'web-%d' % (i + 1)) for i in range(primaries))
+    report = dict(primaries=[view(names[v], v) for v in sorted(names)], shadow=view('web-shadow', 200),
+                  quorate=True, vip_master=None)
+    plan = {'vrrp': [{'service': 'web', 'vip': '10.0.0.100/24',
+                      'members': [{'vm': n, 'nic': 0} for n in names.values()] + [{'vm': 'web-shadow', 'nic': 1}]}]}
+    return FakeApi(configs, fail_on), FakeFailover(report, plan), names
+
+
+class Clock(object):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, secs):
+        self.now += max(secs, 0.001)
+
+
+def fake_prober(api, clock, made, shadow_answers=True):
+    """A prober whose VIP answers from web-1 while its link is up, from the shadow while every link is down."""
+    class Prober(object):
+        def __init__(self, vip, port, **kwargs):
+            self.samples, self.errors = [], []
+            made.append(self)
+
+        def start(self):
+            return self
+
+        def stop(self):
+            self.stopped = True
+
+        def snapshot(self):
+            down = api.down()
+            if not down:
+                who = 'web-1'
+            elif len(down) == len(api.configs) - 1 and shadow_answers:
+                who = 'web-shadow'
+            else:
+                who = None
+            self.samples.append((clock(), who is not None, who))
+            return list(self.samples)
+    return Prober
+
+
+def make(api, fo, clock, made, check_mode=False, **opts):
+    options = dict(port=80, hold=0.1, settle=0.1, timeout=1.0)
+    options.update(opts)
+    return drill.Drill(api, fo, options, check_mode=check_mode, clock=clock, sleep=clock.sleep,
+                       prober_factory=fake_prober(api, clock, made))
+
+
+def test_runner_downs_every_primary_and_restores_each_exact_string():
+    api, fo, dummy = setup()
+    before = dict((v, dict(c)) for v, c in api.configs.items())
+    clock, made = Clock(), []
+    result = make(api, fo, clock, made).run()
+    assert [(v, propstr.parse_net(c['net0']).get('link_down')) for v, c in api.writes] == [
+        (100, '1'), (101, '1'), (100, None), (101, None)]
+    assert [c['net0'] for v, c in api.writes[2:]] == [before[100]['net0'], before[101]['net0']]
+    assert api.configs == before and made[0].stopped
+    out = result['drill']
+    assert out['failover_answered_by'] == 'web-shadow' and out['failback_answered_by'] == 'web-1'
+    assert out['failbacks'] == 1 and out['flaps'] == 0 and out['restored']
+    assert [link['nic'] for link in out['links']] == ['net0', 'net0']
+
+
+def test_runner_restores_what_it_set_down_when_a_write_fails():
+    api, fo, dummy = setup(fail_on=1)
+    before = dict((v, dict(c)) for v, c in api.configs.items())
+    clock, made = Clock(), []
+    with pytest.raises(drill.PveApiError) as exc:
+        make(api, fo, clock, made).run()
+    assert exc.value.kind == 'lock'
+    # web-1 went down, web-2's write failed, web-1 came back; web-2 (never changed) is left alone.
+    assert [v for v, dummy2 in api.writes] == [100, 101, 100]
+    assert api.configs == before and made[0].stopped
+
+
+def test_runner_restores_on_timeout_and_keeps_a_change_made_meanwhile():
+    api, fo, dummy = setup(primaries=1)
+    before = api.configs[100]['net0']
+    clock, made = Clock(), []
+
+    class Meddled(drill.Drill):
+        def _set_down(self, item):
+            super()._set_down(item)
+            # An operator changes the rate while the link is down.
+            api.configs[100]['net0'] += ',rate=50'
+    # Nobody takes the VIP over: the drill times out.
+    runner = Meddled(api, fo, dict(port=80, timeout=0.5), clock=clock, sleep=clock.sleep,
+                     prober_factory=fake_prober(api, clock, made, shadow_answers=False))
+    with pytest.raises(drill.DrillError) as exc:
+        runner.run()
+    assert 'the VIP did not answer again after the link of web-1 went down within 0.5s' in exc.value.message
+    assert len(api.writes) == 2 and made[0].stopped
+    restored = propstr.parse_net(api.configs[100]['net0'])
+    assert restored == dict(propstr.parse_net(before), rate='50')
+    assert any('changed during the drill; only link_down was restored' in w for w in fo.result['warnings'])
+
+
+def test_runner_check_mode_and_refusals_write_nothing():
+    api, fo, dummy = setup()
+    clock, made = Clock(), []
+    result = make(api, fo, clock, made, check_mode=True).run()
+    assert api.writes == [] and made == [] and result['drill']['would'] and result['changed']
+    # A NIC already down, a locked primary, the VIP on the shadow: refused before anything.
+    api, fo, dummy = setup()
+    api.configs[101]['net0'] += ',link_down=1'
+    fo.report['primaries'][0]['lock'] = 'backup'
+    fo.report['vip_master'] = 'web-shadow'
+    with pytest.raises(drill.DrillError) as exc:
+        make(api, fo, clock, made).run()
+    msg = exc.value.message
+    assert 'web-1 is locked (backup)' in msg and 'web-2 net0 has link_down=1 already' in msg
+    assert 'the VIP is on the shadow web-shadow already' in msg
+    assert api.writes == [] and made == []
