@@ -371,3 +371,91 @@ def test_full_catch_up_copies_nothing_and_writes_no_marker(local_dirs):
     assert not p['state'].exists()
     res, _ = _local_play(p, state_replication_direction='backwards')
     assert res.returncode != 0
+
+
+# --- playbooks/failover.yml: the module defers the fail-back -> catch-up -> fail-back (PVE simulator) ---------
+
+def _flow_template():
+    from test_failover_module import TEMPLATE  # pylint: disable=import-outside-toplevel
+    template = json.loads(json.dumps(TEMPLATE))
+    template['shadow']['replication'] = {'fidelity': 'event', 'hook': 'sh "$SN_REPL_HOOK_SCRIPT"'}
+    template['shadow']['mirror'] = {'mode': 'full'}  # event replication needs every packet
+    return template
+
+
+def _failover_playbook(pvesim, tmp_path, hosts, template):
+    inventory = tmp_path / 'inventory.yml'
+    inventory.write_text(json.dumps({'all': {
+        'hosts': {'localhost': {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON}},
+        'children': {'shadownet': {'hosts': hosts}}}}))
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', SN_REPL_HOOK_SCRIPT=str(tmp_path / 'hook.sh'))
+    return subprocess.run([PLAYBOOK_BIN, '-i', str(inventory), os.path.join(ROOT, 'playbooks', 'failover.yml'),
+                           '-e', json.dumps({'shadownet_templates': [template], 'failover_service': 'web',
+                                             'failover_min_uptime': 0})],
+                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+
+
+def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, tmp_path):
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+    from lab.modrun import run_module
+
+    template = _flow_template()
+    plan = plan_from_template(json.loads(json.dumps(template)))[1]
+    assert plan['replication'][0]['fidelity'] == 'event'
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    shadow = vms['shop-web-shadow']
+    hosts = {}
+    for name, role in (('shop-web-1', 'primary'), ('shop-web-2', 'primary'), ('shop-web-shadow', 'shadow')):
+        hosts[name] = {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON, 'sn_template': 'shop',
+                       'sn_service': 'web', 'sn_role': role, 'state_replication_install_packages': False,
+                       'state_replication_state_dir': str(tmp_path / name / 'state'),
+                       'vip_failover_state_dir': str(tmp_path / name / 'vip')}
+    hook_log = tmp_path / 'hook.log'
+    # The hook (run on the shadow): fails the first time, as a catch-up that could not finish.
+    (tmp_path / 'hook.sh').write_text('echo "$SN_REPL_DIRECTION $SN_REPL_SHADOW $SN_REPL_PRIMARIES" >> %s\n'
+                                      'test -e %s\n' % (hook_log, tmp_path / 'hook-may-succeed'))
+
+    def mark():
+        return (metablock.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover')
+
+    # shop-web-1 fails: the run activates the shadow, restarts the primary and would fail back, but the catch-up
+    # hook fails: no marker, so the second module run refuses and the shadow stays active (and serving).
+    primary = vms['shop-web-1']
+    primary.status = primary.qmpstatus = 'stopped'
+    primary.started_at = None
+    res = _failover_playbook(pvesim, tmp_path, hosts, template)
+    assert res.returncode != 0, res.stdout[-4000:]
+    assert 'not failing back: shop-web-1 has not caught up with the state the shadow took' in res.stdout, \
+        res.stdout[-4000:]
+    assert primary.status == 'running'
+    since = mark()['since']
+    assert mark()['active'] is True
+    assert hook_log.read_text() == 'catch_up shop-web-shadow shop-web-1 shop-web-2\n'
+    assert not (tmp_path / 'shop-web-1' / 'state' / 'caught_up').exists()
+
+    # The next run: the module still defers (no marker newer than the activation); the catch-up succeeds; the
+    # module runs again with the marker and fails back: the shadow shrinks to its plan size, the mark goes.
+    (tmp_path / 'hook-may-succeed').write_text('')
+    res = _failover_playbook(pvesim, tmp_path, hosts, template)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    lines = re.findall(r'"msg": "((?:detect|activate|remediate|failback): [^"]*)"', res.stdout)
+    deferred = [line for line in lines if line.startswith('failback: deferred')]
+    assert deferred and 'shop-web-1 has not caught up' in deferred[0], lines
+    assert any(line.startswith('failback: shrank shadow shop-web-shadow') for line in lines), lines
+    assert lines.index(deferred[0]) < [i for i, line in enumerate(lines) if line.startswith('failback: shrank')][0]
+    assert hook_log.read_text().splitlines()[-1] == 'catch_up shop-web-shadow shop-web-1 shop-web-2'
+    caught_up = int((tmp_path / 'shop-web-1' / 'state' / 'caught_up').read_text())
+    assert caught_up >= since
+    assert not (tmp_path / 'shop-web-2' / 'state' / 'caught_up').exists()  # catch_up: first
+    assert mark() is None
+    assert int(str(shadow.pending.get('cores', shadow.config.get('cores')))) == 1
+
+    # Once failed back there is nothing to catch up: the role is not run again.
+    res = _failover_playbook(pvesim, tmp_path, hosts, template)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert len(hook_log.read_text().splitlines()) == 2
