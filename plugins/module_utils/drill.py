@@ -117,7 +117,7 @@ def summarize(samples, primaries, shadow, down_at, down_done, up_at=None, up_don
     out['answered_by'] = answered_by
     out['shadow_answered'] = bool(shadow) and any(s[1] and s[2] == shadow for s in samples)
     changes = switches(samples)
-    out['switches'] = [dict(at_ms=_ms(t - down_at), frm=a, to=b) for t, a, b in changes]
+    out['switches'] = [{'at_ms': _ms(t - down_at), 'from': a, 'to': b} for t, a, b in changes]
     if up_at is not None:
         after_up = up_done if up_done is not None else up_at
         if failback is None:

@@ -272,7 +272,7 @@ drill:
       C(after_failback_silence_ms).
     - C(probes), C(answered), C(failures) (unanswered probes), C(failover_failures), C(failback_failures),
       C(answered_by) (answers per VM name, C(unknown) when not told apart), C(shadow_answered), C(switches) (each
-      change of the responder, C(at_ms) after the link-down request, C(frm), C(to)), C(identified) (whether the
+      change of the responder, C(at_ms) after the link-down request, C(from), C(to)), C(identified) (whether the
       responder was told apart), C(owner_before) and C(restored).
   returned: when step is drill and the drill started
   type: dict

@@ -154,7 +154,7 @@ def test_drill_fails_over_and_back_and_measures_the_gap(pvesim, pve_conn, plan, 
     assert out['identified'] and out['owner_before'] == PRIMARY, detail
     assert out['shadow_answered'] and out['failover_answered_by'] == SHADOW, detail
     assert out['failback_answered_by'] == PRIMARY and out['failbacks'] == 1 and out['flaps'] == 0, detail
-    assert [(s['frm'], s['to']) for s in out['switches']] == [(PRIMARY, SHADOW), (SHADOW, PRIMARY)], detail
+    assert [(s['from'], s['to']) for s in out['switches']] == [(PRIMARY, SHADOW), (SHADOW, PRIMARY)], detail
     # Real figures: more than the probe interval, below a sanity bound (not a performance assertion).
     for key in ('failover_gap_ms', 'failback_gap_ms', 'takeover_ms'):
         assert isinstance(out[key], float) and 0 < out[key] < 2000, (key, detail)
