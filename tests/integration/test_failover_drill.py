@@ -6,8 +6,10 @@ reaches the VIP through a veth into the lab bridge (tests/lab/drill_lab.py), so 
 in-process, probes the VIP like a client on the service network.
 """
 import copy
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -240,3 +242,24 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         assert up() and len(server.pve.link_events) == 2
     finally:
         server.stop()
+
+
+def test_playbook_drill_in_check_mode(pvesim, plan, built, tmp_path):
+    """playbooks/failover.yml -e failover_step=drill passes failover_drill through; --check writes nothing."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    inventory = tmp_path / 'inventory.json'
+    inventory.write_text(json.dumps({'all': {'hosts': {'localhost': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': os.path.join(root, '.venv', 'bin', 'python')}}}}))
+    env = dict(os.environ, **pvesim.environ())
+    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+    mark = pvesim.mark()
+    proc = subprocess.run([os.path.join(root, '.venv', 'bin', 'ansible-playbook'), '--check', '-i', str(inventory),
+                           os.path.join(root, 'playbooks', 'failover.yml'),
+                           '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
+                                             'failover_step': 'drill',
+                                             'failover_drill': {'port': 7007, 'protocol': 'udp'}})],
+                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert 'drill: would set link_down=1 on drl-web-1 net0, wait until the shadow drl-web-shadow answers on ' \
+           '10.78.0.100:7007/udp' in proc.stdout, proc.stdout[-3000:]
+    assert pvesim.writes(mark) == []
