@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build of a template with N critical services: playbooks/site.yml versus a community.proxmox loop.
 
-One run measures, each on its own fresh simulator (tests/lab/pvesim.py; with --pve-timing none, the default, at time
-scale 0: PVE tasks take no time, so the figures are what the controller costs; with --pve-timing typical, PVE tasks
-and requests take the assumed durations of benchlib.PVE_TIMING):
+One run measures, each on its own fresh simulator (tests/lab/pvesim.py; with --pve-timing typical, the default, PVE
+tasks and requests take the assumed durations of benchlib.PVE_TIMING; with --pve-timing none, at time scale 0, PVE
+tasks take no time, so the figures are what the controller costs):
 
 1. playbooks/site.yml building a generated template of N critical services, one instance each, each on its own
    vnet, shadows enabled: N primaries, N shadows, the primary zone, N primary vnets and subnets, N shadow zones,
@@ -22,7 +22,7 @@ Targets (issue): site.yml at least 5x faster than the loop; the second run at mo
 community.proxmox comes from the `ansible` package on PyPI: `pip download ansible --no-deps` and only
 ansible_collections/community/proxmox extracted into .build/bench-cache/collections (git-ignored), once.
 
-    .venv/bin/python benchmarks/build_vs_community.py [--services 20] [--skip-community] [--pve-timing typical]
+    .venv/bin/python benchmarks/build_vs_community.py [--services 20] [--skip-community] [--pve-timing none]
                                                       [--json FILE]
 """
 import argparse
@@ -165,8 +165,9 @@ def main():
     parser.add_argument('--services', type=int, default=20, help='critical services in the template (default 20)')
     parser.add_argument('--skip-community', action='store_true', help='only measure site.yml (two runs)')
     parser.add_argument('--json', help='also write the figures to this file')
-    parser.add_argument('--pve-timing', choices=sorted(benchlib.PVE_TIMING), default='none',
-                        help='how long PVE tasks and requests take in the simulator (default none: time scale 0)')
+    parser.add_argument('--pve-timing', choices=sorted(benchlib.PVE_TIMING), default='typical',
+                        help='how long PVE tasks and requests take in the simulator: typical (default, assumed '
+                             'durations, benchlib.PVE_TIMING) or none (time scale 0: only the controller\'s cost)')
     args = parser.parse_args()
 
     benchlib.setup_paths()
