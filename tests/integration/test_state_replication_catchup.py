@@ -459,3 +459,70 @@ def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, 
     res = _failover_playbook(pvesim, tmp_path, hosts, template)
     assert res.returncode == 0, res.stdout[-4000:]
     assert len(hook_log.read_text().splitlines()) == 2
+
+
+@pytest.mark.netns
+def test_failover_playbook_differential_catch_up_over_ssh(pair, pvesim, pve_conn):
+    """The whole flow with differential replication: the simulator for PVE, the namespace lab for the guests."""
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+    from lab.modrun import run_module
+    from test_failover_module import TEMPLATE
+
+    p = pair
+    template = json.loads(json.dumps(TEMPLATE))
+    plan = plan_from_template(json.loads(json.dumps(template)))[1]
+    assert plan['replication'][0]['fidelity'] == 'differential' and plan['replication'][0]['paths'] == ['/var/lib/app']
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    shadow_vm, primary_vm = vms['shop-web-shadow'], vms['shop-web-1']
+
+    # The guests: shop-web-1 and the shadow in their namespaces, shop-web-2 (not caught up: catch_up first) here.
+    common = {'ansible_connection': 'local', 'sn_template': 'shop', 'sn_service': 'web',
+              'state_replication_install_packages': False, 'state_replication_source_root': str(p['src']),
+              'state_replication_dest_root': str(p['dest']), 'state_replication_key_dir': str(p['etc']),
+              'state_replication_state_dir': str(p['state']), 'state_replication_script_dir': str(p['lib']),
+              'state_replication_catch_up_port': PRIMARY_PORT,
+              'state_replication_catch_up_authorized_keys': str(p['primary_authorized']),
+              'state_replication_primary_host_key': str(p['primary_host_key']) + '.pub',
+              'vip_failover_state_dir': str(p['tmp'] / 'vip')}
+    hosts = {
+        'shop-web-1': dict(common, sn_role='primary', state_replication_primary_address=PRIMARY_IP,
+                           ansible_python_interpreter=str(p['tmp'] / 'python-primary')),
+        'shop-web-2': dict(common, sn_role='primary', ansible_python_interpreter=PYTHON,
+                           state_replication_state_dir=str(p['tmp'] / 'state-2')),
+        'shop-web-shadow': dict(common, sn_role='shadow', ansible_python_interpreter=str(p['tmp'] / 'python-shadow')),
+    }
+    # State before the failure, replicated; then what the shadow took while it served.
+    app_p, app_s = p['src'] / 'var' / 'lib' / 'app', p['dest'] / 'var' / 'lib' / 'app'
+    for root in (app_p, app_s):
+        root.mkdir(parents=True)
+        (root / 'cart.db').write_text('carts=1\n')
+        (root / 'gone.txt').write_text('deleted on the shadow\n')
+    primary_vm.status = primary_vm.qmpstatus = 'stopped'
+    primary_vm.started_at = None
+    # Same size, same second as the primary's copy: rsync's quick check alone would skip it (--checksum does not).
+    (app_s / 'cart.db').write_text('carts=7\n')
+    (app_s / 'gone.txt').unlink()
+    (app_s / 'orders').mkdir()
+    (app_s / 'orders' / '42.json').write_text('{"order": 42}\n')
+
+    res = _failover_playbook(pvesim, p['tmp'], hosts, template)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-2000:]
+    lines = re.findall(r'"msg": "((?:detect|activate|remediate|failback): [^"]*)"', res.stdout)
+    assert any(line.startswith('activate: ') and 'shop-web-shadow' in line for line in lines), lines
+    deferred = [i for i, line in enumerate(lines) if line.startswith('failback: deferred')]
+    shrank = [i for i, line in enumerate(lines) if line.startswith('failback: shrank shadow shop-web-shadow')]
+    assert deferred and shrank and deferred[0] < shrank[0], lines
+    # The primary has what the shadow served, brought over SSH from the shadow's namespace; the key is gone again.
+    assert (app_p / 'cart.db').read_text() == 'carts=7\n'
+    assert (app_p / 'orders' / '42.json').read_text() == '{"order": 42}\n'
+    assert not (app_p / 'gone.txt').exists()
+    assert 'Accepted publickey for root from %s' % SHADOW_IP in p['primary_log'].read_text()
+    assert int((p['state'] / 'caught_up').read_text()) > 0
+    assert not (p['tmp'] / 'state-2' / 'caught_up').exists()
+    assert 'shadownet-repl-catchup:' not in p['primary_authorized'].read_text()
+    assert not list(p['etc'].glob('id_ed25519_*'))
+    assert (metablock.parse_description(shadow_vm.config.get('description', ''))[1] or {}).get('failover') is None
