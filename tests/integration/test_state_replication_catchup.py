@@ -197,7 +197,8 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     assert 'Accepted publickey for root from %s' % PRIMARY_IP in p['shadow_log'].read_text()
     assert not (p['state'] / 'caught_up').exists()
     assert not p['primary_authorized'].exists()  # forward gives the shadow no access to the primary
-    assert p['shadow_authorized'].read_text().split('",restrict')[0].endswith(' ' + str(p['tmp'] / 'vip' / 'shop-web.state'))
+    gate_command = p['shadow_authorized'].read_text().split('",restrict')[0]
+    assert gate_command.endswith(' ' + str(p['tmp'] / 'vip' / 'shop-web.state'))
 
     # Failover: the shadow serves and its state moves on (changed, new, deleted files, a new directory).
     (app_s / 'index.html').write_text('v2, written on the shadow\n')
@@ -383,14 +384,15 @@ def _flow_template():
     return template
 
 
-def _failover_playbook(pvesim, tmp_path, hosts, template):
+def _failover_playbook(pvesim, tmp_path, hosts, template, *options):
     inventory = tmp_path / 'inventory.yml'
     inventory.write_text(json.dumps({'all': {
         'hosts': {'localhost': {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON}},
         'children': {'shadownet': {'hosts': hosts}}}}))
     env = dict(os.environ, **pvesim.environ())
     env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', SN_REPL_HOOK_SCRIPT=str(tmp_path / 'hook.sh'))
-    return subprocess.run([PLAYBOOK_BIN, '-i', str(inventory), os.path.join(ROOT, 'playbooks', 'failover.yml'),
+    playbook = os.path.join(ROOT, 'playbooks', 'failover.yml')
+    return subprocess.run([PLAYBOOK_BIN, '-i', str(inventory), *options, playbook,
                            '-e', json.dumps({'shadownet_templates': [template], 'failover_service': 'web',
                                              'failover_min_uptime': 0})],
                           env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
@@ -438,9 +440,17 @@ def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, 
     assert hook_log.read_text() == 'catch_up shop-web-shadow shop-web-1 shop-web-2\n'
     assert not (tmp_path / 'shop-web-1' / 'state' / 'caught_up').exists()
 
+    # Check mode: the module defers, the catch-up only reports, nothing runs, nothing is written, no failure.
+    (tmp_path / 'hook-may-succeed').write_text('')
+    res = _failover_playbook(pvesim, tmp_path, hosts, template, '--check')
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'check mode: shop-web-1 would catch up from the shadow' in res.stdout, res.stdout[-4000:]
+    assert len(hook_log.read_text().splitlines()) == 1
+    assert not (tmp_path / 'shop-web-1' / 'state' / 'caught_up').exists()
+    assert mark()['active'] is True and mark()['since'] == since
+
     # The next run: the module still defers (no marker newer than the activation); the catch-up succeeds; the
     # module runs again with the marker and fails back: the shadow shrinks to its plan size, the mark goes.
-    (tmp_path / 'hook-may-succeed').write_text('')
     res = _failover_playbook(pvesim, tmp_path, hosts, template)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     lines = re.findall(r'"msg": "((?:detect|activate|remediate|failback): [^"]*)"', res.stdout)
