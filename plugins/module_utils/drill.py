@@ -394,6 +394,7 @@ class Drill(object):
         return reasons
 
     def run(self):
+        self.check_options()
         result = self.result
         report = self.fo.detect()
         result['detect'] = report
@@ -447,11 +448,27 @@ class Drill(object):
         try:
             self._drill(prober, plan, out, primaries, shadow, target)
         finally:
+            out['restored'] = False
             try:
                 self._restore_all()
+                out['restored'] = True
             finally:
                 prober.stop()
         return result
+
+    def check_options(self):
+        opts = self.opts
+        problems = []
+        if opts.get('port') is None or not 0 < int(opts['port']) < 65536:
+            problems.append('drill.port must be a port number (1-65535)')
+        if opts['protocol'] not in PROTOCOLS:
+            problems.append('drill.protocol must be one of {0}'.format(', '.join(PROTOCOLS)))
+        if int(opts['interval']) < 1 or int(opts['probe_timeout']) < 1:
+            problems.append('drill.interval and drill.probe_timeout are milliseconds, at least 1')
+        if float(opts['timeout']) <= 0 or float(opts['hold']) < 0 or float(opts['settle']) < 0:
+            problems.append('drill.timeout must be more than 0 seconds, drill.hold and drill.settle at least 0')
+        if problems:
+            raise DrillError('; '.join(problems), kind='config')
 
     def _wait(self, prober, after, accept, what, target):
         deadline = self.clock() + float(self.opts['timeout'])
@@ -512,7 +529,6 @@ class Drill(object):
         marks['end'] = self.clock()
         figures = summarize(prober.snapshot(), primaries, shadow, takeover=takeover, failback=failback, **marks)
         out.update(figures)
-        out['restored'] = True
         self._line('failover gap {0} ms (the VIP answered from {1} {2} ms after link_down), fail-back gap {3} ms '
                    '({4} fail-back{5}, {6} flap{7}); {8} probes of {9} every {10} ms, {11} unanswered'.format(
                        figures['failover_gap_ms'], figures['failover_answered_by'] or 'an unknown host',

@@ -205,6 +205,7 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
     """make lab's path: a launched simulator gets the binding through POST /_sim/link; without one, nothing."""
     requests = pytest.importorskip('requests')
     server = start_in_thread(control=True, certs_dir=str(tmp_path / 'certs'))
+    http = requests.Session()
     try:
         netlab.bridge('vmbr0')
         guest = netlab.vm(321, [('vmbr0', None)])
@@ -215,7 +216,7 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         config = server.url + '/api2/json/nodes/pve1/qemu/321/config'
 
         def put(net):
-            answer = requests.put(config, data={'net0': net}, headers=auth, verify=server.cafile, timeout=10)
+            answer = http.put(config, data={'net0': net}, headers=auth, verify=server.cafile, timeout=10)
             assert answer.status_code == 200, answer.text
 
         def up():
@@ -223,10 +224,10 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
         assert up() and server.pve.link_events == []          # not bound: nothing happens
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0')
-        bad = requests.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'eth0', 'dev': dev},
+        bad = http.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'eth0', 'dev': dev},
                             headers=auth, verify=server.cafile, timeout=10)
         assert bad.status_code == 400
-        answer = requests.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'net0', 'dev': dev,
+        answer = http.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'net0', 'dev': dev,
                                                                 'ns': netlab.node},
                                headers=auth, verify=server.cafile, timeout=10)
         assert answer.status_code == 200, answer.text
@@ -236,11 +237,12 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0')
         assert up()
         assert [e[3] for e in server.pve.link_events] == ['down', 'up']
-        requests.post(server.url + '/_sim/link', json={'vmid': 321, 'unbind': True}, headers=auth,
+        http.post(server.url + '/_sim/link', json={'vmid': 321, 'unbind': True}, headers=auth,
                       verify=server.cafile, timeout=10)
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
         assert up() and len(server.pve.link_events) == 2
     finally:
+        http.close()  # before the server stops: no connection left for the garbage collector
         server.stop()
 
 

@@ -329,6 +329,12 @@ def test_runner_downs_every_primary_and_restores_each_exact_string():
     out = result['drill']
     assert out['failover_answered_by'] == 'web-shadow' and out['failback_answered_by'] == 'web-1'
     assert out['failbacks'] == 1 and out['flaps'] == 0 and out['restored']
+    # Bad options are refused before anything is read.
+    for bad in (dict(port=0), dict(interval=0), dict(timeout=0), dict(hold=-1), dict(protocol='icmp')):
+        with pytest.raises(drill.DrillError) as exc:
+            make(api, fo, clock, made, **bad).run()
+        assert exc.value.kind == 'config', bad
+    assert len(made) == 1
     assert [link['nic'] for link in out['links']] == ['net0', 'net0']
 
 
@@ -361,6 +367,7 @@ def test_runner_restores_on_timeout_and_keeps_a_change_made_meanwhile():
         runner.run()
     assert 'the VIP did not answer again after the link of web-1 went down within 0.5s' in exc.value.message
     assert len(api.writes) == 2 and made[0].stopped
+    assert fo.result['drill']['restored'] is True
     restored = propstr.parse_net(api.configs[100]['net0'])
     assert restored == dict(propstr.parse_net(before), rate='50')
     assert any('changed during the drill; only link_down was restored' in w for w in fo.result['warnings'])
