@@ -536,3 +536,34 @@ def test_failover_playbook_differential_catch_up_over_ssh(pair, pvesim, pve_conn
     assert 'shadownet-repl-catchup:' not in p['primary_authorized'].read_text()
     assert not list(p['etc'].glob('id_ed25519_*'))
     assert (metablock.parse_description(shadow_vm.config.get('description', ''))[1] or {}).get('failover') is None
+
+
+def test_failover_playbook_catch_up_all_marks_every_primary(pvesim, pve_conn, tmp_path):
+    """failover_catch_up=all: the event hook runs once (first primary) and every primary gets its marker."""
+    # pylint: disable=import-outside-toplevel
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
+    from lab.modrun import run_module
+
+    template = _flow_template()
+    plan = plan_from_template(json.loads(json.dumps(template)))[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    hosts = dict((name, {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON, 'sn_template': 'shop',
+                         'sn_service': 'web', 'sn_role': role, 'state_replication_state_dir': str(tmp_path / name)})
+                 for name, role in (('shop-web-1', 'primary'), ('shop-web-2', 'primary'),
+                                    ('shop-web-shadow', 'shadow')))
+    hook_log = tmp_path / 'hook.log'
+    (tmp_path / 'hook.sh').write_text('echo "$SN_REPL_DIRECTION" >> %s\n' % hook_log)
+    vm = vms['shop-web-2']
+    vm.status = vm.qmpstatus = 'stopped'
+    vm.started_at = None
+    res = _failover_playbook(pvesim, tmp_path, hosts, template, '-e', 'failover_catch_up=all')
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert hook_log.read_text() == 'catch_up\n'
+    assert int((tmp_path / 'shop-web-1' / 'caught_up').read_text()) > 0
+    assert int((tmp_path / 'shop-web-2' / 'caught_up').read_text()) > 0
+    shadow = vms['shop-web-shadow']
+    assert (metablock.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover') is None
+    assert 'failback: shrank shadow shop-web-shadow' in res.stdout
