@@ -41,8 +41,8 @@ def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, pru
                 changes.append('{0}: {1}'.format(res.get('name'), res.get('msg')))
             elif res.get('changed'):
                 detail = ', '.join(str(c) for c in res.get('changes') or [])
-                changes.append('{0} {1}{2}'.format('create' if res.get('created') else what, res.get('name'),
-                                                    ' ({0})'.format(detail) if detail else ''))
+                verb = 'create' if res.get('created') else what
+                changes.append('{0} {1}{2}'.format(verb, res.get('name'), ' ({0})'.format(detail) if detail else ''))
     return dict(in_sync=not changes, changes=changes), results
 
 

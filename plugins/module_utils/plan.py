@@ -21,7 +21,8 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.template import 
 
 __all__ = [
     'PLAN_VERSION', 'build_plan', 'vxlan_tags', 'plan_from_template', 'template_digest', 'shadow_size', 'vrrp_priority',
-    'primary_placement', 'plan_templates', 'failure_result', 'not_a_plan', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY', 'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
+    'primary_placement', 'plan_templates', 'failure_result', 'not_a_plan', 'SHADOW_MIN_CORES', 'SHADOW_MIN_MEMORY',
+    'VRRP_PRIORITY_BASE', 'VRRP_SHADOW_PRIORITY',
 ]
 
 PLAN_VERSION = 1

@@ -118,8 +118,8 @@ options:
       - C(first) the first primary (the one that feeds the shadow, as C(state_replication_sources=first)),
         C(all) every primary, C(skip) no gate (the state the shadow took is left behind).
       - A primary has caught up when O(catch_up_facts) gives it a time at or after the shadow became active.
-        In C(auto) a missing catch-up defers the failback and RV(failback.catch_up_needed) names the primaries;
-        playbooks/failover.yml then runs the catch-up and fails back.
+        In C(auto) a missing catch-up defers the failback and C(failback.catch_up_needed) in the result names the
+        primaries; playbooks/failover.yml then runs the catch-up and fails back.
     type: str
     choices: [first, all, skip]
     default: first
