@@ -310,6 +310,22 @@ def test_catch_up_brings_the_shadows_state_back_once_and_stays_restricted(pair):
     res = _key_rsync(p, old_key, str(probe) + '/', 'root@%s:%s/' % (PRIMARY_IP, db_p))
     assert res.returncode != 0 and 'Permission denied' in res.stderr, res.stderr
 
+    # An empty directory on the shadow (a rebuilt shadow looks like this) would empty the primary's: refused before
+    # any transfer, unless the operator says it is the state the shadow served.
+    for path in db_s.iterdir():
+        path.unlink()
+    marker = int((p['state'] / 'caught_up').read_text())
+    time.sleep(1.1)
+    res, recap = _play(p, state_replication_direction='catch_up')
+    assert res.returncode != 0
+    assert '%s is empty on shadow but not on primary' % db_s in res.stdout, res.stdout[-3000:]
+    assert sorted(x.name for x in db_p.iterdir()) == ['db.dat', 'ok.txt']
+    assert int((p['state'] / 'caught_up').read_text()) == marker
+    res, recap = _play(p, state_replication_direction='catch_up', state_replication_catch_up_allow_empty=True)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert list(db_p.iterdir()) == [] and (app_p / 'index.html').exists()
+    assert int((p['state'] / 'caught_up').read_text()) > marker
+
 
 @pytest.fixture
 def local_dirs(tmp_path):
