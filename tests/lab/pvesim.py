@@ -272,9 +272,10 @@ class ControlChannel(object):
     async def middleware(self, request, handler):
         if not request.path.startswith(self.PREFIX) and request.path != self.PREFIX.rstrip('/'):
             return await handler(request)
+        # Any authentication failure answers HTTP 401 below.
         try:
             user = self.pve._authenticate(request)
-        except Exception:  # noqa: BLE001 - any authentication failure is a 401
+        except Exception:  # noqa: BLE001
             user = None
         if user is None or user.split('!')[0] != 'root@pam':
             return web.json_response({'error': 'authentication failure (root@pam needed)'}, status=401)
