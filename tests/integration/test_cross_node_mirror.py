@@ -19,6 +19,7 @@ from scipy.stats import binom
 
 from lab.modrun import ModuleFailed, run_module
 from lab.netns import Lab, netlab  # noqa: F401  # pylint: disable=unused-import
+from lab.playbook import recap
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
@@ -266,11 +267,6 @@ def play_role(tmp_path, lab, **role_vars):
                            '-e', 'ansible_python_interpreter=%s' % VENV_PY],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     return proc.returncode, proc.stdout + proc.stderr
-
-
-def recap(out):
-    line = [ln for ln in out.splitlines() if ln.startswith('localhost') and 'ok=' in ln][-1]
-    return {k: int(v) for k, v in (f.split('=') for f in line.split(':', 1)[1].split())}
 
 
 @pytest.mark.netns

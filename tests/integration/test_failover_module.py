@@ -1,9 +1,7 @@
 """failover against pvesim: detect, activate, remediate, failback, auto; idempotence, check mode, faults."""
 import copy
 import json
-import os
 import re
-import subprocess
 
 import pytest
 
@@ -11,6 +9,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as m
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import failover, linked_clone
 from lab.modrun import ModuleFailed, run_module
+from lab.playbook import VENV_PY, ansible_playbook
 
 TEMPLATE = {
     'name': 'shop',
@@ -276,15 +275,8 @@ def test_unknown_service_is_refused(pve_conn, plan):
 
 def play(pvesim, *extra):
     """playbooks/failover.yml through ansible-playbook against the simulator (connection from PROXMOX_*)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default')
-    env['PATH'] = os.path.join(root, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
-    cmd = [os.path.join(root, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
-           os.path.join(root, 'playbooks', 'failover.yml'), '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
-           '-e', 'ansible_python_interpreter=' + os.path.join(root, '.venv', 'bin', 'python')] + list(extra)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=root)
+    return ansible_playbook(['-i', 'localhost,', 'failover.yml', '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
+                             '-e', 'ansible_python_interpreter=' + VENV_PY] + list(extra), sim=pvesim, timeout=120)
 
 
 @pytest.mark.slow

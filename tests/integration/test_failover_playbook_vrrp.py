@@ -1,17 +1,14 @@
 """playbooks/failover.yml reads the guests' keepalived state files (vip_failover's contract) on its own."""
 import json
-import os
 import re
-import subprocess
 
 import yaml
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import run_module
+from lab.playbook import VENV_PY, ansible_playbook
 from test_failover_module import TEMPLATE  # noqa: F401  # the same one-service template
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_path):
@@ -29,19 +26,15 @@ def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_p
         (state_dir / 'shop-web.health').write_text(health + '\n')
         hosts[name] = {'ansible_connection': 'local', 'sn_template': 'shop', 'sn_service': 'web',
                        'vip_failover_state_dir': str(state_dir),
-                       'ansible_python_interpreter': os.path.join(ROOT, '.venv', 'bin', 'python')}
+                       'ansible_python_interpreter': VENV_PY}
     inventory = tmp_path / 'inventory.yml'
     inventory.write_text(yaml.safe_dump({'all': {
         'hosts': {'localhost': {'ansible_connection': 'local',
-                                'ansible_python_interpreter': os.path.join(ROOT, '.venv', 'bin', 'python')}},
+                                'ansible_python_interpreter': VENV_PY}},
         'children': {'shadownet': {'hosts': hosts}}}}))
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
-    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', str(inventory),
-                           os.path.join(ROOT, 'playbooks', 'failover.yml'),
-                           '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
-                                             'failover_step': 'detect'})],
-                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    proc = ansible_playbook(['-i', inventory, 'failover.yml',
+                             '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
+                                               'failover_step': 'detect'})], sim=pvesim)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     detect = re.findall(r'"msg": "(detect: [^"]*)"', proc.stdout)
     assert detect and 'VIP on shop-web-shadow' in detect[0], proc.stdout[-3000:]

@@ -10,28 +10,18 @@ import pytest
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import run_module
+from lab.playbook import VENV_PY, ansible_playbook, recap
 from test_scale import RISING, TEMPLATE, inject, primaries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def play(pvesim, history, *extra):
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_SHOW_CUSTOM_STATS='1',
-               SHADOWNET_HISTORY=history, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')
-    env['PATH'] = os.path.join(ROOT, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
-    cmd = [os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
-           os.path.join(ROOT, 'playbooks', 'reconcile.yml'),
-           '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
-           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python')] + list(extra)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-
-
-def recap(proc):
-    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', proc.stdout)
-    assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dict(ok=int(found.group(1)), changed=int(found.group(2)), failed=int(found.group(4)))
+    env = dict(ANSIBLE_SHOW_CUSTOM_STATS='1', SHADOWNET_HISTORY=history, OMP_NUM_THREADS='1',
+               OPENBLAS_NUM_THREADS='1')
+    args = ['-i', 'localhost,', 'reconcile.yml', '-e', json.dumps({'shadownet_templates': [TEMPLATE]}),
+            '-e', 'ansible_python_interpreter=' + VENV_PY]
+    return ansible_playbook(args + list(extra), sim=pvesim, env=env)
 
 
 @pytest.mark.slow

@@ -2,8 +2,9 @@
 (written to a cron file in a temporary directory), idempotent, and removed with reconciler_state absent."""
 import json
 import os
-import re
 import subprocess
+
+from lab.playbook import recap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,9 +20,8 @@ def play(tmp_path, **role_vars):
                            '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python'),
                            '-e', '@' + str(extra), str(book)], env=env, capture_output=True, text=True,
                           timeout=300, check=False)
-    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)', proc.stdout)
-    assert found, proc.stdout[-3000:] + proc.stderr[-2000:]
-    return proc, int(found.group(2)), int(found.group(3))
+    counters = recap(proc)
+    return proc, counters['changed'], counters['failed']
 
 
 def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_path):

@@ -1,34 +1,21 @@
 """playbooks/site.yml end to end against the simulator: build, idempotence, check mode, changes, bad input."""
 import os
 import re
-import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.playbook import ROOT, ansible_playbook, recap
+
 LAB_TEMPLATE = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
 
 
 def play(pvesim, *extra, check=False, templates=None):
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default')
-    cmd = ['ansible-playbook', '-i', os.path.join(ROOT, 'inventories', 'lab', 'hosts.yml'),
-           os.path.join(ROOT, 'playbooks', 'site.yml')]
+    args = ['-i', os.path.join(ROOT, 'inventories', 'lab', 'hosts.yml'), 'site.yml']
     if templates:
-        cmd += ['-e', '{"shadownet_templates": %s}' % templates]
+        args += ['-e', '{"shadownet_templates": %s}' % templates]
     if check:
-        cmd += ['--check', '--diff']
-    cmd += list(extra)
-    env['PATH'] = os.path.join(ROOT, '.venv', 'bin') + os.pathsep + env.get('PATH', '')
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    return proc
-
-
-def recap(proc):
-    found = re.search(r'localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)', proc.stdout)
-    assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return dict(ok=int(found.group(1)), changed=int(found.group(2)), failed=int(found.group(4)))
+        args += ['--check', '--diff']
+    return ansible_playbook(args + list(extra), sim=pvesim)
 
 
 def managed(pvesim):
