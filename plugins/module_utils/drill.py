@@ -151,14 +151,8 @@ def arp_lookup(text, address):
 
 
 def macs_of(name, cfg):
-    """{MAC: name} for every NIC of a VM config."""
-    out = {}
-    for key, value in cfg.items():
-        if re.match(r'^net\d+$', key):
-            mac = propstr.parse_net(value).get('macaddr')
-            if mac:
-                out[mac.upper()] = name
-    return out
+    """{MAC (upper case, as /proc/net/arp is read): name} for every NIC of a VM config."""
+    return dict((mac.upper(), name) for mac in propstr.nic_macs(cfg))
 
 
 def link_down_string(current):

@@ -22,7 +22,7 @@ import re
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import MetaError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import (
-    parse, parse_memory, parse_net, parse_tags)
+    nic_macs, parse, parse_memory, parse_tags)
 
 MANAGED_TAG = 'shadownet'
 ROLE_TAGS = {'sn-primary': 'primary', 'sn-shadow': 'shadow'}
@@ -115,17 +115,6 @@ def agent_addresses(interfaces):
             ip = _usable(entry.get('ip-address'))
             if ip is not None:
                 out.append((iface.get('name'), mac, str(ip)))
-    return out
-
-
-def nic_macs(config):
-    """{mac (lower case): NIC index} of the ``netN`` entries of a VM config."""
-    out = {}
-    for key, value in config.items():
-        if re.match(r'^net\d+$', key):
-            mac = parse_net(value).get('macaddr')
-            if mac:
-                out[mac.lower()] = int(key[3:])
     return out
 
 

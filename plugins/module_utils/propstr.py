@@ -16,6 +16,7 @@ NET_MODELS = ('e1000', 'e1000-82540em', 'e1000-82544gc', 'e1000-82545em', 'e1000
 BOOLEAN_KEYS = ('firewall', 'link_down', 'discard', 'ssd', 'iothread', 'backup', 'replicate', 'ro')
 TAG_SPLIT = re.compile(r'[;,\s]+')
 TAG_RE = re.compile(r'^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$')
+NET_KEY = re.compile(r'^net(\d+)$')
 
 
 def parse(text, default_key=None):
@@ -63,6 +64,18 @@ def parse_net(text):
             out['macaddr'] = value.upper()
         else:
             out[key] = _norm_value(key, value)
+    return out
+
+
+def nic_macs(config):
+    """{mac (lower case): NIC index} of the ``netN`` entries of a VM config."""
+    out = {}
+    for key, value in config.items():
+        found = NET_KEY.match(key)
+        if found:
+            mac = parse_net(value).get('macaddr')
+            if mac:
+                out[mac.lower()] = int(found.group(1))
     return out
 
 

@@ -34,7 +34,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_v
 # PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
 SNAPNAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]*$')
 SNAPNAME_MAX = 40
-NET_KEY = re.compile(r'^net(\d+)$')
+NET_KEY = propstr.NET_KEY
 DRIVE_KEY = re.compile(r'^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$')
 # Kept from the shadow exactly as they were (deleted when the shadow did not have them): what makes it the shadow,
 # not a copy of the primary. netN are handled separately (exact strings, extra NICs removed).
