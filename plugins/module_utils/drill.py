@@ -390,10 +390,7 @@ class Drill(object):
     def run(self):
         self.check_options()
         result = self.result
-        report = self.fo.detect()
-        result['detect'] = report
-        result['steps'].append('detect')
-        self.fo._line('detect', self.fo.describe(report))  # pylint: disable=protected-access
+        report = self.fo.detect_step()
         entry = self.vrrp_entry()
         vip = str(entry['vip']).split('/', maxsplit=1)[0]
         nic_of = dict((m['vm'], int(m.get('nic') or 0)) for m in entry.get('members') or [])

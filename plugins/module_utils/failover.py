@@ -205,6 +205,14 @@ class Failover(object):
             view.update(problem=None, healthy=True)
         return view
 
+    def detect_step(self):
+        """detect as the first step of a run: the report goes into the result, with its line."""
+        report = self.detect()
+        self.result['detect'] = report
+        self.result['steps'].append('detect')
+        self._line('detect', self.describe(report))
+        return report
+
     def describe(self, report):
         parts = []
         for view in report['primaries']:
@@ -558,10 +566,7 @@ class Failover(object):
         if step not in STEPS:
             raise FailoverError('step must be one of {0}'.format(', '.join(STEPS)), kind='config')
         result = self.result
-        report = self.detect()
-        result['detect'] = report
-        result['steps'].append('detect')
-        self._line('detect', self.describe(report))
+        report = self.detect_step()
         if step == 'detect':
             return result
         if not report['quorate'] or step in ('activate', 'failback') or report['primaries_down']:

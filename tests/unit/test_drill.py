@@ -245,14 +245,11 @@ class FakeFailover(object):
         self.report = report
         self.result = dict(changed=False, steps=[], lines=[], warnings=[])
 
-    def detect(self):
+    def detect_step(self):
+        self.result['detect'] = self.report
+        self.result['steps'].append('detect')
+        self.result['lines'].append('detect: fake')
         return self.report
-
-    def describe(self, report):
-        return 'fake'
-
-    def _line(self, step, text):
-        self.result['lines'].append('{0}: {1}'.format(step, text))
 
 
 def view(name, vmid, **extra):
