@@ -18,7 +18,7 @@ import pytest
 
 # netlab is a pytest fixture: imported to be found, never called.
 from lab.netns import netlab  # noqa: F401 # pylint: disable=unused-import
-from lab.drill_lab import DrillGuests, guest_instances, harness, root_client
+from lab.drill_lab import DrillGuests, harness, root_client
 from lab.modrun import ModuleFailed, run_module
 from lab.pvesim import start_in_thread
 
@@ -123,8 +123,7 @@ def drill_lab(netlab, pvesim, built):  # noqa: F811
     workdir = tempfile.mkdtemp(prefix='sn-drill-%d-' % os.getpid())
     guests = client = None
     try:
-        res, hosts = h.render(workdir, extra=dict(h.LAB_VARS), instances=guest_instances(NET, addrs, VIP,
-                                                                                      h.SERVICE_PORT))
+        res, hosts = h.render(workdir, extra=dict(h.LAB_VARS), instances=h.unicast_instances(addrs=addrs, vip=VIP))
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
         guests = DrillGuests(netlab, hosts, addrs, VIP, {'primary': mac(primary, 'net0'),
                                                          'shadow': mac(shadow, 'net1')})

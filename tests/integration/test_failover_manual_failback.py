@@ -18,7 +18,7 @@ from lab.netns import netlab  # noqa: F401 # pylint: disable=unused-import
 from lab.modrun import run_module
 from lab.playbook import ansible_playbook, recaps
 from test_failover_module import TEMPLATE
-from test_vip_failover import GUESTS, KEEPALIVED, SERVICE_PORT, VENV_PY, VIP, VrrpLab, needs_keepalived, render
+from test_vip_failover import KEEPALIVED, VENV_PY, VrrpLab, needs_keepalived, render, unicast_instances
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
@@ -26,13 +26,6 @@ from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 
 INSTANCE = 'shop-web'
 VM_NAMES = {'primary': 'shop-web-1', 'shadow': 'shop-web-shadow'}
-
-
-def instances(role):
-    addr = GUESTS[role][1]
-    peers = [a for r, (dummy, a) in GUESTS.items() if r != role]
-    return [{'name': INSTANCE, 'interface': 'eth0', 'vip': VIP, 'role': role, 'unicast_src_ip': addr,
-             'peers': peers, 'check': {'type': 'tcp', 'port': SERVICE_PORT}}]
 
 
 def state(hosts, role):
@@ -96,7 +89,8 @@ def failover_playbook(pvesim, inv):
 @needs_keepalived
 def test_manual_failback_moves_the_vip_back_once(netlab, pvesim, pve_conn, tmp_path):  # noqa: F811
     assert os.path.exists(KEEPALIVED)
-    res, hosts = render(str(tmp_path), extra={'vip_failover_failback': 'manual'}, instances=instances)
+    res, hosts = render(str(tmp_path), extra={'vip_failover_failback': 'manual'},
+                        instances=unicast_instances(name=INSTANCE))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert 'nopreempt' in open(hosts['shadow']['vip_failover_config_path']).read()
     plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]

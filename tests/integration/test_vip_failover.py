@@ -55,16 +55,26 @@ LAB_VARS = {'vip_failover_preempt_delay': 1}
 needs_keepalived = pytest.mark.skipif(not os.path.exists(KEEPALIVED), reason='keepalived is not installed')
 
 
+def unicast_instances(name='web', addrs=None, vip=VIP, port=SERVICE_PORT):
+    """``instances`` for :func:`render`: one VRRP instance per guest, unicast between the ``addrs``
+    ({role: (vmid, address)}, default GUESTS), with the TCP health check on ``port``."""
+    addrs = addrs or GUESTS
+
+    def instances(role):
+        peers = [a for r, (dummy, a) in addrs.items() if r != role]
+        return [{'name': name, 'interface': 'eth0', 'vip': vip, 'role': role, 'unicast_src_ip': addrs[role][1],
+                 'peers': peers, 'check': {'type': 'tcp', 'port': port}}]
+    return instances
+
+
 def render(workdir, extra=None, instances=None):
-    """Run the role for the two guests; returns {guest: paths}. ``extra``: role variables for both."""
+    """Run the role for the two guests; returns {guest: paths}. ``extra``: role variables for both;
+    ``instances``: role -> vip_failover_instances (default :func:`unicast_instances`)."""
+    instances = instances or unicast_instances()
     hosts = {}
-    for role, (vmid, addr) in GUESTS.items():
+    for role in GUESTS:
         base = os.path.join(workdir, role)
-        peer = [a for r, (dummy, a) in GUESTS.items() if r != role]
-        insts = instances(role) if instances else [{
-            'name': 'web', 'interface': 'eth0', 'vip': VIP, 'role': role,
-            'unicast_src_ip': addr, 'peers': peer, 'check': {'type': 'tcp', 'port': SERVICE_PORT},
-        }]
+        insts = instances(role)
         hosts[role] = {
             'vip_failover_config_path': os.path.join(base, 'keepalived.conf'),
             'vip_failover_state_dir': os.path.join(base, 'state'),
@@ -169,16 +179,28 @@ def measure(replies, t_fail, new_owner):
 
 
 class VrrpLab:
-    """Two guests (primary, shadow) running the role's rendered keepalived config, and a client."""
+    """Two guests (primary, shadow) running the role's rendered keepalived config, and a client.
 
-    def __init__(self, lab, hosts, kind='veth'):
+    ``addrs`` ({role: (vmid, address)}) and ``vip`` default to this test's subnet; ``macs`` ({role: MAC}) gives the
+    guests' NICs fixed MACs; ``client=False`` leaves out the client namespace (and :meth:`start_probe`).
+    """
+
+    def __init__(self, lab, hosts, kind='veth', addrs=None, vip=VIP, macs=None, bridge='vmbr0', client=True):
         self.lab = lab
         self.hosts = hosts
-        lab.bridge('vmbr0')
+        self.vip = vip
+        if bridge not in lab.bridges:
+            lab.bridge(bridge)
         self.guests = {}
-        for role, (vmid, addr) in GUESTS.items():
-            self.guests[role] = lab.vm(vmid, [('vmbr0', addr + '/24')], kind=kind)
-        self.client_ns = lab.client('c1', 'vmbr0', NET + '.2/24')
+        prefix = vip.split('/')[1]
+        for role, (vmid, addr) in (addrs or GUESTS).items():
+            guest = lab.vm(vmid, [(bridge, '%s/%s' % (addr, prefix))], kind=kind)
+            mac = (macs or {}).get(role)
+            if mac:
+                lab.run(guest.ns, ['ip', 'link', 'set', 'eth0', 'address', mac.lower()])
+                guest.nics[0].mac = mac.lower()
+            self.guests[role] = guest
+        self.client_ns = lab.client('c1', bridge, NET + '.2/24') if client else None
         self.keepalived = {}
         self.watchdogs = {}
         self.services = {}
@@ -295,7 +317,7 @@ class VrrpLab:
 
     def has_vip(self, role):
         out = self.lab.run(self.ns(role), ['ip', '-o', 'addr', 'show', 'dev', 'eth0']).stdout
-        return (' %s ' % VIP) in out
+        return (' %s ' % self.vip) in out
 
     def ctl(self, role, *args):
         return self.lab.run(self.ns(role), [self.script(role, 'vip-ctl.sh')] + list(args), check=False)
@@ -318,13 +340,13 @@ class VrrpLab:
 
     def events_since(self, wall):
         """Transitions of both members recorded at or after wall-clock time ``wall``: [(member, state)]."""
-        return [(r, e['state']) for r in GUESTS for e in self.transitions(r) if e['time'] >= wall]
+        return [(r, e['state']) for r in self.guests for e in self.transitions(r) if e['time'] >= wall]
 
     def settle(self, quiet=1.0, timeout=20.0):
         """Wait until no transition was recorded for ``quiet`` seconds (startup elections are over)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            last = max([e['time'] for r in GUESTS for e in self.transitions(r)] or [0])
+            last = max([e['time'] for r in self.guests for e in self.transitions(r)] or [0])
             if time.time() - last >= quiet:
                 return True
             time.sleep(0.1)

@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -76,15 +75,6 @@ def root_client(lab, bridge, cidr, name=None):
     return RootClient(lab, bridge, cidr, name)
 
 
-def guest_instances(net, addrs, vip, port):
-    """The vip_failover instances for ``render(instances=...)``: unicast peers on ``net`` addresses."""
-    def instances(role):
-        peers = [a for r, (dummy, a) in addrs.items() if r != role]
-        return [{'name': 'web', 'interface': 'eth0', 'vip': vip, 'role': role, 'unicast_src_ip': addrs[role][1],
-                 'peers': peers, 'check': {'type': 'tcp', 'port': port}}]
-    return instances
-
-
 class DrillGuests(object):
     """keepalived guests 'primary' and 'shadow' (vip_failover role config) on ``bridge`` of ``lab``.
 
@@ -93,45 +83,8 @@ class DrillGuests(object):
     """
 
     def __init__(self, lab, hosts, addrs, vip, macs=None, bridge='vmbr0'):
-        h = harness()
-        guests = self
-
-        class _Vrrp(h.VrrpLab):
-            def __init__(self):  # pylint: disable=super-init-not-called
-                # VrrpLab's own __init__ hard-codes the test's subnet; this one takes the drill's.
-                self.lab = lab
-                self.hosts = hosts
-                if bridge not in lab.bridges:
-                    lab.bridge(bridge)
-                self.guests = {}
-                for role, (vmid, addr) in addrs.items():
-                    guest = lab.vm(vmid, [(bridge, '%s/%s' % (addr, vip.split('/')[1]))])
-                    mac = (macs or {}).get(role)
-                    if mac:
-                        lab.run(guest.ns, ['ip', 'link', 'set', 'eth0', 'address', mac.lower()])
-                        guest.nics[0].mac = mac.lower()
-                    self.guests[role] = guest
-                self.client_ns = None
-                self.keepalived = {}
-                self.watchdogs = {}
-                self.services = {}
-                self._stop = threading.Event()
-                self._threads = []
-                for role, guest in self.guests.items():
-                    self._reset_state(role)
-                    self.start_service(role)
-                    self._echo(role, guest.ns)
-                    self.start_watchdog(role)
-                    self.start_keepalived(role)
-                self.prober = None
-                self.last_cleanup = None
-
-            def has_vip(self, role):
-                out = self.lab.run(self.ns(role), ['ip', '-o', 'addr', 'show', 'dev', 'eth0']).stdout
-                return (' %s ' % guests.vip) in out
-
         self.vip = vip
-        self.vrrp = _Vrrp()
+        self.vrrp = harness().VrrpLab(lab, hosts, addrs=addrs, vip=vip, macs=macs, bridge=bridge, client=False)
 
     def host_dev(self, role):
         """The guest NIC's device in the node namespace (what PVE's tap device is)."""
@@ -187,6 +140,7 @@ def main(argv=None):
         if path not in sys.path:
             sys.path.insert(0, path)
     from lab.netns import Lab, cleanup_stale  # pylint: disable=import-outside-toplevel
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr  # pylint: disable=import-outside-toplevel
 
     with open(args.spec) as handle:
         spec = json.load(handle)
@@ -203,9 +157,7 @@ def main(argv=None):
     macs = {}
     for role, member in (('primary', primary), ('shadow', shadow)):
         cfg = _vm_config(url, token, nodes[member['vm']], vmids[member['vm']])
-        nic = cfg['net%d' % member['nic']]
-        macs[role] = next(part.split('=', 1)[1] for part in nic.split(',') if '=' in part
-                          and ':' in part.split('=', 1)[1])
+        macs[role] = propstr.parse_net(cfg['net%d' % member['nic']])['macaddr']
     addrs = {'primary': (int(vmids[primary['vm']]), net + '.11'), 'shadow': (int(vmids[shadow['vm']]), net + '.12')}
     h = harness()
     workdir = tempfile.mkdtemp(prefix='sn-lab-drill-%d-' % os.getpid())
@@ -215,8 +167,7 @@ def main(argv=None):
     bound = False
     rc = 1
     try:
-        res, hosts = h.render(workdir, extra=dict(h.LAB_VARS),
-                              instances=guest_instances(net, addrs, vip, h.SERVICE_PORT))
+        res, hosts = h.render(workdir, extra=dict(h.LAB_VARS), instances=h.unicast_instances(addrs=addrs, vip=vip))
         if res.returncode != 0:
             sys.stdout.write(res.stdout[-3000:] + res.stderr[-2000:])
             return 1
