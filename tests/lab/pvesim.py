@@ -43,10 +43,16 @@ Known differences from real PVE
 -------------------------------
 - Values are stored as sent (a PUT of cores=4 reads back "4" where PVE answers 4); property strings are not
   canonicalised except net devices (model=MAC first, the rest sorted by key).
-- SDN: no IPAM, DNS, controllers or fabrics; applying does not check that a vlan zone's bridge exists on the
-  nodes; only simple and vlan zones are checked (other types are stored as sent); a vnet in a missing zone
-  fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
-  Perl line number; deleting a vnet a VM still uses fails with this simulator's own wording.
+- SDN: no IPAM, DNS, controllers or fabrics; only simple, vlan and vxlan zones are checked (other types are
+  stored as sent); a vnet in a missing zone fails with "unknown section type ''" as the PVE code reads;
+  "invalid lock token provided!" carries a made-up Perl line number. Deleting a vnet that VMs still use
+  succeeds, as on PVE (only subnets block it). Applying (`PUT /cluster/sdn`) is a reloadnetworkall task that
+  starts a srvreload task (as root@pam) on every node and only logs a node it cannot reach (offline, or
+  `fail_sdn_reload(node)`); each srvreload skips, with a log line, a vnet of a vlan/qinq zone whose bridge is
+  not up on the node, and fails for `fail_sdn_reload(node, how='ifreload')` or an interface name over 15
+  characters. Warnings leave a task "OK", as under pvedaemon; `sdn_warnings_counted = True` makes them
+  "WARN: ..." lines and the task end "WARNINGS: n" (RESTEnvironment log_warn). The node task list honours
+  `typefilter`, `since`/`until`, `userfilter` and `source` (default: finished tasks only), as PVE does.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
 - HA: no CRM/LRM; rules are not enforced when VMs start or migrate. Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
@@ -260,6 +266,9 @@ class ControlChannel(object):
                                         release_lock {"vmid"}
                                         node_offline / node_online {"node"}
                                         lose_quorum / regain_quorum
+                                        sdn_reload_fail {"node", "how": "pvesh" | "ifreload", "message", "times"}:
+                                          the next SDN apply's reload fails on that node (ShadowPve
+                                          .fail_sdn_reload); "clear" forgets these too
       GET  /_sim/state                nodes, VMs (vmid, node, status, lock), SDN and HA summaries
     """
 
@@ -327,6 +336,10 @@ class ControlChannel(object):
                 pve.fail(body['method'], body['path'], int(body['status']), body['message'], times=body.get('times'))
         elif kind == 'clear':
             pve.failures.clear()
+            pve.clear_sdn_reload_faults()
+        elif kind == 'sdn_reload_fail':
+            pve.fail_sdn_reload(body['node'], how=body.get('how', 'pvesh'), message=body.get('message'),
+                                times=body.get('times'))
         elif kind == 'hold_lock':
             await pve.hold_config_lock(int(body['vmid']), body.get('secs'))
         elif kind == 'release_lock':

@@ -121,8 +121,8 @@ class NodeNetworkApi(object):
 
     def _nn_check(self, config, iface, item):
         if item.get('type') == 'bridge':
-            if not re.fullmatch(r'[a-zA-Z][a-zA-Z0-9_.]{0,14}', iface):
-                raise _param_error(iface='invalid bridge name {0!r}'.format(iface))
+            # The name: fakepve checks `pve-iface` (pve-common JSONSchema.pm pve_verify_iface, 2-20 characters)
+            # as PVE does; Linux's 15-character limit bites only when the node applies it (sdn_node_reload).
             for port in split_list(item.get('bridge_ports')):
                 if port not in config:
                     raise _die("can't find interface '{0}'".format(port))
@@ -170,15 +170,9 @@ class NodeNetworkApi(object):
         del net['config'][v['iface']]
 
     async def _nn_apply(self, v, user):
-        node = v['node']
-        net = self._network_for(node)
-        changed = self.network_pending(node)
-
-        async def body():
-            net['running'] = copy.deepcopy(net['config'])
-            return None
-        log = ['applying network configuration' if changed else 'no changes to apply']
-        return await self.task(node, 'srvreload', 'networking', user, body, log=log)
+        # pve-manager API2/Network.pm reload_network_config: a srvreload task that also regenerates the SDN
+        # vnets of the node (SdnApi.sdn_node_reload).
+        return await self.start_network_reload(v['node'], user)
 
     async def _nn_revert(self, v, user):
         net = self._network_for(v['node'])
