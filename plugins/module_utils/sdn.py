@@ -574,12 +574,21 @@ def vlan_bridges_missing(vlan_nets, live, bridge_nets=()):
         for (bridge, zone), v in sorted(found.items()))
 
 
-def upid_starttime(upid):
-    """The start time (epoch) in a UPID (UPID:node:pid:pstart:starttime:type:id:user:)."""
+def _upid_field(upid, index):
     try:
-        return int(str(upid).split(':')[4], 16)
+        return int(str(upid).split(':')[index], 16)
     except (IndexError, ValueError):
         return None
+
+
+def upid_starttime(upid):
+    """The start time (epoch) in a UPID (UPID:node:pid:pstart:starttime:type:id:user:)."""
+    return _upid_field(upid, 4)
+
+
+def upid_pstart(upid):
+    """The process start (clock ticks since the node booted) in a UPID; 0 when unreadable."""
+    return _upid_field(upid, 3) or 0
 
 
 # ----------------------------------------------------------------------------------------- engine
@@ -823,7 +832,9 @@ class NetworkEngine(object):
         return task
 
     def _node_reload_task(self, node, start, known_upids, deadline):
-        """The first srvreload task on ``node`` that started with or after the apply (and is not this run's own)."""
+        """The newest srvreload task on ``node`` that started with or after the apply and is not a bridge apply of
+        this run. UPID start times have one-second steps, so ties go by the process start (``pstart``, the
+        node's clock ticks since boot); a reload that started even later applies the same committed config."""
         params = dict(typefilter='srvreload', source='all', limit=50)
         if start is not None:
             params['since'] = start
@@ -833,11 +844,11 @@ class NetworkEngine(object):
                 items = self.api.get('nodes/{0}/tasks'.format(node), **params) or []
             except PveApiError:
                 items = []
-            mine = sorted((upid_starttime(i.get('upid')) or 0, i.get('upid')) for i in items
-                          if i.get('type') == 'srvreload' and i.get('upid') not in known_upids
+            mine = sorted((upid_starttime(i.get('upid')) or 0, upid_pstart(i.get('upid')), i.get('upid'))
+                          for i in items if i.get('type') == 'srvreload' and i.get('upid') not in known_upids
                           and (start is None or (upid_starttime(i.get('upid')) or 0) >= start))
             if mine:
-                return mine[0][1]
+                return mine[-1][2]
             if time.monotonic() >= wait_until:
                 return None
             time.sleep(0.5)

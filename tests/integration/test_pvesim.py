@@ -255,6 +255,69 @@ def test_node_network_bridge_pending_then_apply(proxmoxer_api, pvesim):
     assert 'vmbr7' not in [i['iface'] for i in net.get()]
 
 
+def test_node_network_names_as_pve(proxmoxer_api, pvesim):
+    # pve-common JSONSchema.pm pve_verify_iface (the pve-iface option: 2-20 characters) decides at the API;
+    # Linux's 15 characters only when the node applies the config (ifreload fails).
+    net = proxmoxer_api.nodes('pve2').network
+    for bad in ('vm-br1', 'b', '1vmbr'):
+        assert 'iface' in _error(net.post, iface=bad, type='bridge').errors
+    net.post(iface='shopbridgefront1', type='bridge')
+    upid = net.put()
+    task = pvesim.pve.tasks[upid]
+    assert task['exitstatus'] == "command 'ifreload -a' failed: exit code 1"
+    assert any('shopbridgefront1' in line and '15' in line for line in task['log'])
+
+
+def test_sdn_vnet_delete_as_pve(proxmoxer_api, pvesim):
+    # pve-network VnetPlugin.pm on_delete_hook refuses only while subnets exist: a VM on the vnet does not stop it.
+    sdn = proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='shop', type='simple')
+    sdn.vnets.post(vnet='web', zone='shop')
+    sdn.vnets('web').subnets.post(subnet='10.20.0.0/24', type='subnet')
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=100, name='web-1')
+    proxmoxer_api.nodes('pve1').qemu(100).config.put(net0='virtio,bridge=web')
+    err = _error(sdn.vnets('web').delete)
+    assert err.errors == {'vnet': "Can't delete vnet if subnets exists"}
+    sdn.vnets('web').subnets('shop-10.20.0.0-24').delete()
+    sdn.vnets('web').delete()
+    assert sdn.vnets.get() == []
+
+
+def test_sdn_apply_reloads_every_node_and_only_warns(proxmoxer_api, pvesim):
+    # pve-network API2/Network/SDN.pm reload: a reloadnetworkall task runs `pvesh set /nodes/<n>/network` per node
+    # and warns (plain `warn`: the task stays OK under pvedaemon) when one fails; each node reloads in a srvreload
+    # task (root@pam) whose Zones.pm generate_etc_network_config skips a vlan vnet whose bridge is not up.
+    pve, sdn = pvesim.pve, proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='vl', type='vlan', bridge='vmbr5')
+    sdn.vnets.post(vnet='backvl', zone='vl', tag=30)
+    pve.fail_sdn_reload('pve2', times=1)
+    upid = sdn.put()
+    task = pve.tasks[upid]
+    assert task['type'] == 'reloadnetworkall' and task['exitstatus'] == 'OK'
+    assert task['log'] == ['pve1: reloading network config', 'pve2: reloading network config',
+                           "500 Can't connect to pve2:8006 (Connection refused)",
+                           "command 'pvesh set /nodes/pve2/network --regenerate-frr 0' failed: exit code 255",
+                           'pve3: reloading network config', 'TASK OK']
+    listed = proxmoxer_api.nodes('pve3').tasks.get(typefilter='srvreload', since=task['starttime'])
+    assert [(t['user'], t['status']) for t in listed] == [('root@pam', 'OK')]
+    log = [e['t'] for e in proxmoxer_api.nodes('pve3').tasks(listed[0]['upid']).log.get()]
+    assert log == ["zone vl : vnet backvl : can't find bridge vmbr5 at /usr/share/perl5/PVE/Network/SDN/Zones/"
+                   "Plugin.pm line 323.", 'TASK OK']
+    assert proxmoxer_api.nodes('pve2').tasks.get(typefilter='srvreload') == []
+    assert proxmoxer_api.nodes('pve1').tasks.get(typefilter='srvreload', since=task['starttime'] + 1) == []
+    # Warnings counted (RESTEnvironment log_warn): "WARN: ..." lines and a task ending WARNINGS: n.
+    pve.sdn_warnings_counted = True
+    pve.fail_sdn_reload('pve1', times=1)
+    pve.fail_sdn_reload('pve3', how='ifreload', times=1)
+    task = pve.tasks[sdn.put()]
+    assert task['exitstatus'] == 'WARNINGS: 1' and task['log'][-1] == 'TASK WARNINGS: 1'
+    assert "WARN: command 'pvesh set /nodes/pve1/network --regenerate-frr 0' failed: exit code 255" in task['log']
+    reloads = dict((t['node'], t) for t in pve.tasklog if t['type'] == 'srvreload' and t['starttime'] >= task['starttime']
+                   and t['upid'] not in [x['upid'] for x in listed])
+    assert reloads['pve2']['exitstatus'] == 'WARNINGS: 1'
+    assert reloads['pve3']['exitstatus'] == "command 'ifreload -a' failed: exit code 1"
+
+
 # ------------------------------------------------------------------------------------------ HA
 
 def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
