@@ -371,7 +371,7 @@ class VmEngine(object):
         elif spec.state == 'stopped' and status == 'running':
             result['changed'] = True
             if not self.check_mode:
-                self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+                self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
 
     # ------------------------------------------------------------- absent
 
@@ -387,7 +387,9 @@ class VmEngine(object):
         self.api.require_quorum()
         node, vmid = current['node'], current['vmid']
         if current.get('status') == 'running':
-            self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+            # An HA resource's stop only asks the HA manager; destroy_vm refuses the VM until it is off, then
+            # purge takes it out of HA and out of the rules that name it.
+            self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
         self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
                           {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
         self._resources = None

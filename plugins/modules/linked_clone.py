@@ -22,8 +22,10 @@ description:
   - A failed clone task is reported with PVE's own message, and the half-made VM is removed, so a rerun converges
     without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
     looks the VM up again instead of cloning a second time.
-  - O(state=absent) stops the VM and destroys it with its disks (purge). Templates are never modified, and a source
-    that is not a template is refused.
+  - O(state=absent) stops the VM and destroys it with its disks (purge). The stop of an HA resource only asks PVE's
+    HA manager, so the module waits (wall clock, O(timeout)) until the VM is off before the destroy, which also
+    takes it out of HA and out of the HA rules that name it. Templates are never modified, and a source that is
+    not a template is refused.
 author:
   - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
@@ -131,7 +133,8 @@ options:
     choices: [present, started, stopped, absent]
     default: present
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy).
+    description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy), and for a stopped VM
+      to be off (an HA resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 900
 '''

@@ -65,7 +65,8 @@ options:
     type: int
     default: 4
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task.
+    description: Seconds (wall clock) to wait for each PVE task, and for an instance being removed to be off (an HA
+      resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 900
 '''

@@ -360,6 +360,54 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert ha.resources.get() == [] and ha.rules.get() == []
 
 
+@pytest.mark.parametrize('time_scale', [0, 0.01])
+def test_stop_of_an_ha_vm_is_asynchronous(proxmoxer_api, pvesim, time_scale):
+    # qemu-server vm_stop: an HA-managed VM gets a 'hastop' task that only queues the CRM command; the VM stops
+    # later, and destroy_vm refuses it while it runs. At every time scale.
+    pve = pvesim.pve
+    ha = proxmoxer_api.cluster.ha
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    node.qemu(9000).clone.post(newid=101, name='web-2')
+    node.qemu(100).status.start.post()
+    node.qemu(101).status.start.post()
+    ha.resources.post(sid='vm:100', state='started')
+    ha.resources.post(sid='vm:101', state='started')
+    ha.rules.post(rule='web-spread', type='resource-affinity', resources='vm:100,vm:101', affinity='negative')
+    pve.time_scale = time_scale
+    upid = node.qemu(100).status.stop.post()
+    assert ':hastop:100:' in upid
+    deadline = time.time() + 5
+    while node.tasks(upid).status.get()['status'] != 'stopped':
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert node.tasks(upid).status.get()['exitstatus'] == 'OK'
+    assert 'Requesting HA stop for VM 100' in [line['t'] for line in node.tasks(upid).log.get()]
+    assert pve.vm(100).status == 'running' and pve.ha_stop_pending(100)
+    assert 'VM 100 is running - destroy failed' in _message(_error(node.qemu(100).delete, purge=1))
+    polls = []
+    while True:
+        current = node.qemu(100).status.current.get()
+        polls.append(current['status'])
+        if current['status'] == 'stopped':
+            break
+        assert time.time() < deadline and current['ha'] == {'managed': 1, 'state': 'started'}
+        time.sleep(0.02)
+    assert len(polls) >= pve.ha_crm_polls
+    # The CRM wrote the stop into the resource's config (HA/Manager.pm update_crm_commands).
+    assert ha.resources('vm:100').get()['state'] == 'stopped' and current['ha']['state'] == 'stopped'
+    assert _wait_task(proxmoxer_api, 'pve1', node.qemu(100).delete(purge=1)) == 'OK'
+    # purge: out of HA and out of the rules (HA/Config.pm delete_service_from_config keeps a rule not left empty).
+    assert [r['sid'] for r in ha.resources.get()] == ['vm:101']
+    assert [(r['rule'], r['resources']) for r in ha.rules.get()] == [('web-spread', 'vm:101')]
+    # A resource removed before the CRM acted: the queued stop is dropped ("no such service"), the VM runs on.
+    node.qemu(101).status.stop.post()
+    ha.resources('vm:101').delete()
+    for dummy in range(pve.ha_crm_polls + 1):
+        assert node.qemu(101).status.current.get()['status'] == 'running'
+    assert not pve.ha_stop_pending(101)
+
+
 # ------------------------------------------------------------------------------------------ rrddata
 
 def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):

@@ -139,6 +139,27 @@ def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
     assert primaries(pvesim) == ['shop-web-1']
 
 
+def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):
+    # The ha_rule step made the instances HA resources: qemu-server vm_stop only queues their stop (a 'hastop'
+    # task that ends at once) and destroy_vm refuses a running VM, so the scale-in waits for the HA manager.
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    make_ha('shop', ('shop-web-1', 'shop-web-shadow'), ('shop-web-2', 'shop-web-shadow'))
+    gone = vms['shop-web-2']
+    assert 'vm:{0}'.format(gone.vmid) in pvesim.pve.ha_resources and gone.status == 'running'
+    inject(pvesim, vms, FALLING, mem=0.2)
+    set_record(pvesim, 'shop-web-1', action='scale_up', time=time.time() - 700, by='test')
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert decision['action'] == 'scale_down', decision['reason']
+    assert s['results'][0]['removed'] == ['shop-web-2']
+    assert primaries(pvesim) == ['shop-web-1']
+    assert 'vm:{0}'.format(gone.vmid) not in pvesim.pve.ha_resources
+    # purge took it out of its rule too (HA/Config.pm delete_service_from_config keeps a rule not left empty).
+    shadow_sid = 'vm:{0}'.format(vms['shop-web-shadow'].vmid)
+    assert pvesim.pve.ha_rules['sn_shop_web_2_anti']['resources'] == shadow_sid
+    assert pvesim.pve.ha_dangling() == []
+
+
 def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path):
     plan = plan_of()
     vms = build(pvesim, pve_conn, plan)

@@ -21,7 +21,12 @@ What is modelled on top of fakepve
 - HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
   start/stop go through HA as fakepve models it; delete with purge takes it out of rules) and the PVE 9 rules
   `/cluster/ha/rules` of type `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity),
-  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail.
+  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail. A stop or shutdown of
+  an HA-managed VM is a `hastop` task that ends at once with the VM still running (qemu-server vm_stop); the
+  VM stops, and its resource's state becomes `stopped`, once `ha_crm_polls` later requests have read its state
+  (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
+  time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
+  task takes the VM out of HA and its rules.
 - VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
   step (hour 60 s, day 1800 s, week 10800 s; 70 points; AVERAGE or MAX), else one point from the VM's current
   usage (`set_stats`); `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
@@ -54,7 +59,9 @@ Known differences from real PVE
   "WARN: ..." lines and the task end "WARNINGS: n" (RESTEnvironment log_warn). The node task list honours
   `typefilter`, `since`/`until`, `userfilter` and `source` (default: finished tasks only), as PVE does.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
-- HA: no CRM/LRM; rules are not enforced when VMs start or migrate. Only recovery is modelled, and only after
+- HA: no CRM/LRM beyond the delayed stop above (HA start is fakepve's: done when its task is, at time_scale 0); a
+  stop queued before the CRM knows a new resource is not dropped as on PVE; rules are not enforced when VMs
+  start or migrate. Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject

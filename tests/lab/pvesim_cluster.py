@@ -219,6 +219,14 @@ class HaApi(object):
         self.ha_fence_secs = None
         self._ha_offline_since = {}
         self.ha_recoveries = []
+        # The stop part of PVE's CRM and LRM: a stop of an HA-managed VM is only queued (see _ha_request); the VM
+        # stops once ha_crm_polls later requests have read its state AND ha_delay PVE seconds (scaled by
+        # time_scale) have passed, so it stays running for a while at every time scale, 0 included.
+        # vmid -> {'since': epoch, 'polls': n}.
+        self.ha_crm_polls = 3
+        self._ha_pending_stops = {}
+        # The HA resource a destroy with purge being started takes out of HA when its task is done.
+        self._ha_purge_on_destroy = None
 
     # ------------------------------------------------------------- recovery
 
@@ -283,7 +291,71 @@ class HaApi(object):
     @web.middleware
     async def ha_recovery_middleware(self, request, handler):
         self.ha_recovery_tick()
+        self.ha_crm_tick(request.method, request.path)
         return await handler(request)
+
+    # ------------------------------------------------------------ stop via HA
+
+    def ha_stop_pending(self, vmid):
+        """True while a stop of this HA-managed VM is queued and the CRM/LRM have not stopped it yet."""
+        return int(vmid) in self._ha_pending_stops
+
+    async def _ha_request(self, vm, user, state):
+        if state != 'stopped':
+            return await super()._ha_request(vm, user, state)
+        # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
+        # `ha-manager crm-command stop vm:<vmid> <timeout>` in a 'hastop' worker, which ends at once
+        # (pve-ha-manager src/PVE/CLI/ha_manager.pm stop -> src/PVE/HA/Config.pm queue_crm_commands); the VM is
+        # still running when the task is done. ha_crm_tick models the CRM and LRM acting later.
+        vmid = vm.vmid
+
+        async def body():
+            self._ha_pending_stops.setdefault(vmid, {'since': time.time(), 'polls': 0})
+        return await self.task(vm.node, 'hastop', vmid, user, body, lock=False,
+                               log=['Requesting HA stop for VM {0}'.format(vmid)])
+
+    def ha_crm_tick(self, method, path, now=None):
+        """Count a request that reads VM state as a poll of every pending HA stop it shows; stop the VMs whose
+        turn has come.
+
+        pve-ha-manager src/PVE/HA/Manager.pm update_crm_commands: at its next round the CRM turns the queued
+        `stop` into request_stop and writes state 'stopped' into the resource's config; a command for a service
+        it does not manage (the resource was removed meanwhile) is dropped with 'crm command error - no such
+        service'. The LRM (src/PVE/HA/LRM.pm manage_resources) then stops the VM."""
+        if not self._ha_pending_stops:
+            return
+        now = time.time() if now is None else now
+        shows = ()
+        if method == 'GET':
+            found = re.search(r'/nodes/[^/]+/qemu/(\d+)/status/current$', path)
+            if found:
+                shows = (int(found.group(1)),)
+            elif re.search(r'/cluster/resources$|/nodes/[^/]+/qemu$', path):
+                shows = tuple(self._ha_pending_stops)
+        for vmid in sorted(self._ha_pending_stops):
+            pending = self._ha_pending_stops[vmid]
+            sid = 'vm:{0}'.format(vmid)
+            vm = self.vm(vmid)
+            if vm is None or sid not in self.ha_resources:
+                del self._ha_pending_stops[vmid]
+                continue
+            if vmid in shows:
+                pending['polls'] += 1
+            if pending['polls'] < self.ha_crm_polls or now - pending['since'] < self.ha_delay * (self.time_scale or 0):
+                continue
+            del self._ha_pending_stops[vmid]
+            self.ha_resources[sid]['state'] = 'stopped'
+            self._ha_vm_state(sid)
+            vm.status = vm.qmpstatus = 'stopped'
+
+    def ha_dangling(self):
+        """What a destroy left behind in HA: resources of VMs that are gone, rules naming an unmanaged resource."""
+        out = ['resource {0}'.format(sid) for sid in sorted(self.ha_resources)
+               if sid.startswith('vm:') and self.vm(int(sid[3:])) is None]
+        for rule_id, rule in sorted(self.ha_rules.items()):
+            out.extend('rule {0}: {1}'.format(rule_id, sid) for sid in split_list(rule.get('resources'))
+                       if sid not in self.ha_resources)
+        return out
 
     def ha_summary(self):
         return {'resources': sorted(self.ha_resources), 'rules': sorted(self.ha_rules)}
@@ -358,6 +430,7 @@ class HaApi(object):
     def ha_forget(self, sid, purge=True):
         """Remove an HA resource; with purge, also from the rules that name it (a rule left empty goes)."""
         self.ha_resources.pop(sid, None)
+        self._ha_pending_stops.pop(int(sid.split(':')[1]), None)
         if purge:
             for rule_id, rule in sorted(self.ha_rules.items()):
                 left = [r for r in split_list(rule.get('resources')) if r != sid]
@@ -368,12 +441,25 @@ class HaApi(object):
         self._ha_vm_state(sid)
 
     async def _qm_destroy(self, v, user):
-        # PVE's destroy with purge also removes the VM from the HA resources and rules.
-        upid = await super()._qm_destroy(v, user)
+        # qemu-server src/PVE/API2/Qemu.pm destroy_vm: with purge, the worker also removes the VM from the HA
+        # resources and rules (HA/Config.pm delete_service_from_config) once the VM is destroyed (see task()).
         sid = 'vm:{0}'.format(int(v['vmid']))
-        if v.get('purge') and sid in self.ha_resources and self.vm(int(v['vmid'])) is None:
-            self.ha_forget(sid)
-        return upid
+        self._ha_purge_on_destroy = sid if v.get('purge') and sid in self.ha_resources else None
+        try:
+            return await super()._qm_destroy(v, user)
+        finally:
+            self._ha_purge_on_destroy = None
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        sid = self._ha_purge_on_destroy
+        if ttype == 'qmdestroy' and sid == 'vm:{0}'.format(tid):
+            work = body
+
+            async def body():
+                note = await work()
+                self.ha_forget(sid)
+                return note
+        return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
 
     # ------------------------------------------------------------------ rules
 
