@@ -21,7 +21,12 @@ What is modelled on top of fakepve
 - HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
   start/stop go through HA as fakepve models it; delete with purge takes it out of rules) and the PVE 9 rules
   `/cluster/ha/rules` of type `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity),
-  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail.
+  with `digest` and `order`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail. Every
+  feasibility check of pve-ha-manager's `check_feasibility` refuses a written rule that fails it ("Rule '<id>'
+  is invalid.", as a plain 500 like PVE's lock_ha_domain), and GET lists each rule's `errors`; negative rules
+  are counted against the CRM's node list (`/cluster/ha/status/manager_status` `node_status`), empty until a CRM
+  is master: `ha_crm_start_secs` PVE seconds after the first HA resource (never while `ha_crm_running` is
+  False). `disable=0` is dropped on create and update, as PVE does; `delete=disable` enables a rule.
 - VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
   step (hour 60 s, day 1800 s, week 10800 s; 70 points; AVERAGE or MAX), else one point from the VM's current
   usage (`set_stats`); `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
@@ -48,7 +53,9 @@ Known differences from real PVE
   fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
   Perl line number; deleting a vnet a VM still uses fails with this simulator's own wording.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
-- HA: no CRM/LRM; rules are not enforced when VMs start or migrate. Only recovery is modelled, and only after
+- HA: no CRM/LRM beyond the node list; rules are not enforced when VMs start or migrate. Nodes removed from the
+  cluster stay in the CRM's node list (PVE marks them gone and drops them an hour later). HA groups are not
+  modelled (PVE refuses rule writes until they are migrated to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
