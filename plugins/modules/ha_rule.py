@@ -35,7 +35,7 @@ description:
   - The HA manager's node list. PVE counts the nodes of negative rules from the active CRM's node list, which is
     empty until a CRM is master, and a CRM becomes master only once HA resources exist. When the list is empty,
     the module adds the HA resources, then waits up to O(crm_timeout) seconds for it before writing the rules.
-  - C(disable=false) enables a disabled rule with C(delete=disable): PVE drops C(disable=0) on create and update.
+  - C(disable=false) enables a disabled rule with C(delete=disable), as PVE drops C(disable=0) on create and update.
   - A cluster without quorum stops the module before the first write. Check mode makes no write.
 author:
   - shadownet.proxmox developers (@shadownet)
