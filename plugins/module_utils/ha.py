@@ -256,6 +256,7 @@ FIXES = {
     'multiple priorities': 'a VM in a resource-affinity rule can only be in a node-affinity rule whose nodes '
                            'all have the same priority',
     'multiple node affinity rules': 'VMs kept together may share one node-affinity rule only',
+    'other node affinity rule already': 'VMs kept together may share one node-affinity rule only',
     'less nodes than available': 'the node-affinity rules of VMs kept apart must list at least as many nodes '
                                  'as there are such VMs',
 }
