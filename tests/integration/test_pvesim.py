@@ -331,7 +331,10 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert [r['sid'] for r in ha.resources.get()] == ['vm:100', 'vm:101']
     assert pvesim.pve.vm(100).ha_state == 'started'
     ha.rules.post(rule='web-spread', type='resource-affinity', resources='vm:101,vm:100', affinity='negative')
-    ha.rules.post(rule='web-pin', type='node-affinity', resources='vm:100', nodes='pve2,pve1:2', strict=1)
+    # pve-ha-manager Rules.pm check_single_priority_node_affinity_in_resource_affinity_rules.
+    assert "Rule 'web-pin' is invalid" in _message(_error(ha.rules.post, rule='web-pin', type='node-affinity',
+                                                          resources='vm:100', nodes='pve2,pve1:2', strict=1))
+    ha.rules.post(rule='web-pin', type='node-affinity', resources='vm:100', nodes='pve2:2,pve1:2', strict=1)
     err = _error(ha.rules.post, rule='web-spread', type='resource-affinity', resources='vm:100,vm:101',
                  affinity='positive')
     assert "HA rule 'web-spread' already defined" in _message(err)
@@ -339,7 +342,7 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
                                           nodes='pve1'))
     rules = dict((r['rule'], r) for r in ha.rules.get())
     assert rules['web-spread']['resources'] == 'vm:100,vm:101' and rules['web-spread']['affinity'] == 'negative'
-    assert rules['web-pin']['nodes'] == 'pve1:2,pve2' and rules['web-pin']['strict'] == 1
+    assert rules['web-pin']['nodes'] == 'pve1:2,pve2:2' and rules['web-pin']['strict'] == 1
     assert rules['web-pin']['digest']
     one = ha.rules('web-pin').get()
     ha.rules('web-pin').put(type='node-affinity', nodes='pve3', digest=one['digest'])
@@ -348,11 +351,13 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert ha.rules('web-pin').get()['nodes'] == 'pve3'
     assert [r['rule'] for r in ha.rules.get(type='resource-affinity')] == ['web-spread']
     ha.rules('web-pin').delete()
-    assert "HA rule 'web-pin' does not exist" in _message(_error(ha.rules('web-pin').get))
+    assert "no such ha rule 'web-pin'" in _message(_error(ha.rules('web-pin').get))
     ha.resources('vm:101').delete()
     assert pvesim.pve.vm(101).ha_state is None
     # purge (the default) takes the resource out of the rules that name it.
-    assert ha.rules('web-spread').get()['resources'] == 'vm:100'
+    one = ha.rules('web-spread').get()
+    assert one['resources'] == 'vm:100'
+    assert one['errors'] == {'resources': ['rule is ineffective as there are less than two resources']}
     # An HA-managed VM is destroyed only with purge, which also drops its resource and the rules left empty.
     node.qemu(100).status.stop.post()
     assert 'purge parameter not set' in _message(_error(node.qemu(100).delete))

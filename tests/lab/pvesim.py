@@ -21,8 +21,13 @@ What is modelled on top of fakepve
 - HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
   start/stop go through HA as fakepve models it; delete with purge takes it out of rules) and the PVE 9 rules
   `/cluster/ha/rules` of type `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity),
-  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail. A stop or shutdown of
-  an HA-managed VM is a `hastop` task that ends at once with the VM still running (qemu-server vm_stop); the
+  with `digest` and `order`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail. Every
+  feasibility check of pve-ha-manager's `check_feasibility` refuses a written rule that fails it ("Rule '<id>'
+  is invalid.", as a plain 500 like PVE's lock_ha_domain), and GET lists each rule's `errors`; negative rules
+  are counted against the CRM's node list (`/cluster/ha/status/manager_status` `node_status`), empty until a CRM
+  is master: `ha_crm_start_secs` PVE seconds after the first HA resource (never while `ha_crm_running` is
+  False). `disable=0` is dropped on create and update, as PVE does; `delete=disable` enables a rule.
+  A stop or shutdown of an HA-managed VM is a `hastop` task that ends at once with the VM still running (qemu-server vm_stop); the
   VM stops, and its resource's state becomes `stopped`, once `ha_crm_polls` later requests have read its state
   (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
   time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
@@ -59,9 +64,11 @@ Known differences from real PVE
   "WARN: ..." lines and the task end "WARNINGS: n" (RESTEnvironment log_warn). The node task list honours
   `typefilter`, `since`/`until`, `userfilter` and `source` (default: finished tasks only), as PVE does.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
-- HA: no CRM/LRM beyond the delayed stop above (HA start is fakepve's: done when its task is, at time_scale 0); a
-  stop queued before the CRM knows a new resource is not dropped as on PVE; rules are not enforced when VMs
-  start or migrate. Only recovery is modelled, and only after
+- HA: no CRM/LRM beyond the node list and the delayed stop above (HA start is fakepve's: done when its task is,
+  at time_scale 0); a stop queued before the CRM knows a new resource is not dropped as on PVE; rules are not
+  enforced when VMs start or migrate. Nodes removed from the cluster stay in the CRM's node list (PVE marks them
+  gone and drops them an hour later). HA groups are not modelled (PVE refuses rule writes until they are migrated
+  to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
 - rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
