@@ -1,7 +1,7 @@
 """The simulator's privilege names, roles and permission checks are PVE 9's (tests/lab/pvesim_perms.py)."""
 import pytest
 
-from lab.pvesim import ShadowPve, load_cluster
+from lab.pvesim import DEFAULT_CLUSTER, ShadowPve, load_cluster
 
 
 def token_api(pvesim, userid, grants=(), exact=()):
@@ -39,7 +39,7 @@ def test_cluster_file_role_with_vm_monitor_is_refused():
 
 def test_lab_cluster_roles_are_valid_pve9_privileges():
     pve = ShadowPve()
-    load_cluster(pve, __import__('lab.pvesim', fromlist=['DEFAULT_CLUSTER']).DEFAULT_CLUSTER)
+    load_cluster(pve, DEFAULT_CLUSTER)
     assert 'VM.Monitor' not in set().union(*pve.roles.values())
     assert {'Sys.Console', 'Sys.Modify'} <= pve.roles['ShadownetRoot']
 
