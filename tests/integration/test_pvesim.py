@@ -38,13 +38,19 @@ def test_lab_cluster_is_loaded(proxmoxer_api, pvesim):
 
 def test_least_privilege_token(pvesim):
     import proxmoxer
-    secret = pvesim.pve.apitokens['shadownet@pve!automation']
-    api = proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user='shadownet@pve', token_name='automation',
-                               token_value=secret, verify_ssl=pvesim.cafile)
-    assert {v['vmid'] for v in api.cluster.resources.get(type='vm')} == {9000, 9001}
+
+    def api(userid, token):
+        return proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user=userid, token_name=token,
+                                    token_value=pvesim.pve.apitokens['{0}!{1}'.format(userid, token)],
+                                    verify_ssl=pvesim.cafile)
+    least = api('shadownet@pve', 'automation')
+    assert {v['vmid'] for v in least.cluster.resources.get(type='vm')} == {9000, 9001}
+    # Node bridges need Sys.Modify on /nodes/<node> (pve-manager API2/Network.pm create_network): the collection's
+    # user has it, the read-only one does not.
+    least.nodes('pve1').network.post(iface='vmbr9', type='bridge')
     with pytest.raises(proxmoxer.core.ResourceException) as err:
-        api.nodes('pve1').network.post(iface='vmbr9', type='bridge')
-    assert err.value.status_code == 403
+        api('auditor@pve', 'readonly').nodes('pve1').network.post(iface='vmbr8', type='bridge')
+    assert err.value.status_code == 403 and 'Sys.Modify' in str(err.value)
 
 
 def test_request_log_marks(proxmoxer_api, pvesim):

@@ -44,6 +44,10 @@ What is modelled on top of fakepve
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
+- Permissions (pvesim_perms.py): PVE 9's privilege names (a role naming VM.Monitor or any other unknown
+  privilege is refused, in the cluster file and through `/access/roles`), PVE's built-in roles, ACL entries
+  without propagation, and the permission checks PVE makes inside the methods the collection calls (VM config
+  keys, `startup`, bridges and vnets, clone storage, SDN vnets and subnets, listings).
 - The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
   volumes, users, roles, ACLs and API tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
@@ -102,10 +106,10 @@ from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.server import settle
-from fakepve.shapes import ROLES
 
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_links import LinkBindings
+from .pvesim_perms import PermissionChecks, verify_privileges
 from .pvesim_qemu import QemuExtras
 from .pvesim_sdn import SdnApi
 
@@ -119,11 +123,12 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
+class ShadowPve(PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
         super().__init__(user, password, host=host, port=port)
+        self._init_perms()
         self.nodes = {}
         self.cluster_name = 'shadownet-lab'
         # Number of requests recorded since the start (pve.requests drops the oldest beyond max_requests).
@@ -172,15 +177,18 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve
 
 # --------------------------------------------------------------------------------------------- cluster file
 
-def _priv_list(roles, entry):
+def _priv_list(pve, entry):
+    """The privileges of one `acl` entry of the cluster file: its role's, or its own `privs` (checked as PVE does)."""
     if entry.get('role'):
         name = entry['role']
-        if name in roles:
-            return list(roles[name])
-        if name in ROLES:
-            return list(ROLES[name])
-        raise ValueError('cluster file: unknown role {0!r}'.format(name))
-    return list(entry.get('privs') or [])
+        if name not in pve.roles:
+            raise ValueError('cluster file: unknown role {0!r}'.format(name))
+        return sorted(pve.roles[name])
+    try:
+        return verify_privileges(entry.get('privs') or [])
+    except ValueError as exc:
+        raise ValueError('cluster file: acl {0}: {1} (pve-access-control AccessControl.pm verify_privname)'.format(
+            entry.get('path'), exc)) from None
 
 
 def load_cluster(pve, source):
@@ -188,7 +196,8 @@ def load_cluster(pve, source):
 
     Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
-    {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs}]}].
+    {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
+    A role or acl entry with a privilege PVE 9 does not know (VM.Monitor, ...) is refused, as `pveum` refuses it.
     """
     if isinstance(source, dict):
         data = source
@@ -219,7 +228,12 @@ def load_cluster(pve, source):
         pve.pool_info[pool['poolid']] = {'comment': pool.get('comment'), 'storage': set()}
     for tmpl in data.get('templates') or []:
         _add_template(pve, tmpl)
-    roles = dict(data.get('roles') or {})
+    for name, privs in sorted((data.get('roles') or {}).items()):
+        # `pveum role add` (API2/Role.pm create_role, AccessControl.pm add_role_privs) refuses an unknown privilege.
+        try:
+            pve.define_role(str(name), privs)
+        except ValueError as exc:
+            raise ValueError('cluster file: role {0!r}: {1}'.format(name, exc)) from None
     for user in data.get('users') or []:
         userid = user['userid']
         if user.get('password') and userid != pve.user:
@@ -227,7 +241,9 @@ def load_cluster(pve, source):
         for name, secret in (user.get('tokens') or {}).items():
             pve.apitokens['{0}!{1}'.format(userid, name)] = str(secret)
         for entry in user.get('acl') or []:
-            pve.grant(userid, entry['path'], *_priv_list(roles, entry))
+            # `pveum acl modify --propagate 0`: the privileges hold on the path itself only.
+            grant = pve.grant if entry.get('propagate', True) else pve.grant_exact
+            grant(userid, entry['path'], *_priv_list(pve, entry))
     return data
 
 
