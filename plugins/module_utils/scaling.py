@@ -63,16 +63,37 @@ def plans_and_templates(plans_option, templates_option):
 
 # --------------------------------------------------------------------------------------------- metrics
 
+def history_complete(store, now=None):
+    """``complete(vm)`` for metrics.collect: True when the store already holds the VM's last day of cpu points
+    without a hole PVE's ``hour`` would not fill (then reading ``hour`` is enough)."""
+    now = time.time() if now is None else now
+    day = metricsmod.HISTORY_SECONDS
+
+    def complete(vm):
+        first, last, count = store.span(metricsmod.series_key(vm['template'], vm['service'], vm['name'], 'cpu'),
+                                        since=now - day)
+        if first is None:
+            return False
+        return (last >= now - 45 * 60 and first <= now - day + 2 * 3600
+                and count >= 0.9 * (last - first) / STEP)
+    return complete
+
+
 def run_metrics(api, templates, plans, path, parallel=4, check_mode=False):
     """Collect, append to history (not in check mode), summarise."""
-    vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel)
-    appended = 0
-    if not check_mode:
-        points = []
-        for vm in vms:
-            points.extend(metricsmod.history_points(vm, vm['points']))
+    if check_mode:
+        # The history is not opened (it would be created): every VM is read with its full day.
+        vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel)
+        appended = 0
+    else:
         with open_history(path) as store:
-            appended = store.append(points)
+            vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel,
+                                             complete=history_complete(store))
+            fine, filled = [], []
+            for vm in vms:
+                fine.extend(metricsmod.history_points(vm, vm['points']))
+                filled.extend(metricsmod.history_points(vm, vm['points'], filled=True))
+            appended = store.append(fine) + store.append(filled, replace=False)
     return dict(services=metricsmod.summarise(vms), appended=appended, history_path=path,
                 requests=len(api.calls), errors=errors)
 

@@ -215,3 +215,80 @@ def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_p
     pending = dict((p['name'], p['keys']) for p in res['pending'])
     assert 'cores' in pending['shop-web-1'] and 'shop-web-2' not in pending or 'vcpus' not in pending['shop-web-2']
     assert int(web2.config['vcpus']) == want
+
+
+def day_series(ramp, baseline=0.30, minutes=1440):
+    """A day of one-minute values: flat at `baseline`, then `ramp` (its last value at the current minute)."""
+    return [baseline] * (minutes - len(ramp)) + list(ramp)
+
+
+# issue 15: the CPU rose cleanly from 30% to 68% over the last hour toward high 75% with a 20-minute horizon.
+CLEAN_RAMP = [0.30 + 0.38 * i / 59 for i in range(60)]
+
+
+def ramp_template():
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling'].update(cpu={'high': 0.75, 'low': 0.3, 'duration': '5m'}, horizon='20m')
+    return template
+
+
+def record_rrddata(pvesim, monkeypatch):
+    """The timeframes of the rrddata requests the simulator answers (its request log has no query strings)."""
+    from lab import pvesim_qemu
+    seen = []
+    real = pvesim_qemu.rrd_fetch
+
+    def spy(series, timeframe, *args, **kwargs):
+        seen.append(timeframe)
+        return real(series, timeframe, *args, **kwargs)
+    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', spy)
+    return seen
+
+
+def test_pve9_day_history_scales_out_where_the_hour_alone_cannot(pvesim, pve_conn, tmp_path, monkeypatch):
+    """PVE 9 answers `hour` with 60 points: too few to forecast (naive). The metrics step reads `day`."""
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, day_series(CLEAN_RAMP))
+    history = str(tmp_path / 'h.sqlite')
+    reads = record_rrddata(pvesim, monkeypatch)
+    m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    # One request per VM: PVE 9's `day` (1440 one-minute rows) already holds the hour.
+    assert reads == ['day'] * 3
+    assert m['requests'] == 3 + 1
+    web = [p for p in m['services'][0]['primaries']]
+    assert [p['points'] for p in web] == [1440, 1440] and m['services'][0]['cpu'] < 0.75
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    decision = f['decisions'][0]
+    assert decision['action'] == 'scale_up', decision['line']
+    assert decision['forecast']['cpu']['model'] != 'naive', decision['line']
+    # The history now holds the primaries' day: the next run reads only their `hour` (the shadow, with less than a
+    # day of history, is read with `day` again) and adds nothing it already had.
+    del reads[:]
+    again = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    assert sorted(reads) == ['day', 'hour', 'hour']
+    assert again['appended'] == 0
+
+
+def test_pve8_shapes_are_recognised_and_merged(pvesim, pve_conn, tmp_path, monkeypatch):
+    """PVE 8 (rrd_format: pve8): `day` is 70 half-hours, so `hour` (70 minutes) is read too and the half-hours fill
+    the minutes before it; the same ramp scales out."""
+    pvesim.pve.rrd_format = 'pve8'
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, day_series(CLEAN_RAMP))
+    history = str(tmp_path / 'h.sqlite')
+    reads = record_rrddata(pvesim, monkeypatch)
+    m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    assert sorted(reads) == ['day'] * 3 + ['hour'] * 3
+    assert m['requests'] == 6 + 1
+    import sqlite3
+    db = sqlite3.connect(history)
+    rows = db.execute("select ts, value from points where series = 'shop/web/shop-web-1/cpu' order by ts").fetchall()
+    steps = set(b[0] - a[0] for a, b in zip(rows, rows[1:]))
+    assert steps == {60} and len(rows) >= 1400, (steps, len(rows))
+    # The newest 70 minutes are PVE's own one-minute values; the ramp's last value is exact.
+    assert rows[-1][1] == pytest.approx(0.68)
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    decision = f['decisions'][0]
+    assert decision['action'] == 'scale_up', decision['line']
