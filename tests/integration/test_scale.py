@@ -292,3 +292,28 @@ def test_pve8_shapes_are_recognised_and_merged(pvesim, pve_conn, tmp_path, monke
     f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
+
+
+def test_lab_injected_load_scales_out_on_pve9_shapes(pvesim, pve_conn, tmp_path, monkeypatch):
+    """`make lab`'s injected day (scripts/lab-inject-load.py) with the lab template's scaling (high 70%, horizon
+    15m, min 2): the metrics step reads it through `day` and the forecast scales web out."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'lab-inject-load.py')
+    spec = importlib.util.spec_from_file_location('lab_inject_load', path)
+    lab_inject = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab_inject)
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling'].update(cpu={'high': 0.70, 'low': 0.30, 'duration': '5m'}, horizon='15m',
+                               instances={'min': 2, 'max': 8})
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
+    now = int(time.time()) // 60 * 60
+    for name, vm in vms.items():
+        if name.startswith('shop-web-') and name != 'shop-web-shadow':
+            pvesim.pve.inject_rrd(vm.vmid, lab_inject.series(now, 0.25, 0.65, 60, 1440))
+    reads = record_rrddata(pvesim, monkeypatch)
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert 'day' in reads and [p['points'] for p in m['services'][0]['primaries']] == [1440, 1440]
+    assert decision['action'] == 'scale_up', decision['line']
+    assert s['results'][0]['created'] == ['shop-web-3']
