@@ -538,13 +538,44 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     assert str(pending['vcpus']['pending']) == '1'
     vm.config.put(delete='net1')
     assert 'net1' not in vm.config.get()
-    # With cpu hot-plug on, vcpus apply at once; cores still wait for a restart, as on PVE.
+    # Turning on cpu hot-plug needs a restart itself (vmconfig_hotplug_pending skips a `hotplug` with cpu or memory);
+    # after it, vcpus apply at once; cores still wait for a restart, as on PVE.
     vm.config.put(hotplug='network,disk,cpu,memory')
-    vm.config.put(vcpus=2)
-    assert str(vm.config.get()['vcpus']) == '2'
+    assert 'hotplug' not in vm.config.get(current=1)
     vm.status.stop.post()
     vm.status.start.post()
     assert str(vm.config.get()['cores']) == '4'
+    vm.config.put(vcpus=2)
+    assert str(vm.config.get(current=1)['vcpus']) == '2'
+    # A pending value set back to the running one is no change (AbstractConfig cleanup_pending).
+    vm.config.put(cores=6)
+    vm.config.put(cores=4)
+    assert 'pending' not in dict((p['key'], p) for p in vm.pending.get())['cores']
+
+
+def test_agent_is_not_hot_pluggable(proxmoxer_api):
+    """qemu-server: `agent` is not in $fast_plug_option; vmconfig_update_agent applies only a change of
+    fstrim_cloned_disks, and only with the agent already on; a delete waits for the next start."""
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    vm = node.qemu(100)
+    vm.config.put(agent='0')
+    vm.status.start.post()
+    vm.config.put(agent='1', description='app', tags='a;b')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert str(pending['agent']['pending']) == '1' and str(pending['agent']['value']) == '0'
+    assert 'pending' not in pending['description'] and 'pending' not in pending['tags']
+    assert str(vm.config.get()['agent']) == '1' and str(vm.config.get(current=1)['agent']) == '0'
+    vm.status.stop.post()
+    vm.status.start.post()
+    assert str(vm.config.get(current=1)['agent']) == '1' and not any('pending' in p for p in vm.pending.get())
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1,type=isa')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(delete='agent')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert pending['agent'].get('delete') and 'agent' in vm.config.get(current=1)
 
 
 def test_task_durations_per_type(pvesim, proxmoxer_api):
