@@ -215,6 +215,44 @@ def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_p
     pending = dict((p['name'], p['keys']) for p in res['pending'])
     assert 'cores' in pending['shop-web-1'] and 'shop-web-2' not in pending or 'vcpus' not in pending['shop-web-2']
     assert int(web2.config['vcpus']) == want
+    assert res['restart_needed'] == ['shop-web-1'], res
+
+
+def test_pending_vertical_resize_is_not_rewritten_after_the_cooldown(pvesim, pve_conn, tmp_path):
+    """Without cpu hot-plug the new cores wait for a restart; /cluster/resources still shows the running size, so
+    the forecast keeps asking for more. Past the cooldown the next reconcile must not claim and resize again."""
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling']['mode'] = 'vertical'
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    res = s['results'][0]
+    assert decision['action'] == 'scale_up' and res['applied'], decision['line']
+    assert sorted(res['restart_needed']) == ['shop-web-1', 'shop-web-2'], res
+    assert all('needs a reboot' in n for n in res['notes']) and res['notes'], res['notes']
+    web1 = vms['shop-web-1']
+    assert int(web1.config['cores']) == 2 and 'cores' in web1.pending     # PVE: pending, not applied
+    # The cooldown is over (the record is moved back); the load is still rising against the running 2 cores.
+    record = metablock.parse_description(web1.config['description'])[1]['scaling']
+    set_record(pvesim, 'shop-web-1', **dict(record, time=record['time'] - 3600))
+    inject(pvesim, vms, RISING)
+    mark = pvesim.mark()
+    m2, decision2, s2 = reconcile(pve_conn, plan, history)
+    res2 = s2['results'][0]
+    assert decision2['action'] == 'scale_up', decision2['line']
+    assert pvesim.writes(mark) == [] and not s2['changed'] and not res2['applied'], res2
+    assert res2['skipped'] == 'pending_restart' and 'needs a reboot' in res2['reason'], res2['reason']
+    assert sorted(res2['restart_needed']) == ['shop-web-1', 'shop-web-2']
+    # After a restart PVE runs the new size: the next decision is made on it.
+    for name in ('shop-web-1', 'shop-web-2'):
+        vms[name].apply_pending()
+    assert int(web1.config['cores']) == want_cores(res)
+
+
+def want_cores(res):
+    return int(res['record']['cores'])
 
 
 def day_series(ramp, baseline=0.30, minutes=1440):

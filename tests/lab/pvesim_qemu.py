@@ -54,6 +54,14 @@ class QemuExtras(object):
             raise ValueError('a snippet volume looks like <storage>:snippets/<file>, not {0!r}'.format(volid))
         self.store_file(sid, name[len('snippets/'):], size, content='snippets')
 
+    def _vm_usage(self, vm):
+        # qemu-server QemuServer.pm vmstatus: `cpus` (maxcpu) is the running config's vcpus when set, else
+        # sockets x cores; maxmem its memory. Pending values do not count until the next start.
+        use = super()._vm_usage(vm)
+        if vm.config.get('vcpus') not in (None, '') and 'maxcpu' not in vm.stats:
+            use['maxcpu'] = int(vm.config['vcpus'])
+        return use
+
     # ------------------------------------------------------------------ routes
 
     def _routes_shadow_qemu(self):
