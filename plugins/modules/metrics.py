@@ -19,7 +19,7 @@ description:
     half-hours (PVE 8); the half-hours fill the minutes before the hour where no one-minute value is known, and never
     replace one. A VM whose history holds its last day is read with C(hour) only. So a reconcile makes one
     C(/cluster/resources) request plus one C(rrddata) request per managed VM (PVE 9, or a complete history), or two
-    per VM (PVE 8 with an incomplete history): at most 2 x VMs + 1 requests. In check mode the history is not read
+    per VM (PVE 8 with an incomplete history), so at most 2 x VMs + 1 requests. In check mode the history is not read
     either, so every VM is read with C(day).
   - Every point is normalised to the capacity of the instance it was measured on. CPU is the fraction of the
     VM's cores PVE reports; memory is used over configured memory; network traffic is converted from bytes/s to

@@ -20,7 +20,7 @@ description:
     VM's C(hotplug) has C(cpu), and memory only when C(hotplug) has C(memory) and C(numa) is 1; otherwise the
     change is pending until the next restart, and RV(results[].notes) and RV(results[].restart_needed) say so.
     While a resize is still pending, later reconciles do not resize again (the forecast sees the size the VM runs
-    with): they report C(skipped=pending_restart) and write nothing.
+    with); they report C(skipped=pending_restart) and write nothing.
   - Before acting, the action and the cooldown deadlines are recorded in PVE (the C(scaling) key of the metadata
     block in the description of the service's first primary) with a digest-checked update. A decision made before
     another reconciler's recorded action is not acted on, and of two runs that race, PVE's digest check lets only
