@@ -20,8 +20,6 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
 
 # Tag prefixes that other modules of this collection write and a build must keep.
 OWNED_ELSEWHERE = ('sn-last.',)
-# Keys PVE applies to a running VM at once (with default hotplug); others wait for the next start.
-ALWAYS_LIVE = ('name', 'description', 'tags', 'onboot', 'protection', 'hookscript', 'startup', 'agent')
 
 
 class VmSpec(object):
@@ -357,6 +355,9 @@ class VmEngine(object):
                 pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
                 result['pending'] = sorted(p['key'] for p in pending
                                            if 'pending' in p or p.get('delete'))
+                if result['pending']:
+                    result['warnings'].append('{0} pending until the VM restarts (PVE does not hot-plug them here): '
+                                              'needs a reboot'.format(', '.join(result['pending'])))
 
     def _power(self, spec, current, result):
         node, vmid = current['node'], current['vmid']

@@ -18,7 +18,9 @@ description:
   - NICs are compared as structures, not strings. Existing MAC addresses are kept; a VLAN C(tag) that is not asked
     for is removed; C(link_down) is honoured.
   - On a running VM, PVE applies hot-pluggable changes at once and keeps the others pending until the next start;
-    the module lists the pending ones in RV(pending).
+    the module lists the pending ones in RV(pending) and warns that they need a reboot (C(cores) always;
+    C(memory) without C(memory) hot-plug and NUMA; NIC model or MAC changes without C(network) hot-plug). A rerun
+    compares with the pending values, as PVE's GET config answers them, and does not write them again.
   - A failed clone task is reported with PVE's own message, and the half-made VM is removed, so a rerun converges
     without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
     looks the VM up again instead of cloning a second time.

@@ -102,13 +102,15 @@ def test_launcher_ready_line_control_channel_and_sigterm(tmp_path):
         assert [r['path'] for r in log['requests']] == ['/api2/json/nodes',
                                                           '/api2/json/nodes/pve1/qemu/9000/status/current']
         assert requests.get(url + '/_sim/state', verify=ca, timeout=10).status_code == 401
-        series = [{'time': 1_800_000_000 - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]
+        end = int(time.time()) // 60 * 60
+        series = [{'time': end - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]
         answer = requests.post(url + '/_sim/rrd', json={'vmid': 9000, 'points': series}, headers=auth, verify=ca,
                                timeout=10)
         assert answer.status_code == 200, answer.text
         rrd = requests.get(url + '/api2/json/nodes/pve1/qemu/9000/rrddata?timeframe=hour', headers=auth, verify=ca,
                            timeout=10).json()['data']
-        assert len(rrd) == 70 and rrd[-1] == {'time': 1_800_000_000, 'cpu': 0.5, 'maxcpu': 2}
+        # PVE 9's hour: 60 one-minute rows ending now (59 if the minute turned meanwhile: its row is still empty).
+        assert len(rrd) in (59, 60) and rrd[-1] == {'time': end, 'cpu': 0.5, 'maxcpu': 2}
         fault = requests.post(url + '/_sim/fault', json={'kind': 'node_offline', 'node': 'pve2'}, headers=auth,
                               verify=ca, timeout=10)
         assert fault.status_code == 200
@@ -425,24 +427,48 @@ def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):
     node = proxmoxer_api.nodes('pve1')
     node.qemu(9000).clone.post(newid=100, name='web-1')
     pvesim.pve.set_stats(100, cpu=0.25, mem=512 * 1024 ** 2)
-    default = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
-    assert len(default) == 1 and default[0]['cpu'] == 0.25 and default[0]['maxcpu'] == 2
-    assert default[0]['maxmem'] == 2048 * 1024 ** 2 and default[0]['time'] % 60 == 0
     end = 1_800_000_000
+    pvesim.pve.rrd_now = end + 30
+    # No series: the current usage as the newest minute; the older rows are gaps (only `time`).
+    default = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
+    assert len(default) == 60 and default[-1]['time'] == end and default[-1]['cpu'] == 0.25
+    assert default[-1]['maxcpu'] == 2 and default[-1]['maxmem'] == 2048 * 1024 ** 2
+    assert all(p == {'time': p['time']} for p in default[:-1])
     points = [{'time': end - 60 * i, 'cpu': 0.1 * (i % 4), 'maxcpu': 2, 'mem': 1e9, 'maxmem': 2e9,
                'netin': 1000.0 + i, 'netout': 10.0} for i in range(24 * 60)]
     pvesim.pve.inject_rrd(100, points)
+    # pve-cluster RRD.pm create_rrd_data, PVE 9: hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min.
     hour = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
-    assert len(hour) == 70 and hour[-1]['time'] == end and hour[1]['time'] - hour[0]['time'] == 60
+    assert len(hour) == 60 and hour[-1]['time'] == end and hour[1]['time'] - hour[0]['time'] == 60
     assert hour[-1]['cpu'] == 0.0 and hour[-2]['cpu'] == pytest.approx(0.1) and hour[-1]['netin'] == 1000.0
     day = node.qemu(100).rrddata.get(timeframe='day', cf='AVERAGE')
-    assert len(day) == 70 and all(p['time'] % 1800 == 0 for p in day)
-    full = [p for p in day if 'cpu' in p]
-    assert 40 <= len(full) <= 50 and full[-2]['cpu'] == pytest.approx(0.15)
-    peak = node.qemu(100).rrddata.get(timeframe='day', cf='MAX')
-    assert [p for p in peak if 'cpu' in p][-2]['cpu'] == pytest.approx(0.3)
+    assert len(day) == 1440 and day[-60:] == hour and all('cpu' in p for p in day)
+    week = node.qemu(100).rrddata.get(timeframe='week', cf='AVERAGE')
+    assert len(week) == 336 and week[1]['time'] - week[0]['time'] == 1800 and week[-1]['time'] % 1800 == 0
+    full = [p for p in week if 'cpu' in p]
+    assert len(full) == 48 and full[-1]['cpu'] == pytest.approx(4.3 / 30)  # (end - 30 min, end]
+    peak = node.qemu(100).rrddata.get(timeframe='week', cf='MAX')
+    assert [p for p in peak if 'cpu' in p][-1]['cpu'] == pytest.approx(0.3)
+    assert [len(node.qemu(100).rrddata.get(timeframe=tf)) for tf in ('month', 'year')] == [1440, 1440]
+    # The newest row right after a boundary has no data yet: PVE 9 drops it, PVE 8 answers it with only `time`.
+    pvesim.pve.rrd_now = end + 90
+    hour = node.qemu(100).rrddata.get(timeframe='hour')
+    assert len(hour) == 59 and hour[-1]['time'] == end
+    pvesim.pve.rrd_format = 'pve8'
+    hour = node.qemu(100).rrddata.get(timeframe='hour')
+    assert len(hour) == 70 and hour[-1] == {'time': end + 60} and hour[-2]['time'] == end
+    # PVE 8: 70 rows each; day 30 min, week 3 h.
+    pvesim.pve.rrd_now = end + 30
+    day = node.qemu(100).rrddata.get(timeframe='day', cf='AVERAGE')
+    assert len(day) == 70 and all(p['time'] % 1800 == 0 for p in day) and day[-1]['time'] == end
+    assert len([p for p in day if 'cpu' in p]) == 48 and day[-1]['cpu'] == pytest.approx(4.3 / 30)
     week = node.qemu(100).rrddata.get(timeframe='week')
-    assert week[1]['time'] - week[0]['time'] == 10800
+    assert len(week) == 70 and week[1]['time'] - week[0]['time'] == 10800
+    # xff 0.5: a 30-minute row with fewer than half of its minutes known is a gap.
+    pvesim.pve.inject_rrd(100, points[:14])
+    assert 'cpu' not in node.qemu(100).rrddata.get(timeframe='day')[-1]
+    pvesim.pve.inject_rrd(100, points[:15])
+    assert 'cpu' in node.qemu(100).rrddata.get(timeframe='day')[-1]
 
 
 # ------------------------------------------------------------------------------------------ migrate
@@ -523,13 +549,44 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     assert str(pending['vcpus']['pending']) == '1'
     vm.config.put(delete='net1')
     assert 'net1' not in vm.config.get()
-    # With cpu hot-plug on, vcpus apply at once; cores still wait for a restart, as on PVE.
+    # Turning on cpu hot-plug needs a restart itself (vmconfig_hotplug_pending skips a `hotplug` with cpu or memory);
+    # after it, vcpus apply at once; cores still wait for a restart, as on PVE.
     vm.config.put(hotplug='network,disk,cpu,memory')
-    vm.config.put(vcpus=2)
-    assert str(vm.config.get()['vcpus']) == '2'
+    assert 'hotplug' not in vm.config.get(current=1)
     vm.status.stop.post()
     vm.status.start.post()
     assert str(vm.config.get()['cores']) == '4'
+    vm.config.put(vcpus=2)
+    assert str(vm.config.get(current=1)['vcpus']) == '2'
+    # A pending value set back to the running one is no change (AbstractConfig cleanup_pending).
+    vm.config.put(cores=6)
+    vm.config.put(cores=4)
+    assert 'pending' not in dict((p['key'], p) for p in vm.pending.get())['cores']
+
+
+def test_agent_is_not_hot_pluggable(proxmoxer_api):
+    """qemu-server: `agent` is not in $fast_plug_option; vmconfig_update_agent applies only a change of
+    fstrim_cloned_disks, and only with the agent already on; a delete waits for the next start."""
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    vm = node.qemu(100)
+    vm.config.put(agent='0')
+    vm.status.start.post()
+    vm.config.put(agent='1', description='app', tags='a;b')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert str(pending['agent']['pending']) == '1' and str(pending['agent']['value']) == '0'
+    assert 'pending' not in pending['description'] and 'pending' not in pending['tags']
+    assert str(vm.config.get()['agent']) == '1' and str(vm.config.get(current=1)['agent']) == '0'
+    vm.status.stop.post()
+    vm.status.start.post()
+    assert str(vm.config.get(current=1)['agent']) == '1' and not any('pending' in p for p in vm.pending.get())
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1,type=isa')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(delete='agent')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert pending['agent'].get('delete') and 'agent' in vm.config.get(current=1)
 
 
 def test_task_durations_per_type(pvesim, proxmoxer_api):

@@ -32,15 +32,23 @@ What is modelled on top of fakepve
   (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
   time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
   task takes the VM out of HA and its rules.
-- VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
-  step (hour 60 s, day 1800 s, week 10800 s; 70 points; AVERAGE or MAX), else one point from the VM's current
-  usage (`set_stats`); `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
+- VMs (pvesim_qemu.py, pvesim_rrd.py): `rrddata` as pve-cluster RRD.pm create_rrd_data answers it, from a series
+  of raw samples injected per VM (`inject_rrd`), else one minute of the VM's current usage (`set_stats`): PVE 9's
+  shapes by default (hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min, month 1440 x 30 min, year 1440 x 6 h;
+  the newest row dropped while it is still empty), PVE 8's with `rrd_format: pve8` in the cluster file (70 rows
+  each: hour 60 s, day 30 min, week 3 h, month 12 h, year 7 days; the empty newest row kept); rows are labelled
+  with the end of the interval they consolidate, AVERAGE or MAX over one-minute data points with xff 0.5, a gap
+  is a row with only `time`, and the window ends at the current time (`rrd_now` fixes that clock for a test);
+  `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
   without `online`, TASK ERROR when the target is offline); `hookscript` must name an existing snippet
   (`add_snippet`; only root@pam itself may set it, as on PVE); a net device without a MAC gets a new one on
-  config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
-  `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
-  `cores`, `sockets` and the rest stay pending until the next start, as in PVE; GET config shows the pending values
-  unless `current=1` asks for the running ones, as PVE does.
+  config PUT/POST, a given MAC is kept; on a running VM (pvesim_hotplug.py, qemu-server
+  vmconfig_hotplug_pending) `$fast_plug_option` keys and cloud-init keys apply at once, NIC changes need
+  `network` in `hotplug` (the default) unless only bridge, tag, rate, firewall or link_down change, `vcpus`
+  needs `cpu`, `memory` needs `memory` and `numa` on, `agent` applies only when the agent is already on and only
+  `fstrim_cloned_disks` changes, and `cores`, `sockets` and the rest stay pending until the next start, as in PVE;
+  GET config shows the pending values unless `current=1` asks for the running ones, as PVE does; a pending
+  value equal to the running one is dropped (cleanup_pending).
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
@@ -75,8 +83,8 @@ Known differences from real PVE
   to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
-- rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
-  a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
+- rrddata: the transition of PVE 9's first day after an upgrade (old pve2 files read for the part of the window
+  they still cover) is not modelled; injected samples are the only history (a VM has none before its series).
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
   `with-local-disks` is not required.
@@ -111,6 +119,7 @@ from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_links import LinkBindings
 from .pvesim_perms import PermissionChecks, verify_privileges
 from .pvesim_qemu import QemuExtras
+from .pvesim_rrd import RRD_FORMATS
 from .pvesim_sdn import SdnApi
 
 __all__ = ['ShadowPve', 'SimServer', 'ControlChannel', 'load_cluster', 'start_in_thread', 'DEFAULT_CLUSTER',
@@ -194,7 +203,7 @@ def _priv_list(pve, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
+    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
     A role or acl entry with a privilege PVE 9 does not know (VM.Monitor, ...) is refused, as `pveum` refuses it.
@@ -206,6 +215,11 @@ def load_cluster(pve, source):
             data = yaml.safe_load(stream) or {}
     pve.cluster_name = data.get('cluster_name', pve.cluster_name)
     pve.time_scale = float(data.get('time_scale', 0) or 0)
+    if data.get('rrd_format') is not None:
+        if data['rrd_format'] not in RRD_FORMATS:
+            raise ValueError('cluster file: rrd_format must be one of {0}, not {1!r}'.format(
+                ', '.join(RRD_FORMATS), data['rrd_format']))
+        pve.rrd_format = data['rrd_format']
     pve.task_secs = dict((str(k), float(v)) for k, v in (data.get('task_secs') or {}).items())
     if data.get('root_password'):
         pve.password = str(data['root_password'])
