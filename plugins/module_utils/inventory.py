@@ -20,6 +20,7 @@ import ipaddress
 import re
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils import readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import MetaError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import (
     nic_macs, parse, parse_memory, parse_tags)
@@ -227,8 +228,10 @@ def wants_agent(resource, config):
     """Ask the guest agent only where it can answer: a running VM with the agent enabled."""
     if resource.get('status') != 'running':
         return False
-    value = str(config.get('agent', '0')).split(',', maxsplit=1)[0]
-    return value.split('=')[-1] in ('1', 'true', 'yes', 'on')
+    # qemu-server Agent.pm agent_fmt: `enabled` is the default key, anywhere in the string when named; PVE stores
+    # the text as written, so '1', 'enabled=1' and 'fstrim_cloned_disks=1,enabled=true' all occur.
+    value = parse(config.get('agent', '0'), default_key='enabled').get('enabled', '0')
+    return readback.is_true(value)
 
 
 class _Groups(object):

@@ -12,7 +12,9 @@ A managed VM's description ends with one block::
     <!-- shadownet:end -->
 
 Compact JSON with sorted keys, so the same metadata always renders to the same text and idempotency checks can
-compare descriptions. PVE renders descriptions as Markdown: the HTML-comment markers are invisible there, the
+compare descriptions. The text ends with the end marker, no newline: PVE strips trailing whitespace from a
+description (module_utils/readback.py), so what is written is what is read back; comparisons go through
+``readback.same`` all the same. PVE renders descriptions as Markdown: the HTML-comment markers are invisible there, the
 JSON line stays readable for operators.
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import readback
 
 __all__ = ['BEGIN', 'END', 'MetaError', 'render_meta_block', 'render_description', 'parse_description',
            'split_description', 'merge_description', 'MAX_DESCRIPTION']
@@ -77,7 +81,7 @@ def render_description(user_text, meta):
     """The full description: the user's text (if any), a blank line, the block."""
     user = (user_text or '').strip('\n')
     block = render_meta_block(meta)
-    text = '%s\n\n%s\n' % (user, block) if user else block + '\n'
+    text = '%s\n\n%s' % (user, block) if user else block
     if len(text.encode('utf-8')) > MAX_DESCRIPTION:
         raise MetaError('description would be %d bytes, over PVE\'s limit of %d'
                         % (len(text.encode('utf-8')), MAX_DESCRIPTION))
@@ -100,10 +104,10 @@ def merge_description(description, updates):
     """Apply ``updates`` to the block of ``description`` and return ``(new_description, meta, changed)``.
 
     Dicts merge recursively; a ``None`` value deletes the key; keys not in ``updates`` (including ones other
-    writers own, such as ``scaling``) are kept. The user's text is kept. ``changed`` is False when the
-    rendered description equals the current one.
+    writers own, such as ``scaling``) are kept. The user's text is kept. ``changed`` is False when PVE would
+    read the rendered description back as the current one.
     """
     user, meta = parse_description(description)
     merged = _merge(meta or {}, updates or {})
     new = render_description(user, merged)
-    return new, merged, new != (description or '')
+    return new, merged, readback.differs('description', description or '', new)

@@ -135,8 +135,9 @@ def parse_tags(text):
 
 
 def format_tags(tags):
-    """Sorted and ';'-joined, as PVE stores them."""
-    return ';'.join(sorted(tags))
+    """As PVE stores them with its default tag-style (pve-guest-common GuestHelpers.pm get_unique_tags):
+    lower-cased, without duplicates, sorted, ';'-joined."""
+    return ';'.join(sorted(set(str(t).lower() for t in tags)))
 
 
 def invalid_tags(tags):

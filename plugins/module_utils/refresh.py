@@ -26,7 +26,7 @@ import re
 import time
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
     PveApiError, PveTaskError, PveUncertainError)
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
@@ -132,7 +132,7 @@ def root_only_changes(identity, cfg):
         want = identity.get(key)
         if want is None and key in cfg:
             deletes.append(key)
-        elif want is not None and str(cfg.get(key)) != str(want):
+        elif want is not None and readback.differs(key, cfg.get(key), want):
             changes[key] = want
     return changes, deletes
 
@@ -151,7 +151,7 @@ def restore_changes(identity, cfg, description, keep_size=True, isolate=()):
         net['link_down'] = '1'
         want_nets[key] = propstr.format_net(net)
     for key, value in sorted(want_nets.items()):
-        if cfg.get(key) != value:
+        if readback.differs(key, cfg.get(key), value):
             changes[key] = value
     for key in sorted(nets_of(cfg)):
         if key not in want_nets:
@@ -165,12 +165,12 @@ def restore_changes(identity, cfg, description, keep_size=True, isolate=()):
         if want is None:
             if key in cfg:
                 deletes.append(key)
-        elif str(cfg.get(key)) != str(want):
+        elif readback.differs(key, cfg.get(key), want):
             changes[key] = want
     if cfg.get('name') != identity['name']:
         changes['name'] = identity['name']
-    if cfg.get('description', '') != description:
-        changes['description'] = description
+    if readback.differs('description', cfg.get('description', ''), description):
+        changes['description'] = readback.stored('description', description)
     return changes, sorted(set(deletes))
 
 

@@ -14,7 +14,7 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
 
@@ -182,15 +182,15 @@ def desired_config_changes(spec, cfg, meta_module=None):
         current = propstr.parse_tags(cfg.get('tags'))
         # Tags other writers of this collection own (the scaling module's sn-last.<action>.<time>) are kept.
         kept = set(t for t in current if t.startswith(OWNED_ELSEWHERE))
-        if current - kept != spec.tags:
+        if readback.differs('tags', current - kept, spec.tags):
             changes['tags'] = propstr.format_tags(spec.tags | kept)
     description = cfg.get('description', '')
     if spec.meta is not None and meta_module is not None:
         new_description, dummy, differs = meta_module.merge_description(description, spec.meta)
         if differs:
             changes['description'] = new_description
-    elif spec.description is not None and spec.description != description:
-        changes['description'] = spec.description
+    elif spec.description is not None and readback.differs('description', description, spec.description):
+        changes['description'] = readback.stored('description', spec.description)
     if spec.hookscript is not None:
         if spec.hookscript == '' and 'hookscript' in cfg:
             deletes.append('hookscript')

@@ -119,6 +119,10 @@ def test_wants_agent_only_for_running_guests_with_the_agent_enabled():
     assert inv.wants_agent({'status': 'running'}, {'agent': '1'})
     assert inv.wants_agent({'status': 'running'}, {'agent': 'enabled=1,fstrim_cloned_disks=1'})
     assert not inv.wants_agent({'status': 'running'}, {'agent': '0'})
+    # PVE stores the agent property string as written: `enabled` may come later, booleans in any spelling.
+    assert inv.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=True'})
+    assert not inv.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=0'})
+    assert not inv.wants_agent({'status': 'running'}, {'agent': 'type=virtio'})
     assert not inv.wants_agent({'status': 'running'}, {})
     assert not inv.wants_agent({'status': 'stopped'}, {'agent': '1'})
 
