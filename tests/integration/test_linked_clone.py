@@ -32,6 +32,23 @@ def test_clone_then_idempotent(pvesim, pve_conn):
     assert pvesim.writes(mark) == []
 
 
+def test_rerun_against_what_pve_reads_back_writes_nothing(pvesim, pve_conn):
+    """PVE strips trailing whitespace from the description, sorts and lower-cases tags, re-prints NICs and types
+    values (the simulator does as PVE): a rerun and a check-mode run still find nothing to change."""
+    kwargs = dict(tags=['shadownet', 'sn-shop', 'sn-web', 'Owner.Shop'], meta={'v': 1, 'role': 'primary'},
+                  nets=[{'bridge': 'vmbr0', 'firewall': True}], state='started')
+    first = run_module(linked_clone, args(pve_conn, **kwargs))
+    assert first['changed']
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    assert vm.config['tags'] == 'owner.shop;shadownet;sn-shop;sn-web'
+    assert not vm.config['description'].endswith('\n')
+    mark = pvesim.mark()
+    for check_mode in (False, True):
+        again = run_module(linked_clone, args(pve_conn, **kwargs), check_mode=check_mode)
+        assert not again['changed'], again.get('changes')
+    assert pvesim.writes(mark) == []
+
+
 def test_check_mode_on_absent_vm_writes_nothing(pvesim, pve_conn):
     mark = pvesim.mark()
     result = run_module(linked_clone, args(pve_conn), check_mode=True)

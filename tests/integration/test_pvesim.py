@@ -22,7 +22,8 @@ def test_lab_cluster_is_loaded(proxmoxer_api, pvesim):
     assert nodes == ['pve1', 'pve2', 'pve3']
     cfg = proxmoxer_api.nodes('pve1').qemu(9000).config.get()
     assert cfg['name'] == 'debian-12-golden' and cfg['template'] == 1
-    assert cfg['cores'] == 2 and str(cfg['memory']) == '2048' and cfg['agent'] == 1
+    # check_type: an integer comes back as a number, memory and agent (property strings) as the text written.
+    assert cfg['cores'] == 2 and cfg['memory'] == '2048' and cfg['agent'] == '1'
     assert cfg['scsi0'].startswith('local-lvm:base-9000-disk-0')
     assert cfg['net0'].startswith('virtio=') and 'bridge=vmbr0' in cfg['net0']
     assert 'snippets' in proxmoxer_api.storage('local').get()['content']
@@ -532,6 +533,35 @@ def test_mac_generated_and_kept(proxmoxer_api):
     # Given without its MAC, the NIC gets a new one, as PVE does: clients must send the MAC back.
     node.qemu(100).config.put(net1='virtio,bridge=vmbr0,tag=30')
     assert mac not in node.qemu(100).config.get()['net1']
+
+
+def test_config_reads_back_as_pve_stores_it(proxmoxer_api):
+    """qemu-server write_vm_config/parse_vm_config, update_vm_api and get_unique_tags: not the text sent."""
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1', description='cloned\n\n')
+    vm = node.qemu(100)
+    assert vm.config.get()['description'] == 'cloned'
+    vm.config.put(description='notes  \n\nsecond line \t\n\n', tags='Web;shadownet,web sn-Shop', onboot='true',
+                  cores='4', balloon='0', net1='virtio,bridge=vmbr0,firewall=true,link_down=off', memory=2048)
+    cfg = vm.config.get()
+    assert cfg['description'] == 'notes  \n\nsecond line'  # trailing whitespace gone, inner kept
+    assert cfg['tags'] == 'shadownet;sn-shop;web'  # sorted, lower-cased, without duplicates
+    assert cfg['onboot'] == 1 and cfg['cores'] == 4 and cfg['balloon'] == 0  # typed as check_type does
+    assert cfg['memory'] == '2048'  # a property string since PVE 8: the text written
+    assert cfg['net1'].startswith('virtio=') and cfg['net1'].endswith(',bridge=vmbr0,firewall=1,link_down=0')
+    # A description that is only whitespace is not kept; nor is '0' (false in Perl).
+    vm.config.put(description='\n\n')
+    assert 'description' not in vm.config.get()
+    # Deleting a key the config lacks is no error (PVE warns and goes on); an unknown key, or one also set, is.
+    vm.config.put(delete='startup')
+    with pytest.raises(Exception, match='unknown option'):
+        vm.config.put(delete='nosuchkey')
+    with pytest.raises(Exception, match='at the same time'):
+        vm.config.put(delete='onboot', onboot=1)
+    # On a running VM too: tags (fast-plug) are stored in PVE's form at once.
+    vm.status.start.post()
+    vm.config.put(tags='B a')
+    assert vm.config.get()['tags'] == 'a;b' and vm.config.get(current=1)['tags'] == 'a;b'
 
 
 def test_hotplug_on_running_vm(proxmoxer_api):

@@ -48,7 +48,10 @@ What is modelled on top of fakepve
   needs `cpu`, `memory` needs `memory` and `numa` on, `agent` applies only when the agent is already on and only
   `fstrim_cloned_disks` changes, and `cores`, `sockets` and the rest stay pending until the next start, as in PVE;
   GET config shows the pending values unless `current=1` asks for the running ones, as PVE does; a pending
-  value equal to the running one is dropped (cleanup_pending).
+  value equal to the running one is dropped (cleanup_pending). A config reads back as PVE's config file gives it
+  back (write_vm_config/parse_vm_config): the description without trailing whitespace (and none for '' or '0'),
+  tags through get_unique_tags, NICs re-printed (booleans 1/0), booleans and integers typed; `delete` of an
+  unknown key or of a key also set is refused (update_vm_api).
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
@@ -63,8 +66,9 @@ What is modelled on top of fakepve
 
 Known differences from real PVE
 -------------------------------
-- Values are stored as sent (a PUT of cores=4 reads back "4" where PVE answers 4); property strings are not
-  canonicalised except net devices (model=MAC first, the rest sorted by key).
+- Property strings other than net devices (drives aside) are stored as sent, as PVE stores them; the
+  datacenter.cfg `tag-style` is a simulator attribute (`tag_style`), not read from /cluster/options; deleting a
+  key the config lacks is silently ignored (PVE logs a warning, which a POST's task would count).
 - SDN: no IPAM, DNS, controllers or fabrics; only simple, vlan and vxlan zones are checked (other types are
   stored as sent); a vnet in a missing zone fails with "unknown section type ''" as the PVE code reads;
   "invalid lock token provided!" carries a made-up Perl line number. Deleting a vnet that VMs still use

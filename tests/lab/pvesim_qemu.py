@@ -1,23 +1,133 @@
-"""VM behaviour fakepve leaves out, for ShadowPve: rrddata, migrate, hookscripts, MACs and hot-plug.
+"""VM behaviour fakepve leaves out, for ShadowPve: rrddata, migrate, hookscripts, MACs, hot-plug and read-back.
 
 Follows qemu-server's PVE/API2/Qemu.pm (update_vm_api, migrate_vm, rrddata) and PVE::QemuServer's
-vmconfig_hotplug_pending. Usage of a VM (what /cluster/resources, status/current and a default rrddata point
+vmconfig_hotplug_pending, write_vm_config and parse_vm_config: a config value reads back as PVE's config file
+gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /cluster/resources, status/current and a default rrddata point
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
 import re
 import time
 
+from fakepve import schema as pve_schema
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import with_mac
+from fakepve.routing import split_list
 
 from .pvesim_hotplug import NET_KEY, applies_at_once
 from .pvesim_rrd import RRD_FORMATS, rrd_fetch
 
-__all__ = ['QemuExtras']
+__all__ = ['QemuExtras', 'readback_value', 'readback_description', 'unique_tags']
 
 DRIVE_KEY = re.compile(r'(ide|sata|scsi|virtio|efidisk|tpmstate|unused)\d+$')
 RRD_FIELDS = ('cpu', 'maxcpu', 'mem', 'maxmem', 'disk', 'maxdisk', 'diskread', 'diskwrite', 'netin', 'netout')
+# Perl's \s on a decoded (character) string: what parse_vm_config's s/\s+$// strips.
+PERL_TRAILING_SPACE = re.compile(r'[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+\Z')
+CONFIG_PATH = '/nodes/{node}/qemu/{vmid}/config'
+# Keys update_vm_api handles outside the config schema.
+NOT_CONFIG = ('delete', 'revert', 'digest', 'skiplock', 'force', 'background_delay', 'skip_cloud_init',
+              'import-working-storage', 'node', 'vmid')
+
+
+# ------------------------------------------------------------------- read-back: what PVE's config file gives back
+
+def readback_description(text):
+    r"""The description PVE reads back after storing `text`; None when the config ends up without one.
+
+    qemu-server src/PVE/QemuServer.pm write_vm_config: a description is written as '#' comment lines
+    (split(/\n/), so trailing empty lines vanish; nothing at all for '' or '0', which Perl takes as false);
+    parse_vm_config joins the comment lines with '\n' and strips trailing whitespace (finish_description,
+    s/\s+$//). encode_text/decode_text keep every other character.
+    """
+    text = str(text)
+    if text in ('', '0'):
+        return None
+    lines = text.split('\n')
+    while lines and lines[-1] == '':
+        lines.pop()
+    if not lines:
+        return None
+    return PERL_TRAILING_SPACE.sub('', '\n'.join(lines))
+
+
+def unique_tags(text, style=None):
+    r"""pve-guest-common src/PVE/GuestHelpers.pm get_unique_tags, which update_vm_api and create_vm store tags with.
+
+    PVE::Tools::split_list (',', ';' and whitespace separate); then, unless datacenter.cfg `tag-style` has
+    ordering=config, sorted case-insensitively; lower-cased unless it has case-sensitive=1; duplicates dropped;
+    joined with ';'.
+    """
+    style = style or {}
+    tags = [t for t in re.split(r'[,;\s]+', str(text or '')) if t]
+    case_sensitive = bool(style.get('case-sensitive'))
+    if style.get('ordering') != 'config':
+        tags = sorted(tags, key=lambda t: t if case_sensitive else t.lower())
+    out, seen = [], set()
+    for tag in tags:
+        tag = tag if case_sensitive else tag.lower()
+        if tag not in seen:
+            seen.add(tag)
+            out.append(tag)
+    return ';'.join(out)
+
+
+def print_net(value):
+    """qemu-server src/PVE/QemuServer/Network.pm parse_net + print_net (pve-common JSONSchema.pm
+    parse_property_string / print_property_string): model=MAC first (a MAC kept in the case it was given),
+    the other keys sorted, booleans as 1/0 (parse_boolean)."""
+    out = []
+    for part in with_mac(value).split(','):
+        key, eq, val = part.partition('=')
+        if eq and key in ('firewall', 'link_down', 'host-tunnel'):
+            val = pve_schema.parse_boolean(val) or val
+        out.append(key + eq + val)
+    return ','.join(out)
+
+
+def _config_schema(key):
+    paths = pve_schema.load().paths
+    props = paths[CONFIG_PATH]['PUT']['parameters']['properties']
+    return pve_schema._prop(props, key)
+
+
+def option_exists(key):
+    """qemu-server src/PVE/QemuServer.pm option_exists: the key is in the VM config schema."""
+    return key not in NOT_CONFIG and _config_schema(key) is not None
+
+
+def readback_value(key, value, tag_style=None):
+    """`value` of `key` as GET config gives it back once PVE stored it; None: the key is not in the config.
+
+    update_vm_api (src/PVE/API2/Qemu.pm) re-prints netN (parse_net/print_net) and tags (get_unique_tags);
+    write_vm_config/parse_vm_config (src/PVE/QemuServer.pm) strip the description and type every other value
+    with check_type: booleans 1/0 and integers as JSON numbers, numbers and strings as the text written
+    (a string without a format loses surrounding double quotes).
+    """
+    if value is None:
+        return None
+    if key == 'description':
+        return readback_description(value)
+    if NET_KEY.match(key):
+        return print_net(value)
+    if key == 'tags':
+        return unique_tags(value, tag_style) or None
+    sch = _config_schema(key)
+    if sch is None:
+        return value
+    kind = sch.get('type')
+    text = ('1' if value else '0') if isinstance(value, bool) else str(value)
+    if kind == 'boolean':
+        flag = pve_schema.parse_boolean(text)
+        return int(flag) if flag is not None else value
+    if kind == 'integer':
+        return int(text) if re.fullmatch(r'\d+', text) else value
+    if kind == 'number':
+        return text
+    if kind in (None, 'string') and not sch.get('format') and key != 'args':
+        found = re.fullmatch(r'"(.*)"', text, re.S)
+        return found.group(1) if found else text
+    return text
+
 
 
 class QemuExtras(object):
@@ -32,6 +142,8 @@ class QemuExtras(object):
         self.rrd_now = None
         # PVE seconds a migration takes (scaled by time_scale).
         self.migrate_secs = 5
+        # datacenter.cfg `tag-style` (ordering, case-sensitive) as get_unique_tags reads it; {}: PVE's default.
+        self.tag_style = {}
 
     # ------------------------------------------------------------ test helpers
 
@@ -171,7 +283,56 @@ class QemuExtras(object):
 
     async def _qm_create(self, v, user):
         self._check_hookscript(v)
-        return await super()._qm_create(v, user)
+        # create_vm stores the parameters through write_vm_config and tags through get_unique_tags.
+        return await super()._qm_create(self._readback_params(v), user)
+
+    async def _qm_clone(self, v, user):
+        # clone_vm: the new config (with `description` when given) goes through write_vm_config.
+        return await super()._qm_clone(self._readback_params(v), user)
+
+    def add_vm(self, *args, **kwargs):
+        # A VM put in place (the lab's golden templates) reads back from its config file like any other.
+        vm = super().add_vm(*args, **kwargs)
+        self._readback_config(vm, list(vm.config))
+        return vm
+
+    # -------------------------------------------------------- config: read-back
+
+    def _readback_params(self, values):
+        out = {}
+        for key, value in values.items():
+            if option_exists(key):
+                value = readback_value(key, value, self.tag_style)
+                if value is None:
+                    continue
+            out[key] = value
+        return out
+
+    def _readback_config(self, vm, keys):
+        """The config (and pending values) of `keys` as parse_vm_config gives them back after write_vm_config."""
+        for key in keys:
+            if key in vm.config:
+                value = readback_value(key, vm.config[key], self.tag_style)
+                if value is None:
+                    vm.config.pop(key)
+                else:
+                    vm.config[key] = value
+            if vm.pending.get(key) is not None:
+                value = readback_value(key, vm.pending[key], self.tag_style)
+                vm.pending[key] = '' if value is None else value
+
+    @staticmethod
+    def _check_delete(updates):
+        """src/PVE/API2/Qemu.pm update_vm_api's checks of `delete`, made before anything is written. Deleting a
+        key the config does not have is no error there: it warns ("cannot delete '...' - not set in current
+        configuration!") and goes on, as fakepve's delete does."""
+        for key in split_list(str(updates.get('delete') or '')):
+            key = 'ide2' if key == 'cdrom' else key
+            if updates.get(key) is not None:
+                raise PveError(400, 'Parameter verification failed.',
+                               {'delete': "you can't use '-{0}' and -delete {0}' at the same time".format(key)})
+            if not option_exists(key):
+                raise PveError(400, 'Parameter verification failed.', {'delete': "unknown option '{0}'".format(key)})
 
     # ---------------------------------------------------- config: MAC, hot-plug
 
@@ -186,14 +347,17 @@ class QemuExtras(object):
 
     async def _apply_config_hot(self, vm, user, p):
         updates = dict(p)
+        self._check_delete(updates)
         for key in list(updates):
             if NET_KEY.match(key) and updates[key] is not None:
                 # parse_net: a NIC given without a MAC gets a new one; a given MAC is kept.
-                updates[key] = with_mac(updates[key])
+                updates[key] = print_net(updates[key])
         running = vm.status == 'running'
         before = dict(vm.config)
         await super()._apply_config(vm, user, updates)
+        touched = [k for k in updates if k not in NOT_CONFIG] + split_list(str(updates.get('delete') or ''))
         if not running:
+            self._readback_config(vm, touched)
             return
         # qemu-server API2/Qemu.pm update_vm_api writes every change to [PENDING], then
         # QemuServer.pm vmconfig_hotplug_pending moves what the running VM takes at once into the config (judged
@@ -218,6 +382,7 @@ class QemuExtras(object):
                     vm.config[key] = before[key]
                 else:
                     vm.config.pop(key, None)
+        self._readback_config(vm, touched)
         # guest-common AbstractConfig.pm cleanup_pending: a pending value equal to the running one, or a pending
         # delete of an absent key, is no change.
         for key, value in list(vm.pending.items()):
