@@ -61,3 +61,17 @@ def test_a_converged_vm_as_pve_reads_it_back_needs_no_change():
     assert V.desired_config_changes(plain, {'description': 'hand written'}, M) == ({}, [])
     changes, dummy = V.desired_config_changes(plain, {'description': 'other'}, M)
     assert changes == {'description': 'hand written'}
+
+
+def test_a_restored_shadow_as_pve_reads_it_back_needs_no_change():
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import refresh
+    identity = dict(name='shop-web-shadow', nets={'net0': 'virtio=bc:24:11:aa:bb:cc,bridge=vmbr1,firewall=true'},
+                    tags='sn-shadow;Shadownet', onboot='true', startup='up=30,order=2', cores='1', memory=1024,
+                    balloon='0', hookscript='local:snippets/h.py')
+    # What GET config gives once PVE stored the restore (print_net, get_unique_tags, check_type, stripped text).
+    cfg = {'name': 'shop-web-shadow', 'net0': 'virtio=bc:24:11:aa:bb:cc,bridge=vmbr1,firewall=1',
+           'tags': 'shadownet;sn-shadow', 'onboot': 1, 'startup': 'up=30,order=2', 'cores': 1, 'memory': '1024',
+           'balloon': 0, 'hookscript': 'local:snippets/h.py', 'description': 'restored'}
+    assert refresh.restore_changes(identity, cfg, 'restored\n') == ({}, [])
+    assert refresh.root_only_changes(identity, cfg) == ({}, [])
+    assert refresh.restore_changes(identity, dict(cfg, onboot=0), 'restored')[0] == {'onboot': 'true'}
