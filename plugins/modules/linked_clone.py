@@ -291,8 +291,11 @@ def run_plan(module):
     if not_a_plan(plan):
         module.fail_json(msg=not_a_plan(plan))
     state = 'present' if p['state'] == 'absent' else p['state']
-    specs = [vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout'])
-             for vm in plan['vms'] if vm.get('role') in p['roles']]
+    # Every VM of the plan is placed (the others of roles virtually, where missing), so a shadow built in its own
+    # run keeps off where its primaries are or will be, and an infeasible plan fails before its first write.
+    everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout']))
+                for vm in plan['vms']]
+    specs = [spec for vm, spec in everyone if vm.get('role') in p['roles']]
 
     def make_api():
         return pveapi.PveApi.from_module(module)
@@ -302,7 +305,7 @@ def run_plan(module):
         if not module.check_mode:
             api.require_quorum()
         results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode, meta_module=metablock,
-                                       parallel=max(1, p['parallel']))
+                                       parallel=max(1, p['parallel']), context=[spec for vm, spec in everyone])
         pruned = []
         if p['prune']:
             gone = vmengine.prune_candidates(api.resources('vm'), plan, p['roles'])

@@ -86,7 +86,7 @@ from fakepve.shapes import ROLES
 
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_links import LinkBindings
-from .pvesim_qemu import QemuExtras
+from .pvesim_qemu import SHARED_TYPES, QemuExtras
 from .pvesim_sdn import SdnApi
 
 __all__ = ['ShadowPve', 'SimServer', 'ControlChannel', 'load_cluster', 'start_in_thread', 'DEFAULT_CLUSTER',
@@ -166,7 +166,8 @@ def _priv_list(roles, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
+    Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online, maxcpu,
+    maxmem_gib, mem_gib (the host's own use)}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs}]}].
     """
@@ -182,6 +183,9 @@ def load_cluster(pve, source):
         pve.password = str(data['root_password'])
     for node in data.get('nodes') or [{'name': 'pve1'}]:
         pve.add_node(node['name'], online=node.get('online', True))
+        pve.set_node_size(node['name'], maxcpu=node.get('maxcpu'),
+                          maxmem=int(float(node['maxmem_gib']) * GiB) if node.get('maxmem_gib') else None,
+                          mem=int(float(node['mem_gib']) * GiB) if node.get('mem_gib') else None)
     if data.get('storages'):
         pve.storages = {}
         for sid, options in data['storages'].items():
@@ -189,6 +193,8 @@ def load_cluster(pve, source):
             store.setdefault('type', 'dir')
             store.setdefault('active', 1)
             store['files'] = set()
+            if store['type'] in SHARED_TYPES:
+                store['shared'] = 1  # pve-storage Plugin.pm parse_config: @SHARED_STORAGE types are shared
             if store['type'] == 'dir':
                 store.setdefault('avail', 50 * GiB)
             pve.storages[sid] = store
