@@ -61,7 +61,8 @@ def test_lab_plan_vms():
     for vm in plan['vms']:
         assert N.is_dns_label(vm['name'])
         assert all(N.is_tag(t) for t in vm['tags'])
-        assert vm['golden'] == {'vmid': 9000, 'name': None} and vm['linked'] is True
+        golden = {'vmid': None, 'name': 'alpine-3-golden'} if vm['service'] == 'worker' else {'vmid': 9000, 'name': None}
+        assert vm['golden'] == golden and vm['linked'] is True
         assert vm['pool'] == 'shadownet'
         assert vm['meta']['template'] == 'shop' and vm['meta']['role'] == vm['role']
     web1 = vms['shop-web-1']
