@@ -31,11 +31,18 @@ What is modelled on top of fakepve
   `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
   `cores`, `sockets` and the rest stay pending until the next start, as in PVE; GET config shows the pending values
   unless `current=1` asks for the running ones, as PVE does.
+- Clones and nodes (pvesim_qemu.py): `POST .../clone` with `target` (another node) is refused with PVE's "can't
+  clone VM to node 'X' (VM uses local storage)" when a volume of the source is on a storage that is not shared
+  (rbd, nfs, cifs, zfs, iscsi, ... are shared by type, as pve-storage's parse_config sets it), full clones too;
+  a linked clone of a disk on thick LVM (and iscsi) fails "Linked clone feature is not supported". Nodes have the
+  size the cluster file gives (`maxcpu`, `maxmem_gib`, `mem_gib` the host's own use); a node's `mem` is that plus
+  its running VMs' memory; a start with more vCPUs than the node has is a task error, as on PVE.
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
-- The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
-  volumes, users, roles, ACLs and API tokens (`load_cluster`).
+- The lab cluster (inventories/lab/cluster.yml): nodes and their sizes, storages, snippets, pools, golden templates
+  with base volumes (one on shared RBD storage, one copied to each node's local-lvm), users, roles, ACLs and API
+  tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
   under `/_sim/` (documented in `ControlChannel`). `start_in_thread()` serves one inside a test process.
 
@@ -56,6 +63,9 @@ Known differences from real PVE
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
   `with-local-disks` is not required.
+- Clones: storages created through the API are shared only when `shared` is given (PVE also marks them by type);
+  a storage's `nodes` restriction is not checked on clone (PVE does not either, but the clone cannot start
+  there); node memory is not checked on start (PVE leaves that to QEMU and the kernel).
 - Hook scripts are never run; only their existence on snippets storage is checked (not the executable bit).
 - Disk hot-plug is not modelled: disk changes on a running VM stay pending (fakepve's behaviour).
 """

@@ -144,7 +144,7 @@ def test_networks_and_shadow_twins():
 @pytest.mark.parametrize('nodes,placement,transport,want', [
     (['pve1', 'pve2'], 'spread', None, 'vxlan'),
     (['pve1'], 'spread', None, 'local'),
-    ([], 'spread', None, 'local'),
+    ([], 'spread', None, 'vxlan'),
     (['pve1', 'pve2'], 'any', None, 'local'),
     (['pve1', 'pve2'], 'spread', 'local', 'local'),
     (['pve1'], 'any', 'vxlan', 'vxlan'),
