@@ -228,8 +228,8 @@ def place(requests, capacities):
     a VM that exists, or one given explicitly: kept as it is); ``memory`` (MiB) and ``vcpus``; ``group`` (VMs of
     one group are spread: the primaries of a service); ``listed`` (the template's nodes in this VM's order of
     preference, [] for the default: all online nodes); ``avoid_vms`` (names of VMs whose nodes to keep off: a
-    shadow's primaries); ``reach`` (nodes a clone can be made on, None: any); ``reach_note`` (a text per node
-    that cannot be reached, {node: why}).
+    shadow's primaries); ``policy`` (how listed nodes are named in the reason); ``reach`` (nodes a clone can be
+    made on, None: any); ``reach_note`` (why, per node that cannot be reached).
 
     Returns ``{name: {node, reason, warnings, error}}``; ``error`` is set (and ``node`` None) when no node fits
     or the node the listed placement names cannot take a clone.
@@ -283,7 +283,7 @@ def _place_one(req, caps, online, where, groups):
     if listed:
         order = [n for n in candidates if n not in avoid] + [n for n in candidates if n in avoid]
         choice = next((n for n in order if fits[n] is None), None)
-        policy = 'listed nodes, in this VM\'s order {0}'.format(','.join(listed))
+        policy = req.get('policy') or 'listed nodes, in this VM\'s order {0}'.format(','.join(listed))
     else:
         def score(n):
             return (n in avoid, count[n], -(caps[n]['maxmem'] - caps[n]['committed']), caps[n]['cpu'], n)

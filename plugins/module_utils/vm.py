@@ -232,13 +232,15 @@ def resolve_placements(api, specs, resources, context=()):
                 reach.add(node)
             except PveApiError as exc:
                 notes[node] = exc.message
-        listed = list(spec.preferred_nodes)
+        listed, policy = list(spec.preferred_nodes), None
         if not listed and not spec.node and spec.default_placement == 'template':
             # A single VM without node or plan: on the golden template's node (the copy named, else by vmid).
             listed = [r['node'] for r in sorted(reaches, key=lambda r: (r['vmid'] != prefer, r['vmid']))]
+            policy = "the golden template's node"
         requests.append(dict(name=spec.name, node=spec.node, reason='node given' if spec.node else None,
                              memory=memory, vcpus=vcpus, group=frozenset(spec.tags) if spec.tags else None,
-                             group_label=_group_label(spec), listed=listed, avoid_vms=list(spec.avoid_vms),
+                             group_label=_group_label(spec), listed=listed, policy=policy,
+                             avoid_vms=list(spec.avoid_vms),
                              reach=reach, reach_note=notes, _spec=spec, _cap=(memory, vcpus)))
     placed = placing.place([dict((k, v) for k, v in r.items() if not k.startswith('_')) for r in requests], caps)
     errors = []

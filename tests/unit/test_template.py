@@ -310,7 +310,7 @@ def test_schema_docs_cover_every_field():
     (['pve1', 'pve2', 'pve3'], 'spread', None, 'vxlan'),
     (['pve1', 'pve2'], 'spread', None, 'vxlan'),
     (['pve1'], 'spread', None, 'local'),
-    ([], 'spread', None, 'local'),
+    ([], 'spread', None, 'vxlan'),  # default placement spreads shadows over the online nodes
     (['pve1', 'pve2'], 'any', None, 'local'),
     (['pve1', 'pve2'], 'spread', 'local', 'local'),
     ([], 'any', 'vxlan', 'vxlan'),
