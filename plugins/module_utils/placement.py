@@ -97,10 +97,12 @@ def clone_reach(template, config, storages):
             used.append(sid)
         if store is None:
             shared = False
-            if sid is None or not cdrom:
+            if (sid or key) not in local:
                 local.append(sid or key)
             if sid and not cdrom:
-                problem = problem or "disk {0} is on storage {1!r}, which /storage does not list".format(key, sid)
+                # clone_vm checks Datastore.AllocateSpace on it: what the user cannot even list, PVE refuses too.
+                problem = problem or ('disk {0} is on storage {1!r}, which GET /storage does not list (missing, or the '
+                                      'API user lacks Datastore.Audit on /storage/{1})'.format(key, sid))
             continue
         if not store['shared']:
             shared = False
