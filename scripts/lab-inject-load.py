@@ -2,8 +2,10 @@
 """Lab only: inject a rising CPU load into the simulator's rrddata for a service's primaries.
 
 Talks to the simulator's control channel (/_sim/, see tests/lab/pvesim.py) with the PROXMOX_* environment that
-scripts/lab.sh exports. The series covers the last hour at one point per minute and rises linearly from
-``--start`` to ``--end`` (a fraction of the VM's CPUs): below the template's `high`, but heading for it.
+scripts/lab.sh exports. The series covers the last day at one point per minute (``--history``): flat at ``--start``
+(a fraction of the VM's CPUs), then over the last ``--minutes`` rising linearly to ``--end``: below the template's
+`high`, but heading for it. The simulator serves it as PVE 9 does (rrddata `hour` 60 and `day` 1440 one-minute
+rows), so the metrics step reads the whole day from PVE and the forecaster sees more than the last hour.
 """
 import argparse
 import json
@@ -25,27 +27,37 @@ def call(method, path, body=None):
         return json.loads(resp.read() or b'null')
 
 
+def series(now, start, end, minutes, history):
+    """One point a minute ending at `now`: flat at `start`, then rising linearly to `end` over the last `minutes`."""
+    total = max(history, minutes)
+    points = []
+    for i in range(total):
+        rise = i - (total - minutes)
+        frac = start + (end - start) * max(0, rise) / max(1, minutes - 1)
+        points.append({'time': now - (total - 1 - i) * 60, 'cpu': round(frac, 4), 'maxcpu': 2,
+                       'mem': 1024 * 1048576, 'maxmem': 2048 * 1048576, 'netin': 1.0e6, 'netout': 1.0e6})
+    return points
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--prefix', default='shop-web-', help='name prefix of the primaries')
     parser.add_argument('--start', type=float, default=0.25)
     parser.add_argument('--end', type=float, default=0.65)
-    parser.add_argument('--minutes', type=int, default=60)
+    parser.add_argument('--minutes', type=int, default=60, help='length of the rise (minutes)')
+    parser.add_argument('--history', type=int, default=1440, help='length of the whole series (minutes)')
     args = parser.parse_args()
     state = call('GET', 'state')
     vms = [vm for vm in state['vms'] if str(vm.get('name', '')).startswith(args.prefix)
            and str(vm['name'])[len(args.prefix):].isdigit()]
     now = int(time.time()) // 60 * 60
     for vm in vms:
-        points = []
-        for i in range(args.minutes):
-            frac = args.start + (args.end - args.start) * i / max(1, args.minutes - 1)
-            points.append({'time': now - (args.minutes - 1 - i) * 60, 'cpu': round(frac, 4), 'maxcpu': 2,
-                           'mem': 1024 * 1048576, 'maxmem': 2048 * 1048576, 'netin': 1.0e6, 'netout': 1.0e6})
+        points = series(now, args.start, args.end, args.minutes, args.history)
+        total = len(points)
         call('POST', 'rrd', {'vmid': vm['vmid'], 'points': points})
         call('POST', 'stats', {'vmid': vm['vmid'], 'stats': {'cpu': points[-1]['cpu']}})
-        print('lab: injected a rising CPU series {0:.0%} -> {1:.0%} over {2} min into {3} (vmid {4})'.format(
-            args.start, args.end, args.minutes, vm['name'], vm['vmid']))
+        print('lab: injected {0} min of CPU history into {1} (vmid {2}): {3:.0%}, rising to {4:.0%} over the last '
+              '{5} min'.format(total, vm['name'], vm['vmid'], args.start, args.end, args.minutes))
     if not vms:
         raise SystemExit('lab: no VM named {0}N in the simulator'.format(args.prefix))
 

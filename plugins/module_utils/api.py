@@ -398,6 +398,34 @@ class PveApi(object):
             return dict(upid=None, exitstatus='OK', warnings=[], log=[])
         return self.wait_task(upid, timeout=timeout)
 
+    def stop_vm(self, node, vmid, name=None, timeout=600, poll=0.2):
+        """Stop a VM and wait, by wall clock, until PVE shows it stopped. Returns the stop task's result.
+
+        qemu-server's vm_stop stops a VM itself (a ``qmstop`` task that ends when the VM is off) unless the VM
+        is an HA resource: then it only queues ``ha-manager crm-command stop`` (a ``hastop`` task that ends at
+        once) and the HA manager stops the VM at its next rounds. destroy_vm refuses a running VM, so whoever
+        destroys after a stop must wait for the VM itself, not for the task: this does, for both kinds.
+        """
+        deadline = self._clock() + timeout
+        path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
+        task = self.run_task('POST', path + 'stop', timeout=timeout)
+        delay = poll
+        while True:
+            current = self.get(path + 'current') or {}
+            if current.get('status') == 'stopped':
+                return task
+            if self._clock() >= deadline:
+                ha = current.get('ha') or {}
+                how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '
+                       '(CRM and LRM active, the resource not in error state)'.format(ha.get('state'))
+                       if int(ha.get('managed') or 0) else 'check its task log on the node')
+                raise PveTimeoutError('VM {0}(vmid {1} on {2}) is still {3} {4}s (wall clock) after the stop request; '
+                                      '{5}, then run again'.format('{0!r} '.format(name) if name else '', vmid, node,
+                                                                   current.get('status') or 'running', timeout, how),
+                                      kind='timeout', node=node)
+            self._sleep(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 1.5, 5.0)
+
     # -------------------------------------------------------------- cluster
 
     def nodes(self):

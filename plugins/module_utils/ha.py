@@ -11,6 +11,13 @@ marker is an error. The prefix alone is not enough: templates ``shop`` and ``sho
 Rules name VMs; they are resolved to ``vm:<vmid>`` through ``/cluster/resources``. PVE only accepts HA-managed
 resources in rules, so the VMs are made HA resources first (``/cluster/ha/resources``, state ``started`` by
 default); existing HA resources are left as they are, and none is removed when a rule goes.
+
+PVE checks every rule it writes against the whole rule set (pve-ha-manager ``API2/HA/Rules.pm``
+``$assert_feasibility`` -> ``HA/Rules.pm`` ``check_feasibility``) and refuses a rule that is infeasible; the CRM
+drops rules that became infeasible later. :func:`feasibility` follows those checks, so the whole sequence of
+writes is validated before the first one (the HA resources included). Negative resource-affinity rules are
+counted against the CRM's node list (``manager_status`` ``node_status``), which is empty until a CRM is master:
+after adding HA resources, the engine waits for it.
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ def parse_nodes(value):
             prio = prio if sep else None
         if not node:
             raise HaRuleError('a node-affinity entry has no node: {0!r}'.format(item))
-        out[str(node)] = int(prio) if prio not in (None, '') else None
+        # PVE reads a missing priority as 0 and writes 0 as no priority (Tools.pm parse_node_priority,
+        # NodeAffinity.pm encode_plugin_value): both are None here.
+        out[str(node)] = (int(prio) or None) if prio not in (None, '') else None
     return out
 
 
@@ -161,6 +170,11 @@ def _payload(rule, keys):
     params = {}
     for key in keys:
         value = rule[key]
+        if key == 'disable' and not value:
+            # API2/HA/Rules.pm create_rule and update_rule drop disable=0 (`delete $param->{disable} if
+            # !$param->{disable}`): only `delete=disable` enables a rule again; a new rule is enabled anyway.
+            params['delete'] = 'disable'
+            continue
         if key == 'resources':
             value = ','.join(value)
         elif key == 'nodes':
@@ -196,8 +210,10 @@ def plan_rules(desired, live, template):
         view = dict((k, v) for k, v in rule.items() if k != 'rule')
         after[rid] = view
         item = live_by_id.get(rid)
+        params = dict(rule=rid, type=rule['type'], **_payload(rule, _fields(rule)))
+        params.pop('delete', None)
         create = dict(method='POST', path='cluster/ha/rules', rule=rid, what='create rule {0}'.format(rid),
-                      params=dict(rule=rid, type=rule['type'], **_payload(rule, _fields(rule))))
+                      params=params)
         if item is None:
             before[rid] = {}
             ops_create.append(create)
@@ -229,18 +245,175 @@ def plan_rules(desired, live, template):
     return ops_delete + ops_update + ops_create, before, after
 
 
+# What to do about each of PVE's feasibility errors (the messages are PVE's, HA/Rules.pm and Rules/*.pm).
+FIXES = {
+    'already used in another node affinity rule': 'a VM can be in one node-affinity rule only',
+    'less than two resources': 'a resource-affinity rule needs two VMs',
+    'more resources than available nodes': 'a negative resource-affinity rule needs at least as many nodes in '
+                                           "the HA manager's node list as it has VMs: add nodes, or set the "
+                                           "template's shadow.placement to any",
+    'shares two or more resources': 'two VMs cannot be kept together and apart: change one of the rules',
+    'multiple priorities': 'a VM in a resource-affinity rule can only be in a node-affinity rule whose nodes '
+                           'all have the same priority',
+    'multiple node affinity rules': 'VMs kept together may share one node-affinity rule only',
+    'other node affinity rule already': 'VMs kept together may share one node-affinity rule only',
+    'less nodes than available': 'the node-affinity rules of VMs kept apart must list at least as many nodes '
+                                 'as there are such VMs',
+}
+
+
+def _disjoint_groups(rules):
+    """Rules/Helpers.pm find_disjoint_rules_resource_sets: rules by their lowest sid (as strings), each joining
+    the first group it overlaps (one pass, as PVE does)."""
+    groups = []
+    for rule in sorted(sorted(rules, key=lambda r: r['rule']), key=lambda r: min(r['resources'] or [''])):
+        res = set(rule['resources'])
+        for group in groups:
+            if group[1] & res:
+                group[0].append(rule['rule'])
+                group[1].update(res)
+                break
+        else:
+            groups.append(([rule['rule']], res))
+    return groups
+
+
+def feasibility(rules, nodes):
+    """PVE's ``check_feasibility`` (HA/Rules.pm) over ``rules`` (desired/current rule shape, sids resolved) and
+    ``nodes`` (the CRM's node list). Disabled rules take no part. Returns {rule id: [(message, [other rule
+    ids])]}: every rule PVE would refuse to write, and the CRM would drop."""
+    active = [r for r in rules if not r.get('disable')]
+    node_aff = [r for r in active if r['type'] == 'node-affinity']
+    res_aff = [r for r in active if r['type'] == 'resource-affinity']
+    positive = [r for r in res_aff if r.get('affinity') == 'positive']
+    negative = [r for r in res_aff if r.get('affinity') == 'negative']
+    out = {}
+
+    def blame(rid, message, others=()):
+        entry = (message, sorted(set(others) - set([rid])))
+        if entry not in out.setdefault(rid, []):
+            out[rid].append(entry)
+
+    users = {}
+    for rule in node_aff:
+        for sid in set(rule['resources']):
+            users.setdefault(sid, []).append(rule['rule'])
+    for sid, ids in users.items():
+        for rid in ids if len(ids) > 1 else []:
+            blame(rid, "resource '{0}' is already used in another node affinity rule".format(sid), ids)
+    for rule in res_aff:
+        if len(set(rule['resources'])) < 2:
+            blame(rule['rule'], 'rule is ineffective as there are less than two resources')
+    for rule in negative:
+        if len(set(rule['resources'])) > len(nodes):
+            blame(rule['rule'], 'rule defines more resources than available nodes')
+    for ids, res in _disjoint_groups(positive):
+        for rule in negative:
+            if len(res & set(rule['resources'])) >= 2:
+                blame(rule['rule'], 'rule shares two or more resources with a positive resource affinity rule', ids)
+                for pid in ids:
+                    blame(pid, 'rule shares two or more resources with a negative resource affinity rule',
+                          [rule['rule']])
+    for rule in res_aff:
+        paired = [n for n in node_aff if set(n['resources']) & set(rule['resources'])]
+        multi = [n['rule'] for n in paired if len(set(p or 0 for p in n['nodes'].values())) > 1]
+        if multi:
+            blame(rule['rule'], 'resources are in node affinity rules with multiple priorities', multi)
+            for other in paired:
+                blame(other['rule'], 'resources are in a resource affinity rule and cannot be in a node affinity '
+                                     'rule with multiple priorities', [rule['rule']])
+    for ids, res in _disjoint_groups(positive):
+        paired = [n['rule'] for n in node_aff if set(n['resources']) & res]
+        if len(paired) > 1:
+            for pid in ids:
+                blame(pid, 'resources are in multiple node affinity rules', paired)
+            for nid in paired:
+                blame(nid, 'at least one resource is in a positive resource affinity rule and there are other '
+                           'resources in at least one other node affinity rule already', ids + paired)
+    for rule in negative:
+        located, allowed, paired = set(), set(), []
+        for other in node_aff:
+            common = set(rule['resources']) & set(other['resources'])
+            if common:
+                located |= common
+                allowed |= set(other['nodes'])
+                paired.append(other['rule'])
+        if len(allowed) < len(located):
+            blame(rule['rule'], 'two or more resources are restricted to less nodes than available to the '
+                                'resources', paired)
+            for nid in paired:
+                blame(nid, 'at least one resource is in a negative resource affinity rule and this rule would '
+                           'restrict these to less nodes than available to the resources', [rule['rule']])
+    return out
+
+
+def describe_errors(rid, errors, nodes=None):
+    """One line per PVE error of rule ``rid``, with the rules it conflicts with and what to change."""
+    lines = []
+    for message, others in errors:
+        fix = next((text for key, text in FIXES.items() if key in message), '')
+        if 'available nodes' in message and nodes is not None:
+            fix = "{0} (the HA manager's node list: {1})".format(fix, ', '.join(sorted(nodes)) or 'empty')
+        lines.append('HA rule {0}: PVE refuses it: "{1}"{2}{3}'.format(
+            rid, message, ' (with rule {0})'.format(', '.join(others)) if others else '',
+            '; {0}'.format(fix) if fix else ''))
+    return lines
+
+
+def _apply(state, op, desired):
+    rid = op['rule']
+    if op['method'] == 'DELETE':
+        state.pop(rid, None)
+        return
+    rule = dict(desired[rid])
+    if 'disable' not in rule:
+        # Unset: a new rule is enabled, an updated one keeps its setting.
+        rule['disable'] = bool(state.get(rid, {}).get('disable')) if op['method'] == 'PUT' else False
+    state[rid] = rule
+
+
+def check_writes(ops, desired, live, nodes):
+    """Replay ``ops`` on the live rule set as PVE would take them, before any write. Returns the problems (one
+    string each): a write PVE refuses (``$assert_feasibility`` checks the written rule against the set at that
+    moment), and any desired rule that is infeasible once all writes are done (the CRM would drop it)."""
+    state = dict((item['rule'], current_rule(item)) for item in live)
+    wanted = dict((r['rule'], r) for r in desired)
+    problems = []
+    for op in ops:
+        _apply(state, op, wanted)
+        if op['method'] == 'DELETE':
+            continue
+        errors = feasibility(list(state.values()), nodes).get(op['rule'])
+        if errors:
+            problems.extend(line + ' (at step: {0})'.format(op['what']) for line in
+                            describe_errors(op['rule'], errors, nodes))
+            return problems
+    final = feasibility(list(state.values()), nodes)
+    for rid in sorted(wanted):
+        if rid in final:
+            problems.extend(describe_errors(rid, final[rid], nodes))
+    return problems
+
+
 class HaRuleEngine(object):
     """Converge one template's HA rules (and the HA resources they need)."""
 
-    def __init__(self, api, check_mode=False, ensure_resources=True, resource_state='started'):
+    def __init__(self, api, check_mode=False, ensure_resources=True, resource_state='started', crm_timeout=180):
         self.api = api
         self.check_mode = check_mode
         self.ensure_resources = ensure_resources
         self.resource_state = resource_state
+        self.crm_timeout = crm_timeout
+
+    def node_status(self):
+        """The CRM's node list (``manager_status`` ``node_status``): {node: state}; empty before a CRM is master."""
+        status = self.api.get('cluster/ha/status/manager_status') or {}
+        return dict((status.get('manager_status') or {}).get('node_status') or {})
 
     def converge(self, template, rules):
         result = dict(changed=False, changes=[], rules={}, ha_resources_added=[], diff=dict(before={}, after={}))
         resolved = []
+        nodes = {}
         if rules:
             vms = self.api.resources('vm')
             nodes = self.api.nodes()
@@ -263,6 +436,20 @@ class HaRuleEngine(object):
         if missing and not self.ensure_resources:
             raise HaRuleError('VM(s) {0} are not HA resources, and PVE accepts only HA resources in rules; add them '
                               '(ha-manager add) or set ensure_resources'.format(', '.join(missing)))
+        # Every write as PVE will check it, before the first one. Before a CRM is master its node list is empty;
+        # it will list the nodes online then.
+        status = self.node_status() if resolved else {}
+        online = sorted(n for n, state in nodes.items() if state == 'online')
+        problems = check_writes(ops, resolved, live, sorted(status) or online)
+        touched = set(op['rule'] for op in ops)
+        named = set(line.split(':')[0] for line in problems)
+        for item in live:
+            if item['rule'] in result['rules'] and item['rule'] not in touched and item.get('errors') and \
+                    'HA rule {0}'.format(item['rule']) not in named:
+                problems.append('PVE marks HA rule {0} invalid, so the HA manager ignores it: {1}'.format(
+                    item['rule'], _pve_errors(item['errors'])))
+        if problems:
+            raise HaRuleError('\n'.join(problems + ['nothing was changed']))
         changes = ['add HA resource {0} (state {1})'.format(s, self.resource_state) for s in missing]
         changes.extend(op['what'] for op in ops)
         result.update(changes=changes, changed=bool(changes), ha_resources_added=missing,
@@ -273,6 +460,14 @@ class HaRuleEngine(object):
         for sid in missing:
             self.api.post('cluster/ha/resources', sid=sid, state=self.resource_state,
                           comment='shadownet {0}'.format(template))
+        wanted = dict((r['rule'], r) for r in resolved)
+        if not status and any(op['method'] != 'DELETE' and wanted[op['rule']].get('affinity') == 'negative'
+                              for op in ops):
+            status = self._wait_for_crm(missing)
+            problems = check_writes(ops, resolved, live, sorted(status))
+            if problems:
+                raise HaRuleError('\n'.join(problems + ['done before: {0}'.format(
+                    ', '.join(changes[:len(missing)]) or 'nothing')]))
         for op in ops:
             params = dict(op['params'])
             if op['method'] == 'PUT':
@@ -288,4 +483,38 @@ class HaRuleEngine(object):
                     exc.message, op['what'], ', '.join(done) or 'nothing')
                 exc.args = (exc.message,)
                 raise
+        if ops:
+            invalid = [item for item in self.api.get('cluster/ha/rules') or []
+                       if item.get('rule') in wanted and item.get('errors')]
+            if invalid:
+                raise HaRuleError('PVE accepted these HA rules but marks them invalid, so the HA manager ignores '
+                                  'them: {0}'.format('; '.join('{0}: {1}'.format(i['rule'], _pve_errors(i['errors']))
+                                                               for i in invalid)))
         return result
+
+    def _wait_for_crm(self, added):
+        """Wait (wall clock, ``crm_timeout`` seconds) for the CRM's node list; PVE counts the nodes of negative
+        resource-affinity rules from it (ResourceAffinity.pm check_negative_resource_affinity_resources_count)."""
+        deadline = self.api._clock() + self.crm_timeout
+        delay = 0.5
+        while True:
+            status = self.node_status()
+            if status:
+                return status
+            if self.api._clock() >= deadline:
+                raise HaRuleError(
+                    'the HA manager has no node list {0}s after {1}: PVE counts the nodes of negative '
+                    'resource-affinity rules from it (manager_status node_status, written by the active CRM) and '
+                    'refuses them while it is empty. Check that pve-ha-crm runs and a master is active '
+                    '(ha-manager status), then run again; no rule was written.'.format(
+                        self.crm_timeout, 'adding HA resource(s) {0}'.format(', '.join(added)) if added else
+                        'the HA resources were configured'))
+            self.api._sleep(min(delay, max(0.0, deadline - self.api._clock())))
+            delay = min(delay * 1.5, 3.0)
+
+
+def _pve_errors(errors):
+    if isinstance(errors, dict):
+        return '; '.join('{0}: {1}'.format(k, ', '.join(v) if isinstance(v, list) else v)
+                         for k, v in sorted(errors.items()))
+    return str(errors)

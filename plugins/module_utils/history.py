@@ -1,18 +1,21 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) shadownet.proxmox contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Metrics history: PVE keeps one hour of 1-minute points, forecasts need days.
+"""Metrics history: PVE keeps a day of 1-minute points (PVE 9; an hour in PVE 8), forecasts want more.
 
 Every run appends the points it read to a :class:`HistoryStore`. The forecaster only
 ever sees plain lists, so another backend (e.g. Prometheus) can be added by
-implementing the same four methods:
+implementing the same methods:
 
-* ``append(points)``: store ``(series, timestamp, value)`` triples; idempotent: a point
-  already stored for the same series and timestamp is not duplicated (a re-read value
-  replaces the stored one, since PVE revises its last, still filling, point).
+* ``append(points, replace=True)``: store ``(series, timestamp, value)`` triples; idempotent:
+  a point already stored for the same series and timestamp is not duplicated (a re-read
+  value replaces the stored one, since PVE revises its last, still filling, point; with
+  ``replace=False`` a stored value is kept: minutes filled from PVE's coarser rows never
+  overwrite a one-minute value).
 * ``series(key, since=None, until=None)``: ``[(timestamp, value), ...]`` oldest first.
 * ``prune(retention, now=None)``: drop points older than ``retention`` seconds.
 * ``keys()``: the stored series names.
+* ``span(key, since=None)``: ``(first, last, count)`` of a series' timestamps (Nones when empty).
 
 :class:`SQLiteHistoryStore` is the embedded default: one SQLite file on the controller.
 It is safe for overlapping runs on that controller (WAL journal, a busy timeout, one
@@ -41,7 +44,7 @@ class HistoryError(Exception):
 class HistoryStore(object):
     """The interface every history backend implements."""
 
-    def append(self, points):
+    def append(self, points, replace=True):
         raise NotImplementedError
 
     def series(self, key, since=None, until=None):
@@ -52,6 +55,10 @@ class HistoryStore(object):
 
     def keys(self):
         raise NotImplementedError
+
+    def span(self, key, since=None):
+        times = [ts for ts, dummy in self.series(key, since=since)]
+        return (min(times), max(times), len(times)) if times else (None, None, 0)
 
     def close(self):
         pass
@@ -145,16 +152,17 @@ class SQLiteHistoryStore(HistoryStore):
             raise
         return changed
 
-    def append(self, points):
-        """Store points; returns how many were new or changed value (re-appending the same points returns 0)."""
+    def append(self, points, replace=True):
+        """Store points; returns how many were new or changed value (re-appending the same points returns 0).
+        ``replace=False`` keeps a value already stored for the same series and timestamp."""
         rows = [_point(p) for p in points]
         if not rows:
             return 0
+        conflict = ('DO UPDATE SET value = excluded.value WHERE points.value IS NOT excluded.value' if replace
+                    else 'DO NOTHING')
         try:
             return self._write((
-                'INSERT INTO points (series, ts, value) VALUES (?, ?, ?) '
-                'ON CONFLICT (series, ts) DO UPDATE SET value = excluded.value '
-                'WHERE points.value IS NOT excluded.value', rows))
+                'INSERT INTO points (series, ts, value) VALUES (?, ?, ?) ON CONFLICT (series, ts) ' + conflict, rows))
         except sqlite3.Error as exc:
             raise HistoryError('cannot append to history store %s: %s' % (self.path, exc))
 
@@ -179,6 +187,15 @@ class SQLiteHistoryStore(HistoryStore):
 
     def keys(self):
         return [r[0] for r in self._db.execute('SELECT DISTINCT series FROM points ORDER BY series')]
+
+    def span(self, key, since=None):
+        sql = 'SELECT MIN(ts), MAX(ts), COUNT(*) FROM points WHERE series = ?'
+        args = [key]
+        if since is not None:
+            sql += ' AND ts >= ?'
+            args.append(int(since))
+        first, last, count = self._db.execute(sql, args).fetchone()
+        return first, last, count
 
     def count(self, key=None):
         if key is None:

@@ -3,8 +3,19 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Metrics of the managed VMs: collection from PVE and normalisation (pure where possible).
 
-One run reads ``/cluster/resources`` once and ``rrddata`` (timeframe ``hour``: 70 one-minute points) once per
-managed VM, a few VMs at a time. Every point is normalised to the instance's own capacity:
+One run reads ``/cluster/resources`` once and ``rrddata`` of every managed VM, a few VMs at a time. PVE keeps a
+day of one-minute history and the forecaster needs more than the hour PVE 9 gives in ``hour``
+(pve-cluster ``src/PVE/RRD.pm`` ``create_rrd_data``):
+
+* PVE 9: ``hour`` is 60 one-minute rows, ``day`` 1440 one-minute rows (``day`` holds ``hour``);
+* PVE 8 (and VMs whose RRD was not migrated): ``hour`` is 70 one-minute rows, ``day`` 70 30-minute rows.
+
+A VM whose history (the store) does not yet cover the last day is read with ``day``, and with ``hour`` as well when
+``day`` came back coarser than a minute (PVE 8); a VM whose history is already complete is read with ``hour`` only.
+Per reconcile that is one ``/cluster/resources`` plus, per managed VM, one ``rrddata`` request (PVE 9, or any VM with
+a complete history) or two (PVE 8, history incomplete). Rows are labelled with the end of the interval they
+consolidate; a coarse row is spread over the minutes it covers where no one-minute row is known, and such filled
+minutes never replace a value the history already holds. Every point is normalised to the instance's own capacity:
 
 * ``cpu``: PVE already gives a fraction of ``maxcpu``; ``cpu_cores`` = cpu x maxcpu (the demand in cores);
 * ``mem``: mem / maxmem; ``mem_mib`` = mem in MiB;
@@ -22,8 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 
 MIB = 1024 * 1024
-RRD_TIMEFRAME = 'hour'
 RRD_STEP = 60
+# pve-cluster RRD.pm create_rrd_data: `hour` is the newest hour at one minute (60 rows in PVE 9, 70 in PVE 8);
+# `day` is a full day at one minute in PVE 9 (1440 rows) and 70 half-hours in PVE 8.
+RECENT_TIMEFRAME = 'hour'
+HISTORY_TIMEFRAME = 'day'
+HISTORY_SECONDS = 86400
 DEFAULT_NET_HIGH_BPS = 800000000
 HISTORY_METRICS = ('cpu', 'cpu_cores', 'mem', 'mem_mib', 'netin_bps', 'netout_bps')
 ROLE_TAGS = {'sn-primary': 'primary', 'sn-shadow': 'shadow'}
@@ -133,10 +148,13 @@ def series_key(template, service, name, metric):
     return '{0}/{1}/{2}/{3}'.format(template, service, name, metric)
 
 
-def history_points(vm, points):
-    """(series, ts, value) triples of one VM's normalised points, for HistoryStore.append."""
+def history_points(vm, points, filled=False):
+    """(series, ts, value) triples of one VM's normalised points, for HistoryStore.append: the points PVE gave at
+    one minute, or (``filled``) those spread from coarser rows."""
     out = []
     for point in points:
+        if bool(point.get('filled')) != filled:
+            continue
         for metric in HISTORY_METRICS:
             if point.get(metric) is not None:
                 out.append((series_key(vm['template'], vm['service'], vm['name'], metric), point['time'],
@@ -160,27 +178,82 @@ def latest(points):
     return points[-1] if points else None
 
 
-def collect(api, templates, plans=None, parallel=4):
-    """Read usage of every managed VM of ``templates``: one /cluster/resources, one rrddata per VM.
+def _has_data(row):
+    return any(k != 'time' for k in row)
 
-    Returns ``(vms, errors)``: each vm dict gains ``points`` (normalised, oldest first); errors is a list of
-    ``{name, msg}`` for VMs whose rrddata could not be read (they are reported, the others still count).
+
+def merge_rrd(answers, step=RRD_STEP):
+    """One VM's rrddata answers (any timeframes, PVE 8 or PVE 9 shapes) -> ``(fine, filled)`` raw rows, oldest first.
+
+    A row is labelled with the end of the interval it consolidates (RRDs::fetch), so it covers the time since the
+    row before it; this holds within one answer even where PVE 9 joins an old PVE 8 file's coarse rows to new
+    one-minute rows. ``fine`` are the rows of one minute (a time present in several answers is taken from the one
+    with data); ``filled`` are coarser rows spread over the minutes they cover, one row a minute, where no fine row
+    with data is known.
+    """
+    fine, coarse = {}, []
+    for answer in answers:
+        rows = sorted((r for r in answer or [] if 'time' in r), key=lambda r: int(r['time']))
+        for i, row in enumerate(rows):
+            ts = int(row['time'])
+            if i:
+                covers = ts - int(rows[i - 1]['time'])
+            else:
+                covers = int(rows[1]['time']) - ts if len(rows) > 1 else step
+            if covers <= step:
+                if ts not in fine or (_has_data(row) and not _has_data(fine[ts])):
+                    fine[ts] = row
+            elif _has_data(row):
+                coarse.append((ts, covers, row))
+    filled = {}
+    for ts, covers, row in coarse:
+        end = ts // step * step
+        for minute in range(end - covers + step, end + step, step):
+            if minute in filled or (minute in fine and _has_data(fine[minute])):
+                continue
+            filled[minute] = dict(row, time=minute)
+    return [fine[t] for t in sorted(fine)], [filled[t] for t in sorted(filled)]
+
+
+def needs_coarse_check(rows, step=RRD_STEP):
+    """True when an answer's newest rows are coarser than one minute (PVE 8's `day`) or cannot tell."""
+    times = sorted(int(r['time']) for r in rows or [] if 'time' in r)
+    return len(times) < 2 or times[-1] - times[-2] > step
+
+
+def collect(api, templates, plans=None, parallel=4, complete=None):
+    """Read usage of every managed VM of ``templates``: one /cluster/resources, then rrddata per VM.
+
+    ``complete(vm)`` says whether the history already holds the VM's last day (then only ``hour`` is read);
+    without it every VM is read with ``day`` (and ``hour`` where ``day`` is coarse, PVE 8).
+    Returns ``(vms, errors)``: each vm dict gains ``points`` (normalised, oldest first; points spread from coarse
+    rows carry ``filled: True``) and ``timeframes`` (what was read); errors is a list of ``{name, msg}`` for VMs
+    whose rrddata could not be read (they are reported, the others still count).
     """
     plans = plans or {}
     resources = api.resources('vm')
     vms = managed_vms(resources, templates, plans)
     errors = []
+    # Asked here, in the calling thread (a history store need not be usable from the reading threads).
+    recent_only = set(vm['vmid'] for vm in vms if complete is not None and complete(vm))
 
     def read(vm):
         from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+        path = 'nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid'])
+        frames = [RECENT_TIMEFRAME] if vm['vmid'] in recent_only else [HISTORY_TIMEFRAME]
+        answers = []
         try:
-            raw = api.get('nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid']), timeframe=RRD_TIMEFRAME,
-                          cf='AVERAGE') or []
+            answers.append(api.get(path, timeframe=frames[0], cf='AVERAGE') or [])
+            if frames[0] == HISTORY_TIMEFRAME and needs_coarse_check(answers[0]):
+                frames.append(RECENT_TIMEFRAME)
+                answers.append(api.get(path, timeframe=RECENT_TIMEFRAME, cf='AVERAGE') or [])
         except PveApiError as exc:
-            return vm, None, exc.message
+            return vm, frames, None, exc.message
         high = net_high_of(plans, vm['template'], vm['service'])
-        points = [normalise_point(p, vm['maxcpu'], vm['maxmem'], high) for p in raw if 'time' in p]
-        return vm, sorted(points, key=lambda p: p['time']), None
+        fine, filled = merge_rrd(answers)
+        points = [normalise_point(p, vm['maxcpu'], vm['maxmem'], high) for p in fine]
+        points += [dict(normalise_point(p, vm['maxcpu'], vm['maxmem'], high), filled=True) for p in filled]
+        return vm, frames, sorted(points, key=lambda p: p['time']), None
 
     workers = max(1, min(int(parallel), len(vms) or 1))
     if workers == 1:
@@ -189,11 +262,11 @@ def collect(api, templates, plans=None, parallel=4):
         with ThreadPoolExecutor(max_workers=workers) as pool:
             answers = list(pool.map(read, vms))
     out = []
-    for vm, points, error in answers:
+    for vm, frames, points, error in answers:
         if error is not None:
             errors.append(dict(name=vm['name'], msg=error))
             points = []
-        out.append(dict(vm, points=points))
+        out.append(dict(vm, points=points, timeframes=frames))
     return out, errors
 
 

@@ -18,7 +18,7 @@ __all__ = [
     'is_logical_name', 'is_dns_label', 'is_tag', 'is_sdn_id', 'is_node_name',
     'primary_vm_name', 'shadow_vm_name', 'vm_tags', 'common_tags',
     'sdn_id', 'assign_sdn_ids', 'ha_rule_id', 'assign_vrids', 'vrid_seed',
-    'network_alias',
+    'network_alias', 'IFACE_RE', 'IFNAMSIZ_MAX', 'bridge_name_problem', 'vlan_bridge_problem',
 ]
 
 # Template, service and network names: lowercase DNS-label-like, no trailing hyphen.
@@ -32,6 +32,14 @@ TAG_RE = re.compile(r'^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$')
 # so we accept and produce lowercase only.
 SDN_ID_RE = re.compile(r'^[a-z][a-z0-9]{1,7}$')
 SDN_ID_HELP = '2-8 lowercase letters and digits, starting with a letter (no hyphen)'
+# Network interface names as PVE accepts them: pve-common JSONSchema.pm pve_verify_iface (case-insensitive;
+# the `pve-iface` standard option adds minLength 2, maxLength 20).
+IFACE_RE = re.compile(r'^[a-z][a-z0-9_]{1,20}([:.]\d+)?$', re.I)
+IFACE_MAX = 20
+# Linux refuses longer interface names (IFNAMSIZ 16 with the NUL): PVE's API takes them, ifreload fails.
+IFNAMSIZ_MAX = 15
+BRIDGE_NAME_HELP = ('a Linux bridge name as PVE accepts it (pve_verify_iface): a letter, then letters, digits or _, '
+                    '2-%d characters in all, such as vmbr1' % IFNAMSIZ_MAX)
 # PVE node names: a DNS label (hostnames may have uppercase).
 NODE_NAME_RE = re.compile(r'^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$')
 # PVE config ids (HA rule ids): letter first, letters, digits, underscore.
@@ -65,6 +73,39 @@ def is_sdn_id(value):
 
 def is_node_name(value):
     return isinstance(value, str) and bool(NODE_NAME_RE.match(value))
+
+
+def bridge_name_problem(value):
+    """Why ``value`` cannot name a node bridge, or None.
+
+    PVE's check is pve_verify_iface (pve-common JSONSchema.pm) with the `pve-iface` length limits; on top of it
+    Linux allows at most 15 characters, and a ``.N`` / ``:N`` suffix names a VLAN or alias interface, not a bridge.
+    """
+    if not isinstance(value, str) or not value:
+        return 'is not a bridge name'
+    if not IFACE_RE.match(value) or len(value) > IFACE_MAX:
+        return '%r is not an interface name PVE accepts (pve_verify_iface)' % value
+    if re.search(r'[:.]\d+$', value):
+        return '%r names a VLAN (.N) or alias (:N) interface, not a bridge' % value
+    if len(value) > IFNAMSIZ_MAX:
+        return '%r is %d characters; Linux interface names have at most %d' % (value, len(value), IFNAMSIZ_MAX)
+    return None
+
+
+def vlan_bridge_problem(bridge, tag):
+    """Why a vlan zone on ``bridge`` cannot carry VLAN ``tag``, or None.
+
+    pve-network Zones/VlanPlugin.pm generate_sdn_config makes ``<bridge>v<tag>`` (a bridge that is not VLAN-aware)
+    or ``<bridge>.<tag>`` (a VLAN-aware one); Linux refuses either beyond 15 characters.
+    """
+    if not isinstance(bridge, str) or tag is None:
+        return None
+    name = '%sv%s' % (bridge, tag)
+    if len(name) > IFNAMSIZ_MAX:
+        return ('with VLAN %s on bridge %s, PVE makes the interface %s (%d characters), longer than Linux allows '
+                '(%d): use a bridge name of at most %d characters' % (tag, bridge, name, len(name), IFNAMSIZ_MAX,
+                                                                      IFNAMSIZ_MAX - 1 - len(str(tag))))
+    return None
 
 
 def primary_vm_name(template, service, index):

@@ -274,24 +274,7 @@ def build_plan(tpl):
                 'hook': repl['hook'] if fidelity == 'event' else None,
             })
 
-            if shadow_cfg['placement'] == 'spread':
-                for primary in primaries:
-                    ha_rules.append({
-                        'rule': naming.ha_rule_id(name, sname, primary['index'], 'anti'),
-                        'type': 'resource-affinity', 'resources': [primary['name'], shadow_name],
-                        'affinity': 'negative', 'nodes': None, 'strict': False,
-                        'comment': 'shadownet %s: keep %s off the node of %s' % (name, shadow_name, primary['name']),
-                    })
-
-        if nodes:
-            for primary in primaries:
-                ha_rules.append({
-                    'rule': naming.ha_rule_id(name, sname, primary['index'], 'node'),
-                    'type': 'node-affinity', 'resources': [primary['name']], 'affinity': None,
-                    'nodes': [{'node': n, 'priority': 2 if n == primary['node'] else 1} for n in nodes],
-                    'strict': False,
-                    'comment': 'shadownet %s: %s prefers %s' % (name, primary['name'], primary['node']),
-                })
+        ha_rules.extend(_ha_rules(name, sname, primaries, shadow_vm, shadow_cfg['placement']))
 
         max_instances = svc['scaling']['instances']['max']
         if svc['vip']:
@@ -345,6 +328,48 @@ def build_plan(tpl):
         'scaling': scaling,
         'warnings': warnings,
     }
+
+
+def _ha_rules(name, sname, primaries, shadow, placement):
+    """The HA rules of one service: a rule set PVE 9 accepts (pve-ha-manager HA/Rules.pm check_feasibility).
+
+    - Each primary and its shadow: a negative resource-affinity rule (spread placement), which the CRM must keep
+      wherever HA moves either VM.
+    - Each placed primary: a non-strict node-affinity rule to its node, one priority. PVE refuses a VM in a
+      resource-affinity rule in a node-affinity rule with several priorities
+      (check_single_priority_node_affinity_in_resource_affinity_rules); non-strict, the CRM adds every other node
+      below it (NodeAffinity.pm plugin_compile), so the primary still runs elsewhere when its node is down.
+    - The shadow (spread, placed on a node free of its primaries): a non-strict node-affinity rule to the free
+      nodes of the template, one priority, so a recovered shadow stays on the template's nodes.
+    Each VM is in one node-affinity rule at most (check_single_resource_reference), and every rule lists at least
+    one node, so negative rules never run short of nodes (check_negative_resource_affinity_node_affinity_consistency).
+    """
+    rules = []
+    spread = shadow is not None and placement == 'spread'
+    for primary in primaries if spread else []:
+        rules.append({
+            'rule': naming.ha_rule_id(name, sname, primary['index'], 'anti'),
+            'type': 'resource-affinity', 'resources': [primary['name'], shadow['name']],
+            'affinity': 'negative', 'nodes': None, 'strict': False,
+            'comment': 'shadownet %s: keep %s off the node of %s' % (name, shadow['name'], primary['name']),
+        })
+    for primary in primaries:
+        if primary['node']:
+            rules.append({
+                'rule': naming.ha_rule_id(name, sname, primary['index'], 'node'),
+                'type': 'node-affinity', 'resources': [primary['name']], 'affinity': None,
+                'nodes': [{'node': primary['node'], 'priority': 1}], 'strict': False,
+                'comment': 'shadownet %s: %s prefers %s' % (name, primary['name'], primary['node']),
+            })
+    free = [n for n in shadow['preferred_nodes'] if n not in shadow['avoid_nodes']] if spread else []
+    if free and shadow['node'] in free:
+        rules.append({
+            'rule': naming.ha_rule_id(name, sname, 'shadow', 'node'),
+            'type': 'node-affinity', 'resources': [shadow['name']], 'affinity': None,
+            'nodes': [{'node': n, 'priority': 1} for n in sorted(free)], 'strict': False,
+            'comment': 'shadownet %s: %s prefers the nodes free of its primaries' % (name, shadow['name']),
+        })
+    return rules
 
 
 def _golden(ref):

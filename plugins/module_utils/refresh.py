@@ -447,7 +447,9 @@ class ShadowRefresher(object):
         snode, svmid = shadow['node'], int(shadow['vmid'])
         pnode, pvmid = primary['node'], int(primary['vmid'])
         if shadow.get('status') == 'running':
-            self._task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(snode, svmid))
+            # Off for real before the destroy: an HA resource's stop only asks the HA manager (see stop_vm).
+            task = self.api.stop_vm(snode, svmid, name=shadow['name'], timeout=self.timeout)
+            self.result['warnings'].extend(task.get('warnings') or [])
             self._step('stopped {0}'.format(shadow['name']))
         try:
             self._task('DELETE', 'nodes/{0}/qemu/{1}'.format(snode, svmid),

@@ -63,16 +63,37 @@ def plans_and_templates(plans_option, templates_option):
 
 # --------------------------------------------------------------------------------------------- metrics
 
+def history_complete(store, now=None):
+    """``complete(vm)`` for metrics.collect: True when the store already holds the VM's last day of cpu points
+    without a hole PVE's ``hour`` would not fill (then reading ``hour`` is enough)."""
+    now = time.time() if now is None else now
+    day = metricsmod.HISTORY_SECONDS
+
+    def complete(vm):
+        first, last, count = store.span(metricsmod.series_key(vm['template'], vm['service'], vm['name'], 'cpu'),
+                                        since=now - day)
+        if first is None:
+            return False
+        return (last >= now - 45 * 60 and first <= now - day + 2 * 3600
+                and count >= 0.9 * (last - first) / STEP)
+    return complete
+
+
 def run_metrics(api, templates, plans, path, parallel=4, check_mode=False):
     """Collect, append to history (not in check mode), summarise."""
-    vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel)
-    appended = 0
-    if not check_mode:
-        points = []
-        for vm in vms:
-            points.extend(metricsmod.history_points(vm, vm['points']))
+    if check_mode:
+        # The history is not opened (it would be created): every VM is read with its full day.
+        vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel)
+        appended = 0
+    else:
         with open_history(path) as store:
-            appended = store.append(points)
+            vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel,
+                                             complete=history_complete(store))
+            fine, filled = [], []
+            for vm in vms:
+                fine.extend(metricsmod.history_points(vm, vm['points']))
+                filled.extend(metricsmod.history_points(vm, vm['points'], filled=True))
+            appended = store.append(fine) + store.append(filled, replace=False)
     return dict(services=metricsmod.summarise(vms), appended=appended, history_path=path,
                 requests=len(api.calls), errors=errors)
 
@@ -486,7 +507,7 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
     service = decision['service']
     entry = scaling_entry(plan, service)
     res = dict(template=plan['template'], service=service, mode=entry['mode'], action=decision.get('action'),
-               changed=False, applied=False, created=[], removed=[], resized=[], pending=[],
+               changed=False, applied=False, created=[], removed=[], resized=[], pending=[], restart_needed=[],
                mirrors_to_add=[], mirrors_to_remove=[], vrrp_members_to_add=[], vrrp_members_to_remove=[],
                reason=decision.get('reason', ''))
     if decision.get('action') in (None, 'none'):
@@ -503,6 +524,8 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
     if check_mode:
         # Nothing will be written: the tags in the listing tell whether another run acted since the decision.
         st, configs = state_from_tags(prim, entry), {}
+        if entry['mode'] == 'vertical':
+            configs = dict((vm['name'], api.vm_config(vm['node'], vm['vmid'])[0]) for vm in prim)
     else:
         st, configs = read_state(api, prim)
     basis = decision.get('basis_time')
@@ -517,6 +540,17 @@ def apply_decision(api, make_api, plan, decision, check_mode=False, forecast_onl
         want = int(target.get('instances', n))
         if want == n:
             res['reason'] = 'already {0} instances'.format(n)
+            return res
+    else:
+        waiting = pending_resizes(prim, configs)
+        if waiting:
+            # The forecast sees the size the primaries run with; another resize would only rewrite a pending one.
+            res['pending'] = [dict(name=name, keys=keys) for name, keys, dummy in waiting]
+            res['restart_needed'] = [name for name, dummy, dummy2 in waiting]
+            res['skipped'] = 'pending_restart'
+            res['reason'] = ('not acted on: an earlier resize is still pending until the next restart (needs a reboot): '
+                             '{0}; restart these primaries (one at a time) to apply it'.format(
+                                 '; '.join('{0}: {1}'.format(name, what) for name, dummy, what in waiting)))
             return res
     now = int(now)  # whole seconds: the record's time is also in the anchor's sn-last tag
     record = dict(action=decision['action'], time=now, by=_run_id(), mode=entry['mode'],
@@ -608,7 +642,7 @@ def vertical_changes(cfg, running, cores, memory):
             if 'vcpus' in cfg:
                 changes['vcpus'] = cores
             if running:
-                notes.append('cores {0} pending until the next restart ({1})'.format(
+                notes.append('cores {0} pending until the next restart, needs a reboot ({1})'.format(
                     cores, 'hotplug lacks cpu' if 'cpu' not in features
                     else 'more than the {0} configured cores; raise cores and set vcpus to hot-plug later'.format(
                         configured)))
@@ -616,9 +650,33 @@ def vertical_changes(cfg, running, cores, memory):
         changes['memory'] = memory
         numa = str(cfg.get('numa', '0')) in ('1', 'true')
         if running and not ('memory' in features and numa):
-            notes.append('memory {0} MiB pending until the next restart (needs hotplug with memory and numa=1)'
+            notes.append('memory {0} MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with '
+                         'memory and numa=1)'
                          .format(memory))
     return changes, notes
+
+
+def pending_resizes(primaries, configs):
+    """``[(name, keys, what)]`` of running primaries whose configuration (GET config, with PVE's pending values)
+    has another size than the one they run with (/cluster/resources ``maxcpu``, ``maxmem``: the running config, as
+    qemu-server ``vmstatus`` reports it): a resize PVE keeps pending until the VM's next start."""
+    out = []
+    for vm in primaries:
+        cfg = configs.get(vm['name'])
+        if cfg is None or vm.get('status') != 'running':
+            continue
+        cores, memory = capacity_from_resources(vm)
+        keys, what = [], []
+        if effective_cores(cfg) != cores:
+            keys.append('cores')
+            what.append('cores {0} -> {1}'.format(cores, effective_cores(cfg)))
+        want_memory = propstr.parse_memory(cfg.get('memory', 512))
+        if want_memory != memory:
+            keys.append('memory')
+            what.append('memory {0} -> {1} MiB'.format(memory, want_memory))
+        if keys:
+            out.append((vm['name'], keys, ', '.join(what)))
+    return out
 
 
 def hotplug_features(cfg):
@@ -652,6 +710,7 @@ def _apply_vertical(api, prim, configs, target, res, check_mode):
                 keys = sorted(p['key'] for p in pending if 'pending' in p or p.get('delete'))
                 if keys:
                     res['pending'].append(dict(name=vm['name'], keys=keys))
+                    res['restart_needed'].append(vm['name'])
     res['notes'] = notes
     if notes:
         res['reason'] = '{0}; {1}'.format(res['reason'], '; '.join(notes))

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import naming, propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
 
-SDN_ID_RE = re.compile(r'^[a-z][a-z0-9]{1,7}$')
-BRIDGE_RE = re.compile(r'^[a-zA-Z][a-zA-Z0-9_.]{0,14}$')
 ZONE_TYPES = ('simple', 'vlan', 'vxlan')
 VXLAN_TAG_MAX = 16777215
+# Log lines read from the apply task and each node's reload task (PVE's log can hold one line per vnet and node).
+RELOAD_LOG_LINES = 2000
+# Seconds (wall clock) to look for a node's reload task after the apply task ended.
+NODE_TASK_WAIT = 10
 
 
 class NetworkError(Exception):
@@ -75,9 +79,11 @@ def normalise_network(entry, index=0):
         raise NetworkError('{0}.state must be present or absent'.format(where))
     if kind == 'bridge':
         bridge = entry.get('bridge')
-        if not bridge or not BRIDGE_RE.match(bridge):
-            raise NetworkError('{0}: type bridge needs bridge, a Linux bridge name such as vmbr10 (got {1!r})'.format(
-                where, bridge))
+        if not bridge:
+            raise NetworkError('{0}: type bridge needs bridge, a Linux bridge name such as vmbr10'.format(where))
+        if naming.bridge_name_problem(bridge):
+            raise NetworkError('{0}.bridge: {1}; give {2}'.format(where, naming.bridge_name_problem(bridge),
+                                                                   naming.BRIDGE_NAME_HELP))
         ports = _list(entry.get('bridge_ports'), where, 'bridge_ports')
         return dict(kind='bridge', bridge=bridge, nodes=_list(entry.get('nodes'), where, 'nodes'),
                     ports=sorted(ports),
@@ -87,9 +93,9 @@ def normalise_network(entry, index=0):
         raise NetworkError('{0}.type must be vnet or bridge (got {1!r})'.format(where, kind))
     zone, vnet = entry.get('zone'), entry.get('vnet')
     for key, value in (('zone', zone), ('vnet', vnet)):
-        if not value or not SDN_ID_RE.match(str(value)):
-            raise NetworkError('{0}.{1} must be a PVE SDN id, 2-8 lowercase letters and digits starting with a '
-                               'letter (got {2!r})'.format(where, key, value))
+        if not naming.is_sdn_id(value):
+            raise NetworkError('{0}.{1} must be a PVE SDN id (pve-sdn-{1}-id), {2} (got {3!r})'.format(
+                where, key, naming.SDN_ID_HELP, value))
     zone_type = entry.get('zone_type') or 'simple'
     if zone_type not in ZONE_TYPES:
         raise NetworkError('{0}.zone_type must be simple or vlan, or vxlan (got {1!r})'.format(where, zone_type))
@@ -116,6 +122,10 @@ def normalise_network(entry, index=0):
         if tag is None or not 1 <= tag <= 4094:
             raise NetworkError('{0}: a vnet in a vlan zone needs a tag between 1 and 4094 (got {1!r})'.format(
                 where, tag))
+        problem = (naming.bridge_name_problem(entry['zone_bridge'])
+                   or naming.vlan_bridge_problem(entry['zone_bridge'], tag))
+        if problem:
+            raise NetworkError('{0}.zone_bridge: {1}'.format(where, problem))
     elif tag is not None and zone_type == 'simple':
         raise NetworkError('{0}: a simple zone carries no VLAN tag; use zone_type vlan or drop tag'.format(where))
     cidr, gateway = entry.get('cidr'), entry.get('gateway')
@@ -433,6 +443,154 @@ def plan_bridges(bridges, live):
     return ops, before, after, missing
 
 
+# ------------------------------------------------------------------------------- VMs on a network
+
+
+def vm_bridges(items):
+    """The bridges a guest's NICs are on: ``bridge=`` of every ``netN``, current and pending.
+
+    ``items``: a config dict, or PVE's ``/pending`` list (key, value, pending, delete). Works for qemu and lxc.
+    """
+    if isinstance(items, dict):
+        items = [dict(key=k, value=v) for k, v in items.items()]
+    out = set()
+    for item in items or []:
+        if not propstr.NET_KEY.match(str(item.get('key', ''))):
+            continue
+        for value in (item.get('value'), item.get('pending')):
+            bridge = propstr.parse(value).get('bridge') if value else None
+            if bridge:
+                out.add(bridge)
+    return out
+
+
+def describe_vm(vm):
+    name = ' ({0})'.format(vm['name']) if vm.get('name') else ''
+    kind = 'template' if vm.get('template') else ('CT' if vm.get('type') == 'lxc' else 'VM')
+    return '{0} {1}{2} on {3}'.format(kind, vm['vmid'], name, vm.get('node'))
+
+
+def network_users(vms, vnets=(), bridges=None):
+    """Guests that use a network about to be removed. Pure.
+
+    ``vms``: dicts with vmid, name, node, type, template and ``bridges`` (see :func:`vm_bridges`); ``vnets``: vnet
+    ids to remove (a vnet is a bridge on every node); ``bridges``: {node: [bridge, ...]} node bridges to remove
+    (only guests on that node use them). Returns {'vnet X' | 'bridge X on N': [guest, ...]}, sorted.
+    """
+    out = {}
+    for vm in sorted(vms, key=lambda v: int(v['vmid'])):
+        for vid in sorted(set(vnets) & vm['bridges']):
+            out.setdefault('vnet {0}'.format(vid), []).append(describe_vm(vm))
+        for bridge in sorted(set((bridges or {}).get(vm.get('node')) or ()) & vm['bridges']):
+            out.setdefault('bridge {0} on {1}'.format(bridge, vm['node']), []).append(describe_vm(vm))
+    return out
+
+
+# ----------------------------------------------------------------------------- the apply's task logs
+
+# pve-network API2/Network/SDN.pm reload (task reloadnetworkall): per cluster node it prints
+# "<node>: reloading network config" and runs `pvesh set /nodes/<node>/network`; a failure is only warned.
+# A warning is a plain line (pvedaemon's __WARN__ handler), or "WARN: ..." when it goes through log_warn.
+RELOAD_NODE_RE = re.compile(r'^(\S+): reloading network config\s*$')
+RELOAD_FAILED_RE = re.compile(r"^(?:WARN: )?command 'pvesh set /nodes/([^/\s']+)/network[^']*' failed: (.*)$")
+# pve-network Network/SDN/Zones.pm generate_etc_network_config, in each node's srvreload task: a vnet that
+# cannot be generated there (a vlan zone's bridge missing, ...) is skipped with a warning.
+VNET_SKIPPED_RE = re.compile(r'^(?:WARN: )?zone (\S+) : vnet (\S+) : (.*?)\s*$')
+VNET_NOT_GENERATED_RE = re.compile(r"^(?:WARN: )?can't generate vnet '([^']+)': (.*?)\s*$")
+PERL_AT_RE = re.compile(r' at /usr/share/perl5/\S+ line \d+\.?$')
+
+
+def _clean(text):
+    return PERL_AT_RE.sub('', text.strip())
+
+
+def parse_reload_log(lines):
+    """The reloadnetworkall task log: (nodes started, {node: why it failed}, other lines)."""
+    started, failed, other, current = [], {}, [], None
+    for line in lines:
+        line = str(line)
+        found = RELOAD_NODE_RE.match(line)
+        if found:
+            current = found.group(1)
+            started.append(current)
+            continue
+        found = RELOAD_FAILED_RE.match(line)
+        if found:
+            failed[found.group(1)] = _clean(found.group(2))
+            continue
+        if not line.strip() or line.startswith('TASK '):
+            continue
+        if current and current not in failed:
+            other.append((current, _clean(line)))
+        else:
+            other.append((None, _clean(line)))
+    # pvesh's own error output precedes the failure line: keep it as the reason.
+    for node in failed:
+        said = [text for who, text in other if who == node]
+        if said:
+            failed[node] = '{0} ({1})'.format('; '.join(said), failed[node])
+    other = [(who, text) for who, text in other if who not in failed]
+    return started, failed, other
+
+
+def parse_node_reload_log(lines):
+    """A node's srvreload task log: {vnet: why PVE skipped it on that node}."""
+    out = {}
+    for line in lines:
+        line = str(line)
+        found = VNET_SKIPPED_RE.match(line)
+        if found:
+            out[found.group(2)] = 'zone {0}: {1}'.format(found.group(1), _clean(found.group(3)))
+            continue
+        found = VNET_NOT_GENERATED_RE.match(line)
+        if found:
+            out[found.group(1)] = _clean(found.group(2))
+    return out
+
+
+def vlan_bridges_missing(vlan_nets, live, bridge_nets=()):
+    """Where a vlan zone's bridge is not up: '<bridge> (zone Z, vnets ...) is missing on node N, ...' or ''.
+
+    ``live``: {node: {iface: item}} of every online node (PVE's ``active`` marks an interface that is up); a bridge
+    that ``bridge_nets`` creates on a node in the same run counts as up (it is applied before SDN).
+    """
+    created = set()
+    for net in bridge_nets:
+        if net['state'] == 'present':
+            created.update((node, net['bridge']) for node in net['nodes'])
+    found = {}
+    for net in vlan_nets:
+        bridge = net['zone_bridge']
+        for node in sorted(live):
+            item = live[node].get(bridge)
+            if (item and _truthy(item.get('active', 0))) or (node, bridge) in created:
+                continue
+            key = (bridge, net['zone'])
+            found.setdefault(key, dict(nodes=set(), vnets=set()))
+            found[key]['nodes'].add(node)
+            found[key]['vnets'].add(net['vnet'])
+    return ', '.join('bridge {0} of vlan zone {1} (vnets {2}) is missing or not up on node(s) {3}'.format(
+        bridge, zone, ', '.join(sorted(v['vnets'])), ', '.join(sorted(v['nodes'])))
+        for (bridge, zone), v in sorted(found.items()))
+
+
+def _upid_field(upid, index):
+    try:
+        return int(str(upid).split(':')[index], 16)
+    except (IndexError, ValueError):
+        return None
+
+
+def upid_starttime(upid):
+    """The start time (epoch) in a UPID (UPID:node:pid:pstart:starttime:type:id:user:)."""
+    return _upid_field(upid, 4)
+
+
+def upid_pstart(upid):
+    """The process start (clock ticks since the node booted) in a UPID; 0 when unreadable."""
+    return _upid_field(upid, 3) or 0
+
+
 # ----------------------------------------------------------------------------------------- engine
 
 
@@ -456,8 +614,8 @@ class NetworkEngine(object):
                 subnets[net['vnet']] = list(self.api.get('cluster/sdn/vnets/{0}/subnets'.format(net['vnet'])) or [])
         return dict(zones=zones, vnets=vnets, subnets=subnets)
 
-    def read_bridges(self, bridges, online):
-        nodes = set()
+    def read_bridges(self, bridges, online, every_node=False):
+        nodes = set(online) if every_node else set()
         for net in bridges:
             nodes.update(net['nodes'] or online)
         live = {}
@@ -467,12 +625,34 @@ class NetworkEngine(object):
             live[node] = dict((i['iface'], i) for i in self.api.get('nodes/{0}/network'.format(node)) or [])
         return live
 
+    def read_guests(self):
+        """Every guest (/cluster/resources) with the bridges its NICs use, current and pending."""
+        out = []
+        for res in self.api.get('cluster/resources', type='vm') or []:
+            kind = res.get('type')
+            if kind not in ('qemu', 'lxc') or res.get('vmid') is None:
+                continue
+            vm = dict(vmid=res['vmid'], name=res.get('name'), node=res.get('node'), type=kind,
+                      template=_truthy(res.get('template', 0)))
+            base = 'nodes/{0}/{1}/{2}'.format(res.get('node'), kind, res['vmid'])
+            try:
+                vm['bridges'] = vm_bridges(self.api.get(base + '/pending'))
+            except PveApiError as exc:
+                try:
+                    vm['bridges'] = vm_bridges(self.api.get(base + '/config'))
+                except PveApiError:
+                    raise NetworkError('cannot read the config of {0} to check which networks it uses ({1}); no '
+                                       'change was made'.format(describe_vm(vm), exc.message)) from exc
+            out.append(vm)
+        return out
+
     # ------------------------------------------------------------ converge
 
     def converge(self, networks):
         check_consistent(networks)
         vnet_nets = [n for n in networks if n['kind'] == 'vnet']
         bridge_nets = [n for n in networks if n['kind'] == 'bridge']
+        vlan_nets = [n for n in vnet_nets if n['state'] == 'present' and n['zone_type'] == 'vlan']
         result = dict(changed=False, changes=[], diff=dict(before={}, after={}), warnings=[])
         nodes = self.api.nodes()
         online = sorted(n for n, s in nodes.items() if s == 'online')
@@ -486,8 +666,9 @@ class NetworkEngine(object):
         if vnet_nets:
             sdn_ops, sdn_before, sdn_after = plan_sdn(vnet_nets, self.read_sdn(vnet_nets))
         br_ops, br_before, br_after, missing = [], {}, {}, []
+        live = self.read_bridges(bridge_nets, online, every_node=bool(vlan_nets)) if bridge_nets or vlan_nets else {}
         if bridge_nets:
-            br_ops, br_before, br_after, missing = plan_bridges(bridge_nets, self.read_bridges(bridge_nets, online))
+            br_ops, br_before, br_after, missing = plan_bridges(bridge_nets, live)
         if missing:
             raise NetworkError('bridge(s) missing on nodes: {0}. A network of type bridge without nodes names an '
                                'existing node bridge; create it (give nodes) or fix the name'.format(
@@ -496,7 +677,20 @@ class NetworkEngine(object):
         result['diff']['after'] = dict(sdn=sdn_after, bridges=br_after)
         result['changes'] = [op['what'] for op in sdn_ops + br_ops]
         result['changed'] = bool(result['changes'])
-        if not result['changed'] or self.check_mode:
+        # A vlan zone's vnets exist on a node only if the zone's bridge is up there when SDN is applied.
+        no_bridge = vlan_bridges_missing(vlan_nets, live, bridge_nets)
+        if no_bridge and not sdn_ops:
+            result['warnings'].append('{0}: PVE skips these vnets on those nodes; create the bridge(s) and apply SDN '
+                                      'again (pvesh set /cluster/sdn)'.format(no_bridge))
+        elif no_bridge:
+            raise NetworkError('{0}: PVE would skip these vnets there when applying SDN (Zones.pm '
+                               'generate_etc_network_config). Create the bridge(s) on those nodes (a network of type '
+                               'bridge with nodes, in this run or before) or fix zone_bridge; no change was '
+                               'made'.format(no_bridge))
+        if not result['changed']:
+            return result
+        if self.check_mode:
+            self._refuse_removing_used(sdn_ops, br_ops)
             return result
         # Preflight: every refusal before the first write.
         self.api.require_quorum()
@@ -509,12 +703,34 @@ class NetworkEngine(object):
         down = [n for n in touched if n not in online]
         if down:
             raise NetworkError('node(s) {0} are offline: no bridge change was made'.format(', '.join(down)))
-        if sdn_ops:
-            result['sdn_apply'] = self._run_sdn(sdn_ops)
-            result['warnings'].extend(result['sdn_apply'].get('warnings') or [])
+        self._refuse_removing_used(sdn_ops, br_ops)
+        # Node bridges first: the SDN apply generates a vlan zone's vnets only where the zone's bridge is up.
         if br_ops:
             result['bridge_apply'] = self._run_bridges(br_ops, touched)
+        if sdn_ops:
+            known = set(t.get('upid') for t in (result.get('bridge_apply') or {}).values() if t.get('upid'))
+            needed = dict((n['vnet'], n) for n in vnet_nets if n['state'] == 'present')
+            result['sdn_apply'] = self._run_sdn(sdn_ops, needed, known)
+            result['warnings'].extend(result['sdn_apply'].get('warnings') or [])
         return result
+
+    def _refuse_removing_used(self, sdn_ops, br_ops):
+        """Stop before removing a vnet or node bridge that a guest still uses (PVE does not check it)."""
+        vnets = [op['path'].rsplit('/', 1)[1] for op in sdn_ops
+                 if op['method'] == 'DELETE' and re.match(r'^cluster/sdn/vnets/[^/]+$', op['path'])]
+        bridges = {}
+        for op in br_ops:
+            if op['method'] == 'DELETE':
+                bridges.setdefault(op['node'], []).append(op['path'].rsplit('/', 1)[1])
+        if not vnets and not bridges:
+            return
+        users = network_users(self.read_guests(), vnets, bridges)
+        if users:
+            raise NetworkError('cannot remove a network that guests still use: {0}. PVE would remove it anyway and '
+                               'these guests would lose their NIC\'s bridge at the next network apply. Move their '
+                               'NICs to another network or remove the guests first; no change was made'.format(
+                                   '; '.join('{0} is used by {1}'.format(k, ', '.join(v))
+                                             for k, v in sorted(users.items()))))
 
     def _fill_peers(self, networks):
         """VXLAN zones given without peers get every cluster node's address (``/cluster/status`` ``ip``)."""
@@ -530,7 +746,7 @@ class NetworkEngine(object):
         for net in todo:
             net['peers'] = list(peers)
 
-    def _run_sdn(self, ops):
+    def _run_sdn(self, ops, needed=None, known_upids=()):
         try:
             self.token = self.api.post('cluster/sdn/lock')
         except PveApiError as exc:
@@ -554,13 +770,88 @@ class NetworkEngine(object):
         self.token = None
         if not upid:
             return dict(upid=None, exitstatus='OK', warnings=[])
+        deadline = time.monotonic() + self.timeout
         try:
-            return self.api.wait_task(upid, timeout=self.timeout)
+            task = self.api.wait_task(upid, timeout=self.timeout, log_lines=RELOAD_LOG_LINES)
         except PveTaskError as exc:
             exc.message = ('{0}. The SDN configuration was committed but reloading the network failed on at least '
                            'one node; fix the node and apply again (pvesh set /cluster/sdn)'.format(exc.message))
             exc.args = (exc.message,)
             raise
+        return self._verify_apply(task, needed or {}, set(known_upids), deadline)
+
+    def _verify_apply(self, task, needed, known_upids, deadline):
+        """Read the apply's task logs (PVE only warns) and fail when a vnet this run needs is not on a node.
+
+        pve-network API2/Network/SDN.pm ``reload`` starts a network reload (a ``srvreload`` task) on every node
+        and only warns when one cannot be started; each node's reload skips, with a warning, a vnet it cannot
+        generate (Zones.pm ``generate_etc_network_config``). Both leave the apply task's status OK (or
+        ``WARNINGS: n``), so the logs are what tells.
+        """
+        started, failed, other = parse_reload_log(task.get('log') or [])
+        start = upid_starttime(task.get('upid'))
+        problems, warnings, nodes = [], [], {}
+        vnets = ', '.join(sorted(needed)) or 'none of this run'
+        for node in sorted(failed):
+            problems.append('node {0}: the network reload could not be started ({1}), so vnets {2} are not applied '
+                            'there'.format(node, failed[node], vnets))
+        for node, text in other:
+            warnings.append('SDN apply{0}: {1}'.format(' on ' + node if node else '', text))
+        if task.get('exitstatus', 'OK') != 'OK' and not failed:
+            problems.append('the apply task ended with {0}: {1}'.format(
+                task.get('exitstatus'), '; '.join(t for n, t in other) or 'see its log'))
+        for node in started:
+            if node in failed:
+                continue
+            found = self._node_reload_task(node, start, known_upids, deadline)
+            if found is None:
+                warnings.append('SDN apply: no network reload task (srvreload) found on node {0} after the apply, so '
+                                'its vnets were not checked (reading it needs Sys.Audit on /nodes/{0})'.format(node))
+                continue
+            known_upids.add(found)
+            try:
+                reload = self.api.wait_task(found, timeout=max(1, deadline - time.monotonic()),
+                                            log_lines=RELOAD_LOG_LINES)
+            except PveTaskError as exc:
+                problems.append('node {0}: the network reload failed ({1}), so vnets {2} may not be applied '
+                                'there'.format(node, exc.message, vnets))
+                continue
+            nodes[node] = dict(upid=found, exitstatus=reload.get('exitstatus'))
+            for vid, why in sorted(parse_node_reload_log(reload.get('log') or []).items()):
+                if vid in needed:
+                    problems.append('vnet {0} was not applied on node {1}: {2}'.format(vid, node, why))
+                else:
+                    warnings.append('SDN apply: vnet {0} (not managed by this run) is skipped on node {1}: '
+                                    '{2}'.format(vid, node, why))
+        task = dict(task, warnings=list(task.get('warnings') or []) + warnings, nodes=nodes)
+        if problems:
+            raise NetworkError('The SDN configuration was committed and applied, but PVE did not apply it '
+                               'everywhere: {0}. Fix it and apply SDN again (pvesh set /cluster/sdn, or Apply in '
+                               'the GUI\'s SDN view): a rerun of this module sees no difference in the '
+                               'configuration and does not apply again'.format('; '.join(problems)))
+        return task
+
+    def _node_reload_task(self, node, start, known_upids, deadline):
+        """The newest srvreload task on ``node`` that started with or after the apply and is not a bridge apply of
+        this run. UPID start times have one-second steps, so ties go by the process start (``pstart``, the
+        node's clock ticks since boot); a reload that started even later applies the same committed config."""
+        params = dict(typefilter='srvreload', source='all', limit=50)
+        if start is not None:
+            params['since'] = start
+        wait_until = min(deadline, time.monotonic() + NODE_TASK_WAIT)
+        while True:
+            try:
+                items = self.api.get('nodes/{0}/tasks'.format(node), **params) or []
+            except PveApiError:
+                items = []
+            mine = sorted((upid_starttime(i.get('upid')) or 0, upid_pstart(i.get('upid')), i.get('upid'))
+                          for i in items if i.get('type') == 'srvreload' and i.get('upid') not in known_upids
+                          and (start is None or (upid_starttime(i.get('upid')) or 0) >= start))
+            if mine:
+                return mine[-1][2]
+            if time.monotonic() >= wait_until:
+                return None
+            time.sleep(0.5)
 
     def _rollback(self, exc, step):
         """Discard every pending SDN change of this run and release the lock; say so in the error."""

@@ -271,7 +271,6 @@ SCHEMA = Field('dict', doc='The resource placement template.', fields={
 })
 
 _POOL_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*$')
-_BRIDGE_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]{0,14}$')
 _GOLDEN_NAME_RE = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$')
 
 
@@ -581,9 +580,8 @@ def _semantic(chk, tpl):
             if net.get('bridge') in (None, _INVALID):
                 if net.get('bridge') is None:
                     chk.error(path + '.bridge', 'is required for type bridge', 'a node bridge such as vmbr1')
-            elif not _BRIDGE_RE.match(net['bridge']):
-                chk.error(path + '.bridge', '%s is not a Linux bridge name' % _describe(net['bridge']),
-                          'up to 15 letters, digits, ., _, -, starting with a letter')
+            elif naming.bridge_name_problem(net['bridge']):
+                chk.error(path + '.bridge', naming.bridge_name_problem(net['bridge']), naming.BRIDGE_NAME_HELP)
             for key in ('zone', 'vnet', 'zone_bridge'):
                 if net.get(key) not in (None, _INVALID):
                     chk.error(path + '.' + key, 'only for type vnet', 'leave it out for type bridge')
@@ -596,9 +594,13 @@ def _semantic(chk, tpl):
                     chk.error(path + '.vlan', 'is required for zone_type vlan', 'a VLAN tag 1..4094')
                 if net.get('zone_bridge') is None:
                     net['zone_bridge'] = 'vmbr0'
-                elif net['zone_bridge'] is not _INVALID and not _BRIDGE_RE.match(net['zone_bridge']):
-                    chk.error(path + '.zone_bridge', '%s is not a Linux bridge name'
-                              % _describe(net['zone_bridge']), 'a node bridge such as vmbr0')
+                elif net['zone_bridge'] is not _INVALID and naming.bridge_name_problem(net['zone_bridge']):
+                    chk.error(path + '.zone_bridge', naming.bridge_name_problem(net['zone_bridge']),
+                              naming.BRIDGE_NAME_HELP)
+                if _ok(net.get('zone_bridge'), net.get('vlan')) and naming.bridge_name_problem(net['zone_bridge']) \
+                        is None and naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']):
+                    chk.error(path + '.zone_bridge', naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']),
+                              'a shorter node bridge name')
             elif net.get('zone_type') == 'simple':
                 if net.get('vlan') not in (None, _INVALID):
                     chk.error(path + '.vlan', 'a simple zone has no VLAN', 'set zone_type: vlan, or leave it out')

@@ -21,8 +21,6 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
 
 # Tag prefixes that other modules of this collection write and a build must keep.
 OWNED_ELSEWHERE = ('sn-last.',)
-# Keys PVE applies to a running VM at once (with default hotplug); others wait for the next start.
-ALWAYS_LIVE = ('name', 'description', 'tags', 'onboot', 'protection', 'hookscript', 'startup', 'agent')
 
 
 class VmSpec(object):
@@ -483,6 +481,9 @@ class VmEngine(object):
                 pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
                 result['pending'] = sorted(p['key'] for p in pending
                                            if 'pending' in p or p.get('delete'))
+                if result['pending']:
+                    result['warnings'].append('{0} pending until the VM restarts (PVE does not hot-plug them here): '
+                                              'needs a reboot'.format(', '.join(result['pending'])))
 
     def _power(self, spec, current, result):
         node, vmid = current['node'], current['vmid']
@@ -497,7 +498,7 @@ class VmEngine(object):
         elif spec.state == 'stopped' and status == 'running':
             result['changed'] = True
             if not self.check_mode:
-                self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+                self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
 
     # ------------------------------------------------------------- absent
 
@@ -513,7 +514,9 @@ class VmEngine(object):
         self.api.require_quorum()
         node, vmid = current['node'], current['vmid']
         if current.get('status') == 'running':
-            self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/stop'.format(node, vmid), timeout=spec.timeout)
+            # An HA resource's stop only asks the HA manager; destroy_vm refuses the VM until it is off, then
+            # purge takes it out of HA and out of the rules that name it.
+            self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
         self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
                           {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
         self._resources = None

@@ -25,6 +25,17 @@ description:
     resource (C(/cluster/ha/resources), C(vm:<vmid>)) with O(resource_state) (C(started) by default) when it is
     not one yet. From then on the HA manager starts and stops the VM. Existing HA resources are left as they
     are, and no HA resource is removed when a rule goes. Set O(ensure_resources=false) to refuse instead.
+  - Feasibility. PVE checks each rule it writes against all enabled rules (pve-ha-manager C(HA/Rules.pm)
+    C(check_feasibility)) and refuses an infeasible one ("Rule '...' is invalid."). The module runs the same
+    checks on the whole sequence of writes before the first one (adding HA resources included) and fails naming
+    the rule, PVE's reason, the conflicting rules and the fix. Among them, a VM in a resource-affinity rule cannot
+    be in a node-affinity rule whose nodes have different priorities, a VM can be in one node-affinity rule only,
+    and a negative resource-affinity rule cannot have more VMs than the HA manager has nodes. After writing, a rule
+    PVE lists with C(errors) (one the HA manager ignores) fails the module.
+  - The HA manager's node list. PVE counts the nodes of negative rules from the active CRM's node list, which is
+    empty until a CRM is master, and a CRM becomes master only once HA resources exist. When the list is empty,
+    the module adds the HA resources, then waits up to O(crm_timeout) seconds for it before writing the rules.
+  - C(disable=false) enables a disabled rule with C(delete=disable), as PVE drops C(disable=0) on create and update.
   - A cluster without quorum stops the module before the first write. Check mode makes no write.
 author:
   - shadownet.proxmox developers (@shadownet)
@@ -52,7 +63,7 @@ options:
       - A C(resource-affinity) rule has C(affinity), C(negative) (keep apart, the default) or C(positive).
       - A C(node-affinity) rule has C(nodes), as the plan gives them (dicts with C(node) and C(priority)) or as
         PVE writes them (C(pve1:2)), and C(strict) (a hard constraint instead of a preference, default false).
-      - C(disable) disables a rule; unset leaves the rule's current setting alone.
+      - C(disable) disables a rule (V(false) enables it again); unset leaves the rule's current setting alone.
       - Other keys are ignored, as the plan format asks of its consumers.
     type: list
     elements: dict
@@ -71,6 +82,12 @@ options:
     type: str
     choices: [started, stopped, ignored]
     default: started
+  crm_timeout:
+    description:
+      - Seconds (wall clock) to wait for the HA manager's node list before writing negative resource-affinity
+        rules, when it is empty (no CRM has been master yet). The module fails with what to check when it runs out.
+    type: int
+    default: 180
 '''
 
 EXAMPLES = r'''
@@ -132,6 +149,7 @@ def main():
         state=dict(type='str', choices=['present', 'absent'], default='present'),
         ensure_resources=dict(type='bool', default=True),
         resource_state=dict(type='str', choices=['started', 'stopped', 'ignored'], default='started'),
+        crm_timeout=dict(type='int', default=180),
     )
     module = pveapi.api_module(argument_spec)
     p = module.params
@@ -143,7 +161,7 @@ def main():
     try:
         api = pveapi.PveApi.from_module(module)
         engine = ha.HaRuleEngine(api, check_mode=module.check_mode, ensure_resources=p['ensure_resources'],
-                                 resource_state=p['resource_state'])
+                                 resource_state=p['resource_state'], crm_timeout=p['crm_timeout'])
         result = engine.converge(p['template'], rules)
     except ha.HaRuleError as exc:
         module.fail_json(msg=str(exc))

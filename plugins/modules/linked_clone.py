@@ -18,12 +18,16 @@ description:
   - NICs are compared as structures, not strings. Existing MAC addresses are kept; a VLAN C(tag) that is not asked
     for is removed; C(link_down) is honoured.
   - On a running VM, PVE applies hot-pluggable changes at once and keeps the others pending until the next start;
-    the module lists the pending ones in RV(pending).
+    the module lists the pending ones in RV(pending) and warns that they need a reboot (C(cores) always;
+    C(memory) without C(memory) hot-plug and NUMA; NIC model or MAC changes without C(network) hot-plug). A rerun
+    compares with the pending values, as PVE's GET config answers them, and does not write them again.
   - A failed clone task is reported with PVE's own message, and the half-made VM is removed, so a rerun converges
     without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
     looks the VM up again instead of cloning a second time.
-  - O(state=absent) stops the VM and destroys it with its disks (purge). Templates are never modified, and a source
-    that is not a template is refused.
+  - O(state=absent) stops the VM and destroys it with its disks (purge). The stop of an HA resource only asks PVE's
+    HA manager, so the module waits (wall clock, O(timeout)) until the VM is off before the destroy, which also
+    takes it out of HA and out of the HA rules that name it. Templates are never modified, and a source that is
+    not a template is refused.
   - The golden template may live on shared storage that makes linked clones (RBD, NFS, CIFS, ZFS over iSCSI), and the
     clone is made with C(target) on the chosen node. Or it may be copied to each node under the same name (found
     by name, or by the vmid of any copy), and the clone is made from the copy on the chosen node. PVE refuses
@@ -144,7 +148,8 @@ options:
     choices: [present, started, stopped, absent]
     default: present
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy).
+    description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy), and for a stopped VM
+      to be off (an HA resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 900
 '''

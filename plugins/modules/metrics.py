@@ -11,14 +11,22 @@ short_description: Read the usage of the managed VMs from PVE and append it to t
 version_added: 0.1.0
 description:
   - Finds the managed VMs of the given templates by their tags (C(shadownet) and C(sn-<template>)), reads
-    C(/cluster/resources) once and C(rrddata) (timeframe C(hour), 70 one-minute points) once per VM, a few VMs at
-    a time (O(parallel)). A run makes at most one request more than there are managed VMs.
+    C(/cluster/resources) once and the C(rrddata) of every VM, a few VMs at a time (O(parallel)).
+  - PVE 9 answers C(rrddata) C(hour) with 60 one-minute points and C(day) with 1440 (a full day at one minute);
+    PVE 8 (and VMs whose RRD files were not migrated) C(hour) with 70 one-minute points and C(day) with 70
+    half-hours (pve-cluster C(RRD.pm) C(create_rrd_data)). The module recognises both by the spacing of the points.
+  - A VM whose history does not yet hold its last day is read with C(day), plus C(hour) when C(day) came back in
+    half-hours (PVE 8); the half-hours fill the minutes before the hour where no one-minute value is known, and never
+    replace one. A VM whose history holds its last day is read with C(hour) only. So a reconcile makes one
+    C(/cluster/resources) request plus one C(rrddata) request per managed VM (PVE 9, or a complete history), or two
+    per VM (PVE 8 with an incomplete history), so at most 2 x VMs + 1 requests. In check mode the history is not read
+    either, so every VM is read with C(day).
   - Every point is normalised to the capacity of the instance it was measured on. CPU is the fraction of the
     VM's cores PVE reports; memory is used over configured memory; network traffic is converted from bytes/s to
     bits/s and compared with the service's C(net.high) from the plan (800 Mbit/s without a plan).
   - Primaries and shadows are grouped per service, the shadow told apart by its C(sn-shadow) tag.
   - Every run appends its points to the history store (O(history_path)), so that forecasts see more than the
-    hour PVE keeps. Reading the same hour again adds no duplicate points; a revised value replaces the old one.
+    day PVE keeps. Reading the same points again adds no duplicates; a revised one-minute value replaces the old one.
   - The module never changes anything in PVE. In check mode it reads PVE but does not write the history.
 author:
   - shadownet.proxmox developers (@shadownet)
@@ -107,10 +115,10 @@ services:
       cpu: 0.41
       mem: 0.52
       net: 0.08
-      primaries: [{name: shop-web-1, vmid: 101, cpu: 0.4, mem: 0.5, net: 0.07, points: 70}]
-      shadow: {name: shop-web-shadow, vmid: 103, cpu: 0.45, mem: 0.6, net: 0.01, points: 70}
+      primaries: [{name: shop-web-1, vmid: 101, cpu: 0.4, mem: 0.5, net: 0.07, points: 1440}]
+      shadow: {name: shop-web-shadow, vmid: 103, cpu: 0.45, mem: 0.6, net: 0.01, points: 1440}
 appended:
-  description: History points that were new or changed (0 when the same hour was read again, and in check mode).
+  description: History points that were new or changed (0 when the same points were read again, and in check mode).
   returned: always
   type: int
   sample: 840

@@ -18,7 +18,9 @@ description:
     vip_failover roles must add or drop, so that the service's shadow keeps covering every primary.
   - Vertical mode resizes cores and memory of every primary within bounds. PVE hot-plugs C(vcpus) only when the
     VM's C(hotplug) has C(cpu), and memory only when C(hotplug) has C(memory) and C(numa) is 1; otherwise the
-    change is pending until the next restart, and RV(results[].notes) says so.
+    change is pending until the next restart, and RV(results[].notes) and RV(results[].restart_needed) say so.
+    While a resize is still pending, later reconciles do not resize again (the forecast sees the size the VM runs
+    with); they report C(skipped=pending_restart) and write nothing.
   - Before acting, the action and the cooldown deadlines are recorded in PVE (the C(scaling) key of the metadata
     block in the description of the service's first primary) with a digest-checked update. A decision made before
     another reconciler's recorded action is not acted on, and of two runs that race, PVE's digest check lets only
@@ -65,7 +67,8 @@ options:
     type: int
     default: 4
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task.
+    description: Seconds (wall clock) to wait for each PVE task, and for an instance being removed to be off (an HA
+      resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 900
 '''
@@ -107,10 +110,11 @@ results:
       description: Whether the action was carried out (false in check mode, forecast-only, cooldown or lost race).
       type: bool
     skipped:
-      description: C(superseded) (another action was recorded after the decision) or C(claimed) (another run won
-        the digest-checked claim).
+      description: C(superseded) (another action was recorded after the decision), C(claimed) (another run won
+        the digest-checked claim) or C(pending_restart) (vertical mode, an earlier resize of a running primary is
+        still pending until its next restart; nothing is written until it has been restarted).
       type: str
-      returned: when the action was not taken because of another reconciler
+      returned: when the action was not taken because of another reconciler or a pending resize
     created:
       description: Names of the instances added.
       type: list
@@ -127,6 +131,11 @@ results:
       description: Vertical mode, per VM the keys PVE keeps pending until the next restart.
       type: list
       elements: dict
+    restart_needed:
+      description: Vertical mode, the primaries whose new size takes effect only at their next start (reboot them
+        through PVE, one at a time).
+      type: list
+      elements: str
     notes:
       description: Vertical mode, what is pending and why (missing hotplug, numa).
       type: list

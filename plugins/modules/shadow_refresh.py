@@ -84,7 +84,8 @@ options:
     type: bool
     default: true
   timeout:
-    description: Seconds (wall clock) to wait for each PVE task (snapshot, stop, destroy, clone, move, start).
+    description: Seconds (wall clock) to wait for each PVE task (snapshot, stop, destroy, clone, move, start), and
+      for the stopped shadow to be off (an HA resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 1800
 notes:

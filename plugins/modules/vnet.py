@@ -28,6 +28,19 @@ description:
     message that says what to do. Check mode reads only; it does not even take the lock.
   - C(state=absent) removes the subnets, then the vnet, then the zone when no other vnet uses it.
     A vnet belongs to its network, so subnets on it other than C(cidr) are removed.
+  - A vnet (or a node bridge) that a guest still uses is not removed; PVE would remove it (it checks only
+    subnets) and the guests would lose their NIC's bridge at the next apply. The module reads every guest's
+    C(netN) C(bridge=) (current and pending, C(/cluster/resources) and each guest's C(/pending)) and fails,
+    naming the guests, before any write; check mode reports it too.
+  - PVE applies SDN on each node in its own network reload and only warns when a node cannot be reached or a
+    vnet cannot be generated there (a vlan zone whose bridge is not up on the node is skipped). The module
+    reads the apply task's log and each node's reload task (C(srvreload)) and fails, naming the node and the
+    vnets, when a vnet of this run is not applied everywhere. A vlan zone's C(zone_bridge) missing on an
+    online node stops the run before any write (a warning when nothing is to be written).
+  - Node bridges of the run are created and applied before the SDN apply, so that vlan zones can ride on them.
+  - Bridge names (O(bridge), O(zone_bridge)) must be names PVE accepts (pve-common C(pve_verify_iface), a
+    letter, then letters, digits or C(_)) of 2 to 15 characters (Linux's limit), without a C(.N) or C(:N)
+    suffix; with a vlan zone, C(<zone_bridge>v<tag>) must fit in 15 characters too.
   - A network of C(type=bridge) is a node Linux bridge (C(/nodes/{node}/network)). With
     C(nodes) the module creates or updates the bridge on those nodes (no ports makes an isolated
     bridge), stages every change in the nodes' pending configuration and applies each touched node once (a task);
@@ -158,7 +171,8 @@ options:
     default: 300
 notes:
   - Needs PVE 9 (the global SDN lock). The API user needs C(SDN.Allocate) on C(/sdn) and, for bridges,
-    C(Sys.Modify) on C(/nodes/{node}).
+    C(Sys.Modify) on C(/nodes/{node}); C(Sys.Audit) on C(/nodes/{node}) to read the nodes' bridges and their
+    network reload tasks (started as root@pam), and C(VM.Audit) on the guests to check a network to remove.
   - Reverting a node's pending network configuration after a failure discards every pending change on that node,
     as PVE's own revert does.
 '''
@@ -218,7 +232,9 @@ changes:
   elements: str
   sample: [create zone shopk2x1, create vnet front9q0, create subnet 10.10.0.0/24 on front9q0]
 sdn_apply:
-  description: The SDN apply task (upid, node, exitstatus, warnings, log).
+  description:
+    - The SDN apply task (upid, node, exitstatus, warnings, log) and, in C(nodes), each node's network reload
+      task (upid, exitstatus) that was checked.
   returned: when SDN changes were applied
   type: dict
 bridge_apply:

@@ -4,10 +4,11 @@
 127.0.0.1, a port the system picks, served in a background thread. It exposes url, host, port, cafile,
 token_id, token_secret, pve (the ShadowPve: add VMs, inject rrd series, faults ...), call(coro) to run a
 coroutine on the simulator's loop, and the request log: mark() and writes(since=mark) (the non-GET requests
-sent after the mark), requests(since=mark).
+sent after the mark), requests(since=mark). `make_ha` makes VMs HA resources as site.yml's ha_rule step does.
 """
 import pytest
 
+from lab.modrun import run_module
 from lab.pvesim import DEFAULT_CLUSTER, start_in_thread
 
 
@@ -36,3 +37,18 @@ def proxmoxer_api(pvesim):
     user, _, token = pvesim.token_id.partition('!')
     return proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user=user, token_name=token,
                                 token_value=pvesim.token_secret, verify_ssl=pvesim.cafile, timeout=30)
+
+
+@pytest.fixture
+def make_ha(pve_conn):
+    """make_ha(template, (vm, other), ...): the ha_rule module with one negative resource-affinity rule per pair
+    (rule id sn_<vm>_anti), which also makes every VM named an HA resource (state started), as site.yml does."""
+    from ansible_collections.shadownet.proxmox.plugins.modules import ha_rule
+
+    def make(template, *pairs):
+        rules = [{'rule': 'sn_{0}_anti'.format(first.replace('-', '_')), 'type': 'resource-affinity',
+                  'resources': [first, second], 'affinity': 'negative', 'nodes': None, 'strict': False,
+                  'comment': 'shadownet {0}: keep {1} off the node of {2}'.format(template, second, first)}
+                 for first, second in pairs]
+        return run_module(ha_rule, dict(pve_conn, template=template, rules=rules))
+    return make

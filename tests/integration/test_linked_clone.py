@@ -60,8 +60,17 @@ def test_running_vm_reports_pending(pvesim, pve_conn):
     run_module(linked_clone, args(pve_conn, state='started'))
     vm = vms_named(pvesim, 'shop-web-1')[0]
     assert vm.status == 'running'
-    result = run_module(linked_clone, args(pve_conn, cores=3, state='started'))
-    assert result['changed'] and 'cores' in result['pending']
+    result = run_module(linked_clone, args(pve_conn, cores=3, tags=['shadownet', 'sn-shop', 'sn-web', 'sn-primary',
+                                                                    'x'], state='started'))
+    assert result['changed'] and result['pending'] == ['cores']   # tags apply at once ($fast_plug_option)
+    warnings = [str(w.get('event', {}).get('msg') if isinstance(w, dict) else w) for w in result.get('warnings', [])]
+    assert any('cores pending until the VM restarts' in w and 'needs a reboot' in w for w in warnings), warnings
+    assert int(vm.config['cores']) == 2 and str(vm.pending['cores']) == '3' and 'x' in vm.config['tags']
+    # The rerun compares with the pending value (GET config, as PVE answers it): nothing is rewritten.
+    mark = pvesim.mark()
+    again = run_module(linked_clone, args(pve_conn, cores=3, tags=['shadownet', 'sn-shop', 'sn-web', 'sn-primary',
+                                                                   'x'], state='started'))
+    assert not again['changed'] and pvesim.writes(mark) == []
 
 
 def test_refuses_a_source_that_is_not_a_template(pvesim, pve_conn):

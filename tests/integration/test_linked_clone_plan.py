@@ -68,6 +68,31 @@ def test_plan_change_and_prune(pvesim, pve_conn):
     assert not run_module(linked_clone, dict(pve_conn, plan=plan_of(changed), prune=True))['changed']
 
 
+def test_prune_of_ha_managed_vms(pvesim, pve_conn, make_ha):
+    # qemu-server vm_stop only queues the stop of an HA resource (a 'hastop' task that ends at once) and
+    # destroy_vm refuses a running VM: the prune waits until the HA manager has stopped the VM.
+    plan = plan_of(TEMPLATE)
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    make_ha('shop', ('shop-web-1', 'shop-web-shadow'), ('shop-cache-1', 'shop-web-1'))
+    pve = pvesim.pve
+    cache = managed(pvesim)['shop-cache-1']
+    assert 'vm:{0}'.format(cache.vmid) in pve.ha_resources and cache.status == 'running'
+    changed = copy.deepcopy(TEMPLATE)
+    del changed['services'][1]
+    result = run_module(linked_clone, dict(pve_conn, plan=plan_of(changed), prune=True))
+    assert result['pruned'] == ['shop-cache-1']
+    assert sorted(managed(pvesim)) == ['shop-web-1', 'shop-web-2', 'shop-web-shadow']
+    # destroy_vm with purge took it out of HA and out of its rule (HA/Config.pm delete_service_from_config).
+    assert 'vm:{0}'.format(cache.vmid) not in pve.ha_resources
+    web1 = managed(pvesim)['shop-web-1']
+    assert pve.ha_rules['sn_shop_cache_1_anti']['resources'] == 'vm:{0}'.format(web1.vmid)
+    assert pve.ha_dangling() == []
+    mark = pvesim.mark()
+    assert not run_module(linked_clone, dict(pve_conn, plan=plan_of(changed), prune=True))['changed']
+    assert pvesim.writes(mark) == []
+
+
 def test_offline_preferred_node_is_skipped(pvesim, pve_conn):
     pvesim.pve.set_node_offline('pve3')
     run_module(linked_clone, dict(pve_conn, plan=plan_of(TEMPLATE)))

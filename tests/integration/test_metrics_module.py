@@ -16,6 +16,7 @@ def test_metrics_budget_normalisation_and_history(pvesim, pve_conn, tmp_path):
     run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
     vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name and vm.name.startswith('shop-'))
     end = int(time.time()) // 60 * 60
+    pvesim.pve.rrd_now = end + 30
     for name, vm in vms.items():
         pts = [{'time': end - 60 * (9 - i), 'cpu': 0.5, 'maxcpu': 2, 'mem': GIB, 'maxmem': 2 * GIB,
                 'netin': 25e6, 'netout': 1e6} for i in range(10)]
@@ -39,6 +40,7 @@ def test_metrics_budget_normalisation_and_history(pvesim, pve_conn, tmp_path):
     assert again['appended'] == 0
     assert db.execute('select count(*) from points').fetchone()[0] == count
     # A new minute: only its points are added; the earlier ones survive.
+    pvesim.pve.rrd_now = end + 90
     for name, vm in vms.items():
         pvesim.pve.inject_rrd(vm.vmid, [{'time': end - 60 * (9 - i), 'cpu': 0.5, 'maxcpu': 2, 'mem': GIB,
                                          'maxmem': 2 * GIB, 'netin': 25e6, 'netout': 1e6} for i in range(11)])

@@ -43,13 +43,19 @@ def test_lab_cluster_is_loaded(proxmoxer_api, pvesim):
 
 def test_least_privilege_token(pvesim):
     import proxmoxer
-    secret = pvesim.pve.apitokens['shadownet@pve!automation']
-    api = proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user='shadownet@pve', token_name='automation',
-                               token_value=secret, verify_ssl=pvesim.cafile)
-    assert {v['vmid'] for v in api.cluster.resources.get(type='vm')} == {9000, 9001, 9002, 9003}
+
+    def api(userid, token):
+        return proxmoxer.ProxmoxAPI(pvesim.host, port=pvesim.port, user=userid, token_name=token,
+                                    token_value=pvesim.pve.apitokens['{0}!{1}'.format(userid, token)],
+                                    verify_ssl=pvesim.cafile)
+    least = api('shadownet@pve', 'automation')
+    assert {v['vmid'] for v in least.cluster.resources.get(type='vm')} == {9000, 9001, 9002, 9003}
+    # Node bridges need Sys.Modify on /nodes/<node> (pve-manager API2/Network.pm create_network): the collection's
+    # user has it, the read-only one does not.
+    least.nodes('pve1').network.post(iface='vmbr9', type='bridge')
     with pytest.raises(proxmoxer.core.ResourceException) as err:
-        api.nodes('pve1').network.post(iface='vmbr9', type='bridge')
-    assert err.value.status_code == 403
+        api('auditor@pve', 'readonly').nodes('pve1').network.post(iface='vmbr8', type='bridge')
+    assert err.value.status_code == 403 and 'Sys.Modify' in str(err.value)
 
 
 def test_request_log_marks(proxmoxer_api, pvesim):
@@ -101,13 +107,15 @@ def test_launcher_ready_line_control_channel_and_sigterm(tmp_path):
         assert [r['path'] for r in log['requests']] == ['/api2/json/nodes',
                                                           '/api2/json/nodes/pve1/qemu/9000/status/current']
         assert requests.get(url + '/_sim/state', verify=ca, timeout=10).status_code == 401
-        series = [{'time': 1_800_000_000 - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]
+        end = int(time.time()) // 60 * 60
+        series = [{'time': end - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]
         answer = requests.post(url + '/_sim/rrd', json={'vmid': 9000, 'points': series}, headers=auth, verify=ca,
                                timeout=10)
         assert answer.status_code == 200, answer.text
         rrd = requests.get(url + '/api2/json/nodes/pve1/qemu/9000/rrddata?timeframe=hour', headers=auth, verify=ca,
                            timeout=10).json()['data']
-        assert len(rrd) == 70 and rrd[-1] == {'time': 1_800_000_000, 'cpu': 0.5, 'maxcpu': 2}
+        # PVE 9's hour: 60 one-minute rows ending now (59 if the minute turned meanwhile: its row is still empty).
+        assert len(rrd) in (59, 60) and rrd[-1] == {'time': end, 'cpu': 0.5, 'maxcpu': 2}
         fault = requests.post(url + '/_sim/fault', json={'kind': 'node_offline', 'node': 'pve2'}, headers=auth,
                               verify=ca, timeout=10)
         assert fault.status_code == 200
@@ -260,6 +268,69 @@ def test_node_network_bridge_pending_then_apply(proxmoxer_api, pvesim):
     assert 'vmbr7' not in [i['iface'] for i in net.get()]
 
 
+def test_node_network_names_as_pve(proxmoxer_api, pvesim):
+    # pve-common JSONSchema.pm pve_verify_iface (the pve-iface option: 2-20 characters) decides at the API;
+    # Linux's 15 characters only when the node applies the config (ifreload fails).
+    net = proxmoxer_api.nodes('pve2').network
+    for bad in ('vm-br1', 'b', '1vmbr'):
+        assert 'iface' in _error(net.post, iface=bad, type='bridge').errors
+    net.post(iface='shopbridgefront1', type='bridge')
+    upid = net.put()
+    task = pvesim.pve.tasks[upid]
+    assert task['exitstatus'] == "command 'ifreload -a' failed: exit code 1"
+    assert any('shopbridgefront1' in line and '15' in line for line in task['log'])
+
+
+def test_sdn_vnet_delete_as_pve(proxmoxer_api, pvesim):
+    # pve-network VnetPlugin.pm on_delete_hook refuses only while subnets exist: a VM on the vnet does not stop it.
+    sdn = proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='shop', type='simple')
+    sdn.vnets.post(vnet='web', zone='shop')
+    sdn.vnets('web').subnets.post(subnet='10.20.0.0/24', type='subnet')
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=100, name='web-1')
+    proxmoxer_api.nodes('pve1').qemu(100).config.put(net0='virtio,bridge=web')
+    err = _error(sdn.vnets('web').delete)
+    assert err.errors == {'vnet': "Can't delete vnet if subnets exists"}
+    sdn.vnets('web').subnets('shop-10.20.0.0-24').delete()
+    sdn.vnets('web').delete()
+    assert sdn.vnets.get() == []
+
+
+def test_sdn_apply_reloads_every_node_and_only_warns(proxmoxer_api, pvesim):
+    # pve-network API2/Network/SDN.pm reload: a reloadnetworkall task runs `pvesh set /nodes/<n>/network` per node
+    # and warns (plain `warn`: the task stays OK under pvedaemon) when one fails; each node reloads in a srvreload
+    # task (root@pam) whose Zones.pm generate_etc_network_config skips a vlan vnet whose bridge is not up.
+    pve, sdn = pvesim.pve, proxmoxer_api.cluster.sdn
+    sdn.zones.post(zone='vl', type='vlan', bridge='vmbr5')
+    sdn.vnets.post(vnet='backvl', zone='vl', tag=30)
+    pve.fail_sdn_reload('pve2', times=1)
+    upid = sdn.put()
+    task = pve.tasks[upid]
+    assert task['type'] == 'reloadnetworkall' and task['exitstatus'] == 'OK'
+    assert task['log'] == ['pve1: reloading network config', 'pve2: reloading network config',
+                           "500 Can't connect to pve2:8006 (Connection refused)",
+                           "command 'pvesh set /nodes/pve2/network --regenerate-frr 0' failed: exit code 255",
+                           'pve3: reloading network config', 'TASK OK']
+    listed = proxmoxer_api.nodes('pve3').tasks.get(typefilter='srvreload', since=task['starttime'])
+    assert [(t['user'], t['status']) for t in listed] == [('root@pam', 'OK')]
+    log = [e['t'] for e in proxmoxer_api.nodes('pve3').tasks(listed[0]['upid']).log.get()]
+    assert log == ["zone vl : vnet backvl : can't find bridge vmbr5 at /usr/share/perl5/PVE/Network/SDN/Zones/"
+                   "Plugin.pm line 323.", 'TASK OK']
+    assert proxmoxer_api.nodes('pve2').tasks.get(typefilter='srvreload') == []
+    assert proxmoxer_api.nodes('pve1').tasks.get(typefilter='srvreload', since=task['starttime'] + 1) == []
+    # Warnings counted (RESTEnvironment log_warn): "WARN: ..." lines and a task ending WARNINGS: n.
+    pve.sdn_warnings_counted = True
+    pve.fail_sdn_reload('pve1', times=1)
+    pve.fail_sdn_reload('pve3', how='ifreload', times=1)
+    task = pve.tasks[sdn.put()]
+    assert task['exitstatus'] == 'WARNINGS: 1' and task['log'][-1] == 'TASK WARNINGS: 1'
+    assert "WARN: command 'pvesh set /nodes/pve1/network --regenerate-frr 0' failed: exit code 255" in task['log']
+    reloads = dict((t['node'], t) for t in pve.tasklog if t['type'] == 'srvreload' and t['starttime'] >= task['starttime']
+                   and t['upid'] not in [x['upid'] for x in listed])
+    assert reloads['pve2']['exitstatus'] == 'WARNINGS: 1'
+    assert reloads['pve3']['exitstatus'] == "command 'ifreload -a' failed: exit code 1"
+
+
 # ------------------------------------------------------------------------------------------ HA
 
 def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
@@ -273,7 +344,10 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert [r['sid'] for r in ha.resources.get()] == ['vm:100', 'vm:101']
     assert pvesim.pve.vm(100).ha_state == 'started'
     ha.rules.post(rule='web-spread', type='resource-affinity', resources='vm:101,vm:100', affinity='negative')
-    ha.rules.post(rule='web-pin', type='node-affinity', resources='vm:100', nodes='pve2,pve1:2', strict=1)
+    # pve-ha-manager Rules.pm check_single_priority_node_affinity_in_resource_affinity_rules.
+    assert "Rule 'web-pin' is invalid" in _message(_error(ha.rules.post, rule='web-pin', type='node-affinity',
+                                                          resources='vm:100', nodes='pve2,pve1:2', strict=1))
+    ha.rules.post(rule='web-pin', type='node-affinity', resources='vm:100', nodes='pve2:2,pve1:2', strict=1)
     err = _error(ha.rules.post, rule='web-spread', type='resource-affinity', resources='vm:100,vm:101',
                  affinity='positive')
     assert "HA rule 'web-spread' already defined" in _message(err)
@@ -281,7 +355,7 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
                                           nodes='pve1'))
     rules = dict((r['rule'], r) for r in ha.rules.get())
     assert rules['web-spread']['resources'] == 'vm:100,vm:101' and rules['web-spread']['affinity'] == 'negative'
-    assert rules['web-pin']['nodes'] == 'pve1:2,pve2' and rules['web-pin']['strict'] == 1
+    assert rules['web-pin']['nodes'] == 'pve1:2,pve2:2' and rules['web-pin']['strict'] == 1
     assert rules['web-pin']['digest']
     one = ha.rules('web-pin').get()
     ha.rules('web-pin').put(type='node-affinity', nodes='pve3', digest=one['digest'])
@@ -290,16 +364,66 @@ def test_ha_resources_and_rules_crud(proxmoxer_api, pvesim):
     assert ha.rules('web-pin').get()['nodes'] == 'pve3'
     assert [r['rule'] for r in ha.rules.get(type='resource-affinity')] == ['web-spread']
     ha.rules('web-pin').delete()
-    assert "HA rule 'web-pin' does not exist" in _message(_error(ha.rules('web-pin').get))
+    assert "no such ha rule 'web-pin'" in _message(_error(ha.rules('web-pin').get))
     ha.resources('vm:101').delete()
     assert pvesim.pve.vm(101).ha_state is None
     # purge (the default) takes the resource out of the rules that name it.
-    assert ha.rules('web-spread').get()['resources'] == 'vm:100'
+    one = ha.rules('web-spread').get()
+    assert one['resources'] == 'vm:100'
+    assert one['errors'] == {'resources': ['rule is ineffective as there are less than two resources']}
     # An HA-managed VM is destroyed only with purge, which also drops its resource and the rules left empty.
     node.qemu(100).status.stop.post()
     assert 'purge parameter not set' in _message(_error(node.qemu(100).delete))
     node.qemu(100).delete(purge=1)
     assert ha.resources.get() == [] and ha.rules.get() == []
+
+
+@pytest.mark.parametrize('time_scale', [0, 0.01])
+def test_stop_of_an_ha_vm_is_asynchronous(proxmoxer_api, pvesim, time_scale):
+    # qemu-server vm_stop: an HA-managed VM gets a 'hastop' task that only queues the CRM command; the VM stops
+    # later, and destroy_vm refuses it while it runs. At every time scale.
+    pve = pvesim.pve
+    ha = proxmoxer_api.cluster.ha
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    node.qemu(9000).clone.post(newid=101, name='web-2')
+    node.qemu(100).status.start.post()
+    node.qemu(101).status.start.post()
+    ha.resources.post(sid='vm:100', state='started')
+    ha.resources.post(sid='vm:101', state='started')
+    ha.rules.post(rule='web-spread', type='resource-affinity', resources='vm:100,vm:101', affinity='negative')
+    pve.time_scale = time_scale
+    upid = node.qemu(100).status.stop.post()
+    assert ':hastop:100:' in upid
+    deadline = time.time() + 5
+    while node.tasks(upid).status.get()['status'] != 'stopped':
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert node.tasks(upid).status.get()['exitstatus'] == 'OK'
+    assert 'Requesting HA stop for VM 100' in [line['t'] for line in node.tasks(upid).log.get()]
+    assert pve.vm(100).status == 'running' and pve.ha_stop_pending(100)
+    assert 'VM 100 is running - destroy failed' in _message(_error(node.qemu(100).delete, purge=1))
+    polls = []
+    while True:
+        current = node.qemu(100).status.current.get()
+        polls.append(current['status'])
+        if current['status'] == 'stopped':
+            break
+        assert time.time() < deadline and current['ha'] == {'managed': 1, 'state': 'started'}
+        time.sleep(0.02)
+    assert len(polls) >= pve.ha_crm_polls
+    # The CRM wrote the stop into the resource's config (HA/Manager.pm update_crm_commands).
+    assert ha.resources('vm:100').get()['state'] == 'stopped' and current['ha']['state'] == 'stopped'
+    assert _wait_task(proxmoxer_api, 'pve1', node.qemu(100).delete(purge=1)) == 'OK'
+    # purge: out of HA and out of the rules (HA/Config.pm delete_service_from_config keeps a rule not left empty).
+    assert [r['sid'] for r in ha.resources.get()] == ['vm:101']
+    assert [(r['rule'], r['resources']) for r in ha.rules.get()] == [('web-spread', 'vm:101')]
+    # A resource removed before the CRM acted: the queued stop is dropped ("no such service"), the VM runs on.
+    node.qemu(101).status.stop.post()
+    ha.resources('vm:101').delete()
+    for dummy in range(pve.ha_crm_polls + 1):
+        assert node.qemu(101).status.current.get()['status'] == 'running'
+    assert not pve.ha_stop_pending(101)
 
 
 # ------------------------------------------------------------------------------------------ rrddata
@@ -308,24 +432,48 @@ def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):
     node = proxmoxer_api.nodes('pve1')
     node.qemu(9000).clone.post(newid=100, name='web-1')
     pvesim.pve.set_stats(100, cpu=0.25, mem=512 * 1024 ** 2)
-    default = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
-    assert len(default) == 1 and default[0]['cpu'] == 0.25 and default[0]['maxcpu'] == 2
-    assert default[0]['maxmem'] == 2048 * 1024 ** 2 and default[0]['time'] % 60 == 0
     end = 1_800_000_000
+    pvesim.pve.rrd_now = end + 30
+    # No series: the current usage as the newest minute; the older rows are gaps (only `time`).
+    default = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
+    assert len(default) == 60 and default[-1]['time'] == end and default[-1]['cpu'] == 0.25
+    assert default[-1]['maxcpu'] == 2 and default[-1]['maxmem'] == 2048 * 1024 ** 2
+    assert all(p == {'time': p['time']} for p in default[:-1])
     points = [{'time': end - 60 * i, 'cpu': 0.1 * (i % 4), 'maxcpu': 2, 'mem': 1e9, 'maxmem': 2e9,
                'netin': 1000.0 + i, 'netout': 10.0} for i in range(24 * 60)]
     pvesim.pve.inject_rrd(100, points)
+    # pve-cluster RRD.pm create_rrd_data, PVE 9: hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min.
     hour = node.qemu(100).rrddata.get(timeframe='hour', cf='AVERAGE')
-    assert len(hour) == 70 and hour[-1]['time'] == end and hour[1]['time'] - hour[0]['time'] == 60
+    assert len(hour) == 60 and hour[-1]['time'] == end and hour[1]['time'] - hour[0]['time'] == 60
     assert hour[-1]['cpu'] == 0.0 and hour[-2]['cpu'] == pytest.approx(0.1) and hour[-1]['netin'] == 1000.0
     day = node.qemu(100).rrddata.get(timeframe='day', cf='AVERAGE')
-    assert len(day) == 70 and all(p['time'] % 1800 == 0 for p in day)
-    full = [p for p in day if 'cpu' in p]
-    assert 40 <= len(full) <= 50 and full[-2]['cpu'] == pytest.approx(0.15)
-    peak = node.qemu(100).rrddata.get(timeframe='day', cf='MAX')
-    assert [p for p in peak if 'cpu' in p][-2]['cpu'] == pytest.approx(0.3)
+    assert len(day) == 1440 and day[-60:] == hour and all('cpu' in p for p in day)
+    week = node.qemu(100).rrddata.get(timeframe='week', cf='AVERAGE')
+    assert len(week) == 336 and week[1]['time'] - week[0]['time'] == 1800 and week[-1]['time'] % 1800 == 0
+    full = [p for p in week if 'cpu' in p]
+    assert len(full) == 48 and full[-1]['cpu'] == pytest.approx(4.3 / 30)  # (end - 30 min, end]
+    peak = node.qemu(100).rrddata.get(timeframe='week', cf='MAX')
+    assert [p for p in peak if 'cpu' in p][-1]['cpu'] == pytest.approx(0.3)
+    assert [len(node.qemu(100).rrddata.get(timeframe=tf)) for tf in ('month', 'year')] == [1440, 1440]
+    # The newest row right after a boundary has no data yet: PVE 9 drops it, PVE 8 answers it with only `time`.
+    pvesim.pve.rrd_now = end + 90
+    hour = node.qemu(100).rrddata.get(timeframe='hour')
+    assert len(hour) == 59 and hour[-1]['time'] == end
+    pvesim.pve.rrd_format = 'pve8'
+    hour = node.qemu(100).rrddata.get(timeframe='hour')
+    assert len(hour) == 70 and hour[-1] == {'time': end + 60} and hour[-2]['time'] == end
+    # PVE 8: 70 rows each; day 30 min, week 3 h.
+    pvesim.pve.rrd_now = end + 30
+    day = node.qemu(100).rrddata.get(timeframe='day', cf='AVERAGE')
+    assert len(day) == 70 and all(p['time'] % 1800 == 0 for p in day) and day[-1]['time'] == end
+    assert len([p for p in day if 'cpu' in p]) == 48 and day[-1]['cpu'] == pytest.approx(4.3 / 30)
     week = node.qemu(100).rrddata.get(timeframe='week')
-    assert week[1]['time'] - week[0]['time'] == 10800
+    assert len(week) == 70 and week[1]['time'] - week[0]['time'] == 10800
+    # xff 0.5: a 30-minute row with fewer than half of its minutes known is a gap.
+    pvesim.pve.inject_rrd(100, points[:14])
+    assert 'cpu' not in node.qemu(100).rrddata.get(timeframe='day')[-1]
+    pvesim.pve.inject_rrd(100, points[:15])
+    assert 'cpu' in node.qemu(100).rrddata.get(timeframe='day')[-1]
 
 
 # ------------------------------------------------------------------------------------------ migrate
@@ -406,13 +554,44 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     assert str(pending['vcpus']['pending']) == '1'
     vm.config.put(delete='net1')
     assert 'net1' not in vm.config.get()
-    # With cpu hot-plug on, vcpus apply at once; cores still wait for a restart, as on PVE.
+    # Turning on cpu hot-plug needs a restart itself (vmconfig_hotplug_pending skips a `hotplug` with cpu or memory);
+    # after it, vcpus apply at once; cores still wait for a restart, as on PVE.
     vm.config.put(hotplug='network,disk,cpu,memory')
-    vm.config.put(vcpus=2)
-    assert str(vm.config.get()['vcpus']) == '2'
+    assert 'hotplug' not in vm.config.get(current=1)
     vm.status.stop.post()
     vm.status.start.post()
     assert str(vm.config.get()['cores']) == '4'
+    vm.config.put(vcpus=2)
+    assert str(vm.config.get(current=1)['vcpus']) == '2'
+    # A pending value set back to the running one is no change (AbstractConfig cleanup_pending).
+    vm.config.put(cores=6)
+    vm.config.put(cores=4)
+    assert 'pending' not in dict((p['key'], p) for p in vm.pending.get())['cores']
+
+
+def test_agent_is_not_hot_pluggable(proxmoxer_api):
+    """qemu-server: `agent` is not in $fast_plug_option; vmconfig_update_agent applies only a change of
+    fstrim_cloned_disks, and only with the agent already on; a delete waits for the next start."""
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    vm = node.qemu(100)
+    vm.config.put(agent='0')
+    vm.status.start.post()
+    vm.config.put(agent='1', description='app', tags='a;b')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert str(pending['agent']['pending']) == '1' and str(pending['agent']['value']) == '0'
+    assert 'pending' not in pending['description'] and 'pending' not in pending['tags']
+    assert str(vm.config.get()['agent']) == '1' and str(vm.config.get(current=1)['agent']) == '0'
+    vm.status.stop.post()
+    vm.status.start.post()
+    assert str(vm.config.get(current=1)['agent']) == '1' and not any('pending' in p for p in vm.pending.get())
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(agent='enabled=1,fstrim_cloned_disks=1,type=isa')
+    assert vm.config.get(current=1)['agent'] == 'enabled=1,fstrim_cloned_disks=1'
+    vm.config.put(delete='agent')
+    pending = dict((p['key'], p) for p in vm.pending.get())
+    assert pending['agent'].get('delete') and 'agent' in vm.config.get(current=1)
 
 
 def test_task_durations_per_type(pvesim, proxmoxer_api):

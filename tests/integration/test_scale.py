@@ -139,6 +139,27 @@ def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
     assert primaries(pvesim) == ['shop-web-1']
 
 
+def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):
+    # The ha_rule step made the instances HA resources: qemu-server vm_stop only queues their stop (a 'hastop'
+    # task that ends at once) and destroy_vm refuses a running VM, so the scale-in waits for the HA manager.
+    plan = plan_of()
+    vms = build(pvesim, pve_conn, plan)
+    make_ha('shop', ('shop-web-1', 'shop-web-shadow'), ('shop-web-2', 'shop-web-shadow'))
+    gone = vms['shop-web-2']
+    assert 'vm:{0}'.format(gone.vmid) in pvesim.pve.ha_resources and gone.status == 'running'
+    inject(pvesim, vms, FALLING, mem=0.2)
+    set_record(pvesim, 'shop-web-1', action='scale_up', time=time.time() - 700, by='test')
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert decision['action'] == 'scale_down', decision['reason']
+    assert s['results'][0]['removed'] == ['shop-web-2']
+    assert primaries(pvesim) == ['shop-web-1']
+    assert 'vm:{0}'.format(gone.vmid) not in pvesim.pve.ha_resources
+    # purge took it out of its rule too (HA/Config.pm delete_service_from_config keeps a rule not left empty).
+    shadow_sid = 'vm:{0}'.format(vms['shop-web-shadow'].vmid)
+    assert pvesim.pve.ha_rules['sn_shop_web_2_anti']['resources'] == shadow_sid
+    assert pvesim.pve.ha_dangling() == []
+
+
 def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path):
     plan = plan_of()
     vms = build(pvesim, pve_conn, plan)
@@ -194,3 +215,143 @@ def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_p
     pending = dict((p['name'], p['keys']) for p in res['pending'])
     assert 'cores' in pending['shop-web-1'] and 'shop-web-2' not in pending or 'vcpus' not in pending['shop-web-2']
     assert int(web2.config['vcpus']) == want
+    assert res['restart_needed'] == ['shop-web-1'], res
+
+
+def test_pending_vertical_resize_is_not_rewritten_after_the_cooldown(pvesim, pve_conn, tmp_path):
+    """Without cpu hot-plug the new cores wait for a restart; /cluster/resources still shows the running size, so
+    the forecast keeps asking for more. Past the cooldown the next reconcile must not claim and resize again."""
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling']['mode'] = 'vertical'
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    m, decision, s = reconcile(pve_conn, plan, history)
+    res = s['results'][0]
+    assert decision['action'] == 'scale_up' and res['applied'], decision['line']
+    assert sorted(res['restart_needed']) == ['shop-web-1', 'shop-web-2'], res
+    assert all('needs a reboot' in n for n in res['notes']) and res['notes'], res['notes']
+    web1 = vms['shop-web-1']
+    assert int(web1.config['cores']) == 2 and 'cores' in web1.pending     # PVE: pending, not applied
+    # The cooldown is over (the record is moved back); the load is still rising against the running 2 cores.
+    record = metablock.parse_description(web1.config['description'])[1]['scaling']
+    set_record(pvesim, 'shop-web-1', **dict(record, time=record['time'] - 3600))
+    inject(pvesim, vms, RISING)
+    mark = pvesim.mark()
+    m2, decision2, s2 = reconcile(pve_conn, plan, history)
+    res2 = s2['results'][0]
+    assert decision2['action'] == 'scale_up', decision2['line']
+    assert pvesim.writes(mark) == [] and not s2['changed'] and not res2['applied'], res2
+    assert res2['skipped'] == 'pending_restart' and 'needs a reboot' in res2['reason'], res2['reason']
+    assert sorted(res2['restart_needed']) == ['shop-web-1', 'shop-web-2']
+    # After a restart PVE runs the new size: the next decision is made on it.
+    for name in ('shop-web-1', 'shop-web-2'):
+        vms[name].apply_pending()
+    assert int(web1.config['cores']) == want_cores(res)
+
+
+def want_cores(res):
+    return int(res['record']['cores'])
+
+
+def day_series(ramp, baseline=0.30, minutes=1440):
+    """A day of one-minute values: flat at `baseline`, then `ramp` (its last value at the current minute)."""
+    return [baseline] * (minutes - len(ramp)) + list(ramp)
+
+
+# issue 15: the CPU rose cleanly from 30% to 68% over the last hour toward high 75% with a 20-minute horizon.
+CLEAN_RAMP = [0.30 + 0.38 * i / 59 for i in range(60)]
+
+
+def ramp_template():
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling'].update(cpu={'high': 0.75, 'low': 0.3, 'duration': '5m'}, horizon='20m')
+    return template
+
+
+def record_rrddata(pvesim, monkeypatch):
+    """The timeframes of the rrddata requests the simulator answers (its request log has no query strings)."""
+    from lab import pvesim_qemu
+    seen = []
+    real = pvesim_qemu.rrd_fetch
+
+    def spy(series, timeframe, *args, **kwargs):
+        seen.append(timeframe)
+        return real(series, timeframe, *args, **kwargs)
+    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', spy)
+    return seen
+
+
+def test_pve9_day_history_scales_out_where_the_hour_alone_cannot(pvesim, pve_conn, tmp_path, monkeypatch):
+    """PVE 9 answers `hour` with 60 points: too few to forecast (naive). The metrics step reads `day`."""
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, day_series(CLEAN_RAMP))
+    history = str(tmp_path / 'h.sqlite')
+    reads = record_rrddata(pvesim, monkeypatch)
+    m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    # One request per VM: PVE 9's `day` (1440 one-minute rows) already holds the hour.
+    assert reads == ['day'] * 3
+    assert m['requests'] == 3 + 1
+    web = [p for p in m['services'][0]['primaries']]
+    assert [p['points'] for p in web] == [1440, 1440] and m['services'][0]['cpu'] < 0.75
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    decision = f['decisions'][0]
+    assert decision['action'] == 'scale_up', decision['line']
+    assert decision['forecast']['cpu']['model'] != 'naive', decision['line']
+    # The history now holds the primaries' day: the next run reads only their `hour` (the shadow, with less than a
+    # day of history, is read with `day` again) and adds nothing it already had.
+    del reads[:]
+    again = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    assert sorted(reads) == ['day', 'hour', 'hour']
+    assert again['appended'] == 0
+
+
+def test_pve8_shapes_are_recognised_and_merged(pvesim, pve_conn, tmp_path, monkeypatch):
+    """PVE 8 (rrd_format: pve8): `day` is 70 half-hours, so `hour` (70 minutes) is read too and the half-hours fill
+    the minutes before it; the same ramp scales out."""
+    pvesim.pve.rrd_format = 'pve8'
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, day_series(CLEAN_RAMP))
+    history = str(tmp_path / 'h.sqlite')
+    reads = record_rrddata(pvesim, monkeypatch)
+    m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    assert sorted(reads) == ['day'] * 3 + ['hour'] * 3
+    assert m['requests'] == 6 + 1
+    import sqlite3
+    db = sqlite3.connect(history)
+    rows = db.execute("select ts, value from points where series = 'shop/web/shop-web-1/cpu' order by ts").fetchall()
+    steps = set(b[0] - a[0] for a, b in zip(rows, rows[1:]))
+    assert steps == {60} and len(rows) >= 1400, (steps, len(rows))
+    # The newest 70 minutes are PVE's own one-minute values; the ramp's last value is exact.
+    assert rows[-1][1] == pytest.approx(0.68)
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    decision = f['decisions'][0]
+    assert decision['action'] == 'scale_up', decision['line']
+
+
+def test_lab_injected_load_scales_out_on_pve9_shapes(pvesim, pve_conn, tmp_path, monkeypatch):
+    """`make lab`'s injected day (scripts/lab-inject-load.py) with the lab template's scaling (high 70%, horizon
+    15m, min 2): the metrics step reads it through `day` and the forecast scales web out."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'scripts', 'lab-inject-load.py')
+    spec = importlib.util.spec_from_file_location('lab_inject_load', path)
+    lab_inject = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lab_inject)
+    template = copy.deepcopy(TEMPLATE)
+    template['scaling'].update(cpu={'high': 0.70, 'low': 0.30, 'duration': '5m'}, horizon='15m',
+                               instances={'min': 2, 'max': 8})
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
+    now = int(time.time()) // 60 * 60
+    for name, vm in vms.items():
+        if name.startswith('shop-web-') and name != 'shop-web-shadow':
+            pvesim.pve.inject_rrd(vm.vmid, lab_inject.series(now, 0.25, 0.65, 60, 1440))
+    reads = record_rrddata(pvesim, monkeypatch)
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert 'day' in reads and [p['points'] for p in m['services'][0]['primaries']] == [1440, 1440]
+    assert decision['action'] == 'scale_up', decision['line']
+    assert s['results'][0]['created'] == ['shop-web-3']

@@ -259,6 +259,24 @@ def test_ha_resource_and_rules_of_the_shadow_come_back(pvesim, pve_conn, built, 
     assert vms_by_name(pvesim)['shop-web-shadow'].node == shadow.node
 
 
+def test_refresh_of_an_ha_managed_shadow(pvesim, pve_conn, built, make_ha):
+    # The ha_rule step made the shadow an HA resource: qemu-server vm_stop only queues its stop (a 'hastop' task
+    # that ends at once) and destroy_vm refuses a running VM, so the refresh waits for the HA manager; the new
+    # shadow comes back under HA, running, with its rule, and nothing is left twice or orphaned.
+    primary, shadow = built
+    make_ha('shop', ('shop-web-1', 'shop-web-shadow'))
+    pve = pvesim.pve
+    sid = 'vm:{0}'.format(shadow.vmid)
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert result['changed'] and 'stopped shop-web-shadow' in result['steps']
+    new = vms_by_name(pvesim)['shop-web-shadow']
+    assert new is not shadow and new.vmid == shadow.vmid and new.status == 'running'
+    assert [vm.name for vm in pve.vms].count('shop-web-shadow') == 1
+    assert pve.ha_resources[sid]['state'] == 'started' and new.ha_state == 'started'
+    assert set(pve.ha_rules['sn_shop_web_1_anti']['resources'].split(',')) == {'vm:{0}'.format(primary.vmid), sid}
+    assert pve.ha_dangling() == [] and not primary.snapshots
+
+
 def test_a_refresh_in_progress_is_left_alone_and_a_stale_snapshot_is_removed(pvesim, pve_conn, built, proxmoxer_api):
     primary, shadow = built
     name = 'sn-refresh-{0}-1700000000'.format(shadow.vmid)

@@ -260,3 +260,117 @@ def test_vxlan_bad_entries_are_refused_before_any_write(pvesim, pve_conn, entry,
     with pytest.raises(ModuleFailed, match=match):
         run_module(vnet, plan_args(pve_conn, entry))
     assert pvesim.writes(mark) == []
+
+
+# ------------------------------------------------------------------- a network that guests still use
+
+def _vm_on(proxmoxer_api, vmid, node, bridge, name):
+    """A linked clone of the lab's golden template on ``node`` with net0 on ``bridge``."""
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=vmid, name=name, target=node)
+    proxmoxer_api.nodes(node).qemu(vmid).config.put(net0='virtio,bridge={0}'.format(bridge))
+
+
+def test_removing_a_vnet_guests_use_is_refused_naming_them(pvesim, pve_conn, proxmoxer_api):
+    run_module(vnet, plan_args(pve_conn, PRIMARY))
+    _vm_on(proxmoxer_api, 100, 'pve1', 'front9q0', 'web-1')
+    _vm_on(proxmoxer_api, 101, 'pve2', 'front9q0', 'web-2')
+    gone = dict(PRIMARY, state='absent')
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(vnet, plan_args(pve_conn, gone), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert 'vnet front9q0 is used by VM 100 (web-1) on pve1, VM 101 (web-2) on pve2' in msg
+        assert 'no change was made' in msg
+        assert pvesim.writes(mark) == []
+    assert 'front9q0' in sdn(pvesim)['vnets']
+    # Once no guest uses it, it goes.
+    proxmoxer_api.nodes('pve1').qemu(100).config.put(net0='virtio,bridge=vmbr0')
+    proxmoxer_api.nodes('pve2').qemu(101).delete()
+    assert run_module(vnet, plan_args(pve_conn, gone))['changed']
+    assert 'front9q0' not in sdn(pvesim)['vnets']
+
+
+def test_removing_a_node_bridge_a_guest_uses_there_is_refused(pvesim, pve_conn, proxmoxer_api):
+    args = dict(pve_conn, type='bridge', bridge='vmbr90', nodes=['pve1', 'pve2'])
+    run_module(vnet, args)
+    _vm_on(proxmoxer_api, 100, 'pve2', 'vmbr90', 'web-1')
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed, match=r'bridge vmbr90 on pve2 is used by VM 100 \(web-1\) on pve2'):
+        run_module(vnet, dict(args, state='absent'))
+    assert pvesim.writes(mark) == []
+    # On pve1 nothing uses it.
+    assert run_module(vnet, dict(args, state='absent', nodes=['pve1']))['changed']
+    assert 'vmbr90' not in pvesim.pve.node_networks['pve1']['running']
+
+
+# ------------------------------------------------------------------------- what the apply really did
+
+@pytest.mark.parametrize('counted', [False, True], ids=['task-ok', 'task-warnings'])
+def test_apply_that_could_not_reach_a_node_fails_naming_node_and_vnets(pvesim, pve_conn, counted):
+    # pve-network API2/Network/SDN.pm reload only warns; the task ends OK (pvedaemon) or WARNINGS: 1 (log_warn).
+    pvesim.pve.sdn_warnings_counted = counted
+    pvesim.pve.fail_sdn_reload('pve2', times=1)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW))
+    msg = info.value.result['msg']
+    assert 'node pve2: the network reload could not be started' in msg and "Can't connect to pve2" in msg
+    assert 'vnets front9q0, sfro3mzq are not applied there' in msg and 'apply SDN again' in msg
+    assert 'pve1' not in msg and 'pve3' not in msg
+
+
+def test_node_reload_that_failed_is_reported(pvesim, pve_conn):
+    pvesim.pve.fail_sdn_reload('pve3', how='ifreload', times=1)
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, PRIMARY))
+    msg = info.value.result['msg']
+    assert "node pve3: the network reload failed" in msg and 'ifreload -a' in msg and 'front9q0' in msg
+
+
+def test_vlan_zone_on_a_missing_bridge_is_refused_before_any_write(pvesim, pve_conn):
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, dict(VLAN, zone_bridge='vmbr5')), check_mode=True)
+    msg = info.value.result['msg']
+    assert 'bridge vmbr5 of vlan zone shopvl (vnets backvl) is missing or not up on node(s) pve1, pve2, pve3' in msg
+    with pytest.raises(ModuleFailed, match='bridge vmbr5 of vlan zone shopvl'):
+        run_module(vnet, plan_args(pve_conn, dict(VLAN, zone_bridge='vmbr5')))
+    assert pvesim.writes(mark) == []
+
+
+def test_vnet_pve_skipped_on_a_node_fails_the_run(pvesim, pve_conn):
+    # The bridge is up when the module looks, and gone on pve2 when PVE applies (another admin, a failed NIC):
+    # pve-network Zones.pm generate_etc_network_config skips the vnet there with a warning only.
+    bridge = dict(type='bridge', bridge='vmbr5', nodes=['pve1', 'pve2', 'pve3'])
+    run_module(vnet, plan_args(pve_conn, bridge))
+    pve = pvesim.pve
+    reload = pve.sdn_node_reload
+
+    def racing_reload(node, log):
+        if node == 'pve2':
+            for where in ('running', 'config'):
+                pve.node_networks[node][where].pop('vmbr5', None)
+        return reload(node, log)
+    pve.sdn_node_reload = racing_reload
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, plan_args(pve_conn, dict(VLAN, zone_bridge='vmbr5')))
+    msg = info.value.result['msg']
+    assert "vnet backvl was not applied on node pve2: zone shopvl: can't find bridge vmbr5" in msg
+    assert 'pve1' not in msg and 'pve3' not in msg
+
+
+def test_node_bridges_are_applied_before_the_sdn_apply_that_needs_them(pvesim, pve_conn):
+    bridge = dict(type='bridge', bridge='vmbr7', nodes=['pve1', 'pve2', 'pve3'], comment='uplink')
+    vlan = dict(VLAN, zone_bridge='vmbr7')
+    mark = pvesim.mark()
+    result = run_module(vnet, plan_args(pve_conn, vlan, bridge))
+    assert result['changed'] and sorted(result['sdn_apply']['nodes']) == ['pve1', 'pve2', 'pve3']
+    applies = [p for m, p, b in pvesim.writes(mark) if m == 'PUT' and p.endswith(('/network', '/cluster/sdn'))]
+    assert applies == ['/api2/json/nodes/pve1/network', '/api2/json/nodes/pve2/network',
+                       '/api2/json/nodes/pve3/network', '/api2/json/cluster/sdn']
+    # No node skipped the vnet (the reload logs say so), and a rerun changes nothing.
+    logs = [line for t in pvesim.pve.tasklog if t['type'] == 'srvreload' for line in t['log']]
+    assert not [line for line in logs if "can't find bridge" in line]
+    mark = pvesim.mark()
+    assert not run_module(vnet, plan_args(pve_conn, vlan, bridge))['changed']
+    assert pvesim.writes(mark) == []

@@ -21,16 +21,34 @@ What is modelled on top of fakepve
 - HA (pvesim_cluster.py): `/cluster/ha/resources` (`vm:<id>` of an existing VM; sets the VM's HA state so
   start/stop go through HA as fakepve models it; delete with purge takes it out of rules) and the PVE 9 rules
   `/cluster/ha/rules` of type `node-affinity` (nodes, strict) and `resource-affinity` (resources, affinity),
-  with `digest`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail.
-- VMs (pvesim_qemu.py): `rrddata` from a series injected per VM (`inject_rrd`) consolidated to the timeframe's
-  step (hour 60 s, day 1800 s, week 10800 s; 70 points; AVERAGE or MAX), else one point from the VM's current
-  usage (`set_stats`); `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
+  with `digest` and `order`; duplicate ids, unmanaged resources, unknown nodes and stale digests fail. Every
+  feasibility check of pve-ha-manager's `check_feasibility` refuses a written rule that fails it ("Rule '<id>'
+  is invalid.", as a plain 500 like PVE's lock_ha_domain), and GET lists each rule's `errors`; negative rules
+  are counted against the CRM's node list (`/cluster/ha/status/manager_status` `node_status`), empty until a CRM
+  is master: `ha_crm_start_secs` PVE seconds after the first HA resource (never while `ha_crm_running` is
+  False). `disable=0` is dropped on create and update, as PVE does; `delete=disable` enables a rule.
+  A stop or shutdown of an HA-managed VM is a `hastop` task that ends at once with the VM still running (qemu-server vm_stop); the
+  VM stops, and its resource's state becomes `stopped`, once `ha_crm_polls` later requests have read its state
+  (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
+  time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
+  task takes the VM out of HA and its rules.
+- VMs (pvesim_qemu.py, pvesim_rrd.py): `rrddata` as pve-cluster RRD.pm create_rrd_data answers it, from a series
+  of raw samples injected per VM (`inject_rrd`), else one minute of the VM's current usage (`set_stats`): PVE 9's
+  shapes by default (hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min, month 1440 x 30 min, year 1440 x 6 h;
+  the newest row dropped while it is still empty), PVE 8's with `rrd_format: pve8` in the cluster file (70 rows
+  each: hour 60 s, day 30 min, week 3 h, month 12 h, year 7 days; the empty newest row kept); rows are labelled
+  with the end of the interval they consolidate, AVERAGE or MAX over one-minute data points with xff 0.5, a gap
+  is a row with only `time`, and the window ends at the current time (`rrd_now` fixes that clock for a test);
+  `POST .../migrate` moves the VM (a task; refused for the same node or a running VM
   without `online`, TASK ERROR when the target is offline); `hookscript` must name an existing snippet
   (`add_snippet`; only root@pam itself may set it, as on PVE); a net device without a MAC gets a new one on
-  config PUT/POST, a given MAC is kept; on a running VM, NIC changes are hot-plugged when `hotplug` has
-  `network` (the default), `vcpus` when it has `cpu`, `memory` when it has `memory` and `numa` is on;
-  `cores`, `sockets` and the rest stay pending until the next start, as in PVE; GET config shows the pending values
-  unless `current=1` asks for the running ones, as PVE does.
+  config PUT/POST, a given MAC is kept; on a running VM (pvesim_hotplug.py, qemu-server
+  vmconfig_hotplug_pending) `$fast_plug_option` keys and cloud-init keys apply at once, NIC changes need
+  `network` in `hotplug` (the default) unless only bridge, tag, rate, firewall or link_down change, `vcpus`
+  needs `cpu`, `memory` needs `memory` and `numa` on, `agent` applies only when the agent is already on and only
+  `fstrim_cloned_disks` changes, and `cores`, `sockets` and the rest stay pending until the next start, as in PVE;
+  GET config shows the pending values unless `current=1` asks for the running ones, as PVE does; a pending
+  value equal to the running one is dropped (cleanup_pending).
 - Clones and nodes (pvesim_qemu.py): `POST .../clone` with `target` (another node) is refused with PVE's "can't
   clone VM to node 'X' (VM uses local storage)" when a volume of the source is on a storage that is not shared
   (rbd, nfs, cifs, zfs, iscsi, ... are shared by type, as pve-storage's parse_config sets it), full clones too;
@@ -40,6 +58,10 @@ What is modelled on top of fakepve
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
+- Permissions (pvesim_perms.py): PVE 9's privilege names (a role naming VM.Monitor or any other unknown
+  privilege is refused, in the cluster file and through `/access/roles`), PVE's built-in roles, ACL entries
+  without propagation, and the permission checks PVE makes inside the methods the collection calls (VM config
+  keys, `startup`, bridges and vnets, clone storage, SDN vnets and subnets, listings).
 - The lab cluster (inventories/lab/cluster.yml): nodes and their sizes, storages, snippets, pools, golden templates
   with base volumes (one on shared RBD storage, one copied to each node's local-lvm), users, roles, ACLs and API
   tokens (`load_cluster`).
@@ -50,16 +72,26 @@ Known differences from real PVE
 -------------------------------
 - Values are stored as sent (a PUT of cores=4 reads back "4" where PVE answers 4); property strings are not
   canonicalised except net devices (model=MAC first, the rest sorted by key).
-- SDN: no IPAM, DNS, controllers or fabrics; applying does not check that a vlan zone's bridge exists on the
-  nodes; only simple and vlan zones are checked (other types are stored as sent); a vnet in a missing zone
-  fails with "unknown section type ''" as the PVE code reads; "invalid lock token provided!" carries a made-up
-  Perl line number; deleting a vnet a VM still uses fails with this simulator's own wording.
+- SDN: no IPAM, DNS, controllers or fabrics; only simple, vlan and vxlan zones are checked (other types are
+  stored as sent); a vnet in a missing zone fails with "unknown section type ''" as the PVE code reads;
+  "invalid lock token provided!" carries a made-up Perl line number. Deleting a vnet that VMs still use
+  succeeds, as on PVE (only subnets block it). Applying (`PUT /cluster/sdn`) is a reloadnetworkall task that
+  starts a srvreload task (as root@pam) on every node and only logs a node it cannot reach (offline, or
+  `fail_sdn_reload(node)`); each srvreload skips, with a log line, a vnet of a vlan/qinq zone whose bridge is
+  not up on the node, and fails for `fail_sdn_reload(node, how='ifreload')` or an interface name over 15
+  characters. Warnings leave a task "OK", as under pvedaemon; `sdn_warnings_counted = True` makes them
+  "WARN: ..." lines and the task end "WARNINGS: n" (RESTEnvironment log_warn). The node task list honours
+  `typefilter`, `since`/`until`, `userfilter` and `source` (default: finished tasks only), as PVE does.
 - Node networks: no `/etc/network/interfaces` rendering; GET does not return PVE's `changes` diff attribute.
-- HA: no CRM/LRM; rules are not enforced when VMs start or migrate. Only recovery is modelled, and only after
+- HA: no CRM/LRM beyond the node list and the delayed stop above (HA start is fakepve's: done when its task is,
+  at time_scale 0); a stop queued before the CRM knows a new resource is not dropped as on PVE; rules are not
+  enforced when VMs start or migrate. Nodes removed from the cluster stay in the CRM's node list (PVE marks them
+  gone and drops them an hour later). HA groups are not modelled (PVE refuses rule writes until they are migrated
+  to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
-- rrddata: an injected series is anchored at its own last point, not at the current time, so a test can inject
-  a series that ended in the past; gaps inside the window come back as points with only `time` (as PVE).
+- rrddata: the transition of PVE 9's first day after an upgrade (old pve2 files read for the part of the window
+  they still cover) is not modelled; injected samples are the only history (a VM has none before its series).
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
   `with-local-disks` is not required.
@@ -92,11 +124,12 @@ from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.server import settle
-from fakepve.shapes import ROLES
 
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_links import LinkBindings
+from .pvesim_perms import PermissionChecks, verify_privileges
 from .pvesim_qemu import SHARED_TYPES, QemuExtras
+from .pvesim_rrd import RRD_FORMATS
 from .pvesim_sdn import SdnApi
 
 __all__ = ['ShadowPve', 'SimServer', 'ControlChannel', 'load_cluster', 'start_in_thread', 'DEFAULT_CLUSTER',
@@ -109,11 +142,12 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
+class ShadowPve(PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
         super().__init__(user, password, host=host, port=port)
+        self._init_perms()
         self.nodes = {}
         self.cluster_name = 'shadownet-lab'
         # Number of requests recorded since the start (pve.requests drops the oldest beyond max_requests).
@@ -162,24 +196,28 @@ class ShadowPve(SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve
 
 # --------------------------------------------------------------------------------------------- cluster file
 
-def _priv_list(roles, entry):
+def _priv_list(pve, entry):
+    """The privileges of one `acl` entry of the cluster file: its role's, or its own `privs` (checked as PVE does)."""
     if entry.get('role'):
         name = entry['role']
-        if name in roles:
-            return list(roles[name])
-        if name in ROLES:
-            return list(ROLES[name])
-        raise ValueError('cluster file: unknown role {0!r}'.format(name))
-    return list(entry.get('privs') or [])
+        if name not in pve.roles:
+            raise ValueError('cluster file: unknown role {0!r}'.format(name))
+        return sorted(pve.roles[name])
+    try:
+        return verify_privileges(entry.get('privs') or [])
+    except ValueError as exc:
+        raise ValueError('cluster file: acl {0}: {1} (pve-access-control AccessControl.pm verify_privname)'.format(
+            entry.get('path'), exc)) from None
 
 
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, task_secs {task type: PVE seconds}, root_password, nodes [{name, online, maxcpu,
-    maxmem_gib, mem_gib (the host's own use)}],
+    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, root_password, nodes [{name, online,
+    maxcpu, maxmem_gib, mem_gib (the host's own use)}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
-    {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs}]}].
+    {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
+    A role or acl entry with a privilege PVE 9 does not know (VM.Monitor, ...) is refused, as `pveum` refuses it.
     """
     if isinstance(source, dict):
         data = source
@@ -188,6 +226,11 @@ def load_cluster(pve, source):
             data = yaml.safe_load(stream) or {}
     pve.cluster_name = data.get('cluster_name', pve.cluster_name)
     pve.time_scale = float(data.get('time_scale', 0) or 0)
+    if data.get('rrd_format') is not None:
+        if data['rrd_format'] not in RRD_FORMATS:
+            raise ValueError('cluster file: rrd_format must be one of {0}, not {1!r}'.format(
+                ', '.join(RRD_FORMATS), data['rrd_format']))
+        pve.rrd_format = data['rrd_format']
     pve.task_secs = dict((str(k), float(v)) for k, v in (data.get('task_secs') or {}).items())
     if data.get('root_password'):
         pve.password = str(data['root_password'])
@@ -215,7 +258,12 @@ def load_cluster(pve, source):
         pve.pool_info[pool['poolid']] = {'comment': pool.get('comment'), 'storage': set()}
     for tmpl in data.get('templates') or []:
         _add_template(pve, tmpl)
-    roles = dict(data.get('roles') or {})
+    for name, privs in sorted((data.get('roles') or {}).items()):
+        # `pveum role add` (API2/Role.pm create_role, AccessControl.pm add_role_privs) refuses an unknown privilege.
+        try:
+            pve.define_role(str(name), privs)
+        except ValueError as exc:
+            raise ValueError('cluster file: role {0!r}: {1}'.format(name, exc)) from None
     for user in data.get('users') or []:
         userid = user['userid']
         if user.get('password') and userid != pve.user:
@@ -223,7 +271,9 @@ def load_cluster(pve, source):
         for name, secret in (user.get('tokens') or {}).items():
             pve.apitokens['{0}!{1}'.format(userid, name)] = str(secret)
         for entry in user.get('acl') or []:
-            pve.grant(userid, entry['path'], *_priv_list(roles, entry))
+            # `pveum acl modify --propagate 0`: the privileges hold on the path itself only.
+            grant = pve.grant if entry.get('propagate', True) else pve.grant_exact
+            grant(userid, entry['path'], *_priv_list(pve, entry))
     return data
 
 
@@ -276,6 +326,9 @@ class ControlChannel(object):
                                         release_lock {"vmid"}
                                         node_offline / node_online {"node"}
                                         lose_quorum / regain_quorum
+                                        sdn_reload_fail {"node", "how": "pvesh" | "ifreload", "message", "times"}:
+                                          the next SDN apply's reload fails on that node (ShadowPve
+                                          .fail_sdn_reload); "clear" forgets these too
       GET  /_sim/state                nodes, VMs (vmid, node, status, lock), SDN and HA summaries
     """
 
@@ -343,6 +396,10 @@ class ControlChannel(object):
                 pve.fail(body['method'], body['path'], int(body['status']), body['message'], times=body.get('times'))
         elif kind == 'clear':
             pve.failures.clear()
+            pve.clear_sdn_reload_faults()
+        elif kind == 'sdn_reload_fail':
+            pve.fail_sdn_reload(body['node'], how=body.get('how', 'pvesh'), message=body.get('message'),
+                                times=body.get('times'))
         elif kind == 'hold_lock':
             await pve.hold_config_lock(int(body['vmid']), body.get('secs'))
         elif kind == 'release_lock':

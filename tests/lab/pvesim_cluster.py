@@ -121,8 +121,8 @@ class NodeNetworkApi(object):
 
     def _nn_check(self, config, iface, item):
         if item.get('type') == 'bridge':
-            if not re.fullmatch(r'[a-zA-Z][a-zA-Z0-9_.]{0,14}', iface):
-                raise _param_error(iface='invalid bridge name {0!r}'.format(iface))
+            # The name: fakepve checks `pve-iface` (pve-common JSONSchema.pm pve_verify_iface, 2-20 characters)
+            # as PVE does; Linux's 15-character limit bites only when the node applies it (sdn_node_reload).
             for port in split_list(item.get('bridge_ports')):
                 if port not in config:
                     raise _die("can't find interface '{0}'".format(port))
@@ -170,15 +170,9 @@ class NodeNetworkApi(object):
         del net['config'][v['iface']]
 
     async def _nn_apply(self, v, user):
-        node = v['node']
-        net = self._network_for(node)
-        changed = self.network_pending(node)
-
-        async def body():
-            net['running'] = copy.deepcopy(net['config'])
-            return None
-        log = ['applying network configuration' if changed else 'no changes to apply']
-        return await self.task(node, 'srvreload', 'networking', user, body, log=log)
+        # pve-manager API2/Network.pm reload_network_config: a srvreload task that also regenerates the SDN
+        # vnets of the node (SdnApi.sdn_node_reload).
+        return await self.start_network_reload(v['node'], user)
 
     async def _nn_revert(self, v, user):
         net = self._network_for(v['node'])
@@ -206,11 +200,117 @@ def parse_sid(text):
 
 
 def _resource_list(text):
-    return ','.join(sorted({parse_sid(item)[0] for item in split_list(text)}, key=lambda s: (s[:2], int(s[3:]))))
+    # pve-ha-manager src/PVE/HA/Rules.pm encode_value: the set of sids, sorted as strings.
+    return ','.join(sorted({parse_sid(item)[0] for item in split_list(text)}))
+
+
+def _parse_nodes(text):
+    """pve-ha-manager src/PVE/HA/Rules/NodeAffinity.pm decode_plugin_value: {node: priority}, a missing priority
+    is 0 (Tools.pm parse_node_priority); a node listed twice keeps its last priority."""
+    out = {}
+    for item in split_list(text):
+        found = re.fullmatch(r'([a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?)(?::(\d+))?', item)
+        if found:
+            out[found.group(1)] = int(found.group(2) or 0)
+    return out
 
 
 def _node_list(text):
-    return ','.join(sorted(split_list(text), key=lambda n: n.split(':')[0]))
+    # NodeAffinity.pm encode_plugin_value: sorted by node, a priority of 0 is not written.
+    nodes = _parse_nodes(text)
+    return ','.join(n if not nodes[n] else '{0}:{1}'.format(n, nodes[n]) for n in sorted(nodes))
+
+
+def _disjoint_sets(rules):
+    """pve-ha-manager src/PVE/HA/Rules/Helpers.pm find_disjoint_rules_resource_sets: one pass over the rules
+    sorted by their lowest sid (as strings), each joining the first group it overlaps."""
+    def lowest(rid):
+        return min(rules[rid]['resources'] or [''])
+    groups = []
+    for rid in sorted(sorted(rules), key=lowest):
+        for group in groups:
+            if group['resources'] & rules[rid]['resources']:
+                group['ids'].append(rid)
+                group['resources'] |= rules[rid]['resources']
+                break
+        else:
+            groups.append({'ids': [rid], 'resources': set(rules[rid]['resources'])})
+    return groups
+
+
+def rule_feasibility(stored, nodes):
+    """pve-ha-manager src/PVE/HA/Rules.pm check_feasibility with the checks PVE 9 registers, in its order:
+    Rules/NodeAffinity.pm check_single_resource_reference; Rules/ResourceAffinity.pm
+    check_resource_affinity_resources_count, check_negative_resource_affinity_resources_count,
+    check_inter_resource_affinity_rules_consistency; Rules.pm
+    check_single_priority_node_affinity_in_resource_affinity_rules,
+    check_single_node_affinity_per_positive_resource_affinity_rule,
+    check_negative_resource_affinity_node_affinity_consistency. Disabled rules are left out (foreach_rule
+    exclude_disabled_rules: any `disable` key). `nodes`: the CRM's node list. Returns {rule id: {'resources':
+    [message, ...]}}."""
+    rules = {}
+    for rid, rule in stored.items():
+        if 'disable' in rule:
+            continue
+        rules[rid] = dict(rule, resources=set(split_list(rule.get('resources'))), nodes=_parse_nodes(rule.get('nodes')))
+    node_aff = dict((r, x) for r, x in rules.items() if x['type'] == 'node-affinity')
+    res_aff = dict((r, x) for r, x in rules.items() if x['type'] == 'resource-affinity')
+    positive = dict((r, x) for r, x in res_aff.items() if x.get('affinity') == 'positive')
+    negative = dict((r, x) for r, x in res_aff.items() if x.get('affinity') == 'negative')
+    errors = {}
+
+    def blame(rid, message):
+        errors.setdefault(rid, {}).setdefault('resources', []).append(message)
+
+    users = {}
+    for rid, rule in node_aff.items():
+        for sid in rule['resources']:
+            users.setdefault(sid, []).append(rid)
+    for sid, ids in sorted(users.items()):
+        if len(ids) > 1:
+            for rid in ids:
+                blame(rid, "resource '{0}' is already used in another node affinity rule".format(sid))
+    for rid, rule in sorted(res_aff.items()):
+        if len(rule['resources']) < 2:
+            blame(rid, 'rule is ineffective as there are less than two resources')
+    for rid, rule in sorted(negative.items()):
+        if len(rule['resources']) > len(nodes):
+            blame(rid, 'rule defines more resources than available nodes')
+    for group in _disjoint_sets(positive):
+        for rid, rule in sorted(negative.items()):
+            if len(group['resources'] & rule['resources']) >= 2:
+                blame(rid, 'rule shares two or more resources with a positive resource affinity rule')
+                for pid in group['ids']:
+                    blame(pid, 'rule shares two or more resources with a negative resource affinity rule')
+    for rid, rule in sorted(res_aff.items()):
+        paired = [n for n in sorted(node_aff) if node_aff[n]['resources'] & rule['resources']]
+        if any(len(set(node_aff[n]['nodes'].values())) > 1 for n in paired):
+            blame(rid, 'resources are in node affinity rules with multiple priorities')
+            for nid in paired:
+                blame(nid, 'resources are in a resource affinity rule and cannot be in a node affinity rule with '
+                           'multiple priorities')
+    for group in _disjoint_sets(positive):
+        paired = [n for n in sorted(node_aff) if node_aff[n]['resources'] & group['resources']]
+        if len(paired) > 1:
+            for pid in group['ids']:
+                blame(pid, 'resources are in multiple node affinity rules')
+            for nid in paired:
+                blame(nid, 'at least one resource is in a positive resource affinity rule and there are other '
+                           'resources in at least one other node affinity rule already')
+    for rid, rule in sorted(negative.items()):
+        located, allowed, paired = set(), set(), []
+        for nid in sorted(node_aff):
+            common = rule['resources'] & node_aff[nid]['resources']
+            if common:
+                located |= common
+                allowed |= set(node_aff[nid]['nodes'])
+                paired.append(nid)
+        if len(allowed) < len(located):
+            blame(rid, 'two or more resources are restricted to less nodes than available to the resources')
+            for nid in paired:
+                blame(nid, 'at least one resource is in a negative resource affinity rule and this rule would '
+                           'restrict these to less nodes than available to the resources')
+    return errors
 
 
 class HaApi(object):
@@ -220,11 +320,29 @@ class HaApi(object):
         # sid ('vm:100') -> options; rule id -> options (with type).
         self.ha_resources = {}
         self.ha_rules = {}
+        # rule id -> `order` (Rules.pm get_next_ordinal); a rule put straight into ha_rules has order 1.
+        self.ha_rule_order = {}
         # The recovery part of PVE's CRM, off unless enable_ha_recovery() is called: sid -> when its node was
         # first seen offline; sid -> (from node, to node, time) of each recovery done.
         self.ha_fence_secs = None
         self._ha_offline_since = {}
         self.ha_recoveries = []
+        # The stop part of PVE's CRM and LRM: a stop of an HA-managed VM is only queued (see _ha_request); the VM
+        # stops once ha_crm_polls later requests have read its state AND ha_delay PVE seconds (scaled by
+        # time_scale) have passed, so it stays running for a while at every time scale, 0 included.
+        # vmid -> {'since': epoch, 'polls': n}.
+        self.ha_crm_polls = 3
+        self._ha_pending_stops = {}
+        # The HA resource a destroy with purge being started takes out of HA when its task is done.
+        self._ha_purge_on_destroy = None
+        # The CRM's node list (manager_status node_status: node -> state). Empty until a CRM becomes master,
+        # which it does only once HA resources are configured (pve-ha-manager src/PVE/HA/CRM.pm can_get_active):
+        # ha_crm_start_secs PVE seconds (scaled by time_scale) after the first HA resource; never while
+        # ha_crm_running is False (pve-ha-crm stopped). The rules API counts these nodes, not the cluster's.
+        self.ha_node_status = {}
+        self.ha_crm_start_secs = 10.0
+        self.ha_crm_running = True
+        self._ha_crm_waiting_since = None
 
     # ------------------------------------------------------------- recovery
 
@@ -286,10 +404,107 @@ class HaApi(object):
             return None
         return min(pool, key=lambda n: (sum(1 for g in self.vms if g.node == n), n))
 
+    # ------------------------------------------------------------- CRM node status
+
+    def ha_crm_tick(self, now=None):
+        """pve-ha-manager src/PVE/HA/NodeStatus.pm update: the master CRM adds every node it sees online to
+        node_status and keeps the ones that go offline (as unknown); before a CRM is master, node_status is empty."""
+        if not self.ha_crm_running:
+            return
+        now = time.time() if now is None else now
+        if not self.ha_node_status:
+            if not self.ha_resources:
+                self._ha_crm_waiting_since = None
+                return
+            if self._ha_crm_waiting_since is None:
+                self._ha_crm_waiting_since = now
+            if now - self._ha_crm_waiting_since < self.ha_crm_start_secs * (self.time_scale or 0):
+                return
+        for node, info in sorted(self.nodes.items()):
+            if info.get('online', True):
+                self.ha_node_status[node] = 'online'
+            elif node in self.ha_node_status:
+                self.ha_node_status[node] = 'unknown'
+
+    async def _ha_manager_status(self, v, user):
+        # pve-ha-manager src/PVE/API2/HA/Status.pm manager_status: the file as the CRM wrote it ({} before).
+        status = {}
+        if self.ha_node_status:
+            master = next((n for n in sorted(self.ha_node_status) if self.ha_node_status[n] == 'online'), None)
+            status = {'master_node': master, 'node_status': dict(self.ha_node_status),
+                      'service_status': {}, 'timestamp': int(time.time())}
+        quorum = {'node': next(iter(sorted(self.nodes)), 'pve1'), 'quorate': '1' if self.quorate else '0'}
+        return {'manager_status': status, 'quorum': quorum}
+
     @web.middleware
     async def ha_recovery_middleware(self, request, handler):
+        self.ha_crm_tick()
         self.ha_recovery_tick()
+        self.ha_stop_tick(request.method, request.path)
         return await handler(request)
+
+    # ------------------------------------------------------------ stop via HA
+
+    def ha_stop_pending(self, vmid):
+        """True while a stop of this HA-managed VM is queued and the CRM/LRM have not stopped it yet."""
+        return int(vmid) in self._ha_pending_stops
+
+    async def _ha_request(self, vm, user, state):
+        if state != 'stopped':
+            return await super()._ha_request(vm, user, state)
+        # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
+        # `ha-manager crm-command stop vm:<vmid> <timeout>` in a 'hastop' worker, which ends at once
+        # (pve-ha-manager src/PVE/CLI/ha_manager.pm stop -> src/PVE/HA/Config.pm queue_crm_commands); the VM is
+        # still running when the task is done. ha_stop_tick models the CRM and LRM acting later.
+        vmid = vm.vmid
+
+        async def body():
+            self._ha_pending_stops.setdefault(vmid, {'since': time.time(), 'polls': 0})
+        return await self.task(vm.node, 'hastop', vmid, user, body, lock=False,
+                               log=['Requesting HA stop for VM {0}'.format(vmid)])
+
+    def ha_stop_tick(self, method, path, now=None):
+        """Count a request that reads VM state as a poll of every pending HA stop it shows; stop the VMs whose
+        turn has come.
+
+        pve-ha-manager src/PVE/HA/Manager.pm update_crm_commands: at its next round the CRM turns the queued
+        `stop` into request_stop and writes state 'stopped' into the resource's config; a command for a service
+        it does not manage (the resource was removed meanwhile) is dropped with 'crm command error - no such
+        service'. The LRM (src/PVE/HA/LRM.pm manage_resources) then stops the VM."""
+        if not self._ha_pending_stops:
+            return
+        now = time.time() if now is None else now
+        shows = ()
+        if method == 'GET':
+            found = re.search(r'/nodes/[^/]+/qemu/(\d+)/status/current$', path)
+            if found:
+                shows = (int(found.group(1)),)
+            elif re.search(r'/cluster/resources$|/nodes/[^/]+/qemu$', path):
+                shows = tuple(self._ha_pending_stops)
+        for vmid in sorted(self._ha_pending_stops):
+            pending = self._ha_pending_stops[vmid]
+            sid = 'vm:{0}'.format(vmid)
+            vm = self.vm(vmid)
+            if vm is None or sid not in self.ha_resources:
+                del self._ha_pending_stops[vmid]
+                continue
+            if vmid in shows:
+                pending['polls'] += 1
+            if pending['polls'] < self.ha_crm_polls or now - pending['since'] < self.ha_delay * (self.time_scale or 0):
+                continue
+            del self._ha_pending_stops[vmid]
+            self.ha_resources[sid]['state'] = 'stopped'
+            self._ha_vm_state(sid)
+            vm.status = vm.qmpstatus = 'stopped'
+
+    def ha_dangling(self):
+        """What a destroy left behind in HA: resources of VMs that are gone, rules naming an unmanaged resource."""
+        out = ['resource {0}'.format(sid) for sid in sorted(self.ha_resources)
+               if sid.startswith('vm:') and self.vm(int(sid[3:])) is None]
+        for rule_id, rule in sorted(self.ha_rules.items()):
+            out.extend('rule {0}: {1}'.format(rule_id, sid) for sid in split_list(rule.get('resources'))
+                       if sid not in self.ha_resources)
+        return out
 
     def ha_summary(self):
         return {'resources': sorted(self.ha_resources), 'rules': sorted(self.ha_rules)}
@@ -301,7 +516,8 @@ class HaApi(object):
                 ('DELETE', res + '/{sid}', self._ha_res_delete),
                 ('GET', rules, self._ha_rule_list), ('POST', rules, self._ha_rule_create),
                 ('GET', rules + '/{rule}', self._ha_rule_read), ('PUT', rules + '/{rule}', self._ha_rule_update),
-                ('DELETE', rules + '/{rule}', self._ha_rule_delete)]
+                ('DELETE', rules + '/{rule}', self._ha_rule_delete),
+                ('GET', '/cluster/ha/status/manager_status', self._ha_manager_status)]
 
     # -------------------------------------------------------------- resources
 
@@ -364,46 +580,71 @@ class HaApi(object):
     def ha_forget(self, sid, purge=True):
         """Remove an HA resource; with purge, also from the rules that name it (a rule left empty goes)."""
         self.ha_resources.pop(sid, None)
+        self._ha_pending_stops.pop(int(sid.split(':')[1]), None)
         if purge:
             for rule_id, rule in sorted(self.ha_rules.items()):
                 left = [r for r in split_list(rule.get('resources')) if r != sid]
                 if not left:
                     del self.ha_rules[rule_id]
+                    self.ha_rule_order.pop(rule_id, None)
                 else:
                     rule['resources'] = ','.join(left)
         self._ha_vm_state(sid)
 
     async def _qm_destroy(self, v, user):
-        # PVE's destroy with purge also removes the VM from the HA resources and rules.
-        upid = await super()._qm_destroy(v, user)
+        # qemu-server src/PVE/API2/Qemu.pm destroy_vm: with purge, the worker also removes the VM from the HA
+        # resources and rules (HA/Config.pm delete_service_from_config) once the VM is destroyed (see task()).
         sid = 'vm:{0}'.format(int(v['vmid']))
-        if v.get('purge') and sid in self.ha_resources and self.vm(int(v['vmid'])) is None:
-            self.ha_forget(sid)
-        return upid
+        self._ha_purge_on_destroy = sid if v.get('purge') and sid in self.ha_resources else None
+        try:
+            return await super()._qm_destroy(v, user)
+        finally:
+            self._ha_purge_on_destroy = None
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        sid = self._ha_purge_on_destroy
+        if ttype == 'qmdestroy' and sid == 'vm:{0}'.format(tid):
+            work = body
+
+            async def body():
+                note = await work()
+                self.ha_forget(sid)
+                return note
+        return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
 
     # ------------------------------------------------------------------ rules
+    # pve-ha-manager src/PVE/API2/HA/Rules.pm. Every write runs under lock_ha_domain, which turns any error into a
+    # plain string "<errmsg>: <error>" (status 500): "create ha rule failed", "update HA rules failed", "delete
+    # ha rule failed". A written rule is checked with check_feasibility against the CRM's node list
+    # ($assert_feasibility): its own errors refuse the write ("Rule '<id>' is invalid." plus the messages);
+    # errors that the write causes in other rules do not. GET answers every rule's errors as the CRM sees them.
 
-    def _ha_rule_view(self, rule_id):
-        return dict(self.ha_rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules))
+    def _ha_rule_errors(self):
+        return rule_feasibility(self.ha_rules, sorted(self.ha_node_status))
+
+    def _ha_rule_view(self, rule_id, errors):
+        item = dict(self.ha_rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules),
+                    order=self.ha_rule_order.get(rule_id, 1))
+        if rule_id in errors:
+            item['errors'] = errors[rule_id]
+        return item
 
     async def _ha_rule_list(self, v, user):
+        errors = self._ha_rule_errors()
         out = []
-        for rule_id in sorted(self.ha_rules):
+        for rule_id in sorted(self.ha_rules, key=lambda r: (self.ha_rule_order.get(r, 1), r)):
             rule = self.ha_rules[rule_id]
             if v.get('type') not in (None, rule['type']):
                 continue
             if v.get('resource') and parse_sid(v['resource'])[0] not in split_list(rule.get('resources')):
                 continue
-            out.append(self._ha_rule_view(rule_id))
+            out.append(self._ha_rule_view(rule_id, errors))
         return out
 
-    def _ha_rule_known(self, rule_id):
-        if rule_id not in self.ha_rules:
-            raise _die("HA rule '{0}' does not exist".format(rule_id))
-        return rule_id
-
     async def _ha_rule_read(self, v, user):
-        return self._ha_rule_view(self._ha_rule_known(v['rule']))
+        if v['rule'] not in self.ha_rules:
+            raise _die("no such ha rule '{0}'".format(v['rule']))
+        return self._ha_rule_view(v['rule'], self._ha_rule_errors())
 
     def _ha_rule_values(self, kind, v, create):
         """The rule's options from the request, checked as the type's schema would (fakepve skips oneOf)."""
@@ -435,21 +676,39 @@ class HaApi(object):
                     out[key] = 1 if str(out[key]) in ('1', 'true') else 0
         if errors:
             raise PveError(400, 'Parameter verification failed.', errors)
+        # create_rule / update_rule: `delete $param->{disable} if !$param->{disable}` - disable=0 is dropped, so
+        # only `delete=disable` enables a disabled rule again.
+        if not out.get('disable', 1):
+            del out['disable']
         if 'resources' in out:
             out['resources'] = _resource_list(out['resources'])
         if 'nodes' in out:
             out['nodes'] = _node_list(out['nodes'])
         return out
 
-    def _ha_rule_check(self, rule, errmsg):
-        unmanaged = [sid for sid in split_list(rule.get('resources')) if sid not in self.ha_resources]
-        if unmanaged:
-            raise _die('{0}: cannot use unmanaged resource(s) {1}.'.format(errmsg, ', '.join(unmanaged)))
-        missing = [n.split(':')[0] for n in split_list(rule.get('nodes')) if n.split(':')[0] not in self.nodes]
-        if missing:
-            raise _die('{0}: cannot use non-existent node(s) {1}.'.format(errmsg, ', '.join(missing)))
-        if rule['type'] == 'resource-affinity' and len(split_list(rule.get('resources'))) < 2:
-            raise _die('{0}: rule must include at least two resources.'.format(errmsg))
+    def _ha_rule_check(self, rule):
+        """$assert_valid_resources_param and $assert_valid_nodes_param (each when the request gives the key)."""
+        if 'resources' in rule:
+            sids = split_list(rule['resources'])
+            if not sids:
+                raise _die('no resources were specified')
+            unmanaged = [sid for sid in sids if sid not in self.ha_resources]
+            if unmanaged:
+                raise _die('cannot use unmanaged resource(s) {0}.'.format(', '.join(unmanaged)))
+        if 'nodes' in rule:
+            nodes = _parse_nodes(rule['nodes'])
+            if not nodes:
+                raise _die('no nodes were specified')
+            missing = [n for n in sorted(nodes) if n not in self.nodes]
+            if missing:
+                raise _die('cannot use non-existent node(s) {0}.'.format(', '.join(missing)))
+
+    def _ha_rule_assert_feasible(self, rules, rule_id):
+        errors = rule_feasibility(rules, sorted(self.ha_node_status)).get(rule_id)
+        if errors:
+            # PVE::Exception stringified by lock_ha_domain: "400 <msg>\n<field>: <messages joined by ', '>".
+            detail = ''.join('{0}: {1}\n'.format(k, ', '.join(m)) for k, m in sorted(errors.items()))
+            raise _die("400 Rule '{0}' is invalid.\n{1}".format(rule_id, detail).rstrip('\n'))
 
     async def _ha_rule_create(self, v, user):
         errmsg = 'create ha rule failed'
@@ -463,35 +722,56 @@ class HaApi(object):
         rule = self._ha_rule_values(kind, v, True)
         rule['type'] = kind
         self.need_quorum()
-        if v['rule'] in self.ha_rules:
-            raise _die("{0}: HA rule '{1}' already defined".format(errmsg, v['rule']))
-        self._ha_rule_check(rule, errmsg)
+        try:
+            if v['rule'] in self.ha_rules:
+                raise _die("HA rule '{0}' already defined".format(v['rule']))
+            self._ha_rule_check(rule)
+            rules = dict(self.ha_rules)
+            rules[v['rule']] = rule
+            self._ha_rule_assert_feasible(rules, v['rule'])
+        except PveError as exc:
+            raise _die('{0}: {1}'.format(errmsg, exc.message)) from None
         self.ha_rules[v['rule']] = rule
+        # Rules.pm get_next_ordinal: the lowest order in use plus one (as PVE computes it).
+        orders = [self.ha_rule_order[r] for r in self.ha_rules if r in self.ha_rule_order]
+        self.ha_rule_order[v['rule']] = (min(orders) if orders else 0) + 1
 
     async def _ha_rule_update(self, v, user):
-        errmsg = 'update ha rule failed'
-        rule_id = self._ha_rule_known(v['rule'])
-        current = self.ha_rules[rule_id]
+        errmsg = 'update HA rules failed'
         kind = v.get('type')
         if kind is None:
             raise _param_error(type='property is missing and it is not optional')
-        if kind != current['type']:
-            raise _die("{0}: rule type '{1}' does not match the rule's type '{2}'".format(
-                errmsg, kind, current['type']))
-        if v.get('digest') and v['digest'] != _digest(self.ha_rules):
-            raise _die('{0}: detected modified configuration - file changed by other user? Try again.'.format(
-                errmsg))
-        updated = dict(current)
-        for key in split_list(v.get('delete')):
-            if RULE_KEYS[kind].get(key):
-                raise _param_error(delete="unable to delete required option '{0}'".format(key))
-            updated.pop(key, None)
-        updated.update(self._ha_rule_values(kind, v, False))
+        values = self._ha_rule_values(kind, v, False)
+        try:
+            if v.get('digest') and v['digest'] != _digest(self.ha_rules):
+                raise _die('detected modified configuration - file changed by other user? Try again.')
+            if v['rule'] not in self.ha_rules:
+                raise _die("HA rule '{0}' does not exist".format(v['rule']))
+            current = self.ha_rules[v['rule']]
+            if kind != current['type']:
+                raise _die("rule type '{0}' does not match the rule's type '{1}'".format(kind, current['type']))
+            self._ha_rule_check(values)
+            updated = dict(current)
+            # pve-common src/PVE/SectionConfig.pm delete_from_config.
+            for key in split_list(v.get('delete')):
+                if key not in RULE_KEYS[kind]:
+                    raise _die("no such option '{0}'".format(key))
+                if RULE_KEYS[kind][key]:
+                    raise _die("unable to delete required option '{0}'".format(key))
+                if key in values:
+                    raise _die("cannot set and delete property '{0}' at the same time!".format(key))
+                updated.pop(key, None)
+            updated.update(values)
+            rules = dict(self.ha_rules)
+            rules[v['rule']] = updated
+            self._ha_rule_assert_feasible(rules, v['rule'])
+        except PveError as exc:
+            raise _die('{0}: {1}'.format(errmsg, exc.message)) from None
         self.need_quorum()
-        self._ha_rule_check(updated, errmsg)
-        self.ha_rules[rule_id] = updated
+        self.ha_rules[v['rule']] = updated
 
     async def _ha_rule_delete(self, v, user):
-        rule_id = self._ha_rule_known(v['rule'])
+        # delete_rule does not check that the rule exists.
         self.need_quorum()
-        del self.ha_rules[rule_id]
+        self.ha_rules.pop(v['rule'], None)
+        self.ha_rule_order.pop(v['rule'], None)

@@ -11,82 +11,27 @@ import time
 
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import with_mac
-from fakepve.routing import die, split_list
+from fakepve.routing import die
 from fakepve.server import ok
 
-__all__ = ['QemuExtras', 'RRD_STEPS', 'RRD_POINTS']
+from .pvesim_hotplug import NET_KEY, applies_at_once
+from .pvesim_rrd import RRD_FORMATS, rrd_fetch
 
-# PVE's RRD resolution per timeframe (seconds per point) and the number of points it answers.
-RRD_STEPS = {'hour': 60, 'day': 1800, 'week': 10800, 'month': 43200, 'year': 604800}
-RRD_POINTS = 70
+__all__ = ['QemuExtras']
+
+DRIVE_KEY = re.compile(r'(ide|sata|scsi|virtio|efidisk|tpmstate|unused)\d+$')
 RRD_FIELDS = ('cpu', 'maxcpu', 'mem', 'maxmem', 'disk', 'maxdisk', 'diskread', 'diskwrite', 'netin', 'netout')
-# PVE's hotplug default when the config has no `hotplug` key.
-HOTPLUG_DEFAULT = 'network,disk,usb'
-# Keys PVE changes on a running VM without any hotplug feature.
-ALWAYS_HOT = ('name', 'description', 'onboot', 'tags', 'protection', 'hookscript', 'startup', 'agent', 'lock',
-              'balloon', 'cpuunits', 'cpulimit', 'hotplug', 'tablet')
-NET_KEY = re.compile(r'net\d+$')
+
 # pve-storage src/PVE/Storage/Plugin.pm @SHARED_STORAGE: parse_config marks storages of these types shared.
 SHARED_TYPES = ('iscsi', 'nfs', 'cifs', 'rbd', 'cephfs', 'iscsidirect', 'zfs', 'drbd', 'pbs')
 # Storage types whose volume_has_feature has no 'clone' for a base volume (LVMPlugin, ISCSIPlugin,
 # ISCSIDirectPlugin; cephfs and pbs hold no images).
 NO_LINKED_CLONE = ('lvm', 'iscsi', 'iscsidirect', 'cephfs', 'pbs')
 # qemu-server PVE::QemuServer::Drive::valid_drive_names: what QemuConfig->foreach_volume walks.
-DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
+CLONE_DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
 GiB = 1024 ** 3
 # A node's size when the cluster file does not give one (fakepve's fixed figures).
 NODE_DEFAULTS = {'maxcpu': 4, 'maxmem': 8 * GiB, 'mem': 2 * GiB, 'cpu': 0.02}
-
-
-def hotplug_features(config):
-    """The set of features `hotplug` enables: 0 none, 1 the default list."""
-    value = str(config.get('hotplug', HOTPLUG_DEFAULT))
-    if value == '0':
-        return set()
-    if value == '1':
-        value = HOTPLUG_DEFAULT
-    return set(split_list(value))
-
-
-def is_hot(key, config):
-    """True if PVE applies a change of `key` to a running VM with this config at once."""
-    features = hotplug_features(config)
-    if key in ALWAYS_HOT:
-        return True
-    if NET_KEY.match(key):
-        return 'network' in features
-    if key == 'vcpus':
-        return 'cpu' in features
-    if key == 'memory':
-        # qemu_memory_hotplug refuses without NUMA; PVE then keeps the change pending.
-        return 'memory' in features and str(config.get('numa', '0')) in ('1', 'true')
-    return False
-
-
-def consolidate(points, step, cf='AVERAGE', count=RRD_POINTS):
-    """RRD consolidation of raw points into `count` buckets of `step` seconds ending at the last point's bucket.
-
-    Buckets with no raw point come back with only `time`, as PVE answers for a gap.
-    """
-    if not points:
-        return []
-    buckets = {}
-    for point in points:
-        start = int(point['time']) - int(point['time']) % step
-        buckets.setdefault(start, []).append(point)
-    last = max(buckets)
-    out = []
-    for start in range(last - (count - 1) * step, last + step, step):
-        item = {'time': start}
-        group = buckets.get(start)
-        if group:
-            keys = sorted({k for p in group for k in p if k != 'time'})
-            for key in keys:
-                vals = [float(p[key]) for p in group if isinstance(p.get(key), (int, float))]
-                if vals:
-                    item[key] = max(vals) if cf == 'MAX' else sum(vals) / len(vals)
-        out.append(item)
-    return out
 
 
 class QemuExtras(object):
@@ -95,6 +40,10 @@ class QemuExtras(object):
     def _init_qemu_extras(self):
         # vmid -> raw rrd points (dicts with time and fields).
         self.rrd = {}
+        # Which PVE answers rrddata: 'pve9' (pve-vm-9.0 RRD files) or 'pve8' (pve2-vm; cluster file `rrd_format`).
+        self.rrd_format = 'pve9'
+        # The clock rrddata cuts its window at (None: the wall clock), for tests that inject a fixed time.
+        self.rrd_now = None
         # PVE seconds a migration takes (scaled by time_scale).
         self.migrate_secs = 5
 
@@ -141,6 +90,14 @@ class QemuExtras(object):
         store = self.storages.get(sid) or {}
         return bool(store.get('shared')) or store.get('type') in SHARED_TYPES
 
+    def _vm_usage(self, vm):
+        # qemu-server QemuServer.pm vmstatus: `cpus` (maxcpu) is the running config's vcpus when set, else
+        # sockets x cores; maxmem its memory. Pending values do not count until the next start.
+        use = super()._vm_usage(vm)
+        if vm.config.get('vcpus') not in (None, '') and 'maxcpu' not in vm.stats:
+            use['maxcpu'] = int(vm.config['vcpus'])
+        return use
+
     # ------------------------------------------------------------------ routes
 
     def _routes_shadow_qemu(self):
@@ -183,7 +140,7 @@ class QemuExtras(object):
             # volume of the source (disks, and CD-ROM images on a storage) on shared storage, full clones too.
             config = src.snapshots.get(v['snapname'], src.config) if v.get('snapname') else src.config
             for key in sorted(config):
-                if not DRIVE_KEY.match(key):
+                if not CLONE_DRIVE_KEY.match(key):
                     continue
                 volume = str(config[key]).split(',')[0]
                 if volume in ('none', 'cdrom') or ':' not in volume:
@@ -195,7 +152,7 @@ class QemuExtras(object):
             for key in sorted(src.config):
                 text = str(src.config[key])
                 volume = text.split(',')[0]
-                if not DRIVE_KEY.match(key) or 'media=cdrom' in text or ':' not in volume or key == 'tpmstate0' \
+                if not CLONE_DRIVE_KEY.match(key) or 'media=cdrom' in text or ':' not in volume or key == 'tpmstate0' \
                         or 'cloudinit' in volume:
                     continue
                 store = self.storages.get(volume.split(':')[0]) or {}
@@ -208,16 +165,20 @@ class QemuExtras(object):
     # ----------------------------------------------------------------- rrddata
 
     async def _qm_rrddata(self, v, user):
+        # qemu-server API2/Qemu.pm rrddata -> pve-cluster RRD.pm create_rrd_data("pve-vm-9.0/<vmid>") (PVE 9) or
+        # ("pve2-vm/<vmid>") (PVE 8): the window ends at the current time, whatever the series holds.
         vm = self.find(v['node'], v['vmid'])
-        step = RRD_STEPS[v['timeframe']]
+        if self.rrd_format not in RRD_FORMATS:
+            raise PveError(500, 'simulator: rrd_format must be one of {0}'.format(', '.join(RRD_FORMATS)))
+        now = time.time() if self.rrd_now is None else self.rrd_now
         series = self.rrd.get(vm.vmid)
-        if series:
-            return consolidate(series, step, v.get('cf') or 'AVERAGE')
-        use = self._vm_usage(vm)
-        now = int(time.time())
-        point = {'time': now - now % step}
-        point.update((k, use[k]) for k in RRD_FIELDS if k in use)
-        return [point]
+        if not series:
+            # No injected series: the VM's current usage as its newest complete minute.
+            use = self._vm_usage(vm)
+            point = {'time': int(now) // 60 * 60}
+            point.update((k, use[k]) for k in RRD_FIELDS if k in use)
+            series = [point]
+        return rrd_fetch(series, v['timeframe'], v.get('cf') or 'AVERAGE', now=now, fmt=self.rrd_format)
 
     # ----------------------------------------------------------------- migrate
 
@@ -324,18 +285,36 @@ class QemuExtras(object):
                 # parse_net: a NIC given without a MAC gets a new one; a given MAC is kept.
                 updates[key] = with_mac(updates[key])
         running = vm.status == 'running'
-        deletes = [k for k in str(updates.get('delete', '') or '').split(',') if k]
+        before = dict(vm.config)
         await super()._apply_config(vm, user, updates)
         if not running:
             return
-        # vmconfig_hotplug_pending: what the running VM takes at once leaves pending for the config.
-        config = dict(vm.config)
-        if 'hotplug' in vm.pending:
-            config['hotplug'] = vm.pending['hotplug'] or HOTPLUG_DEFAULT
-        for key in [k for k in updates if k not in ('delete', 'digest', 'skiplock', 'revert')] + deletes:
-            if key in vm.pending and is_hot(key, config):
-                value = vm.pending.pop(key)
-                if value is None:
+        # qemu-server API2/Qemu.pm update_vm_api writes every change to [PENDING], then
+        # QemuServer.pm vmconfig_hotplug_pending moves what the running VM takes at once into the config (judged
+        # against the running config as it was); the rest stays pending until the next start.
+        deletes = [k for k in str(updates.get('delete', '') or '').split(',') if k]
+        sets = [k for k in updates if k not in ('delete', 'digest', 'skiplock', 'revert')]
+        for key in sets + deletes:
+            if DRIVE_KEY.match(key):
+                continue  # disk hot-plug is not modelled: fakepve's choice stands
+            deleting = key in deletes and key not in sets
+            value = None if deleting else (vm.pending[key] if key in vm.pending else vm.config.get(key))
+            if applies_at_once(key, value, before, deleting=deleting):
+                vm.pending.pop(key, None)
+                if deleting:
                     vm.config.pop(key, None)
                 else:
                     vm.config[key] = value
+            else:
+                # fakepve writes some keys (agent, startup) straight into the config: PVE keeps them pending.
+                vm.pending[key] = value
+                if key in before:
+                    vm.config[key] = before[key]
+                else:
+                    vm.config.pop(key, None)
+        # guest-common AbstractConfig.pm cleanup_pending: a pending value equal to the running one, or a pending
+        # delete of an absent key, is no change.
+        for key, value in list(vm.pending.items()):
+            if (value is None and key not in vm.config) or \
+                    (value is not None and key in vm.config and str(value) == str(vm.config[key])):
+                del vm.pending[key]

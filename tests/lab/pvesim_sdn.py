@@ -7,15 +7,17 @@ refuses a caller without the global lock's token while the lock is held, and pre
 operation ("create sdn zone object failed: ...").
 """
 
+import asyncio
 import copy
 import hashlib
 import ipaddress
 import json
-import re
+import time
 import uuid
 
-from fakepve.model import PveError
+from fakepve.model import PveError, TaskError
 from fakepve.routing import split_list
+from fakepve.server import USER, ok, params
 
 __all__ = ['SdnApi']
 
@@ -29,6 +31,12 @@ TOP_KEYS = ('type', 'vnet')
 NOT_SIMPLE = ('bridge', 'tag', 'vlan-protocol', 'peers', 'controller', 'vrf-vxlan')
 # Zone keys a vxlan zone refuses (PVE's VxlanPlugin options are peers, mtu, nodes, ipam, dns...).
 NOT_VXLAN = ('bridge', 'tag', 'vlan-protocol', 'controller', 'vrf-vxlan')
+# pve-network Zones/Plugin.pm find_bridge: `die "can't find bridge $bridge"` (no newline: Perl adds the place).
+FIND_BRIDGE_AT = ' at /usr/share/perl5/PVE/Network/SDN/Zones/Plugin.pm line 323.'
+# Zone types whose vnets hang off a node bridge (VlanPlugin.pm, QinQPlugin.pm generate_sdn_config).
+BRIDGE_ZONES = ('vlan', 'qinq')
+# Linux: interface names of at most 15 characters (IFNAMSIZ); PVE's API accepts up to 20 (pve-iface).
+IFNAMSIZ_MAX = 15
 
 
 def _die(message):
@@ -62,6 +70,12 @@ class SdnApi(object):
         self.sdn_version = 0
         # The global lock's token, or None.
         self.sdn_lock = None
+        # Faults of the per-node network reload an apply starts: node -> dict(how, message, times).
+        self.sdn_reload_faults = {}
+        # How a warning inside a reload task shows. pvedaemon's __WARN__ handler (pve-manager bin/pvedaemon) only
+        # prints it, so PVE's task ends "OK" with the warning in its log (the default here); True models a
+        # warning that goes through RESTEnvironment log_warn ("WARN: ..." and a task ending "WARNINGS: n").
+        self.sdn_warnings_counted = False
 
     def _routes_sdn(self):
         z, v = '/cluster/sdn/zones', '/cluster/sdn/vnets'
@@ -303,14 +317,10 @@ class SdnApi(object):
         vid = v['vnet']
         if vid not in self.sdn_config['vnets']:
             raise _die("{0}: sdn '{1}' does not exist".format(errmsg, vid))
+        # pve-network VnetPlugin.pm on_delete_hook: only subnets block the delete. PVE does not look at the guests'
+        # NICs: a vnet a VM still uses is deleted, and the VM loses its bridge at the next apply.
         if any(s.get('vnet') == vid for s in self.sdn_config['subnets'].values()):
             raise _param_error(vnet="Can't delete vnet if subnets exists")
-        for vm in self.vms:
-            for key, val in sorted(vm.config.items()):
-                if re.fullmatch(r'net\d+', key) and re.search(r'(?:^|,)bridge={0}(?:,|$)'.format(re.escape(vid)),
-                                                             str(val)):
-                    raise _die("{0}: cannot delete vnet '{1}', it is still used by VM {2}".format(
-                        errmsg, vid, vm.vmid))
         del self.sdn_config['vnets'][vid]
 
     # ---------------------------------------------------------------- subnets
@@ -392,17 +402,164 @@ class SdnApi(object):
     # --------------------------------------------------- apply, lock, rollback
 
     async def _sdn_apply(self, v, user):
+        # pve-network API2/Network/SDN.pm reload: commit under the lock, then a reloadnetworkall task that runs
+        # `pvesh set /nodes/<node>/network` for every cluster node (get_nodelist, online or not) and only warns
+        # (`warn $@`) when one fails; each node's reload is its own srvreload task, started as root@pam.
         self._sdn_locked(v, 'could not commit SDN config')
         self.sdn_running = copy.deepcopy(self.sdn_config)
         self.sdn_version += 1
         if v.get('lock-token') and v.get('release-lock', 1) not in (0, '0', False):
             self.sdn_lock = None
-        nodes = sorted(n for n, s in self.nodes.items() if s.get('online', True))
 
-        async def body():
+        async def work(log):
+            warned = 0
+            for node in sorted(self.nodes):
+                log.append('{0}: reloading network config'.format(node))
+                fault = self._sdn_reload_fault(node, 'pvesh')
+                if not self.nodes[node].get('online', True):
+                    fault = fault or 'proxy handler failed: 595 No route to host'  # this simulator's wording
+                if fault:
+                    log.append(fault)
+                    log.append(self._sdn_warning("command 'pvesh set /nodes/{0}/network --regenerate-frr 0' "
+                                                 "failed: exit code 255".format(node)))
+                    warned += 1
+                    continue
+                await self.start_network_reload(node, 'root@pam')
+            return warned
+        return await self.sdn_task(sorted(self.nodes)[0], 'reloadnetworkall', '', user, work)
+
+    def _sdn_warning(self, text):
+        return 'WARN: ' + text if self.sdn_warnings_counted else text
+
+    def fail_sdn_reload(self, node, how='pvesh', message=None, times=None):
+        """Make the next SDN apply's reload fail on ``node``.
+
+        how ``pvesh``: the apply cannot start the node's reload (as when the node is unreachable), a warning in
+        the reloadnetworkall log; ``ifreload``: the node's srvreload task fails (TASK ERROR). ``times``: how many
+        reloads fail (None: all until :meth:`clear_sdn_reload_faults`).
+        """
+        if how not in ('pvesh', 'ifreload'):
+            raise ValueError('how must be pvesh or ifreload')
+        default = ('500 Can\'t connect to {0}:8006 (Connection refused)' if how == 'pvesh' else
+                   "command 'ifreload -a' failed: exit code 1")
+        self.sdn_reload_faults[node] = dict(how=how, message=message or default.format(node), times=times)
+
+    def clear_sdn_reload_faults(self):
+        self.sdn_reload_faults.clear()
+
+    def _sdn_reload_fault(self, node, how):
+        fault = self.sdn_reload_faults.get(node)
+        if not fault or fault['how'] != how:
             return None
-        return await self.task(sorted(self.nodes)[0], 'reloadnetworkall', '', user, body,
-                               log=['reload network on {0}'.format(n) for n in nodes])
+        if fault['times'] is not None:
+            fault['times'] -= 1
+            if fault['times'] <= 0:
+                del self.sdn_reload_faults[node]
+        return fault['message']
+
+    async def start_network_reload(self, node, user):
+        """A node's srvreload task (pve-manager API2/Network.pm reload_network_config); returns its UPID."""
+        async def work(log):
+            return self.sdn_node_reload(node, log)
+        return await self.sdn_task(node, 'srvreload', 'networking', user, work)
+
+    def sdn_node_reload(self, node, log):
+        """One node's network reload; appends to ``log`` and returns the number of warnings.
+
+        pve-manager API2/Network.pm reload_network_config: interfaces.new becomes interfaces, then pve-network
+        Zones.pm generate_etc_network_config writes the vnets (warning and skipping a vnet whose plugin dies:
+        VlanPlugin/QinQPlugin find_bridge when the zone's bridge is not up, i.e. not in /sys/class/net *before*
+        this reload), then `ifreload -a`.
+        """
+        net = self._network_for(node)
+        up = set(net['running'])
+        warned = 0
+        zones, vnets = self.sdn_running['zones'], self.sdn_running['vnets']
+        for vid in sorted(vnets):
+            zid = vnets[vid].get('zone')
+            zone = zones.get(zid)
+            if not zid:
+                log.append(self._sdn_warning("can't generate vnet '{0}': no zone assigned!".format(vid)))
+                warned += 1
+                continue
+            if zone is None:
+                log.append(self._sdn_warning("can't generate vnet '{0}': zone {1} don't exist".format(vid, zid)))
+                warned += 1
+                continue
+            if zone.get('nodes') and node not in split_list(zone['nodes']):
+                continue
+            if zone.get('type') in BRIDGE_ZONES and zone.get('bridge') not in up:
+                log.append(self._sdn_warning("zone {0} : vnet {1} : can't find bridge {2}{3}".format(
+                    zid, vid, zone.get('bridge'), FIND_BRIDGE_AT)))
+                warned += 1
+        net['running'] = copy.deepcopy(net['config'])
+        fault = self._sdn_reload_fault(node, 'ifreload')
+        # Linux refuses interface names longer than IFNAMSIZ; ifreload fails (this simulator's wording).
+        too_long = sorted(i for i in net['running'] if len(i) > IFNAMSIZ_MAX)
+        if too_long and not fault:
+            log.append('{0} : error: {0}: interface name longer than {1} characters'.format(too_long[0],
+                                                                                          IFNAMSIZ_MAX))
+            fault = "command 'ifreload -a' failed: exit code 1"
+        if fault:
+            raise TaskError(fault)
+        return warned
+
+    async def sdn_task(self, node, ttype, tid, user, work):
+        """A task whose work(log) appends to its log and returns its warning count (pve-common RESTEnvironment
+        fork_worker: "TASK OK", "TASK WARNINGS: n" when warnings were counted, "TASK ERROR: ..." when it died)."""
+        upid, pid, start = self._upid(node, ttype, tid, user)
+        record = {'upid': upid, 'node': node, 'pid': pid, 'pstart': pid * 7, 'starttime': start,
+                  'type': ttype, 'id': str(tid), 'user': user, 'status': 'running', 'log': []}
+        self.tasks[upid] = record
+        self.tasklog.append(record)
+
+        async def run():
+            try:
+                await self.pause(self.task_secs.get(ttype))
+                warned = await work(record['log'])
+                status = 'WARNINGS: {0}'.format(warned) if warned and self.sdn_warnings_counted else 'OK'
+                last = 'TASK ' + status
+            except TaskError as exc:
+                status = str(exc)
+                last = 'TASK ERROR: ' + status
+            record.update(status='stopped', exitstatus=status, endtime=int(time.time()))
+            record['log'].append(last)
+
+        if self.time_scale:
+            asyncio.ensure_future(run())
+        else:
+            await run()
+        return upid
+
+    async def _task_list(self, request):
+        # pve-manager API2/Tasks.pm node_tasks: typefilter, since/until (start time), vmid, userfilter, and
+        # `source` (default `archive`: finished tasks only; `active` running ones; `all` both), newest first.
+        node = request.match_info['node']
+        user = request[USER]
+        p = self._verify(request, await params(request))
+        audit = self.allowed(user, '/nodes/' + node, 'Sys.Audit')
+        source = p.get('source') or 'archive'
+        out = []
+        for task in self.tasklog:
+            if task['node'] != node or not (audit or self._task_owner(user, task)):
+                continue
+            running = task['status'] == 'running'
+            if (source == 'archive' and running) or (source == 'active' and not running):
+                continue
+            if p.get('typefilter') and task['type'] != p['typefilter']:
+                continue
+            if p.get('vmid') is not None and task['id'] != str(p['vmid']):
+                continue
+            if p.get('userfilter') and p['userfilter'].lower() not in task['user'].lower():
+                continue
+            if p.get('since') is not None and task['starttime'] < int(p['since']):
+                continue
+            if p.get('until') is not None and task['starttime'] > int(p['until']):
+                continue
+            out.append(self._task_view(task, True))
+        out.sort(key=lambda t: -t['starttime'])
+        start = p.get('start', 0)
+        return ok(out[start:start + p.get('limit', 50)])
 
     async def _sdn_lock_take(self, v, user):
         errmsg = 'could not acquire lock for SDN config'

@@ -55,3 +55,50 @@ def test_backoff_is_bounded_with_jitter():
     assert max(delays) <= 2.0
     assert min(delays) >= 0.25
     assert len(set(round(d, 6) for d in delays)) > 20  # jittered, not fixed
+
+
+class StopApi(pveapi.PveApi):
+    """PveApi with a fake clock and canned answers: the stop task ends at once (a 'hastop'), status/current
+    answers `states` in order (the last one for ever)."""
+
+    def __init__(self, states, ha=None):
+        self.now = 0.0
+        self.states = list(states)
+        self.ha = ha or {'managed': 0}
+        super().__init__('h', token_id='t', token_secret='s', sleep=self._advance, clock=lambda: self.now)
+
+    def _connect(self):
+        pass
+
+    def _advance(self, secs):
+        self.now += secs
+
+    def run_task(self, method, path, params=None, timeout=600):
+        self.calls.append((method, path))
+        return dict(upid='UPID:pve1:hastop', exitstatus='OK', warnings=[], log=[])
+
+    def get(self, path, **params):
+        self.calls.append(('GET', path))
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {'status': state, 'ha': self.ha}
+
+
+def test_stop_vm_waits_for_the_vm_not_for_the_task():
+    api = StopApi(['running', 'running', 'running', 'stopped'], ha={'managed': 1, 'state': 'started'})
+    api.stop_vm('pve1', 101, name='shop-web-2', timeout=60)
+    assert api.calls[0] == ('POST', 'nodes/pve1/qemu/101/status/stop')
+    assert api.calls[1:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4
+    assert 0 < api.now < 5
+
+
+def test_stop_vm_gives_up_by_wall_clock_naming_the_vm():
+    api = StopApi(['running'], ha={'managed': 1, 'state': 'started'})
+    try:
+        api.stop_vm('pve1', 101, name='shop-web-2', timeout=30)
+    except pveapi.PveTimeoutError as exc:
+        assert exc.kind == 'timeout' and exc.node == 'pve1'
+        assert "VM 'shop-web-2' (vmid 101 on pve1) is still running 30s (wall clock)" in exc.message
+        assert 'HA resource' in exc.message and 'ha-manager status' in exc.message
+    else:
+        raise AssertionError('no timeout')
+    assert api.now == 30  # bounded: never sleeps past the deadline

@@ -139,3 +139,15 @@ def test_regularize_to_steps():
     assert values == want
     assert None in values
     assert regularize([], 60) == (None, [])
+
+
+def test_fill_only_append_keeps_stored_values_and_span(tmp_path):
+    with SQLiteHistoryStore(str(tmp_path / 'h.sqlite')) as store:
+        assert store.span('s') == (None, None, 0)
+        assert store.append([('s', 60, 1.0), ('s', 120, 2.0)]) == 2
+        # Minutes filled from coarser rows never replace a one-minute value, but add what is missing.
+        assert store.append([('s', 60, 9.0), ('s', 180, 9.0)], replace=False) == 1
+        assert store.series('s') == [(60, 1.0), (120, 2.0), (180, 9.0)]
+        # A one-minute value replaces a filled one.
+        assert store.append([('s', 180, 3.0)]) == 1
+        assert store.span('s') == (60, 180, 3) and store.span('s', since=100) == (120, 180, 2)

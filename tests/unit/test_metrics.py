@@ -61,3 +61,56 @@ def test_summarise_groups_primaries_and_shadow():
     (svc,) = m.summarise(vms)
     assert svc['instances'] == 1 and svc['cpu'] == 0.4 and svc['mem'] == 0.5
     assert svc['shadow']['name'] == 'shop-web-shadow' and svc['shadow']['cpu'] == 0.8
+
+
+# ----------------------------------------------------------------------- rrddata shapes (pve-cluster RRD.pm)
+
+END = 1_800_000_000
+
+
+def rows(step, count, end=END, value=lambda t: 0.5, gaps=()):
+    """An rrddata answer: `count` rows `step` apart ending at `end` (each labelled with its interval's end)."""
+    out = []
+    for i in range(count):
+        t = end - step * (count - 1 - i)
+        out.append({'time': t} if t in gaps else {'time': t, 'cpu': value(t), 'maxcpu': 2})
+    return out
+
+
+def test_merge_pve9_day_holds_the_hour():
+    day, hour = rows(60, 1440), rows(60, 60)
+    fine, filled = m.merge_rrd([day])
+    assert len(fine) == 1440 and filled == [] and not m.needs_coarse_check(day)
+    fine2, filled2 = m.merge_rrd([day, hour])
+    assert fine2 == fine and filled2 == []
+
+
+def test_merge_pve8_spreads_half_hours_where_no_minute_is_known():
+    day = rows(1800, 70, value=lambda t: 0.2)
+    hour = rows(60, 70, value=lambda t: 0.7, gaps=(END,))  # PVE 8 keeps the empty newest row
+    assert m.needs_coarse_check(day) and not m.needs_coarse_check(hour)
+    fine, filled = m.merge_rrd([day, hour])
+    assert len(fine) == 70 and fine[-1] == {'time': END}
+    assert all(p['time'] % 60 == 0 and p['cpu'] == 0.2 for p in filled)
+    # Minutes with a one-minute value keep it; the gap row (no data) is filled from its half-hour.
+    known = set(p['time'] for p in fine if 'cpu' in p)
+    assert not known & set(p['time'] for p in filled) and END in set(p['time'] for p in filled)
+    # Each half-hour row covers the 30 minutes up to its label: 70 x 30 minutes less the 69 known minutes.
+    assert len(filled) == 70 * 30 - 69 and filled[0]['time'] == END - 70 * 1800 + 60
+
+
+def test_merge_pve9_answer_joining_an_old_pve8_file():
+    """PVE 9's first day after the upgrade: old half-hour rows up to the old file's last update, then minutes."""
+    old = rows(1800, 4, end=END - 3600)
+    new = rows(60, 60, value=lambda t: 0.9)
+    fine, filled = m.merge_rrd([old + new])
+    assert len(fine) == 60 and all(p['cpu'] == 0.9 for p in fine)
+    assert len(filled) == 4 * 30 and all(p['cpu'] == 0.5 for p in filled)
+
+
+def test_filled_points_go_to_their_own_history_append():
+    vm = dict(template='shop', service='web', name='shop-web-1')
+    pts = [m.normalise_point({'time': 60, 'cpu': 0.1, 'maxcpu': 2}),
+           dict(m.normalise_point({'time': 120, 'cpu': 0.2, 'maxcpu': 2}), filled=True)]
+    assert [t[1] for t in m.history_points(vm, pts)] == [60, 60]
+    assert [t[1] for t in m.history_points(vm, pts, filled=True)] == [120, 120]

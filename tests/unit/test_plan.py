@@ -8,6 +8,7 @@ import jinja2
 import pytest
 import yaml
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming as N
 from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
 from ansible_collections.shadownet.proxmox.plugins.module_utils import template as T
@@ -283,18 +284,48 @@ def test_ha_rules():
     anti = rules['sn_shop_web_1_anti']
     assert anti['type'] == 'resource-affinity' and anti['affinity'] == 'negative'
     assert anti['resources'] == ['shop-web-1', 'shop-web-shadow']
+    vms = by_name(plan)
     node = rules['sn_shop_db_2_node']
     assert node['type'] == 'node-affinity' and node['resources'] == ['shop-db-2'] and node['strict'] is False
-    assert node['nodes'] == [{'node': 'pve1', 'priority': 1}, {'node': 'pve2', 'priority': 1},
-                             {'node': 'pve3', 'priority': 2}]
+    # One node, one priority: PVE refuses a VM of a resource-affinity rule in a multi-priority node rule.
+    assert node['nodes'] == [{'node': vms['shop-db-2']['node'], 'priority': 1}]
+    shadow = vms['shop-web-shadow']
+    free = sorted(n for n in shadow['preferred_nodes'] if n not in shadow['avoid_nodes'])
+    assert free and shadow['node'] in free
+    assert rules['sn_shop_web_shadow_node']['resources'] == ['shop-web-shadow']
+    assert rules['sn_shop_web_shadow_node']['nodes'] == [{'node': n, 'priority': 1} for n in free]
     assert not any(r['rule'].startswith('sn_shop_worker') and r['type'] == 'resource-affinity'
                    for r in plan['ha_rules'])
     assert len([r for r in plan['ha_rules'] if r['type'] == 'resource-affinity']) == 4
-    assert len([r for r in plan['ha_rules'] if r['type'] == 'node-affinity']) == 6
+    assert len([r for r in plan['ha_rules'] if r['type'] == 'node-affinity']) == 6 + len(
+        [r for r in rules if r.endswith('_shadow_node')])
     assert all(N.HA_RULE_ID_RE.match(r) for r in rules)
     data = lab_data()
     data['shadow']['placement'] = 'any'
     assert not any(r['type'] == 'resource-affinity' for r in P.plan_from_template(data)[1]['ha_rules'])
+
+
+def _sids(plan):
+    return dict((vm['name'], 'vm:{0}'.format(100 + i)) for i, vm in enumerate(plan['vms']))
+
+
+@pytest.mark.parametrize('nodes', [['pve1', 'pve2', 'pve3'], ['pve1', 'pve2'], ['pve1', 'pve2', 'pve3', 'pve4']])
+@pytest.mark.parametrize('placement', ['spread', 'any'])
+def test_ha_rules_pass_pves_feasibility_checks(nodes, placement):
+    # pve-ha-manager HA/Rules.pm check_feasibility, as module_utils.ha replays it: no rule of the plan is refused.
+    data = lab_data()
+    data['nodes'] = nodes
+    data['shadow']['placement'] = placement
+    plan = P.plan_from_template(data)[1]
+    sids = _sids(plan)
+    rules = []
+    for entry in plan['ha_rules']:
+        rule = ha.normalise_rule(entry, plan['template'])
+        rule['resources'] = sorted(sids[r] for r in rule['resources'])
+        rules.append(rule)
+    assert ha.feasibility(rules, nodes) == {}
+    if placement == 'spread':
+        assert any(r['type'] == 'resource-affinity' for r in rules)
 
 
 def test_replication():

@@ -150,3 +150,84 @@ def test_lock_errors_say_what_to_do():
     assert 'PVE 9 or later' in classify("Method 'POST /cluster/sdn/lock' not implemented", status=501)
     other = PveApiError('permission denied', status=403)
     assert sdn.NetworkEngine._lock_error(other) is other
+
+
+# ------------------------------------------------------------------------- names (pve_verify_iface)
+
+@pytest.mark.parametrize('bridge,message', [
+    ('vm-br1', 'pve_verify_iface'), ('b', 'pve_verify_iface'), ('vmbr0.10', 'not a bridge'),
+    ('vmbr0:1', 'not a bridge'), ('shopbridgefront1', 'at most 15'), ('1vmbr', 'pve_verify_iface'),
+])
+def test_bridge_names_pve_refuses_are_refused(bridge, message):
+    with pytest.raises(sdn.NetworkError, match='networks\\[0\\].bridge: .*' + message):
+        sdn.normalise_network({'type': 'bridge', 'bridge': bridge, 'nodes': ['pve1']})
+    assert sdn.normalise_network({'type': 'bridge', 'bridge': 'Vm_br_15_chars1'})['bridge'] == 'Vm_br_15_chars1'
+
+
+def test_vlan_zone_bridge_name_is_checked_with_its_tag():
+    vlan = dict(PRIMARY, zone_type='vlan', zone_bridge='vmbr0', tag=30)
+    assert sdn.normalise_network(vlan)['zone_bridge'] == 'vmbr0'
+    with pytest.raises(sdn.NetworkError, match='zone_bridge: .*pve_verify_iface'):
+        sdn.normalise_network(dict(vlan, zone_bridge='vm-br0'))
+    # VlanPlugin.pm makes <bridge>v<tag> (or <bridge>.<tag>): 16 characters here.
+    with pytest.raises(sdn.NetworkError, match='shopuplink1v4000 .16 characters'):
+        sdn.normalise_network(dict(vlan, zone_bridge='shopuplink1', tag=4000))
+
+
+# ------------------------------------------------------------------------------ guests on a network
+
+def test_vm_bridges_reads_current_and_pending_nics():
+    pending = [{'key': 'net0', 'value': 'virtio=BC:24:11:00:00:01,bridge=front9q0,firewall=1'},
+               {'key': 'net1', 'value': 'virtio=BC:24:11:00:00:02,bridge=vmbr0', 'pending': 'virtio=BC:24:11:00:00:02,bridge=back1'},
+               {'key': 'scsi0', 'value': 'local-lvm:vm-100-disk-0,bridge=nope'}]
+    assert sdn.vm_bridges(pending) == {'front9q0', 'vmbr0', 'back1'}
+    assert sdn.vm_bridges({'net0': 'name=eth0,bridge=ctnet,ip=dhcp', 'hostname': 'ct'}) == {'ctnet'}
+
+
+def test_network_users_names_every_guest_per_network():
+    vms = [dict(vmid=101, name='web-2', node='pve2', type='qemu', template=False, bridges={'front9q0'}),
+           dict(vmid=100, name='web-1', node='pve1', type='qemu', template=False, bridges={'front9q0', 'vmbr90'}),
+           dict(vmid=200, name='ct', node='pve2', type='lxc', template=False, bridges={'vmbr90'}),
+           dict(vmid=9000, name='gold', node='pve1', type='qemu', template=True, bridges={'other1'})]
+    users = sdn.network_users(vms, ['front9q0', 'other1', 'unused1'], {'pve1': ['vmbr90']})
+    assert users == {'vnet front9q0': ['VM 100 (web-1) on pve1', 'VM 101 (web-2) on pve2'],
+                     'vnet other1': ['template 9000 (gold) on pve1'],
+                     'bridge vmbr90 on pve1': ['VM 100 (web-1) on pve1']}  # the CT on pve2 keeps its own vmbr90
+    assert sdn.network_users(vms, ['unused1'], {'pve3': ['vmbr90']}) == {}
+
+
+# ----------------------------------------------------------------------------- the apply's task logs
+
+RELOAD_LOG = ['pve1: reloading network config',
+              'pve2: reloading network config',
+              "500 Can't connect to pve2:8006 (Connection refused)",
+              "command 'pvesh set /nodes/pve2/network --regenerate-frr 0' failed: exit code 255",
+              'pve3: reloading network config', 'TASK OK']
+
+
+def test_reload_log_names_the_node_whose_reload_was_not_started():
+    started, failed, other = sdn.parse_reload_log(RELOAD_LOG)
+    assert started == ['pve1', 'pve2', 'pve3'] and other == []
+    assert failed == {'pve2': "500 Can't connect to pve2:8006 (Connection refused) (exit code 255)"}
+    # The same through RESTEnvironment log_warn ("WARN: ..."), ending WARNINGS: 1.
+    counted = [('WARN: ' + line if line.startswith('command') else line) for line in RELOAD_LOG[:-1]]
+    assert sdn.parse_reload_log(counted + ['TASK WARNINGS: 1'])[1] == failed
+
+
+def test_node_reload_log_lists_the_vnets_pve_skipped():
+    log = ['zone shopvl : vnet backvl : can\'t find bridge vmbr5 at /usr/share/perl5/PVE/Network/SDN/Zones/'
+           'Plugin.pm line 323.', "WARN: can't generate vnet 'lost1': zone gone don't exist", 'TASK OK']
+    assert sdn.parse_node_reload_log(log) == {'backvl': "zone shopvl: can't find bridge vmbr5",
+                                              'lost1': "zone gone don't exist"}
+    assert sdn.upid_starttime('UPID:pve1:0000A1B2:00000001:6900AB12:srvreload:networking:root@pam:') == 0x6900AB12
+
+
+def test_vlan_bridge_missing_unless_up_or_created_in_the_same_run():
+    vlan = sdn.normalise_network(dict(PRIMARY, zone='shopvl', vnet='backvl', zone_type='vlan', zone_bridge='vmbr7',
+                                      tag=30))
+    live = {'pve1': {'vmbr7': {'iface': 'vmbr7', 'active': 1}}, 'pve2': {'vmbr7': {'iface': 'vmbr7'}},
+            'pve3': {}}
+    text = sdn.vlan_bridges_missing([vlan], live)
+    assert text == 'bridge vmbr7 of vlan zone shopvl (vnets backvl) is missing or not up on node(s) pve2, pve3'
+    made = sdn.normalise_network({'type': 'bridge', 'bridge': 'vmbr7', 'nodes': ['pve2', 'pve3']})
+    assert sdn.vlan_bridges_missing([vlan], live, [made]) == ''

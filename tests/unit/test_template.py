@@ -131,6 +131,11 @@ def test_bridge_network_and_vlan_zone():
     tpl = T.normalise_template(data)
     assert tpl['networks'][0]['zone'] is None and tpl['networks'][0]['zone_type'] is None
     assert tpl['networks'][1]['zone_bridge'] == 'vmbr0'
+    # pve_verify_iface is case-insensitive and allows underscores; 15 characters fit Linux.
+    data['networks'][0]['bridge'] = 'Shop_Front_br15'
+    data['networks'][1].update(zone_bridge='uplink_10', vlan=4094)
+    tpl = T.normalise_template(data)
+    assert tpl['networks'][0]['bridge'] == 'Shop_Front_br15' and tpl['networks'][1]['zone_bridge'] == 'uplink_10'
 
 
 def test_ipv6_network():
@@ -214,6 +219,24 @@ MALFORMED = [
      'vmbr'),
     ('vlan out of range', lambda d: d['networks'][0].update(type='bridge', bridge='vmbr1', vlan=5000),
      'networks[0].vlan', '4094'),
+    # Bridge names as pve-common JSONSchema.pm pve_verify_iface takes them, within Linux's 15 characters.
+    ('bridge with a hyphen', lambda d: d['networks'][0].update(type='bridge', bridge='vm-br1'),
+     'networks[0].bridge', 'pve_verify_iface'),
+    ('bridge of one character', lambda d: d['networks'][0].update(type='bridge', bridge='b'),
+     'networks[0].bridge', 'pve_verify_iface'),
+    ('bridge with a dot inside', lambda d: d['networks'][0].update(type='bridge', bridge='vm.br'),
+     'networks[0].bridge', 'pve_verify_iface'),
+    ('bridge naming a vlan interface', lambda d: d['networks'][0].update(type='bridge', bridge='vmbr0.10'),
+     'networks[0].bridge', 'not a bridge'),
+    ('bridge over 15 characters', lambda d: d['networks'][0].update(type='bridge', bridge='shopbridgefront1'),
+     'networks[0].bridge', 'at most 15'),
+    ('zone bridge PVE refuses', lambda d: d['networks'][0].update(zone_type='vlan', vlan=30, zone_bridge='vm-br0'),
+     'networks[0].zone_bridge', 'pve_verify_iface'),
+    ('zone bridge too long for its vlan', lambda d: d['networks'][0].update(zone_type='vlan', vlan=4000,
+                                                                             zone_bridge='shopuplink1'),
+     'networks[0].zone_bridge', 'shopuplink1v4000'),
+    ('vnet id too long', lambda d: d['networks'][0].update(vnet='frontnet9'), 'networks[0].vnet', '2-8'),
+    ('vnet id with a hyphen', lambda d: d['networks'][0].update(vnet='fr-nt'), 'networks[0].vnet', '2-8'),
     ('duplicate node', lambda d: d.update(nodes=['pve1', 'pve1']), 'nodes[1]', 'once'),
     ('bad node name', lambda d: d.update(nodes=['pve 1']), 'nodes[0]', 'node name'),
     ('vm name too long', lambda d: d['services'][0].update(name='w' * 32) or d.update(name='s' * 24),
