@@ -26,10 +26,11 @@ def _networks(plan, role):
 
 
 def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, prune, meta_module, parallel):
-    specs = [vmengine.spec_from_plan(vm, state=state, hookscript=hookscript if role == 'primary' else None)
-             for vm in plan.get('vms') or [] if vm.get('role') == role]
+    everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=hookscript if vm.get('role') == 'primary'
+                                             else None)) for vm in plan.get('vms') or []]
+    specs = [spec for vm, spec in everyone if vm.get('role') == role]
     results = vmengine.ensure_many(make_api, specs, check_mode=True, meta_module=meta_module, parallel=parallel,
-                                   resources=resources, nodes=nodes)
+                                   resources=resources, nodes=nodes, context=[spec for vm, spec in everyone])
     pruned = []
     if prune:
         gone = vmengine.prune_candidates(resources, plan, [role])

@@ -242,7 +242,8 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                        '(node-local; the mirror works only where a shadow shares the node of its primaries); vxlan: '
                        'one isolated SDN vxlan zone per twin (own VNI, no gateway, no exit node, no SNAT; peers = the '
                        'cluster nodes), so a mirror on the primary\'s node reaches a shadow on another node. null: '
-                       'vxlan when placement is spread and more than one node is listed, else local.',
+                       'vxlan when placement is spread and more than one node is listed or nodes is empty (default '
+                       'placement spreads over every online node), else local.',
                        choices=('local', 'vxlan'), nullable=True),
     'mirror': Field('dict', default={}, doc='Traffic mirroring from the primaries to the shadow.', fields={
         'mode': Field('str', 'sampled', 'full: every packet (tc mirred); sampled: a random fraction (nftables).',
@@ -259,8 +260,9 @@ SCHEMA = Field('dict', doc='The resource placement template.', fields={
     'version': Field('int', TEMPLATE_VERSION, 'Template format version.', choices=(TEMPLATE_VERSION,)),
     'name': Field('name', doc='Template name, unique per cluster; used in VM names, tags and derived ids.',
                   max_length=24, example='shop'),
-    'nodes': Field('list', [], 'Nodes the primaries are spread over (round-robin); empty: all online nodes '
-                   '(placement decided at apply time).', item=Field('node'), unique=True),
+    'nodes': Field('list', [], 'Nodes the primaries are spread over (round-robin, skipping a node without room for '
+                   'the VM); empty: all online nodes, by free capacity at apply time (shadows off their primaries\' '
+                   'nodes).', item=Field('node'), unique=True),
     'pool': Field('str', None, 'PVE resource pool every VM joins.', nullable=True),
     'networks': Field('list', doc='Primary networks.', item=NETWORK, min_items=1),
     'services': Field('list', doc='Services.', item=SERVICE, min_items=1),
@@ -756,7 +758,9 @@ def _semantic(chk, tpl):
         mirror['rate'] = 1.0
     if 'transport' in shadow and shadow['transport'] is None:
         nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
-        shadow['transport'] = 'vxlan' if shadow.get('placement') == 'spread' and len(nodes) > 1 else 'local'
+        # Empty nodes: default placement spreads over the online nodes, so shadows land on other nodes too.
+        spread = shadow.get('placement') == 'spread' and (len(nodes) > 1 or not nodes)
+        shadow['transport'] = 'vxlan' if spread else 'local'
     if shadow.get('enabled') is True:
         critical = [i for i, s in enumerate(services) if isinstance(s, dict) and s.get('critical') is True]
         template_problems = set()

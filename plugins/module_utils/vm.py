@@ -14,6 +14,7 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import placement as placing
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
@@ -41,11 +42,18 @@ class VmSpec(object):
         self.state = state
         self.timeout = timeout
         self.full = full
-        # Placement when node is None: the first online node of preferred_nodes that holds none of the VMs
-        # named in avoid_vms (a shadow keeps off its primaries' actual nodes) and is not in avoid_nodes.
+        # Placement when node is None (placement.place): the template's nodes in this VM's order (empty: every
+        # online node, by free capacity), keeping off the nodes of the VMs named in avoid_vms (a shadow's
+        # primaries, where they actually are). avoid_nodes is the plan's expectation of those nodes (informative).
         self.preferred_nodes = []
         self.avoid_nodes = []
         self.avoid_vms = []
+        # Set by resolve_placements before any write: node, reason, warnings, and the clone route
+        # (source: the template copy's node and vmid; target: the `target` parameter or None).
+        self.placement = None
+        # Without node or preferred_nodes: 'template' puts a single VM on its golden template's node (the
+        # linked_clone module's documented default); 'plan' spreads by capacity over the online nodes.
+        self.default_placement = 'template'
         # A vmid reserved for this VM by ensure_many, so concurrent clones never race for /cluster/nextid.
         self.vmid_hint = None
 
@@ -68,26 +76,8 @@ def spec_from_plan(vm, state='present', hookscript=None, timeout=900):
     spec.preferred_nodes = list(vm.get('preferred_nodes') or ([vm['node']] if vm.get('node') else []))
     spec.avoid_nodes = list(vm.get('avoid_nodes') or [])
     spec.avoid_vms = list(vm.get('shadows') or [])
+    spec.default_placement = 'plan'
     return spec
-
-
-def choose_node(spec, nodes, resources):
-    """The node for a new VM: explicit, else the first online preferred node that respects the avoid rules."""
-    if spec.node:
-        return spec.node
-    online = [n for n in (spec.preferred_nodes or sorted(nodes)) if nodes.get(n) == 'online']
-    if not online:
-        online = sorted(n for n, st in nodes.items() if st == 'online')
-    if not online:
-        raise PveApiError('no online node to place {0!r} on'.format(spec.name), kind='offline')
-    taken = set(r['node'] for r in resources if r.get('type') == 'qemu' and r.get('name') in spec.avoid_vms)
-    for node in online:
-        if node not in taken and node not in spec.avoid_nodes:
-            return node
-    for node in online:
-        if node not in taken:
-            return node
-    return online[0]
 
 
 def prune_candidates(resources, plan, roles):
@@ -125,26 +115,156 @@ def find_vms(resources, name):
     return [r for r in resources if r.get('type') == 'qemu' and r.get('name') == name and not r.get('template')]
 
 
-def find_template(resources, ref):
-    """The golden template by vmid (int or digit string) or by name; errors say what was found instead."""
+def template_copies(resources, ref):
+    """(copies, preferred vmid) of a golden template: by vmid (int or digit string) or by name.
+
+    The copies are every template of that name (one per node, when the template is copied to each node instead
+    of living on shared storage); a template named by vmid is preferred where it can be cloned. Errors say what
+    was found instead.
+    """
     if ref is None:
         raise PveApiError('template is required to create a VM', kind='config')
+    qemu = [r for r in resources if r.get('type') == 'qemu']
     if isinstance(ref, int) or str(ref).isdigit():
-        matches = [r for r in resources if r.get('type') == 'qemu' and int(r.get('vmid', -1)) == int(ref)]
-    else:
-        matches = [r for r in resources if r.get('type') == 'qemu' and r.get('name') == ref]
-        if len([m for m in matches if m.get('template')]) == 1:
-            matches = [m for m in matches if m.get('template')]
-    if not matches:
+        matches = [r for r in qemu if int(r.get('vmid', -1)) == int(ref)]
+        if not matches:
+            raise PveApiError('golden template {0!r} not found in the cluster'.format(ref), kind='notfound')
+        found = matches[0]
+        if not found.get('template'):
+            raise PveApiError('source {0!r} (vmid {1}) is a VM, not a template: convert it with `qm template {1}` or '
+                              'name a golden template'.format(ref, found['vmid']), kind='config')
+        copies = [found] + [r for r in qemu if r.get('template') and found.get('name') and r.get('name') ==
+                            found['name'] and int(r['vmid']) != int(found['vmid'])]
+        return copies, int(found['vmid'])
+    copies = [r for r in qemu if r.get('name') == ref and r.get('template')]
+    if not copies:
+        others = [r for r in qemu if r.get('name') == ref]
+        if len(others) == 1:
+            raise PveApiError('source {0!r} (vmid {1}) is a VM, not a template: convert it with `qm template {1}` or '
+                              'name a golden template'.format(ref, others[0]['vmid']), kind='config')
+        if others:
+            raise PveApiError('template name {0!r} is ambiguous: vmids {1}, none a template; give the vmid'.format(
+                ref, sorted(m['vmid'] for m in others)), kind='config')
         raise PveApiError('golden template {0!r} not found in the cluster'.format(ref), kind='notfound')
-    if len(matches) > 1:
-        raise PveApiError('template name {0!r} is ambiguous: vmids {1}; give the vmid'.format(
-            ref, sorted(m['vmid'] for m in matches)), kind='config')
-    found = matches[0]
-    if not found.get('template'):
-        raise PveApiError('source {0!r} (vmid {1}) is a VM, not a template: convert it with `qm template {1}` or '
-                          'name a golden template'.format(ref, found['vmid']), kind='config')
-    return found
+    return sorted(copies, key=lambda r: int(r['vmid'])), None
+
+
+def find_template(resources, ref):
+    """The golden template by vmid or name (the lowest vmid of same-named copies)."""
+    copies, prefer = template_copies(resources, ref)
+    return copies[0]
+
+
+def _group_label(spec):
+    meta = spec.meta or {}
+    if meta.get('service'):
+        return '{0} {1}s'.format(meta['service'], meta.get('role') or 'VM')
+    return None
+
+
+def resolve_placements(api, specs, resources, context=()):
+    """Place every VM of ``specs`` that does not exist yet, and route its clone; before any write.
+
+    ``context``: the other VMs of the same plan (not ensured in this call), placed first where they are missing, so
+    a shadow keeps off where its primaries will be and capacity counts them. Only when some VM is missing, reads the
+    node capacities (``/cluster/resources`` type node), ``/storage`` and the golden templates' configs, hands them to
+    the pure :func:`placement.place` and :func:`placement.clone_route`, and sets ``spec.placement``. Raises
+    PveApiError naming every VM that no node can hold and every clone PVE would refuse.
+    """
+    ordered = list(context) + [s for s in specs if not any(s is c for c in context)]
+    missing = [s for s in ordered if s.state != 'absent' and not find_vms(resources, s.name)]
+    if not any(m is s for m in missing for s in specs):
+        return
+    storages = placing.storage_table(api.get('storage'))
+    caps = placing.node_capacities(api.resources('node'), resources, plan_names=[s.name for s in ordered])
+    known = sorted(caps)
+    templates = {}
+
+    def copies_of(ref):
+        if str(ref) not in templates:
+            copies, prefer = template_copies(resources, ref)
+            reaches, configs, down = [], {}, []
+            for copy in copies:
+                try:
+                    cfg, dummy = api.vm_config(copy['node'], copy['vmid'])
+                except PveApiError as exc:
+                    if exc.kind != 'offline':
+                        raise
+                    down.append('golden template {0!r} (vmid {1}): node {2!r} is offline'.format(
+                        copy.get('name'), copy['vmid'], copy['node']))
+                    continue
+                configs[int(copy['vmid'])] = cfg
+                reaches.append(placing.clone_reach(copy, cfg, storages))
+            if not reaches:
+                raise PveApiError('; '.join(down), kind='offline', node=copies[0]['node'])
+            templates[str(ref)] = (reaches, prefer, configs, down)
+        return templates[str(ref)]
+
+    def route(spec, node):
+        reaches, prefer, dummy, down = copies_of(spec.template)
+        try:
+            return placing.clone_route(reaches, node, prefer)
+        except placing.PlacementError as exc:
+            raise PveApiError('{0}: {1}{2}'.format(spec.name, exc, ''.join('; ' + d for d in down)), kind='config',
+                              node=node)
+
+    groups = [frozenset(s.tags) for s in missing if s.tags]
+    avoided = set(v for s in missing for v in s.avoid_vms)
+    requests = []
+    for res in resources:
+        if res.get('type') != 'qemu' or res.get('template'):
+            continue
+        tags = propstr.parse_tags(res.get('tags'))
+        group = next((g for g in groups if g <= tags), None)
+        if group is not None or res.get('name') in avoided:
+            requests.append(dict(name=res['name'], node=res['node'], group=group))
+    for spec in missing:
+        reaches, prefer, configs, dummy = copies_of(spec.template)
+        cfg = configs.get(prefer) or configs[min(configs)]
+        vcpus = int(spec.cores or cfg.get('cores') or 1) * int(cfg.get('sockets') or 1)
+        memory = int(spec.memory) if spec.memory is not None else propstr.parse_memory(cfg.get('memory', 512))
+        reach, notes = set(), {}
+        for node in known:
+            try:
+                route(spec, node)
+                reach.add(node)
+            except PveApiError as exc:
+                notes[node] = exc.message
+        listed, policy = list(spec.preferred_nodes), None
+        if not listed and not spec.node and spec.default_placement == 'template':
+            # A single VM without node or plan: on the golden template's node (the copy named, else by vmid).
+            listed = [r['node'] for r in sorted(reaches, key=lambda r: (r['vmid'] != prefer, r['vmid']))]
+            policy = "the golden template's node"
+        requests.append(dict(name=spec.name, node=spec.node, reason='node given' if spec.node else None,
+                             memory=memory, vcpus=vcpus, group=frozenset(spec.tags) if spec.tags else None,
+                             group_label=_group_label(spec), listed=listed, policy=policy,
+                             avoid_vms=list(spec.avoid_vms),
+                             reach=reach, reach_note=notes, _spec=spec, _cap=(memory, vcpus)))
+    placed = placing.place([dict((k, v) for k, v in r.items() if not k.startswith('_')) for r in requests], caps)
+    errors = []
+    for req in requests:
+        spec = req.get('_spec')
+        if spec is None:
+            continue
+        res = placed[spec.name]
+        if res['error']:
+            errors.append(res['error'])
+            continue
+        warnings = list(res['warnings'])
+        if spec.node and spec.node in caps:
+            short = placing.shortfall(caps[spec.node], *req['_cap'])
+            if short:
+                warnings.append('node {0} may not hold {1}: {2}'.format(spec.node, spec.name, short))
+        try:
+            source, target = route(spec, res['node'])
+        except PveApiError as exc:
+            errors.append(exc.message)
+            continue
+        spec.placement = dict(node=res['node'], reason=res['reason'], warnings=warnings, source_node=source['node'],
+                              source_vmid=source['vmid'], target=target)
+    if errors:
+        raise PveApiError('cannot place {0} VM(s); nothing was changed:\n{1}'.format(
+            len(errors), '\n'.join('- ' + e for e in errors)), kind='placement')
 
 
 def desired_config_changes(spec, cfg, meta_module=None):
@@ -260,7 +380,7 @@ class VmEngine(object):
                 self.api.require_quorum()
             current = self._create(spec, result)
             if current is None:  # check mode: describe what would be built
-                result['diff']['after'] = dict(name=spec.name, template=spec.template, node=spec.node,
+                result['diff']['after'] = dict(name=spec.name, template=spec.template, node=result['node'],
                                                cores=spec.cores, memory=spec.memory,
                                                nets=[propstr.format_net(n) for n in (spec.nets or []) if n],
                                                tags=sorted(spec.tags or []))
@@ -272,10 +392,11 @@ class VmEngine(object):
         return result
 
     def _create(self, spec, result):
-        template = find_template(self.resources(), spec.template)
+        if spec.placement is None:
+            resolve_placements(self.api, [spec], self.resources())
+        where = spec.placement
+        node = where['node']
         nodes = self.nodes()
-        node = choose_node(spec, nodes, self.resources()) if (spec.node or spec.preferred_nodes) \
-            else template['node']
         if node not in nodes:
             raise PveApiError('node {0!r} is not in the cluster (nodes: {1})'.format(node, ', '.join(sorted(nodes))),
                               kind='config', node=node)
@@ -284,16 +405,21 @@ class VmEngine(object):
                 node, nodes[node], spec.name), kind='offline', node=node)
         result['changed'] = True
         result['created'] = True
+        result['placement'] = where['reason']
+        result['warnings'].extend(where['warnings'])
         if self.check_mode:
             result['node'] = node
             return None
         for attempt in range(5):
             vmid = spec.vmid_hint if (attempt == 0 and spec.vmid_hint) else self.api.next_vmid()
-            params = dict(newid=vmid, name=spec.name, target=node, full=1 if spec.full else 0)
+            params = dict(newid=vmid, name=spec.name, full=1 if spec.full else 0)
+            if where['target']:
+                params['target'] = where['target']
             if spec.pool:
                 params['pool'] = spec.pool
             try:
-                upid = self.api.post('nodes/{0}/qemu/{1}/clone'.format(template['node'], template['vmid']), **params)
+                upid = self.api.post('nodes/{0}/qemu/{1}/clone'.format(where['source_node'], where['source_vmid']),
+                                     **params)
                 task = self.api.wait_task(upid, timeout=spec.timeout)
                 result['warnings'].extend(task['warnings'])
                 break
@@ -397,13 +523,15 @@ class VmEngine(object):
         return result
 
 
-def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4, resources=None, nodes=None):
+def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4, resources=None, nodes=None,
+                context=()):
     """Ensure several VMs, cloning independent ones concurrently (one API connection per worker).
 
     Returns one result per spec, in order. A failure of one VM does not stop the others; its result carries
     ``failed`` and ``msg``. Placement of shadows looks at where their primaries actually are, so callers
     should ensure primaries before shadows. ``resources`` / ``nodes``: listings to reuse in check mode (a real
-    run always reads them afresh).
+    run always reads them afresh). ``context``: specs of the plan's other VMs, placed (not created) with these,
+    see :func:`resolve_placements`; placement and clone routes are decided for all before the first write.
     """
     local = threading.local()
 
@@ -417,6 +545,8 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
     if not check_mode:
         nodes = None
     missing = [spec for spec in specs if spec.state != 'absent' and not find_vms(resources, spec.name)]
+    if missing:
+        resolve_placements(api(), specs, resources, context=context)
     if missing and not check_mode:
         # Reserve distinct vmids up front: /cluster/nextid gives every concurrent caller the same answer.
         used = set(int(r['vmid']) for r in api().resources() if r.get('vmid') is not None)

@@ -85,7 +85,8 @@ steps:
   type: dict
   sample: {primaries: {in_sync: false, changes: ["update shop-web-1 (cores)"]}}
 vms:
-  description: The check-mode result of every VM of the plan (name, vmid, node, created, changes, pending).
+  description: The check-mode result of every VM of the plan (name, vmid, node, created, placement, changes,
+    pending); a VM to be created has the node it would be placed on and why (C(placement)).
   returned: always
   type: list
   elements: dict

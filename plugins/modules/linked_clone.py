@@ -28,6 +28,11 @@ description:
     HA manager, so the module waits (wall clock, O(timeout)) until the VM is off before the destroy, which also
     takes it out of HA and out of the HA rules that name it. Templates are never modified, and a source that is
     not a template is refused.
+  - The golden template may live on shared storage that makes linked clones (RBD, NFS, CIFS, ZFS over iSCSI), and the
+    clone is made with C(target) on the chosen node. Or it may be copied to each node under the same name (found
+    by name, or by the vmid of any copy), and the clone is made from the copy on the chosen node. PVE refuses
+    C(target) for a source on non-shared storage (qemu-server C(clone_vm)); such a placement is refused before any write,
+    naming the template, its storage and the node, in check mode too.
 author:
   - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
@@ -48,8 +53,14 @@ options:
   plan:
     description:
       - A plan from M(shadownet.proxmox.template) (C(result.plans.<template>)). Every VM of the plan whose role is
-        in O(roles) is ensured, independent clones concurrently (O(parallel)), each placed on the first online node
-        of its C(preferred_nodes) that keeps a shadow off its primaries' actual nodes.
+        in O(roles) is ensured, independent clones concurrently (O(parallel)).
+      - New VMs are placed before the first write, the whole plan at once (VMs of other roles that are missing
+        too, virtually), from C(/cluster/resources) node capacity (C(maxmem), C(mem), C(maxcpu), C(cpu)) plus what
+        the run places. With the template's C(nodes), the first online node of C(preferred_nodes) that can hold
+        the VM (a warning names the VM, the skipped node and the shortfall); without, the online node with the
+        fewest VMs of the same service, then the most free memory. A shadow keeps off the nodes its primaries are
+        (or will be) on. Offline nodes are never chosen; when no node can hold a VM, the module fails before any
+        write. RV(vms) gives each new VM's C(placement) reason.
       - The per-VM options (O(template), O(cores), O(nets), ...) then come from the plan and must not be given.
     type: dict
   roles:
@@ -75,7 +86,9 @@ options:
     type: raw
   node:
     description:
-      - Node to place a new clone on. Defaults to the template's node. Existing VMs are not moved.
+      - Node to place a new clone on. Defaults to the golden template's node (with a copy per node, the node of
+        the copy named by vmid, else the lowest vmid, or the next copy's node when that node has no room).
+        Existing VMs are not moved.
     type: str
   pool:
     description: Resource pool for a new clone.
@@ -185,6 +198,12 @@ node:
   returned: always
   type: str
   sample: pve2
+placement:
+  description: Why a new VM goes (or would go) on RV(node), for example the placement policy, free memory after it
+    and the nodes skipped for lack of room.
+  returned: when created
+  type: str
+  sample: "pve2: default placement over the online nodes, fewest web primaries there (0), then most free memory, 61440 MiB free after it"
 created:
   description: Whether the VM was (or, in check mode, would be) cloned.
   returned: always
@@ -206,7 +225,8 @@ diff:
   returned: always
   type: dict
 vms:
-  description: With O(plan), one result per VM (name, vmid, node, created, changes, pending, or failed and msg).
+  description: With O(plan), one result per VM (name, vmid, node, created, placement, changes, pending, or failed
+    and msg).
   returned: when plan is given
   type: list
   elements: dict
@@ -296,8 +316,11 @@ def run_plan(module):
     if not_a_plan(plan):
         module.fail_json(msg=not_a_plan(plan))
     state = 'present' if p['state'] == 'absent' else p['state']
-    specs = [vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout'])
-             for vm in plan['vms'] if vm.get('role') in p['roles']]
+    # Every VM of the plan is placed (the others of roles virtually, where missing), so a shadow built in its own
+    # run keeps off where its primaries are or will be, and an infeasible plan fails before its first write.
+    everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout']))
+                for vm in plan['vms']]
+    specs = [spec for vm, spec in everyone if vm.get('role') in p['roles']]
 
     def make_api():
         return pveapi.PveApi.from_module(module)
@@ -307,7 +330,7 @@ def run_plan(module):
         if not module.check_mode:
             api.require_quorum()
         results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode, meta_module=metablock,
-                                       parallel=max(1, p['parallel']))
+                                       parallel=max(1, p['parallel']), context=[spec for vm, spec in everyone])
         pruned = []
         if p['prune']:
             gone = vmengine.prune_candidates(api.resources('vm'), plan, p['roles'])

@@ -143,3 +143,58 @@ def test_duplicate_names_are_an_error(pvesim, pve_conn):
     with pytest.raises(ModuleFailed) as info:
         run_module(linked_clone, args(pve_conn, name='dup'))
     assert 'never guesses' in info.value.result['msg']
+
+
+# ------------------------------------------------------------------ golden template layouts (clone_vm's target rules)
+
+def clone_posts(pvesim, mark=0):
+    return [(path, body) for method, path, body in pvesim.requests(mark) if method == 'POST' and path.endswith('/clone')]
+
+
+def test_per_node_copy_is_cloned_on_its_node_without_target(pvesim, pve_conn):
+    # alpine-3-golden is copied to each node on local-lvm (9001 pve1, 9002 pve2, 9003 pve3): by name, and by the
+    # vmid of another node's copy, the clone is made from the copy on the node, without `target`.
+    by_name = run_module(linked_clone, args(pve_conn, name='a1', template='alpine-3-golden', node='pve3', tags=None))
+    by_vmid = run_module(linked_clone, args(pve_conn, name='a2', template=9001, node='pve2', tags=None))
+    assert by_name['node'] == 'pve3' and by_vmid['node'] == 'pve2'
+    posts = clone_posts(pvesim)
+    assert [p for p, b in posts] == ['/api2/json/nodes/pve3/qemu/9003/clone', '/api2/json/nodes/pve2/qemu/9002/clone']
+    assert all('target=' not in b for p, b in posts)
+    assert vms_named(pvesim, 'a1')[0].node == 'pve3' and vms_named(pvesim, 'a2')[0].node == 'pve2'
+
+
+def test_shared_template_is_cloned_with_target(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn, node='pve3'))
+    (path, body), = clone_posts(pvesim)
+    assert path.endswith('/nodes/pve1/qemu/9000/clone') and 'target=pve3' in body
+    assert vms_named(pvesim, 'shop-web-1')[0].node == 'pve3'
+
+
+def test_local_template_without_a_copy_is_refused_before_any_write(pvesim, pve_conn):
+    from lab.pvesim import _add_template
+    _add_template(pvesim.pve, {'vmid': 9100, 'name': 'local-golden', 'node': 'pve1', 'disk_gib': 2,
+                               'config': {'cores': 1, 'memory': 512, 'scsi0': 'local-lvm:base-9100-disk-0'}})
+    for check in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(linked_clone, args(pve_conn, template='local-golden', node='pve2'), check_mode=check)
+        msg = info.value.result['msg']
+        assert "'local-golden' (vmid 9100 on pve1)" in msg and "'local-lvm'" in msg and "node 'pve2'" in msg, msg
+        assert pvesim.writes(mark) == []
+    # On its own node it is a plain local clone.
+    assert run_module(linked_clone, args(pve_conn, template='local-golden', node='pve1'))['created']
+
+
+def test_simulator_refuses_target_clone_of_local_storage_vm_as_pve(pvesim, proxmoxer_api):
+    from proxmoxer.core import ResourceException
+    with pytest.raises(ResourceException) as info:
+        proxmoxer_api.nodes('pve1').qemu(9001).clone.post(newid=500, name='x', target='pve2')
+    assert info.value.status_code == 500
+    assert "can't clone VM to node 'pve2' (VM uses local storage)" in str(info.value)
+    with pytest.raises(ResourceException) as info:
+        proxmoxer_api.nodes('pve1').qemu(9001).clone.post(newid=500, name='x', target='pve2', full=1)
+    assert 'VM uses local storage' in str(info.value)
+    assert not [vm for vm in pvesim.pve.vms if vm.vmid == 500]
+    # Shared storage (rbd): allowed.
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=501, name='y', target='pve2')
+    assert [vm.node for vm in pvesim.pve.vms if vm.vmid == 501] == ['pve2']

@@ -132,3 +132,104 @@ def test_build_keeps_the_scaling_modules_last_action_tag(pvesim, pve_conn):
     assert not run_module(linked_clone, dict(pve_conn, plan=plan))['changed']
     assert pvesim.writes(mark) == []
     assert 'sn-last.scale_up.1795490000' in web1.config['tags']
+
+
+# --------------------------------------------------------------------------------- placement without `nodes`
+
+DEFAULT = {
+    'name': 'shop',
+    'networks': TEMPLATE['networks'],
+    'services': [
+        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
+         'vip': '10.10.0.100/24', 'critical': True},
+        {'name': 'app', 'template': 'alpine-3-golden', 'instances': 2, 'cores': 1, 'memory': 1024,
+         'networks': ['front'], 'vip': '10.10.0.101/24', 'critical': True},
+    ],
+    'shadow': TEMPLATE['shadow'],
+}
+GiB = 1024 ** 3
+
+
+def spread_ok(vms, service, instances=2):
+    primaries = [vms['shop-%s-%d' % (service, i)].node for i in range(1, instances + 1)]
+    return len(set(primaries)) == instances and vms['shop-%s-shadow' % service].node not in primaries
+
+
+def test_default_placement_spreads_and_keeps_shadows_off_their_primaries(pvesim, pve_conn):
+    plan = plan_of(DEFAULT)
+    assert plan['nodes'] == [] and all(vm['node'] is None for vm in plan['vms'])
+    mark = pvesim.mark()
+    dry = run_module(linked_clone, dict(pve_conn, plan=plan), check_mode=True)
+    assert pvesim.writes(mark) == []
+    planned = dict((r['name'], r['node']) for r in dry['vms'])
+    assert len({planned['shop-web-1'], planned['shop-web-2']}) == 2
+    assert planned['shop-web-shadow'] not in (planned['shop-web-1'], planned['shop-web-2'])
+    # The build as the role runs it: primaries, then shadows in a run of their own.
+    first = run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    second = run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    vms = managed(pvesim)
+    assert spread_ok(vms, 'web') and spread_ok(vms, 'app')
+    assert dict((n, vm.node) for n, vm in vms.items()) == planned  # check mode told the truth
+    for res in first['vms'] + second['vms']:
+        assert res['placement'].startswith(res['node'] + ': default placement'), res
+    assert 'off ' in second['vms'][0]['placement']
+    # app clones come from the alpine copy on their own node, web clones from the shared 9000 with target.
+    copies = {'pve1': 9001, 'pve2': 9002, 'pve3': 9003}
+    for name in ('shop-app-1', 'shop-app-2', 'shop-app-shadow'):
+        vm = vms[name]
+        assert any(p.endswith('/nodes/{0}/qemu/{1}/clone'.format(vm.node, copies[vm.node])) and 'target=' not in b
+                   and 'name=' + name in b for m, p, b in pvesim.requests(mark)), name
+    mark = pvesim.mark()
+    again = run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+    assert not again['changed'] and pvesim.writes(mark) == []
+    mark = pvesim.mark()
+    assert not run_module(linked_clone, dict(pve_conn, plan=plan, state='started'), check_mode=True)['changed']
+    assert pvesim.writes(mark) == []
+
+
+def test_a_node_that_cannot_hold_the_vm_is_avoided(pvesim, pve_conn):
+    # pve2 has 1.5 GiB left: no 2 GiB web primary and no 1 GiB app primary after the first fits there.
+    pvesim.pve.set_node_size('pve2', maxmem=int(3.5 * GiB), mem=2 * GiB)
+    result = run_module(linked_clone, dict(pve_conn, plan=plan_of(DEFAULT), state='started'))
+    vms = managed(pvesim)
+    on_pve2 = [n for n, vm in vms.items() if vm.node == 'pve2']
+    assert sum(int(vms[n].config['memory']) for n in on_pve2) <= 1536, on_pve2
+    assert 'shop-web-1' not in on_pve2 and 'shop-web-2' not in on_pve2
+    web1 = next(r for r in result['vms'] if r['name'] == 'shop-web-1')
+    assert 'pve2: needs 2048 MiB memory, 1536 MiB free' in web1['placement']
+    assert spread_ok(vms, 'web')
+
+
+def test_listed_node_without_room_warns_naming_vm_node_and_shortfall(pvesim, pve_conn):
+    pvesim.pve.set_node_size('pve2', maxmem=3 * GiB, mem=2 * GiB)
+    result = run_module(linked_clone, dict(pve_conn, plan=plan_of(TEMPLATE), roles=['primary']))
+    assert managed(pvesim)['shop-web-2'].node != 'pve2'
+    warnings = str(result.get('warnings'))
+    assert 'listed node pve2 cannot hold shop-web-2 (needs 2048 MiB memory, 1024 MiB free)' in warnings, warnings
+
+
+def test_no_node_can_hold_the_plan_fails_before_any_write(pvesim, pve_conn):
+    for name in ('pve1', 'pve2', 'pve3'):
+        pvesim.pve.set_node_size(name, maxmem=3 * GiB, mem=2 * GiB)
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, dict(pve_conn, plan=plan_of(DEFAULT), roles=['primary']))
+    assert 'shop-web-1: no node can hold it (pve1: needs 2048 MiB memory, 1024 MiB free' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
+
+
+def test_listed_nodes_with_a_local_golden_template_are_refused_before_any_write(pvesim, pve_conn):
+    from lab.pvesim import _add_template
+    _add_template(pvesim.pve, {'vmid': 9100, 'name': 'local-golden', 'node': 'pve1', 'disk_gib': 2,
+                               'config': {'cores': 1, 'memory': 512, 'scsi0': 'local-lvm:base-9100-disk-0'}})
+    local = copy.deepcopy(TEMPLATE)
+    local['services'][0]['template'] = 'local-golden'
+    for check in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(linked_clone, dict(pve_conn, plan=plan_of(local), roles=['primary']), check_mode=check)
+        msg = info.value.result['msg']
+        assert "shop-web-2: golden template 'local-golden' (vmid 9100 on pve1) has disks on storage 'local-lvm'" in msg
+        assert "can't clone VM to node 'pve2' (VM uses local storage)" in msg
+        assert pvesim.writes(mark) == []
+    assert managed(pvesim) == {}

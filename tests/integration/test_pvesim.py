@@ -24,15 +24,20 @@ def test_lab_cluster_is_loaded(proxmoxer_api, pvesim):
     assert cfg['name'] == 'debian-12-golden' and cfg['template'] == 1
     # check_type: an integer comes back as a number, memory and agent (property strings) as the text written.
     assert cfg['cores'] == 2 and cfg['memory'] == '2048' and cfg['agent'] == '1'
-    assert cfg['scsi0'].startswith('local-lvm:base-9000-disk-0')
+    assert cfg['scsi0'].startswith('ceph-vm:base-9000-disk-0')  # on shared RBD storage
+    assert proxmoxer_api.storage('ceph-vm').get()['shared'] == 1  # PVE marks rbd storages shared
+    alpine = dict((t['node'], t['vmid']) for t in proxmoxer_api.cluster.resources.get(type='vm')
+                  if t['name'] == 'alpine-3-golden' and t['template'])
+    assert alpine == {'pve1': 9001, 'pve2': 9002, 'pve3': 9003}  # one copy per node, on local-lvm
     assert cfg['net0'].startswith('virtio=') and 'bridge=vmbr0' in cfg['net0']
     assert 'snippets' in proxmoxer_api.storage('local').get()['content']
     assert [p['poolid'] for p in proxmoxer_api.pools.get()] == ['shadownet']
     # A linked clone of the golden template works and lands in the pool.
-    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=100, name='web-1', pool='shadownet')
-    clone = proxmoxer_api.nodes('pve1').qemu(100).config.get()
+    proxmoxer_api.nodes('pve2').qemu(9002).clone.post(newid=100, name='web-1', pool='shadownet')
+    clone = proxmoxer_api.nodes('pve2').qemu(100).config.get()
     # LVM-thin names a linked clone's volume like any other (the base relation is inside LVM).
     assert clone['scsi0'].startswith('local-lvm:vm-100-disk-0')
+    cfg = proxmoxer_api.nodes('pve2').qemu(9002).config.get()
     assert clone['net0'] != cfg['net0'] and 'bridge=vmbr0' in clone['net0']
     assert pvesim.pve.vm(100).pool == 'shadownet'
 
@@ -45,7 +50,7 @@ def test_least_privilege_token(pvesim):
                                     token_value=pvesim.pve.apitokens['{0}!{1}'.format(userid, token)],
                                     verify_ssl=pvesim.cafile)
     least = api('shadownet@pve', 'automation')
-    assert {v['vmid'] for v in least.cluster.resources.get(type='vm')} == {9000, 9001}
+    assert {v['vmid'] for v in least.cluster.resources.get(type='vm')} == {9000, 9001, 9002, 9003}
     # Node bridges need Sys.Modify on /nodes/<node> (pve-manager API2/Network.pm create_network): the collection's
     # user has it, the read-only one does not.
     least.nodes('pve1').network.post(iface='vmbr9', type='bridge')
@@ -641,3 +646,31 @@ def test_task_durations_per_type(pvesim, proxmoxer_api):
         assert time.monotonic() < deadline, 'the start task never ended'
         time.sleep(0.05)
     assert node.qemu(120).status.current.get()['status'] == 'running'
+
+
+def test_node_usage_follows_the_cluster_file_and_running_vms(proxmoxer_api, pvesim):
+    GiB = 1024 ** 3
+    nodes = dict((n['node'], n) for n in proxmoxer_api.cluster.resources.get(type='node'))
+    assert nodes['pve2']['maxmem'] == 64 * GiB and nodes['pve2']['maxcpu'] == 16 and nodes['pve2']['mem'] == 2 * GiB
+    node = proxmoxer_api.nodes('pve2')
+    node.qemu(9002).clone.post(newid=100, name='a')
+    pvesim.pve.set_stats(100, mem=GiB)
+    node.qemu(100).status.start.post()
+    assert [n['mem'] for n in proxmoxer_api.nodes.get() if n['node'] == 'pve2'] == [3 * GiB]
+    # qemu-server config_to_command: more vCPUs than the node has is a start task error.
+    node.qemu(9002).clone.post(newid=101, name='b')
+    node.qemu(101).config.put(cores=32)
+    upid = node.qemu(101).status.start.post()
+    assert pvesim.pve.vm(101).status == 'stopped'
+    status = node.tasks(upid).status.get()
+    assert status['exitstatus'] == 'MAX 16 vcpus allowed per VM on this node'
+
+
+def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):
+    from lab.pvesim import _add_template
+    pvesim.pve.storages['san'] = {'type': 'lvm', 'vgname': 'san', 'shared': 1, 'active': 1, 'content': 'images',
+                                  'files': set()}
+    _add_template(pvesim.pve, {'vmid': 9200, 'name': 'thick', 'node': 'pve1', 'config': {'scsi0': 'san:base-9200-disk-0'}})
+    with pytest.raises(Exception) as info:
+        proxmoxer_api.nodes('pve1').qemu(9200).clone.post(newid=100, name='x')
+    assert "Linked clone feature is not supported for 'san:base-9200-disk-0' (scsi0)" in str(info.value)

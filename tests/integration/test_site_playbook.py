@@ -81,3 +81,34 @@ def test_malformed_template_rejected_with_field_paths_and_no_write(pvesim, tmp_p
     for path in ('name', 'networks[0].cidr', 'services[0].networks', 'services[0].bogus'):
         assert path in out, out[-3000:]
     assert pvesim.writes(mark) == []
+
+
+@pytest.mark.slow
+def test_build_without_nodes_spreads_by_capacity_idempotent_and_check_mode(pvesim, tmp_path):
+    # The lab template without `nodes` ("default: all online nodes"): primaries spread, every shadow off its
+    # primaries' nodes; web/db clone the shared debian-12-golden with target, worker the alpine copy on its node.
+    text = open(LAB_TEMPLATE).read()
+    assert 'nodes: [pve1, pve2, pve3]\n' in text
+    path = tmp_path / 'shop.yml.j2'
+    path.write_text(text.replace('nodes: [pve1, pve2, pve3]\n', ''))
+    templates = '["%s"]' % path
+    mark = pvesim.mark()
+    dry = play(pvesim, check=True, templates=templates)
+    assert recap(dry)['failed'] == 0, dry.stdout[-3000:]
+    assert pvesim.writes(mark) == []
+    first = play(pvesim, templates=templates)
+    assert recap(first)['failed'] == 0, first.stdout[-3000:]
+    vms = managed(pvesim)
+    assert len(vms) == 8
+    for service in ('web', 'db'):
+        primaries = {vms['shop-%s-1' % service].node, vms['shop-%s-2' % service].node}
+        assert len(primaries) == 2 and vms['shop-%s-shadow' % service].node not in primaries
+    assert vms['shop-worker-1'].node != vms['shop-worker-2'].node
+    assert len({vm.node for vm in vms.values()}) == 3
+    mark = pvesim.mark()
+    second = play(pvesim, templates=templates)
+    assert recap(second)['changed'] == 0, second.stdout[-3000:]
+    assert pvesim.writes(mark) == []
+    mark = pvesim.mark()
+    dry = play(pvesim, check=True, templates=templates)
+    assert recap(dry)['changed'] == 0 and pvesim.writes(mark) == []

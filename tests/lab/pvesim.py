@@ -52,6 +52,12 @@ What is modelled on top of fakepve
   back (write_vm_config/parse_vm_config): the description without trailing whitespace (and none for '' or '0'),
   tags through get_unique_tags, NICs re-printed (booleans 1/0), booleans and integers typed; `delete` of an
   unknown key or of a key also set is refused (update_vm_api).
+- Clones and nodes (pvesim_qemu.py): `POST .../clone` with `target` (another node) is refused with PVE's "can't
+  clone VM to node 'X' (VM uses local storage)" when a volume of the source is on a storage that is not shared
+  (rbd, nfs, cifs, zfs, iscsi, ... are shared by type, as pve-storage's parse_config sets it), full clones too;
+  a linked clone of a disk on thick LVM (and iscsi) fails "Linked clone feature is not supported". Nodes have the
+  size the cluster file gives (`maxcpu`, `maxmem_gib`, `mem_gib` the host's own use); a node's `mem` is that plus
+  its running VMs' memory; a start with more vCPUs than the node has is a task error, as on PVE.
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
@@ -59,8 +65,9 @@ What is modelled on top of fakepve
   privilege is refused, in the cluster file and through `/access/roles`), PVE's built-in roles, ACL entries
   without propagation, and the permission checks PVE makes inside the methods the collection calls (VM config
   keys, `startup`, bridges and vnets, clone storage, SDN vnets and subnets, listings).
-- The lab cluster (inventories/lab/cluster.yml): nodes, storages, snippets, pools, golden templates with base
-  volumes, users, roles, ACLs and API tokens (`load_cluster`).
+- The lab cluster (inventories/lab/cluster.yml): nodes and their sizes, storages, snippets, pools, golden templates
+  with base volumes (one on shared RBD storage, one copied to each node's local-lvm), users, roles, ACLs and API
+  tokens (`load_cluster`).
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
   under `/_sim/` (documented in `ControlChannel`). `start_in_thread()` serves one inside a test process.
 
@@ -92,6 +99,9 @@ Known differences from real PVE
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
   `with-local-disks` is not required.
+- Clones: storages created through the API are shared only when `shared` is given (PVE also marks them by type);
+  a storage's `nodes` restriction is not checked on clone (PVE does not either, but the clone cannot start
+  there); node memory is not checked on start (PVE leaves that to QEMU and the kernel).
 - Hook scripts are never run; only their existence on snippets storage is checked (not the executable bit).
 - Disk hot-plug is not modelled: disk changes on a running VM stay pending (fakepve's behaviour).
 """
@@ -122,7 +132,7 @@ from fakepve.server import settle
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_links import LinkBindings
 from .pvesim_perms import PermissionChecks, verify_privileges
-from .pvesim_qemu import QemuExtras
+from .pvesim_qemu import SHARED_TYPES, QemuExtras
 from .pvesim_rrd import RRD_FORMATS
 from .pvesim_sdn import SdnApi
 
@@ -207,7 +217,8 @@ def _priv_list(pve, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, root_password, nodes [{name, online}],
+    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, root_password, nodes [{name, online,
+    maxcpu, maxmem_gib, mem_gib (the host's own use)}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
     A role or acl entry with a privilege PVE 9 does not know (VM.Monitor, ...) is refused, as `pveum` refuses it.
@@ -229,6 +240,9 @@ def load_cluster(pve, source):
         pve.password = str(data['root_password'])
     for node in data.get('nodes') or [{'name': 'pve1'}]:
         pve.add_node(node['name'], online=node.get('online', True))
+        pve.set_node_size(node['name'], maxcpu=node.get('maxcpu'),
+                          maxmem=int(float(node['maxmem_gib']) * GiB) if node.get('maxmem_gib') else None,
+                          mem=int(float(node['mem_gib']) * GiB) if node.get('mem_gib') else None)
     if data.get('storages'):
         pve.storages = {}
         for sid, options in data['storages'].items():
@@ -236,6 +250,8 @@ def load_cluster(pve, source):
             store.setdefault('type', 'dir')
             store.setdefault('active', 1)
             store['files'] = set()
+            if store['type'] in SHARED_TYPES:
+                store['shared'] = 1  # pve-storage Plugin.pm parse_config: @SHARED_STORAGE types are shared
             if store['type'] == 'dir':
                 store.setdefault('avail', 50 * GiB)
             pve.storages[sid] = store

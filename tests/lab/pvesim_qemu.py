@@ -6,13 +6,15 @@ gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /c
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
+import json
 import re
 import time
 
 from fakepve import schema as pve_schema
 from fakepve.model import PveError, TaskError
 from fakepve.qemu import with_mac
-from fakepve.routing import split_list
+from fakepve.routing import die, split_list
+from fakepve.server import ok
 
 from .pvesim_hotplug import NET_KEY, applies_at_once
 from .pvesim_rrd import RRD_FORMATS, rrd_fetch
@@ -129,6 +131,17 @@ def readback_value(key, value, tag_style=None):
     return text
 
 
+# pve-storage src/PVE/Storage/Plugin.pm @SHARED_STORAGE: parse_config marks storages of these types shared.
+SHARED_TYPES = ('iscsi', 'nfs', 'cifs', 'rbd', 'cephfs', 'iscsidirect', 'zfs', 'drbd', 'pbs')
+# Storage types whose volume_has_feature has no 'clone' for a base volume (LVMPlugin, ISCSIPlugin,
+# ISCSIDirectPlugin; cephfs and pbs hold no images).
+NO_LINKED_CLONE = ('lvm', 'iscsi', 'iscsidirect', 'cephfs', 'pbs')
+# qemu-server PVE::QemuServer::Drive::valid_drive_names: what QemuConfig->foreach_volume walks.
+CLONE_DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
+GiB = 1024 ** 3
+# A node's size when the cluster file does not give one (fakepve's fixed figures).
+NODE_DEFAULTS = {'maxcpu': 4, 'maxmem': 8 * GiB, 'mem': 2 * GiB, 'cpu': 0.02}
+
 
 class QemuExtras(object):
     """Mixin of ShadowPve (in front of FakePve): VM routes and overrides."""
@@ -166,6 +179,28 @@ class QemuExtras(object):
             raise ValueError('a snippet volume looks like <storage>:snippets/<file>, not {0!r}'.format(volid))
         self.store_file(sid, name[len('snippets/'):], size, content='snippets')
 
+    def set_node_size(self, node, maxcpu=None, maxmem=None, mem=None, cpu=None):
+        """A node's CPUs, memory (bytes), the memory its host uses besides the VMs (bytes) and its CPU load."""
+        state = self.nodes[node]
+        for key, value in (('maxcpu', maxcpu), ('maxmem', maxmem), ('mem', mem), ('cpu', cpu)):
+            if value is not None:
+                state[key] = value
+
+    def node_usage(self, node):
+        """The usage fields of an online node: its size, and memory = the host's own + its running VMs' (as PVE's
+        pvestatd reports the host's used memory, which the VMs' memory is part of)."""
+        state = self.nodes.get(node, {})
+        size = dict((k, state.get(k, v)) for k, v in NODE_DEFAULTS.items())
+        used = sum(int(self._vm_usage(vm).get('mem') or 0) for vm in self.vms
+                   if vm.node == node and vm.status == 'running')
+        return {'cpu': size['cpu'], 'maxcpu': int(size['maxcpu']), 'mem': int(size['mem']) + used,
+                'maxmem': int(size['maxmem']), 'disk': 4 * GiB, 'maxdisk': 64 * GiB, 'uptime': 3600}
+
+    def storage_shared(self, sid):
+        """pve-storage Plugin.pm parse_config: `shared` as set, or by type (@SHARED_STORAGE)."""
+        store = self.storages.get(sid) or {}
+        return bool(store.get('shared')) or store.get('type') in SHARED_TYPES
+
     def _vm_usage(self, vm):
         # qemu-server QemuServer.pm vmstatus: `cpus` (maxcpu) is the running config's vcpus when set, else
         # sockets x cores; maxmem its memory. Pending values do not count until the next start.
@@ -179,6 +214,65 @@ class QemuExtras(object):
     def _routes_shadow_qemu(self):
         one = '/nodes/{node}/qemu/{vmid}'
         return [('GET', one + '/rrddata', self._qm_rrddata), ('POST', one + '/migrate', self._qm_migrate)]
+
+    # ------------------------------------------------------------ node usage
+
+    def _with_node_usage(self, response):
+        body = json.loads(response.text)
+        for item in body.get('data') or []:
+            if isinstance(item, dict) and item.get('type') == 'node' and item.get('status') == 'online':
+                item.update(self.node_usage(item['node']))
+        return ok(body.get('data'))
+
+    async def _nodes(self, request):
+        return self._with_node_usage(await super()._nodes(request))
+
+    async def _resources(self, request):
+        return self._with_node_usage(await super()._resources(request))
+
+    async def _do_start(self, vm, user, p):
+        # qemu-server QemuServer.pm config_to_command (vm_start): "MAX n vcpus allowed per VM on this node"
+        # when sockets * cores exceed the node's CPUs; a task error, raised inside the start worker.
+        cpus = self.node_usage(vm.node)['maxcpu']
+        want = int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1)
+        if want > cpus and not vm.template and not vm.ha_managed:
+            async def body():
+                raise TaskError('MAX {0} vcpus allowed per VM on this node'.format(cpus))
+            return await self.task(vm.node, 'qmstart', vm.vmid, user, body, vm=vm)
+        return await super()._do_start(vm, user, p)
+
+    # ------------------------------------------------------------------- clone
+
+    async def _qm_clone(self, v, user):
+        node, target = v['node'], v.get('target')
+        src = self.vm(int(v['vmid']))
+        if target and target not in (node, 'localhost') and src is not None and src.node == node:
+            # qemu-server src/PVE/API2/Qemu.pm clone_vm ($check_storage_access_clone): a `target` clone needs every
+            # volume of the source (disks, and CD-ROM images on a storage) on shared storage, full clones too.
+            config = src.snapshots.get(v['snapname'], src.config) if v.get('snapname') else src.config
+            for key in sorted(config):
+                if not CLONE_DRIVE_KEY.match(key):
+                    continue
+                volume = str(config[key]).split(',')[0]
+                if volume in ('none', 'cdrom') or ':' not in volume:
+                    continue
+                if not self.storage_shared(volume.split(':')[0]):
+                    raise die("can't clone VM to node '{0}' (VM uses local storage)".format(target))
+        full = v.get('full')
+        if src is not None and (full is None and src.template or full in (0, '0', False, 'false')):
+            for key in sorted(src.config):
+                text = str(src.config[key])
+                volume = text.split(',')[0]
+                if not CLONE_DRIVE_KEY.match(key) or 'media=cdrom' in text or ':' not in volume or key == 'tpmstate0' \
+                        or 'cloudinit' in volume:
+                    continue
+                store = self.storages.get(volume.split(':')[0]) or {}
+                if store.get('type') in NO_LINKED_CLONE:
+                    # qemu-server clone_vm: "Linked clone feature is not supported for '$volid' ($opt)" when the
+                    # storage plugin's volume_has_feature(..., 'clone', ...) is false (LVMPlugin: no clone).
+                    raise die("Linked clone feature is not supported for '{0}' ({1})".format(volume, key))
+        # clone_vm: the new config (with `description` when given) goes through write_vm_config.
+        return await super()._qm_clone(self._readback_params(v), user)
 
     # ----------------------------------------------------------------- rrddata
 
@@ -285,10 +379,6 @@ class QemuExtras(object):
         self._check_hookscript(v)
         # create_vm stores the parameters through write_vm_config and tags through get_unique_tags.
         return await super()._qm_create(self._readback_params(v), user)
-
-    async def _qm_clone(self, v, user):
-        # clone_vm: the new config (with `description` when given) goes through write_vm_config.
-        return await super()._qm_clone(self._readback_params(v), user)
 
     def add_vm(self, *args, **kwargs):
         # A VM put in place (the lab's golden templates) reads back from its config file like any other.

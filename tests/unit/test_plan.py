@@ -62,7 +62,8 @@ def test_lab_plan_vms():
     for vm in plan['vms']:
         assert N.is_dns_label(vm['name'])
         assert all(N.is_tag(t) for t in vm['tags'])
-        assert vm['golden'] == {'vmid': 9000, 'name': None} and vm['linked'] is True
+        golden = {'vmid': None, 'name': 'alpine-3-golden'} if vm['service'] == 'worker' else {'vmid': 9000, 'name': None}
+        assert vm['golden'] == golden and vm['linked'] is True
         assert vm['pool'] == 'shadownet'
         assert vm['meta']['template'] == 'shop' and vm['meta']['role'] == vm['role']
     web1 = vms['shop-web-1']
@@ -144,7 +145,7 @@ def test_networks_and_shadow_twins():
 @pytest.mark.parametrize('nodes,placement,transport,want', [
     (['pve1', 'pve2'], 'spread', None, 'vxlan'),
     (['pve1'], 'spread', None, 'local'),
-    ([], 'spread', None, 'local'),
+    ([], 'spread', None, 'vxlan'),
     (['pve1', 'pve2'], 'any', None, 'local'),
     (['pve1', 'pve2'], 'spread', 'local', 'local'),
     (['pve1'], 'any', 'vxlan', 'vxlan'),

@@ -110,7 +110,8 @@ def test_lab_template_renders_and_validates():
     assert [n['name'] for n in tpl['networks']] == ['front', 'back']
     assert [s['name'] for s in tpl['services']] == ['web', 'db', 'worker']
     assert [s['critical'] for s in tpl['services']] == [True, True, False]
-    assert all(s['instances'] == 2 and s['template'] == 9000 for s in tpl['services'])
+    assert all(s['instances'] == 2 for s in tpl['services'])
+    assert [s['template'] for s in tpl['services']] == [9000, 9000, 'alpine-3-golden']
     assert tpl['nodes'] == ['pve1', 'pve2', 'pve3']
 
 
@@ -332,7 +333,7 @@ def test_schema_docs_cover_every_field():
     (['pve1', 'pve2', 'pve3'], 'spread', None, 'vxlan'),
     (['pve1', 'pve2'], 'spread', None, 'vxlan'),
     (['pve1'], 'spread', None, 'local'),
-    ([], 'spread', None, 'local'),
+    ([], 'spread', None, 'vxlan'),  # default placement spreads shadows over the online nodes
     (['pve1', 'pve2'], 'any', None, 'local'),
     (['pve1', 'pve2'], 'spread', 'local', 'local'),
     ([], 'any', 'vxlan', 'vxlan'),
