@@ -239,8 +239,8 @@ def _check_interval(s, pair, errors):
                       'at least %ds (got %ds)' % (name, floor, interval))
         return None
     if interval < floor:
-        errors.append('%s: %r is too short; use whole seconds, at least %ds' % (name, pair.get('interval_text', interval),
-                                                                                 floor))
+        given = pair.get('interval_text', interval)
+        errors.append('%s: %r is too short; use whole seconds, at least %ds' % (name, given, floor))
         return None
     return interval
 
@@ -390,8 +390,8 @@ def _check_inventory(s, host, pair, inventory, errors):
         missing = [p for p in pair['primaries'] if p != host and p not in inventory]
         if missing:
             errors.append('state_replication_catch_up_primaries: all: every primary (%s) must be in the inventory '
-                          '(its marker is written there); missing: %s' % (', '.join(pair['primaries']),
-                                                                           ', '.join(missing)))
+                          '(its marker is written there); missing: %s'
+                          % (', '.join(pair['primaries']), ', '.join(missing)))
 
 
 def build_model(settings, inventory=None):

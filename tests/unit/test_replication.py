@@ -182,7 +182,7 @@ def test_delegated_hosts_must_be_in_the_inventory():
     assert any('the shadow s is not in the inventory' in e for e in m['errors'])
     assert r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1', 's'])[
         'errors'] == []
-    m = r.build_model({'host': 'shop-db-1', 'plan': dict(PLAN, replication=[dict(PLAN['replication'][1],
-                                                                                  primaries=['shop-db-1', 'shop-db-2'])]),
-                       'direction': 'catch_up', 'catch_up_primaries': 'all'}, inventory=['shop-db-1', 'shop-db-shadow'])
+    db = dict(PLAN['replication'][1], primaries=['shop-db-1', 'shop-db-2'])
+    m = r.build_model({'host': 'shop-db-1', 'plan': dict(PLAN, replication=[db]), 'direction': 'catch_up',
+                       'catch_up_primaries': 'all'}, inventory=['shop-db-1', 'shop-db-shadow'])
     assert any('missing: shop-db-2' in e for e in m['errors']), m['errors']
