@@ -13,15 +13,10 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template  # ansible-core >= 2.19 (data tagging; meta/runtime.yml)
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import failure_result, plan_templates
 from ansible_collections.shadownet.proxmox.plugins.module_utils.template import TemplateIssue
-
-try:  # ansible-core >= 2.19 (data tagging): file contents must be marked trusted to be rendered
-    from ansible.template import trust_as_template
-except ImportError:  # pragma: no cover - ansible-core 2.18
-    def trust_as_template(value):
-        return value
 
 ARGUMENT_SPEC = dict(
     templates=dict(type='list', elements='raw'),
@@ -104,9 +99,6 @@ class ActionModule(ActionBase):
                                        'a path relative to the playbook, a role\'s templates/ or absolute')
         try:
             text = self._loader.get_text_file_contents(source)
-        except AttributeError:  # pragma: no cover - ansible-core 2.18
-            raw, dummy = self._loader._get_file_contents(source)
-            text = to_text(raw)
         except (OSError, AnsibleError) as exc:
             return None, TemplateIssue(path, '', 'cannot read %s: %s' % (source, to_text(exc)), None)
 

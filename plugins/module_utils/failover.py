@@ -33,6 +33,7 @@ import time
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
@@ -63,26 +64,6 @@ def service_vms(plan, service):
         raise FailoverError('service {0!r} is not in the plan of template {1!r} (services: {2})'.format(
             service, plan['template'], ', '.join(services)), kind='config')
     return primaries, (shadows[0] if shadows else None)
-
-
-def vrrp_state(facts, name):
-    """(state, health) of one VM from ``state_dir_facts``; (None, None) when not given.
-
-    A value is a state string (``MASTER``), or a dict with ``state`` (a parsed ``<instance>.state`` line) and
-    optionally ``health`` (the ``<instance>.health`` file: 0 healthy, 1 failing).
-    """
-    value = (facts or {}).get(name)
-    if value is None:
-        return None, None
-    if isinstance(value, dict):
-        state = value.get('state')
-        health = value.get('health')
-        try:
-            health = int(str(health).strip()) if health is not None else None
-        except ValueError:
-            health = None
-        return (str(state).upper() if state else None), health
-    return str(value).upper(), None
 
 
 def _meta_of(cfg):
@@ -162,7 +143,7 @@ class Failover(object):
         down = [v['name'] for v in views if not v['healthy']]
         vip_master = None
         for name in [v['name'] for v in views] + ([shadow['name']] if shadow else []):
-            if vrrp_state(self.facts, name)[0] == 'MASTER':
+            if vrrp.instance_state(self.facts.get(name))[0] == 'MASTER':
                 vip_master = name
         if vip_master is not None and shadow is not None:
             on_shadow = vip_master == shadow['name']
@@ -181,7 +162,7 @@ class Failover(object):
             raise FailoverError('{0} VMs are named {1!r} (vmids {2}): rename or remove the extra ones; failover '
                                 'never guesses'.format(len(found), name, sorted(f['vmid'] for f in found)),
                                 kind='config')
-        state, health = vrrp_state(self.facts, name)
+        state, health = vrrp.instance_state(self.facts.get(name))
         view.update(vrrp_state=state, vrrp_health=health)
         if not found:
             return view

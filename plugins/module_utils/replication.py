@@ -1,11 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) shadownet.proxmox developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""State replication (``shadow.replication``): the pure part of the state_replication role.
+"""State replication (``shadow.replication``): the rules of the state_replication role, in one place.
 
-:func:`build_model` turns the role's settings (plan form or simple form) into everything the role's tasks
-render: the primary/shadow pair, the source and destination of every declared path, the rsync options, the
-schedule (systemd ``OnUnitActiveSec`` and a cron expression) and a list of readable errors. No I/O.
+:func:`build_model` turns the role's settings (plan form or simple form, either direction) into everything the
+role's tasks use: the primary/shadow pair, whether this host does anything (``skip``), the source and destination
+of every declared path, the rsync options, the schedule (systemd ``OnUnitActiveSec`` and a cron expression), the
+serving-state file, and a list of readable errors, each naming the variable and the fix. The role calls it
+through the ``state_replication_model`` filter (plugins/filter/state_replication.py); its preflight only asserts
+that ``errors`` is empty. No I/O.
 
 :data:`FIDELITIES` is the one table of what each fidelity costs, what RPO it gives and what it needs in the
 guests; the role's README and argument specs say the same.
@@ -18,15 +21,16 @@ import re
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.units import UnitError, parse_duration
 
-__all__ = ['FIDELITIES', 'SCHEDULERS', 'build_model', 'cron_schedule', 'check_path', 'pair_from_plan']
+__all__ = ['FIDELITIES', 'SCHEDULERS', 'DIRECTIONS', 'build_model', 'cron_schedule', 'check_path', 'pair_from_plan']
 
 FIDELITIES = {
     'full': {
-        'rpo': 'interval (the age of the last snapshot the shadow was re-cloned from)',
-        'cost': 'a PVE snapshot of the primary and a linked re-clone of the shadow every interval: storage I/O '
-                'on the primary\'s storage, snapshot space, and the shadow is down while it is re-created',
+        'rpo': 'interval (plus up to one poll period and the copy time)',
+        'cost': 'a PVE snapshot of the primary and a full re-clone of the shadow every interval, from the '
+                'controller: a full copy of the primary\'s disks, snapshot space on the primary\'s storage, and '
+                'the shadow is down while it is copied',
         'guest': 'nothing in the guest; qemu-guest-agent recommended (fs-freeze for consistent snapshots)',
-        'implemented': False,
+        'min_interval': 300,
     },
     'differential': {
         'rpo': 'interval plus the duration of one sync',
@@ -34,23 +38,33 @@ FIDELITIES = {
                 'plus the changed bytes over SSH from the primary to the shadow',
         'guest': 'primary: rsync, openssh-client, flock (util-linux), systemd or cron; shadow: openssh-server '
                  'reachable from the primary, rsync >= 3.2.4 with rrsync, python3',
-        'implemented': True,
+        'min_interval': 10,
     },
     'event': {
         'rpo': 'as current as the traffic mirror (no periodic sync); the user hook decides the rest',
         'cost': 'the port mirror\'s cost (port_mirror role) plus whatever the hook runs '
                 '(e.g. database streaming replication)',
         'guest': 'whatever the hook needs; nothing from this role',
-        'implemented': True,
+        'min_interval': None,
     },
 }
 
 SCHEDULERS = ('systemd', 'cron', 'none')
+DIRECTIONS = ('forward', 'catch_up')
 
 # Characters a replicated path may contain. The shadow's forced command splits the rsync server invocation
 # on spaces and rsync escapes anything unusual, so paths stay within this set.
 _PATH_RE = re.compile(r'^/[A-Za-z0-9._/+@-]*$')
 _NAME_RE = re.compile(r'^[A-Za-z0-9._-]+$')
+_VM_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9.-]*$')
+_UNIT_RE = re.compile(r'^[A-Za-z0-9_-]+$')
+_EXCLUDE_RE = re.compile(r'^[A-Za-z0-9._/*?+@\[\]-]+$')
+_SNAPSHOT_PREFIX_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]{0,17}$')
+_ADDRESS_RE = re.compile(r'^[A-Za-z0-9.:_-]*$')
+_LOCAL_NAMES = ('localhost', '127.0.0.1')
+
+# Install locations every run checks (whatever the fidelity, also on hosts that skip).
+_ABSOLUTE_LOCATIONS = ('key_dir', 'state_dir', 'script_dir', 'authorized_keys', 'systemd_dir', 'cron_dir')
 
 
 def check_path(path):
@@ -68,13 +82,23 @@ def check_path(path):
     return None
 
 
-def _norm(path):
-    return posixpath.normpath(path)
-
-
 def _join_root(root, path):
-    root = (root or '').rstrip('/')
-    return root + _norm(path)
+    return (root or '').rstrip('/') + posixpath.normpath(path)
+
+
+def _bool(value, default):
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ('1', 'true', 'yes', 'on', 'y', 't')
+    return bool(value)
+
+
+def _port_ok(value):
+    try:
+        return 0 < int(value) < 65536
+    except (TypeError, ValueError):
+        return False
 
 
 def cron_schedule(seconds):
@@ -101,6 +125,7 @@ def pair_from_plan(plan, host):
 
 
 def _interval(value, errors):
+    """Seconds of the simple form's ``state_replication_interval`` (None, with an error, when unusable)."""
     if value is None or value == '':
         return None
     try:
@@ -108,8 +133,8 @@ def _interval(value, errors):
     except UnitError as exc:
         errors.append('state_replication_interval: %s' % exc)
         return None
-    if seconds != int(seconds) or seconds < 10:
-        errors.append('state_replication_interval: %r is too short; use whole seconds, at least 10s' % (value,))
+    if seconds != int(seconds):
+        errors.append('state_replication_interval: %r: use whole seconds' % (value,))
         return None
     return int(seconds)
 
@@ -134,129 +159,285 @@ def _hook(value, errors):
     return None
 
 
-def build_model(settings):
-    """Compute what the role does on one primary. ``settings`` holds the role variables without their
-    ``state_replication_`` prefix, plus ``host`` (this primary's inventory name).
+def _check_run(s, errors):
+    """Rules of every run, also on hosts that skip: direction and install locations."""
+    direction = s.get('direction') or 'forward'
+    if direction not in DIRECTIONS:
+        errors.append('state_replication_direction: %r: use forward (replicate into the shadow, on a schedule) or '
+                      'catch_up (once, from the shadow back into its primaries, before fail-back)' % (direction,))
+    if (s.get('catch_up_primaries') or 'first') not in ('first', 'all'):
+        errors.append('state_replication_catch_up_primaries: %r: use first or all' % (s.get('catch_up_primaries'),))
+    for key in _ABSOLUTE_LOCATIONS:
+        if s.get(key) is not None and not posixpath.isabs(str(s[key])):
+            errors.append('state_replication_%s: %r must be an absolute path' % (key, s[key]))
+    if s.get('unit_name') is not None and not _UNIT_RE.match(str(s['unit_name'])):
+        errors.append('state_replication_unit_name: %r: use letters, digits, _ and - only (cron ignores file '
+                      'names with dots)' % (s['unit_name'],))
+    if s.get('ssh_port') is not None and not _port_ok(s['ssh_port']):
+        errors.append('state_replication_ssh_port: %r: use a port number 1-65535' % (s['ssh_port'],))
 
-    Returns a dict; ``errors`` lists everything wrong (empty when the role may proceed) and ``skip`` is
-    true when this host replicates nothing (not a primary in the plan, or not the first primary with
-    ``sources: first``), with ``skip_reason``.
-    """
-    s = dict(settings or {})
-    errors = []
-    host = s.get('host')
+
+def _pair(s, host, errors):
+    """This host's pair from the plan or the simple form: a dict, or a skip reason (str), or None on error."""
     plan = s.get('plan') or None
-    model = {'errors': errors, 'skip': False, 'skip_reason': '', 'primary': host}
-
     if plan and plan.get('replication') is not None:
         try:
             entry = pair_from_plan(plan, host)
         except ValueError as exc:
             errors.append(str(exc))
-            return model
+            return None
         if entry is None:
-            model.update(skip=True, skip_reason='%s is not a primary of any replicated shadow in the plan' % host)
-            return model
-        fidelity = entry.get('fidelity')
-        shadow = entry.get('shadow')
-        primaries = list(entry.get('primaries') or [])
-        interval = entry.get('interval_seconds')
-        paths = list(entry.get('paths') or [])
-        hook = _hook(s.get('event_hook') or entry.get('hook'), errors)
+            return '%s is not a primary of any replicated shadow in the plan' % host
+        pair = {'fidelity': entry.get('fidelity'), 'shadow': entry.get('shadow'), 'service': entry.get('service'),
+                'primaries': list(entry.get('primaries') or []), 'interval_seconds': entry.get('interval_seconds'),
+                'paths': list(entry.get('paths') or []), 'hook': _hook(s.get('event_hook') or entry.get('hook'), errors)}
+        if not pair['shadow']:
+            errors.append('the plan\'s replication entry of %s names no shadow; compute the plan with the template '
+                          'module' % host)
+        return pair
+    pair = {'fidelity': s.get('fidelity') or 'differential', 'shadow': s.get('shadow'), 'service': None,
+            'primaries': [host], 'interval_seconds': None, 'paths': list(s.get('paths') or []),
+            'hook': _hook(s.get('event_hook'), errors), 'interval_text': s.get('interval')}
+    if not pair['shadow']:
+        errors.append('state_replication_shadow: name the shadow host (its inventory name) or pass '
+                      'state_replication_plan')
+    return pair
+
+
+def _skip_reason(s, host, pair):
+    """Why this host leaves the pair to another primary ('' when it does the work)."""
+    first = pair['primaries'][0] if pair['primaries'] else host
+    if host == first:
+        return ''
+    catch_up = (s.get('direction') or 'forward') == 'catch_up'
+    if pair['fidelity'] == 'event':
+        return 'the event hook of %s runs from its first primary (%s)%s' % (
+            pair['shadow'], first, ', which runs the catch-up hook and writes the markers' if catch_up else '')
+    if pair['fidelity'] == 'full':
+        return 'full replication re-creates %s from its first primary (%s)' % (pair['shadow'], first)
+    if (s.get('sources') or 'first') == 'first' and not (catch_up and s.get('catch_up_primaries') == 'all'):
+        return ('only the first primary (%s) replicates into %s (state_replication_sources: first)'
+                % (first, pair['shadow']))
+    return ''
+
+
+def _check_interval(s, pair, errors):
+    """The pair's interval in seconds, checked against its fidelity's floor (None when unusable)."""
+    floor = FIDELITIES[pair['fidelity']]['min_interval']
+    if 'interval_text' in pair:
+        interval = _interval(pair['interval_text'], errors)
+        name = 'state_replication_interval'
     else:
-        fidelity = s.get('fidelity') or 'differential'
-        shadow = s.get('shadow')
-        primaries = [host]
-        interval = _interval(s.get('interval'), errors)
-        paths = list(s.get('paths') or [])
-        hook = _hook(s.get('event_hook'), errors)
-        if not shadow:
-            errors.append('state_replication_shadow: name the shadow host (its inventory name) or pass '
-                          'state_replication_plan')
-
-    model.update(fidelity=fidelity, shadow=shadow, primaries=primaries, hook=hook,
-                 interval_seconds=None, rpo_seconds=None, paths=[], allowed=[], rsync_options=[],
-                 cron=None, on_unit_active_sec=None)
-    if fidelity not in FIDELITIES:
-        errors.append('fidelity %r: expected one of %s' % (fidelity, ', '.join(sorted(FIDELITIES))))
-        return model
-    model['fidelity_info'] = FIDELITIES[fidelity]
-    if not FIDELITIES[fidelity]['implemented']:
-        errors.append('fidelity %s is not implemented by the state_replication role yet (see its README: '
-                      'use differential or event, or re-clone the shadow with the linked_clone module)' % fidelity)
-        return model
-
-    sources = s.get('sources') or 'first'
-    if fidelity == 'event':
-        # The hook runs on the shadow: once per shadow, from its first primary.
-        if primaries and host != primaries[0]:
-            model.update(skip=True, skip_reason='the event hook of %s runs from its first primary (%s)'
-                         % (shadow, primaries[0]))
-        return model
-    if sources not in ('first', 'subdir'):
-        errors.append('state_replication_sources: expected first or subdir, got %r' % (sources,))
-    elif sources == 'first' and primaries and host != primaries[0]:
-        model.update(skip=True, skip_reason='only the first primary (%s) replicates into %s '
-                     '(state_replication_sources: first)' % (primaries[0], shadow))
-        return model
-
-    # differential
-    model['interval_seconds'] = interval
-    model['rpo_seconds'] = interval
+        interval = pair['interval_seconds']
+        name = 'the plan\'s interval_seconds of %s (the template\'s shadow.replication.interval)' % pair['shadow']
     if interval is None:
-        errors.append('differential replication needs an interval (state_replication_interval, e.g. 15m)')
-    if not paths:
-        errors.append('differential replication needs at least one path (state_replication_paths)')
-    bad = [msg for msg in (check_path(p) for p in paths) if msg]
-    errors.extend('state_replication_paths: %s' % msg for msg in bad)
-    if bad:
-        return model
-    normed = [_norm(p) for p in paths]
-    if len(set(normed)) != len(normed):
-        errors.append('state_replication_paths: %s are listed twice' % ', '.join(
-            sorted({p for p in normed if normed.count(p) > 1})))
-    for a in normed:
-        for b in normed:
-            if a != b and b.startswith(a + '/'):
-                errors.append('state_replication_paths: %s lies inside %s; list only %s' % (b, a, a))
-    for root_key in ('source_root', 'dest_root'):
-        root = s.get(root_key) or ''
-        if root and (check_path(root) or _norm(root) == '/'):
-            errors.append('state_replication_%s: %r must be an absolute path of letters, digits and ._/+@-'
-                          % (root_key, root))
-    if host and not _NAME_RE.match(str(host)):
-        errors.append('inventory name %r cannot name files; use letters, digits and ._-' % host)
-    for p in normed:
-        dest = _join_root(s.get('dest_root'), p)
-        if sources == 'subdir':
-            dest = '%s/%s' % (dest, host)
-        model['paths'].append({'path': p, 'src': _join_root(s.get('source_root'), p), 'dest': dest})
-    model['allowed'] = [entry['dest'] for entry in model['paths']]
+        if pair.get('interval_text') in (None, ''):
+            errors.append('%s replication needs an interval (%s, e.g. 15m)' % (pair['fidelity'], name))
+        return None
+    if pair['fidelity'] == 'full' and interval < floor:
+        errors.append('%s: full replication copies the primary\'s whole disks per interval, so the interval must be '
+                      'at least %ds (got %ds)' % (name, floor, interval))
+        return None
+    if interval < floor:
+        given = pair.get('interval_text', interval)
+        errors.append('%s: %r is too short; use whole seconds, at least %ds' % (name, given, floor))
+        return None
+    return interval
 
+
+def _check_paths(paths, errors):
+    """Normalised paths, with an error for every unusable, repeated or nested one."""
+    bad = [p for p in paths if check_path(p)]
+    errors.extend('state_replication_paths: %s' % check_path(p) for p in bad)
+    normed = [posixpath.normpath(p) for p in paths if p not in bad]
+    repeated = sorted({p for p in normed if normed.count(p) > 1})
+    if repeated:
+        errors.append('state_replication_paths: %s are listed twice' % ', '.join(repeated))
+    nested = [(b, a) for a in normed for b in normed if a != b and b.startswith(a + '/')]
+    errors.extend('state_replication_paths: %s lies inside %s; list only %s' % (b, a, a) for b, a in nested)
+    if bad or nested:
+        errors.append('state_replication_paths: list absolute, distinct, non-nested directories (bad: %s; nested: %s)'
+                      % (', '.join(str(p) for p in bad), ', '.join('%s inside %s' % pair for pair in nested)))
+    return normed
+
+
+def _rsync_options(s, errors):
     opts = ['--archive', '--numeric-ids', '--itemize-changes']
-    if s.get('delete', True):
+    if _bool(s.get('delete'), True):
         opts.append('--delete')
     timeout = int(s.get('timeout') or 0)
-    if timeout:
+    if timeout > 0:
         opts.append('--timeout=%d' % timeout)
     bwlimit = int(s.get('bwlimit') or 0)
-    if bwlimit:
+    if bwlimit > 0:
         opts.append('--bwlimit=%d' % bwlimit)
     for pattern in s.get('excludes') or []:
-        if not isinstance(pattern, str) or not re.match(r'^[A-Za-z0-9._/*?+@\[\]-]+$', pattern):
+        if not isinstance(pattern, str) or not _EXCLUDE_RE.match(pattern):
             errors.append('state_replication_excludes: %r: use letters, digits and ._/*?+@[]- only' % (pattern,))
         else:
             opts.append('--exclude=%s' % pattern)
-    model['rsync_options'] = opts
+    return opts
 
+
+def _serving_file(s, pair, errors):
+    """The shadow's VRRP state file its gate reads ('' when off); ``auto`` derives it from the plan."""
+    value = s.get('serving_state_file', 'auto')
+    if value == 'auto':
+        plan = s.get('plan') or {}
+        value = ''
+        if plan.get('replication') is not None and plan.get('template') is not None and pair['service']:
+            value = '%s/%s-%s.state' % (s.get('vip_state_dir') or '/var/lib/shadownet-vip', plan['template'],
+                                        pair['service'])
+    value = str(value or '').strip()
+    if value and not re.match(r'^/[A-Za-z0-9._/+@-]+$', value):
+        errors.append('state_replication_serving_state_file: %r must be auto, empty, or an absolute path of letters, '
+                      'digits and ._/+@-' % value)
+    return value
+
+
+def _differential(s, host, pair, model, errors):
+    """Paths, rsync options, schedule and serving-state file of differential replication (either direction)."""
+    interval = _check_interval(s, pair, errors)
+    model.update(interval_seconds=interval, rpo_seconds=interval)
+    if not pair['paths']:
+        errors.append('differential replication needs at least one path (state_replication_paths)')
+    normed = _check_paths(pair['paths'], errors)
+    for key in ('source_root', 'dest_root'):
+        root = s.get(key) or ''
+        if root and (check_path(root) or posixpath.normpath(root) == '/'):
+            errors.append('state_replication_%s: %r must be an absolute path of letters, digits and ._/+@- '
+                          '(no trailing /)' % (key, root))
+    if host and not _NAME_RE.match(str(host)):
+        errors.append('inventory name %r cannot name files; use letters, digits and ._-' % host)
+    for path in normed:
+        dest = _join_root(s.get('dest_root'), path)
+        if (s.get('sources') or 'first') == 'subdir':
+            dest = '%s/%s' % (dest, host)
+        model['paths'].append({'path': path, 'src': _join_root(s.get('source_root'), path), 'dest': dest})
+    model['sources'] = [entry['src'] for entry in model['paths']]
+    model['allowed'] = [entry['dest'] for entry in model['paths']]
+    model['rsync_options'] = _rsync_options(s, errors)
+    model['serving_file'] = _serving_file(s, pair, errors)
     scheduler = s.get('scheduler') or 'systemd'
     if scheduler not in SCHEDULERS:
-        errors.append('state_replication_scheduler: expected one of %s' % ', '.join(SCHEDULERS))
+        errors.append('state_replication_scheduler: %r: expected one of %s' % (scheduler, ', '.join(SCHEDULERS)))
     elif interval is not None:
         model['on_unit_active_sec'] = '%ds' % interval
-        if scheduler == 'cron':
+        if scheduler == 'cron' and (s.get('direction') or 'forward') == 'forward':
             try:
                 model['cron'] = cron_schedule(interval)
             except ValueError as exc:
                 errors.append('state_replication_interval: %s' % exc)
+    if (s.get('direction') or 'forward') == 'catch_up':
+        _check_catch_up_differential(s, host, pair, errors)
+
+
+def _check_catch_up_differential(s, host, pair, errors):
+    """The receiving side of a differential catch-up: names used in file names, keys, port, address."""
+    if pair['shadow'] and not _NAME_RE.match(str(pair['shadow'])):
+        errors.append('the shadow %r must be usable in file names for the catch-up (letters, digits, ._-)'
+                      % (pair['shadow'],))
+    for key in ('catch_up_authorized_keys', 'primary_host_key'):
+        if s.get(key) is not None and not posixpath.isabs(str(s[key])):
+            errors.append('state_replication_%s: %r must be an absolute path' % (key, s[key]))
+    if s.get('catch_up_port') is not None and not _port_ok(s['catch_up_port']):
+        errors.append('state_replication_catch_up_port: %r: use a port number 1-65535' % (s['catch_up_port'],))
+    if not _ADDRESS_RE.match(str(s.get('primary_address') or '')):
+        errors.append('state_replication_primary_address: %r: use a host name or an address'
+                      % (s.get('primary_address'),))
+    for key in ('key_dir', 'state_dir', 'script_dir'):
+        if re.search(r'\s', str(s.get(key) or '')):
+            errors.append('state_replication_%s: %r: no blanks (the catch-up passes it to ssh and rsync)'
+                          % (key, s[key]))
+
+
+def _full(s, pair, model, errors):
+    """Interval, poll period, snapshot prefix and work directory of full replication (from the controller)."""
+    interval = _check_interval(s, pair, errors)
+    model.update(interval_seconds=interval, rpo_seconds=interval)
+    poll = s.get('full_poll_minutes')
+    if poll is not None:
+        try:
+            poll = int(poll)
+        except (TypeError, ValueError):
+            poll = 0
+        if not 1 <= poll <= 59:
+            errors.append('state_replication_full_poll_minutes: %r: use 1-59 minutes' % (s['full_poll_minutes'],))
+        elif interval is not None and poll * 60 > interval:
+            errors.append('state_replication_full_poll_minutes: %d minutes is longer than the interval (%ds); poll '
+                          'at least once per interval' % (poll, interval))
+    prefix = s.get('full_snapshot_prefix')
+    if prefix is not None and not _SNAPSHOT_PREFIX_RE.match(str(prefix)):
+        errors.append('state_replication_full_snapshot_prefix: %r: a letter, then at most 17 letters, digits, _ or -'
+                      % (prefix,))
+    if s.get('full_dir') is not None and not posixpath.isabs(str(s['full_dir'])):
+        errors.append('state_replication_full_dir: %r must be an absolute path' % (s['full_dir'],))
+    if pair['shadow'] and not _VM_NAME_RE.match(str(pair['shadow'])):
+        errors.append('the shadow %r must be a VM name (letters, digits, . and -, starting with a letter or digit)'
+                      % (pair['shadow'],))
+
+
+def _check_inventory(s, host, pair, inventory, errors):
+    """Hosts the role delegates to must be in the inventory (only checked when ``inventory`` is given)."""
+    if inventory is None:
+        return
+    shadow = pair['shadow']
+    if pair['fidelity'] != 'full' and shadow and shadow not in inventory and shadow not in _LOCAL_NAMES:
+        errors.append('the shadow %s is not in the inventory; add it (the shadownet.proxmox inventory plugin lists '
+                      'it) so the role can install the restricted key there' % shadow)
+    marks_all = (s.get('direction') or 'forward') == 'catch_up' and s.get('catch_up_primaries') == 'all'
+    if pair['fidelity'] == 'event' and marks_all:
+        missing = [p for p in pair['primaries'] if p != host and p not in inventory]
+        if missing:
+            errors.append('state_replication_catch_up_primaries: all: every primary (%s) must be in the inventory '
+                          '(its marker is written there); missing: %s'
+                          % (', '.join(pair['primaries']), ', '.join(missing)))
+
+
+def build_model(settings, inventory=None):
+    """Compute what the role does on one primary. ``settings`` holds the role variables without their
+    ``state_replication_`` prefix, plus ``host`` (this primary's inventory name) and ``vip_state_dir``
+    (vip_failover's state directory, for ``serving_state_file: auto``). ``inventory``: the inventory's host
+    names, when the hosts the role delegates to should be checked.
+
+    Returns a dict; ``errors`` lists everything wrong (empty when the role may proceed) and ``skip`` is
+    true when this host replicates nothing (not a primary in the plan, or not the primary that does the work
+    for its shadow), with ``skip_reason``.
+    """
+    s = dict(settings or {})
+    errors = []
+    host = s.get('host')
+    model = {'errors': errors, 'skip': False, 'skip_reason': '', 'primary': host, 'fidelity': None, 'shadow': None,
+             'service': None, 'primaries': [], 'hook': None, 'interval_seconds': None, 'rpo_seconds': None,
+             'paths': [], 'sources': [], 'allowed': [], 'rsync_options': [], 'cron': None,
+             'on_unit_active_sec': None, 'serving_file': ''}
+    _check_run(s, errors)
+    pair = _pair(s, host, errors)
+    if isinstance(pair, str):
+        model.update(skip=True, skip_reason=pair)
+        return model
+    if pair is None:
+        return model
+    model.update((key, pair[key]) for key in ('fidelity', 'shadow', 'service', 'primaries', 'hook'))
+    if pair['fidelity'] not in FIDELITIES:
+        errors.append('fidelity %r: expected one of %s' % (pair['fidelity'], ', '.join(sorted(FIDELITIES))))
+        return model
+    model['fidelity_info'] = FIDELITIES[pair['fidelity']]
+    if pair['fidelity'] == 'differential' and (s.get('sources') or 'first') not in ('first', 'subdir'):
+        errors.append('state_replication_sources: expected first or subdir, got %r' % (s.get('sources'),))
+        return model
+    reason = _skip_reason(s, host, pair)
+    if reason:
+        model.update(skip=True, skip_reason=reason)
+        return model
+    if pair['fidelity'] == 'differential':
+        _differential(s, host, pair, model, errors)
+    elif pair['fidelity'] == 'full':
+        _full(s, pair, model, errors)
+    elif (s.get('direction') or 'forward') == 'catch_up' and pair['hook'] is None:
+        errors.append('event catch-up runs the user\'s hook with SN_REPL_DIRECTION=catch_up; without a hook nothing '
+                      'can bring the shadow\'s state back, so no caught_up marker is written (set '
+                      'state_replication_event_hook, or bring the state back yourself, then fail back with the '
+                      'failover module\'s catch_up: skip)')
+    _check_inventory(s, host, pair, inventory, errors)
     return model

@@ -433,7 +433,10 @@ def _run_id():
 def claim(api, anchor, decision, record):
     """Record ``record`` as the service's last action on the anchor primary, only if nothing else was recorded
     since the decision's basis. Digest-checked: a concurrent writer makes PVE refuse our PUT; the re-read then
-    shows its record and we stand down. Returns True when this run owns the action."""
+    shows its record and we stand down.
+
+    Returns None when this run owns the action (its record is written), else the competing record (a dict with
+    ``action``, ``time`` and ``by``) that was written after the decision's basis: the caller stands down."""
     basis = decision.get('basis_time')
     outcome = {}
 

@@ -12,8 +12,8 @@ Pure functions, stdlib only:
 * :func:`cluster_errors`: checks across hosts (same VIP -> same VRID, VRID unique per network, every
   primary above every shadow, no equal priorities).
 * :func:`instances_from_plan`: the instances of one host taken from the plan's ``vrrp`` section.
-* :func:`parse_transitions` / :func:`parse_state`: read what the role's notify script writes
-  (JSON lines, one object per transition), for the failover module.
+* :func:`parse_transitions` / :func:`parse_state` / :func:`instance_state`: read what the role's notify script
+  writes (JSON lines, one object per transition) and its health file, for the failover module and the tests.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     'watchdog_config',
     'parse_transitions',
     'parse_state',
+    'instance_state',
     'current_states',
     'count_transitions',
     'cleanup_entries',
@@ -525,6 +526,28 @@ def parse_state(text):
     """Parse one ``<instance>.state`` file (the last transition); None when empty or malformed."""
     events = parse_transitions(text)
     return events[-1] if events else None
+
+
+def instance_state(value):
+    """``(state, health)`` of one instance from what its notify files say; ``(None, None)`` when nothing is known.
+
+    ``value`` is a state name (``MASTER``), the text of ``<instance>.state`` (a JSON line, read by
+    :func:`parse_state`), or a dict with ``state`` (either of those, or a parsed line) and optionally ``health``
+    (the ``<instance>.health`` file: 0 healthy, 1 failing). The failover module reads its ``state_dir_facts``
+    with this.
+    """
+    health = None
+    if isinstance(value, dict):
+        try:
+            health = int(str(value['health']).strip()) if value.get('health') is not None else None
+        except ValueError:
+            health = None
+        value = value.get('state')
+    if isinstance(value, str) and value.strip().startswith('{'):
+        value = parse_state(value)
+    if isinstance(value, dict):
+        value = value.get('state')
+    return (str(value).strip().upper() if value else None), health
 
 
 def current_states(events):

@@ -75,5 +75,5 @@ def test_builder_context_has_the_collection_requirements_and_bindep(context):
     assert 'ansible-galaxy collection install' in containerfile and '-r requirements.yml' in containerfile
     assert 'introspect.py introspect --user-pip=requirements.txt --user-bindep=bindep.txt' in containerfile
     assert 'install-from-bindep' in containerfile
-    assert 'ansible-core>=2.18,<2.22' in containerfile and 'ansible-runner>=2.4' in containerfile
+    assert 'ansible-core>=2.19,<2.22' in containerfile and 'ansible-runner>=2.4' in containerfile
     assert 'ENV OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1' in containerfile

@@ -51,3 +51,13 @@ def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_pa
     assert not [line for line in cron.read_text().splitlines() if line and not line.startswith('#')] \
         if cron.exists() else True
     assert not os.path.exists(role_vars['reconciler_wrapper_path'])
+
+
+def test_preflight_names_a_relative_history_path_before_any_change(tmp_path):
+    wrapper = tmp_path / 'bin' / 'shadownet-reconcile'
+    proc, changed, failed = play(tmp_path, reconciler_history_path='var/history.sqlite',
+                                 reconciler_wrapper_path=str(wrapper), reconciler_log_file=str(tmp_path / 'log' / 'r.log'),
+                                 reconciler_env_file=str(tmp_path / 'etc' / 'r.env'), reconciler_lock_file=str(tmp_path / 'lock'))
+    assert failed == 1 and changed == 0, proc.stdout[-3000:]
+    assert 'reconciler_history_path must be an absolute path (got var/history.sqlite)' in proc.stdout
+    assert not (tmp_path / 'log').exists() and not wrapper.exists()

@@ -10,22 +10,15 @@ import os
 import shutil
 import subprocess
 
+import ansible_runner  # requirements-dev.txt (scripts/setup-venv.sh)
 import pytest
 import yaml
 
 from test_inventory_plugin import add_lab_guests
 
-ansible_runner = pytest.importorskip('ansible_runner')
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
 PROBE = os.path.join(ROOT, 'tests', 'integration', 'files', 'runner_decide.yml')
-
-
-def tracked(path):
-    """True when the file is committed: a playbook another engineer is still writing is not used."""
-    proc = subprocess.run(['git', 'ls-files', '--error-unmatch', path], cwd=ROOT, capture_output=True, check=False)
-    return proc.returncode == 0
 
 
 def private_data_dir(tmp_path, pvesim, playbook):
@@ -90,7 +83,6 @@ def test_runner_job_reports_set_stats_decisions(pvesim, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not tracked('playbooks/reconcile.yml'), reason='playbooks/reconcile.yml is not committed yet')
 def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_conn, tmp_path):
     # The same cluster and load as tests/integration/test_reconcile_playbook.py, but run as AWX runs a job:
     # ansible-runner, a private data directory, the PVE credential as env/envvars, the dynamic inventory.

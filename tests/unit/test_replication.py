@@ -19,7 +19,7 @@ def test_fidelity_table_is_complete():
     assert set(r.FIDELITIES) == {'full', 'differential', 'event'}
     for info in r.FIDELITIES.values():
         assert info['rpo'] and info['cost'] and info['guest']
-    assert r.FIDELITIES['full']['implemented'] is False
+    assert (r.FIDELITIES['full']['min_interval'], r.FIDELITIES['differential']['min_interval']) == (300, 10)
 
 
 @pytest.mark.parametrize('seconds, expr', [
@@ -100,7 +100,23 @@ def test_simple_form_roots_and_options():
     ({'shadow': 's', 'paths': ['/a'], 'interval': 'soon'}, 'state_replication_interval'),
     ({'shadow': 's', 'paths': ['/a'], 'interval': '5s'}, 'at least 10s'),
     ({'shadow': 's', 'paths': ['/a'], 'interval': '7m', 'scheduler': 'cron'}, 'cron cannot run every 420 s'),
-    ({'shadow': 's', 'paths': ['/a'], 'fidelity': 'full'}, 'fidelity full is not implemented'),
+    ({'shadow': 's', 'interval': '1m', 'fidelity': 'full'}, 'so the interval must be at least 300s (got 60s)'),
+    ({'shadow': 's', 'fidelity': 'full', 'full_poll_minutes': 20}, 'longer than the interval (900s)'),
+    ({'shadow': 's', 'fidelity': 'full', 'full_poll_minutes': 0}, 'state_replication_full_poll_minutes: 0: use 1-59'),
+    ({'shadow': 's', 'fidelity': 'full', 'full_snapshot_prefix': '1x'}, 'state_replication_full_snapshot_prefix'),
+    ({'shadow': 's', 'fidelity': 'full', 'full_dir': 'rel'}, 'state_replication_full_dir'),
+    ({'shadow': 's_x', 'fidelity': 'full'}, "the shadow 's_x' must be a VM name"),
+    ({'shadow': 's', 'paths': ['/a'], 'direction': 'back'}, 'state_replication_direction'),
+    ({'shadow': 's', 'paths': ['/a'], 'catch_up_primaries': 'some'}, 'state_replication_catch_up_primaries'),
+    ({'shadow': 's', 'paths': ['/a'], 'key_dir': 'etc/x'}, "state_replication_key_dir: 'etc/x' must be an absolute"),
+    ({'shadow': 's', 'paths': ['/a'], 'unit_name': 'a.b'}, 'state_replication_unit_name'),
+    ({'shadow': 's', 'paths': ['/a'], 'ssh_port': 70000}, 'state_replication_ssh_port'),
+    ({'shadow': 's', 'paths': ['/a'], 'serving_state_file': 'rel'}, 'state_replication_serving_state_file'),
+    ({'shadow': 's', 'paths': ['/a'], 'direction': 'catch_up', 'catch_up_port': 0}, 'state_replication_catch_up_port'),
+    ({'shadow': 's', 'paths': ['/a'], 'direction': 'catch_up', 'primary_address': 'a b'},
+     'state_replication_primary_address'),
+    ({'shadow': 's', 'paths': ['/a'], 'direction': 'catch_up', 'state_dir': '/x y'}, 'no blanks'),
+    ({'shadow': 's', 'fidelity': 'event', 'direction': 'catch_up'}, 'without a hook nothing can bring'),
     ({'shadow': 's', 'paths': ['/a'], 'fidelity': 'bogus'}, "fidelity 'bogus'"),
     ({'shadow': 's', 'fidelity': 'event', 'event_hook': {'command': 'a', 'role': 'b'}}, 'exactly one of'),
     ({'shadow': 's', 'paths': ['/a'], 'excludes': ['a b']}, 'state_replication_excludes'),
@@ -118,3 +134,55 @@ def test_pair_from_plan_refuses_a_host_in_two_entries():
     with pytest.raises(ValueError, match='2 replication entries'):
         r.pair_from_plan(plan, 'h')
     assert r.build_model({'host': 'h', 'plan': plan})['errors']
+
+
+def test_bad_and_nested_paths_are_named_together():
+    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/srv/app', '/srv/app/sub', 'relative']})
+    assert any('(bad: relative; nested: /srv/app/sub inside /srv/app)' in e for e in m['errors']), m['errors']
+    assert any("path 'relative' must be absolute" in e for e in m['errors'])
+
+
+def test_interval_is_checked_only_where_it_is_used():
+    m = r.build_model({'host': 'p1', 'shadow': 's', 'fidelity': 'event', 'interval': '5s'})
+    assert m['errors'] == []
+    m = r.build_model({'host': 'p1', 'shadow': 's', 'paths': ['/a'], 'interval': '7m', 'scheduler': 'cron',
+                       'direction': 'catch_up'})
+    assert m['errors'] == [] and m['cron'] is None  # catch-up installs no schedule
+
+
+def test_full_replication_runs_once_per_shadow():
+    plan = {'replication': [{'service': 'web', 'shadow': 'web-shadow', 'primaries': ['web-1', 'web-2'],
+                             'fidelity': 'full', 'interval_seconds': 3600, 'paths': [], 'hook': None}]}
+    m = r.build_model({'host': 'web-1', 'plan': plan, 'full_poll_minutes': 5, 'full_snapshot_prefix': 'sn-refresh',
+                       'full_dir': '/root/.local/share/shadownet-repl'})
+    assert m['errors'] == [] and not m['skip'] and m['interval_seconds'] == 3600
+    m = r.build_model({'host': 'web-2', 'plan': plan})
+    assert m['skip'] and 'from its first primary (web-1)' in m['skip_reason'] and m['errors'] == []
+
+
+def test_catch_up_with_all_primaries():
+    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up', 'catch_up_primaries': 'all'})
+    assert not m['skip'] and m['errors'] == [] and m['sources'] == ['/var/www']
+    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up'})
+    assert m['skip']
+
+
+def test_serving_state_file():
+    plan = dict(PLAN, template='shop')
+    m = r.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': 'auto', 'vip_state_dir': '/run/vip'})
+    assert m['serving_file'] == '/run/vip/shop-web.state'
+    m = r.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': ''})
+    assert m['serving_file'] == ''
+    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']})
+    assert m['serving_file'] == ''  # simple form: no template, no service
+
+
+def test_delegated_hosts_must_be_in_the_inventory():
+    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1'])
+    assert any('the shadow s is not in the inventory' in e for e in m['errors'])
+    assert r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1', 's'])[
+        'errors'] == []
+    db = dict(PLAN['replication'][1], primaries=['shop-db-1', 'shop-db-2'])
+    m = r.build_model({'host': 'shop-db-1', 'plan': dict(PLAN, replication=[db]), 'direction': 'catch_up',
+                       'catch_up_primaries': 'all'}, inventory=['shop-db-1', 'shop-db-shadow'])
+    assert any('missing: shop-db-2' in e for e in m['errors']), m['errors']

@@ -298,6 +298,18 @@ def test_parse_transitions_sorted_and_tolerant():
     assert vrrp_filter.vrrp_transitions(text) == events
 
 
+def test_instance_state_reads_every_form_of_state_dir_facts():
+    line = json.dumps({'time': 1.0, 'instance': 'shop-web', 'state': 'MASTER', 'priority': 100})
+    assert vrrp.instance_state(None) == (None, None)
+    assert vrrp.instance_state('backup') == ('BACKUP', None)
+    assert vrrp.instance_state(line + '\n') == ('MASTER', None)  # the .state file's text
+    assert vrrp.instance_state({'state': 'FAULT', 'health': '1\n'}) == ('FAULT', 1)
+    assert vrrp.instance_state({'state': line, 'health': 0}) == ('MASTER', 0)
+    assert vrrp.instance_state({'state': json.loads(line), 'health': 'x'}) == ('MASTER', None)
+    assert vrrp.instance_state({'state': '{"time": 1, "inst'}) == (None, None)  # torn write: unknown, not garbage
+    assert vrrp.instance_state({'health': 0}) == (None, 0)
+
+
 # --- the role's scripts (run for real, no keepalived needed) ------------------------------------------------
 ROLE_FILES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           'roles', 'vip_failover', 'files')
