@@ -40,10 +40,16 @@ fields are not in DESIGN.md's example: ``scaling.stabilization`` (a duration, de
 utilisation, or 20% of ``high`` for absolute metrics, above the primaries).
 """
 
+from __future__ import annotations
+
 import math
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.units import (
     parse_duration, parse_rate, parse_ratio)
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SCALE_UP = 'scale_up'
 SCALE_DOWN = 'scale_down'
@@ -80,7 +86,7 @@ def _threshold(metric, value):
     return float(value)
 
 
-def normalise_scaling(scaling):
+def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
     """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios)."""
     scaling = dict(scaling or {})
     out = {'metrics': {}}
@@ -247,8 +253,12 @@ def _cooldowns(conf, last_action, cooldown_until):
     return up, down
 
 
-def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None, recommendations=None,
-           shadow=None, forecast_only=False, level=DEFAULT_LEVEL, forecaster=None):
+def decide(scaling: Mapping[str, t.Any] | None, current: Mapping[str, t.Any],
+           metrics: Mapping[str, Mapping[str, t.Any]] | None, now: float,
+           last_action: Mapping[str, t.Any] | None = None, cooldown_until: float | Mapping[str, float] | None = None,
+           recommendations: list[dict[str, t.Any]] | None = None, shadow: Mapping[str, float] | None = None,
+           forecast_only: bool = False, level: float = DEFAULT_LEVEL,
+           forecaster: t.Callable[..., dict[str, t.Any]] | None = None) -> dict[str, t.Any]:
     """Decide whether a service should scale.
 
     :param scaling: the template's ``scaling`` block (raw or already normalised).
@@ -281,6 +291,19 @@ def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None
         from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import forecast_series
         forecaster = forecast_series
     mode = conf['mode']
+    n, caps = _current_size(mode, current)
+    bounds = conf['instances']['min'], conf['instances']['max']
+    infos = _signals(conf, metrics, n, caps, shadow, forecaster, level, now)
+    up_ok, down_ok = _cooldowns(conf, last_action, cooldown_until)
+    decision = _new_decision(mode, infos, up_ok, down_ok, forecast_only)
+    if mode == 'vertical':
+        return _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recommendations, forecast_only)
+    return _decide_horizontal(decision, conf, n, bounds, infos, now, up_ok, down_ok, recommendations, forecast_only)
+
+
+def _current_size(mode, current):
+    """``(instances, capacity per metric)`` of the service as it runs; vertical mode sizes cpu and memory by the
+    instance's cores and memory."""
     n = int(current['instances'])
     if n < 1:
         raise PolicyError('current.instances must be >= 1')
@@ -290,8 +313,11 @@ def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None
         caps.setdefault('memory', current.get('memory'))
         if not current.get('cores') or not current.get('memory'):
             raise PolicyError('vertical mode needs current.cores and current.memory')
-    lo, hi = conf['instances']['min'], conf['instances']['max']
+    return n, caps
 
+
+def _signals(conf, metrics, n, caps, shadow, forecaster, level, now):
+    """The signals of every metric given (sorted by name); a metric without thresholds or capacity is refused."""
     infos = []
     for metric in sorted(metrics or {}):
         if metric not in conf['metrics']:
@@ -301,9 +327,12 @@ def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None
             raise PolicyError('current.capacity.%s is needed: %s thresholds are fractions of capacity' % (metric, metric))
         infos.append(_evaluate_metric(metric, conf['metrics'][metric], metrics[metric], n, cap, shadow,
                                       conf['horizon'], forecaster, level, now))
+    return infos
 
-    up_ok, down_ok = _cooldowns(conf, last_action, cooldown_until)
-    decision = {
+
+def _new_decision(mode, infos, up_ok, down_ok, forecast_only):
+    """The decision before a mode fills it in: no action, the forecasts, the signals and the cooldowns."""
+    return {
         'action': NONE, 'act': False, 'forecast_only': bool(forecast_only), 'mode': mode,
         'signal': None, 'metric': None, 'crossing_time': None, 'blocked_by': None,
         'forecast': dict((i['metric'], i['forecast']) for i in infos if i['forecast'] is not None),
@@ -311,66 +340,78 @@ def decide(scaling, current, metrics, now, last_action=None, cooldown_until=None
         'cooldown': {'up_until': up_ok if up_ok > float('-inf') else None,
                      'down_until': down_ok if down_ok > float('-inf') else None},
     }
-    if mode == 'vertical':
-        return _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recommendations, forecast_only)
 
+
+def _window(recommendations, conf, now, key):
+    """The earlier recommendations (those with ``key``) made within the stabilisation window."""
+    return [r for r in (recommendations or []) if r.get('time') is not None
+            and now - conf['stabilization'] <= r['time'] <= now and key in r]
+
+
+def _no_signal(infos):
+    return 'no signal: ' + ('; '.join(_steady(i) for i in infos) if infos else 'no metrics given')
+
+
+def _decide_horizontal(decision, conf, n, bounds, infos, now, up_ok, down_ok, recommendations, forecast_only):
+    """Horizontal mode: add or remove instances, within instances.min..max."""
+    lo, hi = bounds
     decision['current'] = {'instances': n}
     needed = [i['needed'] for i in infos if i['needed'] is not None]
     raw = min(hi, max(lo, max(needed) if needed else n))
-    window = [r for r in (recommendations or []) if r.get('time') is not None
-              and now - conf['stabilization'] <= r['time'] <= now and 'instances' in r]
-    decision['recommendations'] = window + [{'time': now, 'instances': raw}]
-
+    decision['recommendations'] = _window(recommendations, conf, now, 'instances') + [{'time': now, 'instances': raw}]
     ups = [i for i in infos if i['up']]
     downs = [i for i in infos if i['down']]
-    target = n
-    action = NONE
-    reason = ''
     if n < lo or n > hi:
         target = min(hi, max(lo, n))
         action = SCALE_UP if target > n else SCALE_DOWN
         decision['signal'] = 'bounds'
         reason = '%d instances is outside instances.min..max (%d..%d)' % (n, lo, hi)
     elif ups:
-        first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
-        target = min(hi, max(lo, max(max(i['needed'] or n + 1 for i in ups), n + 1)))
-        decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
-        if target <= n:
-            reason = '%s, but already at instances.max (%d)' % (first['detail'], hi)
-            decision['blocked_by'] = 'bounds'
-            target = n
-        elif now < up_ok:
-            reason = '%s; scale-up to %d held by cooldown.up until %s' % (first['detail'], target, _fmt_secs(up_ok - now) + ' from now')
-            decision['blocked_by'] = 'cooldown_up'
-            decision['wanted'] = {'action': SCALE_UP, 'instances': target}
-            target = n
-        else:
-            action = SCALE_UP
-            reason = '%s: %d -> %d instances' % (first['detail'], n, target)
+        action, target, reason = _horizontal_up(decision, ups, n, bounds, now, up_ok)
     elif infos and len(downs) == len(infos):
-        stable = max(r['instances'] for r in decision['recommendations'])
-        target = max(lo, stable)
-        first = downs[0]
-        decision.update(signal='forecast_low', metric=first['metric'])
-        detail = '; '.join(i['detail'] for i in downs)
-        if target >= n:
-            reason = '%s, but the stabilisation window (%s) still recommends %d' % (detail, _fmt_secs(conf['stabilization']), stable) \
-                if stable >= n else '%s, but already at instances.min (%d)' % (detail, lo)
-            decision['blocked_by'] = 'stabilization' if stable >= n else 'bounds'
-            target = n
-        elif now < down_ok:
-            reason = '%s; scale-down to %d held by cooldown.down until %s' % (detail, target, _fmt_secs(down_ok - now) + ' from now')
-            decision['blocked_by'] = 'cooldown_down'
-            decision['wanted'] = {'action': SCALE_DOWN, 'instances': target}
-            target = n
-        else:
-            action = SCALE_DOWN
-            reason = '%s: %d -> %d instances' % (detail, n, target)
+        action, target, reason = _horizontal_down(decision, downs, conf, n, lo, now, down_ok)
     else:
-        reason = 'no signal: ' + ('; '.join(_steady(i) for i in infos) if infos else 'no metrics given')
-
+        action, target, reason = NONE, n, _no_signal(infos)
     decision.update(action=action, target={'instances': target}, amount=target - n)
     return _finish(decision, conf, action, reason, forecast_only, now)
+
+
+def _horizontal_up(decision, ups, n, bounds, now, up_ok):
+    """``(action, instances, reason)`` when a metric signals up: the earliest crossing names the signal."""
+    lo, hi = bounds
+    first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
+    target = min(hi, max(lo, max(max(i['needed'] or n + 1 for i in ups), n + 1)))
+    decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
+    if target <= n:
+        decision['blocked_by'] = 'bounds'
+        return NONE, n, '%s, but already at instances.max (%d)' % (first['detail'], hi)
+    if now < up_ok:
+        decision['blocked_by'] = 'cooldown_up'
+        decision['wanted'] = {'action': SCALE_UP, 'instances': target}
+        return NONE, n, '%s; scale-up to %d held by cooldown.up until %s' % (
+            first['detail'], target, _fmt_secs(up_ok - now) + ' from now')
+    return SCALE_UP, target, '%s: %d -> %d instances' % (first['detail'], n, target)
+
+
+def _horizontal_down(decision, downs, conf, n, lo, now, down_ok):
+    """``(action, instances, reason)`` when every metric signals down: no lower than the window's highest."""
+    stable = max(r['instances'] for r in decision['recommendations'])
+    target = max(lo, stable)
+    decision.update(signal='forecast_low', metric=downs[0]['metric'])
+    detail = '; '.join(i['detail'] for i in downs)
+    if target >= n:
+        if stable >= n:
+            decision['blocked_by'] = 'stabilization'
+            return NONE, n, '%s, but the stabilisation window (%s) still recommends %d' % (
+                detail, _fmt_secs(conf['stabilization']), stable)
+        decision['blocked_by'] = 'bounds'
+        return NONE, n, '%s, but already at instances.min (%d)' % (detail, lo)
+    if now < down_ok:
+        decision['blocked_by'] = 'cooldown_down'
+        decision['wanted'] = {'action': SCALE_DOWN, 'instances': target}
+        return NONE, n, '%s; scale-down to %d held by cooldown.down until %s' % (
+            detail, target, _fmt_secs(down_ok - now) + ' from now')
+    return SCALE_DOWN, target, '%s: %d -> %d instances' % (detail, n, target)
 
 
 def _steady(info):
@@ -397,67 +438,76 @@ def _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recomm
     """Vertical mode: resize cores and memory of the instances instead of adding instances."""
     n = int(current['instances'])
     cores, memory = int(current['cores']), int(current['memory'])
-    min_c, max_c = int(current.get('min_cores', 1)), current.get('max_cores')
-    min_m, max_m = int(current.get('min_memory', 512)), current.get('max_memory')
-
-    def clamp(v, lo, hi):
-        v = max(lo, v)
-        return min(int(hi), v) if hi is not None else v
-
-    def sized(metric, size, lo, hi, round_to):
-        info = next((i for i in infos if i['metric'] == metric and i['forecast'] is not None), None)
-        if info is None:
-            return size
-        need = info['peak'] / n / info['high'] * size        # size that puts the peak at `high`
-        return clamp(int(math.ceil(need / round_to - 1e-9)) * round_to, lo, hi)
-
-    raw = {'cores': sized('cpu', cores, min_c, max_c, 1), 'memory': sized('memory', memory, min_m, max_m, 128)}
-    window = [r for r in (recommendations or []) if r.get('time') is not None
-              and now - conf['stabilization'] <= r['time'] <= now and 'cores' in r]
-    decision['recommendations'] = window + [dict(raw, time=now)]
+    limits = {'cores': (int(current.get('min_cores', 1)), current.get('max_cores')),
+              'memory': (int(current.get('min_memory', 512)), current.get('max_memory'))}
+    raw = {'cores': _sized(infos, n, 'cpu', cores, limits['cores'], 1),
+           'memory': _sized(infos, n, 'memory', memory, limits['memory'], 128)}
+    decision['recommendations'] = _window(recommendations, conf, now, 'cores') + [dict(raw, time=now)]
     decision['current'] = {'cores': cores, 'memory': memory, 'instances': n}
     ups = [i for i in infos if i['up'] and i['metric'] in FRACTION_METRICS]
     downs = [i for i in infos if i['down']]
     target = {'cores': cores, 'memory': memory}
-    action = NONE
     if ups:
-        first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
-        decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
-        grown = dict(target)
-        for i in ups:
-            key = 'cores' if i['metric'] == 'cpu' else 'memory'
-            if i['signal'] == 'shadow':
-                bump = max(raw[key], target[key] + (1 if key == 'cores' else 128))
-            else:
-                bump = raw[key]
-            grown[key] = clamp(max(grown[key], bump), min_c if key == 'cores' else min_m, max_c if key == 'cores' else max_m)
-        if grown == target:
-            reason = '%s, but already at the maximum size' % first['detail']
-            decision['blocked_by'] = 'bounds'
-        elif now < up_ok:
-            reason = '%s; resize held by cooldown.up until %s from now' % (first['detail'], _fmt_secs(up_ok - now))
-            decision['blocked_by'] = 'cooldown_up'
-            decision['wanted'] = dict(grown, action=SCALE_UP)
-        else:
-            action, target = SCALE_UP, grown
-            reason = '%s: %d -> %d cores, %d -> %d MiB' % (first['detail'], cores, grown['cores'], memory, grown['memory'])
+        action, target, reason = _vertical_up(decision, ups, raw, target, limits, now, up_ok)
     elif infos and len(downs) == len(infos):
-        decision.update(signal='forecast_low', metric=downs[0]['metric'])
-        shrunk = {'cores': min(cores, max(r['cores'] for r in decision['recommendations'])),
-                  'memory': min(memory, max(r['memory'] for r in decision['recommendations']))}
-        detail = '; '.join(i['detail'] for i in downs)
-        if shrunk == target:
-            reason = '%s, but the stabilisation window or the minimum size holds the current size' % detail
-            decision['blocked_by'] = 'stabilization'
-        elif now < down_ok:
-            reason = '%s; resize held by cooldown.down until %s from now' % (detail, _fmt_secs(down_ok - now))
-            decision['blocked_by'] = 'cooldown_down'
-            decision['wanted'] = dict(shrunk, action=SCALE_DOWN)
-        else:
-            action, target = SCALE_DOWN, shrunk
-            reason = '%s: %d -> %d cores, %d -> %d MiB' % (detail, cores, shrunk['cores'], memory, shrunk['memory'])
+        action, target, reason = _vertical_down(decision, downs, target, now, down_ok)
     else:
-        reason = 'no signal: ' + ('; '.join(_steady(i) for i in infos) if infos else 'no metrics given')
+        action, reason = NONE, _no_signal(infos)
     decision.update(action=action, target=target,
                     amount={'cores': target['cores'] - cores, 'memory': target['memory'] - memory})
     return _finish(decision, conf, action, reason, forecast_only, now)
+
+
+def _clamp(value, limits):
+    low, high = limits
+    value = max(low, value)
+    return min(int(high), value) if high is not None else value
+
+
+def _sized(infos, n, metric, size, limits, round_to):
+    """The size (cores or MiB, a multiple of ``round_to``) that puts the forecast's peak of ``metric`` at `high`."""
+    info = next((i for i in infos if i['metric'] == metric and i['forecast'] is not None), None)
+    if info is None:
+        return size
+    need = info['peak'] / n / info['high'] * size
+    return _clamp(int(math.ceil(need / round_to - 1e-9)) * round_to, limits)
+
+
+def _vertical_up(decision, ups, raw, size, limits, now, up_ok):
+    """``(action, size, reason)`` when cpu or memory signals up; a shadow signal grows by one step at least."""
+    first = min(ups, key=lambda i: (i['crossing_time'], i['metric']))
+    decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
+    grown = dict(size)
+    for i in ups:
+        key = 'cores' if i['metric'] == 'cpu' else 'memory'
+        if i['signal'] == 'shadow':
+            bump = max(raw[key], size[key] + (1 if key == 'cores' else 128))
+        else:
+            bump = raw[key]
+        grown[key] = _clamp(max(grown[key], bump), limits[key])
+    if grown == size:
+        decision['blocked_by'] = 'bounds'
+        return NONE, size, '%s, but already at the maximum size' % first['detail']
+    if now < up_ok:
+        decision['blocked_by'] = 'cooldown_up'
+        decision['wanted'] = dict(grown, action=SCALE_UP)
+        return NONE, size, '%s; resize held by cooldown.up until %s from now' % (first['detail'], _fmt_secs(up_ok - now))
+    return SCALE_UP, grown, '%s: %d -> %d cores, %d -> %d MiB' % (
+        first['detail'], size['cores'], grown['cores'], size['memory'], grown['memory'])
+
+
+def _vertical_down(decision, downs, size, now, down_ok):
+    """``(action, size, reason)`` when every metric signals down: no smaller than the window's largest."""
+    decision.update(signal='forecast_low', metric=downs[0]['metric'])
+    shrunk = {'cores': min(size['cores'], max(r['cores'] for r in decision['recommendations'])),
+              'memory': min(size['memory'], max(r['memory'] for r in decision['recommendations']))}
+    detail = '; '.join(i['detail'] for i in downs)
+    if shrunk == size:
+        decision['blocked_by'] = 'stabilization'
+        return NONE, size, '%s, but the stabilisation window or the minimum size holds the current size' % detail
+    if now < down_ok:
+        decision['blocked_by'] = 'cooldown_down'
+        decision['wanted'] = dict(shrunk, action=SCALE_DOWN)
+        return NONE, size, '%s; resize held by cooldown.down until %s from now' % (detail, _fmt_secs(down_ok - now))
+    return SCALE_DOWN, shrunk, '%s: %d -> %d cores, %d -> %d MiB' % (
+        detail, size['cores'], shrunk['cores'], size['memory'], shrunk['memory'])

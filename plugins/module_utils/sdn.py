@@ -18,9 +18,15 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming, propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi
 
 ZONE_TYPES = ('simple', 'vlan', 'vxlan')
 VXLAN_TAG_MAX = 16777215
@@ -47,7 +53,7 @@ KNOWN_KEYS = frozenset(('name', 'role', 'twin_of', 'type', 'zone', 'zone_type', 
                         'autostart', 'state', 'vxlan_tag', 'peers'))
 
 
-def unknown_keys(entry):
+def unknown_keys(entry: Mapping[str, t.Any]) -> list[str]:
     """Keys of a network entry this module does not know (ignored, as the plan format asks of consumers)."""
     return sorted(k for k in entry if k not in KNOWN_KEYS)
 
@@ -70,7 +76,7 @@ def _list(value, where, key):
     return [str(v) for v in value]
 
 
-def normalise_network(entry, index=0):
+def normalise_network(entry: Mapping[str, t.Any], index: int = 0) -> dict[str, t.Any]:
     """One desired network (a plan ``networks`` entry or the module's options) as a checked, canonical dict."""
     where = 'networks[{0}]'.format(index)
     kind = entry.get('type') or 'vnet'
@@ -166,7 +172,7 @@ def _peers(values, where):
     return sorted(out, key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a)))
 
 
-def check_consistent(networks):
+def check_consistent(networks: Iterable[Mapping[str, t.Any]]) -> None:
     """Networks sharing a zone must agree on it; a vnet or bridge appears once."""
     zones, seen = {}, set()
     for net in networks:
@@ -184,7 +190,7 @@ def check_consistent(networks):
 # ------------------------------------------------------------------------------------ compare (pure)
 
 
-def current_zone(item):
+def current_zone(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
     out = dict(type=item.get('type'), bridge=item.get('bridge'))
     if item.get('type') == 'vxlan':
         peers = item.get('peers')
@@ -195,31 +201,32 @@ def current_zone(item):
     return out
 
 
-def current_vnet(item):
+def current_vnet(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
     tag = item.get('tag')
     return dict(zone=item.get('zone'), alias=item.get('alias'), tag=int(tag) if tag not in (None, '') else None)
 
 
-def current_subnet(item):
+def current_subnet(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
     return dict(cidr=item.get('cidr'), gateway=item.get('gateway') or None, snat=_truthy(item.get('snat', 0)))
 
 
-def desired_zone(net):
+def desired_zone(net: Mapping[str, t.Any]) -> dict[str, t.Any]:
     out = dict(type=net['zone_type'], bridge=net['zone_bridge'])
     if net['zone_type'] == 'vxlan':
         out['peers'] = list(net.get('peers') or [])
     return out
 
 
-def desired_vnet(net):
+def desired_vnet(net: Mapping[str, t.Any]) -> dict[str, t.Any]:
     return dict(zone=net['zone'], alias=net['alias'], tag=net['tag'])
 
 
-def desired_subnet(net):
+def desired_subnet(net: Mapping[str, t.Any]) -> dict[str, t.Any]:
     return dict(cidr=net['cidr'], gateway=net['gateway'], snat=net['snat'])
 
 
-def field_changes(current, desired, keys):
+def field_changes(current: Mapping[str, t.Any], desired: Mapping[str, t.Any],
+                  keys: Iterable[str]) -> tuple[dict[str, t.Any], list[str]]:
     """(set, delete) for ``keys``: a desired None removes a value that is set; booleans go as 0/1."""
     changes, deletes = {}, []
     for key in keys:
@@ -241,21 +248,30 @@ def _params(changes, deletes):
     return params
 
 
-def subnet_id(zone, cidr):
+def subnet_id(zone: str, cidr: str) -> str:
     return '{0}-{1}'.format(zone, cidr.replace('/', '-'))
 
 
-def plan_sdn(networks, live):
+def plan_sdn(networks: list[dict[str, t.Any]], live: Mapping[str, t.Any]
+             ) -> tuple[list[dict[str, t.Any]], dict[str, t.Any], dict[str, t.Any]]:
     """The SDN writes that bring ``live`` to ``networks``, in a safe order, with a before/after view.
 
     ``live``: {'zones': {id: item}, 'vnets': {id: item}, 'subnets': {vnet: [item, ...]}} as PVE lists them.
-    Returns (ops, before, after); an op is dict(method, path, params, what).
+    Returns (ops, before, after); an op is dict(method, path, params, what). The order: zones, then vnets, then
+    subnets of the present networks, then the removals.
     """
     zones, vnets, subnets = live['zones'], live['vnets'], live['subnets']
-    ops_zone, ops_vnet, ops_subnet, ops_remove = [], [], [], []
     before, after = {}, {}
     present = [n for n in networks if n['kind'] == 'vnet' and n['state'] == 'present']
     absent = [n for n in networks if n['kind'] == 'vnet' and n['state'] == 'absent']
+    ops_zone, ops_vnet, ops_subnet = _present_ops(present, zones, vnets, subnets, before, after)
+    ops_remove = _removal_ops(absent, present, zones, vnets, subnets, before, after)
+    return ops_zone + ops_vnet + ops_subnet + ops_remove, before, after
+
+
+def _present_ops(present, zones, vnets, subnets, before, after):
+    """Zone, vnet and subnet writes (three lists) for the present networks; fills in their before/after views."""
+    ops_zone, ops_vnet, ops_subnet = [], [], []
     done_zones = set()
     for net in present:
         zid, vid = net['zone'], net['vnet']
@@ -266,76 +282,99 @@ def plan_sdn(networks, live):
                           subnets=[desired_subnet(net)] if net['cidr'] else [])
         if zid not in done_zones:
             done_zones.add(zid)
-            want = desired_zone(net)
-            if have_zone is None:
-                params = dict(zone=zid, type=want['type'])
-                if want['bridge']:
-                    params['bridge'] = want['bridge']
-                if want.get('peers'):
-                    params['peers'] = ','.join(want['peers'])
-                ops_zone.append(dict(method='POST', path='cluster/sdn/zones', params=params,
-                                     what='create zone {0}'.format(zid)))
-            else:
-                have = current_zone(have_zone)
-                if have['type'] != want['type']:
-                    raise NetworkError('zone {0!r} is a {1} zone, wanted {2}; PVE cannot change a zone type: '
-                                       'remove the zone (state absent) or choose another zone id'.format(
-                                           zid, have['type'], want['type']))
-                changes, deletes = field_changes(have, want, ('bridge', 'peers') if 'peers' in want else ('bridge',))
-                if isinstance(changes.get('peers'), list):
-                    changes['peers'] = ','.join(changes['peers'])
-                if changes or deletes:
-                    ops_zone.append(dict(method='PUT', path='cluster/sdn/zones/' + zid,
-                                         params=_params(changes, deletes), what='update zone {0}'.format(zid)))
-        want = desired_vnet(net)
-        if have_vnet is None:
-            params = dict(vnet=vid, zone=zid)
-            if want['alias']:
-                params['alias'] = want['alias']
-            if want['tag'] is not None:
-                params['tag'] = want['tag']
-            ops_vnet.append(dict(method='POST', path='cluster/sdn/vnets', params=params,
-                                 what='create vnet {0}'.format(vid)))
-        else:
-            have = current_vnet(have_vnet)
-            if have['zone'] != zid and have_subnets:
-                raise NetworkError('vnet {0!r} is in zone {1!r}, wanted {2!r}; remove its subnets (state absent) '
-                                   'before moving it'.format(vid, have['zone'], zid))
-            changes, deletes = field_changes(have, want, ('zone', 'alias', 'tag'))
-            if changes or deletes:
-                ops_vnet.append(dict(method='PUT', path='cluster/sdn/vnets/' + vid,
-                                     params=_params(changes, deletes), what='update vnet {0}'.format(vid)))
-        matched = None
-        for item in have_subnets:
-            cur = current_subnet(item)
-            if net['cidr'] and cur['cidr'] == net['cidr']:
-                matched = item
-                continue
-            # The vnet belongs to this network: a subnet it does not describe goes.
-            ops_subnet.append(dict(method='DELETE', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
-                vid, _subnet_key(item, have_vnet)), params={}, what='remove subnet {0} of {1}'.format(
-                    cur['cidr'], vid)))
-        if net['cidr']:
-            want = desired_subnet(net)
-            if matched is None:
-                params = dict(subnet=net['cidr'], type='subnet')
-                if want['gateway']:
-                    params['gateway'] = want['gateway']
-                if want['snat']:
-                    params['snat'] = 1
-                ops_subnet.append(dict(method='POST', path='cluster/sdn/vnets/{0}/subnets'.format(vid),
-                                       params=params, what='create subnet {0} on {1}'.format(net['cidr'], vid)))
-            else:
-                changes, deletes = field_changes(current_subnet(matched), want, ('gateway', 'snat'))
-                if changes or deletes:
-                    ops_subnet.append(dict(method='PUT', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
-                        vid, _subnet_key(matched, have_vnet)), params=_params(changes, deletes),
-                        what='update subnet {0} on {1}'.format(net['cidr'], vid)))
+            ops_zone.extend(_zone_ops(net, have_zone))
+        ops_vnet.extend(_vnet_ops(net, have_vnet, have_subnets))
+        ops_subnet.extend(_subnet_ops(net, have_vnet, have_subnets))
+    return ops_zone, ops_vnet, ops_subnet
+
+
+def _zone_ops(net, have_zone):
+    """Create the network's zone, or update its bridge and peers; PVE cannot change a zone's type."""
+    zid = net['zone']
+    want = desired_zone(net)
+    if have_zone is None:
+        params = dict(zone=zid, type=want['type'])
+        if want['bridge']:
+            params['bridge'] = want['bridge']
+        if want.get('peers'):
+            params['peers'] = ','.join(want['peers'])
+        return [dict(method='POST', path='cluster/sdn/zones', params=params, what='create zone {0}'.format(zid))]
+    have = current_zone(have_zone)
+    if have['type'] != want['type']:
+        raise NetworkError('zone {0!r} is a {1} zone, wanted {2}; PVE cannot change a zone type: '
+                           'remove the zone (state absent) or choose another zone id'.format(
+                               zid, have['type'], want['type']))
+    changes, deletes = field_changes(have, want, ('bridge', 'peers') if 'peers' in want else ('bridge',))
+    if isinstance(changes.get('peers'), list):
+        changes['peers'] = ','.join(changes['peers'])
+    if changes or deletes:
+        return [dict(method='PUT', path='cluster/sdn/zones/' + zid, params=_params(changes, deletes),
+                     what='update zone {0}'.format(zid))]
+    return []
+
+
+def _vnet_ops(net, have_vnet, have_subnets):
+    """Create the vnet, or update its zone, alias and tag (a vnet with subnets does not move to another zone)."""
+    zid, vid = net['zone'], net['vnet']
+    want = desired_vnet(net)
+    if have_vnet is None:
+        params = dict(vnet=vid, zone=zid)
+        if want['alias']:
+            params['alias'] = want['alias']
+        if want['tag'] is not None:
+            params['tag'] = want['tag']
+        return [dict(method='POST', path='cluster/sdn/vnets', params=params, what='create vnet {0}'.format(vid))]
+    have = current_vnet(have_vnet)
+    if have['zone'] != zid and have_subnets:
+        raise NetworkError('vnet {0!r} is in zone {1!r}, wanted {2!r}; remove its subnets (state absent) '
+                           'before moving it'.format(vid, have['zone'], zid))
+    changes, deletes = field_changes(have, want, ('zone', 'alias', 'tag'))
+    if changes or deletes:
+        return [dict(method='PUT', path='cluster/sdn/vnets/' + vid, params=_params(changes, deletes),
+                     what='update vnet {0}'.format(vid))]
+    return []
+
+
+def _subnet_ops(net, have_vnet, have_subnets):
+    """The vnet's one subnet (the network's cidr): created or updated; every other subnet of the vnet goes."""
+    vid = net['vnet']
+    ops, matched = [], None
+    for item in have_subnets:
+        cur = current_subnet(item)
+        if net['cidr'] and cur['cidr'] == net['cidr']:
+            matched = item
+            continue
+        # The vnet belongs to this network: a subnet it does not describe goes.
+        ops.append(dict(method='DELETE', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
+            vid, _subnet_key(item, have_vnet)), params={}, what='remove subnet {0} of {1}'.format(cur['cidr'], vid)))
+    if not net['cidr']:
+        return ops
+    want = desired_subnet(net)
+    if matched is None:
+        params = dict(subnet=net['cidr'], type='subnet')
+        if want['gateway']:
+            params['gateway'] = want['gateway']
+        if want['snat']:
+            params['snat'] = 1
+        ops.append(dict(method='POST', path='cluster/sdn/vnets/{0}/subnets'.format(vid),
+                        params=params, what='create subnet {0} on {1}'.format(net['cidr'], vid)))
+        return ops
+    changes, deletes = field_changes(current_subnet(matched), want, ('gateway', 'snat'))
+    if changes or deletes:
+        ops.append(dict(method='PUT', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
+            vid, _subnet_key(matched, have_vnet)), params=_params(changes, deletes),
+            what='update subnet {0} on {1}'.format(net['cidr'], vid)))
+    return ops
+
+
+def _removal_ops(absent, present, zones, vnets, subnets, before, after):
+    """Writes that remove the absent networks (subnets, vnet, then the zone once nothing else uses it); fills in
+    their before/after views."""
     # Zones still used after this run: every vnet that stays, and every vnet this run creates.
     gone_vnets = set(n['vnet'] for n in absent if n['vnet'] in vnets)
     used = set(current_vnet(v)['zone'] for k, v in vnets.items() if k not in gone_vnets)
     used.update(n['zone'] for n in present)
-    removed_zones = set()
+    ops, removed_zones = [], set()
     for net in absent:
         vid, zid = net['vnet'], net['zone']
         have_vnet = vnets.get(vid)
@@ -343,19 +382,19 @@ def plan_sdn(networks, live):
         before[vid] = _view(zones.get(zid), have_vnet, have_subnets)
         after[vid] = {}
         for item in have_subnets:
-            ops_remove.append(dict(method='DELETE', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
+            ops.append(dict(method='DELETE', path='cluster/sdn/vnets/{0}/subnets/{1}'.format(
                 vid, _subnet_key(item, have_vnet)), params={}, what='remove subnet {0} of {1}'.format(
                     item.get('cidr'), vid)))
         if have_vnet is not None:
-            ops_remove.append(dict(method='DELETE', path='cluster/sdn/vnets/' + vid, params={},
-                                   what='remove vnet {0}'.format(vid)))
+            ops.append(dict(method='DELETE', path='cluster/sdn/vnets/' + vid, params={},
+                            what='remove vnet {0}'.format(vid)))
         if zid in zones and zid not in used and zid not in removed_zones:
             removed_zones.add(zid)
-            ops_remove.append(dict(method='DELETE', path='cluster/sdn/zones/' + zid, params={},
-                                   what='remove zone {0}'.format(zid)))
+            ops.append(dict(method='DELETE', path='cluster/sdn/zones/' + zid, params={},
+                            what='remove zone {0}'.format(zid)))
         else:
             after[vid] = dict(zone=before[vid].get('zone')) if zid in zones else {}
-    return ops_zone + ops_vnet + ops_subnet + ops_remove, before, after
+    return ops
 
 
 def _subnet_key(item, vnet_item):
@@ -379,13 +418,14 @@ def _view(zone_item, vnet_item, subnet_items):
 # ------------------------------------------------------------------------------------- node bridges
 
 
-def current_bridge(item):
+def current_bridge(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
     ports = item.get('bridge_ports') or ''
     return dict(type=item.get('type'), ports=sorted(str(ports).split()),
                 comment=(item.get('comments') or '').strip() or None, autostart=_truthy(item.get('autostart', 0)))
 
 
-def plan_bridges(bridges, live):
+def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str, Mapping[str, t.Any]]]
+                 ) -> tuple[list[dict[str, t.Any]], dict[str, t.Any], dict[str, t.Any], list[tuple[str, str]]]:
     """Writes for node bridges. ``live``: {node: {iface: item}}. Returns (ops, before, after, checks).
 
     A present bridge without ``nodes`` is only checked (the plan's ``type: bridge``: an existing bridge that is
@@ -446,7 +486,7 @@ def plan_bridges(bridges, live):
 # ------------------------------------------------------------------------------- VMs on a network
 
 
-def vm_bridges(items):
+def vm_bridges(items: Mapping[str, t.Any] | Iterable[Mapping[str, t.Any]] | None) -> set[str]:
     """The bridges a guest's NICs are on: ``bridge=`` of every ``netN``, current and pending.
 
     ``items``: a config dict, or PVE's ``/pending`` list (key, value, pending, delete). Works for qemu and lxc.
@@ -464,13 +504,14 @@ def vm_bridges(items):
     return out
 
 
-def describe_vm(vm):
+def describe_vm(vm: Mapping[str, t.Any]) -> str:
     name = ' ({0})'.format(vm['name']) if vm.get('name') else ''
     kind = 'template' if vm.get('template') else ('CT' if vm.get('type') == 'lxc' else 'VM')
     return '{0} {1}{2} on {3}'.format(kind, vm['vmid'], name, vm.get('node'))
 
 
-def network_users(vms, vnets=(), bridges=None):
+def network_users(vms: Iterable[Mapping[str, t.Any]], vnets: Iterable[str] = (),
+                  bridges: Mapping[str, Iterable[str]] | None = None) -> dict[str, list[str]]:
     """Guests that use a network about to be removed. Pure.
 
     ``vms``: dicts with vmid, name, node, type, template and ``bridges`` (see :func:`vm_bridges`); ``vnets``: vnet
@@ -504,7 +545,8 @@ def _clean(text):
     return PERL_AT_RE.sub('', text.strip())
 
 
-def parse_reload_log(lines):
+def parse_reload_log(lines: Iterable[t.Any]) -> tuple[list[str], dict[str, str],
+                                                     list[tuple[str | None, str]]]:
     """The reloadnetworkall task log: (nodes started, {node: why it failed}, other lines)."""
     started, failed, other, current = [], {}, [], None
     for line in lines:
@@ -533,7 +575,7 @@ def parse_reload_log(lines):
     return started, failed, other
 
 
-def parse_node_reload_log(lines):
+def parse_node_reload_log(lines: Iterable[t.Any]) -> dict[str, str]:
     """A node's srvreload task log: {vnet: why PVE skipped it on that node}."""
     out = {}
     for line in lines:
@@ -548,7 +590,8 @@ def parse_node_reload_log(lines):
     return out
 
 
-def vlan_bridges_missing(vlan_nets, live, bridge_nets=()):
+def vlan_bridges_missing(vlan_nets: Iterable[Mapping[str, t.Any]], live: Mapping[str, Mapping[str, Mapping[str, t.Any]]],
+                         bridge_nets: Iterable[Mapping[str, t.Any]] = ()) -> str:
     """Where a vlan zone's bridge is not up: '<bridge> (zone Z, vnets ...) is missing on node N, ...' or ''.
 
     ``live``: {node: {iface: item}} of every online node (PVE's ``active`` marks an interface that is up); a bridge
@@ -581,12 +624,12 @@ def _upid_field(upid, index):
         return None
 
 
-def upid_starttime(upid):
+def upid_starttime(upid: str | None) -> int | None:
     """The start time (epoch) in a UPID (UPID:node:pid:pstart:starttime:type:id:user:)."""
     return _upid_field(upid, 4)
 
 
-def upid_pstart(upid):
+def upid_pstart(upid: str | None) -> int:
     """The process start (clock ticks since the node booted) in a UPID; 0 when unreadable."""
     return _upid_field(upid, 3) or 0
 
@@ -597,7 +640,7 @@ def upid_pstart(upid):
 class NetworkEngine(object):
     """Reads PVE, computes the writes, and makes them under the SDN lock (check mode: reads only)."""
 
-    def __init__(self, api, check_mode=False, timeout=300):
+    def __init__(self, api: PveApi, check_mode: bool = False, timeout: float = 300) -> None:
         self.api = api
         self.check_mode = check_mode
         self.timeout = timeout
@@ -605,7 +648,7 @@ class NetworkEngine(object):
 
     # ------------------------------------------------------------ reading
 
-    def read_sdn(self, networks):
+    def read_sdn(self, networks: Iterable[Mapping[str, t.Any]]) -> dict[str, t.Any]:
         zones = dict((z['zone'], z) for z in self.api.get('cluster/sdn/zones') or [])
         vnets = dict((v['vnet'], v) for v in self.api.get('cluster/sdn/vnets') or [])
         subnets = {}
@@ -614,7 +657,8 @@ class NetworkEngine(object):
                 subnets[net['vnet']] = list(self.api.get('cluster/sdn/vnets/{0}/subnets'.format(net['vnet'])) or [])
         return dict(zones=zones, vnets=vnets, subnets=subnets)
 
-    def read_bridges(self, bridges, online, every_node=False):
+    def read_bridges(self, bridges: Iterable[Mapping[str, t.Any]], online: list[str],
+                     every_node: bool = False) -> dict[str, dict[str, dict[str, t.Any]]]:
         nodes = set(online) if every_node else set()
         for net in bridges:
             nodes.update(net['nodes'] or online)
@@ -625,7 +669,7 @@ class NetworkEngine(object):
             live[node] = dict((i['iface'], i) for i in self.api.get('nodes/{0}/network'.format(node)) or [])
         return live
 
-    def read_guests(self):
+    def read_guests(self) -> list[dict[str, t.Any]]:
         """Every guest (/cluster/resources) with the bridges its NICs use, current and pending."""
         out = []
         for res in self.api.get('cluster/resources', type='vm') or []:
@@ -648,7 +692,7 @@ class NetworkEngine(object):
 
     # ------------------------------------------------------------ converge
 
-    def converge(self, networks):
+    def converge(self, networks: list[dict[str, t.Any]]) -> dict[str, t.Any]:
         check_consistent(networks)
         vnet_nets = [n for n in networks if n['kind'] == 'vnet']
         bridge_nets = [n for n in networks if n['kind'] == 'bridge']

@@ -22,6 +22,10 @@ import hashlib
 import ipaddress
 import json
 import re
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     'STATES',
@@ -75,7 +79,7 @@ _CHECK_KEYS = {
 }
 
 
-def derive_vrid(name):
+def derive_vrid(name: t.Any) -> int:
     """Return a VRID in 1..255 derived from ``name`` (stable across hosts, runs and Python versions)."""
     digest = hashlib.sha256(str(name).encode('utf-8')).digest()
     return int.from_bytes(digest[:4], 'big') % 255 + 1
@@ -204,7 +208,8 @@ def _merged_settings(settings):
     return merged
 
 
-def build_model(instances, settings=None, interfaces=None):
+def build_model(instances: t.Any, settings: Mapping[str, t.Any] | None = None,
+                interfaces: Mapping[str, list[str] | None] | None = None) -> dict[str, list[t.Any]]:
     """Normalise the simple list form.
 
     ``instances``: list of mappings (see the role's argument spec). ``settings``: role-wide values, keys as in
@@ -215,6 +220,22 @@ def build_model(instances, settings=None, interfaces=None):
     """
     settings = _merged_settings(settings)
     errors = []
+    version = _check_settings(settings, errors)
+    if not isinstance(instances, list):
+        return {'instances': [], 'errors': errors + ['instances must be a list, got %s' % type(instances).__name__]}
+    out = []
+    seen_names = set()
+    vrids = {}  # (network, vrid) -> instance name, for the uniqueness check on this host
+    for index, raw in enumerate(instances):
+        if not isinstance(raw, dict):
+            errors.append('instances[%d]: must be a mapping, got %r' % (index, raw))
+            continue
+        out.append(_build_instance(index, raw, settings, version, interfaces, seen_names, vrids, errors))
+    return {'instances': out, 'errors': errors}
+
+
+def _check_settings(settings, errors):
+    """Check the role-wide settings; return the VRRP version to build with (3 when the given one is invalid)."""
     version = settings['vrrp_version']
     if version not in (2, 3):
         errors.append('vrrp_version must be 2 or 3, got %r' % (version,))
@@ -227,175 +248,202 @@ def build_model(instances, settings=None, interfaces=None):
             and settings['primary_priority'] <= settings['shadow_priority']):
         errors.append('primary_priority (%s) must be higher than shadow_priority (%s)'
                       % (settings['primary_priority'], settings['shadow_priority']))
-    if not isinstance(instances, list):
-        return {'instances': [], 'errors': errors + ['instances must be a list, got %s' % type(instances).__name__]}
+    return version
 
-    out = []
-    seen_names = set()
-    vrids = {}
-    for index, raw in enumerate(instances):
-        where = 'instances[%d]' % index
-        if not isinstance(raw, dict):
-            errors.append('%s: must be a mapping, got %r' % (where, raw))
+
+def _build_instance(index, raw, settings, version, interfaces, seen_names, vrids, errors):
+    """One instance of the simple form, checked (errors appended, in the order of the steps) and normalised."""
+    name, where = _instance_name(index, raw, seen_names, errors)
+    interface = raw.get('interface')
+    if not isinstance(interface, str) or not _IFACE_RE.match(interface):
+        errors.append('%s: interface must be a network interface name (1-15 characters), got %r'
+                      % (where, interface))
+        interface = 'invalid'
+    vip = _parse_vip(raw.get('vip'), where, errors)
+    family = vip.version if vip else 4
+    net = vip.network if vip else None
+    inst_version = 3 if family == 6 else version
+    vrid = _instance_vrid(raw, name, where, errors)
+    role, priority = _role_and_priority(raw, settings, where, errors)
+    src, peers = _unicast(raw, vip, interface, where, errors)
+    advert_int, failback, preempt_delay = _timers(raw, settings, inst_version, where, errors)
+    track = _track_interfaces(raw, interface, where, errors)
+    check = _normalise_check(raw.get('check'), settings, where, errors)
+    auth = _normalise_auth(raw.get('auth'), inst_version, where, errors)
+    if interfaces is not None and vip is not None:
+        _check_on_host(vip, interface, interfaces, where, errors)
+    if net is not None and _int_in(vrid, 1, 255):
+        _claim_vrid(vrids, net, vrid, name, where, errors)
+    state_dir = settings['state_dir']
+    return {
+        'name': name,
+        'interface': interface,
+        'vip': str(vip) if vip else None,
+        'vip_address': str(vip.ip) if vip else None,
+        'prefixlen': vip.network.prefixlen if vip else None,
+        'network': str(net) if net else None,
+        'family': family,
+        'version': inst_version,
+        'virtual_router_id': vrid,
+        'role': role,
+        'priority': priority,
+        'unicast_src_ip': str(src) if src else None,
+        'peers': [str(p) for p in peers],
+        'advert_int': advert_int,
+        'failback': failback,
+        'nopreempt': failback == 'manual',
+        'preempt_delay': preempt_delay,
+        'track_interfaces': track,
+        'check': check,
+        'auth': auth,
+        'health_file': '%s/%s.health' % (state_dir, name),
+        'hold_file': '%s/%s.hold' % (state_dir, name),
+        'state_file': '%s/%s.state' % (state_dir, name),
+    }
+
+
+def _instance_name(index, raw, seen_names, errors):
+    """``(name, where)``: the instance's name (a placeholder when invalid) and how errors name the instance."""
+    where = 'instances[%d]' % index
+    name = raw.get('name')
+    if isinstance(name, str) and _NAME_RE.match(name):
+        where = 'instances[%d] (%s)' % (index, name)
+    else:
+        errors.append('%s: name must match %s (it names files and the keepalived instance), got %r'
+                      % (where, _NAME_RE.pattern, name))
+        name = 'invalid%d' % index
+    unknown = sorted(set(raw) - _INSTANCE_KEYS)
+    if unknown:
+        errors.append('%s: unknown keys: %s' % (where, ', '.join(unknown)))
+    if name in seen_names:
+        errors.append('%s: duplicate instance name %s' % (where, name))
+    seen_names.add(name)
+    return name, where
+
+
+def _instance_vrid(raw, name, where, errors):
+    vrid = raw.get('virtual_router_id')
+    if vrid is None:
+        return derive_vrid(name)
+    if not _int_in(vrid, 1, 255):
+        errors.append('%s: virtual_router_id must be 1 to 255, got %r' % (where, vrid))
+    return vrid
+
+
+def _role_and_priority(raw, settings, where, errors):
+    """``(role, priority)``: the priority from the role and rank unless given; the role from the priority unless
+    given (above shadow_priority is a primary)."""
+    primary, shadow = settings['primary_priority'], settings['shadow_priority']
+    role = raw.get('role')
+    priority = raw.get('priority')
+    if role is None and priority is None:
+        errors.append('%s: set role (primary or shadow) or priority' % where)
+    if role is not None and role not in ('primary', 'shadow'):
+        errors.append('%s: role must be primary or shadow, got %r' % (where, role))
+    rank = raw.get('rank', 0)
+    if not _int_in(rank, 0, 100):
+        errors.append('%s: rank must be 0 to 100, got %r' % (where, rank))
+        rank = 0
+    if priority is None:
+        priority = (primary - rank) if role == 'primary' else shadow
+    if not _int_in(priority, 1, 254):
+        errors.append('%s: priority must be 1 to 254, got %r' % (where, priority))
+    elif role == 'primary' and _int_in(shadow, 1, 254) and priority <= shadow:
+        errors.append('%s: a primary needs a priority above shadow_priority (%s), got %s'
+                      % (where, shadow, priority))
+    elif role == 'shadow' and _int_in(primary, 1, 254) and priority >= primary:
+        errors.append('%s: a shadow needs a priority below primary_priority (%s), got %s'
+                      % (where, primary, priority))
+    if role is None and _int_in(priority, 1, 254):
+        role = 'primary' if priority > shadow else 'shadow'
+    return role, priority
+
+
+def _unicast(raw, vip, interface, where, errors):
+    """``(unicast_src_ip, [peer, ...])`` as addresses: both set (unicast) or neither (multicast)."""
+    family = vip.version if vip else 4
+    net = vip.network if vip else None
+    src = None
+    if raw.get('unicast_src_ip') is not None:
+        src = _parse_addr(raw['unicast_src_ip'], family, net, 'unicast_src_ip', where, errors)
+    peers = raw.get('peers') or []
+    if not isinstance(peers, list):
+        errors.append('%s: peers must be a list of addresses' % where)
+        peers = []
+    peer_addrs = []
+    for peer in peers:
+        addr = _parse_addr(peer, family, net, 'peer', where, errors)
+        if addr is None:
             continue
-        name = raw.get('name')
-        if isinstance(name, str) and _NAME_RE.match(name):
-            where = 'instances[%d] (%s)' % (index, name)
-        else:
-            errors.append('%s: name must match %s (it names files and the keepalived instance), got %r'
-                          % (where, _NAME_RE.pattern, name))
-            name = 'invalid%d' % index
-        unknown = sorted(set(raw) - _INSTANCE_KEYS)
-        if unknown:
-            errors.append('%s: unknown keys: %s' % (where, ', '.join(unknown)))
-        if name in seen_names:
-            errors.append('%s: duplicate instance name %s' % (where, name))
-        seen_names.add(name)
+        if addr in peer_addrs:
+            errors.append('%s: peer %s is listed twice' % (where, addr))
+        if src is not None and addr == src:
+            errors.append('%s: peer %s is this host\'s own unicast_src_ip' % (where, addr))
+        if vip is not None and addr == vip.ip:
+            errors.append('%s: peer %s is the vip itself' % (where, addr))
+        peer_addrs.append(addr)
+    if src is not None and vip is not None and src == vip.ip:
+        errors.append('%s: unicast_src_ip must be the host\'s own address, not the vip' % where)
+    if peer_addrs and src is None:
+        errors.append('%s: unicast peers need unicast_src_ip (this host\'s address on %s)'
+                      % (where, interface))
+    if src is not None and not peer_addrs:
+        errors.append('%s: unicast_src_ip is set but peers is empty (keepalived would fall back to '
+                      'multicast): list the other members\' addresses' % where)
+    return src, peer_addrs
 
-        interface = raw.get('interface')
-        if not isinstance(interface, str) or not _IFACE_RE.match(interface):
-            errors.append('%s: interface must be a network interface name (1-15 characters), got %r'
-                          % (where, interface))
-            interface = 'invalid'
 
-        vip = _parse_vip(raw.get('vip'), where, errors)
-        family = vip.version if vip else 4
-        net = vip.network if vip else None
-        inst_version = 3 if family == 6 else version
+def _timers(raw, settings, version, where, errors):
+    """``(advert_int, failback, preempt_delay)``, each from the instance or the role's settings."""
+    advert_int = raw.get('advert_int', settings['advert_int'])
+    _check_advert_int(advert_int, version, where, errors)
+    failback = raw.get('failback', settings['failback'])
+    if failback not in ('auto', 'manual'):
+        errors.append('%s: failback must be auto (preempt after preempt_delay) or manual (nopreempt), got %r'
+                      % (where, failback))
+    preempt_delay = raw.get('preempt_delay', settings['preempt_delay'])
+    if not _is_number(preempt_delay) or not 0 <= preempt_delay <= 1000:
+        errors.append('%s: preempt_delay must be 0 to 1000 seconds, got %r' % (where, preempt_delay))
+    return advert_int, failback, preempt_delay
 
-        vrid = raw.get('virtual_router_id')
-        if vrid is None:
-            vrid = derive_vrid(name)
-        elif not _int_in(vrid, 1, 255):
-            errors.append('%s: virtual_router_id must be 1 to 255, got %r' % (where, vrid))
 
-        role = raw.get('role')
-        priority = raw.get('priority')
-        if role is None and priority is None:
-            errors.append('%s: set role (primary or shadow) or priority' % where)
-        if role is not None and role not in ('primary', 'shadow'):
-            errors.append('%s: role must be primary or shadow, got %r' % (where, role))
-        rank = raw.get('rank', 0)
-        if not _int_in(rank, 0, 100):
-            errors.append('%s: rank must be 0 to 100, got %r' % (where, rank))
-            rank = 0
-        if priority is None:
-            priority = (settings['primary_priority'] - rank) if role == 'primary' else settings['shadow_priority']
-        if not _int_in(priority, 1, 254):
-            errors.append('%s: priority must be 1 to 254, got %r' % (where, priority))
-        elif role == 'primary' and _int_in(settings['shadow_priority'], 1, 254) \
-                and priority <= settings['shadow_priority']:
-            errors.append('%s: a primary needs a priority above shadow_priority (%s), got %s'
-                          % (where, settings['shadow_priority'], priority))
-        elif role == 'shadow' and _int_in(settings['primary_priority'], 1, 254) \
-                and priority >= settings['primary_priority']:
-            errors.append('%s: a shadow needs a priority below primary_priority (%s), got %s'
-                          % (where, settings['primary_priority'], priority))
-        if role is None and _int_in(priority, 1, 254):
-            role = 'primary' if priority > settings['shadow_priority'] else 'shadow'
+def _track_interfaces(raw, interface, where, errors):
+    # keepalived always tracks the instance's own interface (and warns, failing `keepalived -t`, when it
+    # is listed): keep only the extra ones.
+    track = raw.get('track_interfaces') or []
+    if not isinstance(track, list) or not all(isinstance(t, str) and _IFACE_RE.match(t) for t in track):
+        errors.append('%s: track_interfaces must be a list of interface names' % where)
+        track = []
+    return [t for t in dict.fromkeys(track) if t != interface]
 
-        src = None
-        if raw.get('unicast_src_ip') is not None:
-            src = _parse_addr(raw['unicast_src_ip'], family, net, 'unicast_src_ip', where, errors)
-        peers = raw.get('peers') or []
-        if not isinstance(peers, list):
-            errors.append('%s: peers must be a list of addresses' % where)
-            peers = []
-        peer_addrs = []
-        for peer in peers:
-            addr = _parse_addr(peer, family, net, 'peer', where, errors)
-            if addr is None:
-                continue
-            if addr in peer_addrs:
-                errors.append('%s: peer %s is listed twice' % (where, addr))
-            if src is not None and addr == src:
-                errors.append('%s: peer %s is this host\'s own unicast_src_ip' % (where, addr))
-            if vip is not None and addr == vip.ip:
-                errors.append('%s: peer %s is the vip itself' % (where, addr))
-            peer_addrs.append(addr)
-        if src is not None and vip is not None and src == vip.ip:
-            errors.append('%s: unicast_src_ip must be the host\'s own address, not the vip' % where)
-        if peer_addrs and src is None:
-            errors.append('%s: unicast peers need unicast_src_ip (this host\'s address on %s)'
-                          % (where, interface))
-        if src is not None and not peer_addrs:
-            errors.append('%s: unicast_src_ip is set but peers is empty (keepalived would fall back to '
-                          'multicast): list the other members\' addresses' % where)
 
-        advert_int = raw.get('advert_int', settings['advert_int'])
-        _check_advert_int(advert_int, inst_version, where, errors)
+def _check_on_host(vip, interface, interfaces, where, errors):
+    """The instance's interface exists on this host (gathered facts) and one of its networks holds the vip."""
+    if interface not in interfaces:
+        errors.append('%s: interface %s does not exist on this host (found: %s)'
+                      % (where, interface, ', '.join(sorted(interfaces)) or 'none'))
+        return
+    nets = []
+    for cidr in interfaces[interface] or []:
+        try:
+            nets.append(ipaddress.ip_interface(cidr).network)
+        except ValueError:
+            continue
+    if not any(vip.ip in n for n in nets if n.version == vip.version and n.prefixlen > 0):
+        errors.append('%s: vip %s is not inside any network of %s (%s): VRRP needs the vip on the '
+                      'interface\'s own layer-2 network'
+                      % (where, vip, interface, ', '.join(str(n) for n in nets) or 'no address'))
 
-        failback = raw.get('failback', settings['failback'])
-        if failback not in ('auto', 'manual'):
-            errors.append('%s: failback must be auto (preempt after preempt_delay) or manual (nopreempt), got %r'
-                          % (where, failback))
-        preempt_delay = raw.get('preempt_delay', settings['preempt_delay'])
-        if not _is_number(preempt_delay) or not 0 <= preempt_delay <= 1000:
-            errors.append('%s: preempt_delay must be 0 to 1000 seconds, got %r' % (where, preempt_delay))
 
-        # keepalived always tracks the instance's own interface (and warns, failing `keepalived -t`, when it
-        # is listed): keep only the extra ones.
-        track = raw.get('track_interfaces') or []
-        if not isinstance(track, list) or not all(isinstance(t, str) and _IFACE_RE.match(t) for t in track):
-            errors.append('%s: track_interfaces must be a list of interface names' % where)
-            track = []
-        track = [t for t in dict.fromkeys(track) if t != interface]
-
-        check = _normalise_check(raw.get('check'), settings, where, errors)
-        auth = _normalise_auth(raw.get('auth'), inst_version, where, errors)
-
-        if interfaces is not None and vip is not None:
-            if interface not in interfaces:
-                errors.append('%s: interface %s does not exist on this host (found: %s)'
-                              % (where, interface, ', '.join(sorted(interfaces)) or 'none'))
-            else:
-                nets = []
-                for cidr in interfaces[interface] or []:
-                    try:
-                        nets.append(ipaddress.ip_interface(cidr).network)
-                    except ValueError:
-                        continue
-                if not any(vip.ip in n for n in nets if n.version == family and n.prefixlen > 0):
-                    errors.append('%s: vip %s is not inside any network of %s (%s): VRRP needs the vip on the '
-                                  'interface\'s own layer-2 network'
-                                  % (where, vip, interface, ', '.join(str(n) for n in nets) or 'no address'))
-
-        if net is not None and _int_in(vrid, 1, 255):
-            key = (str(net), vrid)
-            if key in vrids:
-                errors.append('%s: virtual_router_id %s is already used by %s on %s; set virtual_router_id '
-                              'explicitly (free ids on this host: e.g. %s)'
-                              % (where, vrid, vrids[key], net, _free_vrid(vrids, net)))
-            else:
-                vrids[key] = name
-
-        state_dir = settings['state_dir']
-        out.append({
-            'name': name,
-            'interface': interface,
-            'vip': str(vip) if vip else None,
-            'vip_address': str(vip.ip) if vip else None,
-            'prefixlen': vip.network.prefixlen if vip else None,
-            'network': str(net) if net else None,
-            'family': family,
-            'version': inst_version,
-            'virtual_router_id': vrid,
-            'role': role,
-            'priority': priority,
-            'unicast_src_ip': str(src) if src else None,
-            'peers': [str(p) for p in peer_addrs],
-            'advert_int': advert_int,
-            'failback': failback,
-            'nopreempt': failback == 'manual',
-            'preempt_delay': preempt_delay,
-            'track_interfaces': track,
-            'check': check,
-            'auth': auth,
-            'health_file': '%s/%s.health' % (state_dir, name),
-            'hold_file': '%s/%s.hold' % (state_dir, name),
-            'state_file': '%s/%s.state' % (state_dir, name),
-        })
-    return {'instances': out, 'errors': errors}
+def _claim_vrid(vrids, net, vrid, name, where, errors):
+    """Record ``vrid`` on ``net`` for ``name``; an error when another instance of this host has it already."""
+    key = (str(net), vrid)
+    if key in vrids:
+        errors.append('%s: virtual_router_id %s is already used by %s on %s; set virtual_router_id '
+                      'explicitly (free ids on this host: e.g. %s)'
+                      % (where, vrid, vrids[key], net, _free_vrid(vrids, net)))
+    else:
+        vrids[key] = name
 
 
 def _free_vrid(used, net):
@@ -406,7 +454,7 @@ def _free_vrid(used, net):
     return None
 
 
-def cluster_errors(members):
+def cluster_errors(members: Iterable[Mapping[str, t.Any]]) -> list[str]:
     """Check one VRRP deployment across hosts.
 
     ``members``: list of ``{'host', 'name', 'network', 'virtual_router_id', 'priority', 'role', 'vip'}``
@@ -449,7 +497,9 @@ def cluster_errors(members):
     return errors
 
 
-def instances_from_plan(plan, host, addresses=None, interface_pattern='eth{nic}', checks=None):
+def instances_from_plan(plan: Mapping[str, t.Any] | None, host: str, addresses: Mapping[str, str] | None = None,
+                        interface_pattern: str = 'eth{nic}', checks: Mapping[str, Mapping[str, t.Any]] | None = None
+                        ) -> list[dict[str, t.Any]]:
     """Return the simple-form instances of ``host`` (a VM name) from the plan's ``vrrp`` groups (docs/plan.md).
 
     The plan gives the VRID, the priorities and the NIC index of each member but no addresses: ``addresses``
@@ -483,7 +533,7 @@ def instances_from_plan(plan, host, addresses=None, interface_pattern='eth{nic}'
     return out
 
 
-def watchdog_config(model):
+def watchdog_config(model: Iterable[Mapping[str, t.Any]]) -> dict[str, t.Any]:
     """The JSON document the guest's watchdog reads: one fast health check per instance that has one."""
     return {'instances': [
         {'name': i['name'], 'health_file': i['health_file'], 'check': i['check']}
@@ -491,12 +541,12 @@ def watchdog_config(model):
     ]}
 
 
-def cleanup_entries(model):
+def cleanup_entries(model: Iterable[Mapping[str, t.Any]]) -> list[str]:
     """Lines of the VIP list the stale-VIP cleanup script reads: ``name interface vip/prefix``."""
     return ['%s %s %s' % (i['name'], i['interface'], i['vip']) for i in model]
 
 
-def parse_transitions(text):
+def parse_transitions(text: str | None) -> list[dict[str, t.Any]]:
     """Parse ``transitions.log`` (JSON lines written by the notify script) into a list sorted by time.
 
     Each item: ``{'time': float, 'instance': str, 'state': str, 'priority': int}``. Malformed lines (a
@@ -522,13 +572,13 @@ def parse_transitions(text):
     return events
 
 
-def parse_state(text):
+def parse_state(text: str | None) -> dict[str, t.Any] | None:
     """Parse one ``<instance>.state`` file (the last transition); None when empty or malformed."""
     events = parse_transitions(text)
     return events[-1] if events else None
 
 
-def instance_state(value):
+def instance_state(value: t.Any) -> tuple[str | None, int | None]:
     """``(state, health)`` of one instance from what its notify files say; ``(None, None)`` when nothing is known.
 
     ``value`` is a state name (``MASTER``), the text of ``<instance>.state`` (a JSON line, read by
@@ -550,7 +600,7 @@ def instance_state(value):
     return (str(value).strip().upper() if value else None), health
 
 
-def current_states(events):
+def current_states(events: Iterable[Mapping[str, t.Any]]) -> dict[str, str]:
     """``{instance: last state}`` from parsed transitions."""
     states = {}
     for event in events:
@@ -558,7 +608,8 @@ def current_states(events):
     return states
 
 
-def count_transitions(events, instance=None, state=None, since=None):
+def count_transitions(events: Iterable[Mapping[str, t.Any]], instance: str | None = None, state: str | None = None,
+                      since: float | None = None) -> int:
     """How many transitions (optionally of one instance, into one state, at or after ``since``)."""
     return sum(1 for e in events
                if (instance is None or e['instance'] == instance)
@@ -566,7 +617,7 @@ def count_transitions(events, instance=None, state=None, since=None):
                and (since is None or e['time'] >= since))
 
 
-def interfaces_from_facts(facts):
+def interfaces_from_facts(facts: t.Any) -> dict[str, list[str]] | None:
     """``{ifname: [cidr, ...]}`` from gathered ``ansible_facts`` (None when no interface facts were gathered)."""
     if not isinstance(facts, dict) or not facts.get('interfaces'):
         return None

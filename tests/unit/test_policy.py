@@ -240,3 +240,250 @@ def test_shipped_defaults_still_scale_out_before_crossing_high():
     demand = rising(end_util=0.66)
     d = policy.decide(block, {'instances': 2, 'capacity': {'cpu': CORES}}, cpu(demand), NOW)
     assert d['action'] == 'scale_up' and d['target']['instances'] == 3, d['reason']
+
+
+# --- characterisation: whole decisions (less the forecasts and per-metric signals), every key in order, pinned
+# before decide() was split. Forecasts are given, so the numbers are exact and no forecaster runs.
+def _refuse(*a, **k):
+    raise AssertionError('the forecaster must not run when a forecast is given')
+
+
+def _metric(upper, last, n=20):
+    return {'step_seconds': STEP, 'demand': [last] * n,
+            'forecast': {'mean': [upper] * 15, 'lower': [upper] * 15, 'upper': [upper] * 15, 'model': 'naive'}}
+
+
+VERTICAL = dict(SCALING, mode='vertical')
+VCUR = {'instances': 2, 'cores': 4, 'memory': 8192, 'min_cores': 2, 'max_cores': 6, 'max_memory': 16384}
+VLOW = {'cpu': _metric(1.0, 1.0), 'memory': _metric(2000.0, 2000.0)}
+HCUR = {'instances': 4, 'capacity': {'cpu': CORES}}
+HLOW = {'cpu': _metric(2.0, 2.0)}
+RISING_AT_4M = dict(_metric(7.0, 4.0), forecast={'mean': [0] * 15, 'lower': [0] * 15, 'upper': [3.0] * 3 + [7.0] * 12,
+                                                  'model': 'naive'})
+SCENARIOS = {
+    'vertical_up_shadow_bumps_memory': (
+        (VERTICAL, VCUR, {'cpu': _metric(7.0, 4.0),
+                          'memory': dict(_metric(8192.0, 8192.0), shadow=[0.9] * 5, primary=[0.5] * 5)}, NOW),
+        dict(shadow={'size': 1.0, 'rate': 1.0}, cooldown_until={'up': NOW - 5, 'down': None})),
+    'vertical_up_held_by_cooldown': ((VERTICAL, VCUR, {'cpu': _metric(7.0, 4.0)}, NOW),
+                                     dict(last_action={'action': 'scale_up', 'time': NOW - 60})),
+    'vertical_up_at_max_size': ((VERTICAL, dict(VCUR, cores=6), {'cpu': _metric(12.0, 6.0)}, NOW), {}),
+    'vertical_down': ((VERTICAL, VCUR, VLOW, NOW),
+                      dict(recommendations=[{'time': NOW - 60, 'cores': 3, 'memory': 4096},
+                                            {'time': NOW - 60, 'instances': 3}])),
+    'vertical_down_held_by_cooldown': ((VERTICAL, VCUR, VLOW, NOW), dict(cooldown_until=NOW + 90)),
+    'vertical_down_held_by_window': ((VERTICAL, VCUR, VLOW, NOW),
+                                     dict(recommendations=[{'time': NOW - 60, 'cores': 4, 'memory': 8192}])),
+    'vertical_no_signal_forecast_only': (
+        (VERTICAL, VCUR, {'cpu': _metric(4.0, 4.0), 'memory': {'step_seconds': STEP, 'demand': []}}, NOW),
+        dict(forecast_only=True)),
+    'vertical_no_metrics': ((VERTICAL, VCUR, {}, NOW), {}),
+    'horizontal_down_held_at_min': ((dict(SCALING, instances={'min': 4, 'max': 8}), HCUR, HLOW, NOW), {}),
+    'horizontal_down_held_by_window': (
+        (SCALING, HCUR, HLOW, NOW),
+        dict(recommendations=[{'time': NOW - 30, 'instances': 5}, {'time': None, 'instances': 9},
+                              {'time': NOW - 60, 'cores': 3}])),
+    'horizontal_down': ((SCALING, HCUR, HLOW, NOW),
+                        dict(last_action={'action': 'scale_down', 'time': NOW - 3600},
+                             recommendations=[{'time': NOW - 30, 'instances': 3}])),
+    'horizontal_above_max': ((SCALING, dict(HCUR, instances=9), HLOW, NOW), {}),
+    'horizontal_shadow_absolute_net': (
+        (SCALING, {'instances': 2}, {'net': dict(_metric(1e9, 1e9), shadow=[1e8] * 5, primary=[5e8] * 5)}, NOW),
+        dict(shadow={'rate': 0.1, 'mirrored_instances': 1})),
+    'horizontal_shadow_primary_from_demand': (
+        (SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, {'cpu': dict(_metric(2.0, 2.0), shadow=[0.2] * 5)},
+         NOW), dict(shadow={'rate': 0.25, 'size': 1})),
+    'horizontal_up_at_max': ((dict(SCALING, instances={'min': 1, 'max': 2}), {'instances': 2, 'capacity': {'cpu': CORES}},
+                              {'cpu': _metric(7.0, 4.0)}, NOW), {}),
+    'horizontal_up_held_by_deadline': ((SCALING, {'instances': 2, 'capacity': {'cpu': CORES}}, {'cpu': RISING_AT_4M}, NOW),
+                                       dict(cooldown_until={'up': NOW + 3600})),
+    'horizontal_no_data': ((SCALING, {'instances': 2}, {'net': {'step_seconds': STEP, 'demand': []}}, NOW), {}),
+}
+
+PINNED = {
+    'vertical_up_shadow_bumps_memory': {
+        'action': 'scale_up', 'act': True, 'forecast_only': False, 'mode': 'vertical', 'signal': 'shadow',
+        'metric': 'memory', 'crossing_time': 1700000000, 'blocked_by': None,
+        'cooldown': {'up_until': 1699999995, 'down_until': None},
+        'recommendations': [{'cores': 5, 'memory': 5120, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 5, 'memory': 8320},
+        'amount': {'cores': 1, 'memory': 128}, 'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': 'memory shadow (normalised) 40 points above primaries for 5m (threshold 20 points): 4 -> 5 '
+                  'cores, 8192 -> 8320 MiB',
+    },
+    'vertical_up_held_by_cooldown': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast',
+        'metric': 'cpu', 'crossing_time': 1700000060.0, 'blocked_by': 'cooldown_up',
+        'cooldown': {'up_until': 1700000120, 'down_until': 1700000540},
+        'recommendations': [{'cores': 5, 'memory': 8192, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2},
+        'wanted': {'cores': 5, 'memory': 8192, 'action': 'scale_up'}, 'target': {'cores': 4, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0},
+        'reason': 'cpu forecast upper bound 88% per instance crosses high 70% in 1m; resize held by cooldown.up '
+                  'until 2m from now',
+    },
+    'vertical_up_at_max_size': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast',
+        'metric': 'cpu', 'crossing_time': 1700000060.0, 'blocked_by': 'bounds',
+        'cooldown': {'up_until': None, 'down_until': None},
+        'recommendations': [{'cores': 6, 'memory': 8192, 'time': 1700000000}],
+        'current': {'cores': 6, 'memory': 8192, 'instances': 2}, 'target': {'cores': 6, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0},
+        'reason': 'cpu forecast upper bound 100% per instance crosses high 70% in 1m, but already at the maximum '
+                  'size',
+    },
+    'vertical_down': {
+        'action': 'scale_down', 'act': True, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast_low',
+        'metric': 'cpu', 'crossing_time': None, 'blocked_by': None,
+        'cooldown': {'up_until': None, 'down_until': None},
+        'recommendations': [{'time': 1699999940, 'cores': 3, 'memory': 4096},
+                            {'cores': 2, 'memory': 1280, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 3, 'memory': 4096},
+        'amount': {'cores': -1, 'memory': -4096},
+        'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance); memory forecast '
+                  'upper bound stays under low 40% for 5m (max 12% per instance): 4 -> 3 cores, 8192 -> 4096 MiB',
+    },
+    'vertical_down_held_by_cooldown': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast_low',
+        'metric': 'cpu', 'crossing_time': None, 'blocked_by': 'cooldown_down',
+        'cooldown': {'up_until': 1700000090, 'down_until': 1700000090},
+        'recommendations': [{'cores': 2, 'memory': 1280, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2},
+        'wanted': {'cores': 2, 'memory': 1280, 'action': 'scale_down'}, 'target': {'cores': 4, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0},
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance); memory forecast '
+                  'upper bound stays under low 40% for 5m (max 12% per instance); resize held by cooldown.down '
+                  'until 90s from now',
+    },
+    'vertical_down_held_by_window': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast_low',
+        'metric': 'cpu', 'crossing_time': None, 'blocked_by': 'stabilization',
+        'cooldown': {'up_until': None, 'down_until': None},
+        'recommendations': [{'time': 1699999940, 'cores': 4, 'memory': 8192},
+                            {'cores': 2, 'memory': 1280, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 4, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0},
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance); memory forecast '
+                  'upper bound stays under low 40% for 5m (max 12% per instance), but the stabilisation window or '
+                  'the minimum size holds the current size',
+    },
+    'vertical_no_signal_forecast_only': {
+        'action': 'none', 'act': False, 'forecast_only': True, 'mode': 'vertical', 'signal': None, 'metric': None,
+        'crossing_time': None, 'blocked_by': None, 'cooldown': {'up_until': None, 'down_until': None},
+        'recommendations': [{'cores': 3, 'memory': 8192, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 4, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0},
+        'reason': '[forecast-only: not acted on] no signal: cpu upper bound peaks at 50% per instance (low 30%, '
+                  'high 70%); memory has no data',
+    },
+    'vertical_no_metrics': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': None, 'metric': None,
+        'crossing_time': None, 'blocked_by': None, 'cooldown': {'up_until': None, 'down_until': None},
+        'recommendations': [{'cores': 4, 'memory': 8192, 'time': 1700000000}],
+        'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 4, 'memory': 8192},
+        'amount': {'cores': 0, 'memory': 0}, 'reason': 'no signal: no metrics given',
+    },
+    'horizontal_down_held_at_min': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'forecast_low',
+        'metric': 'cpu', 'crossing_time': None, 'blocked_by': 'stabilization',
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 4},
+        'recommendations': [{'time': 1700000000, 'instances': 4}], 'target': {'instances': 4}, 'amount': 0,
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance), but the '
+                  'stabilisation window (10m) still recommends 4',
+    },
+    'horizontal_down_held_by_window': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'forecast_low',
+        'metric': 'cpu', 'crossing_time': None, 'blocked_by': 'stabilization',
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 4},
+        'recommendations': [{'time': 1699999970, 'instances': 5}, {'time': 1700000000, 'instances': 2}],
+        'target': {'instances': 4}, 'amount': 0,
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance), but the '
+                  'stabilisation window (10m) still recommends 5',
+    },
+    'horizontal_down': {
+        'action': 'scale_down', 'act': True, 'forecast_only': False, 'mode': 'horizontal',
+        'signal': 'forecast_low', 'metric': 'cpu', 'crossing_time': None, 'blocked_by': None,
+        'cooldown': {'up_until': 1699996580, 'down_until': 1699997000}, 'current': {'instances': 4},
+        'recommendations': [{'time': 1699999970, 'instances': 3}, {'time': 1700000000, 'instances': 2}],
+        'target': {'instances': 3}, 'amount': -1,
+        'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': 'cpu forecast upper bound stays under low 30% for 5m (max 12% per instance): 4 -> 3 instances',
+    },
+    'horizontal_above_max': {
+        'action': 'scale_down', 'act': True, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'bounds',
+        'metric': None, 'crossing_time': None, 'blocked_by': None,
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 9},
+        'recommendations': [{'time': 1700000000, 'instances': 2}], 'target': {'instances': 8}, 'amount': -1,
+        'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': '9 instances is outside instances.min..max (2..8)',
+    },
+    'horizontal_shadow_absolute_net': {
+        'action': 'scale_up', 'act': True, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'shadow',
+        'metric': 'net', 'crossing_time': 1700000000, 'blocked_by': None,
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
+        'recommendations': [{'time': 1700000000, 'instances': 3}], 'target': {'instances': 3}, 'amount': 1,
+        'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': 'net shadow (normalised) 62 points above primaries for 5m (threshold 20 points): 2 -> 3 '
+                  'instances',
+    },
+    'horizontal_shadow_primary_from_demand': {
+        'action': 'scale_up', 'act': True, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'shadow',
+        'metric': 'cpu', 'crossing_time': 1700000000, 'blocked_by': None,
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
+        'recommendations': [{'time': 1700000000, 'instances': 3}], 'target': {'instances': 3}, 'amount': 1,
+        'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
+        'reason': 'cpu shadow (normalised) 55 points above primaries for 5m (threshold 20 points): 2 -> 3 '
+                  'instances',
+    },
+    'horizontal_up_at_max': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'forecast',
+        'metric': 'cpu', 'crossing_time': 1700000060.0, 'blocked_by': 'bounds',
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
+        'recommendations': [{'time': 1700000000, 'instances': 2}], 'target': {'instances': 2}, 'amount': 0,
+        'reason': 'cpu forecast upper bound 88% per instance crosses high 70% in 1m, but already at instances.max '
+                  '(2)',
+    },
+    'horizontal_up_held_by_deadline': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'forecast',
+        'metric': 'cpu', 'crossing_time': 1700000240.0, 'blocked_by': 'cooldown_up',
+        'cooldown': {'up_until': 1700003600, 'down_until': None}, 'current': {'instances': 2},
+        'recommendations': [{'time': 1700000000, 'instances': 3}],
+        'wanted': {'action': 'scale_up', 'instances': 3}, 'target': {'instances': 2}, 'amount': 0,
+        'reason': 'cpu forecast upper bound 88% per instance crosses high 70% in 4m; scale-up to 3 held by '
+                  'cooldown.up until 1h from now',
+    },
+    'horizontal_no_data': {
+        'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': None,
+        'metric': None, 'crossing_time': None, 'blocked_by': None,
+        'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
+        'recommendations': [{'time': 1700000000, 'instances': 2}], 'target': {'instances': 2}, 'amount': 0,
+        'reason': 'no signal: net has no data',
+    },
+}
+
+
+@pytest.mark.parametrize('name', sorted(SCENARIOS))
+def test_decide_pinned_whole_decision(name):
+    args, kwargs = SCENARIOS[name]
+    d = policy.decide(*args, forecaster=_refuse, **kwargs)
+    pinned = [(k, v) for k, v in d.items() if k not in ('forecast', 'signals')]
+    assert pinned == list(PINNED[name].items())     # values and key order
+    assert sorted(d['forecast']) == sorted(i['metric'] for i in d['signals'] if 'peak' in i)
+
+
+@pytest.mark.parametrize('args, message', [
+    ((SCALING, {'instances': 0}, {}, NOW), 'current.instances must be >= 1'),
+    ((VERTICAL, {'instances': 2, 'cores': 4}, {}, NOW), 'vertical mode needs current.cores and current.memory'),
+    (({'cpu': {'high': 0.7, 'low': 0.3}}, {'instances': 2, 'capacity': {'cpu': CORES}}, {'disk': {}}, NOW),
+     "no scaling thresholds for metric 'disk' (scaling.disk)"),
+    ((SCALING, {'instances': 2}, {'cpu': _metric(1.0, 1.0)}, NOW),
+     'current.capacity.cpu is needed: cpu thresholds are fractions of capacity'),
+    ((SCALING, {'instances': 2, 'capacity': {'cpu': CORES}},
+      {'cpu': dict(_metric(1.0, 1.0), forecast={'upper': [1.0] * 3})}, NOW),
+     'forecast for cpu has 3 steps, the policy needs 15'),
+])
+def test_decide_refusals_word_for_word(args, message):
+    with pytest.raises(PolicyError) as info:
+        policy.decide(*args, forecaster=_refuse)
+    assert str(info.value) == message

@@ -118,6 +118,90 @@ def test_absent_keeps_a_zone_another_vnet_uses():
     assert sdn.plan_sdn([norm(state='absent')], EMPTY)[0] == []
 
 
+
+def test_plan_sdn_pinned_every_kind_of_write_in_order():
+    """Characterisation (pinned before plan_sdn was split): zones, vnets, subnets, then removals; whole views."""
+    nets = [
+        norm(zone='vl1', vnet='vla', zone_type='vlan', zone_bridge='vmbr0', vlan=30, snat=True, alias=None),
+        norm(zone='vl1', vnet='vlb', zone_type='vlan', zone_bridge='vmbr0', vlan=31, cidr=None, gateway=None),
+        norm(zone='vx1', vnet='vxa', zone_type='vxlan', tag=5000, peers=['10.0.0.2', '10.0.0.1'], cidr='10.20.0.0/24',
+             gateway=None),
+        norm(zone='vx2', vnet='vxb', zone_type='vxlan', tag=5001, peers=['10.0.0.3'], cidr=None, gateway=None),
+        norm(zone='gone1', vnet='old1', state='absent'),
+        norm(zone='kept1', vnet='old3', state='absent'),
+        norm(zone='nozone', vnet='never1', state='absent'),
+    ]
+    live = {
+        'zones': {'vx2': {'zone': 'vx2', 'type': 'vxlan', 'peers': '10.0.0.9,10.0.0.3'},
+                  'gone1': {'zone': 'gone1', 'type': 'simple'}, 'kept1': {'zone': 'kept1', 'type': 'simple'}},
+        'vnets': {'vxb': {'vnet': 'vxb', 'zone': 'vx2', 'tag': '5001', 'alias': 'shop-front'},
+                  'old1': {'vnet': 'old1', 'zone': 'gone1'},
+                  'old3': {'vnet': 'old3', 'zone': 'kept1'}, 'stay1': {'vnet': 'stay1', 'zone': 'kept1'}},
+        'subnets': {'vxb': [{'cidr': '10.30.0.0/24', 'gateway': '10.30.0.1'}],       # no id: derived from the zone
+                    'old1': [{'cidr': '10.40.0.0/24', 'id': 'gone1-10.40.0.0-24'}]},
+    }
+    ops, before, after = sdn.plan_sdn(nets, live)
+    assert [(o['method'], o['path'], o['params'], o['what']) for o in ops] == [
+        ('POST', 'cluster/sdn/zones', {'zone': 'vl1', 'type': 'vlan', 'bridge': 'vmbr0'}, 'create zone vl1'),
+        ('POST', 'cluster/sdn/zones', {'zone': 'vx1', 'type': 'vxlan', 'peers': '10.0.0.1,10.0.0.2'},
+         'create zone vx1'),
+        ('PUT', 'cluster/sdn/zones/vx2', {'peers': '10.0.0.3'}, 'update zone vx2'),
+        ('POST', 'cluster/sdn/vnets', {'vnet': 'vla', 'zone': 'vl1', 'tag': 30}, 'create vnet vla'),
+        ('POST', 'cluster/sdn/vnets', {'vnet': 'vlb', 'zone': 'vl1', 'alias': 'shop-front', 'tag': 31},
+         'create vnet vlb'),
+        ('POST', 'cluster/sdn/vnets', {'vnet': 'vxa', 'zone': 'vx1', 'alias': 'shop-front', 'tag': 5000},
+         'create vnet vxa'),
+        ('POST', 'cluster/sdn/vnets/vla/subnets',
+         {'subnet': '10.10.0.0/24', 'type': 'subnet', 'gateway': '10.10.0.1', 'snat': 1},
+         'create subnet 10.10.0.0/24 on vla'),
+        ('POST', 'cluster/sdn/vnets/vxa/subnets', {'subnet': '10.20.0.0/24', 'type': 'subnet'},
+         'create subnet 10.20.0.0/24 on vxa'),
+        ('DELETE', 'cluster/sdn/vnets/vxb/subnets/vx2-10.30.0.0-24', {}, 'remove subnet 10.30.0.0/24 of vxb'),
+        ('DELETE', 'cluster/sdn/vnets/old1/subnets/gone1-10.40.0.0-24', {}, 'remove subnet 10.40.0.0/24 of old1'),
+        ('DELETE', 'cluster/sdn/vnets/old1', {}, 'remove vnet old1'),
+        ('DELETE', 'cluster/sdn/zones/gone1', {}, 'remove zone gone1'),
+        ('DELETE', 'cluster/sdn/vnets/old3', {}, 'remove vnet old3'),
+    ]
+    assert [list(o['params']) for o in ops[:2]] == [['zone', 'type', 'bridge'], ['zone', 'type', 'peers']]
+    vx_zone = {'id': 'vx2', 'type': 'vxlan', 'bridge': None}
+    assert before == {
+        'vla': {}, 'vlb': {}, 'vxa': {},
+        'vxb': {'zone': dict(vx_zone, peers=['10.0.0.3', '10.0.0.9']),
+                'vnet': {'id': 'vxb', 'zone': 'vx2', 'alias': 'shop-front', 'tag': 5001},
+                'subnets': [{'cidr': '10.30.0.0/24', 'gateway': '10.30.0.1', 'snat': False}]},
+        'old1': {'zone': {'id': 'gone1', 'type': 'simple', 'bridge': None},
+                 'vnet': {'id': 'old1', 'zone': 'gone1', 'alias': None, 'tag': None},
+                 'subnets': [{'cidr': '10.40.0.0/24', 'gateway': None, 'snat': False}]},
+        'old3': {'zone': {'id': 'kept1', 'type': 'simple', 'bridge': None},
+                 'vnet': {'id': 'old3', 'zone': 'kept1', 'alias': None, 'tag': None}, 'subnets': []},
+        'never1': {}}
+    vl_zone = {'id': 'vl1', 'type': 'vlan', 'bridge': 'vmbr0'}
+    assert after == {
+        'vla': {'zone': vl_zone, 'vnet': {'id': 'vla', 'zone': 'vl1', 'alias': None, 'tag': 30},
+                'subnets': [{'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1', 'snat': True}]},
+        'vlb': {'zone': vl_zone, 'vnet': {'id': 'vlb', 'zone': 'vl1', 'alias': 'shop-front', 'tag': 31}, 'subnets': []},
+        'vxa': {'zone': {'id': 'vx1', 'type': 'vxlan', 'bridge': None, 'peers': ['10.0.0.1', '10.0.0.2']},
+                'vnet': {'id': 'vxa', 'zone': 'vx1', 'alias': 'shop-front', 'tag': 5000},
+                'subnets': [{'cidr': '10.20.0.0/24', 'gateway': None, 'snat': False}]},
+        'vxb': {'zone': dict(vx_zone, peers=['10.0.0.3']),
+                'vnet': {'id': 'vxb', 'zone': 'vx2', 'alias': 'shop-front', 'tag': 5001}, 'subnets': []},
+        'old1': {},
+        'old3': {'zone': {'id': 'kept1', 'type': 'simple', 'bridge': None}},
+        'never1': {}}
+    assert list(before) == list(after) == ['vla', 'vlb', 'vxa', 'vxb', 'old1', 'old3', 'never1']
+
+
+def test_plan_sdn_moves_a_vnet_only_without_subnets():
+    live = live_of(norm())
+    with pytest.raises(sdn.NetworkError) as info:
+        sdn.plan_sdn([norm(zone='other1')], live)
+    assert str(info.value) == ("vnet 'front9q0' is in zone 'shopk2x1', wanted 'other1'; remove its subnets (state "
+                               "absent) before moving it")
+    ops = sdn.plan_sdn([norm(zone='other1', cidr=None, gateway=None)], dict(live, subnets={}))[0]
+    assert [(o['method'], o['path'], o['params']) for o in ops] == [
+        ('POST', 'cluster/sdn/zones', {'zone': 'other1', 'type': 'simple'}),
+        ('PUT', 'cluster/sdn/vnets/front9q0', {'zone': 'other1'})]
+
 def test_consistency_checks():
     with pytest.raises(sdn.NetworkError):
         sdn.check_consistent([norm(), norm()])

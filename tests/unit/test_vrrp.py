@@ -214,6 +214,96 @@ def test_track_interfaces_exclude_own():
     assert m['instances'][0]['track_interfaces'] == ['eth1']
 
 
+
+# --- characterisation: the whole output, every message and its order (pinned before build_model was split) ----
+def test_build_model_settings_errors_come_first_and_a_non_list_stops():
+    assert vrrp.build_model('web', {'vrrp_version': 4, 'primary_priority': 0}) == {'instances': [], 'errors': [
+        'vrrp_version must be 2 or 3, got 4',
+        'primary_priority must be 1 to 254 (255 is reserved for the address owner), got 0',
+        'instances must be a list, got str']}
+
+
+def test_build_model_every_instance_error_in_order():
+    bad = [
+        'web',
+        inst(name='a', virtual_router_id=0, role='backup', rank=101, peers='10.10.0.12', track_interfaces='eth1',
+             check='tcp', unicast_src_ip='nonsense'),
+        inst(name='b', vip='10.10.0.101/24', rank=-1, role=None, priority=None, peers=['x', '10.10.0.13'],
+             track_interfaces=['eth1', 'bad name'], auth='secret', colour='red'),
+        inst(name='c', vip='10.10.0.102/24', role='shadow', priority=0, auth={'pass': 'x'}),
+        inst(name='d', vip='10.10.0.103/24', virtual_router_id=vrrp.derive_vrid('c')),
+        inst(name='e', vip='10.10.0.104/24', interface='eth1'),
+        inst(name='f', vip='10.10.0.105/24', interface='eth9'),
+        inst(name='bad name', interface='x' * 16, vip='10.10.0.106', unicast_src_ip=None, peers=None),
+    ]
+    model = vrrp.build_model(bad, {'vrrp_version': 3},
+                             {'eth0': ['garbage', '10.10.0.11/24', '::/0'], 'eth1': None})
+    assert model['errors'] == [
+        "instances[0]: must be a mapping, got 'web'",
+        'instances[1] (a): virtual_router_id must be 1 to 255, got 0',
+        "instances[1] (a): role must be primary or shadow, got 'backup'",
+        'instances[1] (a): rank must be 0 to 100, got 101',
+        "instances[1] (a): unicast_src_ip 'nonsense' is not an IP address",
+        'instances[1] (a): peers must be a list of addresses',
+        'instances[1] (a): track_interfaces must be a list of interface names',
+        "instances[1] (a): check must be a mapping such as {type: tcp, port: 80}, got 'tcp'",
+        'instances[2] (b): unknown keys: colour',
+        'instances[2] (b): set role (primary or shadow) or priority',
+        'instances[2] (b): rank must be 0 to 100, got -1',
+        "instances[2] (b): peer 'x' is not an IP address",
+        'instances[2] (b): track_interfaces must be a list of interface names',
+        'instances[2] (b): auth is not part of VRRPv3 (RFC 5798 removed it): drop auth or set vrrp_version 2',
+        'instances[3] (c): priority must be 1 to 254, got 0',
+        'instances[3] (c): auth is not part of VRRPv3 (RFC 5798 removed it): drop auth or set vrrp_version 2',
+        'instances[4] (d): virtual_router_id 219 is already used by c on 10.10.0.0/24; set virtual_router_id '
+        'explicitly (free ids on this host: e.g. 1)',
+        'instances[5] (e): vip 10.10.0.104/24 is not inside any network of eth1 (no address): VRRP needs the vip on '
+        "the interface's own layer-2 network",
+        'instances[6] (f): interface eth9 does not exist on this host (found: eth0, eth1)',
+        'instances[7]: name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$ (it names files and the keepalived '
+        "instance), got 'bad name'",
+        "instances[7]: interface must be a network interface name (1-15 characters), got 'xxxxxxxxxxxxxxxx'",
+        "instances[7]: vip must be an address with its prefix length (CIDR), e.g. 10.10.0.100/24, got '10.10.0.106'",
+    ]
+    # An instance with errors still has every key, with placeholders where the input was unusable.
+    assert model['instances'][-1] == {
+        'name': 'invalid7', 'interface': 'invalid', 'vip': None, 'vip_address': None, 'prefixlen': None,
+        'network': None, 'family': 4, 'version': 3, 'virtual_router_id': vrrp.derive_vrid('invalid7'),
+        'role': 'primary', 'priority': 150, 'unicast_src_ip': None, 'peers': [], 'advert_int': 0.03,
+        'failback': 'auto', 'nopreempt': False, 'preempt_delay': 5, 'track_interfaces': [],
+        'check': {'type': 'tcp', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 3, 'port': 80,
+                  'host': '127.0.0.1'},
+        'auth': None, 'health_file': '/var/lib/shadownet-vip/invalid7.health',
+        'hold_file': '/var/lib/shadownet-vip/invalid7.hold', 'state_file': '/var/lib/shadownet-vip/invalid7.state'}
+
+
+def test_build_model_no_free_vrid_left():
+    model = vrrp.build_model([inst(name='x%d' % v, virtual_router_id=v) for v in range(1, 256)]
+                             + [inst(name='dup', virtual_router_id=7)])
+    assert model['errors'] == [
+        'instances[255] (dup): virtual_router_id 7 is already used by x7 on 10.10.0.0/24; set virtual_router_id '
+        'explicitly (free ids on this host: e.g. None)']
+
+
+def test_build_model_auth_must_be_a_mapping_in_v2():
+    assert errors_of([inst(auth='secret')], {'vrrp_version': 2, 'advert_int': 1}) == [
+        'instances[0] (web): auth must be a mapping {type: PASS, pass: secret}']
+
+
+def test_build_model_full_instance_v2():
+    model = vrrp.build_model([inst(track_interfaces=['eth1', 'eth0', 'eth1'], auth={'type': 'ah', 'pass': 'k'},
+                                   failback='manual', rank=3,
+                                   check={'type': 'command', 'command': 'true', 'rise': 5})],
+                             {'vrrp_version': 2, 'advert_int': 2, 'state_dir': '/run/x', 'preempt_delay': None})
+    assert model == {'errors': [], 'instances': [{
+        'name': 'web', 'interface': 'eth0', 'vip': '10.10.0.100/24', 'vip_address': '10.10.0.100', 'prefixlen': 24,
+        'network': '10.10.0.0/24', 'family': 4, 'version': 2, 'virtual_router_id': vrrp.derive_vrid('web'),
+        'role': 'primary', 'priority': 147, 'unicast_src_ip': '10.10.0.11', 'peers': ['10.10.0.12'],
+        'advert_int': 2, 'failback': 'manual', 'nopreempt': True, 'preempt_delay': 5, 'track_interfaces': ['eth1'],
+        'check': {'type': 'command', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 5, 'command': 'true'},
+        'auth': {'type': 'AH', 'pass': 'k'}, 'health_file': '/run/x/web.health', 'hold_file': '/run/x/web.hold',
+        'state_file': '/run/x/web.state'}]}
+
 # --- across hosts ------------------------------------------------------------------------------------------
 def member(host, **kw):
     base = {'host': host, 'name': 'web', 'vip': '10.10.0.100/24', 'network': '10.10.0.0/24',
