@@ -374,7 +374,8 @@ def _removal_ops(absent, present, zones, vnets, subnets, before, after):
     gone_vnets = set(n['vnet'] for n in absent if n['vnet'] in vnets)
     used = set(current_vnet(v)['zone'] for k, v in vnets.items() if k not in gone_vnets)
     used.update(n['zone'] for n in present)
-    ops, removed_zones = [], set()
+    # Zones go last: pve-network Zones/Plugin.pm on_delete_hook refuses a zone that any vnet still uses.
+    ops, zone_ops, removed_zones = [], [], set()
     for net in absent:
         vid, zid = net['vnet'], net['zone']
         have_vnet = vnets.get(vid)
@@ -388,13 +389,14 @@ def _removal_ops(absent, present, zones, vnets, subnets, before, after):
         if have_vnet is not None:
             ops.append(dict(method='DELETE', path='cluster/sdn/vnets/' + vid, params={},
                             what='remove vnet {0}'.format(vid)))
-        if zid in zones and zid not in used and zid not in removed_zones:
-            removed_zones.add(zid)
-            ops.append(dict(method='DELETE', path='cluster/sdn/zones/' + zid, params={},
-                            what='remove zone {0}'.format(zid)))
+        if zid in zones and zid not in used:
+            if zid not in removed_zones:
+                removed_zones.add(zid)
+                zone_ops.append(dict(method='DELETE', path='cluster/sdn/zones/' + zid, params={},
+                                     what='remove zone {0}'.format(zid)))
         else:
             after[vid] = dict(zone=before[vid].get('zone')) if zid in zones else {}
-    return ops
+    return ops + zone_ops
 
 
 def _subnet_key(item, vnet_item):

@@ -118,6 +118,18 @@ def test_absent_keeps_a_zone_another_vnet_uses():
     assert sdn.plan_sdn([norm(state='absent')], EMPTY)[0] == []
 
 
+def test_absent_networks_of_one_zone_remove_the_zone_after_both_vnets():
+    """pve-network Zones/Plugin.pm on_delete_hook refuses a zone a vnet still uses: zones go after every vnet."""
+    live = live_of(norm(vnet='front9q0'))
+    live['vnets']['back9q0'] = {'vnet': 'back9q0', 'zone': 'shopk2x1', 'type': 'vnet'}
+    ops, before, after = sdn.plan_sdn([norm(vnet='front9q0', state='absent'), norm(vnet='back9q0', state='absent')],
+                                      live)
+    paths = [o['path'] for o in ops if o['method'] == 'DELETE']
+    assert paths[-1] == 'cluster/sdn/zones/shopk2x1' and paths.count('cluster/sdn/zones/shopk2x1') == 1
+    assert paths.index('cluster/sdn/vnets/back9q0') < paths.index('cluster/sdn/zones/shopk2x1')
+    assert after == {'front9q0': {}, 'back9q0': {}}
+
+
 
 def test_plan_sdn_pinned_every_kind_of_write_in_order():
     """Characterisation (pinned before plan_sdn was split): zones, vnets, subnets, then removals; whole views."""
@@ -159,8 +171,8 @@ def test_plan_sdn_pinned_every_kind_of_write_in_order():
         ('DELETE', 'cluster/sdn/vnets/vxb/subnets/vx2-10.30.0.0-24', {}, 'remove subnet 10.30.0.0/24 of vxb'),
         ('DELETE', 'cluster/sdn/vnets/old1/subnets/gone1-10.40.0.0-24', {}, 'remove subnet 10.40.0.0/24 of old1'),
         ('DELETE', 'cluster/sdn/vnets/old1', {}, 'remove vnet old1'),
-        ('DELETE', 'cluster/sdn/zones/gone1', {}, 'remove zone gone1'),
         ('DELETE', 'cluster/sdn/vnets/old3', {}, 'remove vnet old3'),
+        ('DELETE', 'cluster/sdn/zones/gone1', {}, 'remove zone gone1'),
     ]
     assert [list(o['params']) for o in ops[:2]] == [['zone', 'type', 'bridge'], ['zone', 'type', 'peers']]
     vx_zone = {'id': 'vx2', 'type': 'vxlan', 'bridge': None}
