@@ -163,8 +163,8 @@ PVE_CASES = {
          ('split_apart', 'resource-affinity', '201,203', 'negative')],
         ['apart1', 'apart2', 'split1', 'split2', 'split_apart', 'together1']),
     'ineffective-negative-resource-affinity-rules': (
-        [('keep1', 'resource-affinity', '101,102', 'negative'), ('keep2', 'resource-affinity', '101,102,103',
-                                                                  'negative'),
+        [('keep1', 'resource-affinity', '101,102', 'negative'),
+         ('keep2', 'resource-affinity', '101,102,103', 'negative'),
          ('drop1', 'resource-affinity', '101,102,103,104', 'negative'),
          ('drop2', 'resource-affinity', '101,102,103,104,105', 'negative')],
         ['drop1', 'drop2']),
