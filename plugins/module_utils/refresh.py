@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import time
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
-    PveApiError, PveTaskError, PveUncertainError)
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
 
 # PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
@@ -47,9 +47,11 @@ ROOT_ONLY_KEYS = ('hookscript',)
 SECRET_KEYS = ('cipassword',)
 IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
 SIZE_KEYS = ('cores', 'sockets', 'memory', 'balloon')
-# Errors of a clone request worth one more try: PVE refused before doing anything, or never got the request.
-RETRYABLE_KINDS = ('lock', 'connection', 'server')
 HA_RESOURCE_KEYS = ('state', 'group', 'max_restart', 'max_relocate', 'comment', 'failback')
+
+
+def _rule_sids(rule):
+    return [x.strip() for x in str(rule.get('resources', '')).split(',')]
 
 
 class ShadowMissingError(PveApiError):
@@ -415,8 +417,7 @@ class ShadowRefresher(object):
         if not found:
             return None, []
         try:
-            rules = [r for r in (self.api.get('cluster/ha/rules') or [])
-                     if sid in [x.strip() for x in str(r.get('resources', '')).split(',')]]
+            rules = [r for r in (self.api.get('cluster/ha/rules') or []) if sid in _rule_sids(r)]
         except PveApiError:
             rules = []
         return found[0], rules
@@ -426,21 +427,31 @@ class ShadowRefresher(object):
             return
         sid = 'vm:{0}'.format(vmid)
         params = dict((k, resource[k]) for k in HA_RESOURCE_KEYS if resource.get(k) not in (None, ''))
-        present = [r.get('sid') for r in self.api.get('cluster/ha/resources') or []]
-        if sid not in present:
-            self.api.post('cluster/ha/resources', sid=sid, **params)
+        if sid not in self._ha_sids():
+            self.api.settle_write('POST', 'cluster/ha/resources', dict(params, sid=sid),
+                                  settled=lambda: sid in self._ha_sids(), what='add HA resource ' + sid)
         current = dict((r.get('rule'), r) for r in self.api.get('cluster/ha/rules') or [])
         for rule in rules:
             keys = dict((k, v) for k, v in rule.items() if k not in ('rule', 'digest', 'order', 'errors'))
             if rule['rule'] in current:
-                have = [x.strip() for x in str(current[rule['rule']].get('resources', '')).split(',')]
-                if sid in have:
+                if sid in _rule_sids(current[rule['rule']]):
                     continue
-                self.api.put('cluster/ha/rules/{0}'.format(rule['rule']), type=rule['type'],
-                             resources=rule['resources'])
+                self.api.settle_write('PUT', 'cluster/ha/rules/{0}'.format(rule['rule']),
+                                      dict(type=rule['type'], resources=rule['resources']),
+                                      settled=lambda rule=rule: self._rule_names(rule['rule'], sid),
+                                      what='update HA rule ' + rule['rule'])
             else:
-                self.api.post('cluster/ha/rules', rule=rule['rule'], **keys)
+                self.api.settle_write('POST', 'cluster/ha/rules', dict(keys, rule=rule['rule']),
+                                      settled=lambda rule=rule: self._rule_names(rule['rule'], sid),
+                                      what='create HA rule ' + rule['rule'])
         self._step('HA resource {0} and {1} rule(s) restored'.format(sid, len(rules)))
+
+    def _ha_sids(self):
+        return [r.get('sid') for r in self.api.get('cluster/ha/resources') or []]
+
+    def _rule_names(self, rid, sid):
+        """Does HA rule ``rid`` exist and name ``sid`` (read back after a lost answer)?"""
+        return any(r.get('rule') == rid and sid in _rule_sids(r) for r in self.api.get('cluster/ha/rules') or [])
 
     def _replace(self, primary, shadow, identity, snapname, move, clone_description=None):
         """Stop and destroy the shadow, clone the snapshot to its vmid. Raises ShadowMissingError after the destroy."""
@@ -462,13 +473,11 @@ class ShadowRefresher(object):
                     pass  # the destroy error is the one to report
             raise
         self._step('destroyed {0} (vmid {1})'.format(shadow['name'], svmid))
-        params = dict(newid=svmid, name=shadow['name'], snapname=snapname, full=1,
-                      description=clone_description or identity['description'] or None, pool=identity['pool'])
-        if not move and snode != pnode:
-            params['target'] = snode
+        params = dict(snapname=snapname, full=1, description=clone_description or identity['description'] or None,
+                      pool=identity['pool'], target=snode if not move and snode != pnode else None)
         where = 'nodes/{0}/qemu/{1}/clone'.format(pnode, pvmid)
         try:
-            self._clone(where, params, svmid)
+            self._clone(pnode, pvmid, shadow['name'], svmid, params)
         except PveApiError as exc:
             raise ShadowMissingError(missing_message(shadow['name'], svmid, snode, primary['name'], snapname,
                                                      exc.message), kind='shadow_missing', method='POST',
@@ -484,35 +493,18 @@ class ShadowRefresher(object):
                     'the new shadow stays on {0}, the node of its primary: moving it to {1} failed ({2}); move it '
                     'with `qm migrate {3} {1} --with-local-disks`'.format(pnode, snode, exc.message, svmid))
 
-    def _clone(self, where, params, vmid):
-        """The clone task; one more try when PVE refused it before doing anything (lock, connection)."""
-        for attempt in (1, 2):
-            try:
-                self._task('POST', where, params)
-                return
-            except PveUncertainError:
-                # The request may have reached PVE: look, never clone twice.
-                if not self._vm_exists(vmid):
-                    raise
-                self._wait_unlocked(vmid)
-                return
-            except PveApiError as exc:
-                retry = exc.kind in RETRYABLE_KINDS and not isinstance(exc, PveTaskError)
-                if attempt == 2 or not retry or self._vm_exists(vmid):
-                    raise
-                self.result['warnings'].append('the clone failed ({0}); tried once more'.format(exc.message))
+    def _clone(self, pnode, pvmid, name, vmid, params):
+        """The clone of the snapshot to the shadow's own vmid (clone.clone_vm: looks again after a lost answer)."""
+        try:
+            dummy, warnings = clone.clone_vm(self.api, pnode, pvmid, name, vmid=vmid, fixed_vmid=True,
+                                             timeout=self.timeout, params=params)
+        except PveApiError as exc:
+            self.result['warnings'].extend(getattr(exc, 'warnings', None) or [])
+            raise
+        self.result['warnings'].extend(warnings)
 
     def _vm_exists(self, vmid):
-        return any(int(r.get('vmid', -1)) == int(vmid) for r in self.api.resources('vm'))
-
-    def _wait_unlocked(self, vmid, poll=1.0):
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == int(vmid)]
-            if found and not found[0].get('lock'):
-                return
-            time.sleep(poll)
-        raise PveApiError('vmid {0} is still locked after {1}s'.format(vmid, self.timeout), kind='timeout')
+        return clone.find_by_vmid(self.api.resources('vm'), vmid) is not None
 
     def _restore(self, node, vmid, identity, description, keep_size, isolate):
         current = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == vmid]
