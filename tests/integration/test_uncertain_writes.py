@@ -56,6 +56,38 @@ def root_conn(pvesim, pve_conn):
     return conn
 
 
+# ------------------------------------------------------------------------------------------- simulator
+
+
+def test_simulator_carries_out_a_write_whose_answer_it_loses_and_drops_another_unhandled(pvesim, proxmoxer_api):
+    requests = pytest.importorskip('requests')
+    pve = pvesim.pve
+    pve.add_vm(101, 'web', node='pve1')
+    pve.lose_answer('POST', r'^cluster/ha/resources$')
+    with pytest.raises(requests.exceptions.ConnectionError):
+        proxmoxer_api.cluster.ha.resources.post(sid='vm:101', state='started')
+    assert 'vm:101' in pve.ha_resources  # carried out
+    pve.drop_request('POST', r'^nodes/pve1/qemu/101/clone$')
+    mark = pvesim.mark()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        proxmoxer_api.nodes('pve1').qemu(101).clone.post(newid=102, name='copy')
+    assert pvesim.requests(mark) == [] and [vm.vmid for vm in pve.vms if vm.vmid == 102] == []
+    pve.lose_answer('POST', r'^nodes/pve1/qemu/101/clone$')
+    with pytest.raises(requests.exceptions.ConnectionError):
+        proxmoxer_api.nodes('pve1').qemu(101).clone.post(newid=102, name='copy')
+    assert [vm.name for vm in pve.vms if vm.vmid == 102] == ['copy']  # the task ran
+    assert [t['type'] for t in pve.tasklog][-1] == 'qmclone'
+    assert pve.fault_log == [('lost', 'POST', 'cluster/ha/resources'), ('before', 'POST', 'nodes/pve1/qemu/101/clone'),
+                             ('lost', 'POST', 'nodes/pve1/qemu/101/clone')]
+    pve.flaky_writes(1.0, lost_share=0.0, seed=1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        proxmoxer_api.cluster.ha.resources.post(sid='vm:102', state='started')
+    assert proxmoxer_api.cluster.ha.resources.get()  # reads are left alone
+    pve.flaky_writes(0)
+    proxmoxer_api.cluster.ha.resources.post(sid='vm:102', state='started')
+    assert sorted(pve.ha_resources) == ['vm:101', 'vm:102']
+
+
 # ------------------------------------------------------------------------------------------------ clone
 
 

@@ -68,6 +68,11 @@ What is modelled on top of fakepve
 - The lab cluster (inventories/lab/cluster.yml): nodes and their sizes, storages, snippets, pools, golden templates
   with base volumes (one on shared RBD storage, one copied to each node's local-lvm), users, roles, ACLs and API
   tokens (`load_cluster`).
+- Faults of writes (pvesim_faults.py): a write carried out with its answer lost (`lose_answer`: handled, tasks
+  started, then the connection closed without a response), or dropped before handling (`drop_request`), or a
+  seeded share of all writes either way (`flaky_writes`); a clone task that dies before its cleanup and leaves the
+  new VM locked `clone` (`kill_clone_task`, as qemu-server clone_vm does for a killed worker). fakepve's own
+  `flaky_network` only drops requests before they are handled.
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
   under `/_sim/` (documented in `ControlChannel`). `start_in_thread()` serves one inside a test process.
 
