@@ -259,6 +259,12 @@ class PveApi(object):
         self._api = None
         self._connect()
 
+    @property
+    def is_root(self):
+        """Logged in as root@pam itself (a password login): qemu-server lets only that user give ``skiplock``
+        ("Only root may use this option."); root@pam's API tokens are other users for it."""
+        return self.user == 'root@pam' and not self._token_secret
+
     @classmethod
     def from_module(cls, module, **kwargs):
         p = module.params

@@ -163,7 +163,7 @@ class Cloner(object):
         if entry is None or entry.get('lock') != 'clone' or not ours(entry, self.name) or self.clone_task_running():
             return None
         how = ('remove it as root@pam: `qm unlock {0} && qm destroy {0} --purge` on {1}'.format(vmid, entry['node']))
-        if self.api.user != 'root@pam' or getattr(self.api, '_token_secret', None):
+        if not self.api.is_root:
             # qemu-server destroy_vm checks the lock unless skiplock, which only root@pam itself may give.
             return 'vmid {0} is a half-made clone (lock: clone) left by a failed clone task; {1}'.format(vmid, how)
         try:
