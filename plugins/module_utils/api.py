@@ -127,6 +127,9 @@ class PveTimeoutError(PveApiError):
     """Waited the whole wall-clock budget for a task or a lock."""
 
 
+# Requests of one write, in all, while answers are lost: each lost answer is followed by a look at PVE.
+UNCERTAIN_ATTEMPTS = 5
+
 LOCK_PATTERNS = (re.compile(r"can't lock file '[^']*' - got timeout"), re.compile(r'VM is locked \((\w+)\)'),
                  re.compile(r'got timeout'))
 QUORUM_PATTERN = re.compile(r'no quorum|cluster not ready', re.I)
@@ -255,6 +258,12 @@ class PveApi(object):
         self.warnings = []
         self._api = None
         self._connect()
+
+    @property
+    def is_root(self):
+        """Logged in as root@pam itself (a password login): qemu-server lets only that user give ``skiplock``
+        ("Only root may use this option."); root@pam's API tokens are other users for it."""
+        return self.user == 'root@pam' and not self._token_secret
 
     @classmethod
     def from_module(cls, module, **kwargs):
@@ -458,14 +467,19 @@ class PveApi(object):
 
         ``compute`` gets the current config and returns ``(changes, deletes)``: a dict of keys to set and a
         list of keys to remove, both empty when nothing differs. On a digest mismatch (someone else changed
-        the VM in between) the config is re-read and ``compute`` runs again, once. Returns
-        ``(before, changes, deletes)``.
+        the VM in between) the config is re-read and ``compute`` runs again, once. A PUT whose answer was lost
+        (PveUncertainError) is resolved the same way: the config is read again and only what still differs is
+        sent (qemu-server update_vm_api writes the config before answering, so a carried-out PUT reads back).
+        Returns ``(before, changes, deletes)`` of the update that was made.
         """
-        for attempt in (1, 2):
+        digest_retries, uncertain = 1, 0
+        made = None
+        while True:
             before, digest = self.vm_config(node, vmid)
             changes, deletes = compute(dict(before))
             if (not changes and not deletes) or check_mode:
-                return before, changes, deletes
+                return made or (before, changes, deletes)
+            made = (before, changes, deletes)
             params = dict(changes)
             if deletes:
                 params['delete'] = ','.join(sorted(deletes))
@@ -473,10 +487,64 @@ class PveApi(object):
                 params['digest'] = digest
             try:
                 self.put('nodes/{0}/qemu/{1}/config'.format(node, vmid), **params)
-                return before, changes, deletes
-            except PveApiError as exc:
-                if exc.kind != 'digest' or attempt == 2:
+                return made
+            except PveUncertainError:
+                uncertain += 1
+                if uncertain >= UNCERTAIN_ATTEMPTS:
                     raise
+                self.warnings.append('the answer to a config update of vmid {0} was lost; read it again'.format(vmid))
+            except PveApiError as exc:
+                if exc.kind != 'digest' or digest_retries == 0:
+                    raise
+                digest_retries -= 1
+
+    def settle_write(self, method, path, params=None, settled=None, what=None):
+        """A write whose lost answer is resolved by looking again, never by sending it blindly.
+
+        ``settled()`` reads PVE and says whether the write's effect is in place: True, nothing is sent again; False,
+        the request never arrived (or was refused) and it is sent again (at most :data:`UNCERTAIN_ATTEMPTS` in all).
+        After a lost answer, an error of a later attempt is checked the same way (the first may have been carried
+        out meanwhile). Returns the answer's data, or None when the effect was found after a lost answer.
+        """
+        lost = False
+        for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
+            try:
+                return self.request(method, path, params)
+            except PveUncertainError:
+                lost = True
+                if settled is not None and settled():
+                    self.warnings.append('the answer to {0} was lost; it was carried out'.format(
+                        what or '{0} /{1}'.format(method, path)))
+                    return None
+                if settled is None or attempt == UNCERTAIN_ATTEMPTS:
+                    raise
+            except PveApiError:
+                if lost and settled is not None and settled():
+                    return None
+                raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def start_vm(self, node, vmid, timeout=600):
+        """Start a VM; a start whose answer was lost is resolved by looking again. Returns the task's result.
+
+        qemu-server vm_start runs in a ``qmstart`` task (``hastart`` for an HA resource, which only asks the HA
+        manager). After a lost answer: a start task of this VM still running is waited for; a VM already running
+        (or an HA resource asked to start) needs nothing more; otherwise the request never arrived: it is sent again.
+        """
+        path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
+        for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
+            try:
+                return self.run_task('POST', path + 'start', timeout=timeout)
+            except PveUncertainError:
+                if attempt == UNCERTAIN_ATTEMPTS:
+                    raise
+            active = [t for t in self.get('nodes/{0}/tasks'.format(node), vmid=vmid, source='active') or []
+                      if t.get('type') in ('qmstart', 'hastart') and t.get('upid')]
+            if active:
+                return self.wait_task(active[0]['upid'], timeout=timeout)
+            current = self.get(path + 'current') or {}
+            if current.get('status') == 'running' or (current.get('ha') or {}).get('state') == 'started':
+                return dict(upid=None, exitstatus='OK', warnings=[], log=[])
         raise AssertionError('unreachable')  # pragma: no cover
 
 

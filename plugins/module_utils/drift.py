@@ -25,11 +25,11 @@ def _networks(plan, role):
     return [sdn.normalise_network(n, i) for i, n in enumerate(plan.get('networks') or []) if n.get('role') == role]
 
 
-def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, prune, meta_module, parallel):
+def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, prune, parallel):
     everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=hookscript if vm.get('role') == 'primary'
                                              else None)) for vm in plan.get('vms') or []]
     specs = [spec for vm, spec in everyone if vm.get('role') == role]
-    results = vmengine.ensure_many(make_api, specs, check_mode=True, meta_module=meta_module, parallel=parallel,
+    results = vmengine.ensure_many(make_api, specs, check_mode=True, parallel=parallel,
                                    resources=resources, nodes=nodes, context=[spec for vm, spec in everyone])
     pruned = []
     if prune:
@@ -47,8 +47,7 @@ def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, pru
     return dict(in_sync=not changes, changes=changes), results
 
 
-def plan_drift(make_api, plan, state='started', hookscript=None, prune=True, ha_rules=True, meta_module=None,
-               parallel=4):
+def plan_drift(make_api, plan, state='started', hookscript=None, prune=True, ha_rules=True, parallel=4):
     """Compare a plan (docs/plan.md) with the cluster (VM configs read by ``parallel`` connections). Returns a dict:
 
     ``in_sync`` (every step in sync), ``steps`` ({step: {in_sync, changes}} for :data:`STEPS`; a step that does not
@@ -68,7 +67,7 @@ def plan_drift(make_api, plan, state='started', hookscript=None, prune=True, ha_
         steps[step] = dict(in_sync=not res['changed'], changes=list(res['changes']))
     for step, role in (('primaries', 'primary'), ('shadows', 'shadow')):
         steps[step], results = _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, prune,
-                                        meta_module, parallel)
+                                        parallel)
         vms.extend(results)
     if not ha_rules:
         steps['ha_rules'] = dict(in_sync=True, changes=[])

@@ -458,8 +458,9 @@ class HaRuleEngine(object):
             return result
         self.api.require_quorum()
         for sid in missing:
-            self.api.post('cluster/ha/resources', sid=sid, state=self.resource_state,
-                          comment='shadownet {0}'.format(template))
+            self.api.settle_write('POST', 'cluster/ha/resources', dict(sid=sid, state=self.resource_state,
+                                                                       comment='shadownet {0}'.format(template)),
+                                  settled=lambda sid=sid: self.has_resource(sid), what='add HA resource ' + sid)
         wanted = dict((r['rule'], r) for r in resolved)
         if not status and any(op['method'] != 'DELETE' and wanted[op['rule']].get('affinity') == 'negative'
                               for op in ops):
@@ -476,7 +477,8 @@ class HaRuleEngine(object):
                 if current.get('digest'):
                     params['digest'] = current['digest']
             try:
-                self.api.request(op['method'], op['path'], params)
+                self.api.settle_write(op['method'], op['path'], params, what=op['what'],
+                                      settled=lambda op=op: self.rule_settled(op, resolved, template))
             except PveApiError as exc:
                 done = changes[:len(missing) + ops.index(op)]
                 exc.message = '{0} (at step: {1}; done before it: {2})'.format(
@@ -491,6 +493,21 @@ class HaRuleEngine(object):
                                   'them: {0}'.format('; '.join('{0}: {1}'.format(i['rule'], _pve_errors(i['errors']))
                                                                for i in invalid)))
         return result
+
+    def has_resource(self, sid):
+        """Is ``sid`` an HA resource now (read back after a lost answer)?"""
+        return any(item.get('sid') == sid for item in self.api.get('cluster/ha/resources') or [])
+
+    def rule_settled(self, op, desired, template):
+        """Is the effect of a rule write in place (read back after a lost answer)? API2/HA/Rules.pm writes rules.cfg
+        under lock_ha_domain before answering: a deleted rule is gone, a created or updated one needs no more write."""
+        live = self.api.get('cluster/ha/rules') or []
+        if op['method'] == 'DELETE':
+            return op['rule'] not in set(item.get('rule') for item in live)
+        if op['rule'] not in set(item.get('rule') for item in live):
+            return False
+        ops, dummy, dummy2 = plan_rules(desired, live, template)
+        return not any(o['rule'] == op['rule'] for o in ops)
 
     def _wait_for_crm(self, added):
         """Wait (wall clock, ``crm_timeout`` seconds) for the CRM's node list; PVE counts the nodes of negative

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import time
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
-    PveApiError, PveTaskError, PveUncertainError)
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
 
 # PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
@@ -47,9 +47,11 @@ ROOT_ONLY_KEYS = ('hookscript',)
 SECRET_KEYS = ('cipassword',)
 IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
 SIZE_KEYS = ('cores', 'sockets', 'memory', 'balloon')
-# Errors of a clone request worth one more try: PVE refused before doing anything, or never got the request.
-RETRYABLE_KINDS = ('lock', 'connection', 'server')
 HA_RESOURCE_KEYS = ('state', 'group', 'max_restart', 'max_relocate', 'comment', 'failback')
+
+
+def _rule_sids(rule):
+    return [x.strip() for x in str(rule.get('resources', '')).split(',')]
 
 
 class ShadowMissingError(PveApiError):
@@ -235,6 +237,32 @@ class ShadowRefresher(object):
 
     def run(self, primary_name, shadow_name, prefix='sn-refresh', keep_size=True, start=True, min_interval=0,
             isolate_shared=True):
+        """One refresh: find both VMs, read the shadow, decide (skip / resume / refresh), plan, then carry it out."""
+        now = int(self.clock())
+        found = self._find_pair(primary_name, shadow_name, prefix, now)
+        if found is None:
+            return self.result
+        primary, shadow, snaps = found
+        cfg, pcfg, meta = self._read_configs(primary, shadow)
+        replication = meta.get('replication') if isinstance(meta.get('replication'), dict) else {}
+        self.result['last_full'] = self.result['previous_last_full'] = replication.get('last_full')
+        if (meta.get('failover') or {}).get('active'):
+            return self._skip('the shadow {0!r} is serving (failover active in its description): it is not '
+                              'replaced until fail-back'.format(shadow_name))
+        if isinstance(replication.get('pending'), dict):
+            return self._resume(shadow, cfg, replication['pending'], keep_size, start, isolate_shared, pcfg)
+        reason = self._too_soon(shadow, primary_name, replication.get('last_full'), snaps, prefix, now, min_interval)
+        if reason:
+            return self._skip(reason)
+        work = self._plan(primary, shadow, cfg, pcfg, snaps, prefix, now, keep_size, start, isolate_shared)
+        if self.check_mode:
+            self.result['steps'] = ['would ' + s for s in work['steps']]
+            return self.result
+        return self._carry_out(work)
+
+    def _find_pair(self, primary_name, shadow_name, prefix, now):
+        """(primary, shadow, primary's snapshots) from /cluster/resources; None when skipped (a refresh of an absent
+        shadow in progress); PveApiError when one is missing or they are the same VM."""
         res = self.api.resources('vm')
         primary = self._one(res, primary_name, 'primary')
         if primary is None:
@@ -243,124 +271,146 @@ class ShadowRefresher(object):
         shadow = self._one(res, shadow_name, 'shadow')
         pnode, pvmid = primary['node'], int(primary['vmid'])
         self.result['primary'] = dict(name=primary_name, vmid=pvmid, node=pnode)
-        now = int(self.clock())
-        busy_window = 4 * self.timeout
         snaps = self._snapshots(pnode, pvmid)
         if shadow is None:
-            recent = [s for s in own_snapshots(snaps, prefix) if now - s[2] < busy_window]
+            recent = [s for s in own_snapshots(snaps, prefix) if now - s[2] < self._busy_window()]
             if recent:
-                return self._skip('the shadow {0!r} is absent while a refresh from snapshot {1} is in progress '
-                                  '(started {2}s ago)'.format(shadow_name, recent[-1][0], now - recent[-1][2]))
+                self._skip('the shadow {0!r} is absent while a refresh from snapshot {1} is in progress (started {2}s '
+                           'ago)'.format(shadow_name, recent[-1][0], now - recent[-1][2]))
+                return None
             raise PveApiError('the shadow {0!r} is not in the cluster, so it cannot be refreshed: build it first '
                               '(site.yml; shadownet.proxmox.linked_clone with the plan, roles [shadow])'.format(
                                   shadow_name), kind='notfound')
-        snode, svmid = shadow['node'], int(shadow['vmid'])
-        self.result['shadow'] = dict(name=shadow_name, vmid=svmid, node=snode)
+        svmid = int(shadow['vmid'])
+        self.result['shadow'] = dict(name=shadow_name, vmid=svmid, node=shadow['node'])
         if svmid == pvmid:
             raise PveApiError('primary and shadow are the same VM (vmid {0})'.format(pvmid), kind='config')
-        cfg, dummy = self.api.vm_config(snode, svmid)
+        return primary, shadow, snaps
+
+    def _busy_window(self):
+        """How old a snapshot of this module may be while its refresh still counts as running."""
+        return 4 * self.timeout
+
+    def _read_configs(self, primary, shadow):
+        """(shadow config, primary config, the shadow's metadata block); a template shadow is refused."""
+        cfg, dummy = self.api.vm_config(shadow['node'], int(shadow['vmid']))
         if cfg.get('template'):
             raise PveApiError('the shadow {0!r} (vmid {1}) is a template; templates are never replaced'.format(
-                shadow_name, svmid), kind='config')
-        pcfg, dummy = self.api.vm_config(pnode, pvmid)
+                shadow['name'], int(shadow['vmid'])), kind='config')
+        pcfg, dummy = self.api.vm_config(primary['node'], int(primary['vmid']))
         dummy, meta = metablock.parse_description(cfg.get('description', ''))
-        meta = meta or {}
-        replication = meta.get('replication') if isinstance(meta.get('replication'), dict) else {}
-        last_full = replication.get('last_full')
-        self.result['last_full'] = last_full
-        self.result['previous_last_full'] = last_full
-        if (meta.get('failover') or {}).get('active'):
-            return self._skip('the shadow {0!r} is serving (failover active in its description): it is not '
-                              'replaced until fail-back'.format(shadow_name))
-        if isinstance(replication.get('pending'), dict):
-            return self._resume(shadow, cfg, replication['pending'], keep_size, start, isolate_shared, pcfg)
+        return cfg, pcfg, meta or {}
+
+    def _too_soon(self, shadow, primary_name, last_full, snaps, prefix, now, min_interval):
+        """Why this refresh is skipped (min_interval, another refresh running), or None."""
         if min_interval and isinstance(last_full, (int, float)) and 0 <= now - last_full < min_interval:
-            return self._skip('the last full refresh of {0!r} was {1}s ago, less than min_interval {2}s'.format(
-                shadow_name, int(now - last_full), min_interval))
-        ours = own_snapshots(snaps, prefix, svmid)
-        running = [s for s in ours if now - s[2] < busy_window]
+            return 'the last full refresh of {0!r} was {1}s ago, less than min_interval {2}s'.format(
+                shadow['name'], int(now - last_full), min_interval)
+        busy_window = self._busy_window()
+        running = [s for s in own_snapshots(snaps, prefix, int(shadow['vmid'])) if now - s[2] < busy_window]
         if running:
-            return self._skip('a refresh of {0!r} is in progress (snapshot {1} of {2!r} is {3}s old; older than {4}s '
-                              'counts as stale)'.format(shadow_name, running[-1][0], primary_name,
-                                                        now - running[-1][2], busy_window))
-        stale = [s[0] for s in ours]
+            return ('a refresh of {0!r} is in progress (snapshot {1} of {2!r} is {3}s old; older than {4}s counts as '
+                    'stale)'.format(shadow['name'], running[-1][0], primary_name, now - running[-1][2], busy_window))
+        return None
+
+    def _plan(self, primary, shadow, cfg, pcfg, snaps, prefix, now, keep_size, start, isolate_shared):
+        """Everything the refresh will do, decided before the first write: a dict for :meth:`_carry_out`."""
+        pnode, pvmid = primary['node'], int(primary['vmid'])
+        snode, svmid = shadow['node'], int(shadow['vmid'])
         if not disks_of(pcfg):
-            raise PveApiError('the primary {0!r} has no disk to clone'.format(primary_name), kind='config')
+            raise PveApiError('the primary {0!r} has no disk to clone'.format(primary['name']), kind='config')
         identity = identity_of(shadow, cfg)
         self.result['identity'] = dict((k, v) for k, v in identity.items() if k not in SECRET_KEYS)
         isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
         self.result['isolated_nics'] = isolate
         ha_resource, ha_rules = self._ha_record(svmid)
-        move = snode != pnode and not self._all_shared(pcfg)
         snapname = snapshot_name(prefix, svmid, now)
         self.result['snapshot'] = snapname
         self.result['changed'] = True
-        new_meta_desc, dummy, dummy2 = metablock.merge_description(
-            cfg.get('description', ''), {'replication': {'last_full': now, 'source': primary_name,
-                                                         'source_snapshot': snapname, 'pending': None}})
-        # Until the identity is restored, the new shadow's description carries it: a run after a failed restore
-        # finishes the restore instead of recording the half-made copy as the shadow and cloning again.
+        work = dict(primary=primary, shadow=shadow, identity=identity, isolate=isolate, ha_resource=ha_resource,
+                    ha_rules=ha_rules, move=snode != pnode and not self._all_shared(pcfg), snapname=snapname,
+                    stale=[s[0] for s in own_snapshots(snaps, prefix, svmid)], now=now, keep_size=keep_size,
+                    will_start=start or shadow.get('status') == 'running')
+        work['description'], work['clone_description'] = self._descriptions(cfg, identity, primary['name'],
+                                                                            snapname, now)
+        steps = ['snapshot {0} (vmid {1} on {2}) as {3}'.format(primary['name'], pvmid, pnode, snapname),
+                 ('stop and ' if shadow.get('status') == 'running' else '') +
+                 'destroy {0} (vmid {1} on {2})'.format(shadow['name'], svmid, snode),
+                 'full clone of {0} to vmid {1} named {2} on {3}{4}'.format(
+                     snapname, svmid, shadow['name'], pnode if work['move'] else snode,
+                     ', then move it offline to {0} (local disks)'.format(snode) if work['move'] else ''),
+                 'restore NICs {0}, tags, description{1}, hookscript'.format(
+                     ', '.join(sorted(identity['nets'])), ', size' if keep_size else '')]
+        if ha_resource:
+            steps.append('put {0} back under HA ({1} rule(s))'.format('vm:%d' % svmid, len(ha_rules)))
+        steps.append('delete snapshot {0}'.format(snapname))
+        if work['will_start']:
+            steps.append('start {0}'.format(shadow['name']))
+        if work['stale']:
+            steps.insert(0, 'delete stale snapshots {0}'.format(', '.join(work['stale'])))
+        work['steps'] = steps
+        return work
+
+    @staticmethod
+    def _descriptions(cfg, identity, primary_name, snapname, now):
+        """(the restored shadow's description, the fresh clone's description).
+
+        Until the identity is restored, the new shadow's description carries it: a run after a failed restore
+        finishes the restore instead of recording the half-made copy as the shadow and cloning again.
+        """
+        final = metablock.merge_description(cfg.get('description', ''), {'replication': {
+            'last_full': now, 'source': primary_name, 'source_snapshot': snapname, 'pending': None}})[0]
         pending = dict(pending_of(identity), snapshot=snapname, time=now, source=primary_name)
         try:
-            clone_description = metablock.merge_description(cfg.get('description', ''),
-                                                            {'replication': {'pending': pending}})[0]
+            interim = metablock.merge_description(cfg.get('description', ''), {'replication': {'pending': pending}})[0]
         except metablock.MetaError:
-            clone_description = None
-        plan = ['snapshot {0} (vmid {1} on {2}) as {3}'.format(primary_name, pvmid, pnode, snapname),
-                ('stop and ' if shadow.get('status') == 'running' else '') +
-                'destroy {0} (vmid {1} on {2})'.format(shadow_name, svmid, snode),
-                'full clone of {0} to vmid {1} named {2} on {3}{4}'.format(
-                    snapname, svmid, shadow_name, pnode if move else snode,
-                    ', then move it offline to {0} (local disks)'.format(snode) if move else ''),
-                'restore NICs {0}, tags, description{1}, hookscript'.format(
-                    ', '.join(sorted(identity['nets'])), ', size' if keep_size else '')]
-        if ha_resource:
-            plan.append('put {0} back under HA ({1} rule(s))'.format('vm:%d' % svmid, len(ha_rules)))
-        plan.append('delete snapshot {0}'.format(snapname))
-        will_start = start or shadow.get('status') == 'running'
-        if will_start:
-            plan.append('start {0}'.format(shadow_name))
-        if stale:
-            plan.insert(0, 'delete stale snapshots {0}'.format(', '.join(stale)))
-        if self.check_mode:
-            self.result['steps'] = ['would ' + s for s in plan]
-            self.result['last_full'] = last_full
-            return self.result
+            interim = None
+        return final, interim
 
+    def _carry_out(self, work):
+        """The writes: snapshot, replace (destroy + clone), restore the identity and HA, delete the snapshot, start."""
+        primary, shadow, identity = work['primary'], work['shadow'], work['identity']
+        pnode, pvmid = primary['node'], int(primary['vmid'])
+        snode, svmid = shadow['node'], int(shadow['vmid'])
+        snapname = work['snapname']
         self.api.require_quorum()
-        for name in stale:
+        for name in work['stale']:
             self._delete_snapshot(pnode, pvmid, name)
         self._task('POST', 'nodes/{0}/qemu/{1}/snapshot'.format(pnode, pvmid),
                    dict(snapname=snapname, vmstate=0,
-                        description='shadownet full replication into {0} (vmid {1})'.format(shadow_name, svmid)))
-        self._step('snapshot {0} of {1}'.format(snapname, primary_name))
+                        description='shadownet full replication into {0} (vmid {1})'.format(shadow['name'], svmid)))
+        self._step('snapshot {0} of {1}'.format(snapname, primary['name']))
         try:
             # ShadowMissingError after the destroy; any other error: the shadow is still there.
-            self._replace(primary, shadow, identity, snapname, move, clone_description)
+            self._replace(primary, shadow, identity, snapname, work['move'], work['clone_description'])
         except PveApiError:
             self._delete_snapshot(pnode, pvmid, snapname)
             raise
         try:
-            self._restore(snode, svmid, identity, new_meta_desc, keep_size, isolate)
-            self._ha_restore(svmid, ha_resource, ha_rules)
+            self._restore(snode, svmid, identity, work['description'], work['keep_size'], work['isolate'])
+            self._ha_restore(svmid, work['ha_resource'], work['ha_rules'])
         except PveApiError as exc:
             self._delete_snapshot(pnode, pvmid, snapname)
-            nics = '; '.join('{0}={1}'.format(k, v) for k, v in sorted(identity['nets'].items()))
-            raise PveApiError('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could '
-                              'not be restored: {3}. It may carry the primary\'s tags and NICs with fresh MAC '
-                              'addresses; the next run of shadow_refresh finishes the restore (no new clone) from the '
-                              'identity kept in its description. Its NICs were {4}.'.format(
-                                  shadow_name, svmid, primary_name, exc.message, nics),
-                              kind=exc.kind, status=exc.status, method=exc.method, path=exc.path,
-                              node=exc.node) from exc
-        self.result['last_full'] = now
+            raise self._restore_failed(exc, work) from exc
+        self.result['last_full'] = work['now']
         self._delete_snapshot(pnode, pvmid, snapname)
-        if will_start:
-            fresh = self._one(self.api.resources('vm'), shadow_name, 'shadow')
+        if work['will_start']:
+            fresh = self._one(self.api.resources('vm'), shadow['name'], 'shadow')
             if fresh is not None and fresh.get('status') != 'running':
                 self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(fresh['node'], svmid))
-                self._step('started {0}'.format(shadow_name))
+                self._step('started {0}'.format(shadow['name']))
         return self.result
+
+    @staticmethod
+    def _restore_failed(exc, work):
+        """The error of a re-created shadow whose identity could not be restored (the next run finishes it)."""
+        nics = '; '.join('{0}={1}'.format(k, v) for k, v in sorted(work['identity']['nets'].items()))
+        return PveApiError('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could not be '
+                           'restored: {3}. It may carry the primary\'s tags and NICs with fresh MAC addresses; the next '
+                           'run of shadow_refresh finishes the restore (no new clone) from the identity kept in its '
+                           'description. Its NICs were {4}.'.format(work['shadow']['name'], int(work['shadow']['vmid']),
+                                                                   work['primary']['name'], exc.message, nics),
+                           kind=exc.kind, status=exc.status, method=exc.method, path=exc.path, node=exc.node)
 
     # --------------------------------------------------------------- pieces
 
@@ -415,8 +465,7 @@ class ShadowRefresher(object):
         if not found:
             return None, []
         try:
-            rules = [r for r in (self.api.get('cluster/ha/rules') or [])
-                     if sid in [x.strip() for x in str(r.get('resources', '')).split(',')]]
+            rules = [r for r in (self.api.get('cluster/ha/rules') or []) if sid in _rule_sids(r)]
         except PveApiError:
             rules = []
         return found[0], rules
@@ -426,21 +475,31 @@ class ShadowRefresher(object):
             return
         sid = 'vm:{0}'.format(vmid)
         params = dict((k, resource[k]) for k in HA_RESOURCE_KEYS if resource.get(k) not in (None, ''))
-        present = [r.get('sid') for r in self.api.get('cluster/ha/resources') or []]
-        if sid not in present:
-            self.api.post('cluster/ha/resources', sid=sid, **params)
+        if sid not in self._ha_sids():
+            self.api.settle_write('POST', 'cluster/ha/resources', dict(params, sid=sid),
+                                  settled=lambda: sid in self._ha_sids(), what='add HA resource ' + sid)
         current = dict((r.get('rule'), r) for r in self.api.get('cluster/ha/rules') or [])
         for rule in rules:
             keys = dict((k, v) for k, v in rule.items() if k not in ('rule', 'digest', 'order', 'errors'))
             if rule['rule'] in current:
-                have = [x.strip() for x in str(current[rule['rule']].get('resources', '')).split(',')]
-                if sid in have:
+                if sid in _rule_sids(current[rule['rule']]):
                     continue
-                self.api.put('cluster/ha/rules/{0}'.format(rule['rule']), type=rule['type'],
-                             resources=rule['resources'])
+                self.api.settle_write('PUT', 'cluster/ha/rules/{0}'.format(rule['rule']),
+                                      dict(type=rule['type'], resources=rule['resources']),
+                                      settled=lambda rule=rule: self._rule_names(rule['rule'], sid),
+                                      what='update HA rule ' + rule['rule'])
             else:
-                self.api.post('cluster/ha/rules', rule=rule['rule'], **keys)
+                self.api.settle_write('POST', 'cluster/ha/rules', dict(keys, rule=rule['rule']),
+                                      settled=lambda rule=rule: self._rule_names(rule['rule'], sid),
+                                      what='create HA rule ' + rule['rule'])
         self._step('HA resource {0} and {1} rule(s) restored'.format(sid, len(rules)))
+
+    def _ha_sids(self):
+        return [r.get('sid') for r in self.api.get('cluster/ha/resources') or []]
+
+    def _rule_names(self, rid, sid):
+        """Does HA rule ``rid`` exist and name ``sid`` (read back after a lost answer)?"""
+        return any(r.get('rule') == rid and sid in _rule_sids(r) for r in self.api.get('cluster/ha/rules') or [])
 
     def _replace(self, primary, shadow, identity, snapname, move, clone_description=None):
         """Stop and destroy the shadow, clone the snapshot to its vmid. Raises ShadowMissingError after the destroy."""
@@ -462,13 +521,11 @@ class ShadowRefresher(object):
                     pass  # the destroy error is the one to report
             raise
         self._step('destroyed {0} (vmid {1})'.format(shadow['name'], svmid))
-        params = dict(newid=svmid, name=shadow['name'], snapname=snapname, full=1,
-                      description=clone_description or identity['description'] or None, pool=identity['pool'])
-        if not move and snode != pnode:
-            params['target'] = snode
+        params = dict(snapname=snapname, full=1, description=clone_description or identity['description'] or None,
+                      pool=identity['pool'], target=snode if not move and snode != pnode else None)
         where = 'nodes/{0}/qemu/{1}/clone'.format(pnode, pvmid)
         try:
-            self._clone(where, params, svmid)
+            self._clone(pnode, pvmid, shadow['name'], svmid, params)
         except PveApiError as exc:
             raise ShadowMissingError(missing_message(shadow['name'], svmid, snode, primary['name'], snapname,
                                                      exc.message), kind='shadow_missing', method='POST',
@@ -484,35 +541,18 @@ class ShadowRefresher(object):
                     'the new shadow stays on {0}, the node of its primary: moving it to {1} failed ({2}); move it '
                     'with `qm migrate {3} {1} --with-local-disks`'.format(pnode, snode, exc.message, svmid))
 
-    def _clone(self, where, params, vmid):
-        """The clone task; one more try when PVE refused it before doing anything (lock, connection)."""
-        for attempt in (1, 2):
-            try:
-                self._task('POST', where, params)
-                return
-            except PveUncertainError:
-                # The request may have reached PVE: look, never clone twice.
-                if not self._vm_exists(vmid):
-                    raise
-                self._wait_unlocked(vmid)
-                return
-            except PveApiError as exc:
-                retry = exc.kind in RETRYABLE_KINDS and not isinstance(exc, PveTaskError)
-                if attempt == 2 or not retry or self._vm_exists(vmid):
-                    raise
-                self.result['warnings'].append('the clone failed ({0}); tried once more'.format(exc.message))
+    def _clone(self, pnode, pvmid, name, vmid, params):
+        """The clone of the snapshot to the shadow's own vmid (clone.clone_vm: looks again after a lost answer)."""
+        try:
+            dummy, warnings = clone.clone_vm(self.api, pnode, pvmid, name, vmid=vmid, fixed_vmid=True,
+                                             timeout=self.timeout, params=params)
+        except PveApiError as exc:
+            self.result['warnings'].extend(getattr(exc, 'warnings', None) or [])
+            raise
+        self.result['warnings'].extend(warnings)
 
     def _vm_exists(self, vmid):
-        return any(int(r.get('vmid', -1)) == int(vmid) for r in self.api.resources('vm'))
-
-    def _wait_unlocked(self, vmid, poll=1.0):
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            found = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == int(vmid)]
-            if found and not found[0].get('lock'):
-                return
-            time.sleep(poll)
-        raise PveApiError('vmid {0} is still locked after {1}s'.format(vmid, self.timeout), kind='timeout')
+        return clone.find_by_vmid(self.api.resources('vm'), vmid) is not None
 
     def _restore(self, node, vmid, identity, description, keep_size, isolate):
         current = [r for r in self.api.resources('vm') if int(r.get('vmid', -1)) == vmid]

@@ -604,8 +604,7 @@ def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, s
             if entry.get('shadow'):
                 spec.avoid_vms = [entry['shadow']]  # keep the shadow's spread: not on the shadow's node
             specs.append(spec)
-        results = vmengine.ensure_many(make_api, specs, check_mode=check_mode, meta_module=metablock,
-                                       parallel=parallel, resources=listings[0], nodes=listings[1])
+        results = vmengine.ensure_many(make_api, specs, check_mode=check_mode, parallel=parallel, resources=listings[0], nodes=listings[1])
         failed = [r for r in results if r.get('failed')]
         res['created'] = [r['name'] for r in results if r.get('created') and not r.get('failed')]
         res['instances'] = [dict(name=r['name'], vmid=r.get('vmid'), node=r.get('node')) for r in results]

@@ -21,7 +21,8 @@ import time
 import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming, propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
+    UNCERTAIN_ATTEMPTS, PveApiError, PveTaskError, PveUncertainError)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -647,6 +648,7 @@ class NetworkEngine(object):
         self.check_mode = check_mode
         self.timeout = timeout
         self.token = None
+        self.notes = []  # lost answers resolved by looking again: warnings of the result
 
     # ------------------------------------------------------------ reading
 
@@ -752,12 +754,13 @@ class NetworkEngine(object):
         self._refuse_removing_used(sdn_ops, br_ops)
         # Node bridges first: the SDN apply generates a vlan zone's vnets only where the zone's bridge is up.
         if br_ops:
-            result['bridge_apply'] = self._run_bridges(br_ops, touched)
+            result['bridge_apply'] = self._run_bridges(br_ops, touched, bridge_nets)
         if sdn_ops:
             known = set(t.get('upid') for t in (result.get('bridge_apply') or {}).values() if t.get('upid'))
             needed = dict((n['vnet'], n) for n in vnet_nets if n['state'] == 'present')
-            result['sdn_apply'] = self._run_sdn(sdn_ops, needed, known)
+            result['sdn_apply'] = self._run_sdn(sdn_ops, needed, known, networks=vnet_nets)
             result['warnings'].extend(result['sdn_apply'].get('warnings') or [])
+        result['warnings'].extend(self.notes)
         return result
 
     def _refuse_removing_used(self, sdn_ops, br_ops):
@@ -792,11 +795,8 @@ class NetworkEngine(object):
         for net in todo:
             net['peers'] = list(peers)
 
-    def _run_sdn(self, ops, needed=None, known_upids=()):
-        try:
-            self.token = self.api.post('cluster/sdn/lock')
-        except PveApiError as exc:
-            raise self._lock_error(exc) from exc
+    def _run_sdn(self, ops, needed=None, known_upids=(), networks=()):
+        self.token = self._take_lock()
         if not self.token:
             raise PveApiError('PVE gave no SDN lock token: this PVE has no global SDN lock (PVE 9 or later is '
                               'needed); no change was made', kind='config')
@@ -806,10 +806,14 @@ class NetworkEngine(object):
                 done = op['what']
                 params = dict(op['params'])
                 params['lock-token'] = self.token
-                self.api.request(op['method'], op['path'], params)
+                self.api.settle_write(op['method'], op['path'], params, what=op['what'],
+                                      settled=lambda op=op: self._sdn_settled(op, networks))
             done = 'apply'
-            # One apply; it releases the lock together with the commit.
-            upid = self.api.put('cluster/sdn', **{'lock-token': self.token, 'release-lock': 1})
+            # One apply; it releases the lock together with the commit. pve-network API2/Network/SDN.pm reload
+            # commits the config (running = pending) and starts the reload: after a lost answer it is sent again,
+            # which commits nothing new and reloads once more (the lock file is gone, so the token still passes).
+            upid = self.api.settle_write('PUT', 'cluster/sdn', {'lock-token': self.token, 'release-lock': 1},
+                                         settled=lambda: False, what='the SDN apply')
         except PveApiError as exc:
             self._rollback(exc, done)
             raise
@@ -825,6 +829,49 @@ class NetworkEngine(object):
             exc.args = (exc.message,)
             raise
         return self._verify_apply(task, needed or {}, set(known_upids), deadline)
+
+    def _take_lock(self):
+        """PVE 9's global SDN lock; its token. A lost answer is resolved by asking again.
+
+        pve-network Network/SDN.pm create_global_lock writes the token to a file and answers it; nothing reads it
+        back. When a request was lost and the next one finds a lock held while no SDN change is pending, that lock is
+        the one the lost request took (another client holding it would have written nothing yet either, and would
+        get "invalid lock token" at its next write: it fails, nothing is half-made): it is released (force, as
+        `pvesh delete /cluster/sdn/lock --force 1`) and taken again, with a warning.
+        """
+        lost = False
+        for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
+            try:
+                return self.api.post('cluster/sdn/lock')
+            except PveUncertainError:
+                lost = True
+                if attempt == UNCERTAIN_ATTEMPTS:
+                    raise
+            except PveApiError as exc:
+                if lost and 'invalid lock token' in exc.message and attempt < UNCERTAIN_ATTEMPTS and \
+                        not self._sdn_pending():
+                    self.api.settle_write('DELETE', 'cluster/sdn/lock', {'force': 1}, settled=lambda: False,
+                                          what='the release of the SDN lock')
+                    self.notes.append('the answer to the SDN lock request was lost, so its token never arrived; '
+                                      'that lock was released (force) and taken again')
+                    continue
+                raise self._lock_error(exc) from exc
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def _sdn_pending(self):
+        """Does the SDN configuration have pending (not applied) changes? (``pending=1`` listings, ``state``)."""
+        items = list(self.api.get('cluster/sdn/zones', pending=1) or [])
+        vnets = list(self.api.get('cluster/sdn/vnets', pending=1) or [])
+        items += vnets
+        for vnet in vnets:
+            items += list(self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1) or [])
+        return any(item.get('state') for item in items)
+
+    def _sdn_settled(self, op, networks):
+        """After a lost answer: is this SDN write in place? The SDN config is read again (we hold the lock: nobody
+        else wrote it) and planned again; the write is in place when the new plan no longer holds it."""
+        ops, dummy, dummy2 = plan_sdn(networks, self.read_sdn(networks))
+        return op['what'] not in set(o['what'] for o in ops)
 
     def _verify_apply(self, task, needed, known_upids, deadline):
         """Read the apply's task logs (PVE only warns) and fail when a vnet this run needs is not on a node.
@@ -903,7 +950,9 @@ class NetworkEngine(object):
         """Discard every pending SDN change of this run and release the lock; say so in the error."""
         notes = []
         try:
-            self.api.post('cluster/sdn/rollback', **{'lock-token': self.token, 'release-lock': 1})
+            # Rolling back twice restores the running config twice: a lost answer is simply followed by another.
+            self.api.settle_write('POST', 'cluster/sdn/rollback', {'lock-token': self.token, 'release-lock': 1},
+                                  settled=lambda: False, what='the SDN rollback')
             notes.append('the pending SDN changes were rolled back and the lock released')
         except PveApiError as rollback_exc:
             notes.append('rolling back failed too ({0})'.format(rollback_exc.message))
@@ -934,16 +983,36 @@ class NetworkEngine(object):
             return exc
         return PveApiError(msg, kind='lock', status=exc.status, method=exc.method, path=exc.path)
 
-    def _run_bridges(self, ops, nodes):
+    def _bridge_settled(self, op, bridges):
+        """After a lost answer: is this bridge write in the node's pending config (read again, planned again)?"""
+        live = self.read_bridges([b for b in bridges if op['node'] in b['nodes']], [op['node']])
+        ops = plan_bridges(bridges, live)[0]
+        return op['what'] not in set(o['what'] for o in ops if o['node'] == op['node'])
+
+    def _apply_node(self, node):
+        """Apply a node's pending network config (a task). pve-manager API2/Network.pm reload_network_config renames
+        interfaces.new if it exists and reloads: after a lost answer it is sent again, which reloads once more."""
+        path = 'nodes/{0}/network'.format(node)
+        for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
+            try:
+                return self.api.run_task('PUT', path, timeout=self.timeout)
+            except PveUncertainError:
+                if attempt == UNCERTAIN_ATTEMPTS:
+                    raise
+                self.notes.append('the answer to the network apply on {0} was lost; applied again'.format(node))
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def _run_bridges(self, ops, nodes, bridges=()):
         applied, step = [], None
         try:
             for op in ops:
                 step = op['what']
-                self.api.request(op['method'], op['path'], dict(op['params']))
+                self.api.settle_write(op['method'], op['path'], dict(op['params']), what=op['what'],
+                                      settled=lambda op=op: self._bridge_settled(op, bridges))
             out = {}
             for node in nodes:
                 step = 'apply network on {0}'.format(node)
-                out[node] = self.api.run_task('PUT', 'nodes/{0}/network'.format(node), timeout=self.timeout)
+                out[node] = self._apply_node(node)
                 applied.append(node)
             return out
         except PveApiError as exc:

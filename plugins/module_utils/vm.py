@@ -14,10 +14,11 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import placement as placing
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
-    PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
 
 # Tag prefixes that other modules of this collection write and a build must keep.
 OWNED_ELSEWHERE = ('sn-last.',)
@@ -267,15 +268,13 @@ def resolve_placements(api, specs, resources, context=()):
             len(errors), '\n'.join('- ' + e for e in errors)), kind='placement')
 
 
-def desired_config_changes(spec, cfg, meta_module=None):
+def desired_config_changes(spec, cfg):
     """(changes, deletes) that bring ``cfg`` to ``spec``: pure; compares property strings as structures."""
     changes, deletes = {}, []
     # A shadow that has taken over (failover grew it to a primary's size) keeps its size until fail-back:
     # a build running meanwhile must not shrink the standby that is serving.
-    serving = False
-    if meta_module is not None:
-        dummy, current_meta = meta_module.parse_description(cfg.get('description', ''))
-        serving = bool(((current_meta or {}).get('failover') or {}).get('active'))
+    dummy, current_meta = metablock.parse_description(cfg.get('description', ''))
+    serving = bool(((current_meta or {}).get('failover') or {}).get('active'))
     if not serving and spec.cores is not None and int(cfg.get('cores', 1)) != int(spec.cores):
         changes['cores'] = int(spec.cores)
     if not serving and spec.memory is not None and propstr.parse_memory(cfg.get('memory', 512)) != int(spec.memory):
@@ -305,8 +304,8 @@ def desired_config_changes(spec, cfg, meta_module=None):
         if readback.differs('tags', current - kept, spec.tags):
             changes['tags'] = propstr.format_tags(spec.tags | kept)
     description = cfg.get('description', '')
-    if spec.meta is not None and meta_module is not None:
-        new_description, dummy, differs = meta_module.merge_description(description, spec.meta)
+    if spec.meta is not None:
+        new_description, dummy, differs = metablock.merge_description(description, spec.meta)
         if differs:
             changes['description'] = new_description
     elif spec.description is not None and readback.differs('description', description, spec.description):
@@ -341,10 +340,9 @@ def managed_view(cfg, spec):
 class VmEngine(object):
     """Ensure-present / ensure-absent for linked clones, with check mode and a diff."""
 
-    def __init__(self, api, check_mode=False, meta_module=None, resources=None, nodes=None):
+    def __init__(self, api, check_mode=False, resources=None, nodes=None):
         self.api = api
         self.check_mode = check_mode
-        self.meta_module = meta_module
         self._resources = resources
         self._nodes = nodes
 
@@ -410,54 +408,17 @@ class VmEngine(object):
         if self.check_mode:
             result['node'] = node
             return None
-        for attempt in range(5):
-            vmid = spec.vmid_hint if (attempt == 0 and spec.vmid_hint) else self.api.next_vmid()
-            params = dict(newid=vmid, name=spec.name, full=1 if spec.full else 0)
-            if where['target']:
-                params['target'] = where['target']
-            if spec.pool:
-                params['pool'] = spec.pool
-            try:
-                upid = self.api.post('nodes/{0}/qemu/{1}/clone'.format(where['source_node'], where['source_vmid']),
-                                     **params)
-                task = self.api.wait_task(upid, timeout=spec.timeout)
-                result['warnings'].extend(task['warnings'])
-                break
-            except PveUncertainError:
-                # The clone request may have reached PVE: look, never clone twice.
-                found = self.lookup(spec.name, refresh=True)
-                if found is not None:
-                    break
-                raise
-            except PveTaskError:
-                self._remove_orphan(vmid, spec.name)
-                raise
-            except PveTimeoutError:
-                raise
-            except PveApiError as exc:
-                if 'already exists' in exc.message and attempt < 4:
-                    continue  # another clone took this vmid between nextid and our POST
-                raise
+        params = dict(full=1 if spec.full else 0, target=where['target'] or None, pool=spec.pool or None)
+        dummy, warnings = clone.clone_vm(self.api, where['source_node'], where['source_vmid'], spec.name,
+                                         vmid=spec.vmid_hint, timeout=spec.timeout, params=params)
+        result['warnings'].extend(warnings)
         found = self.lookup(spec.name, refresh=True)
         if found is None:
             raise PveApiError('the clone of {0!r} finished but no VM of that name is listed'.format(spec.name))
         return found
 
-    def _remove_orphan(self, vmid, name):
-        """A failed clone task can leave a half-made VM: remove it so a rerun starts clean."""
-        for res in self.resources(refresh=True):
-            if res.get('type') == 'qemu' and int(res.get('vmid', -1)) == int(vmid) and not res.get('template'):
-                try:
-                    upid = self.api.delete('nodes/{0}/qemu/{1}'.format(res['node'], vmid), purge=1,
-                                           **{'destroy-unreferenced-disks': 1})
-                    self.api.wait_task(upid, timeout=300)
-                except PveApiError:
-                    pass  # the original error is the one to report
-        self._resources = None
-
     def _converge(self, spec, current, result):
         node, vmid = current['node'], current['vmid']
-        meta_module = self.meta_module
         state = {}
 
         def compute(cfg):
@@ -465,7 +426,7 @@ class VmEngine(object):
                 raise PveApiError('{0!r} (vmid {1}) is a template; templates are never modified'.format(
                     spec.name, vmid), kind='config')
             state['before'] = cfg
-            return desired_config_changes(spec, cfg, meta_module)
+            return desired_config_changes(spec, cfg)
 
         before, changes, deletes = self.api.update_vm_config(node, vmid, compute, check_mode=self.check_mode)
         after = dict(before)
@@ -492,8 +453,7 @@ class VmEngine(object):
             result['changed'] = True
             if not self.check_mode:
                 self.api.require_quorum()
-                task = self.api.run_task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(node, vmid),
-                                         timeout=spec.timeout)
+                task = self.api.start_vm(node, vmid, timeout=spec.timeout)
                 result['warnings'].extend(task['warnings'])
         elif spec.state == 'stopped' and status == 'running':
             result['changed'] = True
@@ -523,7 +483,7 @@ class VmEngine(object):
         return result
 
 
-def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4, resources=None, nodes=None,
+def ensure_many(make_api, specs, check_mode=False, parallel=4, resources=None, nodes=None,
                 context=()):
     """Ensure several VMs, cloning independent ones concurrently (one API connection per worker).
 
@@ -558,7 +518,7 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
             used.add(candidate)
 
     def one(spec):
-        engine = VmEngine(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources),
+        engine = VmEngine(api(), check_mode=check_mode, resources=list(resources),
                           nodes=dict(nodes) if nodes is not None else None)
         try:
             return engine.ensure(spec)

@@ -96,7 +96,6 @@ vms:
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import drift
 from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 
@@ -119,7 +118,7 @@ def main():
     try:
         result = drift.plan_drift(lambda: pveapi.PveApi.from_module(module), plan, state=p['state'],
                                   hookscript=p['hookscript'], prune=p['prune'], ha_rules=p['ha_rules'],
-                                  meta_module=metablock, parallel=max(1, p['parallel']))
+                                  parallel=max(1, p['parallel']))
     except (sdn.NetworkError, ha.HaRuleError) as exc:
         module.fail_json(msg=str(exc))
     except pveapi.PveApiError as exc:

@@ -243,11 +243,6 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
 
-try:
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-except ImportError:  # pragma: no cover
-    metablock = None
-
 
 def main():
     argument_spec = pveapi.api_argument_spec()
@@ -288,8 +283,6 @@ def main():
         module.fail_json(msg='cores must be at least 1 (got {0})'.format(p['cores']))
     if p['memory'] is not None and p['memory'] < 16:
         module.fail_json(msg='memory is in MiB and must be at least 16 (got {0})'.format(p['memory']))
-    if p['meta'] is not None and metablock is None:
-        module.fail_json(msg='meta needs the module_utils.meta of this collection')
     nets = None
     if p['nets'] is not None:
         nets = []
@@ -300,7 +293,7 @@ def main():
                            state=p['state'], timeout=p['timeout'])
     try:
         api = pveapi.PveApi.from_module(module)
-        result = vmengine.VmEngine(api, check_mode=module.check_mode, meta_module=metablock).ensure(spec)
+        result = vmengine.VmEngine(api, check_mode=module.check_mode).ensure(spec)
     except pveapi.PveApiError as exc:
         pveapi.fail_json_from(module, exc)
     warnings = result.pop('warnings', [])
@@ -329,7 +322,7 @@ def run_plan(module):
         api = make_api()
         if not module.check_mode:
             api.require_quorum()
-        results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode, meta_module=metablock,
+        results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode,
                                        parallel=max(1, p['parallel']), context=[spec for vm, spec in everyone])
         pruned = []
         if p['prune']:

@@ -14,8 +14,6 @@ import sys
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTimeoutError
-from ansible_collections.shadownet.proxmox.plugins.module_utils.refresh import ShadowRefresher
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
@@ -135,39 +133,6 @@ def test_clone_failure_after_destroy_names_the_missing_shadow(pvesim, pve_conn, 
     with pytest.raises(ModuleFailed) as again:
         run_module(shadow_refresh, args(pve_conn))
     assert 'site.yml' in again.value.result['msg']
-
-
-class _FlakyApi(object):
-    """Just enough of PveApi for ShadowRefresher._clone: the clone task fails with `errors`, in order."""
-
-    def __init__(self, errors):
-        self.errors = list(errors)
-        self.clones = 0
-
-    def run_task(self, method, path, params=None, timeout=None):
-        self.clones += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        return dict(warnings=[])
-
-    def resources(self, kind=None):
-        return []
-
-
-def test_clone_is_retried_once_only_for_retryable_errors():
-    locked = PveTimeoutError('the VM is locked (clone); still locked after waiting 60s', kind='lock')
-    api = _FlakyApi([locked])
-    refresher = ShadowRefresher(api)
-    refresher._clone('nodes/pve1/qemu/100/clone', {}, 103)
-    assert api.clones == 2 and 'tried once more' in refresher.result['warnings'][0]
-    api = _FlakyApi([locked, locked])
-    with pytest.raises(PveApiError):
-        ShadowRefresher(api)._clone('nodes/pve1/qemu/100/clone', {}, 103)
-    assert api.clones == 2
-    api = _FlakyApi([PveApiError('PVE answered 500: boom', kind='error')])
-    with pytest.raises(PveApiError):
-        ShadowRefresher(api)._clone('nodes/pve1/qemu/100/clone', {}, 103)
-    assert api.clones == 1
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -68,6 +68,11 @@ What is modelled on top of fakepve
 - The lab cluster (inventories/lab/cluster.yml): nodes and their sizes, storages, snippets, pools, golden templates
   with base volumes (one on shared RBD storage, one copied to each node's local-lvm), users, roles, ACLs and API
   tokens (`load_cluster`).
+- Faults of writes (pvesim_faults.py): a write carried out with its answer lost (`lose_answer`: handled, tasks
+  started, then the connection closed without a response), or dropped before handling (`drop_request`), or a
+  seeded share of all writes either way (`flaky_writes`); a clone task that dies before its cleanup and leaves the
+  new VM locked `clone` (`kill_clone_task`, as qemu-server clone_vm does for a killed worker). fakepve's own
+  `flaky_network` only drops requests before they are handled.
 - The launcher (`python tests/lab/pvesim.py serve ...`) and, for a launched simulator, the control channel
   under `/_sim/` (documented in `ControlChannel`). `start_in_thread()` serves one inside a test process.
 
@@ -130,6 +135,7 @@ from fakepve.certs import make_cert
 from fakepve.server import settle
 
 from .pvesim_cluster import HaApi, NodeNetworkApi
+from .pvesim_faults import WriteFaults
 from .pvesim_links import LinkBindings
 from .pvesim_perms import PermissionChecks, verify_privileges
 from .pvesim_qemu import SHARED_TYPES, QemuExtras
@@ -146,7 +152,7 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
+class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
@@ -165,6 +171,7 @@ class ShadowPve(PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, Q
         self._init_ha()
         self._init_qemu_extras()
         self._init_links()
+        self._init_faults()
 
     def _record(self, request, body):
         super()._record(request, body)
@@ -192,6 +199,7 @@ class ShadowPve(PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, Q
     def _build_app(self):
         app = super()._build_app()
         app.middlewares.insert(0, self.ha_recovery_middleware)
+        app.middlewares.insert(0, self.write_fault_middleware)
         if self.control is not None:
             # First, so control requests skip PVE's authentication and the request log.
             app.middlewares.insert(0, self.control.middleware)
@@ -333,6 +341,12 @@ class ControlChannel(object):
                                         sdn_reload_fail {"node", "how": "pvesh" | "ifreload", "message", "times"}:
                                           the next SDN apply's reload fails on that node (ShadowPve
                                           .fail_sdn_reload); "clear" forgets these too
+                                        lose_answer / drop_request {"method", "path" (a regex), "times"}: carry
+                                          the request out and lose its answer / drop it unhandled
+                                        flaky_writes {"rate", "lost_share", "seed", "paths"}: that share of the
+                                          writes dropped, before or after handling (rate 0 stops it)
+                                        kill_clone_task {"times"}: a clone task dies leaving its VM locked
+                                        (pvesim_faults.py; "clear" forgets these too)
       GET  /_sim/state                nodes, VMs (vmid, node, status, lock), SDN and HA summaries
     """
 
@@ -401,6 +415,16 @@ class ControlChannel(object):
         elif kind == 'clear':
             pve.failures.clear()
             pve.clear_sdn_reload_faults()
+            pve.clear_write_faults()
+        elif kind == 'lose_answer':
+            pve.lose_answer(body['method'], body['path'], times=int(body.get('times') or 1))
+        elif kind == 'drop_request':
+            pve.drop_request(body['method'], body['path'], times=int(body.get('times') or 1))
+        elif kind == 'flaky_writes':
+            pve.flaky_writes(float(body['rate']), lost_share=float(body.get('lost_share', 0.5)), seed=body.get('seed'),
+                             paths=body.get('paths'))
+        elif kind == 'kill_clone_task':
+            pve.kill_clone_task(int(body.get('times') or 1))
         elif kind == 'sdn_reload_fail':
             pve.fail_sdn_reload(body['node'], how=body.get('how', 'pvesh'), message=body.get('message'),
                                 times=body.get('times'))

@@ -56,10 +56,10 @@ def test_a_converged_vm_as_pve_reads_it_back_needs_no_change():
                     tags=['shadownet', 'sn-shop', 'Web'], meta={'v': 1, 'role': 'primary'}, description=None)
     cfg = {'cores': 2, 'memory': '2048', 'net0': 'virtio=BC:24:11:AA:BB:CC,bridge=vmbr0',
            'tags': 'shadownet;sn-shop;web', 'description': R.description(M.render_description('', spec.meta) + '\n')}
-    assert V.desired_config_changes(spec, cfg, M) == ({}, [])
+    assert V.desired_config_changes(spec, cfg) == ({}, [])
     plain = V.VmSpec('x', description='hand written\n')
-    assert V.desired_config_changes(plain, {'description': 'hand written'}, M) == ({}, [])
-    changes, dummy = V.desired_config_changes(plain, {'description': 'other'}, M)
+    assert V.desired_config_changes(plain, {'description': 'hand written'}) == ({}, [])
+    changes, dummy = V.desired_config_changes(plain, {'description': 'other'})
     assert changes == {'description': 'hand written'}
 
 
