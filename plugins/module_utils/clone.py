@@ -111,10 +111,9 @@ class Cloner(object):
                     return 'orphan', entry
                 continue
             if time.monotonic() >= deadline:
-                raise PveTimeoutError('the clone of {0!r} (vmid {1}) is still locked ({2}) after {3}s; check the clone '
-                                      'task on {4} and run again'.format(self.name, vmid, entry.get('lock'),
-                                                                        self.timeout, self.source_node),
-                                      kind='timeout', node=entry.get('node'))
+                msg = ('the clone of {0!r} (vmid {1}) is still locked ({2}) after {3}s; check the clone task on {4} and '
+                       'run again'.format(self.name, vmid, entry.get('lock'), self.timeout, self.source_node))
+                raise PveTimeoutError(msg, kind='timeout', node=entry.get('node'))
             time.sleep(self.poll)
 
     def look_again(self, vmid, deadline):

@@ -405,12 +405,12 @@ class ShadowRefresher(object):
     def _restore_failed(exc, work):
         """The error of a re-created shadow whose identity could not be restored (the next run finishes it)."""
         nics = '; '.join('{0}={1}'.format(k, v) for k, v in sorted(work['identity']['nets'].items()))
-        return PveApiError('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could not be '
-                           'restored: {3}. It may carry the primary\'s tags and NICs with fresh MAC addresses; the next '
-                           'run of shadow_refresh finishes the restore (no new clone) from the identity kept in its '
-                           'description. Its NICs were {4}.'.format(work['shadow']['name'], int(work['shadow']['vmid']),
-                                                                   work['primary']['name'], exc.message, nics),
-                           kind=exc.kind, status=exc.status, method=exc.method, path=exc.path, node=exc.node)
+        shadow = work['shadow']
+        msg = ('shadow_refresh: {0!r} (vmid {1}) was re-created from {2!r} but its identity could not be restored: {3}. '
+               'It may carry the primary\'s tags and NICs with fresh MAC addresses; the next run of shadow_refresh '
+               'finishes the restore (no new clone) from the identity kept in its description. Its NICs were '
+               '{4}.'.format(shadow['name'], int(shadow['vmid']), work['primary']['name'], exc.message, nics))
+        return PveApiError(msg, kind=exc.kind, status=exc.status, method=exc.method, path=exc.path, node=exc.node)
 
     # --------------------------------------------------------------- pieces
 

@@ -548,8 +548,7 @@ def _clean(text):
     return PERL_AT_RE.sub('', text.strip())
 
 
-def parse_reload_log(lines: Iterable[t.Any]) -> tuple[list[str], dict[str, str],
-                                                     list[tuple[str | None, str]]]:
+def parse_reload_log(lines: Iterable[t.Any]) -> tuple[list[str], dict[str, str], list[tuple[str | None, str]]]:
     """The reloadnetworkall task log: (nodes started, {node: why it failed}, other lines)."""
     started, failed, other, current = [], {}, [], None
     for line in lines:

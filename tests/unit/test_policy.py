@@ -258,8 +258,8 @@ VCUR = {'instances': 2, 'cores': 4, 'memory': 8192, 'min_cores': 2, 'max_cores':
 VLOW = {'cpu': _metric(1.0, 1.0), 'memory': _metric(2000.0, 2000.0)}
 HCUR = {'instances': 4, 'capacity': {'cpu': CORES}}
 HLOW = {'cpu': _metric(2.0, 2.0)}
-RISING_AT_4M = dict(_metric(7.0, 4.0), forecast={'mean': [0] * 15, 'lower': [0] * 15, 'upper': [3.0] * 3 + [7.0] * 12,
-                                                  'model': 'naive'})
+RISING_AT_4M = dict(_metric(7.0, 4.0),
+                    forecast={'mean': [0] * 15, 'lower': [0] * 15, 'upper': [3.0] * 3 + [7.0] * 12, 'model': 'naive'})
 SCENARIOS = {
     'vertical_up_shadow_bumps_memory': (
         (VERTICAL, VCUR, {'cpu': _metric(7.0, 4.0),

@@ -130,7 +130,6 @@ def test_absent_networks_of_one_zone_remove_the_zone_after_both_vnets():
     assert after == {'front9q0': {}, 'back9q0': {}}
 
 
-
 def test_plan_sdn_pinned_every_kind_of_write_in_order():
     """Characterisation (pinned before plan_sdn was split): zones, vnets, subnets, then removals; whole views."""
     nets = [
@@ -213,6 +212,7 @@ def test_plan_sdn_moves_a_vnet_only_without_subnets():
     assert [(o['method'], o['path'], o['params']) for o in ops] == [
         ('POST', 'cluster/sdn/zones', {'zone': 'other1', 'type': 'simple'}),
         ('PUT', 'cluster/sdn/vnets/front9q0', {'zone': 'other1'})]
+
 
 def test_consistency_checks():
     with pytest.raises(sdn.NetworkError):

@@ -214,7 +214,6 @@ def test_track_interfaces_exclude_own():
     assert m['instances'][0]['track_interfaces'] == ['eth1']
 
 
-
 # --- characterisation: the whole output, every message and its order (pinned before build_model was split) ----
 def test_build_model_settings_errors_come_first_and_a_non_list_stops():
     assert vrrp.build_model('web', {'vrrp_version': 4, 'primary_priority': 0}) == {'instances': [], 'errors': [
@@ -303,6 +302,7 @@ def test_build_model_full_instance_v2():
         'check': {'type': 'command', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 5, 'command': 'true'},
         'auth': {'type': 'AH', 'pass': 'k'}, 'health_file': '/run/x/web.health', 'hold_file': '/run/x/web.hold',
         'state_file': '/run/x/web.state'}]}
+
 
 # --- across hosts ------------------------------------------------------------------------------------------
 def member(host, **kw):
