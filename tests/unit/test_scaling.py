@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta
 from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
 from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
 
 MiB = 1024 * 1024
 NOW = 1_700_000_000
@@ -93,7 +94,7 @@ def base_result(mode='horizontal', action='scale_up', reason='forecast says so')
 
 def test_no_action_reads_nothing():
     api = FakeApi(*cluster())
-    res = scaling.apply_decision(api, None, plan_of(), decision(action='none'))
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(action='none'))
     assert res == base_result(action='none') and api.calls == []
 
 
@@ -102,13 +103,13 @@ def test_forecast_only_reads_nothing(forecast_only, change):
     api = FakeApi(*cluster())
     d = dict(decision(instances=3), **change)
     d['reason'] = '[forecast-only: not acted on] up'
-    res = scaling.apply_decision(api, None, plan_of(), d, forecast_only=forecast_only)
+    res = scaling_apply.apply_decision(api, None, plan_of(), d, forecast_only=forecast_only)
     assert res == base_result(reason='[forecast-only: not acted on] up') and api.calls == []
 
 
 def test_no_primaries():
     api = FakeApi([], {})
-    res = scaling.apply_decision(api, None, plan_of(), decision(instances=3))
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(instances=3))
     assert res['reason'] == 'no primaries of this service in the cluster: nothing to scale'
     assert api.calls == [('resources', 'vm')] and res['changed'] is False
 
@@ -116,7 +117,7 @@ def test_no_primaries():
 def test_check_mode_superseded_by_a_newer_tag_reads_no_config():
     listing, configs = cluster(tags='sn-last.scale_down.%d' % (NOW + 5))
     api = FakeApi(listing, configs)
-    res = scaling.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3), check_mode=True,
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3), check_mode=True,
                                  resources=listing)
     assert res['skipped'] == 'superseded' and res['changed'] is False
     assert res['reason'] == ('not acted on: another reconciler recorded scale_down at 2023-11-14T22:13:25Z after '
@@ -129,7 +130,7 @@ def test_superseded_by_a_newer_record_in_a_description():
     configs[102]['description'] = meta.merge_description('', {'scaling': {'action': 'scale_up', 'time': NOW + 60,
                                                                           'by': 'other:1'}})[0]
     api = FakeApi(listing, configs)
-    res = scaling.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3))
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3))
     assert res['skipped'] == 'superseded' and 'scale_up at 2023-11-14T22:14:20Z' in res['reason']
     assert res['reason'].endswith('(other:1)')
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102)]
@@ -137,7 +138,7 @@ def test_superseded_by_a_newer_record_in_a_description():
 
 def test_already_at_the_target():
     api = FakeApi(*cluster())
-    res = scaling.apply_decision(api, None, plan_of(), decision(instances=2))
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(instances=2))
     assert res == base_result() | {'reason': 'already 2 instances'}
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102)]
 
@@ -146,7 +147,7 @@ def test_already_at_the_target():
 def test_vertical_waits_for_a_pending_resize(check_mode):
     listing, configs = cluster(memory=4096)
     api = FakeApi(listing, configs)
-    res = scaling.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=8192), check_mode=check_mode,
+    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=8192), check_mode=check_mode,
                                  resources=listing)
     assert api.calls == [('resources', 'vm')] * (not check_mode) + [('config', 101), ('config', 102)]
     assert res['skipped'] == 'pending_restart' and res['restart_needed'] == ['shop-web-1', 'shop-web-2']
@@ -158,7 +159,7 @@ def test_vertical_waits_for_a_pending_resize(check_mode):
 
 def test_vertical_resize_claims_then_resizes_each_primary():
     api = FakeApi(*cluster())
-    res = scaling.apply_decision(api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096),
+    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096),
                                  now=NOW + 0.7)
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('quorum',), ('config', 101),
                          ('put', 101, ['description', 'tags']), ('config', 101), ('put', 101, ['memory']),
@@ -182,7 +183,7 @@ def test_vertical_resize_claims_then_resizes_each_primary():
 def test_vertical_check_mode_reads_configs_and_writes_nothing():
     listing, configs = cluster()
     api = FakeApi(listing, configs)
-    res = scaling.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True,
+    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True,
                                  resources=listing, now=NOW)
     assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'get', 'resources')]
     assert res['changed'] is True and res['applied'] is False and res['pending'] == []
@@ -195,7 +196,7 @@ def test_a_claim_lost_to_another_reconciler():
             'action': 'scale_up', 'time': NOW + 1, 'by': 'other:7'}})[0]
 
     api = FakeApi(*cluster(), on_quorum=other)
-    res = scaling.apply_decision(api, None, plan_of(), decision(basis=None, instances=3), now=NOW + 2)
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=None, instances=3), now=NOW + 2)
     assert res['skipped'] == 'claimed' and res['changed'] is False and res['applied'] is False
     assert res['reason'] == ('not acted on: another reconciler claimed this scaling action first (scale_up at '
                              '2023-11-14T22:13:21Z by other:7)')
@@ -220,18 +221,18 @@ def test_a_claim_lost_to_another_reconciler():
     ({'cores': 1, 'hotplug': '0'}, False, 1, 512, {}, []),
 ])
 def test_vertical_changes(cfg, running, cores, memory, changes, notes):
-    assert scaling.vertical_changes(cfg, running, cores, memory) == (changes, notes)
+    assert scaling_apply.vertical_changes(cfg, running, cores, memory) == (changes, notes)
 
 
 def test_hotplug_features_and_pending_resizes():
-    assert scaling.hotplug_features({}) == {'network', 'disk', 'usb'}
-    assert scaling.hotplug_features({'hotplug': '0'}) == set()
-    assert scaling.hotplug_features({'hotplug': 'cpu;memory, disk'}) == {'cpu', 'memory', 'disk'}
+    assert scaling_apply.hotplug_features({}) == {'network', 'disk', 'usb'}
+    assert scaling_apply.hotplug_features({'hotplug': '0'}) == set()
+    assert scaling_apply.hotplug_features({'hotplug': 'cpu;memory, disk'}) == {'cpu', 'memory', 'disk'}
     prim = [{'name': 'a', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB},
             {'name': 'b', 'status': 'stopped', 'maxcpu': 2, 'maxmem': 1024 * MiB},
             {'name': 'c', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB}]
     configs = {'a': {'cores': 4, 'memory': 2048}, 'b': {'cores': 4}}
-    assert scaling.pending_resizes(prim, configs) == [('a', ['cores', 'memory'],
+    assert scaling_apply.pending_resizes(prim, configs) == [('a', ['cores', 'memory'],
                                                        'cores 2 -> 4, memory 1024 -> 2048 MiB')]
 
 
@@ -239,11 +240,11 @@ def test_new_instance_and_its_wiring():
     plan = plan_of()
     entry = scaling.scaling_entry(plan, 'web')
     base = plan['vms'][0]
-    vm = scaling.new_instance_vm(plan, entry, base, 4)
+    vm = scaling_apply.new_instance_vm(plan, entry, base, 4)
     assert (vm['name'], vm['index'], vm['node'], vm['preferred_nodes'], vm['shadows']) == (
         'shop-web-4', 4, 'pve2', ['pve2', 'pve1'], [])
     assert vm['meta'] == dict(base['meta'], index=4, scaled=True) and base['index'] == 1
-    mirrors, members = scaling.wiring_for(plan, 'web', base['name'], [('shop-web-4', 4)])
+    mirrors, members = scaling_apply.wiring_for(plan, 'web', base['name'], [('shop-web-4', 4)])
     assert [(m['source']['vm'], m['source']['nic'], m['target']['nic']) for m in mirrors] == [
         ('shop-web-4', 0, 0), ('shop-web-4', 1, 2)]
     group = plan['vrrp'][0]
