@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
 from ansible_collections.shadownet.proxmox.plugins.module_utils.template import (
@@ -38,7 +39,7 @@ VXLAN_TAG_MIN = 1000000
 VXLAN_TAG_MAX = 16777215
 
 
-def not_a_plan(plan):
+def not_a_plan(plan: t.Any) -> str | None:
     """The message for a value that is not a plan from the template module (None when it looks like one)."""
     if isinstance(plan, dict) and isinstance(plan.get('vms'), list) and 'template' in plan:
         return None
@@ -46,27 +47,27 @@ def not_a_plan(plan):
             'no "template" name')
 
 
-def template_digest(tpl):
+def template_digest(tpl: dict[str, t.Any]) -> str:
     """``sha256:<hex>`` of the canonical JSON of a normalised template."""
     text = json.dumps(tpl, sort_keys=True, separators=(',', ':'))
     return 'sha256:' + hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
-def shadow_size(cores, memory, size):
+def shadow_size(cores: int, memory: int, size: float) -> tuple[int, int]:
     """Shadow cores and memory (MiB) for one primary of ``cores``/``memory`` at fraction ``size``."""
     shadow_cores = max(SHADOW_MIN_CORES, int(cores * size + 0.5))
     shadow_memory = max(SHADOW_MIN_MEMORY, int(memory * size))
     return shadow_cores, shadow_memory
 
 
-def vrrp_priority_step(max_instances):
+def vrrp_priority_step(max_instances: int) -> int:
     """Priority distance between consecutive primaries: all of 1..max_instances stay distinct and above 100."""
     if max_instances <= 10:
         return 10
     return max(1, 100 // max_instances)
 
 
-def vrrp_priority(index, max_instances):
+def vrrp_priority(index: int, max_instances: int) -> int:
     """VRRP priority of primary ``index`` (1-based); the scaling module uses it for instances it adds."""
     return VRRP_PRIORITY_BASE - vrrp_priority_step(max_instances) * (index - 1)
 
@@ -78,7 +79,7 @@ def _rotate(nodes, start):
     return list(nodes[start:]) + list(nodes[:start])
 
 
-def primary_placement(nodes, service_position, index):
+def primary_placement(nodes: list[str], service_position: int, index: int) -> list[str]:
     """Preferred nodes of primary ``index`` (1-based) of the service at ``service_position`` (0-based)."""
     return _rotate(nodes, service_position + index - 1)
 
@@ -100,7 +101,7 @@ def _shadow_placement(nodes, primary_nodes, placement):
     return free + busy, avoid, bool(free)
 
 
-def vxlan_tags(template, keys):
+def vxlan_tags(template: str, keys: t.Iterable[str]) -> dict[str, int]:
     """Stable VNIs for the shadow twins of ``keys`` (network names, plan order) of ``template``."""
     span = VXLAN_TAG_MAX - VXLAN_TAG_MIN + 1
     used = set()
@@ -167,7 +168,7 @@ def _nic(index, network, purpose):
     }
 
 
-def build_plan(tpl):
+def build_plan(tpl: dict[str, t.Any]) -> dict[str, t.Any]:
     """The plan for a *normalised* template (see :func:`plan_from_template` for raw input)."""
     name = tpl['name']
     nodes = list(tpl['nodes'])
@@ -415,13 +416,14 @@ def _golden(ref):
     return {'vmid': None, 'name': ref}
 
 
-def plan_from_template(data, source=None):
+def plan_from_template(data: t.Any, source: str | None = None) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
     """Validate + normalise raw template data, then plan. Raises TemplateValidationError with every issue."""
     tpl = normalise_template(data, source)
     return tpl, build_plan(tpl)
 
 
-def plan_templates(entries, fail_on_warnings=False):
+def plan_templates(entries: t.Iterable[tuple[t.Any, str | None]],
+                   fail_on_warnings: bool = False) -> tuple[dict[str, t.Any], list[TemplateIssue]]:
     """Validate and plan several templates: ``entries`` is a list of ``(data, source)``.
 
     Returns ``(result, issues)``: ``result`` has ``changed`` (always False), ``names`` (template names in the
@@ -456,7 +458,7 @@ def plan_templates(entries, fail_on_warnings=False):
     return result, issues
 
 
-def failure_result(result, issues):
+def failure_result(result: dict[str, t.Any], issues: list[TemplateIssue]) -> dict[str, t.Any]:
     """The task result for failed validation: every issue in ``msg`` (one per line) and in ``errors``."""
     out = {key: value for key, value in result.items() if key not in ('templates', 'plans', 'names')}
     out['failed'] = True

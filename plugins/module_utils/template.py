@@ -22,6 +22,7 @@ import copy
 import difflib
 import ipaddress
 import re
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
 from ansible_collections.shadownet.proxmox.plugins.module_utils import units
@@ -81,10 +82,10 @@ class Field:
         self.override = override
 
     @property
-    def required(self):
+    def required(self) -> bool:
         return self.default is _REQUIRED
 
-    def type_name(self):
+    def type_name(self) -> str:
         names = {
             'str': 'string', 'name': 'name', 'int': 'integer', 'float': 'number', 'bool': 'boolean',
             'duration': 'duration', 'rate': 'rate', 'memory': 'memory size', 'ratio': 'ratio',
@@ -99,7 +100,7 @@ class Field:
             text += ' or null'
         return text
 
-    def valid(self):
+    def valid(self) -> str:
         """What a valid value looks like, for error messages."""
         if self.choices:
             return 'one of: %s' % ', '.join(str(c) for c in self.choices)
@@ -286,7 +287,7 @@ class TemplateIssue:
         self.message = message
         self.valid = valid
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, str | None]:
         return {'template': self.template, 'path': self.path, 'message': self.message, 'valid': self.valid}
 
     def __str__(self):
@@ -928,7 +929,7 @@ def _replication_problems(repl, mirror_mode):
     return out
 
 
-def validate_template(data, source=None):
+def validate_template(data: t.Any, source: str | None = None) -> tuple[dict[str, t.Any] | None, list[TemplateIssue]]:
     """Validate and normalise one template.
 
     ``data``: the parsed template (a dict). ``source``: how to name it in errors when it has no valid name
@@ -948,7 +949,7 @@ def validate_template(data, source=None):
     return tpl, []
 
 
-def normalise_template(data, source=None):
+def normalise_template(data: t.Any, source: str | None = None) -> dict[str, t.Any]:
     """Like :func:`validate_template` but raises :class:`TemplateValidationError` listing every issue."""
     tpl, issues = validate_template(data, source)
     if issues:
@@ -956,7 +957,7 @@ def normalise_template(data, source=None):
     return tpl
 
 
-def iter_schema(field=SCHEMA, path=''):
+def iter_schema(field: Field = SCHEMA, path: str = '') -> t.Iterator[tuple[str, Field]]:
     """Yield ``(path, field)`` for every documented field, lists as ``name[]``."""
     if field.kind == 'dict':
         for key, sub in field.fields.items():
@@ -984,7 +985,7 @@ def _default_text(field):
     return str(value)
 
 
-def schema_markdown():
+def schema_markdown() -> str:
     """A Markdown table of every field (docs/template.md embeds it)."""
     lines = ['| field | type | default | meaning |', '|---|---|---|---|']
     for path, field in iter_schema():
