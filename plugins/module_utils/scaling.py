@@ -183,6 +183,34 @@ def _since(store, key, since, until):
     return store.series(key, since=since, until=until)
 
 
+def _series_names(store, prefix):
+    """{vm name: {metric}} of the series under ``prefix`` (``<template>/<service>/``; ``_policy`` left out)."""
+    names = {}
+    for key in store.keys():
+        if not key.startswith(prefix):
+            continue
+        name, dummy, metric = key[len(prefix):].partition('/')
+        if name.startswith('_'):
+            continue
+        names.setdefault(name, set()).add(metric)
+    return names
+
+
+def _read_series(store, prefix, names, shadow_name, since, until):
+    """({(vm name, metric): points}, the newest time any primary has a cpu value, or None)."""
+    raw = {}
+    end = None
+    for name, metrics in names.items():
+        for metric in metrics:
+            pts = _since(store, prefix + name + '/' + metric, since, until)
+            raw[(name, metric)] = pts
+            if metric == 'cpu' and name != shadow_name and pts:
+                last = max(ts for ts, v in pts if v is not None) if any(v is not None for ts, v in pts) else None
+                if last is not None and (end is None or last > end):
+                    end = last
+    return raw, end
+
+
 def service_series(store: HistoryStore, template: str, service: str, shadow_name: str | None, since: float | None,
                    until: float) -> tuple[int | None, dict[str, dict[str, list[float | None]]],
                                           dict[str, list[float | None]]]:
@@ -195,24 +223,8 @@ def service_series(store: HistoryStore, template: str, service: str, shadow_name
     """
     from ansible_collections.shadownet.proxmox.plugins.module_utils.history import regularize
     prefix = '{0}/{1}/'.format(template, service)
-    names = {}
-    for key in store.keys():
-        if not key.startswith(prefix):
-            continue
-        name, dummy, metric = key[len(prefix):].partition('/')
-        if name.startswith('_'):
-            continue
-        names.setdefault(name, set()).add(metric)
-    raw = {}
-    end = None
-    for name, metrics in names.items():
-        for metric in metrics:
-            pts = _since(store, prefix + name + '/' + metric, since, until)
-            raw[(name, metric)] = pts
-            if metric == 'cpu' and name != shadow_name and pts:
-                last = max(ts for ts, v in pts if v is not None) if any(v is not None for ts, v in pts) else None
-                if last is not None and (end is None or last > end):
-                    end = last
+    names = _series_names(store, prefix)
+    raw, end = _read_series(store, prefix, names, shadow_name, since, until)
     if end is None:
         return None, {}, {}
     end = end // STEP * STEP
@@ -315,51 +327,55 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
 
     out = []
     for entry in plan.get('scaling') or []:
-        service = entry['service']
-        if services and service not in services:
+        if services and entry['service'] not in services:
             continue
-        plan_forecast_only = bool(entry.get('forecast_only') or plan.get('forecast_only'))
-        only = bool(forecast_only or plan_forecast_only)
-        prim, shadow_vm = service_vms(resources, plan, service)
-        base = dict(template=plan['template'], service=service, mode=entry['mode'], made_at=now,
-                    instances=len(prim), forecast_only=only, act=False, action=policy.NONE)
-        if not prim:
-            base.update(reason='no primaries of this service were found in the cluster (build it first)',
-                        basis_time=None, target={'instances': 0})
-            out.append(base)
-            continue
-        state = state_from_tags(prim, entry)
-        anchor_cores, anchor_memory = capacity_from_resources(prim[0])
-        end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
-                                              now - window, now)
-        inputs = {}
-        for metric, data in metrics.items():
-            item = dict(data, step_seconds=STEP, end=end)
-            if shadow.get(metric) and any(v is not None for v in shadow[metric]):
-                item['shadow'] = shadow[metric]
-            inputs[metric] = item
-        current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
-        if entry['mode'] == 'vertical':
-            current.update(cores=anchor_cores, memory=anchor_memory, **vertical_bounds(entry, max_cores, max_memory))
-        last = {'action': state.get('action'), 'time': state.get('time')} if state else None
-        recs = recommendations(store, plan['template'], service, now, entry)
-        if not inputs:
-            base.update(reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
-                        basis_time=state.get('time'), target={'instances': len(prim)}, current=current)
-            out.append(base)
-            continue
-        decision = policy.decide(policy_scaling(entry), current, inputs, now, last_action=last,
-                                 cooldown_until=state.get('cooldown_until'), recommendations=recs,
-                                 shadow=shadow_params(plan, entry, len(prim)), forecast_only=only, level=level,
-                                 forecaster=forecaster)
-        decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
-                        instances=len(prim), last_action=state or None)
-        decision['utilisation'] = latest_utilisation(metrics, len(prim), current['capacity'], entry)
-        decision['forecast'] = summarise_forecast(decision.get('forecast') or {}, len(prim), current['capacity'],
-                                                  entry)
-        decision['line'] = decision_line(decision)
-        out.append(decision)
+        only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
+        out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
+                                   dict(level=level, forecaster=forecaster)))
     return out
+
+
+def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options):
+    """The decision for one service: its VMs and last action from the listing, its history, then policy.decide."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
+
+    service = entry['service']
+    prim, shadow_vm = service_vms(resources, plan, service)
+    base = dict(template=plan['template'], service=service, mode=entry['mode'], made_at=now,
+                instances=len(prim), forecast_only=only, act=False, action=policy.NONE)
+    if not prim:
+        base.update(reason='no primaries of this service were found in the cluster (build it first)',
+                    basis_time=None, target={'instances': 0})
+        return base
+    state = state_from_tags(prim, entry)
+    anchor_cores, anchor_memory = capacity_from_resources(prim[0])
+    end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
+                                          now - window, now)
+    inputs = {}
+    for metric, data in metrics.items():
+        item = dict(data, step_seconds=STEP, end=end)
+        if shadow.get(metric) and any(v is not None for v in shadow[metric]):
+            item['shadow'] = shadow[metric]
+        inputs[metric] = item
+    current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
+    if entry['mode'] == 'vertical':
+        current.update(cores=anchor_cores, memory=anchor_memory, **vertical_bounds(entry, *bounds))
+    last = {'action': state.get('action'), 'time': state.get('time')} if state else None
+    recs = recommendations(store, plan['template'], service, now, entry)
+    if not inputs:
+        base.update(reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
+                    basis_time=state.get('time'), target={'instances': len(prim)}, current=current)
+        return base
+    decision = policy.decide(policy_scaling(entry), current, inputs, now, last_action=last,
+                             cooldown_until=state.get('cooldown_until'), recommendations=recs,
+                             shadow=shadow_params(plan, entry, len(prim)), forecast_only=only, **decide_options)
+    decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
+                    instances=len(prim), last_action=state or None)
+    decision['utilisation'] = latest_utilisation(metrics, len(prim), current['capacity'], entry)
+    decision['forecast'] = summarise_forecast(decision.get('forecast') or {}, len(prim), current['capacity'],
+                                              entry)
+    decision['line'] = decision_line(decision)
+    return decision
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,

@@ -262,3 +262,30 @@ def test_state_from_tags_takes_the_newest():
     assert scaling.state_from_tags(prim, entry) == dict(action='scale_down', time=200.0,
                                                          cooldown_until={'up': 380, 'down': 800})
     assert scaling.state_from_tags([{'tags': ''}], entry) == {}
+
+
+class EmptyStore:
+    def keys(self):
+        return []
+
+    def series(self, key, since=None, until=None):
+        return []
+
+
+def test_forecast_plan_without_primaries_or_history():
+    plan = plan_of()
+    api = FakeApi([], {})
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW) == [dict(
+        template='shop', service='web', mode='horizontal', made_at=NOW, instances=0, forecast_only=False, act=False,
+        action='none', reason='no primaries of this service were found in the cluster (build it first)',
+        basis_time=None, target={'instances': 0})]
+    assert api.calls == [('resources', 'vm')]
+    listing, configs = cluster(tags='sn-last.scale_up.%d' % (NOW - 60))
+    api = FakeApi(listing, configs)
+    plan['forecast_only'] = True
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW, resources=listing) == [dict(
+        template='shop', service='web', mode='horizontal', made_at=NOW, instances=2, forecast_only=True, act=False,
+        action='none', reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
+        basis_time=NOW - 60.0, target={'instances': 2}, current={'instances': 2, 'capacity': {'cpu': 2, 'memory': 2048}})]
+    assert api.calls == []
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW, resources=listing, services=['db']) == []
