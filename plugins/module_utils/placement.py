@@ -264,7 +264,7 @@ def place(requests: list[dict[str, t.Any]], capacities: dict[str, dict[str, t.An
 
 def _place_one(req, caps, online, where, groups):
     name, memory, vcpus = req['name'], int(req.get('memory') or 0), int(req.get('vcpus') or 0)
-    listed = [n for n in req.get('listed') or []]
+    listed = list(req.get('listed') or [])
     avoid = set(where[v] for v in req.get('avoid_vms') or [] if v in where)
     reach = req.get('reach')
     notes = dict(req.get('reach_note') or {})
@@ -307,17 +307,16 @@ def _place_one(req, caps, online, where, groups):
         warnings.append('listed node {0} cannot hold {1} ({2}); placed on {3} instead'.format(
             order[0], name, fits[order[0]], choice))
     if choice in avoid:
+        sharing = ', '.join(v for v in req.get('avoid_vms') or [] if where.get(v) == choice)
         warnings.append('{0} shares node {1} with a VM it must keep off ({2}): no other online node{3} can hold '
-                        'it'.format(name, choice, ', '.join(v for v in req.get('avoid_vms') or []
-                                                           if where.get(v) == choice),
-                                    ' of its nodes' if listed else ''))
+                        'it'.format(name, choice, sharing, ' of its nodes' if listed else ''))
     free = caps[choice]['maxmem'] - caps[choice]['committed'] - memory
     parts = [policy]
     if avoid:
         parts.append('off {0} (nodes of {1})'.format(','.join(sorted(avoid)), ', '.join(req.get('avoid_vms'))))
     if not listed:
-        parts.append('fewest {0} there ({1}), then most free memory'.format(req.get('group_label') or 'VMs of its group',
-                                                                             count[choice]))
+        parts.append('fewest {0} there ({1}), then most free memory'.format(
+            req.get('group_label') or 'VMs of its group', count[choice]))
     parts.append('{0} MiB free after it'.format(free))
     if short:
         parts.append('skipped ' + '; '.join(short))
