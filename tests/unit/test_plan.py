@@ -459,8 +459,8 @@ def test_shadow_nics_mirror_every_network_and_join_the_vip_network():
     assert [(n['index'], n['network'], n['network_role'], n['purpose']) for n in shadow['nics']] == [
         (0, 'back', 'shadow', 'mirror'), (1, 'front', 'primary', 'vrrp'), (2, 'front', 'shadow', 'mirror')]
     web = next(g for g in plan['vrrp'] if g['service'] == 'web')
-    assert [(m['vm'], m['nic']) for m in web['members']] == [('shop-web-1', 1), ('shop-web-2', 1),
-                                                              ('shop-web-shadow', 1)]
+    assert [(m['vm'], m['nic']) for m in web['members']] == [
+        ('shop-web-1', 1), ('shop-web-2', 1), ('shop-web-shadow', 1)]
 
 
 def test_warnings_in_order():

@@ -117,8 +117,8 @@ def test_no_primaries():
 def test_check_mode_superseded_by_a_newer_tag_reads_no_config():
     listing, configs = cluster(tags='sn-last.scale_down.%d' % (NOW + 5))
     api = FakeApi(listing, configs)
-    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3), check_mode=True,
-                                 resources=listing)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of(), decision(basis=NOW, instances=3), check_mode=True, resources=listing)
     assert res['skipped'] == 'superseded' and res['changed'] is False
     assert res['reason'] == ('not acted on: another reconciler recorded scale_down at 2023-11-14T22:13:25Z after '
                              'this decision was based on PVE state (unknown)')
@@ -147,8 +147,8 @@ def test_already_at_the_target():
 def test_vertical_waits_for_a_pending_resize(check_mode):
     listing, configs = cluster(memory=4096)
     api = FakeApi(listing, configs)
-    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=8192), check_mode=check_mode,
-                                 resources=listing)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(cores=2, memory=8192), check_mode=check_mode, resources=listing)
     assert api.calls == [('resources', 'vm')] * (not check_mode) + [('config', 101), ('config', 102)]
     assert res['skipped'] == 'pending_restart' and res['restart_needed'] == ['shop-web-1', 'shop-web-2']
     assert res['pending'] == [{'name': 'shop-web-1', 'keys': ['memory']}, {'name': 'shop-web-2', 'keys': ['memory']}]
@@ -159,8 +159,8 @@ def test_vertical_waits_for_a_pending_resize(check_mode):
 
 def test_vertical_resize_claims_then_resizes_each_primary():
     api = FakeApi(*cluster())
-    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096),
-                                 now=NOW + 0.7)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096), now=NOW + 0.7)
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('quorum',), ('config', 101),
                          ('put', 101, ['description', 'tags']), ('config', 101), ('put', 101, ['memory']),
                          ('get', 'nodes/pve1/qemu/101/pending'), ('config', 102), ('put', 102, ['memory']),
@@ -183,8 +183,8 @@ def test_vertical_resize_claims_then_resizes_each_primary():
 def test_vertical_check_mode_reads_configs_and_writes_nothing():
     listing, configs = cluster()
     api = FakeApi(listing, configs)
-    res = scaling_apply.apply_decision(api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True,
-                                 resources=listing, now=NOW)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True, resources=listing, now=NOW)
     assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'get', 'resources')]
     assert res['changed'] is True and res['applied'] is False and res['pending'] == []
     assert [r['changes'] for r in res['resized']] == [{'memory': 4096}, {'memory': 4096}]
@@ -232,8 +232,8 @@ def test_hotplug_features_and_pending_resizes():
             {'name': 'b', 'status': 'stopped', 'maxcpu': 2, 'maxmem': 1024 * MiB},
             {'name': 'c', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB}]
     configs = {'a': {'cores': 4, 'memory': 2048}, 'b': {'cores': 4}}
-    assert scaling_apply.pending_resizes(prim, configs) == [('a', ['cores', 'memory'],
-                                                       'cores 2 -> 4, memory 1024 -> 2048 MiB')]
+    assert scaling_apply.pending_resizes(prim, configs) == [
+        ('a', ['cores', 'memory'], 'cores 2 -> 4, memory 1024 -> 2048 MiB')]
 
 
 def test_new_instance_and_its_wiring():
@@ -259,8 +259,8 @@ def test_new_instance_and_its_wiring():
 def test_state_from_tags_takes_the_newest():
     entry = scaling.scaling_entry(plan_of(), 'web')
     prim = [{'tags': 'sn-last.scale_up.100;x'}, {'tags': 'sn-last.scale_down.200'}, {'tags': 'sn-last.bogus.300'}]
-    assert scaling.state_from_tags(prim, entry) == dict(action='scale_down', time=200.0,
-                                                         cooldown_until={'up': 380, 'down': 800})
+    assert scaling.state_from_tags(prim, entry) == dict(
+        action='scale_down', time=200.0, cooldown_until={'up': 380, 'down': 800})
     assert scaling.state_from_tags([{'tags': ''}], entry) == {}
 
 
