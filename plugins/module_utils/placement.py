@@ -20,6 +20,7 @@ Two questions, answered from plain data that ``vm.py`` reads from the cluster be
 from __future__ import annotations
 
 import re
+import typing as t
 
 __all__ = ['MiB', 'SHARED_TYPES', 'LINKED_CLONE_TYPES', 'PlacementError', 'storage_table', 'template_volumes',
            'clone_reach', 'clone_route', 'reaches', 'refusal', 'node_capacities', 'shortfall', 'place']
@@ -44,7 +45,7 @@ def _flag(value):
     return str(value).strip().lower() in ('1', 'true', 'yes', 'on')
 
 
-def storage_table(items):
+def storage_table(items: list[dict[str, t.Any]] | None) -> dict[str, dict[str, t.Any]]:
     """{storage id: {type, shared, nodes (set or None: every node), disabled}} from ``GET /storage``."""
     out = {}
     for item in items or []:
@@ -58,7 +59,7 @@ def storage_table(items):
     return out
 
 
-def template_volumes(config):
+def template_volumes(config: dict[str, t.Any] | None) -> list[tuple[str, str | None, bool]]:
     """[(key, storage id or None, cdrom)] of a VM config's volumes, as qemu-server's foreach_volume walks them.
 
     A CD-ROM drive with ``none`` or the host's ``cdrom`` is left out (no storage); a volume that is a plain path
@@ -80,7 +81,8 @@ def template_volumes(config):
     return out
 
 
-def clone_reach(template, config, storages):
+def clone_reach(template: dict[str, t.Any], config: dict[str, t.Any],
+                storages: dict[str, dict[str, t.Any]]) -> dict[str, t.Any]:
     """Where a linked clone of ``template`` (a /cluster/resources item) can be made, per PVE's clone_vm.
 
     Returns {vmid, name, node, shared, nodes, storages, local, problem}: ``shared`` as
@@ -127,7 +129,7 @@ def _describe(reach):
     return '{0!r} (vmid {1} on {2})'.format(reach['name'], reach['vmid'], reach['node'])
 
 
-def reaches(reach, node):
+def reaches(reach: dict[str, t.Any], node: str) -> tuple[bool, str | None]:
     """(ok, target) for a clone of this template copy onto ``node``: target is None for a local clone."""
     if reach['problem']:
         return False, None
@@ -138,7 +140,7 @@ def reaches(reach, node):
     return False, None
 
 
-def refusal(reach, node):
+def refusal(reach: dict[str, t.Any], node: str) -> str | None:
     """Why PVE would refuse a linked clone of this copy onto ``node`` (None when it would not)."""
     if reach['problem']:
         return 'golden template {0}: {1}'.format(_describe(reach), reach['problem'])
@@ -157,7 +159,8 @@ def refusal(reach, node):
                 ', '.join(sorted(reach['nodes'] or []))))
 
 
-def clone_route(reaches_list, node, prefer_vmid=None):
+def clone_route(reaches_list: list[dict[str, t.Any]], node: str,
+                prefer_vmid: int | None = None) -> tuple[dict[str, t.Any], str | None]:
     """(copy's reach, target or None) for a linked clone on ``node``; PlacementError when PVE would refuse it.
 
     ``reaches_list``: :func:`clone_reach` of every copy of the golden template (same name). The copy named by
@@ -184,7 +187,8 @@ def clone_route(reaches_list, node, prefer_vmid=None):
     raise PlacementError(return_msg)
 
 
-def node_capacities(node_items, vm_items, plan_names=()):
+def node_capacities(node_items: list[dict[str, t.Any]] | None, vm_items: list[dict[str, t.Any]] | None,
+                    plan_names: t.Iterable[str] = ()) -> dict[str, dict[str, t.Any]]:
     """{node: {status, maxmem, committed, maxcpu, cpu}} (memory in MiB) from /cluster/resources items.
 
     ``committed`` is the node's ``mem`` plus, for every running VM on it, the memory it may still grow into
@@ -211,7 +215,7 @@ def node_capacities(node_items, vm_items, plan_names=()):
     return out
 
 
-def shortfall(cap, memory, vcpus):
+def shortfall(cap: dict[str, t.Any], memory: int, vcpus: int) -> str | None:
     """Why a node cannot hold a VM of ``memory`` MiB and ``vcpus`` (None when it can)."""
     why = []
     free = cap['maxmem'] - cap['committed']
@@ -223,7 +227,7 @@ def shortfall(cap, memory, vcpus):
     return '; '.join(why) or None
 
 
-def place(requests, capacities):
+def place(requests: list[dict[str, t.Any]], capacities: dict[str, dict[str, t.Any]]) -> dict[str, dict[str, t.Any]]:
     """Place new VMs. Pure and deterministic.
 
     ``requests`` in order (primaries before the shadow that shadows them), dicts with: ``name``; ``node`` (set for

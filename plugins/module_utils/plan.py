@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
 from ansible_collections.shadownet.proxmox.plugins.module_utils.template import (
@@ -38,7 +39,7 @@ VXLAN_TAG_MIN = 1000000
 VXLAN_TAG_MAX = 16777215
 
 
-def not_a_plan(plan):
+def not_a_plan(plan: t.Any) -> str | None:
     """The message for a value that is not a plan from the template module (None when it looks like one)."""
     if isinstance(plan, dict) and isinstance(plan.get('vms'), list) and 'template' in plan:
         return None
@@ -46,27 +47,27 @@ def not_a_plan(plan):
             'no "template" name')
 
 
-def template_digest(tpl):
+def template_digest(tpl: dict[str, t.Any]) -> str:
     """``sha256:<hex>`` of the canonical JSON of a normalised template."""
     text = json.dumps(tpl, sort_keys=True, separators=(',', ':'))
     return 'sha256:' + hashlib.sha256(text.encode('utf-8')).hexdigest()
 
 
-def shadow_size(cores, memory, size):
+def shadow_size(cores: int, memory: int, size: float) -> tuple[int, int]:
     """Shadow cores and memory (MiB) for one primary of ``cores``/``memory`` at fraction ``size``."""
     shadow_cores = max(SHADOW_MIN_CORES, int(cores * size + 0.5))
     shadow_memory = max(SHADOW_MIN_MEMORY, int(memory * size))
     return shadow_cores, shadow_memory
 
 
-def vrrp_priority_step(max_instances):
+def vrrp_priority_step(max_instances: int) -> int:
     """Priority distance between consecutive primaries: all of 1..max_instances stay distinct and above 100."""
     if max_instances <= 10:
         return 10
     return max(1, 100 // max_instances)
 
 
-def vrrp_priority(index, max_instances):
+def vrrp_priority(index: int, max_instances: int) -> int:
     """VRRP priority of primary ``index`` (1-based); the scaling module uses it for instances it adds."""
     return VRRP_PRIORITY_BASE - vrrp_priority_step(max_instances) * (index - 1)
 
@@ -78,7 +79,7 @@ def _rotate(nodes, start):
     return list(nodes[start:]) + list(nodes[:start])
 
 
-def primary_placement(nodes, service_position, index):
+def primary_placement(nodes: list[str], service_position: int, index: int) -> list[str]:
     """Preferred nodes of primary ``index`` (1-based) of the service at ``service_position`` (0-based)."""
     return _rotate(nodes, service_position + index - 1)
 
@@ -100,7 +101,7 @@ def _shadow_placement(nodes, primary_nodes, placement):
     return free + busy, avoid, bool(free)
 
 
-def vxlan_tags(template, keys):
+def vxlan_tags(template: str, keys: t.Iterable[str]) -> dict[str, int]:
     """Stable VNIs for the shadow twins of ``keys`` (network names, plan order) of ``template``."""
     span = VXLAN_TAG_MAX - VXLAN_TAG_MIN + 1
     used = set()
@@ -167,7 +168,7 @@ def _nic(index, network, purpose):
     }
 
 
-def build_plan(tpl):
+def build_plan(tpl: dict[str, t.Any]) -> dict[str, t.Any]:
     """The plan for a *normalised* template (see :func:`plan_from_template` for raw input)."""
     name = tpl['name']
     nodes = list(tpl['nodes'])
@@ -178,20 +179,51 @@ def build_plan(tpl):
     warnings = []
     if shadow_cfg['enabled'] and not critical:
         warnings.append('shadow.enabled is true but no service is critical: no shadows are planned')
+    shadowed_networks = _shadowed_networks(critical) if shadow_enabled else []
+    networks, nets = _plan_networks(tpl, shadowed_networks)
+    vrids = naming.assign_vrids(name, [(s['name'], s['vip_network'], s['vrid']) for s in services if s['vip']])
+    sections = {key: [] for key in ('vms', 'mirrors', 'vrrp', 'ha_rules', 'replication', 'scaling')}
+    for position, svc in enumerate(services):
+        entries, service_warnings = _plan_service(tpl, nodes, position, svc, shadow_enabled and svc['critical'],
+                                                  nets, vrids)
+        for key, items in entries.items():
+            sections[key].extend(items)
+        warnings.extend(service_warnings)
+    return {
+        'plan_version': PLAN_VERSION,
+        'template': name,
+        'template_digest': template_digest(tpl),
+        'shadow_enabled': shadow_enabled,
+        'shadow_transport': shadow_cfg['transport'],
+        'nodes': nodes,
+        'pool': tpl['pool'],
+        'common_tags': naming.common_tags(name),
+        'networks': networks,
+        'vms': sections['vms'],
+        'mirrors': sections['mirrors'],
+        'vrrp': sections['vrrp'],
+        'ha_rules': sections['ha_rules'],
+        'replication': sections['replication'],
+        'scaling': sections['scaling'],
+        'warnings': warnings,
+    }
 
-    shadowed_networks = []
-    if shadow_enabled:
-        for svc in critical:
-            for key in svc['networks']:
-                if key not in shadowed_networks:
-                    shadowed_networks.append(key)
+
+def _shadowed_networks(critical):
+    """The networks that get a shadow twin: every network of a critical service, in service order."""
+    out = []
+    for svc in critical:
+        for key in svc['networks']:
+            if key not in out:
+                out.append(key)
+    return out
+
+
+def _plan_networks(tpl, shadowed_networks):
+    """The ``networks`` section (primaries, then the shadow twins) and ``(primary, shadow)`` entries by name."""
     ids = _derive_ids(tpl, shadowed_networks)
-    transport = shadow_cfg['transport']
-    tags = vxlan_tags(name, shadowed_networks) if transport == 'vxlan' else {}
-
-    primary_nets = {}
-    shadow_nets = {}
-    networks = []
+    tags = vxlan_tags(tpl['name'], shadowed_networks) if tpl['shadow']['transport'] == 'vxlan' else {}
+    primary_nets, shadow_nets, networks = {}, {}, []
     for net in tpl['networks']:
         entry = _network_entry(tpl, net, 'primary', ids)
         primary_nets[net['name']] = entry
@@ -201,132 +233,138 @@ def build_plan(tpl):
             entry = _network_entry(tpl, net, 'shadow', ids, vxlan_tag=tags.get(net['name']))
             shadow_nets[net['name']] = entry
             networks.append(entry)
+    return networks, (primary_nets, shadow_nets)
 
-    vms, mirrors, vrrp, ha_rules, replication, scaling = [], [], [], [], [], []
-    vrids = naming.assign_vrids(name, [(s['name'], s['vip_network'], s['vrid']) for s in services if s['vip']])
 
-    for position, svc in enumerate(services):
-        sname = svc['name']
-        has_shadow = shadow_enabled and svc['critical']
-        shadow_name = naming.shadow_vm_name(name, sname) if has_shadow else None
-        primaries = []
-        for index in range(1, svc['instances'] + 1):
-            preferred = primary_placement(nodes, position, index)
-            vm_name = naming.primary_vm_name(name, sname, index)
-            meta = {'v': 1, 'role': 'primary', 'template': name, 'service': sname, 'index': index}
-            if has_shadow:
-                meta['shadowed_by'] = shadow_name
-            primaries.append({
-                'name': vm_name, 'role': 'primary', 'service': sname, 'index': index,
-                'golden': _golden(svc['template']), 'linked': True,
-                'cores': svc['cores'], 'memory': svc['memory'],
-                'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': [],
-                'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'primary'),
-                'nics': [_nic(i, primary_nets[key], 'service') for i, key in enumerate(svc['networks'])],
-                'meta': meta, 'shadows': [], 'shadowed_by': shadow_name,
-            })
-        vms.extend(primaries)
-        primary_names = [p['name'] for p in primaries]
+def _plan_service(tpl, nodes, position, svc, has_shadow, nets, vrids):
+    """Every plan entry of one service, by section, and its warnings."""
+    name, sname, shadow_cfg = tpl['name'], svc['name'], tpl['shadow']
+    shadow_name = naming.shadow_vm_name(name, sname) if has_shadow else None
+    primaries = [_primary_vm(tpl, nodes, position, svc, index, shadow_name, nets[0])
+                 for index in range(1, svc['instances'] + 1)]
+    entries = {'vms': list(primaries), 'mirrors': [], 'vrrp': [], 'ha_rules': [], 'replication': [], 'scaling': []}
+    warnings = []
+    shadow_vm = None
+    if has_shadow:
+        shadow_vm, warning = _shadow_vm(tpl, nodes, svc, shadow_name, primaries, nets)
+        warnings.extend([warning] if warning else [])
+        entries['vms'].append(shadow_vm)
+        entries['mirrors'] = _mirrors(sname, primaries, shadow_name, shadow_cfg['mirror'])
+        entries['replication'] = [_replication_entry(svc, shadow_name, [p['name'] for p in primaries])]
+    entries['ha_rules'] = _ha_rules(name, sname, primaries, shadow_vm, shadow_cfg['placement'])
+    if svc['vip']:
+        entries['vrrp'] = [_vrrp_group(svc, primaries, shadow_vm, vrids[sname])]
+    entries['scaling'] = [_scaling_entry(name, svc, shadow_name)]
+    return entries, warnings
 
-        shadow_vm = None
-        if has_shadow:
-            cores, memory = shadow_size(svc['cores'], svc['memory'], shadow_cfg['size'])
-            primary_nodes = [p['node'] for p in primaries if p['node']]
-            preferred, avoid, spread_ok = _shadow_placement(nodes, primary_nodes, shadow_cfg['placement'])
-            if shadow_cfg['placement'] == 'spread' and not spread_ok:
-                warnings.append('%s: every node in nodes runs a primary of %s; the shadow will share a node with '
-                                'one (add a node to nodes for full spread)' % (shadow_name, sname))
-            nics = [_nic(0, shadow_nets[svc['networks'][0]], 'mirror'),
-                    _nic(1, primary_nets[svc['vip_network']], 'vrrp')]
-            for offset, key in enumerate(svc['networks'][1:]):
-                nics.append(_nic(offset + 2, shadow_nets[key], 'mirror'))
-            shadow_vm = {
-                'name': shadow_name, 'role': 'shadow', 'service': sname, 'index': 1,
-                'golden': _golden(svc['template']), 'linked': True, 'cores': cores, 'memory': memory,
-                'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': avoid,
-                'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'shadow'), 'nics': nics,
-                'meta': {'v': 1, 'role': 'shadow', 'template': name, 'service': sname, 'index': 1,
-                         'shadows': list(primary_names)},
-                'shadows': list(primary_names), 'shadowed_by': None,
-            }
-            vms.append(shadow_vm)
 
-            mirror_cfg = shadow_cfg['mirror']
-            for primary in primaries:
-                for nic in primary['nics']:
-                    target_nic = 0 if nic['index'] == 0 else nic['index'] + 1
-                    mirrors.append({
-                        'service': sname,
-                        'source': {'vm': primary['name'], 'nic': nic['index'], 'network': nic['network']},
-                        'target': {'vm': shadow_name, 'nic': target_nic, 'network': nic['network']},
-                        'mode': mirror_cfg['mode'],
-                        'rate': 1.0 if mirror_cfg['mode'] == 'full' else float(mirror_cfg['rate']),
-                        'direction': mirror_cfg['direction'],
-                    })
-
-            repl = svc['replication']
-            fidelity = repl['fidelity']
-            interval = repl['interval'] if fidelity != 'event' else None
-            replication.append({
-                'service': sname, 'shadow': shadow_name, 'primaries': list(primary_names), 'fidelity': fidelity,
-                'interval_seconds': interval, 'rpo_seconds': interval,
-                'paths': list(repl['paths']) if fidelity == 'differential' else [],
-                'hook': repl['hook'] if fidelity == 'event' else None,
-            })
-
-        ha_rules.extend(_ha_rules(name, sname, primaries, shadow_vm, shadow_cfg['placement']))
-
-        max_instances = svc['scaling']['instances']['max']
-        if svc['vip']:
-            step = vrrp_priority_step(max_instances)
-            members = []
-            for primary in primaries:
-                members.append({
-                    'vm': primary['name'], 'role': 'primary', 'index': primary['index'],
-                    'nic': svc['networks'].index(svc['vip_network']),
-                    'priority': vrrp_priority(primary['index'], max_instances),
-                })
-            if shadow_vm:
-                members.append({'vm': shadow_name, 'role': 'shadow', 'index': 1, 'nic': 1,
-                                'priority': VRRP_SHADOW_PRIORITY})
-            vrrp.append({
-                'service': sname, 'network': svc['vip_network'], 'vip': svc['vip'], 'vrid': vrids[sname],
-                'version': VRRP_VERSION, 'priority_base': VRRP_PRIORITY_BASE, 'priority_step': step,
-                'shadow_priority': VRRP_SHADOW_PRIORITY, 'members': members,
-            })
-
-        sc = svc['scaling']
-        scaling.append({
-            'service': sname, 'mode': sc['mode'],
-            'cpu': {'high': sc['cpu']['high'], 'low': sc['cpu']['low'], 'duration_seconds': sc['cpu']['duration']},
-            'memory': {'high': sc['memory']['high'], 'low': sc['memory']['low'],
-                       'duration_seconds': sc['memory']['duration']},
-            'net': {'high_bps': sc['net']['high'], 'low_bps': sc['net']['low'],
-                    'duration_seconds': sc['net']['duration']},
-            'horizon_seconds': sc['horizon'],
-            'instances': {'min': sc['instances']['min'], 'max': sc['instances']['max'], 'current': svc['instances']},
-            'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
-            'cores': svc['cores'], 'memory_mib': svc['memory'],
-            'name_prefix': '%s-%s-' % (name, sname), 'shadow': shadow_name,
-        })
-
+def _primary_vm(tpl, nodes, position, svc, index, shadow_name, primary_nets):
+    name, sname = tpl['name'], svc['name']
+    preferred = primary_placement(nodes, position, index)
+    meta = {'v': 1, 'role': 'primary', 'template': name, 'service': sname, 'index': index}
+    if shadow_name:
+        meta['shadowed_by'] = shadow_name
     return {
-        'plan_version': PLAN_VERSION,
-        'template': name,
-        'template_digest': template_digest(tpl),
-        'shadow_enabled': shadow_enabled,
-        'shadow_transport': transport,
-        'nodes': nodes,
-        'pool': tpl['pool'],
-        'common_tags': naming.common_tags(name),
-        'networks': networks,
-        'vms': vms,
-        'mirrors': mirrors,
-        'vrrp': vrrp,
-        'ha_rules': ha_rules,
-        'replication': replication,
-        'scaling': scaling,
-        'warnings': warnings,
+        'name': naming.primary_vm_name(name, sname, index), 'role': 'primary', 'service': sname, 'index': index,
+        'golden': _golden(svc['template']), 'linked': True,
+        'cores': svc['cores'], 'memory': svc['memory'],
+        'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': [],
+        'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'primary'),
+        'nics': [_nic(i, primary_nets[key], 'service') for i, key in enumerate(svc['networks'])],
+        'meta': meta, 'shadows': [], 'shadowed_by': shadow_name,
+    }
+
+
+def _shadow_vm(tpl, nodes, svc, shadow_name, primaries, nets):
+    """The shadow of one service (NIC 0 and 2.. mirror the service's networks, NIC 1 joins the VIP network), and
+    the warning when spread placement cannot keep it off every node of its primaries."""
+    name, sname, shadow_cfg = tpl['name'], svc['name'], tpl['shadow']
+    primary_nets, shadow_nets = nets
+    primary_names = [p['name'] for p in primaries]
+    cores, memory = shadow_size(svc['cores'], svc['memory'], shadow_cfg['size'])
+    primary_nodes = [p['node'] for p in primaries if p['node']]
+    preferred, avoid, spread_ok = _shadow_placement(nodes, primary_nodes, shadow_cfg['placement'])
+    warning = None
+    if shadow_cfg['placement'] == 'spread' and not spread_ok:
+        warning = ('%s: every node in nodes runs a primary of %s; the shadow will share a node with one (add a node '
+                   'to nodes for full spread)' % (shadow_name, sname))
+    nics = [_nic(0, shadow_nets[svc['networks'][0]], 'mirror'), _nic(1, primary_nets[svc['vip_network']], 'vrrp')]
+    for offset, key in enumerate(svc['networks'][1:]):
+        nics.append(_nic(offset + 2, shadow_nets[key], 'mirror'))
+    return {
+        'name': shadow_name, 'role': 'shadow', 'service': sname, 'index': 1,
+        'golden': _golden(svc['template']), 'linked': True, 'cores': cores, 'memory': memory,
+        'node': preferred[0] if preferred else None, 'preferred_nodes': preferred, 'avoid_nodes': avoid,
+        'pool': tpl['pool'], 'tags': naming.vm_tags(name, sname, 'shadow'), 'nics': nics,
+        'meta': {'v': 1, 'role': 'shadow', 'template': name, 'service': sname, 'index': 1,
+                 'shadows': list(primary_names)},
+        'shadows': list(primary_names), 'shadowed_by': None,
+    }, warning
+
+
+def _mirrors(sname, primaries, shadow_name, mirror_cfg):
+    """One mirror per primary NIC: NIC 0 to the shadow's NIC 0, NIC i > 0 to its NIC i + 1 (NIC 1 is VRRP)."""
+    out = []
+    for primary in primaries:
+        for nic in primary['nics']:
+            target_nic = 0 if nic['index'] == 0 else nic['index'] + 1
+            out.append({
+                'service': sname,
+                'source': {'vm': primary['name'], 'nic': nic['index'], 'network': nic['network']},
+                'target': {'vm': shadow_name, 'nic': target_nic, 'network': nic['network']},
+                'mode': mirror_cfg['mode'],
+                'rate': 1.0 if mirror_cfg['mode'] == 'full' else float(mirror_cfg['rate']),
+                'direction': mirror_cfg['direction'],
+            })
+    return out
+
+
+def _replication_entry(svc, shadow_name, primary_names):
+    repl = svc['replication']
+    fidelity = repl['fidelity']
+    interval = repl['interval'] if fidelity != 'event' else None
+    return {
+        'service': svc['name'], 'shadow': shadow_name, 'primaries': list(primary_names), 'fidelity': fidelity,
+        'interval_seconds': interval, 'rpo_seconds': interval,
+        'paths': list(repl['paths']) if fidelity == 'differential' else [],
+        'hook': repl['hook'] if fidelity == 'event' else None,
+    }
+
+
+def _vrrp_group(svc, primaries, shadow_vm, vrid):
+    max_instances = svc['scaling']['instances']['max']
+    members = []
+    for primary in primaries:
+        members.append({
+            'vm': primary['name'], 'role': 'primary', 'index': primary['index'],
+            'nic': svc['networks'].index(svc['vip_network']),
+            'priority': vrrp_priority(primary['index'], max_instances),
+        })
+    if shadow_vm:
+        members.append({'vm': shadow_vm['name'], 'role': 'shadow', 'index': 1, 'nic': 1,
+                        'priority': VRRP_SHADOW_PRIORITY})
+    return {
+        'service': svc['name'], 'network': svc['vip_network'], 'vip': svc['vip'], 'vrid': vrid,
+        'version': VRRP_VERSION, 'priority_base': VRRP_PRIORITY_BASE,
+        'priority_step': vrrp_priority_step(max_instances), 'shadow_priority': VRRP_SHADOW_PRIORITY,
+        'members': members,
+    }
+
+
+def _scaling_entry(name, svc, shadow_name):
+    sc = svc['scaling']
+    return {
+        'service': svc['name'], 'mode': sc['mode'],
+        'cpu': {'high': sc['cpu']['high'], 'low': sc['cpu']['low'], 'duration_seconds': sc['cpu']['duration']},
+        'memory': {'high': sc['memory']['high'], 'low': sc['memory']['low'],
+                   'duration_seconds': sc['memory']['duration']},
+        'net': {'high_bps': sc['net']['high'], 'low_bps': sc['net']['low'],
+                'duration_seconds': sc['net']['duration']},
+        'horizon_seconds': sc['horizon'],
+        'instances': {'min': sc['instances']['min'], 'max': sc['instances']['max'], 'current': svc['instances']},
+        'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
+        'cores': svc['cores'], 'memory_mib': svc['memory'],
+        'name_prefix': '%s-%s-' % (name, svc['name']), 'shadow': shadow_name,
     }
 
 
@@ -378,13 +416,14 @@ def _golden(ref):
     return {'vmid': None, 'name': ref}
 
 
-def plan_from_template(data, source=None):
+def plan_from_template(data: t.Any, source: str | None = None) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
     """Validate + normalise raw template data, then plan. Raises TemplateValidationError with every issue."""
     tpl = normalise_template(data, source)
     return tpl, build_plan(tpl)
 
 
-def plan_templates(entries, fail_on_warnings=False):
+def plan_templates(entries: t.Iterable[tuple[t.Any, str | None]],
+                   fail_on_warnings: bool = False) -> tuple[dict[str, t.Any], list[TemplateIssue]]:
     """Validate and plan several templates: ``entries`` is a list of ``(data, source)``.
 
     Returns ``(result, issues)``: ``result`` has ``changed`` (always False), ``names`` (template names in the
@@ -419,7 +458,7 @@ def plan_templates(entries, fail_on_warnings=False):
     return result, issues
 
 
-def failure_result(result, issues):
+def failure_result(result: dict[str, t.Any], issues: list[TemplateIssue]) -> dict[str, t.Any]:
     """The task result for failed validation: every issue in ``msg`` (one per line) and in ``errors``."""
     out = {key: value for key, value in result.items() if key not in ('templates', 'plans', 'names')}
     out['failed'] = True

@@ -4,9 +4,12 @@
 """The resource placement template (v1): schema, validation and normalisation. Pure, no API calls.
 
 One table (:data:`SCHEMA`) declares every field with its type, default, range and documentation; the same
-table drives validation, the defaults of the normalised template and ``docs/template.md``.
+table drives validation, the static defaults of the normalised template and ``docs/template.md``.
 :func:`validate_template` collects *all* errors (field-level, then cross-field: references, CIDRs, VIPs,
 PVE name limits) and returns them with their field path (``services[1].vip``) and what would be valid.
+The defaults that depend on other fields (a service's networks and VIP network, a VIP's prefix, a vlan zone's
+bridge, a full mirror's rate, the shadow transport, the service-level overrides merged) are filled by one pass,
+:func:`_derive`, before the cross-field checks, :func:`_check`, which only report.
 
 The normalised template has every field present, in canonical units: durations in seconds, rates in bit/s,
 memory in MiB, networks and addresses in canonical text, service-level ``scaling`` / ``replication``
@@ -19,6 +22,7 @@ import copy
 import difflib
 import ipaddress
 import re
+import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
 from ansible_collections.shadownet.proxmox.plugins.module_utils import units
@@ -78,10 +82,10 @@ class Field:
         self.override = override
 
     @property
-    def required(self):
+    def required(self) -> bool:
         return self.default is _REQUIRED
 
-    def type_name(self):
+    def type_name(self) -> str:
         names = {
             'str': 'string', 'name': 'name', 'int': 'integer', 'float': 'number', 'bool': 'boolean',
             'duration': 'duration', 'rate': 'rate', 'memory': 'memory size', 'ratio': 'ratio',
@@ -96,7 +100,7 @@ class Field:
             text += ' or null'
         return text
 
-    def valid(self):
+    def valid(self) -> str:
         """What a valid value looks like, for error messages."""
         if self.choices:
             return 'one of: %s' % ', '.join(str(c) for c in self.choices)
@@ -283,7 +287,7 @@ class TemplateIssue:
         self.message = message
         self.valid = valid
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, str | None]:
         return {'template': self.template, 'path': self.path, 'message': self.message, 'valid': self.valid}
 
     def __str__(self):
@@ -559,65 +563,182 @@ def _host_ok(net, address):
 
 
 def _semantic(chk, tpl):
-    """Cross-field checks on a field-valid (or partly valid) normalised template."""
-    name = tpl.get('name')
+    """Cross-field pass on a field-valid (or partly valid) normalised template: derive, check, drop.
+
+    Defaults that depend on other fields are derived first (:func:`_derive`), so the checks see the values the
+    plan will use; the checks (:func:`_check`) only report. The vnet-only fields of bridge networks are dropped
+    last, because their check must see what the user wrote.
+    """
+    networks = _items(tpl, 'networks')
+    nets_by_name = _networks_by_name(networks)
+    overrides = _derive(tpl, nets_by_name)
+    _check(chk, tpl, nets_by_name, overrides)
+    _drop_vnet_fields(networks)
+    return tpl
+
+
+def _items(tpl, key):
+    """The dict items of a top-level list (the other items were reported by the field pass)."""
+    items = tpl.get(key) if isinstance(tpl.get(key), list) else []
+    return [item if isinstance(item, dict) else None for item in items]
+
+
+def _networks_by_name(networks):
+    """{name: network}: the first network of each valid name (the checks report the duplicates)."""
+    out = {}
+    for net in networks:
+        if net is not None and _ok(net.get('name')):
+            out.setdefault(net['name'], net)
+    return out
+
+
+# -- derive: defaults that depend on other fields (static defaults are in SCHEMA) --------------------------------
+
+def _derive(tpl, nets_by_name):
+    """Fill the defaults that depend on other fields. Returns {service index: (scaling, replication) overridden}."""
+    for net in _items(tpl, 'networks'):
+        if net is not None and net.get('type') == 'vnet' and net.get('zone_type') == 'vlan' \
+                and net.get('zone_bridge') is None:
+            net['zone_bridge'] = 'vmbr0'
     networks = tpl.get('networks') if isinstance(tpl.get('networks'), list) else []
-    services = tpl.get('services') if isinstance(tpl.get('services'), list) else []
-    nets_by_name = {}
+    template_scaling, template_repl = _template_scaling(tpl), _template_replication(tpl)
+    overrides = {}
+    for index, svc in enumerate(_items(tpl, 'services')):
+        if svc is not None:
+            _derive_service(svc, networks, nets_by_name)
+            overrides[index] = _merge_overrides(svc, template_scaling, template_repl)
+    _derive_shadow(tpl)
+    return overrides
 
-    # Networks: unique names, type-specific fields, gateway, overlaps.
-    for index, net in enumerate(networks):
-        if not isinstance(net, dict):
-            continue
-        path = 'networks[%d]' % index
-        nname = net.get('name')
-        if _ok(nname):
-            if nname in nets_by_name:
-                chk.error(path + '.name', 'network %s is defined twice' % nname, 'unique network names')
-            else:
-                nets_by_name[nname] = net
-        if net.get('type') == 'bridge':
-            if net.get('bridge') in (None, _INVALID):
-                if net.get('bridge') is None:
-                    chk.error(path + '.bridge', 'is required for type bridge', 'a node bridge such as vmbr1')
-            elif naming.bridge_name_problem(net['bridge']):
-                chk.error(path + '.bridge', naming.bridge_name_problem(net['bridge']), naming.BRIDGE_NAME_HELP)
-            for key in ('zone', 'vnet', 'zone_bridge'):
-                if net.get(key) not in (None, _INVALID):
-                    chk.error(path + '.' + key, 'only for type vnet', 'leave it out for type bridge')
+
+def _template_scaling(tpl):
+    return tpl.get('scaling') if isinstance(tpl.get('scaling'), dict) else {}
+
+
+def _template_replication(tpl):
+    return (tpl.get('shadow') or {}).get('replication') if isinstance(tpl.get('shadow'), dict) else None
+
+
+def _derive_service(svc, networks, nets_by_name):
+    """networks: the template's first network; vip_network: the service's first network; vip: its prefix."""
+    if svc.get('networks') is None:
+        first = networks[0].get('name') if networks and isinstance(networks[0], dict) else None
+        svc['networks'] = [first] if _ok(first) else []
+    snets = svc.get('networks') if isinstance(svc.get('networks'), list) else []
+    if svc.get('vip_network') is None and snets:
+        svc['vip_network'] = snets[0]
+    vip, vip_network = svc.get('vip'), svc.get('vip_network')
+    if _ok(vip, vip_network) and vip_network in nets_by_name and _ok(nets_by_name[vip_network].get('cidr')) \
+            and '/' not in vip:
+        svc['vip'] = '%s/%d' % (vip, ipaddress.ip_network(nets_by_name[vip_network]['cidr']).prefixlen)
+
+
+def _merge_overrides(svc, template_scaling, template_repl):
+    """The service's effective scaling and replication: the template-wide ones with its overrides merged in.
+
+    Returns (scaling overridden, replication overridden): the checks report a problem where the user wrote it.
+    """
+    overridden = (isinstance(svc.get('scaling'), dict), isinstance(svc.get('replication'), dict))
+    if isinstance(template_scaling, dict):
+        svc['scaling'] = _deep_merge(template_scaling, svc.get('scaling') if overridden[0] else {})
+    if isinstance(template_repl, dict):
+        svc['replication'] = _deep_merge(template_repl, svc.get('replication') if overridden[1] else {})
+    return overridden
+
+
+def _derive_shadow(tpl):
+    """mirror.rate 1.0 for mode full; transport: vxlan when shadows spread over several nodes, else local."""
+    shadow = tpl.get('shadow') if isinstance(tpl.get('shadow'), dict) else {}
+    mirror = shadow.get('mirror') if isinstance(shadow.get('mirror'), dict) else {}
+    if mirror.get('mode') == 'full':
+        mirror['rate'] = 1.0
+    if 'transport' in shadow and shadow['transport'] is None:
+        nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
+        # Empty nodes: default placement spreads over the online nodes, so shadows land on other nodes too.
+        spread = shadow.get('placement') == 'spread' and (len(nodes) > 1 or not nodes)
+        shadow['transport'] = 'vxlan' if spread else 'local'
+
+
+def _drop_vnet_fields(networks):
+    for net in networks:
+        if net is not None and net.get('type') == 'bridge':
             net['zone'] = net['vnet'] = net['zone_type'] = net['zone_bridge'] = None
-        elif net.get('type') == 'vnet':
-            if net.get('bridge') not in (None, _INVALID):
-                chk.error(path + '.bridge', 'only for type bridge', 'leave it out, or set type: bridge')
-            if net.get('zone_type') == 'vlan':
-                if net.get('vlan') is None:
-                    chk.error(path + '.vlan', 'is required for zone_type vlan', 'a VLAN tag 1..4094')
-                if net.get('zone_bridge') is None:
-                    net['zone_bridge'] = 'vmbr0'
-                elif net['zone_bridge'] is not _INVALID and naming.bridge_name_problem(net['zone_bridge']):
-                    chk.error(path + '.zone_bridge', naming.bridge_name_problem(net['zone_bridge']),
-                              naming.BRIDGE_NAME_HELP)
-                if _ok(net.get('zone_bridge'), net.get('vlan')) and naming.bridge_name_problem(net['zone_bridge']) \
-                        is None and naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']):
-                    chk.error(path + '.zone_bridge', naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']),
-                              'a shorter node bridge name')
-            elif net.get('zone_type') == 'simple':
-                if net.get('vlan') not in (None, _INVALID):
-                    chk.error(path + '.vlan', 'a simple zone has no VLAN', 'set zone_type: vlan, or leave it out')
-                if net.get('zone_bridge') not in (None, _INVALID):
-                    chk.error(path + '.zone_bridge', 'only for zone_type vlan', 'leave it out')
-        cidr, gateway = net.get('cidr'), net.get('gateway')
-        if _ok(cidr, gateway):
-            network = ipaddress.ip_network(cidr)
-            address = ipaddress.ip_address(gateway)
-            if address.version != network.version or not _host_ok(network, address):
-                chk.error(path + '.gateway', '%s is not a host address inside %s' % (gateway, cidr),
-                          'a host address inside %s' % cidr)
 
-    # Overlapping CIDRs in one zone (vnet: per zone, default zone = the template's; bridge: per bridge+vlan).
+
+# -- check: cross-field problems (reports only, changes nothing) ---------------------------------------------
+
+def _check(chk, tpl, nets_by_name, overrides):
+    networks = _items(tpl, 'networks')
+    services = _items(tpl, 'services')
+    for index, net in enumerate(networks):
+        if net is not None:
+            _check_network(chk, 'networks[%d]' % index, net, nets_by_name)
+    _check_overlaps(chk, networks)
+    _check_vnet_ids(chk, networks)
+    seen_services, vips = {}, {}
+    for index, svc in enumerate(services):
+        if svc is not None:
+            _check_service(chk, index, svc, tpl.get('name'), nets_by_name, seen_services, vips)
+    _check_scaling(chk, tpl, services)
+    _check_vrids(chk, services)
+    pool = tpl.get('pool')
+    if _ok(pool) and not _POOL_RE.match(pool):
+        chk.error('pool', '%s is not a valid PVE pool id' % _describe(pool), 'letters, digits, _, ., -')
+    _check_replication(chk, tpl, services, overrides)
+
+
+def _check_network(chk, path, net, nets_by_name):
+    """Unique name, the fields of its type, gateway inside cidr."""
+    if _ok(net.get('name')) and nets_by_name[net['name']] is not net:
+        chk.error(path + '.name', 'network %s is defined twice' % net['name'], 'unique network names')
+    if net.get('type') == 'bridge':
+        _check_bridge_network(chk, path, net)
+    elif net.get('type') == 'vnet':
+        _check_vnet_network(chk, path, net)
+    cidr, gateway = net.get('cidr'), net.get('gateway')
+    if _ok(cidr, gateway):
+        network = ipaddress.ip_network(cidr)
+        address = ipaddress.ip_address(gateway)
+        if address.version != network.version or not _host_ok(network, address):
+            chk.error(path + '.gateway', '%s is not a host address inside %s' % (gateway, cidr),
+                      'a host address inside %s' % cidr)
+
+
+def _check_bridge_network(chk, path, net):
+    if net.get('bridge') in (None, _INVALID):
+        if net.get('bridge') is None:
+            chk.error(path + '.bridge', 'is required for type bridge', 'a node bridge such as vmbr1')
+    elif naming.bridge_name_problem(net['bridge']):
+        chk.error(path + '.bridge', naming.bridge_name_problem(net['bridge']), naming.BRIDGE_NAME_HELP)
+    for key in ('zone', 'vnet', 'zone_bridge'):
+        if net.get(key) not in (None, _INVALID):
+            chk.error(path + '.' + key, 'only for type vnet', 'leave it out for type bridge')
+
+
+def _check_vnet_network(chk, path, net):
+    if net.get('bridge') not in (None, _INVALID):
+        chk.error(path + '.bridge', 'only for type bridge', 'leave it out, or set type: bridge')
+    if net.get('zone_type') == 'vlan':
+        if net.get('vlan') is None:
+            chk.error(path + '.vlan', 'is required for zone_type vlan', 'a VLAN tag 1..4094')
+        if net['zone_bridge'] is not _INVALID and naming.bridge_name_problem(net['zone_bridge']):
+            chk.error(path + '.zone_bridge', naming.bridge_name_problem(net['zone_bridge']), naming.BRIDGE_NAME_HELP)
+        if _ok(net.get('zone_bridge'), net.get('vlan')) and naming.bridge_name_problem(net['zone_bridge']) \
+                is None and naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']):
+            chk.error(path + '.zone_bridge', naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']),
+                      'a shorter node bridge name')
+    elif net.get('zone_type') == 'simple':
+        if net.get('vlan') not in (None, _INVALID):
+            chk.error(path + '.vlan', 'a simple zone has no VLAN', 'set zone_type: vlan, or leave it out')
+        if net.get('zone_bridge') not in (None, _INVALID):
+            chk.error(path + '.zone_bridge', 'only for zone_type vlan', 'leave it out')
+
+
+def _check_overlaps(chk, networks):
+    """Overlapping CIDRs in one zone (vnet: per zone, default zone = the template's; bridge: per bridge+vlan)."""
     groups = {}
     for index, net in enumerate(networks):
-        if not isinstance(net, dict) or not _ok(net.get('cidr')):
+        if net is None or not _ok(net.get('cidr')):
             continue
         if net.get('type') == 'vnet':
             key = ('zone', net.get('zone') or '(derived)')
@@ -632,97 +753,90 @@ def _semantic(chk, tpl):
                     chk.error('networks[%d].cidr' % i, '%s overlaps networks[%d].cidr %s in %s' % (a, j, b, where),
                               'a CIDR that does not overlap the other networks of %s' % where)
 
-    # Explicit vnet ids: unique in the template.
+
+def _check_vnet_ids(chk, networks):
+    """Explicit vnet ids: unique in the template (a bridge network's vnet is reported, and dropped, as vnet-only)."""
     seen_vnets = {}
     for index, net in enumerate(networks):
-        if isinstance(net, dict) and _ok(net.get('vnet')):
+        if net is not None and net.get('type') != 'bridge' and _ok(net.get('vnet')):
             if net['vnet'] in seen_vnets:
                 chk.error('networks[%d].vnet' % index, 'vnet %s is also used by networks[%d]'
                           % (net['vnet'], seen_vnets[net['vnet']]), 'a vnet id used once')
             seen_vnets.setdefault(net['vnet'], index)
 
-    # Services.
-    seen_services = {}
-    overrides = {}
-    vips = {}
-    template_scaling = tpl.get('scaling') if isinstance(tpl.get('scaling'), dict) else {}
-    template_repl = (tpl.get('shadow') or {}).get('replication') if isinstance(tpl.get('shadow'), dict) else None
-    for index, svc in enumerate(services):
-        if not isinstance(svc, dict):
-            continue
-        path = 'services[%d]' % index
-        sname = svc.get('name')
-        if _ok(sname):
-            if sname in seen_services:
-                chk.error(path + '.name', 'service %s is defined twice (also services[%d])'
-                          % (sname, seen_services[sname]), 'unique service names')
-            seen_services.setdefault(sname, index)
-            if sname in naming.RESERVED_NAMES or sname == name:
-                chk.error(path + '.name', '%s would make the tags ambiguous' % sname,
-                          'a name other than %s' % ', '.join(sorted(naming.RESERVED_NAMES | {str(name)})))
-            if _ok(name):
-                longest = max(len(naming.shadow_vm_name(name, sname)),
-                              len(naming.primary_vm_name(name, sname, MAX_INSTANCES)))
-                if longest > 63:
-                    chk.error(path + '.name', 'VM names %s-%s-... would be longer than 63 characters'
-                              % (name, sname), 'a shorter template or service name')
-        # networks default: the first template network.
-        if svc.get('networks') is None:
-            first = networks[0].get('name') if networks and isinstance(networks[0], dict) else None
-            svc['networks'] = [first] if _ok(first) else []
-        snets = svc.get('networks') if isinstance(svc.get('networks'), list) else []
-        for n, ref in enumerate(snets):
-            if _ok(ref) and ref not in nets_by_name:
-                chk.error('%s.networks[%d]' % (path, n), 'no network named %s' % ref,
-                          'one of: %s' % ', '.join(nets_by_name) if nets_by_name else 'a network defined in networks')
-        vip_network = svc.get('vip_network')
-        if vip_network is None and snets:
-            vip_network = svc['vip_network'] = snets[0]
-        elif _ok(vip_network) and vip_network not in snets:
-            chk.error(path + '.vip_network', '%s is not one of the service\'s networks' % vip_network,
-                      'one of: %s' % ', '.join(str(s) for s in snets))
-        vip = svc.get('vip')
-        if _ok(vip, vip_network) and vip_network in nets_by_name and _ok(nets_by_name[vip_network].get('cidr')):
-            net = nets_by_name[vip_network]
-            network = ipaddress.ip_network(net['cidr'])
-            if '/' not in vip:
-                vip = svc['vip'] = '%s/%d' % (vip, network.prefixlen)
-            iface = ipaddress.ip_interface(vip)
-            if iface.version != network.version or not _host_ok(network, iface.ip):
-                chk.error(path + '.vip', '%s is not a host address inside network %s (%s)'
-                          % (vip, vip_network, net['cidr']), 'an address inside %s' % net['cidr'])
-            elif iface.network.prefixlen != network.prefixlen:
-                chk.error(path + '.vip', 'prefix /%d differs from network %s (%s)'
-                          % (iface.network.prefixlen, vip_network, net['cidr']),
-                          '%s/%d' % (iface.ip, network.prefixlen))
-            elif net.get('gateway') and str(iface.ip) == net['gateway']:
-                chk.error(path + '.vip', '%s is the gateway of network %s' % (iface.ip, vip_network),
-                          'an address other than the gateway')
-            else:
-                other = vips.get((vip_network, str(iface.ip)))
-                if other is not None:
-                    chk.error(path + '.vip', '%s is also the VIP of services[%d]' % (iface.ip, other),
-                              'one VIP per service')
-                vips.setdefault((vip_network, str(iface.ip)), index)
-        if svc.get('vrid') is not None and svc.get('vip') is None:
-            chk.error(path + '.vrid', 'set without a vip', 'set vip too, or leave vrid out')
 
-        # Effective scaling and replication: template-wide merged with the service's overrides.
-        overrides[index] = (isinstance(svc.get('scaling'), dict), isinstance(svc.get('replication'), dict))
-        if isinstance(template_scaling, dict):
-            svc['scaling'] = _deep_merge(template_scaling, svc.get('scaling') if overrides[index][0] else {})
-        if isinstance(template_repl, dict):
-            svc['replication'] = _deep_merge(template_repl, svc.get('replication') if overrides[index][1] else {})
+def _check_service(chk, index, svc, name, nets_by_name, seen_services, vips):
+    """Name, networks, VIP and vrid of one service."""
+    path = 'services[%d]' % index
+    _check_service_name(chk, path, index, svc.get('name'), name, seen_services)
+    snets = svc.get('networks') if isinstance(svc.get('networks'), list) else []
+    for n, ref in enumerate(snets):
+        if _ok(ref) and ref not in nets_by_name:
+            chk.error('%s.networks[%d]' % (path, n), 'no network named %s' % ref,
+                      'one of: %s' % ', '.join(nets_by_name) if nets_by_name else 'a network defined in networks')
+    vip_network = svc.get('vip_network')
+    if _ok(vip_network) and vip_network not in snets:
+        chk.error(path + '.vip_network', '%s is not one of the service\'s networks' % vip_network,
+                  'one of: %s' % ', '.join(str(s) for s in snets))
+    if _ok(svc.get('vip'), vip_network) and vip_network in nets_by_name and \
+            _ok(nets_by_name[vip_network].get('cidr')):
+        _check_vip(chk, path, index, svc['vip'], vip_network, nets_by_name[vip_network], vips)
+    if svc.get('vrid') is not None and svc.get('vip') is None:
+        chk.error(path + '.vrid', 'set without a vip', 'set vip too, or leave vrid out')
 
-    # Scaling: the template-wide settings once, then each service's effective settings (only problems the
-    # template-wide check did not already report), and each service's instances within its bounds.
+
+def _check_service_name(chk, path, index, sname, name, seen_services):
+    """Unique, not a reserved tag word, and short enough for its VM names."""
+    if not _ok(sname):
+        return
+    if sname in seen_services:
+        chk.error(path + '.name', 'service %s is defined twice (also services[%d])'
+                  % (sname, seen_services[sname]), 'unique service names')
+    seen_services.setdefault(sname, index)
+    if sname in naming.RESERVED_NAMES or sname == name:
+        chk.error(path + '.name', '%s would make the tags ambiguous' % sname,
+                  'a name other than %s' % ', '.join(sorted(naming.RESERVED_NAMES | {str(name)})))
+    if _ok(name):
+        longest = max(len(naming.shadow_vm_name(name, sname)),
+                      len(naming.primary_vm_name(name, sname, MAX_INSTANCES)))
+        if longest > 63:
+            chk.error(path + '.name', 'VM names %s-%s-... would be longer than 63 characters'
+                      % (name, sname), 'a shorter template or service name')
+
+
+def _check_vip(chk, path, index, vip, vip_network, net, vips):
+    """A host address inside its network, with the network's prefix, not the gateway, one per service."""
+    network = ipaddress.ip_network(net['cidr'])
+    iface = ipaddress.ip_interface(vip)
+    if iface.version != network.version or not _host_ok(network, iface.ip):
+        chk.error(path + '.vip', '%s is not a host address inside network %s (%s)'
+                  % (vip, vip_network, net['cidr']), 'an address inside %s' % net['cidr'])
+    elif iface.network.prefixlen != network.prefixlen:
+        chk.error(path + '.vip', 'prefix /%d differs from network %s (%s)'
+                  % (iface.network.prefixlen, vip_network, net['cidr']),
+                  '%s/%d' % (iface.ip, network.prefixlen))
+    elif net.get('gateway') and str(iface.ip) == net['gateway']:
+        chk.error(path + '.vip', '%s is the gateway of network %s' % (iface.ip, vip_network),
+                  'an address other than the gateway')
+    else:
+        other = vips.get((vip_network, str(iface.ip)))
+        if other is not None:
+            chk.error(path + '.vip', '%s is also the VIP of services[%d]' % (iface.ip, other),
+                      'one VIP per service')
+        vips.setdefault((vip_network, str(iface.ip)), index)
+
+
+def _check_scaling(chk, tpl, services):
+    """The template-wide settings once, then each service's effective settings (only problems the template-wide
+    check did not already report), and each service's instances within its bounds."""
+    template_scaling = _template_scaling(tpl)
     template_problems = set()
     if isinstance(template_scaling, dict):
         for sub, message, valid in _scaling_problems(template_scaling):
             chk.error('scaling.' + sub, message, valid)
             template_problems.add((sub, message))
     for index, svc in enumerate(services):
-        if not isinstance(svc, dict) or not isinstance(svc.get('scaling'), dict):
+        if svc is None or not isinstance(svc.get('scaling'), dict):
             continue
         for sub, message, valid in _scaling_problems(svc['scaling']):
             if (sub, message) not in template_problems:
@@ -735,10 +849,12 @@ def _semantic(chk, tpl):
                       % (count, bounds['min'], bounds['max']),
                       'an integer from %d to %d (or change scaling.instances)' % (bounds['min'], bounds['max']))
 
-    # VRRP ids: user-set ones unique per network (derived ones are made unique by the plan).
+
+def _check_vrids(chk, services):
+    """VRRP ids: user-set ones unique per network (derived ones are made unique by the plan)."""
     fixed = {}
     for index, svc in enumerate(services):
-        if isinstance(svc, dict) and _ok(svc.get('vrid'), svc.get('vip_network'), svc.get('vip')):
+        if svc is not None and _ok(svc.get('vrid'), svc.get('vip_network'), svc.get('vip')):
             key = (svc['vip_network'], svc['vrid'])
             if key in fixed:
                 chk.error('services[%d].vrid' % index, 'virtual_router_id %d is also used by services[%d] on '
@@ -746,35 +862,26 @@ def _semantic(chk, tpl):
                           'a vrid unique per network (1..255)')
             fixed.setdefault(key, index)
 
-    # Pool id.
-    pool = tpl.get('pool')
-    if _ok(pool) and not _POOL_RE.match(pool):
-        chk.error('pool', '%s is not a valid PVE pool id' % _describe(pool), 'letters, digits, _, ., -')
 
-    # Shadow: replication is checked where the user wrote it, and only when something will be shadowed.
+def _check_replication(chk, tpl, services, overrides):
+    """Replication is checked where the user wrote it, and only when something will be shadowed."""
     shadow = tpl.get('shadow') if isinstance(tpl.get('shadow'), dict) else {}
+    if shadow.get('enabled') is not True:
+        return
     mirror = shadow.get('mirror') if isinstance(shadow.get('mirror'), dict) else {}
-    if mirror.get('mode') == 'full':
-        mirror['rate'] = 1.0
-    if 'transport' in shadow and shadow['transport'] is None:
-        nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
-        # Empty nodes: default placement spreads over the online nodes, so shadows land on other nodes too.
-        spread = shadow.get('placement') == 'spread' and (len(nodes) > 1 or not nodes)
-        shadow['transport'] = 'vxlan' if spread else 'local'
-    if shadow.get('enabled') is True:
-        critical = [i for i, s in enumerate(services) if isinstance(s, dict) and s.get('critical') is True]
-        template_problems = set()
-        if isinstance(template_repl, dict) and any(not overrides.get(i, (False, False))[1] for i in critical):
-            for sub, message, valid in _replication_problems(template_repl, mirror.get('mode')):
-                chk.error('shadow.replication.' + sub, message, valid)
-                template_problems.add((sub, message))
-        for index in critical:
-            repl = services[index].get('replication')
-            if overrides.get(index, (False, False))[1] and isinstance(repl, dict):
-                for sub, message, valid in _replication_problems(repl, mirror.get('mode')):
-                    if (sub, message) not in template_problems:
-                        chk.error('services[%d].replication.%s' % (index, sub), message, valid)
-    return tpl
+    template_repl = _template_replication(tpl)
+    critical = [i for i, s in enumerate(services) if s is not None and s.get('critical') is True]
+    template_problems = set()
+    if isinstance(template_repl, dict) and any(not overrides.get(i, (False, False))[1] for i in critical):
+        for sub, message, valid in _replication_problems(template_repl, mirror.get('mode')):
+            chk.error('shadow.replication.' + sub, message, valid)
+            template_problems.add((sub, message))
+    for index in critical:
+        repl = services[index].get('replication')
+        if overrides.get(index, (False, False))[1] and isinstance(repl, dict):
+            for sub, message, valid in _replication_problems(repl, mirror.get('mode')):
+                if (sub, message) not in template_problems:
+                    chk.error('services[%d].replication.%s' % (index, sub), message, valid)
 
 
 def _scaling_problems(scaling):
@@ -822,7 +929,7 @@ def _replication_problems(repl, mirror_mode):
     return out
 
 
-def validate_template(data, source=None):
+def validate_template(data: t.Any, source: str | None = None) -> tuple[dict[str, t.Any] | None, list[TemplateIssue]]:
     """Validate and normalise one template.
 
     ``data``: the parsed template (a dict). ``source``: how to name it in errors when it has no valid name
@@ -842,7 +949,7 @@ def validate_template(data, source=None):
     return tpl, []
 
 
-def normalise_template(data, source=None):
+def normalise_template(data: t.Any, source: str | None = None) -> dict[str, t.Any]:
     """Like :func:`validate_template` but raises :class:`TemplateValidationError` listing every issue."""
     tpl, issues = validate_template(data, source)
     if issues:
@@ -850,7 +957,7 @@ def normalise_template(data, source=None):
     return tpl
 
 
-def iter_schema(field=SCHEMA, path=''):
+def iter_schema(field: Field = SCHEMA, path: str = '') -> t.Iterator[tuple[str, Field]]:
     """Yield ``(path, field)`` for every documented field, lists as ``name[]``."""
     if field.kind == 'dict':
         for key, sub in field.fields.items():
@@ -878,7 +985,7 @@ def _default_text(field):
     return str(value)
 
 
-def schema_markdown():
+def schema_markdown() -> str:
     """A Markdown table of every field (docs/template.md embeds it)."""
     lines = ['| field | type | default | meaning |', '|---|---|---|---|']
     for path, field in iter_schema():

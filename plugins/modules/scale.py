@@ -169,6 +169,7 @@ results:
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
 from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
 
 
 def main():
@@ -205,7 +206,7 @@ def main():
         listing = api.resources('vm') if module.check_mode and acting else None
         nodes = api.nodes() if module.check_mode and acting else None
         for decision in p['decisions']:
-            results.append(scaling.apply_decision(
+            results.append(scaling_apply.apply_decision(
                 api, make_api, plans[decision['template']], decision, check_mode=module.check_mode,
                 forecast_only=p['forecast_only'], state=p['state'], hookscript=p['hookscript'],
                 timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing, nodes=nodes))

@@ -169,7 +169,7 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path)
     decisions = run_module(forecast, dict(pve_conn, plans=plan, history_path=history))['decisions']
     assert decisions[0]['action'] == 'scale_up'
     from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
     barrier = threading.Barrier(2)
     results = [None, None]
 
@@ -181,7 +181,7 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path)
     def one(i):
         api = make_api()
         barrier.wait()
-        results[i] = scaling.apply_decision(api, make_api, plan, decisions[0])
+        results[i] = scaling_apply.apply_decision(api, make_api, plan, decisions[0])
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
     for t in threads:

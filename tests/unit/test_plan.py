@@ -428,3 +428,85 @@ def test_vips_inside_their_networks():
     cidrs = {n['name']: n['cidr'] for n in plan['networks'] if n['role'] == 'primary'}
     for group in plan['vrrp']:
         assert ipaddress.ip_interface(group['vip']).ip in ipaddress.ip_network(cidrs[group['network']])
+
+
+# ---- characterisation: section order, warnings, several templates ------------------------------------------
+
+
+def test_sections_keep_the_template_order():
+    plan = lab_plan()
+    assert [(n['name'], n['role']) for n in plan['networks']] == [
+        ('front', 'primary'), ('back', 'primary'), ('front', 'shadow'), ('back', 'shadow')]
+    assert [r['rule'] for r in plan['ha_rules']] == [
+        'sn_shop_web_1_anti', 'sn_shop_web_2_anti', 'sn_shop_web_1_node', 'sn_shop_web_2_node',
+        'sn_shop_web_shadow_node', 'sn_shop_db_1_anti', 'sn_shop_db_2_anti', 'sn_shop_db_1_node',
+        'sn_shop_db_2_node', 'sn_shop_db_shadow_node', 'sn_shop_worker_1_node', 'sn_shop_worker_2_node']
+    assert [(m['source']['vm'], m['source']['nic'], m['target']['nic']) for m in plan['mirrors']] == [
+        ('shop-web-1', 0, 0), ('shop-web-1', 1, 2), ('shop-web-2', 0, 0), ('shop-web-2', 1, 2),
+        ('shop-db-1', 0, 0), ('shop-db-2', 0, 0)]
+    assert [g['service'] for g in plan['vrrp']] == ['web', 'db']
+    assert [s['service'] for s in plan['scaling']] == ['web', 'db', 'worker']
+    assert list(plan) == ['plan_version', 'template', 'template_digest', 'shadow_enabled', 'shadow_transport', 'nodes',
+                          'pool', 'common_tags', 'networks', 'vms', 'mirrors', 'vrrp', 'ha_rules', 'replication',
+                          'scaling', 'warnings']
+
+
+def test_shadow_nics_mirror_every_network_and_join_the_vip_network():
+    data = lab_data()
+    data['services'][0].update(networks=['back', 'front'], vip_network='front')
+    plan = P.plan_from_template(data)[1]
+    shadow = by_name(plan)['shop-web-shadow']
+    assert [(n['index'], n['network'], n['network_role'], n['purpose']) for n in shadow['nics']] == [
+        (0, 'back', 'shadow', 'mirror'), (1, 'front', 'primary', 'vrrp'), (2, 'front', 'shadow', 'mirror')]
+    web = next(g for g in plan['vrrp'] if g['service'] == 'web')
+    assert [(m['vm'], m['nic']) for m in web['members']] == [
+        ('shop-web-1', 1), ('shop-web-2', 1), ('shop-web-shadow', 1)]
+
+
+def test_warnings_in_order():
+    data = lab_data()
+    data['nodes'] = ['pve1']
+    plan = P.plan_from_template(data)[1]
+    assert plan['warnings'] == [
+        'shop-web-shadow: every node in nodes runs a primary of web; the shadow will share a node with one (add a '
+        'node to nodes for full spread)',
+        'shop-db-shadow: every node in nodes runs a primary of db; the shadow will share a node with one (add a node '
+        'to nodes for full spread)']
+    for svc in data['services']:
+        svc['critical'] = False
+    assert P.plan_from_template(data)[1]['warnings'] == [
+        'shadow.enabled is true but no service is critical: no shadows are planned']
+
+
+def test_any_placement_puts_the_shadow_after_the_first_primary():
+    data = lab_data()
+    data['shadow']['placement'] = 'any'
+    vms = by_name(P.plan_from_template(data)[1])
+    assert vms['shop-web-shadow']['preferred_nodes'] == ['pve2', 'pve3', 'pve1']
+    assert vms['shop-web-shadow']['avoid_nodes'] == [] and vms['shop-db-shadow']['node'] == 'pve3'
+
+
+def test_plan_templates_and_failure_result():
+    one = lab_data()
+    alone = lab_data(shop_env='solo')
+    alone['nodes'] = ['pve1']
+    bad = lab_data(shop_env='bad')
+    bad['services'][0]['cores'] = 0
+    entries = [(one, 'a.yml'), (alone, 'b.yml'), (lab_data(), 'c.yml'), (bad, 'd.yml')]
+    result, issues = P.plan_templates(entries)
+    assert result['names'] == ['shop', 'shop-solo'] and list(result['plans']) == ['shop', 'shop-solo']
+    assert result['changed'] is False and list(result['templates']) == ['shop', 'shop-solo']
+    assert result['warnings'] == ['template shop-solo: %s' % w for w in result['plans']['shop-solo']['warnings']]
+    assert [str(i) for i in issues] == [
+        'template shop: name: template shop is defined twice (a.yml and c.yml); valid: unique template names',
+        'template shop-bad: services[0].cores: 0 is too small; valid: an integer >= 1 and <= 512']
+    result, issues = P.plan_templates(entries, fail_on_warnings=True)
+    assert [i.message[:40] for i in issues] == [
+        'plan warning: shop-solo-web-shadow: ever', 'plan warning: shop-solo-db-shadow: every',
+        'template shop is defined twice (a.yml an', '0 is too small']
+    failed = P.failure_result(result, issues)
+    assert set(failed) == {'changed', 'warnings', 'failed', 'errors', 'msg'}
+    assert failed['msg'].startswith('4 error(s) in shadownet templates:\n- template shop-solo: (top level): plan '
+                                    'warning: ')
+    assert failed['errors'][0] == {'template': 'shop-solo', 'path': '', 'message': issues[0].message,
+                                   'valid': 'fail_on_warnings: false'}

@@ -255,6 +255,22 @@ MALFORMED = [
     ('bad placement', lambda d: d['shadow'].update(placement='pack'), 'shadow.placement', 'spread, any'),
     ('bad direction', lambda d: d['shadow'].update(mirror={'direction': 'sideways'}), 'shadow.mirror.direction',
      'ingress, egress, both'),
+    ('zone on a bridge network', lambda d: d['networks'][0].update(type='bridge', bridge='vmbr1', zone='shopz'),
+     'networks[0].zone', 'leave it out for type bridge'),
+    ('bridge on a vnet network', lambda d: d['networks'][0].update(bridge='vmbr1'), 'networks[0].bridge',
+     'set type: bridge'),
+    ('vlan on a simple zone', lambda d: d['networks'][0].update(vlan=30), 'networks[0].vlan', 'zone_type: vlan'),
+    ('zone_bridge on a simple zone', lambda d: d['networks'][0].update(zone_bridge='vmbr1'),
+     'networks[0].zone_bridge', 'leave it out'),
+    ('vrid without vip', lambda d: d['services'][1].update(vip=None, vrid=9), 'services[1].vrid', 'set vip too'),
+    ('bad pool id', lambda d: d.update(pool='-shop'), 'pool', 'letters, digits'),
+    ('zero duration', lambda d: d.update(scaling={'cpu': {'duration': 0}}), 'scaling.cpu.duration', '5m'),
+    ('zero horizon', lambda d: d.update(scaling={'horizon': '0s'}), 'scaling.horizon', '5m'),
+    ('empty event hook', lambda d: d['shadow'].update(mirror={'mode': 'full'},
+                                                      replication={'fidelity': 'event', 'hook': ' '}),
+     'shadow.replication.hook', 'a command'),
+    ('service-level scaling problem', lambda d: d['services'][1].update(scaling={'memory': {'low': 0.9}}),
+     'services[1].scaling.memory.low', 'below high'),
 ]
 
 
@@ -350,3 +366,90 @@ def test_shadow_transport_default(nodes, placement, given, want):
 def test_shadow_transport_choices():
     got = issues_of(mutate(lambda d: d['shadow'].update(transport='gretap')))
     assert 'local, vxlan' in got['shadow.transport'].valid
+
+
+# ---- characterisation: the derived defaults and the order of the issues ------------------------------------
+
+
+def test_derived_defaults_follow_other_fields():
+    data = base()
+    del data['services'][0]['networks']
+    data['services'][0]['vip'] = '10.10.0.77'
+    data['services'][1]['networks'] = ['back', 'front']
+    data['shadow']['mirror'] = {'mode': 'full', 'rate': 0.3}
+    data['networks'][1].update(zone_type='vlan', vlan=30)
+    tpl = T.normalise_template(data)
+    web, db = tpl['services']
+    # networks: the template's first network; vip_network: the service's first network; vip: its prefix.
+    assert (web['networks'], web['vip_network'], web['vip']) == (['front'], 'front', '10.10.0.77/24')
+    assert (db['networks'], db['vip_network'], db['vip']) == (['back', 'front'], 'back', '10.20.0.50/24')
+    assert tpl['shadow']['mirror'] == {'mode': 'full', 'rate': 1.0, 'direction': 'both'}
+    assert tpl['networks'][1]['zone_bridge'] == 'vmbr0' and tpl['networks'][0]['zone_bridge'] is None
+    assert tpl['shadow']['transport'] == 'vxlan'
+    # service overrides are merged even when the template-wide block is all defaults
+    assert web['scaling'] == tpl['scaling'] and web['replication'] == tpl['shadow']['replication']
+
+
+def test_service_without_networks_and_no_valid_first_network():
+    data = base()
+    del data['services'][0]['networks']
+    data['networks'][0]['name'] = 'Front!'
+    found = issues_of(data)
+    assert 'networks[0].name' in found and 'services[0].networks' not in found
+
+
+def test_a_bridge_networks_vnet_is_no_vnet_id():
+    data = base()
+    data['networks'][0].update(type='bridge', bridge='vmbr1', vnet='shopv')
+    data['networks'][1]['vnet'] = 'shopv'
+    tpl, issues = T.validate_template(data)
+    assert [(i.path, i.message) for i in issues] == [('networks[0].vnet', 'only for type vnet')]
+
+
+def test_items_that_are_not_mappings():
+    data = base()
+    data['networks'].append('oops')
+    data['services'].append(5)
+    tpl, issues = T.validate_template(data, source='x.yml')
+    assert [(i.path, i.message) for i in issues] == [
+        ('networks[2]', 'must be a mapping, got str'), ('services[2]', 'must be a mapping, got int')]
+
+
+def test_issues_come_in_a_fixed_order():
+    data = base()
+    data['networks'].append({'name': 'front', 'cidr': '10.10.0.0/25', 'gateway': '10.99.0.1', 'vlan': 3})
+    data['networks'][1].update(type='bridge', zone='shopz')
+    data['services'][0].update(vip='10.10.0.1', vrid=4, networks=['front', 'nope'])
+    data['services'][1].update(name='web', vip=None, vrid=4, scaling={'cpu': {'high': 0.1}})
+    data['services'].append({'name': 'shadow', 'template': 9000, 'instances': 9, 'networks': ['back'],
+                             'critical': True, 'replication': {'fidelity': 'event'}})
+    data['scaling'] = {'instances': {'min': 1, 'max': 4}, 'horizon': 0}
+    data['pool'] = '.x'
+    data['shadow']['replication']['interval'] = '30s'
+    tpl, issues = T.validate_template(data)
+    assert [str(i) for i in issues] == [
+        'template shop: networks[1].bridge: is required for type bridge; valid: a node bridge such as vmbr1',
+        'template shop: networks[1].zone: only for type vnet; valid: leave it out for type bridge',
+        'template shop: networks[2].name: network front is defined twice; valid: unique network names',
+        'template shop: networks[2].vlan: a simple zone has no VLAN; valid: set zone_type: vlan, or leave it out',
+        'template shop: networks[2].gateway: 10.99.0.1 is not a host address inside 10.10.0.0/25; valid: a host '
+        'address inside 10.10.0.0/25',
+        'template shop: networks[2].cidr: 10.10.0.0/25 overlaps networks[0].cidr 10.10.0.0/24 in zone (derived); '
+        'valid: a CIDR that does not overlap the other networks of zone (derived)',
+        'template shop: services[0].networks[1]: no network named nope; valid: one of: front, back',
+        'template shop: services[0].vip: 10.10.0.1 is the gateway of network front; valid: an address other than '
+        'the gateway',
+        'template shop: services[1].name: service web is defined twice (also services[0]); valid: unique service '
+        'names',
+        'template shop: services[1].vrid: set without a vip; valid: set vip too, or leave vrid out',
+        'template shop: services[2].name: shadow would make the tags ambiguous; valid: a name other than primary, '
+        'shadow, shadownet, shop',
+        'template shop: scaling.horizon: must be greater than zero; valid: %s' % T.units.DURATION_HELP,
+        'template shop: services[1].scaling.cpu.low: low 0.3 is not below high 0.1; valid: a value below high (0.1)',
+        'template shop: services[2].instances: 9 is outside scaling.instances 1..4; valid: an integer from 1 to 4 '
+        '(or change scaling.instances)',
+        'template shop: pool: \'.x\' is not a valid PVE pool id; valid: letters, digits, _, ., -',
+        'template shop: shadow.replication.interval: 30s is too short for fidelity differential; valid: at least 1m',
+        'template shop: services[2].replication.fidelity: event replication needs every packet, but '
+        'shadow.mirror.mode is sampled; valid: set shadow.mirror.mode: full, or use fidelity full or differential',
+    ]

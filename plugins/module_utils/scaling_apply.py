@@ -1,0 +1,391 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Predictive scaling, acting: one decision of ``scaling.forecast_plan`` carried out in PVE (the ``scale`` module).
+
+``scaling.py`` reads PVE and the history and decides; this module acts. State that another controller needs lives
+in PVE: the last scaling action and the cooldown deadlines are the ``scaling`` key of the metadata block in the
+description of the service's primaries (module_utils/meta.py). Before acting, ``scale`` *claims* the action on the
+anchor primary (the lowest-index one) with a digest-checked config update whose computation re-checks that no other
+action was recorded since the decision was made. Two reconcilers that race both read the same digest; PVE accepts
+only the first update, the second is re-read, finds the first one's record and stands down. Only the claim winner
+clones, destroys or resizes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import time
+import typing as t
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import (
+    LAST_TAG, ScalingError, capacity_from_resources, instance_index, last_action_tag, read_state, scaling_entry,
+    service_vms, state_from_tags,
+)
+
+if t.TYPE_CHECKING:
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi
+
+__all__ = ['apply_decision', 'claim', 'new_instance_vm', 'wiring_for', 'vertical_changes', 'pending_resizes',
+           'hotplug_features', 'effective_cores', 'ScalingError']
+
+FORECAST_ONLY = '[forecast-only: not acted on] '
+
+
+# ------------------------------------------------------------------------------------ what to change (pure)
+
+def effective_cores(cfg: dict[str, t.Any]) -> int:
+    """The vCPUs a VM config gives: ``vcpus`` when set, else cores x sockets."""
+    if cfg.get('vcpus') not in (None, ''):
+        return int(cfg['vcpus'])
+    return int(cfg.get('cores', 1)) * int(cfg.get('sockets', 1))
+
+
+def _base_vm(plan, service, prim_names):
+    candidates = [v for v in plan.get('vms') or [] if v.get('service') == service and v.get('role') == 'primary']
+    if not candidates:
+        raise ScalingError('the plan has no primary of service {0!r} to copy'.format(service))
+    return sorted(candidates, key=lambda v: v['index'])[0]
+
+
+def new_instance_vm(plan: dict[str, t.Any], entry: dict[str, t.Any], base: dict[str, t.Any],
+                    index: int) -> dict[str, t.Any]:
+    """The plan-style vm entry of added instance ``index``: as the first primary, renamed, meta scaled: true."""
+    vm = dict(base)
+    vm['name'] = entry['name_prefix'] + str(index)
+    vm['index'] = index
+    vm['meta'] = dict(base.get('meta') or {}, index=index, scaled=True)
+    nodes = list(base.get('preferred_nodes') or [])
+    if nodes:
+        shift = (index - base['index']) % len(nodes)
+        vm['preferred_nodes'] = nodes[shift:] + nodes[:shift]
+        vm['node'] = vm['preferred_nodes'][0]
+    vm['shadows'] = []
+    return vm
+
+
+def wiring_for(plan: dict[str, t.Any], service: str, base_name: str,
+               added: list[tuple[str, int]]) -> tuple[list[dict[str, t.Any]], list[dict[str, t.Any]]]:
+    """Mirrors and VRRP members the port_mirror / vip_failover roles must add (or drop) for these instances."""
+    mirrors, members = [], []
+    for name, index in added:
+        for m in plan.get('mirrors') or []:
+            if m.get('service') == service and m['source']['vm'] == base_name:
+                mirrors.append(dict(m, source=dict(m['source'], vm=name)))
+        for group in plan.get('vrrp') or []:
+            if group.get('service') != service:
+                continue
+            proto = next((x for x in group['members'] if x['vm'] == base_name), None)
+            if proto is None:
+                continue
+            members.append(dict(vm=name, role='primary', index=index, nic=proto['nic'], network=group['network'],
+                                vip=group['vip'], vrid=group['vrid'],
+                                priority=group['priority_base'] - group['priority_step'] * (index - 1)))
+    return mirrors, members
+
+
+def vertical_changes(cfg: dict[str, t.Any], running: bool, cores: int,
+                     memory: int) -> tuple[dict[str, int], list[str]]:
+    """(changes, notes) to resize one VM; notes say what stays pending until a restart and why."""
+    changes, notes = {}, []
+    features = hotplug_features(cfg)
+    sockets = int(cfg.get('sockets', 1))
+    configured = int(cfg.get('cores', 1)) * sockets
+    if effective_cores(cfg) != cores:
+        if running and 'cpu' in features and cores <= configured:
+            changes['vcpus'] = cores
+        else:
+            changes['cores'] = int(math.ceil(cores / float(sockets)))
+            if 'vcpus' in cfg:
+                changes['vcpus'] = cores
+            if running:
+                notes.append('cores {0} pending until the next restart, needs a reboot ({1})'.format(
+                    cores, 'hotplug lacks cpu' if 'cpu' not in features
+                    else 'more than the {0} configured cores; raise cores and set vcpus to hot-plug later'.format(
+                        configured)))
+    if propstr.parse_memory(cfg.get('memory', 512)) != memory:
+        changes['memory'] = memory
+        numa = str(cfg.get('numa', '0')) in ('1', 'true')
+        if running and not ('memory' in features and numa):
+            notes.append('memory {0} MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with '
+                         'memory and numa=1)'
+                         .format(memory))
+    return changes, notes
+
+
+def pending_resizes(primaries: list[dict[str, t.Any]],
+                    configs: dict[str, dict[str, t.Any]]) -> list[tuple[str, list[str], str]]:
+    """``[(name, keys, what)]`` of running primaries whose configuration (GET config, with PVE's pending values)
+    has another size than the one they run with (/cluster/resources ``maxcpu``, ``maxmem``: the running config, as
+    qemu-server ``vmstatus`` reports it): a resize PVE keeps pending until the VM's next start."""
+    out = []
+    for vm in primaries:
+        cfg = configs.get(vm['name'])
+        if cfg is None or vm.get('status') != 'running':
+            continue
+        cores, memory = capacity_from_resources(vm)
+        keys, what = [], []
+        if effective_cores(cfg) != cores:
+            keys.append('cores')
+            what.append('cores {0} -> {1}'.format(cores, effective_cores(cfg)))
+        want_memory = propstr.parse_memory(cfg.get('memory', 512))
+        if want_memory != memory:
+            keys.append('memory')
+            what.append('memory {0} -> {1} MiB'.format(memory, want_memory))
+        if keys:
+            out.append((vm['name'], keys, ', '.join(what)))
+    return out
+
+
+def hotplug_features(cfg: dict[str, t.Any]) -> set[str]:
+    """The hot-plug features a VM config enables (PVE's default: network, disk, usb)."""
+    value = str(cfg.get('hotplug', 'network,disk,usb'))
+    if value == '0':
+        return set()
+    if value == '1':
+        value = 'network,disk,usb'
+    return set(v for v in re.split(r'[,;\s]+', value) if v)
+
+
+def _iso(ts):
+    if ts is None:
+        return 'unknown time'
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(ts)))
+
+
+def _run_id():
+    return '{0}:{1}'.format(socket.gethostname(), os.getpid())
+
+
+# ------------------------------------------------------------------------------------------------ acting
+
+def claim(api: PveApi, anchor: dict[str, t.Any], decision: dict[str, t.Any],
+          record: dict[str, t.Any]) -> dict[str, t.Any] | None:
+    """Record ``record`` as the service's last action on the anchor primary, only if nothing else was recorded
+    since the decision's basis. Digest-checked: a concurrent writer makes PVE refuse our PUT; the re-read then
+    shows its record and we stand down.
+
+    Returns None when this run owns the action (its record is written), else the competing record (a dict with
+    ``action``, ``time`` and ``by``) that was written after the decision's basis: the caller stands down."""
+    basis = decision.get('basis_time')
+    outcome = {}
+
+    def compute(cfg):
+        dummy, meta = metablock.parse_description(cfg.get('description', ''))
+        rec = (meta or {}).get('scaling') or {}
+        seen = rec.get('time') if isinstance(rec, dict) else None
+        if seen is not None and (basis is None or float(seen) > float(basis)):
+            outcome['lost'] = rec
+            return {}, []
+        new, dummy, changed = metablock.merge_description(cfg.get('description', ''), {'scaling': record})
+        tags = set(tag for tag in propstr.parse_tags(cfg.get('tags')) if not LAST_TAG.match(tag))
+        tags.add(last_action_tag(record['action'], record['time']))
+        updates = {'tags': propstr.format_tags(tags)}
+        if changed:
+            updates['description'] = new
+        return updates, []
+
+    api.update_vm_config(anchor['node'], anchor['vmid'], compute)
+    return outcome.get('lost')
+
+
+def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str, t.Any], decision: dict[str, t.Any],
+                   check_mode: bool = False, forecast_only: bool = False, state: str = 'started',
+                   hookscript: str | None = None, timeout: int = 900, parallel: int = 4, now: float | None = None,
+                   resources: list[dict[str, t.Any]] | None = None,
+                   nodes: list[dict[str, t.Any]] | None = None) -> dict[str, t.Any]:
+    """Act on one decision of forecast_plan. Returns a result dict (changed, applied, reason, ...).
+
+    ``resources`` / ``nodes``: listings to reuse in check mode; a real action always reads them afresh.
+    """
+    now = time.time() if now is None else now
+    service = decision['service']
+    entry = scaling_entry(plan, service)
+    res = dict(template=plan['template'], service=service, mode=entry['mode'], action=decision.get('action'),
+               changed=False, applied=False, created=[], removed=[], resized=[], pending=[], restart_needed=[],
+               mirrors_to_add=[], mirrors_to_remove=[], vrrp_members_to_add=[], vrrp_members_to_remove=[],
+               reason=decision.get('reason', ''))
+    if decision.get('action') in (None, 'none'):
+        return res
+    if forecast_only or decision.get('forecast_only') or not decision.get('act'):
+        res['reason'] = FORECAST_ONLY + res['reason'].replace(FORECAST_ONLY, '')
+        return res
+    if resources is None or not check_mode:
+        resources = api.resources('vm')
+    prim, dummy = service_vms(resources, plan, service)
+    if not prim:
+        res['reason'] = 'no primaries of this service in the cluster: nothing to scale'
+        return res
+    st, configs = _recorded_state(api, prim, entry, check_mode)
+    if _superseded(res, decision, st):
+        return res
+    want = int((decision.get('target') or {}).get('instances', len(prim))) if entry['mode'] == 'horizontal' else None
+    if _nothing_to_do(res, entry, prim, configs, want):
+        return res
+    record = _action_record(decision, entry, now, len(prim), want)
+    res['changed'] = True
+    res['record'] = record
+    if not check_mode and _claim_lost(api, prim[0], decision, record, res):
+        return res
+    if entry['mode'] == 'horizontal':
+        _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout,
+                          parallel, listings=(resources, nodes) if check_mode else (None, None))
+    else:
+        _apply_vertical(api, prim, configs, decision.get('target') or {}, res, check_mode)
+    res['applied'] = not check_mode
+    return res
+
+
+def _recorded_state(api, prim, entry, check_mode):
+    """(last recorded action, configs of the primaries): from the listing's tags in check mode, where nothing will
+    be written (a vertical decision still needs the configs), else from the metadata blocks."""
+    if check_mode:
+        configs = {}
+        if entry['mode'] == 'vertical':
+            configs = dict((vm['name'], api.vm_config(vm['node'], vm['vmid'])[0]) for vm in prim)
+        return state_from_tags(prim, entry), configs
+    return read_state(api, prim)
+
+
+def _superseded(res, decision, st):
+    """True, with the reason in ``res``, when another run recorded an action after the decision's basis."""
+    basis = decision.get('basis_time')
+    if st.get('time') is not None and (basis is None or float(st['time']) > float(basis)):
+        res['reason'] = ('not acted on: another reconciler recorded {0} at {1} after this decision was based on '
+                         'PVE state ({2})'.format(st.get('action'), _iso(st['time']), st.get('by', 'unknown')))
+        res['skipped'] = 'superseded'
+        return True
+    return False
+
+
+def _nothing_to_do(res, entry, prim, configs, want):
+    """True, with the reason in ``res``, when the service already has ``want`` instances or, vertical, when an
+    earlier resize is still pending."""
+    if entry['mode'] == 'horizontal':
+        if want == len(prim):
+            res['reason'] = 'already {0} instances'.format(len(prim))
+            return True
+        return False
+    waiting = pending_resizes(prim, configs)
+    if waiting:
+        # The forecast sees the size the primaries run with; another resize would only rewrite a pending one.
+        res['pending'] = [dict(name=name, keys=keys) for name, keys, dummy in waiting]
+        res['restart_needed'] = [name for name, dummy, dummy2 in waiting]
+        res['skipped'] = 'pending_restart'
+        res['reason'] = ('not acted on: an earlier resize is still pending until the next restart (needs a reboot): '
+                         '{0}; restart these primaries (one at a time) to apply it'.format(
+                             '; '.join('{0}: {1}'.format(name, what) for name, dummy, what in waiting)))
+        return True
+    return False
+
+
+def _action_record(decision, entry, now, n, want):
+    """The record of this action: written on the anchor by the claim, and returned as ``record``."""
+    now = int(now)  # whole seconds: the record's time is also in the anchor's sn-last tag
+    record = dict(action=decision['action'], time=now, by=_run_id(), mode=entry['mode'],
+                  cooldown_until={'up': now + entry['cooldown']['up_seconds'],
+                                  'down': now + entry['cooldown']['down_seconds']})
+    if entry['mode'] == 'horizontal':
+        record.update({'from': n, 'to': want})
+    else:
+        target = decision.get('target') or {}
+        record.update(cores=int(target['cores']), memory=int(target['memory']))
+    return record
+
+
+def _claim_lost(api, anchor, decision, record, res):
+    """Claim the action (after a quorum check); True, with the reason in ``res``, when another run claimed it."""
+    api.require_quorum()
+    lost = claim(api, anchor, decision, record)
+    if lost:
+        res.update(changed=False, skipped='claimed', reason='not acted on: another reconciler claimed this '
+                   'scaling action first ({0} at {1} by {2})'.format(lost.get('action'), _iso(lost.get('time')),
+                                                                     lost.get('by', 'unknown')))
+    return bool(lost)
+
+
+def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout, parallel,
+                      listings=(None, None)):
+    service = entry['service']
+    indexed = [(instance_index(v['name'], plan, service), v) for v in prim]
+    base = _base_vm(plan, service, [v['name'] for v in prim])
+    if want > len(prim):
+        _scale_out(make_api, plan, entry, base, indexed, want - len(prim), res, check_mode,
+                   dict(state=state, hookscript=hookscript, timeout=timeout), parallel, listings)
+    else:
+        _scale_in(api, make_api, plan, entry, base, indexed, len(prim) - want, res, check_mode, timeout, listings)
+
+
+def _scale_out(make_api, plan, entry, base, indexed, count, res, check_mode, spec_options, parallel, listings):
+    """Clone ``count`` instances after the highest index, as copies of the service's first primary."""
+    service = entry['service']
+    top = max([i for i, v in indexed if i is not None] or [0])
+    added = [(entry['name_prefix'] + str(top + k), top + k) for k in range(1, count + 1)]
+    specs = []
+    for name, index in added:
+        spec = vmengine.spec_from_plan(new_instance_vm(plan, entry, base, index), **spec_options)
+        if entry.get('shadow'):
+            spec.avoid_vms = [entry['shadow']]  # keep the shadow's spread: not on the shadow's node
+        specs.append(spec)
+    results = vmengine.ensure_many(make_api, specs, check_mode=check_mode, parallel=parallel,
+                                   resources=listings[0], nodes=listings[1])
+    failed = [r for r in results if r.get('failed')]
+    res['created'] = [r['name'] for r in results if r.get('created') and not r.get('failed')]
+    res['instances'] = [dict(name=r['name'], vmid=r.get('vmid'), node=r.get('node')) for r in results]
+    res['mirrors_to_add'], res['vrrp_members_to_add'] = wiring_for(plan, service, base['name'], added)
+    if failed:
+        raise ScalingError('scale-out of {0}/{1} failed for {2}'.format(
+            plan['template'], service, '; '.join('{0}: {1}'.format(r['name'], r.get('msg')) for r in failed)))
+    res['reason'] = '{0}: added {1}'.format(res['reason'], ', '.join(n for n, i in added))
+
+
+def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode, timeout, listings):
+    """Remove the ``count`` highest indexes (the anchor, the lowest index, stays)."""
+    service = entry['service']
+    order = sorted(indexed, key=lambda iv: (iv[0] is None, iv[0] or 0), reverse=True)
+    gone = [v for i, v in order[:count]]
+    removed = [(v['name'], instance_index(v['name'], plan, service) or 0) for v in gone]
+    listing = listings[0] if listings[0] is not None else api.resources('vm')
+    resources = [r for r in listing if r.get('name') in set(v['name'] for v in gone)]
+    results = vmengine.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
+    failed = [r for r in results if r.get('failed')]
+    res['removed'] = [r['name'] for r in results if r.get('changed')]
+    res['mirrors_to_remove'], res['vrrp_members_to_remove'] = wiring_for(plan, service, base['name'], removed)
+    if failed:
+        raise ScalingError('scale-in of {0}/{1} failed for {2}'.format(
+            plan['template'], service, '; '.join('{0}: {1}'.format(r['name'], r.get('msg')) for r in failed)))
+    res['reason'] = '{0}: removed {1}'.format(res['reason'], ', '.join(n for n, i in removed))
+
+
+def _apply_vertical(api, prim, configs, target, res, check_mode):
+    cores, memory = int(target['cores']), int(target['memory'])
+    notes = []
+    for vm in prim:
+        running = vm.get('status') == 'running'
+
+        def compute(cfg, running=running):
+            changes, vm_notes = vertical_changes(cfg, running, cores, memory)
+            compute.notes = vm_notes
+            return changes, []
+        compute.notes = []
+        before, changes, dummy = api.update_vm_config(vm['node'], vm['vmid'], compute, check_mode=check_mode)
+        if changes:
+            res['resized'].append(dict(name=vm['name'], changes=changes,
+                                       before=dict(cores=effective_cores(before),
+                                                   memory=propstr.parse_memory(before.get('memory', 512)))))
+            notes.extend('{0}: {1}'.format(vm['name'], note) for note in compute.notes)
+            if not check_mode and running:
+                pending = api.get('nodes/{0}/qemu/{1}/pending'.format(vm['node'], vm['vmid'])) or []
+                keys = sorted(p['key'] for p in pending if 'pending' in p or p.get('delete'))
+                if keys:
+                    res['pending'].append(dict(name=vm['name'], keys=keys))
+                    res['restart_needed'].append(vm['name'])
+    res['notes'] = notes
+    if notes:
+        res['reason'] = '{0}; {1}'.format(res['reason'], '; '.join(notes))

@@ -1,0 +1,291 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Acting on a scaling decision: every branch that stops before a clone or removal, the vertical resize and the
+claim, against a recording fake API (the clone and removal paths run against the simulator in
+tests/integration/test_scale.py), and the pure helpers."""
+import copy
+
+import pytest
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils import meta
+from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
+
+MiB = 1024 * 1024
+NOW = 1_700_000_000
+
+
+def template(mode='horizontal'):
+    return {
+        'name': 'shop', 'nodes': ['pve1', 'pve2'],
+        'networks': [{'name': 'front', 'cidr': '10.10.0.0/24'}, {'name': 'back', 'cidr': '10.20.0.0/24'}],
+        'services': [{'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048,
+                      'networks': ['front', 'back'], 'vip': '10.10.0.100', 'critical': True}],
+        'shadow': {'replication': {'paths': ['/srv']}},
+        'scaling': {'mode': mode, 'instances': {'min': 1, 'max': 6}},
+    }
+
+
+def plan_of(mode='horizontal'):
+    return P.plan_from_template(template(mode))[1]
+
+
+def vm_entry(vmid, name, role='primary', status='running', tags='', node='pve1', maxcpu=2, maxmem=2048):
+    return {'type': 'qemu', 'vmid': vmid, 'name': name, 'node': node, 'status': status, 'template': 0,
+            'tags': 'shadownet;sn-shop;sn-web;sn-%s%s' % (role, (';' + tags) if tags else ''),
+            'maxcpu': maxcpu, 'maxmem': maxmem * MiB}
+
+
+class FakeApi:
+    """Records every call; update_vm_config follows api.PveApi.update_vm_config (read, compute, PUT)."""
+
+    def __init__(self, listing, configs, on_quorum=None):
+        self.listing = listing
+        self.configs = configs
+        self.calls = []
+        self.on_quorum = on_quorum
+
+    def resources(self, kind=None):
+        self.calls.append(('resources', kind))
+        return copy.deepcopy(self.listing)
+
+    def vm_config(self, node, vmid):
+        self.calls.append(('config', vmid))
+        return dict(self.configs[vmid]), 'digest-%d' % vmid
+
+    def require_quorum(self):
+        self.calls.append(('quorum',))
+        if self.on_quorum:
+            self.on_quorum(self)
+
+    def update_vm_config(self, node, vmid, compute, check_mode=False):
+        before, dummy = self.vm_config(node, vmid)
+        changes, deletes = compute(dict(before))
+        if (changes or deletes) and not check_mode:
+            self.calls.append(('put', vmid, sorted(changes)))
+            self.configs[vmid].update(changes)
+        return before, changes, deletes
+
+    def get(self, path):
+        self.calls.append(('get', path))
+        return [{'key': 'memory', 'value': 2048, 'pending': 4096}]
+
+
+def cluster(tags='', status='running', memory=2048):
+    listing = [vm_entry(101, 'shop-web-1', tags=tags, status=status), vm_entry(102, 'shop-web-2', node='pve2',
+                                                                               status=status),
+               vm_entry(103, 'shop-web-shadow', role='shadow', maxcpu=1, maxmem=512)]
+    configs = {101: {'cores': 2, 'memory': memory, 'hotplug': 'network,disk,cpu', 'tags': 'shadownet;sn-shop'},
+               102: {'cores': 2, 'memory': memory, 'hotplug': 'network,disk,cpu'},
+               103: {'cores': 1, 'memory': 512}}
+    return listing, configs
+
+
+def decision(action='scale_up', basis=None, **target):
+    return {'template': 'shop', 'service': 'web', 'action': action, 'act': True, 'reason': 'forecast says so',
+            'basis_time': basis, 'target': target}
+
+
+def base_result(mode='horizontal', action='scale_up', reason='forecast says so'):
+    return dict(template='shop', service='web', mode=mode, action=action, changed=False, applied=False, created=[],
+                removed=[], resized=[], pending=[], restart_needed=[], mirrors_to_add=[], mirrors_to_remove=[],
+                vrrp_members_to_add=[], vrrp_members_to_remove=[], reason=reason)
+
+
+def test_no_action_reads_nothing():
+    api = FakeApi(*cluster())
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(action='none'))
+    assert res == base_result(action='none') and api.calls == []
+
+
+@pytest.mark.parametrize('forecast_only,change', [(True, {}), (False, {'forecast_only': True}), (False, {'act': False})])
+def test_forecast_only_reads_nothing(forecast_only, change):
+    api = FakeApi(*cluster())
+    d = dict(decision(instances=3), **change)
+    d['reason'] = '[forecast-only: not acted on] up'
+    res = scaling_apply.apply_decision(api, None, plan_of(), d, forecast_only=forecast_only)
+    assert res == base_result(reason='[forecast-only: not acted on] up') and api.calls == []
+
+
+def test_no_primaries():
+    api = FakeApi([], {})
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(instances=3))
+    assert res['reason'] == 'no primaries of this service in the cluster: nothing to scale'
+    assert api.calls == [('resources', 'vm')] and res['changed'] is False
+
+
+def test_check_mode_superseded_by_a_newer_tag_reads_no_config():
+    listing, configs = cluster(tags='sn-last.scale_down.%d' % (NOW + 5))
+    api = FakeApi(listing, configs)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of(), decision(basis=NOW, instances=3), check_mode=True, resources=listing)
+    assert res['skipped'] == 'superseded' and res['changed'] is False
+    assert res['reason'] == ('not acted on: another reconciler recorded scale_down at 2023-11-14T22:13:25Z after '
+                             'this decision was based on PVE state (unknown)')
+    assert api.calls == []
+
+
+def test_superseded_by_a_newer_record_in_a_description():
+    listing, configs = cluster()
+    configs[102]['description'] = meta.merge_description('', {'scaling': {'action': 'scale_up', 'time': NOW + 60,
+                                                                          'by': 'other:1'}})[0]
+    api = FakeApi(listing, configs)
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3))
+    assert res['skipped'] == 'superseded' and 'scale_up at 2023-11-14T22:14:20Z' in res['reason']
+    assert res['reason'].endswith('(other:1)')
+    assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102)]
+
+
+def test_already_at_the_target():
+    api = FakeApi(*cluster())
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(instances=2))
+    assert res == base_result() | {'reason': 'already 2 instances'}
+    assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102)]
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_vertical_waits_for_a_pending_resize(check_mode):
+    listing, configs = cluster(memory=4096)
+    api = FakeApi(listing, configs)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(cores=2, memory=8192), check_mode=check_mode, resources=listing)
+    assert api.calls == [('resources', 'vm')] * (not check_mode) + [('config', 101), ('config', 102)]
+    assert res['skipped'] == 'pending_restart' and res['restart_needed'] == ['shop-web-1', 'shop-web-2']
+    assert res['pending'] == [{'name': 'shop-web-1', 'keys': ['memory']}, {'name': 'shop-web-2', 'keys': ['memory']}]
+    assert res['reason'] == ('not acted on: an earlier resize is still pending until the next restart (needs a '
+                             'reboot): shop-web-1: memory 2048 -> 4096 MiB; shop-web-2: memory 2048 -> 4096 MiB; '
+                             'restart these primaries (one at a time) to apply it')
+
+
+def test_vertical_resize_claims_then_resizes_each_primary():
+    api = FakeApi(*cluster())
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096), now=NOW + 0.7)
+    assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('quorum',), ('config', 101),
+                         ('put', 101, ['description', 'tags']), ('config', 101), ('put', 101, ['memory']),
+                         ('get', 'nodes/pve1/qemu/101/pending'), ('config', 102), ('put', 102, ['memory']),
+                         ('get', 'nodes/pve2/qemu/102/pending')]
+    record = res.pop('record')
+    assert record['by'] and record == dict(record, action='scale_up', time=NOW, mode='vertical', cores=2, memory=4096,
+                                           cooldown_until={'up': NOW + 180, 'down': NOW + 600})
+    note = 'memory 4096 MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with memory and numa=1)'
+    assert res == base_result(mode='vertical') | {
+        'changed': True, 'applied': True,
+        'resized': [{'name': 'shop-web-1', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048}},
+                    {'name': 'shop-web-2', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048}}],
+        'pending': [{'name': 'shop-web-1', 'keys': ['memory']}, {'name': 'shop-web-2', 'keys': ['memory']}],
+        'restart_needed': ['shop-web-1', 'shop-web-2'], 'notes': ['shop-web-1: ' + note, 'shop-web-2: ' + note],
+        'reason': 'forecast says so; shop-web-1: %s; shop-web-2: %s' % (note, note)}
+    assert 'sn-last.scale_up.%d' % NOW in api.configs[101]['tags']
+    assert meta.parse_description(api.configs[101]['description'])[1]['scaling'] == record
+
+
+def test_vertical_check_mode_reads_configs_and_writes_nothing():
+    listing, configs = cluster()
+    api = FakeApi(listing, configs)
+    res = scaling_apply.apply_decision(
+        api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True, resources=listing, now=NOW)
+    assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'get', 'resources')]
+    assert res['changed'] is True and res['applied'] is False and res['pending'] == []
+    assert [r['changes'] for r in res['resized']] == [{'memory': 4096}, {'memory': 4096}]
+
+
+def test_a_claim_lost_to_another_reconciler():
+    def other(api):
+        api.configs[101]['description'] = meta.merge_description('', {'scaling': {
+            'action': 'scale_up', 'time': NOW + 1, 'by': 'other:7'}})[0]
+
+    api = FakeApi(*cluster(), on_quorum=other)
+    res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=None, instances=3), now=NOW + 2)
+    assert res['skipped'] == 'claimed' and res['changed'] is False and res['applied'] is False
+    assert res['reason'] == ('not acted on: another reconciler claimed this scaling action first (scale_up at '
+                             '2023-11-14T22:13:21Z by other:7)')
+    assert res['record']['from'] == 2 and res['record']['to'] == 3
+    assert [c for c in api.calls if c[0] == 'put'] == []
+
+
+# ---- pure helpers -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('cfg,running,cores,memory,changes,notes', [
+    ({'cores': 4, 'hotplug': 'cpu'}, True, 2, 512, {'vcpus': 2}, []),
+    ({'cores': 2, 'hotplug': 'cpu'}, True, 4, 512, {'cores': 4},
+     ['cores 4 pending until the next restart, needs a reboot (more than the 2 configured cores; raise cores and '
+      'set vcpus to hot-plug later)']),
+    ({'cores': 2}, True, 3, 512, {'cores': 3},
+     ['cores 3 pending until the next restart, needs a reboot (hotplug lacks cpu)']),
+    ({'cores': 2, 'sockets': 2, 'vcpus': 4}, False, 3, 512, {'cores': 2, 'vcpus': 3}, []),
+    ({'cores': 1, 'memory': '1024', 'hotplug': 'memory', 'numa': 1}, True, 1, 2048, {'memory': 2048}, []),
+    ({'cores': 1, 'memory': 1024, 'hotplug': '1'}, True, 1, 2048, {'memory': 2048},
+     ['memory 2048 MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with memory and '
+      'numa=1)']),
+    ({'cores': 1, 'hotplug': '0'}, False, 1, 512, {}, []),
+])
+def test_vertical_changes(cfg, running, cores, memory, changes, notes):
+    assert scaling_apply.vertical_changes(cfg, running, cores, memory) == (changes, notes)
+
+
+def test_hotplug_features_and_pending_resizes():
+    assert scaling_apply.hotplug_features({}) == {'network', 'disk', 'usb'}
+    assert scaling_apply.hotplug_features({'hotplug': '0'}) == set()
+    assert scaling_apply.hotplug_features({'hotplug': 'cpu;memory, disk'}) == {'cpu', 'memory', 'disk'}
+    prim = [{'name': 'a', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB},
+            {'name': 'b', 'status': 'stopped', 'maxcpu': 2, 'maxmem': 1024 * MiB},
+            {'name': 'c', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB}]
+    configs = {'a': {'cores': 4, 'memory': 2048}, 'b': {'cores': 4}}
+    assert scaling_apply.pending_resizes(prim, configs) == [
+        ('a', ['cores', 'memory'], 'cores 2 -> 4, memory 1024 -> 2048 MiB')]
+
+
+def test_new_instance_and_its_wiring():
+    plan = plan_of()
+    entry = scaling.scaling_entry(plan, 'web')
+    base = plan['vms'][0]
+    vm = scaling_apply.new_instance_vm(plan, entry, base, 4)
+    assert (vm['name'], vm['index'], vm['node'], vm['preferred_nodes'], vm['shadows']) == (
+        'shop-web-4', 4, 'pve2', ['pve2', 'pve1'], [])
+    assert vm['meta'] == dict(base['meta'], index=4, scaled=True) and base['index'] == 1
+    mirrors, members = scaling_apply.wiring_for(plan, 'web', base['name'], [('shop-web-4', 4)])
+    assert [(m['source']['vm'], m['source']['nic'], m['target']['nic']) for m in mirrors] == [
+        ('shop-web-4', 0, 0), ('shop-web-4', 1, 2)]
+    group = plan['vrrp'][0]
+    assert members == [dict(vm='shop-web-4', role='primary', index=4, nic=0, network='front', vip=group['vip'],
+                            vrid=group['vrid'], priority=170)]
+    assert scaling.instance_index('shop-web-12', plan, 'web') == 12
+    assert scaling.instance_index('shop-web-shadow', plan, 'web') is None
+    with pytest.raises(scaling.ScalingError, match="template 'shop' has no service 'db'"):
+        scaling.scaling_entry(plan, 'db')
+
+
+def test_state_from_tags_takes_the_newest():
+    entry = scaling.scaling_entry(plan_of(), 'web')
+    prim = [{'tags': 'sn-last.scale_up.100;x'}, {'tags': 'sn-last.scale_down.200'}, {'tags': 'sn-last.bogus.300'}]
+    assert scaling.state_from_tags(prim, entry) == dict(
+        action='scale_down', time=200.0, cooldown_until={'up': 380, 'down': 800})
+    assert scaling.state_from_tags([{'tags': ''}], entry) == {}
+
+
+class EmptyStore:
+    def keys(self):
+        return []
+
+    def series(self, key, since=None, until=None):
+        return []
+
+
+def test_forecast_plan_without_primaries_or_history():
+    plan = plan_of()
+    api = FakeApi([], {})
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW) == [dict(
+        template='shop', service='web', mode='horizontal', made_at=NOW, instances=0, forecast_only=False, act=False,
+        action='none', reason='no primaries of this service were found in the cluster (build it first)',
+        basis_time=None, target={'instances': 0})]
+    assert api.calls == [('resources', 'vm')]
+    listing, configs = cluster(tags='sn-last.scale_up.%d' % (NOW - 60))
+    api = FakeApi(listing, configs)
+    plan['forecast_only'] = True
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW, resources=listing) == [dict(
+        template='shop', service='web', mode='horizontal', made_at=NOW, instances=2, forecast_only=True, act=False,
+        action='none', reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
+        basis_time=NOW - 60.0, target={'instances': 2}, current={'instances': 2, 'capacity': {'cpu': 2, 'memory': 2048}})]
+    assert api.calls == []
+    assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW, resources=listing, services=['db']) == []
