@@ -226,7 +226,8 @@ def _priv_list(pve, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, clone_lock_secs, root_password, nodes [{name, online,
+    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds},
+    clone_lock_secs (PVE seconds a disk's clone holds its storage lock), root_password, nodes [{name, online,
     maxcpu, maxmem_gib, mem_gib (the host's own use)}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
