@@ -26,6 +26,10 @@ OWNED_ELSEWHERE = ('sn-last.',)
 # cluster_lock_storage (cluster-wide for shared storage: pve-cluster cfs_lock_storage; per node for local storage),
 # and a clone that waits for it over 10 s fails ("got lock request timeout"). A few waiters keep that lock busy.
 CLONE_LOCK_SLOTS = 4
+# A clone that lost the race for that lock (PVE removed what it had made: clone_vm's error path) is tried again.
+CLONE_LOCK_RETRIES = 2
+STORAGE_LOCK_TIMEOUT = re.compile(r"qmclone .*(cfs-lock 'storage-[^']+' error: got lock request timeout|"
+                                  r"can't lock file '[^']*pve-storage-[^']*' - got timeout)")
 
 
 class VmSpec(object):
@@ -588,7 +592,8 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
     and shadows can be ensured in one call.
 
     ``parallel`` workers clone and converge; at most :data:`CLONE_LOCK_SLOTS` clones share one storage lock at a
-    time (:func:`clone_lock_ids`), and the next VM whose locks are free goes first. A VM's start (or stop) is handed
+    time (:func:`clone_lock_ids`), and the next VM whose locks are free goes first; a clone that PVE failed for
+    waiting too long for that lock is tried again (:data:`CLONE_LOCK_RETRIES`). A VM's start (or stop) is handed
     to another ``parallel`` workers as soon as it is converged (qemu-server vm_start locks only that VM), so starts
     never hold up the next clones.
     """
@@ -620,6 +625,16 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
         return cls(api(), check_mode=check_mode, meta_module=meta_module, resources=list(resources),
                    nodes=dict(nodes) if nodes is not None else None)
 
+    def ensure(spec, cls=VmEngine, index=None):
+        for attempt in range(CLONE_LOCK_RETRIES + 1):
+            eng = engine(cls)
+            eng.index = index
+            try:
+                return eng.ensure(spec)
+            except PveTaskError as exc:
+                if attempt == CLONE_LOCK_RETRIES or not STORAGE_LOCK_TIMEOUT.search(exc.message):
+                    raise
+
     def failure(spec, exc):
         info = exc.as_dict()
         info.update(failed=True, name=spec.name, changed=False)
@@ -629,7 +644,7 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
         out = []
         for spec in specs:
             try:
-                out.append(engine().ensure(spec))
+                out.append(ensure(spec))
             except PveApiError as exc:
                 out.append(failure(spec, exc))
         return out
@@ -658,10 +673,8 @@ def ensure_many(make_api, specs, check_mode=False, meta_module=None, parallel=4,
                 if taken is None:
                     return
                 index, spec = taken
-                eng = engine(Deferred)
-                eng.index = index
                 try:
-                    results[index] = eng.ensure(spec)
+                    results[index] = ensure(spec, Deferred, index)
                 except PveApiError as exc:
                     results[index] = failure(spec, exc)
                 finally:

@@ -35,6 +35,18 @@ class CloneStorageLocks(object):
         self._storage_lock_free = {}
         # (lock id, seconds waited) of every acquisition, for tests and benchmarks.
         self.storage_lock_waits = []
+        # Lock id -> clones waiting for or holding it now, and the most there ever were at once.
+        self._storage_lock_users = {}
+        self.storage_lock_peak = {}
+
+    async def hold_storage_lock(self, lock_id, secs):
+        """Hold a storage lock (``storage-<sid>``, or ``<node>:/var/lock/pve-manager/pve-storage-<sid>``) for secs
+        PVE seconds, as another task of the cluster would."""
+        await (self._cfs_lock(lock_id) if lock_id.startswith('storage-') else self._file_lock(lock_id))
+        try:
+            await self.pause(secs)
+        finally:
+            self._storage_lock_release(lock_id)
 
     async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
         source = self.vm(int(tid)) if ttype == 'qmclone' and str(tid).isdigit() else None
@@ -60,19 +72,25 @@ class CloneStorageLocks(object):
         return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
 
     async def _clone_image_locked(self, node, sid):
-        if self.storage_shared(sid):
-            lock_id = 'storage-{0}'.format(sid)
-            await self._cfs_lock(lock_id)
-        else:
-            lock_id = '{0}:/var/lock/pve-manager/pve-storage-{1}'.format(node, sid)
-            await self._file_lock(lock_id)
+        shared = self.storage_shared(sid)
+        lock_id = 'storage-{0}'.format(sid) if shared else '{0}:/var/lock/pve-manager/pve-storage-{1}'.format(node, sid)
+        users = self._storage_lock_users
+        users[lock_id] = users.get(lock_id, 0) + 1
+        self.storage_lock_peak[lock_id] = max(self.storage_lock_peak.get(lock_id, 0), users[lock_id])
         try:
-            await self.pause(self.clone_lock_secs)
+            await (self._cfs_lock(lock_id) if shared else self._file_lock(lock_id))
+            try:
+                await self.pause(self.clone_lock_secs)
+            finally:
+                self._storage_lock_release(lock_id)
         finally:
-            self._storage_lock_holder.pop(lock_id, None)
-            event = self._storage_lock_free.pop(lock_id, None)
-            if event is not None:
-                event.set()
+            users[lock_id] -= 1
+
+    def _storage_lock_release(self, lock_id):
+        self._storage_lock_holder.pop(lock_id, None)
+        event = self._storage_lock_free.pop(lock_id, None)
+        if event is not None:
+            event.set()
 
     async def _cfs_lock(self, lock_id):
         """pve-cluster Cluster.pm $cfs_lock: try mkdir; else sleep min(remaining, 10) x 100 ms and retry."""
