@@ -75,14 +75,16 @@ def ensure_community(log=print):
 
 # How long PVE takes, for benchmarks that want the cluster's own time in the figures. `none`: every task ends
 # before its request returns and requests cost only the simulator's own time (what the controller costs).
-# `typical`: assumed figures for a small cluster on local LVM-thin or ZFS storage, not measured here (no PVE
-# host was available): a linked clone is a storage snapshot plus config writes (1 s), a VM start launches QEMU
-# (2 s), an SDN apply reloads the network on every node (3 s), a node network apply 2 s, a stop or destroy 1 s,
-# and every API request pays 15 ms in pveproxy/pvedaemon. Config writes and HA changes are instant.
+# `typical`: assumed figures for a small cluster, not measured here (no PVE host was available): a linked clone
+# 1 s, of which 0.3 s is the storage plugin's clone_image (rbd clone, lvcreate -s) under the storage lock
+# (`clone_lock_secs`: cluster-wide for shared storage, per node for local storage, see tests/lab/pvesim_locks.py)
+# and 0.7 s the rest of the qmclone task; a VM start launches QEMU (2 s), an SDN apply reloads the network on
+# every node (3 s), a node network apply 2 s, a stop or destroy 1 s, and every API request pays 15 ms in
+# pveproxy/pvedaemon. Config writes and HA changes are instant.
 PVE_TIMING = {
     'none': None,
-    'typical': {'latency': 0.015,
-                'task_secs': {'qmclone': 1.0, 'qmstart': 2.0, 'reloadnetworkall': 3.0, 'srvreload': 2.0,
+    'typical': {'latency': 0.015, 'clone_lock_secs': 0.3,
+                'task_secs': {'qmclone': 0.7, 'qmstart': 2.0, 'reloadnetworkall': 3.0, 'srvreload': 2.0,
                               'qmstop': 1.0, 'qmshutdown': 1.0, 'qmdestroy': 1.0, 'qmigrate': 5.0}},
 }
 
@@ -91,8 +93,9 @@ def timing_text(name):
     model = PVE_TIMING[name]
     if not model:
         return 'none (time scale 0: every PVE task ends before its request returns; no added latency)'
-    return 'typical (assumed, see benchlib.PVE_TIMING): %s; %.0f ms per API request' % (
-        ', '.join('%s %.0f s' % kv for kv in sorted(model['task_secs'].items())), 1000 * model['latency'])
+    return ('typical (assumed, see benchlib.PVE_TIMING): %s; each disk clone holds its storage lock %.1f s more; '
+            '%.0f ms per API request' % (', '.join('%s %.1f s' % kv for kv in sorted(model['task_secs'].items())),
+                                         model['clone_lock_secs'], 1000 * model['latency']))
 
 
 def start_sim(name, timing='none'):
@@ -103,9 +106,13 @@ def start_sim(name, timing='none'):
                           certs_dir=certs)
     if model:
         sim.pve.task_secs = dict(model['task_secs'])
+        sim.pve.clone_lock_secs = model['clone_lock_secs']
         sim.pve.slow_network(model['latency'])
-    # A cluster whose HA manager has been master before: its node list is there, so neither build waits for a CRM
-    # to start before PVE accepts negative rules (on a fresh cluster both would, the community loop by retrying).
+    # Assumption, the same for both builds: a cluster whose HA manager has been master before, so the CRM's node
+    # list (manager_status node_status, which pve-ha-manager Rules.pm check_feasibility counts negative
+    # resource-affinity rules against) already holds every node and PVE accepts the negative rules at once. On a
+    # fresh cluster the CRM starts only after the first HA resource and both builds would wait for it (ha_rule
+    # waits, bounded; the community loop would fail and need a retry), which this benchmark does not measure.
     sim.pve.ha_node_status = dict((node, 'online') for node in sorted(sim.pve.nodes))
     return sim
 

@@ -18,10 +18,19 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import placement as placing
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
 
 # Tag prefixes that other modules of this collection write and a build must keep.
 OWNED_ELSEWHERE = ('sn-last.',)
+# Clones running at once per storage lock. qemu-server clone_vm locks a template shared and the new vmid fully, so
+# clones of one template may run concurrently; but pve-storage vdisk_clone runs each disk's clone_image under
+# cluster_lock_storage (cluster-wide for shared storage: pve-cluster cfs_lock_storage; per node for local storage),
+# and a clone that waits for it over 10 s fails ("got lock request timeout"). A few waiters keep that lock busy.
+CLONE_LOCK_SLOTS = 4
+# A clone that lost the race for that lock (PVE removed what it had made: clone_vm's error path) is tried again.
+CLONE_LOCK_RETRIES = 2
+STORAGE_LOCK_TIMEOUT = re.compile(r"qmclone .*(cfs-lock 'storage-[^']+' error: got lock request timeout|"
+                                  r"can't lock file '[^']*pve-storage-[^']*' - got timeout)")
 
 
 class VmSpec(object):
@@ -262,10 +271,25 @@ def resolve_placements(api, specs, resources, context=()):
             errors.append(exc.message)
             continue
         spec.placement = dict(node=res['node'], reason=res['reason'], warnings=warnings, source_node=source['node'],
-                              source_vmid=source['vmid'], target=target)
+                              source_vmid=source['vmid'], target=target, clone_locks=clone_lock_ids(source, storages))
     if errors:
         raise PveApiError('cannot place {0} VM(s); nothing was changed:\n{1}'.format(
             len(errors), '\n'.join('- ' + e for e in errors)), kind='placement')
+
+
+def clone_lock_ids(source, storages):
+    """The storage locks a linked clone of ``source`` (a :func:`placement.clone_reach`) takes, as PVE names them.
+
+    pve-storage Plugin.pm cluster_lock_storage: ``storage-<sid>`` in pmxcfs for a shared storage (one cluster-wide
+    lock), ``/var/lock/pve-manager/pve-storage-<sid>`` on the node that runs the clone (the source's) otherwise.
+    """
+    out = set()
+    for sid in source.get('storages') or []:
+        if (storages.get(sid) or {}).get('shared'):
+            out.add('storage-{0}'.format(sid))
+        else:
+            out.add('{0}:pve-storage-{1}'.format(source['node'], sid))
+    return sorted(out)
 
 
 def desired_config_changes(spec, cfg):
@@ -483,15 +507,55 @@ class VmEngine(object):
         return result
 
 
+class _Scheduler(object):
+    """Hands the specs of :func:`ensure_many` to its workers in order, skipping a spec while one of its clone's
+    storage locks has ``slots`` clones running (the next spec whose locks are free goes first)."""
+
+    def __init__(self, specs, slots):
+        self.pending = list(enumerate(specs))
+        self.slots = slots
+        self.busy = {}
+        self.cond = threading.Condition()
+
+    @staticmethod
+    def locks(spec):
+        return list((spec.placement or {}).get('clone_locks') or []) if spec.vmid_hint else []
+
+    def take(self):
+        with self.cond:
+            while self.pending:
+                for pos, (index, spec) in enumerate(self.pending):
+                    locks = self.locks(spec)
+                    if all(self.busy.get(lock, 0) < self.slots for lock in locks):
+                        del self.pending[pos]
+                        for lock in locks:
+                            self.busy[lock] = self.busy.get(lock, 0) + 1
+                        return index, spec
+                self.cond.wait()
+            return None
+
+    def done(self, spec):
+        with self.cond:
+            for lock in self.locks(spec):
+                self.busy[lock] -= 1
+            self.cond.notify_all()
+
+
 def ensure_many(make_api, specs, check_mode=False, parallel=4, resources=None, nodes=None,
                 context=()):
     """Ensure several VMs, cloning independent ones concurrently (one API connection per worker).
 
     Returns one result per spec, in order. A failure of one VM does not stop the others; its result carries
-    ``failed`` and ``msg``. Placement of shadows looks at where their primaries actually are, so callers
-    should ensure primaries before shadows. ``resources`` / ``nodes``: listings to reuse in check mode (a real
-    run always reads them afresh). ``context``: specs of the plan's other VMs, placed (not created) with these,
-    see :func:`resolve_placements`; placement and clone routes are decided for all before the first write.
+    ``failed`` and ``msg``. ``resources`` / ``nodes``: listings to reuse in check mode (a real run always reads
+    them afresh). ``context``: specs of the plan's other VMs, placed (not created) with these, see
+    :func:`resolve_placements`; placement and clone routes are decided for all before the first write, so primaries
+    and shadows can be ensured in one call.
+
+    ``parallel`` workers clone and converge; at most :data:`CLONE_LOCK_SLOTS` clones share one storage lock at a
+    time (:func:`clone_lock_ids`), and the next VM whose locks are free goes first; a clone that PVE failed for
+    waiting too long for that lock is tried again (:data:`CLONE_LOCK_RETRIES`). A VM's start (or stop) is handed
+    to another ``parallel`` workers as soon as it is converged (qemu-server vm_start locks only that VM), so starts
+    never hold up the next clones.
     """
     local = threading.local()
 
@@ -517,20 +581,73 @@ def ensure_many(make_api, specs, check_mode=False, parallel=4, resources=None, n
             spec.vmid_hint = candidate
             used.add(candidate)
 
-    def one(spec):
-        engine = VmEngine(api(), check_mode=check_mode, resources=list(resources),
-                          nodes=dict(nodes) if nodes is not None else None)
-        try:
-            return engine.ensure(spec)
-        except PveApiError as exc:
-            info = exc.as_dict()
-            info.update(failed=True, name=spec.name, changed=False)
-            return info
+    def engine(cls=VmEngine):
+        return cls(api(), check_mode=check_mode, resources=list(resources),
+                   nodes=dict(nodes) if nodes is not None else None)
+
+    def ensure(spec, cls=VmEngine, index=None):
+        for attempt in range(CLONE_LOCK_RETRIES + 1):
+            eng = engine(cls)
+            eng.index = index
+            try:
+                return eng.ensure(spec)
+            except PveTaskError as exc:
+                if attempt == CLONE_LOCK_RETRIES or not STORAGE_LOCK_TIMEOUT.search(exc.message):
+                    raise
+
+    def failure(spec, exc):
+        info = exc.as_dict()
+        info.update(failed=True, name=spec.name, changed=False)
+        return info
 
     if parallel <= 1 or len(specs) <= 1:
-        return [one(spec) for spec in specs]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return list(pool.map(one, specs))
+        out = []
+        for spec in specs:
+            try:
+                out.append(ensure(spec))
+            except PveApiError as exc:
+                out.append(failure(spec, exc))
+        return out
+
+    results = [None] * len(specs)
+    power_failed = {}
+    powering = []
+    scheduler = _Scheduler(specs, CLONE_LOCK_SLOTS)
+    with ThreadPoolExecutor(max_workers=parallel) as power_pool:
+
+        def power(index, spec, current, result):
+            try:
+                VmEngine(api(), check_mode=check_mode)._power(spec, current, result)
+            except PveApiError as exc:
+                power_failed[index] = failure(spec, exc)
+
+        class Deferred(VmEngine):
+            """Converges as VmEngine does, and queues the power step for the power workers."""
+
+            def _power(self, spec, current, result):
+                powering.append(power_pool.submit(power, self.index, spec, current, result))
+
+        def worker():
+            while True:
+                taken = scheduler.take()
+                if taken is None:
+                    return
+                index, spec = taken
+                try:
+                    results[index] = ensure(spec, Deferred, index)
+                except PveApiError as exc:
+                    results[index] = failure(spec, exc)
+                finally:
+                    scheduler.done(spec)
+
+        with ThreadPoolExecutor(max_workers=parallel) as clone_pool:
+            for future in [clone_pool.submit(worker) for dummy in range(min(parallel, len(specs)))]:
+                future.result()
+        for future in list(powering):
+            future.result()
+    for index, info in power_failed.items():
+        results[index] = info
+    return results
 
 
 def remove_many(make_api, resources, check_mode=False, timeout=900):

@@ -77,7 +77,12 @@ options:
     type: bool
     default: false
   parallel:
-    description: With O(plan), how many VMs are cloned or converged at the same time.
+    description:
+      - With O(plan), how many VMs are cloned or converged at the same time; as many more workers start (or stop)
+        each VM as soon as it is converged (qemu-server C(vm_start) locks only that VM).
+      - At most 4 clones wait for one storage lock at a time. qemu-server C(clone_vm) lets clones of one template
+        run concurrently, but pve-storage C(vdisk_clone) clones one disk at a time per storage (cluster-wide for
+        shared storage) and a clone that waits over 10 seconds fails; such a clone is tried again (twice).
     type: int
     default: 4
   template:

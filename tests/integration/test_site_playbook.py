@@ -54,7 +54,7 @@ def test_build_idempotent_check_mode_and_change(pvesim, tmp_path):
     assert pvesim.writes(mark) == []
     # One drift run confirms the converged template; the five build tasks are skipped.
     assert 'shop: in sync, nothing to build' in second.stdout, second.stdout[-3000:]
-    assert re.search(r'Primary instances \| shop\]\s*\*+\s*skipping', second.stdout), second.stdout[-3000:]
+    assert re.search(r'Primary instances and shadows \| shop\]\s*\*+\s*skipping', second.stdout), second.stdout[-3000:]
 
     # Change: 3 web instances and bigger workers, drop the worker service.
     text = open(LAB_TEMPLATE).read()

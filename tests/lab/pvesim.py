@@ -58,6 +58,12 @@ What is modelled on top of fakepve
   a linked clone of a disk on thick LVM (and iscsi) fails "Linked clone feature is not supported". Nodes have the
   size the cluster file gives (`maxcpu`, `maxmem_gib`, `mem_gib` the host's own use); a node's `mem` is that plus
   its running VMs' memory; a start with more vCPUs than the node has is a task error, as on PVE.
+- Clone storage locks (pvesim_locks.py): clones of one template run concurrently (clone_vm locks the source
+  shared and the new vmid exclusively), but each disk's clone_image holds the storage's lock for
+  `clone_lock_secs` PVE seconds (pve-storage vdisk_clone / cluster_lock_storage): cluster-wide for a shared storage
+  (pve-cluster cfs_lock: mkdir retried every min(remaining, 10) x 100 ms), per node for a local one (flock); a clone
+  that waits over 10 s fails "clone failed: cfs-lock 'storage-<sid>' error: got lock request timeout" (or "can't
+  lock file ... - got timeout"), as on PVE. 0 (the default) holds no lock.
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
@@ -137,6 +143,7 @@ from fakepve.server import settle
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_faults import WriteFaults
 from .pvesim_links import LinkBindings
+from .pvesim_locks import CloneStorageLocks
 from .pvesim_perms import PermissionChecks, verify_privileges
 from .pvesim_qemu import SHARED_TYPES, QemuExtras
 from .pvesim_rrd import RRD_FORMATS
@@ -152,7 +159,8 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras, FakePve):
+class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras,
+                CloneStorageLocks, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
@@ -172,6 +180,7 @@ class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, Li
         self._init_qemu_extras()
         self._init_links()
         self._init_faults()
+        self._init_storage_locks()
 
     def _record(self, request, body):
         super()._record(request, body)
@@ -225,7 +234,8 @@ def _priv_list(pve, entry):
 def load_cluster(pve, source):
     """Set up `pve` from a cluster file (a path, or the parsed dict). Returns the parsed dict.
 
-    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds}, root_password, nodes [{name, online,
+    Keys: cluster_name, time_scale, rrd_format (pve9, the default, or pve8), task_secs {task type: PVE seconds},
+    clone_lock_secs (PVE seconds a disk's clone holds its storage lock), root_password, nodes [{name, online,
     maxcpu, maxmem_gib, mem_gib (the host's own use)}],
     storages {id: options}, snippets [volid], pools [{poolid, comment}], templates [{vmid, name, node, pool, disk_gib, config}], roles
     {name: [privs]}, users [{userid, password, tokens {name: secret}, acl [{path, role | privs, propagate}]}].
@@ -244,6 +254,7 @@ def load_cluster(pve, source):
                 ', '.join(RRD_FORMATS), data['rrd_format']))
         pve.rrd_format = data['rrd_format']
     pve.task_secs = dict((str(k), float(v)) for k, v in (data.get('task_secs') or {}).items())
+    pve.clone_lock_secs = float(data.get('clone_lock_secs', 0) or 0)
     if data.get('root_password'):
         pve.password = str(data['root_password'])
     for node in data.get('nodes') or [{'name': 'pve1'}]:
