@@ -58,6 +58,8 @@ What is modelled on top of fakepve
   a linked clone of a disk on thick LVM (and iscsi) fails "Linked clone feature is not supported". Nodes have the
   size the cluster file gives (`maxcpu`, `maxmem_gib`, `mem_gib` the host's own use); a node's `mem` is that plus
   its running VMs' memory; a start with more vCPUs than the node has is a task error, as on PVE.
+  `fail_clone_pool_add(times)`: the next clones into a pool fail where clone_vm adds the VM to the pool; with
+  `target` PVE's cleanup misses the moved config, so the VM stays on the target node without its disks.
 - Link state (pvesim_links.py): a NIC bound to a lab device (`bind_link`, or `POST /_sim/link`) follows its
   `link_down` as the guest's carrier follows QEMU's set_link on real PVE (`ip link set <dev> down|up`); a NIC
   without a binding: nothing happens.
