@@ -1,18 +1,16 @@
 """metrics module: request budget, normalisation, history without duplicates, check mode."""
-import copy
 import sqlite3
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, metrics
 from lab.modrun import run_module
-from test_scale import TEMPLATE
+from lab.shop import SCALED_SHOP as TEMPLATE, plan_of
 
 GIB = 1024 ** 3
 
 
 def test_metrics_budget_normalisation_and_history(pvesim, pve_conn, tmp_path):
-    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
+    plan = plan_of(TEMPLATE)
     run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
     vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name and vm.name.startswith('shop-'))
     end = int(time.time()) // 60 * 60

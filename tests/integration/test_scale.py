@@ -6,47 +6,11 @@ import time
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import forecast, linked_clone, metrics, scale
+from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
 from lab.modrun import run_module
+from lab.shop import FALLING, FLAT, RISING, SCALED_SHOP, build, inject, plan_of, primaries
 
-TEMPLATE = {
-    'name': 'shop',
-    'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
-                  'gateway': '10.10.0.1'}],
-    'services': [
-        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
-    'scaling': {'instances': {'min': 1, 'max': 4}, 'cooldown': {'up': '3m', 'down': '10m'}},
-}
-GIB = 1024 ** 3
-
-
-def plan_of(template=TEMPLATE):
-    return plan_from_template(copy.deepcopy(template))[1]
-
-
-def build(pvesim, pve_conn, plan):
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
-    return dict((vm.name, vm) for vm in pvesim.pve.vms if 'shadownet' in str(vm.config.get('tags', '')))
-
-
-def series(values, end=None, cores=2, mem=0.5, net=0.0):
-    """rrd points, one per minute ending at the current minute: cpu from values, memory and net flat."""
-    end = int(end or time.time()) // 60 * 60
-    start = end - 60 * (len(values) - 1)
-    return [{'time': start + 60 * i, 'cpu': v, 'maxcpu': cores, 'mem': mem * 2 * GIB, 'maxmem': 2 * GIB,
-             'netin': net, 'netout': net} for i, v in enumerate(values)]
-
-
-def inject(pvesim, vms, values, **kw):
-    for name, vm in vms.items():
-        if name.startswith('shop-web-') and name != 'shop-web-shadow':
-            pvesim.pve.inject_rrd(vm.vmid, series(values, **kw))
+TEMPLATE = SCALED_SHOP
 
 
 def reconcile(pve_conn, plan, history, check_mode=False, **fargs):
@@ -57,18 +21,8 @@ def reconcile(pve_conn, plan, history, check_mode=False, **fargs):
     return m, f['decisions'][0], s
 
 
-RISING = [0.10 + 0.0075 * i for i in range(70)]          # 10% -> 62%, high is 70%
-FLAT = [0.5] * 70
-FALLING = [0.5 - 0.008 * i for i in range(50)] + [0.1] * 20
-
-
-def primaries(pvesim):
-    return sorted(vm.name for vm in pvesim.pve.vms if vm.name and vm.name.startswith('shop-web-')
-                  and vm.name != 'shop-web-shadow')
-
-
 def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
     history = str(tmp_path / 'h.sqlite')
@@ -99,7 +53,7 @@ def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp
 
 
 def test_flat_does_nothing(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, FLAT)
     mark = pvesim.mark()
@@ -110,7 +64,7 @@ def test_flat_does_nothing(pvesim, pve_conn, tmp_path):
 
 def test_check_mode_reports_a_scale_out_and_writes_nothing(pvesim, pve_conn, tmp_path):
     """A real scale-up decision in check mode: reported as the real run would act, and not one write."""
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
     history = str(tmp_path / 'h.sqlite')
@@ -144,7 +98,7 @@ def set_record(pvesim, name, **record):
 
 
 def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, FALLING, mem=0.2)
     history = str(tmp_path / 'h.sqlite')
@@ -163,7 +117,7 @@ def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
 def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):
     # The ha_rule step made the instances HA resources: qemu-server vm_stop only queues their stop (a 'hastop'
     # task that ends at once) and destroy_vm refuses a running VM, so the scale-in waits for the HA manager.
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     make_ha('shop', ('shop-web-1', 'shop-web-shadow'), ('shop-web-2', 'shop-web-shadow'))
     gone = vms['shop-web-2']
@@ -189,7 +143,7 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path,
     the same decision is stopped by the other guard ('superseded') and writes nothing."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
     from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
     history = str(tmp_path / 'h.sqlite')
