@@ -213,7 +213,7 @@ def test_sdn_vxlan_zone_as_pve(proxmoxer_api):
     assert err.status_code == 400 and 'bridge' in err.errors
     sdn.zones.post(zone='vx', type='vxlan', peers='192.0.2.11,192.0.2.12')
     item = sdn.zones('vx').get(pending=1)
-    assert (item.get('pending') or item)['peers'] == '192.0.2.11,192.0.2.12'
+    assert item['state'] == 'new' and item['pending']['peers'] == '192.0.2.11,192.0.2.12', item   # not applied yet
     err = _error(sdn.vnets.post, vnet='t1', zone='vx')
     assert 'missing vxlan tag' in _message(err)
     err = _error(sdn.vnets.post, vnet='t1', zone='vx', tag=16777217)
