@@ -29,13 +29,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (os.path.join(ROOT, '.build', 'collections'), os.path.join(ROOT, 'tests'),
-             os.path.join(ROOT, 'tests', 'integration')):
+for path in (os.path.join(ROOT, '.build', 'collections'), os.path.join(ROOT, 'tests')):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from lab.netns import Lab, cleanup_stale  # noqa: E402
-import test_vip_failover as harness  # noqa: E402
+from lab import vrrp_lab as harness  # noqa: E402
 
 KINDS = ('link', 'stop', 'kill', 'health')
 

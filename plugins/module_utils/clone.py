@@ -22,8 +22,9 @@ What this does about it:
 - a vmid another VM took (``already exists``, before or inside the task) is retried with a new vmid from
   ``/cluster/nextid``, unless the vmid is fixed (a refresh keeps the shadow's vmid): then it is an error;
 - a half-made VM left by a failed or dead clone task (this vmid, ``lock: clone``, this name or none, and no clone
-  task of the source still running) is removed; PVE only lets ``root@pam`` itself remove a locked VM
-  (``skiplock``), so with any other login the error says how to remove it.
+  task of the source still running; or unlocked right after our own task failed, as clone_vm leaves a VM whose
+  pool add died after its config moved to the target node) is removed; PVE only lets ``root@pam`` itself remove a
+  locked VM (``skiplock``), so with any other login the error says how to remove it.
 """
 
 from __future__ import annotations
@@ -155,24 +156,32 @@ class Cloner(object):
 
     # ----------------------------------------------------------------- repairs
 
-    def remove_orphan(self, vmid):
-        """Remove the half-made VM a failed or dead clone task left (vmid ours, ``lock: clone``, our name or none, no
-        clone task running). Returns None when removed or nothing was there, else why it was left."""
+    def remove_orphan(self, vmid, task_failed=False):
+        """Remove the half-made VM a failed or dead clone task left (vmid ours, our name or none, no clone task
+        running): one with ``lock: clone``, or, right after our own clone task failed, one without a lock (qemu-server
+        clone_vm: when add_vm_to_pool dies after the config was moved to the target node, the cleanup frees the disks
+        and unlinks the config at its old path, so the VM stays listed on the target, unlocked, without its disks).
+        Returns None when removed or nothing was there, else why it was left."""
         entry = find_by_vmid(self.api.resources('vm'), vmid)
-        if entry is None or entry.get('lock') != 'clone' or not ours(entry, self.name) or self.clone_task_running():
+        if entry is None or not ours(entry, self.name) or self.clone_task_running():
             return None
+        locked = entry.get('lock') == 'clone'
+        if not locked and (entry.get('lock') or not task_failed):
+            return None
+        what = 'a half-made clone{0}'.format(' (lock: clone)' if locked else '')
         how = ('remove it as root@pam: `qm unlock {0} && qm destroy {0} --purge` on {1}'.format(vmid, entry['node']))
-        if not self.api.is_root:
+        if locked and not self.api.is_root:
             # qemu-server destroy_vm checks the lock unless skiplock, which only root@pam itself may give.
-            return 'vmid {0} is a half-made clone (lock: clone) left by a failed clone task; {1}'.format(vmid, how)
+            return 'vmid {0} is {1} left by a failed clone task; {2}'.format(vmid, what, how)
+        params = {'purge': 1, 'destroy-unreferenced-disks': 1}
+        if locked:
+            params['skiplock'] = 1
         try:
-            self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(entry['node'], vmid),
-                              {'purge': 1, 'destroy-unreferenced-disks': 1, 'skiplock': 1}, timeout=self.timeout)
+            self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(entry['node'], vmid), params, timeout=self.timeout)
         except PveApiError as exc:
-            return 'vmid {0} is a half-made clone (lock: clone) that could not be removed ({1}); {2}'.format(
-                vmid, exc.message, how)
-        self.warnings.append('removed vmid {0} on {1}: a half-made clone (lock: clone) left by a failed clone '
-                             'task'.format(vmid, entry['node']))
+            return 'vmid {0} is {1} that could not be removed ({2}); {3}'.format(vmid, what, exc.message, how)
+        self.warnings.append('removed vmid {0} on {1}: {2} left by a failed clone task'.format(
+            vmid, entry['node'], what))
         return None
 
     def new_vmid(self, vmid, why):
@@ -229,7 +238,7 @@ class Cloner(object):
                     if entry is not None:
                         return entry
                     continue
-                problem = self.remove_orphan(vmid)
+                problem = self.remove_orphan(vmid, task_failed=True)
                 if problem:
                     exc.message = '{0}; {1}'.format(exc.message, problem)
                     exc.args = (exc.message,)

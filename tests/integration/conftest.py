@@ -5,11 +5,17 @@
 token_id, token_secret, pve (the ShadowPve: add VMs, inject rrd series, faults ...), call(coro) to run a
 coroutine on the simulator's loop, and the request log: mark() and writes(since=mark) (the non-GET requests
 sent after the mark), requests(since=mark). `make_ha` makes VMs HA resources as site.yml's ha_rule step does.
+`plan` is the plan of the test module's TEMPLATE (lab.shop.SHOP when the module has none); `built` clones and starts
+its primaries, then its shadows ({name: simulator VM}).
 """
+import os
+import shutil
+
 import pytest
 
 from lab.modrun import run_module
 from lab.pvesim import DEFAULT_CLUSTER, start_in_thread
+from lab.shop import SHOP, build, plan_of
 
 
 @pytest.fixture
@@ -52,3 +58,29 @@ def make_ha(pve_conn):
                  for first, second in pairs]
         return run_module(ha_rule, dict(pve_conn, template=template, rules=rules))
     return make
+
+
+@pytest.fixture
+def plan(request):
+    """The plan of the test module's TEMPLATE, or of lab.shop.SHOP."""
+    return plan_of(getattr(request.module, 'TEMPLATE', SHOP))
+
+
+@pytest.fixture
+def built(pvesim, pve_conn, plan):
+    """The plan's primaries, then its shadows, cloned and started: {name: simulator VM}."""
+    return build(pvesim, pve_conn, plan)
+
+
+@pytest.fixture
+def sshd_privsep_dir():
+    """sshd needs its privilege separation directory; create it only when missing, remove only ours."""
+    path = '/run/sshd'
+    created = not os.path.isdir(path)
+    if created:
+        os.makedirs(path, mode=0o755)
+    try:
+        yield path
+    finally:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)

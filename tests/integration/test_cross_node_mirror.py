@@ -19,7 +19,7 @@ from scipy.stats import binom
 
 from lab.modrun import ModuleFailed, run_module
 from lab.netns import Lab, netlab  # noqa: F401  # pylint: disable=unused-import
-from lab.playbook import recap
+from lab.playbook import VENV_PY, ansible_playbook, recap
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
@@ -237,9 +237,6 @@ def test_port_names_and_mac_are_stable():
     assert int(mirror.port_mac('tap100i0').split(':')[0], 16) & 0x03 == 0x02  # local, unicast
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_PY = os.path.join(ROOT, '.venv', 'bin', 'python')
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 PLAN = {
     'plan_version': 1, 'template': 'shop', 'shadow_transport': 'vxlan',
     'networks': [{'name': 'front', 'role': 'primary', 'bridge': 'vmbr0'},
@@ -261,11 +258,7 @@ def play_role(tmp_path, lab, **role_vars):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(json.dumps([{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
                                      'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': rvars}]}]))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
-    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
-                           '-e', 'ansible_python_interpreter=%s' % VENV_PY],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY])
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -1,9 +1,9 @@
 """drift against the simulator: each build step's drift, found with reads only, agrees with the build modules."""
 import copy
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import drift, ha_rule, linked_clone, vnet
 from lab.modrun import ModuleFailed, run_module
+from lab.shop import plan_of
 
 TEMPLATE = {
     'name': 'shop',
@@ -17,10 +17,6 @@ TEMPLATE = {
     ],
     'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
 }
-
-
-def plan_of(template):
-    return plan_from_template(copy.deepcopy(template))[1]
 
 
 def build(pve_conn, plan):

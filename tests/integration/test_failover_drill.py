@@ -1,15 +1,13 @@
 """failover step=drill: a controlled failover and fail-back through the simulator, with real keepalived guests.
 
 The simulator drives the primary's lab NIC from its `link_down` (pvesim_links.py); the guests run the vip_failover
-role's keepalived config (the harness of test_vip_failover.py) with the MACs PVE has in their configs; this process
+role's keepalived config (the harness of lab/vrrp_lab.py) with the MACs PVE has in their configs; this process
 reaches the VIP through a veth into the lab bridge (tests/lab/drill_lab.py), so the module's prober, running
 in-process, probes the VIP like a client on the service network.
 """
-import copy
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -20,12 +18,12 @@ import pytest
 from lab.netns import netlab  # noqa: F401 # pylint: disable=unused-import
 from lab.drill_lab import DrillGuests, harness, root_client
 from lab.modrun import ModuleFailed, run_module
+from lab.playbook import VENV_PY, ansible_playbook
 from lab.pvesim import start_in_thread
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
 from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import failover, linked_clone
+from ansible_collections.shadownet.proxmox.plugins.modules import failover
 
 # Its own subnet: the root namespace gets an address in it for the duration of the test (make lab uses 10.10.0.x).
 NET = '10.78.0'
@@ -40,17 +38,6 @@ TEMPLATE = {
 }
 PRIMARY, SHADOW = 'drl-web-1', 'drl-web-shadow'
 CONFIG_PATH = '/api2/json/nodes/{0}/qemu/{1}/config'
-
-
-@pytest.fixture
-def plan():
-    return plan_from_template(copy.deepcopy(TEMPLATE))[1]
-
-
-@pytest.fixture
-def built(pvesim, pve_conn, plan):
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    return dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('drl-'))
 
 
 def drill(pve_conn, plan, check_mode=False, **options):
@@ -247,19 +234,14 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
 
 def test_playbook_drill_in_check_mode(pvesim, plan, built, tmp_path):
     """playbooks/failover.yml -e failover_step=drill passes failover_drill through; --check writes nothing."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     inventory = tmp_path / 'inventory.json'
     inventory.write_text(json.dumps({'all': {'hosts': {'localhost': {
-        'ansible_connection': 'local', 'ansible_python_interpreter': os.path.join(root, '.venv', 'bin', 'python')}}}}))
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=os.path.join(root, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
+        'ansible_connection': 'local', 'ansible_python_interpreter': VENV_PY}}}}))
     mark = pvesim.mark()
-    proc = subprocess.run([os.path.join(root, '.venv', 'bin', 'ansible-playbook'), '--check', '-i', str(inventory),
-                           os.path.join(root, 'playbooks', 'failover.yml'),
-                           '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
-                                             'failover_step': 'drill',
-                                             'failover_drill': {'port': 7007, 'protocol': 'udp'}})],
-                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=root)
+    proc = ansible_playbook(['--check', '-i', inventory, 'failover.yml',
+                             '-e', json.dumps({'shadownet_templates': [TEMPLATE], 'failover_service': 'web',
+                                               'failover_step': 'drill',
+                                               'failover_drill': {'port': 7007, 'protocol': 'udp'}})], sim=pvesim)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert 'drill: would set link_down=1 on drl-web-1 net0, wait until the shadow drl-web-shadow answers on ' \
            '10.78.0.100:7007/udp' in proc.stdout, proc.stdout[-3000:]

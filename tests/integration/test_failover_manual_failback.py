@@ -5,7 +5,6 @@ manual), the PVE side in the simulator. The primary's link goes down and up agai
 the VIP. failover.yml then fails back on the PVE side, holds the shadow, waits for the primary's MASTER and
 releases the hold: exactly one move back, and a second run changes nothing.
 """
-import copy
 import json
 import os
 import time
@@ -15,14 +14,11 @@ import yaml
 
 # netlab is a pytest fixture: imported to be found, never called.
 from lab.netns import netlab  # noqa: F401 # pylint: disable=unused-import
-from lab.modrun import run_module
-from lab.playbook import ansible_playbook, recaps
-from test_failover_module import TEMPLATE
-from test_vip_failover import KEEPALIVED, VENV_PY, VrrpLab, needs_keepalived, render, unicast_instances
+from lab.playbook import VENV_PY, ansible_playbook, recaps
+from lab.shop import SHOP as TEMPLATE
+from lab.vrrp_lab import KEEPALIVED, VrrpLab, needs_keepalived, render, unicast_instances
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 
 INSTANCE = 'shop-web'
 VM_NAMES = {'primary': 'shop-web-1', 'shadow': 'shop-web-shadow'}
@@ -87,14 +83,12 @@ def failover_playbook(pvesim, inv):
 @pytest.mark.netns
 @pytest.mark.slow
 @needs_keepalived
-def test_manual_failback_moves_the_vip_back_once(netlab, pvesim, pve_conn, tmp_path):  # noqa: F811
+def test_manual_failback_moves_the_vip_back_once(netlab, pvesim, pve_conn, tmp_path, built):  # noqa: F811
     assert os.path.exists(KEEPALIVED)
     res, hosts = render(str(tmp_path), extra={'vip_failover_failback': 'manual'},
                         instances=unicast_instances(name=INSTANCE))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert 'nopreempt' in open(hosts['shadow']['vip_failover_config_path']).read()
-    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
     vl = VrrpLab(netlab, hosts)
     try:
         assert start_on_primary(vl, hosts), vl.transitions('primary') + vl.transitions('shadow')

@@ -1,40 +1,16 @@
 """failover against pvesim: detect, activate, remediate, failback, auto; idempotence, check mode, faults."""
-import copy
 import json
 import re
 
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import failover, linked_clone
+from ansible_collections.shadownet.proxmox.plugins.modules import failover
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import VENV_PY, ansible_playbook
+from lab.shop import SHOP
 
-TEMPLATE = {
-    'name': 'shop',
-    'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
-                  'gateway': '10.10.0.1'}],
-    'services': [
-        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
-}
-
-
-@pytest.fixture
-def plan():
-    return plan_from_template(copy.deepcopy(TEMPLATE))[1]
-
-
-@pytest.fixture
-def built(pvesim, pve_conn, plan):
-    """The plan's primaries and shadow, cloned and running."""
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
-    return dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+TEMPLATE = SHOP
 
 
 def fo(pve_conn, plan, step, check_mode=False, **extra):

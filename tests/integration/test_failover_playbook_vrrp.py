@@ -4,17 +4,11 @@ import re
 
 import yaml
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-from lab.modrun import run_module
 from lab.playbook import VENV_PY, ansible_playbook
-from test_failover_module import TEMPLATE  # noqa: F401  # the same one-service template
+from lab.shop import SHOP as TEMPLATE
 
 
-def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_path):
-    import copy
-    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
+def test_playbook_reads_keepalived_state_from_the_guests(pvesim, pve_conn, tmp_path, built):
     # The guests, as the pve inventory lists them, with their vip_failover state directories (here: local dirs).
     hosts = {}
     for name, state, health in (('shop-web-1', 'BACKUP', '1'), ('shop-web-2', 'BACKUP', '1'),

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import (
     failover, forecast, ha_rule, linked_clone, metrics, scale, shadow_refresh, vnet)
 from lab.modrun import ModuleFailed, run_module
+from lab.shop import plan_of
 
 TEMPLATE = {
     'name': 'shop',
@@ -51,11 +51,6 @@ def build(conn, plan):
 
 def by_name(pvesim):
     return dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name)
-
-
-@pytest.fixture
-def plan():
-    return plan_from_template(copy.deepcopy(TEMPLATE))[1]
 
 
 @pytest.fixture
@@ -125,7 +120,7 @@ def test_shadow_refresh_restores_startup_and_ha(pvesim, built):
 
 
 def test_inventory_reads_agent_addresses(pvesim, built):
-    from test_inventory_plugin import LAB_FILE, env_for, inventory  # the plugin run by ansible-inventory
+    from lab.inventory import LAB_FILE, env_for, inventory  # the plugin run by ansible-inventory
     vm = by_name(pvesim)['shop-web-1']
     mac = vm.config['net0'].split(',')[0].split('=')[1].lower()
     vm.agent = {'interfaces': [{'name': 'eth0', 'hardware-address': mac, 'ip-addresses': [
@@ -144,7 +139,7 @@ def test_missing_privilege_is_named(pvesim, pve_conn, plan):
     bigger['services'][0]['cores'] = 4
     mark = pvesim.mark()
     with pytest.raises(ModuleFailed) as info:
-        run_module(linked_clone, dict(auditor, plan=plan_from_template(bigger)[1]))
+        run_module(linked_clone, dict(auditor, plan=plan_of(bigger)))
     assert 'VM.Config.CPU' in info.value.result['msg']
     assert 'lacks privilege' in info.value.result['msg']
     assert not [w for w in pvesim.writes(mark) if w[0] == 'POST']  # refused before any clone

@@ -98,7 +98,8 @@ def test_refuses_a_source_that_is_not_a_template(pvesim, pve_conn):
     assert 'not a template' in info.value.result['msg']
 
 
-def test_failed_clone_task_leaves_no_orphan_and_rerun_converges(pvesim, pve_conn):
+def test_refused_clone_request_is_reported_and_rerun_converges(pvesim, pve_conn):
+    # Refused before any task: nothing was made.
     pvesim.pve.fail('POST', '/nodes/pve1/qemu/9000/clone', 500, 'clone failed: storage local-lvm is full',
                     times=1)
     count = len(pvesim.pve.vms)
@@ -109,6 +110,26 @@ def test_failed_clone_task_leaves_no_orphan_and_rerun_converges(pvesim, pve_conn
     result = run_module(linked_clone, args(pve_conn))
     assert result['created']
     assert len(vms_named(pvesim, 'shop-web-1')) == 1
+
+
+def test_failed_clone_task_leaves_no_orphan_and_rerun_converges(pvesim, pve_conn):
+    # The clone TASK fails after its config was moved to the target node (qemu-server clone_vm: add_vm_to_pool
+    # died): PVE leaves the half-made VM there, unlocked, its disks freed. The module removes it, then fails.
+    pvesim.pve.fail_clone_pool_add(times=1)
+    count = len(pvesim.pve.vms)
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn))     # node pve2: the shared golden template on pve1, target pve2
+    assert "can't add VM" in info.value.result['msg'] and "to pool 'shadownet'" in info.value.result['msg']
+    clone_post = next(b for m, p, b in pvesim.requests(mark) if m == 'POST' and p.endswith('/qemu/9000/clone'))
+    vmid = int(clone_post.split('newid=')[1].split('&')[0])
+    assert [(m, p) for m, p, b in pvesim.requests(mark) if m == 'DELETE'] == [
+        ('DELETE', '/api2/json/nodes/pve2/qemu/{0}'.format(vmid))]       # the orphan, where PVE left it
+    assert vms_named(pvesim, 'shop-web-1') == [] and len(pvesim.pve.vms) == count
+    result = run_module(linked_clone, args(pve_conn))
+    assert result['created'] and result['node'] == 'pve2'
+    assert len(vms_named(pvesim, 'shop-web-1')) == 1
+    assert not run_module(linked_clone, args(pve_conn))['changed']
 
 
 def test_offline_node_named_and_nothing_written(pvesim, pve_conn):

@@ -3,9 +3,9 @@ import copy
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import ModuleFailed, run_module
+from lab.shop import plan_of
 
 TEMPLATE = {
     'name': 'shop',
@@ -20,10 +20,6 @@ TEMPLATE = {
     ],
     'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
 }
-
-
-def plan_of(template):
-    return plan_from_template(copy.deepcopy(template))[1]
 
 
 def managed(pvesim):

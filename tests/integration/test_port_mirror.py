@@ -16,15 +16,12 @@ from scipy.stats import binom
 
 from ansible.module_utils.testing import patch_module_args
 from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
-from lab.playbook import recap
+from lab.playbook import ROOT, VENV_PY, ansible_playbook, recap, run_ansible
 
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOOK_SRC = os.path.join(ROOT, 'roles', 'port_mirror', 'files', 'shadownet-hook.py')
 MIRROR_PY = os.path.join(ROOT, 'plugins', 'module_utils', 'mirror.py')
-VENV_PY = os.path.join(ROOT, '.venv', 'bin', 'python')
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 PRIMARY, CLIENT, PORT, CPORT = '10.0.0.10', '10.0.0.2', 5000, 40000
 
 
@@ -43,15 +40,12 @@ def run_module(args, check_mode=False, diff=False):
 
 def ansible_adhoc(args, check=False):
     """Run the installed module through the `ansible` CLI; returns the parsed result."""
-    argv = [os.path.join(ROOT, '.venv', 'bin', 'ansible'), 'localhost', '-m',
-            'shadownet.proxmox.port_mirror', '-a', json.dumps(args), '-o',
+    argv = ['localhost', '-m', 'shadownet.proxmox.port_mirror', '-a', json.dumps(args), '-o',
             '-e', 'ansible_python_interpreter=%s' % VENV_PY]
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
-               ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal')
     if check:
         argv.append('--check')
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = run_ansible('ansible', argv, timeout=120,
+                       env=dict(ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal'))
     line = proc.stdout.strip().splitlines()[-1]
     return proc.returncode, json.loads(line.split('=>', 1)[1])
 
@@ -320,11 +314,7 @@ def play_role(tmp_path, lab, **role_vars):
         'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': dirs}],
         'post_tasks': [{'name': 'show', 'ansible.builtin.debug': {'var': 'port_mirror_hookscript_volid'}}],
     }]))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING='False',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
-    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
-                           '-e', 'ansible_python_interpreter=%s' % VENV_PY],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY])
     return proc.returncode, proc.stdout + proc.stderr
 
 

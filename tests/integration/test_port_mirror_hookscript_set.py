@@ -1,9 +1,8 @@
 """The port_mirror role sets hookscript= on the mirrored VMs that live on its node, with `qm set`, once."""
 import json
 import os
-import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.playbook import VENV_PY, ansible_env, run_ansible
 
 # A stand-in for PVE's qm: VMs 100 (the primary) and 900 (its shadow) live on this node; 300 lives elsewhere.
 FAKE_QM = r'''#!/bin/sh
@@ -32,9 +31,7 @@ def run_role(tmp_path, env):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(json.dumps([{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
                                      'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': dirs}]}]))
-    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), str(playbook),
-                           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python')],
-                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    proc = run_ansible('ansible-playbook', [playbook, '-e', 'ansible_python_interpreter=' + VENV_PY], environ=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     return proc.stdout
 
@@ -45,9 +42,8 @@ def test_role_sets_hookscript_on_local_mirrored_vms_once(tmp_path):
     qm = bindir / 'qm'
     qm.write_text(FAKE_QM)
     qm.chmod(0o755)
-    env = dict(os.environ, PATH=str(bindir) + os.pathsep + os.environ['PATH'], QM_STATE=str(tmp_path / 'qm.state'),
-               QM_LOG=str(tmp_path / 'qm.log'), ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'),
-               ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False')
+    env = ansible_env(QM_STATE=tmp_path / 'qm.state', QM_LOG=tmp_path / 'qm.log')
+    env['PATH'] = str(bindir) + os.pathsep + env['PATH']     # this qm first
     run_role(tmp_path, env)
     calls = sorted((tmp_path / 'qm.log').read_text().splitlines())
     assert calls == ['set 100 --hookscript local:snippets/shadownet-hook.py',

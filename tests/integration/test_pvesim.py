@@ -213,7 +213,7 @@ def test_sdn_vxlan_zone_as_pve(proxmoxer_api):
     assert err.status_code == 400 and 'bridge' in err.errors
     sdn.zones.post(zone='vx', type='vxlan', peers='192.0.2.11,192.0.2.12')
     item = sdn.zones('vx').get(pending=1)
-    assert (item.get('pending') or item)['peers'] == '192.0.2.11,192.0.2.12'
+    assert item['state'] == 'new' and item['pending']['peers'] == '192.0.2.11,192.0.2.12', item   # not applied yet
     err = _error(sdn.vnets.post, vnet='t1', zone='vx')
     assert 'missing vxlan tag' in _message(err)
     err = _error(sdn.vnets.post, vnet='t1', zone='vx', tag=16777217)
@@ -674,3 +674,25 @@ def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):
     with pytest.raises(Exception) as info:
         proxmoxer_api.nodes('pve1').qemu(9200).clone.post(newid=100, name='x')
     assert "Linked clone feature is not supported for 'san:base-9200-disk-0' (scsi0)" in str(info.value)
+
+
+def test_clone_failing_at_the_pool_leaves_the_moved_config_as_pve(proxmoxer_api, pvesim):
+    """qemu-server clone_vm: add_vm_to_pool dies after the config was moved to `target`; the cleanup frees the new
+    volumes and unlinks the config's old path: the VM stays on the target node, unlocked, without its disks."""
+    pve = pvesim.pve
+    pve.fail_clone_pool_add(times=2)
+    upid = proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=100, name='moved', target='pve2', pool='shadownet')
+    assert _wait_task(proxmoxer_api, 'pve1', upid) == (
+        "clone failed: can't add VM 100 to pool 'shadownet': cfs lock 'file-user_cfg' error: got lock request timeout")
+    orphan = pve.vm(100)
+    assert orphan.node == 'pve2' and not orphan.lock and 100 not in pve.pools['shadownet']
+    volume = orphan.config['scsi0'].split(',')[0]
+    assert 'vm-100-disk-0' in volume and pve._qm_volume(volume) is None
+    assert proxmoxer_api.nodes('pve2').qemu(100).config.get()['name'] == 'moved'
+    # Without `target` the unlink removes the config: nothing is left.
+    upid = proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=101, name='local', pool='shadownet')
+    assert _wait_task(proxmoxer_api, 'pve1', upid).startswith("clone failed: can't add VM 101 to pool")
+    assert pve.vm(101) is None and not [v for v in pve.storages['ceph-vm']['volumes'] if 'vm-101-' in v]
+    # The fault is spent: the next clone joins its pool.
+    upid = proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=102, name='fine', pool='shadownet')
+    assert _wait_task(proxmoxer_api, 'pve1', upid) == 'OK' and 102 in pve.pools['shadownet']

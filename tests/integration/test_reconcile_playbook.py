@@ -1,5 +1,4 @@
 """playbooks/reconcile.yml through ansible-playbook against the simulator: lines, set_stats, cooldown."""
-import copy
 import json
 import os
 import re
@@ -7,13 +6,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-from lab.modrun import run_module
-from lab.playbook import VENV_PY, ansible_playbook, recap
-from test_scale import RISING, TEMPLATE, inject, primaries
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.playbook import ROOT, VENV_PY, ansible_playbook, recap, run_ansible
+from lab.shop import RISING, SCALED_SHOP as TEMPLATE, build, inject, plan_of, primaries
 
 
 def play(pvesim, history, *extra):
@@ -26,10 +20,7 @@ def play(pvesim, history, *extra):
 
 @pytest.mark.slow
 def test_reconcile_playbook_scales_once_then_holds(pvesim, pve_conn, tmp_path):
-    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name)
-    inject(pvesim, vms, RISING)
+    inject(pvesim, build(pvesim, pve_conn, plan_of(TEMPLATE)), RISING)
     history = str(tmp_path / 'history.sqlite')
 
     first = play(pvesim, history)
@@ -54,14 +45,12 @@ def render_wrapper(tmp_path, **overrides):
     """The reconciler role's wrapper, rendered by ansible.builtin.template with the role's defaults."""
     role = os.path.join(ROOT, 'roles', 'reconciler')
     dest = tmp_path / 'shadownet-reconcile'
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
-    cmd = [os.path.join(ROOT, '.venv', 'bin', 'ansible'), 'localhost', '-c', 'local',
-           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python'),
-           '-e', '@' + os.path.join(role, 'defaults', 'main.yml'), '-e', json.dumps(overrides),
-           '-m', 'ansible.builtin.template',
-           '-a', 'src={0} dest={1} mode=0755'.format(os.path.join(role, 'templates', 'shadownet-reconcile.sh.j2'),
-                                                     dest)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_ansible('ansible', ['localhost', '-c', 'local', '-e', 'ansible_python_interpreter=' + VENV_PY,
+                                   '-e', '@' + os.path.join(role, 'defaults', 'main.yml'), '-e', json.dumps(overrides),
+                                   '-m', 'ansible.builtin.template',
+                                   '-a', 'src={0} dest={1} mode=0755'.format(
+                                       os.path.join(role, 'templates', 'shadownet-reconcile.sh.j2'), dest)],
+                       timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return str(dest)
 

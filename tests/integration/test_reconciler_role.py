@@ -2,11 +2,8 @@
 (written to a cron file in a temporary directory), idempotent, and removed with reconciler_state absent."""
 import json
 import os
-import subprocess
 
-from lab.playbook import recap
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.playbook import VENV_PY, ansible_playbook, recap
 
 
 def play(tmp_path, **role_vars):
@@ -15,11 +12,8 @@ def play(tmp_path, **role_vars):
                     '    - role: shadownet.proxmox.reconciler\n')
     extra = tmp_path / 'vars.json'
     extra.write_text(json.dumps(role_vars))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'), ANSIBLE_NOCOLOR='1')
-    proc = subprocess.run([os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,',
-                           '-e', 'ansible_python_interpreter=' + os.path.join(ROOT, '.venv', 'bin', 'python'),
-                           '-e', '@' + str(extra), str(book)], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = ansible_playbook(['-i', 'localhost,', '-e', 'ansible_python_interpreter=' + VENV_PY, '-e', '@' + str(extra),
+                             book])
     counters = recap(proc)
     return proc, counters['changed'], counters['failed']
 

@@ -8,16 +8,14 @@ import glob
 import json
 import os
 import shutil
-import subprocess
 
 import ansible_runner  # requirements-dev.txt (scripts/setup-venv.sh)
 import pytest
 import yaml
 
-from test_inventory_plugin import add_lab_guests
+from lab.inventory import add_lab_guests
+from lab.playbook import ROOT, VENV_PY, ansible_env, run_ansible
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
 PROBE = os.path.join(ROOT, 'tests', 'integration', 'files', 'runner_decide.yml')
 
 
@@ -27,15 +25,10 @@ def private_data_dir(tmp_path, pvesim, playbook):
         (pdd / sub).mkdir(parents=True)
     shutil.copy(playbook, str(pdd / 'project' / os.path.basename(playbook)))
     shutil.copy(os.path.join(ROOT, 'inventories', 'lab', 'pve.yml'), str(pdd / 'inventory' / 'pve.yml'))
-    envvars = {
-        'PROXMOX_HOST': pvesim.host, 'PROXMOX_PORT': str(pvesim.port), 'PROXMOX_USER': 'root@pam',
-        'PROXMOX_TOKEN_ID': pvesim.token_id, 'PROXMOX_TOKEN_SECRET': pvesim.token_secret,
-        'PROXMOX_CA_PATH': pvesim.cafile,
-        'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
-        'ANSIBLE_PYTHON_INTERPRETER': os.path.join(VENV_BIN, 'python'),
-        'ANSIBLE_INVENTORY_UNPARSED_FAILED': '1',
-        'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
-    }
+    # What the PVE credential injects, and the tests' Ansible settings (ansible-runner keeps its own stdout callback).
+    env = ansible_env(pvesim, PROXMOX_TOKEN_ID=pvesim.token_id, ANSIBLE_INVENTORY_UNPARSED_FAILED='1',
+                      ANSIBLE_STDOUT_CALLBACK=None)
+    envvars = dict((k, v) for k, v in env.items() if k.startswith(('ANSIBLE_', 'PROXMOX_')) or k == 'PATH')
     (pdd / 'env' / 'envvars').write_text(yaml.safe_dump(envvars))
     (pdd / 'env' / 'settings').write_text(yaml.safe_dump({'job_timeout': 240, 'suppress_ansible_output': True}))
     return pdd
@@ -86,15 +79,9 @@ def test_runner_job_reports_set_stats_decisions(pvesim, tmp_path):
 def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_conn, tmp_path):
     # The same cluster and load as tests/integration/test_reconcile_playbook.py, but run as AWX runs a job:
     # ansible-runner, a private data directory, the PVE credential as env/envvars, the dynamic inventory.
-    import copy
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-    from lab.modrun import run_module
-    from test_scale import RISING, TEMPLATE, inject, primaries
+    from lab.shop import RISING, SCALED_SHOP as TEMPLATE, build, inject, plan_of, primaries
 
-    plan = plan_from_template(copy.deepcopy(TEMPLATE))[1]
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    inject(pvesim, dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name), RISING)
+    inject(pvesim, build(pvesim, pve_conn, plan_of(TEMPLATE)), RISING)
     pdd = private_data_dir(tmp_path, pvesim, os.path.join(ROOT, 'playbooks', 'reconcile.yml'))
     envvars = yaml.safe_load((pdd / 'env' / 'envvars').read_text())
     # The metrics history: a file here; on AWX, a shared store (docs/awx.md).
@@ -102,7 +89,7 @@ def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_
                    OPENBLAS_NUM_THREADS='1')
     (pdd / 'env' / 'envvars').write_text(yaml.safe_dump(envvars))
     (pdd / 'env' / 'extravars').write_text(yaml.safe_dump({
-        'shadownet_templates': [TEMPLATE], 'ansible_python_interpreter': os.path.join(VENV_BIN, 'python')}))
+        'shadownet_templates': [TEMPLATE], 'ansible_python_interpreter': VENV_PY}))
 
     result = run(pdd, 'reconcile.yml')
     stdout = (pdd / 'artifacts' / 'job1' / 'stdout').read_text()
@@ -114,7 +101,6 @@ def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_
     assert len(reconcile['lines']) == 1 and reconcile['lines'][0].startswith('shop/web:')
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
     # The inventory source of the job sees the new instance with its identity.
-    listing = subprocess.run([os.path.join(VENV_BIN, 'ansible-inventory'), '-i', str(pdd / 'inventory'), '--list'],
-                             env=dict(os.environ, **envvars), capture_output=True, text=True, timeout=120, check=False)
+    listing = run_ansible('ansible-inventory', ['-i', pdd / 'inventory', '--list'], env=envvars, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert 'shop-web-3' in json.loads(listing.stdout)['sn_shop_web']['hosts']

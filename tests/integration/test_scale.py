@@ -6,47 +6,11 @@ import time
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-from ansible_collections.shadownet.proxmox.plugins.modules import forecast, linked_clone, metrics, scale
+from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
 from lab.modrun import run_module
+from lab.shop import FALLING, FLAT, RISING, SCALED_SHOP, build, inject, plan_of, primaries
 
-TEMPLATE = {
-    'name': 'shop',
-    'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
-                  'gateway': '10.10.0.1'}],
-    'services': [
-        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
-    'scaling': {'instances': {'min': 1, 'max': 4}, 'cooldown': {'up': '3m', 'down': '10m'}},
-}
-GIB = 1024 ** 3
-
-
-def plan_of(template=TEMPLATE):
-    return plan_from_template(copy.deepcopy(template))[1]
-
-
-def build(pvesim, pve_conn, plan):
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
-    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
-    return dict((vm.name, vm) for vm in pvesim.pve.vms if 'shadownet' in str(vm.config.get('tags', '')))
-
-
-def series(values, end=None, cores=2, mem=0.5, net=0.0):
-    """rrd points, one per minute ending at the current minute: cpu from values, memory and net flat."""
-    end = int(end or time.time()) // 60 * 60
-    start = end - 60 * (len(values) - 1)
-    return [{'time': start + 60 * i, 'cpu': v, 'maxcpu': cores, 'mem': mem * 2 * GIB, 'maxmem': 2 * GIB,
-             'netin': net, 'netout': net} for i, v in enumerate(values)]
-
-
-def inject(pvesim, vms, values, **kw):
-    for name, vm in vms.items():
-        if name.startswith('shop-web-') and name != 'shop-web-shadow':
-            pvesim.pve.inject_rrd(vm.vmid, series(values, **kw))
+TEMPLATE = SCALED_SHOP
 
 
 def reconcile(pve_conn, plan, history, check_mode=False, **fargs):
@@ -57,18 +21,8 @@ def reconcile(pve_conn, plan, history, check_mode=False, **fargs):
     return m, f['decisions'][0], s
 
 
-RISING = [0.10 + 0.0075 * i for i in range(70)]          # 10% -> 62%, high is 70%
-FLAT = [0.5] * 70
-FALLING = [0.5 - 0.008 * i for i in range(50)] + [0.1] * 20
-
-
-def primaries(pvesim):
-    return sorted(vm.name for vm in pvesim.pve.vms if vm.name and vm.name.startswith('shop-web-')
-                  and vm.name != 'shop-web-shadow')
-
-
 def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
     history = str(tmp_path / 'h.sqlite')
@@ -98,18 +52,39 @@ def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp
     assert len(primaries(pvesim)) == 3
 
 
-def test_flat_does_nothing_and_check_mode_writes_nothing(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+def test_flat_does_nothing(pvesim, pve_conn, tmp_path):
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, FLAT)
-    history = str(tmp_path / 'h.sqlite')
-    m, decision, s = reconcile(pve_conn, plan, history)
-    assert decision['action'] == 'none' and not s['changed'], decision['reason']
-    inject(pvesim, vms, RISING)
     mark = pvesim.mark()
-    m, decision, s = reconcile(pve_conn, plan, history, check_mode=True)
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert decision['action'] == 'none' and not s['changed'], decision['reason']
+    assert pvesim.writes(mark) == [] and primaries(pvesim) == ['shop-web-1', 'shop-web-2']
+
+
+def test_check_mode_reports_a_scale_out_and_writes_nothing(pvesim, pve_conn, tmp_path):
+    """A real scale-up decision in check mode: reported as the real run would act, and not one write."""
+    plan = plan_of(TEMPLATE)
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    mark = pvesim.mark()
+    # The metrics step fills the local history (check mode would not); forecast and scale run in check mode.
+    run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    decisions = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history),
+                           check_mode=True)['decisions']
+    assert decisions[0]['action'] == 'scale_up' and decisions[0]['act'], decisions[0]['reason']
+    s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=decisions), check_mode=True)
+    res = s['results'][0]
+    assert s['changed'] and res['created'] == ['shop-web-3'] and not res['applied'], res
+    assert res['record']['to'] == 3 and [m['vm'] for m in res['vrrp_members_to_add']] == ['shop-web-3'], res
     assert pvesim.writes(mark) == []
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2']
+    anchor = metablock.parse_description(vms['shop-web-1'].config['description'])[1]
+    assert 'scaling' not in anchor and not any(t.startswith('sn-last.') for t in vms['shop-web-1'].config['tags'].split(';'))
+    # The same decision acted on for real makes exactly what check mode reported.
+    real = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=decisions))['results'][0]
+    assert real['created'] == res['created'] and real['applied']
 
 
 def set_record(pvesim, name, **record):
@@ -123,7 +98,7 @@ def set_record(pvesim, name, **record):
 
 
 def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, FALLING, mem=0.2)
     history = str(tmp_path / 'h.sqlite')
@@ -142,7 +117,7 @@ def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
 def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):
     # The ha_rule step made the instances HA resources: qemu-server vm_stop only queues their stop (a 'hastop'
     # task that ends at once) and destroy_vm refuses a running VM, so the scale-in waits for the HA manager.
-    plan = plan_of()
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     make_ha('shop', ('shop-web-1', 'shop-web-shadow'), ('shop-web-2', 'shop-web-shadow'))
     gone = vms['shop-web-2']
@@ -160,37 +135,83 @@ def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):
     assert pvesim.pve.ha_dangling() == []
 
 
-def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path):
-    plan = plan_of()
+def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path, monkeypatch):
+    """Two reconcilers act on the same decision at the same moment. Both read the primaries' state before either
+    claims (so the 'superseded' check cannot stop either) and both read the anchor's config, with the same digest,
+    before either writes: the digest-checked claim is the guard that must act. PVE refuses the second PUT, the
+    loser re-reads, finds the winner's record and stands down ('claimed'): one instance is made. A later run with
+    the same decision is stopped by the other guard ('superseded') and writes nothing."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
+    plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
     history = str(tmp_path / 'h.sqlite')
     run_module(metrics, dict(pve_conn, plans=plan, history_path=history))
     decisions = run_module(forecast, dict(pve_conn, plans=plan, history_path=history))['decisions']
     assert decisions[0]['action'] == 'scale_up'
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
-    barrier = threading.Barrier(2)
-    results = [None, None]
+    state_read = threading.Barrier(2, timeout=30)
+    anchor_read = threading.Barrier(2, timeout=30)
+    real_read_state, real_claim = scaling_apply.read_state, scaling_apply.claim
+
+    def read_state(api, primaries):
+        out = real_read_state(api, primaries)
+        state_read.wait()          # neither run claims before both have read the state
+        return out
+
+    def claim(api, anchor, decision, record):
+        api.claiming = True
+        return real_claim(api, anchor, decision, record)
+    monkeypatch.setattr(scaling_apply, 'read_state', read_state)
+    monkeypatch.setattr(scaling_apply, 'claim', claim)
 
     def make_api():
         return pveapi.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
                              token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
                              ca_path=pve_conn['ca_path'])
+    results = [None, None]
+    errors = []
 
     def one(i):
         api = make_api()
-        barrier.wait()
-        results[i] = scaling_apply.apply_decision(api, make_api, plan, decisions[0])
+        real_config, seen = api.vm_config, []
 
+        def vm_config(node, vmid):
+            out = real_config(node, vmid)
+            if getattr(api, 'claiming', False) and not seen:
+                seen.append(out[1])
+                anchor_read.wait()     # both hold the same digest before either PUTs
+            return out
+        api.vm_config = vm_config
+        try:
+            results[i] = scaling_apply.apply_decision(api, make_api, plan, decisions[0])
+        except Exception as exc:  # noqa: BLE001  # reported below, with the other run's result
+            errors.append(exc)
+        finally:
+            del api.vm_config  # no reference cycle: the connections close with the thread, not after the simulator
+
+    start = pvesim.mark()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert sorted(bool(r['created']) for r in results) == [False, True], results
-    assert [r.get('skipped') for r in results if not r['created']][0] in ('claimed', 'superseded')
+    assert not errors and all(results), (errors, results)
+    winner, loser = sorted(results, key=lambda r: not r['created'])
+    assert winner['created'] == ['shop-web-3'] and winner['applied'], winner
+    assert loser['skipped'] == 'claimed' and loser['created'] == [] and not loser['changed'], loser
+    assert 'another reconciler claimed this scaling action first' in loser['reason'], loser['reason']
+    puts = [p for m, p, b in pvesim.requests(start) if m == 'PUT' and p.endswith('/qemu/{0}/config'.format(
+        vms['shop-web-1'].vmid))]
+    assert len(puts) == 2, puts    # both claimed: PVE took one, refused the other (stale digest)
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
+    # The same decision again, later: the record written after its basis stops it before the claim.
+    monkeypatch.setattr(scaling_apply, 'read_state', real_read_state)
+    monkeypatch.setattr(scaling_apply, 'claim', real_claim)
+    mark = pvesim.mark()
+    late = scaling_apply.apply_decision(make_api(), make_api, plan, decisions[0])
+    assert late.get('skipped') == 'superseded' and not late['changed'], late
+    assert pvesim.writes(mark) == [] and len(primaries(pvesim)) == 3
 
 
 def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_path):
@@ -208,14 +229,15 @@ def test_vertical_resize_reports_pending_without_hotplug(pvesim, pve_conn, tmp_p
     res = s['results'][0]
     assert res['applied'] and primaries(pvesim) == ['shop-web-1', 'shop-web-2']
     want = decision['target']['cores']
+    # shop-web-1 gets more cores (pending: no cpu hot-plug), shop-web-2 more vcpus within its cores, at once.
     by_name = dict((r['name'], r['changes']) for r in res['resized'])
-    assert by_name['shop-web-2'] == {'vcpus': want} or 'vcpus' in by_name['shop-web-2']
-    assert 'cores' in by_name['shop-web-1']
+    assert by_name == {'shop-web-1': {'cores': want}, 'shop-web-2': {'vcpus': want}}, res['resized']
     assert any('shop-web-1: cores' in n and 'hotplug lacks cpu' in n for n in res['notes']), res['notes']
-    pending = dict((p['name'], p['keys']) for p in res['pending'])
-    assert 'cores' in pending['shop-web-1'] and 'shop-web-2' not in pending or 'vcpus' not in pending['shop-web-2']
-    assert int(web2.config['vcpus']) == want
+    assert res['pending'] == [{'name': 'shop-web-1', 'keys': ['cores']}], res['pending']
     assert res['restart_needed'] == ['shop-web-1'], res
+    web1 = vms['shop-web-1']
+    assert int(web1.config['cores']) == 2 and int(web1.pending['cores']) == want
+    assert int(web2.config['vcpus']) == want and int(web2.config['cores']) == 4 and not web2.pending
 
 
 def test_pending_vertical_resize_is_not_rewritten_after_the_cooldown(pvesim, pve_conn, tmp_path):

@@ -18,6 +18,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
 from lab.modrun import ModuleFailed, run_module
+from lab.playbook import COLLECTIONS, run_ansible
 
 TEMPLATE = {
     'name': 'shop',
@@ -135,18 +136,10 @@ def test_clone_failure_after_destroy_names_the_missing_shadow(pvesim, pve_conn, 
     assert 'site.yml' in again.value.result['msg']
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 
 
 def _playbook(argv, tmp_path):
-    env = dict((k, v) for k, v in os.environ.items() if not k.startswith(('PROXMOX_', 'ANSIBLE_')))
-    env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='False',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_RETRY_FILES_ENABLED='False',
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / 'ansible-tmp'))
-    res = subprocess.run([PLAYBOOK_BIN] + argv, capture_output=True, text=True, timeout=120, env=env,
-                         check=False)
+    res = run_ansible('ansible-playbook', argv, timeout=120, env=dict(ANSIBLE_LOCAL_TEMP=tmp_path / 'ansible-tmp'))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     recap = re.search(r'ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)', res.stdout)
     return res, dict(zip(('ok', 'changed', 'unreachable', 'failed', 'skipped'), map(int, recap.groups())))

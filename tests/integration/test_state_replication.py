@@ -9,19 +9,13 @@ runs at install time and the ones the test runs afterwards really cross the lab 
 """
 import json
 import os
-import shutil
-import socket
 import subprocess
-import time
 
 import pytest
 
-from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
+from lab.netns import netlab, wait_port  # noqa: F401  # pylint: disable=unused-import
+from lab.playbook import VENV_BIN, VENV_PY as PYTHON, ansible_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
-PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 PRIMARY_IP = '10.77.0.10'
 SHADOW_IP = '10.77.0.90'
 PORT = 2222
@@ -35,35 +29,6 @@ PLAYBOOK = """
   roles:
     - role: shadownet.proxmox.state_replication
 """
-
-
-def _wait_port(ns, addr, port, proc, timeout=15):
-    def probe():
-        with socket.create_connection((addr, port), timeout=0.5):
-            return True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError('sshd exited with %s' % proc.returncode)
-        try:
-            return in_netns(ns, probe)
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError('sshd did not listen on %s:%d' % (addr, port))
-
-
-@pytest.fixture
-def sshd_privsep_dir():
-    """sshd needs its privilege separation directory; create it only when missing, remove only ours."""
-    path = '/run/sshd'
-    created = not os.path.isdir(path)
-    if created:
-        os.makedirs(path, mode=0o755)
-    try:
-        yield path
-    finally:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -98,7 +63,7 @@ def pair(netlab, tmp_path, sshd_privsep_dir):
     log = open(sshd_dir / 'sshd.log', 'w')
     try:
         proc = netlab.spawn(shadow.ns, ['/usr/sbin/sshd', '-D', '-e', '-f', str(config)], stderr=log)
-        _wait_port(primary.ns, SHADOW_IP, PORT, proc)
+        wait_port(primary.ns, SHADOW_IP, PORT, proc)
         (tmp_path / 'cron.d').mkdir()
         (tmp_path / 'primary' / 'srv' / 'app').mkdir(parents=True)
         (tmp_path / 'primary' / 'var' / 'lib' / 'db').mkdir(parents=True)
@@ -143,11 +108,9 @@ def _play(p, ns, **extra):
     book.write_text(PLAYBOOK)
     varfile = p['tmp'] / 'vars.json'
     varfile.write_text(json.dumps(_role_vars(p, **extra)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1',
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-               ANSIBLE_LOCAL_TEMP=str(p['tmp'] / 'ansible-tmp'), ANSIBLE_REMOTE_TEMP=str(p['tmp'] / 'ansible-tmp'))
+    env = ansible_env(ANSIBLE_LOCAL_TEMP=p['tmp'] / 'ansible-tmp', ANSIBLE_REMOTE_TEMP=p['tmp'] / 'ansible-tmp')
     argv = ['ip', 'netns', 'exec', ns] if ns else []
-    argv += [PLAYBOOK_BIN, '-i', 'localhost,', '-e', '@' + str(varfile), str(book)]
+    argv += [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', 'localhost,', '-e', '@' + str(varfile), str(book)]
     res = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, check=False)
     recap = {}
     for line in res.stdout.splitlines():

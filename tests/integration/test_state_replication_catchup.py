@@ -16,13 +16,10 @@ import time
 
 import pytest
 
-from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
-from test_state_replication import _wait_port, sshd_privsep_dir  # noqa: F401  # pylint: disable=unused-import
+from lab.netns import netlab, wait_port  # noqa: F401  # pylint: disable=unused-import
+from lab.playbook import VENV_PY as PYTHON, ansible_playbook, run_ansible
+from lab.shop import SHOP, build, plan_of
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
-PLAYBOOK_BIN = os.path.join(ROOT, '.venv', 'bin', 'ansible-playbook')
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 PRIMARY_IP = '10.78.0.10'
 SHADOW_IP = '10.78.0.90'
 SHADOW_PORT = 2222
@@ -57,7 +54,7 @@ def _sshd(lab, ns, tmp, name, addr, port, authorized):
 
 
 @pytest.fixture
-def pair(netlab, tmp_path, sshd_privsep_dir):  # noqa: F811
+def pair(netlab, tmp_path, sshd_privsep_dir):
     """Primary and shadow namespaces, an sshd in each, interpreters that enter them, the two file trees."""
     netlab.bridge('vmbr0')
     primary = netlab.vm(100, [('vmbr0', PRIMARY_IP + '/24')])
@@ -71,8 +68,8 @@ def pair(netlab, tmp_path, sshd_privsep_dir):  # noqa: F811
                                  dest / 'root' / '.ssh' / 'authorized_keys')
     sshd_p, key_p, log_p = _sshd(netlab, primary.ns, tmp_path, 'primary', PRIMARY_IP, PRIMARY_PORT,
                                  src / 'root' / '.ssh' / 'authorized_keys')
-    _wait_port(primary.ns, SHADOW_IP, SHADOW_PORT, sshd_s)
-    _wait_port(shadow.ns, PRIMARY_IP, PRIMARY_PORT, sshd_p)
+    wait_port(primary.ns, SHADOW_IP, SHADOW_PORT, sshd_s)
+    wait_port(shadow.ns, PRIMARY_IP, PRIMARY_PORT, sshd_p)
     hosts = {}
     for name, guest in (('primary', primary), ('shadow', shadow)):
         wrapper = tmp_path / ('python-' + name)
@@ -123,11 +120,8 @@ def _play(p, **extra):
     book.write_text(PLAYBOOK)
     varfile = p['tmp'] / 'vars.json'
     varfile.write_text(json.dumps(_role_vars(p, **extra)))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1',
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_LOCAL_TEMP=str(p['tmp'] / 'ansible-tmp'),
-               ANSIBLE_REMOTE_TEMP=str(p['tmp'] / 'ansible-tmp'))
-    argv = [PLAYBOOK_BIN, '-i', str(p['inventory']), '-e', '@' + str(varfile), str(book)]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+    res = run_ansible('ansible-playbook', ['-i', p['inventory'], '-e', '@' + str(varfile), book], timeout=300,
+                      env=dict(ANSIBLE_LOCAL_TEMP=p['tmp'] / 'ansible-tmp', ANSIBLE_REMOTE_TEMP=p['tmp'] / 'ansible-tmp'))
     recap = {}
     for line in res.stdout.splitlines():
         if line.startswith('primary ') and 'ok=' in line:
@@ -393,8 +387,7 @@ def test_full_catch_up_copies_nothing_and_writes_no_marker(local_dirs):
 # --- playbooks/failover.yml: the module defers the fail-back -> catch-up -> fail-back (PVE simulator) ---------
 
 def _flow_template():
-    from test_failover_module import TEMPLATE  # pylint: disable=import-outside-toplevel
-    template = json.loads(json.dumps(TEMPLATE))
+    template = json.loads(json.dumps(SHOP))
     template['shadow']['replication'] = {'fidelity': 'event', 'hook': 'sh "$SN_REPL_HOOK_SCRIPT"'}
     template['shadow']['mirror'] = {'mode': 'full'}  # event replication needs every packet
     return template
@@ -405,27 +398,20 @@ def _failover_playbook(pvesim, tmp_path, hosts, template, *options):
     inventory.write_text(json.dumps({'all': {
         'hosts': {'localhost': {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON}},
         'children': {'shadownet': {'hosts': hosts}}}}))
-    env = dict(os.environ, **pvesim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', SN_REPL_HOOK_SCRIPT=str(tmp_path / 'hook.sh'))
-    playbook = os.path.join(ROOT, 'playbooks', 'failover.yml')
-    return subprocess.run([PLAYBOOK_BIN, '-i', str(inventory), *options, playbook,
-                           '-e', json.dumps({'shadownet_templates': [template], 'failover_service': 'web',
-                                             'failover_min_uptime': 0})],
-                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    return ansible_playbook(['-i', inventory, *options, 'failover.yml',
+                             '-e', json.dumps({'shadownet_templates': [template], 'failover_service': 'web',
+                                               'failover_min_uptime': 0})],
+                            sim=pvesim, env=dict(SN_REPL_HOOK_SCRIPT=tmp_path / 'hook.sh'))
 
 
 def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, tmp_path):
     # pylint: disable=import-outside-toplevel
     from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-    from lab.modrun import run_module
 
     template = _flow_template()
-    plan = plan_from_template(json.loads(json.dumps(template)))[1]
+    plan = plan_of(template)
     assert plan['replication'][0]['fidelity'] == 'event'
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    vms = build(pvesim, pve_conn, plan)
     shadow = vms['shop-web-shadow']
     hosts = {}
     for name, role in (('shop-web-1', 'primary'), ('shop-web-2', 'primary'), ('shop-web-shadow', 'shadow')):
@@ -492,17 +478,12 @@ def test_failover_playbook_differential_catch_up_over_ssh(pair, pvesim, pve_conn
     """The whole flow with differential replication: the simulator for PVE, the namespace lab for the guests."""
     # pylint: disable=import-outside-toplevel
     from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-    from lab.modrun import run_module
-    from test_failover_module import TEMPLATE
 
     p = pair
-    template = json.loads(json.dumps(TEMPLATE))
-    plan = plan_from_template(json.loads(json.dumps(template)))[1]
+    template = json.loads(json.dumps(SHOP))
+    plan = plan_of(template)
     assert plan['replication'][0]['fidelity'] == 'differential' and plan['replication'][0]['paths'] == ['/var/lib/app']
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    vms = build(pvesim, pve_conn, plan)
     shadow_vm, primary_vm = vms['shop-web-shadow'], vms['shop-web-1']
 
     # The guests: shop-web-1 and the shadow in their namespaces, shop-web-2 (not caught up: catch_up first) here.
@@ -558,14 +539,10 @@ def test_failover_playbook_catch_up_all_marks_every_primary(pvesim, pve_conn, tm
     """failover_catch_up=all: the event hook runs once (first primary) and every primary gets its marker."""
     # pylint: disable=import-outside-toplevel
     from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
-    from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
-    from lab.modrun import run_module
 
     template = _flow_template()
-    plan = plan_from_template(json.loads(json.dumps(template)))[1]
-    run_module(linked_clone, dict(pve_conn, plan=plan, state='started'))
-    vms = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name.startswith('shop-'))
+    plan = plan_of(template)
+    vms = build(pvesim, pve_conn, plan)
     hosts = dict((name, {'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON, 'sn_template': 'shop',
                          'sn_service': 'web', 'sn_role': role, 'state_replication_state_dir': str(tmp_path / name)})
                  for name, role in (('shop-web-1', 'primary'), ('shop-web-2', 'primary'),

@@ -3,32 +3,23 @@
 rendered with Jinja2 variables, and malformed templates reported with their field paths."""
 import json
 import os
-import subprocess
 import sys
 
 import jinja2
 import yaml
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
+from lab.playbook import ROOT, run_ansible
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 LAB = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
-VENV_BIN = os.path.dirname(sys.executable)
-PLAYBOOK_BIN = os.path.join(VENV_BIN, 'ansible-playbook')
 
 
 def run_playbook(tmp_path, tasks, *extra):
     play = [{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]
     book = tmp_path / 'play.yml'
     book.write_text(yaml.safe_dump(play, sort_keys=False))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1',
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_HOME=str(tmp_path / '.ansible'))
-    cmd = [PLAYBOOK_BIN, str(book), '-e', 'ansible_python_interpreter=%s' % sys.executable] + list(extra)
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    return proc
+    return run_ansible('ansible-playbook', [book, '-e', 'ansible_python_interpreter=%s' % sys.executable] + list(extra),
+                       cwd=str(tmp_path), env=dict(ANSIBLE_HOME=tmp_path / '.ansible'))
 
 
 def save(var, path):

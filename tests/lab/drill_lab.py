@@ -6,7 +6,7 @@ Used by tests/integration/test_failover_drill.py and by `make lab` (``python tes
 * :func:`root_client` gives the process's own (root) namespace a veth into a lab bridge with an address in the lab
   subnet, so a module running here (the drill's prober) reaches the VIP that lives inside the lab's namespaces.
 * :class:`DrillGuests` runs the vip_failover role's keepalived config for a primary and a shadow guest (the
-  harness of tests/integration/test_vip_failover.py) on addresses and MACs of the caller's choosing: the MACs are
+  harness of tests/lab/vrrp_lab.py) on addresses and MACs of the caller's choosing: the MACs are
   the ones PVE has in the VMs' configs, so the drill tells the responders apart as on a real network.
 * The simulator binds the primary's NIC to the guest's host-side device (``ShadowPve.bind_link`` or the control
   channel's ``POST /_sim/link``): ``link_down=1`` through the API takes the guest's carrier away.
@@ -32,12 +32,13 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
 def harness():
-    """tests/integration/test_vip_failover.py (role rendering, keepalived guests)."""
-    path = os.path.join(ROOT, 'tests', 'integration')
+    """lab/vrrp_lab.py (role rendering, keepalived guests), imported when first used: this file also runs as a
+    script, which puts tests/ on sys.path first."""
+    path = os.path.join(ROOT, 'tests')
     if path not in sys.path:
         sys.path.insert(0, path)
-    import test_vip_failover  # pylint: disable=import-outside-toplevel
-    return test_vip_failover
+    from lab import vrrp_lab  # pylint: disable=import-outside-toplevel
+    return vrrp_lab
 
 
 def _ip(*args, check=True):

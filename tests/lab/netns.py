@@ -583,3 +583,20 @@ def netlab():
 
 if __name__ == '__main__' and len(sys.argv) == 6 and sys.argv[1] == '_taprelay':
     _taprelay(*sys.argv[2:])
+
+
+def wait_port(ns, addr, port, proc, timeout=15):
+    """Wait until ``addr:port`` accepts TCP connections inside namespace ``ns`` (a server started as ``proc``, a
+    Popen, which must not exit meanwhile); RuntimeError when it does not within ``timeout`` seconds."""
+    def probe():
+        with socket.create_connection((addr, port), timeout=0.5):
+            return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError('the server exited with %s' % proc.returncode)
+        try:
+            return in_netns(ns, probe)
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError('nothing listened on %s:%d' % (addr, port))

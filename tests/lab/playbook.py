@@ -1,5 +1,9 @@
-"""ansible-playbook from the tests, as a user runs it: the project's venv, the collection from .build/collections,
-plain default output, and (with a simulator) the PROXMOX_* variables the modules read; plus the PLAY RECAP."""
+"""Ansible's commands from the tests, as a user runs them: the project's venv, the collection from .build/collections,
+plain default output, and (with a simulator) the PROXMOX_* variables the modules read; plus the PLAY RECAP.
+
+`ansible_env` is the one place that builds the environment of an ansible, ansible-playbook, ansible-inventory or
+ansible-runner run; `run_ansible` / `ansible_playbook` run the commands with it.
+"""
 import os
 import re
 import subprocess
@@ -10,32 +14,52 @@ VENV_PY = os.path.join(VENV_BIN, 'python')
 COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 PLAYBOOKS = os.path.join(ROOT, 'playbooks')
 
+# Every run gets these (``extra`` may override them).
+DEFAULTS = dict(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_PYTHON_INTERPRETER=VENV_PY, ANSIBLE_NOCOLOR='1',
+                ANSIBLE_FORCE_COLOR='0', ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default',
+                ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+
 _RECAP = re.compile(r'^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$', re.M)
 
 
-def playbook_env(sim=None, **extra):
-    """The environment of one ansible-playbook run (``sim``: a SimServer whose PROXMOX_* variables to add)."""
-    env = dict(os.environ)
+def ansible_env(sim=None, **extra):
+    """The environment of one Ansible run: the caller's environment without its own ANSIBLE_* and PROXMOX_*
+    variables (a developer's settings never leak into a test), the venv first on PATH, :data:`DEFAULTS`, the
+    PROXMOX_* variables of ``sim`` (a SimServer) when given, then ``extra`` (a value of None removes that variable).
+    """
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith(('ANSIBLE_', 'PROXMOX_')))
+    env.update(DEFAULTS)
+    env['PATH'] = VENV_BIN + os.pathsep + env.get('PATH', '')
     if sim is not None:
         env.update(sim.environ())
-    env.update(ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0',
-               ANSIBLE_RETRY_FILES_ENABLED='0', ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_LOCALHOST_WARNING='0',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
-    env['PATH'] = VENV_BIN + os.pathsep + env.get('PATH', '')
-    env.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
     return env
+
+
+def run_ansible(tool, args, sim=None, env=None, timeout=300, cwd=ROOT, environ=None, **kwargs):
+    """Run the venv's ``tool`` (ansible, ansible-playbook, ansible-inventory, ...) with ``args`` in
+    ``ansible_env(sim, **env)`` (or in ``environ``, one made by :func:`ansible_env` already); the CompletedProcess,
+    text output captured."""
+    argv = [os.path.join(VENV_BIN, tool)] + [str(arg) for arg in args]
+    if environ is None:
+        environ = ansible_env(sim, **(env or {}))
+    return subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False,
+                          **kwargs)
 
 
 def ansible_playbook(args, sim=None, env=None, timeout=300, cwd=ROOT):
     """Run ``ansible-playbook ARGS`` (a playbook name without a slash is taken from playbooks/); the result."""
-    argv = [os.path.join(VENV_BIN, 'ansible-playbook')]
+    argv = []
     for arg in args:
         arg = str(arg)
         if arg.endswith('.yml') and '/' not in arg:
             arg = os.path.join(PLAYBOOKS, arg)
         argv.append(arg)
-    return subprocess.run(argv, env=playbook_env(sim, **(env or {})), capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, check=False)
+    return run_ansible('ansible-playbook', argv, sim=sim, env=env, timeout=timeout, cwd=cwd)
 
 
 def recaps(stdout):

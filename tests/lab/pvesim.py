@@ -58,6 +58,8 @@ What is modelled on top of fakepve
   a linked clone of a disk on thick LVM (and iscsi) fails "Linked clone feature is not supported". Nodes have the
   size the cluster file gives (`maxcpu`, `maxmem_gib`, `mem_gib` the host's own use); a node's `mem` is that plus
   its running VMs' memory; a start with more vCPUs than the node has is a task error, as on PVE.
+  `fail_clone_pool_add(times)`: the next clones into a pool fail where clone_vm adds the VM to the pool; with
+  `target` PVE's cleanup misses the moved config, so the VM stays on the target node without its disks.
 - Clone storage locks (pvesim_locks.py): clones of one template run concurrently (clone_vm locks the source
   shared and the new vmid exclusively), but each disk's clone_image holds the storage's lock for
   `clone_lock_secs` PVE seconds (pve-storage vdisk_clone / cluster_lock_storage): cluster-wide for a shared storage

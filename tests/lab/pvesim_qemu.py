@@ -157,6 +157,9 @@ class QemuExtras(object):
         self.migrate_secs = 5
         # datacenter.cfg `tag-style` (ordering, case-sensitive) as get_unique_tags reads it; {}: PVE's default.
         self.tag_style = {}
+        # fail_clone_pool_add: [message, clones left to fail]; newid -> (pool, target) of the clones it fails.
+        self.clone_pool_fault = None
+        self._clone_pool_failing = {}
 
     # ------------------------------------------------------------ test helpers
 
@@ -178,6 +181,14 @@ class QemuExtras(object):
         if not name.startswith('snippets/') or '/' in name[len('snippets/'):]:
             raise ValueError('a snippet volume looks like <storage>:snippets/<file>, not {0!r}'.format(volid))
         self.store_file(sid, name[len('snippets/'):], size, content='snippets')
+
+    def fail_clone_pool_add(self, times=1, message="cfs lock 'file-user_cfg' error: got lock request timeout"):
+        """The next `times` clones into a pool fail where qemu-server clone_vm adds the new VM to the pool, after the
+        disks are cloned and the config is written (and, with `target`, already moved to the target node): the
+        worker's cleanup frees the new volumes and unlinks the config at its old path, so a clone with `target`
+        leaves the VM on the target node, unlocked, its disks gone; the task ends "clone failed: can't add VM <id>
+        to pool '<pool>': <message>"."""
+        self.clone_pool_fault = [message, int(times)]
 
     def set_node_size(self, node, maxcpu=None, maxmem=None, mem=None, cpu=None):
         """A node's CPUs, memory (bytes), the memory its host uses besides the VMs (bytes) and its CPU load."""
@@ -271,8 +282,36 @@ class QemuExtras(object):
                     # qemu-server clone_vm: "Linked clone feature is not supported for '$volid' ($opt)" when the
                     # storage plugin's volume_has_feature(..., 'clone', ...) is false (LVMPlugin: no clone).
                     raise die("Linked clone feature is not supported for '{0}' ({1})".format(volume, key))
+        if self.clone_pool_fault and v.get('pool') and not self._qm_taken(int(v['newid'])):
+            self.clone_pool_fault[1] -= 1
+            self._clone_pool_failing[int(v['newid'])] = (v['pool'], target if target not in (node, 'localhost') else None,
+                                                         self.clone_pool_fault[0])
+            if self.clone_pool_fault[1] <= 0:
+                self.clone_pool_fault = None
         # clone_vm: the new config (with `description` when given) goes through write_vm_config.
         return await super()._qm_clone(self._readback_params(v), user)
+
+    def _pool_join(self, name, vmid):
+        failing = self._clone_pool_failing.pop(int(vmid), None)
+        if failing is None:
+            return super()._pool_join(name, vmid)
+        # qemu-server src/PVE/API2/Qemu.pm clone_vm: with `target` the config file was renamed to the target node
+        # before PVE::AccessControl::add_vm_to_pool (lock_user_config: "can't add VM <id> to pool '<pool>': ...")
+        # died; the eval's cleanup frees the new volumes (vdisk_free) and unlinks $conffile, the OLD path: the
+        # moved config stays. Without `target` the unlink removes it.
+        pool, target, message = failing
+        vm = self.vm(int(vmid))
+        own = re.compile(r'(?:^|/)vm-{0}-disk-\d+'.format(int(vmid)))
+        for key in sorted(vm.config):
+            if CLONE_DRIVE_KEY.match(key):
+                volume = str(vm.config[key]).split(',')[0]
+                if ':' in volume and own.search(volume.split(':', 1)[1]):
+                    self._qm_free(volume)
+        if target:
+            vm.node = target
+        else:
+            self.vms.remove(vm)
+        raise TaskError("clone failed: can't add VM {0} to pool '{1}': {2}".format(vmid, pool, message))
 
     # ----------------------------------------------------------------- rrddata
 

@@ -183,7 +183,9 @@ def test_missing_statsmodels_raises_importerror_subclass(monkeypatch):
         forecast_series([1.0, 2.0, 3.0], STEP, 2)
     assert isinstance(err.value, ImportError)
     assert err.value.library == 'statsmodels'
-    assert 'Traceback' in err.value.traceback or 'ImportError' in err.value.traceback
+    # The traceback of the import that failed, for missing_required_lib.
+    assert err.value.traceback.startswith('Traceback (most recent call last)')
+    assert 'statsmodels.tsa.exponential_smoothing.ets' in err.value.traceback, err.value.traceback
 
 
 def test_normal_quantile():
