@@ -4,7 +4,6 @@
 """Action plugin for shadownet.proxmox.template: read and render template files on the controller, then
 validate and plan them with the pure module_utils. No connection to the target, no PVE API call."""
 
-from __future__ import annotations
 
 import os
 

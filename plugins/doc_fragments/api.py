@@ -2,8 +2,6 @@
 # Copyright (c) shadownet.proxmox contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import annotations
-
 
 class ModuleDocFragment(object):
     # The PVE API connection options shared by every module of the shadownet.proxmox.api action group.

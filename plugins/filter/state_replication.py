@@ -3,7 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of the state_replication role; the rules live in module_utils/replication.py."""
 
-from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 

@@ -3,7 +3,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of the vip_failover role; the logic lives in module_utils/vrrp.py."""
 
-from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 

@@ -22,7 +22,6 @@ dropped connection on POST/PUT/DELETE  no           it may have gone through: Pv
 =====================================  ===========  ==============================================
 """
 
-from __future__ import annotations
 
 import random
 import re

@@ -27,7 +27,6 @@ What this does about it:
   locked VM (``skiplock``), so with any other login the error says how to remove it.
 """
 
-from __future__ import annotations
 
 import re
 import time

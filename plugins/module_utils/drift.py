@@ -9,7 +9,6 @@ So "in sync" here means exactly "every build module would report changed=false",
 confirmed with one module run instead of five. Reads only; never writes.
 """
 
-from __future__ import annotations
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
 from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn

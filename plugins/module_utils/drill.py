@@ -18,7 +18,6 @@ from the samples (pure functions below): the failover gap is the longest silence
 request until the shadow answered, the fail-back gap likewise from the restore until a primary answered.
 """
 
-from __future__ import annotations
 
 import errno
 import re

@@ -27,7 +27,6 @@ must be quorate (checked once per run, also in check mode, where it would fail t
   after the shadow became active), shrink the shadow back to its plan size and remove the active mark.
 """
 
-from __future__ import annotations
 
 import time
 

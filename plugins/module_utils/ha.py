@@ -20,7 +20,6 @@ counted against the CRM's node list (``manager_status`` ``node_status``), which 
 after adding HA resources, the engine waits for it.
 """
 
-from __future__ import annotations
 
 import re
 

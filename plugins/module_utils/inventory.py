@@ -14,7 +14,6 @@ no I/O, so the grouping rules are unit-tested without a cluster:
   'children': [...]}}, 'warnings': [...]}`` with every list sorted.
 """
 
-from __future__ import annotations
 
 import ipaddress
 import re

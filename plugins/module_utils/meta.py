@@ -18,7 +18,6 @@ description (module_utils/readback.py), so what is written is what is read back;
 JSON line stays readable for operators.
 """
 
-from __future__ import annotations
 
 import copy
 import json

@@ -26,7 +26,6 @@ that were scaled in keep counting towards the service's past demand, and the sha
 is told apart by its name.
 """
 
-from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 

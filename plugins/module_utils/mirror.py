@@ -27,7 +27,6 @@ What this module owns, so that removal takes exactly that and nothing else:
   receives, and once the primary's and its client's MACs were learned behind the VXLAN port the
   copies addressed to them would be dropped there instead of flooded to the shadow.
 """
-from __future__ import annotations
 
 import hashlib
 import json

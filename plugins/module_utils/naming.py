@@ -8,7 +8,6 @@ Template, service and network names are logical (``shopnet``); PVE's ids are nar
 always yields the same ids, and modules that add objects later (scaling) compute identical names.
 """
 
-from __future__ import annotations
 
 import hashlib
 import re

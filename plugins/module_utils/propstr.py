@@ -7,7 +7,6 @@ Raw string comparison of property strings is how other tools report "changed" on
 MAC addresses PVE generated, ``1`` vs ``true``). Everything here is pure.
 """
 
-from __future__ import annotations
 
 import re
 

@@ -24,7 +24,6 @@ form; :func:`stored` is what to send so that the config then holds exactly what 
 compares a VM config goes through them, so a rerun against PVE finds nothing to change.
 """
 
-from __future__ import annotations
 
 import re
 

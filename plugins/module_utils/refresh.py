@@ -20,7 +20,6 @@ The pure helpers (names, identity, the restoring config change) are separate fro
 which does the API calls, so they can be unit-tested without a cluster.
 """
 
-from __future__ import annotations
 
 import re
 import time

@@ -14,7 +14,6 @@ that ``errors`` is empty. No I/O.
 guests; the role's README and argument specs say the same.
 """
 
-from __future__ import annotations
 
 import posixpath
 import re

@@ -16,7 +16,6 @@ Base units:
 * ratios: a float; ``'10%'`` -> ``0.1``
 """
 
-from __future__ import annotations
 
 import re
 

@@ -8,7 +8,6 @@ very same code) and by ``failover`` (resize). Identity is the VM name plus, wher
 a VM is never guessed: two VMs with the same name are an error, a template is never modified.
 """
 
-from __future__ import annotations
 
 import re
 import threading

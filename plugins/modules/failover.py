@@ -3,7 +3,6 @@
 # Copyright (c) shadownet.proxmox contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 
-from __future__ import annotations
 
 DOCUMENTATION = r'''
 module: failover
