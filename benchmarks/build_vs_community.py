@@ -71,7 +71,7 @@ def community_objects(plan, goldens, nodes):
     (placement by capacity happens at build time), so the loop builds each VM where site.yml did: a template by
     vmid is cloned from its node with `target`, one by name from its copy on the VM's node.
     """
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import render_description
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.meta import render_description
     zones, vnets, subnets = [], [], []
     for net in plan['networks']:
         if net['type'] != 'vnet':
@@ -190,7 +190,7 @@ def main():
     args = parser.parse_args()
 
     benchlib.setup_paths()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 
     version = None
     if not args.skip_community:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Forecast accuracy of plugins/module_utils/forecast.py on the Bitbrains Rnd traces.
+"""Forecast accuracy of plugins/module_utils/scaling/forecast.py on the Bitbrains Rnd traces.
 
 For each VM: 12 forecast origins spread over its last 7 days, the 7 days before each
 origin as history, horizons 1..15 steps of 5 minutes. relMAE = model MAE / naive MAE
@@ -65,7 +65,7 @@ def main():
     args = ap.parse_args()
 
     _traces.import_collection()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import forecast_series
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
     opts = {}
     if args.models:
         opts['models'] = args.models.split(',')

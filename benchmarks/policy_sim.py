@@ -11,7 +11,7 @@ once. Compared:
            points, -1 unit when usage < 30% of capacity for 3 points;
 * tuned:   the same reactive rule with its thresholds moved until its average
            capacity matches the policy's (the fair "same money" comparison);
-* policy:  plugins/module_utils/policy.py decide(), fed with forecast.py's forecast of
+* policy:  plugins/module_utils/scaling/policy.py decide(), fed with forecast.py's forecast of
            the VM's demand (the code the modules run; forecasts are computed once per
            VM and step and cached in benchmarks/results/, they do not depend on the
            capacity the policy chose).
@@ -52,7 +52,7 @@ def precompute(name):
         if data.get('n') == len(values):
             return name, 0.0
     _traces.import_collection()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import forecast_series
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
     n = len(values)
     out = {'n': n, 'level': 0.8, 'steps': {}}
     t0 = time.perf_counter()
@@ -229,7 +229,7 @@ def main():
         return
 
     _traces.import_collection()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.policy import (
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.policy import (
         DEFAULT_LEVEL, decide, normalise_scaling)
     if args.level is None:
         args.level = DEFAULT_LEVEL

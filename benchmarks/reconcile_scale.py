@@ -67,7 +67,7 @@ def load_profile(service_index, points=70):
 
 def populate(sim, plan):
     """Every VM of the plan, as linked_clone leaves it, plus one rrd series per VM. Returns the VM count."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import render_description
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.meta import render_description
     pve = sim.pve
     services = [s['service'] for s in plan['scaling']]
     rate = plan['mirrors'][0]['rate'] if plan['mirrors'] else 1.0
@@ -110,7 +110,7 @@ def main():
     args = parser.parse_args()
 
     benchlib.setup_paths()
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 
     version = None
     if not args.skip_community:

@@ -14,8 +14,8 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template  # ansible-core >= 2.19 (data tagging; meta/runtime.yml)
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import failure_result, plan_templates
-from ansible_collections.shadownet.proxmox.plugins.module_utils.template import TemplateIssue
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import failure_result, plan_templates
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.template import TemplateIssue
 
 ARGUMENT_SPEC = dict(
     templates=dict(type='list', elements='raw'),

@@ -1,12 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) shadownet.proxmox developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the vip_failover role; the logic lives in module_utils/vrrp.py."""
+"""Filters of the vip_failover role; the logic lives in module_utils/failover/vrrp.py."""
 
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 
 
 def vrrp_model(instances, settings=None, facts=None):

@@ -165,8 +165,8 @@ cache_timeout: 300
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi, PveApiError
-from ansible_collections.shadownet.proxmox.plugins.module_utils import inventory as inv
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi, PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import inventory as inventory_utils
 
 FILE_ENDINGS = ('pve.yml', 'pve.yaml', 'shadownet.yml', 'shadownet.yaml')
 
@@ -202,7 +202,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             }
             offline = set(n['node'] for n in raw['nodes'] if n.get('status') not in (None, 'online'))
             by_vmid = dict((int(r['vmid']), r) for r in raw['resources'] if r.get('type') == 'qemu')
-            for node, vmid in inv.guests_to_read(raw['resources'], self.get_option('managed_only')):
+            for node, vmid in inventory_utils.guests_to_read(raw['resources'], self.get_option('managed_only')):
                 if node in offline:
                     continue
                 try:
@@ -211,7 +211,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                     self.display.warning('shadownet.proxmox.pve: VM {0}: {1}'.format(vmid, exc.message))
                     continue
                 raw['configs'][str(vmid)] = config
-                if self.get_option('want_agent') and inv.wants_agent(by_vmid[vmid], config):
+                if self.get_option('want_agent') and inventory_utils.wants_agent(by_vmid[vmid], config):
                     raw['agent'][str(vmid)] = self._agent_interfaces(api, node, vmid)
         except PveApiError as exc:
             raise AnsibleError('shadownet.proxmox.pve: {0}'.format(exc.message)) from exc
@@ -252,8 +252,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._cache[cache_key] = raw
 
         try:
-            result = inv.build_inventory(raw, managed_only=self.get_option('managed_only'),
-                                         networks=self.get_option('networks'), add_nodes=self.get_option('add_nodes'))
+            result = inventory_utils.build_inventory(raw, managed_only=self.get_option('managed_only'),
+                                                     networks=self.get_option('networks'), add_nodes=self.get_option('add_nodes'))
         except ValueError as exc:
             raise AnsibleParserError('shadownet.proxmox.pve: {0}'.format(exc)) from exc
         for warning in result['warnings']:

@@ -92,15 +92,15 @@ vms:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import drift
-from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
-from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import drift
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import sdn
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         plan=dict(type='dict', required=True),
         state=dict(type='str', default='started', choices=['present', 'started', 'stopped']),
@@ -109,19 +109,19 @@ def main():
         ha_rules=dict(type='bool', default=True),
         parallel=dict(type='int', default=4),
     )
-    module = pveapi.api_module(argument_spec)
+    module = api_utils.api_module(argument_spec)
     p = module.params
     plan = p['plan']
     if not_a_plan(plan):
         module.fail_json(msg=not_a_plan(plan))
     try:
-        result = drift.plan_drift(lambda: pveapi.PveApi.from_module(module), plan, state=p['state'],
+        result = drift.plan_drift(lambda: api_utils.PveApi.from_module(module), plan, state=p['state'],
                                   hookscript=p['hookscript'], prune=p['prune'], ha_rules=p['ha_rules'],
                                   parallel=max(1, p['parallel']))
     except (sdn.NetworkError, ha.HaRuleError) as exc:
         module.fail_json(msg=str(exc))
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc)
     for res in result['vms']:
         res.pop('diff', None)
         for warning in res.pop('warnings', None) or []:

@@ -288,26 +288,26 @@ drill:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import drill as drillmod
-from ansible_collections.shadownet.proxmox.plugins.module_utils import failover as fo
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import drill as drill_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import failover as failover_utils
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         plan=dict(type='dict', required=True),
         service=dict(type='str', required=True),
-        step=dict(type='str', default='auto', choices=list(fo.STEPS) + ['drill']),
+        step=dict(type='str', default='auto', choices=list(failover_utils.STEPS) + ['drill']),
         state_dir_facts=dict(type='dict'),
         min_uptime=dict(type='int', default=60),
         timeout=dict(type='int', default=300),
-        offline_recovery=dict(type='str', default='wait', choices=list(fo.OFFLINE_RECOVERY)),
-        catch_up=dict(type='str', default='first', choices=list(fo.CATCH_UP)),
+        offline_recovery=dict(type='str', default='wait', choices=list(failover_utils.OFFLINE_RECOVERY)),
+        catch_up=dict(type='str', default='first', choices=list(failover_utils.CATCH_UP)),
         catch_up_facts=dict(type='dict'),
         drill=dict(type='dict', options=dict(
             port=dict(type='int', required=True),
-            protocol=dict(type='str', default='tcp', choices=list(drillmod.PROTOCOLS)),
+            protocol=dict(type='str', default='tcp', choices=list(drill_utils.PROTOCOLS)),
             interval=dict(type='int', default=10),
             probe_timeout=dict(type='int', default=250),
             hold=dict(type='float', default=2.0),
@@ -316,24 +316,24 @@ def main():
             payload=dict(type='str', default='shadownet-drill'),
         )),
     )
-    module = pveapi.api_module(argument_spec, required_if=[('step', 'drill', ['drill'])])
+    module = api_utils.api_module(argument_spec, required_if=[('step', 'drill', ['drill'])])
     p = module.params
     runner = None
     try:
-        api = pveapi.PveApi.from_module(module)
-        runner = fo.Failover(api, p['plan'], p['service'], check_mode=module.check_mode, timeout=p['timeout'],
-                             state_facts=p['state_dir_facts'], min_uptime=max(0, p['min_uptime']),
-                             offline_recovery=p['offline_recovery'], catch_up=p['catch_up'],
-                             catch_up_facts=p['catch_up_facts'])
+        api = api_utils.PveApi.from_module(module)
+        runner = failover_utils.Failover(api, p['plan'], p['service'], check_mode=module.check_mode, timeout=p['timeout'],
+                                         state_facts=p['state_dir_facts'], min_uptime=max(0, p['min_uptime']),
+                                         offline_recovery=p['offline_recovery'], catch_up=p['catch_up'],
+                                         catch_up_facts=p['catch_up_facts'])
         if p['step'] == 'drill':
-            result = drillmod.Drill(api, runner, p['drill'], check_mode=module.check_mode).run()
+            result = drill_utils.Drill(api, runner, p['drill'], check_mode=module.check_mode).run()
         else:
             result = runner.run(p['step'])
-    except pveapi.PveApiError as exc:
+    except api_utils.PveApiError as exc:
         partial = dict(runner.result) if runner is not None else {}
         for warning in partial.pop('warnings', []):
             module.warn(warning)
-        pveapi.fail_json_from(module, exc, **partial)
+        api_utils.fail_json_from(module, exc, **partial)
     for warning in result.pop('warnings', []):
         module.warn(warning)
     module.exit_json(**result)

@@ -152,12 +152,12 @@ decisions:
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         plans=dict(type='raw', required=True),
         services=dict(type='list', elements='str'),
@@ -169,12 +169,12 @@ def main():
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),
     )
-    module = pveapi.api_module(argument_spec)
+    module = api_utils.api_module(argument_spec)
     p = module.params
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
     try:
-        fc.check_libraries()
-    except fc.MissingForecastLibrary as exc:
+        forecast_utils.check_libraries()
+    except forecast_utils.MissingForecastLibrary as exc:
         module.fail_json(msg=missing_required_lib(exc.library), exception=exc.traceback)
     try:
         plans, dummy = scaling.plans_and_templates(p['plans'], None)
@@ -182,7 +182,7 @@ def main():
         module.fail_json(msg=str(exc))
     decisions = []
     try:
-        api = pveapi.PveApi.from_module(module)
+        api = api_utils.PveApi.from_module(module)
         resources = api.resources('vm')
         with scaling.open_history(scaling.history_path(p['history_path'])) as store:
             for name in sorted(plans):
@@ -192,9 +192,9 @@ def main():
                     max_memory=p['max_memory'], resources=resources))
             if not module.check_mode:
                 scaling.record_recommendations(store, decisions)
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc, decisions=decisions)
-    except fc.MissingForecastLibrary as exc:
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc, decisions=decisions)
+    except forecast_utils.MissingForecastLibrary as exc:
         module.fail_json(msg=missing_required_lib(exc.library), exception=exc.traceback)
     except (scaling.ScalingError, ValueError) as exc:
         module.fail_json(msg=str(exc), decisions=decisions)

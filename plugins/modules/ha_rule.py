@@ -135,12 +135,12 @@ diff:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         template=dict(type='str', required=True),
         # No suboptions: plan entries may carry keys added later, which consumers must ignore (docs/plan.md).
@@ -150,7 +150,7 @@ def main():
         resource_state=dict(type='str', choices=['started', 'stopped', 'ignored'], default='started'),
         crm_timeout=dict(type='int', default=180),
     )
-    module = pveapi.api_module(argument_spec)
+    module = api_utils.api_module(argument_spec)
     p = module.params
     try:
         rules = [] if p['state'] == 'absent' else [ha.normalise_rule(r, p['template'], i)
@@ -158,14 +158,14 @@ def main():
     except ha.HaRuleError as exc:
         module.fail_json(msg=str(exc))
     try:
-        api = pveapi.PveApi.from_module(module)
+        api = api_utils.PveApi.from_module(module)
         engine = ha.HaRuleEngine(api, check_mode=module.check_mode, ensure_resources=p['ensure_resources'],
                                  resource_state=p['resource_state'], crm_timeout=p['crm_timeout'])
         result = engine.converge(p['template'], rules)
     except ha.HaRuleError as exc:
         module.fail_json(msg=str(exc))
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc)
     module.exit_json(**result)
 
 

@@ -242,14 +242,14 @@ pruned:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         name=dict(type='str'),
         plan=dict(type='dict'),
@@ -276,7 +276,7 @@ def main():
         timeout=dict(type='int', default=900),
     )
     per_vm = ('name', 'template', 'node', 'pool', 'cores', 'memory', 'nets', 'tags', 'meta')
-    module = pveapi.api_module(argument_spec, mutually_exclusive=[('plan', k) for k in per_vm], required_one_of=[('name', 'plan')])
+    module = api_utils.api_module(argument_spec, mutually_exclusive=[('plan', k) for k in per_vm], required_one_of=[('name', 'plan')])
     p = module.params
     if p['plan'] is not None:
         run_plan(module)
@@ -292,14 +292,14 @@ def main():
         nets = []
         for net in p['nets']:
             nets.append(dict((k, v) for k, v in net.items() if v is not None or k == 'tag'))
-    spec = vmengine.VmSpec(p['name'], template=p['template'], node=p['node'], pool=p['pool'], cores=p['cores'],
+    spec = vm_utils.VmSpec(p['name'], template=p['template'], node=p['node'], pool=p['pool'], cores=p['cores'],
                            memory=p['memory'], nets=nets, tags=p['tags'], meta=p['meta'], hookscript=p['hookscript'],
                            state=p['state'], timeout=p['timeout'])
     try:
-        api = pveapi.PveApi.from_module(module)
-        result = vmengine.VmEngine(api, check_mode=module.check_mode).ensure(spec)
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc)
+        api = api_utils.PveApi.from_module(module)
+        result = vm_utils.VmEngine(api, check_mode=module.check_mode).ensure(spec)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc)
     warnings = result.pop('warnings', [])
     for warning in warnings:
         module.warn(warning)
@@ -315,25 +315,25 @@ def run_plan(module):
     state = 'present' if p['state'] == 'absent' else p['state']
     # Every VM of the plan is placed (the others of roles virtually, where missing), so a shadow built in its own
     # run keeps off where its primaries are or will be, and an infeasible plan fails before its first write.
-    everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout']))
+    everyone = [(vm, vm_utils.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout']))
                 for vm in plan['vms']]
     specs = [spec for vm, spec in everyone if vm.get('role') in p['roles']]
 
     def make_api():
-        return pveapi.PveApi.from_module(module)
+        return api_utils.PveApi.from_module(module)
 
     try:
         api = make_api()
         if not module.check_mode:
             api.require_quorum()
-        results = vmengine.ensure_many(make_api, specs, check_mode=module.check_mode,
+        results = vm_utils.ensure_many(make_api, specs, check_mode=module.check_mode,
                                        parallel=max(1, p['parallel']), context=[spec for vm, spec in everyone])
         pruned = []
         if p['prune']:
-            gone = vmengine.prune_candidates(api.resources('vm'), plan, p['roles'])
-            pruned = vmengine.remove_many(make_api, gone, check_mode=module.check_mode, timeout=p['timeout'])
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc)
+            gone = vm_utils.prune_candidates(api.resources('vm'), plan, p['roles'])
+            pruned = vm_utils.remove_many(make_api, gone, check_mode=module.check_mode, timeout=p['timeout'])
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc)
     diff = dict(before={}, after={})
     for res in results + pruned:
         for warning in res.pop('warnings', []) or []:

@@ -138,19 +138,19 @@ errors:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         plans=dict(type='raw'),
         templates=dict(type='list', elements='str'),
         history_path=dict(type='path'),
         parallel=dict(type='int', default=4),
     )
-    module = pveapi.api_module(argument_spec, required_one_of=[('plans', 'templates')])
+    module = api_utils.api_module(argument_spec, required_one_of=[('plans', 'templates')])
     p = module.params
     try:
         plans, templates = scaling.plans_and_templates(p['plans'], p['templates'])
@@ -158,11 +158,11 @@ def main():
         module.fail_json(msg=str(exc))
     api = None
     try:
-        api = pveapi.PveApi.from_module(module)
+        api = api_utils.PveApi.from_module(module)
         result = scaling.run_metrics(api, templates, plans, scaling.history_path(p['history_path']),
                                      parallel=max(1, p['parallel']), check_mode=module.check_mode)
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc, requests=len(api.calls) if api else 0)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc, requests=len(api.calls) if api else 0)
     except scaling.ScalingError as exc:
         module.fail_json(msg=str(exc))
     for error in result['errors']:

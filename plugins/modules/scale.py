@@ -166,13 +166,13 @@ results:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling_apply
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         plans=dict(type='raw', required=True),
         decisions=dict(type='list', elements='dict', required=True),
@@ -182,7 +182,7 @@ def main():
         parallel=dict(type='int', default=4),
         timeout=dict(type='int', default=900),
     )
-    module = pveapi.api_module(argument_spec)
+    module = api_utils.api_module(argument_spec)
     p = module.params
     try:
         plans, dummy = scaling.plans_and_templates(p['plans'], None)
@@ -195,7 +195,7 @@ def main():
                                                                                          decision.get('service')))
 
     def make_api():
-        return pveapi.PveApi.from_module(module)
+        return api_utils.PveApi.from_module(module)
 
     results = []
     try:
@@ -209,8 +209,8 @@ def main():
                 api, make_api, plans[decision['template']], decision, check_mode=module.check_mode,
                 forecast_only=p['forecast_only'], state=p['state'], hookscript=p['hookscript'],
                 timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing, nodes=nodes))
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc, results=results)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc, results=results)
     except scaling.ScalingError as exc:
         module.fail_json(msg=str(exc), results=results)
     module.exit_json(changed=any(r['changed'] for r in results), results=results)

@@ -166,12 +166,12 @@ previous_last_full:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import refresh as refreshmod
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import refresh as refresh_utils
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     argument_spec.update(
         primary=dict(type='str', required=True),
         shadow=dict(type='str', required=True),
@@ -182,9 +182,9 @@ def main():
         isolate_shared_nics=dict(type='bool', default=True),
         timeout=dict(type='int', default=1800),
     )
-    module = pveapi.api_module(argument_spec)
+    module = api_utils.api_module(argument_spec)
     p = module.params
-    bad = refreshmod.snapshot_prefix_error(p['snapshot_prefix'])
+    bad = refresh_utils.snapshot_prefix_error(p['snapshot_prefix'])
     if bad:
         module.fail_json(msg=bad)
     if p['primary'] == p['shadow']:
@@ -193,17 +193,17 @@ def main():
         module.fail_json(msg='min_interval must be >= 0 and timeout >= 1')
     refresher = None
     try:
-        api = pveapi.PveApi.from_module(module)
-        refresher = refreshmod.ShadowRefresher(api, check_mode=module.check_mode, timeout=p['timeout'])
+        api = api_utils.PveApi.from_module(module)
+        refresher = refresh_utils.ShadowRefresher(api, check_mode=module.check_mode, timeout=p['timeout'])
         result = refresher.run(p['primary'], p['shadow'], prefix=p['snapshot_prefix'], keep_size=p['keep_size'],
                                start=p['start'], min_interval=p['min_interval'],
                                isolate_shared=p['isolate_shared_nics'])
-    except pveapi.PveApiError as exc:
+    except api_utils.PveApiError as exc:
         partial = dict(refresher.result) if refresher is not None else {}
         for warning in partial.pop('warnings', []) or []:
             module.warn(warning)
         partial['changed'] = bool(partial.get('steps')) and not module.check_mode
-        pveapi.fail_json_from(module, exc, **partial)
+        api_utils.fail_json_from(module, exc, **partial)
     for warning in result.pop('warnings', []) or []:
         module.warn(warning)
     shadow = result.get('shadow') or {}

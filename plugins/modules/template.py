@@ -168,7 +168,7 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import failure_result, plan_templates
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import failure_result, plan_templates
 
 
 def main():

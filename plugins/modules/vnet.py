@@ -247,8 +247,8 @@ diff:
 '''
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import sdn
 
 # The single-network options. No defaults: a default would clash with networks (sdn.normalise_network
 # applies them, for both forms).
@@ -275,13 +275,13 @@ SINGLE_OPTIONS = dict(
 
 
 def main():
-    argument_spec = pveapi.api_argument_spec()
+    argument_spec = api_utils.api_argument_spec()
     # No suboptions: plan entries may carry keys added later, which consumers must ignore (docs/plan.md).
     argument_spec['networks'] = dict(type='list', elements='dict')
     argument_spec.update(SINGLE_OPTIONS)
     argument_spec['timeout'] = dict(type='int', default=300)
-    module = pveapi.api_module(argument_spec, mutually_exclusive=[('networks', k) for k in SINGLE_OPTIONS],
-                               required_one_of=[('networks', 'vnet', 'bridge')])
+    module = api_utils.api_module(argument_spec, mutually_exclusive=[('networks', k) for k in SINGLE_OPTIONS],
+                                  required_one_of=[('networks', 'vnet', 'bridge')])
     p = module.params
     entries = p['networks']
     if entries is None:
@@ -298,12 +298,12 @@ def main():
     except sdn.NetworkError as exc:
         module.fail_json(msg=str(exc))
     try:
-        api = pveapi.PveApi.from_module(module)
+        api = api_utils.PveApi.from_module(module)
         result = sdn.NetworkEngine(api, check_mode=module.check_mode, timeout=p['timeout']).converge(networks)
     except sdn.NetworkError as exc:
         module.fail_json(msg=str(exc))
-    except pveapi.PveApiError as exc:
-        pveapi.fail_json_from(module, exc)
+    except api_utils.PveApiError as exc:
+        api_utils.fail_json_from(module, exc)
     for warning in result.pop('warnings', []):
         module.warn(warning)
     module.exit_json(**result)

@@ -1,11 +1,11 @@
-"""The PVE API layer (plugins/module_utils/api.py) against the simulator, over HTTPS with verification on."""
+"""The PVE API layer (plugins/module_utils/core/api.py) against the simulator, over HTTPS with verification on."""
 import asyncio
 import threading
 import time
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
 
 TOKEN_USER = 'root@pam'
 TOKEN_NAME = 'ci'
@@ -25,7 +25,7 @@ def client(sim, cafile, **kwargs):
     options = dict(port=sim.port, user=TOKEN_USER, token_id=TOKEN_NAME, token_secret=TOKEN_SECRET, ca_path=cafile,
                    backoff=0.05, backoff_max=0.2, lock_wait=5)
     options.update(kwargs)
-    return pveapi.PveApi(sim.host, **options)
+    return api_utils.PveApi(sim.host, **options)
 
 
 def writes(sim, since=0):
@@ -46,14 +46,14 @@ def test_password_login(sim, fakepve_cafile):
 
 
 def test_wrong_password_is_a_clear_auth_error(sim, fakepve_cafile):
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         client(sim, fakepve_cafile, token_id=None, token_secret=None, password='wrong')
     assert info.value.kind == 'auth'
     assert 'api_password' in info.value.message
 
 
 def test_token_and_password_together_refused(sim, fakepve_cafile):
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         client(sim, fakepve_cafile, password='secret')
     assert 'not both' in info.value.message
 
@@ -61,7 +61,7 @@ def test_token_and_password_together_refused(sim, fakepve_cafile):
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_verified_with_ca_and_refused_without(sim, fakepve_cafile):
     assert client(sim, fakepve_cafile).nodes()
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         client(sim, None).nodes()
     assert info.value.kind == 'tls'
     assert 'ca_path' in info.value.message
@@ -72,7 +72,7 @@ def test_tls_verified_with_ca_and_refused_without(sim, fakepve_cafile):
 def test_task_error_is_a_failure_with_pves_message(sim, fakepve_cafile):
     sim.fail('POST', '/nodes/pve1/qemu/100/status/start', error='qemu_exited_code')
     api = client(sim, fakepve_cafile)
-    with pytest.raises(pveapi.PveTaskError) as info:
+    with pytest.raises(api_utils.PveTaskError) as info:
         api.run_task('POST', 'nodes/pve1/qemu/100/status/start', timeout=10)
     assert 'QEMU exited with code 1' in info.value.message
     assert info.value.kind == 'task'
@@ -101,7 +101,7 @@ def test_wait_task_counts_wall_clock(sim, fakepve_cafile):
     sim.tasklog.append(record)
     api = client(sim, fakepve_cafile)
     began = time.monotonic()
-    with pytest.raises(pveapi.PveTimeoutError) as info:
+    with pytest.raises(api_utils.PveTimeoutError) as info:
         api.wait_task(upid, timeout=1.0, poll=0.1)
     assert 0.9 <= time.monotonic() - began < 5
     assert 'still running' in info.value.message
@@ -120,7 +120,7 @@ def test_held_config_lock_gives_bounded_failure(sim, fakepve_cafile):
     asyncio.run(sim.hold_config_lock(100, None))
     api = client(sim, fakepve_cafile, lock_wait=0.5)
     began = time.monotonic()
-    with pytest.raises(pveapi.PveTimeoutError) as info:
+    with pytest.raises(api_utils.PveTimeoutError) as info:
         api.put('nodes/pve1/qemu/100/config', memory=4096)
     assert time.monotonic() - began < 5
     assert info.value.kind == 'lock'
@@ -140,7 +140,7 @@ def test_dropped_connection_on_write_is_not_repeated(sim, fakepve_cafile):
     api = client(sim, fakepve_cafile)
     sim.network['drop_rate'] = 1.0
     try:
-        with pytest.raises(pveapi.PveUncertainError) as info:
+        with pytest.raises(api_utils.PveUncertainError) as info:
             api.post('nodes/pve1/qemu/100/status/start')
     finally:
         sim.network['drop_rate'] = 0.0
@@ -159,11 +159,11 @@ def test_expired_ticket_logs_in_again(sim, fakepve_cafile):
 def test_lost_quorum_is_clear(sim, fakepve_cafile):
     api = client(sim, fakepve_cafile)
     sim.lose_quorum()
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         api.require_quorum()
     assert info.value.kind == 'quorum'
     mark = len(sim.requests)
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         api.put('nodes/pve1/qemu/100/config', memory=1024)
     assert info.value.kind == 'quorum' and 'quorum' in info.value.message
     assert len(writes(sim, mark)) == 1  # refused once, not retried
@@ -172,7 +172,7 @@ def test_lost_quorum_is_clear(sim, fakepve_cafile):
 def test_offline_node_is_named(sim, fakepve_cafile):
     sim.set_node_offline('pve2')
     api = client(sim, fakepve_cafile)
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         api.get('nodes/pve2/qemu')
     assert info.value.kind == 'offline'
     assert info.value.node == 'pve2'
@@ -183,10 +183,10 @@ def test_forbidden_names_the_privilege(sim, fakepve_cafile):
     sim.apitokens['ops@pve!audit'] = 'audit-secret'
     sim.grant('ops@pve!audit', '/vms', 'VM.Audit')
     sim.grant('ops@pve', '/vms', 'VM.Audit')
-    api = pveapi.PveApi(sim.host, port=sim.port, user='ops@pve', token_id='audit', token_secret='audit-secret',
-                        ca_path=fakepve_cafile)
+    api = api_utils.PveApi(sim.host, port=sim.port, user='ops@pve', token_id='audit', token_secret='audit-secret',
+                           ca_path=fakepve_cafile)
     assert api.vm_config('pve1', 100)[0]['cores'] == 2
-    with pytest.raises(pveapi.PveApiError) as info:
+    with pytest.raises(api_utils.PveApiError) as info:
         api.put('nodes/pve1/qemu/100/config', memory=1024)
     assert info.value.kind == 'forbidden'
     assert info.value.privilege == 'VM.Config.Memory'

@@ -7,7 +7,7 @@ that waits for it over 10 s fails. These tests run the simulator at a small time
 import asyncio
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import run_module
 

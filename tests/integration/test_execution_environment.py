@@ -64,7 +64,7 @@ def test_builder_context_has_the_collection_requirements_and_bindep(context):
         manifest = json.load(tar.extractfile('MANIFEST.json'))
         ee_meta = yaml.safe_load(tar.extractfile('meta/execution-environment.yml'))
     assert (manifest['collection_info']['namespace'], manifest['collection_info']['name']) == ('shadownet', 'proxmox')
-    for member in ('plugins/inventory/pve.py', 'plugins/module_utils/inventory.py', 'plugins/module_utils/api.py',
+    for member in ('plugins/inventory/pve.py', 'plugins/module_utils/core/inventory.py', 'plugins/module_utils/core/api.py',
                    'meta/runtime.yml', 'requirements.txt', 'bindep.txt'):
         assert member in names, member
     assert not any(n.startswith(('.venv/', '.build/', '.git/')) for n in names)

@@ -21,8 +21,8 @@ from lab.modrun import ModuleFailed, run_module
 from lab.playbook import VENV_PY, ansible_playbook
 from lab.pvesim import start_in_thread
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 from ansible_collections.shadownet.proxmox.plugins.modules import failover
 
 # Its own subnet: the root namespace gets an address in it for the duration of the test (make lab uses 10.10.0.x).
@@ -90,8 +90,8 @@ def test_refuses_an_unhealthy_service_before_any_write(pvesim, pve_conn, plan, b
     assert 'drl-web-1 is locked (backup)' in exc.value.result['msg']
     primary.lock = None
     # The shadow already serving (a failover in progress).
-    shadow.config['description'] = metablock.merge_description(shadow.config.get('description', ''),
-                                                               {'failover': {'active': True, 'since': 1}})[0]
+    shadow.config['description'] = meta_utils.merge_description(shadow.config.get('description', ''),
+                                                                {'failover': {'active': True, 'since': 1}})[0]
     with pytest.raises(ModuleFailed) as exc:
         drill(pve_conn, plan)
     assert 'shadow drl-web-shadow is already active' in exc.value.result['msg']
@@ -211,11 +211,11 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         assert up() and server.pve.link_events == []          # not bound: nothing happens
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0')
         bad = http.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'eth0', 'dev': dev},
-                            headers=auth, verify=server.cafile, timeout=10)
+                        headers=auth, verify=server.cafile, timeout=10)
         assert bad.status_code == 400
         answer = http.post(server.url + '/_sim/link', json={'vmid': 321, 'nic': 'net0', 'dev': dev,
-                                                                'ns': netlab.node},
-                               headers=auth, verify=server.cafile, timeout=10)
+                                                            'ns': netlab.node},
+                           headers=auth, verify=server.cafile, timeout=10)
         assert answer.status_code == 200, answer.text
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
         assert not up()
@@ -224,7 +224,7 @@ def test_control_channel_binds_a_lab_link(netlab, tmp_path):  # noqa: F811
         assert up()
         assert [e[3] for e in server.pve.link_events] == ['down', 'up']
         http.post(server.url + '/_sim/link', json={'vmid': 321, 'unbind': True}, headers=auth,
-                      verify=server.cafile, timeout=10)
+                  verify=server.cafile, timeout=10)
         put('virtio=BC:24:11:00:03:21,bridge=vmbr0,link_down=1')
         assert up() and len(server.pve.link_events) == 2
     finally:

@@ -18,7 +18,7 @@ from lab.playbook import VENV_PY, ansible_playbook, recaps
 from lab.shop import SHOP as TEMPLATE
 from lab.vrrp_lab import KEEPALIVED, VrrpLab, needs_keepalived, render, unicast_instances
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 
 INSTANCE = 'shop-web'
 VM_NAMES = {'primary': 'shop-web-1', 'shadow': 'shop-web-shadow'}

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import failover
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import VENV_PY, ansible_playbook
@@ -26,7 +26,7 @@ def effective(vm, key):
 
 
 def failover_mark(vm):
-    return (metablock.parse_description(vm.config.get('description', ''))[1] or {}).get('failover')
+    return (meta_utils.parse_description(vm.config.get('description', ''))[1] or {}).get('failover')
 
 
 def stop(vm):
@@ -214,7 +214,7 @@ def test_primary_on_offline_node_recovered_by_ha(pvesim, pve_conn, plan, built):
     assert primary.node not in (dead, shadow.node) and item['recovered_on'] == primary.node
     assert primary.status == 'running'
     assert pvesim.pve.ha_recoveries and pvesim.pve.ha_recoveries[0][:3] == ('vm:{0}'.format(primary.vmid), dead,
-                                                                           primary.node)
+                                                                            primary.node)
     # Waiting is no write; the shadow was activated while the primary was away, then failed back.
     assert result['steps'] == ['detect', 'activate', 'remediate', 'failback']
     assert not any(p.endswith('/cluster/ha/resources') for m, p, b in pvesim.writes(mark))

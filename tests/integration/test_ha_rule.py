@@ -2,7 +2,7 @@
 import pytest
 import requests
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import plan as plan_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import ha_rule
 from lab.modrun import ModuleFailed, run_module
 
@@ -230,7 +230,7 @@ def test_old_multi_priority_rule_set_is_refused_before_any_write(pvesim, pve_con
 
 def test_the_plans_rule_set_is_accepted_and_keeps_shadows_apart(pvesim, pve_conn):
     pve = pvesim.pve
-    plan = P.plan_from_template(dict(TEMPLATE))[1]
+    plan = plan_utils.plan_from_template(dict(TEMPLATE))[1]
     plan_vms(pve, plan)
     result = run_module(ha_rule, dict(pve_conn, template='shop', rules=plan['ha_rules']))
     assert result['changed']
@@ -249,7 +249,7 @@ def test_the_plans_rule_set_is_accepted_and_keeps_shadows_apart(pvesim, pve_conn
 
 
 def test_listed_rules_carry_no_errors_after_a_build(pvesim, pve_conn, proxmoxer_api):
-    plan = P.plan_from_template(dict(TEMPLATE))[1]
+    plan = plan_utils.plan_from_template(dict(TEMPLATE))[1]
     plan_vms(pvesim.pve, plan)
     run_module(ha_rule, dict(pve_conn, template='shop', rules=plan['ha_rules']))
     listed = proxmoxer_api.cluster.ha.rules.get()

@@ -8,6 +8,8 @@ import os
 import pytest
 
 from lab.inventory import AUDITOR, LAB_FILE, add_lab_guests, env_for, inventory
+
+
 def plugin_vars(hostvars):
     """The variables the plugin and the file's compose set (group_vars of inventories/lab are someone else's)."""
     return dict((k, v) for k, v in hostvars.items() if k.startswith(('pve_', 'sn_', 'ansible_')))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import (
     failover, forecast, ha_rule, linked_clone, metrics, scale, shadow_refresh, vnet)
 from lab.modrun import ModuleFailed, run_module
@@ -83,11 +83,11 @@ def test_failover_activate_remediate_failback(pvesim, built, plan):
     # activate writes cores, memory and the description (VM.Config.CPU, .Memory, .Options on the shadow).
     act = run_module(failover, dict(args, step='activate'))
     assert act['changed'] and act['activate']['size'] == {'cores': 2, 'memory': 2048}
-    since = metablock.parse_description(shadow.config['description'])[1]['failover']['since']
+    since = meta_utils.parse_description(shadow.config['description'])[1]['failover']['since']
     assert run_module(failover, dict(args, step='remediate'))['changed']  # VM.PowerMgmt
     assert primary.status == 'running'
     back = run_module(failover, dict(args, step='failback', catch_up_facts={'shop-web-1': str(since + 1)}))
-    assert back['changed'] and 'failover' not in (metablock.parse_description(shadow.config['description'])[1] or {})
+    assert back['changed'] and 'failover' not in (meta_utils.parse_description(shadow.config['description'])[1] or {})
 
 
 def test_scale_out(pvesim, built, plan, tmp_path):

@@ -106,7 +106,7 @@ def test_launcher_ready_line_control_channel_and_sigterm(tmp_path):
         assert status['cpu'] == 0.42
         log = requests.get(url + '/_sim/requests?since=0', headers=auth, verify=ca, timeout=10).json()
         assert [r['path'] for r in log['requests']] == ['/api2/json/nodes',
-                                                          '/api2/json/nodes/pve1/qemu/9000/status/current']
+                                                        '/api2/json/nodes/pve1/qemu/9000/status/current']
         assert requests.get(url + '/_sim/state', verify=ca, timeout=10).status_code == 401
         end = int(time.time()) // 60 * 60
         series = [{'time': end - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(10)]

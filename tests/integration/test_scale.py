@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
 from lab.modrun import run_module
 from lab.shop import FALLING, FLAT, RISING, SCALED_SHOP, build, inject, plan_of, primaries
@@ -33,14 +33,14 @@ def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
     new = next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-3')
     assert set(new.config['tags'].split(';')) == {'shadownet', 'sn-shop', 'sn-web', 'sn-primary'}
-    meta = metablock.parse_description(new.config['description'])[1]
+    meta = meta_utils.parse_description(new.config['description'])[1]
     assert meta['scaled'] is True and meta['index'] == 3 and meta['shadowed_by'] == 'shop-web-shadow'
     assert new.node != next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-shadow').node
     res = s['results'][0]
     assert [mm['source']['vm'] for mm in res['mirrors_to_add']] == ['shop-web-3']
     assert res['vrrp_members_to_add'][0]['vm'] == 'shop-web-3' and res['vrrp_members_to_add'][0]['priority'] == 180
     anchor = next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-1')
-    record = metablock.parse_description(anchor.config['description'])[1]['scaling']
+    record = meta_utils.parse_description(anchor.config['description'])[1]['scaling']
     assert record['action'] == 'scale_up' and record['to'] == 3
     # Inside cooldown.up: still rising, nothing done, nothing written.
     current = dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name)
@@ -80,7 +80,7 @@ def test_check_mode_reports_a_scale_out_and_writes_nothing(pvesim, pve_conn, tmp
     assert res['record']['to'] == 3 and [m['vm'] for m in res['vrrp_members_to_add']] == ['shop-web-3'], res
     assert pvesim.writes(mark) == []
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2']
-    anchor = metablock.parse_description(vms['shop-web-1'].config['description'])[1]
+    anchor = meta_utils.parse_description(vms['shop-web-1'].config['description'])[1]
     assert 'scaling' not in anchor and not any(t.startswith('sn-last.') for t in vms['shop-web-1'].config['tags'].split(';'))
     # The same decision acted on for real makes exactly what check mode reported.
     real = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=decisions))['results'][0]
@@ -91,8 +91,8 @@ def set_record(pvesim, name, **record):
     """What the scale module's claim writes: the record in the description block and the sn-last tag."""
     vm = next(v for v in pvesim.pve.vms if v.name == name)
     record['time'] = int(record['time'])
-    vm.config['description'] = metablock.merge_description(vm.config.get('description', ''),
-                                                           {'scaling': record})[0]
+    vm.config['description'] = meta_utils.merge_description(vm.config.get('description', ''),
+                                                            {'scaling': record})[0]
     tags = [t for t in str(vm.config.get('tags', '')).split(';') if t and not t.startswith('sn-last.')]
     vm.config['tags'] = ';'.join(sorted(tags + ['sn-last.{0}.{1}'.format(record['action'], record['time'])]))
 
@@ -141,8 +141,8 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path,
     before either writes: the digest-checked claim is the guard that must act. PVE refuses the second PUT, the
     loser re-reads, finds the winner's record and stands down ('claimed'): one instance is made. A later run with
     the same decision is stopped by the other guard ('superseded') and writes nothing."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling_apply
     plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, RISING)
@@ -166,9 +166,9 @@ def test_two_concurrent_scale_runs_make_one_instance(pvesim, pve_conn, tmp_path,
     monkeypatch.setattr(scaling_apply, 'claim', claim)
 
     def make_api():
-        return pveapi.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
-                             token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
-                             ca_path=pve_conn['ca_path'])
+        return api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                                token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                                ca_path=pve_conn['ca_path'])
     results = [None, None]
     errors = []
 
@@ -257,7 +257,7 @@ def test_pending_vertical_resize_is_not_rewritten_after_the_cooldown(pvesim, pve
     web1 = vms['shop-web-1']
     assert int(web1.config['cores']) == 2 and 'cores' in web1.pending     # PVE: pending, not applied
     # The cooldown is over (the record is moved back); the load is still rising against the running 2 cores.
-    record = metablock.parse_description(web1.config['description'])[1]['scaling']
+    record = meta_utils.parse_description(web1.config['description'])[1]['scaling']
     set_record(pvesim, 'shop-web-1', **dict(record, time=record['time'] - 3600))
     inject(pvesim, vms, RISING)
     mark = pvesim.mark()

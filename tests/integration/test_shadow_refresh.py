@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import COLLECTIONS, run_ansible
@@ -80,7 +80,7 @@ def test_refresh_keeps_identity_and_removes_the_snapshot(pvesim, pve_conn, built
     assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(before['config']['tags'])
     assert int(new.config['cores']) == int(before['config']['cores']) == 1
     assert 'hookscript' not in new.config
-    dummy, meta = metablock.parse_description(new.config['description'])
+    dummy, meta = meta_utils.parse_description(new.config['description'])
     assert meta['role'] == 'shadow' and meta['replication']['last_full'] == result['last_full']
     assert meta['replication']['source_snapshot'] == result['snapshot']
     assert primary.snapshots == {}
@@ -134,8 +134,6 @@ def test_clone_failure_after_destroy_names_the_missing_shadow(pvesim, pve_conn, 
     with pytest.raises(ModuleFailed) as again:
         run_module(shadow_refresh, args(pve_conn))
     assert 'site.yml' in again.value.result['msg']
-
-
 
 
 def _playbook(argv, tmp_path):
@@ -271,12 +269,12 @@ def test_the_primary_hookscript_is_removed_as_root_and_named_in_a_warning_with_a
 
 def test_a_serving_shadow_is_never_replaced_and_keep_size_false_takes_the_primary_size(pvesim, pve_conn, built):
     primary, shadow = built
-    serving = metablock.merge_description(shadow.config['description'], {'failover': {'active': True}})[0]
+    serving = meta_utils.merge_description(shadow.config['description'], {'failover': {'active': True}})[0]
     shadow.config['description'] = serving
     mark = pvesim.mark()
     result = run_module(shadow_refresh, args(pve_conn))
     assert result['skipped'] and 'serving' in result['reason'] and pvesim.writes(mark) == []
-    shadow.config['description'] = metablock.merge_description(serving, {'failover': None})[0]
+    shadow.config['description'] = meta_utils.merge_description(serving, {'failover': None})[0]
     run_module(shadow_refresh, args(pve_conn, keep_size=False))
     new = vms_by_name(pvesim)['shop-web-shadow']
     assert int(new.config['cores']) == int(primary.config['cores']) == 2
@@ -299,7 +297,7 @@ def test_a_failed_identity_restore_is_finished_by_the_next_run_without_a_new_clo
     assert new is half
     assert propstr.parse_net(new.config['net0'])['macaddr'] == propstr.parse_net(before['net0'])['macaddr']
     assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(before['tags'])
-    dummy, meta = metablock.parse_description(new.config['description'])
+    dummy, meta = meta_utils.parse_description(new.config['description'])
     assert 'pending' not in meta['replication'] and meta['replication']['last_full'] == result['last_full']
     # And now it is an ordinary shadow again: within min_interval nothing happens.
     mark = pvesim.mark()

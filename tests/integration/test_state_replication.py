@@ -238,7 +238,7 @@ def test_event_hook_runs_on_the_shadow_and_bad_settings_fail_clearly(local_dirs)
     res, recap = _play(p, None, state_replication_paths=['/srv/app', '/srv/app/sub', 'relative'])
     assert res.returncode != 0
     assert 'bad: relative; nested: /srv/app/sub inside /srv/app' in res.stdout
-    # The role's messages are the Python rules' (module_utils/replication.py), each naming the variable.
+    # The role's messages are the Python rules' (module_utils/failover/replication.py), each naming the variable.
     assert 'state_replication_paths: /srv/app/sub lies inside /srv/app; list only /srv/app' in res.stdout
     assert "state_replication_paths: path 'relative' must be absolute" in res.stdout
     res, recap = _play(p, None, state_replication_fidelity='full', state_replication_interval='1m')

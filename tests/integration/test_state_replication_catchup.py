@@ -406,7 +406,7 @@ def _failover_playbook(pvesim, tmp_path, hosts, template, *options):
 
 def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, tmp_path):
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 
     template = _flow_template()
     plan = plan_of(template)
@@ -425,7 +425,7 @@ def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, 
                                       'test -e %s\n' % (hook_log, tmp_path / 'hook-may-succeed'))
 
     def mark():
-        return (metablock.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover')
+        return (meta_utils.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover')
 
     # shop-web-1 fails: the run activates the shadow, restarts the primary and would fail back, but the catch-up
     # hook fails: no marker, so the second module run refuses and the shadow stays active (and serving).
@@ -477,7 +477,7 @@ def test_failover_playbook_fails_back_only_after_the_catch_up(pvesim, pve_conn, 
 def test_failover_playbook_differential_catch_up_over_ssh(pair, pvesim, pve_conn):
     """The whole flow with differential replication: the simulator for PVE, the namespace lab for the guests."""
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 
     p = pair
     template = json.loads(json.dumps(SHOP))
@@ -532,13 +532,13 @@ def test_failover_playbook_differential_catch_up_over_ssh(pair, pvesim, pve_conn
     assert not (p['tmp'] / 'state-2' / 'caught_up').exists()
     assert 'shadownet-repl-catchup:' not in p['primary_authorized'].read_text()
     assert not list(p['etc'].glob('id_ed25519_*'))
-    assert (metablock.parse_description(shadow_vm.config.get('description', ''))[1] or {}).get('failover') is None
+    assert (meta_utils.parse_description(shadow_vm.config.get('description', ''))[1] or {}).get('failover') is None
 
 
 def test_failover_playbook_catch_up_all_marks_every_primary(pvesim, pve_conn, tmp_path):
     """failover_catch_up=all: the event hook runs once (first primary) and every primary gets its marker."""
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 
     template = _flow_template()
     plan = plan_of(template)
@@ -558,5 +558,5 @@ def test_failover_playbook_catch_up_all_marks_every_primary(pvesim, pve_conn, tm
     assert int((tmp_path / 'shop-web-1' / 'caught_up').read_text()) > 0
     assert int((tmp_path / 'shop-web-2' / 'caught_up').read_text()) > 0
     shadow = vms['shop-web-shadow']
-    assert (metablock.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover') is None
+    assert (meta_utils.parse_description(shadow.config.get('description', ''))[1] or {}).get('failover') is None
     assert 'failback: shrank shadow shop-web-shadow' in res.stdout

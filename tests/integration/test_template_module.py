@@ -8,7 +8,7 @@ import sys
 import jinja2
 import yaml
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import plan as plan_utils
 from lab.playbook import ROOT, run_ansible
 
 LAB = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
@@ -29,7 +29,7 @@ def save(var, path):
 def lab_plan(**variables):
     with open(LAB) as handle:
         data = yaml.safe_load(jinja2.Environment().from_string(handle.read()).render(**variables))
-    return P.plan_from_template(data)
+    return plan_utils.plan_from_template(data)
 
 
 def test_lab_template_with_jinja2_variables(tmp_path):

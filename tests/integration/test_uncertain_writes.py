@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import ha_rule, linked_clone, shadow_refresh, vnet
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import ROOT, ansible_playbook, recap

@@ -19,7 +19,7 @@ from lab.playbook import run_ansible
 from lab.vrrp_lab import (GUESTS, KEEPALIVED, LAB_VARS, NET, SERVICE_PORT, VIP, VrrpLab, failover_cycle, needs_keepalived,
                           render)
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 
 
 @pytest.fixture

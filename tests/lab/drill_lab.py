@@ -141,7 +141,7 @@ def main(argv=None):
         if path not in sys.path:
             sys.path.insert(0, path)
     from lab.netns import Lab, cleanup_stale  # pylint: disable=import-outside-toplevel
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr  # pylint: disable=import-outside-toplevel
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr  # pylint: disable=import-outside-toplevel
 
     with open(args.spec) as handle:
         spec = json.load(handle)

@@ -64,7 +64,7 @@ class WriteFaults(object):
     def flaky_writes(self, rate, lost_share=0.5, seed=None, paths=None):
         """Drop a share `rate` of the writes, `lost_share` of them after carrying them out (rate 0: stop)."""
         self.flaky = None if not rate else dict(rate=float(rate), lost=float(lost_share), rng=random.Random(seed),
-                                                 paths=re.compile(paths) if paths else None)
+                                                paths=re.compile(paths) if paths else None)
 
     def clear_write_faults(self):
         self.fault_rules = []

@@ -211,7 +211,7 @@ class SdnApi(object):
             extra = sorted(k for k in zone if k in (NOT_SIMPLE if kind == 'simple' else NOT_VXLAN))
             if extra:
                 raise _param_error(**dict((k, "property is not defined in schema and the schema does not allow "
-                                               "additional properties") for k in extra))
+                                           "additional properties") for k in extra))
         if len(zid) > 8:
             raise _param_error(zone='zone ID too long (max 8 characters)')
 
@@ -498,7 +498,7 @@ class SdnApi(object):
         too_long = sorted(i for i in net['running'] if len(i) > IFNAMSIZ_MAX)
         if too_long and not fault:
             log.append('{0} : error: {0}: interface name longer than {1} characters'.format(too_long[0],
-                                                                                          IFNAMSIZ_MAX))
+                                                                                            IFNAMSIZ_MAX))
             fault = "command 'ifreload -a' failed: exit code 1"
         if fault:
             raise TaskError(fault)

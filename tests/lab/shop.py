@@ -12,7 +12,7 @@ web primaries the simulator holds.
 import copy
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import run_module
 

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 from lab.netns import in_netns
 from lab.playbook import VENV_PY, run_ansible
 

@@ -2,7 +2,7 @@
 import requests
 from proxmoxer.core import ResourceException
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import api as pveapi
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
 
 
 def res(status, text, errors=None):
@@ -11,43 +11,43 @@ def res(status, text, errors=None):
 
 def test_lock_timeouts_are_retryable_for_every_method():
     for method in ('GET', 'PUT', 'POST', 'DELETE'):
-        kind, retry, msg = pveapi.classify(res(500, "can't lock file '/var/lock/qemu-server/lock-100.conf' - "
-                                                    "got timeout"), method, 'nodes/pve1/qemu/100/config')
+        kind, retry, msg = api_utils.classify(res(500, "can't lock file '/var/lock/qemu-server/lock-100.conf' - "
+                                                  "got timeout"), method, 'nodes/pve1/qemu/100/config')
         assert (kind, retry) == ('lock', True)
 
 
 def test_vm_locked_by_backup_is_waitable_with_name():
-    kind, retry, msg = pveapi.classify(res(500, 'VM is locked (backup)'), 'POST', 'nodes/pve1/qemu/100/clone')
+    kind, retry, msg = api_utils.classify(res(500, 'VM is locked (backup)'), 'POST', 'nodes/pve1/qemu/100/clone')
     assert (kind, retry) == ('lock', True) and '(backup)' in msg
 
 
 def test_server_errors_retried_on_reads_only():
-    assert pveapi.classify(res(502, 'Bad Gateway'), 'GET', 'nodes')[:2] == ('server', True)
-    assert pveapi.classify(res(502, 'Bad Gateway'), 'POST', 'nodes/pve1/qemu')[1] is False
-    assert pveapi.classify(res(500, "Configuration file 'x' does not exist"), 'GET', 'nodes/pve1/qemu/1/config'
-                           )[:2] == ('notfound', False)
+    assert api_utils.classify(res(502, 'Bad Gateway'), 'GET', 'nodes')[:2] == ('server', True)
+    assert api_utils.classify(res(502, 'Bad Gateway'), 'POST', 'nodes/pve1/qemu')[1] is False
+    assert api_utils.classify(res(500, "Configuration file 'x' does not exist"), 'GET', 'nodes/pve1/qemu/1/config'
+                              )[:2] == ('notfound', False)
 
 
 def test_dropped_connection_on_write_is_uncertain():
     exc = requests.exceptions.ConnectionError('Connection aborted. RemoteDisconnected')
-    assert pveapi.classify(exc, 'POST', 'nodes/pve1/qemu/9000/clone')[:2] == ('uncertain', False)
-    assert pveapi.classify(exc, 'GET', 'nodes')[:2] == ('connection', True)
+    assert api_utils.classify(exc, 'POST', 'nodes/pve1/qemu/9000/clone')[:2] == ('uncertain', False)
+    assert api_utils.classify(exc, 'GET', 'nodes')[:2] == ('connection', True)
 
 
 def test_offline_quorum_forbidden_validation_messages():
-    kind, retry, msg = pveapi.classify(res(595, 'No route to host'), 'GET', 'nodes/pve3/status')
+    kind, retry, msg = api_utils.classify(res(595, 'No route to host'), 'GET', 'nodes/pve3/status')
     assert kind == 'offline' and "'pve3'" in msg and not retry
-    kind, retry, msg = pveapi.classify(res(500, 'cluster not ready - no quorum?'), 'PUT', 'cluster/sdn')
+    kind, retry, msg = api_utils.classify(res(500, 'cluster not ready - no quorum?'), 'PUT', 'cluster/sdn')
     assert kind == 'quorum' and not retry
-    kind, retry, msg = pveapi.classify(res(403, 'Permission check failed (/vms/100, VM.Clone)'), 'POST', 'x')
+    kind, retry, msg = api_utils.classify(res(403, 'Permission check failed (/vms/100, VM.Clone)'), 'POST', 'x')
     assert kind == 'forbidden' and 'VM.Clone' in msg and '/vms/100' in msg
-    kind, retry, msg = pveapi.classify(res(400, 'Parameter verification failed.', {'cores': 'value must be >= 1'}),
-                                       'PUT', 'x')
+    kind, retry, msg = api_utils.classify(res(400, 'Parameter verification failed.', {'cores': 'value must be >= 1'}),
+                                          'PUT', 'x')
     assert kind == 'validation' and 'cores: value must be >= 1' in msg
 
 
 def test_backoff_is_bounded_with_jitter():
-    class Api(pveapi.PveApi):
+    class Api(api_utils.PveApi):
         def _connect(self):
             pass
     api = Api('h', token_id='t', token_secret='s', backoff=0.5, backoff_max=2.0)
@@ -57,7 +57,7 @@ def test_backoff_is_bounded_with_jitter():
     assert len(set(round(d, 6) for d in delays)) > 20  # jittered, not fixed
 
 
-class StopApi(pveapi.PveApi):
+class StopApi(api_utils.PveApi):
     """PveApi with a fake clock and canned answers: the stop task ends at once (a 'hastop'), status/current
     answers `states` in order (the last one for ever)."""
 
@@ -95,7 +95,7 @@ def test_stop_vm_gives_up_by_wall_clock_naming_the_vm():
     api = StopApi(['running'], ha={'managed': 1, 'state': 'started'})
     try:
         api.stop_vm('pve1', 101, name='shop-web-2', timeout=30)
-    except pveapi.PveTimeoutError as exc:
+    except api_utils.PveTimeoutError as exc:
         assert exc.kind == 'timeout' and exc.node == 'pve1'
         assert "VM 'shop-web-2' (vmid 101 on pve1) is still running 30s (wall clock)" in exc.message
         assert 'HA resource' in exc.message and 'ha-manager status' in exc.message

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import drill
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import drill as drill_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 P, S = 'shop-web-1', 'shop-web-shadow'
 
@@ -30,27 +30,27 @@ def drill_samples():
 
 def test_longest_silence_counts_from_the_failure_to_the_first_answer():
     samples = [(0.0, True, P), (0.5, True, P), (0.9, False, None), (1.4, True, S), (1.5, True, S)]
-    assert drill.longest_silence(samples, 0.6, 1.4) == pytest.approx(0.8)   # 0.6 (failure) -> 1.4
-    assert drill.longest_silence(samples, 0.0, 1.5) == pytest.approx(0.9)   # 0.5 -> 1.4
-    assert drill.longest_silence(samples, 0.95, 1.2) is None                # nothing answered in the window
+    assert drill_utils.longest_silence(samples, 0.6, 1.4) == pytest.approx(0.8)   # 0.6 (failure) -> 1.4
+    assert drill_utils.longest_silence(samples, 0.0, 1.5) == pytest.approx(0.9)   # 0.5 -> 1.4
+    assert drill_utils.longest_silence(samples, 0.95, 1.2) is None                # nothing answered in the window
     # A silence still running at the end of the window counts up to the end.
-    assert drill.longest_silence(samples + [(3.0, False, None)], 1.45, 3.0) == pytest.approx(1.5)
+    assert drill_utils.longest_silence(samples + [(3.0, False, None)], 1.45, 3.0) == pytest.approx(1.5)
 
 
 def test_first_answer_and_switches():
     samples = drill_samples()
-    assert drill.first_answer(samples, 1.0, lambda who: who != P)[0] == pytest.approx(1.30)
-    assert drill.first_answer(samples, 3.0, lambda who: who == P)[0] == pytest.approx(3.25)
-    assert drill.first_answer(samples, 5.0) is None
-    changes = drill.switches(samples)
+    assert drill_utils.first_answer(samples, 1.0, lambda who: who != P)[0] == pytest.approx(1.30)
+    assert drill_utils.first_answer(samples, 3.0, lambda who: who == P)[0] == pytest.approx(3.25)
+    assert drill_utils.first_answer(samples, 5.0) is None
+    changes = drill_utils.switches(samples)
     assert [(round(t, 2), a, b) for t, a, b in changes] == [(1.30, P, S), (3.25, S, P)]
     # Samples without a known responder do not make a change.
-    assert drill.switches([(0, True, P), (1, True, None), (2, True, P)]) == []
+    assert drill_utils.switches([(0, True, P), (1, True, None), (2, True, P)]) == []
 
 
 def test_summarize_a_clean_drill():
-    out = drill.summarize(drill_samples(), [P, 'shop-web-2'], S, down_at=1.0, down_done=1.02, up_at=3.0,
-                          up_done=3.01, end=4.0)
+    out = drill_utils.summarize(drill_samples(), [P, 'shop-web-2'], S, down_at=1.0, down_done=1.02, up_at=3.0,
+                                up_done=3.01, end=4.0)
     assert out['failover_gap_ms'] == pytest.approx(250.0, abs=0.5)   # last primary answer 1.05 -> shadow 1.30
     assert out['takeover_ms'] == pytest.approx(300.0, abs=0.5)
     assert out['failover_answered_by'] == S and out['shadow_answered']
@@ -67,17 +67,17 @@ def test_summarize_a_clean_drill():
 
 def test_summarize_a_flapping_and_an_unanswered_drill():
     flapping = drill_samples() + run(4.0, 4.2, 0.01, True, S) + run(4.2, 4.5, 0.01, True, P)
-    out = drill.summarize(flapping, [P], S, down_at=1.0, down_done=1.02, up_at=3.0, up_done=3.01, end=4.5)
+    out = drill_utils.summarize(flapping, [P], S, down_at=1.0, down_done=1.02, up_at=3.0, up_done=3.01, end=4.5)
     assert out['failbacks'] == 2 and out['flaps'] == 2
     # The shadow never answered: no failover figures, and the failures are counted.
     silent = run(0.0, 1.0, 0.01, True, P) + run(1.0, 2.0, 0.01, False, None)
-    out = drill.summarize(silent, [P], S, down_at=1.0, down_done=1.0, end=2.0)
+    out = drill_utils.summarize(silent, [P], S, down_at=1.0, down_done=1.0, end=2.0)
     assert out['failover_gap_ms'] is None and out['takeover_ms'] is None and not out['shadow_answered']
     assert out['failover_failures'] == 100
     # Responders unknown (the VIP is not on this host's network): gaps still come from the silences; any answer
     # after every link is down is the new owner's.
     blind = [(t, ok, None) for t, ok, dummy in drill_samples()]
-    out = drill.summarize(blind, [P], S, down_at=1.0, down_done=1.06, up_at=3.0, up_done=3.01, end=4.0)
+    out = drill_utils.summarize(blind, [P], S, down_at=1.0, down_done=1.06, up_at=3.0, up_done=3.01, end=4.0)
     assert out['failover_gap_ms'] == pytest.approx(250.0, abs=0.5) and out['failover_answered_by'] is None
     assert out['failback_gap_ms'] == pytest.approx(60.0, abs=0.5) and out['failback_ms'] is None
     assert out['failbacks'] == 0 and out['answered_by'] == {'unknown': sum(1 for s in blind if s[1])}
@@ -91,35 +91,35 @@ ARP = """IP address       HW type     Flags       HW address            Mask    
 
 
 def test_arp_lookup_and_macs():
-    assert drill.arp_lookup(ARP, '10.10.0.100') == 'BC:24:11:00:00:01'
-    assert drill.arp_lookup(ARP, '10.10.0.11') is None        # incomplete entry
-    assert drill.arp_lookup(ARP, '10.10.0.1') is None
+    assert drill_utils.arp_lookup(ARP, '10.10.0.100') == 'BC:24:11:00:00:01'
+    assert drill_utils.arp_lookup(ARP, '10.10.0.11') is None        # incomplete entry
+    assert drill_utils.arp_lookup(ARP, '10.10.0.1') is None
     cfg = {'net0': 'virtio=BC:24:11:00:00:01,bridge=front', 'net1': 'virtio=bc:24:11:00:00:09,bridge=back',
            'cores': 2}
-    assert drill.macs_of(P, cfg) == {'BC:24:11:00:00:01': P, 'BC:24:11:00:00:09': P}
+    assert drill_utils.macs_of(P, cfg) == {'BC:24:11:00:00:01': P, 'BC:24:11:00:00:09': P}
 
 
 def test_identify_reads_the_neighbour_table(tmp_path):
     path = tmp_path / 'arp'
     path.write_text(ARP)
-    ident = drill.neighbour_identify('10.10.0.100', {'BC:24:11:00:00:01': P}, path=str(path))
+    ident = drill_utils.neighbour_identify('10.10.0.100', {'BC:24:11:00:00:01': P}, path=str(path))
     assert ident() == P
-    assert drill.neighbour_identify('10.10.0.12', {}, path=str(path))() is None
-    assert drill.neighbour_identify('10.10.0.100', {}, path=str(tmp_path / 'missing'))() is None
+    assert drill_utils.neighbour_identify('10.10.0.12', {}, path=str(path))() is None
+    assert drill_utils.neighbour_identify('10.10.0.100', {}, path=str(tmp_path / 'missing'))() is None
 
 
 def test_link_down_and_restore_keep_every_other_property():
     before = 'virtio=BC:24:11:AA:BB:CC,bridge=front,firewall=1,rate=100,tag=10'
-    down = drill.link_down_string(before)
+    down = drill_utils.link_down_string(before)
     assert propstr.parse_net(down) == dict(propstr.parse_net(before), link_down='1')
     assert down.startswith('virtio=BC:24:11:AA:BB:CC,')
     # Restore: the exact previous string when the NIC is still what the drill wrote.
-    assert drill.restore_string(down, down, before) == before
+    assert drill_utils.restore_string(down, down, before) == before
     # Already restored: nothing to write.
-    assert drill.restore_string(before, down, before) is None
+    assert drill_utils.restore_string(before, down, before) is None
     # Someone changed the rate meanwhile: only link_down goes back, their change stays.
     changed = down.replace('rate=100', 'rate=50')
-    restored = drill.restore_string(changed, down, before)
+    restored = drill_utils.restore_string(changed, down, before)
     assert propstr.parse_net(restored) == dict(propstr.parse_net(before), rate='50')
 
 
@@ -150,8 +150,8 @@ def udp_echo():
 
 def test_prober_udp_sees_a_silence(udp_echo):
     port, state = udp_echo
-    prober = drill.Prober('127.0.0.1', port, protocol='udp', interval=0.005, timeout=0.1,
-                          identify=lambda: 'guest').start()
+    prober = drill_utils.Prober('127.0.0.1', port, protocol='udp', interval=0.005, timeout=0.1,
+                                identify=lambda: 'guest').start()
     try:
         time.sleep(0.3)
         state['on'] = False
@@ -166,7 +166,7 @@ def test_prober_udp_sees_a_silence(udp_echo):
     assert prober.errors == []
     assert sum(1 for s in samples if s[1]) > 50 and all(s[2] == 'guest' for s in samples if s[1])
     assert any(not s[1] for s in samples if off + 0.01 < s[0] < on - 0.01)
-    gap = drill.longest_silence(samples, off - 0.1, on + 0.2)
+    gap = drill_utils.longest_silence(samples, off - 0.1, on + 0.2)
     assert 0.25 < gap < 0.8, gap
 
 
@@ -189,7 +189,7 @@ def test_prober_tcp_counts_connects_and_refusals():
                 return
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    prober = drill.Prober('127.0.0.1', port, protocol='tcp', interval=0.01, timeout=0.2).start()
+    prober = drill_utils.Prober('127.0.0.1', port, protocol='tcp', interval=0.01, timeout=0.2).start()
     try:
         time.sleep(0.3)
         stop.set()
@@ -225,7 +225,7 @@ class FakeApi(object):
         if changes and not check_mode:
             if self.fail_on == len(self.writes):
                 self.writes.append((vmid, 'FAILED'))
-                raise drill.PveApiError('got timeout', kind='lock')
+                raise drill_utils.PveApiError('got timeout', kind='lock')
             self.writes.append((vmid, dict(changes)))
             self.configs[vmid].update(changes)
         return before, changes, deletes
@@ -310,8 +310,8 @@ def fake_prober(api, clock, made, shadow_answers=True):
 def make(api, fo, clock, made, check_mode=False, **opts):
     options = dict(port=80, hold=0.1, settle=0.1, timeout=1.0)
     options.update(opts)
-    return drill.Drill(api, fo, options, check_mode=check_mode, clock=clock, sleep=clock.sleep,
-                       prober_factory=fake_prober(api, clock, made))
+    return drill_utils.Drill(api, fo, options, check_mode=check_mode, clock=clock, sleep=clock.sleep,
+                             prober_factory=fake_prober(api, clock, made))
 
 
 def test_runner_downs_every_primary_and_restores_each_exact_string():
@@ -328,7 +328,7 @@ def test_runner_downs_every_primary_and_restores_each_exact_string():
     assert out['failbacks'] == 1 and out['flaps'] == 0 and out['restored']
     # Bad options are refused before anything is read.
     for bad in (dict(port=0), dict(interval=0), dict(timeout=0), dict(hold=-1), dict(protocol='icmp')):
-        with pytest.raises(drill.DrillError) as exc:
+        with pytest.raises(drill_utils.DrillError) as exc:
             make(api, fo, clock, made, **bad).run()
         assert exc.value.kind == 'config', bad
     assert len(made) == 1
@@ -339,7 +339,7 @@ def test_runner_restores_what_it_set_down_when_a_write_fails():
     api, fo, dummy = setup(fail_on=1)
     before = dict((v, dict(c)) for v, c in api.configs.items())
     clock, made = Clock(), []
-    with pytest.raises(drill.PveApiError) as exc:
+    with pytest.raises(drill_utils.PveApiError) as exc:
         make(api, fo, clock, made).run()
     assert exc.value.kind == 'lock'
     # web-1 went down, web-2's write failed, web-1 came back; web-2 (never changed) is left alone.
@@ -352,7 +352,7 @@ def test_runner_restores_on_timeout_and_keeps_a_change_made_meanwhile():
     before = api.configs[100]['net0']
     clock, made = Clock(), []
 
-    class Meddled(drill.Drill):
+    class Meddled(drill_utils.Drill):
         def _set_down(self, item):
             super()._set_down(item)
             # An operator changes the rate while the link is down.
@@ -360,7 +360,7 @@ def test_runner_restores_on_timeout_and_keeps_a_change_made_meanwhile():
     # Nobody takes the VIP over: the drill times out.
     runner = Meddled(api, fo, dict(port=80, timeout=0.5), clock=clock, sleep=clock.sleep,
                      prober_factory=fake_prober(api, clock, made, shadow_answers=False))
-    with pytest.raises(drill.DrillError) as exc:
+    with pytest.raises(drill_utils.DrillError) as exc:
         runner.run()
     assert 'the VIP did not answer again after the link of web-1 went down within 0.5s' in exc.value.message
     assert len(api.writes) == 2 and made[0].stopped
@@ -380,7 +380,7 @@ def test_runner_check_mode_and_refusals_write_nothing():
     api.configs[101]['net0'] += ',link_down=1'
     fo.report['primaries'][0]['lock'] = 'backup'
     fo.report['vip_master'] = 'web-shadow'
-    with pytest.raises(drill.DrillError) as exc:
+    with pytest.raises(drill_utils.DrillError) as exc:
         make(api, fo, clock, made).run()
     msg = exc.value.message
     assert 'web-1 is locked (backup)' in msg and 'web-2 net0 has link_down=1 already' in msg

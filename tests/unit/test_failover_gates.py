@@ -3,8 +3,8 @@ import copy
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import failover as fo
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import plan_from_template
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import failover as failover_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import plan_from_template
 
 TEMPLATE = {
     'name': 'shop', 'nodes': ['pve1', 'pve2', 'pve3'],
@@ -31,13 +31,13 @@ def report(since=1000, healthy=('shop-web-1', 'shop-web-2')):
 
 
 def runner(plan, **kwargs):
-    return fo.Failover(api=None, plan=plan, service='web', **kwargs)
+    return failover_utils.Failover(api=None, plan=plan, service='web', **kwargs)
 
 
 @pytest.mark.parametrize('value,expected', [(1200, 1200), ('1200\n', 1200), ({'caught_up_at': '1200.5'}, 1200),
                                             (None, None), ('', None), ('never', None), ({}, None)])
 def test_epoch_of_a_fact(value, expected):
-    assert fo._epoch(value) == expected
+    assert failover_utils._epoch(value) == expected
 
 
 def test_catch_up_gate_by_fidelity_and_choice():
@@ -78,7 +78,7 @@ def test_offline_recovery_choice(choice, ha_state, action):
 
 
 def test_bad_choices_are_refused_with_the_valid_ones():
-    with pytest.raises(fo.FailoverError, match='offline_recovery must be one of wait, ha, report'):
+    with pytest.raises(failover_utils.FailoverError, match='offline_recovery must be one of wait, ha, report'):
         runner(plan_with('full'), offline_recovery='migrate')
-    with pytest.raises(fo.FailoverError, match='catch_up must be one of first, all, skip'):
+    with pytest.raises(failover_utils.FailoverError, match='catch_up must be one of first, all, skip'):
         runner(plan_with('full'), catch_up='some')

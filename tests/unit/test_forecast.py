@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
-from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import (
     MissingForecastLibrary, forecast_series)
 
 STEP = 300          # 5-minute points
@@ -144,9 +144,9 @@ def test_ets_recursion_matches_statsmodels():
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
     rnd = random.Random(5)
     y = [50.0 + 0.1 * t + rnd.gauss(0, 2) for t in range(400)]
-    libs = fc._libs()
+    libs = forecast_utils._libs()
     np = libs.np
-    model = fc._ETS(libs, np.array(y), 200, 6)
+    model = forecast_utils._ETS(libs, np.array(y), 200, 6)
     params = [model.alpha, model.beta, model.phi]
     full = ETSModel(pd.Series(y), error='add', trend='add', damped_trend=True)
     ref = ETSModel(pd.Series(y[:200]), error='add', trend='add', damped_trend=True).fit(disp=False)
@@ -177,7 +177,7 @@ def test_bad_arguments(kwargs):
 
 def test_missing_statsmodels_raises_importerror_subclass(monkeypatch):
     import sys
-    monkeypatch.setattr(fc._Libs, 'np', None)
+    monkeypatch.setattr(forecast_utils._Libs, 'np', None)
     monkeypatch.setitem(sys.modules, 'statsmodels.tsa.exponential_smoothing.ets', None)
     with pytest.raises(MissingForecastLibrary) as err:
         forecast_series([1.0, 2.0, 3.0], STEP, 2)
@@ -189,18 +189,18 @@ def test_missing_statsmodels_raises_importerror_subclass(monkeypatch):
 
 
 def test_normal_quantile():
-    assert abs(fc._normal_quantile(0.9) - 1.2815515655) < 1e-8
-    assert abs(fc._normal_quantile(0.975) - 1.9599639845) < 1e-8
-    assert abs(fc._normal_quantile(0.001) + 3.0902323062) < 1e-7
+    assert abs(forecast_utils._normal_quantile(0.9) - 1.2815515655) < 1e-8
+    assert abs(forecast_utils._normal_quantile(0.975) - 1.9599639845) < 1e-8
+    assert abs(forecast_utils._normal_quantile(0.001) + 3.0902323062) < 1e-7
 
 
 def test_theta_matches_statsmodels_theta_model():
     from statsmodels.tsa.forecasting.theta import ThetaModel
     rnd = random.Random(6)
     y = [30.0 + 0.05 * t + rnd.gauss(0, 1.5) for t in range(300)]
-    libs = fc._libs()
+    libs = forecast_utils._libs()
     np = libs.np
-    ours = fc._Theta(libs, np.array(y), 300, 10)
+    ours = forecast_utils._Theta(libs, np.array(y), 300, 10)
     ref = ThetaModel(np.array(y), period=1, deseasonalize=False).fit()
     assert abs(ours.b0 - float(ref.params.iloc[0])) < 1e-9
     assert abs(ours.alpha - float(ref.params.iloc[1])) < 1e-3

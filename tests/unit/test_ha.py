@@ -1,7 +1,7 @@
 """The pure part of module_utils.ha: rule normalising, name resolution, ownership and the set diff."""
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha
 
 VMS = [{'type': 'qemu', 'vmid': 101, 'name': 'shop-web-1'}, {'type': 'qemu', 'vmid': 103, 'name': 'shop-web-shadow'},
        {'type': 'qemu', 'vmid': 9000, 'name': 'golden', 'template': 1},

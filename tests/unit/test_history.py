@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.history import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.history import (
     HistoryError, HistoryStore, SQLiteHistoryStore, open_store, regularize)
 
 T0 = 1_700_000_000 // 60 * 60

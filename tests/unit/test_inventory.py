@@ -1,9 +1,9 @@
-"""Unit tests of plugins/module_utils/inventory.py: the grouping and host variables of the pve inventory plugin."""
+"""Unit tests of plugins/module_utils/core/inventory.py: the grouping and host variables of the pve inventory plugin."""
 import json
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import inventory as inv
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import inventory as inventory_utils
 
 
 def desc(meta, text='Web front end'):
@@ -13,7 +13,7 @@ def desc(meta, text='Web front end'):
 
 def res(vmid, name, node, status='running', tags='', **extra):
     item = {'type': 'qemu', 'id': 'qemu/{0}'.format(vmid), 'vmid': vmid, 'name': name, 'node': node,
-            'status': status, 'maxcpu': 1, 'maxmem': 512 * inv.MiB, 'tags': tags}
+            'status': status, 'maxcpu': 1, 'maxmem': 512 * inventory_utils.MiB, 'tags': tags}
     item.update(extra)
     return item
 
@@ -36,8 +36,8 @@ def raw_cluster():
         'cluster_status': [{'type': 'cluster', 'name': 'lab'},
                            {'type': 'node', 'name': 'pve1', 'ip': '192.0.2.11'},
                            {'type': 'node', 'name': 'pve2', 'ip': '192.0.2.12'}],
-        'nodes': [{'node': 'pve2', 'status': 'online', 'maxcpu': 8, 'maxmem': 16384 * inv.MiB},
-                  {'node': 'pve1', 'status': 'online', 'maxcpu': 8, 'maxmem': 16384 * inv.MiB}],
+        'nodes': [{'node': 'pve2', 'status': 'online', 'maxcpu': 8, 'maxmem': 16384 * inventory_utils.MiB},
+                  {'node': 'pve1', 'status': 'online', 'maxcpu': 8, 'maxmem': 16384 * inventory_utils.MiB}],
         'resources': [
             res(100, 'shop-web-1', 'pve1', tags='shadownet;sn-shop;sn-web;sn-primary'),
             res(101, 'shop-web-shadow', 'pve2', tags='sn-shadow;sn-shop;sn-web;shadownet'),
@@ -68,74 +68,74 @@ def raw_cluster():
 
 
 def test_parse_meta_finds_the_block_and_keeps_unmanaged_descriptions_empty():
-    assert inv.parse_meta(desc({'role': 'shadow', 'shadows': ['a']})) == {'role': 'shadow', 'shadows': ['a']}
-    assert inv.parse_meta('note <!-- shadownet:begin -->{"v":1}<!-- shadownet:end -->') == {'v': 1}
-    assert inv.parse_meta('just a note') == {}
-    assert inv.parse_meta(None) == {}
-    with pytest.raises(inv.MetaError, match='not valid JSON'):
-        inv.parse_meta('<!-- shadownet:begin -->{oops<!-- shadownet:end -->')
-    with pytest.raises(inv.MetaError, match='not a JSON object'):
-        inv.parse_meta('<!-- shadownet:begin -->[1]<!-- shadownet:end -->')
+    assert inventory_utils.parse_meta(desc({'role': 'shadow', 'shadows': ['a']})) == {'role': 'shadow', 'shadows': ['a']}
+    assert inventory_utils.parse_meta('note <!-- shadownet:begin -->{"v":1}<!-- shadownet:end -->') == {'v': 1}
+    assert inventory_utils.parse_meta('just a note') == {}
+    assert inventory_utils.parse_meta(None) == {}
+    with pytest.raises(inventory_utils.MetaError, match='not valid JSON'):
+        inventory_utils.parse_meta('<!-- shadownet:begin -->{oops<!-- shadownet:end -->')
+    with pytest.raises(inventory_utils.MetaError, match='not a JSON object'):
+        inventory_utils.parse_meta('<!-- shadownet:begin -->[1]<!-- shadownet:end -->')
 
 
 def test_identity_from_metadata_then_from_tags_and_name():
     tags = {'shadownet', 'sn-shop', 'sn-web', 'sn-primary'}
-    assert inv.identity('x', tags, {'template': 't', 'service': 's', 'role': 'shadow'}) == ('t', 's', 'shadow')
+    assert inventory_utils.identity('x', tags, {'template': 't', 'service': 's', 'role': 'shadow'}) == ('t', 's', 'shadow')
     # No metadata: the name orders the two sn- tags (sorted, 'shop' and 'web' would be ambiguous otherwise).
-    assert inv.identity('shop-web-3', tags, {}) == ('shop', 'web', 'primary')
-    assert inv.identity('web-shop-1', tags, {}) == ('web', 'shop', 'primary')
-    assert inv.identity('a-b-c-shadow', {'shadownet', 'sn-a-b', 'sn-c', 'sn-shadow'}, {}) == ('a-b', 'c', 'shadow')
-    assert inv.identity('odd', {'shadownet', 'sn-shop'}, {}) == ('shop', None, None)
-    assert inv.identity('odd', {'shadownet', 'sn-primary', 'sn-shadow'}, {}) == (None, None, None)
+    assert inventory_utils.identity('shop-web-3', tags, {}) == ('shop', 'web', 'primary')
+    assert inventory_utils.identity('web-shop-1', tags, {}) == ('web', 'shop', 'primary')
+    assert inventory_utils.identity('a-b-c-shadow', {'shadownet', 'sn-a-b', 'sn-c', 'sn-shadow'}, {}) == ('a-b', 'c', 'shadow')
+    assert inventory_utils.identity('odd', {'shadownet', 'sn-shop'}, {}) == ('shop', None, None)
+    assert inventory_utils.identity('odd', {'shadownet', 'sn-primary', 'sn-shadow'}, {}) == (None, None, None)
 
 
 def test_group_names_are_safe():
-    assert inv.service_group('my-shop', 'web-api') == 'sn_my_shop_web_api'
-    assert inv.node_group('pve-a.lan') == 'pve_node_pve_a_lan'
+    assert inventory_utils.service_group('my-shop', 'web-api') == 'sn_my_shop_web_api'
+    assert inventory_utils.node_group('pve-a.lan') == 'pve_node_pve_a_lan'
 
 
 def test_address_choice_skips_loopback_and_link_local_and_prefers_networks():
-    found = inv.agent_addresses(IFACES)
+    found = inventory_utils.agent_addresses(IFACES)
     assert found == [('eth0', 'bc:24:11:00:00:01', '192.168.5.20'), ('eth1', 'bc:24:11:00:00:02', '10.10.0.11'),
                      ('eth1', 'bc:24:11:00:00:02', '2001:db8::11')]
     addresses = [a for dummy, dummy2, a in found]
-    assert inv.choose_address(addresses) == '192.168.5.20'
-    nets = inv.parse_networks(['2001:db8::/64', '10.10.0.0/24'])
-    assert inv.choose_address(addresses, nets) == '2001:db8::11'
-    assert inv.choose_address(addresses, inv.parse_networks(['10.10.0.5/24'])) == '10.10.0.11'
-    assert inv.choose_address(['2001:db8::11']) == '2001:db8::11'
-    assert inv.choose_address([]) is None
+    assert inventory_utils.choose_address(addresses) == '192.168.5.20'
+    nets = inventory_utils.parse_networks(['2001:db8::/64', '10.10.0.0/24'])
+    assert inventory_utils.choose_address(addresses, nets) == '2001:db8::11'
+    assert inventory_utils.choose_address(addresses, inventory_utils.parse_networks(['10.10.0.5/24'])) == '10.10.0.11'
+    assert inventory_utils.choose_address(['2001:db8::11']) == '2001:db8::11'
+    assert inventory_utils.choose_address([]) is None
     with pytest.raises(ValueError, match="'10.10.0/33'"):
-        inv.parse_networks(['10.10.0/33'])
+        inventory_utils.parse_networks(['10.10.0/33'])
 
 
 def test_config_addresses_take_static_cloud_init_only():
-    assert inv.config_addresses({'ipconfig1': 'ip=10.0.0.6/24', 'ipconfig0': 'ip=dhcp,ip6=2001:db8::5/64',
-                                 'ipconfig10': 'ip=10.0.9.1/24'}) == [(0, '2001:db8::5'), (1, '10.0.0.6'),
-                                                                      (10, '10.0.9.1')]
+    assert inventory_utils.config_addresses({'ipconfig1': 'ip=10.0.0.6/24', 'ipconfig0': 'ip=dhcp,ip6=2001:db8::5/64',
+                                             'ipconfig10': 'ip=10.0.9.1/24'}) == [(0, '2001:db8::5'), (1, '10.0.0.6'),
+                                                                                  (10, '10.0.9.1')]
 
 
 def test_wants_agent_only_for_running_guests_with_the_agent_enabled():
-    assert inv.wants_agent({'status': 'running'}, {'agent': '1'})
-    assert inv.wants_agent({'status': 'running'}, {'agent': 'enabled=1,fstrim_cloned_disks=1'})
-    assert not inv.wants_agent({'status': 'running'}, {'agent': '0'})
+    assert inventory_utils.wants_agent({'status': 'running'}, {'agent': '1'})
+    assert inventory_utils.wants_agent({'status': 'running'}, {'agent': 'enabled=1,fstrim_cloned_disks=1'})
+    assert not inventory_utils.wants_agent({'status': 'running'}, {'agent': '0'})
     # PVE stores the agent property string as written: `enabled` may come later, booleans in any spelling.
-    assert inv.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=True'})
-    assert not inv.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=0'})
-    assert not inv.wants_agent({'status': 'running'}, {'agent': 'type=virtio'})
-    assert not inv.wants_agent({'status': 'running'}, {})
-    assert not inv.wants_agent({'status': 'stopped'}, {'agent': '1'})
+    assert inventory_utils.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=True'})
+    assert not inventory_utils.wants_agent({'status': 'running'}, {'agent': 'fstrim_cloned_disks=1,enabled=0'})
+    assert not inventory_utils.wants_agent({'status': 'running'}, {'agent': 'type=virtio'})
+    assert not inventory_utils.wants_agent({'status': 'running'}, {})
+    assert not inventory_utils.wants_agent({'status': 'stopped'}, {'agent': '1'})
 
 
 def test_guests_to_read_are_managed_non_templates():
     raw = raw_cluster()
-    assert inv.guests_to_read(raw['resources']) == [('pve1', 100), ('pve2', 101), ('pve2', 103)]
-    assert inv.guests_to_read(raw['resources'], managed_only=False) == [
+    assert inventory_utils.guests_to_read(raw['resources']) == [('pve1', 100), ('pve2', 101), ('pve2', 103)]
+    assert inventory_utils.guests_to_read(raw['resources'], managed_only=False) == [
         ('pve1', 100), ('pve2', 101), ('pve1', 102), ('pve2', 103)]
 
 
 def test_build_inventory_groups_and_hostvars():
-    result = inv.build_inventory(raw_cluster(), networks=['10.10.0.0/24'])
+    result = inventory_utils.build_inventory(raw_cluster(), networks=['10.10.0.0/24'])
     assert result['warnings'] == []
     assert result['groups'] == {
         'shadownet': {'hosts': [], 'children': ['sn_shop']},
@@ -182,14 +182,14 @@ def test_a_shadow_is_never_addressed_on_its_mirror_nic():
         {'name': 'eth1', 'hardware-address': 'bc:24:11:00:00:02',
          'ip-addresses': [{'ip-address': '10.10.0.50', 'ip-address-type': 'ipv4', 'prefix': 24}]}]
     del raw['agent'][101]
-    hosts = inv.build_inventory(raw, networks=['10.10.0.0/24'])['hosts']
+    hosts = inventory_utils.build_inventory(raw, networks=['10.10.0.0/24'])['hosts']
     assert hosts['shop-web-shadow']['ansible_host'] == '10.10.0.50'
     assert hosts['shop-web-shadow']['pve_agent_addresses'] == ['10.10.0.11', '10.10.0.50']
     assert hosts['shop-web-1']['ansible_host'] == '10.10.0.11'
 
 
 def test_unmanaged_guests_and_no_nodes():
-    result = inv.build_inventory(raw_cluster(), managed_only=False, add_nodes=False)
+    result = inventory_utils.build_inventory(raw_cluster(), managed_only=False, add_nodes=False)
     assert 'pve_nodes' not in result['groups']
     assert result['groups']['pve_node_pve1'] == {'hosts': ['legacy', 'shop-web-1'], 'children': []}
     legacy = result['hosts']['legacy']
@@ -207,7 +207,7 @@ def test_damaged_metadata_duplicate_names_and_node_name_clash_are_warnings():
     raw['configs']['100']['description'] = '<!-- shadownet:begin -->{"role": <!-- shadownet:end -->'
     raw['resources'].append(res(104, 'shop-web-1', 'pve2', tags='shadownet;sn-shop;sn-web;sn-primary'))
     raw['resources'].append(res(105, 'pve1', 'pve2', tags='shadownet;sn-shop'))
-    result = inv.build_inventory(raw)
+    result = inventory_utils.build_inventory(raw)
     warnings = '\n'.join(result['warnings'])
     assert 'VM 100 (shop-web-1): the shadownet block in the description is not valid JSON' in warnings
     assert "'shop-web-1' is used by vmids 100 and 104" in warnings
@@ -227,7 +227,7 @@ def test_offline_node_guests_have_no_config_but_are_listed():
     raw['resources'][1]['status'] = 'unknown'
     del raw['configs'][101]
     del raw['agent'][101]
-    result = inv.build_inventory(raw)
+    result = inventory_utils.build_inventory(raw)
     shadow = result['hosts']['shop-web-shadow']
     assert shadow['pve_status'] == 'unknown' and 'ansible_host' not in shadow
     assert (shadow['sn_template'], shadow['sn_service'], shadow['sn_role']) == ('shop', 'web', 'shadow')
@@ -237,6 +237,6 @@ def test_offline_node_guests_have_no_config_but_are_listed():
 
 def test_build_inventory_is_deterministic_and_json_round_trips():
     raw = raw_cluster()
-    first = inv.build_inventory(raw, networks=['10.10.0.0/24'])
-    again = inv.build_inventory(json.loads(json.dumps(raw)), networks=['10.10.0.0/24'])
+    first = inventory_utils.build_inventory(raw, networks=['10.10.0.0/24'])
+    again = inventory_utils.build_inventory(json.loads(json.dumps(raw)), networks=['10.10.0.0/24'])
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)

@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import naming as N
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import naming
 
 
 @pytest.mark.parametrize('value,ok', [
@@ -9,7 +9,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import naming as
     ('shop-', False), ('shop_net', False), ('', False), (None, False), (5, False),
 ])
 def test_logical_name(value, ok):
-    assert N.is_logical_name(value) is ok
+    assert naming.is_logical_name(value) is ok
 
 
 @pytest.mark.parametrize('value,ok', [
@@ -17,7 +17,7 @@ def test_logical_name(value, ok):
     ('ab-c', False), ('ab_c', False), ('AbC', False),
 ])
 def test_sdn_id(value, ok):
-    assert N.is_sdn_id(value) is ok
+    assert naming.is_sdn_id(value) is ok
 
 
 @pytest.mark.parametrize('value,ok', [
@@ -25,65 +25,65 @@ def test_sdn_id(value, ok):
     ('a;b', False), ('', False),
 ])
 def test_tag(value, ok):
-    assert N.is_tag(value) is ok
+    assert naming.is_tag(value) is ok
 
 
 def test_dns_label_length():
-    assert N.is_dns_label('a' * 63)
-    assert not N.is_dns_label('a' * 64)
-    assert not N.is_dns_label('shop.web')
+    assert naming.is_dns_label('a' * 63)
+    assert not naming.is_dns_label('a' * 64)
+    assert not naming.is_dns_label('shop.web')
 
 
 def test_vm_names_and_tags_are_valid_pve_values():
-    assert N.primary_vm_name('shop', 'web', 3) == 'shop-web-3'
-    assert N.shadow_vm_name('shop', 'web') == 'shop-web-shadow'
-    assert N.vm_tags('shop', 'web', 'shadow') == ['shadownet', 'sn-shop', 'sn-web', 'sn-shadow']
-    assert all(N.is_tag(t) for t in N.vm_tags('shop-2', 'web-front', 'primary'))
-    assert N.is_dns_label(N.primary_vm_name('shop', 'web', 100))
+    assert naming.primary_vm_name('shop', 'web', 3) == 'shop-web-3'
+    assert naming.shadow_vm_name('shop', 'web') == 'shop-web-shadow'
+    assert naming.vm_tags('shop', 'web', 'shadow') == ['shadownet', 'sn-shop', 'sn-web', 'sn-shadow']
+    assert all(naming.is_tag(t) for t in naming.vm_tags('shop-2', 'web-front', 'primary'))
+    assert naming.is_dns_label(naming.primary_vm_name('shop', 'web', 100))
     with pytest.raises(ValueError):
-        N.primary_vm_name('shop', 'web', 0)
+        naming.primary_vm_name('shop', 'web', 0)
     with pytest.raises(ValueError):
-        N.vm_tags('shop', 'web', 'backup')
+        naming.vm_tags('shop', 'web', 'backup')
 
 
 def test_sdn_id_is_stable_valid_and_readable():
-    first = N.sdn_id('shopnet', 'vnet', 'shop', 'shopnet')
-    assert first == N.sdn_id('shopnet', 'vnet', 'shop', 'shopnet')
-    assert N.is_sdn_id(first) and len(first) == 8
+    first = naming.sdn_id('shopnet', 'vnet', 'shop', 'shopnet')
+    assert first == naming.sdn_id('shopnet', 'vnet', 'shop', 'shopnet')
+    assert naming.is_sdn_id(first) and len(first) == 8
     assert first.startswith('shop')
-    assert N.sdn_id('shopnet', 'vnet', 'shop', 'other') != first
+    assert naming.sdn_id('shopnet', 'vnet', 'shop', 'other') != first
     # prefixes that are all digits or symbols still give a valid id
-    assert N.is_sdn_id(N.sdn_id('123', 'x'))
-    assert N.is_sdn_id(N.sdn_id('a', 'x'))
+    assert naming.is_sdn_id(naming.sdn_id('123', 'x'))
+    assert naming.is_sdn_id(naming.sdn_id('a', 'x'))
 
 
 def test_sdn_ids_collision_free_over_many_names():
     names = ['net%d' % i for i in range(400)]
-    ids = N.assign_sdn_ids([(n, 'net', ('vnet', 'shop', n)) for n in names])
+    ids = naming.assign_sdn_ids([(n, 'net', ('vnet', 'shop', n)) for n in names])
     assert len(set(ids.values())) == len(names)
-    assert all(N.is_sdn_id(v) for v in ids.values())
+    assert all(naming.is_sdn_id(v) for v in ids.values())
 
 
 def test_assign_sdn_ids_resolves_collisions_deterministically_and_avoids_reserved():
-    taken = N.sdn_id('shop', 'zone', 'shop')
-    ids = N.assign_sdn_ids([('z', 'shop', ('zone', 'shop'))], reserved={taken})
-    assert ids['z'] != taken and N.is_sdn_id(ids['z'])
+    taken = naming.sdn_id('shop', 'zone', 'shop')
+    ids = naming.assign_sdn_ids([('z', 'shop', ('zone', 'shop'))], reserved={taken})
+    assert ids['z'] != taken and naming.is_sdn_id(ids['z'])
     # identical hash inputs for two keys: both get distinct ids, independent of request order
     reqs = [('a', 'x', ('same',)), ('b', 'x', ('same',))]
-    one = N.assign_sdn_ids(reqs)
-    two = N.assign_sdn_ids(list(reversed(reqs)))
+    one = naming.assign_sdn_ids(reqs)
+    two = naming.assign_sdn_ids(list(reversed(reqs)))
     assert one == two and one['a'] != one['b']
 
 
 def test_ha_rule_id():
-    assert N.ha_rule_id('shop-2', 'web', 1, 'anti') == 'sn_shop_2_web_1_anti'
-    assert N.HA_RULE_ID_RE.match(N.ha_rule_id('a', 'b'))
+    assert naming.ha_rule_id('shop-2', 'web', 1, 'anti') == 'sn_shop_2_web_1_anti'
+    assert naming.HA_RULE_ID_RE.match(naming.ha_rule_id('a', 'b'))
 
 
 def test_vrids_unique_per_network_stable_and_in_range():
     groups = [('svc%d' % i, 'front' if i % 2 else 'back', None) for i in range(60)]
-    vrids = N.assign_vrids('shop', groups)
-    assert vrids == N.assign_vrids('shop', list(reversed(groups)))
+    vrids = naming.assign_vrids('shop', groups)
+    assert vrids == naming.assign_vrids('shop', list(reversed(groups)))
     for network in ('front', 'back'):
         values = [vrids[s] for s, n, f in groups if n == network]
         assert len(values) == len(set(values))
@@ -91,22 +91,22 @@ def test_vrids_unique_per_network_stable_and_in_range():
 
 
 def test_vrids_honour_fixed_and_probe_around_them():
-    seed = N.vrid_seed('shop', 'web')
-    vrids = N.assign_vrids('shop', [('web', 'front', None), ('db', 'front', seed)])
+    seed = naming.vrid_seed('shop', 'web')
+    vrids = naming.assign_vrids('shop', [('web', 'front', None), ('db', 'front', seed)])
     assert vrids['db'] == seed
     assert vrids['web'] == seed % 255 + 1
     with pytest.raises(ValueError):
-        N.assign_vrids('shop', [('a', 'n', 7), ('b', 'n', 7)])
+        naming.assign_vrids('shop', [('a', 'n', 7), ('b', 'n', 7)])
 
 
 def test_vrids_exhaustion():
     groups = [('s%d' % i, 'n', None) for i in range(256)]
     with pytest.raises(ValueError):
-        N.assign_vrids('t', groups)
-    full = N.assign_vrids('t', groups[:255])
+        naming.assign_vrids('t', groups)
+    full = naming.assign_vrids('t', groups[:255])
     assert sorted(full.values()) == list(range(1, 256))
 
 
 def test_network_alias():
-    assert N.network_alias('shop', 'front') == 'shop-front'
-    assert N.network_alias('shop', 'front', 'shadow') == 'shop-front (shadow)'
+    assert naming.network_alias('shop', 'front') == 'shop-front'
+    assert naming.network_alias('shop', 'front', 'shadow') == 'shop-front (shadow)'

@@ -8,10 +8,10 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
-from ansible_collections.shadownet.proxmox.plugins.module_utils import naming as N
-from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
-from ansible_collections.shadownet.proxmox.plugins.module_utils import template as T
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import naming
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import plan as plan_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import template as template_utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
@@ -23,7 +23,7 @@ def lab_data(**variables):
 
 
 def lab_plan(**variables):
-    return P.plan_from_template(lab_data(**variables))[1]
+    return plan_utils.plan_from_template(lab_data(**variables))[1]
 
 
 def by_name(plan):
@@ -37,7 +37,7 @@ def test_plan_is_deterministic():
     # and independent of the input's key order
     data = lab_data()
     reordered = dict(reversed(list(data.items())))
-    assert json.dumps(P.plan_from_template(reordered)[1], sort_keys=True) == one
+    assert json.dumps(plan_utils.plan_from_template(reordered)[1], sort_keys=True) == one
 
 
 def test_top_level_keys_match_docs():
@@ -60,8 +60,8 @@ def test_lab_plan_vms():
     assert list(vms) == ['shop-web-1', 'shop-web-2', 'shop-web-shadow', 'shop-db-1', 'shop-db-2',
                          'shop-db-shadow', 'shop-worker-1', 'shop-worker-2']
     for vm in plan['vms']:
-        assert N.is_dns_label(vm['name'])
-        assert all(N.is_tag(t) for t in vm['tags'])
+        assert naming.is_dns_label(vm['name'])
+        assert all(naming.is_tag(t) for t in vm['tags'])
         golden = {'vmid': None, 'name': 'alpine-3-golden'} if vm['service'] == 'worker' else {'vmid': 9000, 'name': None}
         assert vm['golden'] == golden and vm['linked'] is True
         assert vm['pool'] == 'shadownet'
@@ -99,7 +99,7 @@ def test_placement_round_robin_and_shadow_spread():
 def test_spread_impossible_gives_warning_and_least_loaded_node():
     data = lab_data()
     data['nodes'] = ['pve1', 'pve2']
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     assert any('shop-web-shadow' in w for w in plan['warnings'])
     vms = by_name(plan)
     assert vms['shop-web-shadow']['node'] in ('pve1', 'pve2')
@@ -108,7 +108,7 @@ def test_spread_impossible_gives_warning_and_least_loaded_node():
 def test_no_nodes_leaves_placement_to_apply():
     data = lab_data()
     data['nodes'] = []
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     assert all(vm['node'] is None and vm['preferred_nodes'] == [] for vm in plan['vms'])
     assert not any(r['type'] == 'node-affinity' for r in plan['ha_rules'])
     assert any(r['type'] == 'resource-affinity' for r in plan['ha_rules'])
@@ -121,7 +121,7 @@ def test_networks_and_shadow_twins():
     assert [n['name'] for n in primaries] == ['front', 'back'] == [n['name'] for n in shadows]
     ids = set()
     for net in plan['networks']:
-        assert N.is_sdn_id(net['zone']) and N.is_sdn_id(net['vnet'])
+        assert naming.is_sdn_id(net['zone']) and naming.is_sdn_id(net['vnet'])
         assert net['bridge'] == net['vnet']
         ids.add(net['vnet'])
     assert len(ids) == 4
@@ -134,7 +134,7 @@ def test_networks_and_shadow_twins():
         assert twin['cidr'] == primary['cidr']
         assert twin['gateway'] is None and twin['isolated'] is True
         # The lab spreads shadows over three nodes: the twins are VXLAN zones with their own VNIs.
-        assert twin['zone_type'] == 'vxlan' and P.VXLAN_TAG_MIN <= twin['vxlan_tag'] <= P.VXLAN_TAG_MAX
+        assert twin['zone_type'] == 'vxlan' and plan_utils.VXLAN_TAG_MIN <= twin['vxlan_tag'] <= plan_utils.VXLAN_TAG_MAX
         assert twin['alias'] == 'shop-%s (shadow)' % twin['name']
     assert len({n['vxlan_tag'] for n in shadows}) == 2
     assert all(n['vxlan_tag'] is None for n in primaries)
@@ -156,14 +156,14 @@ def test_shadow_transport(nodes, placement, transport, want):
     data['shadow']['placement'] = placement
     if transport is not None:
         data['shadow']['transport'] = transport
-    tpl, plan = P.plan_from_template(data)
+    tpl, plan = plan_utils.plan_from_template(data)
     assert tpl['shadow']['transport'] == want == plan['shadow_transport']
     shadows = [n for n in plan['networks'] if n['role'] == 'shadow']
     assert shadows and all(n['zone_type'] == ('vxlan' if want == 'vxlan' else 'simple') for n in shadows)
     assert all((n['vxlan_tag'] is not None) == (want == 'vxlan') for n in shadows)
     # Everything but the shadow zones' type and VNI is the same with either transport.
     other = dict(data, shadow=dict(data['shadow'], transport='local' if want == 'vxlan' else 'vxlan'))
-    alt = P.plan_from_template(other)[1]
+    alt = plan_utils.plan_from_template(other)[1]
     strip = ('zone_type', 'vxlan_tag')
     assert ([{k: v for k, v in n.items() if k not in strip} for n in alt['networks']]
             == [{k: v for k, v in n.items() if k not in strip} for n in plan['networks']])
@@ -172,17 +172,17 @@ def test_shadow_transport(nodes, placement, transport, want):
 
 
 def test_vxlan_tags_are_stable_and_distinct():
-    tags = P.vxlan_tags('shop', ['front', 'back'])
-    assert tags == P.vxlan_tags('shop', ['front', 'back'])
-    assert tags['front'] == P.vxlan_tags('shop', ['front'])['front']
-    assert len(set(tags.values())) == 2 and tags != P.vxlan_tags('shop2', ['front', 'back'])
+    tags = plan_utils.vxlan_tags('shop', ['front', 'back'])
+    assert tags == plan_utils.vxlan_tags('shop', ['front', 'back'])
+    assert tags['front'] == plan_utils.vxlan_tags('shop', ['front'])['front']
+    assert len(set(tags.values())) == 2 and tags != plan_utils.vxlan_tags('shop2', ['front', 'back'])
 
 
 def test_shadow_transport_rejects_unknown_values():
     data = lab_data()
     data['shadow']['transport'] = 'gre'
-    with pytest.raises(T.TemplateValidationError, match='shadow.transport'):
-        P.plan_from_template(data)
+    with pytest.raises(template_utils.TemplateValidationError, match='shadow.transport'):
+        plan_utils.plan_from_template(data)
 
 
 def test_ids_are_stable_when_the_template_grows():
@@ -191,7 +191,7 @@ def test_ids_are_stable_when_the_template_grows():
     data['networks'].append({'name': 'mgmt', 'cidr': '10.99.0.0/24'})
     data['services'].append({'name': 'extra', 'template': 9000, 'networks': ['mgmt'], 'vip': '10.99.0.10',
                              'instances': 2})
-    grown = P.plan_from_template(data)[1]
+    grown = plan_utils.plan_from_template(data)[1]
 
     def ids(plan):
         return {(n['role'], n['name']): (n['zone'], n['vnet']) for n in plan['networks']}
@@ -211,7 +211,7 @@ def test_different_templates_get_different_ids():
 def test_explicit_ids_are_kept():
     data = lab_data()
     data['networks'][0].update(zone='shopz', vnet='shopfr')
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     front = plan['networks'][0]
     assert (front['zone'], front['vnet'], front['bridge']) == ('shopz', 'shopfr', 'shopfr')
 
@@ -243,7 +243,7 @@ def test_mirrors():
     assert not any(m['service'] == 'worker' for m in plan['mirrors'])
     data = lab_data()
     data['shadow']['mirror'] = {'mode': 'full', 'direction': 'ingress'}
-    full = P.plan_from_template(data)[1]
+    full = plan_utils.plan_from_template(data)[1]
     assert all(m['rate'] == 1.0 and m['direction'] == 'ingress' for m in full['mirrors'])
 
 
@@ -257,7 +257,7 @@ def test_vrrp_groups():
     assert [(m['vm'], m['role'], m['nic'], m['priority']) for m in web['members']] == [
         ('shop-web-1', 'primary', 0, 200), ('shop-web-2', 'primary', 0, 190), ('shop-web-shadow', 'shadow', 1, 50)]
     assert groups['db']['vip'] == '10.20.0.50/24'
-    assert groups['db']['vrid'] == N.assign_vrids('shop', [('web', 'front', None), ('db', 'back', None)])['db']
+    assert groups['db']['vrid'] == naming.assign_vrids('shop', [('web', 'front', None), ('db', 'back', None)])['db']
 
 
 def test_vrids_unique_on_a_shared_network():
@@ -265,16 +265,16 @@ def test_vrids_unique_on_a_shared_network():
     for index in range(1, 6):
         data['services'].append({'name': 'svc%d' % index, 'template': 9000, 'instances': 2,
                                  'networks': ['front'], 'vip': '10.10.0.%d' % (110 + index)})
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     front = [g['vrid'] for g in plan['vrrp'] if g['network'] == 'front']
     assert len(front) == 6 and len(set(front)) == 6
 
 
 def test_vrrp_priorities_distinct_up_to_max_instances():
     for max_instances in (1, 8, 10, 11, 33, 100):
-        prios = [P.vrrp_priority(i, max_instances) for i in range(1, max_instances + 1)]
+        prios = [plan_utils.vrrp_priority(i, max_instances) for i in range(1, max_instances + 1)]
         assert len(set(prios)) == len(prios)
-        assert min(prios) > 100 > P.VRRP_SHADOW_PRIORITY
+        assert min(prios) > 100 > plan_utils.VRRP_SHADOW_PRIORITY
         assert max(prios) < 255
 
 
@@ -299,10 +299,10 @@ def test_ha_rules():
     assert len([r for r in plan['ha_rules'] if r['type'] == 'resource-affinity']) == 4
     assert len([r for r in plan['ha_rules'] if r['type'] == 'node-affinity']) == 6 + len(
         [r for r in rules if r.endswith('_shadow_node')])
-    assert all(N.HA_RULE_ID_RE.match(r) for r in rules)
+    assert all(naming.HA_RULE_ID_RE.match(r) for r in rules)
     data = lab_data()
     data['shadow']['placement'] = 'any'
-    assert not any(r['type'] == 'resource-affinity' for r in P.plan_from_template(data)[1]['ha_rules'])
+    assert not any(r['type'] == 'resource-affinity' for r in plan_utils.plan_from_template(data)[1]['ha_rules'])
 
 
 def _sids(plan):
@@ -316,7 +316,7 @@ def test_ha_rules_pass_pves_feasibility_checks(nodes, placement):
     data = lab_data()
     data['nodes'] = nodes
     data['shadow']['placement'] = placement
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     sids = _sids(plan)
     rules = []
     for entry in plan['ha_rules']:
@@ -339,7 +339,7 @@ def test_replication():
     data = lab_data()
     data['shadow']['mirror'] = {'mode': 'full'}
     data['services'][1]['replication'] = {'fidelity': 'event', 'hook': '/usr/local/bin/pg-replica'}
-    event = {r['service']: r for r in P.plan_from_template(data)[1]['replication']}['db']
+    event = {r['service']: r for r in plan_utils.plan_from_template(data)[1]['replication']}['db']
     assert event['interval_seconds'] is None and event['rpo_seconds'] is None
     assert event['hook'] == '/usr/local/bin/pg-replica'
 
@@ -353,7 +353,7 @@ def test_scaling():
     assert web['horizon_seconds'] == 900
     assert web['instances'] == {'min': 2, 'max': 8, 'current': 2}
     assert web['cooldown'] == {'up_seconds': 180, 'down_seconds': 600}
-    assert web['name_prefix'] + '3' == N.primary_vm_name('shop', 'web', 3)
+    assert web['name_prefix'] + '3' == naming.primary_vm_name('shop', 'web', 3)
     assert (web['cores'], web['memory_mib'], web['shadow']) == (2, 2048, 'shop-web-shadow')
     worker = {s['service']: s for s in plan['scaling']}['worker']
     assert worker['shadow'] is None
@@ -362,7 +362,7 @@ def test_scaling():
 def test_shadow_disabled_plans_no_shadows():
     data = lab_data()
     data['shadow']['enabled'] = False
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     assert plan['shadow_enabled'] is False
     assert all(vm['role'] == 'primary' for vm in plan['vms'])
     assert all(n['role'] == 'primary' for n in plan['networks'])
@@ -375,7 +375,7 @@ def test_no_critical_service_warns():
     data = lab_data()
     for svc in data['services']:
         svc['critical'] = False
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     assert plan['shadow_enabled'] is False and plan['warnings']
 
 
@@ -384,19 +384,19 @@ def test_no_critical_service_warns():
     (3, 1000, 1.0, (3, 1000)),
 ])
 def test_shadow_size(cores, memory, size, expect):
-    assert P.shadow_size(cores, memory, size) == expect
+    assert plan_utils.shadow_size(cores, memory, size) == expect
 
 
 def test_bridge_network_plan():
     data = lab_data()
     data['networks'][1] = {'name': 'back', 'type': 'bridge', 'bridge': 'vmbr1', 'vlan': 30,
                            'cidr': '10.20.0.0/24'}
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     back = next(n for n in plan['networks'] if n['role'] == 'primary' and n['name'] == 'back')
     assert (back['type'], back['zone'], back['vnet'], back['bridge'], back['vlan']) == \
         ('bridge', None, None, 'vmbr1', 30)
     twin = next(n for n in plan['networks'] if n['role'] == 'shadow' and n['name'] == 'back')
-    assert twin['type'] == 'vnet' and N.is_sdn_id(twin['vnet']) and twin['vlan'] is None
+    assert twin['type'] == 'vnet' and naming.is_sdn_id(twin['vnet']) and twin['vlan'] is None
     db1 = by_name(plan)['shop-db-1']
     assert db1['nics'][0]['bridge'] == 'vmbr1' and db1['nics'][0]['vlan'] == 30
 
@@ -409,17 +409,17 @@ def test_digest_tracks_the_template():
 
 
 def test_build_plan_does_not_mutate_the_template():
-    tpl = T.normalise_template(lab_data())
+    tpl = template_utils.normalise_template(lab_data())
     snapshot = copy.deepcopy(tpl)
-    P.build_plan(tpl)
+    plan_utils.build_plan(tpl)
     assert tpl == snapshot
 
 
 def test_plan_from_template_raises_on_invalid():
     data = lab_data()
     data['services'][0]['vip'] = '10.99.0.1'
-    with pytest.raises(T.TemplateValidationError) as err:
-        P.plan_from_template(data)
+    with pytest.raises(template_utils.TemplateValidationError) as err:
+        plan_utils.plan_from_template(data)
     assert 'services[0].vip' in str(err.value)
 
 
@@ -454,7 +454,7 @@ def test_sections_keep_the_template_order():
 def test_shadow_nics_mirror_every_network_and_join_the_vip_network():
     data = lab_data()
     data['services'][0].update(networks=['back', 'front'], vip_network='front')
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     shadow = by_name(plan)['shop-web-shadow']
     assert [(n['index'], n['network'], n['network_role'], n['purpose']) for n in shadow['nics']] == [
         (0, 'back', 'shadow', 'mirror'), (1, 'front', 'primary', 'vrrp'), (2, 'front', 'shadow', 'mirror')]
@@ -466,7 +466,7 @@ def test_shadow_nics_mirror_every_network_and_join_the_vip_network():
 def test_warnings_in_order():
     data = lab_data()
     data['nodes'] = ['pve1']
-    plan = P.plan_from_template(data)[1]
+    plan = plan_utils.plan_from_template(data)[1]
     assert plan['warnings'] == [
         'shop-web-shadow: every node in nodes runs a primary of web; the shadow will share a node with one (add a '
         'node to nodes for full spread)',
@@ -474,14 +474,14 @@ def test_warnings_in_order():
         'to nodes for full spread)']
     for svc in data['services']:
         svc['critical'] = False
-    assert P.plan_from_template(data)[1]['warnings'] == [
+    assert plan_utils.plan_from_template(data)[1]['warnings'] == [
         'shadow.enabled is true but no service is critical: no shadows are planned']
 
 
 def test_any_placement_puts_the_shadow_after_the_first_primary():
     data = lab_data()
     data['shadow']['placement'] = 'any'
-    vms = by_name(P.plan_from_template(data)[1])
+    vms = by_name(plan_utils.plan_from_template(data)[1])
     assert vms['shop-web-shadow']['preferred_nodes'] == ['pve2', 'pve3', 'pve1']
     assert vms['shop-web-shadow']['avoid_nodes'] == [] and vms['shop-db-shadow']['node'] == 'pve3'
 
@@ -493,18 +493,18 @@ def test_plan_templates_and_failure_result():
     bad = lab_data(shop_env='bad')
     bad['services'][0]['cores'] = 0
     entries = [(one, 'a.yml'), (alone, 'b.yml'), (lab_data(), 'c.yml'), (bad, 'd.yml')]
-    result, issues = P.plan_templates(entries)
+    result, issues = plan_utils.plan_templates(entries)
     assert result['names'] == ['shop', 'shop-solo'] and list(result['plans']) == ['shop', 'shop-solo']
     assert result['changed'] is False and list(result['templates']) == ['shop', 'shop-solo']
     assert result['warnings'] == ['template shop-solo: %s' % w for w in result['plans']['shop-solo']['warnings']]
     assert [str(i) for i in issues] == [
         'template shop: name: template shop is defined twice (a.yml and c.yml); valid: unique template names',
         'template shop-bad: services[0].cores: 0 is too small; valid: an integer >= 1 and <= 512']
-    result, issues = P.plan_templates(entries, fail_on_warnings=True)
+    result, issues = plan_utils.plan_templates(entries, fail_on_warnings=True)
     assert [i.message[:40] for i in issues] == [
         'plan warning: shop-solo-web-shadow: ever', 'plan warning: shop-solo-db-shadow: every',
         'template shop is defined twice (a.yml an', '0 is too small']
-    failed = P.failure_result(result, issues)
+    failed = plan_utils.failure_result(result, issues)
     assert set(failed) == {'changed', 'warnings', 'failed', 'errors', 'msg'}
     assert failed['msg'].startswith('4 error(s) in shadownet templates:\n- template shop-solo: (top level): plan '
                                     'warning: ')

@@ -6,8 +6,8 @@ import pytest
 
 import functools
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
-from ansible_collections.shadownet.proxmox.plugins.module_utils.policy import PolicyError, normalise_scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.policy import PolicyError, normalise_scaling
 
 # The known answers below were worked out for the 80% interval (the shipped default is the benchmark-tuned
 # DEFAULT_LEVEL; test_shipped_defaults covers it).

@@ -1,5 +1,5 @@
 """Property strings compared as structures (pure)."""
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 
 def test_parse_net_model_mac_and_options():

@@ -1,8 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""plugins/module_utils/replication.py: the pure rules of the state_replication role."""
+"""plugins/module_utils/failover/replication.py: the pure rules of the state_replication role."""
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import replication as r
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import replication as replication_utils
 
 PLAN = {
     'replication': [
@@ -16,10 +16,10 @@ PLAN = {
 
 
 def test_fidelity_table_is_complete():
-    assert set(r.FIDELITIES) == {'full', 'differential', 'event'}
-    for info in r.FIDELITIES.values():
+    assert set(replication_utils.FIDELITIES) == {'full', 'differential', 'event'}
+    for info in replication_utils.FIDELITIES.values():
         assert info['rpo'] and info['cost'] and info['guest']
-    assert (r.FIDELITIES['full']['min_interval'], r.FIDELITIES['differential']['min_interval']) == (300, 10)
+    assert (replication_utils.FIDELITIES['full']['min_interval'], replication_utils.FIDELITIES['differential']['min_interval']) == (300, 10)
 
 
 @pytest.mark.parametrize('seconds, expr', [
@@ -27,13 +27,13 @@ def test_fidelity_table_is_complete():
     (3600, '0 * * * *'), (21600, '0 */6 * * *'), (86400, '0 */24 * * *'),
 ])
 def test_cron_schedule(seconds, expr):
-    assert r.cron_schedule(seconds) == expr
+    assert replication_utils.cron_schedule(seconds) == expr
 
 
 @pytest.mark.parametrize('seconds', [90, 420, 5400, 7 * 3600, 30])
 def test_cron_schedule_refuses_what_cron_cannot_express(seconds):
     with pytest.raises(ValueError, match='state_replication_scheduler: systemd'):
-        r.cron_schedule(seconds)
+        replication_utils.cron_schedule(seconds)
 
 
 @pytest.mark.parametrize('path, ok', [
@@ -41,11 +41,11 @@ def test_cron_schedule_refuses_what_cron_cannot_express(seconds):
     ('/a/../etc', False), ('/a/./b', False), ('/a/', False), ('/with space', False), ('/semi;colon', False), ('', False),
 ])
 def test_check_path(path, ok):
-    assert (r.check_path(path) is None) is ok
+    assert (replication_utils.check_path(path) is None) is ok
 
 
 def test_plan_form_first_primary_replicates():
-    m = r.build_model({'host': 'shop-web-1', 'plan': PLAN, 'scheduler': 'cron'})
+    m = replication_utils.build_model({'host': 'shop-web-1', 'plan': PLAN, 'scheduler': 'cron'})
     assert m['errors'] == []
     assert not m['skip']
     assert (m['shadow'], m['fidelity'], m['interval_seconds'], m['rpo_seconds']) == \
@@ -58,30 +58,30 @@ def test_plan_form_first_primary_replicates():
 
 
 def test_plan_form_other_primaries_skip_or_use_subdirs():
-    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN})
+    m = replication_utils.build_model({'host': 'shop-web-2', 'plan': PLAN})
     assert m['skip'] and 'first primary (shop-web-1)' in m['skip_reason'] and m['errors'] == []
-    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN, 'sources': 'subdir', 'dest_root': '/srv/shadow/'})
+    m = replication_utils.build_model({'host': 'shop-web-2', 'plan': PLAN, 'sources': 'subdir', 'dest_root': '/srv/shadow/'})
     assert not m['skip']
     assert m['allowed'] == ['/srv/shadow/var/www/shop-web-2']
 
 
 def test_plan_form_host_without_shadow_skips():
-    m = r.build_model({'host': 'shop-lb-1', 'plan': PLAN})
+    m = replication_utils.build_model({'host': 'shop-lb-1', 'plan': PLAN})
     assert m['skip'] and m['errors'] == []
 
 
 def test_plan_form_event_hook():
-    m = r.build_model({'host': 'shop-db-1', 'plan': PLAN})
+    m = replication_utils.build_model({'host': 'shop-db-1', 'plan': PLAN})
     assert m['errors'] == [] and m['fidelity'] == 'event'
     assert m['hook'] == {'command': 'systemctl start pg-standby'}
-    m = r.build_model({'host': 'shop-db-1', 'plan': PLAN, 'event_hook': {'role': 'acme.pg.standby'}})
+    m = replication_utils.build_model({'host': 'shop-db-1', 'plan': PLAN, 'event_hook': {'role': 'acme.pg.standby'}})
     assert m['hook'] == {'role': 'acme.pg.standby'}
 
 
 def test_simple_form_roots_and_options():
-    m = r.build_model({'host': 'p1', 'shadow': 's1', 'interval': '5m', 'paths': ['/srv/app', '/var/lib/db'],
-                       'source_root': '/tmp/x/primary', 'dest_root': '/tmp/x/shadow', 'delete': False,
-                       'timeout': 60, 'bwlimit': 1000, 'excludes': ['*.tmp']})
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's1', 'interval': '5m', 'paths': ['/srv/app', '/var/lib/db'],
+                                       'source_root': '/tmp/x/primary', 'dest_root': '/tmp/x/shadow', 'delete': False,
+                                       'timeout': 60, 'bwlimit': 1000, 'excludes': ['*.tmp']})
     assert m['errors'] == []
     assert m['interval_seconds'] == 300
     assert [(p['src'], p['dest']) for p in m['paths']] == [
@@ -125,64 +125,64 @@ def test_simple_form_roots_and_options():
 def test_errors_are_readable(settings, message):
     base = {'host': 'p1', 'interval': '15m'}
     base.update(settings)
-    m = r.build_model(base)
+    m = replication_utils.build_model(base)
     assert any(message in e for e in m['errors']), m['errors']
 
 
 def test_pair_from_plan_refuses_a_host_in_two_entries():
     plan = {'replication': [{'shadow': 'a', 'primaries': ['h']}, {'shadow': 'b', 'primaries': ['h']}]}
     with pytest.raises(ValueError, match='2 replication entries'):
-        r.pair_from_plan(plan, 'h')
-    assert r.build_model({'host': 'h', 'plan': plan})['errors']
+        replication_utils.pair_from_plan(plan, 'h')
+    assert replication_utils.build_model({'host': 'h', 'plan': plan})['errors']
 
 
 def test_bad_and_nested_paths_are_named_together():
-    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/srv/app', '/srv/app/sub', 'relative']})
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/srv/app', '/srv/app/sub', 'relative']})
     assert any('(bad: relative; nested: /srv/app/sub inside /srv/app)' in e for e in m['errors']), m['errors']
     assert any("path 'relative' must be absolute" in e for e in m['errors'])
 
 
 def test_interval_is_checked_only_where_it_is_used():
-    m = r.build_model({'host': 'p1', 'shadow': 's', 'fidelity': 'event', 'interval': '5s'})
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's', 'fidelity': 'event', 'interval': '5s'})
     assert m['errors'] == []
-    m = r.build_model({'host': 'p1', 'shadow': 's', 'paths': ['/a'], 'interval': '7m', 'scheduler': 'cron',
-                       'direction': 'catch_up'})
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's', 'paths': ['/a'], 'interval': '7m', 'scheduler': 'cron',
+                                       'direction': 'catch_up'})
     assert m['errors'] == [] and m['cron'] is None  # catch-up installs no schedule
 
 
 def test_full_replication_runs_once_per_shadow():
     plan = {'replication': [{'service': 'web', 'shadow': 'web-shadow', 'primaries': ['web-1', 'web-2'],
                              'fidelity': 'full', 'interval_seconds': 3600, 'paths': [], 'hook': None}]}
-    m = r.build_model({'host': 'web-1', 'plan': plan, 'full_poll_minutes': 5, 'full_snapshot_prefix': 'sn-refresh',
-                       'full_dir': '/root/.local/share/shadownet-repl'})
+    m = replication_utils.build_model({'host': 'web-1', 'plan': plan, 'full_poll_minutes': 5, 'full_snapshot_prefix': 'sn-refresh',
+                                       'full_dir': '/root/.local/share/shadownet-repl'})
     assert m['errors'] == [] and not m['skip'] and m['interval_seconds'] == 3600
-    m = r.build_model({'host': 'web-2', 'plan': plan})
+    m = replication_utils.build_model({'host': 'web-2', 'plan': plan})
     assert m['skip'] and 'from its first primary (web-1)' in m['skip_reason'] and m['errors'] == []
 
 
 def test_catch_up_with_all_primaries():
-    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up', 'catch_up_primaries': 'all'})
+    m = replication_utils.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up', 'catch_up_primaries': 'all'})
     assert not m['skip'] and m['errors'] == [] and m['sources'] == ['/var/www']
-    m = r.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up'})
+    m = replication_utils.build_model({'host': 'shop-web-2', 'plan': PLAN, 'direction': 'catch_up'})
     assert m['skip']
 
 
 def test_serving_state_file():
     plan = dict(PLAN, template='shop')
-    m = r.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': 'auto', 'vip_state_dir': '/run/vip'})
+    m = replication_utils.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': 'auto', 'vip_state_dir': '/run/vip'})
     assert m['serving_file'] == '/run/vip/shop-web.state'
-    m = r.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': ''})
+    m = replication_utils.build_model({'host': 'shop-web-1', 'plan': plan, 'serving_state_file': ''})
     assert m['serving_file'] == ''
-    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']})
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']})
     assert m['serving_file'] == ''  # simple form: no template, no service
 
 
 def test_delegated_hosts_must_be_in_the_inventory():
-    m = r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1'])
+    m = replication_utils.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1'])
     assert any('the shadow s is not in the inventory' in e for e in m['errors'])
-    assert r.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1', 's'])[
+    assert replication_utils.build_model({'host': 'p1', 'shadow': 's', 'interval': '15m', 'paths': ['/a']}, inventory=['p1', 's'])[
         'errors'] == []
     db = dict(PLAN['replication'][1], primaries=['shop-db-1', 'shop-db-2'])
-    m = r.build_model({'host': 'shop-db-1', 'plan': dict(PLAN, replication=[db]), 'direction': 'catch_up',
-                       'catch_up_primaries': 'all'}, inventory=['shop-db-1', 'shop-db-shadow'])
+    m = replication_utils.build_model({'host': 'shop-db-1', 'plan': dict(PLAN, replication=[db]), 'direction': 'catch_up',
+                                       'catch_up_primaries': 'all'}, inventory=['shop-db-1', 'shop-db-shadow'])
     assert any('missing: shop-db-2' in e for e in m['errors']), m['errors']

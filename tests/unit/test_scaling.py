@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta
-from ansible_collections.shadownet.proxmox.plugins.module_utils import plan as P
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling
-from ansible_collections.shadownet.proxmox.plugins.module_utils import scaling_apply
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import plan as plan_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling_apply
 
 MiB = 1024 * 1024
 NOW = 1_700_000_000
@@ -27,7 +27,7 @@ def template(mode='horizontal'):
 
 
 def plan_of(mode='horizontal'):
-    return P.plan_from_template(template(mode))[1]
+    return plan_utils.plan_from_template(template(mode))[1]
 
 
 def vm_entry(vmid, name, role='primary', status='running', tags='', node='pve1', maxcpu=2, maxmem=2048):
@@ -127,8 +127,8 @@ def test_check_mode_superseded_by_a_newer_tag_reads_no_config():
 
 def test_superseded_by_a_newer_record_in_a_description():
     listing, configs = cluster()
-    configs[102]['description'] = meta.merge_description('', {'scaling': {'action': 'scale_up', 'time': NOW + 60,
-                                                                          'by': 'other:1'}})[0]
+    configs[102]['description'] = meta_utils.merge_description('', {'scaling': {'action': 'scale_up', 'time': NOW + 60,
+                                                                                'by': 'other:1'}})[0]
     api = FakeApi(listing, configs)
     res = scaling_apply.apply_decision(api, None, plan_of(), decision(basis=NOW, instances=3))
     assert res['skipped'] == 'superseded' and 'scale_up at 2023-11-14T22:14:20Z' in res['reason']
@@ -177,7 +177,7 @@ def test_vertical_resize_claims_then_resizes_each_primary():
         'restart_needed': ['shop-web-1', 'shop-web-2'], 'notes': ['shop-web-1: ' + note, 'shop-web-2: ' + note],
         'reason': 'forecast says so; shop-web-1: %s; shop-web-2: %s' % (note, note)}
     assert 'sn-last.scale_up.%d' % NOW in api.configs[101]['tags']
-    assert meta.parse_description(api.configs[101]['description'])[1]['scaling'] == record
+    assert meta_utils.parse_description(api.configs[101]['description'])[1]['scaling'] == record
 
 
 def test_vertical_check_mode_reads_configs_and_writes_nothing():
@@ -192,7 +192,7 @@ def test_vertical_check_mode_reads_configs_and_writes_nothing():
 
 def test_a_claim_lost_to_another_reconciler():
     def other(api):
-        api.configs[101]['description'] = meta.merge_description('', {'scaling': {
+        api.configs[101]['description'] = meta_utils.merge_description('', {'scaling': {
             'action': 'scale_up', 'time': NOW + 1, 'by': 'other:7'}})[0]
 
     api = FakeApi(*cluster(), on_quorum=other)

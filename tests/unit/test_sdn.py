@@ -1,7 +1,7 @@
 """The pure part of module_utils.sdn: normalising networks and planning SDN and bridge writes."""
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import sdn
 
 PRIMARY = {'name': 'front', 'type': 'vnet', 'zone': 'shopk2x1', 'zone_type': 'simple', 'vnet': 'front9q0',
            'alias': 'shop-front', 'vlan': None, 'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1', 'isolated': False}
@@ -235,7 +235,7 @@ def test_bridges_planned_per_node_and_plan_bridges_only_checked():
 
 
 def test_lock_errors_say_what_to_do():
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
 
     def classify(message, status=500):
         return sdn.NetworkEngine._lock_error(PveApiError(message, status=status, method='POST',

@@ -6,7 +6,7 @@ import jinja2
 import pytest
 import yaml
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import template as T
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import template as template_utils
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB = os.path.join(ROOT, 'inventories', 'lab', 'templates', 'shop.yml.j2')
@@ -37,7 +37,7 @@ def base():
 
 
 def issues_of(data):
-    tpl, issues = T.validate_template(data, source='test.yml')
+    tpl, issues = template_utils.validate_template(data, source='test.yml')
     assert tpl is None, 'expected the template to be rejected'
     return {i.path: i for i in issues}
 
@@ -51,7 +51,7 @@ def mutate(fn):
 # ---- the happy path ------------------------------------------------------------------------------------------
 
 def test_base_is_valid_and_defaults_are_filled():
-    tpl, issues = T.validate_template(base())
+    tpl, issues = template_utils.validate_template(base())
     assert issues == []
     assert tpl['version'] == 1
     assert tpl['shadow']['size'] == 0.25 and tpl['shadow']['placement'] == 'spread'
@@ -74,7 +74,7 @@ def test_units_are_normalised():
     data['services'][0]['memory'] = '8G'
     data['scaling'] = {'horizon': '1h', 'net': {'high': '1Gbit', 'low': '10Mbit', 'duration': '90s'},
                        'cpu': {'high': '75%'}}
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     assert tpl['services'][0]['memory'] == 8192
     assert tpl['scaling']['horizon'] == 3600
     assert tpl['scaling']['net'] == {'high': 10 ** 9, 'low': 10 ** 7, 'duration': 90}
@@ -86,7 +86,7 @@ def test_service_overrides_merge_over_template_settings():
     data['scaling'] = {'instances': {'min': 1, 'max': 4}, 'cpu': {'high': 0.9}}
     data['services'][1]['scaling'] = {'mode': 'vertical', 'cpu': {'low': 0.2}}
     data['services'][1]['replication'] = {'fidelity': 'full', 'interval': '1h'}
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     web, db = tpl['services']
     assert web['scaling']['mode'] == 'horizontal'
     assert web['scaling']['cpu'] == {'high': 0.9, 'low': 0.3, 'duration': 300}
@@ -100,12 +100,12 @@ def test_service_overrides_merge_over_template_settings():
 def test_normalisation_is_deterministic_and_does_not_touch_input():
     data = base()
     snapshot = copy.deepcopy(data)
-    assert T.normalise_template(data) == T.normalise_template(copy.deepcopy(data))
+    assert template_utils.normalise_template(data) == template_utils.normalise_template(copy.deepcopy(data))
     assert data == snapshot
 
 
 def test_lab_template_renders_and_validates():
-    tpl = T.normalise_template(render_lab())
+    tpl = template_utils.normalise_template(render_lab())
     assert tpl['name'] == 'shop'
     assert [n['name'] for n in tpl['networks']] == ['front', 'back']
     assert [s['name'] for s in tpl['services']] == ['web', 'db', 'worker']
@@ -116,7 +116,7 @@ def test_lab_template_renders_and_validates():
 
 
 def test_lab_template_variables_change_the_result():
-    tpl = T.normalise_template(render_lab(shop_env='staging', shop_web_instances=3, shop_front_prefix='10.30'))
+    tpl = template_utils.normalise_template(render_lab(shop_env='staging', shop_web_instances=3, shop_front_prefix='10.30'))
     assert tpl['name'] == 'shop-staging'
     assert tpl['services'][0]['instances'] == 3
     assert tpl['networks'][0]['cidr'] == '10.30.0.0/24'
@@ -128,13 +128,13 @@ def test_bridge_network_and_vlan_zone():
     data['networks'][0] = {'name': 'front', 'type': 'bridge', 'bridge': 'vmbr1', 'vlan': 20,
                            'cidr': '10.10.0.0/24'}
     data['networks'][1].update({'zone_type': 'vlan', 'vlan': 30, 'zone': 'shopz'})
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     assert tpl['networks'][0]['zone'] is None and tpl['networks'][0]['zone_type'] is None
     assert tpl['networks'][1]['zone_bridge'] == 'vmbr0'
     # pve_verify_iface is case-insensitive and allows underscores; 15 characters fit Linux.
     data['networks'][0]['bridge'] = 'Shop_Front_br15'
     data['networks'][1].update(zone_bridge='uplink_10', vlan=4094)
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     assert tpl['networks'][0]['bridge'] == 'Shop_Front_br15' and tpl['networks'][1]['zone_bridge'] == 'uplink_10'
 
 
@@ -142,7 +142,7 @@ def test_ipv6_network():
     data = base()
     data['networks'][1] = {'name': 'back', 'cidr': '2001:db8::/64', 'gateway': '2001:db8::1'}
     data['services'][1]['vip'] = '2001:db8::50'
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     assert tpl['services'][1]['vip'] == '2001:db8::50/64'
 
 
@@ -151,7 +151,7 @@ def test_no_replication_checks_without_critical_services():
     del data['shadow']
     for svc in data['services']:
         svc['critical'] = False
-    tpl, issues = T.validate_template(data)
+    tpl, issues = template_utils.validate_template(data)
     assert issues == []
 
 
@@ -312,7 +312,7 @@ def test_errors_name_the_template_when_its_name_is_valid():
 def test_template_level_problem_is_not_repeated_for_every_service():
     data = base()
     data['scaling'] = {'cpu': {'high': 0.2, 'low': 0.5}}
-    tpl, issues = T.validate_template(data)
+    tpl, issues = template_utils.validate_template(data)
     assert [i.path for i in issues] == ['scaling.cpu.low']
 
 
@@ -320,23 +320,23 @@ def test_normalise_raises_with_every_issue():
     data = base()
     data['services'][0]['cores'] = 0
     data['services'][1]['instances'] = 0
-    with pytest.raises(T.TemplateValidationError) as err:
-        T.normalise_template(data)
+    with pytest.raises(template_utils.TemplateValidationError) as err:
+        template_utils.normalise_template(data)
     assert len(err.value.issues) == 2
     assert 'services[0].cores' in str(err.value) and 'services[1].instances' in str(err.value)
 
 
 @pytest.mark.parametrize('value', [None, [], 'name: shop', 42])
 def test_non_mapping_template(value):
-    tpl, issues = T.validate_template(value, source='x.yml')
+    tpl, issues = template_utils.validate_template(value, source='x.yml')
     assert tpl is None and issues and issues[0].template == 'x.yml'
 
 
 def test_schema_docs_cover_every_field():
-    paths = [p for p, f in T.iter_schema()]
+    paths = [p for p, f in template_utils.iter_schema()]
     assert 'services[].vip' in paths and 'shadow.replication.fidelity' in paths and 'scaling.cooldown.up' in paths
-    assert all(f.doc for p, f in T.iter_schema()), [p for p, f in T.iter_schema() if not f.doc]
-    table = T.schema_markdown()
+    assert all(f.doc for p, f in template_utils.iter_schema()), [p for p, f in template_utils.iter_schema() if not f.doc]
+    table = template_utils.schema_markdown()
     for path in paths:
         assert '`%s`' % path in table
     with open(os.path.join(ROOT, 'docs', 'template.md')) as handle:
@@ -360,7 +360,7 @@ def test_shadow_transport_default(nodes, placement, given, want):
     data['shadow']['placement'] = placement
     if given is not None:
         data['shadow']['transport'] = given
-    assert T.normalise_template(data)['shadow']['transport'] == want
+    assert template_utils.normalise_template(data)['shadow']['transport'] == want
 
 
 def test_shadow_transport_choices():
@@ -378,7 +378,7 @@ def test_derived_defaults_follow_other_fields():
     data['services'][1]['networks'] = ['back', 'front']
     data['shadow']['mirror'] = {'mode': 'full', 'rate': 0.3}
     data['networks'][1].update(zone_type='vlan', vlan=30)
-    tpl = T.normalise_template(data)
+    tpl = template_utils.normalise_template(data)
     web, db = tpl['services']
     # networks: the template's first network; vip_network: the service's first network; vip: its prefix.
     assert (web['networks'], web['vip_network'], web['vip']) == (['front'], 'front', '10.10.0.77/24')
@@ -402,7 +402,7 @@ def test_a_bridge_networks_vnet_is_no_vnet_id():
     data = base()
     data['networks'][0].update(type='bridge', bridge='vmbr1', vnet='shopv')
     data['networks'][1]['vnet'] = 'shopv'
-    tpl, issues = T.validate_template(data)
+    tpl, issues = template_utils.validate_template(data)
     assert [(i.path, i.message) for i in issues] == [('networks[0].vnet', 'only for type vnet')]
 
 
@@ -410,7 +410,7 @@ def test_items_that_are_not_mappings():
     data = base()
     data['networks'].append('oops')
     data['services'].append(5)
-    tpl, issues = T.validate_template(data, source='x.yml')
+    tpl, issues = template_utils.validate_template(data, source='x.yml')
     assert [(i.path, i.message) for i in issues] == [
         ('networks[2]', 'must be a mapping, got str'), ('services[2]', 'must be a mapping, got int')]
 
@@ -426,7 +426,7 @@ def test_issues_come_in_a_fixed_order():
     data['scaling'] = {'instances': {'min': 1, 'max': 4}, 'horizon': 0}
     data['pool'] = '.x'
     data['shadow']['replication']['interval'] = '30s'
-    tpl, issues = T.validate_template(data)
+    tpl, issues = template_utils.validate_template(data)
     assert [str(i) for i in issues] == [
         'template shop: networks[1].bridge: is required for type bridge; valid: a node bridge such as vmbr1',
         'template shop: networks[1].zone: only for type vnet; valid: leave it out for type bridge',
@@ -444,7 +444,7 @@ def test_issues_come_in_a_fixed_order():
         'template shop: services[1].vrid: set without a vip; valid: set vip too, or leave vrid out',
         'template shop: services[2].name: shadow would make the tags ambiguous; valid: a name other than primary, '
         'shadow, shadownet, shop',
-        'template shop: scaling.horizon: must be greater than zero; valid: %s' % T.units.DURATION_HELP,
+        'template shop: scaling.horizon: must be greater than zero; valid: %s' % template_utils.units.DURATION_HELP,
         'template shop: services[1].scaling.cpu.low: low 0.3 is not below high 0.1; valid: a value below high (0.1)',
         'template shop: services[2].instances: 9 is outside scaling.instances 1..4; valid: an integer from 1 to 4 '
         '(or change scaling.instances)',

@@ -1,8 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import units
-from ansible_collections.shadownet.proxmox.plugins.module_utils.units import UnitError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import units
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import UnitError
 
 
 @pytest.mark.parametrize('text,seconds', [

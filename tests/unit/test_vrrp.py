@@ -1,5 +1,5 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit tests of module_utils/vrrp.py (the vip_failover role's model) and the filter plugin."""
+"""Unit tests of module_utils/failover/vrrp.py (the vip_failover role's model) and the filter plugin."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 from ansible_collections.shadownet.proxmox.plugins.filter import vrrp as vrrp_filter
 
 

@@ -31,7 +31,7 @@ What this does about it:
 import re
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
 
 # qemu-server clone_vm: "unable to create VM $newid: config file already exists"; pve-cluster / fakepve for a vmid

@@ -21,7 +21,7 @@ minutes never replace a value the history already holds. Every point is normalis
 * ``mem``: mem / maxmem; ``mem_mib`` = mem in MiB;
 * ``netin_bps`` / ``netout_bps``: PVE's bytes/s x 8; ``net`` = max(in, out) / the service's ``net.high_bps``.
 
-History series are named ``<template>/<service>/<vm name>/<metric>`` (see module_utils/history.py), so primaries
+History series are named ``<template>/<service>/<vm name>/<metric>`` (see module_utils/scaling/history.py), so primaries
 that were scaled in keep counting towards the service's past demand, and the shadow (``<template>-<service>-shadow``)
 is told apart by its name.
 """
@@ -29,7 +29,7 @@ is told apart by its name.
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 MIB = 1024 * 1024
 RRD_STEP = 60
@@ -237,7 +237,7 @@ def collect(api, templates, plans=None, parallel=4, complete=None):
     recent_only = set(vm['vmid'] for vm in vms if complete is not None and complete(vm))
 
     def read(vm):
-        from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+        from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
         path = 'nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid'])
         frames = [RECENT_TIMEFRAME] if vm['vmid'] in recent_only else [HISTORY_TIMEFRAME]
         answers = []

@@ -18,10 +18,10 @@ no I/O, so the grouping rules are unit-tested without a cluster:
 import ipaddress
 import re
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.meta import MetaError
-from ansible_collections.shadownet.proxmox.plugins.module_utils.propstr import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.meta import MetaError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.propstr import (
     nic_macs, parse, parse_memory, parse_tags)
 
 MANAGED_TAG = 'shadownet'
@@ -35,14 +35,14 @@ _UNSAFE = re.compile(r'[^A-Za-z0-9_]')
 
 
 def parse_meta(description):
-    """The metadata block of a VM description (module_utils/meta.py's parser); ``{}`` when there is none.
+    """The metadata block of a VM description (module_utils/core/meta.py's parser); ``{}`` when there is none.
 
     Raises meta.MetaError when a block is there but is not a JSON object, so a damaged block is reported, not
     silently treated as "unmanaged".
     """
     if not description:
         return {}
-    dummy, meta = metablock.parse_description(str(description), strict=True)
+    dummy, meta = meta_utils.parse_description(str(description), strict=True)
     return meta or {}
 
 

@@ -13,11 +13,12 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import placement as placing
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import clone
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import placement as placement_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError, PveTaskError
 
 # Tag prefixes that other modules of this collection write and a build must keep.
 OWNED_ELSEWHERE = ('sn-last.',)
@@ -184,8 +185,8 @@ def resolve_placements(api, specs, resources, context=()):
     missing = [s for s in ordered if s.state != 'absent' and not find_vms(resources, s.name)]
     if not any(m is s for m in missing for s in specs):
         return
-    storages = placing.storage_table(api.get('storage'))
-    caps = placing.node_capacities(api.resources('node'), resources, plan_names=[s.name for s in ordered])
+    storages = placement_utils.storage_table(api.get('storage'))
+    caps = placement_utils.node_capacities(api.resources('node'), resources, plan_names=[s.name for s in ordered])
     known = sorted(caps)
     templates = {}
 
@@ -203,7 +204,7 @@ def resolve_placements(api, specs, resources, context=()):
                         copy.get('name'), copy['vmid'], copy['node']))
                     continue
                 configs[int(copy['vmid'])] = cfg
-                reaches.append(placing.clone_reach(copy, cfg, storages))
+                reaches.append(placement_utils.clone_reach(copy, cfg, storages))
             if not reaches:
                 raise PveApiError('; '.join(down), kind='offline', node=copies[0]['node'])
             templates[str(ref)] = (reaches, prefer, configs, down)
@@ -212,8 +213,8 @@ def resolve_placements(api, specs, resources, context=()):
     def route(spec, node):
         reaches, prefer, dummy, down = copies_of(spec.template)
         try:
-            return placing.clone_route(reaches, node, prefer)
-        except placing.PlacementError as exc:
+            return placement_utils.clone_route(reaches, node, prefer)
+        except placement_utils.PlacementError as exc:
             raise PveApiError('{0}: {1}{2}'.format(spec.name, exc, ''.join('; ' + d for d in down)), kind='config',
                               node=node)
 
@@ -249,7 +250,7 @@ def resolve_placements(api, specs, resources, context=()):
                              group_label=_group_label(spec), listed=listed, policy=policy,
                              avoid_vms=list(spec.avoid_vms),
                              reach=reach, reach_note=notes, _spec=spec, _cap=(memory, vcpus)))
-    placed = placing.place([dict((k, v) for k, v in r.items() if not k.startswith('_')) for r in requests], caps)
+    placed = placement_utils.place([dict((k, v) for k, v in r.items() if not k.startswith('_')) for r in requests], caps)
     errors = []
     for req in requests:
         spec = req.get('_spec')
@@ -261,7 +262,7 @@ def resolve_placements(api, specs, resources, context=()):
             continue
         warnings = list(res['warnings'])
         if spec.node and spec.node in caps:
-            short = placing.shortfall(caps[spec.node], *req['_cap'])
+            short = placement_utils.shortfall(caps[spec.node], *req['_cap'])
             if short:
                 warnings.append('node {0} may not hold {1}: {2}'.format(spec.node, spec.name, short))
         try:
@@ -296,7 +297,7 @@ def desired_config_changes(spec, cfg):
     changes, deletes = {}, []
     # A shadow that has taken over (failover grew it to a primary's size) keeps its size until fail-back:
     # a build running meanwhile must not shrink the standby that is serving.
-    dummy, current_meta = metablock.parse_description(cfg.get('description', ''))
+    dummy, current_meta = meta_utils.parse_description(cfg.get('description', ''))
     serving = bool(((current_meta or {}).get('failover') or {}).get('active'))
     if not serving and spec.cores is not None and int(cfg.get('cores', 1)) != int(spec.cores):
         changes['cores'] = int(spec.cores)
@@ -328,7 +329,7 @@ def desired_config_changes(spec, cfg):
             changes['tags'] = propstr.format_tags(spec.tags | kept)
     description = cfg.get('description', '')
     if spec.meta is not None:
-        new_description, dummy, differs = metablock.merge_description(description, spec.meta)
+        new_description, dummy, differs = meta_utils.merge_description(description, spec.meta)
         if differs:
             changes['description'] = new_description
     elif spec.description is not None and readback.differs('description', description, spec.description):

@@ -27,7 +27,7 @@ compares a VM config goes through them, so a rerun against PVE finds nothing to 
 
 import re
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 __all__ = ['description', 'tags', 'is_true', 'canonical', 'same', 'differs', 'stored', 'BOOLEAN_KEYS', 'INTEGER_KEYS']
 

@@ -24,11 +24,12 @@ which does the API calls, so they can be unit-tested without a cluster.
 import re
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import clone
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr, readback
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
-from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import clone
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
 
 # PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
 SNAPNAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]*$')
@@ -297,7 +298,7 @@ class ShadowRefresher(object):
             raise PveApiError('the shadow {0!r} (vmid {1}) is a template; templates are never replaced'.format(
                 shadow['name'], int(shadow['vmid'])), kind='config')
         pcfg, dummy = self.api.vm_config(primary['node'], int(primary['vmid']))
-        dummy, meta = metablock.parse_description(cfg.get('description', ''))
+        dummy, meta = meta_utils.parse_description(cfg.get('description', ''))
         return cfg, pcfg, meta or {}
 
     def _too_soon(self, shadow, primary_name, last_full, snaps, prefix, now, min_interval):
@@ -357,12 +358,12 @@ class ShadowRefresher(object):
         Until the identity is restored, the new shadow's description carries it: a run after a failed restore
         finishes the restore instead of recording the half-made copy as the shadow and cloning again.
         """
-        final = metablock.merge_description(cfg.get('description', ''), {'replication': {
+        final = meta_utils.merge_description(cfg.get('description', ''), {'replication': {
             'last_full': now, 'source': primary_name, 'source_snapshot': snapname, 'pending': None}})[0]
         pending = dict(pending_of(identity), snapshot=snapname, time=now, source=primary_name)
         try:
-            interim = metablock.merge_description(cfg.get('description', ''), {'replication': {'pending': pending}})[0]
-        except metablock.MetaError:
+            interim = meta_utils.merge_description(cfg.get('description', ''), {'replication': {'pending': pending}})[0]
+        except meta_utils.MetaError:
             interim = None
         return final, interim
 
@@ -428,7 +429,7 @@ class ShadowRefresher(object):
         self.result['snapshot'] = pending.get('snapshot')
         self.result['changed'] = True
         last = pending.get('time')
-        description = metablock.merge_description(cfg.get('description', ''), {'replication': {
+        description = meta_utils.merge_description(cfg.get('description', ''), {'replication': {
             'last_full': last, 'source': pending.get('source'), 'source_snapshot': pending.get('snapshot'),
             'pending': None}})[0]
         plan = ['finish the restore of {0} (vmid {1}) left by the refresh from {2}: NICs {3}, tags, description'.format(

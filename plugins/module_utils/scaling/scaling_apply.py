@@ -5,7 +5,7 @@
 
 ``scaling.py`` reads PVE and the history and decides; this module acts. State that another controller needs lives
 in PVE: the last scaling action and the cooldown deadlines are the ``scaling`` key of the metadata block in the
-description of the service's primaries (module_utils/meta.py). Before acting, ``scale`` *claims* the action on the
+description of the service's primaries (module_utils/core/meta.py). Before acting, ``scale`` *claims* the action on the
 anchor primary (the lowest-index one) with a digest-checked config update whose computation re-checks that no other
 action was recorded since the decision was made. Two reconcilers that race both read the same digest; PVE accepts
 only the first update, the second is re-read, finds the first one's record and stands down. Only the claim winner
@@ -21,16 +21,16 @@ import socket
 import time
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
-from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.scaling import (
     LAST_TAG, ScalingError, capacity_from_resources, instance_index, last_action_tag, read_state, scaling_entry,
     service_vms, state_from_tags,
 )
 
 if t.TYPE_CHECKING:
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
 
 __all__ = ['apply_decision', 'claim', 'new_instance_vm', 'wiring_for', 'vertical_changes', 'pending_resizes',
            'hotplug_features', 'effective_cores', 'ScalingError']
@@ -177,13 +177,13 @@ def claim(api: PveApi, anchor: dict[str, t.Any], decision: dict[str, t.Any],
     outcome = {}
 
     def compute(cfg):
-        dummy, meta = metablock.parse_description(cfg.get('description', ''))
+        dummy, meta = meta_utils.parse_description(cfg.get('description', ''))
         rec = (meta or {}).get('scaling') or {}
         seen = rec.get('time') if isinstance(rec, dict) else None
         if seen is not None and (basis is None or float(seen) > float(basis)):
             outcome['lost'] = rec
             return {}, []
-        new, dummy, changed = metablock.merge_description(cfg.get('description', ''), {'scaling': record})
+        new, dummy, changed = meta_utils.merge_description(cfg.get('description', ''), {'scaling': record})
         tags = set(tag for tag in propstr.parse_tags(cfg.get('tags')) if not LAST_TAG.match(tag))
         tags.add(last_action_tag(record['action'], record['time']))
         updates = {'tags': propstr.format_tags(tags)}
@@ -329,11 +329,11 @@ def _scale_out(make_api, plan, entry, base, indexed, count, res, check_mode, spe
     added = [(entry['name_prefix'] + str(top + k), top + k) for k in range(1, count + 1)]
     specs = []
     for name, index in added:
-        spec = vmengine.spec_from_plan(new_instance_vm(plan, entry, base, index), **spec_options)
+        spec = vm_utils.spec_from_plan(new_instance_vm(plan, entry, base, index), **spec_options)
         if entry.get('shadow'):
             spec.avoid_vms = [entry['shadow']]  # keep the shadow's spread: not on the shadow's node
         specs.append(spec)
-    results = vmengine.ensure_many(make_api, specs, check_mode=check_mode, parallel=parallel,
+    results = vm_utils.ensure_many(make_api, specs, check_mode=check_mode, parallel=parallel,
                                    resources=listings[0], nodes=listings[1])
     failed = [r for r in results if r.get('failed')]
     res['created'] = [r['name'] for r in results if r.get('created') and not r.get('failed')]
@@ -353,7 +353,7 @@ def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode,
     removed = [(v['name'], instance_index(v['name'], plan, service) or 0) for v in gone]
     listing = listings[0] if listings[0] is not None else api.resources('vm')
     resources = [r for r in listing if r.get('name') in set(v['name'] for v in gone)]
-    results = vmengine.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
+    results = vm_utils.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
     failed = [r for r in results if r.get('failed')]
     res['removed'] = [r['name'] for r in results if r.get('changed')]
     res['mirrors_to_remove'], res['vrrp_members_to_remove'] = wiring_for(plan, service, base['name'], removed)

@@ -15,8 +15,8 @@ import hashlib
 import json
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
-from ansible_collections.shadownet.proxmox.plugins.module_utils.template import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import naming
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.template import (
     TemplateIssue, normalise_template, validate_template,
 )
 

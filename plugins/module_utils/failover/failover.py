@@ -30,12 +30,12 @@ must be quorate (checked once per run, also in check mode, where it would fail t
 
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vrrp
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError, PveTaskError
-from ansible_collections.shadownet.proxmox.plugins.module_utils.plan import not_a_plan
-from ansible_collections.shadownet.proxmox.plugins.module_utils.vm import find_vms
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
 
 STEPS = ('detect', 'activate', 'remediate', 'failback', 'auto')
 OFFLINE_RECOVERY = ('wait', 'ha', 'report')
@@ -66,7 +66,7 @@ def service_vms(plan, service):
 
 
 def _meta_of(cfg):
-    dummy, meta = metablock.parse_description(cfg.get('description', ''))
+    dummy, meta = meta_utils.parse_description(cfg.get('description', ''))
     return meta or {}
 
 
@@ -294,8 +294,8 @@ class Failover(object):
             if have_memory < memory:
                 changes['memory'] = memory
             if not (_meta_of(cfg).get('failover') or {}).get('active'):
-                text, dummy, differs = metablock.merge_description(cfg.get('description', ''),
-                                                                   {'failover': {'active': True, 'since': now}})
+                text, dummy, differs = meta_utils.merge_description(cfg.get('description', ''),
+                                                                    {'failover': {'active': True, 'since': now}})
                 if differs:
                     changes['description'] = text
             return changes, []
@@ -523,7 +523,7 @@ class Failover(object):
             if have_memory != memory:
                 changes['memory'] = memory
             if 'failover' in _meta_of(cfg):
-                text, dummy, differs = metablock.merge_description(cfg.get('description', ''), {'failover': None})
+                text, dummy, differs = meta_utils.merge_description(cfg.get('description', ''), {'failover': None})
                 if differs:
                     changes['description'] = text
             return changes, []

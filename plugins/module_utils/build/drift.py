@@ -10,9 +10,9 @@ confirmed with one module run instead of five. Reads only; never writes.
 """
 
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import ha
-from ansible_collections.shadownet.proxmox.plugins.module_utils import sdn
-from ansible_collections.shadownet.proxmox.plugins.module_utils import vm as vmengine
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import sdn
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
 
 __all__ = ['STEPS', 'plan_drift']
 
@@ -25,15 +25,15 @@ def _networks(plan, role):
 
 
 def _vm_step(make_api, api, plan, role, resources, nodes, state, hookscript, prune, parallel):
-    everyone = [(vm, vmengine.spec_from_plan(vm, state=state, hookscript=hookscript if vm.get('role') == 'primary'
+    everyone = [(vm, vm_utils.spec_from_plan(vm, state=state, hookscript=hookscript if vm.get('role') == 'primary'
                                              else None)) for vm in plan.get('vms') or []]
     specs = [spec for vm, spec in everyone if vm.get('role') == role]
-    results = vmengine.ensure_many(make_api, specs, check_mode=True, parallel=parallel,
+    results = vm_utils.ensure_many(make_api, specs, check_mode=True, parallel=parallel,
                                    resources=resources, nodes=nodes, context=[spec for vm, spec in everyone])
     pruned = []
     if prune:
-        gone = vmengine.prune_candidates(resources, plan, [role])
-        pruned = vmengine.remove_many(lambda: api, gone, check_mode=True)
+        gone = vm_utils.prune_candidates(resources, plan, [role])
+        pruned = vm_utils.remove_many(lambda: api, gone, check_mode=True)
     changes = []
     for what, batch in (('update', results), ('destroy', pruned)):
         for res in batch:

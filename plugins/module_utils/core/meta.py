@@ -13,7 +13,7 @@ A managed VM's description ends with one block::
 
 Compact JSON with sorted keys, so the same metadata always renders to the same text and idempotency checks can
 compare descriptions. The text ends with the end marker, no newline: PVE strips trailing whitespace from a
-description (module_utils/readback.py), so what is written is what is read back; comparisons go through
+description (module_utils/core/readback.py), so what is written is what is read back; comparisons go through
 ``readback.same`` all the same. PVE renders descriptions as Markdown: the HTML-comment markers are invisible there, the
 JSON line stays readable for operators.
 """
@@ -23,7 +23,7 @@ import copy
 import json
 import re
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import readback
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
 
 __all__ = ['BEGIN', 'END', 'MetaError', 'render_meta_block', 'render_description', 'parse_description',
            'split_description', 'merge_description', 'MAX_DESCRIPTION']

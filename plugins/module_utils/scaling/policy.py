@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.units import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import (
     parse_duration, parse_rate, parse_ratio)
 
 if t.TYPE_CHECKING:
@@ -288,7 +288,7 @@ def decide(scaling: Mapping[str, t.Any] | None, current: Mapping[str, t.Any],
     """
     conf = scaling if 'metrics' in (scaling or {}) else normalise_scaling(scaling)
     if forecaster is None:
-        from ansible_collections.shadownet.proxmox.plugins.module_utils.forecast import forecast_series
+        from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
         forecaster = forecast_series
     mode = conf['mode']
     n, caps = _current_size(mode, current)

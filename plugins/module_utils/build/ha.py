@@ -23,7 +23,7 @@ after adding HA resources, the engine waits for it.
 
 import re
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
 
 RULE_TYPES = ('resource-affinity', 'node-affinity')
 RULE_ID_RE = re.compile(r'^[a-z][a-z0-9_]*$')

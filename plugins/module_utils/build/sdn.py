@@ -20,14 +20,15 @@ import re
 import time
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import naming, propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import (
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import naming
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
     UNCERTAIN_ATTEMPTS, PveApiError, PveTaskError, PveUncertainError)
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
 
 ZONE_TYPES = ('simple', 'vlan', 'vxlan')
 VXLAN_TAG_MAX = 16777215

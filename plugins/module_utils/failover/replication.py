@@ -18,7 +18,7 @@ guests; the role's README and argument specs say the same.
 import posixpath
 import re
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils.units import UnitError, parse_duration
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import UnitError, parse_duration
 
 __all__ = ['FIDELITIES', 'SCHEDULERS', 'DIRECTIONS', 'build_model', 'cron_schedule', 'check_path', 'pair_from_plan']
 

@@ -9,7 +9,7 @@ gathers their inputs (the VMs of a service, the last recorded action, the histor
 Nothing here writes to PVE.
 
 The last scaling action and its cooldown deadlines live in PVE: the ``scaling`` key of the metadata block in the
-description of the service's primaries (module_utils/meta.py), and a ``sn-last.<action>.<epoch>`` tag on the
+description of the service's primaries (module_utils/core/meta.py), and a ``sn-last.<action>.<epoch>`` tag on the
 anchor primary; ``scaling_apply`` writes both when it claims an action.
 """
 
@@ -21,17 +21,17 @@ import re
 import time
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import meta as metablock
-from ansible_collections.shadownet.proxmox.plugins.module_utils import metrics as metricsmod
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import metrics as metrics_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 if t.TYPE_CHECKING:
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApi
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.history import HistoryStore
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.history import HistoryStore
 
 DEFAULT_HISTORY = os.path.join('~', '.local', 'share', 'shadownet', 'history.sqlite')
 HISTORY_ENV = 'SHADOWNET_HISTORY'
-STEP = metricsmod.RRD_STEP
+STEP = metrics_utils.RRD_STEP
 DEFAULT_WINDOW = 86400
 POLICY_SERIES = '_policy'
 MIB = 1024 * 1024
@@ -48,7 +48,7 @@ def history_path(option: str | None = None) -> str:
 
 
 def open_history(path: str) -> HistoryStore:
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import history
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history
     try:
         return history.open_store(path)
     except history.HistoryError as exc:
@@ -57,7 +57,7 @@ def open_history(path: str) -> HistoryStore:
 
 def plans_and_templates(plans_option: t.Any,
                         templates_option: list[str] | None) -> tuple[dict[str, dict[str, t.Any]], list[str]]:
-    plans = metricsmod.plans_from_option(plans_option)
+    plans = metrics_utils.plans_from_option(plans_option)
     templates = list(templates_option or sorted(plans))
     if not templates:
         raise ValueError('no template given: pass plans (result.plans of shadownet.proxmox.template) or templates')
@@ -70,10 +70,10 @@ def history_complete(store: HistoryStore, now: float | None = None) -> t.Callabl
     """``complete(vm)`` for metrics.collect: True when the store already holds the VM's last day of cpu points
     without a hole PVE's ``hour`` would not fill (then reading ``hour`` is enough)."""
     now = time.time() if now is None else now
-    day = metricsmod.HISTORY_SECONDS
+    day = metrics_utils.HISTORY_SECONDS
 
     def complete(vm):
-        first, last, count = store.span(metricsmod.series_key(vm['template'], vm['service'], vm['name'], 'cpu'),
+        first, last, count = store.span(metrics_utils.series_key(vm['template'], vm['service'], vm['name'], 'cpu'),
                                         since=now - day)
         if first is None:
             return False
@@ -87,18 +87,18 @@ def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.
     """Collect, append to history (not in check mode), summarise."""
     if check_mode:
         # The history is not opened (it would be created): every VM is read with its full day.
-        vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel)
+        vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel)
         appended = 0
     else:
         with open_history(path) as store:
-            vms, errors = metricsmod.collect(api, templates, plans, parallel=parallel,
-                                             complete=history_complete(store))
+            vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel,
+                                                complete=history_complete(store))
             fine, filled = [], []
             for vm in vms:
-                fine.extend(metricsmod.history_points(vm, vm['points']))
-                filled.extend(metricsmod.history_points(vm, vm['points'], filled=True))
+                fine.extend(metrics_utils.history_points(vm, vm['points']))
+                filled.extend(metrics_utils.history_points(vm, vm['points'], filled=True))
             appended = store.append(fine) + store.append(filled, replace=False)
-    return dict(services=metricsmod.summarise(vms), appended=appended, history_path=path,
+    return dict(services=metrics_utils.summarise(vms), appended=appended, history_path=path,
                 requests=len(api.calls), errors=errors)
 
 
@@ -106,7 +106,7 @@ def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.
 
 def service_vms(resources: list[dict[str, t.Any]], plan: dict[str, t.Any],
                 service: str) -> tuple[list[dict[str, t.Any]], dict[str, t.Any] | None]:
-    vms = metricsmod.managed_vms(resources, [plan['template']], {plan['template']: plan})
+    vms = metrics_utils.managed_vms(resources, [plan['template']], {plan['template']: plan})
     prim = [v for v in vms if v['service'] == service and v['role'] == 'primary']
     shadows = [v for v in vms if v['service'] == service and v['role'] == 'shadow']
     return sorted(prim, key=lambda v: (instance_index(v['name'], plan, service) or 10 ** 6, v['name'])), \
@@ -169,7 +169,7 @@ def read_state(api: PveApi, primaries: list[dict[str, t.Any]]) -> tuple[dict[str
     for vm in primaries:
         cfg, digest = api.vm_config(vm['node'], vm['vmid'])
         configs[vm['name']] = cfg
-        dummy, meta = metablock.parse_description(cfg.get('description', ''))
+        dummy, meta = meta_utils.parse_description(cfg.get('description', ''))
         rec = (meta or {}).get('scaling')
         if isinstance(rec, dict) and rec.get('time') is not None and \
                 float(rec['time']) > float(state.get('time', float('-inf'))):
@@ -221,7 +221,7 @@ def service_series(store: HistoryStore, template: str, service: str, shadow_name
     mean utilisation, a fraction for cpu/memory and bits/s for net), shadow maps them to the shadow's utilisation.
     The grid ends at the newest minute any primary has a cpu value (PVE's still-filling minute is left out).
     """
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.history import regularize
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.history import regularize
     prefix = '{0}/{1}/'.format(template, service)
     names = _series_names(store, prefix)
     raw, end = _read_series(store, prefix, names, shadow_name, since, until)
@@ -313,8 +313,8 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
                   max_memory: int | None = None,
                   resources: list[dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
     """One decision per service of the plan (nothing is changed in PVE)."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import forecast as fc
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
     now = time.time() if now is None else now
     resources = api.resources('vm') if resources is None else resources
@@ -323,7 +323,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
         level = policy.DEFAULT_LEVEL
 
     def forecaster(values, step, horizon, level=0.8):
-        return fc.forecast_series(values, step, horizon, level=level, models=models)
+        return forecast_utils.forecast_series(values, step, horizon, level=level, models=models)
 
     out = []
     for entry in plan.get('scaling') or []:
@@ -337,7 +337,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
 
 def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options):
     """The decision for one service: its VMs and last action from the listing, its history, then policy.decide."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
     service = entry['service']
     prim, shadow_vm = service_vms(resources, plan, service)
@@ -381,7 +381,7 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
 def recommendations(store: HistoryStore, template: str, service: str, now: float,
                     entry: dict[str, t.Any]) -> list[dict[str, t.Any]]:
     """Recent recommendations (for the stabilisation window) from the history store."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils import policy
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
     since = now - max(policy.normalise_scaling(policy_scaling(entry))['stabilization'], 60)
     prefix = '{0}/{1}/{2}/'.format(template, service, POLICY_SERIES)
     if entry['mode'] == 'vertical':

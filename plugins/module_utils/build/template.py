@@ -24,8 +24,8 @@ import ipaddress
 import re
 import typing as t
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import naming
-from ansible_collections.shadownet.proxmox.plugins.module_utils import units
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import naming
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import units
 
 __all__ = [
     'TEMPLATE_VERSION', 'SCHEMA', 'Field', 'TemplateIssue', 'TemplateValidationError',

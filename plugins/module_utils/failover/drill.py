@@ -26,8 +26,8 @@ import socket
 import threading
 import time
 
-from ansible_collections.shadownet.proxmox.plugins.module_utils import propstr
-from ansible_collections.shadownet.proxmox.plugins.module_utils.api import PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
 
 PROTOCOLS = ('tcp', 'udp')
 DEFAULTS = dict(protocol='tcp', interval=10, probe_timeout=250, hold=2.0, timeout=30.0, settle=2.0,
