@@ -3,20 +3,9 @@ import copy
 
 from ansible_collections.shadownet.proxmox.plugins.modules import drift, ha_rule, linked_clone, vnet
 from lab.modrun import ModuleFailed, run_module
-from lab.shop import plan_of
+from lab.shop import CACHE, SHOP, VNET_FRONT, plan_of, shop_template
 
-TEMPLATE = {
-    'name': 'shop',
-    'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'vnet', 'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1'}],
-    'services': [
-        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-        {'name': 'cache', 'template': 9000, 'instances': 1, 'cores': 1, 'memory': 1024, 'networks': ['front'],
-         'critical': False},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
-}
+TEMPLATE = shop_template(networks=[VNET_FRONT], services=SHOP['services'] + [CACHE])
 
 
 def build(pve_conn, plan):

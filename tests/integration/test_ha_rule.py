@@ -4,6 +4,7 @@ import requests
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build import plan as plan_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import ha_rule
+from lab.shop import DB, SHOP, VNET_FRONT, shop_template
 from lab.modrun import ModuleFailed, run_module
 
 # The plan's form: one priority (PVE refuses several for a VM that is also in a resource-affinity rule).
@@ -163,17 +164,7 @@ def test_node_affinity_update_changes_only_what_differs(pvesim, pve_conn, vms):
 
 # ------------------------------------------------------------------ PVE 9 feasibility (issue 11, point 3)
 
-TEMPLATE = {
-    'name': 'shop', 'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'vnet', 'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1'}],
-    'services': [
-        {'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-        {'name': 'db', 'template': 9000, 'instances': 1, 'cores': 1, 'memory': 1024, 'networks': ['front'],
-         'critical': True},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/var/lib/app']}},
-}
+TEMPLATE = shop_template(networks=[VNET_FRONT], services=SHOP['services'] + [DB])
 
 
 def plan_vms(pve, plan):

@@ -38,6 +38,13 @@ def shop_template(**changes):
     return template
 
 
+# Pieces the tests put together with shop_template: the front network as an SDN vnet, and two more services.
+VNET_FRONT = {'name': 'front', 'type': 'vnet', 'cidr': '10.10.0.0/24', 'gateway': '10.10.0.1'}
+CACHE = {'name': 'cache', 'template': 9000, 'instances': 1, 'cores': 1, 'memory': 1024, 'networks': ['front'],
+         'critical': False}
+DB = {'name': 'db', 'template': 9000, 'instances': 1, 'cores': 1, 'memory': 1024, 'networks': ['front'],
+      'critical': True}
+
 SCALED_SHOP = shop_template(scaling={'instances': {'min': 1, 'max': 4}, 'cooldown': {'up': '3m', 'down': '10m'}})
 
 
