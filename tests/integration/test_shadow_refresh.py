@@ -19,19 +19,12 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan impor
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone, shadow_refresh
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import COLLECTIONS, run_ansible
+from lab.shop import SHOP, shop_template
 
-TEMPLATE = {
-    'name': 'shop',
-    'nodes': ['pve1', 'pve2', 'pve3'],
-    'networks': [{'name': 'front', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '10.10.0.0/24',
-                  'gateway': '10.10.0.1'}],
-    'services': [
-        # The per-node copies on local-lvm: the refresh clone is made on the primary's node, then moved.
-        {'name': 'web', 'template': 'alpine-3-golden', 'instances': 2, 'cores': 2, 'memory': 2048, 'networks': ['front'],
-         'vip': '10.10.0.100/24', 'critical': True},
-    ],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'full', 'interval': '1h'}},
-}
+# The shop with its web primaries on the per-node alpine copies (local-lvm): the refresh clone is made on the
+# primary's node, then moved. Replication fidelity full.
+TEMPLATE = shop_template(services=[dict(SHOP['services'][0], template='alpine-3-golden')],
+                         shadow={'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'full', 'interval': '1h'}})
 
 
 def vms_by_name(pvesim):
