@@ -89,9 +89,9 @@ def normalise_network(entry: Mapping[str, t.Any], index: int = 0) -> dict[str, t
         bridge = entry.get('bridge')
         if not bridge:
             raise NetworkError('{0}: type bridge needs bridge, a Linux bridge name such as vmbr10'.format(where))
-        if naming.bridge_name_problem(bridge):
-            raise NetworkError('{0}.bridge: {1}; give {2}'.format(
-                where, naming.bridge_name_problem(bridge), naming.BRIDGE_NAME_HELP))
+        problem = naming.bridge_name_problem(bridge)
+        if problem:
+            raise NetworkError('{0}.bridge: {1}; give {2}'.format(where, problem, naming.BRIDGE_NAME_HELP))
         ports = _list(entry.get('bridge_ports'), where, 'bridge_ports')
         return dict(kind='bridge', bridge=bridge, nodes=_list(entry.get('nodes'), where, 'nodes'),
                     ports=sorted(ports),

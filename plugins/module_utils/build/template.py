@@ -708,8 +708,10 @@ def _check_bridge_network(chk, path, net):
     if net.get('bridge') in (None, _INVALID):
         if net.get('bridge') is None:
             chk.error(path + '.bridge', 'is required for type bridge', 'a node bridge such as vmbr1')
-    elif naming.bridge_name_problem(net['bridge']):
-        chk.error(path + '.bridge', naming.bridge_name_problem(net['bridge']), naming.BRIDGE_NAME_HELP)
+    else:
+        problem = naming.bridge_name_problem(net['bridge'])
+        if problem:
+            chk.error(path + '.bridge', problem, naming.BRIDGE_NAME_HELP)
     for key in ('zone', 'vnet', 'zone_bridge'):
         if net.get(key) not in (None, _INVALID):
             chk.error(path + '.' + key, 'only for type vnet', 'leave it out for type bridge')
@@ -721,12 +723,13 @@ def _check_vnet_network(chk, path, net):
     if net.get('zone_type') == 'vlan':
         if net.get('vlan') is None:
             chk.error(path + '.vlan', 'is required for zone_type vlan', 'a VLAN tag 1..4094')
-        if net['zone_bridge'] is not _INVALID and naming.bridge_name_problem(net['zone_bridge']):
-            chk.error(path + '.zone_bridge', naming.bridge_name_problem(net['zone_bridge']), naming.BRIDGE_NAME_HELP)
-        if _ok(net.get('zone_bridge'), net.get('vlan')) and naming.bridge_name_problem(net['zone_bridge']) \
-                is None and naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']):
-            chk.error(path + '.zone_bridge', naming.vlan_bridge_problem(net['zone_bridge'], net['vlan']),
-                      'a shorter node bridge name')
+        problem = naming.bridge_name_problem(net['zone_bridge']) if net['zone_bridge'] is not _INVALID else None
+        if problem:
+            chk.error(path + '.zone_bridge', problem, naming.BRIDGE_NAME_HELP)
+        elif _ok(net.get('zone_bridge'), net.get('vlan')):
+            too_long = naming.vlan_bridge_problem(net['zone_bridge'], net['vlan'])
+            if too_long:
+                chk.error(path + '.zone_bridge', too_long, 'a shorter node bridge name')
     elif net.get('zone_type') == 'simple':
         if net.get('vlan') not in (None, _INVALID):
             chk.error(path + '.vlan', 'a simple zone has no VLAN', 'set zone_type: vlan, or leave it out')
