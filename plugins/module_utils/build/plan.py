@@ -33,6 +33,8 @@ VRRP_PRIORITY_BASE = 200
 VRRP_SHADOW_PRIORITY = 50
 VRRP_VERSION = 3
 NIC_MODEL = 'virtio'
+# A replay counters file older than this (or 4 stats intervals, if longer) is stale: the agent (or the guest) stopped.
+CANARY_MIN_STALE_SECONDS = 30
 # VNIs of shadow twins in vxlan transport: a stable hash of (template, network) in this range, away from the low
 # numbers people pick by hand; collisions inside one template are resolved by probing upwards.
 VXLAN_TAG_MIN = 1000000
@@ -255,7 +257,25 @@ def _plan_service(tpl, nodes, position, svc, has_shadow, nets, vrids):
     if svc['vip']:
         entries['vrrp'] = [_vrrp_group(svc, primaries, shadow_vm, vrids[sname])]
     entries['scaling'] = [_scaling_entry(name, svc, shadow_name)]
+    entries['scaling'][0]['canary'] = _canary_entry(shadow_cfg, shadow_name)
+    if entries['scaling'][0]['latency']['p95_ms'] is not None and entries['scaling'][0]['canary'] is None:
+        warnings.append('service %s: scaling.latency.p95_ms is set but the service has no canary (%s): no latency '
+                        'signal' % (sname, 'shadow.replay.port is not set' if shadow_name else 'no shadow'))
     return entries, warnings
+
+
+def _canary_entry(shadow_cfg, shadow_name):
+    """What the reconciler needs to read the shadow's replay counters (None: no shadow or no replay)."""
+    replay = shadow_cfg.get('replay') or {}
+    if not shadow_name or replay.get('port') is None:
+        return None
+    interval = replay['stats_interval']
+    return {
+        'shadow': shadow_name, 'mode': replay['mode'], 'port': replay['port'],
+        'target_port': replay['target_port'] if replay.get('target_port') is not None else replay['port'],
+        'methods': replay['methods'], 'concurrency': replay['concurrency'], 'stats_path': replay['stats_path'],
+        'stats_interval_seconds': interval, 'stale_after_seconds': max(4 * interval, CANARY_MIN_STALE_SECONDS),
+    }
 
 
 def _primary_vm(tpl, nodes, position, svc, index, shadow_name, primary_nets):
@@ -365,6 +385,7 @@ def _scaling_entry(name, svc, shadow_name):
         'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
         'cores': svc['cores'], 'memory_mib': svc['memory'],
         'name_prefix': '%s-%s-' % (name, svc['name']), 'shadow': shadow_name,
+        'latency': {'p95_ms': sc['latency']['p95_ms'], 'for_seconds': sc['latency']['for']},
     }
 
 

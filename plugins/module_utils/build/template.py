@@ -175,6 +175,14 @@ _SCALING_FIELDS = {
     }),
     'mode': Field('str', 'horizontal', 'horizontal: add/remove linked clones; vertical: resize '
                   'cores/memory of the existing instances.', choices=('horizontal', 'vertical')),
+    'latency': Field('dict', default={}, doc='The canary latency signal: the shadow\'s replay p95 (the service\'s '
+                     'own latency under the sampled requests, read from the replay agent through the guest agent) '
+                     'above p95_ms for `for` scales up. Needs shadow.replay.port and a critical service.', fields={
+                         'p95_ms': Field('float', None, 'Threshold of the shadow\'s replay p95 in milliseconds; '
+                                         'null: no latency signal.', minimum=0, exclusive_minimum=True,
+                                         nullable=True),
+                         'for': Field('duration', '3m', 'How long the p95 must stay above p95_ms.'),
+                     }),
 }
 SCALING = Field('dict', default={}, doc='Predictive scaling parameters (template-wide; services may override).',
                 fields=_SCALING_FIELDS)
@@ -258,6 +266,23 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                            choices=('ingress', 'egress', 'both')),
     }),
     'replication': REPLICATION,
+    'replay': Field('dict', default={}, doc='Request replay in the shadow (the shadow_replay role\'s agent): the '
+                    'mirrored requests replayed into the shadow\'s own service, so the shadow is a canary; the '
+                    'reconciler reads its counters file through the guest agent (VM.GuestAgent.FileRead).', fields={
+        'mode': Field('str', 'http', 'http: HTTP/1.1 requests; tcp: each flow\'s client bytes on a new connection; '
+                      'udp: datagrams re-sent.', choices=('http', 'tcp', 'udp')),
+        'port': Field('int', None, 'The service port of the primaries whose mirrored traffic is replayed; null: '
+                      'no replay and no canary signals.', minimum=1, maximum=65535, nullable=True),
+        'target_port': Field('int', None, 'The port of the shadow\'s own service the requests go to; default: '
+                             '`port`.', minimum=1, maximum=65535, nullable=True),
+        'methods': Field('str', 'safe', 'http: all methods, or only safe ones (GET, HEAD, OPTIONS, TRACE).',
+                         choices=('all', 'safe')),
+        'concurrency': Field('int', 16, 'Replayed requests in flight at most.', minimum=1, maximum=4096),
+        'stats_path': Field('path', '/run/shadownet-replay/stats.json', 'The agent\'s JSON counters file in the '
+                            'shadow guest, which the reconciler reads.'),
+        'stats_interval': Field('duration', '5s', 'How often the agent rewrites the counters file; the reconciler '
+                                'takes a file older than 4 intervals (at least 30s) as stale (no canary).'),
+    }),
 })
 
 SCHEMA = Field('dict', doc='The resource placement template.', fields={
@@ -901,6 +926,9 @@ def _scaling_problems(scaling):
             out.append(('%s.duration' % metric, 'must be greater than zero', units.DURATION_HELP))
     if _ok(scaling.get('horizon')) and scaling['horizon'] == 0:
         out.append(('horizon', 'must be greater than zero', units.DURATION_HELP))
+    latency = scaling.get('latency')
+    if isinstance(latency, dict) and _ok(latency.get('for')) and latency['for'] == 0:
+        out.append(('latency.for', 'must be greater than zero', units.DURATION_HELP))
     bounds = scaling.get('instances')
     if isinstance(bounds, dict) and _ok(bounds.get('min'), bounds.get('max')) and bounds['min'] > bounds['max']:
         out.append(('instances.min', 'min %d is above max %d' % (bounds['min'], bounds['max']),
