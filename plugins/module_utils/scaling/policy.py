@@ -215,6 +215,7 @@ def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, f
             scale = conf['high'] if absolute else 1.0         # absolute metrics: delta relative to high
             deltas = [(s - p) / scale for s, p in zip(norm, pp)]
             info['shadow_delta'] = min(deltas)
+            info.update(shadow_now=ss[-1], shadow_normalised=norm[-1], primary_now=pp[-1])
             if min(deltas) > conf['shadow_delta']:
                 est = norm[-1] * cap * instances               # demand the shadow implies
                 needed = max(instances + 1, int(math.ceil(est / high_abs - 1e-9)))
@@ -297,12 +298,18 @@ def latency_signal(latency: Mapping[str, t.Any] | None, observations: list[tuple
     if held >= duration:
         info.update(up=True, signal='latency', needed=instances + 1, crossing_time=now,
                     detail='canary p95 %.0f ms > %.0f ms for %s' % (info['p95_ms'], info['threshold_ms'],
-                                                                     _fmt_secs(held)))
+                                                                     _fmt_held(held)))
     else:
         info['detail'] = 'canary p95 %s (threshold %.0f ms, held %s of %s)' % (
             'n/a' if info['p95_ms'] is None else '%.0f ms' % info['p95_ms'], info['threshold_ms'],
-            _fmt_secs(held) if held > 0 else '0s', _fmt_secs(duration))
+            _fmt_held(held), _fmt_held(duration))
     return info
+
+
+def _fmt_held(seconds):
+    """``45s``, ``90s``, ``3 min`` (whole minutes, rounded down, from 2 minutes on)."""
+    seconds = max(0, int(seconds))
+    return '%ds' % seconds if seconds < 120 else '%d min' % (seconds // 60)
 
 
 def _fmt_delta(x):

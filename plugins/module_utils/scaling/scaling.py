@@ -331,11 +331,34 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
             continue
         only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
         out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
-                                   dict(level=level, forecaster=forecaster)))
+                                   dict(level=level, forecaster=forecaster),
+                                   canary_state(api, plan, entry, resources, now)))
     return out
 
 
-def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options):
+def canary_state(api: PveApi, plan: dict[str, t.Any], entry: dict[str, t.Any], resources: list[dict[str, t.Any]],
+                 now: float) -> dict[str, t.Any]:
+    """The service's canary: its replay counters read from the shadow through the guest agent (one request), or
+    why there is none (``live`` False and ``reason``)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    conf = entry.get('canary')
+    if not entry.get('shadow'):
+        return {'live': False, 'reason': 'no canary: the service has no shadow'}
+    if not conf:
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: shadow.replay.port is not set (the shadow replays no requests)'}
+    dummy, shadow_vm = service_vms(resources, plan, entry['service'])
+    if shadow_vm is None:
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: the shadow {0} was not found in the cluster'.format(entry['shadow'])}
+    if shadow_vm.get('status') not in (None, 'running'):
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: the shadow {0} is {1}'.format(entry['shadow'], shadow_vm.get('status'))}
+    content, error = canary_utils.read_counters(api, shadow_vm, conf['stats_path'])
+    return canary_utils.status(content, error, now, conf['stale_after_seconds'], entry['shadow'], conf['stats_path'])
+
+
+def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options, canary=None):
     """The decision for one service: its VMs and last action from the listing, its history, then policy.decide."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
@@ -352,9 +375,11 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
     end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
                                           now - window, now)
     inputs = {}
+    canary = canary or {'live': False, 'reason': 'no canary'}
     for metric, data in metrics.items():
         item = dict(data, step_seconds=STEP, end=end)
-        if shadow.get(metric) and any(v is not None for v in shadow[metric]):
+        # The seed rule only while the canary is live: without replayed requests the shadow's CPU measures an idle VM.
+        if canary['live'] and shadow.get(metric) and any(v is not None for v in shadow[metric]):
             item['shadow'] = shadow[metric]
         inputs[metric] = item
     current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
@@ -366,16 +391,45 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
         base.update(reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
                     basis_time=state.get('time'), target={'instances': len(prim)}, current=current)
         return base
-    decision = policy.decide(policy_scaling(entry), current, inputs, now, last_action=last,
+    decision = policy.decide(_with_latency(policy_scaling(entry), entry), current, inputs, now, last_action=last,
                              cooldown_until=state.get('cooldown_until'), recommendations=recs,
-                             shadow=shadow_params(plan, entry, len(prim)), forecast_only=only, **decide_options)
+                             shadow=_canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores),
+                             forecast_only=only, latency=_canary_latency(store, plan, entry, canary, now),
+                             **decide_options)
     decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
-                    instances=len(prim), last_action=state or None)
+                    instances=len(prim), last_action=state or None, canary=canary)
     decision['utilisation'] = latest_utilisation(metrics, len(prim), current['capacity'], entry)
     decision['forecast'] = summarise_forecast(decision.get('forecast') or {}, len(prim), current['capacity'],
                                               entry)
     decision['line'] = decision_line(decision)
     return decision
+
+
+def _with_latency(block, entry):
+    """The policy's scaling block with ``latency`` (the canary latency signal) when the plan sets a threshold."""
+    if (entry.get('latency') or {}).get('p95_ms') is not None:
+        block['latency'] = {'p95_ms': entry['latency']['p95_ms'], 'for': entry['latency']['for_seconds']}
+    return block
+
+
+def _canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores):
+    """shadow_params with the size from the VMs as they run (shadow cores / the anchor primary's cores)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    params = shadow_params(plan, entry, len(prim))
+    params['size'] = canary_utils.shadow_size(shadow_vm, anchor_cores, params['size'])
+    return params
+
+
+def _canary_latency(store, plan, entry, canary, now):
+    """The latency signal's readings: the history's and the current one, or None without a live canary."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    if not canary.get('live') or (entry.get('latency') or {}).get('p95_ms') is None:
+        return None
+    current = canary_utils.observation(canary)
+    since = now - entry['latency']['for_seconds'] - canary_utils.MAX_LATENCY_GAP - 3600
+    earlier = [o for o in canary_utils.history_observations(store, plan['template'], entry['service'], since, now)
+               if o[0] < current[0]]
+    return earlier + [current]
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,
@@ -404,7 +458,13 @@ def record_recommendations(store: HistoryStore, decisions: list[dict[str, t.Any]
         for key in ('instances', 'cores', 'memory'):
             if key in last:
                 points.append((prefix + key, int(last['time']), last[key]))
+        points.extend(_canary_points(d))
     return store.append(points) if points else 0
+
+
+def _canary_points(decision):
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    return canary_utils.history_points(decision)
 
 
 def latest_utilisation(metrics: dict[str, dict[str, t.Any]], n: int, capacity: dict[str, float],
@@ -444,5 +504,25 @@ def decision_line(d: dict[str, t.Any]) -> str:
     else:
         target = (d.get('target') or {}).get('instances')
         what = '{0} {1} -> {2} instances'.format(d['action'], d.get('instances'), target)
-    return '{0}/{1}: current [{2}] forecast peak [{3}] decision {4}: {5}'.format(
-        d['template'], d['service'], cur or 'no data', fc or 'none', what, d.get('reason', ''))
+    return '{0}/{1}: current [{2}] forecast peak [{3}]{6} decision {4}: {5}'.format(
+        d['template'], d['service'], cur or 'no data', fc or 'none', what, d.get('reason', ''), canary_text(d))
+
+
+def canary_text(d: dict[str, t.Any]) -> str:
+    """`` canary [...]`` for the decision line: the replayed requests and the shadow's CPU next to the primaries',
+    or why there is no canary; empty for a service without a shadow."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    canary = d.get('canary') or {}
+    if not canary.get('shadow'):
+        return ''
+    if not canary.get('live'):
+        return ' canary [{0}]'.format(canary.get('reason', 'no canary'))
+    c = canary['counters']
+    cpu = next((i for i in d.get('signals') or [] if i.get('metric') == 'cpu' and 'shadow_now' in i), None)
+    parts = ['{0} requests replayed ({1} in {2:.0f}s)'.format(c['requests_replayed'], c['window_requests'],
+                                                              c['window_seconds']),
+             'p95 {0}'.format(canary_utils.fmt_ms(c['p95_seconds']))]
+    if cpu is not None:
+        parts.append('shadow cpu {0:.0f}% = {1:.0f}% of a primary vs primaries {2:.0f}%'.format(
+            100 * cpu['shadow_now'], 100 * cpu['shadow_normalised'], 100 * cpu['primary_now']))
+    return ' canary [{0}]'.format(', '.join(parts))
