@@ -50,13 +50,26 @@ def test_replay_and_latency_defaults_and_plan_entry():
 def test_no_replay_port_no_canary_and_a_warning_for_the_latency_threshold():
     plan = plan_utils.plan_from_template(tpl(latency={'p95_ms': 100}))[1]
     assert plan['scaling'][0]['canary'] is None
-    assert any('scaling.latency.p95_ms is set but the service has no canary (shadow.replay.port is not set)' in w
-               for w in plan['warnings'])
+    assert 'service web: scaling.latency.p95_ms is set but its shadow replays nothing (set shadow.replay.port): no ' \
+           'latency signal' in plan['warnings']
+    assert not any('latency' in w for w in plan_utils.plan_from_template(tpl(latency={'p95_ms': 100},
+                                                                             critical=False))[1]['warnings'])
     plan = plan_utils.plan_from_template(tpl(replay={'port': 80, 'stats_interval': '20s'}, critical=False))[1]
     assert plan['scaling'][0]['canary'] is None and plan['scaling'][0]['latency']['p95_ms'] is None
     tpl_n = template_utils.normalise_template(tpl(replay={'port': 80, 'target_port': 8080, 'stats_interval': '20s'}))
     entry = plan_utils.build_plan(tpl_n)['scaling'][0]['canary']
     assert entry['target_port'] == 8080 and entry['stale_after_seconds'] == 80
+
+
+def test_a_service_overrides_the_template_wide_replay():
+    data = tpl(replay={'mode': 'http', 'port': 80})
+    data['services'].append({'name': 'db', 'template': 9000, 'critical': True, 'replay': {'mode': 'tcp', 'port': 5432}})
+    plan = plan_utils.plan_from_template(data)[1]
+    canaries = dict((e['service'], e['canary']) for e in plan['scaling'])
+    assert (canaries['web']['mode'], canaries['web']['port']) == ('http', 80)
+    assert (canaries['db']['mode'], canaries['db']['port'], canaries['db']['target_port']) == ('tcp', 5432, 5432)
+    data['services'][1]['replay'] = {'mode': 'sctp'}
+    assert any(p == 'services[1].replay.mode' for p, m in messages(data)), messages(data)
 
 
 @pytest.mark.parametrize('replay, latency, path, text', [

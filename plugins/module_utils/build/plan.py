@@ -257,16 +257,17 @@ def _plan_service(tpl, nodes, position, svc, has_shadow, nets, vrids):
     if svc['vip']:
         entries['vrrp'] = [_vrrp_group(svc, primaries, shadow_vm, vrids[sname])]
     entries['scaling'] = [_scaling_entry(name, svc, shadow_name)]
-    entries['scaling'][0]['canary'] = _canary_entry(shadow_cfg, shadow_name)
-    if entries['scaling'][0]['latency']['p95_ms'] is not None and entries['scaling'][0]['canary'] is None:
-        warnings.append('service %s: scaling.latency.p95_ms is set but the service has no canary (%s): no latency '
-                        'signal' % (sname, 'shadow.replay.port is not set' if shadow_name else 'no shadow'))
+    entries['scaling'][0]['canary'] = _canary_entry(svc.get('replay') or shadow_cfg.get('replay') or {}, shadow_name)
+    if shadow_name and entries['scaling'][0]['latency']['p95_ms'] is not None and entries['scaling'][0]['canary'] is None:
+        # A service without a shadow has no canary by design (not critical); a shadow without replay is an oversight.
+        warnings.append('service %s: scaling.latency.p95_ms is set but its shadow replays nothing (set '
+                        'shadow.replay.port): no latency signal' % sname)
     return entries, warnings
 
 
-def _canary_entry(shadow_cfg, shadow_name):
-    """What the reconciler needs to read the shadow's replay counters (None: no shadow or no replay)."""
-    replay = shadow_cfg.get('replay') or {}
+def _canary_entry(replay, shadow_name):
+    """What the reconciler needs to read the shadow's replay counters from the service's effective shadow.replay
+    (None: no shadow or no replay)."""
     if not shadow_name or replay.get('port') is None:
         return None
     interval = replay['stats_interval']

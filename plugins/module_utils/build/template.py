@@ -202,6 +202,24 @@ REPLICATION = Field('dict', default={}, doc='State replication from the primarie
                   '(e.g. a database replica).', nullable=True),
 })
 
+REPLAY = Field('dict', default={}, doc='Request replay in the shadow (the shadow_replay role\'s agent): the '
+               'mirrored requests replayed into the shadow\'s own service, so the shadow is a canary; the '
+               'reconciler reads its counters file through the guest agent (VM.GuestAgent.FileRead).', fields={
+    'mode': Field('str', 'http', 'http: HTTP/1.1 requests; tcp: each flow\'s client bytes on a new connection; '
+                  'udp: datagrams re-sent.', choices=('http', 'tcp', 'udp')),
+    'port': Field('int', None, 'The service port of the primaries whose mirrored traffic is replayed; null: '
+                  'no replay and no canary signals.', minimum=1, maximum=65535, nullable=True),
+    'target_port': Field('int', None, 'The port of the shadow\'s own service the requests go to; default: '
+                         '`port`.', minimum=1, maximum=65535, nullable=True),
+    'methods': Field('str', 'safe', 'http: all methods, or only safe ones (GET, HEAD, OPTIONS, TRACE).',
+                     choices=('all', 'safe')),
+    'concurrency': Field('int', 16, 'Replayed requests in flight at most.', minimum=1, maximum=4096),
+    'stats_path': Field('path', '/run/shadownet-replay/stats.json', 'The agent\'s JSON counters file in the '
+                        'shadow guest, which the reconciler reads.'),
+    'stats_interval': Field('duration', '5s', 'How often the agent rewrites the counters file; the reconciler '
+                            'takes a file older than 4 intervals (at least 30s) as stale (no canary).'),
+})
+
 NETWORK = Field('dict', doc='One primary network.', fields={
     'name': Field('name', doc='Logical network name, unique in the template; services refer to it.',
                   max_length=32, example='shopnet'),
@@ -242,6 +260,8 @@ SERVICE = Field('dict', doc='One service: a group of identical primaries.', fiel
                      nullable=True, override=SCALING),
     'replication': Field('override', None, 'Per-service overrides of shadow.replication.', nullable=True,
                          override=REPLICATION),
+    'replay': Field('override', None, 'Per-service overrides of shadow.replay (e.g. the service\'s own port and '
+                    'mode).', nullable=True, override=REPLAY),
 })
 
 SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
@@ -266,23 +286,7 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                            choices=('ingress', 'egress', 'both')),
     }),
     'replication': REPLICATION,
-    'replay': Field('dict', default={}, doc='Request replay in the shadow (the shadow_replay role\'s agent): the '
-                    'mirrored requests replayed into the shadow\'s own service, so the shadow is a canary; the '
-                    'reconciler reads its counters file through the guest agent (VM.GuestAgent.FileRead).', fields={
-        'mode': Field('str', 'http', 'http: HTTP/1.1 requests; tcp: each flow\'s client bytes on a new connection; '
-                      'udp: datagrams re-sent.', choices=('http', 'tcp', 'udp')),
-        'port': Field('int', None, 'The service port of the primaries whose mirrored traffic is replayed; null: '
-                      'no replay and no canary signals.', minimum=1, maximum=65535, nullable=True),
-        'target_port': Field('int', None, 'The port of the shadow\'s own service the requests go to; default: '
-                             '`port`.', minimum=1, maximum=65535, nullable=True),
-        'methods': Field('str', 'safe', 'http: all methods, or only safe ones (GET, HEAD, OPTIONS, TRACE).',
-                         choices=('all', 'safe')),
-        'concurrency': Field('int', 16, 'Replayed requests in flight at most.', minimum=1, maximum=4096),
-        'stats_path': Field('path', '/run/shadownet-replay/stats.json', 'The agent\'s JSON counters file in the '
-                            'shadow guest, which the reconciler reads.'),
-        'stats_interval': Field('duration', '5s', 'How often the agent rewrites the counters file; the reconciler '
-                                'takes a file older than 4 intervals (at least 30s) as stale (no canary).'),
-    }),
+    'replay': REPLAY,
 })
 
 SCHEMA = Field('dict', doc='The resource placement template.', fields={
@@ -632,6 +636,7 @@ def _derive(tpl, nets_by_name):
         if svc is not None:
             _derive_service(svc, networks, nets_by_name)
             overrides[index] = _merge_overrides(svc, template_scaling, template_repl)
+            _merge_replay(svc, tpl)
     _derive_shadow(tpl)
     return overrides
 
@@ -669,6 +674,13 @@ def _merge_overrides(svc, template_scaling, template_repl):
     if isinstance(template_repl, dict):
         svc['replication'] = _deep_merge(template_repl, svc.get('replication') if overridden[1] else {})
     return overridden
+
+
+def _merge_replay(svc, tpl):
+    """The service's effective shadow.replay: the template-wide one with the service's override merged in."""
+    shadow = tpl.get('shadow') if isinstance(tpl.get('shadow'), dict) else {}
+    if isinstance(shadow.get('replay'), dict):
+        svc['replay'] = _deep_merge(shadow['replay'], svc['replay'] if isinstance(svc.get('replay'), dict) else {})
 
 
 def _derive_shadow(tpl):
