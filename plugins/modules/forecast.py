@@ -13,7 +13,11 @@ description:
     forecasts CPU, memory and network demand with prediction intervals (the model is chosen per series by a
     rolling backtest; the naive forecast is always a candidate) and runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
-    normalised for its size and the mirror's sample rate, runs hotter than the primaries for C(duration).
+    normalised for its size and the mirror's flow sample rate, runs hotter than the primaries for C(duration), or
+    when the shadow's replay p95 stays above C(scaling.latency.p95_ms) for C(scaling.latency.for). The two shadow
+    signals need a live canary, that is fresh replay counters of the shadow, read through the guest agent
+    (C(file-read), privilege C(VM.GuestAgent.FileRead)). The shadow signal uses the shadow's CPU only (its memory
+    does not follow the sampled traffic).
     A scale-down needs every metric's forecast to stay under C(low) for C(duration). Instance bounds, cooldowns
     and a stabilisation window stop flapping.
   - The last scaling action and the cooldown deadlines are read from PVE (the C(scaling) key of the metadata
@@ -135,8 +139,23 @@ decisions:
     made_at:
       description: When the decision was made (UNIX seconds).
       type: float
+    canary:
+      description:
+        - The service's canary, read from the shadow's replay agent counters file (C(shadow.replay.stats_path)) with
+          one guest agent C(file-read) per shadow (privilege C(VM.GuestAgent.FileRead) on the shadow).
+        - C(live) false with a C(reason) starting C(no canary) when the service has no shadow or no
+          C(shadow.replay.port), or the agent, the file or the privilege is missing, or the file is stale; the
+          shadow signal (seed rule) and the latency signal are then not used.
+        - C(counters) holds the replayed requests and the window's p95 and p50 latency (seconds).
+      type: dict
+    latency:
+      description:
+        - The canary latency signal (only when C(scaling.latency.p95_ms) is set and the canary is live), with C(up),
+          C(p95_ms), C(threshold_ms), C(held_seconds), C(for_seconds), C(detail).
+      type: dict
+      returned: when the latency signal was evaluated
     line:
-      description: One readable line (current, forecast, decision, reason).
+      description: One readable line (current, forecast, canary, decision, reason).
       type: str
   sample:
     - template: shop

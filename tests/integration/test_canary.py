@@ -20,14 +20,14 @@ TEMPLATE = shop_template(
              'latency': {'p95_ms': 120, 'for': '3m'}})
 
 
-def setup(pvesim, pve_conn, shadow_cpu, content=None):
+def setup(pvesim, pve_conn, shadow_cpu, content=None, shadow_mem=0.2):
     """Primaries flat at 50%; the shadow's CPU flat at `shadow_cpu` of its core; `content` in its counters file."""
     plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)
     inject(pvesim, vms, FLAT)
     shadow = vms['shop-web-shadow']
     # Its memory in one primary's terms (0.2 x 0.5 / 0.2 = 50%) is the primaries': only the CPU can signal.
-    pvesim.pve.inject_rrd(shadow.vmid, series([shadow_cpu] * 70, cores=1, mem=0.2))
+    pvesim.pve.inject_rrd(shadow.vmid, series([shadow_cpu] * 70, cores=1, mem=shadow_mem))
     if content is not None:
         pvesim.pve.put_guest_file(shadow.vmid, STATS_PATH, content)
     return plan, shadow
@@ -113,6 +113,14 @@ def test_latency_above_the_threshold_for_the_duration_scales_out(pvesim, pve_con
     assert d['action'] == 'none', d['reason']
     with history.open_store(path) as store:                          # a real run records the reading
         assert [v for t, v in store.series(prefix + 'p95_seconds', since=now - 10)] == [0.142]
+
+
+def test_the_shadow_memory_is_not_normalised_into_a_signal(pvesim, pve_conn, tmp_path):
+    """A live canary whose CPU tracks the primaries but whose memory is its own baseline (60% of a small VM, 150% of
+    a primary if the flow rate scaled it): no action."""
+    plan, shadow = setup(pvesim, pve_conn, 0.20, counters(requests=100, window_requests=10, p95=0.010), shadow_mem=0.6)
+    d = decide(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert d['canary']['live'] and d['action'] == 'none', d['reason']
 
 
 def test_without_replay_the_shadow_cpu_is_no_signal(pvesim, pve_conn, tmp_path):

@@ -19,9 +19,10 @@ Signals, per metric (``cpu``, ``memory``, ``net``, or any other the caller suppl
   the ``mirrored_instances`` primaries it mirrors, on ``size`` = shadow cores / one primary's
   cores, so its utilisation in one primary's terms is
   ``shadow utilisation x size / (rate x mirrored_instances)`` (:func:`shadow_normalised`;
-  for absolute metrics such as ``net`` without ``size``). The caller passes the shadow's
-  series only while the canary is live (the replay agent's counters are fresh): an idle
-  shadow measures nothing.
+  for absolute metrics such as ``net`` without ``size``). The reconciler (scaling.py) passes
+  the shadow's CPU series only, and only while the canary is live (the replay agent's
+  counters are fresh): an idle shadow measures nothing, and a shadow's memory is mostly its
+  own baseline, which the sample rate does not scale.
 * ``latency`` (the canary's second signal, :func:`latency_signal`): the shadow's replay p95
   (the service's own latency under the sampled requests) above ``scaling.latency.p95_ms``
   for ``scaling.latency.for`` scales up by one instance (or one core in vertical mode).

@@ -35,6 +35,8 @@ STEP = metrics_utils.RRD_STEP
 DEFAULT_WINDOW = 86400
 POLICY_SERIES = '_policy'
 MIB = 1024 * 1024
+# The metrics the seed rule compares between the live canary (the shadow) and the primaries.
+CANARY_METRICS = ('cpu',)
 
 
 class ScalingError(Exception):
@@ -378,8 +380,11 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
     canary = canary or {'live': False, 'reason': 'no canary'}
     for metric, data in metrics.items():
         item = dict(data, step_seconds=STEP, end=end)
-        # The seed rule only while the canary is live: without replayed requests the shadow's CPU measures an idle VM.
-        if canary['live'] and shadow.get(metric) and any(v is not None for v in shadow[metric]):
+        # The seed rule only while the canary is live (without replayed requests the shadow's CPU measures an idle
+        # VM), and on CPU only: the shadow's memory is mostly its own baseline, which the flow sample rate does not
+        # scale (normalised, a 512 MiB shadow at 60% would read as 150% of a primary).
+        if canary['live'] and metric in CANARY_METRICS and shadow.get(metric) and \
+                any(v is not None for v in shadow[metric]):
             item['shadow'] = shadow[metric]
         inputs[metric] = item
     current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
