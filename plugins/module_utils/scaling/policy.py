@@ -30,8 +30,8 @@ Signals, per metric (``cpu``, ``memory``, ``net``, or any other the caller suppl
   ``duration`` (and the observed load was under ``low`` for the last ``duration`` too).
 
 ``forecast``, ``shadow`` or ``latency`` scales up; ``forecast_low`` scales down only when
-every metric agrees (and no latency signal holds). Thresholds for ``cpu`` and ``memory`` are fractions of one instance's capacity;
-for ``net`` (and any metric whose ``capacity`` the caller does not give) they are
+every metric agrees (and no latency signal holds). Thresholds for ``cpu`` and ``memory``
+are fractions of one instance's capacity; for ``net`` (and any metric whose ``capacity`` the caller does not give) they are
 absolute per-instance rates (bits/s), as in the template (``high: 800Mbit``).
 
 Instances needed = ceil(predicted demand / (high x capacity per instance)), with the
@@ -266,7 +266,7 @@ def latency_signal(latency: Mapping[str, t.Any] | None, observations: list[tuple
     :param observations: readings of the shadow's replay agent, ``(time, p95 seconds or None, window seconds)``;
         each covers ``[time - window, time]``. Give them only while the canary is live.
     :returns: an up-signal dict like a metric's (``metric`` ``latency``, ``signal`` ``latency``, ``needed`` one
-        instance more, ``detail`` e.g. ``canary p95 142 ms > 120 ms for 3m``), ``up`` False when the p95 is not
+        instance more, ``detail`` e.g. ``canary p95 142 ms > 120 ms for 3 min``), ``up`` False when the p95 is not
         above the threshold for the whole duration, with ``held_seconds`` how long it was.
 
     The p95 holds for ``for`` when the newest readings, walking back in time, are all above the threshold, each no
