@@ -259,7 +259,7 @@ def test_agent_replays_each_flow_in_order_whatever_the_segment_order(agent_with)
         rng.shuffle(mid)  # out of order, with a few duplicates
         feed(agent, [frames[0]] + mid + mid[:3] + [frames[-1]])
     feed(agent, [tcp_frame(SV, 80, CL, 30000, 1, 'PA', b'HTTP/1.1 200 OK\r\n\r\n')])  # the server's side: ignored
-    assert wait_for(lambda: len(server.requests) >= 100)
+    assert wait_for(lambda: len(server.requests) >= 100 and agent.counters.snapshot()['requests_replayed'] == 100)
     assert per_flow(server.requests) == sorted(want)
     snap = agent.counters.snapshot()
     assert (snap['flows_seen'], snap['flows_replayed'], snap['requests_replayed'], snap['flows_partial']) == (20, 20, 100, 0)
@@ -310,7 +310,7 @@ def test_agent_tcp_and_udp_modes(agent_with):
     agent, server = agent_with(server_cls=TcpRecordingServer, mode='tcp')
     feed(agent, segments(CL, 30010, SV, 80, b'\x00\x01binary' * 500, mss=100))
     feed(agent, [tcp_frame(CL, 30011, SV, 80, 9, 'PA', b'joined midway')])  # partial: not replayed in tcp mode
-    assert wait_for(lambda: len(server.requests) == 1)
+    assert wait_for(lambda: len(server.requests) == 1 and agent.counters.snapshot()['bytes_replayed'] == 4000)
     assert server.requests[0]['data'] == ('\x00\x01binary' * 500)
     snap = agent.counters.snapshot()
     assert snap['flows_seen'] == 2 and snap['flows_partial'] == 1 and snap['flows_replayed'] == 1
