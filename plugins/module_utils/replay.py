@@ -1104,6 +1104,7 @@ class Agent:
         self.threads.append(t)
 
     def _stats_loop(self):
+        self.write_stats()  # at once: the file exists as soon as the capture runs
         while not self.stopping.wait(self.conf['stats_interval']):
             self.write_stats()
 

@@ -247,6 +247,42 @@ def wait_for(predicate, timeout=10.0, step=0.05):
     return value
 
 
+SYSTEM_PY = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.executable
+
+
+def start_server(lab, ns, addr, port, record, kind='http'):
+    """A recording server process (http, tcp or udp) in namespace ``ns``; returns the Popen. Waits until it
+    listens (tcp/http)."""
+    from lab.netns import wait_port
+    proc = lab.spawn(ns, [SYSTEM_PY, os.path.abspath(__file__), '_server', addr, str(port), str(record), kind])
+    if kind != 'udp':
+        wait_port(ns, addr, port, proc)
+    else:
+        time.sleep(0.3)
+    return proc
+
+
+def start_agent(lab, ns, config, path):
+    """The replay agent (this repository's plugins/module_utils/replay.py, run by the system python: stdlib
+    only) in namespace ``ns`` with ``config`` written to ``path``; returns the Popen once its stats file exists
+    (stderr goes to ``path``.log)."""
+    with open(path, 'w') as fh:
+        json.dump(config, fh)
+    log = open(str(path) + '.log', 'w')
+    proc = lab.spawn(ns, [SYSTEM_PY, AGENT_PY, '--config', str(path)], stderr=log)
+    stats = config.get('stats_path')
+    if not wait_for(lambda: proc.poll() is not None or (stats and os.path.exists(stats)), timeout=15):
+        raise RuntimeError('the agent did not start: %s' % open(str(path) + '.log').read())
+    if proc.poll() is not None:
+        raise RuntimeError('the agent exited with %s: %s' % (proc.returncode, open(str(path) + '.log').read()))
+    return proc
+
+
+def read_stats(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
 if __name__ == '__main__' and len(sys.argv) >= 5 and sys.argv[1] == '_server':
     kind = sys.argv[5] if len(sys.argv) > 5 else 'http'
     address = (sys.argv[2], int(sys.argv[3]))
