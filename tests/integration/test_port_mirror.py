@@ -451,10 +451,22 @@ def test_role_installs_hookscript_applies_and_prunes(netlab, tmp_path):
     assert pairs == [(100, 900), (101, 901), (102, 902)]
     tables = netlab.run(netlab.node, ['nft', 'list', 'tables']).stdout
     assert 'shadownet_tap100i0_-tap900i0' in tables and 'shadownet_tap101i0_-tap901i0' in tables
+    # The sampled mirror samples whole flows unless told otherwise.
+    assert [m['sampling'] for m in state['mirrors']] == ['flow', 'flow', 'flow']
+    sampled = netlab.run(netlab.node, ['nft', 'list', 'table', 'netdev', 'shadownet_tap101i0_-tap901i0']).stdout
+    assert 'symhash mod 10000 < 5000' in sampled
     to_vm, from_vm = shadow_counters(netlab, shadow)
     exchange(netlab, primary, client, 300)
     assert (to_vm.wait(300, timeout=5), from_vm.wait(300, timeout=5)) == (300, 300)
 
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0 and recap(out)['changed'] == 0, out
+    # Per-packet sampling asked for: the table is rebuilt, and then stays.
+    both[1]['sampling'] = 'packet'
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0 and recap(out)['changed'] >= 1, out
+    sampled = netlab.run(netlab.node, ['nft', 'list', 'table', 'netdev', 'shadownet_tap101i0_-tap901i0']).stdout
+    assert 'symhash' not in sampled and 'numgen random mod 10000 < 5000' in sampled
     rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
     assert rc == 0 and recap(out)['changed'] == 0, out
 
@@ -484,3 +496,25 @@ def test_role_preflight_rejects_bad_mirrors(netlab, tmp_path):
         {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 1.5}])
     assert rc != 0 and 'sampled mode needs 0 < rate <= 1' in out
     assert not (tmp_path / 'etc' / 'mirrors.json').exists()
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=[
+        {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.5, 'sampling': 'bytes'}])
+    assert rc != 0 and 'sampling' in out and 'flow, packet' in out, out
+    assert not (tmp_path / 'etc' / 'mirrors.json').exists()
+
+
+@pytest.mark.netns
+def test_hookscript_applies_the_sampling_of_the_state_file(netlab, tmp_path, hooklib):
+    build(netlab)
+    state = tmp_path / 'mirrors.json'
+    flow = {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.2, 'sampling': 'flow'}
+    state.write_text(json.dumps({'mirrors': [flow]}))
+    assert 'created (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
+    table = ['nft', 'list', 'table', 'netdev', 'shadownet_tap100i0_-tap900i0']
+    assert 'symhash mod 10000 < 2000' in netlab.run(netlab.node, table).stdout
+    assert 'unchanged' in hook(netlab, state, hooklib, 900, 'post-start')
+    # A state file from before `sampling` existed meant per-packet sampling.
+    del flow['sampling']
+    state.write_text(json.dumps({'mirrors': [flow]}))
+    assert 'updated (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
+    text = netlab.run(netlab.node, table).stdout
+    assert 'symhash' not in text and 'numgen random mod 10000 < 2000' in text
