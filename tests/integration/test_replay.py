@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from scipy.stats import binom
 
 from lab.modrun import run_module
 from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
@@ -233,6 +234,42 @@ def test_hostile_streams_cost_bounded_memory_and_other_flows_still_replay(netlab
     print('agent RSS: %d KiB at start, peak %d KiB (+%.1f MiB, buffer bound %.0f MiB)' % (base, peak[0], grown / 2 ** 20, bound / 2 ** 20))
     # Buffers are bounded by total_buffer_bytes; the flow table (4096 flows) and parser objects add a few MiB.
     assert grown < bound + (16 << 20), 'the agent grew by %.1f MiB' % (grown / 2 ** 20)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_flow_sampling_replays_a_binomial_number_of_whole_flows(netlab, tmp_path):
+    primary, shadow, client = build(netlab)
+    res = mirror(netlab, mode='sampled', rate=0.3, sampling='flow')
+    rate = res['spec']['effective_rate']
+    start_server(netlab, primary.ns, PRIMARY, PORT, tmp_path / 'primary.jsonl')
+    start_server(netlab, shadow.ns, '127.0.0.1', TARGET, tmp_path / 'shadow.jsonl')
+    start_agent(netlab, shadow.ns, agent_config(tmp_path), tmp_path / 'agent.json')
+    n = 300
+    for i in range(n):  # each connection: two requests, the second one chunked, then close
+        with connect(client) as s:
+            assert session(s, [('GET', '/s%d/a' % i, b'', False, False), ('POST', '/s%d/b' % i, b'q' * (i % 700), True, True)]) == [200, 200]
+    primary_flows = per_flow(wait_for(lambda: len(read_records(tmp_path / 'primary.jsonl')) == 2 * n
+                                      and read_records(tmp_path / 'primary.jsonl')))
+    assert len(primary_flows) == n
+    stats = wait_for(lambda: _settled(tmp_path), timeout=15)
+    shadow_flows = per_flow(read_records(tmp_path / 'shadow.jsonl'))
+    lo, hi = binom.ppf(0.0005, n, rate), binom.ppf(0.9995, n, rate)
+    assert lo <= len(shadow_flows) <= hi, '%d of %d flows replayed, 99.9%% interval [%d, %d]' % (len(shadow_flows), n, lo, hi)
+    # Every replayed flow is one of the primary's, whole: both requests, in order; none joined midway.
+    assert set(shadow_flows) <= set(primary_flows)
+    assert stats['flows_partial'] == 0 and stats['reassembly_gaps'] == 0 and stats['errors'] == {}
+    assert stats['flows_seen'] == stats['flows_replayed'] == len(shadow_flows)
+    assert stats['requests_replayed'] == 2 * len(shadow_flows)
+
+
+def _settled(tmp_path):
+    """The stats once two consecutive reads agree (the agent has replayed everything it saw)."""
+    first = read_stats(tmp_path / 'stats.json')
+    time.sleep(1.2)
+    second = read_stats(tmp_path / 'stats.json')
+    keys = ('flows_seen', 'requests_replayed')
+    return second if all(first[k] == second[k] for k in keys) and second['requests_replayed'] else None
 
 
 @pytest.mark.netns
