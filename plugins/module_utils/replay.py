@@ -1193,6 +1193,18 @@ class Agent:
             self.sock.close()
 
 
+def _raise_fd_limit(conf):
+    """Every tracked flow may hold an upstream connection: the soft descriptor limit is raised toward the hard one."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = conf['max_flows'] + conf['concurrency'] + 64
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (2, 3) or argv[0] != '--config' or (len(argv) == 3 and argv[2] != '--check'):
@@ -1211,6 +1223,7 @@ def main(argv=None):
         return 2
     if len(argv) == 3:
         return 0
+    _raise_fd_limit(conf)
     agent = Agent(conf)
     try:
         agent.open_capture()
