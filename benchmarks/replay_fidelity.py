@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Replay fidelity and agent CPU at full mirror, in the namespace lab.
 
-The lab of tests/integration/test_replay.py: client and primary VM 100 on vmbr0, shadow VM 900 on the isolated
+The lab of tests/integration/test_replay_netns.py: client and primary VM 100 on vmbr0, shadow VM 900 on the isolated
 vmbr1 with the primary's address, full mirror (nft, both directions) of tap100i0 into tap900i0. The primary and
 the shadow run the same recording HTTP server (Python, one thread per connection); the replay agent (system python,
 stdlib only) runs in the shadow on eth0 -> 127.0.0.1:8080.
