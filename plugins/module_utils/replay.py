@@ -1073,13 +1073,13 @@ class Agent:
             try:
                 flow.conn.sendall(req.raw)
                 _status, keep = read_response(flow.reader, req.method)
-            except (OSError, ResponseError, ValueError) as exc:
+            except (OSError, ResponseError, ValueError, EOFError) as exc:
                 reused = attempt == 0 and flow.reader is not None and flow.reader.served > 0
                 self._close_conn(flow)
                 if reused and isinstance(exc, (ResponseError, ConnectionError)) and self._connect(flow) is not None:
                     continue  # a kept-alive connection the target had closed: once more on a new one
                 kind = 'timeout' if isinstance(exc, socket.timeout) else (
-                    'bad_response' if isinstance(exc, (ResponseError, ValueError)) else 'send')
+                    'bad_response' if isinstance(exc, (ResponseError, ValueError, EOFError)) else 'send')
                 self.counters.error(kind)
                 return
             self.counters.observe(time.monotonic() - start)

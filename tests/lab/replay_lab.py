@@ -203,6 +203,15 @@ def tcp_frame(src, sport, dst, dport, seq, flags='A', payload=b'', ack=0):
     return frame + b'\0' * max(0, 60 - len(frame))
 
 
+def tcp6_frame(src, sport, dst, dport, seq, flags='A', payload=b''):
+    """An Ethernet/IPv6/TCP frame (no extension headers; the agent does not check checksums)."""
+    bits = {'F': 1, 'S': 2, 'R': 4, 'P': 8, 'A': 16}
+    tcp = struct.pack('!HHIIBBHHH', sport, dport, seq & 0xFFFFFFFF, 0, 5 << 4, sum(bits[c] for c in flags), 65535, 0, 0)
+    tcp += payload
+    ip6 = struct.pack('!IHBB', 6 << 28, len(tcp), 6, 64) + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+    return ETH[:12] + b'\x86\xdd' + ip6 + tcp
+
+
 def udp_frame(src, sport, dst, dport, payload):
     udp = struct.pack('!HHHH', sport, dport, 8 + len(payload), 0) + payload
     frame = ETH + _ip4(src, dst, 17, udp)

@@ -4,10 +4,13 @@ hand-made frames, replaying into a recording HTTP server on 127.0.0.1."""
 import json
 import random
 import socket
+import threading
+import time
 
 import pytest
 
-from lab.replay_lab import RecordingServer, TcpRecordingServer, http_request, per_flow, segments, tcp_frame, udp_frame, wait_for
+from lab.replay_lab import (RecordingServer, TcpRecordingServer, http_request, per_flow, segments, tcp6_frame, tcp_frame, udp_frame,
+                            wait_for)
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import replay
 
@@ -76,6 +79,15 @@ def test_parse_frame_tcp_udp_and_padding():
     u = replay.parse_frame(udp_frame(CL, 5353, SV, 53, b'q'))
     assert (u.proto, u.dport, u.payload) == (17, 53, b'q')
     assert replay.parse_frame(b'\xff' * 20) is None
+
+
+def test_parse_frame_ipv6_and_vlan():
+    p = replay.parse_frame(tcp6_frame('fd00::2', 40000, 'fd00::10', 80, 9, 'PA', b'GET'))
+    assert (p.proto, p.sport, p.dport, p.seq, p.payload) == (6, 40000, 80, 9, b'GET')
+    assert p.dst == socket.inet_pton(socket.AF_INET6, 'fd00::10')
+    plain = tcp_frame(CL, 1, SV, 80, 5, 'PA', b'vlan')
+    tagged = plain[:12] + b'\x81\x00\x00\x64' + plain[12:]
+    assert replay.parse_frame(tagged).payload == b'vlan'
 
 
 def test_seq_diff_wraps():
@@ -290,6 +302,36 @@ def test_agent_gap_timeout_resyncs_and_methods_safe_skips_writes(agent_with):
     feed(agent, [tcp_frame(CL, 30003, SV, 80, 1, 'S'), tcp_frame(CL, 30003, SV, 80, 2, 'PA', two + one)])
     assert wait_for(lambda: len(server.requests) == 3)
     assert agent.counters.snapshot()['requests_skipped'] == 1
+
+
+def test_agent_replays_again_when_the_target_closed_a_kept_alive_connection():
+    """The target closes idle keep-alive connections: the next request of the flow goes on a new one, not lost."""
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(8)
+    got = []
+
+    def serve():  # answers one request per connection, then closes without saying so
+        for _i in range(2):
+            conn, _addr = listener.accept()
+            got.append(conn.recv(65536).split(b' ')[1])
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')
+            conn.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    agent = replay.Agent(conf(target_port=listener.getsockname()[1], stats_path='', metrics_listen='', concurrency=1))
+    agent.start_side_threads()
+    try:
+        one, two = http_request('GET', '/one'), http_request('GET', '/two')
+        feed(agent, [tcp_frame(CL, 30020, SV, 80, 1, 'S'), tcp_frame(CL, 30020, SV, 80, 2, 'PA', one)])
+        assert wait_for(lambda: agent.counters.snapshot()['requests_replayed'] == 1)
+        time.sleep(0.2)  # the target's close arrives first
+        feed(agent, [tcp_frame(CL, 30020, SV, 80, 2 + len(one), 'PA', two)])
+        assert wait_for(lambda: agent.counters.snapshot()['requests_replayed'] == 2)
+        assert got == [b'/one', b'/two'] and agent.counters.snapshot()['errors'] == {}
+    finally:
+        agent.close()
+        listener.close()
 
 
 def test_agent_bounds_flows_and_memory(agent_with):
