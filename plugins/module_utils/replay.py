@@ -367,6 +367,8 @@ class HttpRequestParser:
     def feed(self, data):
         """Add bytes; returns the requests completed. Errors go to :attr:`errors` (kinds), and the parser
         re-synchronises on the next request line after each."""
+        if self.resync and not self.buf and not self._skip:
+            self._line_start = True  # new data after everything was discarded: a segment's start may begin a request
         self.buf += data
         out = []
         while True:

@@ -273,6 +273,32 @@ def _settled(tmp_path):
 
 
 @pytest.mark.netns
+def test_a_flow_running_before_the_agent_is_joined_at_its_next_request(netlab, tmp_path):
+    primary, shadow, client = build(netlab)
+    mirror(netlab)
+    start_server(netlab, primary.ns, PRIMARY, PORT, tmp_path / 'primary.jsonl')
+    start_server(netlab, shadow.ns, '127.0.0.1', TARGET, tmp_path / 'shadow.jsonl')
+    with connect(client) as s:
+        # Before the agent: a request with a large body, half of it sent, so the agent starts mid-request.
+        assert session(s, [('GET', '/before', b'', False, False)]) == [200]
+        body = b'b' * 40000
+        head = http_request('POST', '/straddles', body)
+        s.sendall(head[:20000])
+        time.sleep(0.2)
+        start_agent(netlab, shadow.ns, agent_config(tmp_path), tmp_path / 'agent.json')
+        s.sendall(head[20000:])
+        from lab.replay_lab import read_responses
+        assert read_responses(s, ['POST']) == [200]
+        assert session(s, [('GET', '/after/1', b'', False, False), ('POST', '/after/2', b'z' * 5000, True, True)]) == [200, 200]
+    got = wait_for(lambda: len(read_records(tmp_path / 'shadow.jsonl')) >= 2 and read_records(tmp_path / 'shadow.jsonl'))
+    time.sleep(0.5)
+    got = read_records(tmp_path / 'shadow.jsonl')
+    assert [(r['method'], r['path'], len(r['body'])) for r in got] == [('GET', '/after/1', 0), ('POST', '/after/2', 5000)]
+    stats = wait_for(lambda: read_stats(tmp_path / 'stats.json')['requests_replayed'] == 2 and read_stats(tmp_path / 'stats.json'))
+    assert stats and stats['flows_partial'] == 1 and stats['flows_seen'] == 1 and stats['errors'] == {}
+
+
+@pytest.mark.netns
 def test_tcp_mode_replays_each_connection_bytes(netlab, tmp_path):
     primary, shadow, client = build(netlab)
     mirror(netlab)

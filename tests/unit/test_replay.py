@@ -159,6 +159,13 @@ def test_parser_resyncs_after_garbage_and_joins_midway():
     assert [r.target for r in got] == [b'/ok'] and q.errors == ['bad_request_line']
 
 
+def test_parser_joined_mid_body_finds_a_request_at_the_next_segment():
+    p = replay.HttpRequestParser(resync=True)
+    for _i in range(3):
+        assert p.feed(b'b' * 1400) == []  # the rest of a body, no line end
+    assert [r.target for r in p.feed(http_request('GET', '/next'))] == [b'/next']
+
+
 def test_parser_limits_cost_an_error_not_memory():
     p = replay.HttpRequestParser(max_header=2048, max_body=1000)
     got = p.feed(b'POST /x HTTP/1.1\r\nX: ' + b'a' * 5000)
