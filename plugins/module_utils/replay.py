@@ -64,6 +64,7 @@ PACKET_MR_PROMISC = 1
 PACKET_OUTGOING = 4
 SEQ_MASK = 0xFFFFFFFF
 MAX_LINE = 8192
+RECV_BYTES = 1 << 18  # a GRO/GSO packet seen on a virtual NIC may be far larger than the MTU
 
 # name: (type, default, check(value) -> problem or None)
 _IFNAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,14}$')
@@ -201,7 +202,7 @@ def parse_frame(data):
             return None
         proto = data[off + 9]
         src, dst = bytes(data[off + 12:off + 16]), bytes(data[off + 16:off + 20])
-        end = min(len(data), off + total)
+        end = min(len(data), off + total) if total else len(data)  # 0: a BIG TCP (GSO > 64 KiB) packet
         l4 = off + ihl
     elif etype == 0x86DD:
         if len(data) < off + 40:
@@ -210,7 +211,7 @@ def parse_frame(data):
         plen = (data[off + 4] << 8) | data[off + 5]
         src, dst = bytes(data[off + 8:off + 24]), bytes(data[off + 24:off + 40])
         l4 = off + 40
-        end = min(len(data), l4 + plen)
+        end = min(len(data), l4 + plen) if plen else len(data)  # 0: a jumbogram (BIG TCP)
     else:
         return None
     if proto == 6 and end >= l4 + 20:
@@ -1161,7 +1162,7 @@ class Agent:
             if ready:
                 for _i in range(512):
                     try:
-                        data, addr = sock.recvfrom(65536)
+                        data, addr = sock.recvfrom(RECV_BYTES)
                     except (BlockingIOError, InterruptedError):
                         break
                     if addr[2] == PACKET_OUTGOING:
