@@ -335,6 +335,7 @@ def _mirrors(sname, primaries, shadow_name, mirror_cfg):
                 'target': {'vm': shadow_name, 'nic': target_nic, 'network': nic['network']},
                 'mode': mirror_cfg['mode'],
                 'rate': 1.0 if mirror_cfg['mode'] == 'full' else float(mirror_cfg['rate']),
+                'sampling': mirror_cfg['sampling'],
                 'direction': mirror_cfg['direction'],
             })
     return out

@@ -278,10 +278,14 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                        'placement spreads over every online node), else local.',
                        choices=('local', 'vxlan'), nullable=True),
     'mirror': Field('dict', default={}, doc='Traffic mirroring from the primaries to the shadow.', fields={
-        'mode': Field('str', 'sampled', 'full: every packet (tc mirred); sampled: a random fraction (nftables).',
+        'mode': Field('str', 'sampled', 'full: every packet; sampled: a fraction of the flows or packets (see sampling).',
                       choices=('full', 'sampled')),
-        'rate': Field('ratio', 0.10, 'sampled: fraction of packets copied (0 < rate <= 1); ignored for full.',
-                      minimum=0, maximum=1, exclusive_minimum=True),
+        'rate': Field('ratio', 0.10, 'sampled: fraction of flows (or packets) copied (0 < rate <= 1, rounded to 1/10000); '
+                      'ignored for full.', minimum=0, maximum=1, exclusive_minimum=True),
+        'sampling': Field('str', 'flow', 'sampled: flow copies whole flows, both directions or nothing of each (the '
+                          'kernel\'s symmetric flow hash of addresses, ports and protocol; frames that are not IP per '
+                          'packet), so the shadow can reassemble and replay them; packet copies each packet on its own '
+                          '(streams arrive with holes). Ignored for full.', choices=('flow', 'packet')),
         'direction': Field('str', 'both', 'Which traffic of the primary NIC is copied.',
                            choices=('ingress', 'egress', 'both')),
     }),
