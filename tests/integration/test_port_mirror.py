@@ -265,7 +265,9 @@ def test_flow_sampling_of_arp_and_icmp(netlab):
     sources = ['10.0.0.%d' % i for i in range(100, 130)]  # 30 address pairs with the primary
     for addr in sources:
         netlab.run(client, ['ip', 'addr', 'add', addr + '/24', 'dev', 'eth0'])
-    is_arp = lambda f: f.ethertype == 0x0806  # noqa: E731
+
+    def is_arp(frame):
+        return frame.ethertype == 0x0806
     arp_sent = netlab.capture(netlab.node, 'tap100i0', match=is_arp)
     arp_copied = netlab.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and is_arp(f))
     sent_tally, copy_tally = {}, {}
@@ -280,6 +282,7 @@ def test_flow_sampling_of_arp_and_icmp(netlab):
                 return True
             return False
         return match
+
     icmp_sent = netlab.capture(netlab.node, 'tap100i0', match=icmp_tally(sent_tally))
     icmp_copied = netlab.capture(shadow.ns, 'eth0', match=icmp_tally(copy_tally, outgoing=False))
 
