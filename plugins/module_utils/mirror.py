@@ -41,7 +41,10 @@ Sampling (``mode=sampled``) keeps ``threshold = round(rate * SAMPLE_MOD)`` of ev
   protocols form one "flow" per address pair and protocol (a ping and its replies go together); IP
   fragments carry no ports, so they are decided by address pair (a flow that mixes fragments and
   whole packets can be split). Frames that are not IP (ARP, LLDP ...) have no flow: they are
-  sampled per packet at the same rate.
+  sampled per packet at the same rate. (The flow dissector's symmetric keys are CONTROL, BASIC,
+  IPV4_ADDRS, IPV6_ADDRS and PORTS, net/core/flow_dissector.c; nft_hash.c ``nft_symhash_eval`` maps the
+  hash with ``reciprocal_scale``; Linux 6.0's "net: core: fix flow symmetric hash" made IPv4 pairs whose
+  addresses differ by 2**31 symmetric.)
 """
 
 import hashlib

@@ -93,9 +93,10 @@ options:
   rate:
     description:
       - Fraction of flows (O(sampling=flow)) or packets (O(sampling=packet)) to copy in V(sampled) mode,
-        0 < rate <= 1, rounded to the nearest 1/10000 (threshold C(T = round(rate * 10000))).
-      - The probability is exactly C(ceil(T * 2^32 / 10000) / 2^32), within 2.4e-6 of C(T / 10000) (the kernel maps a
-        32-bit value to C(mod 10000) by multiplying and shifting); RV(spec.effective_rate) returns it.
+        0 < rate <= 1, rounded to the nearest 1/10000, the threshold C(T) being O(rate) times 10000, rounded.
+      - The probability is exactly the ceiling of C(T * 2^32 / 10000), divided by C(2^32); that is within 2.4e-6 of
+        C(T / 10000), because the kernel maps a 32-bit value to C(mod 10000) by multiplying and shifting.
+        RV(spec.effective_rate) returns it.
     type: float
   sampling:
     description:
@@ -146,6 +147,12 @@ notes:
   - Check mode reports what would change and runs only read commands. Diff mode shows the rules
     per direction before and after.
   - Every command is run as an argument list; names are validated before anything runs.
+  - Flow sampling relies on the kernel's symmetric flow hash being symmetric. Kernels before the fix
+    "net - core - fix flow symmetric hash" (Linux 6.0, backported to the stable series) hashed the two directions
+    of an IPv4 address pair that differ by exactly 2^31 (as 32-bit numbers) differently; kernels whose symmetric
+    hash still stopped at a non-zero IPv6 flow label hashed such packets by address pair only (symmetric, but
+    whole host pairs go together). PVE 8 and later ship 6.x kernels; the collection's tests check the symmetry
+    with real packets in both directions.
 requirements:
   - iproute2 (C(ip), C(tc)) and nftables (C(nft)) with JSON support on the node.
   - Linux 5.16 or later for the nftables C(egress) hook (PVE 8 ships 6.x).
@@ -235,12 +242,23 @@ before:
   type: dict
   sample: {}
 spec:
-  description: The validated mirror (source, target, mode, rate, direction, backend; in sampled mode C(sampling) and
-    C(effective_rate), the exact probability that a flow or packet is copied, see O(rate)).
+  description: The validated mirror (source, target, mode, rate, direction, backend, and in sampled mode sampling and
+    effective_rate).
   returned: with O(state=present)
   type: dict
   sample: {"source": "tap100i0", "target": "tap900i0", "mode": "sampled", "rate": 0.1, "direction": "both",
-           "backend": "nft", "sampling": "flow", "effective_rate": 0.1000000000}
+           "backend": "nft", "sampling": "flow", "effective_rate": 0.10000000009313226}
+  contains:
+    sampling:
+      description: V(flow) or V(packet), see O(sampling).
+      returned: in sampled mode
+      type: str
+      sample: flow
+    effective_rate:
+      description: The exact probability that a flow (V(flow)) or a packet (V(packet)) is copied, see O(rate).
+      returned: in sampled mode
+      type: float
+      sample: 0.10000000009313226
 after:
   description: Mirror rules for the pair after the run (in check mode, what they would be).
   returned: always

@@ -9,14 +9,17 @@ import contextlib
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
+import time
 
 import pytest
 from scipy.stats import binom
 
 from ansible.module_utils.testing import patch_module_args
 from lab.flows import FlowTally, tcp_echo_server, tcp_flows, udp_flows
-from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
+from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
 from lab.playbook import ROOT, VENV_PY, ansible_playbook, recap, run_ansible
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
@@ -234,6 +237,89 @@ def test_packet_sampling_splits_flows(netlab):
     got = sum(c['c2s'] + c['s2c'] for c in copied.values())
     lo, hi = binom.ppf(0.0005, total, FLOW_RATE), binom.ppf(0.9995, total, FLOW_RATE)
     assert lo <= got <= hi, 'sampled %d of %d packets, 99.9%% interval [%d, %d]' % (got, total, lo, hi)
+
+
+def arp_request(src_mac, src_ip, dst_ip):
+    """An Ethernet broadcast ARP who-has frame."""
+    mac = bytes.fromhex(src_mac.replace(':', ''))
+    return (b'\xff' * 6 + mac + b'\x08\x06' + b'\x00\x01\x08\x00\x06\x04\x00\x01' + mac
+            + socket.inet_aton(src_ip) + b'\x00' * 6 + socket.inet_aton(dst_ip))
+
+
+def icmp_echo(ident, seq):
+    """An ICMP echo request (header and 8 payload bytes) with its checksum."""
+    body = struct.pack('!BBHHH', 8, 0, 0, ident, seq) + b'shadowne'
+    total = sum(struct.unpack('!%dH' % (len(body) // 2), body))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return body[:2] + struct.pack('!H', ~total & 0xFFFF) + body[4:]
+
+
+@pytest.mark.netns
+def test_flow_sampling_of_arp_and_icmp(netlab):
+    """Frames without a flow (ARP) are sampled one by one at the rate; ICMP has no ports, so all of it between two
+    addresses is one flow: echo requests and replies of every id are copied together or not at all."""
+    primary, shadow, client = build(netlab)
+    rate = 0.3
+    run_module({'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': rate, 'netns': netlab.node})
+    sources = ['10.0.0.%d' % i for i in range(100, 130)]  # 30 address pairs with the primary
+    for addr in sources:
+        netlab.run(client, ['ip', 'addr', 'add', addr + '/24', 'dev', 'eth0'])
+
+    def is_arp(frame):
+        return frame.ethertype == 0x0806
+    arp_sent = netlab.capture(netlab.node, 'tap100i0', match=is_arp)
+    arp_copied = netlab.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and is_arp(f))
+    sent_tally, copy_tally = {}, {}
+
+    def icmp_tally(tally, outgoing=None):
+        def match(f):
+            if f.proto != 1 or (outgoing is not None and f.outgoing != outgoing):
+                return False
+            peer = f.src_ip if f.dst_ip == PRIMARY else f.dst_ip if f.src_ip == PRIMARY else None
+            if peer in sources:
+                tally[peer] = tally.get(peer, 0) + 1
+                return True
+            return False
+        return match
+
+    icmp_sent = netlab.capture(netlab.node, 'tap100i0', match=icmp_tally(sent_tally))
+    icmp_copied = netlab.capture(shadow.ns, 'eth0', match=icmp_tally(copy_tally, outgoing=False))
+
+    def raw_arp():
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        s.bind(('eth0', 0))
+        return s
+
+    def raw_icmp(addr):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        s.bind((addr, 0))
+        return s
+
+    mac = netlab.link(client, 'eth0')['address']
+    arp = in_netns(client, raw_arp)
+    pingers = [in_netns(client, raw_icmp, addr) for addr in sources]
+    ids = 20
+    try:
+        for i in range(ids):
+            for k, pinger in enumerate(pingers):
+                arp.send(arp_request(mac, CLIENT, PRIMARY))
+                pinger.sendto(icmp_echo(1000 + i, k), (PRIMARY, 0))  # another ICMP id each round
+                time.sleep(0.0005)
+    finally:
+        for sock in [arp] + pingers:
+            sock.close()
+    sent_arp, copied_arp = arp_sent.settle(0.5), arp_copied.settle(0.5)
+    icmp_sent.settle(0.5)
+    icmp_copied.settle(0.5)
+    assert all(c.drops() == 0 for c in (arp_sent, arp_copied, icmp_sent, icmp_copied))
+    assert sent_tally == {addr: 2 * ids for addr in sources}  # every echo answered
+    lo, hi = binom.ppf(0.0005, sent_arp, rate), binom.ppf(0.9995, sent_arp, rate)
+    assert lo <= copied_arp <= hi, 'ARP: %d of %d copied, 99.9%% interval [%d, %d]' % (copied_arp, sent_arp, lo, hi)
+    partial = {addr: n for addr, n in copy_tally.items() if n != 2 * ids}
+    assert not partial, 'ICMP of an address pair copied in part: %s' % partial
+    lo, hi = binom.ppf(0.0005, len(sources), rate), binom.ppf(0.9995, len(sources), rate)
+    assert lo <= len(copy_tally) <= hi and copy_tally, '%d of %d address pairs copied' % (len(copy_tally), len(sources))
 
 
 # The table the version before `sampling` existed wrote for a sampled mirror (per-packet numgen), verbatim.
