@@ -85,7 +85,7 @@ def test_fresh_controller_no_history_file_scales_out_before_high(pvesim, pve_con
         assert decision['line'].endswith('(history 1d 0h at 60 s)'), decision['line']
     else:
         assert sorted(reads) == ['day'] * 3 + ['hour'] * 3 and f['history']['requests'] == 6
-        assert re.search(r'\(history 1h 10m at 60 s \+ 22h 30m at 30 min\)$', decision['line']), decision['line']
+        assert re.search(r'\(history 1h 10m at 60 s \+ 2[23]h [03]0m at 30 min\)$', decision['line']), decision['line']
     s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']))
     assert s['results'][0]['created'] == ['shop-web-3']
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
@@ -130,10 +130,13 @@ def test_pve9_after_an_upgrade_joins_the_old_file(pvesim, pve_conn, fresh_home, 
     assert reads == ['day'] * 3
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
-    assert re.search(r'\(history 5h 0m at 60 s \+ 19h 0m at 30 min\)$', decision['line']), decision['line']
+    assert re.search(r'\(history 5h 0m at 60 s \+ 1[89]h [03]0m at 30 min\)$', decision['line']), decision['line']
 
 
-def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_path):
+def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_path, monkeypatch):
+    """Check mode: no PVE write, no file (also the sqlite backend's); one service per batch here."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
+    monkeypatch.setattr(history_backends, 'BATCH_VMS', 1)
     plan = plan_of(ramp_template())
     vms = build(pvesim, pve_conn, plan)
     inject_ramp(pvesim, vms)
@@ -142,6 +145,8 @@ def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_pa
     for args in ({}, {'history': {'backend': 'sqlite', 'path': str(history)}}):
         f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, **args), check_mode=True)
         assert f['decisions'][0]['action'] == 'scale_up'
+        assert [d['service'] for d in f['decisions']] == [e['service'] for e in plan['scaling']]
+        assert all('(history ' in d['line'] for d in f['decisions'])
         s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']), check_mode=True)
         assert s['changed'] and s['results'][0]['applied'] is False
     assert pvesim.writes(mark) == [] and files_under(fresh_home) == [] and not os.path.exists(str(history.parent))
