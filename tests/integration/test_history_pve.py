@@ -113,8 +113,8 @@ def test_month_is_read_for_a_window_beyond_the_day_and_merged(pvesim, pve_conn, 
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
     assert re.search(r'\(history 1d 0h at 60 s \+ (2d 0h|1d 23h) at 30 min\)$', decision['line']), decision['line']
-    web1 = f['history']['vms']['shop-web-1']
-    assert web1['fine'][2] == 1440 and sum(web1['coarse'].values()) >= 2 * 48 - 2
+    parts = decision['history']['parts']
+    assert parts[0] == [86400, 60, 'pve'] and parts[1][1] == 1800 and parts[1][0] >= (2 * 48 - 2) * 1800, parts
 
 
 def test_pve9_after_an_upgrade_joins_the_old_file(pvesim, pve_conn, fresh_home, monkeypatch):
@@ -160,7 +160,7 @@ def comparable(decision):
     return out
 
 
-def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_path):
+def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_path, monkeypatch):
     """The same data gives the same decisions from PVE's RRD (stateless) and from the SQLite cache (fresh, and
     filled by the metrics step first); the sqlite run keeps PVE's day in the file."""
     plan = plan_of(ramp_template())
@@ -171,12 +171,13 @@ def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_pa
     sqlite = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history={'backend': 'sqlite',
                                                                                'path': history}))
     assert sqlite['history']['path'] == history and os.path.exists(history)
+    reads = record_rrddata(pvesim, monkeypatch)
     legacy = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    legacy_reads = sorted(reads)
     m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
     assert m['backend'] == 'sqlite' and m['appended'] == 0      # the forecast already cached PVE's day
-    # The cache holds the primaries' last day: the legacy run read only their `hour`.
-    assert legacy['history']['requests'] == 3 and sorted(legacy['history']['vms']['shop-web-1']['timeframes']) == \
-        ['hour']
+    # The cache holds the primaries' last day: the legacy run read only their `hour` (the shadow, with no full day, `day`).
+    assert legacy['history']['requests'] == 3 and legacy_reads == ['day', 'hour', 'hour']
     assert [comparable(d) for d in pve] == [comparable(d) for d in sqlite['decisions']] == \
         [comparable(d) for d in legacy['decisions']]
     assert pve[0]['action'] == 'scale_up'
