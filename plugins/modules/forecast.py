@@ -10,8 +10,9 @@ short_description: Forecast each service's load from the metrics history and dec
 version_added: 0.1.0
 description:
   - For every service of the given plans, reads the service's history from the O(history) backend (by default
-    straight from PVE's own RRD, so no state is needed on the controller; see O(history)), forecasts CPU, memory and network demand with prediction intervals (the model is chosen per series by a
-    rolling backtest; the naive forecast is always a candidate) and runs the scaling policy on it.
+    straight from PVE's own RRD, so no state is needed on the controller; see O(history)), forecasts CPU, memory
+    and network demand with prediction intervals (the model is chosen per series by a rolling backtest; the naive
+    forecast is always a candidate) and runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
     normalised for its size and the mirror's sample rate, runs hotter than the primaries for C(duration).
     A scale-down needs every metric's forecast to stay under C(low) for C(duration). Instance bounds, cooldowns
