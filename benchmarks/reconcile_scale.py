@@ -81,10 +81,10 @@ def populate(sim, plan):
     services = [s['service'] for s in plan['scaling']]
     rate = plan['mirrors'][0]['rate'] if plan['mirrors'] else 1.0
     end = int(time.time()) // 60 * 60
-    if len(plan['vms']) > 500:
+    need = sum(vm['memory'] for vm in plan['vms']) * 1024 * 1024
+    if need > 0.8 * sum(pve.node_usage(node)['maxmem'] for node in pve.nodes):
         # Beyond the lab cluster's 3 x 64 GiB: nodes big enough for the whole fleet twice over (the scale step places
         # its new instances; placement itself is not what this measures).
-        need = sum(vm['memory'] for vm in plan['vms']) * 1024 * 1024
         for node in sorted(pve.nodes):
             pve.set_node_size(node, maxcpu=4096, maxmem=2 * need)
     for n, vm in enumerate(plan['vms']):

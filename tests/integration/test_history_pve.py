@@ -231,3 +231,25 @@ def test_two_stateless_reconcilers_at_once_add_exactly_one_instance(pvesim, pve_
     assert sorted('=> applied' in found[0] for found in lines) == [False, True], lines
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
     assert [f for f in files_under(tmp_path) if 'history' in f or f.endswith('.sqlite')] == []
+
+
+def test_a_vm_whose_rrddata_fails_is_named_and_the_others_still_count(pvesim, pve_conn, fresh_home, monkeypatch):
+    """One primary's rrddata answers an error: a warning names it, the forecast decides from the other VMs."""
+    from fakepve.model import PveError
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject_ramp(pvesim, vms)
+    from lab import pvesim_qemu
+    broken = pvesim.pve.rrd[vms['shop-web-2'].vmid]
+    real = pvesim_qemu.rrd_fetch
+
+    def rrd_fetch(series, *args, **kwargs):
+        if series is broken:    # pve-cluster RRD.pm create_rrd_data: die "RRD error: $err\n"
+            raise PveError(500, 'RRD error: opening rrd file: No such file or directory')
+        return real(series, *args, **kwargs)
+    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', rrd_fetch)
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}))
+    assert f['history']['errors'] == [{'name': 'shop-web-2', 'msg': f['history']['errors'][0]['msg']}]
+    assert 'RRD error' in f['history']['errors'][0]['msg']
+    assert 'rrddata of shop-web-2 could not be read' in json.dumps(f.get('warnings')), f.get('warnings')
+    assert f['decisions'][0]['action'] == 'scale_up', f['decisions'][0]['line']
