@@ -27,6 +27,8 @@ description:
     is longer than a day, and C(hour) as well where C(day) came back in half-hours (PVE 8). So 1 + VMs requests with
     the default window on PVE 9 (1 + 2 x VMs on PVE 8, + VMs more with a window beyond a day), O(parallel) at a
     time. With V(sqlite), a VM whose last day is already in the file is read with C(hour) only."
+  - A service with a primary whose history could not be read decides nothing (C(blocked_by) C(history)); the reason
+    names the VM and the error. The other services still decide.
   - Each decision's C(line) ends with how much history its forecast had, for example
     C((history 1d 0h at 60 s + 6d 23h at 30 min)).
   - Needs the Python libraries statsmodels and numpy on the host that runs the module.

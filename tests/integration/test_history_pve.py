@@ -233,8 +233,9 @@ def test_two_stateless_reconcilers_at_once_add_exactly_one_instance(pvesim, pve_
     assert [f for f in files_under(tmp_path) if 'history' in f or f.endswith('.sqlite')] == []
 
 
-def test_a_vm_whose_rrddata_fails_is_named_and_the_others_still_count(pvesim, pve_conn, fresh_home, monkeypatch):
-    """One primary's rrddata answers an error: a warning names it, the forecast decides from the other VMs."""
+def test_a_primary_whose_rrddata_fails_holds_its_service(pvesim, pve_conn, fresh_home, monkeypatch):
+    """One primary's rrddata answers an error: a warning names it, and its service decides nothing (its demand would
+    be the other primary's alone, spread over both: too low), saying why; the other services still decide."""
     from fakepve.model import PveError
     plan = plan_of(ramp_template())
     vms = build(pvesim, pve_conn, plan)
@@ -252,4 +253,9 @@ def test_a_vm_whose_rrddata_fails_is_named_and_the_others_still_count(pvesim, pv
     assert f['history']['errors'] == [{'name': 'shop-web-2', 'msg': f['history']['errors'][0]['msg']}]
     assert 'RRD error' in f['history']['errors'][0]['msg']
     assert 'rrddata of shop-web-2 could not be read' in json.dumps(f.get('warnings')), f.get('warnings')
-    assert f['decisions'][0]['action'] == 'scale_up', f['decisions'][0]['line']
+    web = f['decisions'][0]
+    assert web['action'] == 'none' and not web['act'] and web['blocked_by'] == 'history', web['line']
+    assert 'history of shop-web-2 could not be read (' in web['reason'] and 'no scaling decision' in web['line']
+    assert all(d['reason'].startswith('no signal') for d in f['decisions'][1:]), [d['line'] for d in f['decisions']]
+    s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']))
+    assert not s['changed'] and primaries(pvesim) == ['shop-web-1', 'shop-web-2']

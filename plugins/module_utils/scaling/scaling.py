@@ -152,6 +152,7 @@ def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], confi
                     made.extend(forecast_plan(api, plans[name], store, now=now, window=window, resources=resources,
                                               services=[key[1] for key in batch if key[0] == name], **options))
                 history_backends.annotate(made, store, part, resources, plans, since, now)
+                _hold_on_partial_history(made, part, batch_vms)
                 if not check_mode:
                     record_recommendations(store, made)
                 decisions.extend(made)
@@ -165,6 +166,28 @@ def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], confi
             cache.close()
     summary = dict(summary, path=config.get('path'))
     return decisions, summary
+
+
+def _hold_on_partial_history(decisions: list[dict[str, t.Any]], summary: dict[str, t.Any],
+                             vms: list[dict[str, t.Any]]) -> None:
+    """A service with a primary whose history could not be read decides nothing: its demand would be the others'
+    alone, spread over every instance (too low), so the decision becomes ``none`` and says which VM and why."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
+    failed = dict((e['name'], e['msg']) for e in summary.get('errors') or [])
+    if not failed:
+        return
+    for d in decisions:
+        names = [vm['name'] for vm in vms if vm['template'] == d['template'] and vm['service'] == d['service']
+                 and vm['role'] == 'primary' and vm['name'] in failed]
+        if not names:
+            continue
+        why = 'history of {0} could not be read ({1}): no scaling decision on partial data'.format(
+            ', '.join(names), failed[names[0]])
+        d.update(action=policy.NONE, act=False, reason=why, blocked_by='history')
+        if isinstance(d.get('target'), dict) and 'instances' in d['target']:
+            d['target'] = dict(d['target'], instances=d.get('instances'))
+        d['line'] = '{0}/{1}: decision none: {2} ({3})'.format(d['template'], d['service'], why,
+                                                               (d.get('history') or {}).get('text', ''))
 
 
 # ------------------------------------------------------------------------------------------ PVE state
