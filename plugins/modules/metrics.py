@@ -136,7 +136,10 @@ backend:
   type: str
   sample: pve
 requests:
-  description: Number of PVE API requests the run made.
+  description:
+    - Number of PVE API requests the run made. One C(/cluster/resources) plus VMs x timeframes C(rrddata)
+      requests. With V(sqlite), C(day) per VM whose last day is not in the file yet (and C(hour) as well on PVE 8),
+      C(hour) for the others. With V(pve) and V(prometheus), C(hour) per VM (1 + VMs).
   returned: always
   type: int
   sample: 4
