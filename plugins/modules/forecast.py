@@ -9,8 +9,8 @@ module: forecast
 short_description: Forecast each service's load from the metrics history and decide whether it should scale
 version_added: 0.1.0
 description:
-  - For every service of the given plans, reads the service's history (written by M(shadownet.proxmox.metrics)),
-    forecasts CPU, memory and network demand with prediction intervals (the model is chosen per series by a
+  - For every service of the given plans, reads the service's history from the O(history) backend (by default
+    straight from PVE's own RRD, so no state is needed on the controller; see O(history)), forecasts CPU, memory and network demand with prediction intervals (the model is chosen per series by a
     rolling backtest; the naive forecast is always a candidate) and runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
     normalised for its size and the mirror's sample rate, runs hotter than the primaries for C(duration).
@@ -19,12 +19,21 @@ description:
   - The last scaling action and the cooldown deadlines are read from PVE (the C(scaling) key of the metadata
     block in the primaries' descriptions), so any controller sees the same state.
   - Changes nothing in PVE; it only returns decisions for M(shadownet.proxmox.scale). The recommendation of
-    every run is appended to the history store for the stabilisation window (not in check mode).
+    every run is appended to the history store for the stabilisation window (not in check mode; kept between runs
+    only by the V(sqlite) backend; the cooldowns, kept in PVE, hold with every backend).
+  - "With backends V(pve) and V(sqlite), one run makes one C(/cluster/resources) request plus, per VM of the services,
+    one C(rrddata) request per timeframe: C(day) (PVE 9: 1440 one-minute rows), C(month) as well when O(history_window)
+    is longer than a day, and C(hour) as well where C(day) came back in half-hours (PVE 8). So 1 + VMs requests with
+    the default window on PVE 9 (1 + 2 x VMs on PVE 8, + VMs more with a window beyond a day), O(parallel) at a
+    time. With V(sqlite), a VM whose last day is already in the file is read with C(hour) only."
+  - Each decision's C(line) ends with how much history its forecast had, for example
+    C((history 1d 0h at 60 s + 6d 23h at 30 min)).
   - Needs the Python libraries statsmodels and numpy on the host that runs the module.
 author:
   - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
+  - shadownet.proxmox.history
 attributes:
   check_mode:
     description: Reads only; the recommendation is not recorded in the history.
@@ -47,13 +56,19 @@ options:
     elements: str
   history_path:
     description:
-      - The SQLite history file M(shadownet.proxmox.metrics) writes.
-      - Defaults to E(SHADOWNET_HISTORY), else C(~/.local/share/shadownet/history.sqlite).
+      - The SQLite history file, for compatibility; the same as O(history.path) (and it selects O(history.backend)
+        V(sqlite) when no backend is given).
     type: path
   history_window:
-    description: How much history, in seconds, the forecasts use.
+    description:
+      - How much history, in seconds, the forecasts use. Beyond a day (86400) the V(pve) backend also reads PVE's
+        C(month) (30-minute rows for up to 30 days), one more request per VM.
     type: int
     default: 86400
+  parallel:
+    description: How many C(rrddata) requests are in flight at the same time (backends V(pve) and V(sqlite)).
+    type: int
+    default: 4
   level:
     description:
       - Central coverage of the prediction interval whose upper bound is tested against the thresholds.
@@ -136,8 +151,14 @@ decisions:
       description: When the decision was made (UNIX seconds).
       type: float
     line:
-      description: One readable line (current, forecast, decision, reason).
+      description: One readable line (current, forecast, decision, reason, and how much history the forecast had).
       type: str
+    history:
+      description:
+        - How much history the forecast had, from the primary with the longest one. C(seconds) in all, C(parts)
+          (seconds, step of the rows in seconds or null for older points from the SQLite file, source) and C(text).
+      type: dict
+      sample: {seconds: 86400, parts: [[86400, 60, pve]], text: "history 1d 0h at 60 s"}
   sample:
     - template: shop
       service: web
@@ -148,11 +169,26 @@ decisions:
       utilisation: {cpu: 0.62, memory: 0.5, net: 0.01}
       forecast: {cpu: {model: ets, peak_upper: 0.78, mean_at_horizon: 0.74}}
       reason: "cpu forecast upper bound 78% per instance crosses high 70% in 7m: 2 -> 3 instances"
+history:
+  description:
+    - What the history backend did. C(backend), C(path) (the SQLite file, backend V(sqlite), else null), C(requests)
+      (PVE C(rrddata) requests), C(queries) (Prometheus queries), C(points) (points loaded), C(vms) (per VM the
+      one-minute span and the count of coarser rows by their length in seconds), C(warnings) and C(errors)
+      (VMs whose history could not be read; the other VMs still count).
+  returned: always
+  type: dict
+  sample: {backend: pve, path: null, requests: 3, queries: 0, points: 4320, warnings: [], errors: []}
+requests:
+  description: Number of PVE API requests the run made (the listing, the history reads, the scaling state).
+  returned: always
+  type: int
+  sample: 4
 '''
 
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 
 
@@ -161,8 +197,10 @@ def main():
     argument_spec.update(
         plans=dict(type='raw', required=True),
         services=dict(type='list', elements='str'),
+        history=history_backends.history_argument_spec(),
         history_path=dict(type='path'),
         history_window=dict(type='int', default=86400),
+        parallel=dict(type='int', default=4),
         level=dict(type='float', default=0.5),
         models=dict(type='list', elements='str', choices=['naive', 'seasonal_naive', 'ets', 'theta']),
         forecast_only=dict(type='bool', default=False),
@@ -180,25 +218,27 @@ def main():
         plans, dummy = scaling.plans_and_templates(p['plans'], None)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
+    try:
+        config = history_backends.history_config(p['history'], p['history_path'])
+    except history_backends.HistoryConfigError as exc:
+        module.fail_json(msg=str(exc))
     decisions = []
+    api = None
     try:
         api = api_utils.PveApi.from_module(module)
-        resources = api.resources('vm')
-        with scaling.open_history(scaling.history_path(p['history_path'])) as store:
-            for name in sorted(plans):
-                decisions.extend(scaling.forecast_plan(
-                    api, plans[name], store, window=p['history_window'], level=p['level'], models=p['models'],
-                    forecast_only=p['forecast_only'], services=p['services'], max_cores=p['max_cores'],
-                    max_memory=p['max_memory'], resources=resources))
-            if not module.check_mode:
-                scaling.record_recommendations(store, decisions)
+        decisions, loaded = scaling.forecast_with_history(
+            api, plans, config, window=p['history_window'], parallel=max(1, p['parallel']),
+            check_mode=module.check_mode, level=p['level'], models=p['models'], forecast_only=p['forecast_only'],
+            services=p['services'], max_cores=p['max_cores'], max_memory=p['max_memory'])
     except api_utils.PveApiError as exc:
-        api_utils.fail_json_from(module, exc, decisions=decisions)
+        api_utils.fail_json_from(module, exc, decisions=decisions, requests=len(api.calls) if api else 0)
     except forecast_utils.MissingForecastLibrary as exc:
         module.fail_json(msg=missing_required_lib(exc.library), exception=exc.traceback)
     except (scaling.ScalingError, ValueError) as exc:
         module.fail_json(msg=str(exc), decisions=decisions)
-    module.exit_json(changed=False, decisions=decisions)
+    for warning in loaded['warnings']:
+        module.warn(warning)
+    module.exit_json(changed=False, decisions=decisions, history=loaded, requests=len(api.calls))
 
 
 if __name__ == '__main__':

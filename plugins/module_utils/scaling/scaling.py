@@ -82,9 +82,16 @@ def history_complete(store: HistoryStore, now: float | None = None) -> t.Callabl
     return complete
 
 
-def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.Any]], path: str, parallel: int = 4,
-                check_mode: bool = False) -> dict[str, t.Any]:
-    """Collect, append to history (not in check mode), summarise."""
+def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.Any]], path: str | None,
+                parallel: int = 4, check_mode: bool = False, backend: str = 'sqlite') -> dict[str, t.Any]:
+    """Collect, append to history (backend sqlite, not in check mode), summarise.
+
+    With a stateless backend (pve, prometheus: the forecast reads its own history) nothing is kept, and every VM is
+    read with ``hour`` only (the newest values are all the summary needs)."""
+    if backend != 'sqlite':
+        vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel, complete=lambda vm: True)
+        return dict(services=metrics_utils.summarise(vms), appended=0, history_path=None, backend=backend,
+                    requests=len(api.calls), errors=errors)
     if check_mode:
         # The history is not opened (it would be created): every VM is read with its full day.
         vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel)
@@ -98,8 +105,44 @@ def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.
                 fine.extend(metrics_utils.history_points(vm, vm['points']))
                 filled.extend(metrics_utils.history_points(vm, vm['points'], filled=True))
             appended = store.append(fine) + store.append(filled, replace=False)
-    return dict(services=metrics_utils.summarise(vms), appended=appended, history_path=path,
+    return dict(services=metrics_utils.summarise(vms), appended=appended, history_path=path, backend=backend,
                 requests=len(api.calls), errors=errors)
+
+
+def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], config: dict[str, t.Any],
+                          window: int = DEFAULT_WINDOW, parallel: int = 4, check_mode: bool = False,
+                          now: float | None = None, services: list[str] | None = None,
+                          **options: t.Any) -> tuple[list[dict[str, t.Any]], dict[str, t.Any]]:
+    """The forecast module's run: list the VMs once, load the window of history of the services' VMs from the
+    configured backend (history_backends), decide per service, say in each line how much history it had.
+
+    Returns ``(decisions, summary)``; summary is the loader's plus ``path`` (the SQLite file, backend sqlite).
+    The recommendation of every run is recorded in the store (kept only by the sqlite backend; not in check mode).
+    """
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
+    now = time.time() if now is None else now
+    since = now - window
+    resources = api.resources('vm')
+    vms = [vm for vm in metrics_utils.managed_vms(resources, sorted(plans), plans)
+           if not services or vm['service'] in services]
+    decisions = []
+    try:
+        with history_backends.open_store(config, check_mode=check_mode, prefixes=[name + '/' for name in plans],
+                                         since=since - DEFAULT_WINDOW) as store:
+            complete = history_complete(store, now) if config['backend'] == 'sqlite' else None
+            summary = history_backends.load_history(store, vms, since, now, config, now=now, api=api, plans=plans,
+                                                    parallel=parallel, complete=complete)
+            for name in sorted(plans):
+                decisions.extend(forecast_plan(api, plans[name], store, now=now, window=window, services=services,
+                                               resources=resources, **options))
+            history_backends.annotate(decisions, store, summary, resources, plans, since, now)
+            if not check_mode:
+                record_recommendations(store, decisions)
+    except history.HistoryError as exc:
+        raise ScalingError(str(exc))
+    summary = dict(summary, path=config.get('path'))
+    return decisions, summary
 
 
 # ------------------------------------------------------------------------------------------ PVE state
