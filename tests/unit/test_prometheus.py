@@ -228,8 +228,10 @@ def test_load_history_normalises_like_rrddata_with_one_query_per_metric(tmp_path
     fake = client([exporter(data)])
     with SQLiteHistoryStore(str(tmp_path / 'h.sqlite')) as store:
         summary = prometheus.load_history(store, vms, T0, T0 + 4 * 60, {'url': URL}, now=T0 + 300, client=fake)
-        assert summary['queries'] == len(prometheus.QUERY_NAMES) == summary['requests']
-        assert summary['points'] == {'shop-web-1': 4, 'shop-web-2': 5} and summary['warnings'] == []
+        assert summary['queries'] == len(prometheus.QUERY_NAMES) == summary['http_requests']
+        assert summary['requests'] == 0 and summary['points'] == 10 and summary['warnings'] == []
+        assert summary['vms'] == {'shop-web-1': {'fine': [T0, T0 + 240, 4], 'coarse': {}},
+                                  'shop-web-2': {'fine': [T0, T0 + 240, 5], 'coarse': {}}}
         # The same values normalise_point gives for rrddata rows with the same fields.
         row = dict(time=T0, cpu=0.5, maxcpu=2, mem=GIB, maxmem=2 * GIB, netin=1000.0, netout=250.0)
         want = metrics_utils.normalise_point(row)
@@ -249,7 +251,7 @@ def test_load_history_normalises_like_rrddata_with_one_query_per_metric(tmp_path
     fake = client([exporter(dict((1000 + i, {'cpu': [0.5] * 5}) for i in range(500)))])
     with SQLiteHistoryStore(str(tmp_path / 'm.sqlite')) as store:
         summary = prometheus.load_history(store, many, T0, T0 + 240, {'url': URL}, now=T0 + 300, client=fake)
-    assert summary['queries'] == len(prometheus.QUERY_NAMES) and set(summary['points'].values()) == {5}
+    assert summary['queries'] == len(prometheus.QUERY_NAMES) and set(v['fine'][2] for v in summary['vms'].values()) == {5}
 
 
 def test_reused_vmid_stale_series_and_duplicates(tmp_path):
@@ -272,7 +274,8 @@ def test_reused_vmid_stale_series_and_duplicates(tmp_path):
                                           client=client([twice]))
         assert store.series('shop/web/shop-web-1/cpu') == [(T0 + 120, 0.5), (T0 + 180, 0.5), (T0 + 240, 0.5)]
         assert store.series('shop/web/shop-web-2/cpu') == []
-    assert summary['points'] == {'shop-web-1': 3, 'shop-web-2': 0}
+    assert summary['vms'] == {'shop-web-1': {'fine': [T0 + 120, T0 + 240, 3], 'coarse': {}},
+                              'shop-web-2': {'fine': None, 'coarse': {}}}
     assert any('cpu of VM 102 (shop-web-2): 2 series' in w and 'job="pve-b"' in w for w in summary['warnings'])
     assert any('no cpu history in Prometheus for 1 of 2 VMs: shop-web-2' in w for w in summary['warnings'])
 
@@ -293,6 +296,7 @@ def test_empty_answer_warns_and_a_coarse_step_fills_minutes(tmp_path):
         assert T0 % 120 == 0  # evaluated at T0, T0 + 120, T0 + 240; each value is the two minutes ending there
         assert store.series('shop/web/shop-web-1/cpu') == [(T0 - 60, 0.1), (T0, 0.1), (T0 + 60, 0.7), (T0 + 120, 0.3),
                                                            (T0 + 180, 0.5), (T0 + 240, 0.5)]
+        assert summary['vms'] == {'shop-web-1': {'fine': None, 'coarse': {120: 3}}}
 
 
 def test_an_error_appends_nothing_and_counts_the_requests(tmp_path):
@@ -303,3 +307,18 @@ def test_an_error_appends_nothing_and_counts_the_requests(tmp_path):
             prometheus.load_history(store, vms, T0, T0 + 60, {'url': URL}, now=T0 + 60, client=fake)
         assert store.keys() == []
     assert 'pve_cpu_usage_limit' in str(exc.value) and fake.requests == 3
+
+
+def test_dispatch_from_the_history_option(tmp_path, monkeypatch):
+    """history_backends.load_history hands backend prometheus (with SHADOWNET_PROMETHEUS_* filled in) to this
+    module: a Prometheus that is down gives a HistoryError naming the URL and the query."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history, history_backends
+    monkeypatch.setenv('SHADOWNET_PROMETHEUS_URL', 'http://127.0.0.1:9')
+    monkeypatch.setenv('SHADOWNET_PROMETHEUS_TOKEN', TOKEN)
+    config = history_backends.history_config({'backend': 'prometheus', 'retries': 0, 'timeout': 2})
+    with pytest.raises(history.HistoryError) as exc:
+        history_backends.load_history(history.MemoryHistoryStore(), [vm(101, 'shop-web-1')], T0, T0 + 60, config,
+                                      now=T0 + 60)
+    msg = str(exc.value)
+    assert 'cannot reach Prometheus (http://127.0.0.1:9/api/v1/query_range query' in msg
+    assert 'pve_cpu_usage_ratio{id=~"qemu/(101)"}' in msg and TOKEN not in msg

@@ -452,8 +452,11 @@ def load_history(store, vms, since, until, config, now=None, client=None):
     variables fill what is unset). One query per metric for all VMs (a few per metric when the window is longer than
     Prometheus' 11,000 points). ``until`` defaults to ``now``.
 
-    Returns ``{backend, url, queries, requests, points: {vm name: minutes with a cpu value}, appended, warnings,
-    step, since, until}``. Raises :class:`PrometheusError` when Prometheus cannot answer (nothing is appended then).
+    Returns the summary of every loader (module_utils/scaling/history_backends.py): ``{backend: prometheus, url,
+    queries, requests: 0 (no PVE request), points (appended points), vms: {name: {fine: [first, last, count] of the
+    minutes with a cpu value (None when there are none), coarse: {step: count} when the step is over a minute}},
+    appended, warnings, errors: [], step, since, until}``. Raises :class:`PrometheusError` (a ``HistoryError``) when
+    Prometheus cannot answer: nothing is appended then.
     """
     conf = resolve_config(config)
     now = time.time() if now is None else now
@@ -464,9 +467,9 @@ def load_history(store, vms, since, until, config, now=None, client=None):
                                   password=conf.get('password'), validate_certs=conf['validate_certs'],
                                   ca_path=conf.get('ca_path'), timeout=conf['timeout'], retries=conf['retries'])
     managed = dict((int(vm['vmid']), vm['name']) for vm in vms)
-    summary = dict(backend='prometheus', url=_redact_url(conf['url']), queries=0, requests=0,
-                   points=dict((vm['name'], 0) for vm in vms), appended=0, warnings=[], step=step,
-                   since=int(since), until=int(until))
+    summary = dict(backend='prometheus', url=_redact_url(conf['url']), queries=0, requests=0, http_requests=0,
+                   points=0, vms=dict((vm['name'], dict(fine=None, coarse={})) for vm in vms), appended=0,
+                   warnings=[], errors=[], step=step, since=int(since), until=int(until))
     pieces = windows(since, until, step)
     if not vms or not pieces:
         return summary
@@ -492,18 +495,26 @@ def load_history(store, vms, since, until, config, now=None, client=None):
                                 'from {2} to {3}'.format(metric, _short(query), _iso(pieces[0][0]), _iso(pieces[-1][1])))
     finally:
         summary['queries'] = len(client.queries)
-        summary['requests'] = client.requests
+        summary['http_requests'] = client.requests
     fine, filled = [], []
     missing = []
     for vm in vms:
         vmid = int(vm['vmid'])
         vm_columns = dict((field, values.get(vmid) or {}) for field, values in columns.items())
         points = vm_points(vm, vm_columns, (names or {}).get(vmid) if names is not None else None, step)
-        summary['points'][vm['name']] = len(set(p['time'] for p in points if p.get('cpu') is not None))
-        if not summary['points'][vm['name']]:
+        cpu = [p['time'] for p in points if p.get('cpu') is not None and not p.get('filled')]
+        info = summary['vms'][vm['name']]
+        if step == metrics_utils.RRD_STEP:
+            info['fine'] = [cpu[0], cpu[-1], len(cpu)] if cpu else None
+        else:
+            steps = len(set(p['time'] for p in points if p.get('cpu') is not None)) // (step // metrics_utils.RRD_STEP)
+            info['coarse'] = {step: steps} if steps else {}
+            cpu = cpu or [None] * steps
+        if not cpu:
             missing.append(vm['name'])
         fine.extend(metrics_utils.history_points(vm, points))
         filled.extend(metrics_utils.history_points(vm, points, filled=True))
+        summary['points'] += len(points)
     if missing and len(missing) < len(vms):
         warnings.append('no cpu history in Prometheus for {0} of {1} VMs: {2}'.format(
             len(missing), len(vms), ', '.join(missing[:10]) + (' ...' if len(missing) > 10 else '')))
