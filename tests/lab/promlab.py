@@ -141,13 +141,15 @@ class Exporter(Process):
 class Prometheus(Process):
     """prometheus on loopback with its TSDB in ``tmp``/data; scrapes the exporters every second."""
 
+    JOB = 'pve'
+
     def __init__(self, tmp, exporters=(), retention='90d'):
         os.makedirs(tmp, exist_ok=True)
         self.data = os.path.join(tmp, 'data')
         os.makedirs(self.data, exist_ok=True)
         self.port = free_port()
         config = os.path.join(tmp, 'prometheus.yml')
-        jobs = [{'job_name': 'pve', 'metrics_path': '/pve', 'scrape_interval': '1s', 'scrape_timeout': '1s',
+        jobs = [{'job_name': self.JOB, 'metrics_path': '/pve', 'scrape_interval': '1s', 'scrape_timeout': '1s',
                  'params': {'module': ['default'], 'cluster': ['1'], 'node': ['0'], 'target': [e.target]},
                  'static_configs': [{'targets': [e.address]}]} for e in exporters]
         with open(config, 'w') as fh:
@@ -185,10 +187,13 @@ def _number(value):
     return repr(float(value))
 
 
-def openmetrics(samples):
+def openmetrics(samples, labels=''):
     """OpenMetrics text of per-VM samples in the exporter's names: ``samples`` is {vmid: [dict(time, cpu, maxcpu,
-    mem, maxmem, netin, netout)]} with netin/netout in bytes/s as PVE's rrddata gives them; the exporter's network
-    metrics are counters, so they are summed here (a restart of the counter is a sample with ``reset: True``)."""
+    mem, maxmem, netin, netout, name)]} with netin/netout in bytes/s as PVE's rrddata gives them; the exporter's
+    network metrics are counters, so they are summed here (a restart of the counter is a sample with ``reset:
+    True``). ``labels`` (``job="pve",instance="..."``) are the scrape's, so that the history and the live series
+    are the same series, as they are when a Prometheus has scraped the exporter for days."""
+    extra = ',' + labels if labels else ''
     gauges = (('pve_cpu_usage_ratio', 'cpu'), ('pve_cpu_usage_limit', 'maxcpu'), ('pve_memory_usage_bytes', 'mem'),
               ('pve_memory_size_bytes', 'maxmem'))
     counters = (('pve_network_receive_bytes', 'netin'), ('pve_network_transmit_bytes', 'netout'))
@@ -198,7 +203,8 @@ def openmetrics(samples):
         for vmid, points in sorted(samples.items()):
             for p in points:
                 if p.get(field) is not None:
-                    lines.append('{0}{{id="qemu/{1}"}} {2} {3}'.format(name, vmid, _number(p[field]), int(p['time'])))
+                    lines.append('{0}{{id="qemu/{1}"{2}}} {3} {4}'.format(name, vmid, extra, _number(p[field]),
+                                                                        int(p['time'])))
     for name, field in counters:
         lines.append('# TYPE {0} counter'.format(name))
         for vmid, points in sorted(samples.items()):
@@ -211,23 +217,26 @@ def openmetrics(samples):
                 elif last is not None:
                     total += p[field] * (p['time'] - last)
                 last = p['time']
-                lines.append('{0}_total{{id="qemu/{1}"}} {2} {3}'.format(name, vmid, _number(total), int(p['time'])))
+                lines.append('{0}_total{{id="qemu/{1}"{2}}} {3} {4}'.format(name, vmid, extra, _number(total),
+                                                                           int(p['time'])))
     lines.append('# TYPE pve_guest_info gauge')
     for vmid, points in sorted(samples.items()):
         for p in points:
             if p.get('name'):
-                lines.append('pve_guest_info{{id="qemu/{0}",name="{1}",node="pve1",tags="",template="0",type="qemu"}} '
-                             '1.0 {2}'.format(vmid, p['name'], int(p['time'])))
+                lines.append('pve_guest_info{{id="qemu/{0}",name="{1}",node="pve1",tags="",template="0",type="qemu"'
+                             '{2}}} 1.0 {3}'.format(vmid, p['name'], extra, int(p['time'])))
     lines.append('# EOF')
     return '\n'.join(lines) + '\n'
 
 
-def backfill(tmp, samples, data_dir):
-    """Write ``samples`` as OpenMetrics and load them into ``data_dir`` with promtool; returns promtool's output."""
+def backfill(tmp, samples, data_dir, exporter=None):
+    """Write ``samples`` as OpenMetrics (with the labels Prometheus gives the ``exporter``'s series) and load them
+    into ``data_dir`` with promtool; returns promtool's output."""
     os.makedirs(data_dir, exist_ok=True)
     source = os.path.join(tmp, 'history.om')
+    labels = 'instance="{0}",job="{1}"'.format(exporter.address, Prometheus.JOB) if exporter is not None else ''
     with open(source, 'w') as fh:
-        fh.write(openmetrics(samples))
+        fh.write(openmetrics(samples, labels))
     done = subprocess.run([tool('promtool'), 'tsdb', 'create-blocks-from', 'openmetrics', source, data_dir],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     out = done.stdout.decode('utf-8', 'replace')

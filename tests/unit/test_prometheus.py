@@ -264,10 +264,13 @@ def test_reused_vmid_stale_series_and_duplicates(tmp_path):
     }
 
     def twice(form):
-        # Two scrape jobs export vm 102's cpu: which one is meant is the operator's to say.
+        # Two clusters in one Prometheus both have a vm 102: which one is meant is the operator's to say. A second
+        # series that agrees (the same exporter under another job) is no conflict.
         answer = exporter(data)(form)
         if 'pve_cpu_usage_ratio' in form['query']:
             answer._body['data']['result'].append(series({'id': 'qemu/102', 'job': 'pve-b'}, [(T0, 0.3)]))
+            answer._body['data']['result'].append(series({'id': 'qemu/101', 'job': 'pve-c'}, [(T0 + 240, 0.5)]))
+            answer._body['data']['result'].append(series({'id': 'qemu/101', 'job': 'pve-d'}, [(T0 + 180, 0.5)]))
         return answer
     with SQLiteHistoryStore(str(tmp_path / 'h.sqlite')) as store:
         summary = prometheus.load_history(store, vms, T0, T0 + 240, {'url': URL}, now=T0 + 240,
@@ -276,7 +279,9 @@ def test_reused_vmid_stale_series_and_duplicates(tmp_path):
         assert store.series('shop/web/shop-web-2/cpu') == []
     assert summary['vms'] == {'shop-web-1': {'fine': [T0 + 120, T0 + 240, 3], 'coarse': {}},
                               'shop-web-2': {'fine': None, 'coarse': {}}}
-    assert any('cpu of VM 102 (shop-web-2): 2 series' in w and 'job="pve-b"' in w for w in summary['warnings'])
+    assert any('cpu of VM 102 (shop-web-2): 2 series that disagree at 1 times' in w and 'job="pve-b"' in w
+               for w in summary['warnings'])
+    assert not any('VM 101' in w for w in summary['warnings'])
     assert any('no cpu history in Prometheus for 1 of 2 VMs: shop-web-2' in w for w in summary['warnings'])
 
 

@@ -42,9 +42,10 @@ The answer is matched to the managed VMs on the client as well (a query without 
   vmid that was destroyed and reused by another VM is told apart by ``pve_guest_info``'s ``name``: a value at a
   time when the vmid belonged to a VM of another name is dropped.
 * Counter resets: network bytes are counters that restart at 0 with the VM; ``rate()`` handles the reset.
-* Several series for one VM and metric (two scrape jobs, or two clusters with the same vmids in one Prometheus):
-  that VM's metric is not used and a warning names the label sets; add a matcher (``job``, ``instance``) to the
-  queries to pick one.
+* Several series for one VM and metric: joined where they agree (the scrape's ``instance`` label changed, two jobs
+  scrape the same exporter); where they give different values for the same minute (two clusters with the same
+  vmids in one Prometheus) that VM's metric is not used and a warning names the label sets: add a matcher
+  (``job``, ``instance``, ``cluster``) to the queries to pick one.
 
 Errors (:class:`PrometheusError`) name the URL and the query, never a credential: Prometheus down (connection
 refused), slow (the timeout), answering 5xx (retried, then an error), refusing a query (400/422: a bad template) or
@@ -361,7 +362,9 @@ def parse_matrix(result, managed, metric, warnings):
     """``{vmid: {time: value}}`` of one query's matrix, for the managed vmids only.
 
     Series are matched by their ``id`` label (``qemu/<vmid>``); a value that is NaN or infinite is a gap. Several
-    series for one VM (other labels differ): the VM's metric is dropped with a warning naming the label sets.
+    series for one VM (other labels differ: the scrape's ``instance`` changed, two jobs scrape the same exporter)
+    are joined where they agree; where they give different values for the same time (two clusters with the same
+    vmids in one Prometheus), the VM's metric is dropped with a warning naming the label sets.
     """
     series = {}
     for item in result or []:
@@ -372,18 +375,23 @@ def parse_matrix(result, managed, metric, warnings):
         series.setdefault(int(found.group(1)), []).append((labels, item.get('values') or []))
     out = {}
     for vmid, items in series.items():
-        if len(items) > 1:
+        values, clash = {}, 0
+        for labels, pairs in items:
+            for ts, value in pairs:
+                number = _value(value)
+                if number is None:
+                    continue
+                ts = int(round(float(ts)))
+                if ts in values and not math.isclose(values[ts], number, rel_tol=1e-9, abs_tol=1e-12):
+                    clash += 1
+                values[ts] = number
+        if clash:
             sets = ['{' + ', '.join('{0}="{1}"'.format(k, v) for k, v in sorted(labels.items())) + '}'
                     for labels, dummy in items]
-            warnings.append('{0} of VM {1} ({2}): {3} series ({4}); add a matcher (job, instance) to '
-                            'history.queries.{0} that selects one'.format(metric, vmid, managed[vmid], len(items),
-                                                                         ', '.join(sets)))
+            warnings.append('{0} of VM {1} ({2}): {3} series that disagree at {4} times ({5}); add a matcher (job, '
+                            'instance) to history.queries.{0} that selects one'.format(
+                                metric, vmid, managed[vmid], len(items), clash, ', '.join(sets)))
             continue
-        values = {}
-        for ts, value in items[0][1]:
-            number = _value(value)
-            if number is not None:
-                values[int(round(float(ts)))] = number
         out[vmid] = values
     return out
 
