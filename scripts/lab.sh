@@ -45,5 +45,8 @@ print('export PROXMOX_USER=root@pam PROXMOX_TOKEN_ID=%s PROXMOX_TOKEN_SECRET=%s'
 PY
 )"
 echo "lab: PVE simulator at $url (CA $PROXMOX_CA_PATH), token $PROXMOX_USER!$PROXMOX_TOKEN_ID"
+# The reconciles are stateless (the forecast reads PVE's RRD): a developer's own history settings do not apply.
+unset SHADOWNET_HISTORY SHADOWNET_HISTORY_BACKEND
+date +%s > "$work/started"
 ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml -e "shadownet_lab_work=$work" "$@"
 echo "lab: done; stopping the simulator"

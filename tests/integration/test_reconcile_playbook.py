@@ -70,3 +70,22 @@ def test_reconciler_wrapper_runs_one_at_a_time(tmp_path):
     text = log.read_text()
     assert 'not started' in text and text.count('reconcile started') == 1 and 'rc=0' in text
     assert 'shadownet.proxmox.reconcile' in marker.read_text()
+
+
+def test_reconciler_wrapper_is_stateless_without_a_history_path(tmp_path):
+    """issue 15: the role's history path is optional; without one the wrapper exports no SHADOWNET_HISTORY, so the
+    reconcile forecasts from PVE's own RRD (backend pve). With one it exports it (the sqlite cache)."""
+    seen = tmp_path / 'seen'
+    fake = tmp_path / 'fake-ansible-playbook'
+    fake.write_text('#!/bin/sh\necho "history=${{SHADOWNET_HISTORY-unset}}" >> {0}\n'.format(seen))
+    fake.chmod(0o755)
+    common = dict(reconciler_ansible_playbook=str(fake), reconciler_log_file=str(tmp_path / 'log'),
+                  reconciler_lock_file=str(tmp_path / 'lock'), reconciler_env_file=str(tmp_path / 'env'))
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith('SHADOWNET_'))
+    stateless = render_wrapper(tmp_path, **common)
+    assert 'SHADOWNET_HISTORY=' not in open(stateless).read()
+    assert subprocess.run([stateless], env=env, timeout=30).returncode == 0
+    (tmp_path / 'cached').mkdir()
+    cached = render_wrapper(tmp_path / 'cached', reconciler_history_path='/var/lib/shadownet/h.sqlite', **common)
+    assert subprocess.run([cached], env=env, timeout=30).returncode == 0
+    assert seen.read_text().splitlines() == ['history=unset', 'history=/var/lib/shadownet/h.sqlite']

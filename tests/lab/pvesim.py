@@ -107,7 +107,7 @@ Known differences from real PVE
   to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
-- rrddata: the transition of PVE 9's first day after an upgrade (old pve2 files read for the part of the window
+- rrddata: the transition after an upgrade to PVE 9 (`rrd_upgraded_at`: the old pve2 file read for the part of a window
   they still cover) is not modelled; injected samples are the only history (a VM has none before its series).
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);

@@ -252,7 +252,9 @@ def service_history(store, summary, names, key_of, since, until):
             step = int(summary.get('step') or metrics_utils.RRD_STEP)
             parts.append([last - first + step, step, summary.get('backend')])
             covered_from = first - step
-        if first < covered_from - metrics_utils.RRD_STEP:
+        # Older points than PVE gave (or a coarse row's first half, its point being its middle) come from the file.
+        slack = max([metrics_utils.RRD_STEP] + list(info.get('coarse') or {}))
+        if summary.get('backend') == 'sqlite' and first < covered_from - slack:
             parts.append([covered_from - first, None, 'store'])
         total = sum(p[0] for p in parts)
         if best is None or total > best['seconds']:

@@ -186,7 +186,8 @@ def merge_rrd(answers, step=RRD_STEP, spread=True):
 
     A row is labelled with the end of the interval it consolidates (RRDs::fetch), so it covers the time since the
     row before it; this holds within one answer even where PVE 9 joins an old PVE 8 file's coarse rows to new
-    one-minute rows. ``fine`` are the rows of one minute (a time present in several answers is taken from the one
+    one-minute rows (pve-cluster RRD.pm create_rrd_data: the old file's rows up to the one holding its last update,
+    then the new file's from that update on, so the time steps back once). ``fine`` are the rows of one minute (a time present in several answers is taken from the one
     with data); ``filled`` are coarser rows spread over the minutes they cover, one row a minute, where no fine row
     with data is known. With ``spread=False`` (a month of 30-minute rows would be 43,200 minutes a VM) a coarse row
     stays one row, labelled with the middle minute of its interval, and is kept only where no fine row with data
@@ -194,13 +195,15 @@ def merge_rrd(answers, step=RRD_STEP, spread=True):
     """
     fine, coarse = {}, []
     for answer in answers:
-        rows = sorted((r for r in answer or [] if 'time' in r), key=lambda r: int(r['time']))
+        # In answer order: where PVE 9 joins the old file's rows (up to the end of the old row that holds the
+        # upgrade) to the new file's (from the upgrade on), time steps back once; that row takes the next spacing.
+        rows = [r for r in answer or [] if 'time' in r]
         for i, row in enumerate(rows):
             ts = int(row['time'])
-            if i:
-                covers = ts - int(rows[i - 1]['time'])
-            else:
-                covers = int(rows[1]['time']) - ts if len(rows) > 1 else step
+            covers = ts - int(rows[i - 1]['time']) if i else 0
+            if covers <= 0:
+                covers = int(rows[i + 1]['time']) - ts if i + 1 < len(rows) else step
+                covers = covers if covers > 0 else step
             if covers <= step:
                 if ts not in fine or (_has_data(row) and not _has_data(fine[ts])):
                     fine[ts] = row
