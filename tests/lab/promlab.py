@@ -143,7 +143,7 @@ class Prometheus(Process):
 
     JOB = 'pve'
 
-    def __init__(self, tmp, exporters=(), retention='90d'):
+    def __init__(self, tmp, exporters=(), retention='90d', query_log=None):
         os.makedirs(tmp, exist_ok=True)
         self.data = os.path.join(tmp, 'data')
         os.makedirs(self.data, exist_ok=True)
@@ -152,9 +152,11 @@ class Prometheus(Process):
         jobs = [{'job_name': self.JOB, 'metrics_path': '/pve', 'scrape_interval': '1s', 'scrape_timeout': '1s',
                  'params': {'module': ['default'], 'cluster': ['1'], 'node': ['0'], 'target': [e.target]},
                  'static_configs': [{'targets': [e.address]}]} for e in exporters]
+        settings = {'scrape_interval': '1s', 'evaluation_interval': '1m'}
+        if query_log:
+            settings['query_log_file'] = query_log  # one JSON line per query Prometheus ran
         with open(config, 'w') as fh:
-            yaml.safe_dump({'global': {'scrape_interval': '1s', 'evaluation_interval': '1m'},
-                            'scrape_configs': jobs}, fh)
+            yaml.safe_dump({'global': settings, 'scrape_configs': jobs}, fh)
         super().__init__([tool('prometheus'), '--config.file', config, '--storage.tsdb.path', self.data,
                           '--storage.tsdb.retention.time', retention,
                           '--web.listen-address', '127.0.0.1:{0}'.format(self.port)],
@@ -237,6 +239,11 @@ def backfill(tmp, samples, data_dir, exporter=None):
     labels = 'instance="{0}",job="{1}"'.format(exporter.address, Prometheus.JOB) if exporter is not None else ''
     with open(source, 'w') as fh:
         fh.write(openmetrics(samples, labels))
+    return backfill_file(source, data_dir)
+
+
+def backfill_file(source, data_dir):
+    """``promtool tsdb create-blocks-from openmetrics <source> <data_dir>``; returns its output."""
     done = subprocess.run([tool('promtool'), 'tsdb', 'create-blocks-from', 'openmetrics', source, data_dir],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
     out = done.stdout.decode('utf-8', 'replace')
