@@ -5,8 +5,8 @@
 One run, on one fresh simulator (tests/lab/pvesim.py, time scale 0) and one real Prometheus (Debian's package,
 loopback, temporary TSDB; tests/lab/promlab.py):
 
-1. setup (not timed): the fleet of benchmarks/reconcile_scale.py (S services x I primaries + one shadow each; 50 x 99
-   by default, 5,000 VMs) put straight into the simulator; M minutes (default 120) of per-minute usage per VM in
+1. setup (not timed): the fleet of benchmarks/reconcile_scale.py (S services x I primaries + one shadow each; 100 x 49
+   by default, 5,000 VMs) put straight into the simulator, on three nodes big enough to hold them; M minutes (default 120) of per-minute usage per VM in
    prometheus-pve-exporter's metric names and labels, loaded with `promtool tsdb create-blocks-from openmetrics`
    (the load of reconcile_scale.load_profile: every fifth service rising, every seventh falling);
 2. the measured run: playbooks/reconcile.yml in check mode with
@@ -16,12 +16,13 @@ loopback, temporary TSDB; tests/lab/promlab.py):
 Figures: wall time, PVE requests (the simulator's request log), Prometheus queries (Prometheus' own query log,
 `query_log_file`), the bytes Prometheus answered. Targets (issue 15): <= 10 Prometheus queries, <= 10 PVE requests.
 
-    .venv/bin/python benchmarks/prometheus_history.py [--services 50] [--instances 99] [--minutes 120]
+    .venv/bin/python benchmarks/prometheus_history.py [--services 100] [--instances 49] [--minutes 120]
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -78,8 +79,8 @@ def om_history(path, plan, minutes, end, labels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--services', type=int, default=50, help='services (default 50)')
-    parser.add_argument('--instances', type=int, default=99, help='primaries per service (default 99; +1 shadow)')
+    parser.add_argument('--services', type=int, default=100, help='services (default 100)')
+    parser.add_argument('--instances', type=int, default=49, help='primaries per service (default 49; +1 shadow)')
     parser.add_argument('--minutes', type=int, default=120, help='minutes of history per VM (default 120)')
     parser.add_argument('--json', help='also write the figures to this file')
     args = parser.parse_args()
@@ -101,6 +102,9 @@ def main():
     try:
         t0 = time.perf_counter()
         vms = reconcile_scale.populate(sim, plan)
+        # Nodes big enough for the fleet and what it scales to: placement is not what this benchmark measures.
+        for node in sorted(sim.pve.nodes):
+            sim.pve.set_node_size(node, maxcpu=4096, maxmem=64 * 1024 * reconcile_scale.GIB)
         end = int(time.time()) // 60 * 60
         source = os.path.join(work, 'history.om')
         samples = om_history(source, plan, args.minutes, end, 'instance="pve-exporter:9221",job="pve"')
@@ -128,6 +132,7 @@ def main():
         if prom is not None:
             prom.stop()
         sim.stop()
+        shutil.rmtree(os.path.join(work, 'prom'), ignore_errors=True)
 
     queries = []
     with open(query_log) as fh:
