@@ -16,6 +16,8 @@ from lab.shop import SCALED_SHOP, build, plan_of, primaries
 # The issue's ramp: the api (here web) service's CPU rose cleanly from 30% to 68% over the last hour, toward high 75%
 # with a 20-minute horizon; flat at 30% before that.
 CLEAN_RAMP = [0.30 + 0.38 * i / 59 for i in range(60)]
+# PVE 9's day at one minute (23h 59m when the clock passed a minute between the injection and the read).
+DAY_AT_A_MINUTE = r'\(history (1d 0h|23h 5\dm) at 60 s\)'
 
 
 def ramp_template():
@@ -82,10 +84,10 @@ def test_fresh_controller_no_history_file_scales_out_before_high(pvesim, pve_con
     # Requests: VMs (2 web primaries + the shadow) x timeframes (+ the listing, counted by the module).
     if fmt == 'pve9':
         assert reads == ['day'] * 3 and f['history']['requests'] == 3
-        assert decision['line'].endswith('(history 1d 0h at 60 s)'), decision['line']
+        assert re.search(DAY_AT_A_MINUTE + '$', decision['line']), decision['line']
     else:
         assert sorted(reads) == ['day'] * 3 + ['hour'] * 3 and f['history']['requests'] == 6
-        assert re.search(r'\(history 1h 10m at 60 s \+ 22h 30m at 30 min\)$', decision['line']), decision['line']
+        assert re.search(r'\(history 1h 10m at 60 s \+ 2[23]h (0|30)m at 30 min\)$', decision['line']), decision['line']
     s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']))
     assert s['results'][0]['created'] == ['shop-web-3']
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
@@ -112,9 +114,10 @@ def test_month_is_read_for_a_window_beyond_the_day_and_merged(pvesim, pve_conn, 
     assert sorted(reads) == ['day'] * 3 + ['month'] * 3 and f['history']['requests'] == 6
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
-    assert re.search(r'\(history 1d 0h at 60 s \+ (2d 0h|1d 23h) at 30 min\)$', decision['line']), decision['line']
-    web1 = f['history']['vms']['shop-web-1']
-    assert web1['fine'][2] == 1440 and sum(web1['coarse'].values()) >= 2 * 48 - 2
+    assert re.search(r'\(history (1d 0h|23h 5\dm) at 60 s \+ (2d 0h|1d 23h) at 30 min\)$', decision['line']), \
+        decision['line']
+    parts = decision['history']['parts']
+    assert parts[0][1:] == [60, 'pve'] and parts[0][0] >= 86400 - 180 and parts[1][1] == 1800 and parts[1][0] >= (2 * 48 - 2) * 1800, parts
 
 
 def test_pve9_after_an_upgrade_joins_the_old_file(pvesim, pve_conn, fresh_home, monkeypatch):
@@ -130,10 +133,13 @@ def test_pve9_after_an_upgrade_joins_the_old_file(pvesim, pve_conn, fresh_home, 
     assert reads == ['day'] * 3
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
-    assert re.search(r'\(history 5h 0m at 60 s \+ 19h 0m at 30 min\)$', decision['line']), decision['line']
+    assert re.search(r'\(history 5h 0m at 60 s \+ 1[89]h (0|30)m at 30 min\)$', decision['line']), decision['line']
 
 
-def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_path):
+def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_path, monkeypatch):
+    """Check mode: no PVE write, no file (also the sqlite backend's); one service per batch here."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
+    monkeypatch.setattr(history_backends, 'BATCH_VMS', 1)
     plan = plan_of(ramp_template())
     vms = build(pvesim, pve_conn, plan)
     inject_ramp(pvesim, vms)
@@ -142,6 +148,8 @@ def test_check_mode_writes_nothing_anywhere(pvesim, pve_conn, fresh_home, tmp_pa
     for args in ({}, {'history': {'backend': 'sqlite', 'path': str(history)}}):
         f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, **args), check_mode=True)
         assert f['decisions'][0]['action'] == 'scale_up'
+        assert [d['service'] for d in f['decisions']] == [e['service'] for e in plan['scaling']]
+        assert all('(history ' in d['line'] for d in f['decisions'])
         s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']), check_mode=True)
         assert s['changed'] and s['results'][0]['applied'] is False
     assert pvesim.writes(mark) == [] and files_under(fresh_home) == [] and not os.path.exists(str(history.parent))
@@ -155,7 +163,7 @@ def comparable(decision):
     return out
 
 
-def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_path):
+def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_path, monkeypatch):
     """The same data gives the same decisions from PVE's RRD (stateless) and from the SQLite cache (fresh, and
     filled by the metrics step first); the sqlite run keeps PVE's day in the file."""
     plan = plan_of(ramp_template())
@@ -166,12 +174,13 @@ def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_pa
     sqlite = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history={'backend': 'sqlite',
                                                                                'path': history}))
     assert sqlite['history']['path'] == history and os.path.exists(history)
+    reads = record_rrddata(pvesim, monkeypatch)
     legacy = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    legacy_reads = sorted(reads)
     m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
     assert m['backend'] == 'sqlite' and m['appended'] == 0      # the forecast already cached PVE's day
-    # The cache holds the primaries' last day: the legacy run read only their `hour`.
-    assert legacy['history']['requests'] == 3 and sorted(legacy['history']['vms']['shop-web-1']['timeframes']) == \
-        ['hour']
+    # The cache holds the primaries' last day: the legacy run read only their `hour` (the shadow, with no full day, `day`).
+    assert legacy['history']['requests'] == 3 and legacy_reads == ['day', 'hour', 'hour']
     assert [comparable(d) for d in pve] == [comparable(d) for d in sqlite['decisions']] == \
         [comparable(d) for d in legacy['decisions']]
     assert pve[0]['action'] == 'scale_up'
@@ -218,7 +227,35 @@ def test_two_stateless_reconcilers_at_once_add_exactly_one_instance(pvesim, pve_
         assert recap(r)['failed'] == 0, r.stdout[-4000:] + r.stderr[-2000:]
     lines = [re.findall(r'"msg": "(shop/[^"]*)"', r.stdout) for r in results]
     assert all(len(found) == 1 and 'decision scale_up 2 -> 3 instances' in found[0] for found in lines), lines
-    assert all('(history 1d 0h at 60 s)' in found[0] for found in lines), lines
+    assert all(re.search(DAY_AT_A_MINUTE, found[0]) for found in lines), lines
     assert sorted('=> applied' in found[0] for found in lines) == [False, True], lines
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
     assert [f for f in files_under(tmp_path) if 'history' in f or f.endswith('.sqlite')] == []
+
+
+def test_a_primary_whose_rrddata_fails_holds_its_service(pvesim, pve_conn, fresh_home, monkeypatch):
+    """One primary's rrddata answers an error: a warning names it, and its service decides nothing (its demand would
+    be the other primary's alone, spread over both: too low), saying why; the other services still decide."""
+    from fakepve.model import PveError
+    plan = plan_of(ramp_template())
+    vms = build(pvesim, pve_conn, plan)
+    inject_ramp(pvesim, vms)
+    from lab import pvesim_qemu
+    broken = pvesim.pve.rrd[vms['shop-web-2'].vmid]
+    real = pvesim_qemu.rrd_fetch
+
+    def rrd_fetch(series, *args, **kwargs):
+        if series is broken:    # pve-cluster RRD.pm create_rrd_data: die "RRD error: $err\n"
+            raise PveError(500, 'RRD error: opening rrd file: No such file or directory')
+        return real(series, *args, **kwargs)
+    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', rrd_fetch)
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}))
+    assert f['history']['errors'] == [{'name': 'shop-web-2', 'msg': f['history']['errors'][0]['msg']}]
+    assert 'RRD error' in f['history']['errors'][0]['msg']
+    assert 'rrddata of shop-web-2 could not be read' in json.dumps(f.get('warnings')), f.get('warnings')
+    web = f['decisions'][0]
+    assert web['action'] == 'none' and not web['act'] and web['blocked_by'] == 'history', web['line']
+    assert 'history of shop-web-2 could not be read (' in web['reason'] and 'no scaling decision' in web['line']
+    assert all(d['reason'].startswith('no signal') for d in f['decisions'][1:]), [d['line'] for d in f['decisions']]
+    s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']))
+    assert not s['changed'] and primaries(pvesim) == ['shop-web-1', 'shop-web-2']

@@ -183,3 +183,18 @@ def test_service_history_text():
     assert info['text'] == 'history 1d 0h at 60 s + 28d 0h at 30 min + 11d 0h from the store', info
     none = hb.service_history(MemoryHistoryStore(), summary, ['shop-web-1'], lambda n: n, END - DAY, END)
     assert none['text'] == 'history none'
+
+
+def test_batches_bound_the_vms_held_and_never_split_a_service():
+    vms = [dict(template='t', service=s, name='%s-%d' % (s, i)) for s, n in (('a', 3), ('b', 1), ('c', 5), ('d', 2))
+           for i in range(n)]
+    keys = [('t', 'a'), ('t', 'b'), ('t', 'c'), ('t', 'd'), ('t', 'e')]
+    pve = {'backend': 'pve', 'path': None}
+    assert hb.batches(keys, vms, pve, size=4) == [[('t', 'a'), ('t', 'b')], [('t', 'c')], [('t', 'd'), ('t', 'e')]]
+    assert hb.batches(keys, vms, pve, size=100) == [keys]
+    assert hb.batches(keys, vms, {'backend': 'prometheus'}, size=1) == [keys]
+    total = hb.empty_summary('pve')
+    hb.add_summary(total, {'requests': 2, 'points': 5, 'vms': {'x': 1}, 'warnings': ['w'], 'errors': [], 'step': 60})
+    hb.add_summary(total, {'requests': 3, 'points': 1, 'vms': {'y': 2}, 'warnings': [], 'errors': ['e']})
+    assert total == {'backend': 'pve', 'requests': 5, 'queries': 0, 'points': 6, 'vms': {'x': 1, 'y': 2},
+                     'warnings': ['w'], 'errors': ['e'], 'step': 60}

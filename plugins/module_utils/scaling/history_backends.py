@@ -21,7 +21,8 @@ rows); coarser history is one point per coarse interval (labelled with its middl
 vmid (int), node, status, maxcpu (float|None), maxmem (bytes, float|None), tags``. The summary is
 ``{backend, requests, queries, points, vms: {name: {fine: [first, last, count], coarse: {seconds: count}}},
 warnings: [str], errors: [{name, msg}]}`` (``requests`` PVE API requests, ``queries`` Prometheus queries).
-A loader raises ``history.HistoryError`` (with a message naming the URL/query or VM and the fix) when the backend
+The forecast calls a loader once per batch of services (about BATCH_VMS VMs; all VMs in one call for
+prometheus). A loader raises ``history.HistoryError`` (with a message naming the URL/query or VM and the fix) when the backend
 cannot be used at all; per-VM problems go to ``warnings``/``errors`` and the other VMs still count.
 """
 
@@ -43,6 +44,8 @@ PROMETHEUS_ENV = {'url': 'SHADOWNET_PROMETHEUS_URL', 'bearer_token': 'SHADOWNET_
                   'ca_path': 'SHADOWNET_PROMETHEUS_CA_PATH'}
 DAY = metrics_utils.HISTORY_SECONDS
 MONTH_TIMEFRAME = 'month'
+# VMs whose history one forecast batch holds in memory (a day at one minute: about 1440 x 6 points a VM).
+BATCH_VMS = 64
 
 # The ``history`` option of the metrics and forecast modules (documented in doc_fragments/history.py).
 HISTORY_ARGUMENT_SPEC = dict(
@@ -136,6 +139,46 @@ def open_store(config, check_mode=False, prefixes=(), since=None):
             if any(key.startswith(p) for p in prefixes):
                 memory.append([(key, ts, v) for ts, v in cache.series(key, since=since)])
     return memory
+
+
+def empty_summary(backend):
+    return dict(backend=backend, requests=0, queries=0, points=0, vms={}, warnings=[], errors=[])
+
+
+def add_summary(total, part):
+    """Sum one batch's loader summary into ``total`` (counts added, per-VM entries and messages joined)."""
+    for key, value in part.items():
+        if key in ('requests', 'queries', 'points'):
+            total[key] = total.get(key, 0) + (value or 0)
+        elif key == 'vms':
+            total['vms'].update(value or {})
+        elif key in ('warnings', 'errors'):
+            total[key].extend(value or [])
+        elif key not in total:
+            total[key] = value
+    return total
+
+
+def batches(keys, vms, config, size=None):
+    """``keys`` ((template, service) pairs, in order) in batches of about ``size`` VMs (BATCH_VMS), a service never
+    split; one batch for prometheus, whose loader asks one query per metric for all VMs at once."""
+    if config['backend'] == 'prometheus':
+        return [list(keys)] if keys else []
+    size = BATCH_VMS if size is None else size
+    count = {}
+    for vm in vms:
+        key = (vm['template'], vm['service'])
+        count[key] = count.get(key, 0) + 1
+    out, current, held = [], [], 0
+    for key in keys:
+        current.append(key)
+        held += count.get(key, 0)
+        if held >= size:
+            out.append(current)
+            current, held = [], 0
+    if current:
+        out.append(current)
+    return out
 
 
 def load_history(store, vms, since, until, config, now=None, api=None, plans=None, parallel=4, complete=None):

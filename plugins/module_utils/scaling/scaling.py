@@ -116,33 +116,78 @@ def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], confi
     """The forecast module's run: list the VMs once, load the window of history of the services' VMs from the
     configured backend (history_backends), decide per service, say in each line how much history it had.
 
-    Returns ``(decisions, summary)``; summary is the loader's plus ``path`` (the SQLite file, backend sqlite).
-    The recommendation of every run is recorded in the store (kept only by the sqlite backend; not in check mode).
+    The services are taken in batches of about ``history_backends.BATCH_VMS`` VMs (all at once for prometheus, one
+    query per metric): a batch's history is loaded, decided on and dropped before the next, so memory stays bounded
+    however many VMs the cluster has. Returns ``(decisions, summary)``; summary is the loaders' (summed) plus
+    ``path`` (the SQLite file, backend sqlite). The recommendation of every run is recorded in the store (kept only
+    by the sqlite backend; not in check mode).
     """
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
     now = time.time() if now is None else now
     since = now - window
     resources = api.resources('vm')
-    vms = [vm for vm in metrics_utils.managed_vms(resources, sorted(plans), plans)
-           if not services or vm['service'] in services]
+    vms = metrics_utils.managed_vms(resources, sorted(plans), plans)
+    keys = [(name, entry['service']) for name in sorted(plans) for entry in plans[name].get('scaling') or []
+            if not services or entry['service'] in services]
     decisions = []
+    summary = history_backends.empty_summary(config['backend'])
+    cache = None
     try:
-        with history_backends.open_store(config, check_mode=check_mode, prefixes=[name + '/' for name in plans],
-                                         since=since - DEFAULT_WINDOW) as store:
-            complete = history_complete(store, now) if config['backend'] == 'sqlite' else None
-            summary = history_backends.load_history(store, vms, since, now, config, now=now, api=api, plans=plans,
-                                                    parallel=parallel, complete=complete)
-            for name in sorted(plans):
-                decisions.extend(forecast_plan(api, plans[name], store, now=now, window=window, services=services,
-                                               resources=resources, **options))
-            history_backends.annotate(decisions, store, summary, resources, plans, since, now)
-            if not check_mode:
-                record_recommendations(store, decisions)
+        if config['backend'] == 'sqlite' and not check_mode:
+            cache = history_backends.open_store(config)
+        for batch in history_backends.batches(keys, vms, config):
+            wanted = set(batch)
+            batch_vms = [vm for vm in vms if (vm['template'], vm['service']) in wanted]
+            store = cache or history_backends.open_store(
+                config, check_mode=check_mode, prefixes=['{0}/{1}/'.format(*key) for key in batch],
+                since=since - DEFAULT_WINDOW)
+            try:
+                complete = history_complete(store, now) if config['backend'] == 'sqlite' else None
+                part = history_backends.load_history(store, batch_vms, since, now, config, now=now, api=api,
+                                                     plans=plans, parallel=parallel, complete=complete)
+                history_backends.add_summary(summary, part)
+                made = []
+                for name in sorted(set(key[0] for key in batch)):
+                    made.extend(forecast_plan(api, plans[name], store, now=now, window=window, resources=resources,
+                                              services=[key[1] for key in batch if key[0] == name], **options))
+                history_backends.annotate(made, store, part, resources, plans, since, now)
+                _hold_on_partial_history(made, part, batch_vms)
+                if not check_mode:
+                    record_recommendations(store, made)
+                decisions.extend(made)
+            finally:
+                if store is not cache:
+                    store.close()
     except history.HistoryError as exc:
         raise ScalingError(str(exc))
+    finally:
+        if cache is not None:
+            cache.close()
     summary = dict(summary, path=config.get('path'))
     return decisions, summary
+
+
+def _hold_on_partial_history(decisions: list[dict[str, t.Any]], summary: dict[str, t.Any],
+                             vms: list[dict[str, t.Any]]) -> None:
+    """A service with a primary whose history could not be read decides nothing: its demand would be the others'
+    alone, spread over every instance (too low), so the decision becomes ``none`` and says which VM and why."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
+    failed = dict((e['name'], e['msg']) for e in summary.get('errors') or [])
+    if not failed:
+        return
+    for d in decisions:
+        names = [vm['name'] for vm in vms if vm['template'] == d['template'] and vm['service'] == d['service']
+                 and vm['role'] == 'primary' and vm['name'] in failed]
+        if not names:
+            continue
+        why = 'history of {0} could not be read ({1}): no scaling decision on partial data'.format(
+            ', '.join(names), failed[names[0]])
+        d.update(action=policy.NONE, act=False, reason=why, blocked_by='history')
+        if isinstance(d.get('target'), dict) and 'instances' in d['target']:
+            d['target'] = dict(d['target'], instances=d.get('instances'))
+        d['line'] = '{0}/{1}: decision none: {2} ({3})'.format(d['template'], d['service'], why,
+                                                               (d.get('history') or {}).get('text', ''))
 
 
 # ------------------------------------------------------------------------------------------ PVE state
