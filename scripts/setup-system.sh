@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the lab and the tests need (networking tools and
-# keepalived). Skips apt entirely when everything is already present.
+# keepalived; chromium for the report test). Skips apt entirely when everything is already present.
 set -euo pipefail
-pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron)
+pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron
+      chromium)  # chromium: the headless-browser test of the HTML scaling report
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
