@@ -92,8 +92,11 @@ def _history(values, end, step, now, seconds, scale):
     if end is None or not values:
         return [], []
     first = len(values) - 1 - int((end - (now - seconds)) // step)
+    first = max(0, first)
+    while first < len(values) and not _finite(values[first]):
+        first += 1                                  # the grid starts before the history does
     times, out = [], []
-    for i in range(max(0, first), len(values)):
+    for i in range(first, len(values)):
         times.append(end - (len(values) - 1 - i) * step)
         out.append(float(values[i]) / scale if _finite(values[i]) else None)
     return times, out
@@ -158,6 +161,8 @@ def _zoom(panel, horizon):
     y range that holds what is visible there (the observed values, the forecast band, the lines)."""
     end = panel['end']
     panel['zoom_start'] = None if end is None else end - max(ZOOM_SECONDS, 8 * float(horizon or 0))
+    if panel['zoom_start'] is not None and panel['times']:
+        panel['zoom_start'] = max(panel['zoom_start'], panel['times'][0])   # a short history: start where it does
     seen = [v for x, v in zip(panel['times'], panel['values']) if v is not None and x >= (panel['zoom_start'] or 0)]
     if panel['forecast']:
         seen += panel['forecast']['upper']
@@ -348,8 +353,12 @@ def _plot_metric(ax, m, zoom):
         ax.set_title('{0}, last two days'.format(m['title']), fontsize=10, loc='left')
         ax.set_ylabel(m['unit'], fontsize=9)
         ax.set_ylim(bottom=0)
+        right = fc['times'][-1] if fc else (m['end'] or m['now'])
+        if m['times'] and right > m['times'][0]:
+            ax.set_xlim(_dt(m['times'][0]), _dt(right))
         if m['zoom_start'] is not None and m['end'] is not None:
-            ax.axvspan(_dt(m['zoom_start']), _dt(m['end']), color='#e9ecef', linewidth=0)
+            ax.axvspan(_dt(m['zoom_start']), _dt(right), color='#f1f3f5', linewidth=0, zorder=0,
+                       label='shown on the right')
     ax.grid(True, color='#e9ecef', linewidth=0.6)
     ax.tick_params(labelsize=8)
     if not m['times'] and not fc:
