@@ -34,7 +34,7 @@ attributes:
     description:
       - Reads only; the recommendation is not recorded in the history. Nothing is written to PVE.
       - With O(report), the report is still written (a local file on the host that runs the module, marked as a
-        what-if): it is the run's output, like the returned decisions, and a what-if report is what a check-mode
+        what-if). It is the run's output, like the returned decisions, and a what-if report is what a check-mode
         or forecast-only run is for. Leave O(report) out to write nothing at all.
     support: full
   diff_mode:
@@ -43,6 +43,7 @@ attributes:
 requirements:
   - statsmodels
   - numpy
+  - matplotlib (optional, for the plots of O(report))
 options:
   plans:
     description:
@@ -89,7 +90,7 @@ options:
   report:
     description:
       - Write an HTML report of this run on the host that runs the module (the controller in
-        C(playbooks/reconcile.yml)): one self-contained file (no external files or network; the plots are embedded
+        C(playbooks/reconcile.yml)), one self-contained file (no external files or network; the plots are embedded
         PNGs) with the run's metadata, an index of the services and their decisions, and per service a plot of the
         last two days of each metric the decision used, the forecast mean and interval over the horizon, the
         C(high)/C(low) thresholds as capacity lines for the current size and C(high) for the decided size, and
@@ -98,9 +99,9 @@ options:
         and deletes all but the newest O(report.keep) reports. The series stay out of the module's result.
       - The plots need the Python library matplotlib (optional); without it the report is written without plots,
         with a note saying how to install it, and the module warns.
-      - A report that cannot be written (for example an unwritable O(report.dir)) is a warning, not a failure:
+      - A report that cannot be written (for example an unwritable O(report.dir)) is a warning, not a failure;
         the decisions are returned and scaling goes on.
-      - Omit the option for no report. C(report: {}) writes one to the default directory.
+      - Omit the option for no report; an empty dict writes one to the default directory.
     type: dict
     suboptions:
       dir:
