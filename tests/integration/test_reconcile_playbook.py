@@ -64,7 +64,7 @@ def render_wrapper(tmp_path, **overrides):
 def test_reconciler_wrapper_runs_one_at_a_time(tmp_path):
     marker = tmp_path / 'runs'
     fake = tmp_path / 'fake-ansible-playbook'
-    fake.write_text('#!/bin/sh\necho "run $*" >> {0}\nsleep 2\necho done\n'.format(marker))
+    fake.write_text('#!/bin/sh\necho "run $* report=$SHADOWNET_REPORT_DIR" >> {0}\nsleep 2\necho done\n'.format(marker))
     fake.chmod(0o755)
     log = tmp_path / 'log' / 'reconcile.log'
     log.parent.mkdir()
@@ -76,3 +76,5 @@ def test_reconciler_wrapper_runs_one_at_a_time(tmp_path):
     text = log.read_text()
     assert 'not started' in text and text.count('reconcile started') == 1 and 'rc=0' in text
     assert 'shadownet.proxmox.reconcile' in marker.read_text()
+    assert '-e shadownet_report_keep=10 ' in marker.read_text()
+    assert 'report=/var/lib/shadownet/reports' in marker.read_text()      # the role's default, exported
