@@ -12,6 +12,7 @@ import io
 import json
 import os
 import struct
+import sys
 
 import pytest
 
@@ -99,6 +100,21 @@ def test_an_unwritable_report_directory_is_a_warning_and_the_decisions_stand(pve
     assert out['report_path'] is None and out['decisions'][0]['action'] == 'scale_up'
     warnings = str(out.get('warnings'))      # plain strings or ansible-core 2.19+'s warning summaries
     assert 'report not written: report.dir ' + str(blocker / 'reports') in warnings, warnings
+
+
+def test_without_matplotlib_the_module_warns_and_writes_the_report_without_plots(pvesim, pve_conn, rising, tmp_path,
+                                                                               monkeypatch):
+    plan, history = rising
+    # As on a host without matplotlib: None in sys.modules makes every `import matplotlib...` raise ImportError.
+    for name in [n for n in sys.modules if n == 'matplotlib' or n.startswith('matplotlib.')] + ['matplotlib']:
+        monkeypatch.setitem(sys.modules, name, None)
+    out = run_forecast(pve_conn, plan, history, {'dir': str(tmp_path / 'reports')})
+    assert out['decisions'][0]['action'] == 'scale_up'
+    warnings = str(out.get('warnings'))
+    assert 'The plots need the Python library matplotlib' in warnings and 'pip install matplotlib' in warnings
+    text = open(out['report_path'], encoding='utf-8').read()
+    assert 'id="missing-plots"' in text and '<img' not in text
+    assert html.escape(out['decisions'][0]['line'], quote=True) in text
 
 
 @pytest.mark.skipif(browser.chromium() is None, reason='Chromium is not installed (scripts/setup-system.sh installs it)')
