@@ -58,7 +58,7 @@ def test_horizontal_scale_up_panel_history_forecast_and_capacity_lines():
     # The last two days of the three the decision had, one point a minute, ending at the newest point.
     assert cpu['times'][-1] == used['end'] and cpu['times'][0] - STEP < NOW - 2 * DAY <= cpu['times'][0]
     assert len(cpu['times']) == 2 * DAY // STEP and cpu['values'][-1] == pytest.approx(3.2)
-    assert cpu['unit'] == 'cores'
+    assert cpu['unit'] == 'cores' and cpu['span'] == 'last 2 days'
     fc = cpu['forecast']
     assert len(fc['times']) == 15 and fc['times'][0] == used['end'] + STEP      # the 15-minute horizon only
     assert fc['upper'][0] == pytest.approx(3.4) and fc['lower'][0] == pytest.approx(3.0)
@@ -94,8 +94,11 @@ def test_scale_up_held_by_cooldown_draws_the_wanted_size():
 def test_net_thresholds_are_absolute_per_instance_in_mbit():
     d, used = decision_and_used(1.0)
     sig = {'metric': 'net', 'high': 800e6, 'low': 100e6, 'capacity': None, 'instances': 2, 'step_seconds': 60}
-    panel = report.metric_panel('net', sig, [300e6] * 10, None, NOW, 900, NOW, d)
+    panel = report.metric_panel('net', sig, [None] * 5 + [300e6] * 10, None, NOW, 900, NOW, d)
     assert panel['unit'] == 'Mbit/s' and panel['values'][-1] == pytest.approx(300)
+    # The grid starts before the history does: the plot starts at the first value.
+    assert len(panel['times']) == 10 and panel['span'] == 'last 10 minutes'
+    assert panel['zoom_start'] == panel['times'][0] and panel['zoom_top'] == pytest.approx(1.08 * 1600)
     lines = dict((ln['kind'], ln) for ln in panel['lines'])
     assert lines['high']['value'] == pytest.approx(1600) and lines['low']['value'] == pytest.approx(200)
     assert lines['high']['label'] == 'high 800 Mbit/s per instance x 2 instances'
@@ -196,3 +199,26 @@ def test_report_dir_default_and_environment(monkeypatch):
     assert report.report_dir(None) == os.path.expanduser('~/.local/share/shadownet/reports')
     monkeypatch.setenv('SHADOWNET_REPORT_DIR', '/srv/reports')
     assert report.report_dir(None) == '/srv/reports' and report.report_dir('/x') == '/x'
+
+
+def test_report_inputs_read_two_days_when_the_decision_used_one(tmp_path):
+    """scaling.report_inputs: the decision's own series when its window already covers two days; else the store is
+    read again for the last two days (the forecasts are passed through, never recomputed)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.history import SQLiteHistoryStore
+    end = NOW // STEP * STEP
+    points = []
+    for i in range(3 * DAY // STEP):
+        ts = end - i * STEP
+        for name in ('shop-web-1', 'shop-web-2'):
+            points += [('shop/web/{0}/cpu_cores'.format(name), ts, 0.5), ('shop/web/{0}/cpu'.format(name), ts, 0.25)]
+    entry = {'service': 'web', 'shadow': None, 'horizon_seconds': 900}
+    with SQLiteHistoryStore(str(tmp_path / 'h.sqlite')) as store:
+        store.append(points)
+        used_end, metrics, dummy = scaling.service_series(store, 'shop', 'web', None, NOW - DAY, NOW)
+        assert len(metrics['cpu']['demand']) == DAY // STEP + 1
+        out = scaling.report_inputs(store, 'shop', 'web', entry, NOW, DAY, metrics, used_end, {'cpu': {'mean': [1]}})
+        assert out['end'] == used_end == end and out['horizon'] == 900 and out['forecasts'] == {'cpu': {'mean': [1]}}
+        assert len(out['series']['cpu']) == 2 * DAY // STEP + 1 and out['series']['cpu'][-1] == pytest.approx(1.0)
+        same = scaling.report_inputs(store, 'shop', 'web', entry, NOW, 3 * DAY, metrics, used_end, {})
+        assert same['series']['cpu'] is metrics['cpu']['demand']

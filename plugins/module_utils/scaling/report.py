@@ -142,7 +142,7 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
     step = float((forecast or {}).get('step_seconds') or signal.get('step_seconds') or 60)
     times, values = _history(series, end, step, now, history_seconds, scale)
     panel = dict(metric=metric, title=TITLES.get(metric, metric), unit=unit, times=times, values=values,
-                 forecast=None, lines=[], now=now, end=end)
+                 forecast=None, lines=[], now=now, end=end, span=_span(times, step))
     if forecast and forecast.get('mean'):
         k = min(_steps(horizon, step), len(forecast['mean']))
         start = float(forecast.get('start', (end if end is not None else now) + step))
@@ -154,6 +154,18 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
     if signal.get('high') is not None and signal.get('low') is not None:
         _lines(panel, metric, signal, decision, scale)
     return _zoom(panel, horizon)
+
+
+def _span(times, step):
+    """'last 2 days', 'last 70 minutes': how much history the panel shows."""
+    if not times:
+        return 'no history'
+    seconds = times[-1] - times[0] + step
+    if seconds >= 2 * 86400 - step:
+        return 'last 2 days'
+    if seconds >= 3 * 3600:
+        return 'last {0:.0f} hours'.format(seconds / 3600.0)
+    return 'last {0:.0f} minutes'.format(seconds / 60.0)
 
 
 def _zoom(panel, horizon):
@@ -319,7 +331,19 @@ def render_plot(panel: dict[str, t.Any]) -> bytes:
     fig.subplots_adjust(left=0.06, right=0.78, top=1 - 0.55 / inches, bottom=0.5 / inches, hspace=0.32, wspace=0.12)
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=DPI)
-    return buf.getvalue()
+    return _smaller(buf.getvalue())
+
+
+def _smaller(png):
+    """The PNG with a 256-colour palette (about a third of the size; a plot has few colours). Pillow comes with
+    matplotlib; without it the PNG stays as it is."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return png
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert('RGB').quantize(colors=256).save(out, format='PNG', optimize=True)
+    return out.getvalue() if out.tell() < len(png) else png
 
 
 def _plot_metric(ax, m, zoom):
@@ -350,7 +374,7 @@ def _plot_metric(ax, m, zoom):
             ax.set_xlim(_dt(m['zoom_start']), _dt(right))
         ax.set_ylim(0, m['zoom_top'])
     else:
-        ax.set_title('{0}, last two days'.format(m['title']), fontsize=10, loc='left')
+        ax.set_title('{0}, {1}'.format(m['title'], m['span']), fontsize=10, loc='left')
         ax.set_ylabel(m['unit'], fontsize=9)
         ax.set_ylim(bottom=0)
         right = fc['times'][-1] if fc else (m['end'] or m['now'])
