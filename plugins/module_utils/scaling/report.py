@@ -435,12 +435,11 @@ def render_html(meta: dict[str, t.Any], panels: list[dict[str, t.Any]], images: 
     out.append('<table class="index"><thead><tr><th>service</th><th>decision</th><th>now</th><th>decided</th>'
                '<th>outcome</th><th>reason</th></tr></thead><tbody>')
     for p in panels:
+        decided = p['decided'] + (' (wanted {0})'.format(p['wanted']) if p.get('wanted') else '')
         out.append('<tr><td><a href="#{0}">{1}/{2}</a></td><td><span class="badge {3}">{4}</span></td>'
                    '<td>{5}</td><td>{6}</td><td>{7}</td><td>{8}</td></tr>'.format(
                        _e(p['id']), _e(p['template']), _e(p['service']), _e(_badge_class(p['action'])),
-                       _e(p['action']), _e(p['current']), _e(p['decided'] + (' (wanted {0})'.format(p['wanted'])
-                                                                           if p.get('wanted') else '')),
-                       _outcome(p['status']), _e(p['reason'])))
+                       _e(p['action']), _e(p['current']), _e(decided), _outcome(p['status']), _e(p['reason'])))
     if not panels:
         out.append('<tr><td colspan="6">no services</td></tr>')
     out.append('</tbody></table>')
