@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the lab and the tests need (networking tools and
-# keepalived; prometheus, which brings promtool, for the Prometheus history backend's tests). Skips apt
-# entirely when everything is already present.
+# keepalived; prometheus, which brings promtool, for the Prometheus history backend's tests; chromium for the
+# report test). Skips apt entirely when everything is already present.
 set -euo pipefail
-pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron prometheus)
+pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron prometheus
+      chromium)  # chromium: the headless-browser test of the HTML scaling report
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -43,7 +43,11 @@ extends_documentation_fragment:
   - shadownet.proxmox.history
 attributes:
   check_mode:
-    description: Reads only; the recommendation is not recorded in the history.
+    description:
+      - Reads only; the recommendation is not recorded in the history. Nothing is written to PVE.
+      - With O(report), the report is still written (a local file on the host that runs the module, marked as a
+        what-if). It is the run's output, like the returned decisions, and a what-if report is what a check-mode
+        or forecast-only run is for. Leave O(report) out to write nothing at all.
     support: full
   diff_mode:
     description: Nothing changes.
@@ -51,6 +55,7 @@ attributes:
 requirements:
   - statsmodels
   - numpy
+  - matplotlib (optional, for the plots of O(report))
 options:
   plans:
     description:
@@ -102,6 +107,32 @@ options:
   max_memory:
     description: Vertical mode, the most memory in MiB one instance may get (default memory times instances.max).
     type: int
+  report:
+    description:
+      - Write an HTML report of this run on the host that runs the module (the controller in
+        C(playbooks/reconcile.yml)), one self-contained file (no external files or network; the plots are embedded
+        PNGs) with the run's metadata, an index of the services and their decisions, and per service a plot of the
+        last two days of each metric the decision used, the forecast mean and interval over the horizon, the
+        C(high)/C(low) thresholds as capacity lines for the current size and C(high) for the decided size, and
+        the decision line with its reason.
+      - Writes C(<dir>/report-<UTC time>.html), replaces C(<dir>/latest.html) with a copy of it (both atomically)
+        and deletes all but the newest O(report.keep) reports. The series stay out of the module's result.
+      - The plots need the Python library matplotlib (optional); without it the report is written without plots,
+        with a note saying how to install it, and the module warns.
+      - A report that cannot be written (for example an unwritable O(report.dir)) is a warning, not a failure;
+        the decisions are returned and scaling goes on.
+      - Omit the option for no report; an empty dict writes one to the default directory.
+    type: dict
+    suboptions:
+      dir:
+        description:
+          - Directory of the reports (created when missing).
+          - Defaults to E(SHADOWNET_REPORT_DIR), else C(~/.local/share/shadownet/reports).
+        type: path
+      keep:
+        description: How many reports to keep (the newest); C(0) keeps every report.
+        type: int
+        default: 10
 '''
 
 EXAMPLES = r'''
@@ -113,6 +144,19 @@ EXAMPLES = r'''
 - name: Print one line per service
   ansible.builtin.debug:
     msg: "{{ shadownet_forecast.decisions | map(attribute='line') | list }}"
+
+- name: Decide and write a what-if report (forecast-only), keeping the last 20
+  shadownet.proxmox.forecast:
+    plans: "{{ shadownet_result.plans }}"
+    forecast_only: true
+    report:
+      dir: /var/lib/shadownet/reports
+      keep: 20
+  register: shadownet_forecast
+
+- name: Where the report is
+  ansible.builtin.debug:
+    msg: "{{ shadownet_forecast.report_path }}"
 '''
 
 RETURN = r'''
@@ -209,7 +253,19 @@ requests:
   returned: always
   type: int
   sample: 4
+report_path:
+  description: The HTML report of this run (null when it could not be written; see the warnings).
+  returned: when O(report) is given
+  type: str
+  sample: /var/lib/shadownet/reports/report-20261206T070000Z.html
+report_latest:
+  description: C(latest.html) in the report directory, a copy of the newest report.
+  returned: when O(report) is given and the report was written
+  type: str
+  sample: /var/lib/shadownet/reports/latest.html
 '''
+
+import time
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -232,6 +288,7 @@ def main():
         forecast_only=dict(type='bool', default=False),
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),
+        report=dict(type='dict', options=dict(dir=dict(type='path'), keep=dict(type='int', default=10))),
     )
     module = api_utils.api_module(argument_spec)
     p = module.params
@@ -249,13 +306,15 @@ def main():
     except history_backends.HistoryConfigError as exc:
         module.fail_json(msg=str(exc))
     decisions = []
+    used = {} if p['report'] is not None else None
+    started = time.time()
     api = None
     try:
         api = api_utils.PveApi.from_module(module)
         decisions, loaded = scaling.forecast_with_history(
             api, plans, config, window=p['history_window'], parallel=max(1, p['parallel']),
             check_mode=module.check_mode, level=p['level'], models=p['models'], forecast_only=p['forecast_only'],
-            services=p['services'], max_cores=p['max_cores'], max_memory=p['max_memory'])
+            services=p['services'], max_cores=p['max_cores'], max_memory=p['max_memory'], report=used)
     except api_utils.PveApiError as exc:
         api_utils.fail_json_from(module, exc, decisions=decisions, requests=len(api.calls) if api else 0)
     except forecast_utils.MissingForecastLibrary as exc:
@@ -266,7 +325,36 @@ def main():
         module.warn(warning)
     # Per-VM detail stays out of the result (thousands of VMs): each decision carries its own `history`.
     loaded = dict((k, v) for k, v in loaded.items() if k != 'vms')
-    module.exit_json(changed=False, decisions=decisions, history=loaded, requests=len(api.calls))
+    result = dict(changed=False, decisions=decisions, history=loaded, requests=len(api.calls))
+    if p['report'] is not None:
+        result.update(write_report(module, p, config, sorted(plans), decisions, used, started))
+    module.exit_json(**result)
+
+
+def history_source(config):
+    """Where the forecasts' history came from, for the report's run metadata (no secret: the URL's user is cut)."""
+    if config['backend'] == 'sqlite':
+        return "PVE's RRD with the SQLite cache " + str(config.get('path'))
+    if config['backend'] == 'prometheus':
+        url = str(config.get('url') or '')
+        return 'Prometheus ' + (url.split('@', 1)[-1] if '@' in url else url)
+    return "PVE's RRD (stateless)"
+
+
+def write_report(module, p, config, templates, decisions, used, now):
+    """The run's HTML report; a report that cannot be written is a warning (the decisions still count)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import report as report_utils
+    try:
+        out = report_utils.run_report(p['report'], templates, decisions, used, now,
+                                      history_source(config), check_mode=module.check_mode,
+                                      forecast_only=p['forecast_only'],
+                                      **{'history window': '{0} s'.format(p['history_window']), 'interval level': p['level']})
+    except (OSError, ValueError) as exc:
+        module.warn('report not written: {0}'.format(exc))
+        return dict(report_path=None)
+    if out['note']:
+        module.warn(out['note'])
+    return dict(report_path=out['path'], report_latest=out['latest'])
 
 
 if __name__ == '__main__':

@@ -401,8 +401,14 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
                   window: int = DEFAULT_WINDOW, level: float | None = None, models: list[str] | None = None,
                   forecast_only: bool = False, services: list[str] | None = None, max_cores: int | None = None,
                   max_memory: int | None = None,
-                  resources: list[dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
-    """One decision per service of the plan (nothing is changed in PVE)."""
+                  resources: list[dict[str, t.Any]] | None = None,
+                  report: dict[tuple[str, str], dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
+    """One decision per service of the plan (nothing is changed in PVE).
+
+    ``report``: a dict that collects, per ``(template, service)``, what each decision was made from for the HTML
+    report (module_utils/scaling/report.py): the demand series, their end, the full forecasts and the horizon. It
+    stays in the process; the decisions keep only the forecast summary.
+    """
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
@@ -422,7 +428,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
         only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
         out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
                                    dict(level=level, forecaster=forecaster),
-                                   canary_state(api, plan, entry, resources, now)))
+                                   canary_state(api, plan, entry, resources, now), report=report))
     return out
 
 
@@ -448,7 +454,8 @@ def canary_state(api: PveApi, plan: dict[str, t.Any], entry: dict[str, t.Any], r
     return canary_utils.status(content, error, now, conf['stale_after_seconds'], entry['shadow'], conf['stats_path'])
 
 
-def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options, canary=None):
+def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options, canary=None,
+                    report=None):
     """The decision for one service: its VMs and last action from the listing, its history, then policy.decide."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
@@ -491,6 +498,9 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
                              **decide_options)
     decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
                     instances=len(prim), last_action=state or None, canary=canary)
+    if report is not None:
+        report[(plan['template'], service)] = report_inputs(store, plan['template'], service, entry, now, window,
+                                                            metrics, end, decision.get('forecast'))
     decision['utilisation'] = latest_utilisation(metrics, len(prim), current['capacity'], entry)
     decision['forecast'] = summarise_forecast(decision.get('forecast') or {}, len(prim), current['capacity'],
                                               entry)
@@ -523,6 +533,21 @@ def _canary_latency(store, plan, entry, canary, now):
     earlier = [o for o in canary_utils.history_observations(store, plan['template'], entry['service'], since, now)
                if o[0] < current[0]]
     return earlier + [current]
+
+
+def report_inputs(store: HistoryStore, template: str, service: str, entry: dict[str, t.Any], now: float, window: int,
+                  metrics: dict[str, dict[str, t.Any]], end: int | None,
+                  forecasts: dict[str, dict[str, t.Any]] | None) -> dict[str, t.Any]:
+    """What the HTML report plots for one service: the demand the decision used and the full forecasts. The
+    report shows the last two days; when the decision used less history, the store is read again for them."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.report import REPORT_HISTORY_SECONDS
+    if window < REPORT_HISTORY_SECONDS:
+        longer_end, longer, dummy = service_series(store, template, service, entry.get('shadow'),
+                                                   now - REPORT_HISTORY_SECONDS, now)
+        if longer_end is not None and longer_end == end:
+            metrics = longer
+    return dict(series=dict((m, d['demand']) for m, d in metrics.items()), end=end, forecasts=dict(forecasts or {}),
+                horizon=entry['horizon_seconds'], window=window)
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,
