@@ -72,8 +72,8 @@ def main():
               '{5} min'.format(total, vm['name'], vm['vmid'], args.start, args.end, args.minutes))
         shapes = []
         for frame in ('hour', 'day'):
-            rows = api('GET', 'nodes/{0}/qemu/{1}/rrddata?timeframe={2}&cf=AVERAGE'.format(vm['node'], vm['vmid'],
-                                                                                       frame))
+            rows = api('GET', 'nodes/{0}/qemu/{1}/rrddata?timeframe={2}&cf=AVERAGE'.format(
+                vm['node'], vm['vmid'], frame))
             times = [r['time'] for r in rows]
             step = times[-1] - times[-2] if len(times) > 1 else 0
             shapes.append('{0} {1} rows x {2} s'.format(frame, len(rows), step))

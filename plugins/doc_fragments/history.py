@@ -11,7 +11,7 @@ options:
     description:
       - Where the forecasts' history comes from.
       - V(pve) (the default) is stateless. The forecast reads the managed VMs' own RRD history from PVE on every run
-        (C(rrddata) C(day), where PVE 9 keeps a day at one minute; C(month), 30 days at 30 minutes, when O(history_window)
+        (C(rrddata) C(day), where PVE 9 keeps a day at one minute; C(month), 30 days at 30 minutes, when O(shadownet.proxmox.forecast#module:history_window)
         of M(shadownet.proxmox.forecast) is longer than a day; C(hour) as well where C(day) comes back in half-hours,
         PVE 8) and keeps nothing, so a fresh controller (an AWX job's container) forecasts from its first run.
       - V(sqlite) does the same reads and merges them into a SQLite file (O(history.path)), a cache for history beyond

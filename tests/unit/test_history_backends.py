@@ -178,7 +178,7 @@ def test_service_history_text():
     store.append([(key, END - 29 * DAY - 900 + 1800 * i, 0.2) for i in range(28 * 48)])
     store.append([(key, END - DAY + 60 * (i + 1), 0.3) for i in range(1440)])
     summary = {'backend': 'sqlite', 'vms': {'shop-web-1': {'fine': [END - DAY + 60, END, 1440], 'coarse': {1800: 28 * 48}}}}
-    info = hb.service_history(store, summary, ['shop-web-1', 'shop-web-9'], lambda n: 'shop/web/{0}/cpu'.format(n),
+    info = hb.service_history(store, summary, ['shop-web-1', 'shop-web-9'], 'shop/web/{0}/cpu'.format,
                               END - 45 * DAY, END)
     assert info['text'] == 'history 1d 0h at 60 s + 28d 0h at 30 min + 11d 0h from the store', info
     none = hb.service_history(MemoryHistoryStore(), summary, ['shop-web-1'], lambda n: n, END - DAY, END)

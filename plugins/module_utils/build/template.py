@@ -178,11 +178,10 @@ _SCALING_FIELDS = {
     'latency': Field('dict', default={}, doc='The canary latency signal: the shadow\'s replay p95 (the service\'s '
                      'own latency under the sampled requests, read from the replay agent through the guest agent) '
                      'above p95_ms for `for` scales up. Needs shadow.replay.port and a critical service.', fields={
-                         'p95_ms': Field('float', None, 'Threshold of the shadow\'s replay p95 in milliseconds; '
-                                         'null: no latency signal.', minimum=0, exclusive_minimum=True,
-                                         nullable=True),
-                         'for': Field('duration', '3m', 'How long the p95 must stay above p95_ms.'),
-                     }),
+        'p95_ms': Field('float', None, 'Threshold of the shadow\'s replay p95 in milliseconds; '
+                        'null: no latency signal.', minimum=0, exclusive_minimum=True, nullable=True),
+        'for': Field('duration', '3m', 'How long the p95 must stay above p95_ms.'),
+    }),
 }
 SCALING = Field('dict', default={}, doc='Predictive scaling parameters (template-wide; services may override).',
                 fields=_SCALING_FIELDS)

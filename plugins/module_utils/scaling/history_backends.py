@@ -325,5 +325,5 @@ def annotate(decisions, store, summary, resources, plans, since, until):
             decision['line'] = '{0} ({1})'.format(decision['line'], info['text'])
         else:
             decision['line'] = '{0}/{1}: {2} ({3})'.format(decision['template'], decision['service'],
-                                                          decision.get('reason', ''), info['text'])
+                                                           decision.get('reason', ''), info['text'])
     return decisions

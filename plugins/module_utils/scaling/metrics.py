@@ -189,7 +189,8 @@ def merge_rrd(answers, step=RRD_STEP, spread=True):
     one-minute rows (pve-cluster RRD.pm create_rrd_data: the old file's rows up to the one holding its last update,
     then the new file's from that update on, so the time steps back once). ``fine`` are the rows of one minute (a
     time present in several answers is taken from the one with data); ``filled`` are coarser rows spread over the
-    minutes they cover, one row a minute, where no fine row with data is known. With ``spread=False`` (a month of 30-minute rows would be 43,200 minutes a VM) a coarse row
+    minutes they cover, one row a minute, where no fine row with data is known. With ``spread=False`` (a month of
+    30-minute rows would be 43,200 minutes a VM) a coarse row
     stays one row, labelled with the middle minute of its interval, and is kept only where no fine row with data
     falls inside that interval (where several coarse rows cover the same minute the finer one wins).
     """
