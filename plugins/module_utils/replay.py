@@ -32,7 +32,18 @@ and ``max_body_bytes`` per request, ``total_buffer_bytes`` for everything buffer
 parse costs an error count and a re-synchronisation (or, in tcp mode, the rest of that flow), never the agent.
 
 Counters: the JSON file ``stats_path`` (rewritten atomically every ``stats_interval`` seconds, the layout is
-``snapshot()``'s) and the Prometheus text format on ``metrics_listen`` (``/metrics``).
+``snapshot()``'s) and the Prometheus text format on ``metrics_listen`` (``/metrics``). Next to the sliding
+``window`` (the last ``window_seconds``), the file keeps ``recent``: the agent's own per-minute history, so that a
+reconciler that keeps no store between runs can still judge a duration ("p95 above the threshold for 5 minutes")
+from one read. It lists the last ``recent_minutes`` (60 to 1440) whole minutes since the agent started, aligned on
+the unix minute, oldest first::
+
+    "recent": [{"end": 1796558460, "requests": 812, "latency_p95_seconds": 0.049, "errors": 0}, ...]
+
+``end`` is the minute's end (unix seconds), ``latency_p95_seconds`` is null for a minute without a replayed
+request; a minute without traffic is listed with 0 requests, so a minute missing from the list means the agent
+was not running. The list is bounded (about 90 bytes a minute) and is not on the Prometheus endpoint (Prometheus
+keeps its own history of the histogram).
 
 Pure parts, unit-tested without packets: :func:`load_config`, :func:`parse_frame`, :class:`TcpStream`,
 :class:`HttpRequestParser`, :func:`read_response`, :class:`Counters`, :func:`prometheus_text`.
@@ -112,6 +123,7 @@ CONFIG_FIELDS = {
     'stats_interval': (float, 5.0, _positive(3600)),
     'metrics_listen': (str, '127.0.0.1:9187', _listen),
     'window_seconds': (int, 60, lambda v: None if 1 <= v <= 3600 else 'an integer 1-3600'),
+    'recent_minutes': (int, 60, lambda v: None if 60 <= v <= 1440 else 'an integer 60-1440'),
 }
 
 
@@ -630,19 +642,24 @@ def read_response(reader, method):
 # --- counters ------------------------------------------------------------------------------------------------
 
 class Counters:
-    """Thread-safe counters, errors by kind, the latency histogram and a sliding window of per-second slots."""
+    """Thread-safe counters, errors by kind, the latency histogram, a sliding window of per-second slots and the
+    per-minute roll-up ``recent`` (the last ``recent_minutes`` whole minutes, see :meth:`recent`)."""
 
-    def __init__(self, mode='http', target='', window_seconds=60, clock=time.time):
+    def __init__(self, mode='http', target='', window_seconds=60, clock=time.time, recent_minutes=60):
         self.clock = clock
         self.started = clock()
         self.mode, self.target = mode, target
         self.window_seconds = window_seconds
+        self.recent_minutes = recent_minutes
         self.lock = threading.Lock()
         self.values = dict.fromkeys(COUNTERS, 0)
         self.errors = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.lat_sum = 0.0
         self.slots = collections.deque()  # [second, requests, errors, bucket counts]
+        # [minute start, requests, errors, bucket counts] of the minutes with something in them, oldest first;
+        # one more than reported: the current (incomplete) minute.
+        self.minutes = collections.deque(maxlen=recent_minutes + 1)
 
     def _slot(self, now):
         sec = int(now)
@@ -652,23 +669,50 @@ class Counters:
                 self.slots.popleft()
         return self.slots[-1]
 
+    def _minute(self, now):
+        start = int(now) // 60 * 60
+        if not self.minutes or self.minutes[-1][0] != start:
+            self.minutes.append([start, 0, 0, [0] * (len(LATENCY_BUCKETS) + 1)])
+        return self.minutes[-1]
+
     def inc(self, name, n=1):
         with self.lock:
             self.values[name] += n
 
     def error(self, kind, n=1):
         with self.lock:
+            now = self.clock()
             self.errors[kind] = self.errors.get(kind, 0) + n
-            self._slot(self.clock())[2] += n
+            self._slot(now)[2] += n
+            self._minute(now)[2] += n
 
     def observe(self, seconds):
         i = _bucket(seconds)
         with self.lock:
+            now = self.clock()
             self.buckets[i] += 1
             self.lat_sum += seconds
-            slot = self._slot(self.clock())
+            slot = self._slot(now)
             slot[1] += 1
             slot[3][i] += 1
+            minute = self._minute(now)
+            minute[1] += 1
+            minute[3][i] += 1
+
+    def recent(self, now):
+        """The whole minutes (aligned on the unix minute, as PVE's RRD rows) since the agent started, at most the
+        last ``recent_minutes``, oldest first: ``{"end": unix, "requests", "latency_p95_seconds" (None without a
+        request), "errors"}``. A minute without a request is listed (0, None): a missing minute means the agent did
+        not run. The minute the agent started in is partial and left out. Call with the lock held."""
+        current = int(now) // 60 * 60
+        first = max(-(-int(self.started) // 60) * 60, current - 60 * self.recent_minutes)
+        seen = dict((m[0], m) for m in self.minutes)
+        out = []
+        for start in range(first, current, 60):
+            m = seen.get(start)
+            out.append({'end': start + 60, 'requests': m[1] if m else 0, 'errors': m[2] if m else 0,
+                        'latency_p95_seconds': quantile(m[3], 0.95) if m else None})
+        return out
 
     def snapshot(self):
         """The JSON stats document (see docs: version 1)."""
@@ -694,6 +738,7 @@ class Counters:
             doc['window_seconds'] = self.window_seconds
             doc['window'] = {'requests': reqs, 'latency_p50_seconds': quantile(win, 0.5),
                              'latency_p95_seconds': quantile(win, 0.95), 'errors': errs}
+            doc['recent'] = self.recent(now)
             return doc
 
 
@@ -789,7 +834,8 @@ class Agent:
         self.conf = conf
         self.clock = clock
         self.target = (conf['target_host'], conf['target_port'])
-        self.counters = Counters(conf['mode'], '%s:%d' % self.target, conf['window_seconds'])
+        self.counters = Counters(conf['mode'], '%s:%d' % self.target, conf['window_seconds'],
+                                 recent_minutes=conf['recent_minutes'])
         self.flows = collections.OrderedDict()
         self.recent = collections.OrderedDict()  # closed flow keys -> close time (late retransmissions)
         self.gappy = set()

@@ -15,6 +15,11 @@ A missing agent, a missing or malformed file, or a file older than the plan's ``
 the guest stopped) is "no canary": neither canary signal (the shadow's CPU nor its replay latency) is used, and the
 decision says why. Without a live canary the shadow's CPU measures an idle VM, not the sampled traffic.
 
+The latency signal's duration (``scaling.latency.for``) is judged from the same single read: the file's ``recent``
+(the agent's own per-minute history, :func:`recent_observations`), so the default stateless history backend
+(``pve``, nothing kept between runs) can judge it on the first run. Only a file without ``recent`` (an older agent)
+falls back to the readings earlier reconciles left in a history store (:func:`history_observations`).
+
 Only :func:`read_counters` talks to PVE; the rest is pure.
 """
 
@@ -35,6 +40,12 @@ CANARY_SERIES = '_canary'
 # Consecutive readings no further apart than this count as continuous for scaling.latency.for (two reconciles
 # of the reconciler role's default 5-minute timer).
 MAX_LATENCY_GAP = 600
+# The agent's per-minute history (``recent``): a minute with fewer replayed requests than this has no p95 that
+# means something (with 20 requests the p95 is the second slowest), so it breaks a run like a minute under the
+# threshold does.
+MIN_MINUTE_REQUESTS = 20
+# At most this many minutes of ``recent`` are read (the agent's own bound, recent_minutes <= 1440).
+MAX_RECENT_MINUTES = 1440
 
 
 class CanaryError(ValueError):
@@ -73,7 +84,25 @@ def parse_counters(text: str) -> dict[str, t.Any]:
         'window_errors': _count(window.get('errors')),
         'p95_seconds': float(p95) if _number(p95) and p95 >= 0 else None,
         'p50_seconds': float(p50) if _number(p50) and p50 >= 0 else None,
+        'recent': _recent(data.get('recent')),
     }
+
+
+def _recent(value):
+    """The agent's per-minute history, ``[{'end', 'requests', 'p95_seconds', 'errors'}]`` oldest first, or None
+    when the file has none (an agent older than ``recent``). Malformed minutes are left out (a missing minute
+    breaks a run, so a bad entry never lengthens one)."""
+    if not isinstance(value, list):
+        return None
+    out = {}
+    for item in value[-MAX_RECENT_MINUTES:]:
+        if not isinstance(item, dict) or not _number(item.get('end')):
+            continue
+        p95 = item.get('latency_p95_seconds')
+        out[int(item['end'])] = {'end': int(item['end']), 'requests': _count(item.get('requests')),
+                                 'errors': _count(item.get('errors')),
+                                 'p95_seconds': float(p95) if _number(p95) and p95 >= 0 else None}
+    return [out[k] for k in sorted(out)]
 
 
 def _number(value):
@@ -134,6 +163,32 @@ def observation(state: dict[str, t.Any]) -> tuple[float, float | None, float] | 
         return None
     c = state['counters']
     return c['time'], c['p95_seconds'], c['window_seconds']
+
+
+def recent_observations(counters: dict[str, t.Any],
+                        min_requests: int = MIN_MINUTE_REQUESTS) -> list[tuple[float, float | None, float]] | None:
+    """The latency signal's readings from the agent's own per-minute history (``recent``), or None when the file
+    has none (then the history store's readings are the fallback, :func:`history_observations`).
+
+    One ``(minute end, p95 seconds or None, 60)`` per minute, for :func:`policy.latency_signal`, which walks back
+    from the newest while the p95 is above the threshold. A minute with fewer than ``min_requests`` replayed
+    requests reads as no p95, and so does a minute missing from the list (the agent was not running) or a list
+    that stops more than two minutes before the file's ``time``: each breaks the run. So "above the threshold for
+    ``for``" means every whole minute of the duration above it, with enough requests to tell."""
+    recent = counters.get('recent')
+    if recent is None:
+        return None
+    out = []
+    previous = None
+    for minute in recent:
+        if previous is not None and minute['end'] - previous > 60:
+            out.append((float(previous + 60), None, 60.0))          # a gap: the agent did not run
+        p95 = minute['p95_seconds'] if minute['requests'] >= min_requests else None
+        out.append((float(minute['end']), p95, 60.0))
+        previous = minute['end']
+    if previous is not None and counters['time'] - previous > 120:
+        out.append((float(counters['time']), None, 60.0))           # the minutes stop short of the file's time
+    return out
 
 
 def series_prefix(template: str, service: str) -> str:

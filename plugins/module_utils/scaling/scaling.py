@@ -524,10 +524,14 @@ def _canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores):
 
 
 def _canary_latency(store, plan, entry, canary, now):
-    """The latency signal's readings: the history's and the current one, or None without a live canary."""
+    """The latency signal's readings, or None without a live canary: the agent's per-minute ``recent`` when its
+    counters file has it, else (an older agent) the history store's earlier readings and the current one."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     if not canary.get('live') or (entry.get('latency') or {}).get('p95_ms') is None:
         return None
+    recent = canary_utils.recent_observations(canary['counters'])
+    if recent is not None:                  # the agent's own per-minute history: no store needed between runs
+        return recent
     current = canary_utils.observation(canary)
     since = now - entry['latency']['for_seconds'] - canary_utils.MAX_LATENCY_GAP - 3600
     earlier = [o for o in canary_utils.history_observations(store, plan['template'], entry['service'], since, now)
