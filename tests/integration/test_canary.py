@@ -115,6 +115,36 @@ def test_latency_above_the_threshold_for_the_duration_scales_out(pvesim, pve_con
         assert [v for t, v in store.series(prefix + 'p95_seconds', since=now - 10)] == [0.142]
 
 
+@pytest.mark.parametrize('minutes, action, held', [
+    # 10 quiet minutes, then the last 4 whole minutes at 142-160 ms: above 120 ms for 3 minutes and more.
+    ([(700, 0.040)] * 10 + [(700, 0.150), (700, 0.160), (700, 0.138), (700, 0.142)], 'scale_up', 240),
+    # A short spike: 2 minutes above, then nothing more.
+    ([(700, 0.040)] * 10 + [(700, 0.150), (700, 0.142)], 'none', 120),
+    # 4 minutes above but one of them with 3 requests (no p95 to speak of): the run is the last 2 minutes.
+    ([(700, 0.040)] * 10 + [(700, 0.150), (3, 0.900), (700, 0.138), (700, 0.142)], 'none', 120),
+])
+def test_the_agents_recent_minutes_judge_the_duration_on_the_first_stateless_run(pvesim, pve_conn, minutes,
+                                                                                 action, held):
+    """The default history backend (pve) keeps nothing between runs: the duration of the latency signal comes from
+    the counters file's `recent` (the agent's own per-minute history), read once, on the very first run."""
+    plan, shadow = setup(pvesim, pve_conn, 0.20, counters(requests=9000, window_requests=700, p95=0.142,
+                                                          recent=minutes))
+    mark = pvesim.mark()
+    out = run_module(forecast, dict(pve_conn, plans={'shop': plan}), check_mode=True)
+    d = out['decisions'][0]
+    assert out['history']['backend'] == 'pve' and out['history']['path'] is None, out['history']
+    assert d['canary']['live'] and d['latency']['held_seconds'] == held, d['latency']
+    assert d['action'] == action, d['reason']
+    if action == 'scale_up':
+        assert d['signal'] == 'latency' and d['reason'].startswith('canary p95 142 ms > 120 ms for 4 min: 2 -> 3 '
+                                                                   'instances'), d['reason']
+        s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=[d]), check_mode=True)
+        assert s['changed']
+    else:
+        assert d['latency']['detail'] == 'canary p95 142 ms (threshold 120 ms, held 2 min of 3 min)', d['latency']
+    assert len(file_reads(pvesim, mark)) == 1 and pvesim.writes(mark) == []
+
+
 def test_the_shadow_memory_is_not_normalised_into_a_signal(pvesim, pve_conn, tmp_path):
     """A live canary whose CPU tracks the primaries but whose memory is its own baseline (60% of a small VM, 150% of
     a primary if the flow rate scaled it): no action."""

@@ -6,10 +6,17 @@ import time
 STATS_PATH = '/run/shadownet-replay/stats.json'
 
 
-def counters(when=None, requests=0, window_requests=0, p95=None, p50=None, window_seconds=60, started=None):
+def counters(when=None, requests=0, window_requests=0, p95=None, p50=None, window_seconds=60, started=None,
+             recent=None):
     """The JSON text the replay agent writes: `when` its time (default now), p95/p50 in seconds (None: no request
-    in the window)."""
+    in the window); `recent` the agent's per-minute history, [(requests, p95 seconds or None)] oldest first, the
+    last minute the whole minute before `when` (None: a file without `recent`, as an older agent writes)."""
     when = time.time() if when is None else when
+    extra = {}
+    if recent is not None:
+        last = int(when) // 60 * 60
+        extra['recent'] = [{'end': last - 60 * (len(recent) - 1 - i), 'requests': r, 'errors': 0,
+                            'latency_p95_seconds': p} for i, (r, p) in enumerate(recent)]
     bounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, '+Inf']
     return json.dumps({
         'version': 1, 'time': when, 'started': when - 3600 if started is None else started, 'mode': 'http',
@@ -20,4 +27,4 @@ def counters(when=None, requests=0, window_requests=0, p95=None, p50=None, windo
                             'sum': (p50 or 0.0) * requests},
         'window_seconds': window_seconds,
         'window': {'requests': window_requests, 'latency_p50_seconds': p50, 'latency_p95_seconds': p95, 'errors': 0},
-    }, sort_keys=True)
+        **extra}, sort_keys=True)

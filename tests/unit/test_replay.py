@@ -223,7 +223,7 @@ def test_counters_snapshot_matches_the_contract_and_prometheus():
     doc = c.snapshot()
     assert set(doc) == {'version', 'time', 'started', 'mode', 'target', 'flows_seen', 'flows_replayed', 'flows_partial',
                         'requests_seen', 'requests_replayed', 'requests_skipped', 'bytes_replayed', 'reassembly_gaps',
-                        'errors', 'latency_seconds', 'window_seconds', 'window'}
+                        'errors', 'latency_seconds', 'window_seconds', 'window', 'recent'}
     lat = doc['latency_seconds']
     assert lat['le'][-1] == '+Inf' and lat['counts'][-1] == lat['count'] == 100 and lat['counts'][0] == 0
     assert doc['window']['requests'] == 100 and doc['window']['errors'] == 1
