@@ -63,8 +63,11 @@ def twin_bridge(ns, bridge, vni, local, remote):
     sh(ns, 'link', 'set', bridge, 'up')
 
 
-def main():
-    facts = json.load(open(sys.argv[1]))
+def topology(lab, lab_b, facts, say=print):
+    """The node(s) of the plan's first mirror as the PVE nodes look: the primary network's vnet bridge, the isolated
+    twin (over VXLAN between two node namespaces when the shadow is on another node), the primary's and the shadow's
+    taps (the simulator's vmids) and a client; returns what the steps need (``spec``: port_mirror's arguments for
+    the plan's mirror). ``lab_b`` is the shadow's node when it is remote (scripts/lab-canary.py builds the same)."""
     plan, vmids, where = facts['plan'], facts['vmids'], facts.get('nodes') or {}
     mirror = next(m for m in plan['mirrors'] if m['source']['nic'] == 0)
     nets = dict(((n['name'], n['role']), n) for n in plan['networks'])
@@ -74,44 +77,53 @@ def main():
     net = primary_net['cidr'].rsplit('.', 1)[0]  # a /24 in the lab template
     remote = shadow_net.get('zone_type') == 'vxlan' and \
         where.get(mirror['source']['vm']) != where.get(mirror['target']['vm'])
+    lab.bridge(primary_net['bridge'])
+    src_dev, dst_dev = 'tap%di0' % src_vmid, 'tap%di0' % dst_vmid
+    if remote:
+        # Two nodes: the primary's (lab) and the shadow's (lab_b), joined by an underlay (TEST-NET-1).
+        sh(lab.node, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', lab_b.node)
+        sh(lab.node, 'addr', 'add', '192.0.2.1/30', 'dev', 'ul0')
+        sh(lab_b.node, 'addr', 'add', '192.0.2.2/30', 'dev', 'ul0')
+        sh(lab.node, 'link', 'set', 'ul0', 'up')
+        sh(lab_b.node, 'link', 'set', 'ul0', 'up')
+        twin_bridge(lab.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.1', '192.0.2.2')
+        twin_bridge(lab_b.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.2', '192.0.2.1')
+        shadow = lab_b.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
+        spec = dict(source=src_dev, target_bridge=shadow_net['bridge'])
+        say('lab-network: %s (primary %s) and %s (shadow %s): twin %s over VXLAN %s' % (
+            lab.node, where.get(mirror['source']['vm']), lab_b.node, where.get(mirror['target']['vm']),
+            shadow_net['bridge'], shadow_net['vxlan_tag']))
+    else:
+        lab.bridge(shadow_net['bridge'])
+        shadow = lab.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
+        spec = dict(source=src_dev, target=dst_dev)
+    primary = lab.vm(src_vmid, [(primary_net['bridge'], net + '.11/24')])
+    client = lab.client('client', primary_net['bridge'], net + '.200/24')
+    say('lab-network: node %s: bridge %s (%s, %s), %s -> %s on the isolated twin %s' % (
+        lab.node, primary_net['bridge'], primary_net['alias'], primary_net['cidr'], src_dev, dst_dev,
+        shadow_net['bridge']))
+    spec.update(mode=mirror['mode'], direction=mirror['direction'])
+    if mirror['mode'] == 'sampled':
+        spec['rate'] = mirror['rate']
+        spec['sampling'] = mirror.get('sampling') or 'flow'
+    return dict(mirror=mirror, primary_net=primary_net, shadow_net=shadow_net, net=net, remote=remote,
+                primary=primary, shadow=shadow, client=client, spec=spec, shadow_lab=lab_b if remote else lab)
+
+
+def main():
+    facts = json.load(open(sys.argv[1]))
     cleanup_stale()
     with Lab() as lab, Lab() as lab_b:
-        lab.bridge(primary_net['bridge'])
-        src_dev, dst_dev = 'tap%di0' % src_vmid, 'tap%di0' % dst_vmid
-        if remote:
-            # Two nodes: the primary's (lab) and the shadow's (lab_b), joined by an underlay (TEST-NET-1).
-            sh(lab.node, 'link', 'add', 'ul0', 'type', 'veth', 'peer', 'name', 'ul0', 'netns', lab_b.node)
-            sh(lab.node, 'addr', 'add', '192.0.2.1/30', 'dev', 'ul0')
-            sh(lab_b.node, 'addr', 'add', '192.0.2.2/30', 'dev', 'ul0')
-            sh(lab.node, 'link', 'set', 'ul0', 'up')
-            sh(lab_b.node, 'link', 'set', 'ul0', 'up')
-            twin_bridge(lab.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.1', '192.0.2.2')
-            twin_bridge(lab_b.node, shadow_net['bridge'], shadow_net['vxlan_tag'], '192.0.2.2', '192.0.2.1')
-            shadow = lab_b.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
-            spec = dict(source=src_dev, target_bridge=shadow_net['bridge'])
-            print('lab-network: %s (primary %s) and %s (shadow %s): twin %s over VXLAN %s' % (
-                lab.node, where.get(mirror['source']['vm']), lab_b.node, where.get(mirror['target']['vm']),
-                shadow_net['bridge'], shadow_net['vxlan_tag']))
-        else:
-            lab.bridge(shadow_net['bridge'])
-            shadow = lab.vm(dst_vmid, [(shadow_net['bridge'], net + '.11/24')])  # same CIDR: the twin
-            spec = dict(source=src_dev, target=dst_dev)
-        primary = lab.vm(src_vmid, [(primary_net['bridge'], net + '.11/24')])
-        client = lab.client('client', primary_net['bridge'], net + '.200/24')
-        print('lab-network: node %s: bridge %s (%s, %s), %s -> %s on the isolated twin %s' % (
-            lab.node, primary_net['bridge'], primary_net['alias'], primary_net['cidr'], src_dev, dst_dev,
-            shadow_net['bridge']))
-        spec.update(mode=mirror['mode'], direction=mirror['direction'])
-        if mirror['mode'] == 'sampled':
-            spec['rate'] = mirror['rate']
-            spec['sampling'] = mirror.get('sampling') or 'flow'
+        top = topology(lab, lab_b, facts)
+        mirror, primary_net, net = top['mirror'], top['primary_net'], top['net']
+        primary, shadow, client, spec = top['primary'], top['shadow'], top['client'], top['spec']
         first = module(lab.node, **spec)
         again = module(lab.node, **spec)
         print('lab-network: port_mirror %s rate %s%s direction %s: changed=%s, second run changed=%s' % (
             mirror['mode'], mirror['rate'], ' sampling %s' % spec['sampling'] if 'sampling' in spec else '',
             mirror['direction'], first['changed'], again['changed']))
         # Traffic: the client talks to the primary, which echoes; the shadow counts copies.
-        shadow_lab = lab_b if remote else lab
+        shadow_lab = top['shadow_lab']
         tally = FlowTally(net + '.200', net + '.11', outgoing=False)
         seen = shadow_lab.capture(shadow.ns, 'eth0', match=tally)
         server = lab.udp(primary.ns, (net + '.11', 7000), echo=True)
