@@ -91,9 +91,10 @@ def replay(facts, connections, per_connection, say=print):
         spec = top['spec']
         mirror = network.module(lab.node, **spec)
         address = top['net'] + '.11'
-        start_server(lab, top['primary'].ns, address, canary['port'], os.path.join(tmp, 'primary.jsonl'))
+        start_server(lab, top['primary'].ns, address, canary['port'], os.path.join(tmp, 'primary.jsonl'),
+                     kind='http-nodelay')
         start_server(top['shadow_lab'], top['shadow'].ns, '127.0.0.1', canary['target_port'],
-                     os.path.join(tmp, 'shadow.jsonl'))
+                     os.path.join(tmp, 'shadow.jsonl'), kind='http-nodelay')
         stats_path = os.path.join(tmp, 'stats.json')
         conf = {'interface': top['shadow'].nics[0].guest, 'port': canary['port'], 'mode': 'http',
                 'target_port': canary['target_port'], 'methods': canary['methods'],

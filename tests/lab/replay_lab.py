@@ -25,9 +25,6 @@ AGENT_PY = os.path.join(ROOT, 'plugins', 'module_utils', 'replay.py')
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
-    # TCP_NODELAY, as production servers set it: the status line and headers, then the body, are two writes, and
-    # with Nagle the body waits for the client's delayed ACK (~40 ms a keep-alive response on Linux).
-    disable_nagle_algorithm = True
 
     def _body(self):
         if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
@@ -59,16 +56,24 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _NodelayHandler(_Handler):
+    # TCP_NODELAY, as production servers set it: the status line and headers, then the body, are two writes, and
+    # with Nagle the body waits for the client's delayed ACK (~40 ms a keep-alive response on Linux), which a
+    # latency figure would show instead of the service's own.
+    disable_nagle_algorithm = True
+
+
 class RecordingServer(ThreadingHTTPServer):
-    """The HTTP server both the primary and the shadow run; ``requests`` lists what it answered."""
+    """The HTTP server both the primary and the shadow run; ``requests`` lists what it answered. ``nodelay``:
+    TCP_NODELAY on its connections (`make lab` measures the replay latency with it)."""
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, path=None):
+    def __init__(self, addr, path=None, nodelay=False):
         self.requests = []
         self.lock = threading.Lock()
         self.fh = open(path, 'a', buffering=1) if path else None
-        super().__init__(addr, _Handler)
+        super().__init__(addr, _NodelayHandler if nodelay else _Handler)
 
     def record(self, entry):
         with self.lock:
@@ -263,8 +268,8 @@ SYSTEM_PY = '/usr/bin/python3' if os.path.exists('/usr/bin/python3') else sys.ex
 
 
 def start_server(lab, ns, addr, port, record, kind='http'):
-    """A recording server process (http, tcp or udp) in namespace ``ns``; returns the Popen. Waits until it
-    listens (tcp/http)."""
+    """A recording server process (http, ``http-nodelay``: http with TCP_NODELAY, tcp or udp) in namespace ``ns``;
+    returns the Popen. Waits until it listens (tcp/http)."""
     from lab.netns import wait_port
     proc = lab.spawn(ns, [SYSTEM_PY, os.path.abspath(__file__), '_server', addr, str(port), str(record), kind])
     if kind != 'udp':
@@ -300,5 +305,7 @@ if __name__ == '__main__' and len(sys.argv) >= 5 and sys.argv[1] == '_server':
     address = (sys.argv[2], int(sys.argv[3]))
     if kind == 'udp':
         udp_server(address, sys.argv[4])
+    elif kind == 'tcp':
+        TcpRecordingServer(address, sys.argv[4]).serve_forever()
     else:
-        (TcpRecordingServer if kind == 'tcp' else RecordingServer)(address, sys.argv[4]).serve_forever()
+        RecordingServer(address, sys.argv[4], nodelay=kind == 'http-nodelay').serve_forever()
