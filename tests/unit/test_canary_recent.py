@@ -9,7 +9,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils import replay
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
-T0 = 1700000000.0          # a whole minute (1700000000 = 28333333 x 60 + 20): see the alignment below
+T0 = 1700000000.0          # 20 s into a unix minute (1700000000 = 28333333 x 60 + 20)
 LATENCY = {'p95_ms': 120, 'for': 180}
 
 
