@@ -154,12 +154,12 @@ def main():
     shadow = next((vm for vm in state['vms'] if vm.get('name') == f['shadow_name']), None)
     if not prims or shadow is None:
         raise SystemExit('lab: no primaries {0}N or no shadow {1} in the simulator'.format(args.prefix,
-                                                                                          f['shadow_name']))
+                                                                                           f['shadow_name']))
     path = f['canary']['stats_path']
     lab.call('POST', 'guest_file', {'vmid': shadow['vmid'], 'path': path, 'content': content})
     print("lab-canary: the agent's own stats.json ({0} bytes, written {1:.1f}s ago) is now {2} in {3} (vmid {4}): "
           'the reconcile reads it through the guest agent'.format(len(content), time.time() - s['time'], path,
-                                                                    f['shadow_name'], shadow['vmid']))
+                                                                  f['shadow_name'], shadow['vmid']))
     # The simulator has no real CPU: the shadow's is modelled from the primaries' load as lab-inject-load.py's
     # defaults give it (the same series for each primary).
     rate = f['spec'].get('rate', 1.0) if f['spec']['mode'] == 'sampled' else 1.0

@@ -101,7 +101,7 @@ class Process(object):
                 pass
             time.sleep(0.2)
         raise RuntimeError('{0} did not answer {1} within {2}s; log:\n{3}'.format(self.argv[0], url, timeout,
-                                                                                 self.tail()))
+                                                                                  self.tail()))
 
 
 class Exporter(Process):
@@ -206,7 +206,7 @@ def openmetrics(samples, labels=''):
             for p in points:
                 if p.get(field) is not None:
                     lines.append('{0}{{id="qemu/{1}"{2}}} {3} {4}'.format(name, vmid, extra, _number(p[field]),
-                                                                        int(p['time'])))
+                                                                          int(p['time'])))
     for name, field in counters:
         lines.append('# TYPE {0} counter'.format(name))
         for vmid, points in sorted(samples.items()):
@@ -220,7 +220,7 @@ def openmetrics(samples, labels=''):
                     total += p[field] * (p['time'] - last)
                 last = p['time']
                 lines.append('{0}_total{{id="qemu/{1}"{2}}} {3} {4}'.format(name, vmid, extra, _number(total),
-                                                                           int(p['time'])))
+                                                                            int(p['time'])))
     lines.append('# TYPE pve_guest_info gauge')
     for vmid, points in sorted(samples.items()):
         for p in points:
