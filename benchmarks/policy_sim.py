@@ -323,7 +323,8 @@ def evaluate(dataset, data, args, decide, normalise_scaling):
     seed = [simulate_reactive(v, u, st) for dummy, v, u, dummy2, st in data]
     pol = [simulate_policy(decide, v, u, st, f, scaling, args.level) for dummy, v, u, f, st in data]
     S, P = totals(seed), totals(pol)
-    tt_curve = [(target, run_rule(data, simulate_target, target=target)) for target in TARGETS]
+    tt_curve = [(target, run_rule(data, simulate_target, target=target, window=args.tt_window))
+                for target in TARGETS]
     tt_cap = [(T['avg_units'], T['under_min']) for dummy, T in tt_curve]
     close_target, T = min(tt_curve, key=lambda x: abs(x[1]['avg_units'] - P['avg_units']))
     tt_under = at_capacity(tt_cap, P['avg_units'])
@@ -338,8 +339,8 @@ def evaluate(dataset, data, args, decide, normalise_scaling):
     print('| rule | under-provisioned minutes | mean capacity (units) | scaling actions |')
     print('|---|---|---|---|')
     print('| seed reactive (70%%/30%%, 3 points) | %d | %.2f | %d |' % (S['under_min'], S['avg_units'], S['actions']))
-    print('| target tracking, target %.0f%% (closest capacity) | %d | %.2f | %d |' % (
-        100 * close_target, T['under_min'], T['avg_units'], T['actions']))
+    print('| target tracking (stabilisation %ds), target %.0f%% (closest capacity) | %d | %.2f | %d |' % (
+        args.tt_window, 100 * close_target, T['under_min'], T['avg_units'], T['actions']))
     print('| target tracking interpolated to the policy\'s capacity | %.0f | %.2f | - |' % (tt_under, P['avg_units']))
     print('| this policy | %d | %.2f | %d |' % (P['under_min'], P['avg_units'], P['actions']))
     print()
@@ -433,6 +434,8 @@ def main():
     ap.add_argument('--step-down', default=None, help='largest scale-down fraction (default: the policy default)')
     ap.add_argument('--level', type=float, default=None,
                     help='prediction-interval level of the upper bound (default: the policy default)')
+    ap.add_argument('--tt-window', type=int, default=300,
+                    help="target tracking's down-scale stabilisation window in seconds (default 300, HPA's)")
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
