@@ -1,24 +1,28 @@
 #!/usr/bin/env python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Scaling-policy simulation on the Bitbrains Rnd traces.
+"""Scaling-policy simulation on the Bitbrains Rnd traces and the datacenter aggregates.
 
-Each VM's last 7 days are replayed at 5-minute steps. Capacity is counted in
-instance-sized units (one unit = the VM's 95th-percentile CPU usage over those 7 days
-/ 4); a scale-out adds capacity 2 steps after the decision, a scale-in removes it at
-once. Compared:
+Each series' last 7 days (fewer for Alibaba's 7.8 days: every step with 2 days of history before
+it) are replayed at 5-minute steps. Capacity is counted in instance-sized units (one unit = the
+series' 95th-percentile CPU usage over those days / --units, default 4); a scale-out adds capacity
+2 steps after the decision, a scale-in removes it at once (in-flight scale-outs first). Compared:
 
 * seed:    the seed's reactive rule: +1 unit when usage > 70% of capacity for 3
            points, -1 unit when usage < 30% of capacity for 3 points;
-* tuned:   the same reactive rule with its thresholds moved until its average
-           capacity matches the policy's (the fair "same money" comparison);
+* target tracking (the anchor): Kubernetes HPA's rule, desired = ceil(usage / (target x unit)),
+           a 10% tolerance band, a 5-minute down-scale stabilisation window (the highest
+           recommendation of the window); its target swept, its under-provisioned minutes
+           interpolated at the policy's mean capacity (the "same money" comparison);
 * policy:  plugins/module_utils/scaling/policy.py decide(), fed with forecast.py's forecast of
-           the VM's demand (the code the modules run; forecasts are computed once per
-           VM and step and cached in benchmarks/results/, they do not depend on the
-           capacity the policy chose).
+           the series (the code the modules run; forecasts are computed once per series and step
+           and cached in benchmarks/results/ under the digest of forecast.py, they do not depend on
+           the capacity the policy chose), scaling.provision = the simulated lead (10m).
 
+Trade-off curves: the seed rule (high swept, low = high x 3/7), target tracking (target swept)
+and the policy (cpu.high swept), one point per setting; --plot writes them as a PNG.
 The shadow-minus-primary seed signal is not simulated (the traces have no shadow).
 
-    .venv/bin/python benchmarks/policy_sim.py [--vms N] [--jobs 2]
+    .venv/bin/python benchmarks/policy_sim.py [--dataset both] [--vms N] [--jobs 2] [--plot curve.png]
 """
 import argparse
 import json
@@ -73,9 +77,14 @@ def sim_range(values, days):
     return range(max(n - days * DAY, MIN_HISTORY), n)
 
 
+FORECASTER_ID = None      # --forecasts: simulate with the cached forecasts of an earlier forecast.py
+
+
 def _forecaster_id():
     """A digest of forecast.py: cached forecasts of another forecaster are never reused."""
     import hashlib
+    if FORECASTER_ID:
+        return FORECASTER_ID
     path = os.path.join(_traces.ROOT, 'plugins', 'module_utils', 'scaling', 'forecast.py')
     with open(path, 'rb') as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:10]
@@ -436,13 +445,18 @@ def main():
                     help='prediction-interval level of the upper bound (default: the policy default)')
     ap.add_argument('--tt-window', type=int, default=300,
                     help="target tracking's down-scale stabilisation window in seconds (default 300, HPA's)")
+    ap.add_argument('--forecasts', default=None, metavar='DIGEST',
+                    help='use the cached forecasts of the forecast.py with this digest (printed by every run) '
+                         'instead of the current one; implies --cached-only')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
-    global UNITS_START
+    global UNITS_START, FORECASTER_ID
     UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
+    FORECASTER_ID = args.forecasts
     jobs = [(ds, name, args.days) for ds in datasets for name in series_names(ds, args.vms)]
-    if args.cached_only:
+    if args.cached_only or args.forecasts:
+        args.cached_only = True
         jobs = [j for j in jobs if os.path.exists(_cache_path(j[0], j[1]))]
     if args.jobs > 1:
         import multiprocessing
