@@ -391,7 +391,7 @@ PINNED = {
         'metric': 'cpu', 'crossing_time': None, 'blocked_by': 'stabilization',
         'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 4},
         'recommendations': [{'time': 1700000000, 'instances': 4}], 'target': {'instances': 4}, 'amount': 0,
-        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +15m) -> 1 at 50% "
+        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +5m) -> 1 at 50% "
                   '(midway between low and high), but the stabilisation window (10m) still recommends 4',
     },
     'horizontal_down_held_by_window': {
@@ -400,7 +400,7 @@ PINNED = {
         'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 4},
         'recommendations': [{'time': 1699999970, 'instances': 5}, {'time': 1700000000, 'instances': 2}],
         'target': {'instances': 4}, 'amount': 0,
-        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +15m) -> 1 at 50% "
+        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +5m) -> 1 at 50% "
                   '(midway between low and high), but the stabilisation window (10m) still recommends 5',
     },
     'horizontal_down': {
@@ -410,7 +410,7 @@ PINNED = {
         'recommendations': [{'time': 1699999970, 'instances': 3}, {'time': 1700000000, 'instances': 2}],
         'target': {'instances': 3}, 'amount': -1,
         'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
-        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +15m) -> 1 at 50% "
+        'reason': "cpu load stays within 0.50 instances' worth (last 5m and forecast upper bound to +5m) -> 1 at 50% "
                   '(midway between low and high): 4 -> 3 instances (by stabilisation window)',
     },
     'horizontal_above_max': {

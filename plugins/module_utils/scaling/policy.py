@@ -47,7 +47,8 @@ benchmarks/policy_sim.py compares it with Kubernetes HPA-style target tracking a
   serves load, ``scaling.provision`` (default 5m) after the last point, to the end of ``horizon``).
   The decision's ``signal`` says which sized it: ``forecast`` or ``target``; ``shadow`` as above.
 * down: every metric must fit fewer instances with its load (the last ``duration`` observed and the
-  forecast's upper bound over the whole horizon) at the midpoint of ``low`` and ``high``
+  forecast's upper bound until a replacement could serve, ``provision``: a removed instance is gone
+  at once) at the midpoint of ``low`` and ``high``
   (hysteresis: a scale-down never lands where the next step would scale up again); no lower than
   the stabilisation window's highest recommendation (those recommendations are these down
   sizes); at most ``step_down`` (half) of the instances at once; ``signal`` ``forecast_low``.
@@ -399,9 +400,9 @@ def _size_horizontal(conf, info, data, n):
     * ``predicted``: ``ceil(peak / (high x capacity))`` with the peak of the forecast's upper bound from the time a
       clone decided now would serve load (``provision`` after the last point) to the end of ``horizon``. The
       forecast is a floor on top of target tracking: ``up = max(reactive, predicted)``.
-    * ``down``: the size that still holds, with ``high`` lowered by ``tolerance`` (hysteresis), the highest of the
-      last ``duration`` of observed load and of the upper bound over the whole horizon (a removed instance is gone
-      at once).
+    * ``down``: the size that holds, at the midpoint of ``low`` and ``high`` (hysteresis), the highest of the last
+      ``duration`` of observed load and of the upper bound until a clone decided now would serve (a removed instance
+      is gone at once; later load is for a scale-up to meet).
     """
     fc = info.get('forecast')
     if fc is None:
@@ -460,7 +461,7 @@ def _explain_up(z):
 def _explain_down(z):
     metric, cap = z['metric'], z['capacity'] or 1.0
     return '%s load stays within %s (last %s and forecast upper bound to +%s) -> %d at %s (midway between low and ' \
-        'high)' % (metric, _fmt_load(z['hold'], metric, cap), _fmt_secs(z['duration']), _fmt_secs(z['horizon']),
+        'high)' % (metric, _fmt_load(z['hold'], metric, cap), _fmt_secs(z['duration']), _fmt_secs(z['window']),
                    z['down'], _fmt(z['mid'] / cap, metric))
 
 
