@@ -408,6 +408,9 @@ def plot(path, all_curves):
         for (rule, pts), style in zip(sorted(curves.items()), ('o-', 's-', '^-')):
             pts = sorted(pts)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=rule, markersize=4)
+        near = [p[0] for rule in ('seed', 'policy') for p in curves[rule]]
+        if near:                                   # target tracking's far ends (target 10-20%) off the plot
+            ax.set_xlim(0.8 * min(near + [p[0] for p in curves['target tracking']]), 1.5 * max(near))
         ax.set_title(dataset)
         ax.set_xlabel('mean capacity (units)')
         ax.set_ylabel('under-provisioned minutes')
