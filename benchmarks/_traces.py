@@ -64,6 +64,38 @@ def load_vm(name, column=COLUMNS['cpu']):
     return values, cores
 
 
+AGGREGATES = 'datacenter_aggregates'
+
+
+def aggregate_series(limit=None):
+    """The datacenter aggregates (300 s steps) as ``[(name, values)]``, one per numeric column.
+
+    Every column of every file is a series (cpu, memory, network, disk, ...: whatever the
+    file holds), except the timestamp; the Alibaba file has no timestamp (row i = i x 300 s).
+    """
+    base = os.path.join(os.path.dirname(traces_dir()), AGGREGATES)
+    if not os.path.isdir(base):
+        sys.exit('datacenter aggregates not found at %s' % base)
+    out = []
+    for fname in sorted(f for f in os.listdir(base) if f.endswith('.csv')):
+        with open(os.path.join(base, fname)) as fh:
+            header = fh.readline().strip().split(',')
+            rows = [line.strip().split(',') for line in fh if line.strip()]
+        stem = fname.split('_')[0]
+        for col, cname in enumerate(header):
+            if cname == 'timestamp':
+                continue
+            values = []
+            for r in rows:
+                try:
+                    v = float(r[col])
+                except (ValueError, IndexError):
+                    v = None
+                values.append(v if v is not None and math.isfinite(v) else None)
+            out.append(('%s:%s' % (stem, cname), values))
+    return out[:limit] if limit else out
+
+
 def percentile(xs, q):
     xs = sorted(x for x in xs if x is not None and not math.isnan(x))
     if not xs:

@@ -48,11 +48,16 @@ import traceback
 import warnings
 
 MODELS = ('naive', 'seasonal_naive', 'ets', 'theta')
+DEFAULT_MEMBERS = ('ets', 'theta')
 
-DEFAULT_FIT_WINDOW_SECONDS = 86400       # parameters are estimated on one day...
-DEFAULT_BACKTEST_SECONDS = 86400         # ...and scored on the following day
+DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
+DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
 MIN_FIT_POINTS = 24                      # fewer: only naive is fitted
 MIN_BACKTEST_ORIGINS = 12
+MIN_CALIBRATION_ERRORS = 20              # fewer errors at one horizon: use those of all horizons
+SEASONS_NEEDED = 3                       # the season is removed only with 3 seasons in the fit window (M4)
+SEASONALITY_Z = 1.645                    # M4's 90% test
+SEASONAL_SMOOTH_SECONDS = 3600           # the daily profile is smoothed over one hour
 DAY_SECONDS = 86400
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
@@ -309,12 +314,91 @@ class _Theta(object):
 _CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
 
 
-def _result(np, name, mean, sd, level, nonneg, skip, extra):
-    z = _normal_quantile(0.5 + level / 2.0)
+# ---------------------------------------------------------------------------
+# Seasonality: the M4 competition's benchmarks' test and classical additive
+# decomposition (Makridakis, Spiliotis, Assimakopoulos 2020, "The M4 Competition:
+# 100,000 time series and 61 forecasting methods", section 2.4).
+# ---------------------------------------------------------------------------
+
+def _acf(np, x, max_lag):
+    """Sample autocorrelations r_1..r_max_lag (FFT; the usual biased estimator)."""
+    x = x - x.mean()
+    n = len(x)
+    size = 1 << int(math.ceil(math.log(2 * n - 1, 2)))
+    f = np.fft.rfft(x, size)
+    acov = np.fft.irfft(f * np.conjugate(f), size)[:max_lag + 1]
+    if acov[0] <= 0:
+        return np.zeros(max_lag)
+    return acov[1:] / acov[0]
+
+
+def is_seasonal(np, y, season, z=SEASONALITY_Z):
+    """M4's test: |r_m| > z * sqrt((1 + 2 * sum_{k<m} r_k^2) / n) (90% one-sided for z=1.645)."""
+    n = len(y)
+    if season < 2 or n < SEASONS_NEEDED * season:
+        return False
+    r = _acf(np, np.asarray(y, dtype=float), season)
+    limit = z * math.sqrt((1.0 + 2.0 * float(np.sum(r[:-1] ** 2))) / n)
+    return bool(abs(r[-1]) > limit)
+
+
+def seasonal_profile(np, y, season, smooth=1):
+    """Additive seasonal indices of ``y`` (classical decomposition, phase 0 = y[0]).
+
+    Trend: centred moving average of one season (2 x m when m is even); the indices are
+    the per-phase medians of y - trend (the median, not the mean, so that one busy day or a
+    spike does not become a daily pattern), smoothed along the cycle by a circular moving
+    average of ``smooth`` phases (a few days give each phase only a few noisy values, and a
+    short-horizon forecast uses the difference of neighbouring indices), centred on zero.
+    """
+    n = len(y)
+    if season % 2:
+        w = np.ones(season) / season
+    else:
+        w = np.concatenate(([0.5], np.ones(season - 1), [0.5])) / season
+    trend = np.convolve(y, w, mode='valid')              # trend[i] is centred at i + len(w) // 2
+    half = len(w) // 2
+    detr = np.full(n, np.nan)
+    detr[half:half + len(trend)] = y[half:half + len(trend)] - trend
+    pad = (-n) % season
+    table = np.concatenate((detr, np.full(pad, np.nan))).reshape(-1, season)
+    idx = np.nanmedian(table, axis=0)
+    idx = np.where(np.isfinite(idx), idx, 0.0)
+    smooth = int(smooth)
+    if smooth > 1:
+        ext = np.concatenate((idx[-(smooth // 2):], idx, idx[:smooth - 1 - smooth // 2])) if smooth < season else idx
+        idx = np.convolve(ext, np.ones(smooth) / smooth, mode='valid') if smooth < season else np.zeros(season)
+    return idx - idx.mean()
+
+
+class _Reseasoned(object):
+    """A member fitted on the seasonally adjusted series, with the seasonal indices added back."""
+
+    def __init__(self, model, indices, horizon):
+        self.model = model
+        self.indices = indices          # indices[p]: phase p, phase 0 = the model's first point
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        tgt = origins[:, None] + np.arange(1, self.horizon + 1)[None, :]
+        return self.model.forecasts(origins) + self.indices[np.mod(tgt, len(self.indices))]
+
+
+class _Combination(object):
+    """The equal-weight mean of the members' forecasts (M4's "Comb" benchmark style)."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def forecasts(self, origins):
+        return sum(m.forecasts(origins - shift) for m, shift in self.members) / float(len(self.members))
+
+
+def _result(np, name, mean, lo_off, hi_off, nonneg, skip, extra, level):
     mean = np.asarray(mean, dtype=float)[skip:]
-    sd = np.asarray(sd, dtype=float)[skip:]
-    lower = mean - z * sd
-    upper = mean + z * sd
+    lower = mean + np.minimum(np.asarray(lo_off, dtype=float)[skip:], 0.0)
+    upper = mean + np.maximum(np.asarray(hi_off, dtype=float)[skip:], 0.0)
     if nonneg:
         mean = np.maximum(mean, 0.0)
         lower = np.maximum(lower, 0.0)
@@ -325,24 +409,66 @@ def _result(np, name, mean, sd, level, nonneg, skip, extra):
     return out
 
 
+def _gaussian(level, sd):
+    z = _normal_quantile(0.5 + level / 2.0)
+    return -z * sd, z * sd
+
+
+def _conformal(np, errors, valid, level):
+    """Per-horizon quantiles of the out-of-sample errors (actual - forecast) at (1 -+ level) / 2.
+
+    Split conformal prediction (Vovk et al.; for time series Stankeviciute et al. 2021): the
+    errors come from forecasts made from origins after the fit window, so the interval is
+    calibrated on what the model did not see. The widths are made non-decreasing in the
+    horizon (a later step is never known better than an earlier one).
+    """
+    a = (1.0 - level) / 2.0
+    horizon = errors.shape[1]
+    pooled = errors[valid]
+    lo = np.empty(horizon)
+    hi = np.empty(horizon)
+    for h in range(horizon):
+        e = errors[:, h][valid[:, h]]
+        if len(e) < MIN_CALIBRATION_ERRORS:
+            e = pooled
+        n = len(e)
+        # finite-sample correction: the ceil((n + 1)(1 - a)) / n empirical quantile
+        q_hi = min(1.0, math.ceil((n + 1) * (1.0 - a)) / float(n))
+        hi[h] = np.quantile(e, q_hi)
+        lo[h] = np.quantile(e, 1.0 - q_hi)
+    hi = np.maximum.accumulate(np.maximum(hi, 0.0))
+    lo = -np.maximum.accumulate(np.maximum(-lo, 0.0))
+    return lo, hi
+
+
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
-                    fit_window_steps=None, backtest_steps=None, season_steps=None):
+                    fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
         ``None`` or NaN for gaps.
-    :param step_seconds: spacing of the points (seconds).
+    :param step_seconds: spacing of the points (seconds); the daily season in steps is
+        derived from it.
     :param horizon_steps: how many points to forecast (>= 1).
     :param level: central coverage of the prediction interval (0.8 = 10th..90th
         percentile).
-    :param models: restrict the candidates (``naive`` is always added).
-    :param fit_window_steps: points the parameters are estimated on (default one day).
-    :param backtest_steps: points the rolling-origin backtest scores (default one day).
-    :param season_steps: season length for seasonal naive (default one day of steps).
+    :param models: the members of the combination (default :data:`DEFAULT_MEMBERS`);
+        ``['naive']`` alone gives the last value.
+    :param fit_window_steps: at most this many points, before the calibration window, are
+        the parameters estimated on (default 7 days of steps).
+    :param backtest_steps: the calibration window: the last points, forecast from rolling
+        origins with the fitted parameters fixed; their errors set the interval (default
+        one day of steps, at most half the series).
+    :param season_steps: season length (default one day of steps, when that is whole).
+    :param deseasonalize: ``None`` (default) tests the fit window for the season (M4's
+        test); ``True``/``False`` force it.
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
-        ``model`` (winner's name), ``level``, ``backtest`` (MAE per candidate, empty
-        when the series is too short to backtest) and ``origin_gap`` (trailing gap
-        steps that were skipped).
+        ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
+        too short), ``members``, ``seasonal`` (whether the season was removed before the fit),
+        ``interval`` (``conformal`` or ``gaussian``), ``level``, ``backtest`` (mean absolute
+        error over the calibration window per member, of the combination and of naive;
+        empty when the series is too short) and ``origin_gap`` (trailing gap steps that were
+        skipped).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -353,10 +479,12 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         raise ValueError('step_seconds must be > 0')
     if not 0.0 < level < 1.0:
         raise ValueError('level must be between 0 and 1 (exclusive)')
-    wanted = set(MODELS if models is None else models) | {'naive'}
-    unknown = wanted - set(MODELS)
+    members = list(DEFAULT_MEMBERS if models is None else models)
+    unknown = set(members) - set(MODELS)
     if unknown:
         raise ValueError('unknown model(s): %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(MODELS)))
+    if not members:
+        members = ['naive']
 
     libs = _libs()
     np = libs.np
@@ -364,10 +492,11 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     nonneg = bool(np.min(y) >= 0)
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
-    extra = {'backtest': {}, 'origin_gap': gap}
+    extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'seasonal': False, 'interval': 'gaussian'}
 
     if np.ptp(y) == 0.0:
-        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), level, nonneg, gap, extra)
+        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), np.zeros(horizon),
+                       nonneg, gap, extra, level)
 
     per_day = DAY_SECONDS / float(step_seconds)
     bt = int(backtest_steps or max(1, round(DEFAULT_BACKTEST_SECONDS / float(step_seconds))))
@@ -375,23 +504,25 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     bt = min(bt, max(0, n // 2))
     fit_end = n - bt
     fw = min(fw, fit_end)
-    if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS:
-        # Too short to estimate and score anything honestly: the last value.
+    if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS or members == ['naive']:
+        # Too short to estimate and calibrate anything honestly (or asked for): the last value.
         naive = _Naive(libs, y, n, horizon)
-        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], naive.sd(), level, nonneg, gap, extra)
+        lo, hi = _gaussian(level, naive.sd())
+        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], lo, hi, nonneg, gap, extra, level)
 
     season = int(season_steps) if season_steps else (int(per_day) if per_day == int(per_day) else 0)
-    if 'seasonal_naive' in wanted and not (season > horizon and fit_end - season >= max(MIN_FIT_POINTS, season)):
-        wanted.discard('seasonal_naive')
+    season_ok = season > 1 and fw >= SEASONS_NEEDED * season
+    if 'seasonal_naive' in members and not (season > horizon and fit_end - season >= max(MIN_FIT_POINTS, season)):
+        members.remove('seasonal_naive')
 
-    # Work on the recent part only: the fit window, the backtest, and one season before
-    # them when seasonal naive needs it.
-    keep = fw + bt + (season if 'seasonal_naive' in wanted else 0)
+    # Work on the recent part only: the fit window, the calibration window, and one season
+    # before them when seasonal naive needs it.
+    keep = fw + bt + (season if 'seasonal_naive' in members else 0)
     start = max(0, n - keep)
     yw = y[start:]
     obs = observed[start:]
-    fe = len(yw) - bt                           # fit on yw[:fe] (its last fw points)
-    fs = fe - fw                                 # fit window start inside yw
+    fe = len(yw) - bt                           # fit on yw[fs:fe]
+    fs = fe - fw
 
     origins = np.arange(fe - 1, len(yw) - 1)     # state after observing yw[t]
     steps = np.arange(1, horizon + 1)
@@ -400,37 +531,52 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     tgt_c = np.minimum(tgt, len(yw) - 1)
     valid &= obs[tgt_c]                          # score only on observed (not interpolated) values
     actual = yw[tgt_c]
+    last = np.array([len(yw) - 1])
 
-    fitted = {}
+    seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
+    profile = None
+    if seasonal:
+        # indices estimated on the fit window only; phase p of yw is (p - fs) mod season
+        smooth = max(1, int(round(SEASONAL_SMOOTH_SECONDS / float(step_seconds)))) if season == int(per_day) else 1
+        prof = seasonal_profile(np, yw[fs:fe], season, smooth)
+        profile = prof[(np.arange(len(yw)) - fs) % season]
+        extra['seasonal'] = True
+
+    fitted = []
     scores = {}
     with warnings.catch_warnings(), _OneThread(libs):
         warnings.simplefilter('ignore')
+        naive = _Naive(libs, yw, fe, horizon)
+        scores['naive'] = float(np.mean(np.abs(naive.forecasts(origins) - actual)[valid]))
         for name in MODELS:
-            if name not in wanted:
+            if name not in members:
                 continue
             try:
-                if name == 'seasonal_naive':
-                    model = _SeasonalNaive(libs, yw, fe, horizon, season)
+                if name in ('seasonal_naive', 'naive'):
+                    model, shift = _CANDIDATES[name](libs, yw, fe, horizon, season), 0
+                elif profile is not None:
+                    model, shift = _Reseasoned(_CANDIDATES[name](libs, (yw - profile)[fs:], fe - fs, horizon),
+                                               prof, horizon), fs
                 else:
-                    # fit on the window only: shift so the model sees yw[fs:]
-                    model = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon, season)
-            except Exception:  # a candidate that cannot be fitted simply does not compete
-                if name == 'naive':
-                    raise
+                    model, shift = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon), fs
+                f = model.forecasts(origins - shift)
+                f_last = model.forecasts(last - shift)
+            except Exception:  # a member that cannot be fitted leaves the combination
                 continue
-            shift = 0 if name == 'seasonal_naive' else fs
-            f = model.forecasts(origins - shift)
-            if not np.all(np.isfinite(f)):
+            if not (np.all(np.isfinite(f)) and np.all(np.isfinite(f_last))):
                 continue
-            err = np.abs(f - actual)[valid]
-            scores[name] = float(np.mean(err)) if err.size else float('inf')
-            fitted[name] = (model, shift)
+            scores[name] = float(np.mean(np.abs(f - actual)[valid]))
+            fitted.append((name, model, shift))
 
-    best = 'naive'
-    for name in MODELS:
-        if name in scores and scores[name] < scores[best]:
-            best = name
-    model, shift = fitted[best]
-    mean = model.forecasts(np.array([len(yw) - 1 - shift]))[0]
-    extra['backtest'] = scores
-    return _result(np, best, mean, model.sd(), level, nonneg, gap, extra)
+    if not fitted:
+        lo, hi = _gaussian(level, naive.sd())
+        return _result(np, 'naive', naive.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
+    comb = _Combination([(m, shift) for dummy, m, shift in fitted])
+    f = comb.forecasts(origins)
+    names = [name for name, dummy, dummy2 in fitted]
+    name = names[0] if len(names) == 1 else 'combination'
+    if len(names) > 1:
+        scores['combination'] = float(np.mean(np.abs(f - actual)[valid]))
+    lo, hi = _conformal(np, actual - f, valid, level)
+    extra.update(backtest=scores, members=names, interval='conformal')
+    return _result(np, name, comb.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
