@@ -141,7 +141,10 @@ def report(data, rows, reference):
         inside / float(scored) if scored else float('nan'),
         _traces.percentile(cpu, 0.5), _traces.percentile(cpu, 0.9),
         _traces.percentile(wall, 0.5), _traces.percentile(wall, 0.9)), flush=True)
-    return 'models used (%s): %s' % (data, ', '.join('%s %d' % kv for kv in sorted(models.items())))
+    sweep = ', '.join('>= %.1f: %s (%d series)' % (th, fmt([r for r in rows if r['acf'] >= th], 'rel'),
+                                                   sum(1 for r in rows if r['acf'] >= th)) for th in (0.2, 0.3, 0.5, 0.7))
+    return '%s: models used: %s\n%s: relMAE of the series whose ACF at 1 day is %s' % (
+        data, ', '.join('%s %d' % kv for kv in sorted(models.items())), data, sweep)
 
 
 def main():
@@ -155,6 +158,8 @@ def main():
     ap.add_argument('--fit-window', type=int, default=None, help='fit window in steps (default: forecast.py default)')
     ap.add_argument('--backtest', type=int, default=None, help='calibration window in steps (default: one day)')
     ap.add_argument('--deseasonalize', choices=('auto', 'on', 'off'), default='auto')
+    ap.add_argument('--combine', choices=('inverse_error', 'equal', 'best'), default=None,
+                    help='how members are combined (default: forecast.py default)')
     ap.add_argument('--no-reference', action='store_true', help='skip the plain ETS reference (faster)')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
@@ -168,6 +173,8 @@ def main():
         opts['fit_window_steps'] = args.fit_window
     if args.backtest:
         opts['backtest_steps'] = args.backtest
+    if args.combine:
+        opts['combine'] = args.combine
     if args.deseasonalize != 'auto':
         opts['deseasonalize'] = args.deseasonalize == 'on'
     reference = not args.no_reference

@@ -34,7 +34,7 @@ def test_linear_ramp_is_extrapolated():
     values = [5.0 + 2.0 * t for t in range(600)]
     res = forecast_series(values, STEP, 15)
     _shape_ok(res, 15)
-    assert res['model'] == 'combination' and res['members'] == ['ets', 'theta']
+    assert res['model'] == 'combination' and res['members'] == ['naive', 'ets', 'theta']
     assert res['interval'] == 'conformal'
     expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
     for h, (got, want) in enumerate(zip(res['mean'], expected)):
@@ -169,22 +169,28 @@ def test_non_negative_series_are_clipped_at_zero():
     assert min(res['lower']) >= 0.0 and min(res['mean']) >= 0.0
 
 
-def test_combination_is_the_mean_of_its_members():
+def test_combination_weights_members_by_their_out_of_sample_error():
     rnd = random.Random(4)
     values = []
     x = 20.0
     for t in range(800):
         x = 0.9 * x + 2.0 + rnd.gauss(0, 3)
         values.append(x + (15.0 if (t // 37) % 2 else 0.0))
-    res = forecast_series(values, STEP, 8)
+    res = forecast_series(values, STEP, 8, models=['ets', 'theta'])
     assert set(res['backtest']) == {'naive', 'ets', 'theta', 'combination'}
-    # the absolute error of a mean is at most the mean of the absolute errors
-    assert res['backtest']['combination'] <= (res['backtest']['ets'] + res['backtest']['theta']) / 2.0 + 1e-9
+    w, mae = res['weights'], res['backtest']
+    assert abs(w['ets'] + w['theta'] - 1.0) < 1e-3
+    # inverse-error weights: the member with the smaller calibration MAE counts more, in proportion
+    assert abs(w['ets'] / w['theta'] - mae['theta'] / mae['ets']) < 1e-2
+    # the absolute error of a weighted mean is at most the weighted mean of the absolute errors
+    assert mae['combination'] <= w['ets'] * mae['ets'] + w['theta'] * mae['theta'] + 1e-6
     ets = forecast_series(values, STEP, 8, models=['ets'])
     theta = forecast_series(values, STEP, 8, models=['theta'])
-    assert ets['model'] == 'ets' and theta['model'] == 'theta'
+    assert ets['model'] == 'ets' and theta['model'] == 'theta' and ets['weights'] == {'ets': 1.0}
     for got, a, b in zip(res['mean'], ets['mean'], theta['mean']):
-        assert abs(got - (a + b) / 2.0) < 1e-9
+        assert abs(got - (w['ets'] * a + w['theta'] * b)) < 1e-3 * (abs(a) + abs(b))
+    # the default members: naive, ETS and Theta (no season in this series)
+    assert forecast_series(values, STEP, 8)['members'] == ['naive', 'ets', 'theta']
 
 
 def test_interval_is_calibrated_on_out_of_sample_errors():

@@ -12,25 +12,34 @@ How a forecast is made
   interpolated linearly, trailing gaps move the forecast origin back to the last
   observed point (the returned forecast still starts one step after the end of
   ``values``).
-* Candidates: ``naive`` (last value), ``seasonal_naive`` (same time yesterday; only
-  when there are at least two days of history plus the backtest), ``ets`` (additive
-  errors, additive damped trend) and ``theta`` (standard Theta, i.e. simple
-  exponential smoothing with half the fitted drift).
-* Each model's parameters are estimated by statsmodels once, on a recent window
-  that ends where the backtest starts. The backtest then makes a forecast from
-  every origin in the last ``backtest_steps`` points with those parameters fixed,
-  updating only the model's state with each new observation (rolling origin,
-  no refit). Nothing the parameters were estimated on is scored, so the
-  comparison is out of sample. The candidate with the lowest mean absolute error
-  over all origins and horizons 1..``horizon_steps`` wins; ``naive`` is always a
-  candidate and wins ties, so the choice is never worse than naive on that
-  backtest.
-* The final forecast uses the winner's same fixed parameters with its state run
-  to the last observation: exactly the procedure the backtest scored.
-* Prediction intervals are the model's own (Gaussian) intervals: random walk
-  ``sigma * sqrt(h)`` for naive, ``sigma * sqrt(k + 1)`` for seasonal naive,
-  the ETS(A,Ad,N) and ARIMA(0,1,1) (Theta) h-step variances, with ``sigma``
-  estimated from the one-step errors on the fit window.
+* The series is split in a fit window (up to 7 days) and the calibration window
+  after it (the last day; at most half the series). Every step count is derived
+  from ``step_seconds``: one day is 288 steps at 5 minutes, 1440 at 1 minute, 48 at
+  30 minutes.
+* Daily season: when the fit window holds 3 days and the M4 competition's test
+  (autocorrelation at lag one day, 90%) finds the season there, additive seasonal
+  indices are estimated on the fit window (classical decomposition, median per
+  phase) and the seasonal members join.
+* Members (a forecast combination, as the M4 competition's best simple entries do):
+  ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
+  ``theta`` (standard Theta: SES with half the fitted drift), and with a season
+  ``seasonal_naive`` (same time yesterday), ``seasonal_ets`` and ``seasonal_theta``
+  (the same models fitted on the seasonally adjusted series, the indices added back).
+* Each member's parameters are estimated once, by statsmodels, on the fit window.
+  With those parameters fixed, each member forecasts from every origin of the
+  calibration window (rolling origin, only the model state is updated), so every
+  error there is out of sample.
+* The forecast is the members' weighted mean, with weights inversely proportional
+  to each member's mean absolute error over the calibration window (inverse-error
+  weights, after Bates & Granger 1969): a member that does badly on this series
+  counts little, none is chosen outright (choosing one on a day's backtest was
+  measured: it generalises worse than any weighting, benchmarks/README.md).
+* The prediction interval is split conformal: the quantiles of the combination's
+  own calibration errors at each horizon step, at (1 - level) / 2 and
+  (1 + level) / 2 (finite-sample corrected, widths non-decreasing with the step).
+  They follow the series' real error distribution (skewed bursts included) instead
+  of a Gaussian assumption. Too short to calibrate: the random walk's Gaussian
+  interval around the last value.
 * Series that never go negative (utilisation, bytes/s) get ``mean`` and
   ``lower`` clipped at 0.
 
@@ -47,8 +56,10 @@ import os
 import traceback
 import warnings
 
-MODELS = ('naive', 'seasonal_naive', 'ets', 'theta')
-DEFAULT_MEMBERS = ('ets', 'theta')
+MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
+COMBINE = ('inverse_error', 'equal', 'best')
+SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
+DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
 DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
@@ -57,7 +68,6 @@ MIN_BACKTEST_ORIGINS = 12
 MIN_CALIBRATION_ERRORS = 20              # fewer errors at one horizon: use those of all horizons
 SEASONS_NEEDED = 3                       # the season is removed only with 3 seasons in the fit window (M4)
 SEASONALITY_Z = 1.645                    # M4's 90% test
-SEASONAL_SMOOTH_SECONDS = 3600           # the daily profile is smoothed over one hour
 DAY_SECONDS = 86400
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
@@ -385,16 +395,6 @@ class _Reseasoned(object):
         return self.model.forecasts(origins) + self.indices[np.mod(tgt, len(self.indices))]
 
 
-class _Combination(object):
-    """The equal-weight mean of the members' forecasts (M4's "Comb" benchmark style)."""
-
-    def __init__(self, members):
-        self.members = members
-
-    def forecasts(self, origins):
-        return sum(m.forecasts(origins - shift) for m, shift in self.members) / float(len(self.members))
-
-
 def _result(np, name, mean, lo_off, hi_off, nonneg, skip, extra, level):
     mean = np.asarray(mean, dtype=float)[skip:]
     lower = mean + np.minimum(np.asarray(lo_off, dtype=float)[skip:], 0.0)
@@ -442,7 +442,8 @@ def _conformal(np, errors, valid, level):
 
 
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
-                    fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None):
+                    fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
+                    combine='inverse_error'):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
@@ -461,7 +462,10 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         one day of steps, at most half the series).
     :param season_steps: season length (default one day of steps, when that is whole).
     :param deseasonalize: ``None`` (default) tests the fit window for the season (M4's
-        test); ``True``/``False`` force it.
+        test); ``True``/``False`` force the seasonal members in or out.
+    :param combine: ``inverse_error`` (default: weights inversely proportional to each
+        member's calibration MAE), ``equal`` (the plain mean) or ``best`` (only the member
+        with the lowest calibration MAE: the selection this replaced, for comparisons).
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
         ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
         too short), ``members``, ``seasonal`` (whether the season was removed before the fit),
@@ -485,6 +489,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         raise ValueError('unknown model(s): %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(MODELS)))
     if not members:
         members = ['naive']
+    if combine not in COMBINE:
+        raise ValueError('combine must be one of %s' % ', '.join(COMBINE))
 
     libs = _libs()
     np = libs.np
@@ -537,46 +543,57 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     profile = None
     if seasonal:
         # indices estimated on the fit window only; phase p of yw is (p - fs) mod season
-        smooth = max(1, int(round(SEASONAL_SMOOTH_SECONDS / float(step_seconds)))) if season == int(per_day) else 1
-        prof = seasonal_profile(np, yw[fs:fe], season, smooth)
+        prof = seasonal_profile(np, yw[fs:fe], season)
         profile = prof[(np.arange(len(yw)) - fs) % season]
         extra['seasonal'] = True
 
-    fitted = []
+    cal, final = {}, {}
     scores = {}
     with warnings.catch_warnings(), _OneThread(libs):
         warnings.simplefilter('ignore')
         naive = _Naive(libs, yw, fe, horizon)
         scores['naive'] = float(np.mean(np.abs(naive.forecasts(origins) - actual)[valid]))
         for name in MODELS:
-            if name not in members:
+            if name not in members or (name in SEASONAL_MEMBERS and profile is None):
                 continue
             try:
                 if name in ('seasonal_naive', 'naive'):
                     model, shift = _CANDIDATES[name](libs, yw, fe, horizon, season), 0
-                elif profile is not None:
-                    model, shift = _Reseasoned(_CANDIDATES[name](libs, (yw - profile)[fs:], fe - fs, horizon),
-                                               prof, horizon), fs
+                elif name in SEASONAL_MEMBERS:
+                    base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon)
+                    model, shift = _Reseasoned(base, prof, horizon), fs
                 else:
                     model, shift = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon), fs
                 f = model.forecasts(origins - shift)
-                f_last = model.forecasts(last - shift)
+                f_last = model.forecasts(last - shift)[0]
             except Exception:  # a member that cannot be fitted leaves the combination
                 continue
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(f_last))):
                 continue
             scores[name] = float(np.mean(np.abs(f - actual)[valid]))
-            fitted.append((name, model, shift))
+            cal[name], final[name] = f, f_last
 
-    if not fitted:
+    if not cal:
         lo, hi = _gaussian(level, naive.sd())
         return _result(np, 'naive', naive.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
-    comb = _Combination([(m, shift) for dummy, m, shift in fitted])
-    f = comb.forecasts(origins)
-    names = [name for name, dummy, dummy2 in fitted]
+    names = [name for name in MODELS if name in cal]
+    # Weights inversely proportional to each member's out-of-sample MAE over the calibration window.
+    if combine == 'equal':
+        inv = [1.0] * len(names)
+    elif combine == 'best':
+        best = min(names, key=lambda k: scores[k])
+        inv = [1.0 if nm == best else 0.0 for nm in names]
+    else:
+        inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
+    weights = [v / sum(inv) for v in inv]
+    f = sum(w * cal[nm] for w, nm in zip(weights, names))
+    mean = sum(w * final[nm] for w, nm in zip(weights, names))
     name = names[0] if len(names) == 1 else 'combination'
+    if combine == 'best':
+        name = names[weights.index(1.0)]
     if len(names) > 1:
         scores['combination'] = float(np.mean(np.abs(f - actual)[valid]))
     lo, hi = _conformal(np, actual - f, valid, level)
-    extra.update(backtest=scores, members=names, interval='conformal')
-    return _result(np, name, comb.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
+    extra.update(backtest=scores, members=names, interval='conformal',
+                 weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
+    return _result(np, name, mean, lo, hi, nonneg, gap, extra, level)
