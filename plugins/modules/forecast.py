@@ -10,8 +10,9 @@ short_description: Forecast each service's load from the metrics history and dec
 version_added: 0.1.0
 description:
   - For every service of the given plans, reads the service's history (written by M(shadownet.proxmox.metrics)),
-    forecasts CPU, memory and network demand with prediction intervals (the model is chosen per series by a
-    rolling backtest; the naive forecast is always a candidate) and runs the scaling policy on it.
+    forecasts CPU, memory and network demand with prediction intervals (a weighted combination of naive, ETS,
+    Theta and, when the history shows a daily season, seasonal models; intervals from out-of-sample errors) and
+    runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
     normalised for its size and the mirror's sample rate, runs hotter than the primaries for C(duration).
     A scale-down needs every metric's forecast to stay under C(low) for C(duration). Instance bounds, cooldowns
@@ -51,9 +52,11 @@ options:
       - Defaults to E(SHADOWNET_HISTORY), else C(~/.local/share/shadownet/history.sqlite).
     type: path
   history_window:
-    description: How much history, in seconds, the forecasts use.
+    description:
+      - How much history, in seconds, the forecasts use. The forecaster fits on up to 7 days before its last day
+        and needs 3 days plus that day to use a daily season, so less than 4 days forgoes the season.
     type: int
-    default: 86400
+    default: 604800
   level:
     description:
       - Central coverage of the prediction interval whose upper bound is tested against the thresholds.
@@ -62,10 +65,14 @@ options:
     type: float
     default: 0.5
   models:
-    description: Restrict the forecast candidates (naive is always one).
+    description:
+      - The members of the forecast combination (default C(naive), C(ets), C(theta), and with a daily season
+        C(seasonal_naive) and C(seasonal_theta)). C(seasonal_ets) is ETS on the deseasonalised series (slower).
+      - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
+        shows a daily season.
     type: list
     elements: str
-    choices: [naive, seasonal_naive, ets, theta]
+    choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta]
   forecast_only:
     description:
       - Mark every decision as not to be acted on (M(shadownet.proxmox.scale) then only reports it). A plan's
@@ -162,9 +169,10 @@ def main():
         plans=dict(type='raw', required=True),
         services=dict(type='list', elements='str'),
         history_path=dict(type='path'),
-        history_window=dict(type='int', default=86400),
+        history_window=dict(type='int', default=604800),
         level=dict(type='float', default=0.5),
-        models=dict(type='list', elements='str', choices=['naive', 'seasonal_naive', 'ets', 'theta']),
+        models=dict(type='list', elements='str',
+                    choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta']),
         forecast_only=dict(type='bool', default=False),
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),

@@ -77,7 +77,7 @@ def test_rising_scales_up_before_crossing_high():
     assert d['crossing_time'] - NOW <= true_cross + STEP
     assert d['target']['instances'] >= 3 and d['amount'] == d['target']['instances'] - 2
     fc = d['forecast']['cpu']
-    assert len(fc['upper']) >= 15 and fc['model'] in ('naive', 'ets', 'theta')
+    assert len(fc['upper']) >= 15 and fc['model'] in ('combination', 'naive', 'ets', 'theta')
     assert 'cpu' in d['reason'] and '2 -> %d' % d['target']['instances'] in d['reason']
     # target = ceil(peak upper bound / (high x capacity)), clamped
     peak = max(fc['upper'][:15])

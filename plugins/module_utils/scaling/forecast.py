@@ -58,6 +58,7 @@ import warnings
 
 MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
 COMBINE = ('inverse_error', 'equal', 'best')
+RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours
 SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
@@ -414,28 +415,40 @@ def _gaussian(level, sd):
     return -z * sd, z * sd
 
 
-def _conformal(np, errors, valid, level):
+def _weighted_quantile(np, e, w, q):
+    """The smallest error whose cumulative weight reaches q (weights need not sum to 1)."""
+    order = np.argsort(e)
+    cum = np.cumsum(w[order])
+    i = int(np.searchsorted(cum, q * cum[-1], side='left'))
+    return float(e[order][min(i, len(e) - 1)])
+
+
+def _conformal(np, errors, valid, level, recency):
     """Per-horizon quantiles of the out-of-sample errors (actual - forecast) at (1 -+ level) / 2.
 
     Split conformal prediction (Vovk et al.; for time series Stankeviciute et al. 2021): the
     errors come from forecasts made from origins after the fit window, so the interval is
-    calibrated on what the model did not see. The widths are made non-decreasing in the
+    calibrated on what the model did not see. Recent origins weigh more (``recency``, one
+    weight per origin; Barber, Candes, Ramdas, Tibshirani 2023, "Conformal prediction beyond
+    exchangeability"), with the new point's own weight counted as unbounded error so the
+    interval keeps its finite-sample coverage. The widths are made non-decreasing in the
     horizon (a later step is never known better than an earlier one).
     """
     a = (1.0 - level) / 2.0
     horizon = errors.shape[1]
-    pooled = errors[valid]
     lo = np.empty(horizon)
     hi = np.empty(horizon)
+    w_all = np.broadcast_to(recency[:, None], errors.shape)
     for h in range(horizon):
-        e = errors[:, h][valid[:, h]]
-        if len(e) < MIN_CALIBRATION_ERRORS:
-            e = pooled
-        n = len(e)
-        # finite-sample correction: the ceil((n + 1)(1 - a)) / n empirical quantile
-        q_hi = min(1.0, math.ceil((n + 1) * (1.0 - a)) / float(n))
-        hi[h] = np.quantile(e, q_hi)
-        lo[h] = np.quantile(e, 1.0 - q_hi)
+        ok = valid[:, h]
+        if ok.sum() < MIN_CALIBRATION_ERRORS:
+            ok = valid
+            e, w = errors[ok], w_all[ok]
+        else:
+            e, w = errors[:, h][ok], recency[ok]
+        total = float(w.sum()) + 1.0          # the new point, weight 1 (the most recent)
+        hi[h] = _weighted_quantile(np, e, w, min(1.0, (1.0 - a) * total / float(w.sum())))
+        lo[h] = _weighted_quantile(np, e, w, max(0.0, 1.0 - (1.0 - a) * total / float(w.sum())))
     hi = np.maximum.accumulate(np.maximum(hi, 0.0))
     lo = -np.maximum.accumulate(np.maximum(-lo, 0.0))
     return lo, hi
@@ -538,6 +551,12 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     valid &= obs[tgt_c]                          # score only on observed (not interpolated) values
     actual = yw[tgt_c]
     last = np.array([len(yw) - 1])
+    half_life = max(1.0, RECENCY_HALF_LIFE_SECONDS / float(step_seconds))
+    recency = 0.5 ** ((origins[-1] - origins) / half_life)      # newest origin: 1
+    w_err = np.where(valid, recency[:, None], 0.0)
+
+    def mae(f):
+        return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
 
     seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
     profile = None
@@ -552,7 +571,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     with warnings.catch_warnings(), _OneThread(libs):
         warnings.simplefilter('ignore')
         naive = _Naive(libs, yw, fe, horizon)
-        scores['naive'] = float(np.mean(np.abs(naive.forecasts(origins) - actual)[valid]))
+        scores['naive'] = mae(naive.forecasts(origins))
         for name in MODELS:
             if name not in members or (name in SEASONAL_MEMBERS and profile is None):
                 continue
@@ -570,7 +589,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                 continue
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(f_last))):
                 continue
-            scores[name] = float(np.mean(np.abs(f - actual)[valid]))
+            scores[name] = mae(f)
             cal[name], final[name] = f, f_last
 
     if not cal:
@@ -592,8 +611,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     if combine == 'best':
         name = names[weights.index(1.0)]
     if len(names) > 1:
-        scores['combination'] = float(np.mean(np.abs(f - actual)[valid]))
-    lo, hi = _conformal(np, actual - f, valid, level)
+        scores['combination'] = mae(f)
+    lo, hi = _conformal(np, actual - f, valid, level, recency)
     extra.update(backtest=scores, members=names, interval='conformal',
                  weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
     return _result(np, name, mean, lo, hi, nonneg, gap, extra, level)
