@@ -158,7 +158,7 @@ def main():
     ap.add_argument('--fit-window', type=int, default=None, help='fit window in steps (default: forecast.py default)')
     ap.add_argument('--backtest', type=int, default=None, help='calibration window in steps (default: one day)')
     ap.add_argument('--deseasonalize', choices=('auto', 'on', 'off'), default='auto')
-    ap.add_argument('--combine', choices=('inverse_error', 'equal', 'best'), default=None,
+    ap.add_argument('--combine', choices=('inverse_mse', 'inverse_error', 'equal', 'best'), default=None,
                     help='how members are combined (default: forecast.py default)')
     ap.add_argument('--no-reference', action='store_true', help='skip the plain ETS reference (faster)')
     ap.add_argument('--quiet', action='store_true', help='summary only')

@@ -176,7 +176,7 @@ def test_combination_weights_members_by_their_out_of_sample_error():
     for t in range(800):
         x = 0.9 * x + 2.0 + rnd.gauss(0, 3)
         values.append(x + (15.0 if (t // 37) % 2 else 0.0))
-    res = forecast_series(values, STEP, 8, models=['ets', 'theta'])
+    res = forecast_series(values, STEP, 8, models=['ets', 'theta'], combine='inverse_error')
     assert set(res['backtest']) == {'naive', 'ets', 'theta', 'combination'}
     w, mae = res['weights'], res['backtest']
     assert abs(w['ets'] + w['theta'] - 1.0) < 1e-3
@@ -189,8 +189,18 @@ def test_combination_weights_members_by_their_out_of_sample_error():
     assert ets['model'] == 'ets' and theta['model'] == 'theta' and ets['weights'] == {'ets': 1.0}
     for got, a, b in zip(res['mean'], ets['mean'], theta['mean']):
         assert abs(got - (w['ets'] * a + w['theta'] * b)) < 1e-3 * (abs(a) + abs(b))
-    # the default members: naive, ETS and Theta (no season in this series)
-    assert forecast_series(values, STEP, 8)['members'] == ['naive', 'ets', 'theta']
+    # the default members: naive, ETS and Theta (no season in this series), weighted by inverse MSE: the
+    # member with the smaller error counts more than in proportion to its MAE
+    default = forecast_series(values, STEP, 8)
+    assert default['members'] == ['naive', 'ets', 'theta']
+    sq = forecast_series(values, STEP, 8, models=['ets', 'theta'])['weights']
+    better, worse = sorted(('ets', 'theta'), key=lambda k: mae[k])
+    assert sq[better] / sq[worse] >= w[better] / w[worse] - 1e-3
+    # the selection it replaced, for comparisons: one member, named
+    best = forecast_series(values, STEP, 8, models=['ets', 'theta'], combine='best')
+    assert best['model'] == better and best['weights'][better] == 1.0
+    with pytest.raises(ValueError, match='combine'):
+        forecast_series(values, STEP, 8, combine='median')
 
 
 def test_interval_is_calibrated_on_out_of_sample_errors():

@@ -30,13 +30,15 @@ How a forecast is made
   calibration window (rolling origin, only the model state is updated), so every
   error there is out of sample.
 * The forecast is the members' weighted mean, with weights inversely proportional
-  to each member's mean absolute error over the calibration window (inverse-error
-  weights, after Bates & Granger 1969): a member that does badly on this series
-  counts little, none is chosen outright (choosing one on a day's backtest was
-  measured: it generalises worse than any weighting, benchmarks/README.md).
-* The prediction interval is split conformal: the quantiles of the combination's
-  own calibration errors at each horizon step, at (1 - level) / 2 and
-  (1 + level) / 2 (finite-sample corrected, widths non-decreasing with the step).
+  to each member's mean squared error over the calibration window (Bates & Granger
+  1969): a member that does badly on this series counts little, none is chosen
+  outright (choosing one on a day's backtest generalises worse: benchmarks/README.md).
+  Errors from recent origins weigh more (half-life 2 hours), so a change of
+  behaviour inside the calibration day (a ramp that started an hour ago) shows.
+* The prediction interval is split conformal: the (recency-weighted) quantiles of
+  the combination's own calibration errors at each horizon step, at
+  (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
+  non-decreasing with the step).
   They follow the series' real error distribution (skewed bursts included) instead
   of a Gaussian assumption. Too short to calibrate: the random walk's Gaussian
   interval around the last value.
@@ -57,7 +59,7 @@ import traceback
 import warnings
 
 MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
-COMBINE = ('inverse_error', 'equal', 'best')
+COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
 RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours
 SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
@@ -456,7 +458,7 @@ def _conformal(np, errors, valid, level, recency):
 
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                     fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
-                    combine='inverse_error'):
+                    combine='inverse_mse'):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
@@ -476,9 +478,11 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     :param season_steps: season length (default one day of steps, when that is whole).
     :param deseasonalize: ``None`` (default) tests the fit window for the season (M4's
         test); ``True``/``False`` force the seasonal members in or out.
-    :param combine: ``inverse_error`` (default: weights inversely proportional to each
-        member's calibration MAE), ``equal`` (the plain mean) or ``best`` (only the member
-        with the lowest calibration MAE: the selection this replaced, for comparisons).
+    :param combine: ``inverse_mse`` (default: weights inversely proportional to each
+        member's calibration mean squared error, Bates and Granger's weights),
+        ``inverse_error`` (to its mean absolute error), ``equal`` (the plain mean) or ``best``
+        (only the member with the lowest calibration MAE: the selection this replaced, for
+        comparisons).
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
         ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
         too short), ``members``, ``seasonal`` (whether the season was removed before the fit),
@@ -558,6 +562,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     def mae(f):
         return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
 
+    def mse(f):
+        return float(np.sum((f - actual) ** 2 * w_err) / max(np.sum(w_err), 1e-300))
+
     seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
     profile = None
     if seasonal:
@@ -566,7 +573,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         profile = prof[(np.arange(len(yw)) - fs) % season]
         extra['seasonal'] = True
 
-    cal, final = {}, {}
+    cal, final, sq = {}, {}, {}
     scores = {}
     with warnings.catch_warnings(), _OneThread(libs):
         warnings.simplefilter('ignore')
@@ -590,15 +597,18 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
             if not (np.all(np.isfinite(f)) and np.all(np.isfinite(f_last))):
                 continue
             scores[name] = mae(f)
+            sq[name] = mse(f)
             cal[name], final[name] = f, f_last
 
     if not cal:
         lo, hi = _gaussian(level, naive.sd())
         return _result(np, 'naive', naive.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
     names = [name for name in MODELS if name in cal]
-    # Weights inversely proportional to each member's out-of-sample MAE over the calibration window.
+    # Weights inversely proportional to each member's out-of-sample error over the calibration window.
     if combine == 'equal':
         inv = [1.0] * len(names)
+    elif combine == 'inverse_mse':
+        inv = [1.0 / max(sq[nm], 1e-300) for nm in names]
     elif combine == 'best':
         best = min(names, key=lambda k: scores[k])
         inv = [1.0 if nm == best else 0.0 for nm in names]
