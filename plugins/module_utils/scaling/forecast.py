@@ -355,14 +355,13 @@ def is_seasonal(np, y, season, z=SEASONALITY_Z):
     return bool(abs(r[-1]) > limit)
 
 
-def seasonal_profile(np, y, season, smooth=1):
+def seasonal_profile(np, y, season):
     """Additive seasonal indices of ``y`` (classical decomposition, phase 0 = y[0]).
 
     Trend: centred moving average of one season (2 x m when m is even); the indices are
     the per-phase medians of y - trend (the median, not the mean, so that one busy day or a
-    spike does not become a daily pattern), smoothed along the cycle by a circular moving
-    average of ``smooth`` phases (a few days give each phase only a few noisy values, and a
-    short-horizon forecast uses the difference of neighbouring indices), centred on zero.
+    spike does not become a daily pattern), centred on zero. (Smoothing the indices along
+    the cycle was tried: it blurs the daily jobs that make the season worth having.)
     """
     n = len(y)
     if season % 2:
@@ -377,10 +376,6 @@ def seasonal_profile(np, y, season, smooth=1):
     table = np.concatenate((detr, np.full(pad, np.nan))).reshape(-1, season)
     idx = np.nanmedian(table, axis=0)
     idx = np.where(np.isfinite(idx), idx, 0.0)
-    smooth = int(smooth)
-    if smooth > 1:
-        ext = np.concatenate((idx[-(smooth // 2):], idx, idx[:smooth - 1 - smooth // 2])) if smooth < season else idx
-        idx = np.convolve(ext, np.ones(smooth) / smooth, mode='valid') if smooth < season else np.zeros(season)
     return idx - idx.mean()
 
 
@@ -485,11 +480,12 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         comparisons).
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
         ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
-        too short), ``members``, ``seasonal`` (whether the season was removed before the fit),
-        ``interval`` (``conformal`` or ``gaussian``), ``level``, ``backtest`` (mean absolute
-        error over the calibration window per member, of the combination and of naive;
-        empty when the series is too short) and ``origin_gap`` (trailing gap steps that were
-        skipped).
+        too short), ``members``, ``weights`` (per member, summing to 1), ``seasonal`` (a daily
+        season was found and the seasonal members could take part), ``interval``
+        (``conformal``, or ``gaussian`` when too short to calibrate), ``level``, ``backtest``
+        (recency-weighted mean absolute error over the calibration window per member, of the
+        combination and of naive; empty when the series is too short) and ``origin_gap``
+        (trailing gap steps that were skipped).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -515,7 +511,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     nonneg = bool(np.min(y) >= 0)
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
-    extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'seasonal': False, 'interval': 'gaussian'}
+    extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
+             'interval': 'gaussian'}
 
     if np.ptp(y) == 0.0:
         return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), np.zeros(horizon),
