@@ -1,8 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared helpers for the benchmarks: find and load the Bitbrains traces, import the collection.
+"""Shared helpers for the benchmarks: find and load the traces, import the collection.
 
-Only ``bitbrains_rnd_2013-8`` is read. ``holdout/`` is reserved for acceptance and is
-never opened here.
+``bitbrains_rnd_2013-8`` and ``datacenter_aggregates`` are read. ``holdout/`` is reserved
+for acceptance and is never opened here.
 """
 import gzip
 import math
