@@ -288,3 +288,17 @@ def test_theta_matches_statsmodels_theta_model():
     want = np.asarray(ref.forecast(10))
     got = ours.forecasts(np.array([299]))[0]
     assert np.allclose(got, want, rtol=1e-3)
+
+
+def test_recent_calibration_errors_weigh_more(monkeypatch):
+    """A day flat at 30%, then a clean one-hour ramp to 68% (one-minute steps): most of the calibration window is
+    flat, but its last hour is not, and the interval must show it (the ramp continues to about 81% in 20 minutes)."""
+    ramp = [0.30 + 0.38 * i / 59 for i in range(60)]
+    values = [0.30] * (1440 - 60) + ramp
+    res = forecast_series(values, 60, 20, level=0.5)
+    assert res['upper'][-1] > 0.78
+    assert res['weights']['ets'] > res['weights']['theta']
+    # with every calibration error weighing the same, the flat hours make the interval zero-width
+    monkeypatch.setattr(forecast_utils, 'RECENCY_HALF_LIFE_SECONDS', 1e12)
+    flat = forecast_series(values, 60, 20, level=0.5)
+    assert flat['upper'][-1] < 0.75
