@@ -133,8 +133,8 @@ decisions:
       description: Newest mean utilisation of the primaries per metric (net as a fraction of C(net.high)).
       type: dict
     forecast:
-      description: Per metric, the chosen model, the peak of the upper bound per instance within the horizon and
-        the mean at the horizon, as utilisation.
+      description: Per metric, the model (C(combination), or the one member asked for), the peak of the upper bound
+        per instance within the horizon and the mean at the horizon, as utilisation.
       type: dict
     basis_time:
       description: Time of the last scaling action recorded in PVE when the decision was made (null if none).
@@ -153,7 +153,7 @@ decisions:
       target: {instances: 3}
       instances: 2
       utilisation: {cpu: 0.62, memory: 0.5, net: 0.01}
-      forecast: {cpu: {model: ets, peak_upper: 0.78, mean_at_horizon: 0.74}}
+      forecast: {cpu: {model: combination, peak_upper: 0.78, mean_at_horizon: 0.74}}
       reason: "cpu forecast upper bound 78% per instance crosses high 70% in 7m: 2 -> 3 instances"
 '''
 
