@@ -3,14 +3,16 @@
 
 One run builds the lab (client and primary VM 100 on vmbr0, shadow VM 900 on the isolated vmbr1,
 veth NICs named as PVE names them), then measures iperf3 from the client to the primary with:
-no mirror, full mirroring (nft backend, the default), full mirroring (tc backend) and 10% sampling
-(nft), both directions mirrored. Configurations are interleaved round by round so that load from
+no mirror, full mirroring (nft backend, the default), full mirroring (tc backend), 10% per-packet sampling
+and 10% flow sampling (nft), both directions mirrored. Flow sampling copies a stream whole or not at all:
+with one stream (the default) each round copies it or not, so use ``--parallel`` (iperf3 ``-P``) to see the
+average cost. Configurations are interleaved round by round so that load from
 other processes hits them all alike; the median of the rounds is reported with the ratio to the
 unmirrored median. Needs root and iperf3.
 
-    sudo .venv/bin/python benchmarks/mirror_throughput.py [--seconds 3] [--rounds 3] [--json]
+    sudo .venv/bin/python benchmarks/mirror_throughput.py [--seconds 3] [--rounds 3] [--parallel 1] [--json]
 
-Targets: full >= 0.8 and sampled >= 0.95 of the unmirrored throughput.
+Targets: full >= 0.8 and per-packet sampled >= 0.95 of the unmirrored throughput (flow sampling: reported).
 """
 import argparse
 import json
@@ -32,7 +34,8 @@ CONFIGS = [
     ('none', None),
     ('full nft', dict(mode='full', backend='nft')),
     ('full tc', dict(mode='full', backend='tc')),
-    ('sampled 10% nft', dict(mode='sampled', rate=0.1, backend='nft')),
+    ('sampled 10% nft', dict(mode='sampled', rate=0.1, backend='nft', sampling='packet')),
+    ('flow 10% nft', dict(mode='sampled', rate=0.1, backend='nft', sampling='flow')),
 ]
 TARGETS = {'full nft': 0.8, 'full tc': 0.8, 'sampled 10% nft': 0.95}
 
@@ -42,8 +45,8 @@ def _run(argv, data=None):
     return p.returncode, p.stdout, p.stderr
 
 
-def iperf(lab, client_ns, server_ip, seconds, udp=False):
-    argv = ['iperf3', '-c', server_ip, '-t', str(seconds), '-J', '-O', '1']
+def iperf(lab, client_ns, server_ip, seconds, udp=False, parallel=1):
+    argv = ['iperf3', '-c', server_ip, '-t', str(seconds), '-J', '-O', '1', '-P', str(parallel)]
     if udp:
         argv += ['-u', '-b', '0', '-l', '1400']
     res = lab.run(client_ns, argv, timeout=seconds + 30)
@@ -52,7 +55,7 @@ def iperf(lab, client_ns, server_ip, seconds, udp=False):
     return (end['sum_received'] if 'sum_received' in end else end['sum'])['bits_per_second']
 
 
-def measure(seconds, rounds, udp):
+def measure(seconds, rounds, udp, parallel=1):
     with Lab() as lab:
         lab.bridge('vmbr0')
         lab.bridge('vmbr1')
@@ -74,7 +77,7 @@ def measure(seconds, rounds, udp):
                 else:
                     manager.ensure_present(MirrorSpec('tap100i0', 'tap900i0', direction='both', **cfg))
                 before = copies()
-                bps = iperf(lab, client, '10.0.0.10', seconds, udp=udp)
+                bps = iperf(lab, client, '10.0.0.10', seconds, udp=udp, parallel=parallel)
                 results[name].append((bps, copies() - before))
         manager.ensure_absent('tap100i0', 'tap900i0')
         lab.stop(server)
@@ -86,9 +89,10 @@ def main():
     ap.add_argument('--seconds', type=int, default=3)
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--udp', action='store_true', help='UDP (1400-byte datagrams) instead of TCP')
+    ap.add_argument('--parallel', type=int, default=1, help='iperf3 streams (-P); flow sampling picks whole streams')
     ap.add_argument('--json', action='store_true')
     args = ap.parse_args()
-    results = measure(args.seconds, args.rounds, args.udp)
+    results = measure(args.seconds, args.rounds, args.udp, args.parallel)
     base = statistics.median(run[0] for run in results['none'])
     report = []
     for name, dummy in CONFIGS:
@@ -102,8 +106,8 @@ def main():
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print('mirror throughput, %s, %d s x %d rounds, median' % ('UDP' if args.udp else 'TCP',
-                                                               args.seconds, args.rounds))
+    print('mirror throughput, %s x %d, %d s x %d rounds, median' % ('UDP' if args.udp else 'TCP', args.parallel,
+                                                                    args.seconds, args.rounds))
     print('%-17s %9s %7s %7s  %s' % ('config', 'Gbit/s', 'ratio', 'target', 'runs (Gbit/s) / copies'))
     for r in report:
         print('%-17s %9.3f %7.3f %7s  %s / %s' % (

@@ -18,14 +18,23 @@ One run, on one fresh simulator (tests/lab/pvesim.py, time scale 0):
 
 Targets (issue): at least 10x faster than the community reads, and at most VMs + 5 API requests.
 
+With ``--history pve`` (issue 15) the controller is stateless: no history file, no warm-up; the check run's forecast
+reads every VM's rrddata `day` from PVE itself (PVE 9 shapes: 1440 rows a VM). The request count is then
+1 listing + VMs x 1 timeframe (+ the scale step's reads), printed against that budget. ``--concurrent`` then starts
+two reconcile.yml runs (not check mode) at the same moment, each a fresh controller with no shared file, and counts
+the services that got more than one new instance (double actions).
+
     .venv/bin/python benchmarks/reconcile_scale.py [--services 50] [--instances 9] [--community-vms N]
+    .venv/bin/python benchmarks/reconcile_scale.py --history pve --services 500 --skip-community --concurrent
 """
 import argparse
+import collections
 import json
 import os
 import re
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'community'))
@@ -72,6 +81,12 @@ def populate(sim, plan):
     services = [s['service'] for s in plan['scaling']]
     rate = plan['mirrors'][0]['rate'] if plan['mirrors'] else 1.0
     end = int(time.time()) // 60 * 60
+    need = sum(vm['memory'] for vm in plan['vms']) * 1024 * 1024
+    if need > 0.8 * sum(pve.node_usage(node)['maxmem'] for node in pve.nodes):
+        # Beyond the lab cluster's 3 x 64 GiB: nodes big enough for the whole fleet twice over (the scale step places
+        # its new instances; placement itself is not what this measures).
+        for node in sorted(pve.nodes):
+            pve.set_node_size(node, maxcpu=4096, maxmem=2 * need)
     for n, vm in enumerate(plan['vms']):
         vmid = FIRST_VMID + n
         config = {'cores': vm['cores'], 'memory': vm['memory'], 'sockets': 1, 'agent': 1, 'ostype': 'l26',
@@ -99,6 +114,54 @@ def populate(sim, plan):
     return len(plan['vms'])
 
 
+def primaries_per_service(sim):
+    """{service: primaries} from the VMs' tags (sn-primary and the service's sn-<service>)."""
+    counts = collections.Counter()
+    for vm in sim.pve.vms:
+        tags = set((vm.config.get('tags') or '').split(';'))
+        if 'sn-primary' in tags:
+            service = [t[3:] for t in tags if t.startswith('sn-svc')]
+            counts[service[0] if service else '?'] += 1
+    return counts
+
+
+def concurrent_runs(sim, base):
+    """Two reconcile.yml runs (acting) started together; per service, how many instances each added."""
+    before = primaries_per_service(sim)
+    runs = [None, None]
+
+    def one(i):
+        runs[i] = benchlib.Run('reconcile.yml #%d (concurrent)' % (i + 1), sim, base, benchlib.OWN_COLLECTIONS)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    after = primaries_per_service(sim)
+    added = dict((s, after[s] - before[s]) for s in after if after[s] != before[s])
+    # Per run, the services it acted on and the instances each decision asked for ("decision scale_up 2 -> 4").
+    acted, wanted = [], {}
+    for run in runs:
+        mine = set()
+        for found in re.finditer(r'"msg": "%s/(\w+): [^"]*decision scale_up (\d+) -> (\d+) instances[^"]*=> applied'
+                                 % TEMPLATE_NAME, run.stdout):
+            mine.add(found.group(1))
+            wanted[found.group(1)] = int(found.group(3)) - int(found.group(2))
+        acted.append(mine)
+    doubles = sorted(acted[0] & acted[1])
+    extra = sorted(s for s, n in added.items() if n != wanted.get(s))
+    failed = [r.label for r in runs if not r.ok]
+    text = ('%d services scaled out by %d actions (%s per run), %d instances added; %d double actions (a service '
+            'acted on by both runs), %d services whose added instances differ from their one decision; %.1f s wall '
+            'for both; %s' % (len(added), len(acted[0]) + len(acted[1]), ' + '.join(str(len(a)) for a in acted),
+                              sum(added.values()), len(doubles), len(extra), seconds,
+                              'both runs ok' if not failed else 'FAILED: ' + ', '.join(failed)))
+    return dict(scaled=len(added), added=sum(added.values()), doubles=doubles, mismatched=extra,
+                acted=[sorted(a) for a in acted], seconds=seconds, ok=not failed, text=text)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--services', type=int, default=50, help='services (default 50)')
@@ -106,6 +169,10 @@ def main():
     parser.add_argument('--community-vms', type=int, default=None,
                         help='read only the first N VMs in the community loop and extrapolate (default: all)')
     parser.add_argument('--skip-community', action='store_true')
+    parser.add_argument('--history', choices=['sqlite', 'pve'], default='sqlite',
+                        help='sqlite: a history file filled by a warm-up run (default); pve: stateless, no file')
+    parser.add_argument('--concurrent', action='store_true',
+                        help='then two reconciles at once (no shared file): count double actions')
     parser.add_argument('--json', help='also write the figures to this file')
     args = parser.parse_args()
 
@@ -122,8 +189,14 @@ def main():
     with open(tpl_file, 'w') as fh:
         json.dump(tpl, fh, indent=1)
     history = os.path.join(work, 'history.sqlite')
-    base = [os.path.join(benchlib.VENV_BIN, 'ansible-playbook'), '-i', INVENTORY, PLAYBOOK,
-            '-e', json.dumps({'shadownet_templates': [tpl_file], 'shadownet_history_path': history})]
+    extra = {'shadownet_templates': [tpl_file]}
+    if args.history == 'sqlite':
+        extra['shadownet_history_path'] = history
+    else:
+        # A fresh controller: no history file, and none from the environment either.
+        for name in ('SHADOWNET_HISTORY', 'SHADOWNET_HISTORY_BACKEND'):
+            os.environ.pop(name, None)
+    base = [os.path.join(benchlib.VENV_BIN, 'ansible-playbook'), '-i', INVENTORY, PLAYBOOK, '-e', json.dumps(extra)]
     warm_cmd = base + ['-e', 'shadownet_forecast_only=true']
     check_cmd = base + ['--check']
     print('machine: %d CPUs, load average %s' % (os.cpu_count(), ' '.join('%.1f' % x for x in os.getloadavg())))
@@ -134,15 +207,19 @@ def main():
         vms = populate(sim, plan)
         print('setup: %d managed VMs (%d services x %d primaries + 1 shadow each) and their rrd series in the '
               'simulator, %.1f s' % (vms, args.services, args.instances, time.perf_counter() - t0))
-        warm = benchlib.Run('reconcile.yml, forecast only (fills the history)', sim, warm_cmd,
-                            benchlib.OWN_COLLECTIONS)
-        if not warm.ok:
-            print(warm.fail_text())
-            return 1
-        check = benchlib.Run('reconcile.yml --check', sim, check_cmd, benchlib.OWN_COLLECTIONS)
+        warm = None
+        if args.history == 'sqlite':
+            warm = benchlib.Run('reconcile.yml, forecast only (fills the history)', sim, warm_cmd,
+                                benchlib.OWN_COLLECTIONS)
+            if not warm.ok:
+                print(warm.fail_text())
+                return 1
+        label = 'reconcile.yml --check' + (' (stateless, backend pve)' if args.history == 'pve' else '')
+        check = benchlib.Run(label, sim, check_cmd, benchlib.OWN_COLLECTIONS)
         if not check.ok:
             print(check.fail_text())
             return 1
+        concurrent = concurrent_runs(sim, base) if args.concurrent else None
         community = community_cmd = None
         read = args.community_vms or vms
         if not args.skip_community:
@@ -163,8 +240,8 @@ def main():
         actions[m.group(1) if m else '?'] = actions.get(m.group(1) if m else '?', 0) + 1
 
     print()
-    rows = [[warm.label, '%.1f' % warm.seconds, warm.requests, len(warm.writes()), ''],
-            [check.label, '%.1f' % check.seconds, check.requests, len(check.writes()), '1.00']]
+    rows = ([[warm.label, '%.1f' % warm.seconds, warm.requests, len(warm.writes()), '']] if warm else []) + \
+        [[check.label, '%.1f' % check.seconds, check.requests, len(check.writes()), '1.00']]
     extrapolated = None
     if community is not None:
         per_vm_tasks = [t for t in community.tasks if t['items']]
@@ -186,6 +263,13 @@ def main():
     budget = vms + 5
     print('requests of the check run: %d for %d VMs (target <= VMs + 5 = %d: %s)' % (
         check.requests, vms, budget, 'met' if check.requests <= budget else 'NOT met'))
+    if args.history == 'pve':
+        rrd = sum(1 for method, path, dummy in check.request_log if '/rrddata' in path)
+        listings = sum(1 for method, path, dummy in check.request_log if '/cluster/resources' in path)
+        print('stateless (backend pve): %d rrddata requests (VMs x 1 timeframe, `day`: %d) + %d listings + %d other '
+              'reads; no history file on the controller' % (rrd, vms, listings, check.requests - rrd - listings))
+    if concurrent is not None:
+        print('two reconcile.yml at once, no shared file: %s' % concurrent['text'])
     speedup = None
     if community is not None:
         full = extrapolated if extrapolated is not None else community.seconds
@@ -195,7 +279,7 @@ def main():
         if not community.ok:
             print(community.fail_text())
     print()
-    for run in [warm, check] + ([community] if community is not None else []):
+    for run in ([warm] if warm else []) + [check] + ([community] if community is not None else []):
         total = [t for t in run.tasks if t['task'].startswith('(')]
         print('%s: slowest tasks (ansible-playbook start-up before the first callback: %.1f s)' % (
             run.label, run.seconds - (total[0]['seconds'] if total else run.seconds)))
@@ -209,13 +293,14 @@ def main():
     print()
     print('commands (PROXMOX_* point at the simulator; ANSIBLE_COLLECTIONS_PATH=.build/collections for '
           'reconcile.yml, .build/bench-cache/collections for the community playbook):')
-    for cmd in (warm_cmd, check_cmd) + ((community_cmd,) if community_cmd else ()):
+    for cmd in ((warm_cmd,) if warm else ()) + (check_cmd,) + ((community_cmd,) if community_cmd else ()):
         print('  ' + benchlib.command_line(cmd))
-    print('  this benchmark: .venv/bin/python benchmarks/reconcile_scale.py --services %d --instances %d%s' % (
-        args.services, args.instances, (' --community-vms %d' % args.community_vms) if args.community_vms else ''))
+    print('  this benchmark: .venv/bin/python benchmarks/reconcile_scale.py %s' % ' '.join(sys.argv[1:]))
     if args.json:
         with open(args.json, 'w') as fh:
-            json.dump({'vms': vms, 'warm': [warm.seconds, warm.requests], 'check': [check.seconds, check.requests],
+            json.dump({'vms': vms, 'history': args.history, 'warm': [warm.seconds, warm.requests] if warm else None,
+                       'check': [check.seconds, check.requests],
+                       'concurrent': dict((k, v) for k, v in concurrent.items() if k != 'text') if concurrent else None,
                        'community': [community.seconds, community.requests, read, community.ok]
                        if community else None, 'extrapolated': extrapolated, 'speedup': speedup,
                        'actions': actions}, fh, indent=1)

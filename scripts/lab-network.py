@@ -10,7 +10,8 @@ joined by an underlay, the twin bridge exists on both with a real VXLAN port (th
 copies into the collection's port on the local twin bridge (``target_bridge``). Then:
 
 1. runs ``shadownet.proxmox.port_mirror`` through ``ansible`` (the real module, in the node namespace) with the
-   plan's mirror mode, rate and direction: the shadow counts the mirrored packets;
+   plan's mirror mode, rate, sampling and direction: the client talks to the primary over ``FLOWS`` UDP flows and
+   the shadow counts the mirrored packets per flow (flow sampling copies whole flows or nothing of them);
 2. runs it again: no change;
 3. checks isolation: what the shadow sends never reaches the primary bridge;
 4. removes the mirror, and removes every namespace it made.
@@ -25,9 +26,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
+from lab.flows import FlowTally  # noqa: E402
 from lab.netns import Lab, cleanup_stale  # noqa: E402
 
 PACKETS = 2000
+FLOWS = 100  # the PACKETS go over this many client ports: flow sampling keeps or drops whole flows
 
 
 def module(node_ns, **args):
@@ -101,22 +104,34 @@ def main():
         spec.update(mode=mirror['mode'], direction=mirror['direction'])
         if mirror['mode'] == 'sampled':
             spec['rate'] = mirror['rate']
+            spec['sampling'] = mirror.get('sampling') or 'flow'
         first = module(lab.node, **spec)
         again = module(lab.node, **spec)
-        print('lab-network: port_mirror %s rate %s direction %s: changed=%s, second run changed=%s' % (
-            mirror['mode'], mirror['rate'], mirror['direction'], first['changed'], again['changed']))
+        print('lab-network: port_mirror %s rate %s%s direction %s: changed=%s, second run changed=%s' % (
+            mirror['mode'], mirror['rate'], ' sampling %s' % spec['sampling'] if 'sampling' in spec else '',
+            mirror['direction'], first['changed'], again['changed']))
         # Traffic: the client talks to the primary, which echoes; the shadow counts copies.
         shadow_lab = lab_b if remote else lab
-        seen = shadow_lab.capture(shadow.ns, 'eth0', match=lambda f: f.proto == 17 and f.dst_ip != net + '.255')
+        tally = FlowTally(net + '.200', net + '.11', outgoing=False)
+        seen = shadow_lab.capture(shadow.ns, 'eth0', match=tally)
         server = lab.udp(primary.ns, (net + '.11', 7000), echo=True)
-        sender = lab.udp(client, (net + '.200', 40000))
-        sender.send((net + '.11', 7000), PACKETS, pps=4000)
-        answered = sender.wait(PACKETS, timeout=20)
+        answered, per_flow = 0, PACKETS // FLOWS
+        for i in range(FLOWS):
+            sender = lab.udp(client, (net + '.200', 40000 + i))
+            sender.send((net + '.11', 7000), per_flow, pps=4000)
+            answered += sender.wait(per_flow, timeout=20, settle=0)
+            lab.release(sender)
         copies = seen.settle()
         expected = PACKETS * (2 if mirror['direction'] == 'both' else 1)
-        print('lab-network: client sent %d, primary answered %d; the shadow saw %d mirrored packets '
-              '(%.1f%% of %d; %s)' % (PACKETS, answered, copies, 100.0 * copies / expected, expected,
-                                      'sampled' if mirror['mode'] == 'sampled' else 'full'))
+        whole = {'c2s': per_flow if mirror['direction'] in ('ingress', 'both') else 0,
+                 's2c': per_flow if mirror['direction'] in ('egress', 'both') else 0}
+        flows = tally.snapshot()
+        partial = [f for f, counts in flows.items() if counts != whole]
+        print('lab-network: client sent %d over %d flows, primary answered %d; the shadow saw %d mirrored packets '
+              '(%.1f%% of %d; %s) of %d flows, %d of them incomplete' % (
+                  PACKETS, FLOWS, answered, copies, 100.0 * copies / expected, expected,
+                  'sampled by %s' % spec['sampling'] if mirror['mode'] == 'sampled' else 'full', len(flows),
+                  len(partial)))
         # Isolation: the shadow shouts on its network; nothing reaches the primary bridge.
         leak = lab.capture(lab.node, primary_net['bridge'], match=lambda f: f.src_mac == shadow.nics[0].mac)
         noise = shadow_lab.udp(shadow.ns, (net + '.11', 7001))
@@ -127,6 +142,7 @@ def main():
         print('lab-network: mirror removed (changed=%s)' % removed['changed'])
         del server
         ok = answered == PACKETS and copies > 0 and leaked == 0 and not again['changed']
+        ok = ok and (spec.get('sampling') == 'packet' or not partial)
     print('lab-network: namespaces removed; %s' % ('OK' if ok else 'FAILED'))
     return 0 if ok else 1
 

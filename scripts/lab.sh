@@ -12,6 +12,8 @@ export ANSIBLE_STDOUT_CALLBACK=default ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENA
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 work="$(mktemp -d /tmp/shadownet-lab.XXXXXX)"
+# The reconcile runs' HTML reports outlive the lab (the rest of $work does not): latest.html is the newest.
+reports="${SHADOWNET_LAB_REPORTS:-$here/.build/lab/reports}"
 sim_pid=""
 cleanup() {
     if [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null; then
@@ -45,5 +47,12 @@ print('export PROXMOX_USER=root@pam PROXMOX_TOKEN_ID=%s PROXMOX_TOKEN_SECRET=%s'
 PY
 )"
 echo "lab: PVE simulator at $url (CA $PROXMOX_CA_PATH), token $PROXMOX_USER!$PROXMOX_TOKEN_ID"
-ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml -e "shadownet_lab_work=$work" "$@"
+# The reconciles are stateless (the forecast reads PVE's RRD): a developer's own history settings do not apply.
+unset SHADOWNET_HISTORY SHADOWNET_HISTORY_BACKEND
+date +%s > "$work/started"
+ansible-playbook -i inventories/lab/hosts.yml playbooks/lab.yml -e "shadownet_lab_work=$work" \
+    -e "shadownet_report_dir=$reports" "$@"
+if [ -f "$reports/latest.html" ]; then
+    echo "lab: scaling report $reports/latest.html (open it in a browser; the last 10 runs are in $reports)"
+fi
 echo "lab: done; stopping the simulator"

@@ -8,7 +8,7 @@ cd "$here" || exit 1
 VENV="${VENV:-$here/.venv}"
 export PATH="$VENV/bin:$PATH" OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export ANSIBLE_COLLECTIONS_PATH="${ANSIBLE_COLLECTIONS_PATH:-$here/.build/collections}"
-benches=(mirror_throughput failover_gap forecast_accuracy policy_sim build_vs_community reconcile_scale)
+benches=(mirror_throughput failover_gap forecast_accuracy policy_sim build_vs_community reconcile_scale canary_calibration)
 [ -n "${BENCH:-}" ] && benches=("$BENCH")
 failed=0
 for bench in "${benches[@]}"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages the lab and the tests need (networking tools and
-# keepalived). Skips apt entirely when everything is already present.
+# keepalived; prometheus, which brings promtool, for the Prometheus history backend's tests; chromium for the
+# report test). Skips apt entirely when everything is already present.
 set -euo pipefail
-pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron)
+pkgs=(iproute2 nftables keepalived tcpdump iperf3 rsync openssh-client openssh-server shellcheck ethtool procps cron prometheus
+      chromium)  # chromium: the headless-browser test of the HTML scaling report
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -18,7 +20,7 @@ fi
 echo "setup-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# keepalived and sshd must not start as system services: the lab runs its own instances.
+# keepalived, sshd and prometheus must not start as system services: the lab and the tests run their own instances.
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -26,6 +26,25 @@ What this module owns, so that removal takes exactly that and nothing else:
   locally administered one (:func:`port_mac`): a VXLAN peer's bridge learns MACs from what it
   receives, and once the primary's and its client's MACs were learned behind the VXLAN port the
   copies addressed to them would be dropped there instead of flooded to the shadow.
+
+Sampling (``mode=sampled``) keeps ``threshold = round(rate * SAMPLE_MOD)`` of every ``SAMPLE_MOD`` buckets
+(``rate`` is rounded to the nearest 1/10000; :func:`effective_rate` gives the exact probability):
+
+* ``sampling=packet``: each frame is copied independently when ``numgen random mod 10000 < threshold``;
+* ``sampling=flow`` (the default): IPv4/IPv6 packets are copied when ``symhash mod 10000 < threshold``.
+  nftables' ``symhash`` is the kernel's ``__skb_get_hash_symmetric``: the flow dissector's addresses,
+  ports (TCP, UDP, SCTP, DCCP, UDP-Lite; 0 for ICMP and other protocols) and IP protocol, with the
+  addresses and the ports each put in order before hashing (``__flow_hash_consistentify``), so both
+  directions of a flow hash alike and a flow is copied whole or not at all. The hash is keyed by a
+  secret the kernel draws at boot: decisions are stable per node until it reboots, independent of
+  the flow's order of arrival, and a reused 5-tuple gets the same decision. ICMP and other port-less
+  protocols form one "flow" per address pair and protocol (a ping and its replies go together); IP
+  fragments carry no ports, so they are decided by address pair (a flow that mixes fragments and
+  whole packets can be split). Frames that are not IP (ARP, LLDP ...) have no flow: they are
+  sampled per packet at the same rate. (The flow dissector's symmetric keys are CONTROL, BASIC,
+  IPV4_ADDRS, IPV6_ADDRS and PORTS, net/core/flow_dissector.c; nft_hash.c ``nft_symhash_eval`` maps the
+  hash with ``reciprocal_scale``; Linux 6.0's "net: core: fix flow symmetric hash" made IPv4 pairs whose
+  addresses differ by 2**31 symmetric.)
 """
 
 import hashlib
@@ -33,6 +52,7 @@ import json
 import re
 
 MODES = ('full', 'sampled')
+SAMPLINGS = ('flow', 'packet')
 DIRECTIONS = ('ingress', 'egress', 'both')
 BACKENDS = ('nft', 'tc')
 SAMPLE_MOD = 10000
@@ -46,6 +66,9 @@ PORT_PREFIX = 'snm'
 PORT_ALIAS = 'shadownet-mirror'
 # VM direction -> (hook on the host device, nft chain name)
 HOOKS = {'egress': ('ingress', 'vm_egress'), 'ingress': ('egress', 'vm_ingress')}
+
+# Frames decided by the flow hash in flow sampling (nft ``meta protocol`` names); the others per packet.
+IP_PROTOCOLS = ('ip', 'ip6')
 
 _TAP_RE = re.compile(r'^tap(\d+i\d+)$')
 _DEVICE_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$')
@@ -123,12 +146,15 @@ class MirrorSpec:
     port of that bridge; ``target`` must then be that name.
     """
 
-    __slots__ = ('source', 'target', 'mode', 'rate', 'direction', 'backend', 'bridge')
+    __slots__ = ('source', 'target', 'mode', 'rate', 'direction', 'backend', 'bridge', 'sampling')
 
     def __init__(self, source, target, mode='full', rate=None, direction='both', backend='nft',
-                 bridge=None):
+                 bridge=None, sampling='flow'):
         if mode not in MODES:
             raise MirrorError('mode %r is unknown: use one of %s' % (mode, ', '.join(MODES)))
+        if sampling not in SAMPLINGS:
+            raise MirrorError('sampling %r is unknown: use flow (whole flows, both directions) or packet '
+                              '(each packet on its own)' % (sampling,))
         if direction not in DIRECTIONS:
             raise MirrorError('direction %r is unknown: use one of %s (from the VM\'s point of view)'
                               % (direction, ', '.join(DIRECTIONS)))
@@ -140,6 +166,8 @@ class MirrorSpec:
             raise MirrorError('source and target are the same device %s' % source)
         self.rate = validate_rate(mode, rate)
         self.mode = mode
+        # Sampling only means something for mode=sampled; a full mirror copies everything either way.
+        self.sampling = sampling if mode == 'sampled' else None
         self.direction = direction
         if mode == 'sampled' and backend == 'tc':
             raise MirrorError('mode=sampled needs backend=nft (nftables numgen); this kernel has no '
@@ -163,7 +191,8 @@ class MirrorSpec:
         return ['egress', 'ingress'] if self.direction == 'both' else [self.direction]
 
     def threshold(self):
-        """Packets with ``numgen random mod SAMPLE_MOD < threshold`` are copied (None: all)."""
+        """Packets (flows) whose ``numgen random`` (``symhash``) ``mod SAMPLE_MOD`` is below this are copied
+        (None: all)."""
         if self.mode == 'full':
             return None
         return max(1, int(round(self.rate * SAMPLE_MOD)))
@@ -171,14 +200,33 @@ class MirrorSpec:
     def as_dict(self):
         out = {'source': self.source, 'target': self.target, 'mode': self.mode, 'rate': self.rate,
                'direction': self.direction, 'backend': self.backend}
+        if self.sampling:
+            out['sampling'] = self.sampling
+            out['effective_rate'] = effective_rate(self.threshold())
         if self.bridge:
             out['target_bridge'] = self.bridge
         return out
 
 
+def effective_rate(threshold):
+    """The exact probability that a packet (packet sampling) or a flow (flow sampling) is copied.
+
+    ``numgen random`` and ``symhash`` both map a uniform 32-bit value ``h`` to ``(h * SAMPLE_MOD) >> 32``
+    (the kernel's ``reciprocal_scale``), so the values below ``threshold`` are the ``h`` below
+    ``ceil(threshold * 2**32 / SAMPLE_MOD)``: the rate is that count over 2**32, which differs from
+    ``threshold / SAMPLE_MOD`` by less than 2.4e-6 (the flow hash is a siphash truncated to 32 bits, never 0).
+    ``numgen random`` draws a fresh ``h`` per packet; ``symhash`` hashes the flow, so the draw is per flow.
+    Full mirrors (threshold None) copy everything.
+    """
+    if threshold is None:
+        return 1.0
+    space = 1 << 32
+    return -(-threshold * space // SAMPLE_MOD) / space
+
+
 def build_spec(source=None, source_vmid=None, source_nic=0, target=None, target_vmid=None,
                target_nic=0, mode='full', rate=None, direction='both', backend='nft',
-               target_bridge=None):
+               target_bridge=None, sampling='flow'):
     """A MirrorSpec from either device names or (vmid, nic) pairs, fully validated.
 
     ``target_bridge`` replaces the target: the copy goes into the collection's veth port on that
@@ -194,14 +242,15 @@ def build_spec(source=None, source_vmid=None, source_nic=0, target=None, target_
             raise MirrorError('give target_bridge or target / target_vmid, not both')
         src = validate_device(src, 'source')
         return MirrorSpec(src, port_names(src)[0], mode=mode, rate=rate, direction=direction,
-                          backend=backend, bridge=target_bridge)
+                          backend=backend, bridge=target_bridge, sampling=sampling)
     if target is None and target_vmid is None:
         raise MirrorError('give the target as target (a device name), target_vmid (+ target_nic) '
                           'or target_bridge')
     if target is not None and target_vmid is not None:
         raise MirrorError('give target or target_vmid, not both')
     tgt = target if target is not None else tap_name(target_vmid, target_nic or 0, 'target')
-    return MirrorSpec(src, tgt, mode=mode, rate=rate, direction=direction, backend=backend)
+    return MirrorSpec(src, tgt, mode=mode, rate=rate, direction=direction, backend=backend,
+                      sampling=sampling)
 
 
 def port_names(source):
@@ -255,6 +304,8 @@ def tc_cookie(target):
 def desired_state(spec):
     """What the device should carry for ``spec``: VM direction -> list of rule descriptions."""
     rule = {'backend': spec.backend, 'sample': spec.threshold(), 'target': spec.target}
+    if spec.sampling:
+        rule['sampling'] = spec.sampling
     state = {d: [dict(rule)] for d in spec.vm_directions}
     if spec.bridge:
         state['port'] = [{'backend': 'nft', 'chain': 'port_in', 'saddr': port_mac(spec.source)},
@@ -277,14 +328,9 @@ def nft_ruleset(spec):
         cmds.append({'add': {'chain': {'family': 'netdev', 'table': name, 'name': chain,
                                        'type': 'filter', 'hook': hook, 'dev': spec.source,
                                        'prio': 0, 'policy': 'accept'}}})
-        expr = []
-        if spec.threshold() is not None:
-            numgen = {'numgen': {'mode': 'random', 'mod': SAMPLE_MOD, 'offset': 0}}
-            expr.append({'match': {'op': '<', 'left': numgen, 'right': spec.threshold()}})
-        expr.append({'counter': None})
-        expr.append({'dup': {'addr': spec.target}})
-        cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain,
-                                      'expr': expr}}})
+        for expr in _sample_rules(spec):
+            cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain,
+                                          'expr': expr + [{'counter': None}, {'dup': {'addr': spec.target}}]}}})
     if spec.bridge:
         dup, port = port_names(spec.source)
         # Copies entering the twin bridge get a fixed source MAC (see the module docstring).
@@ -301,6 +347,31 @@ def nft_ruleset(spec):
     return {'nftables': cmds}
 
 
+def _ip_match(op):
+    return {'match': {'op': op, 'left': {'meta': {'key': 'protocol'}}, 'right': {'set': list(IP_PROTOCOLS)}}}
+
+
+def _below(key, threshold):
+    return {'match': {'op': '<', 'left': key, 'right': threshold}}
+
+
+def _sample_rules(spec):
+    """The selecting expressions of the mirror rules of one chain (one list per rule, before counter and dup).
+
+    Full: one rule, no selector. Packet sampling: ``numgen random mod 10000 < T``. Flow sampling: two rules,
+    ``meta protocol { ip, ip6 } symhash mod 10000 < T`` for IP and ``meta protocol != { ip, ip6 } numgen random
+    mod 10000 < T`` for the rest (ARP and other frames without a flow). See the module docstring.
+    """
+    threshold = spec.threshold()
+    if threshold is None:
+        return [[]]
+    numgen = _below({'numgen': {'mode': 'random', 'mod': SAMPLE_MOD, 'offset': 0}}, threshold)
+    if spec.sampling == 'packet':
+        return [[numgen]]
+    return [[_ip_match('=='), _below({'symhash': {'mod': SAMPLE_MOD}}, threshold)],
+            [_ip_match('!='), numgen]]
+
+
 def nft_delete(source, target):
     """nft JSON commands that remove the pair's table whether or not it exists."""
     name = nft_table_name(source, target)
@@ -309,6 +380,85 @@ def nft_delete(source, target):
 
 
 # --- reading live state back (pure parsers) ------------------------------------------------------
+def _ip_set_match(match):
+    """'ip' for ``meta protocol { ip, ip6 }``, 'other' for its ``!=``, None for anything else."""
+    if (match.get('left') or {}).get('meta', {}).get('key') != 'protocol':
+        return None
+    right = match.get('right')
+    if not isinstance(right, dict) or sorted(right.get('set') or []) != sorted(IP_PROTOCOLS):
+        return None
+    return {'==': 'ip', '!=': 'other'}.get(match.get('op'))
+
+
+def _parse_mirror_rule(expr):
+    """One rule of a vm_* chain: ({sample, target, selector, protocols[, unknown]}, packets counted)."""
+    rule = {'sample': None, 'target': None, 'selector': None, 'protocols': None}
+    count = 0
+    for e in expr:
+        match = e.get('match') if isinstance(e.get('match'), dict) else None
+        left = (match or {}).get('left') or {}
+        if match is not None and ('numgen' in left or 'symhash' in left):
+            kind = 'numgen' if 'numgen' in left else 'symhash'
+            gen = left[kind]
+            ok = (gen.get('mod') == SAMPLE_MOD and match.get('op') == '<' and not gen.get('offset')
+                  and (kind == 'symhash' or gen.get('mode') == 'random') and rule['selector'] is None)
+            if ok:
+                rule['selector'], rule['sample'] = kind, match.get('right')
+            else:
+                rule['unknown'] = '%s %r' % (kind, match)
+        elif match is not None and _ip_set_match(match) and rule['protocols'] is None:
+            rule['protocols'] = _ip_set_match(match)
+        elif 'dup' in e:
+            # A dup whose device is gone (a restarted VM) shows its old ifindex.
+            rule['target'] = str(e['dup'].get('addr', e['dup'].get('dev')))
+        elif 'counter' in e:
+            count += int((e['counter'] or {}).get('packets', 0))
+        else:
+            rule['unknown'] = 'expression %r' % (e,)
+    return rule, count
+
+
+def _fold_flow_rules(parsed):
+    """The entries of one chain (as :func:`desired_state` writes them) from its parsed rules.
+
+    A rule without a selector is a full mirror, a lone ``numgen random`` one is packet sampling, and the pair
+    ``{ip, ip6} symhash`` + ``!= {ip, ip6} numgen random`` with the same threshold and target is one flow-sampling
+    entry. Anything else (half a pair, a selector on the wrong protocols) is reported as unknown.
+    """
+    def kind(rule):
+        if 'unknown' in rule:
+            return 'unknown'
+        return {(None, None): 'full', (None, 'numgen'): 'packet', ('ip', 'symhash'): 'flow',
+                ('other', 'numgen'): 'other'}.get((rule['protocols'], rule['selector']), 'bad')
+
+    kinds = [kind(r) for r in parsed]
+    pair = {}  # index of a flow rule -> index of its rule for the frames that are not IP
+    for i, k in enumerate(kinds):
+        if k == 'flow':
+            for j, other in enumerate(kinds):
+                if other == 'other' and j not in pair.values() and \
+                        (parsed[j]['sample'], parsed[j]['target']) == (parsed[i]['sample'], parsed[i]['target']):
+                    pair[i] = j
+                    break
+    entries = []
+    for i, (rule, k) in enumerate(zip(parsed, kinds)):
+        if k == 'other' and i in pair.values():
+            continue
+        entry = {'backend': 'nft', 'sample': rule['sample'], 'target': rule['target']}
+        if k in ('packet', 'flow', 'other'):
+            entry['sampling'] = 'flow' if k == 'flow' else 'packet'
+        if k == 'unknown':
+            entry['unknown'] = rule['unknown']
+        elif k == 'bad':
+            entry['unknown'] = 'selector %s on protocols %s' % (rule['selector'], rule['protocols'])
+        elif k == 'flow' and i not in pair:
+            entry['unknown'] = 'flow sampling without the rule for the frames that are not IP'
+        elif k == 'other':
+            entry['unknown'] = 'sampling of the frames that are not IP without the flow rule'
+        entries.append(entry)
+    return entries
+
+
 def parse_nft_table(doc):
     """Parse ``nft -j list table netdev NAME`` into VM direction -> [rule] plus packet counts.
 
@@ -332,23 +482,12 @@ def parse_nft_table(doc):
         entries = []
         if chains[chain] != hook:
             entries.append({'backend': 'nft', 'unknown': 'chain %s hooks %s' % (chain, chains[chain])})
+        parsed = []
         for expr in rules.get(chain, []):
-            entry = {'backend': 'nft', 'sample': None, 'target': None}
-            for e in expr:
-                if 'match' in e and 'numgen' in (e['match'].get('left') or {}):
-                    ng = e['match']['left']['numgen']
-                    if ng.get('mod') == SAMPLE_MOD and e['match'].get('op') == '<':
-                        entry['sample'] = e['match'].get('right')
-                    else:
-                        entry['unknown'] = 'numgen %r' % (e['match'],)
-                elif 'dup' in e:
-                    # A dup whose device is gone (a restarted VM) shows its old ifindex.
-                    entry['target'] = str(e['dup'].get('addr', e['dup'].get('dev')))
-                elif 'counter' in e:
-                    packets[vm_dir] = packets.get(vm_dir, 0) + int(e['counter'].get('packets', 0))
-                else:
-                    entry['unknown'] = 'expression %r' % (e,)
-            entries.append(entry)
+            rule, count = _parse_mirror_rule(expr)
+            packets[vm_dir] = packets.get(vm_dir, 0) + count
+            parsed.append(rule)
+        entries.extend(_fold_flow_rules(parsed))
         state[vm_dir] = entries
     port = []
     if 'port_in' in chains:

@@ -24,13 +24,17 @@ description:
     VM's cores PVE reports; memory is used over configured memory; network traffic is converted from bytes/s to
     bits/s and compared with the service's C(net.high) from the plan (800 Mbit/s without a plan).
   - Primaries and shadows are grouped per service, the shadow told apart by its C(sn-shadow) tag.
-  - Every run appends its points to the history store (O(history_path)), so that forecasts see more than the
-    day PVE keeps. Reading the same points again adds no duplicates; a revised one-minute value replaces the old one.
+  - With the V(sqlite) history backend (O(history), or O(history_path)), every run appends its points to the SQLite
+    file, a cache that keeps more than the 30 days PVE keeps. Reading the same points again adds no duplicates; a
+    revised one-minute value replaces the old one.
+  - With the default V(pve) backend (and V(prometheus)) nothing is kept, M(shadownet.proxmox.forecast) reads its own
+    history, and this module only reports the newest values, reading every VM with C(hour) (1 + VMs requests).
   - The module never changes anything in PVE. In check mode it reads PVE but does not write the history.
 author:
   - shadownet.proxmox developers (@shadownet)
 extends_documentation_fragment:
   - shadownet.proxmox.api
+  - shadownet.proxmox.history
 attributes:
   check_mode:
     description: Reads PVE; the history is not written.
@@ -53,9 +57,10 @@ options:
     elements: str
   history_path:
     description:
-      - The SQLite file of the metrics history (created with its directory when missing).
-      - Defaults to the environment variable E(SHADOWNET_HISTORY), else C(~/.local/share/shadownet/history.sqlite)
-        of the user running the module.
+      - The SQLite file of the metrics history, for compatibility; the same as O(history.path) (and it selects
+        O(history.backend) V(sqlite) when no backend is given).
+      - E(SHADOWNET_HISTORY) does the same; C(~/.local/share/shadownet/history.sqlite) is the file of backend
+        V(sqlite) when no path is given.
     type: path
   parallel:
     description: How many C(rrddata) requests are in flight at the same time.
@@ -122,11 +127,19 @@ appended:
   type: int
   sample: 840
 history_path:
-  description: The history file that was used.
+  description: The SQLite history file that was used (null with a stateless backend).
   returned: always
   type: str
+backend:
+  description: The history backend (V(pve), V(sqlite) or V(prometheus)).
+  returned: always
+  type: str
+  sample: pve
 requests:
-  description: Number of PVE API requests the run made.
+  description:
+    - Number of PVE API requests the run made. One C(/cluster/resources) plus VMs x timeframes C(rrddata)
+      requests. With V(sqlite), C(day) per VM whose last day is not in the file yet (and C(hour) as well on PVE 8),
+      C(hour) for the others. With V(pve) and V(prometheus), C(hour) per VM (1 + VMs).
   returned: always
   type: int
   sample: 4
@@ -139,6 +152,7 @@ errors:
 
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 
 
@@ -147,6 +161,7 @@ def main():
     argument_spec.update(
         plans=dict(type='raw'),
         templates=dict(type='list', elements='str'),
+        history=history_backends.history_argument_spec(),
         history_path=dict(type='path'),
         parallel=dict(type='int', default=4),
     )
@@ -154,13 +169,14 @@ def main():
     p = module.params
     try:
         plans, templates = scaling.plans_and_templates(p['plans'], p['templates'])
+        config = history_backends.history_config(p['history'], p['history_path'])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     api = None
     try:
         api = api_utils.PveApi.from_module(module)
-        result = scaling.run_metrics(api, templates, plans, scaling.history_path(p['history_path']),
-                                     parallel=max(1, p['parallel']), check_mode=module.check_mode)
+        result = scaling.run_metrics(api, templates, plans, config['path'], parallel=max(1, p['parallel']),
+                                     check_mode=module.check_mode, backend=config['backend'])
     except api_utils.PveApiError as exc:
         api_utils.fail_json_from(module, exc, requests=len(api.calls) if api else 0)
     except scaling.ScalingError as exc:

@@ -11,16 +11,17 @@ short_description: Mirror a VM NIC's traffic to a shadow VM's NIC on a Proxmox V
 version_added: 0.1.0
 description:
   - Copies the packets of a primary VM's NIC (its host-side device C(tap<vmid>i<n>)) to the NIC of
-    a shadow VM on the isolated shadow network, completely (O(mode=full)) or a random sample
-    (O(mode=sampled)). One way only; nothing the shadow sends is copied back.
+    a shadow VM on the isolated shadow network, completely (O(mode=full)) or a sample (O(mode=sampled)) of
+    whole flows (O(sampling=flow), the default) or of single packets (O(sampling=packet)). One way only;
+    nothing the shadow sends is copied back.
   - Runs on the PVE node itself, as root. Reads the live rules back as structures (C(nft -j),
     C(tc -j)), so a second run with the same options reports no change.
   - B(Direction is seen from the VM.) O(direction=egress) copies what the VM sends (on the host
     these packets arrive as ingress on the tap); O(direction=ingress) copies what the VM receives
     (they leave the host through the tap as egress); O(direction=both) copies both.
   - B(Backends.) V(nft) adds one nftables C(netdev) table per (source, target) pair with an
-    C(ingress) and/or C(egress) hook on the source device and C(dup to <target>) (preceded by
-    C(numgen random mod 10000 < rate*10000) in sampled mode). V(tc) adds an C(ingress) qdisc and a
+    C(ingress) and/or C(egress) hook on the source device and C(dup to <target>) (preceded by the sampling
+    selector in sampled mode, see O(sampling)). V(tc) adds an C(ingress) qdisc and a
     root C(htb) (handle C(5e4e:)) with C(u32) filters and C(mirred egress mirror).
     PVE itself deletes the tc C(ingress) and root qdiscs of a tap on every tap plug and every NIC
     C(rate=) change, which silently drops tc mirrors; nftables C(netdev) tables are not touched.
@@ -91,9 +92,31 @@ options:
     default: full
   rate:
     description:
-      - Fraction of packets to copy in V(sampled) mode, 0 < rate <= 1 (resolution 1/10000).
-      - Each packet is chosen independently at random (nftables C(numgen random)).
+      - Fraction of flows (O(sampling=flow)) or packets (O(sampling=packet)) to copy in V(sampled) mode,
+        0 < rate <= 1, rounded to the nearest 1/10000, the threshold C(T) being O(rate) times 10000, rounded.
+      - The probability is exactly the ceiling of C(T * 2^32 / 10000), divided by C(2^32); that is within 2.4e-6 of
+        C(T / 10000), because the kernel maps a 32-bit value to C(mod 10000) by multiplying and shifting.
+        RV(spec.effective_rate) returns it.
     type: float
+  sampling:
+    description:
+      - How V(sampled) mode chooses what to copy; ignored with O(mode=full).
+      - V(flow) copies whole flows, both directions, or nothing of them, so the shadow can reassemble and
+        replay every stream it gets. IPv4 and IPv6 packets are copied when C(symhash mod 10000 < T);
+        nftables' C(symhash) is the kernel's symmetric flow hash (C(__skb_get_hash_symmetric)) of the
+        addresses, the ports (TCP, UDP, SCTP, DCCP, UDP-Lite) and the IP protocol, with the two addresses and
+        the two ports each put in order first, so a request and its reply hash alike. The hash is keyed
+        by a secret the kernel draws at boot, so the decision for a 5-tuple is stable on a node until it
+        reboots (a primary that migrates mid-flow may change it). ICMP and other protocols without ports
+        are one flow per address pair and protocol (a ping and its reply go together); IP fragments carry
+        no ports and are decided by address pair. Frames that are not IP (ARP, LLDP) have no flow and
+        are sampled per packet at the same rate.
+      - V(packet) copies each frame independently at random (C(numgen random mod 10000 < T)), as before
+        this option existed; streams then arrive with holes, which only suits packet and byte counting.
+      - A table written by an older version (per-packet sampling) is rebuilt when V(flow) is asked for.
+    type: str
+    choices: [flow, packet]
+    default: flow
   direction:
     description: Which packets to copy, seen from the primary VM (see the description).
     type: str
@@ -124,6 +147,12 @@ notes:
   - Check mode reports what would change and runs only read commands. Diff mode shows the rules
     per direction before and after.
   - Every command is run as an argument list; names are validated before anything runs.
+  - Flow sampling relies on the kernel's symmetric flow hash being symmetric. Kernels before the fix
+    "net - core - fix flow symmetric hash" (Linux 6.0, backported to the stable series) hashed the two directions
+    of an IPv4 address pair that differ by exactly 2^31 (as 32-bit numbers) differently; kernels whose symmetric
+    hash still stopped at a non-zero IPv6 flow label hashed such packets by address pair only (symmetric, but
+    whole host pairs go together). PVE 8 and later ship 6.x kernels; the collection's tests check the symmetry
+    with real packets in both directions.
 requirements:
   - iproute2 (C(ip), C(tc)) and nftables (C(nft)) with JSON support on the node.
   - Linux 5.16 or later for the nftables C(egress) hook (PVE 8 ships 6.x).
@@ -151,6 +180,14 @@ EXAMPLES = r'''
     mode: sampled
     rate: 0.1
     direction: egress
+
+- name: Copy 5% of the connections of VM 102, both directions of each, whole
+  shadownet.proxmox.port_mirror:
+    source_vmid: 102
+    target_vmid: 902
+    mode: sampled
+    rate: 0.05
+    sampling: flow
 
 - name: Copy VM 100 net0 to its shadow on another node, through the twin network's VXLAN vnet bridge
   shadownet.proxmox.port_mirror:
@@ -197,12 +234,31 @@ firewall_bridge:
   sample: fwbr100i0
 before:
   description:
-    - Mirror rules found for the pair, per VM direction (backend, sample threshold out of 10000 or null, target).
+    - Mirror rules found for the pair, per VM direction (backend, sample threshold out of 10000 or null, target; in
+      sampled mode also C(sampling), V(flow) or V(packet)).
     - With O(target_bridge) also C(port) (the rules on the veth pair, the source MAC rewrite and the drop of what comes
       back) and C(link) (the veth pair, its bridge, MAC learning, state and ownership).
   returned: always
   type: dict
   sample: {}
+spec:
+  description: The validated mirror (source, target, mode, rate, direction, backend, and in sampled mode sampling and
+    effective_rate).
+  returned: with O(state=present)
+  type: dict
+  sample: {"source": "tap100i0", "target": "tap900i0", "mode": "sampled", "rate": 0.1, "direction": "both",
+           "backend": "nft", "sampling": "flow", "effective_rate": 0.10000000009313226}
+  contains:
+    sampling:
+      description: V(flow) or V(packet), see O(sampling).
+      returned: in sampled mode
+      type: str
+      sample: flow
+    effective_rate:
+      description: The exact probability that a flow (V(flow)) or a packet (V(packet)) is copied, see O(rate).
+      returned: in sampled mode
+      type: float
+      sample: 0.10000000009313226
 after:
   description: Mirror rules for the pair after the run (in check mode, what they would be).
   returned: always
@@ -252,6 +308,7 @@ def main():
             target_bridge=dict(type='str'),
             mode=dict(type='str', choices=['full', 'sampled'], default='full'),
             rate=dict(type='float'),
+            sampling=dict(type='str', choices=['flow', 'packet'], default='flow'),
             direction=dict(type='str', choices=['ingress', 'egress', 'both'], default='both'),
             backend=dict(type='str', choices=['nft', 'tc'], default='nft'),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
@@ -274,11 +331,11 @@ def main():
         if p['target_bridge'] is not None:
             spec = build_spec(source=_resolve(p, 'source'), target_bridge=p['target_bridge'],
                               mode=p['mode'], rate=p['rate'], direction=p['direction'],
-                              backend=p['backend'])
+                              backend=p['backend'], sampling=p['sampling'])
         else:
             spec = build_spec(source=_resolve(p, 'source'), target=_resolve(p, 'target'),
                               mode=p['mode'], rate=p['rate'], direction=p['direction'],
-                              backend=p['backend'])
+                              backend=p['backend'], sampling=p['sampling'])
         tools = dict((tool, module.get_bin_path(tool, required=True, opt_dirs=['/usr/sbin', '/sbin']))
                      for tool in ('ip', 'tc', 'nft'))
         manager = MirrorManager(run, netns=p['netns'], tools=tools)

@@ -194,8 +194,12 @@ def main():
                                  'shadownet.proxmox.forecast with the same plans'.format(decision.get('template'),
                                                                                          decision.get('service')))
 
+    # Check mode: every decision reads the same unchanged cluster, so each GET is made once per run.
+    reads = scaling_apply.CheckModeReads() if module.check_mode else None
+
     def make_api():
-        return api_utils.PveApi.from_module(module)
+        api = api_utils.PveApi.from_module(module)
+        return reads.wrap(api) if reads is not None else api
 
     results = []
     try:

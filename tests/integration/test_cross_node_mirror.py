@@ -17,6 +17,7 @@ import subprocess
 import pytest
 from scipy.stats import binom
 
+from lab.flows import FlowTally, udp_flows
 from lab.modrun import ModuleFailed, run_module
 from lab.netns import Lab, netlab  # noqa: F401  # pylint: disable=unused-import
 from lab.playbook import VENV_PY, ansible_playbook, recap
@@ -129,7 +130,7 @@ def test_full_mirror_crosses_vxlan_exactly_per_direction(nodes, direction):
 @pytest.mark.netns
 def test_sampled_mirror_crosses_vxlan_binomially(nodes):
     lab_a, lab_b = nodes
-    args = mirror_args(lab_a, mode='sampled', rate=0.1, direction='ingress')
+    args = mirror_args(lab_a, mode='sampled', rate=0.1, sampling='packet', direction='ingress')
     assert run_module(port_mirror, args)['changed'] is True
     to_vm = shadow_counters(lab_b)[0]
     n, rate = 20000, 0.1
@@ -140,6 +141,30 @@ def test_sampled_mirror_crosses_vxlan_binomially(nodes):
     assert to_vm.drops() == 0
     again = run_module(port_mirror, args)
     assert again['changed'] is False and again['packets']['ingress'] >= got
+
+
+@pytest.mark.netns
+def test_flow_sampled_mirror_crosses_vxlan_in_whole_flows(nodes):
+    lab_a, lab_b = nodes
+    args = mirror_args(lab_a, mode='sampled', rate=0.25)  # sampling: flow, direction: both (the defaults)
+    res = run_module(port_mirror, args)
+    assert res['changed'] is True and res['spec']['sampling'] == 'flow'
+    truth_tally, copy_tally = FlowTally(CLIENT, PRIMARY), FlowTally(CLIENT, PRIMARY, outgoing=False)
+    truth = lab_a.capture(lab_a.node, 'tap100i0', match=truth_tally)
+    copies = lab_b.capture(lab_b.guests[900].ns, 'eth0', match=copy_tally)
+    srv = lab_a.udp(lab_a.guests[100].ns, (PRIMARY, PORT), echo=True)
+    n = 160
+    udp_flows(lab_a, lab_a.clients['c1'], CLIENT, (PRIMARY, PORT), n, 30000 + os.getpid() % 20000)
+    truth.settle(0.5)
+    copies.settle(0.5)
+    sent, copied = truth_tally.snapshot(), copy_tally.snapshot()
+    assert len(sent) == n and truth.drops() == 0 and copies.drops() == 0
+    assert {f: (copied[f], sent.get(f)) for f in copied if copied[f] != sent.get(f)} == {}
+    p = mirror.effective_rate(2500)
+    lo, hi = binom.ppf(0.0005, n, p), binom.ppf(0.9995, n, p)
+    assert lo <= len(copied) <= hi, '%d of %d flows copied, 99.9%% interval [%d, %d]' % (len(copied), n, lo, hi)
+    lab_a.release(srv)
+    assert run_module(port_mirror, args)['changed'] is False
 
 
 @pytest.mark.netns

@@ -1,6 +1,7 @@
 """The documented least-privilege user (README "Quick start", docs/pve-compatibility.md "Privileges per module",
 the lab cluster's shadownet@pve with the roles Shadownet, ShadownetNode and ShadownetRoot) runs the real build,
-failover, scaling, shadow refresh and inventory; a missing privilege is named in the error.
+failover, scaling (with the canary's guest agent file-read), shadow refresh and inventory; a missing privilege is
+named in the error.
 
 The simulator checks what PVE 9 checks (tests/lab/pvesim_perms.py): the privilege names (no VM.Monitor), the
 checks inside the API methods (SDN.Use on bridges, Datastore.AllocateSpace for clones, Sys.Modify on / for
@@ -14,6 +15,7 @@ import pytest
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import (
     failover, forecast, ha_rule, linked_clone, metrics, scale, shadow_refresh, vnet)
+from lab.canary import STATS_PATH, counters
 from lab.modrun import ModuleFailed, run_module
 from lab.shop import plan_of
 
@@ -25,7 +27,8 @@ TEMPLATE = {
                  {'name': 'lan', 'type': 'bridge', 'bridge': 'vmbr0', 'cidr': '192.0.2.0/24'}],
     'services': [{'name': 'web', 'template': 9000, 'instances': 2, 'cores': 2, 'memory': 2048,
                   'networks': ['front', 'lan'], 'vip': '10.10.0.100/24', 'critical': True}],
-    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/srv']}},
+    'shadow': {'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'differential', 'paths': ['/srv']},
+               'replay': {'mode': 'http', 'port': 80}},
     'scaling': {'instances': {'min': 1, 'max': 4}, 'cooldown': {'up': '3m', 'down': '10m'}},
 }
 # A node bridge the vnet module creates on each node (pve-manager API2/Network.pm: Sys.Modify on /nodes/<node>).
@@ -98,10 +101,13 @@ def test_scale_out(pvesim, built, plan, tmp_path):
             pvesim.pve.inject_rrd(vm.vmid, [{'time': end - 60 * (len(rising) - 1 - i), 'cpu': v, 'maxcpu': 2,
                                              'mem': GIB, 'maxmem': 2 * GIB, 'netin': 0, 'netout': 0}
                                             for i, v in enumerate(rising)])
+    # The canary's counters in the shadow, read with the guest agent's file-read (VM.GuestAgent.FileRead).
+    pvesim.pve.put_guest_file(by_name(pvesim)['shop-web-shadow'].vmid, STATS_PATH, counters(requests=10, p95=0.01))
     history = str(tmp_path / 'h.sqlite')
     run_module(metrics, dict(built, plans={'shop': plan}, history_path=history))
     decisions = run_module(forecast, dict(built, plans={'shop': plan}, history_path=history))['decisions']
     assert decisions[0]['action'] == 'scale_up', decisions[0]['reason']
+    assert decisions[0]['canary']['live'], decisions[0]['canary']
     result = run_module(scale, dict(built, plans={'shop': plan}, decisions=decisions))
     assert result['changed'] and result['results'][0]['created'] == ['shop-web-3']
     # The anchor's record: tags and description (VM.Config.Options).

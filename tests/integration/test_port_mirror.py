@@ -9,15 +9,20 @@ import contextlib
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
+import time
 
 import pytest
 from scipy.stats import binom
 
 from ansible.module_utils.testing import patch_module_args
-from lab.netns import netlab  # noqa: F401  # pylint: disable=unused-import
+from lab.flows import FlowTally, tcp_echo_server, tcp_flows, udp_flows
+from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
 from lab.playbook import ROOT, VENV_PY, ansible_playbook, recap, run_ansible
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
 
 HOOK_SRC = os.path.join(ROOT, 'roles', 'port_mirror', 'files', 'shadownet-hook.py')
@@ -143,7 +148,7 @@ def test_full_mirror_counts_exactly_per_direction(netlab, backend, direction):
 def test_sampled_ten_percent_is_binomial(netlab):
     primary, shadow, client = build(netlab)
     res = run_module({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled', 'rate': 0.1,
-                      'direction': 'ingress', 'netns': netlab.node})
+                      'sampling': 'packet', 'direction': 'ingress', 'netns': netlab.node})
     assert res['changed'] is True
     to_vm, from_vm = shadow_counters(netlab, shadow)
     n, rate = 20000, 0.1
@@ -154,9 +159,203 @@ def test_sampled_ten_percent_is_binomial(netlab):
     assert to_vm.drops() == 0
     # The counter read back from the live rule matches what the shadow saw.
     again = run_module({'source': 'tap100i0', 'target': 'tap900i0', 'mode': 'sampled',
-                        'rate': 0.1, 'direction': 'ingress', 'netns': netlab.node})
+                        'rate': 0.1, 'sampling': 'packet', 'direction': 'ingress', 'netns': netlab.node})
     assert again['changed'] is False
     assert again['packets']['ingress'] >= got
+    assert again['after'] == {'ingress': [{'backend': 'nft', 'sample': 1000, 'target': 'tap900i0',
+                                           'sampling': 'packet'}]}
+
+
+FLOW_RATE = 0.3
+
+
+def flow_traffic(lab, primary, client, udp=240, tcp=120):
+    """Many short flows through the primary (UDP echoes and TCP echo connections, each from its own client
+    port), counted per flow and direction on the primary's tap (what happened) and on the shadow's NIC
+    (what was copied). Returns (truth, copied, flows)."""
+    truth_tally, copy_tally = FlowTally(CLIENT, PRIMARY), FlowTally(CLIENT, PRIMARY, outgoing=False)
+    truth = lab.capture(lab.node, 'tap100i0', match=truth_tally)
+    copies = lab.capture(lab.guests[900].ns, 'eth0', match=copy_tally)
+    base = 20000 + os.getpid() % 20000  # other 5-tuples on each run: the kernel's hash secret lasts a boot
+    srv = lab.udp(primary.ns, (PRIMARY, PORT), echo=True)
+    tcp_echo_server(lab, primary.ns, (PRIMARY, PORT + 1))
+    flows = [(17, p) for p in udp_flows(lab, client, CLIENT, (PRIMARY, PORT), udp, base)]
+    flows += [(6, p) for p in tcp_flows(client, CLIENT, (PRIMARY, PORT + 1), tcp, base + udp)]
+    truth.settle(0.5)
+    copies.settle(0.5)
+    assert truth.drops() == 0 and copies.drops() == 0
+    lab.release(srv)
+    return truth_tally.snapshot(), copy_tally.snapshot(), flows
+
+
+@pytest.mark.netns
+def test_flow_sampling_copies_whole_flows_both_ways_binomially(netlab):
+    primary, shadow, client = build(netlab)
+    args = {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': FLOW_RATE,
+            'direction': 'both', 'netns': netlab.node}  # sampling: flow is the default
+    before = ruleset(netlab)
+    res = run_module(args, check_mode=True, diff=True)
+    assert res['changed'] is True and ruleset(netlab) == before  # check mode wrote nothing
+    want = {'backend': 'nft', 'sample': 3000, 'target': 'tap900i0', 'sampling': 'flow'}
+    assert res['diff']['after'] == {'egress': [want], 'ingress': [want]}
+    res = run_module(args)
+    assert res['changed'] is True and res['after'] == {'egress': [want], 'ingress': [want]}
+    assert res['spec']['sampling'] == 'flow' and res['spec']['effective_rate'] == mirror.effective_rate(3000)
+    assert 'symhash' in netlab.run(netlab.node, ['nft', 'list', 'table', 'netdev',
+                                                 mirror.nft_table_name('tap100i0', 'tap900i0')]).stdout
+
+    truth, copied, flows = flow_traffic(netlab, primary, client)
+    assert sorted(truth) == sorted(flows)
+    assert all(c['c2s'] > 0 and c['s2c'] > 0 for c in truth.values())
+    assert set(copied) <= set(truth), 'copies of flows that never happened: %s' % (set(copied) - set(truth))
+    partial = {f: (copied[f], truth[f]) for f in copied if copied[f] != truth[f]}
+    assert not partial, 'flows copied in part (copied, sent): %s' % partial
+    # Every flow is copied whole in both directions or not at all; how many are copied is binomial.
+    n, p = len(flows), mirror.effective_rate(3000)
+    lo, hi = binom.ppf(0.0005, n, p), binom.ppf(0.9995, n, p)
+    assert lo <= len(copied) <= hi, '%d of %d flows copied, 99.9%% interval [%d, %d]' % (len(copied), n, lo, hi)
+    for proto in (6, 17):  # both kinds of flow are sampled, neither all nor none of them
+        kind = [f for f in flows if f[0] == proto]
+        assert 0 < len([f for f in kind if f in copied]) < len(kind)
+
+    again = run_module(args)
+    assert again['changed'] is False and again['commands'] == []
+    copied_packets = sum(c['c2s'] + c['s2c'] for c in copied.values())
+    assert sum(again['packets'].values()) >= copied_packets
+
+
+@pytest.mark.netns
+def test_packet_sampling_splits_flows(netlab):
+    """The contrast: per-packet sampling of the same traffic copies parts of flows."""
+    primary, shadow, client = build(netlab)
+    run_module({'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': FLOW_RATE,
+                'sampling': 'packet', 'netns': netlab.node})
+    truth, copied, flows = flow_traffic(netlab, primary, client, udp=60, tcp=30)
+    partial = [f for f in copied if copied[f] != truth[f]]
+    assert len(partial) > len(flows) // 4
+    total = sum(c['c2s'] + c['s2c'] for c in truth.values())
+    got = sum(c['c2s'] + c['s2c'] for c in copied.values())
+    lo, hi = binom.ppf(0.0005, total, FLOW_RATE), binom.ppf(0.9995, total, FLOW_RATE)
+    assert lo <= got <= hi, 'sampled %d of %d packets, 99.9%% interval [%d, %d]' % (got, total, lo, hi)
+
+
+def arp_request(src_mac, src_ip, dst_ip):
+    """An Ethernet broadcast ARP who-has frame."""
+    mac = bytes.fromhex(src_mac.replace(':', ''))
+    return (b'\xff' * 6 + mac + b'\x08\x06' + b'\x00\x01\x08\x00\x06\x04\x00\x01' + mac
+            + socket.inet_aton(src_ip) + b'\x00' * 6 + socket.inet_aton(dst_ip))
+
+
+def icmp_echo(ident, seq):
+    """An ICMP echo request (header and 8 payload bytes) with its checksum."""
+    body = struct.pack('!BBHHH', 8, 0, 0, ident, seq) + b'shadowne'
+    total = sum(struct.unpack('!%dH' % (len(body) // 2), body))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return body[:2] + struct.pack('!H', ~total & 0xFFFF) + body[4:]
+
+
+@pytest.mark.netns
+def test_flow_sampling_of_arp_and_icmp(netlab):
+    """Frames without a flow (ARP) are sampled one by one at the rate; ICMP has no ports, so all of it between two
+    addresses is one flow: echo requests and replies of every id are copied together or not at all."""
+    primary, shadow, client = build(netlab)
+    rate = 0.3
+    run_module({'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': rate, 'netns': netlab.node})
+    sources = ['10.0.0.%d' % i for i in range(100, 130)]  # 30 address pairs with the primary
+    for addr in sources:
+        netlab.run(client, ['ip', 'addr', 'add', addr + '/24', 'dev', 'eth0'])
+
+    def is_arp(frame):
+        return frame.ethertype == 0x0806
+    arp_sent = netlab.capture(netlab.node, 'tap100i0', match=is_arp)
+    arp_copied = netlab.capture(shadow.ns, 'eth0', match=lambda f: not f.outgoing and is_arp(f))
+    sent_tally, copy_tally = {}, {}
+
+    def icmp_tally(tally, outgoing=None):
+        def match(f):
+            if f.proto != 1 or (outgoing is not None and f.outgoing != outgoing):
+                return False
+            peer = f.src_ip if f.dst_ip == PRIMARY else f.dst_ip if f.src_ip == PRIMARY else None
+            if peer in sources:
+                tally[peer] = tally.get(peer, 0) + 1
+                return True
+            return False
+        return match
+
+    icmp_sent = netlab.capture(netlab.node, 'tap100i0', match=icmp_tally(sent_tally))
+    icmp_copied = netlab.capture(shadow.ns, 'eth0', match=icmp_tally(copy_tally, outgoing=False))
+
+    def raw_arp():
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        s.bind(('eth0', 0))
+        return s
+
+    def raw_icmp(addr):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        s.bind((addr, 0))
+        return s
+
+    mac = netlab.link(client, 'eth0')['address']
+    arp = in_netns(client, raw_arp)
+    pingers = [in_netns(client, raw_icmp, addr) for addr in sources]
+    ids = 20
+    try:
+        for i in range(ids):
+            for k, pinger in enumerate(pingers):
+                arp.send(arp_request(mac, CLIENT, PRIMARY))
+                pinger.sendto(icmp_echo(1000 + i, k), (PRIMARY, 0))  # another ICMP id each round
+                time.sleep(0.0005)
+    finally:
+        for sock in [arp] + pingers:
+            sock.close()
+    sent_arp, copied_arp = arp_sent.settle(0.5), arp_copied.settle(0.5)
+    icmp_sent.settle(0.5)
+    icmp_copied.settle(0.5)
+    assert all(c.drops() == 0 for c in (arp_sent, arp_copied, icmp_sent, icmp_copied))
+    assert sent_tally == {addr: 2 * ids for addr in sources}  # every echo answered
+    lo, hi = binom.ppf(0.0005, sent_arp, rate), binom.ppf(0.9995, sent_arp, rate)
+    assert lo <= copied_arp <= hi, 'ARP: %d of %d copied, 99.9%% interval [%d, %d]' % (copied_arp, sent_arp, lo, hi)
+    partial = {addr: n for addr, n in copy_tally.items() if n != 2 * ids}
+    assert not partial, 'ICMP of an address pair copied in part: %s' % partial
+    lo, hi = binom.ppf(0.0005, len(sources), rate), binom.ppf(0.9995, len(sources), rate)
+    assert lo <= len(copy_tally) <= hi and copy_tally, '%d of %d address pairs copied' % (len(copy_tally), len(sources))
+
+
+# The table the version before `sampling` existed wrote for a sampled mirror (per-packet numgen), verbatim.
+def old_version_table(source, target, threshold):
+    name = mirror.nft_table_name(source, target)
+    cmds = [{'add': {'table': {'family': 'netdev', 'name': name}}}]
+    for hook, chain in (('ingress', 'vm_egress'), ('egress', 'vm_ingress')):
+        cmds.append({'add': {'chain': {'family': 'netdev', 'table': name, 'name': chain, 'type': 'filter',
+                                       'hook': hook, 'dev': source, 'prio': 0, 'policy': 'accept'}}})
+        cmds.append({'add': {'rule': {'family': 'netdev', 'table': name, 'chain': chain, 'expr': [
+            {'match': {'op': '<', 'left': {'numgen': {'mode': 'random', 'mod': 10000, 'offset': 0}},
+                       'right': threshold}},
+            {'counter': None}, {'dup': {'addr': target}}]}}})
+    return json.dumps({'nftables': cmds})
+
+
+@pytest.mark.netns
+def test_old_per_packet_table_is_converged_to_flow_sampling(netlab):
+    primary, shadow, client = build(netlab)
+    netlab.run(netlab.node, ['nft', '-j', '-f', '-'], input=old_version_table('tap100i0', 'tap900i0', 2000))
+    args = {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.2, 'netns': netlab.node}
+    old = {'backend': 'nft', 'sample': 2000, 'target': 'tap900i0', 'sampling': 'packet'}
+    # Asked for per-packet sampling, the old table is already right.
+    same = run_module(dict(args, sampling='packet'))
+    assert same['changed'] is False and same['after'] == {'egress': [old], 'ingress': [old]}
+    before = ruleset(netlab)
+    check = run_module(args, check_mode=True, diff=True)
+    assert check['changed'] is True and ruleset(netlab) == before
+    new = dict(old, sampling='flow')
+    assert check['diff']['before'] == {'egress': [old], 'ingress': [old]}
+    assert check['diff']['after'] == {'egress': [new], 'ingress': [new]}
+    res = run_module(args)
+    assert res['changed'] is True and 'updated' in res['msg'] and res['after'] == {'egress': [new], 'ingress': [new]}
+    assert run_module(args)['changed'] is False
+    truth, copied, flows = flow_traffic(netlab, primary, client, udp=40, tcp=20)
+    assert copied and all(copied[f] == truth[f] for f in copied)
 
 
 @pytest.mark.netns
@@ -293,7 +492,7 @@ def test_through_the_ansible_cli(netlab):
     assert 'shadownet' not in netlab.run(netlab.node, ['nft', 'list', 'ruleset']).stdout
     rc, res = ansible_adhoc(args)
     assert rc == 0 and res['changed'] is True
-    assert res['after'] == {'egress': [{'backend': 'nft', 'sample': 5000, 'target': 'tap900i0'}]}
+    assert res['after'] == {'egress': [{'backend': 'nft', 'sample': 5000, 'target': 'tap900i0', 'sampling': 'flow'}]}
     rc, res = ansible_adhoc(args)
     assert rc == 0 and res['changed'] is False
     bad = dict(args, source='tap100i0 ;x')
@@ -338,10 +537,22 @@ def test_role_installs_hookscript_applies_and_prunes(netlab, tmp_path):
     assert pairs == [(100, 900), (101, 901), (102, 902)]
     tables = netlab.run(netlab.node, ['nft', 'list', 'tables']).stdout
     assert 'shadownet_tap100i0_-tap900i0' in tables and 'shadownet_tap101i0_-tap901i0' in tables
+    # The sampled mirror samples whole flows unless told otherwise.
+    assert [m['sampling'] for m in state['mirrors']] == ['flow', 'flow', 'flow']
+    sampled = netlab.run(netlab.node, ['nft', 'list', 'table', 'netdev', 'shadownet_tap101i0_-tap901i0']).stdout
+    assert 'symhash mod 10000 < 5000' in sampled
     to_vm, from_vm = shadow_counters(netlab, shadow)
     exchange(netlab, primary, client, 300)
     assert (to_vm.wait(300, timeout=5), from_vm.wait(300, timeout=5)) == (300, 300)
 
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0 and recap(out)['changed'] == 0, out
+    # Per-packet sampling asked for: the table is rebuilt, and then stays.
+    both[1]['sampling'] = 'packet'
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
+    assert rc == 0 and recap(out)['changed'] >= 1, out
+    sampled = netlab.run(netlab.node, ['nft', 'list', 'table', 'netdev', 'shadownet_tap101i0_-tap901i0']).stdout
+    assert 'symhash' not in sampled and 'numgen random mod 10000 < 5000' in sampled
     rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=both)
     assert rc == 0 and recap(out)['changed'] == 0, out
 
@@ -371,3 +582,25 @@ def test_role_preflight_rejects_bad_mirrors(netlab, tmp_path):
         {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 1.5}])
     assert rc != 0 and 'sampled mode needs 0 < rate <= 1' in out
     assert not (tmp_path / 'etc' / 'mirrors.json').exists()
+    rc, out = play_role(tmp_path, netlab, port_mirror_mirrors=[
+        {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.5, 'sampling': 'bytes'}])
+    assert rc != 0 and 'sampling' in out and 'flow, packet' in out, out
+    assert not (tmp_path / 'etc' / 'mirrors.json').exists()
+
+
+@pytest.mark.netns
+def test_hookscript_applies_the_sampling_of_the_state_file(netlab, tmp_path, hooklib):
+    build(netlab)
+    state = tmp_path / 'mirrors.json'
+    flow = {'source_vmid': 100, 'target_vmid': 900, 'mode': 'sampled', 'rate': 0.2, 'sampling': 'flow'}
+    state.write_text(json.dumps({'mirrors': [flow]}))
+    assert 'created (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
+    table = ['nft', 'list', 'table', 'netdev', 'shadownet_tap100i0_-tap900i0']
+    assert 'symhash mod 10000 < 2000' in netlab.run(netlab.node, table).stdout
+    assert 'unchanged' in hook(netlab, state, hooklib, 900, 'post-start')
+    # A state file from before `sampling` existed meant per-packet sampling.
+    del flow['sampling']
+    state.write_text(json.dumps({'mirrors': [flow]}))
+    assert 'updated (changed)' in hook(netlab, state, hooklib, 100, 'post-start')
+    text = netlab.run(netlab.node, table).stdout
+    assert 'symhash' not in text and 'numgen random mod 10000 < 2000' in text

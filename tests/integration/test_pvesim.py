@@ -477,6 +477,37 @@ def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):
     assert 'cpu' in node.qemu(100).rrddata.get(timeframe='day')[-1]
 
 
+
+def test_rrddata_after_an_upgrade_reads_the_old_file_first(proxmoxer_api, pvesim):
+    """pve-cluster RRD.pm create_rrd_data on PVE 9 with an old pve2-vm file (last update = the upgrade): the old
+    file's rows at PVE 8's resolution up to the row holding the upgrade, then the new file's rows after it; a window
+    that starts after the upgrade reads only the new file; an unknown timeframe is refused as the API schema does."""
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    end = 1_800_000_000
+    pvesim.pve.rrd_now = end + 30
+    pvesim.pve.inject_rrd(100, [{'time': end - 60 * i, 'cpu': 0.5, 'maxcpu': 2} for i in range(3 * 1440)])
+    pvesim.pve.rrd_upgraded_at = end - 5 * 3600 + 17
+    day = node.qemu(100).rrddata.get(timeframe='day')
+    times = [r['time'] for r in day]
+    steps = [b - a for a, b in zip(times, times[1:])]
+    back = [i for i, s in enumerate(steps) if s < 0]
+    assert len(back) == 1                                      # the join: time steps back once
+    old, new = times[:back[0] + 1], times[back[0] + 1:]
+    assert set(b - a for a, b in zip(old, old[1:])) == {1800} and len(old) == 70 - 10 + 1
+    assert old[-1] == end - 5 * 3600 + 1800 and old[0] == end - 70 * 1800 + 1800
+    assert set(b - a for a, b in zip(new, new[1:])) == {60} and new[0] == end - 5 * 3600 + 60 and new[-1] == end
+    # `hour` starts after the upgrade: the new file only, 60 rows.
+    hour = node.qemu(100).rrddata.get(timeframe='hour')
+    assert len(hour) == 60 and all(b['time'] - a['time'] == 60 for a, b in zip(hour, hour[1:]))
+    # `month`: the old file's 12-hour rows, then half-hours.
+    month = node.qemu(100).rrddata.get(timeframe='month')
+    assert {month[1]['time'] - month[0]['time'], month[-1]['time'] - month[-2]['time']} == {43200, 1800}
+    # qemu-server API2/Qemu.pm rrddata: timeframe hour|day|week|month|year (RRD.pm's `decade` is not offered for VMs).
+    err = _error(node.qemu(100).rrddata.get, timeframe='decade')
+    assert err.status_code == 400 and "'decade' does not have a value in the enumeration" in str(err)
+
+
 # ------------------------------------------------------------------------------------------ migrate
 
 def test_migrate_moves_the_vm(proxmoxer_api, pvesim):

@@ -28,6 +28,7 @@ def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_pa
                      reconciler_history_path=str(tmp_path / 'lib' / 'history.sqlite'),
                      reconciler_env_file=str(tmp_path / 'etc' / 'reconcile.env'),
                      reconciler_lock_file=str(tmp_path / 'lock'),
+                     reconciler_report_dir=str(tmp_path / 'lib' / 'reports'), reconciler_report_keep=5,
                      reconciler_environment={'PROXMOX_HOST': 'pve.example.invalid'})
     (tmp_path / 'bin').mkdir()
     proc, changed, failed = play(tmp_path, **role_vars)
@@ -36,6 +37,8 @@ def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_pa
     assert entry == ['*/5 * * * * {0} {1}'.format(user, role_vars['reconciler_wrapper_path'])]
     wrapper = open(role_vars['reconciler_wrapper_path']).read()
     assert 'flock -n 9' in wrapper and 'shadownet.proxmox.reconcile' in wrapper
+    assert (tmp_path / 'lib' / 'reports').is_dir() and '-e shadownet_report_keep=5' in wrapper
+    assert 'SHADOWNET_REPORT_DIR="${{SHADOWNET_REPORT_DIR:-{0}}}"'.format(tmp_path / 'lib' / 'reports') in wrapper
     assert oct(os.stat(role_vars['reconciler_env_file']).st_mode & 0o777) == '0o600'
     proc, changed, failed = play(tmp_path, **role_vars)
     assert failed == 0 and changed == 0, proc.stdout[-3000:]
@@ -50,6 +53,7 @@ def test_role_installs_a_cron_entry_for_the_locked_wrapper_and_removes_it(tmp_pa
 def test_preflight_names_a_relative_history_path_before_any_change(tmp_path):
     wrapper = tmp_path / 'bin' / 'shadownet-reconcile'
     proc, changed, failed = play(tmp_path, reconciler_history_path='var/history.sqlite',
+                                 reconciler_report_dir=str(tmp_path / 'reports'),
                                  reconciler_wrapper_path=str(wrapper), reconciler_log_file=str(tmp_path / 'log' / 'r.log'),
                                  reconciler_env_file=str(tmp_path / 'etc' / 'r.env'), reconciler_lock_file=str(tmp_path / 'lock'))
     assert failed == 1 and changed == 0, proc.stdout[-3000:]

@@ -86,7 +86,7 @@ def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_
     envvars = yaml.safe_load((pdd / 'env' / 'envvars').read_text())
     # The metrics history: a file here; on AWX, a shared store (docs/awx.md).
     envvars.update(SHADOWNET_HISTORY=str(tmp_path / 'history.sqlite'), OMP_NUM_THREADS='1',
-                   OPENBLAS_NUM_THREADS='1')
+                   OPENBLAS_NUM_THREADS='1', SHADOWNET_REPORT_DIR=str(tmp_path / 'reports'))
     (pdd / 'env' / 'envvars').write_text(yaml.safe_dump(envvars))
     (pdd / 'env' / 'extravars').write_text(yaml.safe_dump({
         'shadownet_templates': [TEMPLATE], 'ansible_python_interpreter': VENV_PY}))
@@ -99,6 +99,8 @@ def test_runner_runs_the_reconciler_and_its_decisions_are_artifacts(pvesim, pve_
     reconcile = event['event_data']['artifact_data']['shadownet_reconcile']
     assert reconcile['decisions'] == ['scale_up'], reconcile
     assert len(reconcile['lines']) == 1 and reconcile['lines'][0].startswith('shop/web:')
+    # The HTML report's path is an artifact too (the file is where the job ran: docs/awx.md).
+    assert os.path.dirname(reconcile['report']) == str(tmp_path / 'reports') and os.path.isfile(reconcile['report'])
     assert primaries(pvesim) == ['shop-web-1', 'shop-web-2', 'shop-web-3']
     # The inventory source of the job sees the new instance with its identity.
     listing = run_ansible('ansible-inventory', ['-i', pdd / 'inventory', '--list'], env=envvars, timeout=120)

@@ -32,6 +32,11 @@ What is modelled on top of fakepve
   (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
   time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
   task takes the VM out of HA and its rules.
+- Guest agent (pvesim_agent.py): every agent command first checks, as qemu-server Agent.pm assert_agent_available
+  does, that the config has `agent` ("No QEMU guest agent configured"), the VM runs ("VM <id> is not running") and
+  the agent answers ("QEMU guest agent is not running"); `file-read` reads files put into the guest
+  (`put_guest_file`, `POST /_sim/guest_file`) with offset, count, decode, `bytes-read` and `truncated` as
+  API2/Qemu/Agent.pm gives them, a missing file failing with the agent's error.
 - VMs (pvesim_qemu.py, pvesim_rrd.py): `rrddata` as pve-cluster RRD.pm create_rrd_data answers it, from a series
   of raw samples injected per VM (`inject_rrd`), else one minute of the VM's current usage (`set_stats`): PVE 9's
   shapes by default (hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min, month 1440 x 30 min, year 1440 x 6 h;
@@ -107,7 +112,7 @@ Known differences from real PVE
   to rules). Only recovery is modelled, and only after
   `enable_ha_recovery()`: an HA resource on an offline node moves to an online node and runs there once the
   fence time has passed (no fencing, watchdog or LRM states).
-- rrddata: the transition of PVE 9's first day after an upgrade (old pve2 files read for the part of the window
+- rrddata: the transition after an upgrade to PVE 9 (`rrd_upgraded_at`: the old pve2 file read for the part of a window
   they still cover) is not modelled; injected samples are the only history (a VM has none before its series).
 - migrate: a VM is moved instantly at time_scale 0; storage is not checked at all (real PVE refuses some
   moves of local disks, e.g. linked clones whose base is on non-shared storage; check on a real cluster);
@@ -142,6 +147,7 @@ from fakepve import FakePve
 from fakepve.certs import make_cert
 from fakepve.server import settle
 
+from .pvesim_agent import GuestAgentFiles
 from .pvesim_cluster import HaApi, NodeNetworkApi
 from .pvesim_faults import WriteFaults
 from .pvesim_links import LinkBindings
@@ -161,8 +167,8 @@ START_TIMEOUT = 30
 GiB = 1024 ** 3
 
 
-class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, QemuExtras,
-                CloneStorageLocks, FakePve):
+class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, LinkBindings, GuestAgentFiles,
+                QemuExtras, CloneStorageLocks, FakePve):
     """fakepve with SDN, node networks, HA, rrddata, migrate, hookscripts and hot-plug kept as PVE keeps them."""
 
     def __init__(self, user='root@pam', password='secret', host=None, port=0):
@@ -360,6 +366,9 @@ class ControlChannel(object):
                                           writes dropped, before or after handling (rate 0 stops it)
                                         kill_clone_task {"times"}: a clone task dies leaving its VM locked
                                         (pvesim_faults.py; "clear" forgets these too)
+      POST /_sim/guest_file           {"vmid": 100, "path": "/run/x.json", "content": "..."} put a file in the guest
+                                      (its agent runs); "content": null removes it; {"vmid", "agent": false}
+                                      stops the guest's agent (pvesim_agent.py)
       GET  /_sim/state                nodes, VMs (vmid, node, status, lock), SDN and HA summaries
     """
 
@@ -391,7 +400,7 @@ class ControlChannel(object):
 
     async def _get_index(self, request, body):
         return {'endpoints': ['GET /_sim/requests', 'POST /_sim/rrd', 'POST /_sim/stats', 'POST /_sim/snippet',
-                              'POST /_sim/link', 'POST /_sim/fault', 'GET /_sim/state']}
+                              'POST /_sim/link', 'POST /_sim/fault', 'POST /_sim/guest_file', 'GET /_sim/state']}
 
     async def _get_requests(self, request, body):
         since = int(request.query.get('since', 0))
@@ -416,6 +425,13 @@ class ControlChannel(object):
             self.pve.unbind_links(int(body['vmid']))
         else:
             self.pve.bind_link(int(body['vmid']), body['nic'], body['dev'], ns=body.get('ns'))
+        return {'ok': True}
+
+    async def _post_guest_file(self, request, body):
+        if body.get('agent') is False:
+            self.pve.stop_guest_agent(int(body['vmid']))
+        else:
+            self.pve.put_guest_file(int(body['vmid']), body['path'], body.get('content'))
         return {'ok': True}
 
     async def _post_fault(self, request, body):

@@ -153,6 +153,9 @@ class QemuExtras(object):
         self.rrd_format = 'pve9'
         # The clock rrddata cuts its window at (None: the wall clock), for tests that inject a fixed time.
         self.rrd_now = None
+        # PVE 9 only: when the cluster was upgraded from PVE 8 (epoch seconds; None: no old pve2-vm files). Samples up to
+        # then are in the old file, which RRD.pm still reads for the part of a window before it.
+        self.rrd_upgraded_at = None
         # PVE seconds a migration takes (scaled by time_scale).
         self.migrate_secs = 5
         # datacenter.cfg `tag-style` (ordering, case-sensitive) as get_unique_tags reads it; {}: PVE's default.
@@ -329,7 +332,8 @@ class QemuExtras(object):
             point = {'time': int(now) // 60 * 60}
             point.update((k, use[k]) for k in RRD_FIELDS if k in use)
             series = [point]
-        return rrd_fetch(series, v['timeframe'], v.get('cf') or 'AVERAGE', now=now, fmt=self.rrd_format)
+        return rrd_fetch(series, v['timeframe'], v.get('cf') or 'AVERAGE', now=now, fmt=self.rrd_format,
+                         upgraded_at=self.rrd_upgraded_at)
 
     # ----------------------------------------------------------------- migrate
 

@@ -77,10 +77,8 @@ def test_table_names_never_collide():
     assert len(names) == len(pairs)
 
 
-def test_nft_ruleset_round_trips_through_the_parser():
-    spec = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.1)
-    cmds = m.nft_ruleset(spec)['nftables']
-    # What `nft -j list table` returns for it (handles added, the counter filled in).
+def listing_of(cmds, packets=7):
+    """What `nft -j list table` returns for the commands of nft_ruleset (handles added, counters filled in)."""
     listing = {'nftables': [{'metainfo': {}}, {'table': {'family': 'netdev', 'name': 'x'}}]}
     for c in cmds[3:]:
         obj = c['add']
@@ -88,12 +86,130 @@ def test_nft_ruleset_round_trips_through_the_parser():
             listing['nftables'].append({'chain': dict(obj['chain'], handle=1)})
         else:
             rule = dict(obj['rule'], handle=2)
-            rule['expr'] = [{'counter': {'packets': 7, 'bytes': 700}} if 'counter' in e else e
+            rule['expr'] = [{'counter': {'packets': packets, 'bytes': 700}} if 'counter' in e else e
                             for e in rule['expr']]
             listing['nftables'].append({'rule': rule})
-    state, packets = m.parse_nft_table(listing)
+    return listing
+
+
+@pytest.mark.parametrize('mode,rate,sampling,rules', [
+    ('full', None, 'flow', 1), ('sampled', 0.1, 'packet', 1), ('sampled', 0.1, 'flow', 2)])
+def test_nft_ruleset_round_trips_through_the_parser(mode, rate, sampling, rules):
+    spec = m.MirrorSpec('tap100i0', 'tap900i0', mode=mode, rate=rate, sampling=sampling)
+    state, packets = m.parse_nft_table(listing_of(m.nft_ruleset(spec)['nftables']))
     assert m.normalise(state) == m.normalise(m.desired_state(spec))
-    assert packets == {'egress': 7, 'ingress': 7}
+    assert packets == {'egress': 7 * rules, 'ingress': 7 * rules}  # the counters of every rule of a direction
+
+
+def test_flow_sampling_rules():
+    """IP by the symmetric flow hash, every other frame per packet, both at the same threshold."""
+    spec = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.25, direction='egress')
+    rules = [c['add']['rule']['expr'] for c in m.nft_ruleset(spec)['nftables'] if 'rule' in c.get('add', {})]
+    ip_set = {'meta': {'key': 'protocol'}}
+    assert rules == [
+        [{'match': {'op': '==', 'left': ip_set, 'right': {'set': ['ip', 'ip6']}}},
+         {'match': {'op': '<', 'left': {'symhash': {'mod': 10000}}, 'right': 2500}},
+         {'counter': None}, {'dup': {'addr': 'tap900i0'}}],
+        [{'match': {'op': '!=', 'left': ip_set, 'right': {'set': ['ip', 'ip6']}}},
+         {'match': {'op': '<', 'left': {'numgen': {'mode': 'random', 'mod': 10000, 'offset': 0}}, 'right': 2500}},
+         {'counter': None}, {'dup': {'addr': 'tap900i0'}}]]
+    assert m.desired_state(spec) == {'egress': [{'backend': 'nft', 'sample': 2500, 'target': 'tap900i0',
+                                                 'sampling': 'flow'}]}
+    packet = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.25, sampling='packet')
+    assert m.desired_state(packet)['ingress'][0]['sampling'] == 'packet'
+    # Full mirrors copy everything: sampling does not apply and is not shown.
+    full = m.MirrorSpec('tap100i0', 'tap900i0', sampling='packet')
+    assert full.sampling is None and 'sampling' not in m.desired_state(full)['egress'][0]
+    assert 'sampling' not in full.as_dict()
+
+
+def test_unknown_sampling_is_refused():
+    with pytest.raises(m.MirrorError, match='sampling .*flow.*packet'):
+        m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.1, sampling='bytes')
+    with pytest.raises(m.MirrorError, match='sampling'):
+        m.build_spec(source='tap100i0', target='tap900i0', mode='sampled', rate=0.1, sampling=None)
+
+
+@pytest.mark.parametrize('threshold,exact', [
+    (None, 1.0), (10000, 1.0), (5000, 0.5), (2500, 0.25),
+    # 1/10000 of 2**32 is not whole: the buckets below 1 hold ceil(2**32 / 10000) = 429497 values.
+    (1, 429497 / 2 ** 32), (3333, 1431512600 / 2 ** 32)])
+def test_effective_rate_is_exact(threshold, exact):
+    assert m.effective_rate(threshold) == pytest.approx(exact, abs=1e-12)
+
+
+def test_effective_rate_counts_the_kernels_buckets():
+    """Brute force over a scaled-down space: reciprocal_scale(h, N) = (h * N) >> bits puts exactly
+    ceil(T * 2**bits / N) values of h below T, the count effective_rate uses."""
+    bits, mod = 16, 10000
+    for threshold in (1, 7, 3333, 5000, 9999):
+        below = sum(1 for h in range(1 << bits) if (h * mod) >> bits < threshold)
+        assert below == -(-threshold * (1 << bits) // mod)
+    for threshold in (1, 2, 999, 3000, 9999):
+        assert abs(m.effective_rate(threshold) - threshold / m.SAMPLE_MOD) < 2.4e-6
+
+
+@pytest.mark.parametrize('rate,threshold', [(0.1, 1000), (0.33333, 3333), (0.00015, 1), (0.99996, 10000),
+                                            (1 / 3, 3333), (0.123456, 1235)])
+def test_rates_round_to_the_nearest_ten_thousandth(rate, threshold):
+    assert m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=rate).threshold() == threshold
+
+
+def old_packet_rule(threshold, target='tap900i0'):
+    return [{'match': {'op': '<', 'left': {'numgen': {'mode': 'random', 'mod': 10000, 'offset': 0}},
+                       'right': threshold}},
+            {'counter': {'packets': 3, 'bytes': 300}}, {'dup': {'addr': target}}]
+
+
+def chain_listing(*exprs, chain='vm_egress', hook='ingress'):
+    return {'nftables': [{'chain': {'name': chain, 'hook': hook}}]
+            + [{'rule': {'chain': chain, 'expr': e}} for e in exprs]}
+
+
+def test_old_per_packet_table_reads_as_packet_sampling_and_differs_from_flow():
+    state, packets = m.parse_nft_table(chain_listing(old_packet_rule(1000)))
+    assert state == {'egress': [{'backend': 'nft', 'sample': 1000, 'target': 'tap900i0', 'sampling': 'packet'}]}
+    assert packets == {'egress': 3}
+    flow = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.1, direction='egress')
+    packet = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=0.1, direction='egress', sampling='packet')
+    assert m.normalise(state) == m.normalise(m.desired_state(packet))
+    assert m.normalise(state) != m.normalise(m.desired_state(flow))
+
+
+def flow_rules(threshold=1000, other_threshold=None, target='tap900i0'):
+    spec = m.MirrorSpec('tap100i0', target, mode='sampled', rate=threshold / 10000, direction='egress')
+    exprs = [c['add']['rule']['expr'] for c in m.nft_ruleset(spec)['nftables'] if 'rule' in c.get('add', {})]
+    if other_threshold is not None:
+        exprs[1][1]['match']['right'] = other_threshold
+    return exprs
+
+
+@pytest.mark.parametrize('exprs', [
+    pytest.param(flow_rules()[:1], id='flow rule without the rule for other frames'),
+    pytest.param(flow_rules()[1:], id='rule for other frames alone'),
+    pytest.param(flow_rules(other_threshold=2000), id='halves with different thresholds'),
+    pytest.param([flow_rules()[0][1:]], id='symhash on every frame'),
+    pytest.param([[flow_rules()[0][0]] + old_packet_rule(1000)], id='numgen on IP only'),
+    pytest.param([[{'match': {'op': '<', 'left': {'symhash': {'mod': 100}}, 'right': 10}}] + old_packet_rule(1)[1:]],
+                 id='another modulus'),
+    pytest.param([[{'match': {'op': '<', 'left': {'numgen': {'mode': 'inc', 'mod': 10000, 'offset': 0}},
+                              'right': 10}}] + old_packet_rule(1)[1:]], id='numgen inc'),
+])
+def test_partial_or_foreign_sampling_rules_never_compare_equal(exprs):
+    state = m.parse_nft_table(chain_listing(*exprs))[0]
+    assert any('unknown' in e for e in state['egress'])
+    for sampling in m.SAMPLINGS:
+        for rate in (0.1, 0.2, 0.001):
+            spec = m.MirrorSpec('tap100i0', 'tap900i0', mode='sampled', rate=rate, direction='egress',
+                                sampling=sampling)
+            assert m.normalise(state) != m.normalise(m.desired_state(spec))
+
+
+def test_flow_rule_pair_in_either_order_is_one_entry():
+    first, second = flow_rules()
+    for exprs in ([first, second], [second, first]):
+        state, packets = m.parse_nft_table(chain_listing(*exprs))
+        assert state == {'egress': [{'backend': 'nft', 'sample': 1000, 'target': 'tap900i0', 'sampling': 'flow'}]}
 
 
 def test_stale_dup_target_does_not_compare_equal():

@@ -240,11 +240,16 @@ def test_mirrors():
         ('shop-web-1', 0, 'shop-web-shadow', 0), ('shop-web-1', 1, 'shop-web-shadow', 2),
         ('shop-web-2', 0, 'shop-web-shadow', 0), ('shop-web-2', 1, 'shop-web-shadow', 2)]
     assert all(m['mode'] == 'sampled' and m['rate'] == 0.2 and m['direction'] == 'both' for m in plan['mirrors'])
+    assert all(m['sampling'] == 'flow' for m in plan['mirrors'])  # the default: whole flows
     assert not any(m['service'] == 'worker' for m in plan['mirrors'])
     data = lab_data()
     data['shadow']['mirror'] = {'mode': 'full', 'direction': 'ingress'}
     full = plan_utils.plan_from_template(data)[1]
     assert all(m['rate'] == 1.0 and m['direction'] == 'ingress' for m in full['mirrors'])
+    data = lab_data()
+    data['shadow']['mirror'] = {'mode': 'sampled', 'rate': 0.05, 'sampling': 'packet'}
+    packet = plan_utils.plan_from_template(data)[1]
+    assert {(m['rate'], m['sampling']) for m in packet['mirrors']} == {(0.05, 'packet')}
 
 
 def test_vrrp_groups():

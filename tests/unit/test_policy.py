@@ -78,7 +78,7 @@ def test_rising_scales_up_before_crossing_high():
     assert d['crossing_time'] - NOW <= true_cross + STEP
     assert d['target']['instances'] >= 3 and d['amount'] == d['target']['instances'] - 2
     fc = d['forecast']['cpu']
-    assert len(fc['upper']) >= 15 and fc['model'] in ('naive', 'ets', 'theta')
+    assert len(fc['upper']) >= 15 and fc['model'] in ('combination', 'naive', 'ets', 'theta')
     assert 'cpu' in d['reason'] and '2 -> %d' % d['target']['instances'] in d['reason']
     # target = ceil(peak upper bound / (high x capacity)), clamped
     peak = max(fc['upper'][:15])
@@ -310,8 +310,8 @@ PINNED = {
         'recommendations': [{'cores': 5, 'memory': 5120, 'time': 1700000000}],
         'current': {'cores': 4, 'memory': 8192, 'instances': 2}, 'target': {'cores': 5, 'memory': 8320},
         'amount': {'cores': 1, 'memory': 128}, 'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
-        'reason': 'memory shadow (normalised) 40 points above primaries for 5m (threshold 20 points): 4 -> 5 '
-                  'cores, 8192 -> 8320 MiB',
+        'reason': 'memory shadow (normalised) 40 points above primaries for 5m (threshold 20 points): shadow 90% '
+                  'x size 1.00 / (rate 1.00 x 1) = 90% vs primaries 50%: 4 -> 5 cores, 8192 -> 8320 MiB',
     },
     'vertical_up_held_by_cooldown': {
         'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'vertical', 'signal': 'forecast',
@@ -427,8 +427,8 @@ PINNED = {
         'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
         'recommendations': [{'time': 1700000000, 'instances': 3}], 'target': {'instances': 3}, 'amount': 1,
         'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
-        'reason': 'net shadow (normalised) 62 points above primaries for 5m (threshold 20 points): 2 -> 3 '
-                  'instances',
+        'reason': 'net shadow (normalised) 62 points above primaries for 5m (threshold 20 points): shadow '
+                  '100Mbit/s / (rate 0.10 x 1) = 1000Mbit/s vs primaries 500Mbit/s: 2 -> 3 instances',
     },
     'horizontal_shadow_primary_from_demand': {
         'action': 'scale_up', 'act': True, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'shadow',
@@ -436,8 +436,8 @@ PINNED = {
         'cooldown': {'up_until': None, 'down_until': None}, 'current': {'instances': 2},
         'recommendations': [{'time': 1700000000, 'instances': 3}], 'target': {'instances': 3}, 'amount': 1,
         'next_cooldown': {'up_until': 1700000180, 'down_until': 1700000600},
-        'reason': 'cpu shadow (normalised) 55 points above primaries for 5m (threshold 20 points): 2 -> 3 '
-                  'instances',
+        'reason': 'cpu shadow (normalised) 55 points above primaries for 5m (threshold 20 points): shadow '
+                  '20% x size 1.00 / (rate 0.25 x 1) = 80% vs primaries 25%: 2 -> 3 instances',
     },
     'horizontal_up_at_max': {
         'action': 'none', 'act': False, 'forecast_only': False, 'mode': 'horizontal', 'signal': 'forecast',

@@ -55,7 +55,7 @@ def test_base_is_valid_and_defaults_are_filled():
     assert issues == []
     assert tpl['version'] == 1
     assert tpl['shadow']['size'] == 0.25 and tpl['shadow']['placement'] == 'spread'
-    assert tpl['shadow']['mirror'] == {'mode': 'sampled', 'rate': 0.1, 'direction': 'both'}
+    assert tpl['shadow']['mirror'] == {'mode': 'sampled', 'rate': 0.1, 'sampling': 'flow', 'direction': 'both'}
     assert tpl['scaling']['cpu'] == {'high': 0.7, 'low': 0.3, 'duration': 300}
     assert tpl['scaling']['net'] == {'high': 800_000_000, 'low': 100_000_000, 'duration': 300}
     assert tpl['scaling']['cooldown'] == {'up': 180, 'down': 600}
@@ -194,6 +194,10 @@ MALFORMED = [
     ('unparsable rate', lambda d: d.update(scaling={'net': {'high': 'fast'}}), 'scaling.net.high', 'Mbit'),
     ('mirror rate zero', lambda d: d['shadow'].update(mirror={'rate': 0}), 'shadow.mirror.rate', '> 0'),
     ('mirror rate above one', lambda d: d['shadow'].update(mirror={'rate': 1.5}), 'shadow.mirror.rate', '<= 1'),
+    ('bad mirror sampling', lambda d: d['shadow'].update(mirror={'sampling': 'bytes'}), 'shadow.mirror.sampling',
+     'flow, packet'),
+    ('mirror sampling not a string', lambda d: d['shadow'].update(mirror={'sampling': 1}), 'shadow.mirror.sampling',
+     'flow, packet'),
     ('size zero', lambda d: d['shadow'].update(size=0), 'shadow.size', '> 0'),
     ('bad fidelity', lambda d: d['shadow']['replication'].update(fidelity='perfect'),
      'shadow.replication.fidelity', 'full, differential, event'),
@@ -388,7 +392,7 @@ def test_derived_defaults_follow_other_fields():
     # networks: the template's first network; vip_network: the service's first network; vip: its prefix.
     assert (web['networks'], web['vip_network'], web['vip']) == (['front'], 'front', '10.10.0.77/24')
     assert (db['networks'], db['vip_network'], db['vip']) == (['back', 'front'], 'back', '10.20.0.50/24')
-    assert tpl['shadow']['mirror'] == {'mode': 'full', 'rate': 1.0, 'direction': 'both'}
+    assert tpl['shadow']['mirror'] == {'mode': 'full', 'rate': 1.0, 'sampling': 'flow', 'direction': 'both'}
     assert tpl['networks'][1]['zone_bridge'] == 'vmbr0' and tpl['networks'][0]['zone_bridge'] is None
     assert tpl['shadow']['transport'] == 'vxlan'
     # service overrides are merged even when the template-wide block is all defaults

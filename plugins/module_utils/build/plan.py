@@ -33,6 +33,8 @@ VRRP_PRIORITY_BASE = 200
 VRRP_SHADOW_PRIORITY = 50
 VRRP_VERSION = 3
 NIC_MODEL = 'virtio'
+# A replay counters file older than this (or 4 stats intervals, if longer) is stale: the agent (or the guest) stopped.
+CANARY_MIN_STALE_SECONDS = 30
 # VNIs of shadow twins in vxlan transport: a stable hash of (template, network) in this range, away from the low
 # numbers people pick by hand; collisions inside one template are resolved by probing upwards.
 VXLAN_TAG_MIN = 1000000
@@ -255,7 +257,26 @@ def _plan_service(tpl, nodes, position, svc, has_shadow, nets, vrids):
     if svc['vip']:
         entries['vrrp'] = [_vrrp_group(svc, primaries, shadow_vm, vrids[sname])]
     entries['scaling'] = [_scaling_entry(name, svc, shadow_name)]
+    entries['scaling'][0]['canary'] = _canary_entry(svc.get('replay') or shadow_cfg.get('replay') or {}, shadow_name)
+    if shadow_name and entries['scaling'][0]['latency']['p95_ms'] is not None and entries['scaling'][0]['canary'] is None:
+        # A service without a shadow has no canary by design (not critical); a shadow without replay is an oversight.
+        warnings.append('service %s: scaling.latency.p95_ms is set but its shadow replays nothing (set '
+                        'shadow.replay.port): no latency signal' % sname)
     return entries, warnings
+
+
+def _canary_entry(replay, shadow_name):
+    """What the reconciler needs to read the shadow's replay counters from the service's effective shadow.replay
+    (None: no shadow or no replay)."""
+    if not shadow_name or replay.get('port') is None:
+        return None
+    interval = replay['stats_interval']
+    return {
+        'shadow': shadow_name, 'mode': replay['mode'], 'port': replay['port'],
+        'target_port': replay['target_port'] if replay.get('target_port') is not None else replay['port'],
+        'methods': replay['methods'], 'concurrency': replay['concurrency'], 'stats_path': replay['stats_path'],
+        'stats_interval_seconds': interval, 'stale_after_seconds': max(4 * interval, CANARY_MIN_STALE_SECONDS),
+    }
 
 
 def _primary_vm(tpl, nodes, position, svc, index, shadow_name, primary_nets):
@@ -314,6 +335,7 @@ def _mirrors(sname, primaries, shadow_name, mirror_cfg):
                 'target': {'vm': shadow_name, 'nic': target_nic, 'network': nic['network']},
                 'mode': mirror_cfg['mode'],
                 'rate': 1.0 if mirror_cfg['mode'] == 'full' else float(mirror_cfg['rate']),
+                'sampling': mirror_cfg['sampling'],
                 'direction': mirror_cfg['direction'],
             })
     return out
@@ -366,6 +388,7 @@ def _scaling_entry(name, svc, shadow_name):
         'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
         'cores': svc['cores'], 'memory_mib': svc['memory'],
         'name_prefix': '%s-%s-' % (name, svc['name']), 'shadow': shadow_name,
+        'latency': {'p95_ms': sc['latency']['p95_ms'], 'for_seconds': sc['latency']['for']},
     }
 
 

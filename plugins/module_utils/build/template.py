@@ -178,6 +178,13 @@ _SCALING_FIELDS = {
     }),
     'mode': Field('str', 'horizontal', 'horizontal: add/remove linked clones; vertical: resize '
                   'cores/memory of the existing instances.', choices=('horizontal', 'vertical')),
+    'latency': Field('dict', default={}, doc='The canary latency signal: the shadow\'s replay p95 (the service\'s '
+                     'own latency under the sampled requests, read from the replay agent through the guest agent) '
+                     'above p95_ms for `for` scales up. Needs shadow.replay.port and a critical service.', fields={
+        'p95_ms': Field('float', None, 'Threshold of the shadow\'s replay p95 in milliseconds; '
+                        'null: no latency signal.', minimum=0, exclusive_minimum=True, nullable=True),
+        'for': Field('duration', '3m', 'How long the p95 must stay above p95_ms.'),
+    }),
 }
 SCALING = Field('dict', default={}, doc='Predictive scaling parameters (template-wide; services may override).',
                 fields=_SCALING_FIELDS)
@@ -195,6 +202,24 @@ REPLICATION = Field('dict', default={}, doc='State replication from the primarie
                    item=Field('path'), unique=True),
     'hook': Field('str', None, 'event only: a command run in the shadow guest to set up streaming replication '
                   '(e.g. a database replica).', nullable=True),
+})
+
+REPLAY = Field('dict', default={}, doc='Request replay in the shadow (the shadow_replay role\'s agent): the '
+               'mirrored requests replayed into the shadow\'s own service, so the shadow is a canary; the '
+               'reconciler reads its counters file through the guest agent (VM.GuestAgent.FileRead).', fields={
+    'mode': Field('str', 'http', 'http: HTTP/1.1 requests; tcp: each flow\'s client bytes on a new connection; '
+                  'udp: datagrams re-sent.', choices=('http', 'tcp', 'udp')),
+    'port': Field('int', None, 'The service port of the primaries whose mirrored traffic is replayed; null: '
+                  'no replay and no canary signals.', minimum=1, maximum=65535, nullable=True),
+    'target_port': Field('int', None, 'The port of the shadow\'s own service the requests go to; default: '
+                         '`port`.', minimum=1, maximum=65535, nullable=True),
+    'methods': Field('str', 'safe', 'http: all methods, or only safe ones (GET, HEAD, OPTIONS, TRACE).',
+                     choices=('all', 'safe')),
+    'concurrency': Field('int', 16, 'Replayed requests in flight at most.', minimum=1, maximum=4096),
+    'stats_path': Field('path', '/run/shadownet-replay/stats.json', 'The agent\'s JSON counters file in the '
+                        'shadow guest, which the reconciler reads.'),
+    'stats_interval': Field('duration', '5s', 'How often the agent rewrites the counters file; the reconciler '
+                            'takes a file older than 4 intervals (at least 30s) as stale (no canary).'),
 })
 
 NETWORK = Field('dict', doc='One primary network.', fields={
@@ -237,6 +262,8 @@ SERVICE = Field('dict', doc='One service: a group of identical primaries.', fiel
                      nullable=True, override=SCALING),
     'replication': Field('override', None, 'Per-service overrides of shadow.replication.', nullable=True,
                          override=REPLICATION),
+    'replay': Field('override', None, 'Per-service overrides of shadow.replay (e.g. the service\'s own port and '
+                    'mode).', nullable=True, override=REPLAY),
 })
 
 SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
@@ -253,14 +280,19 @@ SHADOW = Field('dict', default={}, doc='Shadow settings.', fields={
                        'placement spreads over every online node), else local.',
                        choices=('local', 'vxlan'), nullable=True),
     'mirror': Field('dict', default={}, doc='Traffic mirroring from the primaries to the shadow.', fields={
-        'mode': Field('str', 'sampled', 'full: every packet (tc mirred); sampled: a random fraction (nftables).',
+        'mode': Field('str', 'sampled', 'full: every packet; sampled: a fraction of the flows or packets (see sampling).',
                       choices=('full', 'sampled')),
-        'rate': Field('ratio', 0.10, 'sampled: fraction of packets copied (0 < rate <= 1); ignored for full.',
-                      minimum=0, maximum=1, exclusive_minimum=True),
+        'rate': Field('ratio', 0.10, 'sampled: fraction of flows (or packets) copied (0 < rate <= 1, rounded to 1/10000); '
+                      'ignored for full.', minimum=0, maximum=1, exclusive_minimum=True),
+        'sampling': Field('str', 'flow', 'sampled: flow copies whole flows, both directions or nothing of each (the '
+                          'kernel\'s symmetric flow hash of addresses, ports and protocol; frames that are not IP per '
+                          'packet), so the shadow can reassemble and replay them; packet copies each packet on its own '
+                          '(streams arrive with holes). Ignored for full.', choices=('flow', 'packet')),
         'direction': Field('str', 'both', 'Which traffic of the primary NIC is copied.',
                            choices=('ingress', 'egress', 'both')),
     }),
     'replication': REPLICATION,
+    'replay': REPLAY,
 })
 
 SCHEMA = Field('dict', doc='The resource placement template.', fields={
@@ -610,6 +642,7 @@ def _derive(tpl, nets_by_name):
         if svc is not None:
             _derive_service(svc, networks, nets_by_name)
             overrides[index] = _merge_overrides(svc, template_scaling, template_repl)
+            _merge_replay(svc, tpl)
     _derive_shadow(tpl)
     return overrides
 
@@ -647,6 +680,13 @@ def _merge_overrides(svc, template_scaling, template_repl):
     if isinstance(template_repl, dict):
         svc['replication'] = _deep_merge(template_repl, svc.get('replication') if overridden[1] else {})
     return overridden
+
+
+def _merge_replay(svc, tpl):
+    """The service's effective shadow.replay: the template-wide one with the service's override merged in."""
+    shadow = tpl.get('shadow') if isinstance(tpl.get('shadow'), dict) else {}
+    if isinstance(shadow.get('replay'), dict):
+        svc['replay'] = _deep_merge(shadow['replay'], svc['replay'] if isinstance(svc.get('replay'), dict) else {})
 
 
 def _derive_shadow(tpl):
@@ -908,6 +948,9 @@ def _scaling_problems(scaling):
         out.append(('provision', '%s is not shorter than horizon %s' % (
             units.format_duration(scaling['provision']), units.format_duration(scaling['horizon'])),
             'a duration below horizon (or a longer horizon)'))
+    latency = scaling.get('latency')
+    if isinstance(latency, dict) and _ok(latency.get('for')) and latency['for'] == 0:
+        out.append(('latency.for', 'must be greater than zero', units.DURATION_HELP))
     bounds = scaling.get('instances')
     if isinstance(bounds, dict) and _ok(bounds.get('min'), bounds.get('max')) and bounds['min'] > bounds['max']:
         out.append(('instances.min', 'min %d is above max %d' % (bounds['min'], bounds['max']),

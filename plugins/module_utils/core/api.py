@@ -197,6 +197,10 @@ def classify(exc, method, path):
         if DIGEST_PATTERN.search(text):
             return ('digest', False, 'the VM config changed while it was being updated ({0}): {1}'.format(
                 where, text))
+        if status >= 500 and '/agent/' in '/' + path.lstrip('/'):
+            # qemu-server src/PVE/QemuServer/Agent.pm assert_agent_available / check_agent_error: no agent
+            # configured, the VM or its agent not running, or the agent's own error: an answer, not a hiccup.
+            return ('agent', False, 'guest agent request {0} failed: {1}'.format(where, text))
         if status >= 500 and method == 'GET' and not re.search(r'does not exist|not found|no such', text, re.I):
             return ('server', True, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
         if re.search(r'does not exist|not found|no such', text, re.I) or status == 404:

@@ -17,7 +17,10 @@ implementing the same methods:
 * ``keys()``: the stored series names.
 * ``span(key, since=None)``: ``(first, last, count)`` of a series' timestamps (Nones when empty).
 
-:class:`SQLiteHistoryStore` is the embedded default: one SQLite file on the controller.
+:class:`MemoryHistoryStore` keeps the points of one run in memory: the ``pve`` and ``prometheus`` backends
+(module_utils/scaling/history_backends.py) load a window of history into it at the start of every run, so a
+controller needs no state at all. :class:`SQLiteHistoryStore` is the ``sqlite`` backend, a cache: one SQLite file on
+the controller, for history beyond the 30 days PVE keeps.
 It is safe for overlapping runs on that controller (WAL journal, a busy timeout, one
 ``BEGIN IMMEDIATE`` transaction per write, primary key on series + timestamp). It is
 not meant to be shared by several controllers (AWX execution nodes): use a shared store
@@ -208,10 +211,59 @@ class SQLiteHistoryStore(HistoryStore):
             self._db = None
 
 
+class MemoryHistoryStore(HistoryStore):
+    """History of one run, in memory (same semantics as :class:`SQLiteHistoryStore`, nothing is kept)."""
+
+    def __init__(self):
+        self._points = {}
+
+    def append(self, points, replace=True):
+        changed = 0
+        for key, ts, value in (_point(p) for p in points):
+            series = self._points.setdefault(key, {})
+            if ts in series and (not replace or series[ts] == value):
+                continue
+            series[ts] = value
+            changed += 1
+        return changed
+
+    def series(self, key, since=None, until=None):
+        series = self._points.get(key) or {}
+        return [(ts, series[ts]) for ts in sorted(series)
+                if (since is None or ts >= int(since)) and (until is None or ts <= int(until))]
+
+    def prune(self, retention=DEFAULT_RETENTION, now=None):
+        cut = int((time.time() if now is None else now) - retention)
+        dropped = 0
+        for key in list(self._points):
+            series = self._points[key]
+            old = [ts for ts in series if ts < cut]
+            for ts in old:
+                del series[ts]
+            dropped += len(old)
+            if not series:
+                del self._points[key]
+        return dropped
+
+    def keys(self):
+        return sorted(self._points)
+
+    def span(self, key, since=None):
+        times = [ts for ts in (self._points.get(key) or {}) if since is None or ts >= int(since)]
+        return (min(times), max(times), len(times)) if times else (None, None, 0)
+
+    def count(self, key=None):
+        if key is None:
+            return sum(len(s) for s in self._points.values())
+        return len(self._points.get(key) or {})
+
+
 def open_store(path=None, backend='sqlite', **options):
-    """The configured history store (only ``sqlite`` exists today)."""
+    """A history store: ``sqlite`` (the file at ``path``) or ``memory`` (the ``pve`` and ``prometheus`` backends)."""
+    if backend == 'memory':
+        return MemoryHistoryStore()
     if backend != 'sqlite':
-        raise HistoryError('unknown history backend %r (available: sqlite)' % (backend,))
+        raise HistoryError('unknown history backend %r for a store (available: sqlite, memory)' % (backend,))
     if not path:
         path = os.path.join(os.path.expanduser('~'), '.cache', 'shadownet', 'history.sqlite')
     return SQLiteHistoryStore(path, **options)

@@ -26,7 +26,7 @@ that were scaled in keep counting towards the service's past demand, and the sha
 is told apart by its name.
 """
 
-
+import bisect
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
@@ -181,30 +181,49 @@ def _has_data(row):
     return any(k != 'time' for k in row)
 
 
-def merge_rrd(answers, step=RRD_STEP):
+def merge_rrd(answers, step=RRD_STEP, spread=True):
     """One VM's rrddata answers (any timeframes, PVE 8 or PVE 9 shapes) -> ``(fine, filled)`` raw rows, oldest first.
 
     A row is labelled with the end of the interval it consolidates (RRDs::fetch), so it covers the time since the
     row before it; this holds within one answer even where PVE 9 joins an old PVE 8 file's coarse rows to new
-    one-minute rows. ``fine`` are the rows of one minute (a time present in several answers is taken from the one
-    with data); ``filled`` are coarser rows spread over the minutes they cover, one row a minute, where no fine row
-    with data is known.
+    one-minute rows (pve-cluster RRD.pm create_rrd_data: the old file's rows up to the one holding its last update,
+    then the new file's from that update on, so the time steps back once). ``fine`` are the rows of one minute (a
+    time present in several answers is taken from the one with data); ``filled`` are coarser rows spread over the
+    minutes they cover, one row a minute, where no fine row with data is known. With ``spread=False`` (a month of
+    30-minute rows would be 43,200 minutes a VM) a coarse row
+    stays one row, labelled with the middle minute of its interval, and is kept only where no fine row with data
+    falls inside that interval (where several coarse rows cover the same minute the finer one wins).
     """
     fine, coarse = {}, []
     for answer in answers:
-        rows = sorted((r for r in answer or [] if 'time' in r), key=lambda r: int(r['time']))
+        # In answer order: where PVE 9 joins the old file's rows (up to the end of the old row that holds the
+        # upgrade) to the new file's (from the upgrade on), time steps back once; that row takes the next spacing.
+        rows = [r for r in answer or [] if 'time' in r]
         for i, row in enumerate(rows):
             ts = int(row['time'])
-            if i:
-                covers = ts - int(rows[i - 1]['time'])
-            else:
-                covers = int(rows[1]['time']) - ts if len(rows) > 1 else step
+            covers = ts - int(rows[i - 1]['time']) if i else 0
+            if covers <= 0:
+                covers = int(rows[i + 1]['time']) - ts if i + 1 < len(rows) else step
+                covers = covers if covers > 0 else step
             if covers <= step:
                 if ts not in fine or (_has_data(row) and not _has_data(fine[ts])):
                     fine[ts] = row
             elif _has_data(row):
                 coarse.append((ts, covers, row))
     filled = {}
+    if not spread:
+        known = sorted(t for t, row in fine.items() if _has_data(row))
+        starts, ends = [], []    # the intervals taken so far, disjoint, sorted
+        for ts, covers, row in sorted(coarse, key=lambda c: (c[1], c[0])):
+            start = ts - covers
+            i = bisect.bisect_left(starts, start)
+            if _any_in(known, start, ts) or (i and ends[i - 1] > start) or (i < len(starts) and starts[i] < ts):
+                continue
+            starts.insert(i, start)
+            ends.insert(i, ts)
+            middle = (ts - covers // 2) // step * step
+            filled[middle] = dict(row, time=middle, covers=covers)
+        return [fine[t] for t in sorted(fine)], [filled[t] for t in sorted(filled)]
     for ts, covers, row in coarse:
         end = ts // step * step
         for minute in range(end - covers + step, end + step, step):
@@ -214,10 +233,29 @@ def merge_rrd(answers, step=RRD_STEP):
     return [fine[t] for t in sorted(fine)], [filled[t] for t in sorted(filled)]
 
 
+def _any_in(times, start, end):
+    """Whether the sorted ``times`` hold one in (start, end]."""
+    i = bisect.bisect_right(times, start)
+    return i < len(times) and times[i] <= end
+
+
 def needs_coarse_check(rows, step=RRD_STEP):
     """True when an answer's newest rows are coarser than one minute (PVE 8's `day`) or cannot tell."""
     times = sorted(int(r['time']) for r in rows or [] if 'time' in r)
     return len(times) < 2 or times[-1] - times[-2] > step
+
+
+def read_rrd(api, vm, timeframes):
+    """One VM's rrddata answers (AVERAGE) for ``timeframes``, in order; ``hour`` is added (to ``timeframes`` too) when
+    ``day`` came back coarser than a minute (PVE 8, or a PVE 9 VM whose RRD was not migrated). Raises PveApiError."""
+    path = 'nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid'])
+    answers = []
+    for frame in list(timeframes):
+        answers.append(api.get(path, timeframe=frame, cf='AVERAGE') or [])
+        if frame == HISTORY_TIMEFRAME and RECENT_TIMEFRAME not in timeframes and needs_coarse_check(answers[-1]):
+            timeframes.append(RECENT_TIMEFRAME)
+            answers.append(api.get(path, timeframe=RECENT_TIMEFRAME, cf='AVERAGE') or [])
+    return answers
 
 
 def collect(api, templates, plans=None, parallel=4, complete=None):
@@ -238,14 +276,9 @@ def collect(api, templates, plans=None, parallel=4, complete=None):
 
     def read(vm):
         from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
-        path = 'nodes/{0}/qemu/{1}/rrddata'.format(vm['node'], vm['vmid'])
         frames = [RECENT_TIMEFRAME] if vm['vmid'] in recent_only else [HISTORY_TIMEFRAME]
-        answers = []
         try:
-            answers.append(api.get(path, timeframe=frames[0], cf='AVERAGE') or [])
-            if frames[0] == HISTORY_TIMEFRAME and needs_coarse_check(answers[0]):
-                frames.append(RECENT_TIMEFRAME)
-                answers.append(api.get(path, timeframe=RECENT_TIMEFRAME, cf='AVERAGE') or [])
+            answers = read_rrd(api, vm, frames)
         except PveApiError as exc:
             return vm, frames, None, exc.message
         high = net_high_of(plans, vm['template'], vm['service'])

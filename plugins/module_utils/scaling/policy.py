@@ -15,13 +15,23 @@ Signals, per metric (``cpu``, ``memory``, ``net``, or any other the caller suppl
   within ``scaling.horizon``.
 * ``shadow`` (the seed rule): the shadow's utilisation, normalised for its size and
   the mirror's sample rate, minus the primaries' exceeds ``shadow_delta`` for
-  ``duration``.
+  ``duration``. The shadow receives a flow-sampled share ``rate`` of the requests of each of
+  the ``mirrored_instances`` primaries it mirrors, on ``size`` = shadow cores / one primary's
+  cores, so its utilisation in one primary's terms is
+  ``shadow utilisation x size / (rate x mirrored_instances)`` (:func:`shadow_normalised`;
+  for absolute metrics such as ``net`` without ``size``). The reconciler (scaling.py) passes
+  the shadow's CPU series only, and only while the canary is live (the replay agent's
+  counters are fresh): an idle shadow measures nothing, and a shadow's memory is mostly its
+  own baseline, which the sample rate does not scale.
+* ``latency`` (the canary's second signal, :func:`latency_signal`): the shadow's replay p95
+  (the service's own latency under the sampled requests) above ``scaling.latency.p95_ms``
+  for ``scaling.latency.for`` scales up by one instance (or one core in vertical mode).
 * ``forecast_low``: scale down when the forecast's upper bound stays under ``low`` for
   ``duration`` (and the observed load was under ``low`` for the last ``duration`` too).
 
-Either of the first two scales up; the third scales down only when every metric
-agrees. Thresholds for ``cpu`` and ``memory`` are fractions of one instance's capacity;
-for ``net`` (and any metric whose ``capacity`` the caller does not give) they are
+``forecast``, ``shadow`` or ``latency`` scales up; ``forecast_low`` scales down only when
+every metric agrees (and no latency signal holds). Thresholds for ``cpu`` and ``memory``
+are fractions of one instance's capacity; for ``net`` (and any metric whose ``capacity`` the caller does not give) they are
 absolute per-instance rates (bits/s), as in the template (``high: 800Mbit``).
 
 Vertical mode: instances needed = ceil(predicted demand / (high x capacity per instance)), with the
@@ -145,6 +155,7 @@ def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
                                                                            DEFAULT_STABILIZATION)), allow_zero=True)
     out.update(_normalise_sizing(scaling))
     out['mode'] = scaling.get('mode', DEFAULTS['mode'])
+    out['latency'] = scaling.get('latency')
     if out['mode'] not in ('horizontal', 'vertical'):
         raise PolicyError('scaling.mode must be horizontal or vertical, got %r' % (out['mode'],))
     return out
@@ -230,8 +241,6 @@ def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, f
     # measurements are capped (saturated) or the shadow sees a costlier mix.
     sh = data.get('shadow')
     if sh and shadow:
-        rate = float(shadow.get('rate', 1.0)) * float(shadow.get('mirrored_instances', 1))
-        size = 1.0 if absolute else float(shadow.get('size', 1.0))
         primary = data.get('primary')
         if primary is None:
             primary = [None if v is None else v / instances / cap for v in demand]
@@ -240,10 +249,11 @@ def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, f
         ss = list(sh)[-dur_steps:]
         pp = list(primary)[-dur_steps:]
         if len(ss) == dur_steps and len(pp) == dur_steps and None not in ss and None not in pp:
-            norm = [s * size / rate for s in ss]              # shadow load in one primary's units
+            norm = shadow_normalised(ss, shadow, absolute)    # shadow load in one primary's units
             scale = conf['high'] if absolute else 1.0         # absolute metrics: delta relative to high
             deltas = [(s - p) / scale for s, p in zip(norm, pp)]
             info['shadow_delta'] = min(deltas)
+            info.update(shadow_now=ss[-1], shadow_normalised=norm[-1], primary_now=pp[-1])
             if min(deltas) > conf['shadow_delta']:
                 est = norm[-1] * cap * instances               # demand the shadow implies
                 needed = max(instances + 1, int(math.ceil(est / high_abs - 1e-9)))
@@ -254,10 +264,90 @@ def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, f
                     info['down'] = False
                     info['signal'] = 'shadow'
                     info['crossing_time'] = now
-                    info['detail'] = ('%s shadow (normalised) %s above primaries for %s (threshold %s)' % (
+                    info['detail'] = ('%s shadow (normalised) %s above primaries for %s (threshold %s): %s' % (
                         metric, _fmt_delta(min(deltas)), _fmt_secs(conf['duration']),
-                        _fmt_delta(conf['shadow_delta'])))
+                        _fmt_delta(conf['shadow_delta']), _shadow_numbers(metric, ss[-1], pp[-1], shadow,
+                                                                          absolute)))
     return info
+
+
+def shadow_normalised(values: list[float], shadow: Mapping[str, float], absolute: bool = False) -> list[float]:
+    """The shadow's utilisation in one primary's terms: ``u x size / (rate x mirrored_instances)``.
+
+    ``size`` = shadow cores / one primary's cores (left out for absolute metrics: a rate is a rate), ``rate`` = the
+    mirror's flow sample rate (1.0 for a full mirror), ``mirrored_instances`` = how many primaries the shadow
+    mirrors. A shadow at 40% on a quarter-size VM that sees 10% of the flows of 1 primary stands for a primary at
+    0.40 x 0.25 / 0.10 = 100%.
+    """
+    rate = float(shadow.get('rate', 1.0)) * float(shadow.get('mirrored_instances', 1))
+    if rate <= 0:
+        raise PolicyError('shadow.rate x mirrored_instances must be > 0, got %r' % (rate,))
+    size = 1.0 if absolute else float(shadow.get('size', 1.0))
+    return [v * size / rate for v in values]
+
+
+def _shadow_numbers(metric, shadow_now, primary_now, shadow, absolute):
+    """``shadow 40% x size 0.25 / (rate 0.10 x 1) = 100% vs primaries 62%``: the latest numbers of the seed rule."""
+    norm = shadow_normalised([shadow_now], shadow, absolute)[0]
+    size = '' if absolute else ' x size %.2f' % float(shadow.get('size', 1.0))
+    return 'shadow %s%s / (rate %.2f x %d) = %s vs primaries %s' % (
+        _fmt(shadow_now, metric), size, float(shadow.get('rate', 1.0)), int(shadow.get('mirrored_instances', 1)),
+        _fmt(norm, metric), _fmt(primary_now, metric))
+
+
+def latency_signal(latency: Mapping[str, t.Any] | None, observations: list[tuple[float, float | None, float]],
+                   instances: int, now: float) -> dict[str, t.Any] | None:
+    """The canary latency signal, or None when ``scaling.latency.p95_ms`` is not set.
+
+    :param latency: ``{'p95_ms': threshold (ms) or None, 'for': seconds}``.
+    :param observations: readings of the shadow's replay agent, ``(time, p95 seconds or None, window seconds)``;
+        each covers ``[time - window, time]``. Give them only while the canary is live.
+    :returns: an up-signal dict like a metric's (``metric`` ``latency``, ``signal`` ``latency``, ``needed`` one
+        instance more, ``detail`` e.g. ``canary p95 142 ms > 120 ms for 3 min``), ``up`` False when the p95 is not
+        above the threshold for the whole duration, with ``held_seconds`` how long it was.
+
+    The p95 holds for ``for`` when the newest readings, walking back in time, are all above the threshold, each no
+    further than ``MAX_LATENCY_GAP`` after the previous one's window began (reconciles are minutes apart), and
+    together they reach back ``for`` from the newest reading's time (the window of the oldest counts).
+    """
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.canary import MAX_LATENCY_GAP
+    if not latency or latency.get('p95_ms') is None:
+        return None
+    threshold = float(latency['p95_ms']) / 1000.0
+    duration = parse_duration(latency.get('for', 180))
+    obs = sorted((o for o in observations or [] if o is not None), key=lambda o: o[0], reverse=True)
+    info = {'metric': 'latency', 'up': False, 'down': False, 'needed': None, 'signal': None, 'crossing_time': None,
+            'forecast': None, 'instances': instances, 'capacity': None, 'threshold_ms': float(latency['p95_ms']),
+            'for_seconds': duration, 'p95_ms': None, 'held_seconds': 0.0}
+    if not obs:
+        info['detail'] = 'canary p95 has no reading'
+        return info
+    newest = obs[0][0]
+    info['p95_ms'] = None if obs[0][1] is None else round(1000.0 * obs[0][1], 1)
+    start = None
+    for when, p95, window in obs:
+        if p95 is None or p95 <= threshold:
+            break
+        if start is not None and when < start - MAX_LATENCY_GAP:
+            break
+        start = when - window if start is None else min(start, when - window)
+    held = 0.0 if start is None else newest - start
+    info['held_seconds'] = held
+    if held >= duration:
+        info.update(up=True, signal='latency', needed=instances + 1, crossing_time=now,
+                    detail='canary p95 %.0f ms > %.0f ms for %s' % (info['p95_ms'], info['threshold_ms'],
+                                                                     _fmt_held(held)))
+    else:
+        info['detail'] = 'canary p95 %s (threshold %.0f ms, held %s of %s)' % (
+            'n/a' if info['p95_ms'] is None else '%.0f ms' % info['p95_ms'], info['threshold_ms'],
+            _fmt_held(held), _fmt_held(duration))
+    return info
+
+
+def _fmt_held(seconds):
+    """``45s``, ``90s``, ``3 min`` (whole minutes, rounded down, from 2 minutes on)."""
+    seconds = max(0, int(seconds))
+    return '%ds' % seconds if seconds < 120 else '%d min' % (seconds // 60)
 
 
 def _fmt_delta(x):
@@ -295,7 +385,8 @@ def decide(scaling: Mapping[str, t.Any] | None, current: Mapping[str, t.Any],
            last_action: Mapping[str, t.Any] | None = None, cooldown_until: float | Mapping[str, float] | None = None,
            recommendations: list[dict[str, t.Any]] | None = None, shadow: Mapping[str, float] | None = None,
            forecast_only: bool = False, level: float = DEFAULT_LEVEL,
-           forecaster: t.Callable[..., dict[str, t.Any]] | None = None) -> dict[str, t.Any]:
+           forecaster: t.Callable[..., dict[str, t.Any]] | None = None,
+           latency: list[tuple[float, float | None, float]] | None = None) -> dict[str, t.Any]:
     """Decide whether a service should scale.
 
     :param scaling: the template's ``scaling`` block (raw or already normalised).
@@ -321,6 +412,8 @@ def decide(scaling: Mapping[str, t.Any] | None, current: Mapping[str, t.Any],
     :param forecast_only: decide and report, but mark the decision as not to be acted on.
     :param level: prediction-interval level whose upper bound the thresholds are tested against.
     :param forecaster: ``forecast_series`` compatible callable (default: forecast.forecast_series).
+    :param latency: the live canary's replay readings for :func:`latency_signal` (``scaling.latency``); None: no
+        canary, no latency signal.
     :returns: the decision dict (see the module docs and DESIGN.md).
     """
     conf = scaling if 'metrics' in (scaling or {}) else normalise_scaling(scaling)
@@ -331,8 +424,13 @@ def decide(scaling: Mapping[str, t.Any] | None, current: Mapping[str, t.Any],
     n, caps = _current_size(mode, current)
     bounds = conf['instances']['min'], conf['instances']['max']
     infos = _signals(conf, metrics, n, caps, shadow, forecaster, level, now)
+    lat = latency_signal(conf.get('latency'), latency, n, now) if latency is not None else None
+    if lat is not None and lat['up']:
+        infos.append(lat)
     up_ok, down_ok = _cooldowns(conf, last_action, cooldown_until)
     decision = _new_decision(mode, infos, up_ok, down_ok, forecast_only)
+    if lat is not None:
+        decision['latency'] = lat
     if mode == 'vertical':
         return _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recommendations, forecast_only)
     sizes = [_size_horizontal(conf, i, (metrics or {}).get(i['metric']) or {}, n) for i in infos]
@@ -580,7 +678,7 @@ def _decide_vertical(decision, conf, current, infos, now, up_ok, down_ok, recomm
            'memory': _sized(infos, n, 'memory', memory, limits['memory'], 128)}
     decision['recommendations'] = _window(recommendations, conf, now, 'cores') + [dict(raw, time=now)]
     decision['current'] = {'cores': cores, 'memory': memory, 'instances': n}
-    ups = [i for i in infos if i['up'] and i['metric'] in FRACTION_METRICS]
+    ups = [i for i in infos if i['up'] and i['metric'] in FRACTION_METRICS + ('latency',)]
     downs = [i for i in infos if i['down']]
     target = {'cores': cores, 'memory': memory}
     if ups:
@@ -615,8 +713,8 @@ def _vertical_up(decision, ups, raw, size, limits, now, up_ok):
     decision.update(signal=first['signal'], metric=first['metric'], crossing_time=first['crossing_time'])
     grown = dict(size)
     for i in ups:
-        key = 'cores' if i['metric'] == 'cpu' else 'memory'
-        if i['signal'] == 'shadow':
+        key = 'cores' if i['metric'] in ('cpu', 'latency') else 'memory'
+        if i['signal'] in ('shadow', 'latency'):
             bump = max(raw[key], size[key] + (1 if key == 'cores' else 128))
         else:
             bump = raw[key]

@@ -35,6 +35,8 @@ STEP = metrics_utils.RRD_STEP
 DEFAULT_WINDOW = 86400
 POLICY_SERIES = '_policy'
 MIB = 1024 * 1024
+# The metrics the seed rule compares between the live canary (the shadow) and the primaries.
+CANARY_METRICS = ('cpu',)
 
 
 class ScalingError(Exception):
@@ -82,9 +84,16 @@ def history_complete(store: HistoryStore, now: float | None = None) -> t.Callabl
     return complete
 
 
-def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.Any]], path: str, parallel: int = 4,
-                check_mode: bool = False) -> dict[str, t.Any]:
-    """Collect, append to history (not in check mode), summarise."""
+def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.Any]], path: str | None,
+                parallel: int = 4, check_mode: bool = False, backend: str = 'sqlite') -> dict[str, t.Any]:
+    """Collect, append to history (backend sqlite, not in check mode), summarise.
+
+    With a stateless backend (pve, prometheus: the forecast reads its own history) nothing is kept, and every VM is
+    read with ``hour`` only (the newest values are all the summary needs)."""
+    if backend != 'sqlite':
+        vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel, complete=lambda vm: True)
+        return dict(services=metrics_utils.summarise(vms), appended=0, history_path=None, backend=backend,
+                    requests=len(api.calls), errors=errors)
     if check_mode:
         # The history is not opened (it would be created): every VM is read with its full day.
         vms, errors = metrics_utils.collect(api, templates, plans, parallel=parallel)
@@ -98,8 +107,89 @@ def run_metrics(api: PveApi, templates: list[str], plans: dict[str, dict[str, t.
                 fine.extend(metrics_utils.history_points(vm, vm['points']))
                 filled.extend(metrics_utils.history_points(vm, vm['points'], filled=True))
             appended = store.append(fine) + store.append(filled, replace=False)
-    return dict(services=metrics_utils.summarise(vms), appended=appended, history_path=path,
+    return dict(services=metrics_utils.summarise(vms), appended=appended, history_path=path, backend=backend,
                 requests=len(api.calls), errors=errors)
+
+
+def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], config: dict[str, t.Any],
+                          window: int = DEFAULT_WINDOW, parallel: int = 4, check_mode: bool = False,
+                          now: float | None = None, services: list[str] | None = None,
+                          **options: t.Any) -> tuple[list[dict[str, t.Any]], dict[str, t.Any]]:
+    """The forecast module's run: list the VMs once, load the window of history of the services' VMs from the
+    configured backend (history_backends), decide per service, say in each line how much history it had.
+
+    The services are taken in batches of about ``history_backends.BATCH_VMS`` VMs (all at once for prometheus, one
+    query per metric): a batch's history is loaded, decided on and dropped before the next, so memory stays bounded
+    however many VMs the cluster has. Returns ``(decisions, summary)``; summary is the loaders' (summed) plus
+    ``path`` (the SQLite file, backend sqlite). The recommendation of every run is recorded in the store (kept only
+    by the sqlite backend; not in check mode).
+    """
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
+    now = time.time() if now is None else now
+    since = now - window
+    resources = api.resources('vm')
+    vms = metrics_utils.managed_vms(resources, sorted(plans), plans)
+    keys = [(name, entry['service']) for name in sorted(plans) for entry in plans[name].get('scaling') or []
+            if not services or entry['service'] in services]
+    decisions = []
+    summary = history_backends.empty_summary(config['backend'])
+    cache = None
+    try:
+        if config['backend'] == 'sqlite' and not check_mode:
+            cache = history_backends.open_store(config)
+        for batch in history_backends.batches(keys, vms, config):
+            wanted = set(batch)
+            batch_vms = [vm for vm in vms if (vm['template'], vm['service']) in wanted]
+            store = cache or history_backends.open_store(
+                config, check_mode=check_mode, prefixes=['{0}/{1}/'.format(*key) for key in batch],
+                since=since - DEFAULT_WINDOW)
+            try:
+                complete = history_complete(store, now) if config['backend'] == 'sqlite' else None
+                part = history_backends.load_history(store, batch_vms, since, now, config, now=now, api=api,
+                                                     plans=plans, parallel=parallel, complete=complete)
+                history_backends.add_summary(summary, part)
+                made = []
+                for name in sorted(set(key[0] for key in batch)):
+                    made.extend(forecast_plan(api, plans[name], store, now=now, window=window, resources=resources,
+                                              services=[key[1] for key in batch if key[0] == name], **options))
+                history_backends.annotate(made, store, part, resources, plans, since, now)
+                _hold_on_partial_history(made, part, batch_vms)
+                if not check_mode:
+                    record_recommendations(store, made)
+                decisions.extend(made)
+            finally:
+                if store is not cache:
+                    store.close()
+    except history.HistoryError as exc:
+        raise ScalingError(str(exc))
+    finally:
+        if cache is not None:
+            cache.close()
+    summary = dict(summary, path=config.get('path'))
+    return decisions, summary
+
+
+def _hold_on_partial_history(decisions: list[dict[str, t.Any]], summary: dict[str, t.Any],
+                             vms: list[dict[str, t.Any]]) -> None:
+    """A service with a primary whose history could not be read decides nothing: its demand would be the others'
+    alone, spread over every instance (too low), so the decision becomes ``none`` and says which VM and why."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
+    failed = dict((e['name'], e['msg']) for e in summary.get('errors') or [])
+    if not failed:
+        return
+    for d in decisions:
+        names = [vm['name'] for vm in vms if vm['template'] == d['template'] and vm['service'] == d['service']
+                 and vm['role'] == 'primary' and vm['name'] in failed]
+        if not names:
+            continue
+        why = 'history of {0} could not be read ({1}): no scaling decision on partial data'.format(
+            ', '.join(names), failed[names[0]])
+        d.update(action=policy.NONE, act=False, reason=why, blocked_by='history')
+        if isinstance(d.get('target'), dict) and 'instances' in d['target']:
+            d['target'] = dict(d['target'], instances=d.get('instances'))
+        d['line'] = '{0}/{1}: decision none: {2} ({3})'.format(d['template'], d['service'], why,
+                                                               (d.get('history') or {}).get('text', ''))
 
 
 # ------------------------------------------------------------------------------------------ PVE state
@@ -314,8 +404,14 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
                   window: int = DEFAULT_WINDOW, level: float | None = None, models: list[str] | None = None,
                   forecast_only: bool = False, services: list[str] | None = None, max_cores: int | None = None,
                   max_memory: int | None = None,
-                  resources: list[dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
-    """One decision per service of the plan (nothing is changed in PVE)."""
+                  resources: list[dict[str, t.Any]] | None = None,
+                  report: dict[tuple[str, str], dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
+    """One decision per service of the plan (nothing is changed in PVE).
+
+    ``report``: a dict that collects, per ``(template, service)``, what each decision was made from for the HTML
+    report (module_utils/scaling/report.py): the demand series, their end, the full forecasts and the horizon. It
+    stays in the process; the decisions keep only the forecast summary.
+    """
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
@@ -334,11 +430,35 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
             continue
         only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
         out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
-                                   dict(level=level, forecaster=forecaster)))
+                                   dict(level=level, forecaster=forecaster),
+                                   canary_state(api, plan, entry, resources, now), report=report))
     return out
 
 
-def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options):
+def canary_state(api: PveApi, plan: dict[str, t.Any], entry: dict[str, t.Any], resources: list[dict[str, t.Any]],
+                 now: float) -> dict[str, t.Any]:
+    """The service's canary: its replay counters read from the shadow through the guest agent (one request), or
+    why there is none (``live`` False and ``reason``)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    conf = entry.get('canary')
+    if not entry.get('shadow'):
+        return {'live': False, 'reason': 'no canary: the service has no shadow'}
+    if not conf:
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: shadow.replay.port is not set (the shadow replays no requests)'}
+    dummy, shadow_vm = service_vms(resources, plan, entry['service'])
+    if shadow_vm is None:
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: the shadow {0} was not found in the cluster'.format(entry['shadow'])}
+    if shadow_vm.get('status') not in (None, 'running'):
+        return {'live': False, 'shadow': entry['shadow'],
+                'reason': 'no canary: the shadow {0} is {1}'.format(entry['shadow'], shadow_vm.get('status'))}
+    content, error = canary_utils.read_counters(api, shadow_vm, conf['stats_path'])
+    return canary_utils.status(content, error, now, conf['stale_after_seconds'], entry['shadow'], conf['stats_path'])
+
+
+def _decide_service(plan, entry, store, resources, now, window, only, bounds, decide_options, canary=None,
+                    report=None):
     """The decision for one service: its VMs and last action from the listing, its history, then policy.decide."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 
@@ -355,9 +475,14 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
     end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
                                           now - window, now)
     inputs = {}
+    canary = canary or {'live': False, 'reason': 'no canary'}
     for metric, data in metrics.items():
         item = dict(data, step_seconds=STEP, end=end)
-        if shadow.get(metric) and any(v is not None for v in shadow[metric]):
+        # The seed rule only while the canary is live (without replayed requests the shadow's CPU measures an idle
+        # VM), and on CPU only: the shadow's memory is mostly its own baseline, which the flow sample rate does not
+        # scale (normalised, a 512 MiB shadow at 60% would read as 150% of a primary).
+        if canary['live'] and metric in CANARY_METRICS and shadow.get(metric) and \
+                any(v is not None for v in shadow[metric]):
             item['shadow'] = shadow[metric]
         inputs[metric] = item
     current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
@@ -369,16 +494,63 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
         base.update(reason='no metrics history yet for this service (run shadownet.proxmox.metrics first)',
                     basis_time=state.get('time'), target={'instances': len(prim)}, current=current)
         return base
-    decision = policy.decide(policy_scaling(entry), current, inputs, now, last_action=last,
+    decision = policy.decide(_with_latency(policy_scaling(entry), entry), current, inputs, now, last_action=last,
                              cooldown_until=state.get('cooldown_until'), recommendations=recs,
-                             shadow=shadow_params(plan, entry, len(prim)), forecast_only=only, **decide_options)
+                             shadow=_canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores),
+                             forecast_only=only, latency=_canary_latency(store, plan, entry, canary, now),
+                             **decide_options)
     decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
-                    instances=len(prim), last_action=state or None)
+                    instances=len(prim), last_action=state or None, canary=canary)
+    if report is not None:
+        report[(plan['template'], service)] = report_inputs(store, plan['template'], service, entry, now, window,
+                                                            metrics, end, decision.get('forecast'))
     decision['utilisation'] = latest_utilisation(metrics, len(prim), current['capacity'], entry)
     decision['forecast'] = summarise_forecast(decision.get('forecast') or {}, len(prim), current['capacity'],
                                               entry)
     decision['line'] = decision_line(decision)
     return decision
+
+
+def _with_latency(block, entry):
+    """The policy's scaling block with ``latency`` (the canary latency signal) when the plan sets a threshold."""
+    if (entry.get('latency') or {}).get('p95_ms') is not None:
+        block['latency'] = {'p95_ms': entry['latency']['p95_ms'], 'for': entry['latency']['for_seconds']}
+    return block
+
+
+def _canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores):
+    """shadow_params with the size from the VMs as they run (shadow cores / the anchor primary's cores)."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    params = shadow_params(plan, entry, len(prim))
+    params['size'] = canary_utils.shadow_size(shadow_vm, anchor_cores, params['size'])
+    return params
+
+
+def _canary_latency(store, plan, entry, canary, now):
+    """The latency signal's readings: the history's and the current one, or None without a live canary."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    if not canary.get('live') or (entry.get('latency') or {}).get('p95_ms') is None:
+        return None
+    current = canary_utils.observation(canary)
+    since = now - entry['latency']['for_seconds'] - canary_utils.MAX_LATENCY_GAP - 3600
+    earlier = [o for o in canary_utils.history_observations(store, plan['template'], entry['service'], since, now)
+               if o[0] < current[0]]
+    return earlier + [current]
+
+
+def report_inputs(store: HistoryStore, template: str, service: str, entry: dict[str, t.Any], now: float, window: int,
+                  metrics: dict[str, dict[str, t.Any]], end: int | None,
+                  forecasts: dict[str, dict[str, t.Any]] | None) -> dict[str, t.Any]:
+    """What the HTML report plots for one service: the demand the decision used and the full forecasts. The
+    report shows the last two days; when the decision used less history, the store is read again for them."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.report import REPORT_HISTORY_SECONDS
+    if window < REPORT_HISTORY_SECONDS:
+        longer_end, longer, dummy = service_series(store, template, service, entry.get('shadow'),
+                                                   now - REPORT_HISTORY_SECONDS, now)
+        if longer_end is not None and longer_end == end:
+            metrics = longer
+    return dict(series=dict((m, d['demand']) for m, d in metrics.items()), end=end, forecasts=dict(forecasts or {}),
+                horizon=entry['horizon_seconds'], window=window)
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,
@@ -407,7 +579,13 @@ def record_recommendations(store: HistoryStore, decisions: list[dict[str, t.Any]
         for key in ('instances', 'cores', 'memory'):
             if key in last:
                 points.append((prefix + key, int(last['time']), last[key]))
+        points.extend(_canary_points(d))
     return store.append(points) if points else 0
+
+
+def _canary_points(decision):
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    return canary_utils.history_points(decision)
 
 
 def latest_utilisation(metrics: dict[str, dict[str, t.Any]], n: int, capacity: dict[str, float],
@@ -447,5 +625,25 @@ def decision_line(d: dict[str, t.Any]) -> str:
     else:
         target = (d.get('target') or {}).get('instances')
         what = '{0} {1} -> {2} instances'.format(d['action'], d.get('instances'), target)
-    return '{0}/{1}: current [{2}] forecast peak [{3}] decision {4}: {5}'.format(
-        d['template'], d['service'], cur or 'no data', fc or 'none', what, d.get('reason', ''))
+    return '{0}/{1}: current [{2}] forecast peak [{3}]{6} decision {4}: {5}'.format(
+        d['template'], d['service'], cur or 'no data', fc or 'none', what, d.get('reason', ''), canary_text(d))
+
+
+def canary_text(d: dict[str, t.Any]) -> str:
+    """`` canary [...]`` for the decision line: the replayed requests and the shadow's CPU next to the primaries',
+    or why there is no canary; empty for a service without a shadow."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
+    canary = d.get('canary') or {}
+    if not canary.get('shadow'):
+        return ''
+    if not canary.get('live'):
+        return ' canary [{0}]'.format(canary.get('reason', 'no canary'))
+    c = canary['counters']
+    cpu = next((i for i in d.get('signals') or [] if i.get('metric') == 'cpu' and 'shadow_now' in i), None)
+    parts = ['{0} requests replayed ({1} in {2:.0f}s)'.format(c['requests_replayed'], c['window_requests'],
+                                                              c['window_seconds']),
+             'p95 {0}'.format(canary_utils.fmt_ms(c['p95_seconds']))]
+    if cpu is not None:
+        parts.append('shadow cpu {0:.0f}% = {1:.0f}% of a primary vs primaries {2:.0f}%'.format(
+            100 * cpu['shadow_now'], 100 * cpu['shadow_normalised'], 100 * cpu['primary_now']))
+    return ' canary [{0}]'.format(', '.join(parts))

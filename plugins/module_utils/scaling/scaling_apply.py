@@ -14,10 +14,12 @@ clones, destroys or resizes.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
 import socket
+import threading
 import time
 import typing as t
 
@@ -193,6 +195,36 @@ def claim(api: PveApi, anchor: dict[str, t.Any], decision: dict[str, t.Any],
 
     api.update_vm_config(anchor['node'], anchor['vmid'], compute)
     return outcome.get('lost')
+
+
+class CheckModeReads(object):
+    """One answer per GET for every decision of a check-mode run (nothing changes in PVE in check mode).
+
+    Each acting decision places its new instances (core/vm.py ``resolve_placements``: ``/storage``, the node
+    capacities, the golden templates' configs); in check mode every decision reads the same unchanged cluster, so
+    those reads are made once per run instead of once per service (a reconcile of 5,000 VMs in which 20 services
+    scale: 6 PVE requests instead of 63). :meth:`wrap` makes a PveApi's ``get`` answer from the shared cache; the
+    answers are deep copies, so no caller sees another's changes. Never used for a real run.
+    """
+
+    def __init__(self):
+        self._answers = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, api: PveApi) -> PveApi:
+        read = api.get
+
+        def get(path, **params):
+            key = (str(path).strip('/'), tuple(sorted((k, str(v)) for k, v in params.items() if v is not None)))
+            with self._lock:
+                if key in self._answers:
+                    return copy.deepcopy(self._answers[key])
+            answer = read(path, **params)
+            with self._lock:
+                self._answers.setdefault(key, answer)
+            return copy.deepcopy(answer)
+        api.get = get
+        return api
 
 
 def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str, t.Any], decision: dict[str, t.Any],

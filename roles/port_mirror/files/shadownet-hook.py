@@ -17,7 +17,7 @@ and leaves every mirror towards a restarted shadow pointing at a dead device. So
 
 What to apply comes from the node-local state file the ``shadownet.proxmox.port_mirror`` role
 writes (``{"mirrors": [{source_vmid, source_nic, target_vmid, target_nic, target_bridge, mode, rate,
-direction, backend}]}``). A mirror with a ``target_bridge`` (the shadow runs on another node) copies into
+sampling, direction, backend}]}``). A mirror with a ``target_bridge`` (the shadow runs on another node) copies into
 the collection's veth port on that bridge and does not depend on the shadow's tap: only the primary's
 phases touch it. The mirror logic is the collection's own ``module_utils/mirror.py``, installed by the
 role as ``<lib>/shadownet_mirror.py``.
@@ -91,6 +91,8 @@ def perform(mirror_lib, manager, action, m):
         source_vmid=m['source_vmid'], source_nic=m.get('source_nic', 0),
         mode=m.get('mode', 'full'),
         rate=m.get('rate') if m.get('mode', 'full') == 'sampled' else None,
+        # A state file written before `sampling` existed meant per-packet sampling.
+        sampling=m.get('sampling') or 'packet',
         direction=m.get('direction', 'both'), backend=m.get('backend', 'nft'), **target)
     if action == 'apply':
         res = manager.ensure_present(spec, ignore_missing=True)

@@ -1,0 +1,173 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) shadownet.proxmox contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The canary: the shadow's replay counters, read through the PVE guest agent, and what the policy takes from them.
+
+The replay agent in the shadow (the ``shadow_replay`` role) replays a flow-sampled share of the primaries' requests
+into the shadow's own service and rewrites a JSON counters file every ``stats_interval`` seconds (version 1:
+``time``, ``requests_replayed``, ``window`` with ``latency_p95_seconds`` over the last ``window_seconds`` ...).
+The reconciler reads that file with one ``GET /nodes/{node}/qemu/{vmid}/agent/file-read`` per shadow (qemu-server
+src/PVE/API2/Qemu/Agent.pm ``file-read``: privilege ``VM.GuestAgent.FileRead`` (or ``VM.GuestAgent.Unrestricted``)
+on ``/vms/{vmid}``; answer ``{content, bytes-read, truncated}``), so no network path from the reconciler into the
+isolated shadow is needed.
+
+A missing agent, a missing or malformed file, or a file older than the plan's ``stale_after_seconds`` (the agent or
+the guest stopped) is "no canary": neither canary signal (the shadow's CPU nor its replay latency) is used, and the
+decision says why. Without a live canary the shadow's CPU measures an idle VM, not the sampled traffic.
+
+Only :func:`read_counters` talks to PVE; the rest is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing as t
+
+if t.TYPE_CHECKING:
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
+
+COUNTERS_VERSION = 1
+# The counters file is a few kB; a file larger than this is not the agent's (or is broken): refused, never parsed.
+MAX_COUNTERS_BYTES = 256 * 1024
+# History series of the canary readings, next to the service's own (``<template>/<service>/_canary/<key>``).
+CANARY_SERIES = '_canary'
+# Consecutive readings no further apart than this count as continuous for scaling.latency.for (two reconciles
+# of the reconciler role's default 5-minute timer).
+MAX_LATENCY_GAP = 600
+
+
+class CanaryError(ValueError):
+    """The counters file cannot be used; the message says why (it becomes the "no canary" reason)."""
+
+
+def parse_counters(text: str) -> dict[str, t.Any]:
+    """The counters of the agent's JSON file (format version 1), checked; CanaryError when it is not that."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CanaryError('the counters file is not JSON ({0})'.format(exc))
+    if not isinstance(data, dict):
+        raise CanaryError('the counters file is not a JSON object')
+    if data.get('version') != COUNTERS_VERSION:
+        raise CanaryError('the counters file has version {0!r}, this collection reads version {1}'.format(
+            data.get('version'), COUNTERS_VERSION))
+    if not _number(data.get('time')):
+        raise CanaryError('the counters file has no valid time')
+    window = data.get('window') if isinstance(data.get('window'), dict) else {}
+    p95 = window.get('latency_p95_seconds')
+    p50 = window.get('latency_p50_seconds')
+    return {
+        'time': float(data['time']),
+        'started': float(data['started']) if _number(data.get('started')) else None,
+        'mode': data.get('mode'),
+        'target': data.get('target'),
+        'flows_seen': _count(data.get('flows_seen')),
+        'flows_replayed': _count(data.get('flows_replayed')),
+        'requests_replayed': _count(data.get('requests_replayed')),
+        'errors': sum(_count(v) for v in (data.get('errors') or {}).values()) if isinstance(data.get('errors'), dict)
+        else 0,
+        'window_seconds': float(data['window_seconds']) if _number(data.get('window_seconds')) and
+        data['window_seconds'] > 0 else 60.0,
+        'window_requests': _count(window.get('requests')),
+        'window_errors': _count(window.get('errors')),
+        'p95_seconds': float(p95) if _number(p95) and p95 >= 0 else None,
+        'p50_seconds': float(p50) if _number(p50) and p50 >= 0 else None,
+    }
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value):
+    return int(value) if _number(value) and value >= 0 else 0
+
+
+def read_counters(api: PveApi, vm: dict[str, t.Any], path: str) -> tuple[str | None, str | None]:
+    """``(content, None)`` or ``(None, reason)``: one guest agent file-read of the counters file in ``vm``."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
+    try:
+        answer = api.get('nodes/{0}/qemu/{1}/agent/file-read'.format(vm['node'], vm['vmid']), file=path,
+                         count=MAX_COUNTERS_BYTES)
+    except PveApiError as exc:
+        if exc.kind == 'forbidden':
+            return None, '{0} (the reconciler needs VM.GuestAgent.FileRead on /vms/{1})'.format(exc.message, vm['vmid'])
+        return None, exc.message
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get('truncated'):
+        return None, '{0} is larger than {1} bytes: not a replay counters file'.format(path, MAX_COUNTERS_BYTES)
+    return str(answer.get('content') or ''), None
+
+
+def status(content: str | None, error: str | None, now: float, stale_after: float, shadow: str,
+           path: str) -> dict[str, t.Any]:
+    """The canary's state: ``{'live': bool, 'reason': str, 'counters': dict or None, 'age_seconds': ...}``."""
+    out = {'shadow': shadow, 'path': path, 'live': False, 'counters': None, 'age_seconds': None}
+    if error is not None:
+        out['reason'] = 'no canary: cannot read {0} in {1}: {2}'.format(path, shadow, error)
+        return out
+    try:
+        counters = parse_counters(content or '')
+    except CanaryError as exc:
+        out['reason'] = 'no canary: {0} in {1}: {2}'.format(path, shadow, exc)
+        return out
+    age = now - counters['time']
+    out.update(counters=counters, age_seconds=round(age, 1))
+    if age > stale_after:
+        out['reason'] = 'no canary: {0} in {1} is stale ({2:.0f}s old, limit {3:.0f}s: is the replay agent ' \
+                        'running?)'.format(path, shadow, age, stale_after)
+        return out
+    out.update(live=True, reason='canary {0}: {1} requests replayed, {2} in the last {3:.0f}s, p95 {4}'.format(
+        shadow, counters['requests_replayed'], counters['window_requests'], counters['window_seconds'],
+        fmt_ms(counters['p95_seconds'])))
+    return out
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return 'n/a' if seconds is None else '{0:.0f} ms'.format(1000.0 * seconds)
+
+
+def observation(state: dict[str, t.Any]) -> tuple[float, float | None, float] | None:
+    """``(time, p95 seconds, window seconds)`` of a live canary, for the latency signal."""
+    if not state or not state.get('live'):
+        return None
+    c = state['counters']
+    return c['time'], c['p95_seconds'], c['window_seconds']
+
+
+def series_prefix(template: str, service: str) -> str:
+    return '{0}/{1}/{2}/'.format(template, service, CANARY_SERIES)
+
+
+def history_observations(store: t.Any, template: str, service: str, since: float,
+                         until: float) -> list[tuple[float, float | None, float]]:
+    """Earlier canary readings kept in the history store (see :func:`history_points`)."""
+    prefix = series_prefix(template, service)
+    windows = dict(store.series(prefix + 'window_seconds', since=since, until=until))
+    return [(float(ts), p95, float(windows.get(ts) or 60.0))
+            for ts, p95 in store.series(prefix + 'p95_seconds', since=since, until=until)]
+
+
+def history_points(decision: dict[str, t.Any]) -> list[tuple[str, int, float | None]]:
+    """History points of a decision's live canary reading (the forecast module records them, not in check mode)."""
+    canary = decision.get('canary') or {}
+    obs = observation(canary)
+    if obs is None:
+        return []
+    prefix = series_prefix(decision['template'], decision['service'])
+    when = int(obs[0])
+    counters = canary['counters']
+    return [(prefix + 'p95_seconds', when, obs[1]), (prefix + 'window_seconds', when, obs[2]),
+            (prefix + 'window_requests', when, float(counters['window_requests']))]
+
+
+def shadow_size(shadow_vm: dict[str, t.Any] | None, primary_cores: int | float | None,
+                planned: float | None = None) -> float:
+    """Shadow cores / one primary's cores, from the VMs as they run (a vertical scale changes the primaries').
+
+    ``planned`` (the plan's ratio) is used when the listing does not give the shadow's cores."""
+    cores = (shadow_vm or {}).get('maxcpu')
+    if cores and primary_cores:
+        return float(cores) / float(primary_cores)
+    return float(planned) if planned else 1.0
