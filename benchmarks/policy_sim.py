@@ -44,11 +44,11 @@ UNITS_MIN = 1
 UNITS_MAX = 64
 CACHE = os.path.join(_traces.HERE, 'results', 'policy_forecasts')
 
-# The datacenter aggregates (../shared/traces/datacenter_aggregates/README): one CPU column per file, no gaps.
+# The datacenter aggregates (_traces.aggregate_series): the CPU column of each file, named by its file's stem.
 AGGREGATES = (
-    ('alibaba', 'alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv', 'cpu_util_percent'),
-    ('azure', 'azure_v2_vm_cpu_readings_month_aggregated_cpu_mem.csv', 'cpu_usage'),
-    ('google', 'google2019_instance_usage_grouped_300_seconds_month.csv', 'avg_cpu'),
+    ('alibaba', 'alibaba2018:cpu_util_percent'),
+    ('azure', 'azure:cpu_usage'),
+    ('google', 'google2019:avg_cpu'),
 )
 DATASETS = ('bitbrains', 'datacenter')
 
@@ -64,11 +64,8 @@ def load_series(dataset, name):
     """One series on the 5-minute grid (None for gaps)."""
     if dataset == 'bitbrains':
         return _traces.load_vm(name)[0]
-    import csv
-    fname, column = next((f, c) for n, f, c in AGGREGATES if n == name)
-    base = os.path.join(os.path.dirname(_traces.traces_dir()), 'datacenter_aggregates')
-    with open(os.path.join(base, fname)) as fh:
-        return [float(r[column]) if r[column] not in ('', 'nan', 'NaN') else None for r in csv.DictReader(fh)]
+    series = dict(_traces.aggregate_series())
+    return series[dict(AGGREGATES)[name]]
 
 
 def sim_range(values, days):
