@@ -1,8 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared helpers for the benchmarks: find and load the Bitbrains traces, import the collection.
+"""Shared helpers for the benchmarks: find and load the traces, import the collection.
 
-Only ``bitbrains_rnd_2013-8`` is read. ``holdout/`` is reserved for acceptance and is
-never opened here.
+``bitbrains_rnd_2013-8`` and ``datacenter_aggregates`` are read. ``holdout/`` is reserved
+for acceptance and is never opened here.
 """
 import gzip
 import math
@@ -62,6 +62,38 @@ def load_vm(name, column=COLUMNS['cpu']):
         points[idx] = float(r[column])
     values = [points.get(i) for i in range(max(points) + 1)]
     return values, cores
+
+
+AGGREGATES = 'datacenter_aggregates'
+
+
+def aggregate_series(limit=None):
+    """The datacenter aggregates (300 s steps) as ``[(name, values)]``, one per numeric column.
+
+    Every column of every file is a series (cpu, memory, network, disk, ...: whatever the
+    file holds), except the timestamp; the Alibaba file has no timestamp (row i = i x 300 s).
+    """
+    base = os.path.join(os.path.dirname(traces_dir()), AGGREGATES)
+    if not os.path.isdir(base):
+        sys.exit('datacenter aggregates not found at %s' % base)
+    out = []
+    for fname in sorted(f for f in os.listdir(base) if f.endswith('.csv')):
+        with open(os.path.join(base, fname)) as fh:
+            header = fh.readline().strip().split(',')
+            rows = [line.strip().split(',') for line in fh if line.strip()]
+        stem = fname.split('_')[0]
+        for col, cname in enumerate(header):
+            if cname == 'timestamp':
+                continue
+            values = []
+            for r in rows:
+                try:
+                    v = float(r[col])
+                except (ValueError, IndexError):
+                    v = None
+                values.append(v if v is not None and math.isfinite(v) else None)
+            out.append(('%s:%s' % (stem, cname), values))
+    return out[:limit] if limit else out
 
 
 def percentile(xs, q):

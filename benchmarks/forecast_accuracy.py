@@ -1,14 +1,26 @@
 #!/usr/bin/env python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Forecast accuracy of plugins/module_utils/scaling/forecast.py on the Bitbrains Rnd traces.
+"""Forecast accuracy of plugins/module_utils/scaling/forecast.py on both trace sets.
 
-For each VM: 12 forecast origins spread over its last 7 days, the 7 days before each
-origin as history, horizons 1..15 steps of 5 minutes. relMAE = model MAE / naive MAE
-per VM (naive = last observed value); the summary is the geometric mean over VMs.
-Fit time is the wall time of one forecast_series() call (model choice included), and its
-process CPU time (what it costs when the machine is not shared).
+Data sets (../shared/traces, see its README.md): ``bitbrains`` (50 VMs of Bitbrains Rnd 2013-8, CPU
+usage in MHz by default) and ``aggregates`` (the datacenter aggregates: every column of the Alibaba 2018,
+Azure V2 and Google 2019 files). All at 5-minute steps.
 
-    .venv/bin/python benchmarks/forecast_accuracy.py [--vms N] [--metric cpu]
+Protocol (issue 14): for each series, ``--origins`` forecast origins spread evenly over everything after
+its first 7 days; at each origin the forecaster gets the 7 days before it (nothing after it) and forecasts
+12 steps (1 hour). Nothing is scored on data a model was fitted on: the forecaster's parameters, seasonal
+indices and interval calibration only use the history before the origin.
+
+Per series: relMAE = MAE / MAE of the last observed value (naive), over all origins and horizons 1..12;
+the summary is the geometric mean over series, for all series and for those with daily seasonality.
+Daily seasonality (a property of the series, decided here independently of the forecaster): the
+autocorrelation at lag 1 day of the series minus its centred 1-day moving average, over the whole series,
+is at least ``--acf-threshold`` (0.3). Coverage: the share of actual values inside the 80% interval
+(pooled). Reference: plain ETS(A,Ad,N) (statsmodels ``ETSModel``, additive damped trend) fitted on the
+same 7 days, no selection. Fit time: wall and process CPU time of one forecast_series() call (BLAS pinned
+to one thread); the machine may be shared, so the load average is printed too.
+
+    .venv/bin/python benchmarks/forecast_accuracy.py [--data bitbrains,aggregates] [--origins 48]
 """
 import argparse
 import math
@@ -16,51 +28,139 @@ import os
 import statistics
 import sys
 import time
+import warnings
 
 import _traces
 
-WEEK = 7 * 24 * 12          # 2016 five-minute steps
-HORIZON = 15
-ORIGINS = 12
+DAY = 288                   # five-minute steps per day
+WEEK = 7 * DAY              # 2016 steps of history
+HORIZON = 12                # 1 hour
+LEVEL = 0.8
 
 
-def naive_value(history):
+def last_observed(history):
     for v in reversed(history):
         if v is not None and not math.isnan(v):
             return v
     return None
 
 
-def evaluate_vm(forecast_series, values, opts):
+def daily_acf(values):
+    """ACF at lag one day of y minus its centred one-day moving average (gaps interpolated)."""
+    import numpy as np
+    y = np.array([np.nan if v is None else v for v in values], dtype=float)
+    ok = np.isfinite(y)
+    idx = np.arange(len(y))
+    y = np.interp(idx, idx[ok], y[ok])
+    w = np.concatenate(([0.5], np.ones(DAY - 1), [0.5])) / DAY
+    trend = np.convolve(y, w, mode='valid')
+    d = y[DAY // 2:DAY // 2 + len(trend)] - trend
+    d = d - d.mean()
+    den = float(np.dot(d, d))
+    return float(np.dot(d[:-DAY], d[DAY:]) / den) if den > 0 else 0.0
+
+
+def plain_ets(hist):
+    """The reference: statsmodels ETS(A,Ad,N) fitted on the whole history, its mean forecast."""
+    import numpy as np
+    import pandas as pd
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    y = np.array([np.nan if v is None else v for v in hist], dtype=float)
+    ok = np.isfinite(y)
+    idx = np.arange(len(y))
+    first = int(np.argmax(ok))
+    y = np.interp(idx, idx[ok], y[ok])[first:]
+    if np.ptp(y) == 0:
+        return [float(y[-1])] * HORIZON
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        res = ETSModel(pd.Series(y), error='add', trend='add', damped_trend=True).fit(disp=False)
+        return [float(v) for v in np.asarray(res.forecast(HORIZON))]
+
+
+def evaluate(forecast_series, values, opts, origins, reference):
     n = len(values)
-    first = n - WEEK                          # the last 7 days
-    span = WEEK - HORIZON                     # origins must leave room for 15 actual values
-    origins = [first + int(round(k * span / float(ORIGINS - 1))) for k in range(ORIGINS)]
-    err_m, err_n, times, cpu, chosen = [], [], [], [], []
-    for o in origins:
+    span = n - HORIZON - WEEK
+    if span < 0:
+        return None
+    count = min(origins, span + 1)
+    picks = sorted(set(WEEK + int(round(k * span / float(max(1, count - 1)))) for k in range(count)))
+    acc = dict(err=[], naive=[], ets=[], inside=0, scored=0, wall=[], cpu=[], models={})
+    for o in picks:
         hist = values[o - WEEK:o]
         t0, c0 = time.perf_counter(), time.process_time()
-        fc = forecast_series(hist, _traces.STEP, HORIZON, **opts)
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-        chosen.append(fc['model'])
-        last = naive_value(hist)
+        fc = forecast_series(hist, _traces.STEP, HORIZON, level=LEVEL, **opts)
+        acc['wall'].append(time.perf_counter() - t0)
+        acc['cpu'].append(time.process_time() - c0)
+        key = fc['model'] + ('+season' if fc.get('seasonal') else '')
+        acc['models'][key] = acc['models'].get(key, 0) + 1
+        ref = plain_ets(hist) if reference else None
+        last = last_observed(hist)
         for h in range(HORIZON):
             actual = values[o + h]
             if actual is None:
                 continue
-            err_m.append(abs(fc['mean'][h] - actual))
-            err_n.append(abs(last - actual))
-    return statistics.fmean(err_m), statistics.fmean(err_n), times, cpu, chosen
+            acc['err'].append(abs(fc['mean'][h] - actual))
+            acc['naive'].append(abs(last - actual))
+            if ref is not None:
+                acc['ets'].append(abs(ref[h] - actual))
+            acc['scored'] += 1
+            acc['inside'] += fc['lower'][h] <= actual <= fc['upper'][h]
+    return acc
+
+
+def gmean(xs):
+    xs = [x for x in xs if x is not None and x > 0]
+    return math.exp(statistics.fmean(math.log(x) for x in xs)) if xs else float('nan')
+
+
+def load(data, limit, metric):
+    if data == 'bitbrains':
+        return [('vm' + name, _traces.load_vm(name, _traces.COLUMNS[metric])[0]) for name in _traces.vm_names(limit)]
+    return _traces.aggregate_series(limit)
+
+
+def report(data, rows, reference):
+    seas = [r for r in rows if r['seasonal']]
+    wall = sorted(t * 1000 for r in rows for t in r['acc']['wall'])
+    cpu = sorted(t * 1000 for r in rows for t in r['acc']['cpu'])
+    scored = sum(r['acc']['scored'] for r in rows)
+    inside = sum(r['acc']['inside'] for r in rows)
+    models = {}
+    for r in rows:
+        for k, v in r['acc']['models'].items():
+            models[k] = models.get(k, 0) + v
+
+    def fmt(group, key):
+        return '%.3f' % gmean([r[key] for r in group]) if group else '-'
+
+    print('| %s | %d (%d daily) | %d | %s | %s | %s | %s | %d/%d | %.3f | %.1f / %.1f | %.1f / %.1f |' % (
+        data, len(rows), len(seas), len(wall), fmt(seas, 'rel'), fmt(rows, 'rel'),
+        fmt(seas, 'rel_ets') if reference else '-', fmt(rows, 'rel_ets') if reference else '-',
+        sum(1 for r in rows if r['rel'] is not None and r['rel'] < 1), len(rows),
+        inside / float(scored) if scored else float('nan'),
+        _traces.percentile(cpu, 0.5), _traces.percentile(cpu, 0.9),
+        _traces.percentile(wall, 0.5), _traces.percentile(wall, 0.9)), flush=True)
+    sweep = ', '.join('>= %.1f: %s (%d series)' % (th, fmt([r for r in rows if r['acf'] >= th], 'rel'),
+                                                   sum(1 for r in rows if r['acf'] >= th)) for th in (0.2, 0.3, 0.5, 0.7))
+    return '%s: models used: %s\n%s: relMAE of the series whose ACF at 1 day is %s' % (
+        data, ', '.join('%s %d' % kv for kv in sorted(models.items())), data, sweep)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    ap.add_argument('--vms', type=int, default=None, help='only the first N VMs (quick subset)')
-    ap.add_argument('--metric', choices=sorted(_traces.COLUMNS), default='cpu')
-    ap.add_argument('--models', default=None, help='comma-separated candidates (naive is always one)')
+    ap.add_argument('--data', default='bitbrains,aggregates', help='comma-separated: bitbrains, aggregates')
+    ap.add_argument('--series', type=int, default=None, help='only the first N series of each data set')
+    ap.add_argument('--origins', type=int, default=48, help='forecast origins per series (default 48)')
+    ap.add_argument('--metric', choices=sorted(_traces.COLUMNS), default='cpu', help='Bitbrains column')
+    ap.add_argument('--acf-threshold', type=float, default=0.3, help='daily-seasonal series: ACF at 1 day >= this')
+    ap.add_argument('--models', default=None, help='comma-separated members of the combination')
     ap.add_argument('--fit-window', type=int, default=None, help='fit window in steps (default: forecast.py default)')
-    ap.add_argument('--backtest', type=int, default=None, help='backtest length in steps (default: forecast.py default)')
+    ap.add_argument('--backtest', type=int, default=None, help='calibration window in steps (default: one day)')
+    ap.add_argument('--deseasonalize', choices=('auto', 'on', 'off'), default='auto')
+    ap.add_argument('--combine', choices=('inverse_mse', 'inverse_error', 'equal', 'best'), default=None,
+                    help='how members are combined (default: forecast.py default)')
+    ap.add_argument('--no-reference', action='store_true', help='skip the plain ETS reference (faster)')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
 
@@ -73,43 +173,45 @@ def main():
         opts['fit_window_steps'] = args.fit_window
     if args.backtest:
         opts['backtest_steps'] = args.backtest
+    if args.combine:
+        opts['combine'] = args.combine
+    if args.deseasonalize != 'auto':
+        opts['deseasonalize'] = args.deseasonalize == 'on'
+    reference = not args.no_reference
 
     t_import = time.perf_counter()
     forecast_series([1.0, 2.0, 1.0], _traces.STEP, 1)  # pay the statsmodels import outside the timings
     t_import = time.perf_counter() - t_import
 
-    rows, all_times, all_cpu, counts = [], [], [], {}
-    for name in _traces.vm_names(args.vms):
-        values, _cores = _traces.load_vm(name, _traces.COLUMNS[args.metric])
-        mae_m, mae_n, times, cpu, chosen = evaluate_vm(forecast_series, values, opts)
-        all_times.extend(times)
-        all_cpu.extend(cpu)
-        for c in chosen:
-            counts[c] = counts.get(c, 0) + 1
-        if mae_n == 0:
-            # a VM whose next values always equal the last one: nothing to compare
-            rows.append((name, mae_m, mae_n, None, chosen))
-            continue
-        rows.append((name, mae_m, mae_n, mae_m / mae_n, chosen))
-        if not args.quiet:
-            print('%-5s relMAE %6.3f  MAE %10.2f  naive %10.2f  models %s' % (
-                name, mae_m / mae_n, mae_m, mae_n, ','.join(sorted(set(chosen)))), flush=True)
-
-    ratios = [r[3] for r in rows if r[3] is not None and r[3] > 0]
-    gmean = math.exp(statistics.fmean(math.log(r) for r in ratios))
-    ms = sorted(t * 1000 for t in all_times)
-    cpu_ms = sorted(t * 1000 for t in all_cpu)
+    header = ('| data set | series | forecasts | relMAE daily-seasonal | relMAE all | plain ETS daily | plain ETS all '
+              '| series better than naive | 80% coverage | fit ms CPU median / p90 | fit ms wall median / p90 |')
+    tables, notes = [], []
+    for data in args.data.split(','):
+        rows = []
+        for name, values in load(data, args.series, args.metric):
+            acc = evaluate(forecast_series, values, opts, args.origins, reference)
+            if acc is None:
+                continue
+            mae, mae_n = statistics.fmean(acc['err']), statistics.fmean(acc['naive'])
+            row = dict(name=name, acc=acc, seasonal=daily_acf(values) >= args.acf_threshold, acf=daily_acf(values),
+                       rel=mae / mae_n if mae_n else None,
+                       rel_ets=statistics.fmean(acc['ets']) / mae_n if mae_n and acc['ets'] else None)
+            rows.append(row)
+            if not args.quiet:
+                print('%-12s %-28s acf(1d) %5.2f relMAE %6.3f  ETS %6s  coverage %.2f  %s' % (
+                    data, name, row['acf'], row['rel'] or float('nan'),
+                    '%.3f' % row['rel_ets'] if row['rel_ets'] else '-', acc['inside'] / float(acc['scored']),
+                    ','.join('%s:%d' % kv for kv in sorted(acc['models'].items()))), flush=True)
+        tables.append((data, rows))
     print()
     print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
     print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
-    print('| VMs | forecasts | relMAE vs naive (geo. mean) | VMs better than naive | fit ms median / p90 / max (wall) '
-          '| fit ms median / p90 (CPU) |')
-    print('|---|---|---|---|---|---|')
-    print('| %d | %d | %.3f | %d/%d | %.1f / %.1f / %.1f | %.1f / %.1f |' % (
-        len(rows), len(all_times), gmean, sum(1 for r in ratios if r < 1), len(ratios),
-        _traces.percentile(ms, 0.5), _traces.percentile(ms, 0.9), ms[-1],
-        _traces.percentile(cpu_ms, 0.5), _traces.percentile(cpu_ms, 0.9)))
-    print('models chosen: %s' % ', '.join('%s %d' % kv for kv in sorted(counts.items())))
+    print(header)
+    print('|' + '---|' * header.count(' | ') + '---|')
+    for data, rows in tables:
+        notes.append(report(data, rows, reference))
+    for note in notes:
+        print(note)
     print('first call (statsmodels import): %.2f s' % t_import)
 
 

@@ -1,27 +1,32 @@
 #!/usr/bin/env python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Scaling-policy simulation on the Bitbrains Rnd traces.
+"""Scaling-policy simulation on the Bitbrains Rnd traces and the datacenter aggregates.
 
-Each VM's last 7 days are replayed at 5-minute steps. Capacity is counted in
-instance-sized units (one unit = the VM's 95th-percentile CPU usage over those 7 days
-/ 4); a scale-out adds capacity 2 steps after the decision, a scale-in removes it at
-once. Compared:
+Each series' last 7 days (fewer for Alibaba's 7.8 days: every step with 2 days of history before
+it) are replayed at 5-minute steps. Capacity is counted in instance-sized units (one unit = the
+series' 95th-percentile CPU usage over those days / --units, default 4); a scale-out adds capacity
+2 steps after the decision, a scale-in removes it at once (in-flight scale-outs first). Compared:
 
 * seed:    the seed's reactive rule: +1 unit when usage > 70% of capacity for 3
            points, -1 unit when usage < 30% of capacity for 3 points;
-* tuned:   the same reactive rule with its thresholds moved until its average
-           capacity matches the policy's (the fair "same money" comparison);
+* target tracking (the anchor): Kubernetes HPA's rule, desired = ceil(usage / (target x unit)),
+           a 10% tolerance band, a 5-minute down-scale stabilisation window (the highest
+           recommendation of the window); its target swept, its under-provisioned minutes
+           interpolated at the policy's mean capacity (the "same money" comparison);
 * policy:  plugins/module_utils/scaling/policy.py decide(), fed with forecast.py's forecast of
-           the VM's demand (the code the modules run; forecasts are computed once per
-           VM and step and cached in benchmarks/results/, they do not depend on the
-           capacity the policy chose).
+           the series (the code the modules run; forecasts are computed once per series and step
+           and cached in benchmarks/results/ under the digest of forecast.py, they do not depend on
+           the capacity the policy chose), scaling.provision = the simulated lead (10m).
 
+Trade-off curves: the seed rule (high swept, low = high x 3/7), target tracking (target swept)
+and the policy (cpu.high swept), one point per setting; --plot writes them as a PNG.
 The shadow-minus-primary seed signal is not simulated (the traces have no shadow).
 
-    .venv/bin/python benchmarks/policy_sim.py [--vms N] [--jobs 2]
+    .venv/bin/python benchmarks/policy_sim.py [--dataset both] [--vms N] [--jobs 2] [--plot curve.png]
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -30,47 +35,93 @@ import time
 import _traces
 
 WEEK = 7 * 24 * 12
-HORIZON = 15              # forecast steps cached (75 min); the policy uses scaling.horizon of them
+DAY = 24 * 12
+MIN_HISTORY = 2 * DAY     # a step is simulated only with at least 2 days of history before it
+HORIZON = 15              # forecast steps cached (75 min); the policy uses provision + horizon of them
 LEAD = 2                  # a scale-out's capacity arrives this many steps after the decision
 UNITS_START = 4
 UNITS_MIN = 1
 UNITS_MAX = 64
 CACHE = os.path.join(_traces.HERE, 'results', 'policy_forecasts')
 
+# The datacenter aggregates (_traces.aggregate_series): the CPU column of each file, named by its file's stem.
+AGGREGATES = (
+    ('alibaba', 'alibaba2018:cpu_util_percent'),
+    ('azure', 'azure:cpu_usage'),
+    ('google', 'google2019:avg_cpu'),
+)
+DATASETS = ('bitbrains', 'datacenter')
 
-def _cache_path(name):
-    return os.path.join(CACHE, '%s.json' % name)
+
+def series_names(dataset, limit=None):
+    if dataset == 'bitbrains':
+        return _traces.vm_names(limit)
+    names = [a[0] for a in AGGREGATES]
+    return names[:limit] if limit else names
 
 
-def precompute(name):
-    """Forecast every step of the VM's last 7 days from the 7 days before it; cached."""
-    path = _cache_path(name)
-    values, _cores = _traces.load_vm(name)
+def load_series(dataset, name):
+    """One series on the 5-minute grid (None for gaps)."""
+    if dataset == 'bitbrains':
+        return _traces.load_vm(name)[0]
+    series = dict(_traces.aggregate_series())
+    return series[dict(AGGREGATES)[name]]
+
+
+def sim_range(values, days):
+    """The simulated steps: the last `days` days, each with at least MIN_HISTORY steps before it."""
+    n = len(values)
+    return range(max(n - days * DAY, MIN_HISTORY), n)
+
+
+FORECASTER_ID = None      # --forecasts: simulate with the cached forecasts of an earlier forecast.py
+
+
+def _forecaster_id():
+    """A digest of forecast.py: cached forecasts of another forecaster are never reused."""
+    import hashlib
+    if FORECASTER_ID:
+        return FORECASTER_ID
+    path = os.path.join(_traces.ROOT, 'plugins', 'module_utils', 'scaling', 'forecast.py')
+    with open(path, 'rb') as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:10]
+
+
+def _cache_path(dataset, name):
+    return os.path.join(CACHE, '%s-%s-%s.json' % (dataset, name, _forecaster_id()))
+
+
+def precompute(job):
+    """Forecast every simulated step from the (up to) 7 days before it; cached per series and forecaster."""
+    dataset, name, days = job
+    path = _cache_path(dataset, name)
+    values = load_series(dataset, name)
+    steps = sim_range(values, days)
     if os.path.exists(path):
         with open(path) as fh:
             data = json.load(fh)
-        if data.get('n') == len(values):
-            return name, 0.0
+        if data.get('n') == len(values) and all(str(t) in data['steps'] for t in (steps[0], steps[-1])):
+            return job, 0.0
     _traces.import_collection()
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
     n = len(values)
     out = {'n': n, 'level': 0.8, 'steps': {}}
     t0 = time.perf_counter()
-    for t in range(n - WEEK, n):
+    for t in steps:
         # decision at the end of step t, knowing values[..t]
-        fc = forecast_series(values[t + 1 - WEEK:t + 1], _traces.STEP, HORIZON, level=0.8)
-        out['steps'][t] = [[round(v, 3) for v in fc['mean']], [round(v, 3) for v in fc['upper']],
-                           [round(v, 3) for v in fc['lower']], fc['model']]
+        fc = forecast_series(values[max(0, t + 1 - WEEK):t + 1], _traces.STEP, HORIZON, level=0.8)
+        out['steps'][t] = [[round(v, 4) for v in fc['mean']], [round(v, 4) for v in fc['upper']],
+                           [round(v, 4) for v in fc['lower']], fc['model']]
     os.makedirs(CACHE, exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'w') as fh:
         json.dump(out, fh)
     os.replace(tmp, path)
-    return name, time.perf_counter() - t0
+    return job, time.perf_counter() - t0
 
 
-def load_forecasts(name):
-    with open(_cache_path(name)) as fh:
+def load_forecasts(dataset, name):
+    with open(_cache_path(dataset, name)) as fh:
         data = json.load(fh)
     return {int(k): v for k, v in data['steps'].items()}
 
@@ -123,12 +174,11 @@ class Sim(object):
                 'actions': self.actions}
 
 
-def simulate_reactive(values, unit, high=0.70, low=0.30, points=3):
+def simulate_reactive(values, unit, steps, high=0.70, low=0.30, points=3):
     """The seed rule: usage above high x capacity for `points` points -> +1 unit, below low -> -1."""
-    n = len(values)
     sim = Sim(unit)
     above = below = 0
-    for t in range(n - WEEK, n):
+    for t in steps:
         u = values[t]
         sim.tick(t, u)
         if u is None:
@@ -145,16 +195,42 @@ def simulate_reactive(values, unit, high=0.70, low=0.30, points=3):
     return sim.result()
 
 
-def simulate_policy(decide, values, unit, forecasts, scaling, level):
+def simulate_target(values, unit, steps, target=0.70, tolerance=0.10, window=300):
+    """Target tracking as Kubernetes' HPA does it (and AWS target tracking, less its alarms).
+
+    desired = ceil(load / (target x unit)); no change while load / (instances x unit x target) is within
+    `tolerance` of 1; a scale-down goes only to the highest recommendation of the last `window` seconds (HPA's
+    downscale stabilisation, 5 minutes by default), a scale-up at once. Instances = active + in flight.
+    """
+    sim = Sim(unit)
+    recs = []
+    for t in steps:
+        u = values[t]
+        sim.tick(t, u)
+        if u is None:
+            continue
+        n = sim.provisioned
+        ratio = u / (n * unit * target)
+        desired = n if abs(ratio - 1.0) <= tolerance else int(math.ceil(u / (target * unit) - 1e-9))
+        desired = max(UNITS_MIN, min(UNITS_MAX, desired))
+        recs = [(rt, r) for rt, r in recs if (t - rt) * _traces.STEP <= window] + [(t, desired)]
+        if desired > n:
+            sim.scale_to(t, desired)
+        elif desired < n:
+            stable = max(r for rt, r in recs)
+            if stable < n:
+                sim.scale_to(t, stable)
+    return sim.result()
+
+
+def simulate_policy(decide, values, unit, steps, forecasts, scaling, level):
     z80 = 1.2815515655446004
     zl = _normal_quantile(0.5 + level / 2.0)
-    n = len(values)
     sim = Sim(unit)
     last_action = None
     recs = []
-    models = {}
     fired = {}
-    for t in range(n - WEEK, n):
+    for t in steps:
         u = values[t]
         sim.tick(t, u)
         mean, upper, lower, model = forecasts[t]
@@ -166,7 +242,6 @@ def simulate_policy(decide, values, unit, forecasts, scaling, level):
                             'forecast': {'mean': mean, 'upper': upper, 'lower': lower, 'model': model}}},
                    now, last_action=last_action, recommendations=recs)
         recs = d['recommendations']
-        models[model] = models.get(model, 0) + 1
         if d['action'] != 'none' and d['act']:
             fired[d['signal']] = fired.get(d['signal'], 0) + 1
             sim.scale_to(t, d['target']['instances'])
@@ -181,9 +256,10 @@ def _normal_quantile(p):
     return NormalDist().inv_cdf(p)
 
 
-def unit_of(values):
-    week = [v for v in values[-WEEK:] if v is not None]
-    return _traces.percentile(week, 0.95) / 4.0
+def unit_of(values, steps, per_p95=4):
+    """One instance's capacity: the 95th percentile of the simulated steps' usage / `per_p95`."""
+    window = [values[t] for t in steps if values[t] is not None]
+    return _traces.percentile(window, 0.95) / float(per_p95)
 
 
 def totals(results):
@@ -192,39 +268,207 @@ def totals(results):
             'actions': sum(r['actions'] for r in results)}
 
 
+def run_rule(data, rule, **kw):
+    return totals([rule(v, u, st, **kw) for dummy, v, u, dummy2, st in data])
+
+
+def at_capacity(curve, capacity):
+    """Under-provisioned minutes of a rule at `capacity`, interpolated linearly on its curve [(capacity, under)]."""
+    pts = sorted(curve)
+    if capacity <= pts[0][0]:
+        return pts[0][1]
+    for (c0, u0), (c1, u1) in zip(pts, pts[1:]):
+        if c0 <= capacity <= c1:
+            return u0 + (u1 - u0) * (capacity - c0) / (c1 - c0) if c1 > c0 else min(u0, u1)
+    return pts[-1][1]
+
+
+def pct(a, b):
+    return 100.0 * (a - b) / b if b else float('nan')
+
+
+def policy_block(args, high=None):
+    block = {
+        'cpu': {'high': args.high if high is None else high, 'low': args.low, 'duration': args.duration},
+        'horizon': args.horizon,
+        'instances': {'min': UNITS_MIN, 'max': UNITS_MAX},
+        'cooldown': {'up': args.cooldown_up, 'down': args.cooldown_down},
+        'provision': args.provision,
+        'mode': 'horizontal',
+    }
+    for key in ('stabilization', 'tolerance', 'step_down'):
+        if getattr(args, key) is not None:
+            block[key] = getattr(args, key)
+    return block
+
+
+def load_dataset(dataset, limit, days, cached_only, per_p95=4):
+    data = []
+    for name in series_names(dataset, limit):
+        if cached_only and not os.path.exists(_cache_path(dataset, name)):
+            continue
+        values = load_series(dataset, name)
+        steps = sim_range(values, days)
+        unit = unit_of(values, steps, per_p95)
+        if not unit > 0:
+            print('%s %s: 95th percentile usage is 0, skipped' % (dataset, name))
+            continue
+        data.append((name, values, unit, load_forecasts(dataset, name), steps))
+    return data
+
+
+SEED_HIGHS = (0.5, 0.6, 0.7, 0.8, 0.9)
+TARGETS = (0.10, 0.20, 0.25) + tuple(i / 100.0 for i in range(30, 96, 2))
+POLICY_HIGHS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def evaluate(dataset, data, args, decide, normalise_scaling):
+    """One data set: the three rules, the curves, the targets. Returns the summary row."""
+    t0 = time.perf_counter()
+    scaling = normalise_scaling(policy_block(args))
+    seed = [simulate_reactive(v, u, st) for dummy, v, u, dummy2, st in data]
+    pol = [simulate_policy(decide, v, u, st, f, scaling, args.level) for dummy, v, u, f, st in data]
+    S, P = totals(seed), totals(pol)
+    tt_curve = [(target, run_rule(data, simulate_target, target=target, window=args.tt_window))
+                for target in TARGETS]
+    tt_cap = [(T['avg_units'], T['under_min']) for dummy, T in tt_curve]
+    close_target, T = min(tt_curve, key=lambda x: abs(x[1]['avg_units'] - P['avg_units']))
+    tt_under = at_capacity(tt_cap, P['avg_units'])
+    if not args.quiet:
+        print('%-7s %10s %22s %22s' % ('series', 'unit', 'seed under/avg/acts', 'policy under/avg/acts'))
+        for (name, dummy, unit, dummy2, dummy3), a, b in zip(data, seed, pol):
+            print('%-7s %10.4g %9d %6.2f %5d %9d %6.2f %5d' % (
+                name, unit, a['under_min'], a['avg_units'], a['actions'], b['under_min'], b['avg_units'], b['actions']))
+    print()
+    print('## %s: %d series, %d simulated steps' % (dataset, len(data), sum(len(d[4]) for d in data)))
+    print()
+    print('| rule | under-provisioned minutes | mean capacity (units) | scaling actions |')
+    print('|---|---|---|---|')
+    print('| seed reactive (70%%/30%%, 3 points) | %d | %.2f | %d |' % (S['under_min'], S['avg_units'], S['actions']))
+    print('| target tracking (stabilisation %ds), target %.0f%% (closest capacity) | %d | %.2f | %d |' % (
+        args.tt_window, 100 * close_target, T['under_min'], T['avg_units'], T['actions']))
+    print('| target tracking interpolated to the policy\'s capacity | %.0f | %.2f | - |' % (tt_under, P['avg_units']))
+    print('| this policy | %d | %.2f | %d |' % (P['under_min'], P['avg_units'], P['actions']))
+    print()
+    row = {'dataset': dataset, 'series': len(data),
+           'under_vs_tt': pct(P['under_min'], tt_under), 'under_vs_seed': pct(P['under_min'], S['under_min']),
+           'cap_vs_seed': P['avg_units'] / S['avg_units'],
+           'actions_vs_seed': P['actions'] / float(S['actions']) if S['actions'] else float('nan')}
+    print('policy vs target tracking at equal capacity: under-provisioned %+.1f%% (target <= -30%%)' % row['under_vs_tt'])
+    print('policy vs seed: under-provisioned %+.1f%% (target <= -50%%), capacity x%.2f (target <= 1.40), '
+          'actions x%.2f (target <= 1.5)' % (row['under_vs_seed'], row['cap_vs_seed'], row['actions_vs_seed']))
+    fired = {}
+    for r in pol:
+        for k, v in r['signals'].items():
+            fired[k] = fired.get(k, 0) + v
+    print('policy actions by signal: %s' % ', '.join('%s %d' % kv for kv in sorted(fired.items())))
+    curves = {'seed': [], 'target tracking': [], 'policy': []}
+    if not args.no_curve:
+        print()
+        print('trade-off curve (%s): one point per setting' % dataset)
+        print()
+        print('| rule | setting | mean capacity (units) | under-provisioned minutes | actions |')
+        print('|---|---|---|---|---|')
+        for high in SEED_HIGHS:
+            R = run_rule(data, simulate_reactive, high=high, low=high * 0.3 / 0.7)
+            curves['seed'].append((R['avg_units'], R['under_min'], 'high %.2f' % high))
+            print('| seed | high %.2f low %.2f | %.2f | %d | %d |' % (high, high * 0.3 / 0.7, R['avg_units'],
+                                                                    R['under_min'], R['actions']))
+        for target, R in tt_curve:
+            if round(target * 100) % 10 == 0:
+                print('| target tracking | target %.2f | %.2f | %d | %d |' % (target, R['avg_units'], R['under_min'],
+                                                                         R['actions']))
+            curves['target tracking'].append((R['avg_units'], R['under_min'], 'target %.2f' % target))
+        for high in POLICY_HIGHS:
+            sc = normalise_scaling(policy_block(args, high=high))
+            R = totals([simulate_policy(decide, v, u, st, f, sc, args.level) for dummy, v, u, f, st in data])
+            curves['policy'].append((R['avg_units'], R['under_min'], 'high %.2f' % high))
+            print('| policy | cpu.high %.2f | %.2f | %d | %d | vs target tracking at its capacity %+.1f%%' % (
+                high, R['avg_units'], R['under_min'], R['actions'], pct(R['under_min'], at_capacity(tt_cap, R['avg_units']))))
+    print()
+    print('(%s: simulation %.1f s)' % (dataset, time.perf_counter() - t0))
+    return row, curves
+
+
+def plot(path, all_curves):
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print('matplotlib is not installed: no plot written (pip install matplotlib)')
+        return
+    fig, axes = plt.subplots(1, len(all_curves), figsize=(6 * len(all_curves), 4.5))
+    if len(all_curves) == 1:
+        axes = [axes]
+    for ax, (dataset, curves) in zip(axes, all_curves):
+        for (rule, pts), style in zip(sorted(curves.items()), ('o-', 's-', '^-')):
+            pts = sorted(pts)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=rule, markersize=4)
+        near = [p[0] for rule in ('seed', 'policy') for p in curves[rule]]
+        if near:                                   # target tracking's far ends (target 10-20%) off the plot
+            ax.set_xlim(0.8 * min(near + [p[0] for p in curves['target tracking']]), 1.5 * max(near))
+        ax.set_title(dataset)
+        ax.set_xlabel('mean capacity (units)')
+        ax.set_ylabel('under-provisioned minutes')
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print('plot written to %s' % path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    ap.add_argument('--vms', type=int, default=None, help='only the first N VMs (quick subset)')
+    ap.add_argument('--dataset', choices=DATASETS + ('both',), default='both')
+    ap.add_argument('--vms', type=int, default=None, help='only the first N series of each data set (quick subset)')
+    ap.add_argument('--days', type=int, default=7, help='simulated days at the end of each series')
     ap.add_argument('--jobs', type=int, default=2, help='processes for the forecast precomputation')
     ap.add_argument('--precompute-only', action='store_true')
-    ap.add_argument('--cached-only', action='store_true', help='simulate only the VMs whose forecasts are cached')
+    ap.add_argument('--cached-only', action='store_true', help='simulate only the series whose forecasts are cached')
+    ap.add_argument('--units', type=int, default=4,
+                    help='instances at the 95th percentile of usage: one instance = p95 / UNITS (default 4)')
+    ap.add_argument('--plot', default=None, help='write the trade-off curves as a PNG here (needs matplotlib)')
+    ap.add_argument('--no-curve', action='store_true', help='skip the trade-off curves (sweeps)')
     ap.add_argument('--high', type=float, default=0.70)
     ap.add_argument('--low', type=float, default=0.30)
     ap.add_argument('--duration', default='5m')
     ap.add_argument('--horizon', default='15m')
+    ap.add_argument('--provision', default='%ds' % (LEAD * _traces.STEP),
+                    help='scaling.provision given to the policy (default: the simulated lead, %d steps)' % LEAD)
     ap.add_argument('--cooldown-up', default='3m')
     ap.add_argument('--cooldown-down', default='10m')
-    ap.add_argument('--stabilization', default=None,
-                    help='stabilisation window (default: the policy default, max(cooldown down, 30m))')
+    ap.add_argument('--stabilization', default=None, help='stabilisation window (default: the policy default)')
+    ap.add_argument('--tolerance', default=None, help='tolerance band (default: the policy default)')
+    ap.add_argument('--step-down', default=None, help='largest scale-down fraction (default: the policy default)')
     ap.add_argument('--level', type=float, default=None,
                     help='prediction-interval level of the upper bound (default: the policy default)')
+    ap.add_argument('--tt-window', type=int, default=300,
+                    help="target tracking's down-scale stabilisation window in seconds (default 300, HPA's)")
+    ap.add_argument('--forecasts', default=None, metavar='DIGEST',
+                    help='use the cached forecasts of the forecast.py with this digest (printed by every run) '
+                         'instead of the current one; implies --cached-only')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
-    names = _traces.vm_names(args.vms)
-    if args.cached_only:
-        names = [n for n in names if os.path.exists(_cache_path(n))]
-    todo = names
+    datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
+    global UNITS_START, FORECASTER_ID
+    UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
+    FORECASTER_ID = args.forecasts
+    jobs = [(ds, name, args.days) for ds in datasets for name in series_names(ds, args.vms)]
+    if args.cached_only or args.forecasts:
+        args.cached_only = True
+        jobs = [j for j in jobs if os.path.exists(_cache_path(j[0], j[1]))]
     if args.jobs > 1:
         import multiprocessing
         with multiprocessing.Pool(args.jobs) as pool:
-            for name, secs in pool.imap_unordered(precompute, todo):
+            for job, secs in pool.imap_unordered(precompute, jobs):
                 if secs:
-                    print('forecasts for VM %s: %.0f s' % (name, secs), flush=True)
+                    print('forecasts for %s %s: %.0f s' % (job[0], job[1], secs), flush=True)
     else:
-        for name in todo:
-            name, secs = precompute(name)
+        for job in jobs:
+            job, secs = precompute(job)
             if secs:
-                print('forecasts for VM %s: %.0f s' % (name, secs), flush=True)
+                print('forecasts for %s %s: %.0f s' % (job[0], job[1], secs), flush=True)
     if args.precompute_only:
         return
 
@@ -233,75 +477,32 @@ def main():
         DEFAULT_LEVEL, decide, normalise_scaling)
     if args.level is None:
         args.level = DEFAULT_LEVEL
-    block = {
-        'cpu': {'high': args.high, 'low': args.low, 'duration': args.duration},
-        'horizon': args.horizon,
-        'instances': {'min': UNITS_MIN, 'max': UNITS_MAX},
-        'cooldown': {'up': args.cooldown_up, 'down': args.cooldown_down},
-        'mode': 'horizontal',
-    }
-    if args.stabilization:
-        block['stabilization'] = args.stabilization
-    scaling = normalise_scaling(block)
-    data = []
-    for name in names:
-        values, _cores = _traces.load_vm(name)
-        unit = unit_of(values)
-        if not unit > 0:
-            print('VM %s: 95th percentile usage is 0, skipped' % name)
-            continue
-        data.append((name, values, unit, load_forecasts(name)))
-
-    t0 = time.perf_counter()
-    seed = [simulate_reactive(v, u) for dummy, v, u, dummy2 in data]
-    pol = [simulate_policy(decide, v, u, f, scaling, args.level) for dummy, v, u, f in data]
-    t_sim = time.perf_counter() - t0
-    S, P = totals(seed), totals(pol)
-    # the reactive rule tuned to the policy's average capacity (same high/low ratio as the seed)
-    best = None
-    for i in range(10, 96):
-        high = i / 100.0
-        runs = [simulate_reactive(v, u, high=high, low=high * 0.3 / 0.7) for dummy, v, u, dummy2 in data]
-        T = totals(runs)
-        gap = abs(T['avg_units'] - P['avg_units'])
-        if best is None or gap < best[0]:
-            best = (gap, high, T)
-    t_high, T = best[1], best[2]
-
-    if not args.quiet:
-        print('%-5s %10s %22s %22s' % ('VM', 'unit MHz', 'seed under/avg/acts', 'policy under/avg/acts'))
-        for (name, dummy, unit, dummy2), a, b in zip(data, seed, pol):
-            print('%-5s %10.1f %9d %6.2f %5d %9d %6.2f %5d' % (
-                name, unit, a['under_min'], a['avg_units'], a['actions'], b['under_min'], b['avg_units'], b['actions']))
-    print()
+    sc = normalise_scaling(policy_block(args))
     print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
-    print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
-    print('policy: cpu high %.2f low %.2f duration %s, horizon %s, cooldown up %s down %s, '
-          'upper bound of the %.0f%% interval, stabilisation %ss' % (
-              args.high, args.low, args.duration, args.horizon, args.cooldown_up, args.cooldown_down,
-              100 * args.level, scaling['stabilization']))
-    print('| rule | under-provisioned minutes | avg capacity (units) | scaling actions |')
-    print('|---|---|---|---|')
-    print('| seed reactive (70%%/30%%, 3 points) | %d | %.2f | %d |' % (S['under_min'], S['avg_units'], S['actions']))
-    print('| reactive tuned to same capacity (%.0f%%/%.0f%%) | %d | %.2f | %d |' % (
-        100 * t_high, 100 * t_high * 0.3 / 0.7, T['under_min'], T['avg_units'], T['actions']))
-    print('| this policy | %d | %.2f | %d |' % (P['under_min'], P['avg_units'], P['actions']))
-
-    def pct(a, b):
-        return 100.0 * (a - b) / b if b else float('nan')
+    print('forecaster: forecast.py %s' % _forecaster_id())
+    print('policy: cpu high %.2f, horizon %s, provision %ss, cooldown up %s down %s, upper bound of the %.0f%% '
+          'interval, stabilisation %ss, tolerance %.2f, step_down %.2f' % (
+              args.high, args.horizon, sc['provision'], args.cooldown_up, args.cooldown_down, 100 * args.level,
+              sc['stabilization'], sc['tolerance'], sc['step_down']))
+    rows, all_curves = [], []
+    for ds in datasets:
+        data = load_dataset(ds, args.vms, args.days, args.cached_only, args.units)
+        if not data:
+            print('%s: no series' % ds)
+            continue
+        row, curves = evaluate(ds, data, args, decide, normalise_scaling)
+        rows.append(row)
+        all_curves.append((ds, curves))
     print()
-    print('VMs: %d; policy vs seed: under-provisioned %+.1f%% (target <= -50%%), capacity %+.1f%% (target <= +40%%), '
-          'actions x%.2f (target <= 1.5)' % (len(data), pct(P['under_min'], S['under_min']),
-                                             pct(P['avg_units'], S['avg_units']),
-                                             P['actions'] / float(S['actions']) if S['actions'] else float('nan')))
-    print('policy vs tuned reactive: under-provisioned %+.1f%% (target <= -30%%) at capacity %+.1f%%' % (
-        pct(P['under_min'], T['under_min']), pct(P['avg_units'], T['avg_units'])))
-    fired = {}
-    for r in pol:
-        for k, v in r['signals'].items():
-            fired[k] = fired.get(k, 0) + v
-    print('policy actions by signal: %s; simulation %.1f s' % (
-        ', '.join('%s %d' % kv for kv in sorted(fired.items())), t_sim))
+    print('| data set | series | under vs target tracking (<= -30%) | under vs seed (<= -50%) | capacity vs seed '
+          '(<= 1.40x) | actions vs seed (<= 1.5x) |')
+    print('|---|---|---|---|---|---|')
+    for r in rows:
+        print('| %s | %d | %+.1f%% | %+.1f%% | %.2fx | %.2fx |' % (
+            r['dataset'], r['series'], r['under_vs_tt'], r['under_vs_seed'], r['cap_vs_seed'], r['actions_vs_seed']))
+    print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
+    if args.plot and all_curves:
+        plot(args.plot, all_curves)
 
 
 if __name__ == '__main__':

@@ -11,8 +11,8 @@ version_added: 0.1.0
 description:
   - For every service of the given plans, reads the service's history from the O(history) backend (by default
     straight from PVE's own RRD, so no state is needed on the controller; see O(history)), forecasts CPU, memory
-    and network demand with prediction intervals (the model is chosen per series by a rolling backtest; the naive
-    forecast is always a candidate) and runs the scaling policy on it.
+    and network demand with prediction intervals (a weighted combination of naive, ETS, Theta and, when the history
+    shows a daily season, seasonal models; intervals from out-of-sample errors) and runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
     normalised for its size and the mirror's flow sample rate, runs hotter than the primaries for C(duration), or
     when the shadow's replay p95 stays above C(scaling.latency.p95_ms) for C(scaling.latency.for). The two shadow
@@ -77,6 +77,8 @@ options:
         C(month) (30-minute rows for up to 30 days), one more request per VM.
       - On the Bitbrains traces (benchmarks/README.md), 604800 (a week; the last day at full resolution, the six
         days before it as PVE's half-hours) forecast better than the default day (relMAE 0.824 against 0.896).
+      - The forecaster fits on up to 7 days before the last day and uses a daily season only with 3 days plus
+        that day, so a window under 4 days forgoes the season (benchmarks/README.md, forecast accuracy).
     type: int
     default: 86400
   parallel:
@@ -91,10 +93,14 @@ options:
     type: float
     default: 0.5
   models:
-    description: Restrict the forecast candidates (naive is always one).
+    description:
+      - The members of the forecast combination (default C(naive), C(ets), C(theta), and with a daily season
+        C(seasonal_naive) and C(seasonal_theta)). C(seasonal_ets) is ETS on the deseasonalised series (slower).
+      - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
+        shows a daily season.
     type: list
     elements: str
-    choices: [naive, seasonal_naive, ets, theta]
+    choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta]
   forecast_only:
     description:
       - Mark every decision as not to be acted on (M(shadownet.proxmox.scale) then only reports it). A plan's
@@ -194,8 +200,8 @@ decisions:
       description: Newest mean utilisation of the primaries per metric (net as a fraction of C(net.high)).
       type: dict
     forecast:
-      description: Per metric, the chosen model, the peak of the upper bound per instance within the horizon and
-        the mean at the horizon, as utilisation.
+      description: Per metric, the model (C(combination), or the one member asked for), the peak of the upper bound
+        per instance within the horizon and the mean at the horizon, as utilisation.
       type: dict
     basis_time:
       description: Time of the last scaling action recorded in PVE when the decision was made (null if none).
@@ -235,7 +241,7 @@ decisions:
       target: {instances: 3}
       instances: 2
       utilisation: {cpu: 0.62, memory: 0.5, net: 0.01}
-      forecast: {cpu: {model: ets, peak_upper: 0.78, mean_at_horizon: 0.74}}
+      forecast: {cpu: {model: combination, peak_upper: 0.78, mean_at_horizon: 0.74}}
       reason: "cpu forecast upper bound 78% per instance crosses high 70% in 7m: 2 -> 3 instances"
 history:
   description:
@@ -284,7 +290,8 @@ def main():
         history_window=dict(type='int', default=86400),
         parallel=dict(type='int', default=4),
         level=dict(type='float', default=0.5),
-        models=dict(type='list', elements='str', choices=['naive', 'seasonal_naive', 'ets', 'theta']),
+        models=dict(type='list', elements='str',
+                    choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta']),
         forecast_only=dict(type='bool', default=False),
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),

@@ -34,13 +34,16 @@ def test_linear_ramp_is_extrapolated():
     values = [5.0 + 2.0 * t for t in range(600)]
     res = forecast_series(values, STEP, 15)
     _shape_ok(res, 15)
-    assert res['model'] in ('ets', 'theta')
+    assert res['model'] == 'combination' and res['members'] == ['naive', 'ets', 'theta']
+    assert res['interval'] == 'conformal'
     expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
     for h, (got, want) in enumerate(zip(res['mean'], expected)):
-        # a damped trend may give back a little of the rise, never most of it (naive: all of it)
-        assert abs(got - want) < 0.15 * 2.0 * (h + 1) + 0.5
-    # naive would be flat: the chosen model must beat it on the backtest
-    assert res['backtest'][res['model']] < res['backtest']['naive']
+        # damped ETS keeps most of the slope and standard Theta half of it: their mean keeps
+        # more than half the rise (naive: none of it) and never overshoots
+        rise, true_rise = got - values[-1], want - values[-1]
+        assert 0.5 * true_rise <= rise <= true_rise + 0.5
+    # naive would be flat: the combination beats it on the calibration window
+    assert res['backtest']['combination'] < res['backtest']['naive']
 
 
 def test_noisy_ramp_upper_bound_rises():
@@ -63,23 +66,63 @@ def test_step_change_settles_on_new_level():
     assert res['lower'][0] < 50.0 < res['upper'][0]
 
 
-def test_daily_sinusoid_picks_seasonal_naive():
-    values = [50.0 + 30.0 * math.sin(2 * math.pi * t / DAY) for t in range(4 * DAY)]
-    res = forecast_series(values, STEP, 15)
-    _shape_ok(res, 15)
-    assert res['model'] == 'seasonal_naive'
+def _daily(step, days, noise=0.0, seed=7):
+    rnd = random.Random(seed)
+    per_day = 86400 // step
+    return [50.0 + 30.0 * math.sin(2 * math.pi * t / per_day) + rnd.gauss(0, noise) for t in range(days * per_day)]
+
+
+@pytest.mark.parametrize('step', [300, 60, 1800])
+def test_daily_season_is_removed_at_any_step(step):
+    """The season in steps follows step_seconds: 288 at 5 min, 1440 at 1 min, 48 at 30 min."""
+    per_day = 86400 // step
+    values = _daily(step, 5)
+    horizon = max(2, 3600 // step)
+    res = forecast_series(values, step, horizon)
+    _shape_ok(res, horizon)
+    assert res['seasonal'] is True
     n = len(values)
     for h, got in enumerate(res['mean']):
-        want = 50.0 + 30.0 * math.sin(2 * math.pi * (n + h) / DAY)
-        assert abs(got - want) < 1e-6
+        want = 50.0 + 30.0 * math.sin(2 * math.pi * (n + h) / per_day)
+        assert abs(got - want) < 1.0
+    # the seasonal members beat the last value by far
+    assert res['backtest']['combination'] < 0.2 * res['backtest']['naive']
+
+
+def test_season_needs_three_days_in_the_fit_window():
+    # 3 days: 2 to fit, 1 to calibrate; M4's rule wants 3 seasons to fit
+    res = forecast_series(_daily(STEP, 3), STEP, 12)
+    assert res['seasonal'] is False
+    res = forecast_series(_daily(STEP, 3), STEP, 12, deseasonalize=True)
+    assert res['seasonal'] is False
+    assert forecast_series(_daily(STEP, 4), STEP, 12, deseasonalize=True)['seasonal'] is True
+    assert forecast_series(_daily(STEP, 7), STEP, 12)['seasonal'] is True
+
+
+def test_noise_without_a_season_is_not_deseasonalised():
+    rnd = random.Random(8)
+    values = [20.0 + rnd.gauss(0, 3) for dummy in range(7 * DAY)]
+    res = forecast_series(values, STEP, 12)
+    assert res['seasonal'] is False
+
+
+def test_seasonal_profile_and_test():
+    libs = forecast_utils._libs()
+    np = libs.np
+    y = np.array(_daily(STEP, 4, noise=2.0))
+    prof = forecast_utils.seasonal_profile(np, y, DAY)
+    assert len(prof) == DAY and abs(float(prof.mean())) < 1e-9
+    want = 30.0 * np.sin(2 * np.pi * np.arange(DAY) / DAY)
+    assert float(np.mean(np.abs(prof - want))) < 1.5 and float(np.max(np.abs(prof - want))) < 6.0
+    assert forecast_utils.is_seasonal(np, y, DAY)
+    assert not forecast_utils.is_seasonal(np, np.array(y[:2 * DAY]), DAY)     # too short for the test
 
 
 def test_sinusoid_too_short_for_a_season_still_forecasts():
     values = [50.0 + 30.0 * math.sin(2 * math.pi * t / DAY) for t in range(300)]
     res = forecast_series(values, STEP, 5)
     _shape_ok(res, 5)
-    assert res['model'] != 'seasonal_naive'
-    assert 'seasonal_naive' not in res['backtest']
+    assert res['seasonal'] is False
 
 
 def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
@@ -94,7 +137,7 @@ def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
     assert res['origin_gap'] == 3
     # the forecast starts right after the end of the input, gaps included
     for h, got in enumerate(res['mean']):
-        assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.15 * 2.0 * (h + 4) + 0.5
+        assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.4 * 2.0 * (h + 4) + 0.5
 
 
 def test_short_series_falls_back_to_naive():
@@ -126,17 +169,53 @@ def test_non_negative_series_are_clipped_at_zero():
     assert min(res['lower']) >= 0.0 and min(res['mean']) >= 0.0
 
 
-def test_choice_never_worse_than_naive_on_its_backtest():
+def test_combination_weights_members_by_their_out_of_sample_error():
     rnd = random.Random(4)
     values = []
     x = 20.0
     for t in range(800):
         x = 0.9 * x + 2.0 + rnd.gauss(0, 3)
         values.append(x + (15.0 if (t // 37) % 2 else 0.0))
-    res = forecast_series(values, STEP, 8)
-    assert set(res['backtest']) >= {'naive', 'ets', 'theta'}
-    assert res['backtest'][res['model']] <= res['backtest']['naive']
-    assert res['backtest'][res['model']] == min(res['backtest'].values())
+    res = forecast_series(values, STEP, 8, models=['ets', 'theta'], combine='inverse_error')
+    assert set(res['backtest']) == {'naive', 'ets', 'theta', 'combination'}
+    w, mae = res['weights'], res['backtest']
+    assert abs(w['ets'] + w['theta'] - 1.0) < 1e-3
+    # inverse-error weights: the member with the smaller calibration MAE counts more, in proportion
+    assert abs(w['ets'] / w['theta'] - mae['theta'] / mae['ets']) < 1e-2
+    # the absolute error of a weighted mean is at most the weighted mean of the absolute errors
+    assert mae['combination'] <= w['ets'] * mae['ets'] + w['theta'] * mae['theta'] + 1e-6
+    ets = forecast_series(values, STEP, 8, models=['ets'])
+    theta = forecast_series(values, STEP, 8, models=['theta'])
+    assert ets['model'] == 'ets' and theta['model'] == 'theta' and ets['weights'] == {'ets': 1.0}
+    for got, a, b in zip(res['mean'], ets['mean'], theta['mean']):
+        assert abs(got - (w['ets'] * a + w['theta'] * b)) < 1e-3 * (abs(a) + abs(b))
+    # the default members: naive, ETS and Theta (no season in this series), weighted by inverse MSE: the
+    # member with the smaller error counts more than in proportion to its MAE
+    default = forecast_series(values, STEP, 8)
+    assert default['members'] == ['naive', 'ets', 'theta']
+    sq = forecast_series(values, STEP, 8, models=['ets', 'theta'])['weights']
+    better, worse = sorted(('ets', 'theta'), key=lambda k: mae[k])
+    assert sq[better] / sq[worse] >= w[better] / w[worse] - 1e-3
+    # the selection it replaced, for comparisons: one member, named
+    best = forecast_series(values, STEP, 8, models=['ets', 'theta'], combine='best')
+    assert best['model'] == better and best['weights'][better] == 1.0
+    with pytest.raises(ValueError, match='combine'):
+        forecast_series(values, STEP, 8, combine='median')
+
+
+def test_interval_is_calibrated_on_out_of_sample_errors():
+    """Skewed noise (CPU-like bursts): the conformal interval is asymmetric and covers about the level."""
+    rnd = random.Random(9)
+    values = [10.0 + rnd.expovariate(0.2) for dummy in range(3 * DAY)]
+    inside = total = 0
+    for origin in range(2 * DAY, 3 * DAY - 12, 24):
+        res = forecast_series(values[:origin], STEP, 12, level=0.8)
+        assert res['interval'] == 'conformal'
+        assert res['upper'][0] - res['mean'][0] > 1.2 * (res['mean'][0] - res['lower'][0])
+        for h in range(12):
+            total += 1
+            inside += res['lower'][h] <= values[origin + h] <= res['upper'][h]
+    assert 0.7 <= inside / float(total) <= 0.9
 
 
 def test_ets_recursion_matches_statsmodels():
@@ -160,6 +239,8 @@ def test_models_argument_restricts_candidates():
     values = [5.0 + 2.0 * t for t in range(600)]
     res = forecast_series(values, STEP, 5, models=['theta'])
     assert set(res['backtest']) == {'naive', 'theta'}
+    assert res['model'] == 'theta'
+    assert forecast_series(values, STEP, 5, models=['naive'])['mean'] == [values[-1]] * 5
     with pytest.raises(ValueError, match='unknown model'):
         forecast_series(values, STEP, 5, models=['arima'])
 
@@ -207,3 +288,17 @@ def test_theta_matches_statsmodels_theta_model():
     want = np.asarray(ref.forecast(10))
     got = ours.forecasts(np.array([299]))[0]
     assert np.allclose(got, want, rtol=1e-3)
+
+
+def test_recent_calibration_errors_weigh_more(monkeypatch):
+    """A day flat at 30%, then a clean one-hour ramp to 68% (one-minute steps): most of the calibration window is
+    flat, but its last hour is not, and the interval must show it (the ramp continues to about 81% in 20 minutes)."""
+    ramp = [0.30 + 0.38 * i / 59 for i in range(60)]
+    values = [0.30] * (1440 - 60) + ramp
+    res = forecast_series(values, 60, 20, level=0.5)
+    assert res['upper'][-1] > 0.78
+    assert res['weights']['ets'] > res['weights']['theta']
+    # with every calibration error weighing the same, the flat hours make the interval zero-width
+    monkeypatch.setattr(forecast_utils, 'RECENCY_HALF_LIFE_SECONDS', 1e12)
+    flat = forecast_series(values, 60, 20, level=0.5)
+    assert flat['upper'][-1] < 0.75

@@ -356,12 +356,26 @@ def test_scaling():
     assert web['cpu'] == {'high': 0.7, 'low': 0.3, 'duration_seconds': 300}
     assert web['net'] == {'high_bps': 800_000_000, 'low_bps': 100_000_000, 'duration_seconds': 300}
     assert web['horizon_seconds'] == 900
+    assert web['provision_seconds'] == 300
     assert web['instances'] == {'min': 2, 'max': 8, 'current': 2}
     assert web['cooldown'] == {'up_seconds': 180, 'down_seconds': 600}
     assert web['name_prefix'] + '3' == naming.primary_vm_name('shop', 'web', 3)
     assert (web['cores'], web['memory_mib'], web['shadow']) == (2, 2048, 'shop-web-shadow')
     worker = {s['service']: s for s in plan['scaling']}['worker']
     assert worker['shadow'] is None
+
+
+def test_scaling_provision_reaches_the_policy():
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy, scaling
+    data = lab_data()
+    data['scaling'] = dict(data.get('scaling') or {}, provision='2m')
+    plan = plan_utils.plan_from_template(data)[1]
+    web = {s['service']: s for s in plan['scaling']}['web']
+    assert web['provision_seconds'] == 120
+    assert policy.normalise_scaling(scaling.policy_scaling(web))['provision'] == 120
+    # a plan written before scaling.provision existed: the policy's default
+    del web['provision_seconds']
+    assert policy.normalise_scaling(scaling.policy_scaling(web))['provision'] == policy.DEFAULT_PROVISION
 
 
 def test_shadow_disabled_plans_no_shadows():

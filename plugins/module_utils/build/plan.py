@@ -383,6 +383,7 @@ def _scaling_entry(name, svc, shadow_name):
         'net': {'high_bps': sc['net']['high'], 'low_bps': sc['net']['low'],
                 'duration_seconds': sc['net']['duration']},
         'horizon_seconds': sc['horizon'],
+        'provision_seconds': sc['provision'],
         'instances': {'min': sc['instances']['min'], 'max': sc['instances']['max'], 'current': svc['instances']},
         'cooldown': {'up_seconds': sc['cooldown']['up'], 'down_seconds': sc['cooldown']['down']},
         'cores': svc['cores'], 'memory_mib': svc['memory'],

@@ -162,6 +162,9 @@ _SCALING_FIELDS = {
                       doc_unit='network throughput of one instance'),
     'horizon': Field('duration', '15m', 'How far ahead the forecast must see; at least the time '
                      'it takes to provision a new instance.'),
+    'provision': Field('duration', '5m', 'How long a new instance takes to serve load after the decision (clone, '
+                       'boot, warm-up); scale-ups are sized by the forecast from then to the end of `horizon` '
+                       '(provision < horizon).'),
     'instances': Field('dict', default={}, doc='Instance bounds for horizontal scaling.', fields={
         'min': Field('int', 1, 'Never fewer primaries than this.', minimum=1,
                      maximum=MAX_INSTANCES),
@@ -941,6 +944,10 @@ def _scaling_problems(scaling):
             out.append(('%s.duration' % metric, 'must be greater than zero', units.DURATION_HELP))
     if _ok(scaling.get('horizon')) and scaling['horizon'] == 0:
         out.append(('horizon', 'must be greater than zero', units.DURATION_HELP))
+    if _ok(scaling.get('provision'), scaling.get('horizon')) and scaling['provision'] >= scaling['horizon'] > 0:
+        out.append(('provision', '%s is not shorter than horizon %s' % (
+            units.format_duration(scaling['provision']), units.format_duration(scaling['horizon'])),
+            'a duration below horizon (or a longer horizon)'))
     latency = scaling.get('latency')
     if isinstance(latency, dict) and _ok(latency.get('for')) and latency['for'] == 0:
         out.append(('latency.for', 'must be greater than zero', units.DURATION_HELP))

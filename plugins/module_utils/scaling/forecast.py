@@ -12,25 +12,36 @@ How a forecast is made
   interpolated linearly, trailing gaps move the forecast origin back to the last
   observed point (the returned forecast still starts one step after the end of
   ``values``).
-* Candidates: ``naive`` (last value), ``seasonal_naive`` (same time yesterday; only
-  when there are at least two days of history plus the backtest), ``ets`` (additive
-  errors, additive damped trend) and ``theta`` (standard Theta, i.e. simple
-  exponential smoothing with half the fitted drift).
-* Each model's parameters are estimated by statsmodels once, on a recent window
-  that ends where the backtest starts. The backtest then makes a forecast from
-  every origin in the last ``backtest_steps`` points with those parameters fixed,
-  updating only the model's state with each new observation (rolling origin,
-  no refit). Nothing the parameters were estimated on is scored, so the
-  comparison is out of sample. The candidate with the lowest mean absolute error
-  over all origins and horizons 1..``horizon_steps`` wins; ``naive`` is always a
-  candidate and wins ties, so the choice is never worse than naive on that
-  backtest.
-* The final forecast uses the winner's same fixed parameters with its state run
-  to the last observation: exactly the procedure the backtest scored.
-* Prediction intervals are the model's own (Gaussian) intervals: random walk
-  ``sigma * sqrt(h)`` for naive, ``sigma * sqrt(k + 1)`` for seasonal naive,
-  the ETS(A,Ad,N) and ARIMA(0,1,1) (Theta) h-step variances, with ``sigma``
-  estimated from the one-step errors on the fit window.
+* The series is split in a fit window (up to 7 days) and the calibration window
+  after it (the last day; at most half the series). Every step count is derived
+  from ``step_seconds``: one day is 288 steps at 5 minutes, 1440 at 1 minute, 48 at
+  30 minutes.
+* Daily season: when the fit window holds 3 days and the M4 competition's test
+  (autocorrelation at lag one day, 90%) finds the season there, additive seasonal
+  indices are estimated on the fit window (classical decomposition, median per
+  phase) and the seasonal members join.
+* Members (a forecast combination, as the M4 competition's best simple entries do):
+  ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
+  ``theta`` (standard Theta: SES with half the fitted drift), and with a season
+  ``seasonal_naive`` (same time yesterday), ``seasonal_ets`` and ``seasonal_theta``
+  (the same models fitted on the seasonally adjusted series, the indices added back).
+* Each member's parameters are estimated once, by statsmodels, on the fit window.
+  With those parameters fixed, each member forecasts from every origin of the
+  calibration window (rolling origin, only the model state is updated), so every
+  error there is out of sample.
+* The forecast is the members' weighted mean, with weights inversely proportional
+  to each member's mean squared error over the calibration window (Bates & Granger
+  1969): a member that does badly on this series counts little, none is chosen
+  outright (choosing one on a day's backtest generalises worse: benchmarks/README.md).
+  Errors from recent origins weigh more (half-life 2 hours), so a change of
+  behaviour inside the calibration day (a ramp that started an hour ago) shows.
+* The prediction interval is split conformal: the (recency-weighted) quantiles of
+  the combination's own calibration errors at each horizon step, at
+  (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
+  non-decreasing with the step).
+  They follow the series' real error distribution (skewed bursts included) instead
+  of a Gaussian assumption. Too short to calibrate: the random walk's Gaussian
+  interval around the last value.
 * Series that never go negative (utilisation, bytes/s) get ``mean`` and
   ``lower`` clipped at 0.
 
@@ -47,12 +58,19 @@ import os
 import traceback
 import warnings
 
-MODELS = ('naive', 'seasonal_naive', 'ets', 'theta')
+MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
+COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
+RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours
+SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
+DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
-DEFAULT_FIT_WINDOW_SECONDS = 86400       # parameters are estimated on one day...
-DEFAULT_BACKTEST_SECONDS = 86400         # ...and scored on the following day
+DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
+DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
 MIN_FIT_POINTS = 24                      # fewer: only naive is fitted
 MIN_BACKTEST_ORIGINS = 12
+MIN_CALIBRATION_ERRORS = 20              # fewer errors at one horizon: use those of all horizons
+SEASONS_NEEDED = 3                       # the season is removed only with 3 seasons in the fit window (M4)
+SEASONALITY_Z = 1.645                    # M4's 90% test
 DAY_SECONDS = 86400
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
@@ -309,12 +327,76 @@ class _Theta(object):
 _CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
 
 
-def _result(np, name, mean, sd, level, nonneg, skip, extra):
-    z = _normal_quantile(0.5 + level / 2.0)
+# ---------------------------------------------------------------------------
+# Seasonality: the M4 competition's benchmarks' test and classical additive
+# decomposition (Makridakis, Spiliotis, Assimakopoulos 2020, "The M4 Competition:
+# 100,000 time series and 61 forecasting methods", section 2.4).
+# ---------------------------------------------------------------------------
+
+def _acf(np, x, max_lag):
+    """Sample autocorrelations r_1..r_max_lag (FFT; the usual biased estimator)."""
+    x = x - x.mean()
+    n = len(x)
+    size = 1 << int(math.ceil(math.log(2 * n - 1, 2)))
+    f = np.fft.rfft(x, size)
+    acov = np.fft.irfft(f * np.conjugate(f), size)[:max_lag + 1]
+    if acov[0] <= 0:
+        return np.zeros(max_lag)
+    return acov[1:] / acov[0]
+
+
+def is_seasonal(np, y, season, z=SEASONALITY_Z):
+    """M4's test: |r_m| > z * sqrt((1 + 2 * sum_{k<m} r_k^2) / n) (90% one-sided for z=1.645)."""
+    n = len(y)
+    if season < 2 or n < SEASONS_NEEDED * season:
+        return False
+    r = _acf(np, np.asarray(y, dtype=float), season)
+    limit = z * math.sqrt((1.0 + 2.0 * float(np.sum(r[:-1] ** 2))) / n)
+    return bool(abs(r[-1]) > limit)
+
+
+def seasonal_profile(np, y, season):
+    """Additive seasonal indices of ``y`` (classical decomposition, phase 0 = y[0]).
+
+    Trend: centred moving average of one season (2 x m when m is even); the indices are
+    the per-phase medians of y - trend (the median, not the mean, so that one busy day or a
+    spike does not become a daily pattern), centred on zero. (Smoothing the indices along
+    the cycle was tried: it blurs the daily jobs that make the season worth having.)
+    """
+    n = len(y)
+    if season % 2:
+        w = np.ones(season) / season
+    else:
+        w = np.concatenate(([0.5], np.ones(season - 1), [0.5])) / season
+    trend = np.convolve(y, w, mode='valid')              # trend[i] is centred at i + len(w) // 2
+    half = len(w) // 2
+    detr = np.full(n, np.nan)
+    detr[half:half + len(trend)] = y[half:half + len(trend)] - trend
+    pad = (-n) % season
+    table = np.concatenate((detr, np.full(pad, np.nan))).reshape(-1, season)
+    idx = np.nanmedian(table, axis=0)
+    idx = np.where(np.isfinite(idx), idx, 0.0)
+    return idx - idx.mean()
+
+
+class _Reseasoned(object):
+    """A member fitted on the seasonally adjusted series, with the seasonal indices added back."""
+
+    def __init__(self, model, indices, horizon):
+        self.model = model
+        self.indices = indices          # indices[p]: phase p, phase 0 = the model's first point
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        tgt = origins[:, None] + np.arange(1, self.horizon + 1)[None, :]
+        return self.model.forecasts(origins) + self.indices[np.mod(tgt, len(self.indices))]
+
+
+def _result(np, name, mean, lo_off, hi_off, nonneg, skip, extra, level):
     mean = np.asarray(mean, dtype=float)[skip:]
-    sd = np.asarray(sd, dtype=float)[skip:]
-    lower = mean - z * sd
-    upper = mean + z * sd
+    lower = mean + np.minimum(np.asarray(lo_off, dtype=float)[skip:], 0.0)
+    upper = mean + np.maximum(np.asarray(hi_off, dtype=float)[skip:], 0.0)
     if nonneg:
         mean = np.maximum(mean, 0.0)
         lower = np.maximum(lower, 0.0)
@@ -325,24 +407,85 @@ def _result(np, name, mean, sd, level, nonneg, skip, extra):
     return out
 
 
+def _gaussian(level, sd):
+    z = _normal_quantile(0.5 + level / 2.0)
+    return -z * sd, z * sd
+
+
+def _weighted_quantile(np, e, w, q):
+    """The smallest error whose cumulative weight reaches q (weights need not sum to 1)."""
+    order = np.argsort(e)
+    cum = np.cumsum(w[order])
+    i = int(np.searchsorted(cum, q * cum[-1], side='left'))
+    return float(e[order][min(i, len(e) - 1)])
+
+
+def _conformal(np, errors, valid, level, recency):
+    """Per-horizon quantiles of the out-of-sample errors (actual - forecast) at (1 -+ level) / 2.
+
+    Split conformal prediction (Vovk et al.; for time series Stankeviciute et al. 2021): the
+    errors come from forecasts made from origins after the fit window, so the interval is
+    calibrated on what the model did not see. Recent origins weigh more (``recency``, one
+    weight per origin; Barber, Candes, Ramdas, Tibshirani 2023, "Conformal prediction beyond
+    exchangeability"), with the new point's own weight counted as unbounded error so the
+    interval keeps its finite-sample coverage. The widths are made non-decreasing in the
+    horizon (a later step is never known better than an earlier one).
+    """
+    a = (1.0 - level) / 2.0
+    horizon = errors.shape[1]
+    lo = np.empty(horizon)
+    hi = np.empty(horizon)
+    w_all = np.broadcast_to(recency[:, None], errors.shape)
+    for h in range(horizon):
+        ok = valid[:, h]
+        if ok.sum() < MIN_CALIBRATION_ERRORS:
+            ok = valid
+            e, w = errors[ok], w_all[ok]
+        else:
+            e, w = errors[:, h][ok], recency[ok]
+        total = float(w.sum()) + 1.0          # the new point, weight 1 (the most recent)
+        hi[h] = _weighted_quantile(np, e, w, min(1.0, (1.0 - a) * total / float(w.sum())))
+        lo[h] = _weighted_quantile(np, e, w, max(0.0, 1.0 - (1.0 - a) * total / float(w.sum())))
+    hi = np.maximum.accumulate(np.maximum(hi, 0.0))
+    lo = -np.maximum.accumulate(np.maximum(-lo, 0.0))
+    return lo, hi
+
+
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
-                    fit_window_steps=None, backtest_steps=None, season_steps=None):
+                    fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
+                    combine='inverse_mse'):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
         ``None`` or NaN for gaps.
-    :param step_seconds: spacing of the points (seconds).
+    :param step_seconds: spacing of the points (seconds); the daily season in steps is
+        derived from it.
     :param horizon_steps: how many points to forecast (>= 1).
     :param level: central coverage of the prediction interval (0.8 = 10th..90th
         percentile).
-    :param models: restrict the candidates (``naive`` is always added).
-    :param fit_window_steps: points the parameters are estimated on (default one day).
-    :param backtest_steps: points the rolling-origin backtest scores (default one day).
-    :param season_steps: season length for seasonal naive (default one day of steps).
+    :param models: the members of the combination (default :data:`DEFAULT_MEMBERS`);
+        ``['naive']`` alone gives the last value.
+    :param fit_window_steps: at most this many points, before the calibration window, are
+        the parameters estimated on (default 7 days of steps).
+    :param backtest_steps: the calibration window: the last points, forecast from rolling
+        origins with the fitted parameters fixed; their errors set the interval (default
+        one day of steps, at most half the series).
+    :param season_steps: season length (default one day of steps, when that is whole).
+    :param deseasonalize: ``None`` (default) tests the fit window for the season (M4's
+        test); ``True``/``False`` force the seasonal members in or out.
+    :param combine: ``inverse_mse`` (default: weights inversely proportional to each
+        member's calibration mean squared error, Bates and Granger's weights),
+        ``inverse_error`` (to its mean absolute error), ``equal`` (the plain mean) or ``best``
+        (only the member with the lowest calibration MAE: the selection this replaced, for
+        comparisons).
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
-        ``model`` (winner's name), ``level``, ``backtest`` (MAE per candidate, empty
-        when the series is too short to backtest) and ``origin_gap`` (trailing gap
-        steps that were skipped).
+        ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
+        too short), ``members``, ``weights`` (per member, summing to 1), ``seasonal`` (a daily
+        season was found and the seasonal members could take part), ``interval``
+        (``conformal``, or ``gaussian`` when too short to calibrate), ``level``, ``backtest``
+        (recency-weighted mean absolute error over the calibration window per member, of the
+        combination and of naive; empty when the series is too short) and ``origin_gap``
+        (trailing gap steps that were skipped).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -353,10 +496,14 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         raise ValueError('step_seconds must be > 0')
     if not 0.0 < level < 1.0:
         raise ValueError('level must be between 0 and 1 (exclusive)')
-    wanted = set(MODELS if models is None else models) | {'naive'}
-    unknown = wanted - set(MODELS)
+    members = list(DEFAULT_MEMBERS if models is None else models)
+    unknown = set(members) - set(MODELS)
     if unknown:
         raise ValueError('unknown model(s): %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(MODELS)))
+    if not members:
+        members = ['naive']
+    if combine not in COMBINE:
+        raise ValueError('combine must be one of %s' % ', '.join(COMBINE))
 
     libs = _libs()
     np = libs.np
@@ -364,10 +511,12 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     nonneg = bool(np.min(y) >= 0)
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
-    extra = {'backtest': {}, 'origin_gap': gap}
+    extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
+             'interval': 'gaussian'}
 
     if np.ptp(y) == 0.0:
-        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), level, nonneg, gap, extra)
+        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), np.zeros(horizon),
+                       nonneg, gap, extra, level)
 
     per_day = DAY_SECONDS / float(step_seconds)
     bt = int(backtest_steps or max(1, round(DEFAULT_BACKTEST_SECONDS / float(step_seconds))))
@@ -375,23 +524,25 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     bt = min(bt, max(0, n // 2))
     fit_end = n - bt
     fw = min(fw, fit_end)
-    if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS:
-        # Too short to estimate and score anything honestly: the last value.
+    if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS or members == ['naive']:
+        # Too short to estimate and calibrate anything honestly (or asked for): the last value.
         naive = _Naive(libs, y, n, horizon)
-        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], naive.sd(), level, nonneg, gap, extra)
+        lo, hi = _gaussian(level, naive.sd())
+        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], lo, hi, nonneg, gap, extra, level)
 
     season = int(season_steps) if season_steps else (int(per_day) if per_day == int(per_day) else 0)
-    if 'seasonal_naive' in wanted and not (season > horizon and fit_end - season >= max(MIN_FIT_POINTS, season)):
-        wanted.discard('seasonal_naive')
+    season_ok = season > 1 and fw >= SEASONS_NEEDED * season
+    if 'seasonal_naive' in members and not (season > horizon and fit_end - season >= max(MIN_FIT_POINTS, season)):
+        members.remove('seasonal_naive')
 
-    # Work on the recent part only: the fit window, the backtest, and one season before
-    # them when seasonal naive needs it.
-    keep = fw + bt + (season if 'seasonal_naive' in wanted else 0)
+    # Work on the recent part only: the fit window, the calibration window, and one season
+    # before them when seasonal naive needs it.
+    keep = fw + bt + (season if 'seasonal_naive' in members else 0)
     start = max(0, n - keep)
     yw = y[start:]
     obs = observed[start:]
-    fe = len(yw) - bt                           # fit on yw[:fe] (its last fw points)
-    fs = fe - fw                                 # fit window start inside yw
+    fe = len(yw) - bt                           # fit on yw[fs:fe]
+    fs = fe - fw
 
     origins = np.arange(fe - 1, len(yw) - 1)     # state after observing yw[t]
     steps = np.arange(1, horizon + 1)
@@ -400,37 +551,75 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     tgt_c = np.minimum(tgt, len(yw) - 1)
     valid &= obs[tgt_c]                          # score only on observed (not interpolated) values
     actual = yw[tgt_c]
+    last = np.array([len(yw) - 1])
+    half_life = max(1.0, RECENCY_HALF_LIFE_SECONDS / float(step_seconds))
+    recency = 0.5 ** ((origins[-1] - origins) / half_life)      # newest origin: 1
+    w_err = np.where(valid, recency[:, None], 0.0)
 
-    fitted = {}
+    def mae(f):
+        return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
+
+    def mse(f):
+        return float(np.sum((f - actual) ** 2 * w_err) / max(np.sum(w_err), 1e-300))
+
+    seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
+    profile = None
+    if seasonal:
+        # indices estimated on the fit window only; phase p of yw is (p - fs) mod season
+        prof = seasonal_profile(np, yw[fs:fe], season)
+        profile = prof[(np.arange(len(yw)) - fs) % season]
+        extra['seasonal'] = True
+
+    cal, final, sq = {}, {}, {}
     scores = {}
     with warnings.catch_warnings(), _OneThread(libs):
         warnings.simplefilter('ignore')
+        naive = _Naive(libs, yw, fe, horizon)
+        scores['naive'] = mae(naive.forecasts(origins))
         for name in MODELS:
-            if name not in wanted:
+            if name not in members or (name in SEASONAL_MEMBERS and profile is None):
                 continue
             try:
-                if name == 'seasonal_naive':
-                    model = _SeasonalNaive(libs, yw, fe, horizon, season)
+                if name in ('seasonal_naive', 'naive'):
+                    model, shift = _CANDIDATES[name](libs, yw, fe, horizon, season), 0
+                elif name in SEASONAL_MEMBERS:
+                    base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon)
+                    model, shift = _Reseasoned(base, prof, horizon), fs
                 else:
-                    # fit on the window only: shift so the model sees yw[fs:]
-                    model = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon, season)
-            except Exception:  # a candidate that cannot be fitted simply does not compete
-                if name == 'naive':
-                    raise
+                    model, shift = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon), fs
+                f = model.forecasts(origins - shift)
+                f_last = model.forecasts(last - shift)[0]
+            except Exception:  # a member that cannot be fitted leaves the combination
                 continue
-            shift = 0 if name == 'seasonal_naive' else fs
-            f = model.forecasts(origins - shift)
-            if not np.all(np.isfinite(f)):
+            if not (np.all(np.isfinite(f)) and np.all(np.isfinite(f_last))):
                 continue
-            err = np.abs(f - actual)[valid]
-            scores[name] = float(np.mean(err)) if err.size else float('inf')
-            fitted[name] = (model, shift)
+            scores[name] = mae(f)
+            sq[name] = mse(f)
+            cal[name], final[name] = f, f_last
 
-    best = 'naive'
-    for name in MODELS:
-        if name in scores and scores[name] < scores[best]:
-            best = name
-    model, shift = fitted[best]
-    mean = model.forecasts(np.array([len(yw) - 1 - shift]))[0]
-    extra['backtest'] = scores
-    return _result(np, best, mean, model.sd(), level, nonneg, gap, extra)
+    if not cal:
+        lo, hi = _gaussian(level, naive.sd())
+        return _result(np, 'naive', naive.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
+    names = [name for name in MODELS if name in cal]
+    # Weights inversely proportional to each member's out-of-sample error over the calibration window.
+    if combine == 'equal':
+        inv = [1.0] * len(names)
+    elif combine == 'inverse_mse':
+        inv = [1.0 / max(sq[nm], 1e-300) for nm in names]
+    elif combine == 'best':
+        best = min(names, key=lambda k: scores[k])
+        inv = [1.0 if nm == best else 0.0 for nm in names]
+    else:
+        inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
+    weights = [v / sum(inv) for v in inv]
+    f = sum(w * cal[nm] for w, nm in zip(weights, names))
+    mean = sum(w * final[nm] for w, nm in zip(weights, names))
+    name = names[0] if len(names) == 1 else 'combination'
+    if combine == 'best':
+        name = names[weights.index(1.0)]
+    if len(names) > 1:
+        scores['combination'] = mae(f)
+    lo, hi = _conformal(np, actual - f, valid, level, recency)
+    extra.update(backtest=scores, members=names, interval='conformal',
+                 weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
+    return _result(np, name, mean, lo, hi, nonneg, gap, extra, level)

@@ -362,7 +362,7 @@ def service_series(store: HistoryStore, template: str, service: str, shadow_name
 
 def policy_scaling(entry: dict[str, t.Any], forecast_only: bool = False) -> dict[str, t.Any]:
     """The policy's ``scaling`` block from a plan's ``scaling`` entry."""
-    return {
+    block = {
         'cpu': {'high': entry['cpu']['high'], 'low': entry['cpu']['low'], 'duration': entry['cpu']['duration_seconds']},
         'memory': {'high': entry['memory']['high'], 'low': entry['memory']['low'],
                    'duration': entry['memory']['duration_seconds']},
@@ -373,6 +373,9 @@ def policy_scaling(entry: dict[str, t.Any], forecast_only: bool = False) -> dict
         'cooldown': {'up': entry['cooldown']['up_seconds'], 'down': entry['cooldown']['down_seconds']},
         'mode': entry['mode'],
     }
+    if entry.get('provision_seconds') is not None:      # plans made before scaling.provision: the policy's default
+        block['provision'] = entry['provision_seconds']
+    return block
 
 
 def shadow_params(plan: dict[str, t.Any], entry: dict[str, t.Any], primaries_count: int) -> dict[str, float]:
