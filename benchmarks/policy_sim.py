@@ -373,11 +373,11 @@ def evaluate(dataset, data, args, decide, normalise_scaling):
             R = run_rule(data, simulate_reactive, high=high, low=high * 0.3 / 0.7)
             curves['seed'].append((R['avg_units'], R['under_min'], 'high %.2f' % high))
             print('| seed | high %.2f low %.2f | %.2f | %d | %d |' % (high, high * 0.3 / 0.7, R['avg_units'],
-                                                                    R['under_min'], R['actions']))
+                                                                      R['under_min'], R['actions']))
         for target, R in tt_curve:
             if round(target * 100) % 10 == 0:
                 print('| target tracking | target %.2f | %.2f | %d | %d |' % (target, R['avg_units'], R['under_min'],
-                                                                         R['actions']))
+                                                                              R['actions']))
             curves['target tracking'].append((R['avg_units'], R['under_min'], 'target %.2f' % target))
         for high in POLICY_HIGHS:
             sc = normalise_scaling(policy_block(args, high=high))

@@ -58,7 +58,7 @@ def om_history(path, plan, minutes, end, labels):
             for vmid, vm, load in rows:
                 for i, ts in enumerate(times):
                     fh.write('{0}{{id="qemu/{1}",{2}}} {3!r} {4}\n'.format(name, vmid, labels, float(value(vm, i, load)),
-                                                                         ts))
+                                                                           ts))
                 count += len(times)
         for name in ('pve_network_receive_bytes', 'pve_network_transmit_bytes'):
             fh.write('# TYPE {0} counter\n'.format(name))
@@ -110,7 +110,7 @@ def main():
         samples = om_history(source, plan, args.minutes, end, 'instance="pve-exporter:9221",job="pve"')
         print('setup: %d managed VMs (%d services x %d primaries + 1 shadow each) in the simulator; %d samples '
               '(%d minutes) written, %.1f s' % (vms, args.services, args.instances, samples, args.minutes,
-                                              time.perf_counter() - t0))
+                                                time.perf_counter() - t0))
         t0 = time.perf_counter()
         data = os.path.join(work, 'prom', 'data')
         os.makedirs(data)

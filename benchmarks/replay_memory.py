@@ -110,7 +110,7 @@ def main():
         print(json.dumps(res, indent=2))
         return
     print('%d concurrent flows, %d-byte unfinished requests (load average %.1f)' % (res['flows'], res['header_bytes'],
-                                                                                   res['load_average'][0]))
+                                                                                    res['load_average'][0]))
     print('%-34s %9s %11s %12s %10s %9s  %s' % ('phase', 'RSS MiB', 'growth MiB', 'KiB/flow', 'flows', 'replayed', 'errors'))
     for row in res['phases']:
         print('%-34s %9.1f %11.1f %12.2f %10d %9d  %s' % (row['phase'], row['rss_mib'], row['growth_mib'], row['per_flow_kib'],

@@ -335,9 +335,10 @@ def latency_signal(latency: Mapping[str, t.Any] | None, observations: list[tuple
     held = 0.0 if start is None else newest - start
     info['held_seconds'] = held
     if held >= duration:
-        info.update(up=True, signal='latency', needed=instances + 1, crossing_time=now,
-                    detail='canary p95 %.0f ms > %.0f ms for %s' % (info['p95_ms'], info['threshold_ms'],
-                                                                     _fmt_held(held)))
+        # held > 0 only when the newest reading is above the threshold, so it has a p95
+        detail = 'canary p95 {0:.0f} ms > {1:.0f} ms for {2}'.format(
+            1000.0 * obs[0][1], info['threshold_ms'], _fmt_held(held))
+        info.update(up=True, signal='latency', needed=instances + 1, crossing_time=now, detail=detail)
     else:
         info['detail'] = 'canary p95 %s (threshold %.0f ms, held %s of %s)' % (
             'n/a' if info['p95_ms'] is None else '%.0f ms' % info['p95_ms'], info['threshold_ms'],
