@@ -81,12 +81,13 @@ def test_fresh_controller_no_history_file_scales_out_before_high(pvesim, pve_con
     assert decision['action'] == 'scale_up' and decision['target'] == {'instances': 3}, decision['line']
     assert decision['utilisation']['cpu'] < 0.75 and decision['forecast']['cpu']['model'] != 'naive'
     assert f['history']['backend'] == 'pve' and f['history']['path'] is None
-    # Requests: VMs (2 web primaries + the shadow) x timeframes (+ the listing, counted by the module).
+    # Requests: VMs (2 web primaries + the shadow) x timeframes (+ the listing, counted by the module); the default
+    # window is a week, so `month` is read beside `day`.
     if fmt == 'pve9':
-        assert reads == ['day'] * 3 and f['history']['requests'] == 3
+        assert sorted(reads) == ['day'] * 3 + ['month'] * 3 and f['history']['requests'] == 6
         assert re.search(DAY_AT_A_MINUTE + '$', decision['line']), decision['line']
     else:
-        assert sorted(reads) == ['day'] * 3 + ['hour'] * 3 and f['history']['requests'] == 6
+        assert sorted(reads) == ['day'] * 3 + ['hour'] * 3 + ['month'] * 3 and f['history']['requests'] == 9
         assert re.search(r'\(history 1h 10m at 60 s \+ 2[23]h (0|30)m at 30 min\)$', decision['line']), decision['line']
     s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions']))
     assert s['results'][0]['created'] == ['shop-web-3']
@@ -129,7 +130,7 @@ def test_pve9_after_an_upgrade_joins_the_old_file(pvesim, pve_conn, fresh_home, 
     vms = build(pvesim, pve_conn, plan)
     inject_ramp(pvesim, vms)
     reads = record_rrddata(pvesim, monkeypatch)
-    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}))
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_window=86400))      # `day` alone
     assert reads == ['day'] * 3
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
@@ -170,12 +171,12 @@ def test_same_decisions_from_pve_and_sqlite(pvesim, pve_conn, fresh_home, tmp_pa
     vms = build(pvesim, pve_conn, plan)
     inject_ramp(pvesim, vms)
     history = str(tmp_path / 'h.sqlite')
-    pve = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history={'backend': 'pve'}))['decisions']
-    sqlite = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history={'backend': 'sqlite',
-                                                                               'path': history}))
+    day = dict(pve_conn, plans={'shop': plan}, history_window=86400)     # a day's window: `day` alone
+    pve = run_module(forecast, dict(day, history={'backend': 'pve'}))['decisions']
+    sqlite = run_module(forecast, dict(day, history={'backend': 'sqlite', 'path': history}))
     assert sqlite['history']['path'] == history and os.path.exists(history)
     reads = record_rrddata(pvesim, monkeypatch)
-    legacy = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    legacy = run_module(forecast, dict(day, history_path=history))
     legacy_reads = sorted(reads)
     m = run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
     assert m['backend'] == 'sqlite' and m['appended'] == 0      # the forecast already cached PVE's day

@@ -32,7 +32,7 @@ if t.TYPE_CHECKING:
 DEFAULT_HISTORY = os.path.join('~', '.local', 'share', 'shadownet', 'history.sqlite')
 HISTORY_ENV = 'SHADOWNET_HISTORY'
 STEP = metrics_utils.RRD_STEP
-DEFAULT_WINDOW = 86400
+DEFAULT_WINDOW = 7 * 86400
 POLICY_SERIES = '_policy'
 MIB = 1024 * 1024
 # The metrics the seed rule compares between the live canary (the shadow) and the primaries.
