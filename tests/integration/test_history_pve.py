@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
 from lab.modrun import run_module
+from lab.rrd import record_rrddata
 from lab.playbook import VENV_PY, ansible_playbook, recap
 from lab.shop import SCALED_SHOP, build, plan_of, primaries
 
@@ -38,18 +39,6 @@ def inject_ramp(pvesim, vms, **kw):
     for name, vm in vms.items():
         if name.startswith('shop-web-') and name != 'shop-web-shadow':
             pvesim.pve.inject_rrd(vm.vmid, day_points(**kw))
-
-
-def record_rrddata(pvesim, monkeypatch):
-    from lab import pvesim_qemu
-    seen = []
-    real = pvesim_qemu.rrd_fetch
-
-    def spy(series, timeframe, *args, **kwargs):
-        seen.append(timeframe)
-        return real(series, timeframe, *args, **kwargs)
-    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', spy)
-    return seen
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
 from lab.modrun import run_module
+from lab.rrd import record_rrddata
 from lab.shop import FALLING, FLAT, RISING, SCALED_SHOP, build, inject, plan_of, primaries
 
 TEMPLATE = SCALED_SHOP
@@ -290,19 +291,6 @@ def ramp_template():
     template = copy.deepcopy(TEMPLATE)
     template['scaling'].update(cpu={'high': 0.75, 'low': 0.3, 'duration': '5m'}, horizon='20m')
     return template
-
-
-def record_rrddata(pvesim, monkeypatch):
-    """The timeframes of the rrddata requests the simulator answers (its request log has no query strings)."""
-    from lab import pvesim_qemu
-    seen = []
-    real = pvesim_qemu.rrd_fetch
-
-    def spy(series, timeframe, *args, **kwargs):
-        seen.append(timeframe)
-        return real(series, timeframe, *args, **kwargs)
-    monkeypatch.setattr(pvesim_qemu, 'rrd_fetch', spy)
-    return seen
 
 
 def test_pve9_day_history_scales_out_where_the_hour_alone_cannot(pvesim, pve_conn, tmp_path, monkeypatch):

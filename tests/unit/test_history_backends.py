@@ -9,18 +9,9 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import h
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import metrics as metrics_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.history import (
     MemoryHistoryStore, SQLiteHistoryStore)
+from lab.rrd import END, rows
 
-END = 1_800_000_000   # a multiple of 1800
 DAY = 86400
-
-
-def rows(step, count, end=END, value=lambda t: 0.5, gaps=()):
-    """An rrddata answer: `count` rows `step` apart ending at `end` (each labelled with its interval's end)."""
-    out = []
-    for i in range(count):
-        t = end - step * (count - 1 - i)
-        out.append({'time': t} if t in gaps else {'time': t, 'cpu': value(t), 'maxcpu': 2})
-    return out
 
 
 # ------------------------------------------------------------------------------------------ memory store

@@ -2,6 +2,7 @@
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import metrics as metrics_utils
+from lab.rrd import END, rows
 
 RES = [
     {'type': 'qemu', 'vmid': 101, 'name': 'shop-web-1', 'node': 'pve1', 'tags': 'shadownet;sn-shop;sn-web;sn-primary',
@@ -64,17 +65,6 @@ def test_summarise_groups_primaries_and_shadow():
 
 
 # ----------------------------------------------------------------------- rrddata shapes (pve-cluster RRD.pm)
-
-END = 1_800_000_000
-
-
-def rows(step, count, end=END, value=lambda t: 0.5, gaps=()):
-    """An rrddata answer: `count` rows `step` apart ending at `end` (each labelled with its interval's end)."""
-    out = []
-    for i in range(count):
-        t = end - step * (count - 1 - i)
-        out.append({'time': t} if t in gaps else {'time': t, 'cpu': value(t), 'maxcpu': 2})
-    return out
 
 
 def test_merge_pve9_day_holds_the_hour():

@@ -27,7 +27,6 @@ cannot be used at all; per-VM problems go to ``warnings``/``errors`` and the oth
 """
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import metrics as metrics_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.scaling import DEFAULT_HISTORY, HISTORY_ENV
@@ -222,12 +221,7 @@ def load_pve(store, vms, since, until, api, plans=None, parallel=4, complete=Non
             return vm, wanted, None, exc.message
         return vm, wanted, answers, None
 
-    workers = max(1, min(int(parallel), len(vms) or 1))
-    if workers == 1:
-        results = [read(vm) for vm in vms]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(read, vms))
+    results = metrics_utils.parallel_map(read, vms, parallel)
     for vm, wanted, answers, error in results:
         summary['requests'] += len(wanted) if error is None else 1
         if error is not None:

@@ -258,6 +258,15 @@ def read_rrd(api, vm, timeframes):
     return answers
 
 
+def parallel_map(fn, items, parallel):
+    """``[fn(item) for item in items]`` with up to ``parallel`` calls in flight (PVE requests, one per item), in order."""
+    workers = max(1, min(int(parallel), len(items) or 1))
+    if workers == 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
 def collect(api, templates, plans=None, parallel=4, complete=None):
     """Read usage of every managed VM of ``templates``: one /cluster/resources, then rrddata per VM.
 
@@ -287,12 +296,7 @@ def collect(api, templates, plans=None, parallel=4, complete=None):
         points += [dict(normalise_point(p, vm['maxcpu'], vm['maxmem'], high), filled=True) for p in filled]
         return vm, frames, sorted(points, key=lambda p: p['time']), None
 
-    workers = max(1, min(int(parallel), len(vms) or 1))
-    if workers == 1:
-        answers = [read(vm) for vm in vms]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            answers = list(pool.map(read, vms))
+    answers = parallel_map(read, vms, parallel)
     out = []
     for vm, frames, points, error in answers:
         if error is not None:
