@@ -75,7 +75,7 @@ options:
     description:
       - How much history, in seconds, the forecasts use. Beyond a day (86400) the V(pve) backend also reads PVE's
         C(month) (30-minute rows for up to 30 days), one more request per VM.
-      - The default is a week (604800): the last day at full resolution and the six days before it as PVE's
+      - The default is a week (604800), the last day at full resolution and the six days before it as PVE's
         half-hours, two C(rrddata) requests per VM on PVE 9. On the Bitbrains traces (benchmarks/README.md) a week
         forecast better than a day (relMAE 0.824 against 0.896); 86400 halves the requests and forgoes the season.
       - The forecaster fits on up to 7 days before the last day and uses a daily season only with 3 days plus
