@@ -144,14 +144,14 @@ def test_the_agent_file_drives_the_canary_end_to_end():
     now, c = counters_at(float(END - 4 * 60))
     for minute in range(3):
         now[0] = END - 4 * 60 + 60 * minute + 30
-        for _ in range(50):
+        for dummy in range(50):
             c.observe(0.4)
     now[0] = END - 60 + 10
     state = canary_utils.status(json.dumps(c.snapshot()), None, now[0], 30, 'shadow', '/p')
     assert state['live'] and len(state['counters']['recent']) == 3
     info = policy.latency_signal(LATENCY, canary_utils.recent_observations(state['counters']), 2, now[0])
     assert info['up'] and info['held_seconds'] == 180, info
-    for _ in range(50):
+    for dummy in range(50):
         c.observe(0.01)
     now[0] = END + 1
     state = canary_utils.status(json.dumps(c.snapshot()), None, now[0], 30, 'shadow', '/p')

@@ -594,7 +594,7 @@ def _sized_up(decision, ups, shadow_ups, infos, n, bounds, now, up_ok):
     """``(action, instances, reason)`` when a metric needs more instances at arrival (or the shadow says so)."""
     lo, hi = bounds
     wanted = [z['up'] for z in ups] + [i['needed'] or n + 1 for i in shadow_ups]
-    target = min(hi, max(lo, max(wanted)))
+    target = min(hi, max([lo] + wanted))
     if ups:
         z = max(ups, key=lambda x: (x['up'], x['metric']))
         info = next(i for i in infos if i['metric'] == z['metric'])
