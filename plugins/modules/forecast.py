@@ -335,26 +335,16 @@ def main():
     loaded = dict((k, v) for k, v in loaded.items() if k != 'vms')
     result = dict(changed=False, decisions=decisions, history=loaded, requests=len(api.calls))
     if p['report'] is not None:
-        result.update(write_report(module, p, config, sorted(plans), decisions, used, started))
+        result.update(write_report(module, p, loaded, sorted(plans), decisions, used, started))
     module.exit_json(**result)
 
 
-def history_source(config):
-    """Where the forecasts' history came from, for the report's run metadata (no secret: the URL's user is cut)."""
-    if config['backend'] == 'sqlite':
-        return "PVE's RRD with the SQLite cache " + str(config.get('path'))
-    if config['backend'] == 'prometheus':
-        url = str(config.get('url') or '')
-        return 'Prometheus ' + (url.split('@', 1)[-1] if '@' in url else url)
-    return "PVE's RRD (stateless)"
-
-
-def write_report(module, p, config, templates, decisions, used, now):
+def write_report(module, p, loaded, templates, decisions, used, now):
     """The run's HTML report; a report that cannot be written is a warning (the decisions still count)."""
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import report as report_utils
     try:
         out = report_utils.run_report(p['report'], templates, decisions, used, now,
-                                      history_source(config), check_mode=module.check_mode,
+                                      history_backends.describe(loaded), check_mode=module.check_mode,
                                       forecast_only=p['forecast_only'],
                                       **{'history window': '{0} s'.format(p['history_window']), 'interval level': p['level']})
     except (OSError, ValueError) as exc:

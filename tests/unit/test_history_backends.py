@@ -189,3 +189,11 @@ def test_batches_bound_the_vms_held_and_never_split_a_service():
     hb.add_summary(total, {'requests': 3, 'points': 1, 'vms': {'y': 2}, 'warnings': [], 'errors': ['e']})
     assert total == {'backend': 'pve', 'requests': 5, 'queries': 0, 'points': 6, 'vms': {'x': 1, 'y': 2},
                      'warnings': ['w'], 'errors': ['e'], 'step': 60}
+
+
+def test_describe_says_where_the_history_came_from():
+    """The report's run metadata: from the loaders' summary (the Prometheus URL there has no credentials)."""
+    assert hb.describe(hb.empty_summary('pve')) == "PVE's RRD (stateless)"
+    assert hb.describe(dict(hb.empty_summary('sqlite'), path='/var/h.sqlite')) == \
+        "PVE's RRD with the SQLite cache /var/h.sqlite"
+    assert hb.describe(dict(hb.empty_summary('prometheus'), url='https://prom:9090')) == 'Prometheus https://prom:9090'

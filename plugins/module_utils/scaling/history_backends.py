@@ -158,6 +158,16 @@ def add_summary(total, part):
     return total
 
 
+def describe(summary):
+    """Where a run's history came from, for people (the report's run metadata), from the loaders' summary: it holds
+    the SQLite path and the Prometheus URL already without credentials."""
+    if summary['backend'] == 'sqlite':
+        return "PVE's RRD with the SQLite cache {0}".format(summary.get('path'))
+    if summary['backend'] == 'prometheus':
+        return 'Prometheus {0}'.format(summary.get('url') or '').rstrip()
+    return "PVE's RRD (stateless)"
+
+
 def batches(keys, vms, config, size=None):
     """``keys`` ((template, service) pairs, in order) in batches of about ``size`` VMs (BATCH_VMS), a service never
     split; one batch for prometheus, whose loader asks one query per metric for all VMs at once."""

@@ -609,11 +609,17 @@ def _sized_up(decision, ups, shadow_ups, infos, n, bounds, now, up_ok):
         decision['blocked_by'] = 'bounds'
         return NONE, n, '%s, but already at instances.max (%d)' % (detail, hi)
     if now < up_ok:
-        decision['blocked_by'] = 'cooldown_up'
-        decision['wanted'] = {'action': SCALE_UP, 'instances': target}
-        return NONE, n, '%s; scale-up to %d held by cooldown.up until %s' % (
-            detail, target, _fmt_secs(up_ok - now) + ' from now')
+        return _held_by_cooldown(decision, SCALE_UP, 'up', n, target, detail, up_ok - now)
     return SCALE_UP, target, '%s: %d -> %d instances' % (detail, n, target)
+
+
+def _held_by_cooldown(decision, action, direction, n, target, detail, wait):
+    """``(none, n, reason)`` for a horizontal scale-``direction`` to ``target`` that its cooldown holds ``wait`` more
+    seconds; the decision keeps what it wanted."""
+    decision['blocked_by'] = 'cooldown_' + direction
+    decision['wanted'] = {'action': action, 'instances': target}
+    return NONE, n, '%s; scale-%s to %d held by cooldown.%s until %s' % (
+        detail, direction, target, direction, _fmt_secs(wait) + ' from now')
 
 
 def _crossing(info, n, z):
@@ -641,10 +647,7 @@ def _sized_down(decision, sizes, conf, n, lo, now, down_ok):
         decision['blocked_by'] = 'bounds'
         return NONE, n, '%s, but already at instances.min (%d)' % (detail, lo)
     if now < down_ok:
-        decision['blocked_by'] = 'cooldown_down'
-        decision['wanted'] = {'action': SCALE_DOWN, 'instances': target}
-        return NONE, n, '%s; scale-down to %d held by cooldown.down until %s' % (
-            detail, target, _fmt_secs(down_ok - now) + ' from now')
+        return _held_by_cooldown(decision, SCALE_DOWN, 'down', n, target, detail, down_ok - now)
     why = 'stabilisation window' if target == stable and stable > floor else (
         'step_down %.0f%%' % (100 * conf['step_down']) if target == floor else 'sizing')
     return SCALE_DOWN, target, '%s: %d -> %d instances (by %s)' % (detail, n, target, why)

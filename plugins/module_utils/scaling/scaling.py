@@ -22,6 +22,7 @@ import time
 import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import metrics as metrics_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
@@ -439,7 +440,6 @@ def canary_state(api: PveApi, plan: dict[str, t.Any], entry: dict[str, t.Any], r
                  now: float) -> dict[str, t.Any]:
     """The service's canary: its replay counters read from the shadow through the guest agent (one request), or
     why there is none (``live`` False and ``reason``)."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     conf = entry.get('canary')
     if not entry.get('shadow'):
         return {'live': False, 'reason': 'no canary: the service has no shadow'}
@@ -520,7 +520,6 @@ def _with_latency(block, entry):
 
 def _canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores):
     """shadow_params with the size from the VMs as they run (shadow cores / the anchor primary's cores)."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     params = shadow_params(plan, entry, len(prim))
     params['size'] = canary_utils.shadow_size(shadow_vm, anchor_cores, params['size'])
     return params
@@ -529,7 +528,6 @@ def _canary_shadow_params(plan, entry, prim, shadow_vm, anchor_cores):
 def _canary_latency(store, plan, entry, canary, now):
     """The latency signal's readings, or None without a live canary: the agent's per-minute ``recent`` when its
     counters file has it, else (an older agent) the history store's earlier readings and the current one."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     if not canary.get('live') or (entry.get('latency') or {}).get('p95_ms') is None:
         return None
     recent = canary_utils.recent_observations(canary['counters'])
@@ -588,7 +586,6 @@ def record_recommendations(store: HistoryStore, decisions: list[dict[str, t.Any]
 
 
 def _canary_points(decision):
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     return canary_utils.history_points(decision)
 
 
@@ -636,7 +633,6 @@ def decision_line(d: dict[str, t.Any]) -> str:
 def canary_text(d: dict[str, t.Any]) -> str:
     """`` canary [...]`` for the decision line: the replayed requests and the shadow's CPU next to the primaries',
     or why there is no canary; empty for a service without a shadow."""
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import canary as canary_utils
     canary = d.get('canary') or {}
     if not canary.get('shadow'):
         return ''
