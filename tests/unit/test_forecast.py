@@ -302,3 +302,38 @@ def test_recent_calibration_errors_weigh_more(monkeypatch):
     monkeypatch.setattr(forecast_utils, 'RECENCY_HALF_LIFE_SECONDS', 1e12)
     flat = forecast_series(values, 60, 20, level=0.5)
     assert flat['upper'][-1] < 0.75
+
+
+def _hourly_jobs(days, seed=3):
+    """Noise around 20 with a job in the first 10 minutes of every hour (cron's minute 0), 5-minute points."""
+    rnd = random.Random(seed)
+    return [20.0 + (25.0 if t % 12 in (0, 1) else 0.0) + rnd.gauss(0, 2) for t in range(days * DAY)]
+
+
+def test_an_hourly_job_is_a_season_and_is_forecast():
+    values = _hourly_jobs(4)
+    # the history ends 2 steps before the next hour's job: steps 3 and 4 ahead are the job
+    values = values[:-(len(values) % 12) - 2] if len(values) % 12 else values[:-2]
+    res = forecast_series(values, STEP, 6)
+    assert res['hourly'] is True and res['seasonal'] is True
+    assert {'seasonal_theta'} <= set(res['members'])
+    assert res['mean'][2] > 35.0 and res['mean'][3] > 35.0          # the job, ~45
+    assert res['mean'][0] < 30.0 and res['mean'][4] < 30.0          # around it, ~20
+    naive = forecast_series(values, STEP, 6, models=['naive'])
+    assert naive['mean'][2] < 30.0
+
+
+def test_no_hourly_season_in_a_daily_curve_or_noise():
+    assert forecast_series(_daily(STEP, 3), STEP, 12)['hourly'] is False
+    assert forecast_series(_daily(STEP, 7, noise=3.0), STEP, 12)['hourly'] is False
+    rnd = random.Random(4)
+    walk = [100.0]
+    for dummy in range(3 * DAY):
+        walk.append(walk[-1] + rnd.gauss(0, 1))
+    assert forecast_series(walk, STEP, 12)['hourly'] is False
+    # at 30-minute steps the hour is not a season (fewer than 4 steps)
+    assert forecast_series(_hourly_jobs(4)[::6], 1800, 2)['hourly'] is False
+
+
+def test_hourly_season_is_off_when_seasons_are_forced_off():
+    assert forecast_series(_hourly_jobs(4), STEP, 6, deseasonalize=False)['hourly'] is False

@@ -20,6 +20,10 @@ How a forecast is made
   (autocorrelation at lag one day, 90%) finds the season there, additive seasonal
   indices are estimated on the fit window (classical decomposition, median per
   phase) and the seasonal members join.
+* Hourly season: when the hour is at least 4 whole steps and, in what the daily season leaves, the hourly
+  indices explain at least a fifth of the variance around the one-hour moving average (seasonal strength,
+  :func:`_hourly_profile`: cron jobs and hourly batches), they are added to the daily ones (a second period, as
+  MSTL does); ``hourly`` is then True in the result and the seasonal members join.
 * Members (a forecast combination, as the M4 competition's best simple entries do):
   ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
   ``theta`` (standard Theta: SES with half the fitted drift), and with a season
@@ -72,6 +76,9 @@ MIN_CALIBRATION_ERRORS = 20              # fewer errors at one horizon: use thos
 SEASONS_NEEDED = 3                       # the season is removed only with 3 seasons in the fit window (M4)
 SEASONALITY_Z = 1.645                    # M4's 90% test
 DAY_SECONDS = 86400
+HOUR_SECONDS = 3600
+HOURS_NEEDED = 24                        # an hourly season is looked for in at least a day of history
+HOURLY_STRENGTH = 0.2                    # ...and kept when it explains a fifth of the variance within the hour
 
 _THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS',
                 'BLIS_NUM_THREADS', 'VECLIB_MAXIMUM_THREADS', 'NUMEXPR_NUM_THREADS')
@@ -355,6 +362,35 @@ def is_seasonal(np, y, season, z=SEASONALITY_Z):
     return bool(abs(r[-1]) > limit)
 
 
+def _hourly_profile(np, y, daily, step_seconds):
+    """Additive hourly indices of ``y`` (after the daily indices ``daily``, when given), or None.
+
+    The hour is a season when its strength (Wang, Smith & Hyndman 2006: 1 - Var(remainder) / Var(detrended), on the
+    series minus its centred one-hour moving average) is at least ``HOURLY_STRENGTH``: a change that repeats at the
+    same minute of every hour (cron jobs, hourly batches). A significance test does not serve here: at a lag of one
+    hour the changes of any smooth or spiky series correlate a little, and thousands of points make that significant.
+    None when the hour is not a whole number of at least 4 steps, or the fit window holds fewer than
+    ``HOURS_NEEDED`` hours.
+    """
+    per_hour = HOUR_SECONDS / float(step_seconds)
+    if per_hour != int(per_hour) or per_hour < 4 or len(y) < HOURS_NEEDED * per_hour:
+        return None
+    m = int(per_hour)
+    if daily is not None and len(daily) % m:
+        return None
+    rest = y - daily[np.arange(len(y)) % len(daily)] if daily is not None else y
+    w = np.concatenate(([0.5], np.ones(m - 1), [0.5])) / m
+    trend = np.convolve(rest, w, mode='valid')
+    half = len(w) // 2
+    detrended = rest[half:half + len(trend)] - trend
+    prof = seasonal_profile(np, rest, m)
+    remainder = detrended - prof[np.arange(half, half + len(trend)) % m]
+    var = float(np.var(detrended))
+    if var <= 0 or 1.0 - float(np.var(remainder)) / var < HOURLY_STRENGTH:
+        return None
+    return prof
+
+
 def seasonal_profile(np, y, season):
     """Additive seasonal indices of ``y`` (classical decomposition, phase 0 = y[0]).
 
@@ -481,7 +517,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     :returns: dict with ``mean``, ``lower``, ``upper`` (``horizon_steps`` floats each),
         ``model`` (``combination``, or the one member's name, or ``naive`` when the series is
         too short), ``members``, ``weights`` (per member, summing to 1), ``seasonal`` (a daily
-        season was found and the seasonal members could take part), ``interval``
+        or hourly season was found and the seasonal members could take part), ``hourly`` (the hourly one),
+        ``interval``
         (``conformal``, or ``gaussian`` when too short to calibrate), ``level``, ``backtest``
         (recency-weighted mean absolute error over the calibration window per member, of the
         combination and of naive; empty when the series is too short) and ``origin_gap``
@@ -512,7 +549,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
     extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
-             'interval': 'gaussian'}
+             'hourly': False, 'interval': 'gaussian'}
 
     if np.ptp(y) == 0.0:
         return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), np.zeros(horizon),
@@ -563,11 +600,16 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         return float(np.sum((f - actual) ** 2 * w_err) / max(np.sum(w_err), 1e-300))
 
     seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
+    # indices estimated on the fit window only; phase p of yw is (p - fs) mod len(prof)
+    prof = seasonal_profile(np, yw[fs:fe], season) if seasonal else None
+    hourly = _hourly_profile(np, yw[fs:fe], prof, step_seconds) if deseasonalize is not False else None
+    if hourly is not None:
+        # the hour repeats whole inside the day (the day's length is a multiple of the hour's)
+        prof = hourly if prof is None else prof + hourly[np.arange(len(prof)) % len(hourly)]
+        extra['hourly'] = True
     profile = None
-    if seasonal:
-        # indices estimated on the fit window only; phase p of yw is (p - fs) mod season
-        prof = seasonal_profile(np, yw[fs:fe], season)
-        profile = prof[(np.arange(len(yw)) - fs) % season]
+    if prof is not None:
+        profile = prof[(np.arange(len(yw)) - fs) % len(prof)]
         extra['seasonal'] = True
 
     cal, final, sq = {}, {}, {}
