@@ -583,14 +583,53 @@ def test_scale_down_goes_in_steps_and_waits_for_the_window():
     assert d['target'] == {'instances': 6}
     d = policy.decide(dict(SCALING, step_down=1.0), big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
     assert d['target'] == {'instances': 2}                    # instances.min
-    # a down size of 7 recommended 9 minutes ago (inside the 10m window) holds the scale-down at 7
-    recent = [{'time': NOW - 9 * 60, 'instances': 7}]
+    # a down size of 6 recommended 9 minutes ago (inside the 10m window) holds the scale-down at 6
+    recent = [{'time': NOW - 9 * 60, 'instances': 6}]
     d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
-    assert d['target'] == {'instances': 7} and d['reason'].endswith('(by stabilisation window)')
+    assert d['target'] == {'instances': 6} and d['reason'].endswith('(by stabilisation window)')
     # 11 minutes ago: outside the window
-    recent = [{'time': NOW - 11 * 60, 'instances': 7}]
+    recent = [{'time': NOW - 11 * 60, 'instances': 6}]
     d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
     assert d['target'] == {'instances': 4}
+
+
+def test_every_action_moves_at_least_min_step():
+    big = {'instances': 8, 'capacity': {'cpu': CORES}}
+    # a window that holds 7 of 8: removing one is less than a quarter of 8 (2), so it waits
+    recent = [{'time': NOW - 9 * 60, 'instances': 7}]
+    d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
+    assert d['action'] == 'none' and d['blocked_by'] == 'min_step', d['reason']
+    assert d['reason'].endswith('but 8 -> 7 removes less than min_step 25% (2)')
+    # without the minimum the one instance goes
+    d = policy.decide(dict(SCALING, min_step=0), big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse,
+                      recommendations=recent)
+    assert d['action'] == 'scale_down' and d['target'] == {'instances': 7}
+    # a step to instances.min is never held (2 -> ... here min is 2: 3 -> 2 removes one of 3, a quarter is 1)
+    three = {'instances': 3, 'capacity': {'cpu': CORES}}
+    d = policy.decide(dict(SCALING, min_step=0.5), three, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
+    assert d['action'] == 'scale_down' and d['target'] == {'instances': 2}
+    # a scale-up of one on 8 instances adds two: 8 x 2.8 = 22.4 cores at high; 25 cores (12% over) need 9
+    d = policy.decide(dict(SCALING, instances={'min': 2, 'max': 16}), big, _given([20.0] * 15, 25.0), NOW,
+                      forecaster=_refuse)
+    assert d['action'] == 'scale_up' and d['target'] == {'instances': 10}, d['reason']
+    assert d['reason'].endswith('8 -> 10 instances (min_step 25%)')
+    # ... never beyond instances.max
+    d = policy.decide(dict(SCALING, instances={'min': 2, 'max': 9}), big, _given([20.0] * 15, 25.0), NOW,
+                      forecaster=_refuse)
+    assert d['target'] == {'instances': 9} and d['reason'].endswith('8 -> 9 instances')
+    # small services move by one, as before
+    d = policy.decide(SCALING, {'instances': 3, 'capacity': {'cpu': CORES}}, _given([9.5] * 15, 8.0), NOW,
+                      forecaster=_refuse)
+    assert d['target'] == {'instances': 4}
+
+
+def test_min_step_is_validated():
+    assert normalise_scaling(SCALING)['min_step'] == policy.DEFAULT_MIN_STEP == 0.25
+    assert normalise_scaling(dict(SCALING, min_step='10%'))['min_step'] == 0.1
+    with pytest.raises(PolicyError, match='scaling.min_step'):
+        normalise_scaling(dict(SCALING, min_step=0.6))             # above step_down (0.5)
+    with pytest.raises(PolicyError, match='scaling.min_step'):
+        normalise_scaling(dict(SCALING, min_step=-0.1))
 
 
 def test_sizing_fields_are_validated():
