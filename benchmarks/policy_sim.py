@@ -296,7 +296,7 @@ def policy_block(args, high=None):
         'provision': args.provision,
         'mode': 'horizontal',
     }
-    for key in ('stabilization', 'tolerance', 'step_down'):
+    for key in ('stabilization', 'tolerance', 'step_down', 'min_step'):
         if getattr(args, key) is not None:
             block[key] = getattr(args, key)
     return block
@@ -441,6 +441,8 @@ def main():
     ap.add_argument('--stabilization', default=None, help='stabilisation window (default: the policy default)')
     ap.add_argument('--tolerance', default=None, help='tolerance band (default: the policy default)')
     ap.add_argument('--step-down', default=None, help='largest scale-down fraction (default: the policy default)')
+    ap.add_argument('--min-step', default=None,
+                    help='smallest fraction of the instances one action moves (default: the policy default; 0: one)')
     ap.add_argument('--level', type=float, default=None,
                     help='prediction-interval level of the upper bound (default: the policy default)')
     ap.add_argument('--tt-window', type=int, default=300,
@@ -481,9 +483,9 @@ def main():
     print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
     print('forecaster: forecast.py %s' % _forecaster_id())
     print('policy: cpu high %.2f, horizon %s, provision %ss, cooldown up %s down %s, upper bound of the %.0f%% '
-          'interval, stabilisation %ss, tolerance %.2f, step_down %.2f' % (
+          'interval, stabilisation %ss, tolerance %.2f, step_down %.2f, min_step %.2f' % (
               args.high, args.horizon, sc['provision'], args.cooldown_up, args.cooldown_down, 100 * args.level,
-              sc['stabilization'], sc['tolerance'], sc['step_down']))
+              sc['stabilization'], sc['tolerance'], sc['step_down'], sc['min_step']))
     rows, all_curves = [], []
     for ds in datasets:
         data = load_dataset(ds, args.vms, args.days, args.cached_only, args.units)

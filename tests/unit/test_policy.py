@@ -235,7 +235,7 @@ def test_normalise_scaling_parses_units_and_rejects_nonsense():
 
 
 def test_shipped_defaults_still_scale_out_before_crossing_high():
-    """The benchmark-tuned defaults (50% interval, 30-minute stabilisation) keep the rising-ramp answer."""
+    """The benchmark-chosen defaults (30% interval, 30-minute stabilisation, min_step) keep the rising-ramp answer."""
     block = dict((k, v) for k, v in SCALING.items() if k != 'stabilization')
     assert normalise_scaling(block)['stabilization'] == max(600, policy.DEFAULT_STABILIZATION)
     demand = rising(end_util=0.68)
@@ -640,3 +640,10 @@ def test_sizing_fields_are_validated():
         normalise_scaling(dict(SCALING, tolerance=1.0))
     with pytest.raises(PolicyError, match='scaling.step_down'):
         normalise_scaling(dict(SCALING, step_down=0))
+
+
+def test_forecast_module_level_default_is_the_policy_default():
+    # the module documents its own default; validate-modules keeps it equal to the argument spec
+    import yaml
+    from ansible_collections.shadownet.proxmox.plugins.modules import forecast as forecast_module
+    assert yaml.safe_load(forecast_module.DOCUMENTATION)['options']['level']['default'] == policy.DEFAULT_LEVEL
