@@ -235,7 +235,7 @@ def test_normalise_scaling_parses_units_and_rejects_nonsense():
 
 
 def test_shipped_defaults_still_scale_out_before_crossing_high():
-    """The benchmark-chosen defaults (30% interval, 30-minute stabilisation, min_step) keep the rising-ramp answer."""
+    """The benchmark-chosen defaults (50% interval, 30-minute stabilisation, min_step) keep the rising-ramp answer."""
     block = dict((k, v) for k, v in SCALING.items() if k != 'stabilization')
     assert normalise_scaling(block)['stabilization'] == max(600, policy.DEFAULT_STABILIZATION)
     demand = rising(end_util=0.68)
