@@ -43,11 +43,13 @@ an explicit ``cooldown_until`` deadline. Stabilisation window (``scaling.stabili
 default the longer of ``cooldown.down`` and 30 minutes): a scale-down goes only as low as
 the highest recommendation made within the window.
 
-Defaults for fields the template leaves out are those of DESIGN.md's example; two
-fields are not in DESIGN.md's example: ``scaling.stabilization`` (a duration, default
-``max(cooldown.down, 30m)``) and ``scaling.<metric>.shadow_delta`` (a ratio, default
+Defaults for fields the template leaves out are those of DESIGN.md's example. Fields that are
+not in DESIGN.md's example: ``scaling.stabilization`` (a duration, default
+``max(cooldown.down, 30m)``), ``scaling.<metric>.shadow_delta`` (a ratio, default
 ``DEFAULT_SHADOW_DELTA`` = 0.20: the shadow must run 20 percentage points of
-utilisation, or 20% of ``high`` for absolute metrics, above the primaries).
+utilisation, or 20% of ``high`` for absolute metrics, above the primaries), and the horizontal
+sizing ratios ``scaling.tolerance`` (0.10), ``scaling.step_down`` (0.5) and ``scaling.min_step``
+(0.25), described below.
 
 Horizontal mode sizes by target tracking with the forecast as a floor (``_size_horizontal``;
 benchmarks/policy_sim.py compares it with Kubernetes HPA-style target tracking and the seed rule):
