@@ -200,7 +200,9 @@ def _clean(np, values):
 # ---------------------------------------------------------------------------
 # Candidates. Each one is fitted on y[:fit_end] and then gives, with its
 # parameters fixed, the forecasts from every origin t >= fit_end - 1 (state after
-# observing y[t]) for horizons 1..H, plus the h-step standard deviations.
+# observing y[t]) for horizons 1..H. The interval comes from their calibration
+# errors (_conformal); only naive keeps the random walk's h-step standard
+# deviation, for a series too short to calibrate.
 # ---------------------------------------------------------------------------
 
 class _Naive(object):
@@ -224,10 +226,7 @@ class _SeasonalNaive(object):
     name = 'seasonal_naive'
 
     def __init__(self, libs, y, fit_end, horizon, season):
-        np = libs.np
         self.m = season
-        d = y[season:fit_end] - y[:fit_end - season]
-        self.sigma = float(np.sqrt(np.mean(d * d))) if len(d) else 0.0
         self.y = y
         self.horizon = horizon
 
@@ -236,11 +235,6 @@ class _SeasonalNaive(object):
         h = np.arange(1, self.horizon + 1)
         lag = self.m * ((h - 1) // self.m + 1)
         return self.y[origins[:, None] + h[None, :] - lag[None, :]]
-
-    def sd(self):
-        np = _Libs.np
-        k = (np.arange(1, self.horizon + 1) - 1) // self.m
-        return self.sigma * np.sqrt(k + 1.0)
 
 
 class _ETS(object):
@@ -261,7 +255,6 @@ class _ETS(object):
         n = len(y)
         self.level = np.empty(n)
         self.trend = np.empty(n)
-        err = np.empty(n)
         a, b, phi = float(self.alpha), float(self.beta), float(self.phi)
         level, trend = float(level), float(trend)
         for t, obs in enumerate(y.tolist()):
@@ -269,21 +262,13 @@ class _ETS(object):
             e = obs - pred
             level = pred + a * e
             trend = phi * trend + b * e
-            err[t] = e
             self.level[t] = level
             self.trend[t] = trend
-        self.sigma = float(np.sqrt(np.mean(err[:fit_end] ** 2)))
         self.horizon = horizon
         self.damp = np.cumsum(phi ** np.arange(1, horizon + 1))
 
     def forecasts(self, origins):
         return self.level[origins][:, None] + self.trend[origins][:, None] * self.damp[None, :]
-
-    def sd(self):
-        np = _Libs.np
-        c = self.alpha + self.beta * self.damp[:-1]       # c_j, j = 1..H-1
-        var = 1.0 + np.concatenate(([0.0], np.cumsum(c * c)))
-        return self.sigma * np.sqrt(var)
 
 
 class _Theta(object):
@@ -307,14 +292,11 @@ class _Theta(object):
         # SES with the level initialised at the first value, as statsmodels does.
         n = len(y)
         self.ses = np.empty(n)      # one-step SES forecast made after observing y[t]
-        err = np.empty(n)
         lvl = float(y[0])
         a = self.alpha
         for t, obs in enumerate(y.tolist()):
-            err[t] = obs - lvl
             lvl = lvl + a * (obs - lvl)
             self.ses[t] = lvl
-        self.sigma = float(np.sqrt(np.mean(err[1:fit_end] ** 2))) if fit_end > 1 else 0.0
         self.horizon = horizon
 
     def forecasts(self, origins):
@@ -324,11 +306,6 @@ class _Theta(object):
         nobs = (origins + 1.0)[:, None]
         drift = 0.5 * self.b0 * (h + 1.0 / a - (1.0 - a) ** nobs / a)
         return self.ses[origins][:, None] + drift
-
-    def sd(self):
-        np = _Libs.np
-        h = np.arange(1, self.horizon + 1)
-        return self.sigma * np.sqrt(1.0 + (h - 1) * self.alpha ** 2)
 
 
 _CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
@@ -379,13 +356,11 @@ def _hourly_profile(np, y, daily, step_seconds):
     if daily is not None and len(daily) % m:
         return None
     rest = y - daily[np.arange(len(y)) % len(daily)] if daily is not None else y
-    w = np.concatenate(([0.5], np.ones(m - 1), [0.5])) / m
-    trend = np.convolve(rest, w, mode='valid')
-    half = len(w) // 2
-    detrended = rest[half:half + len(trend)] - trend
-    prof = seasonal_profile(np, rest, m)
-    remainder = detrended - prof[np.arange(half, half + len(trend)) % m]
-    var = float(np.var(detrended))
+    detr = _detrended(np, rest, m)
+    prof = _phase_medians(np, detr, m)
+    inside = np.isfinite(detr)               # where the moving average reaches
+    remainder = detr[inside] - prof[np.arange(len(rest))[inside] % m]
+    var = float(np.var(detr[inside]))
     if var <= 0 or 1.0 - float(np.var(remainder)) / var < HOURLY_STRENGTH:
         return None
     return prof
@@ -399,6 +374,12 @@ def seasonal_profile(np, y, season):
     spike does not become a daily pattern), centred on zero. (Smoothing the indices along
     the cycle was tried: it blurs the daily jobs that make the season worth having.)
     """
+    return _phase_medians(np, _detrended(np, y, season), season)
+
+
+def _detrended(np, y, season):
+    """``y`` minus its centred moving average of one season (2 x m when m is even); NaN at both ends, where the
+    average does not reach."""
     n = len(y)
     if season % 2:
         w = np.ones(season) / season
@@ -408,7 +389,12 @@ def seasonal_profile(np, y, season):
     half = len(w) // 2
     detr = np.full(n, np.nan)
     detr[half:half + len(trend)] = y[half:half + len(trend)] - trend
-    pad = (-n) % season
+    return detr
+
+
+def _phase_medians(np, detr, season):
+    """The per-phase medians of ``detr`` (phase 0 = its first point; NaN left out), centred on zero."""
+    pad = (-len(detr)) % season
     table = np.concatenate((detr, np.full(pad, np.nan))).reshape(-1, season)
     idx = np.nanmedian(table, axis=0)
     idx = np.where(np.isfinite(idx), idx, 0.0)
@@ -622,8 +608,10 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
             if name not in members or (name in SEASONAL_MEMBERS and profile is None):
                 continue
             try:
-                if name in ('seasonal_naive', 'naive'):
-                    model, shift = _CANDIDATES[name](libs, yw, fe, horizon, season), 0
+                if name == 'naive':
+                    model, shift = naive, 0
+                elif name == 'seasonal_naive':
+                    model, shift = _SeasonalNaive(libs, yw, fe, horizon, season), 0
                 elif name in SEASONAL_MEMBERS:
                     base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon)
                     model, shift = _Reseasoned(base, prof, horizon), fs
