@@ -622,7 +622,8 @@ def _sized_up(decision, conf, ups, shadow_ups, infos, n, bounds, now, up_ok):
         info = next(i for i in infos if i['metric'] == z['metric'])
         signal = 'forecast' if z['predicted'] > z['reactive'] else 'target'
         detail = _explain_up(z)
-        crossing = now if signal == 'target' else _crossing(info, n, z)
+        # sized by the forecast: its upper bound crosses high inside the horizon, found by _evaluate_metric
+        crossing = now if signal == 'target' else info['crossing_time']
     else:
         info = min(shadow_ups, key=lambda i: (i['crossing_time'], i['metric']))
         signal, detail, crossing = info['signal'], info['detail'], info['crossing_time']
@@ -643,15 +644,6 @@ def _held_by_cooldown(decision, action, direction, n, target, detail, wait):
     decision['wanted'] = {'action': action, 'instances': target}
     return NONE, n, '%s; scale-%s to %d held by cooldown.%s until %s' % (
         detail, direction, target, direction, _fmt_secs(wait) + ' from now')
-
-
-def _crossing(info, n, z):
-    """When the forecast's upper bound first puts more than ``high`` on each of the ``n`` instances."""
-    fc = info['forecast']
-    for h, v in enumerate(fc['upper']):
-        if float(v) > n * z['high']:
-            return fc['start'] + h * info['step_seconds']
-    return None
 
 
 def _sized_down(decision, sizes, conf, n, lo, now, down_ok):
