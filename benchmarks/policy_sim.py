@@ -25,6 +25,7 @@ The shadow-minus-primary seed signal is not simulated (the traces have no shadow
     .venv/bin/python benchmarks/policy_sim.py [--dataset both] [--vms N] [--jobs 2] [--plot curve.png]
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -60,12 +61,17 @@ def series_names(dataset, limit=None):
     return names[:limit] if limit else names
 
 
+@functools.lru_cache(maxsize=1)
+def _aggregates():
+    """Every aggregate column, parsed once per process."""
+    return dict(_traces.aggregate_series())
+
+
 def load_series(dataset, name):
     """One series on the 5-minute grid (None for gaps)."""
     if dataset == 'bitbrains':
         return _traces.load_vm(name)[0]
-    series = dict(_traces.aggregate_series())
-    return series[dict(AGGREGATES)[name]]
+    return _aggregates()[dict(AGGREGATES)[name]]
 
 
 def sim_range(values, days):
