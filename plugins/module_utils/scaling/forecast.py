@@ -42,7 +42,10 @@ How a forecast is made
 * The prediction interval is split conformal: the (recency-weighted) quantiles of
   the combination's own calibration errors at each horizon step, at
   (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
-  non-decreasing with the step).
+  non-decreasing with the step). Its errors lose half their weight every hour,
+  faster than the members' weights (2 hours): after a flat day the errors of a ramp
+  that started an hour ago hold half the weight, so even a narrow interval's upper
+  bound shows the ramp the damped members' mean lags behind.
   They follow the series' real error distribution (skewed bursts included) instead
   of a Gaussian assumption. Too short to calibrate: the random walk's Gaussian
   interval around the last value.
@@ -64,7 +67,8 @@ import warnings
 
 MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
 COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
-RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours
+RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours (the weights)...
+INTERVAL_HALF_LIFE_SECONDS = 3600        # ...and every hour for the interval, which must follow a fresh change
 SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
@@ -415,35 +419,37 @@ class _Reseasoned(object):
         return self.model.forecasts(origins) + self.indices[np.mod(tgt, len(self.indices))]
 
 
-def _result(np, name, mean, lo_off, hi_off, nonneg, skip, extra, level):
+def _result(np, name, mean, offsets, nonneg, skip, extra, levels):
+    """The result dict; ``offsets`` holds ``(lower, upper)`` offsets from the mean per level of ``levels`` (the
+    first is the interval, the others the ``bands``)."""
     mean = np.asarray(mean, dtype=float)[skip:]
-    lower = mean + np.minimum(np.asarray(lo_off, dtype=float)[skip:], 0.0)
-    upper = mean + np.maximum(np.asarray(hi_off, dtype=float)[skip:], 0.0)
-    if nonneg:
-        mean = np.maximum(mean, 0.0)
-        lower = np.maximum(lower, 0.0)
-        upper = np.maximum(upper, 0.0)
-    out = {'mean': [float(v) for v in mean], 'lower': [float(v) for v in lower],
-           'upper': [float(v) for v in upper], 'model': name, 'level': level}
+
+    def bound(off, side):
+        v = mean + side(np.asarray(off, dtype=float)[skip:], 0.0)
+        return [float(x) for x in (np.maximum(v, 0.0) if nonneg else v)]
+    intervals = [{'level': lv, 'lower': bound(lo, np.minimum), 'upper': bound(hi, np.maximum)}
+                 for lv, (lo, hi) in zip(levels, offsets)]
+    out = {'mean': [float(v) for v in (np.maximum(mean, 0.0) if nonneg else mean)],
+           'lower': intervals[0]['lower'], 'upper': intervals[0]['upper'], 'model': name, 'level': levels[0],
+           'bands': intervals[1:]}
     out.update(extra)
     return out
 
 
-def _gaussian(level, sd):
-    z = _normal_quantile(0.5 + level / 2.0)
-    return -z * sd, z * sd
+def _gaussian(levels, sd):
+    """``(lower, upper)`` offsets per level of a Gaussian with standard deviation ``sd`` (per step)."""
+    return [(-z * sd, z * sd) for z in (_normal_quantile(0.5 + lv / 2.0) for lv in levels)]
 
 
-def _weighted_quantile(np, e, w, q):
-    """The smallest error whose cumulative weight reaches q (weights need not sum to 1)."""
-    order = np.argsort(e)
-    cum = np.cumsum(w[order])
+def _weighted_quantile(np, sorted_e, cum, q):
+    """The smallest of the sorted errors whose cumulative weight ``cum`` reaches q (of the total weight)."""
     i = int(np.searchsorted(cum, q * cum[-1], side='left'))
-    return float(e[order][min(i, len(e) - 1)])
+    return float(sorted_e[min(i, len(sorted_e) - 1)])
 
 
-def _conformal(np, errors, valid, level, recency):
-    """Per-horizon quantiles of the out-of-sample errors (actual - forecast) at (1 -+ level) / 2.
+def _conformal(np, errors, valid, levels, recency):
+    """Per-horizon quantiles of the out-of-sample errors (actual - forecast) at (1 -+ level) / 2, for each level:
+    a list of ``(lower, upper)`` offsets.
 
     Split conformal prediction (Vovk et al.; for time series Stankeviciute et al. 2021): the
     errors come from forecasts made from origins after the fit window, so the interval is
@@ -453,10 +459,9 @@ def _conformal(np, errors, valid, level, recency):
     interval keeps its finite-sample coverage. The widths are made non-decreasing in the
     horizon (a later step is never known better than an earlier one).
     """
-    a = (1.0 - level) / 2.0
     horizon = errors.shape[1]
-    lo = np.empty(horizon)
-    hi = np.empty(horizon)
+    lo = np.empty((len(levels), horizon))
+    hi = np.empty((len(levels), horizon))
     w_all = np.broadcast_to(recency[:, None], errors.shape)
     for h in range(horizon):
         ok = valid[:, h]
@@ -465,17 +470,21 @@ def _conformal(np, errors, valid, level, recency):
             e, w = errors[ok], w_all[ok]
         else:
             e, w = errors[:, h][ok], recency[ok]
-        total = float(w.sum()) + 1.0          # the new point, weight 1 (the most recent)
-        hi[h] = _weighted_quantile(np, e, w, min(1.0, (1.0 - a) * total / float(w.sum())))
-        lo[h] = _weighted_quantile(np, e, w, max(0.0, 1.0 - (1.0 - a) * total / float(w.sum())))
-    hi = np.maximum.accumulate(np.maximum(hi, 0.0))
-    lo = -np.maximum.accumulate(np.maximum(-lo, 0.0))
-    return lo, hi
+        order = np.argsort(e)
+        e, cum = e[order], np.cumsum(w[order])
+        inflate = (cum[-1] + 1.0) / cum[-1]       # the new point, weight 1 (the most recent)
+        for i, level in enumerate(levels):
+            q = (1.0 - (1.0 - level) / 2.0) * inflate
+            hi[i, h] = _weighted_quantile(np, e, cum, min(1.0, q))
+            lo[i, h] = _weighted_quantile(np, e, cum, max(0.0, 1.0 - q))
+    hi = np.maximum.accumulate(np.maximum(hi, 0.0), axis=1)
+    lo = -np.maximum.accumulate(np.maximum(-lo, 0.0), axis=1)
+    return list(zip(lo, hi))
 
 
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                     fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
-                    combine='inverse_mse'):
+                    combine='inverse_mse', bands=()):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
@@ -495,6 +504,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     :param season_steps: season length (default one day of steps, when that is whole).
     :param deseasonalize: ``None`` (default) tests the fit window for the season (M4's
         test); ``True``/``False`` force the seasonal members in or out.
+    :param bands: further interval levels (e.g. ``(0.5, 0.95)`` for a fan chart), calibrated the same way as
+        ``level``'s; they cost one quantile per level and step, not another fit.
     :param combine: ``inverse_mse`` (default: weights inversely proportional to each
         member's calibration mean squared error, Bates and Granger's weights),
         ``inverse_error`` (to its mean absolute error), ``equal`` (the plain mean) or ``best``
@@ -508,7 +519,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         (``conformal``, or ``gaussian`` when too short to calibrate), ``level``, ``backtest``
         (recency-weighted mean absolute error over the calibration window per member, of the
         combination and of naive; empty when the series is too short) and ``origin_gap``
-        (trailing gap steps that were skipped).
+        (trailing gap steps that were skipped), ``bands`` (per level of ``bands``: ``level``, ``lower``,
+        ``upper``).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -517,8 +529,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         raise ValueError('horizon_steps must be >= 1')
     if not step_seconds or step_seconds <= 0:
         raise ValueError('step_seconds must be > 0')
-    if not 0.0 < level < 1.0:
-        raise ValueError('level must be between 0 and 1 (exclusive)')
+    levels = [level] + [float(b) for b in bands or ()]
+    if not all(0.0 < lv < 1.0 for lv in levels):
+        raise ValueError('level and bands must be between 0 and 1 (exclusive)')
     members = list(DEFAULT_MEMBERS if models is None else models)
     unknown = set(members) - set(MODELS)
     if unknown:
@@ -538,8 +551,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
              'hourly': False, 'interval': 'gaussian'}
 
     if np.ptp(y) == 0.0:
-        return _result(np, 'naive', np.full(horizon, y[-1]), np.zeros(horizon), np.zeros(horizon),
-                       nonneg, gap, extra, level)
+        return _result(np, 'naive', np.full(horizon, y[-1]), [(np.zeros(horizon), np.zeros(horizon))] * len(levels),
+                       nonneg, gap, extra, levels)
 
     per_day = DAY_SECONDS / float(step_seconds)
     bt = int(backtest_steps or max(1, round(DEFAULT_BACKTEST_SECONDS / float(step_seconds))))
@@ -550,8 +563,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     if fw < MIN_FIT_POINTS or bt - horizon < MIN_BACKTEST_ORIGINS or members == ['naive']:
         # Too short to estimate and calibrate anything honestly (or asked for): the last value.
         naive = _Naive(libs, y, n, horizon)
-        lo, hi = _gaussian(level, naive.sd())
-        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], lo, hi, nonneg, gap, extra, level)
+        return _result(np, 'naive', naive.forecasts(np.array([n - 1]))[0], _gaussian(levels, naive.sd()), nonneg, gap,
+                       extra, levels)
 
     season = int(season_steps) if season_steps else (int(per_day) if per_day == int(per_day) else 0)
     season_ok = season > 1 and fw >= SEASONS_NEEDED * season
@@ -578,6 +591,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     half_life = max(1.0, RECENCY_HALF_LIFE_SECONDS / float(step_seconds))
     recency = 0.5 ** ((origins[-1] - origins) / half_life)      # newest origin: 1
     w_err = np.where(valid, recency[:, None], 0.0)
+    recent_int = 0.5 ** ((origins[-1] - origins) / max(1.0, INTERVAL_HALF_LIFE_SECONDS / float(step_seconds)))
 
     def mae(f):
         return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
@@ -628,8 +642,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
             cal[name], final[name] = f, f_last
 
     if not cal:
-        lo, hi = _gaussian(level, naive.sd())
-        return _result(np, 'naive', naive.forecasts(last)[0], lo, hi, nonneg, gap, extra, level)
+        return _result(np, 'naive', naive.forecasts(last)[0], _gaussian(levels, naive.sd()), nonneg, gap, extra, levels)
     names = [name for name in MODELS if name in cal]
     # Weights inversely proportional to each member's out-of-sample error over the calibration window.
     if combine == 'equal':
@@ -649,7 +662,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         name = names[weights.index(1.0)]
     if len(names) > 1:
         scores['combination'] = mae(f)
-    lo, hi = _conformal(np, actual - f, valid, level, recency)
+    offsets = _conformal(np, actual - f, valid, levels, recent_int)
     extra.update(backtest=scores, members=names, interval='conformal',
                  weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
-    return _result(np, name, mean, lo, hi, nonneg, gap, extra, level)
+    return _result(np, name, mean, offsets, nonneg, gap, extra, levels)
