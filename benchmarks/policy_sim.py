@@ -44,20 +44,32 @@ UNITS_START = 4
 UNITS_MIN = 1
 UNITS_MAX = 64
 CACHE = os.path.join(_traces.HERE, 'results', 'policy_forecasts')
+BANDS = (0.3, 0.5)        # interval levels cached beside the 80% one (the policy's default and its alternative)
 
-# The datacenter aggregates (_traces.aggregate_series): the CPU column of each file, named by its file's stem.
+# The datacenter aggregates (_traces.aggregate_series): every column that is a load a service's instances serve
+# (CPU, memory, network, disk; not Google's cycles per instruction), each simulated as one service's load. The CPU
+# columns (named by their file's stem) alone with --aggregates cpu.
 AGGREGATES = (
     ('alibaba', 'alibaba2018:cpu_util_percent'),
     ('azure', 'azure:cpu_usage'),
     ('google', 'google2019:avg_cpu'),
+    ('alibaba-mem', 'alibaba2018:mem_util_percent'),
+    ('alibaba-net_in', 'alibaba2018:net_in'),
+    ('alibaba-net_out', 'alibaba2018:net_out'),
+    ('alibaba-disk', 'alibaba2018:disk_io_percent'),
+    ('azure-mem', 'azure:assigned_mem'),
+    ('google-mem', 'google2019:avg_mem'),
+    ('google-assigned_mem', 'google2019:avg_assigned_mem'),
 )
+CPU_AGGREGATES = 3        # the first three
+AGGREGATE_SET = 'load'    # --aggregates
 DATASETS = ('bitbrains', 'datacenter')
 
 
 def series_names(dataset, limit=None):
     if dataset == 'bitbrains':
         return _traces.vm_names(limit)
-    names = [a[0] for a in AGGREGATES]
+    names = [a[0] for a in AGGREGATES[:CPU_AGGREGATES if AGGREGATE_SET == 'cpu' else None]]
     return names[:limit] if limit else names
 
 
@@ -111,13 +123,14 @@ def precompute(job):
     _traces.import_collection()
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
     n = len(values)
-    out = {'n': n, 'level': 0.8, 'steps': {}}
+    out = {'n': n, 'level': 0.8, 'bands': list(BANDS), 'steps': {}}
     t0 = time.perf_counter()
     for t in steps:
         # decision at the end of step t, knowing values[..t]
-        fc = forecast_series(values[max(0, t + 1 - WEEK):t + 1], _traces.STEP, HORIZON, level=0.8)
+        fc = forecast_series(values[max(0, t + 1 - WEEK):t + 1], _traces.STEP, HORIZON, level=0.8, bands=BANDS)
         out['steps'][t] = [[round(v, 4) for v in fc['mean']], [round(v, 4) for v in fc['upper']],
-                           [round(v, 4) for v in fc['lower']], fc['model']]
+                           [round(v, 4) for v in fc['lower']], fc['model'],
+                           dict(('%.2f' % b['level'], [round(v, 4) for v in b['upper']]) for b in fc['bands'])]
     os.makedirs(CACHE, exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'w') as fh:
@@ -239,8 +252,11 @@ def simulate_policy(decide, values, unit, steps, forecasts, scaling, level):
     for t in steps:
         u = values[t]
         sim.tick(t, u)
-        mean, upper, lower, model = forecasts[t]
-        if level != 0.8:
+        mean, upper, lower, model = forecasts[t][:4]
+        bands = forecasts[t][4] if len(forecasts[t]) > 4 else {}
+        if '%.2f' % level in bands:
+            upper = bands['%.2f' % level]          # the forecaster's own interval at this level
+        elif level != 0.8:                         # not cached: the 80% interval scaled as a Gaussian's would be
             upper = [m + (up - m) * zl / z80 for m, up in zip(mean, upper)]
         now = t * _traces.STEP
         d = decide(scaling, {'instances': sim.provisioned, 'capacity': {'cpu': unit}},
@@ -427,6 +443,8 @@ def plot(path, all_curves):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--dataset', choices=DATASETS + ('both',), default='both')
+    ap.add_argument('--aggregates', choices=('load', 'cpu'), default='load',
+                    help='datacenter series: every load column (CPU, memory, network, disk: 10) or the CPU ones (3)')
     ap.add_argument('--vms', type=int, default=None, help='only the first N series of each data set (quick subset)')
     ap.add_argument('--days', type=int, default=7, help='simulated days at the end of each series')
     ap.add_argument('--jobs', type=int, default=2, help='processes for the forecast precomputation')
@@ -459,7 +477,8 @@ def main():
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
-    global UNITS_START, FORECASTER_ID
+    global UNITS_START, FORECASTER_ID, AGGREGATE_SET
+    AGGREGATE_SET = args.aggregates
     UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
     FORECASTER_ID = args.forecasts
     jobs = [(ds, name, args.days) for ds in datasets for name in series_names(ds, args.vms)]
