@@ -89,10 +89,10 @@ options:
   level:
     description:
       - Central coverage of the prediction interval whose upper bound is tested against the thresholds.
-      - 0.5, the scaling policy's default (benchmarks/README.md); higher levels scale out earlier and keep more
-        capacity.
+      - 0.3 (the 65th percentile), the scaling policy's default (benchmarks/README.md); higher levels scale out
+        earlier and keep more capacity.
     type: float
-    default: 0.5
+    default: 0.3
   models:
     description:
       - The members of the forecast combination (default C(naive), C(ets), C(theta), and with a daily season
@@ -290,7 +290,7 @@ def main():
         history_path=dict(type='path'),
         history_window=dict(type='int', default=604800),
         parallel=dict(type='int', default=4),
-        level=dict(type='float', default=0.5),
+        level=dict(type='float', default=0.3),
         models=dict(type='list', elements='str',
                     choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta']),
         forecast_only=dict(type='bool', default=False),

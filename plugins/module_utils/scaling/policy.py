@@ -40,12 +40,12 @@ seed rule: the shadow's normalised load times the instances). Clamped to
 ``instances.min..max``. Cooldowns: no scale-up sooner than ``cooldown.up`` and no
 scale-down sooner than ``cooldown.down`` after the last action, and none at all before
 an explicit ``cooldown_until`` deadline. Stabilisation window (``scaling.stabilization``,
-default the longer of ``cooldown.down`` and 30 minutes): a scale-down goes only as low as
+default the longer of ``cooldown.down`` and 45 minutes): a scale-down goes only as low as
 the highest recommendation made within the window.
 
 Defaults for fields the template leaves out are those of DESIGN.md's example. Fields that are
 not in DESIGN.md's example: ``scaling.stabilization`` (a duration, default
-``max(cooldown.down, 30m)``), ``scaling.<metric>.shadow_delta`` (a ratio, default
+``max(cooldown.down, 45m)``), ``scaling.<metric>.shadow_delta`` (a ratio, default
 ``DEFAULT_SHADOW_DELTA`` = 0.20: the shadow must run 20 percentage points of
 utilisation, or 20% of ``high`` for absolute metrics, above the primaries), and the horizontal
 sizing ratios ``scaling.tolerance`` (0.10), ``scaling.step_down`` (0.5) and ``scaling.min_step``
@@ -93,12 +93,13 @@ DEFAULT_SHADOW_DELTA = 0.20
 # the two data sets pull apart: spiky VMs (Bitbrains) want capacity back soon after a burst, smooth daily loads (the
 # aggregates) want few steps through their daily swing. min_step (every action moves at least a quarter of the
 # instances, as AWS step scaling's percent change with a minimum magnitude) takes the steps out of the slow swings
-# without holding capacity after bursts, which lets the window shrink from 1 hour to 30 minutes. The level stays 0.5
-# (the 75th percentile): at 0.3 Bitbrains would need less capacity, but the forecaster damps a fresh one-hour ramp
-# (tests/integration/test_scale.py, test_history_pve.py) and its 65th percentile no longer scales it out before it
-# crosses high (benchmarks/README.md has the figures and the sweeps).
-DEFAULT_LEVEL = 0.5
-DEFAULT_STABILIZATION = 1800
+# without holding capacity after bursts. The level is 0.3 (the 65th percentile): the forecast's interval follows a
+# fresh change within the hour (forecast.py's INTERVAL_HALF_LIFE_SECONDS), so even this narrow interval sees a ramp
+# the damped mean lags behind (tests/integration/test_scale.py, test_history_pve.py), and Bitbrains needs less
+# capacity than at 0.5. The narrower, faster interval moves more often, which the 45-minute window takes back
+# (benchmarks/README.md has the figures and the sweeps).
+DEFAULT_LEVEL = 0.3
+DEFAULT_STABILIZATION = 2700
 # Horizontal sizing (see _size_horizontal): a new clone serves load this long after the decision (boot and warm-up;
 # the template's scaling.provision), the tolerance band of target tracking (Kubernetes HPA's 10%), at most this
 # fraction of the instances removed by one scale-down (at least one), and at least this fraction added or removed
