@@ -88,7 +88,7 @@ def test_full_mirror_replays_exactly_the_primary_requests_and_sends_nothing_outs
     start_server(netlab, shadow.ns, '127.0.0.1', TARGET, tmp_path / 'shadow.jsonl')
     shadow_mac = shadow.nics[0].mac
     # Every frame the shadow sends on its mirror NIC, and every frame from the shadow's MAC on the primary network.
-    leaving = netlab.capture(shadow.ns, 'eth0', match=lambda f: f.outgoing and f.ethertype != 0x0806)
+    leaving = netlab.capture(shadow.ns, 'eth0', match=lambda f: f.outgoing and f.ethertype != 0x0806, keep=5)
     on_primary_net = netlab.capture(netlab.node, 'tap100i0', match=lambda f: f.src_mac == shadow_mac)
     on_client = netlab.capture(client, 'eth0', match=lambda f: f.src_mac == shadow_mac)
     proc = start_agent(netlab, shadow.ns, agent_config(tmp_path), tmp_path / 'agent.json')
@@ -111,7 +111,7 @@ def test_full_mirror_replays_exactly_the_primary_requests_and_sends_nothing_outs
     assert 'shadownet_replay_latency_seconds_count %d' % sent in metrics
 
     # Nothing the agent did left the shadow's mirror NIC, nothing reached the primary network.
-    assert leaving.settle(0.3) == 0
+    assert leaving.settle(0.3) == 0, leaving.frames       # the frames themselves, should one ever leave
     assert on_primary_net.value() == 0 and on_client.value() == 0
     tx = netlab.link(shadow.ns, 'eth0')['stats64']['tx']['packets'] - leaving_before
     assert tx <= 2, 'only ARP replies of the shadow kernel may leave eth0, got %d frames' % tx
