@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The HTML scaling report: the data it plots (pure), the page, the files, and the report without matplotlib.
-The page in a real browser: tests/integration/test_report_browser.py."""
+The page in a real browser: tests/integration/test_forecast_report.py."""
 import base64
 import os
 import re
@@ -68,6 +68,21 @@ def test_horizontal_scale_up_panel_history_forecast_and_capacity_lines():
     assert lines['decided']['value'] == pytest.approx(0.7 * 2 * 3)
     assert lines['high']['label'] == 'high 70% of capacity x 2 instances'
     assert lines['decided']['label'] == 'high x 3 instances (decided)'
+
+
+def test_the_wider_band_is_drawn_around_the_policys_interval():
+    """The policy tests a narrow interval (level 0.3); a forecast with ``bands`` gets the widest one as ``outer``,
+    and the close-up's y range holds it."""
+    d, used = decision_and_used(3.2)
+    fc = used['forecasts']['cpu']
+    assert report.metric_panel('cpu', {}, None, fc, used['end'], 900, NOW, d)['forecast']['outer'] is None
+    fc = dict(fc, level=0.3, bands=[{'level': 0.5, 'lower': [2.9] * 15, 'upper': [3.5] * 15},
+                                    {'level': report.OUTER_LEVEL, 'lower': [2.5] * 15, 'upper': [4.5] * 15}])
+    panel = report.metric_panel('cpu', {}, used['series']['cpu'], fc, used['end'], 900, NOW, d)
+    outer = panel['forecast']['outer']
+    assert outer['level'] == 0.8 and outer['upper'] == [4.5] * 15 and outer['lower'] == [2.5] * 15
+    assert panel['forecast']['upper'][0] == pytest.approx(3.4)        # the policy's own interval is kept
+    assert panel['zoom_top'] == pytest.approx(1.08 * 4.5)
 
 
 def test_no_change_has_no_decided_line_and_forecast_only_is_a_what_if():

@@ -35,6 +35,9 @@ import typing as t
 
 REPORT_HISTORY_SECONDS = 2 * 86400
 ZOOM_SECONDS = 3 * 3600
+# The policy's interval is narrow (its default level is 0.3); the report draws this wider one around it, so that a
+# reader sees how uncertain the forecast is (forecast_series' ``bands``).
+OUTER_LEVEL = 0.8
 DEFAULT_KEEP = 10
 DEFAULT_DIR = os.path.join('~', '.local', 'share', 'shadownet', 'reports')
 DIR_ENV = 'SHADOWNET_REPORT_DIR'
@@ -150,7 +153,12 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
             times=[start + i * step for i in range(k)], model=forecast.get('model'), level=forecast.get('level'),
             mean=[float(v) / scale for v in forecast['mean'][:k]],
             lower=[float(v) / scale for v in forecast['lower'][:k]],
-            upper=[float(v) / scale for v in forecast['upper'][:k]])
+            upper=[float(v) / scale for v in forecast['upper'][:k]], outer=None)
+        wider = [b for b in forecast.get('bands') or () if b.get('level', 0) > (forecast.get('level') or 0)]
+        if wider:
+            band = max(wider, key=lambda b: b['level'])
+            panel['forecast']['outer'] = dict(level=band['level'], lower=[float(v) / scale for v in band['lower'][:k]],
+                                              upper=[float(v) / scale for v in band['upper'][:k]])
     if signal.get('high') is not None and signal.get('low') is not None:
         _lines(panel, metric, signal, decision, scale)
     return _zoom(panel, horizon)
@@ -177,7 +185,7 @@ def _zoom(panel, horizon):
         panel['zoom_start'] = max(panel['zoom_start'], panel['times'][0])   # a short history: start where it does
     seen = [v for x, v in zip(panel['times'], panel['values']) if v is not None and x >= (panel['zoom_start'] or 0)]
     if panel['forecast']:
-        seen += panel['forecast']['upper']
+        seen += (panel['forecast']['outer'] or panel['forecast'])['upper']
     seen += [ln['value'] for ln in panel['lines']]
     panel['zoom_top'] = 1.08 * max(seen) if seen and max(seen) > 0 else 1.0
     return panel
@@ -356,8 +364,11 @@ def _plot_metric(ax, m, zoom):
     if fc:
         times = [_dt(x) for x in fc['times']]
         level = '{0:.0f}% '.format(100 * fc['level']) if fc.get('level') else ''
+        if fc.get('outer'):
+            ax.fill_between(times, fc['outer']['lower'], fc['outer']['upper'], color=COLOURS['band'], alpha=0.3,
+                            linewidth=0, label='forecast {0:.0f}% interval'.format(100 * fc['outer']['level']))
         ax.fill_between(times, fc['lower'], fc['upper'], color=COLOURS['band'], alpha=0.7, linewidth=0,
-                        label='forecast {0}interval'.format(level))
+                        label="forecast {0}interval, the policy's".format(level))
         ax.plot(times, fc['mean'], color=COLOURS['forecast'], linewidth=2.0,
                 label='forecast mean ({0})'.format(fc.get('model') or '?'))
     styles = {'high': ('-', COLOURS['high']), 'low': ('--', COLOURS['low']), 'decided': ('-.', COLOURS['decided']),

@@ -422,8 +422,12 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
     if level is None:
         level = policy.DEFAULT_LEVEL
 
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.report import OUTER_LEVEL
+
     def forecaster(values, step, horizon, level=0.8):
-        return forecast_utils.forecast_series(values, step, horizon, level=level, models=models)
+        # the report draws the wider OUTER_LEVEL interval around the policy's (the same calibration, no other fit)
+        return forecast_utils.forecast_series(values, step, horizon, level=level, models=models,
+                                              bands=[OUTER_LEVEL] if level < OUTER_LEVEL else [])
 
     out = []
     for entry in plan.get('scaling') or []:
