@@ -251,11 +251,26 @@ def test_ets_recursion_matches_statsmodels():
     model = forecast_utils._ETS(libs, np.array(y), 200, 6)
     params = [model.alpha, model.beta, model.phi]
     full = ETSModel(pd.Series(y), error='add', trend='add', damped_trend=True)
-    ref = ETSModel(pd.Series(y[:200]), error='add', trend='add', damped_trend=True).fit(disp=False)
+    ref = ETSModel(pd.Series(y[:200]), error='add', trend='add', damped_trend=True,
+                   bounds={'smoothing_level': (forecast_utils.MIN_SMOOTHING, 0.9999)}).fit(disp=False)
     assert np.allclose(params, np.asarray(ref.params)[:3])
     want = np.asarray(full.smooth(ref.params).forecast(6))
     got = model.forecasts(np.array([399]))[0]
     assert np.allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_smoothing_constants_fitted_on_flat_noise_still_follow_a_change():
+    """Fitted on flat noise, the best smoothing constant is 0 (the level never moves again); MIN_SMOOTHING keeps
+    ETS's and Theta's levels able to follow the step that comes after the fit window."""
+    rnd = random.Random(8)
+    y = [30.0 + rnd.gauss(0, 2) for dummy in range(1440)] + [60.0 + rnd.gauss(0, 2) for dummy in range(60)]
+    libs = forecast_utils._libs()
+    np = libs.np
+    for cls in (forecast_utils._ETS, forecast_utils._Theta):
+        model = cls(libs, np.array(y), 1440, 5)
+        assert model.alpha == pytest.approx(forecast_utils.MIN_SMOOTHING, abs=1e-3), cls.name
+        # an hour after the step the level has moved most of the way to 60 (with alpha ~ 0 it would still be at 30)
+        assert model.forecasts(np.array([len(y) - 1]))[0][0] > 55.0, cls.name
 
 
 def test_models_argument_restricts_candidates():

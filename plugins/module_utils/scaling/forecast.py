@@ -29,7 +29,9 @@ How a forecast is made
   ``theta`` (standard Theta: SES with half the fitted drift), and with a season
   ``seasonal_naive`` (same time yesterday), ``seasonal_ets`` and ``seasonal_theta``
   (the same models fitted on the seasonally adjusted series, the indices added back).
-* Each member's parameters are estimated once, by statsmodels, on the fit window.
+* Each member's parameters are estimated once, by statsmodels, on the fit window; the
+  smoothing constants of ETS and Theta are at least ``MIN_SMOOTHING`` (0.05), so that a
+  level fitted on a flat, noisy stretch still follows a change after it.
   With those parameters fixed, each member forecasts from every origin of the
   calibration window (rolling origin, only the model state is updated), so every
   error there is out of sample.
@@ -70,6 +72,9 @@ COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
 RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours (the weights)...
 INTERVAL_HALF_LIFE_SECONDS = 3600        # ...and every hour for the interval, which must follow a fresh change
 SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
+# The smallest smoothing constant ETS and Theta may use: fitted on a flat, noisy stretch the best constant is 0, and a
+# level smoothed with 0 never follows a change after it (benchmarks/fresh_ramp.py); 0.05 forgets within about 20 steps.
+MIN_SMOOTHING = 0.05
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
@@ -248,8 +253,8 @@ class _ETS(object):
     def __init__(self, libs, y, fit_end, horizon, season=None):
         np = libs.np
         import pandas as pd  # a statsmodels dependency; ETSModel's predictions need an index
-        res = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add',
-                            damped_trend=True).fit(disp=False)
+        res = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add', damped_trend=True,
+                            bounds={'smoothing_level': (MIN_SMOOTHING, 0.9999)}).fit(disp=False)
         p = dict(zip(res.model.param_names, np.asarray(res.params, dtype=float)))
         self.alpha = p['smoothing_level']
         self.beta = p['smoothing_trend']
@@ -292,7 +297,7 @@ class _Theta(object):
         self.b0 = float(np.linalg.lstsq(design, yf, rcond=None)[0][1])
         ses = libs.SimpleExpSmoothing(yf, initialization_method='known', initial_level=float(yf[0])).fit()
         alpha = float(ses.params['smoothing_level'])
-        self.alpha = min(max(alpha, 1e-6), 1.0)
+        self.alpha = min(max(alpha, MIN_SMOOTHING), 1.0)
         # SES with the level initialised at the first value, as statsmodels does.
         n = len(y)
         self.ses = np.empty(n)      # one-step SES forecast made after observing y[t]
