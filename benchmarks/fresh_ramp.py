@@ -48,12 +48,12 @@ def main():
     print('| step | history | noise | last value | mean +20 min | upper 30%% | upper 50%% | upper 80%% | '
           'reaches high at level %.1f |' % DEFAULT_LEVEL)
     print('|---|---|---|---|---|---|---|---|---|')
+    others = [lv for lv in LEVELS if lv != DEFAULT_LEVEL]       # as bands of the same forecast
     for step in (60, 300):
         for days in (1, 7):
             for noise in (0.0, args.noise):
                 values = ramp(step, days * 86400, noise, args.seed)
                 horizon = HORIZON_SECONDS // step
-                others = [lv for lv in LEVELS if lv != DEFAULT_LEVEL]
                 fc = forecast_series(values, step, horizon, level=DEFAULT_LEVEL, bands=others)
                 upper = dict([(DEFAULT_LEVEL, fc['upper'])] + [(b['level'], b['upper']) for b in fc['bands']])
                 reaches = max(fc['upper']) >= args.high

@@ -66,6 +66,11 @@ AGGREGATE_SET = 'load'    # --aggregates
 DATASETS = ('bitbrains', 'datacenter')
 
 
+def band_key(level):
+    """A cached band's key: its level, as the cache files' JSON object keys hold it."""
+    return '%.2f' % level
+
+
 def series_names(dataset, limit=None):
     if dataset == 'bitbrains':
         return _traces.vm_names(limit)
@@ -130,7 +135,7 @@ def precompute(job):
         fc = forecast_series(values[max(0, t + 1 - WEEK):t + 1], _traces.STEP, HORIZON, level=0.8, bands=BANDS)
         out['steps'][t] = [[round(v, 4) for v in fc['mean']], [round(v, 4) for v in fc['upper']],
                            [round(v, 4) for v in fc['lower']], fc['model'],
-                           dict(('%.2f' % b['level'], [round(v, 4) for v in b['upper']]) for b in fc['bands'])]
+                           dict((band_key(b['level']), [round(v, 4) for v in b['upper']]) for b in fc['bands'])]
     os.makedirs(CACHE, exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'w') as fh:
@@ -254,8 +259,8 @@ def simulate_policy(decide, values, unit, steps, forecasts, scaling, level):
         sim.tick(t, u)
         mean, upper, lower, model = forecasts[t][:4]
         bands = forecasts[t][4] if len(forecasts[t]) > 4 else {}
-        if '%.2f' % level in bands:
-            upper = bands['%.2f' % level]          # the forecaster's own interval at this level
+        if band_key(level) in bands:
+            upper = bands[band_key(level)]         # the forecaster's own interval at this level
         elif level != 0.8:                         # not cached: the 80% interval scaled as a Gaussian's would be
             upper = [m + (up - m) * zl / z80 for m, up in zip(mean, upper)]
         now = t * _traces.STEP

@@ -593,10 +593,12 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     valid &= obs[tgt_c]                          # score only on observed (not interpolated) values
     actual = yw[tgt_c]
     last = np.array([len(yw) - 1])
-    half_life = max(1.0, RECENCY_HALF_LIFE_SECONDS / float(step_seconds))
-    recency = 0.5 ** ((origins[-1] - origins) / half_life)      # newest origin: 1
+
+    def decay(half_life_seconds):
+        """One weight per origin, halving every ``half_life_seconds`` back from the newest (weight 1)."""
+        return 0.5 ** ((origins[-1] - origins) / max(1.0, half_life_seconds / float(step_seconds)))
+    recency = decay(RECENCY_HALF_LIFE_SECONDS)         # the members' weights
     w_err = np.where(valid, recency[:, None], 0.0)
-    recent_int = 0.5 ** ((origins[-1] - origins) / max(1.0, INTERVAL_HALF_LIFE_SECONDS / float(step_seconds)))
 
     def mae(f):
         return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
@@ -667,7 +669,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         name = names[weights.index(1.0)]
     if len(names) > 1:
         scores['combination'] = mae(f)
-    offsets = _conformal(np, actual - f, valid, levels, recent_int)
+    offsets = _conformal(np, actual - f, valid, levels, decay(INTERVAL_HALF_LIFE_SECONDS))
     extra.update(backtest=scores, members=names, interval='conformal',
                  weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
     return _result(np, name, mean, offsets, nonneg, gap, extra, levels)

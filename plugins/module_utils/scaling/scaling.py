@@ -425,9 +425,10 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.report import OUTER_LEVEL
 
     def forecaster(values, step, horizon, level=0.8):
-        # the report draws the wider OUTER_LEVEL interval around the policy's (the same calibration, no other fit)
+        # a report draws the wider OUTER_LEVEL interval around the policy's (the same calibration, no other fit)
+        wider = report is not None and level < OUTER_LEVEL
         return forecast_utils.forecast_series(values, step, horizon, level=level, models=models,
-                                              bands=[OUTER_LEVEL] if level < OUTER_LEVEL else [])
+                                              bands=[OUTER_LEVEL] if wider else [])
 
     out = []
     for entry in plan.get('scaling') or []:
