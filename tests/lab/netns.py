@@ -281,9 +281,14 @@ class UdpEndpoint(_Worker):
 
 
 class PacketCounter(_Worker):
-    """Counts frames seen on one device (both directions) that satisfy ``match(frame)``."""
+    """Counts frames seen on one device (both directions) that satisfy ``match(frame)``.
 
-    def __init__(self, sock, match=None, keep=0):
+    ``dev``: only frames of that device count. A packet socket receives every device's frames from its creation until
+    its bind takes effect (packet(7)), so a frame of another device (e.g. loopback) can be queued first.
+    """
+
+    def __init__(self, sock, match=None, keep=0, dev=None):
+        self.dev = dev
         self.match = match or (lambda f: True)
         self.count = 0
         self.seen = 0
@@ -292,6 +297,8 @@ class PacketCounter(_Worker):
         super().__init__(sock)
 
     def _handle(self, data, addr):
+        if self.dev is not None and addr[0] != self.dev:
+            return
         frame = parse_frame(data, outgoing=addr[2] == PACKET_OUTGOING)
         with self._lock:
             self.seen += 1
@@ -525,7 +532,7 @@ class Lab:
             s.bind((dev, ETH_P_ALL))
             s.setblocking(False)
             return s
-        pc = PacketCounter(in_netns(ns, make), match=match, keep=keep)
+        pc = PacketCounter(in_netns(ns, make), match=match, keep=keep, dev=dev)
         self._workers.append(pc)
         return pc
 
