@@ -504,20 +504,25 @@ def _given(upper, last, n=20):
                     'forecast': {'mean': list(upper), 'lower': list(upper), 'upper': list(upper), 'model': 'naive'}}}
 
 
+def _decide(upper, last, scaling=SCALING, current=HOR, **kw):
+    """decide() on a given forecast ``upper`` and last load ``last`` (the forecaster must not run)."""
+    return policy.decide(scaling, current, _given(upper, last), NOW, forecaster=_refuse, **kw)
+
+
 def test_scale_up_is_sized_by_the_forecast_when_new_capacity_arrives():
     # a spike in the next 4 minutes only: a clone decided now (provision 5m) serves load from minute 5, too late
     spike_then_calm = [14.0] * 4 + [10.0] * 11
-    d = policy.decide(SCALING, HOR, _given(spike_then_calm, 10.0), NOW, forecaster=_refuse)
+    d = _decide(spike_then_calm, 10.0)
     assert d['action'] == 'none', d['reason']
     assert d['sizing'][0]['predicted'] == 4 and d['sizing'][0]['peak'] == 10.0
     # with clones that serve load within a minute, the same spike is worth scaling for: ceil(14 / 2.8) = 5
     fast = dict(SCALING, provision='1m')
-    d = policy.decide(fast, HOR, _given(spike_then_calm, 10.0), NOW, forecaster=_refuse)
+    d = _decide(spike_then_calm, 10.0, scaling=fast)
     assert d['action'] == 'scale_up' and d['target'] == {'instances': 5} and d['signal'] == 'forecast'
     assert d['crossing_time'] == NOW + STEP
     # load that arrives after minute 5 is sized by its peak over +5m..+15m: ceil(16.5 / 2.8) = 6
     later = [10.0] * 4 + [12.0] * 5 + [16.5] * 6
-    d = policy.decide(SCALING, HOR, _given(later, 10.0), NOW, forecaster=_refuse)
+    d = _decide(later, 10.0)
     assert d['action'] == 'scale_up' and d['target'] == {'instances': 6}
     assert d['signal'] == 'forecast' and d['crossing_time'] == NOW + 5 * STEP
     assert d['reason'].startswith("cpu sized by the forecast at arrival: upper bound over +5m..+15m peaks at "
@@ -528,7 +533,7 @@ def test_scale_up_is_sized_by_the_forecast_when_new_capacity_arrives():
 
 def test_target_tracking_sizes_when_the_forecast_says_less():
     # the last load, 15 cores, needs ceil(15 / 2.8) = 6 now; the forecast (wrongly) expects 10
-    d = policy.decide(SCALING, HOR, _given([10.0] * 15, 15.0), NOW, forecaster=_refuse)
+    d = _decide([10.0] * 15, 15.0)
     assert d['action'] == 'scale_up' and d['target'] == {'instances': 6}
     assert d['signal'] == 'target' and d['crossing_time'] == NOW
     z = d['sizing'][0]
@@ -538,33 +543,33 @@ def test_target_tracking_sizes_when_the_forecast_says_less():
 
 def test_target_tracking_tolerance_band():
     # 12.2 cores on 4 x 2.8 = 11.2: 9% over high, inside the 10% band: target tracking keeps 4
-    d = policy.decide(SCALING, HOR, _given([10.0] * 15, 12.2), NOW, forecaster=_refuse)
+    d = _decide([10.0] * 15, 12.2)
     assert d['sizing'][0]['reactive'] == 4 and d['action'] == 'none', d['reason']
     # 12.4 cores: 11% over: 5
-    d = policy.decide(SCALING, HOR, _given([10.0] * 15, 12.4), NOW, forecaster=_refuse)
+    d = _decide([10.0] * 15, 12.4)
     assert d['sizing'][0]['reactive'] == 5 and d['action'] == 'scale_up' and d['signal'] == 'target'
     wide = dict(SCALING, tolerance=0.2)
-    d = policy.decide(wide, HOR, _given([10.0] * 15, 12.4), NOW, forecaster=_refuse)
+    d = _decide([10.0] * 15, 12.4, scaling=wide)
     assert d['action'] == 'none'
     # the forecast floor has no band: a peak over high at arrival is what it is for (as in AWS predictive scaling)
-    d = policy.decide(SCALING, HOR, _given([11.5] * 15, 10.0), NOW, forecaster=_refuse)
+    d = _decide([11.5] * 15, 10.0)
     assert d['sizing'][0]['predicted'] == 5 and d['signal'] == 'forecast'
 
 
 def test_scale_down_hysteresis_midway_between_low_and_high():
     # 8 cores fit 3 instances at high (8 / 2.8 = 2.9) but not at the midpoint 50% (8 / 2.0 = 4): no scale-down,
     # which would put 3 instances at 67%, a breath from scaling up again
-    d = policy.decide(SCALING, HOR, _given([8.0] * 15, 8.0), NOW, forecaster=_refuse)
+    d = _decide([8.0] * 15, 8.0)
     assert d['action'] == 'none' and d['sizing'][0]['down'] == 4, d['reason']
     assert d['recommendations'] == [{'time': NOW, 'instances': 4}]
     # 6 cores: 3 instances at 50%: down to 3
-    d = policy.decide(SCALING, HOR, _given([6.0] * 15, 6.0), NOW, forecaster=_refuse)
+    d = _decide([6.0] * 15, 6.0)
     assert d['action'] == 'scale_down' and d['target'] == {'instances': 3} and d['signal'] == 'forecast_low'
     # the forecast's upper bound until a replacement could serve (provision, 5m) holds it: a removed instance is
     # gone at once; later load is for a scale-up to meet
-    d = policy.decide(SCALING, HOR, _given([6.0] * 4 + [8.0] + [6.0] * 10, 6.0), NOW, forecaster=_refuse)
+    d = _decide([6.0] * 4 + [8.0] + [6.0] * 10, 6.0)
     assert d['action'] == 'none'
-    d = policy.decide(SCALING, HOR, _given([6.0] * 5 + [8.0] + [6.0] * 9, 6.0), NOW, forecaster=_refuse)
+    d = _decide([6.0] * 5 + [8.0] + [6.0] * 9, 6.0)
     assert d['action'] == 'scale_down'
     # and so does the load observed over the last `duration` (5 minutes)
     metrics = _given([6.0] * 15, 6.0)
@@ -576,20 +581,20 @@ def test_scale_down_hysteresis_midway_between_low_and_high():
 def test_scale_down_goes_in_steps_and_waits_for_the_window():
     big = {'instances': 8, 'capacity': {'cpu': CORES}}
     # 1 core fits 1 instance; at most half of the 8 go at once
-    d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
+    d = _decide([1.0] * 15, 1.0, current=big)
     assert d['action'] == 'scale_down' and d['target'] == {'instances': 4}, d['reason']
     assert d['reason'].endswith('8 -> 4 instances (by step_down 50%)')
-    d = policy.decide(dict(SCALING, step_down=0.25), big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
+    d = _decide([1.0] * 15, 1.0, scaling=dict(SCALING, step_down=0.25), current=big)
     assert d['target'] == {'instances': 6}
-    d = policy.decide(dict(SCALING, step_down=1.0), big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
+    d = _decide([1.0] * 15, 1.0, scaling=dict(SCALING, step_down=1.0), current=big)
     assert d['target'] == {'instances': 2}                    # instances.min
     # a down size of 6 recommended 9 minutes ago (inside the 10m window) holds the scale-down at 6
     recent = [{'time': NOW - 9 * 60, 'instances': 6}]
-    d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
+    d = _decide([1.0] * 15, 1.0, current=big, recommendations=recent)
     assert d['target'] == {'instances': 6} and d['reason'].endswith('(by stabilisation window)')
     # 11 minutes ago: outside the window
     recent = [{'time': NOW - 11 * 60, 'instances': 6}]
-    d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
+    d = _decide([1.0] * 15, 1.0, current=big, recommendations=recent)
     assert d['target'] == {'instances': 4}
 
 
@@ -597,29 +602,25 @@ def test_every_action_moves_at_least_min_step():
     big = {'instances': 8, 'capacity': {'cpu': CORES}}
     # a window that holds 7 of 8: removing one is less than a quarter of 8 (2), so it waits
     recent = [{'time': NOW - 9 * 60, 'instances': 7}]
-    d = policy.decide(SCALING, big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse, recommendations=recent)
+    d = _decide([1.0] * 15, 1.0, current=big, recommendations=recent)
     assert d['action'] == 'none' and d['blocked_by'] == 'min_step', d['reason']
     assert d['reason'].endswith('but 8 -> 7 removes less than min_step 25% (2)')
     # without the minimum the one instance goes
-    d = policy.decide(dict(SCALING, min_step=0), big, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse,
-                      recommendations=recent)
+    d = _decide([1.0] * 15, 1.0, scaling=dict(SCALING, min_step=0), current=big, recommendations=recent)
     assert d['action'] == 'scale_down' and d['target'] == {'instances': 7}
     # a step to instances.min is never held (2 -> ... here min is 2: 3 -> 2 removes one of 3, a quarter is 1)
     three = {'instances': 3, 'capacity': {'cpu': CORES}}
-    d = policy.decide(dict(SCALING, min_step=0.5), three, _given([1.0] * 15, 1.0), NOW, forecaster=_refuse)
+    d = _decide([1.0] * 15, 1.0, scaling=dict(SCALING, min_step=0.5), current=three)
     assert d['action'] == 'scale_down' and d['target'] == {'instances': 2}
     # a scale-up of one on 8 instances adds two: 8 x 2.8 = 22.4 cores at high; 25 cores (12% over) need 9
-    d = policy.decide(dict(SCALING, instances={'min': 2, 'max': 16}), big, _given([20.0] * 15, 25.0), NOW,
-                      forecaster=_refuse)
+    d = _decide([20.0] * 15, 25.0, scaling=dict(SCALING, instances={'min': 2, 'max': 16}), current=big)
     assert d['action'] == 'scale_up' and d['target'] == {'instances': 10}, d['reason']
     assert d['reason'].endswith('8 -> 10 instances (min_step 25%)')
     # ... never beyond instances.max
-    d = policy.decide(dict(SCALING, instances={'min': 2, 'max': 9}), big, _given([20.0] * 15, 25.0), NOW,
-                      forecaster=_refuse)
+    d = _decide([20.0] * 15, 25.0, scaling=dict(SCALING, instances={'min': 2, 'max': 9}), current=big)
     assert d['target'] == {'instances': 9} and d['reason'].endswith('8 -> 9 instances')
     # small services move by one, as before
-    d = policy.decide(SCALING, {'instances': 3, 'capacity': {'cpu': CORES}}, _given([9.5] * 15, 8.0), NOW,
-                      forecaster=_refuse)
+    d = _decide([9.5] * 15, 8.0, current={'instances': 3, 'capacity': {'cpu': CORES}})
     assert d['target'] == {'instances': 4}
 
 
