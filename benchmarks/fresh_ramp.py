@@ -16,6 +16,7 @@ with ``bands``), and whether the upper bound at the policy's level reaches ``hig
 """
 import argparse
 import random
+import statistics
 
 import _traces
 
@@ -26,18 +27,37 @@ LEVELS = (0.3, 0.5, 0.8)
 
 def ramp(step, history_seconds, noise, seed, start=0.30, end=0.68):
     """Flat at ``start``, then a straight rise to ``end`` over the last hour (its last value is the newest point)."""
-    rnd = random.Random(seed)
     n = history_seconds // step
     rise = RISE_SECONDS // step
-    values = [start] * (n - rise) + [start + (end - start) * i / float(rise - 1) for i in range(rise)]
+    return noisy([start] * (n - rise) + [start + (end - start) * i / float(rise - 1) for i in range(rise)], noise, seed)
+
+
+def flat(step, history_seconds, noise, seed, level=0.68):
+    """The control: at ``level`` all along, near ``high`` but not rising."""
+    return noisy([level] * (history_seconds // step), noise, seed)
+
+
+def step_up(step, history_seconds, noise, seed, start=0.30, end=0.68, ago=1800):
+    """The other control: a level shift from ``start`` to ``end`` ``ago`` seconds back, flat since."""
+    n = history_seconds // step
+    after = ago // step
+    return noisy([start] * (n - after) + [end] * after, noise, seed)
+
+
+def noisy(values, noise, seed):
+    rnd = random.Random(seed)
     return [v + rnd.gauss(0.0, noise) if noise else v for v in values]
+
+
+SHAPES = (('ramp', ramp), ('flat 68%', flat), ('step 30 min ago', step_up))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     ap.add_argument('--high', type=float, default=0.75)
     ap.add_argument('--noise', type=float, default=0.02, help='standard deviation of the noisy cases (default 0.02)')
-    ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--seed', type=int, default=1, help='first noise seed')
+    ap.add_argument('--seeds', type=int, default=20, help='noise draws per noisy case (default 20)')
     args = ap.parse_args()
     _traces.import_collection()
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
@@ -45,22 +65,29 @@ def main():
 
     print('fresh ramp: flat 30%%, then 30%% -> 68%% over the last hour; high %.0f%%, horizon %d min; the policy '
           'tests the upper bound of the %.0f%% interval' % (100 * args.high, HORIZON_SECONDS // 60, 100 * DEFAULT_LEVEL))
-    print('| step | history | noise | last value | mean +20 min | upper 30%% | upper 50%% | upper 80%% | '
+    print('| shape | step | history | noise | last value | mean +20 min | upper 30%% | upper 50%% | upper 80%% | '
           'reaches high at level %.1f |' % DEFAULT_LEVEL)
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     others = [lv for lv in LEVELS if lv != DEFAULT_LEVEL]       # as bands of the same forecast
-    for step in (60, 300):
-        for days in (1, 7):
-            for noise in (0.0, args.noise):
-                values = ramp(step, days * 86400, noise, args.seed)
-                horizon = HORIZON_SECONDS // step
-                fc = forecast_series(values, step, horizon, level=DEFAULT_LEVEL, bands=others)
-                upper = dict([(DEFAULT_LEVEL, fc['upper'])] + [(b['level'], b['upper']) for b in fc['bands']])
-                reaches = max(fc['upper']) >= args.high
-                print('| %d s | %d d | %.2f | %.3f | %.3f | %s | %s |' % (
-                    step, days, noise, values[-1], fc['mean'][-1],
-                    ' | '.join('%.3f' % upper[lv][-1] if lv in upper else '-' for lv in LEVELS),
-                    'yes' if reaches else '**no**'))
+    for shape, make in SHAPES:
+        for step in (60, 300):
+            for days in (1, 7):
+                for noise in (0.0, args.noise):
+                    seeds = range(args.seed, args.seed + (args.seeds if noise else 1))
+                    runs = [one(forecast_series, make(step, days * 86400, noise, seed), step, DEFAULT_LEVEL, others,
+                                args.high) for seed in seeds]
+                    cols = [statistics.median(r[k] for r in runs) for k in range(len(runs[0]) - 1)]
+                    hits = sum(r[-1] for r in runs)
+                    print('| %s | %d s | %d d | %.2f | %s | %s |' % (
+                        shape, step, days, noise, ' | '.join('%.3f' % c for c in cols),
+                        ('yes' if hits else 'no') if len(runs) == 1 else '%d of %d' % (hits, len(runs))))
+
+
+def one(forecast_series, values, step, level, others, high):
+    """(last value, mean, upper bound per LEVELS at +20 minutes, whether the upper bound at ``level`` reaches high)."""
+    fc = forecast_series(values, step, HORIZON_SECONDS // step, level=level, bands=others)
+    upper = dict([(level, fc['upper'])] + [(b['level'], b['upper']) for b in fc['bands']])
+    return (values[-1], fc['mean'][-1]) + tuple(upper[lv][-1] for lv in LEVELS) + (max(fc['upper']) >= high,)
 
 
 if __name__ == '__main__':

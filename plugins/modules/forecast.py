@@ -99,6 +99,9 @@ options:
         C(seasonal_naive) and C(seasonal_theta)). C(seasonal_ets) is ETS on the deseasonalised series (slower).
       - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
         shows a daily season.
+      - A C(drift) member (the last value plus the last hour's slope) joins on its own when nearly every one-step
+        error of the last hour has one sign (Trigg's tracking signal), that is on a fresh ramp or level shift
+        that every other member lags.
     type: list
     elements: str
     choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta]

@@ -34,16 +34,21 @@ def test_linear_ramp_is_extrapolated():
     values = [5.0 + 2.0 * t for t in range(600)]
     res = forecast_series(values, STEP, 15)
     _shape_ok(res, 15)
-    assert res['model'] == 'combination' and res['members'] == ['naive', 'ets', 'theta']
-    assert res['interval'] == 'conformal'
+    assert res['model'] == 'combination' and res['interval'] == 'conformal'
+    # damped ETS and Theta lag a ramp the whole series long: every one-step error of the last hour is positive,
+    # the drift member joins and, exact on a straight line, takes all the weight
+    assert res['tracking'] and res['tracking_signal'] == 1.0
+    assert res['members'] == ['naive', 'ets', 'theta', 'drift'] and res['weights']['drift'] > 0.99
     expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
-    for h, (got, want) in enumerate(zip(res['mean'], expected)):
-        # damped ETS keeps most of the slope and standard Theta half of it: their mean keeps
-        # more than half the rise (naive: none of it) and never overshoots
-        rise, true_rise = got - values[-1], want - values[-1]
-        assert 0.5 * true_rise <= rise <= true_rise + 0.5
+    assert res['mean'] == pytest.approx(expected, abs=0.01)
     # naive would be flat: the combination beats it on the calibration window
     assert res['backtest']['combination'] < res['backtest']['naive']
+    # without the tracking signal the damped members keep more than half the rise and never overshoot
+    plain = forecast_series(values, STEP, 15, combine='inverse_error')
+    assert not plain['tracking'] and plain['members'] == ['naive', 'ets', 'theta']
+    for got, want in zip(plain['mean'], expected):
+        rise, true_rise = got - values[-1], want - values[-1]
+        assert 0.5 * true_rise <= rise <= true_rise + 0.5
 
 
 def test_noisy_ramp_upper_bound_rises():
@@ -329,12 +334,21 @@ def test_theta_matches_statsmodels_theta_model():
     assert np.allclose(got, want, rtol=1e-3)
 
 
+def _fresh_ramp(step=60, noise=0.0, seed=1):
+    """A day flat at 30%, then a one-hour ramp to 68%: benchmarks/fresh_ramp.py's case."""
+    rnd = random.Random(seed)
+    rise = 3600 // step
+    values = [0.30] * (86400 // step - rise) + [0.30 + 0.38 * i / (rise - 1) for i in range(rise)]
+    return [v + rnd.gauss(0, noise) for v in values] if noise else values
+
+
 def test_recent_calibration_errors_weigh_more(monkeypatch):
-    """A day flat at 30%, then a clean one-hour ramp to 68% (one-minute steps): most of the calibration window is
-    flat, but its last hour is not, and the interval must show it (the ramp continues to about 81% in 20 minutes)."""
-    ramp = [0.30 + 0.38 * i / 59 for i in range(60)]
-    values = [0.30] * (1440 - 60) + ramp
+    """Most of the calibration window is flat, but its last hour is not, and the interval must show it (the ramp
+    continues to about 81% in 20 minutes). The tracking signal is off here: this is the recency weights' part."""
+    monkeypatch.setattr(forecast_utils, 'TRACKING_LIMIT', 2.0)
+    values = _fresh_ramp(60)
     res = forecast_series(values, 60, 20, level=0.5, bands=[0.3])
+    assert not res['tracking'] and res['tracking_signal'] == 1.0
     assert res['upper'][-1] > 0.78
     assert res['weights']['ets'] > res['weights']['theta']
     # the damped members' mean lags the ramp (about 72% at +20 minutes), but the interval's one-hour half-life gives
@@ -345,6 +359,48 @@ def test_recent_calibration_errors_weigh_more(monkeypatch):
     monkeypatch.setattr(forecast_utils, 'INTERVAL_HALF_LIFE_SECONDS', 1e12)
     flat = forecast_series(values, 60, 20, level=0.5)
     assert flat['upper'][-1] < 0.75
+
+
+@pytest.mark.parametrize('step', [60, 300])
+def test_tracking_signal_lets_the_mean_follow_a_fresh_noisy_ramp(monkeypatch, step):
+    """After a flat, noisy day the smoothing members weigh most and their level lags a fresh ramp: the mean fell
+    below the last value. Trigg's tracking signal sees nearly every recent one-step error positive, the drift
+    member joins, and the mean keeps rising toward the straight line's 81% at +20 minutes."""
+    horizon = 1200 // step
+    reached = 0
+    for seed in range(1, 6):
+        values = _fresh_ramp(step, noise=0.02, seed=seed)
+        res = forecast_series(values, step, horizon, level=0.3)
+        assert res['tracking'] and res['tracking_signal'] >= forecast_utils.TRACKING_LIMIT
+        assert res['weights']['drift'] > 0.3
+        assert res['mean'][-1] > values[-1] + 0.02
+        reached += res['upper'][-1] >= 0.75
+        with monkeypatch.context() as m:
+            m.setattr(forecast_utils, 'TRACKING_LIMIT', 2.0)
+            lagging = forecast_series(values, step, horizon, level=0.3)
+        assert 'drift' not in lagging['members'] and lagging['mean'][-1] < values[-1]
+    assert reached >= 4
+
+
+def test_tracking_signal_stays_quiet_without_a_change():
+    """Noise around a level near high, and a level shift half an hour ago: no fresh trend to follow."""
+    rnd = random.Random(4)
+    flat = [0.68 + rnd.gauss(0, 0.02) for dummy in range(1440)]
+    res = forecast_series(flat, 60, 20, level=0.3)
+    assert not res['tracking'] and abs(res['tracking_signal']) < forecast_utils.TRACKING_LIMIT
+    assert res['upper'][-1] < 0.75 and 'drift' not in res['members']
+    shifted = [0.30 + rnd.gauss(0, 0.02) for dummy in range(1410)] + [0.68 + rnd.gauss(0, 0.02) for dummy in range(30)]
+    res = forecast_series(shifted, 60, 20, level=0.3)
+    assert res['upper'][-1] < 0.75
+
+
+def test_tracking_signal_values():
+    np = forecast_utils._libs().np
+    assert forecast_utils.tracking_signal(np, np.array([1.0, 2.0, 1.0])) == 1.0
+    assert forecast_utils.tracking_signal(np, np.array([-1.0, -3.0])) == -1.0
+    assert forecast_utils.tracking_signal(np, np.array([1.0, -1.0, 2.0])) == 0.5
+    assert forecast_utils.tracking_signal(np, np.array([])) == 0.0
+    assert forecast_utils.tracking_signal(np, np.zeros(5)) == 0.0
 
 
 def _hourly_jobs(days, seed=3):

@@ -41,6 +41,13 @@ How a forecast is made
   outright (choosing one on a day's backtest generalises worse: benchmarks/README.md).
   Errors from recent origins weigh more (half-life 2 hours), so a change of
   behaviour inside the calibration day (a ramp that started an hour ago) shows.
+* A change the day's weights cannot see yet: when Trigg's tracking signal of the
+  combination's last hour of one-step errors (their sum over the sum of their absolute
+  values, at least 8 of them) reaches ``TRACKING_LIMIT`` (0.9) either way, every member
+  lags it (after a flat day the smoothing members weigh most, and their level follows a
+  fresh ramp slowly). Then a ``drift`` member (the last value plus the slope over the last
+  hour) joins, and the weights come from the last hour's errors only; the interval is
+  calibrated on that combination's errors as always.
 * The prediction interval is split conformal: the (recency-weighted) quantiles of
   the combination's own calibration errors at each horizon step, at
   (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
@@ -75,6 +82,9 @@ SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
 # The smallest smoothing constant ETS and Theta may use: fitted on a flat, noisy stretch the best constant is 0, and a
 # level smoothed with 0 never follows a change after it (benchmarks/fresh_ramp.py); 0.05 forgets within about 20 steps.
 MIN_SMOOTHING = 0.05
+TRACKING_LIMIT = 0.9                     # Trigg's tracking signal over the last hour's one-step errors...
+TRACKING_SECONDS = 3600                  # ...(at least MIN_TRACKING_ORIGINS of them): beyond the limit the
+MIN_TRACKING_ORIGINS = 8                 # combination lags a change, and the drift member joins
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
@@ -317,6 +327,20 @@ class _Theta(object):
         return self.ses[origins][:, None] + drift
 
 
+class _Drift(object):
+    """The last value plus the slope over the last ``lag`` steps (the random walk with drift, its drift local)."""
+    name = 'drift'
+
+    def __init__(self, y, horizon, lag):
+        self.y = y
+        self.lag = lag
+        self.steps = _Libs.np.arange(1, horizon + 1, dtype=float)
+
+    def forecasts(self, origins):
+        slope = (self.y[origins] - self.y[origins - self.lag]) / float(self.lag)
+        return self.y[origins][:, None] + slope[:, None] * self.steps[None, :]
+
+
 _CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
 
 
@@ -487,6 +511,28 @@ def _conformal(np, errors, valid, levels, recency):
     return list(zip(lo, hi))
 
 
+def tracking_signal(np, errors):
+    """Trigg's tracking signal of ``errors``: their sum over the sum of their absolute values, from -1 (every
+    forecast too high) to 1 (every forecast too low); 0 when there are none (Trigg 1964, over a window instead
+    of exponentially smoothed)."""
+    total = float(np.sum(np.abs(errors))) if len(errors) else 0.0
+    return float(np.sum(errors)) / total if total > 0 else 0.0
+
+
+def _weights(names, combine, sq, scores):
+    """The combination's weights (summing to 1) from the members' calibration MSE ``sq`` or MAE ``scores``."""
+    if combine == 'equal':
+        inv = [1.0] * len(names)
+    elif combine == 'inverse_mse':
+        inv = [1.0 / max(sq[nm], 1e-300) for nm in names]
+    elif combine == 'best':
+        best = min(names, key=lambda k: scores[k])
+        inv = [1.0 if nm == best else 0.0 for nm in names]
+    else:
+        inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
+    return [v / sum(inv) for v in inv]
+
+
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                     fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
                     combine='inverse_mse', bands=()):
@@ -525,7 +571,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         (recency-weighted mean absolute error over the calibration window per member, of the
         combination and of naive; empty when the series is too short) and ``origin_gap``
         (trailing gap steps that were skipped), ``bands`` (per level of ``bands``: ``level``, ``lower``,
-        ``upper``).
+        ``upper``), ``tracking_signal`` (Trigg's, of the last hour's one-step errors: -1..1) and ``tracking``
+        (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -553,7 +600,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
     extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
-             'hourly': False, 'interval': 'gaussian'}
+             'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0}
 
     if np.ptp(y) == 0.0:
         return _result(np, 'naive', np.full(horizon, y[-1]), [(np.zeros(horizon), np.zeros(horizon))] * len(levels),
@@ -603,8 +650,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     def mae(f):
         return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
 
-    def mse(f):
-        return float(np.sum((f - actual) ** 2 * w_err) / max(np.sum(w_err), 1e-300))
+    def mse(f, w=w_err):
+        return float(np.sum((f - actual) ** 2 * w) / max(np.sum(w), 1e-300))
 
     seasonal = bool(season_ok and (deseasonalize if deseasonalize is not None else is_seasonal(np, yw[fs:fe], season)))
     # indices estimated on the fit window only; phase p of yw is (p - fs) mod len(prof)
@@ -652,17 +699,24 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         return _result(np, 'naive', naive.forecasts(last)[0], _gaussian(levels, naive.sd()), nonneg, gap, extra, levels)
     names = [name for name in MODELS if name in cal]
     # Weights inversely proportional to each member's out-of-sample error over the calibration window.
-    if combine == 'equal':
-        inv = [1.0] * len(names)
-    elif combine == 'inverse_mse':
-        inv = [1.0 / max(sq[nm], 1e-300) for nm in names]
-    elif combine == 'best':
-        best = min(names, key=lambda k: scores[k])
-        inv = [1.0 if nm == best else 0.0 for nm in names]
-    else:
-        inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
-    weights = [v / sum(inv) for v in inv]
+    weights = _weights(names, combine, sq, scores)
     f = sum(w * cal[nm] for w, nm in zip(weights, names))
+    # Trigg's tracking signal: when nearly all of the last hour's one-step errors have one sign, every member lags
+    # a change (a fresh ramp, a level shift) that the day's weights cannot see yet. The drift member (the last
+    # value plus the last hour's slope) then joins, and the weights follow the last hour's errors only.
+    window = max(MIN_TRACKING_ORIGINS, int(round(TRACKING_SECONDS / float(step_seconds))))
+    recent = origins > origins[-1] - window
+    signal = tracking_signal(np, (actual - f)[:, 0][recent & valid[:, 0]])
+    extra.update(tracking_signal=round(signal, 4), tracking=False)
+    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and len(names) > 1 and origins[0] >= window:
+        drift = _Drift(yw, horizon, window)
+        cal['drift'], final['drift'] = drift.forecasts(origins), drift.forecasts(last)[0]
+        names.append('drift')
+        scores['drift'] = mae(cal['drift'])
+        w_recent = np.where(valid & recent[:, None], 1.0, 0.0)
+        weights = _weights(names, combine, dict((nm, mse(cal[nm], w_recent)) for nm in names), scores)
+        f = sum(w * cal[nm] for w, nm in zip(weights, names))
+        extra['tracking'] = True
     mean = sum(w * final[nm] for w, nm in zip(weights, names))
     name = names[0] if len(names) == 1 else 'combination'
     if combine == 'best':
