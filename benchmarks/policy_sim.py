@@ -47,22 +47,21 @@ CACHE = os.path.join(_traces.HERE, 'results', 'policy_forecasts')
 BANDS = (0.3, 0.5)        # interval levels cached beside the 80% one (the policy's default and its alternative)
 
 # The datacenter aggregates (_traces.aggregate_series): every column that is a load a service's instances serve
-# (CPU, memory, network, disk; not Google's cycles per instruction), each simulated as one service's load. The CPU
-# columns (named by their file's stem) alone with --aggregates cpu.
+# (CPU, memory, network, disk; not Google's cycles per instruction), each simulated as one service's load, as
+# (name, column, kind). The CPU ones alone with --aggregates cpu.
 AGGREGATES = (
-    ('alibaba', 'alibaba2018:cpu_util_percent'),
-    ('azure', 'azure:cpu_usage'),
-    ('google', 'google2019:avg_cpu'),
-    ('alibaba-mem', 'alibaba2018:mem_util_percent'),
-    ('alibaba-net_in', 'alibaba2018:net_in'),
-    ('alibaba-net_out', 'alibaba2018:net_out'),
-    ('alibaba-disk', 'alibaba2018:disk_io_percent'),
-    ('azure-mem', 'azure:assigned_mem'),
-    ('google-mem', 'google2019:avg_mem'),
-    ('google-assigned_mem', 'google2019:avg_assigned_mem'),
+    ('alibaba', 'alibaba2018:cpu_util_percent', 'cpu'),
+    ('azure', 'azure:cpu_usage', 'cpu'),
+    ('google', 'google2019:avg_cpu', 'cpu'),
+    ('alibaba-mem', 'alibaba2018:mem_util_percent', 'memory'),
+    ('alibaba-net_in', 'alibaba2018:net_in', 'net'),
+    ('alibaba-net_out', 'alibaba2018:net_out', 'net'),
+    ('alibaba-disk', 'alibaba2018:disk_io_percent', 'disk'),
+    ('azure-mem', 'azure:assigned_mem', 'memory'),
+    ('google-mem', 'google2019:avg_mem', 'memory'),
+    ('google-assigned_mem', 'google2019:avg_assigned_mem', 'memory'),
 )
-CPU_AGGREGATES = 3        # the first three
-AGGREGATE_SET = 'load'    # --aggregates
+AGGREGATE_SET = 'load'    # --aggregates: 'load' (every entry) or 'cpu'
 DATASETS = ('bitbrains', 'datacenter')
 
 
@@ -74,7 +73,7 @@ def band_key(level):
 def series_names(dataset, limit=None):
     if dataset == 'bitbrains':
         return _traces.vm_names(limit)
-    names = [a[0] for a in AGGREGATES[:CPU_AGGREGATES if AGGREGATE_SET == 'cpu' else None]]
+    names = [name for name, dummy, kind in AGGREGATES if AGGREGATE_SET == 'load' or kind == AGGREGATE_SET]
     return names[:limit] if limit else names
 
 
@@ -88,7 +87,7 @@ def load_series(dataset, name):
     """One series on the 5-minute grid (None for gaps)."""
     if dataset == 'bitbrains':
         return _traces.load_vm(name)[0]
-    return _aggregates()[dict(AGGREGATES)[name]]
+    return _aggregates()[dict((a[0], a[1]) for a in AGGREGATES)[name]]
 
 
 def sim_range(values, days):
