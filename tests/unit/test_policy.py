@@ -504,9 +504,10 @@ def _given(upper, last, n=20):
                     'forecast': {'mean': list(upper), 'lower': list(upper), 'upper': list(upper), 'model': 'naive'}}}
 
 
-def _decide(upper, last, scaling=SCALING, current=HOR, **kw):
-    """decide() on a given forecast ``upper`` and last load ``last`` (the forecaster must not run)."""
-    return policy.decide(scaling, current, _given(upper, last), NOW, forecaster=_refuse, **kw)
+def _decide(upper, last, scaling=None, current=None, **kw):
+    """decide() on a given forecast ``upper`` and last load ``last`` (the forecaster must not run); the template's
+    SCALING block and the HOR service unless given."""
+    return policy.decide(scaling or SCALING, current or HOR, _given(upper, last), NOW, forecaster=_refuse, **kw)
 
 
 def test_scale_up_is_sized_by_the_forecast_when_new_capacity_arrives():
