@@ -68,7 +68,8 @@ AGGREGATES = 'datacenter_aggregates'
 
 
 def aggregate_series(limit=None):
-    """The datacenter aggregates (300 s steps) as ``[(name, values)]``, one per numeric column.
+    """The datacenter aggregates (300 s steps) as ``[(name, values)]``, one per numeric column, named
+    ``<file's first word>:<column>`` (``alibaba2018:cpu_util_percent``).
 
     Every column of every file is a series (cpu, memory, network, disk, ...: whatever the
     file holds), except the timestamp; the Alibaba file has no timestamp (row i = i x 300 s).
@@ -76,24 +77,67 @@ def aggregate_series(limit=None):
     base = os.path.join(os.path.dirname(traces_dir()), AGGREGATES)
     if not os.path.isdir(base):
         sys.exit('datacenter aggregates not found at %s' % base)
-    out = []
-    for fname in sorted(f for f in os.listdir(base) if f.endswith('.csv')):
-        with open(os.path.join(base, fname)) as fh:
-            header = fh.readline().strip().split(',')
-            rows = [line.strip().split(',') for line in fh if line.strip()]
-        stem = fname.split('_')[0]
-        for col, cname in enumerate(header):
-            if cname == 'timestamp':
-                continue
-            values = []
-            for r in rows:
-                try:
-                    v = float(r[col])
-                except (ValueError, IndexError):
-                    v = None
-                values.append(v if v is not None and math.isfinite(v) else None)
-            out.append(('%s:%s' % (stem, cname), values))
+    out = [(name.split('_')[0] + name[name.index(':'):], values) for name, values in csv_series(base)]
     return out[:limit] if limit else out
+
+
+TIME_COLUMNS = ('timestamp', 'time', 'ts', 'epoch')
+
+
+def csv_series(path, limit=None):
+    """Your own traces: every numeric column of every ``.csv`` / ``.csv.gz`` file in ``path`` (a folder, or one
+    file) as ``[(name, values)]`` on the 5-minute grid, named ``<file name without .csv>:<column>``; files and
+    columns in name order, gaps ``None``.
+
+    The first line is the header. Separators: comma, semicolon or tab. A column named timestamp, time, ts or
+    epoch (UNIX seconds, or milliseconds when above 1e11) places each row on the grid, relative to the first
+    row (rows inside one step: their mean); without one, row i is i x 300 s. Cells that are not finite numbers
+    are gaps.
+    """
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(path, f) for f in os.listdir(path) if f.endswith(('.csv', '.csv.gz')))
+    if not files:
+        sys.exit('no .csv or .csv.gz files in %s' % path)
+    out = []
+    for fname in files:
+        opener = gzip.open if fname.endswith('.gz') else open
+        with opener(fname, 'rt') as fh:
+            lines = [line.strip() for line in fh if line.strip()]
+        sep = max((',', ';', '\t'), key=lines[0].count)
+        header = [h.strip().strip('"') for h in lines[0].split(sep)]
+        rows = [[c.strip() for c in line.split(sep)] for line in lines[1:]]
+        time_col = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
+        slots = list(range(len(rows)))
+        if time_col is not None:
+            stamps = [_number(r[time_col]) if time_col < len(r) else None for r in rows]
+            known = [t for t in stamps if t is not None]
+            scale = 1000.0 if known and max(known) > 1e11 else 1.0
+            t0 = min(known) if known else 0.0
+            slots = [None if t is None else int(round((t - t0) / scale / STEP)) for t in stamps]
+        stem = os.path.basename(fname)
+        stem = stem[:-len('.csv.gz')] if stem.endswith('.csv.gz') else stem[:-len('.csv')]
+        for col, cname in enumerate(header):
+            if col == time_col:
+                continue
+            sums = {}
+            for slot, r in zip(slots, rows):
+                v = _number(r[col]) if col < len(r) else None
+                if slot is not None and v is not None:
+                    acc = sums.setdefault(slot, [0.0, 0])
+                    acc[0] += v
+                    acc[1] += 1
+            if sums:
+                values = [sums[i][0] / sums[i][1] if i in sums else None for i in range(max(sums) + 1)]
+                out.append(('%s:%s' % (stem, cname), values))
+    return out[:limit] if limit else out
+
+
+def _number(cell):
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
 
 
 def percentile(xs, q):

@@ -20,7 +20,7 @@ is at least ``--acf-threshold`` (0.3). Coverage: the share of actual values insi
 same 7 days, no selection. Fit time: wall and process CPU time of one forecast_series() call (BLAS pinned
 to one thread); the machine may be shared, so the load average is printed too.
 
-    .venv/bin/python benchmarks/forecast_accuracy.py [--data bitbrains,aggregates] [--origins 48]
+    .venv/bin/python benchmarks/forecast_accuracy.py [--data bitbrains,aggregates|csv:PATH] [--origins 48]
 """
 import argparse
 import math
@@ -117,6 +117,8 @@ def gmean(xs):
 def load(data, limit, metric):
     if data == 'bitbrains':
         return [('vm' + name, _traces.load_vm(name, _traces.COLUMNS[metric])[0]) for name in _traces.vm_names(limit)]
+    if data.startswith('csv:'):
+        return _traces.csv_series(data[len('csv:'):], limit)
     return _traces.aggregate_series(limit)
 
 
@@ -149,7 +151,9 @@ def report(data, rows, reference):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    ap.add_argument('--data', default='bitbrains,aggregates', help='comma-separated: bitbrains, aggregates')
+    ap.add_argument('--data', default='bitbrains,aggregates',
+                    help='comma-separated: bitbrains, aggregates, csv:PATH (your own traces: every numeric column of '
+                         'the .csv / .csv.gz files there, at 5-minute steps; benchmarks/README.md)')
     ap.add_argument('--series', type=int, default=None, help='only the first N series of each data set')
     ap.add_argument('--origins', type=int, default=48, help='forecast origins per series (default 48)')
     ap.add_argument('--metric', choices=sorted(_traces.COLUMNS), default='cpu', help='Bitbrains column')

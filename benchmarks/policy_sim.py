@@ -22,7 +22,7 @@ Trade-off curves: the seed rule (high swept, low = high x 3/7), target tracking 
 and the policy (cpu.high swept), one point per setting; --plot writes them as a PNG.
 The shadow-minus-primary seed signal is not simulated (the traces have no shadow).
 
-    .venv/bin/python benchmarks/policy_sim.py [--dataset both] [--vms N] [--jobs 2] [--plot curve.png]
+    .venv/bin/python benchmarks/policy_sim.py [--dataset both|csv:PATH] [--vms N] [--jobs 2] [--plot curve.png]
 """
 import argparse
 import functools
@@ -73,6 +73,8 @@ def band_key(level):
 def series_names(dataset, limit=None):
     if dataset == 'bitbrains':
         return _traces.vm_names(limit)
+    if dataset.startswith('csv:'):
+        return [name for name, dummy in _csv(dataset)][:limit]
     names = [name for name, dummy, kind in AGGREGATES if AGGREGATE_SET == 'load' or kind == AGGREGATE_SET]
     return names[:limit] if limit else names
 
@@ -87,6 +89,8 @@ def load_series(dataset, name):
     """One series on the 5-minute grid (None for gaps)."""
     if dataset == 'bitbrains':
         return _traces.load_vm(name)[0]
+    if dataset.startswith('csv:'):
+        return dict(_csv(dataset))[name]
     return _aggregates()[dict((a[0], a[1]) for a in AGGREGATES)[name]]
 
 
@@ -109,8 +113,27 @@ def _forecaster_id():
         return hashlib.sha256(fh.read()).hexdigest()[:10]
 
 
+@functools.lru_cache(maxsize=4)
+def _csv(dataset):
+    """Your own traces (``csv:PATH``, _traces.csv_series), parsed once per process."""
+    return _traces.csv_series(dataset[len('csv:'):])
+
+
+def _dataset_key(dataset):
+    """The cache files' name for a data set: for ``csv:PATH`` a digest of the path and of its files' sizes and
+    modification times, so that changed traces are forecast again."""
+    if not dataset.startswith('csv:'):
+        return dataset
+    import hashlib
+    path = os.path.abspath(dataset[len('csv:'):])
+    files = [path] if os.path.isfile(path) else sorted(os.path.join(path, f) for f in os.listdir(path))
+    stamp = ';'.join('%s %d %d' % (f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    return 'csv-' + hashlib.sha256(stamp.encode()).hexdigest()[:10]
+
+
 def _cache_path(dataset, name):
-    return os.path.join(CACHE, '%s-%s-%s.json' % (dataset, name, _forecaster_id()))
+    safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
+    return os.path.join(CACHE, '%s-%s-%s.json' % (_dataset_key(dataset), safe, _forecaster_id()))
 
 
 def precompute(job):
@@ -446,7 +469,9 @@ def plot(path, all_curves):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-    ap.add_argument('--dataset', choices=DATASETS + ('both',), default='both')
+    ap.add_argument('--dataset', default='both',
+                    help='bitbrains, datacenter, both (default), or csv:PATH: your own traces, every numeric column '
+                         'of the .csv / .csv.gz files there at 5-minute steps (benchmarks/README.md)')
     ap.add_argument('--aggregates', choices=('load', 'cpu'), default='load',
                     help='datacenter series: every load column (CPU, memory, network, disk: 10) or the CPU ones (3)')
     ap.add_argument('--vms', type=int, default=None, help='only the first N series of each data set (quick subset)')
@@ -480,6 +505,10 @@ def main():
                          'instead of the current one; implies --cached-only')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
+    if args.dataset not in DATASETS + ('both',) and not args.dataset.startswith('csv:'):
+        ap.error('--dataset: choose bitbrains, datacenter, both or csv:PATH')
+    if args.dataset.startswith('csv:') and not os.path.exists(args.dataset[len('csv:'):]):
+        ap.error('--dataset: %s does not exist' % args.dataset[len('csv:'):])
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
     global UNITS_START, FORECASTER_ID, AGGREGATE_SET
     AGGREGATE_SET = args.aggregates
