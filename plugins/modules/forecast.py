@@ -204,8 +204,13 @@ decisions:
       description: Newest mean utilisation of the primaries per metric (net as a fraction of C(net.high)).
       type: dict
     forecast:
-      description: Per metric, the model (C(combination), or the one member asked for), the peak of the upper bound
-        per instance within the horizon and the mean at the horizon, as utilisation.
+      description:
+        - Per metric, the model (C(combination), or the one member asked for), the peak of the upper bound
+          per instance within the horizon and the mean at the horizon, as utilisation.
+        - C(relative_mae) says how far to trust it, as AWS predictive scaling's forecast-only mode is used to
+          judge that. It is the forecast's mean absolute error over the last value's on the last day of history,
+          out of sample, recent hours weighing more. Below 1 the forecast beat the last value. It is null when the
+          history was too short to calibrate.
       type: dict
     basis_time:
       description: Time of the last scaling action recorded in PVE when the decision was made (null if none).
@@ -245,7 +250,7 @@ decisions:
       target: {instances: 3}
       instances: 2
       utilisation: {cpu: 0.62, memory: 0.5, net: 0.01}
-      forecast: {cpu: {model: combination, peak_upper: 0.78, mean_at_horizon: 0.74}}
+      forecast: {cpu: {model: combination, peak_upper: 0.78, mean_at_horizon: 0.74, relative_mae: 0.81}}
       reason: "cpu forecast upper bound 78% per instance crosses high 70% in 7m: 2 -> 3 instances"
 history:
   description:

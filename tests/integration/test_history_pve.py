@@ -69,6 +69,8 @@ def test_fresh_controller_no_history_file_scales_out_before_high(pvesim, pve_con
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up' and decision['target'] == {'instances': 3}, decision['line']
     assert decision['utilisation']['cpu'] < 0.75 and decision['forecast']['cpu']['model'] != 'naive'
+    # on a fresh ramp the forecast did better than the last value over its calibration day
+    assert 0 < decision['forecast']['cpu']['relative_mae'] < 1, decision['forecast']
     assert f['history']['backend'] == 'pve' and f['history']['path'] is None
     # Requests: VMs (2 web primaries + the shadow) x timeframes (+ the listing, counted by the module); the default
     # window is a week, so `month` is read beside `day`.

@@ -144,6 +144,16 @@ def png_size(data):
     return struct.unpack('>II', data[16:24])
 
 
+def test_the_model_line_says_how_the_forecast_did_against_the_last_value():
+    d, used = decision_and_used(3.2)
+    assert report.service_panel(d, used, NOW)['models'] == {'cpu': 'fake'}
+    d['forecast'] = {'cpu': {'model': 'fake', 'relative_mae': 0.614}}           # as scaling.forecast_plan sums it up
+    p = report.service_panel(d, used, NOW)
+    assert p['models'] == {'cpu': "fake (recent error 0.61x the last value's)"}
+    assert "forecast models: cpu fake (recent error 0.61x the last value&#x27;s); horizontal mode" in \
+        report.render_html(report.run_meta(['shop'], [d], NOW, 'x', check_mode=False), [p], {})
+
+
 def test_page_is_self_contained_with_index_plots_and_decision_lines():
     pytest.importorskip('matplotlib')
     up, used_up = decision_and_used(3.2)

@@ -289,3 +289,18 @@ def test_forecast_plan_without_primaries_or_history():
         basis_time=NOW - 60.0, target={'instances': 2}, current={'instances': 2, 'capacity': {'cpu': 2, 'memory': 2048}})]
     assert api.calls == []
     assert scaling.forecast_plan(api, plan, EmptyStore(), now=NOW, resources=listing, services=['db']) == []
+
+
+def test_relative_mae_reads_the_forecasts_calibration_errors():
+    assert scaling.relative_mae({'model': 'combination', 'backtest': {'naive': 2.0, 'ets': 1.0, 'combination': 1.5}}) == 0.75
+    # one member asked for: its own error; naive alone is naive
+    assert scaling.relative_mae({'model': 'theta', 'backtest': {'naive': 4.0, 'theta': 5.0}}) == 1.25
+    assert scaling.relative_mae({'model': 'naive', 'backtest': {'naive': 4.0}}) == 1.0
+    # too short to calibrate (no backtest), or a flat history (naive's error 0)
+    assert scaling.relative_mae({'model': 'naive', 'backtest': {}}) is None
+    assert scaling.relative_mae({'model': 'combination', 'backtest': {'naive': 0.0, 'combination': 0.0}}) is None
+    out = scaling.summarise_forecast(
+        {'cpu': {'model': 'combination', 'mean': [1.0] * 20, 'upper': [1.5] * 20,
+                 'backtest': {'naive': 2.0, 'combination': 1.0}}},
+        2, {'cpu': 2}, {'horizon_seconds': 900, 'net': {'high_bps': 1}})
+    assert out == {'cpu': {'model': 'combination', 'peak_upper': 0.375, 'mean_at_horizon': 0.25, 'relative_mae': 0.5}}

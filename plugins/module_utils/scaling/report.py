@@ -255,7 +255,16 @@ def service_panel(decision: dict[str, t.Any], used: dict[str, t.Any] | None, now
         wanted=_size_label(decision, wanted) if wanted else None,
         reason=decision.get('reason', ''), line=decision.get('line') or decision.get('reason', ''),
         blocked_by=decision.get('blocked_by'), metrics=panels,
-        models=dict((m, (forecasts.get(m) or {}).get('model')) for m in metrics if forecasts.get(m)))
+        models=dict((m, _model_label(forecasts[m], (decision.get('forecast') or {}).get(m) or {}))
+                    for m in metrics if forecasts.get(m)))
+
+
+def _model_label(forecast, summary):
+    """The forecast's model, and how it did lately against the last value when the decision says so."""
+    ratio = summary.get('relative_mae')
+    if ratio is None:
+        return forecast.get('model')
+    return "{0} (recent error {1:.2f}x the last value's)".format(forecast.get('model'), ratio)
 
 
 def _size_label(decision, size):

@@ -606,9 +606,20 @@ def latest_utilisation(metrics: dict[str, dict[str, t.Any]], n: int, capacity: d
     return out
 
 
+def relative_mae(fc: dict[str, t.Any]) -> float | None:
+    """How the forecast did lately against the last value: its mean absolute error over naive's on the calibration
+    window (forecast.py's ``backtest``: out of sample, recent origins weighing more). Below 1 it beat the last
+    value; None when the history was too short to calibrate."""
+    bt = fc.get('backtest') or {}
+    own = bt.get('combination', bt.get(fc.get('model')))
+    naive = bt.get('naive')
+    return round(own / naive, 3) if own is not None and naive else None
+
+
 def summarise_forecast(forecasts: dict[str, dict[str, t.Any]], n: int, capacity: dict[str, float],
                        entry: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
-    """Per metric: model and the peak of the upper bound over the horizon, per instance, as a utilisation."""
+    """Per metric: model, the peak of the upper bound over the horizon and the mean at its end, per instance, as a
+    utilisation, and the forecast's :func:`relative_mae`."""
     out = {}
     steps = max(1, int(math.ceil(entry['horizon_seconds'] / float(STEP))))
     for metric, fc in forecasts.items():
@@ -618,7 +629,7 @@ def summarise_forecast(forecasts: dict[str, dict[str, t.Any]], n: int, capacity:
         upper = fc['upper'][:steps]
         mean = fc['mean'][:steps]
         out[metric] = dict(model=fc.get('model'), peak_upper=round(max(upper) / n / cap, 4),
-                           mean_at_horizon=round(mean[-1] / n / cap, 4))
+                           mean_at_horizon=round(mean[-1] / n / cap, 4), relative_mae=relative_mae(fc))
     return out
 
 
