@@ -94,10 +94,10 @@ def shadow_counters(lab_b):
 
 def node_state(lab):
     """Node A's links (name, master, admin state, address) and its whole nft ruleset (carrier flags settle
-    on their own, so they are left out)."""
+    on their own, so they are left out; so are nft's counter values)."""
     links = json.loads(lab.run(lab.node, ['ip', '-j', 'link', 'show']).stdout)
     names = sorted((x['ifname'], x.get('master'), 'UP' in x.get('flags', []), x.get('address')) for x in links)
-    return names, lab.run(lab.node, ['nft', 'list', 'ruleset']).stdout
+    return names, lab.nft_ruleset(lab.node)
 
 
 @pytest.mark.netns

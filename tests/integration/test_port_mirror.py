@@ -86,8 +86,8 @@ def exchange(lab, primary, client, n, echo=True, pps=20000):
 
 
 def ruleset(lab):
-    """Everything mirror-related on the node, as text, to prove that nothing changed."""
-    parts = [lab.run(lab.node, ['nft', 'list', 'ruleset']).stdout]
+    """Everything mirror-related on the node, as text, to prove that nothing changed (nft counters blanked)."""
+    parts = [lab.nft_ruleset(lab.node)]
     for dev in ('tap100i0', 'tap900i0'):
         parts.append(lab.run(lab.node, ['tc', 'qdisc', 'show', 'dev', dev]).stdout)
         for parent in ('ffff:', '5e4e:'):
