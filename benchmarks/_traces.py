@@ -84,6 +84,19 @@ def aggregate_series(limit=None):
 TIME_COLUMNS = ('timestamp', 'time', 'ts', 'epoch')
 
 
+def csv_path(dataset):
+    """The PATH of a ``csv:PATH`` data set name (your own traces), None for any other name."""
+    return dataset[len('csv:'):] if dataset.startswith('csv:') else None
+
+
+def csv_files(path):
+    """The trace files :func:`csv_series` reads: ``path`` itself, or the ``.csv`` / ``.csv.gz`` files in that
+    folder, in name order."""
+    if os.path.isfile(path):
+        return [path]
+    return sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(('.csv', '.csv.gz')))
+
+
 def csv_series(path, limit=None):
     """Your own traces: every numeric column of every ``.csv`` / ``.csv.gz`` file in ``path`` (a folder, or one
     file) as ``[(name, values)]`` on the 5-minute grid, named ``<file name without .csv>:<column>``; files and
@@ -94,8 +107,7 @@ def csv_series(path, limit=None):
     row (rows inside one step: their mean); without one, row i is i x 300 s. Cells that are not finite numbers
     are gaps.
     """
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(path, f) for f in os.listdir(path) if f.endswith(('.csv', '.csv.gz')))
+    files = csv_files(path)
     if not files:
         sys.exit('no .csv or .csv.gz files in %s' % path)
     out = []

@@ -117,8 +117,8 @@ def gmean(xs):
 def load(data, limit, metric):
     if data == 'bitbrains':
         return [('vm' + name, _traces.load_vm(name, _traces.COLUMNS[metric])[0]) for name in _traces.vm_names(limit)]
-    if data.startswith('csv:'):
-        return _traces.csv_series(data[len('csv:'):], limit)
+    if _traces.csv_path(data):
+        return _traces.csv_series(_traces.csv_path(data), limit)
     return _traces.aggregate_series(limit)
 
 

@@ -73,9 +73,10 @@ def band_key(level):
 def series_names(dataset, limit=None):
     if dataset == 'bitbrains':
         return _traces.vm_names(limit)
-    if dataset.startswith('csv:'):
-        return [name for name, dummy in _csv(dataset)][:limit]
-    names = [name for name, dummy, kind in AGGREGATES if AGGREGATE_SET == 'load' or kind == AGGREGATE_SET]
+    if _traces.csv_path(dataset):
+        names = [name for name, dummy in _csv(dataset)]
+    else:
+        names = [name for name, dummy, kind in AGGREGATES if AGGREGATE_SET == 'load' or kind == AGGREGATE_SET]
     return names[:limit] if limit else names
 
 
@@ -89,7 +90,7 @@ def load_series(dataset, name):
     """One series on the 5-minute grid (None for gaps)."""
     if dataset == 'bitbrains':
         return _traces.load_vm(name)[0]
-    if dataset.startswith('csv:'):
+    if _traces.csv_path(dataset):
         return dict(_csv(dataset))[name]
     return _aggregates()[dict((a[0], a[1]) for a in AGGREGATES)[name]]
 
@@ -116,17 +117,17 @@ def _forecaster_id():
 @functools.lru_cache(maxsize=4)
 def _csv(dataset):
     """Your own traces (``csv:PATH``, _traces.csv_series), parsed once per process."""
-    return _traces.csv_series(dataset[len('csv:'):])
+    return _traces.csv_series(_traces.csv_path(dataset))
 
 
+@functools.lru_cache(maxsize=4)
 def _dataset_key(dataset):
-    """The cache files' name for a data set: for ``csv:PATH`` a digest of the path and of its files' sizes and
-    modification times, so that changed traces are forecast again."""
-    if not dataset.startswith('csv:'):
+    """The cache files' name for a data set: for ``csv:PATH`` a digest of the paths, sizes and modification times
+    of the files it reads, so that changed traces are forecast again (computed once per process)."""
+    if not _traces.csv_path(dataset):
         return dataset
     import hashlib
-    path = os.path.abspath(dataset[len('csv:'):])
-    files = [path] if os.path.isfile(path) else sorted(os.path.join(path, f) for f in os.listdir(path))
+    files = _traces.csv_files(os.path.abspath(_traces.csv_path(dataset)))
     stamp = ';'.join('%s %d %d' % (f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
     return 'csv-' + hashlib.sha256(stamp.encode()).hexdigest()[:10]
 
@@ -505,10 +506,11 @@ def main():
                          'instead of the current one; implies --cached-only')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
-    if args.dataset not in DATASETS + ('both',) and not args.dataset.startswith('csv:'):
+    own = _traces.csv_path(args.dataset)
+    if args.dataset not in DATASETS + ('both',) and not own:
         ap.error('--dataset: choose bitbrains, datacenter, both or csv:PATH')
-    if args.dataset.startswith('csv:') and not os.path.exists(args.dataset[len('csv:'):]):
-        ap.error('--dataset: %s does not exist' % args.dataset[len('csv:'):])
+    if own and not os.path.exists(own):
+        ap.error('--dataset: %s does not exist' % own)
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
     global UNITS_START, FORECASTER_ID, AGGREGATE_SET
     AGGREGATE_SET = args.aggregates
