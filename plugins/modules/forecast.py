@@ -95,8 +95,11 @@ options:
     default: 0.3
   models:
     description:
-      - The members of the forecast combination (default C(naive), C(ets), C(theta), and with a daily season
-        C(seasonal_naive) and C(seasonal_theta)). C(seasonal_ets) is ETS on the deseasonalised series (slower).
+      - The members of the forecast combination (default C(naive), C(ets), C(theta), C(ar), and with a daily
+        season C(seasonal_naive), C(seasonal_theta) and C(seasonal_ar)). C(seasonal_ets) is ETS on the
+        deseasonalised series (slower).
+      - C(ar) is an autoregression on the levels (order 1 to 12 by AIC), the one member that reverts to a mean
+        (noise around a level that moves little); it leaves when the drift member joins.
       - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
         shows a daily season.
       - A C(drift) member (the last value plus the last hour's slope) joins on its own when nearly every one-step
@@ -104,7 +107,7 @@ options:
         that every other member lags.
     type: list
     elements: str
-    choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta]
+    choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta, ar, seasonal_ar]
   forecast_only:
     description:
       - Mark every decision as not to be acted on (M(shadownet.proxmox.scale) then only reports it). A plan's
@@ -300,7 +303,8 @@ def main():
         parallel=dict(type='int', default=4),
         level=dict(type='float', default=0.3),
         models=dict(type='list', elements='str',
-                    choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta']),
+                    choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta', 'ar',
+                             'seasonal_ar']),
         forecast_only=dict(type='bool', default=False),
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),

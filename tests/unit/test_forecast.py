@@ -36,7 +36,8 @@ def test_linear_ramp_is_extrapolated():
     _shape_ok(res, 15)
     assert res['model'] == 'combination' and res['interval'] == 'conformal'
     # damped ETS and Theta lag a ramp the whole series long: every one-step error of the last hour is positive,
-    # the drift member joins and, exact on a straight line, takes all the weight
+    # the drift member joins and, exact on a straight line, takes all the weight (the autoregression leaves: it
+    # reverts to the fit window's mean)
     assert res['tracking'] and res['tracking_signal'] == 1.0
     assert res['members'] == ['naive', 'ets', 'theta', 'drift'] and res['weights']['drift'] > 0.99
     expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
@@ -44,7 +45,7 @@ def test_linear_ramp_is_extrapolated():
     # naive would be flat: the combination beats it on the calibration window
     assert res['backtest']['combination'] < res['backtest']['naive']
     # without the tracking signal the damped members keep more than half the rise and never overshoot
-    plain = forecast_series(values, STEP, 15, combine='inverse_error')
+    plain = forecast_series(values, STEP, 15, models=['naive', 'ets', 'theta'], combine='inverse_error')
     assert not plain['tracking'] and plain['members'] == ['naive', 'ets', 'theta']
     for got, want in zip(plain['mean'], expected):
         rise, true_rise = got - values[-1], want - values[-1]
@@ -194,10 +195,10 @@ def test_combination_weights_members_by_their_out_of_sample_error():
     assert ets['model'] == 'ets' and theta['model'] == 'theta' and ets['weights'] == {'ets': 1.0}
     for got, a, b in zip(res['mean'], ets['mean'], theta['mean']):
         assert abs(got - (w['ets'] * a + w['theta'] * b)) < 1e-3 * (abs(a) + abs(b))
-    # the default members: naive, ETS and Theta (no season in this series), weighted by inverse MSE: the
-    # member with the smaller error counts more than in proportion to its MAE
+    # the default members: naive, ETS, Theta and the autoregression (no season in this series), weighted by
+    # inverse MSE: the member with the smaller error counts more than in proportion to its MAE
     default = forecast_series(values, STEP, 8)
-    assert default['members'] == ['naive', 'ets', 'theta']
+    assert default['members'] == ['naive', 'ets', 'theta', 'ar']
     sq = forecast_series(values, STEP, 8, models=['ets', 'theta'])['weights']
     better, worse = sorted(('ets', 'theta'), key=lambda k: mae[k])
     assert sq[better] / sq[worse] >= w[better] / w[worse] - 1e-3
@@ -276,6 +277,43 @@ def test_smoothing_constants_fitted_on_flat_noise_still_follow_a_change():
         assert model.alpha == pytest.approx(forecast_utils.MIN_SMOOTHING, abs=1e-3), cls.name
         # an hour after the step the level has moved most of the way to 60 (with alpha ~ 0 it would still be at 30)
         assert model.forecasts(np.array([len(y) - 1]))[0][0] > 55.0, cls.name
+
+
+def test_autoregression_finds_its_order_and_reverts_to_the_mean():
+    """An AR(2) around 25: AIC picks (at least) the two lags, least squares finds their coefficients, and the
+    forecast goes back to the mean instead of staying at the last value."""
+    rnd = random.Random(12)
+    y = [25.0, 25.0]
+    for dummy in range(1500):
+        y.append(5.0 + 0.5 * y[-1] + 0.3 * y[-2] + rnd.gauss(0, 1))
+    libs = forecast_utils._libs()
+    np = libs.np
+    model = forecast_utils._AR(libs, np.array(y), 1400, 60)
+    assert 2 <= model.order <= 4
+    assert model.coef[1] == pytest.approx(0.5, abs=0.07) and model.coef[2] == pytest.approx(0.3, abs=0.07)
+    far = model.forecasts(np.array([len(y) - 1]))[0][-1]
+    assert abs(far - 25.0) < 0.5 < abs(y[-1] - 25.0) or abs(y[-1] - 25.0) <= 0.5
+    with pytest.raises(ValueError):
+        forecast_utils._AR(libs, np.array(y[:15]), 15, 4)
+
+
+def test_noise_around_a_level_is_forecast_towards_it():
+    """A busy cluster's average CPU: short excursions around a level that does not move. The last value carries
+    the excursion; the autoregression, weighted most, forecasts the way back."""
+    rnd = random.Random(13)
+    x, values = 0.0, []
+    for dummy in range(5 * DAY):
+        x = 0.6 * x + rnd.gauss(0, 3)
+        values.append(40.0 + x)
+    values[-1] = 52.0                       # the last point is well above the level
+    res = forecast_series(values, STEP, 12)
+    w = res['weights']
+    assert 'ar' in res['members'] and w['ar'] == max(w.values())
+    assert res['backtest']['combination'] < 0.9 * res['backtest']['naive']
+    plain = forecast_series(values, STEP, 12, models=['naive', 'ets', 'theta'])
+    assert res['backtest']['combination'] < plain['backtest']['combination']
+    # on the way back: well below the excursion, and lower than without the autoregression
+    assert res['mean'][-1] < values[-1] - 4.0 and res['mean'][-1] < plain['mean'][-1] - 1.0
 
 
 def test_models_argument_restricts_candidates():
@@ -372,7 +410,7 @@ def test_tracking_signal_lets_the_mean_follow_a_fresh_noisy_ramp(monkeypatch, st
         values = _fresh_ramp(step, noise=0.02, seed=seed)
         res = forecast_series(values, step, horizon, level=0.3)
         assert res['tracking'] and res['tracking_signal'] >= forecast_utils.TRACKING_LIMIT
-        assert res['weights']['drift'] > 0.3
+        assert res['weights']['drift'] > 0.3 and 'ar' not in res['members']
         assert res['mean'][-1] > values[-1] + 0.02
         reached += res['upper'][-1] >= 0.75
         with monkeypatch.context() as m:
@@ -392,6 +430,9 @@ def test_tracking_signal_stays_quiet_without_a_change():
     shifted = [0.30 + rnd.gauss(0, 0.02) for dummy in range(1410)] + [0.68 + rnd.gauss(0, 0.02) for dummy in range(30)]
     res = forecast_series(shifted, 60, 20, level=0.3)
     assert res['upper'][-1] < 0.75
+    # the signal is that of the members that follow the level: the autoregression, which reverts to the old level
+    # by construction, would have added its lag and made the step look like a ramp
+    assert not res['tracking'] and 'ar' in res['members']
 
 
 def test_tracking_signal_values():

@@ -26,9 +26,11 @@ How a forecast is made
   MSTL does); ``hourly`` is then True in the result and the seasonal members join.
 * Members (a forecast combination, as the M4 competition's best simple entries do):
   ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
-  ``theta`` (standard Theta: SES with half the fitted drift), and with a season
-  ``seasonal_naive`` (same time yesterday), ``seasonal_ets`` and ``seasonal_theta``
-  (the same models fitted on the seasonally adjusted series, the indices added back).
+  ``theta`` (standard Theta: SES with half the fitted drift), ``ar`` (an autoregression on
+  the levels, order 1-12 by AIC: the one member that reverts to a mean), and with a season
+  ``seasonal_naive`` (same time yesterday), ``seasonal_ets``, ``seasonal_theta`` and
+  ``seasonal_ar`` (the same models fitted on the seasonally adjusted series, the indices
+  added back).
 * Each member's parameters are estimated once, by statsmodels, on the fit window; the
   smoothing constants of ETS and Theta are at least ``MIN_SMOOTHING`` (0.05), so that a
   level fitted on a flat, noisy stretch still follows a change after it.
@@ -46,8 +48,11 @@ How a forecast is made
   values, at least 8 of them) reaches ``TRACKING_LIMIT`` (0.9) either way, every member
   lags it (after a flat day the smoothing members weigh most, and their level follows a
   fresh ramp slowly). Then a ``drift`` member (the last value plus the slope over the last
-  hour) joins, and the weights come from the last hour's errors only; the interval is
-  calibrated on that combination's errors as always.
+  hour) joins, the autoregressions leave (they revert to the level the series has just
+  left), and the weights come from the last hour's errors only; the interval is
+  calibrated on that combination's errors as always. The signal is taken on the members
+  that follow the level, without the autoregressions, whose reversion would make a level
+  shift look like a ramp.
 * The prediction interval is split conformal: the (recency-weighted) quantiles of
   the combination's own calibration errors at each horizon step, at
   (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
@@ -74,18 +79,20 @@ import os
 import traceback
 import warnings
 
-MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta')
+MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta', 'ar', 'seasonal_ar')
 COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
 RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours (the weights)...
 INTERVAL_HALF_LIFE_SECONDS = 3600        # ...and every hour for the interval, which must follow a fresh change
-SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta')
+SEASONAL_MEMBERS = ('seasonal_naive', 'seasonal_ets', 'seasonal_theta', 'seasonal_ar')
 # The smallest smoothing constant ETS and Theta may use: fitted on a flat, noisy stretch the best constant is 0, and a
 # level smoothed with 0 never follows a change after it (benchmarks/fresh_ramp.py); 0.05 forgets within about 20 steps.
 MIN_SMOOTHING = 0.05
 TRACKING_LIMIT = 0.9                     # Trigg's tracking signal over the last hour's one-step errors...
 TRACKING_SECONDS = 3600                  # ...(at least MIN_TRACKING_ORIGINS of them): beyond the limit the
 MIN_TRACKING_ORIGINS = 8                 # combination lags a change, and the drift member joins
-DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta')
+DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta', 'ar', 'seasonal_ar')
+AR_ORDERS = (1, 2, 3, 4, 6, 8, 12)       # the autoregressive member's candidate orders (AIC chooses on the fit window)
+MEAN_REVERTING = ('ar', 'seasonal_ar')   # members that leave when the tracking signal sees a change
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
 DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
@@ -341,7 +348,52 @@ class _Drift(object):
         return self.y[origins][:, None] + slope[:, None] * self.steps[None, :]
 
 
-_CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta}
+class _AR(object):
+    """AR(p) on the levels, with an intercept, by least squares; the order p by AIC among :data:`AR_ORDERS`.
+
+    The one member that reverts to a mean: noise around a level that moves little (a busy cluster's average CPU,
+    a VM with short dips) is forecast towards that level, where the last value and the smoothing members carry the
+    last point's noise or follow it. On a series that wanders like a random walk the fitted coefficients sum to
+    about 1 and it stays near the last value; lags beyond the first give it the short momentum of smooth series.
+    (The Box-Jenkins AR family, the third of the M4 competition's classic benchmarks beside ETS and Theta.)
+    """
+    name = 'ar'
+
+    def __init__(self, libs, y, fit_end, horizon, season=None):
+        np = libs.np
+        orders = [p for p in AR_ORDERS if 10 * (p + 1) <= fit_end]
+        if not orders:
+            raise ValueError('too short for an autoregression')
+        top = max(orders)
+        z = y[:fit_end]
+        # lag k (1..top) of z[top:]; every order is fitted on the same points, so their AIC compare
+        lags = np.column_stack([np.ones(fit_end - top)] + [z[top - k:fit_end - k] for k in range(1, top + 1)])
+        target = z[top:]
+        best = None
+        for p in orders:
+            coef = np.linalg.lstsq(lags[:, :p + 1], target, rcond=None)[0]
+            rss = float(np.sum((target - lags[:, :p + 1] @ coef) ** 2))
+            aic = len(target) * math.log(max(rss, 1e-300) / len(target)) + 2.0 * (p + 1)
+            if best is None or aic < best[0]:
+                best = (aic, p, coef)
+        self.order, self.coef = best[1], best[2]
+        self.y = y
+        self.horizon = horizon
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        p = self.order
+        # the last p values at each origin, newest first (lag 1 .. lag p)
+        recent = np.stack([self.y[origins - k] for k in range(p)], axis=1)
+        out = np.empty((len(origins), self.horizon))
+        for h in range(self.horizon):
+            nxt = self.coef[0] + recent @ self.coef[1:]
+            out[:, h] = nxt
+            recent = np.concatenate((nxt[:, None], recent[:, :-1]), axis=1)
+        return out
+
+
+_CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta, 'ar': _AR}
 
 
 # ---------------------------------------------------------------------------
@@ -704,14 +756,19 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     # Trigg's tracking signal: when nearly all of the last hour's one-step errors have one sign, every member lags
     # a change (a fresh ramp, a level shift) that the day's weights cannot see yet. The drift member (the last
     # value plus the last hour's slope) then joins, and the weights follow the last hour's errors only.
+    # The signal is that of the members that follow the level: the autoregression reverts to the fit window's
+    # mean, so it lags any change by construction (it would make a level shift look like a ramp), and it leaves
+    # when the drift member joins.
+    followers = [nm for nm in names if nm not in MEAN_REVERTING] or names
+    f_follow = sum(w * cal[nm] for w, nm in zip(_weights(followers, combine, sq, scores), followers))
     window = max(MIN_TRACKING_ORIGINS, int(round(TRACKING_SECONDS / float(step_seconds))))
     recent = origins > origins[-1] - window
-    signal = tracking_signal(np, (actual - f)[:, 0][recent & valid[:, 0]])
-    extra.update(tracking_signal=round(signal, 4), tracking=False)
-    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and len(names) > 1 and origins[0] >= window:
+    signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
+    extra['tracking_signal'] = round(signal, 4)
+    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and len(followers) > 1 and origins[0] >= window:
         drift = _Drift(yw, horizon, window)
         cal['drift'], final['drift'] = drift.forecasts(origins), drift.forecasts(last)[0]
-        names.append('drift')
+        names = followers + ['drift']
         scores['drift'] = mae(cal['drift'])
         w_recent = np.where(valid & recent[:, None], 1.0, 0.0)
         weights = _weights(names, combine, dict((nm, mse(cal[nm], w_recent)) for nm in names), scores)
