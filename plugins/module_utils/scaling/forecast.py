@@ -365,7 +365,11 @@ class _AR(object):
         if not orders:
             raise ValueError('too short for an autoregression')
         top = max(orders)
-        z = y[:fit_end]
+        # standardised on the fit window, so that the intercept and the lags are well conditioned at any scale
+        self.mu = float(np.mean(y[:fit_end]))
+        self.sd = float(np.std(y[:fit_end])) or 1.0
+        self.z = (y - self.mu) / self.sd
+        z = self.z[:fit_end]
         # lag k (1..top) of z[top:]; every order is fitted on the same points, so their AIC compare
         lags = np.column_stack([np.ones(fit_end - top)] + [z[top - k:fit_end - k] for k in range(1, top + 1)])
         target = z[top:]
@@ -377,20 +381,19 @@ class _AR(object):
             if best is None or aic < best[0]:
                 best = (aic, p, coef)
         self.order, self.coef = best[1], best[2]
-        self.y = y
         self.horizon = horizon
 
     def forecasts(self, origins):
         np = _Libs.np
         p = self.order
         # the last p values at each origin, newest first (lag 1 .. lag p)
-        recent = np.stack([self.y[origins - k] for k in range(p)], axis=1)
+        recent = np.stack([self.z[origins - k] for k in range(p)], axis=1)
         out = np.empty((len(origins), self.horizon))
         for h in range(self.horizon):
             nxt = self.coef[0] + recent @ self.coef[1:]
             out[:, h] = nxt
             recent = np.concatenate((nxt[:, None], recent[:, :-1]), axis=1)
-        return out
+        return self.mu + self.sd * out
 
 
 _CANDIDATES = {'naive': _Naive, 'seasonal_naive': _SeasonalNaive, 'ets': _ETS, 'theta': _Theta, 'ar': _AR}
