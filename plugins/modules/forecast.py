@@ -98,8 +98,9 @@ options:
       - The members of the forecast combination (default C(naive), C(ets), C(theta), C(ar), and with a daily
         season C(seasonal_naive), C(seasonal_theta) and C(seasonal_ar)). C(seasonal_ets) is ETS on the
         deseasonalised series (slower).
-      - C(ar) is an autoregression on the levels (order 1 to 12 by AIC), the one member that reverts to a mean
-        (noise around a level that moves little); it leaves when the drift member joins.
+      - C(ar) is an autoregression on the levels (order 1 to 12 by AIC; with three days of history in its fit
+        window the values a day before are regressors too), the one member that reverts to a mean (noise around a
+        level that moves little); it leaves when the drift member joins.
       - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
         shows a daily season.
       - A C(drift) member (the last value plus the last hour's slope) joins on its own when nearly every one-step

@@ -297,6 +297,28 @@ def test_autoregression_finds_its_order_and_reverts_to_the_mean():
         forecast_utils._AR(libs, np.array(y[:15]), 15, 4)
 
 
+def test_autoregression_weighs_yesterday_by_what_it_explains():
+    """With a daily season and three days of it in the fit window, the values a day before the forecast step are
+    regressors: a daily job's share comes from yesterday, noise gives yesterday no weight."""
+    rnd = random.Random(14)
+    libs = forecast_utils._libs()
+    np = libs.np
+    job = [30.0 + (40.0 if 100 <= t % DAY < 112 else 0.0) + rnd.gauss(0, 2) for t in range(6 * DAY)]
+    model = forecast_utils._AR(libs, np.array(job), 5 * DAY, 12, DAY)
+    assert model.daily == [DAY - 1, DAY, DAY + 1]
+    assert sum(model.coef[model.order + 1:]) > 0.5
+    # four steps before the job starts on the sixth day: the last values say nothing of it, yesterday does
+    origin = 5 * DAY + 96
+    got = model.forecasts(np.array([origin]))[0]
+    assert max(got[:3]) < 40.0 and min(got[3:12]) > 60.0
+    noise = [30.0 + rnd.gauss(0, 2) for dummy in range(6 * DAY)]
+    model = forecast_utils._AR(libs, np.array(noise), 5 * DAY, 12, DAY)
+    assert all(abs(c) < 0.1 for c in model.coef[model.order + 1:])
+    # fewer than three days in the fit window (or no season): the plain autoregression
+    assert forecast_utils._AR(libs, np.array(job), 2 * DAY, 12, DAY).daily == []
+    assert forecast_utils._AR(libs, np.array(job), 5 * DAY, 12).daily == []
+
+
 def test_noise_around_a_level_is_forecast_towards_it():
     """A busy cluster's average CPU: short excursions around a level that does not move. The last value carries
     the excursion; the autoregression, weighted most, forecasts the way back."""

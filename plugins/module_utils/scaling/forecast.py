@@ -27,7 +27,8 @@ How a forecast is made
 * Members (a forecast combination, as the M4 competition's best simple entries do):
   ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
   ``theta`` (standard Theta: SES with half the fitted drift), ``ar`` (an autoregression on
-  the levels, order 1-12 by AIC: the one member that reverts to a mean), and with a season
+  the levels, order 1-12 by AIC, with the values a day before as further regressors when
+  three days are in the fit window: the one member that reverts to a mean), and with a season
   ``seasonal_naive`` (same time yesterday), ``seasonal_ets``, ``seasonal_theta`` and
   ``seasonal_ar`` (the same models fitted on the seasonally adjusted series, the indices
   added back).
@@ -349,7 +350,10 @@ class _Drift(object):
 
 
 class _AR(object):
-    """AR(p) on the levels, with an intercept, by least squares; the order p by AIC among :data:`AR_ORDERS`.
+    """AR(p) on the levels, with an intercept, by least squares; the order p by AIC among :data:`AR_ORDERS`. With a
+    daily season of ``season`` steps and at least :data:`SEASONS_NEEDED` of them in the fit window, the values one
+    day before the forecast step (and one step either side of it) are regressors too, as in a seasonal ARIMA's
+    seasonal AR terms: their coefficients say how much yesterday counts, from nothing (noise) to most of it.
 
     The one member that reverts to a mean: noise around a level that moves little (a busy cluster's average CPU,
     a VM with short dips) is forecast towards that level, where the last value and the smoothing members carry the
@@ -361,23 +365,28 @@ class _AR(object):
 
     def __init__(self, libs, y, fit_end, horizon, season=None):
         np = libs.np
-        orders = [p for p in AR_ORDERS if 10 * (p + 1) <= fit_end]
+        self.daily = []
+        if season and horizon < season - 1 and fit_end >= SEASONS_NEEDED * season:
+            self.daily = [season - 1, season, season + 1]
+        orders = [p for p in AR_ORDERS if 10 * (p + 1 + len(self.daily)) <= fit_end - max(self.daily or [0])]
         if not orders:
             raise ValueError('too short for an autoregression')
-        top = max(orders)
+        top = max(orders + self.daily)
         # standardised on the fit window, so that the intercept and the lags are well conditioned at any scale
         self.mu = float(np.mean(y[:fit_end]))
         self.sd = float(np.std(y[:fit_end])) or 1.0
         self.z = (y - self.mu) / self.sd
         z = self.z[:fit_end]
-        # lag k (1..top) of z[top:]; every order is fitted on the same points, so their AIC compare
-        lags = np.column_stack([np.ones(fit_end - top)] + [z[top - k:fit_end - k] for k in range(1, top + 1)])
+        # lag k of z[top:]; every order is fitted on the same points, so their AIC compare
+        lags = np.column_stack([np.ones(fit_end - top)] + [z[top - k:fit_end - k] for k in range(1, max(orders) + 1)])
+        daily = [z[top - k:fit_end - k] for k in self.daily]
         target = z[top:]
         best = None
         for p in orders:
-            coef = np.linalg.lstsq(lags[:, :p + 1], target, rcond=None)[0]
-            rss = float(np.sum((target - lags[:, :p + 1] @ coef) ** 2))
-            aic = len(target) * math.log(max(rss, 1e-300) / len(target)) + 2.0 * (p + 1)
+            design = np.column_stack([lags[:, :p + 1]] + daily)
+            coef = np.linalg.lstsq(design, target, rcond=None)[0]
+            rss = float(np.sum((target - design @ coef) ** 2))
+            aic = len(target) * math.log(max(rss, 1e-300) / len(target)) + 2.0 * design.shape[1]
             if best is None or aic < best[0]:
                 best = (aic, p, coef)
         self.order, self.coef = best[1], best[2]
@@ -390,7 +399,9 @@ class _AR(object):
         recent = np.stack([self.z[origins - k] for k in range(p)], axis=1)
         out = np.empty((len(origins), self.horizon))
         for h in range(self.horizon):
-            nxt = self.coef[0] + recent @ self.coef[1:]
+            nxt = self.coef[0] + recent @ self.coef[1:p + 1]
+            for coef, k in zip(self.coef[p + 1:], self.daily):
+                nxt = nxt + coef * self.z[origins + h + 1 - k]      # observed: h + 1 < k
             out[:, h] = nxt
             recent = np.concatenate((nxt[:, None], recent[:, :-1]), axis=1)
         return self.mu + self.sd * out
@@ -736,10 +747,10 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                 elif name == 'seasonal_naive':
                     model, shift = _SeasonalNaive(libs, yw, fe, horizon, season), 0
                 elif name in SEASONAL_MEMBERS:
-                    base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon)
+                    base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon, season)
                     model, shift = _Reseasoned(base, prof, horizon), fs
                 else:
-                    model, shift = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon), fs
+                    model, shift = _CANDIDATES[name](libs, yw[fs:], fe - fs, horizon, season), fs
                 f = model.forecasts(origins - shift)
                 f_last = model.forecasts(last - shift)[0]
             except Exception:  # a member that cannot be fitted leaves the combination
