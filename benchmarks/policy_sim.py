@@ -26,6 +26,7 @@ The shadow-minus-primary seed signal is not simulated (the traces have no shadow
 """
 import argparse
 import functools
+import importlib
 import json
 import math
 import os
@@ -515,7 +516,11 @@ def main():
     global UNITS_START, FORECASTER_ID, AGGREGATE_SET
     AGGREGATE_SET = args.aggregates
     UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
-    FORECASTER_ID = args.forecasts
+    # The digest and the forecaster's code are taken once, here, before any worker starts: forecast.py edited
+    # during a run can neither rename the cache files nor (with forked workers) change the forecasts in them.
+    FORECASTER_ID = args.forecasts or _forecaster_id()
+    _traces.import_collection()
+    importlib.import_module('ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast')
     jobs = [(ds, name, args.days) for ds in datasets for name in series_names(ds, args.vms)]
     if args.cached_only or args.forecasts:
         args.cached_only = True
