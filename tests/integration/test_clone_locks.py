@@ -85,12 +85,18 @@ def test_plan_runs_at_most_four_clones_per_storage_lock(pvesim, pve_conn):
 
 
 def test_plan_retries_a_clone_that_timed_out_on_the_storage_lock(pvesim, pve_conn):
-    # Another task holds ceph-vm's lock for 11 s: the clone gives up after 10 s, PVE removes what it made
-    # (clone_vm's error path), and the engine clones again once the lock is free.
+    # Another task holds ceph-vm's lock until the clone has given up (after 10 s of waiting; PVE removes what it
+    # made, clone_vm's error path), and the engine clones again once the lock is free. (Held for a fixed 11 s, the
+    # clone had to start within 0.1 real seconds of the holder, which a loaded machine missed.)
     pve = pvesim.pve
     pve.time_scale = SCALE
     pve.clone_lock_secs = 0.5
-    holder = asyncio.run_coroutine_threadsafe(pve.hold_storage_lock('storage-ceph-vm', 11.0), pvesim.loop)
+
+    def clone_timed_out():
+        return any(t['type'] == 'qmclone' and 'got lock request timeout' in (t.get('exitstatus') or '')
+                   for t in pve.tasklog)
+    holder = asyncio.run_coroutine_threadsafe(pve.hold_storage_lock('storage-ceph-vm', 60.0, until=clone_timed_out),
+                                              pvesim.loop)
     try:
         result = run_module(linked_clone, dict(pve_conn, plan=_web_plan(1), state='started', timeout=120))
     finally:

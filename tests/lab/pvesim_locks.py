@@ -39,12 +39,19 @@ class CloneStorageLocks(object):
         self._storage_lock_users = {}
         self.storage_lock_peak = {}
 
-    async def hold_storage_lock(self, lock_id, secs):
+    async def hold_storage_lock(self, lock_id, secs, until=None):
         """Hold a storage lock (``storage-<sid>``, or ``<node>:/var/lock/pve-manager/pve-storage-<sid>``) for secs
-        PVE seconds, as another task of the cluster would."""
+        PVE seconds, as another task of the cluster would; with ``until`` (a callable), only until it returns true
+        (checked every tenth of a PVE second) and at most secs."""
         await (self._cfs_lock(lock_id) if lock_id.startswith('storage-') else self._file_lock(lock_id))
         try:
-            await self.pause(secs)
+            if until is None:
+                await self.pause(secs)
+            else:
+                for dummy in range(int(secs * 10)):
+                    if until():
+                        break
+                    await self.pause(0.1)
         finally:
             self._storage_lock_release(lock_id)
 
