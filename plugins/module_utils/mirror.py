@@ -627,10 +627,13 @@ class MirrorManager:
         bridge = self.link_details(spec.bridge) or {}
         mtu = str(int(bridge.get('mtu') or 1500))
         alias = port_alias(spec.source, spec.bridge)
-        # Addresses from the top of the locally administered range: a Linux bridge without a set address takes
-        # its lowest port's, and the twin bridge should keep its own.
+        # Addresses from the very top of the locally administered range (fe:ff:...): a Linux bridge without a set
+        # address takes its lowest port's (net/bridge br_stp_recalculate_bridge_id), and the twin bridge should keep
+        # its own. Hardware addresses are all lower; a kernel-random one (a vxlan port's) is higher only if it starts
+        # with fe:ff too (1 in 16384, then about half of those). With fe:5e:... a random port address was higher in
+        # about 1 in 100 bridges, and the bridge took the mirror port's address.
         digest = hashlib.sha1(('shadownet-port:' + spec.source).encode('utf-8')).hexdigest()
-        macs = ['fe:5e:%s:%s:%s:%s' % (digest[0:2], digest[2:4], digest[4:6], end) for end in ('00', '01')]
+        macs = ['fe:ff:%s:%s:%s:%s' % (digest[0:2], digest[2:4], digest[4:6], end) for end in ('00', '01')]
         self.change('ip', ['link', 'add', 'name', dup, 'address', macs[0], 'mtu', mtu, 'type', 'veth', 'peer',
                            'name', port, 'address', macs[1], 'mtu', mtu], check_mode=check_mode)
         for dev in (dup, port):

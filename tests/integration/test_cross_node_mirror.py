@@ -35,10 +35,13 @@ def ip(ns, *args):
 
 
 def twin_bridge(ns, local, remote):
-    """The vnet bridge of a VXLAN zone on one node: the bridge plus a vxlan port towards the peer."""
+    """The vnet bridge of a VXLAN zone on one node: the bridge plus a vxlan port towards the peer. The vxlan port's
+    address is one the kernel could have drawn at random, high in the locally administered range (a Linux bridge
+    takes its lowest port's address: the mirror port must not be lower; a random draw like this one made
+    test_check_mode_idempotence_and_absent_removes_exactly_ours fail once in CI)."""
     ip(ns, 'link', 'add', TWIN, 'mtu', '1450', 'type', 'bridge', 'stp_state', '0')
-    ip(ns, 'link', 'add', 'vxlan_' + TWIN, 'mtu', '1450', 'type', 'vxlan', 'id', str(VNI),
-       'local', local, 'remote', remote, 'dstport', '4789')
+    ip(ns, 'link', 'add', 'vxlan_' + TWIN, 'address', 'fe:c4:f2:51:8b:' + local.rsplit('.', 1)[1].zfill(2), 'mtu',
+       '1450', 'type', 'vxlan', 'id', str(VNI), 'local', local, 'remote', remote, 'dstport', '4789')
     ip(ns, 'link', 'set', 'vxlan_' + TWIN, 'master', TWIN, 'up')
     ip(ns, 'link', 'set', TWIN, 'up')
 
@@ -110,7 +113,7 @@ def test_full_mirror_crosses_vxlan_exactly_per_direction(nodes, direction):
     assert res['after']['link'] == [{'dup': 'snd100i0', 'port': 'snm100i0', 'peer': 'snm100i0',
                                      'bridge': TWIN, 'learning': False, 'up': True, 'owned': True}]
     port = lab_a.link(lab_a.node, 'snm100i0')
-    assert port['master'] == TWIN and port['mtu'] == 1450 and port['address'].startswith('fe:5e:')
+    assert port['master'] == TWIN and port['mtu'] == 1450 and port['address'].startswith('fe:ff:')
     assert not lab_a.run(lab_a.node, ['ip', '-j', 'addr', 'show', 'dev', 'snd100i0']).stdout.count('"local"')
     to_vm, from_vm = shadow_counters(lab_b)
     n = 1000
