@@ -539,7 +539,6 @@ def main():
     if args.precompute_only:
         return
 
-    _traces.import_collection()
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.policy import (
         DEFAULT_LEVEL, decide, normalise_scaling)
     if args.level is None:

@@ -42,7 +42,13 @@ class CloneStorageLocks(object):
     async def hold_storage_lock(self, lock_id, secs, until=None):
         """Hold a storage lock (``storage-<sid>``, or ``<node>:/var/lock/pve-manager/pve-storage-<sid>``) for secs
         PVE seconds, as another task of the cluster would; with ``until`` (a callable), only until it returns true
-        (checked every tenth of a PVE second) and at most secs."""
+        (checked every tenth of a PVE second) and at most secs.
+
+        In PVE a holder keeps the lock for as long as its own locked code runs, whatever that takes: pve-cluster
+        src/PVE/Cluster.pm ``$cfs_lock`` (behind cfs_lock_storage) runs ``&$code(@param)`` after its mkdir and
+        only then ``rmdir $filename if $got_lock``; pve-common src/PVE/Tools.pm lock_file_full runs
+        ``&$code(@param)`` holding the flocked ``$local_fh``, closed when it returns. ``until`` stands for such code
+        ending on an event of the cluster."""
         await (self._cfs_lock(lock_id) if lock_id.startswith('storage-') else self._file_lock(lock_id))
         try:
             if until is None:
