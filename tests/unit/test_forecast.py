@@ -35,15 +35,20 @@ def test_linear_ramp_is_extrapolated():
     res = forecast_series(values, STEP, 15)
     _shape_ok(res, 15)
     assert res['model'] == 'combination' and res['interval'] == 'conformal'
-    # damped ETS and Theta lag a ramp the whole series long: every one-step error of the last hour is positive,
-    # the drift member joins and, exact on a straight line, takes all the weight (the autoregression leaves: it
-    # reverts to the fit window's mean)
-    assert res['tracking'] and res['tracking_signal'] == 1.0
-    assert res['members'] == ['naive', 'ets', 'theta', 'drift'] and res['weights']['drift'] > 0.99
     expected = [5.0 + 2.0 * (600 + h) for h in range(15)]
+    # on a straight line the same steps rose as much a day ago: season_change is exact, takes nearly all the
+    # weight, and the followers' one-step errors are nil, so the tracking signal stays quiet
+    assert res['weights']['season_change'] > 0.99 and not res['tracking']
     assert res['mean'] == pytest.approx(expected, abs=0.01)
     # naive would be flat: the combination beats it on the calibration window
     assert res['backtest']['combination'] < res['backtest']['naive']
+    # without it, damped ETS and Theta lag a ramp the whole series long: every one-step error of the last hour is
+    # positive, the drift member joins and, exact on a straight line, takes all the weight (the autoregression
+    # leaves: it reverts to the fit window's mean)
+    lagging = forecast_series(values, STEP, 15, models=['naive', 'ets', 'theta', 'ar'])
+    assert lagging['tracking'] and lagging['tracking_signal'] == 1.0
+    assert lagging['members'] == ['naive', 'ets', 'theta', 'drift'] and lagging['weights']['drift'] > 0.99
+    assert lagging['mean'] == pytest.approx(expected, abs=0.01)
     # without the tracking signal the damped members keep more than half the rise and never overshoot
     plain = forecast_series(values, STEP, 15, models=['naive', 'ets', 'theta'], combine='inverse_error')
     assert not plain['tracking'] and plain['members'] == ['naive', 'ets', 'theta']
@@ -195,10 +200,11 @@ def test_combination_weights_members_by_their_out_of_sample_error():
     assert ets['model'] == 'ets' and theta['model'] == 'theta' and ets['weights'] == {'ets': 1.0}
     for got, a, b in zip(res['mean'], ets['mean'], theta['mean']):
         assert abs(got - (w['ets'] * a + w['theta'] * b)) < 1e-3 * (abs(a) + abs(b))
-    # the default members: naive, ETS, Theta and the autoregression (no season in this series), weighted by
-    # inverse MSE: the member with the smaller error counts more than in proportion to its MAE
+    # the default members: naive, the change since the same step a day ago, ETS, Theta and the autoregression (a
+    # day before the calibration window, but no daily season found), weighted by inverse MSE: the member with the
+    # smaller error counts more than in proportion to its MAE
     default = forecast_series(values, STEP, 8)
-    assert default['members'] == ['naive', 'ets', 'theta', 'ar']
+    assert default['members'] == ['naive', 'season_change', 'ets', 'theta', 'ar']
     sq = forecast_series(values, STEP, 8, models=['ets', 'theta'])['weights']
     better, worse = sorted(('ets', 'theta'), key=lambda k: mae[k])
     assert sq[better] / sq[worse] >= w[better] / w[worse] - 1e-3
@@ -334,8 +340,9 @@ def test_noise_around_a_level_is_forecast_towards_it():
     assert res['backtest']['combination'] < 0.9 * res['backtest']['naive']
     plain = forecast_series(values, STEP, 12, models=['naive', 'ets', 'theta'])
     assert res['backtest']['combination'] < plain['backtest']['combination']
-    # on the way back: well below the excursion, and lower than without the autoregression
-    assert res['mean'][-1] < values[-1] - 4.0 and res['mean'][-1] < plain['mean'][-1] - 1.0
+    # on the way back: well below the excursion, and lower than without the autoregression (naive, ETS, Theta and
+    # the season's change, which a day's noise leaves with a small weight, carry the excursion)
+    assert res['mean'][-1] < values[-1] - 3.5 and res['mean'][-1] < plain['mean'][-1] - 1.0
 
 
 def test_models_argument_restricts_candidates():

@@ -28,10 +28,12 @@ How a forecast is made
   ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
   ``theta`` (standard Theta: SES with half the fitted drift), ``ar`` (an autoregression on
   the levels, order 1-12 by AIC, with the values a day before as further regressors when
-  three days are in the fit window: the one member that reverts to a mean), and with a season
-  ``seasonal_naive`` (same time yesterday), ``seasonal_ets``, ``seasonal_theta`` and
-  ``seasonal_ar`` (the same models fitted on the seasonally adjusted series, the indices
-  added back).
+  three days are in the fit window: the one member that reverts to a mean),
+  ``season_change`` (the last value plus the median of the changes the same steps brought
+  on the last 3 days; with at least a day of history before the calibration window, no
+  seasonality test), and with a season ``seasonal_naive`` (same time yesterday),
+  ``seasonal_ets``, ``seasonal_theta`` and ``seasonal_ar`` (the same models fitted on the
+  seasonally adjusted series, the indices added back).
 * Each member's parameters are estimated once, by statsmodels, on the fit window; the
   smoothing constants of ETS and Theta are at least ``MIN_SMOOTHING`` (0.05), so that a
   level fitted on a flat, noisy stretch still follows a change after it.
@@ -80,7 +82,7 @@ import os
 import traceback
 import warnings
 
-MODELS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta', 'ar', 'seasonal_ar')
+MODELS = ('naive', 'seasonal_naive', 'season_change', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta', 'ar', 'seasonal_ar')
 COMBINE = ('inverse_mse', 'inverse_error', 'equal', 'best')
 RECENCY_HALF_LIFE_SECONDS = 2 * 3600     # calibration errors lose half their weight every 2 hours (the weights)...
 INTERVAL_HALF_LIFE_SECONDS = 3600        # ...and every hour for the interval, which must follow a fresh change
@@ -91,7 +93,8 @@ MIN_SMOOTHING = 0.05
 TRACKING_LIMIT = 0.9                     # Trigg's tracking signal over the last hour's one-step errors...
 TRACKING_SECONDS = 3600                  # ...(at least MIN_TRACKING_ORIGINS of them): beyond the limit the
 MIN_TRACKING_ORIGINS = 8                 # combination lags a change, and the drift member joins
-DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_theta', 'ar', 'seasonal_ar')
+DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'season_change', 'ets', 'theta', 'seasonal_theta', 'ar', 'seasonal_ar')
+SEASON_CHANGE_SEASONS = 3                # season_change: the median of the last 3 seasons' changes
 AR_ORDERS = (1, 2, 3, 4, 6, 8, 12)       # the autoregressive member's candidate orders (AIC chooses on the fit window)
 MEAN_REVERTING = ('ar', 'seasonal_ar')   # members that leave when the tracking signal sees a change
 
@@ -262,6 +265,35 @@ class _SeasonalNaive(object):
         h = np.arange(1, self.horizon + 1)
         lag = self.m * ((h - 1) // self.m + 1)
         return self.y[origins[:, None] + h[None, :] - lag[None, :]]
+
+
+class _SeasonChange(object):
+    """The last value plus the median of the changes that the same steps brought on each of the last
+    :data:`SEASON_CHANGE_SEASONS` seasons (from the origin's step to the forecast step): the naive forecast of the
+    seasonally differenced series (ARIMA(0,1,0)(0,1,0) with the season's length), with the median of three seasons
+    instead of one, so that one unusual day does not become the forecast.
+
+    It follows the level as naive does and the day's shape as the seasonal members do, but without indices
+    estimated on the week: the evening ramp of the last three days moves it even when the fit window's median does
+    not have it yet, and it needs no seasonality test (on a series without a day's shape its changes are noise,
+    and its calibration error gives it little weight). Fewer seasons are used when the history is shorter; none
+    (less than one season before the first origin, or a horizon longer than the season) and it leaves.
+    """
+    name = 'season_change'
+
+    def __init__(self, libs, y, first_origin, horizon, season):
+        self.seasons = min(SEASON_CHANGE_SEASONS, first_origin // season) if season and season >= horizon else 0
+        if self.seasons < 1:
+            raise ValueError('no season before the first origin')
+        self.m = season
+        self.y = y
+        self.steps = libs.np.arange(1, horizon + 1)[None, :]
+
+    def forecasts(self, origins):
+        np = _Libs.np
+        o = origins[:, None]
+        changes = [self.y[o + self.steps - k * self.m] - self.y[o - k * self.m] for k in range(1, self.seasons + 1)]
+        return self.y[o] + np.median(changes, axis=0)
 
 
 class _ETS(object):
@@ -690,8 +722,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         members.remove('seasonal_naive')
 
     # Work on the recent part only: the fit window, the calibration window, and one season
-    # before them when seasonal naive needs it.
-    keep = fw + bt + (season if 'seasonal_naive' in members else 0)
+    # before them when seasonal naive or the season's change needs it.
+    keep = fw + bt + (season if {'seasonal_naive', 'season_change'} & set(members) else 0)
     start = max(0, n - keep)
     yw = y[start:]
     obs = observed[start:]
@@ -746,6 +778,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                     model, shift = naive, 0
                 elif name == 'seasonal_naive':
                     model, shift = _SeasonalNaive(libs, yw, fe, horizon, season), 0
+                elif name == 'season_change':
+                    model, shift = _SeasonChange(libs, yw, int(origins[0]), horizon, season), 0
                 elif name in SEASONAL_MEMBERS:
                     base = _CANDIDATES[name[len('seasonal_'):]](libs, (yw - profile)[fs:], fe - fs, horizon, season)
                     model, shift = _Reseasoned(base, prof, horizon), fs
