@@ -220,13 +220,17 @@ def test_interval_is_calibrated_on_out_of_sample_errors():
     rnd = random.Random(9)
     values = [10.0 + rnd.expovariate(0.2) for dummy in range(3 * DAY)]
     inside = total = 0
+    skew = []
     for origin in range(2 * DAY, 3 * DAY - 12, 24):
         res = forecast_series(values[:origin], STEP, 12, level=0.8)
         assert res['interval'] == 'conformal'
-        assert res['upper'][0] - res['mean'][0] > 1.2 * (res['mean'][0] - res['lower'][0])
+        # the long tail is above: wider above the mean than below at every origin, by half again on average
+        assert res['upper'][0] - res['mean'][0] > res['mean'][0] - res['lower'][0]
+        skew.append((res['upper'][0] - res['mean'][0]) / (res['mean'][0] - res['lower'][0]))
         for h in range(12):
             total += 1
             inside += res['lower'][h] <= values[origin + h] <= res['upper'][h]
+    assert sum(skew) / len(skew) > 1.5
     # issue 14's range for an 80% interval; the interval's one-hour half-life (12 errors at 5-minute steps) makes the
     # finite-sample correction, and so the coverage, a little conservative
     assert 0.7 <= inside / float(total) <= 0.92
@@ -323,6 +327,48 @@ def test_autoregression_weighs_yesterday_by_what_it_explains():
     # fewer than three days in the fit window (or no season): the plain autoregression
     assert forecast_utils._AR(libs, np.array(job), 2 * DAY, 12, DAY).daily == []
     assert forecast_utils._AR(libs, np.array(job), 5 * DAY, 12).daily == []
+
+
+def test_season_change_adds_the_median_of_the_last_three_days_changes():
+    """The last value plus the median change the same steps brought on the last 3 days: exact on a daily shape
+    whose level rises (the same time yesterday would be a day's rise short), deaf to one odd day, fewer days on a
+    short history, and absent without a season before the first origin or with a horizon past the season."""
+    libs = forecast_utils._libs()
+    np = libs.np
+    t = np.arange(5 * DAY)
+    shape = 10.0 * np.sin(2 * np.pi * t / DAY)
+    y = shape + 0.02 * t                                   # the level rises all along
+    y[3 * DAY + 100:3 * DAY + 130] += 25.0                 # a burst on one day only
+    model = forecast_utils._SeasonChange(libs, y, 4 * DAY, 12, DAY)
+    assert model.seasons == 3
+    origins = np.array([4 * DAY + 90, 5 * DAY - 13])
+    got = model.forecasts(origins)
+    want = y[origins][:, None] + (shape[origins[:, None] + np.arange(1, 13)] - shape[origins][:, None]
+                                  + 0.02 * np.arange(1, 13))
+    # the burst a day ago (from origin 4 * DAY + 90, steps 10..12 one day back) is one day of three: not in it
+    assert np.allclose(got, want)
+    assert forecast_utils._SeasonChange(libs, y, DAY + 5, 12, DAY).seasons == 1
+    for args in ((libs, y, DAY - 1, 12, DAY), (libs, y, 4 * DAY, 12, 0), (libs, y, 4 * DAY, DAY + 1, DAY)):
+        with pytest.raises(ValueError):
+            forecast_utils._SeasonChange(*args)
+    # in the combination: a day before the calibration window is enough, no seasonality test
+    noise = [50.0 + v for v in np.random.default_rng(3).normal(0, 1, 2 * DAY + 40)]
+    res = forecast_series(noise, STEP, 12)
+    assert 'season_change' in res['members'] and not res['seasonal']
+    assert 'season_change' not in forecast_series(noise[-(DAY + 100):], STEP, 12)['members']
+
+
+def test_twin_level_smoothers_share_one_members_weight():
+    """ETS and Theta both smooth the level: together they get one member's part of the inverse-error weights."""
+    names = ['naive', 'ets', 'theta', 'ar']
+    sq = {'naive': 2.0, 'ets': 1.0, 'theta': 1.0, 'ar': 1.0}
+    w = dict(zip(names, forecast_utils._weights(names, 'inverse_mse', sq, sq)))
+    assert w == pytest.approx({'naive': 0.2, 'ets': 0.2, 'theta': 0.2, 'ar': 0.4})
+    alone = dict(zip(names, forecast_utils._weights(names, 'inverse_mse', sq, sq, twins=())))
+    assert alone == pytest.approx({'naive': 1 / 7.0, 'ets': 2 / 7.0, 'theta': 2 / 7.0, 'ar': 2 / 7.0})
+    # one of them alone counts in full; the same share applies to the plain mean
+    assert forecast_utils._weights(['naive', 'ets'], 'inverse_mse', sq, sq) == pytest.approx([1 / 3.0, 2 / 3.0])
+    assert forecast_utils._weights(names, 'equal', sq, sq) == pytest.approx([1 / 3.0, 1 / 6.0, 1 / 6.0, 1 / 3.0])
 
 
 def test_noise_around_a_level_is_forecast_towards_it():

@@ -97,6 +97,7 @@ DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'season_change', 'ets', 'theta', '
 SEASON_CHANGE_SEASONS = 3                # season_change: the median of the last 3 seasons' changes
 AR_ORDERS = (1, 2, 3, 4, 6, 8, 12)       # the autoregressive member's candidate orders (AIC chooses on the fit window)
 MEAN_REVERTING = ('ar', 'seasonal_ar')   # members that leave when the tracking signal sees a change
+TWINS = (('ets', 'theta'), ('seasonal_ets', 'seasonal_theta'))   # level smoothers that share one member's weight
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
 DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
@@ -617,8 +618,14 @@ def tracking_signal(np, errors):
     return float(np.sum(errors)) / total if total > 0 else 0.0
 
 
-def _weights(names, combine, sq, scores):
-    """The combination's weights (summing to 1) from the members' calibration MSE ``sq`` or MAE ``scores``."""
+def _weights(names, combine, sq, scores, twins=TWINS):
+    """The combination's weights (summing to 1) from the members' calibration MSE ``sq`` or MAE ``scores``.
+
+    Members of one group of ``twins`` that are both there share one member's part: each one's inverse error is
+    divided by how many of its group take part. Inverse-error weights (Bates and Granger) treat the members' errors
+    as independent; ETS(A,Ad,N) and Theta both smooth the level with a trend and their forecasts nearly coincide, so
+    counted in full the one behaviour weighs twice and every other member (the autoregression above all) less.
+    """
     if combine == 'equal':
         inv = [1.0] * len(names)
     elif combine == 'inverse_mse':
@@ -628,6 +635,9 @@ def _weights(names, combine, sq, scores):
         inv = [1.0 if nm == best else 0.0 for nm in names]
     else:
         inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
+    for group in twins:
+        share = float(len([nm for nm in group if nm in names]))
+        inv = [v / share if nm in group else v for v, nm in zip(inv, names)]
     return [v / sum(inv) for v in inv]
 
 
@@ -806,9 +816,11 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     # value plus the last hour's slope) then joins, and the weights follow the last hour's errors only.
     # The signal is that of the members that follow the level: the autoregression reverts to the fit window's
     # mean, so it lags any change by construction (it would make a level shift look like a ramp), and it leaves
-    # when the drift member joins.
+    # when the drift member joins. Here each smoothing member counts in full (no TWINS share): their lag behind a
+    # ramp is what the signal looks for, and with naive's noisy errors weighing more it missed slow ramps at
+    # one-minute steps (tests/unit/test_forecast.py).
     followers = [nm for nm in names if nm not in MEAN_REVERTING] or names
-    f_follow = sum(w * cal[nm] for w, nm in zip(_weights(followers, combine, sq, scores), followers))
+    f_follow = sum(w * cal[nm] for w, nm in zip(_weights(followers, combine, sq, scores, twins=()), followers))
     window = max(MIN_TRACKING_ORIGINS, int(round(TRACKING_SECONDS / float(step_seconds))))
     recent = origins > origins[-1] - window
     signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
