@@ -95,9 +95,13 @@ options:
     default: 0.3
   models:
     description:
-      - The members of the forecast combination (default C(naive), C(ets), C(theta), C(ar), and with a daily
-        season C(seasonal_naive), C(seasonal_theta) and C(seasonal_ar)). C(seasonal_ets) is ETS on the
+      - The members of the forecast combination (default C(naive), C(ets), C(theta), C(ar), C(season_change), and
+        with a daily season C(seasonal_naive), C(seasonal_theta) and C(seasonal_ar)). C(seasonal_ets) is ETS on the
         deseasonalised series (slower).
+      - C(season_change) is the last value plus the median of the changes the same steps brought on the last 3 days
+        (fewer with less history); it takes part whenever a day of history precedes the calibration day.
+      - C(ets) and C(theta) both smooth the level: when both take part they share one member's weight (so do
+        C(seasonal_ets) and C(seasonal_theta)).
       - C(ar) is an autoregression on the levels (order 1 to 12 by AIC; with three days of history in its fit
         window the values a day before are regressors too), the one member that reverts to a mean (noise around a
         level that moves little); it leaves when the drift member joins.
@@ -108,7 +112,7 @@ options:
         that every other member lags.
     type: list
     elements: str
-    choices: [naive, seasonal_naive, ets, theta, seasonal_ets, seasonal_theta, ar, seasonal_ar]
+    choices: [naive, seasonal_naive, season_change, ets, theta, seasonal_ets, seasonal_theta, ar, seasonal_ar]
   forecast_only:
     description:
       - Mark every decision as not to be acted on (M(shadownet.proxmox.scale) then only reports it). A plan's
@@ -289,6 +293,7 @@ import time
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import history_backends
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 
@@ -304,8 +309,7 @@ def main():
         parallel=dict(type='int', default=4),
         level=dict(type='float', default=0.3),
         models=dict(type='list', elements='str',
-                    choices=['naive', 'seasonal_naive', 'ets', 'theta', 'seasonal_ets', 'seasonal_theta', 'ar',
-                             'seasonal_ar']),
+                    choices=list(forecast_utils.MODELS)),
         forecast_only=dict(type='bool', default=False),
         max_cores=dict(type='int'),
         max_memory=dict(type='int'),
