@@ -317,7 +317,6 @@ def main():
     )
     module = api_utils.api_module(argument_spec)
     p = module.params
-    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
     try:
         forecast_utils.check_libraries()
     except forecast_utils.MissingForecastLibrary as exc:
