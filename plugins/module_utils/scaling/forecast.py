@@ -55,7 +55,10 @@ How a forecast is made
   left), and the weights come from the last hour's errors only; the interval is
   calibrated on that combination's errors as always. The signal is taken on the members
   that follow the level, without the autoregressions, whose reversion would make a level
-  shift look like a ramp.
+  shift look like a ramp, and without ``season_change``, whose noisier errors hide a ramp's
+  one-sided ones; there, and in the weights after a change, ETS and Theta count in full.
+* Weights: ETS and Theta both smooth the level, so when both take part they share one
+  member's part of the weights (as do their seasonal forms), the other members keep theirs.
 * The prediction interval is split conformal: the (recency-weighted) quantiles of
   the combination's own calibration errors at each horizon step, at
   (1 - level) / 2 and (1 + level) / 2 (finite-sample corrected, widths
@@ -97,6 +100,7 @@ DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'season_change', 'ets', 'theta', '
 SEASON_CHANGE_SEASONS = 3                # season_change: the median of the last 3 seasons' changes
 AR_ORDERS = (1, 2, 3, 4, 6, 8, 12)       # the autoregressive member's candidate orders (AIC chooses on the fit window)
 MEAN_REVERTING = ('ar', 'seasonal_ar')   # members that leave when the tracking signal sees a change
+NOT_WATCHED = ('season_change',)         # members that follow the level but that the tracking signal does not watch
 TWINS = (('ets', 'theta'), ('seasonal_ets', 'seasonal_theta'))   # level smoothers that share one member's weight
 
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
@@ -816,11 +820,16 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     # value plus the last hour's slope) then joins, and the weights follow the last hour's errors only.
     # The signal is that of the members that follow the level: the autoregression reverts to the fit window's
     # mean, so it lags any change by construction (it would make a level shift look like a ramp), and it leaves
-    # when the drift member joins. Here each smoothing member counts in full (no TWINS share): their lag behind a
-    # ramp is what the signal looks for, and with naive's noisy errors weighing more it missed slow ramps at
-    # one-minute steps (tests/unit/test_forecast.py).
+    # when the drift member joins. Nor does it look at season_change: on a flat history its forecast is the last
+    # value plus three days' noise, and those noisier errors hid a ramp's one-sided ones (benchmarks/fresh_ramp.py:
+    # 14 of 20 noisy ramps seen at one-minute steps with a week of history, 19 without it). Each smoothing member
+    # counts in full here and in the weights after a change (no TWINS share): their lag behind a ramp is what the
+    # signal looks for, and with more weight on naive's noisy errors it missed slow ramps at one-minute steps
+    # (tests/unit/test_forecast.py); with the share the drift member took more weight after a level shift, and
+    # fresh_ramp.py's level-shift control reached `high` in 1 of 20 draws.
     followers = [nm for nm in names if nm not in MEAN_REVERTING] or names
-    f_follow = sum(w * cal[nm] for w, nm in zip(_weights(followers, combine, sq, scores, twins=()), followers))
+    watched = [nm for nm in followers if nm not in NOT_WATCHED] or followers
+    f_follow = sum(w * cal[nm] for w, nm in zip(_weights(watched, combine, sq, scores, twins=()), watched))
     window = max(MIN_TRACKING_ORIGINS, int(round(TRACKING_SECONDS / float(step_seconds))))
     recent = origins > origins[-1] - window
     signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
@@ -831,7 +840,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         names = followers + ['drift']
         scores['drift'] = mae(cal['drift'])
         w_recent = np.where(valid & recent[:, None], 1.0, 0.0)
-        weights = _weights(names, combine, dict((nm, mse(cal[nm], w_recent)) for nm in names), scores)
+        weights = _weights(names, combine, dict((nm, mse(cal[nm], w_recent)) for nm in names), scores, twins=())
         f = sum(w * cal[nm] for w, nm in zip(weights, names))
         extra['tracking'] = True
     mean = sum(w * final[nm] for w, nm in zip(weights, names))
