@@ -517,7 +517,8 @@ def main():
     AGGREGATE_SET = args.aggregates
     UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
     # The digest and the forecaster's code are taken once, here, before any worker starts: forecast.py edited
-    # during a run can neither rename the cache files nor (with forked workers) change the forecasts in them.
+    # during a run can neither rename the cache files nor change the forecasts in them. The workers are forked (not
+    # spawned, nor forkserver's, Python 3.14's default) so that they inherit both.
     FORECASTER_ID = args.forecasts or _forecaster_id()
     _traces.import_collection()
     importlib.import_module('ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast')
@@ -527,7 +528,7 @@ def main():
         jobs = [j for j in jobs if os.path.exists(_cache_path(j[0], j[1]))]
     if args.jobs > 1:
         import multiprocessing
-        with multiprocessing.Pool(args.jobs) as pool:
+        with multiprocessing.get_context('fork').Pool(args.jobs) as pool:
             for job, secs in pool.imap_unordered(precompute, jobs):
                 if secs:
                     print('forecasts for %s %s: %.0f s' % (job[0], job[1], secs), flush=True)
