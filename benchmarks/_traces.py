@@ -4,6 +4,7 @@
 ``bitbrains_rnd_2013-8`` and ``datacenter_aggregates`` are read. ``holdout/`` is reserved
 for acceptance and is never opened here.
 """
+import datetime
 import gzip
 import math
 import os
@@ -81,7 +82,10 @@ def aggregate_series(limit=None):
     return out[:limit] if limit else out
 
 
-TIME_COLUMNS = ('timestamp', 'time', 'ts', 'epoch')
+TIME_COLUMNS = ('timestamp', 'time', 'ts', 'epoch', 'date', 'datetime')
+# What R's write.csv, pandas' to_csv and their readers call the column of row names (an index, or the time).
+ROW_LABELS = ('', 'unnamed: 0', 'index', 'rownames', 'row.names', 'row_names')
+MIN_INDEX_ROWS = 100        # a column this long that grows by the same step on every row is an index, not a load
 
 
 def csv_path(dataset):
@@ -102,10 +106,15 @@ def csv_series(path, limit=None):
     file) as ``[(name, values)]`` on the 5-minute grid, named ``<file name without .csv>:<column>``; files and
     columns in name order, gaps ``None``.
 
-    The first line is the header. Separators: comma, semicolon or tab. A column named timestamp, time, ts or
-    epoch (UNIX seconds, or milliseconds when above 1e11) places each row on the grid, relative to the first
-    row (rows inside one step: their mean); without one, row i is i x 300 s. Cells that are not finite numbers
-    are gaps.
+    The first line is the header. Separators: comma, semicolon or tab; cells may be quoted. The time of each row
+    comes from a column named timestamp, time, ts, epoch, date or datetime (UNIX seconds, milliseconds when above
+    1e11, or ISO 8601 date-times, UTC unless they say otherwise), else from a first column of row names (header
+    empty, ``Unnamed: 0``, ``index``, ``rownames``, as R's ``write.csv`` and pandas' ``to_csv`` write them) when
+    those are times 10 s or more apart; otherwise row i is i x 300 s. With several time columns (``date`` and
+    ``time`` apart) the first whose rows are apart in time is used. Rows are placed on the grid relative to the
+    first one (rows inside one step: their mean). Cells that are not finite numbers are gaps. Not series: the
+    time column, row names, and any column of at least :data:`MIN_INDEX_ROWS` rows that grows by the same step on
+    every row (a row number or a time without a recognised name); each skipped column is named on stderr.
     """
     files = csv_files(path)
     if not files:
@@ -116,24 +125,21 @@ def csv_series(path, limit=None):
         with opener(fname, 'rt') as fh:
             lines = [line.strip() for line in fh if line.strip()]
         sep = max((',', ';', '\t'), key=lines[0].count)
-        header = [h.strip().strip('"') for h in lines[0].split(sep)]
-        rows = [[c.strip() for c in line.split(sep)] for line in lines[1:]]
-        time_col = next((i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS), None)
-        slots = list(range(len(rows)))
-        if time_col is not None:
-            stamps = [_number(r[time_col]) if time_col < len(r) else None for r in rows]
-            known = [t for t in stamps if t is not None]
-            scale = 1000.0 if known and max(known) > 1e11 else 1.0
-            t0 = min(known) if known else 0.0
-            slots = [None if t is None else int(round((t - t0) / scale / STEP)) for t in stamps]
+        header = [_unquote(h) for h in lines[0].split(sep)]
+        rows = [[_unquote(c) for c in line.split(sep)] for line in lines[1:]]
         stem = os.path.basename(fname)
         stem = stem[:-len('.csv.gz')] if stem.endswith('.csv.gz') else stem[:-len('.csv')]
+        slots, skip = _row_slots(header, rows)
         for col, cname in enumerate(header):
-            if col == time_col:
+            if col in skip:
+                continue
+            cells = [_number(r[col]) if col < len(r) else None for r in rows]
+            if _is_index(cells):
+                sys.stderr.write('%s: column %r skipped: it grows by the same step on every row (a row number or a '
+                                 'time), not a load\n' % (fname, cname))
                 continue
             sums = {}
-            for slot, r in zip(slots, rows):
-                v = _number(r[col]) if col < len(r) else None
+            for slot, v in zip(slots, cells):
                 if slot is not None and v is not None:
                     acc = sums.setdefault(slot, [0.0, 0])
                     acc[0] += v
@@ -142,6 +148,59 @@ def csv_series(path, limit=None):
                 values = [sums[i][0] / sums[i][1] if i in sums else None for i in range(max(sums) + 1)]
                 out.append(('%s:%s' % (stem, cname), values))
     return out[:limit] if limit else out
+
+
+def _row_slots(header, rows):
+    """(the 5-minute slot of each row, the columns that are not series) for :func:`csv_series`: the first named
+    time column whose rows are mostly apart in time, else row names that are times at least 10 s apart, else the
+    row's number."""
+    named = [i for i, h in enumerate(header) if h.lower() in TIME_COLUMNS]
+    labels = [0] if header and header[0].lower() in ROW_LABELS and 0 not in named else []
+    for col in named + labels:
+        stamps = _times([r[col] if col < len(r) else '' for r in rows])
+        if _median_step(stamps) >= (10 if col in labels else 1e-9):
+            t0 = min(t for t in stamps if t is not None)
+            return [None if t is None else int(round((t - t0) / STEP)) for t in stamps], set(named + labels)
+    return list(range(len(rows))), set(named + labels)
+
+
+def _times(cells):
+    """Seconds for each cell of a time column: numbers (milliseconds when the largest is above 1e11) or ISO 8601
+    date-times (UTC unless they carry an offset); None where a cell is neither."""
+    nums = [_number(c) for c in cells]
+    if any(v is not None for v in nums):
+        scale = 1000.0 if max(v for v in nums if v is not None) > 1e11 else 1.0
+        return [None if v is None else v / scale for v in nums]
+    out = []
+    for c in cells:
+        try:
+            t = datetime.datetime.fromisoformat(c.replace('Z', '+00:00'))
+        except ValueError:
+            out.append(None)
+            continue
+        out.append((t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)).timestamp())
+    return out
+
+
+def _median_step(stamps):
+    """The median step between consecutive known times (0 when there are fewer than two)."""
+    known = [t for t in stamps if t is not None]
+    steps = sorted(b - a for a, b in zip(known, known[1:]))
+    return steps[len(steps) // 2] if steps else 0
+
+
+def _is_index(cells):
+    if len(cells) < MIN_INDEX_ROWS or any(v is None for v in cells):
+        return False
+    step = cells[1] - cells[0]
+    return step != 0 and all(abs((b - a) - step) <= 1e-9 * max(1.0, abs(step)) for a, b in zip(cells, cells[1:]))
+
+
+def _unquote(cell):
+    cell = cell.strip()
+    if len(cell) >= 2 and cell[0] == cell[-1] and cell[0] in '"\'':
+        cell = cell[1:-1].strip()
+    return cell
 
 
 def _number(cell):
