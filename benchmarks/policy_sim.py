@@ -124,12 +124,15 @@ def _csv(dataset):
 @functools.lru_cache(maxsize=4)
 def _dataset_key(dataset):
     """The cache files' name for a data set: for ``csv:PATH`` a digest of the paths, sizes and modification times
-    of the files it reads, so that changed traces are forecast again (computed once per process)."""
+    of the files it reads and of the reader (_traces.py), so that changed traces, or traces read another way, are
+    forecast again (computed once per process)."""
     if not _traces.csv_path(dataset):
         return dataset
     import hashlib
     files = _traces.csv_files(os.path.abspath(_traces.csv_path(dataset)))
-    stamp = ';'.join('%s %d %d' % (f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    with open(os.path.abspath(_traces.__file__), 'rb') as fh:
+        reader = hashlib.sha256(fh.read()).hexdigest()
+    stamp = ';'.join(['reader ' + reader] + ['%s %d %d' % (f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files])
     return 'csv-' + hashlib.sha256(stamp.encode()).hexdigest()[:10]
 
 
