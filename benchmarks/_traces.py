@@ -42,6 +42,9 @@ COLUMNS = {
     'cpu': 3,       # CPU usage [MHZ]
     'memory': 6,    # Memory usage [KB]
     'net': 9,       # Network received throughput [KB/s]
+    'net_tx': 10,   # Network transmitted throughput [KB/s]
+    'disk_read': 7,     # Disk read throughput [KB/s]
+    'disk_write': 8,    # Disk write throughput [KB/s]
 }
 
 

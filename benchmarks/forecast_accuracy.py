@@ -7,9 +7,10 @@ usage in MHz by default) and ``aggregates`` (the datacenter aggregates: every co
 Azure V2 and Google 2019 files). All at 5-minute steps.
 
 Protocol (issue 14): for each series, ``--origins`` forecast origins spread evenly over everything after
-its first 7 days; at each origin the forecaster gets the 7 days before it (nothing after it) and forecasts
-12 steps (1 hour). Nothing is scored on data a model was fitted on: the forecaster's parameters, seasonal
-indices and interval calibration only use the history before the origin.
+its first 7 days (``--origins all``: one every hour, so that each later step is scored exactly once); at each
+origin the forecaster gets the 7 days before it (nothing after it) and forecasts 12 steps (1 hour). Nothing is
+scored on data a model was fitted on: the forecaster's parameters, seasonal indices and interval calibration
+only use the history before the origin.
 
 Per series: relMAE = MAE / MAE of the last observed value (naive), over all origins and horizons 1..12;
 the summary is the geometric mean over series, for all series and for those with daily seasonality.
@@ -83,8 +84,11 @@ def evaluate(forecast_series, values, opts, origins, reference):
     span = n - HORIZON - WEEK
     if span < 0:
         return None
-    count = min(origins, span + 1)
-    picks = sorted(set(WEEK + int(round(k * span / float(max(1, count - 1)))) for k in range(count)))
+    if origins == 'all':
+        picks = list(range(WEEK, WEEK + span + 1, HORIZON))     # every step after the first week, scored once
+    else:
+        count = min(origins, span + 1)
+        picks = sorted(set(WEEK + int(round(k * span / float(max(1, count - 1)))) for k in range(count)))
     acc = dict(err=[], naive=[], ets=[], inside=0, scored=0, wall=[], cpu=[], models={})
     for o in picks:
         hist = values[o - WEEK:o]
@@ -107,6 +111,18 @@ def evaluate(forecast_series, values, opts, origins, reference):
             acc['scored'] += 1
             acc['inside'] += fc['lower'][h] <= actual <= fc['upper'][h]
     return acc
+
+
+def origins_arg(text):
+    if text == 'all':
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError('a whole number >= 1, or "all"')
+    return value
 
 
 def gmean(xs):
@@ -155,7 +171,9 @@ def main():
                     help='comma-separated: bitbrains, aggregates, csv:PATH (your own traces: every numeric column of '
                          'the .csv / .csv.gz files there, at 5-minute steps; benchmarks/README.md)')
     ap.add_argument('--series', type=int, default=None, help='only the first N series of each data set')
-    ap.add_argument('--origins', type=int, default=48, help='forecast origins per series (default 48)')
+    ap.add_argument('--origins', type=origins_arg, default=48,
+                    help='forecast origins per series, spread evenly (default 48), or "all": one every hour from the '
+                         'end of the first week, so that every later step is scored once (no sampling of origins)')
     ap.add_argument('--metric', choices=sorted(_traces.COLUMNS), default='cpu', help='Bitbrains column')
     ap.add_argument('--acf-threshold', type=float, default=0.3, help='daily-seasonal series: ACF at 1 day >= this')
     ap.add_argument('--models', default=None, help='comma-separated members of the combination')
