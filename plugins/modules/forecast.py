@@ -101,7 +101,9 @@ options:
       - C(season_change) is the last value plus the median of the changes the same steps brought on the last 3 days
         (fewer with less history); it takes part whenever a day of history precedes the calibration day.
       - C(ets) and C(theta) both smooth the level, so when both take part they share one member's weight (so do
-        C(seasonal_ets) and C(seasonal_theta)).
+        C(seasonal_ets) and C(seasonal_theta)). Both are robust to spikes, since a one-step error beyond 3 times their
+        running mean absolute error is clipped before it moves the level, unless it is the third of a run of one
+        sign (a lasting change).
       - C(ar) is an autoregression on the levels (order 1 to 12 by AIC; with three days of history in its fit
         window the values a day before are regressors too), the one member that reverts to a mean (noise around a
         level that moves little); it leaves when the drift member joins.
