@@ -96,16 +96,21 @@ def history_points(lab, name, field):
 
 
 def same(decision):
-    """What must be equal between backends. The forecasts' ``relative_mae`` (a diagnostic: the recent error over
-    the last value's) only to 0.01: Prometheus computes network rates from counters and leaves a gap where a rate
-    has no two samples (2 minutes more than RRD's in two days), and the autoregressive member's calibration
-    errors move a little with the interpolated points."""
+    """What must be equal between backends: the decision whole; the forecasts' ``relative_mae`` (a diagnostic: the
+    recent error over the last value's) only to 0.01, and the forecast values (fractions of capacity) only to
+    0.0005, that is 0.05% of capacity. Prometheus computes network rates from counters and leaves a gap where a
+    rate has no two samples (2 minutes more than RRD's in two days): the autoregressive member's calibration
+    errors move a little with the interpolated points, and so does the robust smoothers' clipping of the lab's
+    near-zero network series (its forecast 0.0001 from one backend, 0.0002 from the other)."""
     out = dict((k, decision.get(k)) for k in SAME)
     forecast = {}
     for metric, fc in (out.get('forecast') or {}).items():
         fc = dict(fc)
         if fc.get('relative_mae') is not None:
             fc['relative_mae'] = pytest.approx(fc['relative_mae'], abs=0.01)
+        for key in ('peak_upper', 'mean_at_horizon'):
+            if fc.get(key) is not None:
+                fc[key] = pytest.approx(fc[key], abs=0.0005)
         forecast[metric] = fc
     out['forecast'] = forecast
     return out
