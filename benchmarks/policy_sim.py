@@ -105,14 +105,18 @@ def sim_range(values, days):
 FORECASTER_ID = None      # --forecasts: simulate with the cached forecasts of an earlier forecast.py
 
 
+def _file_digest(path):
+    """The SHA-256 of a file's bytes (hex): what the cache keys name the code that made the forecasts by."""
+    import hashlib
+    with open(path, 'rb') as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def _forecaster_id():
     """A digest of forecast.py: cached forecasts of another forecaster are never reused."""
-    import hashlib
     if FORECASTER_ID:
         return FORECASTER_ID
-    path = os.path.join(_traces.ROOT, 'plugins', 'module_utils', 'scaling', 'forecast.py')
-    with open(path, 'rb') as fh:
-        return hashlib.sha256(fh.read()).hexdigest()[:10]
+    return _file_digest(os.path.join(_traces.ROOT, 'plugins', 'module_utils', 'scaling', 'forecast.py'))[:10]
 
 
 @functools.lru_cache(maxsize=4)
@@ -130,8 +134,7 @@ def _dataset_key(dataset):
         return dataset
     import hashlib
     files = _traces.csv_files(os.path.abspath(_traces.csv_path(dataset)))
-    with open(os.path.abspath(_traces.__file__), 'rb') as fh:
-        reader = hashlib.sha256(fh.read()).hexdigest()
+    reader = _file_digest(os.path.abspath(_traces.__file__))
     stamp = ';'.join(['reader ' + reader] + ['%s %d %d' % (f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files])
     return 'csv-' + hashlib.sha256(stamp.encode()).hexdigest()[:10]
 
