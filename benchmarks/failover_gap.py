@@ -13,9 +13,11 @@ answers with the guest's name). Then, per failure kind, N failovers and fail-bac
 Figures per kind: gap (client-visible silence: last answer before the shadow's first answer -> that answer),
 takeover (failure -> the shadow's first answer), answers from anyone but the shadow after that, spurious
 transitions (a member entering MASTER more than once per cycle), fail-backs done. Then an idle window with
-no failure: every transition there is spurious.
+no failure: every transition there is spurious. ``--load N`` runs N CPU-bound processes beside the lab for the
+whole run (the guests' own work, or a busy CI machine): spurious transitions under load are what a too short
+advert interval or a stalled keepalived costs.
 
-Run as root: .venv/bin/python benchmarks/failover_gap.py [--cycles 20] [--idle 60] [--json FILE]
+Run as root: .venv/bin/python benchmarks/failover_gap.py [--cycles 20] [--idle 60] [--load 0] [--json FILE]
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,6 +71,8 @@ def main(argv=None):
                         help='vip_failover_preempt_delay for the run (default 1 s to keep cycles short)')
     parser.add_argument('--advert-int', type=float, default=None,
                         help='vip_failover_advert_int (default: the role default)')
+    parser.add_argument('--load', type=int, default=0,
+                        help='CPU-bound processes running beside the lab for the whole run (default 0)')
     parser.add_argument('--json', help='write every cycle and the summary to this file')
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -84,7 +89,8 @@ def main(argv=None):
     cleanup_stale()
     lab = Lab()
     vl = None
-    out = {'settings': extra, 'cycles': [], 'summary': [], 'idle': None}
+    out = {'settings': dict(extra, load=args.load), 'cycles': [], 'summary': [], 'idle': None}
+    busy = []
     try:
         t = time.monotonic()
         res, hosts = harness.render(workdir, extra=extra)
@@ -101,6 +107,9 @@ def main(argv=None):
             return 1
         vl.start_probe()
         vl.wait_owner('primary')
+        busy = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for dummy in range(args.load)]
+        if busy:
+            print('load: %d CPU-bound processes beside the lab (%d cores)' % (len(busy), os.cpu_count() or 0))
 
         for kind in kinds:
             cycles = []
@@ -130,6 +139,9 @@ def main(argv=None):
                 'answers': len(replies),
             }
     finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
         if vl:
             vl.close()
         lab.close()
