@@ -96,8 +96,9 @@ def test_failover_kinds_and_failback(vlab):
     for kind in ('link', 'stop', 'kill', 'health', 'hold'):
         res = failover_cycle(vlab, kind)
         results[kind] = res
-        detail = dict(res, transitions={r: ['%.3f %s' % (e['time'] % 1000, e['state']) for e in ev]
-                                        for r, ev in res['transitions'].items()})
+        # A string, not a dict: pytest shortens a dict message to one line and the transitions are what matter.
+        detail = repr(dict(res, transitions={r: ['%.3f %s' % (e['time'] % 1000, e['state']) for e in ev]
+                                             for r, ev in res['transitions'].items()}))
         # Generous bounds (shared CI cores); benchmarks/failover_gap.py measures the real distribution.
         assert _ok(res['takeover'], 1.0), detail
         assert res['others_after'] == 0, detail
@@ -119,6 +120,59 @@ def test_failover_kinds_and_failback(vlab):
     time.sleep(2.0)
     assert vlab.events_since(wall) == []
     assert vlab.has_vip('primary') and not vlab.has_vip('shadow')
+
+
+def _backstop(tmp_path, beat_age, check='touch %s/ran; exit 1'):
+    """Run vip-ctl.sh backstop with a beat file ``beat_age`` seconds old (None: no beat file) and a check that
+    leaves a mark; returns (exit code, whether the check ran)."""
+    beat = tmp_path / 'web.beat'
+    if beat_age is not None:
+        beat.write_text('')
+        then = time.time() - beat_age
+        os.utime(beat, (then, then))
+    ctl = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       'roles', 'vip_failover', 'files', 'vip-ctl.sh')
+    res = subprocess.run(['sh', ctl, 'backstop', str(beat), '3', 'sh', '-c', check % tmp_path],
+                         capture_output=True, text=True, check=False)
+    ran = (tmp_path / 'ran').exists()
+    if ran:
+        (tmp_path / 'ran').unlink()
+    return res.returncode, ran
+
+
+def test_backstop_runs_the_check_only_when_the_watchdog_is_silent(tmp_path):
+    # The watchdog touched its beat file a moment ago: its track_file rules, nothing is started.
+    assert _backstop(tmp_path, 0.5) == (0, False)
+    # Stale (dead or hung watchdog) or missing: the check runs and its exit code is the verdict.
+    assert _backstop(tmp_path, 10) == (1, True)
+    assert _backstop(tmp_path, None) == (1, True)
+    assert _backstop(tmp_path, 10, check='touch %s/ran') == (0, True)
+    # A beat from the future (clock stepped back) is not trusted.
+    assert _backstop(tmp_path, -60) == (1, True)
+
+
+@pytest.mark.netns
+@needs_keepalived
+def test_dead_watchdog_the_backstop_still_moves_the_vip(vlab):
+    """With the watchdog dead, its health file keeps saying healthy; keepalived's own once-a-second backstop
+    must see the service go down and move the VIP."""
+    beat = os.path.join(vlab.state_dir('primary'), 'web.beat')
+    assert time.time() - os.stat(beat).st_mtime < 2, 'the watchdog does not beat'
+    vlab.lab.stop(vlab.watchdogs.pop('primary'))
+    time.sleep(4.5)
+    assert time.time() - os.stat(beat).st_mtime > 3
+    assert vlab.has_vip('primary'), 'a dead watchdog alone moved the VIP'
+    vlab.stop_service('primary')
+    assert vlab.wait_state('shadow', 'MASTER', timeout=10), 'the backstop did not move the VIP'
+    assert vlab.wait_owner('shadow')
+    log = open(os.path.join(os.path.dirname(vlab.state_dir('primary')), 'keepalived.log')).read()
+    assert 'Script `web_check` now returning 1' in log, log[-2000:]
+    with open(os.path.join(vlab.state_dir('primary'), 'web.health')) as handle:
+        assert handle.read().strip() == '0'  # the watchdog's last verdict: only the backstop saw the failure
+    # Repaired: the service and the watchdog come back and the primary takes the VIP back.
+    vlab.start_service('primary')
+    vlab.start_watchdog('primary')
+    assert vlab.wait_state('primary', 'MASTER', timeout=20) and vlab.wait_owner('primary')
 
 
 @pytest.mark.netns

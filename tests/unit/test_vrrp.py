@@ -182,6 +182,7 @@ def test_checks_normalised_with_defaults():
     wd = vrrp.watchdog_config(m['instances'])
     assert [i['name'] for i in wd['instances']] == ['web', 'db']
     assert wd['instances'][0]['health_file'] == '/var/lib/shadownet-vip/web.health'
+    assert wd['instances'][0]['beat_file'] == '/var/lib/shadownet-vip/web.beat'
 
 
 @pytest.mark.parametrize('check, fragment', [
@@ -273,6 +274,7 @@ def test_build_model_every_instance_error_in_order():
         'check': {'type': 'tcp', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 3, 'port': 80,
                   'host': '127.0.0.1'},
         'auth': None, 'health_file': '/var/lib/shadownet-vip/invalid7.health',
+        'beat_file': '/var/lib/shadownet-vip/invalid7.beat',
         'hold_file': '/var/lib/shadownet-vip/invalid7.hold', 'state_file': '/var/lib/shadownet-vip/invalid7.state'}
 
 
@@ -300,7 +302,8 @@ def test_build_model_full_instance_v2():
         'role': 'primary', 'priority': 147, 'unicast_src_ip': '10.10.0.11', 'peers': ['10.10.0.12'],
         'advert_int': 2, 'failback': 'manual', 'nopreempt': True, 'preempt_delay': 5, 'track_interfaces': ['eth1'],
         'check': {'type': 'command', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 5, 'command': 'true'},
-        'auth': {'type': 'AH', 'pass': 'k'}, 'health_file': '/run/x/web.health', 'hold_file': '/run/x/web.hold',
+        'auth': {'type': 'AH', 'pass': 'k'}, 'health_file': '/run/x/web.health', 'beat_file': '/run/x/web.beat',
+            'hold_file': '/run/x/web.hold',
         'state_file': '/run/x/web.state'}]}
 
 

@@ -297,6 +297,7 @@ def _build_instance(index, raw, settings, version, interfaces, seen_names, vrids
         'check': check,
         'auth': auth,
         'health_file': '%s/%s.health' % (state_dir, name),
+        'beat_file': '%s/%s.beat' % (state_dir, name),
         'hold_file': '%s/%s.hold' % (state_dir, name),
         'state_file': '%s/%s.state' % (state_dir, name),
     }
@@ -534,9 +535,11 @@ def instances_from_plan(plan: Mapping[str, t.Any] | None, host: str, addresses: 
 
 
 def watchdog_config(model: Iterable[Mapping[str, t.Any]]) -> dict[str, t.Any]:
-    """The JSON document the guest's watchdog reads: one fast health check per instance that has one."""
+    """The JSON document the guest's watchdog reads: one fast health check per instance that has one, the file
+    it writes its verdict to, and the file whose modification time says it is alive (keepalived's backstop runs
+    the check itself only when that file is stale)."""
     return {'instances': [
-        {'name': i['name'], 'health_file': i['health_file'], 'check': i['check']}
+        {'name': i['name'], 'health_file': i['health_file'], 'beat_file': i['beat_file'], 'check': i['check']}
         for i in model if i['check']['type'] != 'none'
     ]}
 
