@@ -97,12 +97,12 @@ def render(workdir, extra=None, instances=None):
 
 
 class Prober:
-    """Sends a numbered UDP datagram to the VIP every ``interval`` seconds; records who answered when."""
+    """Sends a numbered UDP datagram to the VIP every ``interval`` seconds; records who answered which one when."""
 
     def __init__(self, ns, src, dst, interval=0.005):
         self.dst = dst
         self.interval = interval
-        self.replies = []          # (monotonic time, responder name)
+        self.replies = []          # (monotonic time, responder name, sequence number of the request)
         self._stop = threading.Event()
 
         def make():
@@ -140,10 +140,18 @@ class Prober:
                 continue
             except OSError:
                 return
-            name = data.split(b' ', 1)[0].decode()
-            self.replies.append((time.monotonic(), name))
+            name, dummy, seq = data.partition(b' ')
+            try:
+                self.replies.append((time.monotonic(), name.decode(), int(seq)))
+            except ValueError:
+                continue
 
     def since(self, t0):
+        """[(time, responder)] received at or after ``t0``."""
+        return [r[:2] for r in self.answers(t0)]
+
+    def answers(self, t0):
+        """[(time, responder, request number)] received at or after ``t0``."""
         return [r for r in list(self.replies) if r[0] >= t0]
 
     def stop(self):
@@ -153,20 +161,25 @@ class Prober:
         self.sock.close()
 
 
-def measure(replies, t_fail, new_owner):
-    """Gap seen by the client around a failure at ``t_fail`` handled by ``new_owner``.
+def measure(answers, t_fail, new_owner):
+    """Gap seen by the client around a failure at ``t_fail`` handled by ``new_owner``; ``answers`` as
+    :meth:`Prober.answers` gives them.
 
     Returns {'gap': seconds from the last answer before the new owner's first one (not earlier than the
     failure) to that first answer (the silence a client saw), or None if it never answered; 'takeover':
-    seconds from the failure to that first answer; 'others_after': answers from anyone else after the new
-    owner's first answer; 'first': time of that first answer}.
+    seconds from the failure to that first answer; 'others_after': answers from anyone else to requests sent
+    after the first request the new owner answered (two owners at once); 'first': time of that first answer}.
+
+    ``others_after`` goes by request number, not by arrival: a starved echo of the old owner that works off
+    requests it received while it still held the VIP answers late, but those requests were its own.
     """
-    first = next((t for t, who in replies if t >= t_fail and who == new_owner), None)
+    first = next(((t, seq) for t, who, seq in answers if t >= t_fail and who == new_owner), None)
     if first is None:
         return {'gap': None, 'takeover': None, 'others_after': None, 'first': None}
-    before = [t for t, dummy in replies if t < first]
+    first, first_seq = first
+    before = [t for t, dummy, dummy2 in answers if t < first]
     last = max([t_fail] + [t for t in before if t >= t_fail - 1.0])
-    others = sum(1 for t, who in replies if t > first and who != new_owner)
+    others = sum(1 for dummy, who, seq in answers if seq > first_seq and who != new_owner)
     return {'gap': first - last, 'takeover': first - t_fail, 'others_after': others, 'first': first}
 
 
@@ -220,7 +233,7 @@ class VrrpLab:
     def _reset_state(self, role):
         sdir = self.state_dir(role)
         for name in os.listdir(sdir):
-            if name.endswith(('.state', '.health', '.hold', '.log')) or name.startswith('.'):
+            if name.endswith(('.state', '.health', '.beat', '.hold', '.log')) or name.startswith('.'):
                 os.unlink(os.path.join(sdir, name))
 
     def _echo(self, role, ns):
@@ -423,14 +436,14 @@ def failover_cycle(vl, kind, settle=1.0, failback_timeout=20.0):
     while time.monotonic() < deadline and not any(w == 'shadow' for dummy, w in vl.prober.since(t_fail)):
         time.sleep(0.01)
     time.sleep(settle)
-    took = measure(vl.prober.since(t_fail - 1.0), t_fail, 'shadow')
+    took = measure(vl.prober.answers(t_fail - 1.0), t_fail, 'shadow')
     shadow_has_vip = vl.has_vip('shadow')
     primary_has_vip = vl.has_vip('primary')
     t_repair = time.monotonic()
     vl.repair(kind)
     back = vl.wait_state('primary', 'MASTER', timeout=failback_timeout) and vl.wait_owner('primary')
     time.sleep(0.5)
-    fb = measure(vl.prober.since(t_repair), t_repair, 'primary')
+    fb = measure(vl.prober.answers(t_repair), t_repair, 'primary')
     new = {r: [e for e in vl.transitions(r) if e['time'] >= wall] for r in GUESTS}
     masters = {r: sum(1 for e in new[r] if e['state'] == 'MASTER') for r in GUESTS}
     return {
