@@ -193,10 +193,15 @@ def _median_step(stamps):
 
 
 def _is_index(cells):
-    if len(cells) < MIN_INDEX_ROWS or any(v is None for v in cells):
+    """True when every known cell sits on one straight line over the row numbers (a row number or a time),
+    also with empty cells between them."""
+    known = [(i, v) for i, v in enumerate(cells) if v is not None]
+    if len(known) < MIN_INDEX_ROWS:
         return False
-    step = cells[1] - cells[0]
-    return step != 0 and all(abs((b - a) - step) <= 1e-9 * max(1.0, abs(step)) for a, b in zip(cells, cells[1:]))
+    (i0, v0), (i1, v1) = known[0], known[1]
+    step = (v1 - v0) / (i1 - i0)
+    tol = 1e-9 * max(1.0, abs(step))
+    return step != 0 and all(abs(v - v0 - step * (i - i0)) <= tol * (i - i0) + 1e-12 * abs(v) for i, v in known)
 
 
 def _unquote(cell):

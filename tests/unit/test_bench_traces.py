@@ -68,6 +68,11 @@ def test_a_column_that_grows_by_one_step_is_skipped_and_named(traces, tmp_path, 
     got = series(traces, write(str(tmp_path / 'mixed.csv.gz'), ['a', 'when', 'b'], rows, sep=';'))
     assert got == {'mixed:a': VM_A, 'mixed:b': VM_B}
     assert "column 'when' skipped" in capsys.readouterr().err
+    # the same with a few empty cells in that column (a missing time is still a time column)
+    rows = [(a, '' if i in (3, 200) else (T0 + 300 * i) * 1000, b) for i, (a, b) in enumerate(zip(VM_A, VM_B))]
+    got = series(traces, write(str(tmp_path / 'holes.csv'), ['a', 'when', 'b'], rows))
+    assert got == {'holes:a': VM_A, 'holes:b': VM_B}
+    assert "column 'when' skipped" in capsys.readouterr().err
 
 
 def test_iso_times_and_a_date_column_apart(traces, tmp_path):
