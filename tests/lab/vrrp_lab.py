@@ -11,6 +11,7 @@ time from the last answer before the failure to the first answer of the shadow (
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -96,13 +97,17 @@ def render(workdir, extra=None, instances=None):
     return res, hosts
 
 
+Answer = collections.namedtuple('Answer', 'received responder seq sent')
+
+
 class Prober:
     """Sends a numbered UDP datagram to the VIP every ``interval`` seconds; records who answered which one when."""
 
     def __init__(self, ns, src, dst, interval=0.005):
         self.dst = dst
         self.interval = interval
-        self.replies = []          # (monotonic time, responder name, sequence number of the request)
+        self.replies = []          # Answer(received, responder, request number, request sent), in arrival order
+        self.sent = []             # monotonic send time of request n at index n
         self._stop = threading.Event()
 
         def make():
@@ -120,6 +125,7 @@ class Prober:
         seq = 0
         nxt = time.monotonic()
         while not self._stop.is_set():
+            self.sent.append(time.monotonic())
             try:
                 self.sock.sendto(b'%d' % seq, self.dst)
             except OSError:
@@ -140,10 +146,12 @@ class Prober:
                 continue
             except OSError:
                 return
+            now = time.monotonic()
             name, dummy, seq = data.partition(b' ')
             try:
-                self.replies.append((time.monotonic(), name.decode(), int(seq)))
-            except ValueError:
+                seq = int(seq)
+                self.replies.append(Answer(now, name.decode(), seq, self.sent[seq]))
+            except (ValueError, IndexError):
                 continue
 
     def since(self, t0):
@@ -151,7 +159,7 @@ class Prober:
         return [r[:2] for r in self.answers(t0)]
 
     def answers(self, t0):
-        """[(time, responder, request number)] received at or after ``t0``."""
+        """[:class:`Answer`] received at or after ``t0``."""
         return [r for r in list(self.replies) if r[0] >= t0]
 
     def stop(self):
@@ -162,25 +170,27 @@ class Prober:
 
 
 def measure(answers, t_fail, new_owner):
-    """Gap seen by the client around a failure at ``t_fail`` handled by ``new_owner``; ``answers`` as
-    :meth:`Prober.answers` gives them.
+    """Gap seen by the client around a failure at ``t_fail`` handled by ``new_owner``; ``answers``
+    (:class:`Answer`) as :meth:`Prober.answers` gives them.
 
     Returns {'gap': seconds from the last answer before the new owner's first one (not earlier than the
     failure) to that first answer (the silence a client saw), or None if it never answered; 'takeover':
     seconds from the failure to that first answer; 'others_after': answers from anyone else to requests sent
     after the first request the new owner answered (two owners at once); 'first': time of that first answer}.
 
-    ``others_after`` goes by request number, not by arrival: a starved echo of the old owner that works off
-    requests it received while it still held the VIP answers late, but those requests were its own.
+    The new owner's first answer is to a request sent at or after the failure, and ``others_after`` goes by
+    request number, not by arrival: a late answer to an earlier request (a starved echo working off its socket,
+    or a reply that waited in the kernel for the link and the ARP entry to come back) says nothing about who
+    holds the VIP now.
     """
-    first = next(((t, seq) for t, who, seq in answers if t >= t_fail and who == new_owner), None)
+    first = next((a for a in answers if a.sent >= t_fail and a.responder == new_owner), None)
     if first is None:
         return {'gap': None, 'takeover': None, 'others_after': None, 'first': None}
-    first, first_seq = first
-    before = [t for t, dummy, dummy2 in answers if t < first]
+    before = [a.received for a in answers if a.received < first.received]
     last = max([t_fail] + [t for t in before if t >= t_fail - 1.0])
-    others = sum(1 for dummy, who, seq in answers if seq > first_seq and who != new_owner)
-    return {'gap': first - last, 'takeover': first - t_fail, 'others_after': others, 'first': first}
+    others = sum(1 for a in answers if a.seq > first.seq and a.responder != new_owner)
+    return {'gap': first.received - last, 'takeover': first.received - t_fail, 'others_after': others,
+            'first': first.received}
 
 
 class VrrpLab:
