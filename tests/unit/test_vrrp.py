@@ -423,6 +423,34 @@ def test_notify_script_writes_what_the_parser_reads(tmp_path):
     assert res.returncode == 2 and not (tmp_path.parent / 'x.state').exists()
 
 
+def test_notify_fifo_records_in_keepalived_order(tmp_path):
+    """The role's form: one reader of keepalived's notify FIFO records the transitions in the order they were
+    written, until the writer closes it (a quick MASTER -> BACKUP ends BACKUP, whatever the scheduler does)."""
+    script = os.path.join(ROLE_FILES, 'vip-notify.sh')
+    fifo = str(tmp_path / 'notify.fifo')
+    os.mkfifo(fifo)
+    reader = subprocess.Popen([script, '--fifo', str(tmp_path), fifo])
+    try:
+        lines = ['INSTANCE "web" BACKUP 100', 'GROUP "g1" MASTER', 'INSTANCE "../x" MASTER 1', 'garbage',
+                 'INSTANCE "db" FAULT 150'] + ['INSTANCE "web" %s 100' % s for s in ('MASTER', 'BACKUP') * 20]
+        with open(fifo, 'w') as writer:
+            for line in lines:
+                writer.write(line + '\n')
+                writer.flush()
+        assert reader.wait(timeout=30) == 0
+    finally:
+        reader.kill()
+    events = vrrp.parse_transitions((tmp_path / 'transitions.log').read_text())
+    web = [e['state'] for e in events if e['instance'] == 'web']
+    assert web == ['BACKUP'] + ['MASTER', 'BACKUP'] * 20
+    assert [(e['instance'], e['state'], e['priority']) for e in events if e['instance'] != 'web'] == [
+        ('db', 'FAULT', 150)]
+    times = [e['time'] for e in events]
+    assert times == sorted(times)
+    assert vrrp.parse_state((tmp_path / 'web.state').read_text())['state'] == 'BACKUP'
+    assert not (tmp_path / 'g1.state').exists() and not (tmp_path.parent / 'x.state').exists()
+
+
 def test_ctl_hold_and_running(tmp_path):
     script = os.path.join(ROLE_FILES, 'vip-ctl.sh')
     out = [subprocess.run([script, 'hold', str(tmp_path), 'web', v], capture_output=True, text=True,
