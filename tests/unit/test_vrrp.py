@@ -303,8 +303,7 @@ def test_build_model_full_instance_v2():
         'advert_int': 2, 'failback': 'manual', 'nopreempt': True, 'preempt_delay': 5, 'track_interfaces': ['eth1'],
         'check': {'type': 'command', 'interval': 0.05, 'timeout': 0.1, 'fall': 2, 'rise': 5, 'command': 'true'},
         'auth': {'type': 'AH', 'pass': 'k'}, 'health_file': '/run/x/web.health', 'beat_file': '/run/x/web.beat',
-            'hold_file': '/run/x/web.hold',
-        'state_file': '/run/x/web.state'}]}
+        'hold_file': '/run/x/web.hold', 'state_file': '/run/x/web.state'}]}
 
 
 # --- across hosts ------------------------------------------------------------------------------------------
