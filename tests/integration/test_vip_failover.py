@@ -122,35 +122,6 @@ def test_failover_kinds_and_failback(vlab):
     assert vlab.has_vip('primary') and not vlab.has_vip('shadow')
 
 
-def _backstop(tmp_path, beat_age, check='touch %s/ran; exit 1'):
-    """Run vip-ctl.sh backstop with a beat file ``beat_age`` seconds old (None: no beat file) and a check that
-    leaves a mark; returns (exit code, whether the check ran)."""
-    beat = tmp_path / 'web.beat'
-    if beat_age is not None:
-        beat.write_text('')
-        then = time.time() - beat_age
-        os.utime(beat, (then, then))
-    ctl = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       'roles', 'vip_failover', 'files', 'vip-ctl.sh')
-    res = subprocess.run(['sh', ctl, 'backstop', str(beat), '3', 'sh', '-c', check % tmp_path],
-                         capture_output=True, text=True, check=False)
-    ran = (tmp_path / 'ran').exists()
-    if ran:
-        (tmp_path / 'ran').unlink()
-    return res.returncode, ran
-
-
-def test_backstop_runs_the_check_only_when_the_watchdog_is_silent(tmp_path):
-    # The watchdog touched its beat file a moment ago: its track_file rules, nothing is started.
-    assert _backstop(tmp_path, 0.5) == (0, False)
-    # Stale (dead or hung watchdog) or missing: the check runs and its exit code is the verdict.
-    assert _backstop(tmp_path, 10) == (1, True)
-    assert _backstop(tmp_path, None) == (1, True)
-    assert _backstop(tmp_path, 10, check='touch %s/ran') == (0, True)
-    # A beat from the future (clock stepped back) is not trusted.
-    assert _backstop(tmp_path, -60) == (1, True)
-
-
 @pytest.mark.netns
 @needs_keepalived
 def test_dead_watchdog_the_backstop_still_moves_the_vip(vlab):

@@ -436,8 +436,8 @@ class VrrpLab:
 def failover_cycle(vl, kind, settle=1.0, failback_timeout=20.0):
     """One failover and fail-back of ``kind``; returns the figures of this cycle.
 
-    Transitions are attributed to the cycle by their timestamps (the notify script's clock), not by line
-    counts: under load a notify script of an earlier event can finish after this cycle started.
+    Transitions are attributed to the cycle by their timestamps (the notify FIFO reader's clock), not by line
+    counts: under load the reader can record an earlier event after this cycle started.
     """
     wall = time.time()
     t_fail = time.monotonic()

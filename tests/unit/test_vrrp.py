@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -448,6 +449,33 @@ def test_notify_fifo_records_in_keepalived_order(tmp_path):
     assert times == sorted(times)
     assert vrrp.parse_state((tmp_path / 'web.state').read_text())['state'] == 'BACKUP'
     assert not (tmp_path / 'g1.state').exists() and not (tmp_path.parent / 'x.state').exists()
+
+
+def _backstop(tmp_path, beat_age, check='touch %s/ran; exit 1'):
+    """Run vip-ctl.sh backstop with a beat file ``beat_age`` seconds old (None: no beat file) and a check that
+    leaves a mark; returns (exit code, whether the check ran)."""
+    beat = tmp_path / 'web.beat'
+    if beat_age is not None:
+        beat.write_text('')
+        then = time.time() - beat_age
+        os.utime(beat, (then, then))
+    res = subprocess.run(['sh', os.path.join(ROLE_FILES, 'vip-ctl.sh'), 'backstop', str(beat), '3', 'sh', '-c', check % tmp_path],
+                         capture_output=True, text=True, check=False)
+    ran = (tmp_path / 'ran').exists()
+    if ran:
+        (tmp_path / 'ran').unlink()
+    return res.returncode, ran
+
+
+def test_backstop_runs_the_check_only_when_the_watchdog_is_silent(tmp_path):
+    # The watchdog touched its beat file a moment ago: its track_file rules, nothing is started.
+    assert _backstop(tmp_path, 0.5) == (0, False)
+    # Stale (dead or hung watchdog) or missing: the check runs and its exit code is the verdict.
+    assert _backstop(tmp_path, 10) == (1, True)
+    assert _backstop(tmp_path, None) == (1, True)
+    assert _backstop(tmp_path, 10, check='touch %s/ran') == (0, True)
+    # A beat from the future (clock stepped back) is not trusted.
+    assert _backstop(tmp_path, -60) == (1, True)
 
 
 def test_ctl_hold_and_running(tmp_path):
