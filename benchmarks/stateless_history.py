@@ -8,7 +8,7 @@ forecast accuracy against seven days from a store.
    fresh controller does: no history file, backend pve (scaling.forecast_with_history, the forecast module's code).
    Printed: the decision line, the rrddata requests, the wall time; the same with PVE 8 shapes.
 2. accuracy: forecast.forecast_series on the Bitbrains Rnd traces (5-minute CPU, 50 VMs, 12 origins over each VM's
-   last 7 days, horizons 1..15 steps, as forecast_accuracy.py), with three histories before each origin:
+   last 7 days, horizons 1..12 steps, as forecast_accuracy.py), with three histories before each origin:
    * store 7d: the 7 days before the origin at full resolution (a SQLite cache that has run for a week);
    * PVE day: only the last day (what PVE 9's rrddata `day` gives a stateless controller);
    * PVE day + month: the last day at full resolution and the 6 days before it as 30-minute means, one point per
@@ -32,6 +32,7 @@ import benchlib  # noqa: E402
 
 DAY = 288                     # five-minute steps
 COARSE = 6                    # 30 minutes
+ORIGINS = 12                  # forecast origins per VM, spread over its last 7 days
 
 
 def pve_day(hist):
@@ -66,7 +67,7 @@ def accuracy(args):
         n = len(values)
         first = n - fa.WEEK
         span = fa.WEEK - fa.HORIZON
-        origins = [first + int(round(k * span / float(fa.ORIGINS - 1))) for k in range(fa.ORIGINS)]
+        origins = [first + int(round(k * span / float(ORIGINS - 1))) for k in range(ORIGINS)]
         for label, shape in VARIANTS:
             err_m, err_n = [], []
             for o in origins:
@@ -74,8 +75,9 @@ def accuracy(args):
                 t0 = time.process_time()
                 fc = forecast_series(shape(list(hist)), _traces.STEP, fa.HORIZON)
                 times[label].append(time.process_time() - t0)
-                models[label][fc['model']] = models[label].get(fc['model'], 0) + 1
-                last = fa.naive_value(hist)
+                key = 'daily season' if fc.get('seasonal') else 'no season'     # the forecast's seasonality test, per origin
+                models[label][key] = models[label].get(key, 0) + 1
+                last = fa.last_observed(hist)
                 for h in range(fa.HORIZON):
                     actual = values[o + h]
                     if actual is None:
@@ -89,7 +91,7 @@ def accuracy(args):
                   flush=True)
     print()
     print('| history before each origin | VMs | relMAE vs naive (geo. mean) | VMs better than naive | CPU ms per '
-          'forecast (median) | models chosen |')
+          'forecast (median) | forecasts with / without a daily season |')
     print('|---|---|---|---|---|---|')
     for label, dummy in VARIANTS:
         ratios = [r for r in per_variant[label] if r]
@@ -97,7 +99,7 @@ def accuracy(args):
         print('| %s | %d | %.3f | %d/%d | %.1f | %s |' % (
             label, len(per_variant[label]), gmean, sum(1 for r in ratios if r < 1), len(ratios),
             1000 * statistics.median(times[label]),
-            ', '.join('%s %d' % kv for kv in sorted(models[label].items()))))
+            '%d / %d' % (models[label].get('daily season', 0), models[label].get('no season', 0))))
 
 
 def ramp(fmt):

@@ -349,9 +349,11 @@ class _ETS(object):
     def __init__(self, libs, y, fit_end, horizon, season=None):
         np = libs.np
         import pandas as pd  # a statsmodels dependency; ETSModel's predictions need an index
-        res = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add', damped_trend=True,
-                            bounds={'smoothing_level': (MIN_SMOOTHING, 0.9999)}).fit(disp=False)
-        p = dict(zip(res.model.param_names, np.asarray(res.params, dtype=float)))
+        model = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add', damped_trend=True,
+                              bounds={'smoothing_level': (MIN_SMOOTHING, 0.9999)})
+        # the parameters only: a results object would also smooth the series and compute a Hessian (unused here,
+        # about a third of the fit's time on a week of one-minute points)
+        p = dict(zip(model.param_names, np.asarray(model.fit(disp=False, return_params=True), dtype=float)))
         self.alpha = p['smoothing_level']
         self.beta = p['smoothing_trend']
         self.phi = p['damping_trend']
