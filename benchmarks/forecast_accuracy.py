@@ -96,7 +96,8 @@ def evaluate(forecast_series, values, opts, origins, reference):
         fc = forecast_series(hist, _traces.STEP, HORIZON, level=LEVEL, **opts)
         acc['wall'].append(time.perf_counter() - t0)
         acc['cpu'].append(time.process_time() - c0)
-        key = fc['model'] + ('+season' if fc.get('seasonal') else '') + ('+drift' if fc.get('tracking') else '')
+        key = fc['model'] + ('+season' if fc.get('seasonal') else '') + ('+drift' if fc.get('tracking') else '') + (
+            '+sparse' if fc.get('sparse_fit') else '')
         acc['models'][key] = acc['models'].get(key, 0) + 1
         ref = plain_ets(hist) if reference else None
         last = last_observed(hist)

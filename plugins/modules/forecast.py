@@ -106,9 +106,14 @@ options:
         sign (a lasting change).
       - C(ar) is an autoregression on the levels (order 1 to 12 by AIC; with three days of history in its fit
         window the values a day before are regressors too), the one member that reverts to a mean (noise around a
-        level that moves little); it leaves when the drift member joins.
+        level that moves little); it leaves when the drift member joins, and takes part only when the history
+        before the calibration day holds a whole day.
       - Seasonal members take part only when the history holds at least 3 days plus the calibration day and
         shows a daily season.
+      - When less than half of the history before the calibration day was observed (the rest interpolated, as in
+        a week read from PVE without a history store, six days of 30-minute means before a day of one-minute
+        rows), the members whose parameters are fitted (C(ets), C(theta), C(ar) and their seasonal forms) sit out,
+        and C(naive), C(seasonal_naive) and C(season_change) remain.
       - A C(drift) member (the last value plus the last hour's slope) joins on its own when nearly every one-step
         error of the last hour has one sign (Trigg's tracking signal), that is on a fresh ramp or level shift
         that every other member lags.

@@ -152,6 +152,39 @@ def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
         assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.4 * 2.0 * (h + 4) + 0.5
 
 
+def _coarse_then_fine(values, per_day, coarse):
+    """What a stateless controller loads from PVE for a week: the last day as it is, the days before it as one mean per
+    ``coarse`` steps at the middle of its block, gaps between (the pve backend's `day` + `month`)."""
+    old, out = values[:-per_day], []
+    for start in range(0, len(old), coarse):
+        block = old[start:start + coarse]
+        part = [None] * len(block)
+        part[len(block) // 2] = sum(block) / len(block)
+        out.extend(part)
+    return out + values[-per_day:]
+
+
+@pytest.mark.parametrize('step,coarse', [(60, 30), (300, 6)])
+def test_members_with_estimated_parameters_sit_out_a_mostly_interpolated_fit_window(step, coarse):
+    per_day = 86400 // step
+    rnd = random.Random(11)
+    values = [50.0 + 10.0 * math.sin(2 * math.pi * t / per_day) + rnd.gauss(0, 2.0) for t in range(7 * per_day)]
+    sparse = forecast_series(_coarse_then_fine(values, per_day, coarse), step, 20)
+    _shape_ok(sparse, 20)
+    # the fit window (the six days before the calibration day) is 1 / coarse observed: only the members without
+    # fitted parameters take part; the season is still found on the interpolated days
+    assert sparse['sparse_fit'] and sparse['seasonal']
+    assert sparse['members'] == ['naive', 'seasonal_naive', 'season_change']
+    assert not set(sparse['weights']) & set(forecast_utils.ESTIMATED)
+    assert sparse['interval'] == 'conformal'
+    # the same week fully observed, or with a tenth of its points missing here and there: every member
+    dense = forecast_series(values, step, 20)
+    gappy = [None if rnd.random() < 0.1 else v for v in values[:-1]] + values[-1:]
+    for res in (dense, forecast_series(gappy, step, 20)):
+        assert not res['sparse_fit']
+        assert {'ets', 'theta', 'ar', 'seasonal_theta', 'seasonal_ar'} <= set(res['members'])
+
+
 def test_short_series_falls_back_to_naive():
     res = forecast_series([1.0, 3.0, None, 2.0, 4.0], STEP, 3)
     _shape_ok(res, 3)
@@ -579,7 +612,8 @@ def test_tracking_signal_stays_quiet_without_a_change():
     res = forecast_series(flat, 60, 20, level=0.3)
     assert not res['tracking'] and abs(res['tracking_signal']) < forecast_utils.TRACKING_LIMIT
     assert res['upper'][-1] < 0.75 and 'drift' not in res['members']
-    shifted = [0.30 + rnd.gauss(0, 0.02) for dummy in range(1410)] + [0.68 + rnd.gauss(0, 0.02) for dummy in range(30)]
+    # two days, so that the autoregression's fit window holds a whole day and it takes part
+    shifted = [0.30 + rnd.gauss(0, 0.02) for dummy in range(2850)] + [0.68 + rnd.gauss(0, 0.02) for dummy in range(30)]
     res = forecast_series(shifted, 60, 20, level=0.3)
     assert res['upper'][-1] < 0.75
     # the signal is that of the members that follow the level: the autoregression, which reverts to the old level

@@ -28,12 +28,19 @@ How a forecast is made
   ``naive`` (last value), ``ets`` (ETS(A,Ad,N): additive errors, damped trend),
   ``theta`` (standard Theta: SES with half the fitted drift), ``ar`` (an autoregression on
   the levels, order 1-12 by AIC, with the values a day before as further regressors when
-  three days are in the fit window: the one member that reverts to a mean),
+  three days are in the fit window: the one member that reverts to a mean, so it takes part only
+  when its fit window holds a whole day, and the mean covers the day's cycle),
   ``season_change`` (the last value plus the median of the changes the same steps brought
   on the last 3 days; with at least a day of history before the calibration window, no
   seasonality test), and with a season ``seasonal_naive`` (same time yesterday),
   ``seasonal_ets``, ``seasonal_theta`` and ``seasonal_ar`` (the same models fitted on the
   seasonally adjusted series, the indices added back).
+* A fit window mostly interpolated (less than ``MIN_OBSERVED_FIT`` of it observed: a stateless controller's
+  week from PVE is six days of 30-minute means and a day of one-minute rows) cannot estimate parameters for the
+  observed day: on the straight lines between the means ETS fits a trend that goes on and the autoregression
+  one that extrapolates. The members with estimated parameters (``ESTIMATED``) then sit out and naive, seasonal
+  naive and ``season_change`` remain (the season is still tested and its indices estimated on the interpolated
+  days); ``sparse_fit`` is True in the result.
 * Each member's parameters are estimated once, by statsmodels, on the fit window; the
   smoothing constants of ETS and Theta are at least ``MIN_SMOOTHING`` (0.05), so that a
   level fitted on a flat, noisy stretch still follows a change after it.
@@ -110,6 +117,12 @@ TWINS = (('ets', 'theta'), ('seasonal_ets', 'seasonal_theta'))   # level smoothe
 DEFAULT_FIT_WINDOW_SECONDS = 7 * 86400   # parameters are estimated on up to 7 days...
 DEFAULT_BACKTEST_SECONDS = 86400         # ...and the interval calibrated on the following day
 MIN_FIT_POINTS = 24                      # fewer: only naive is fitted
+# Members whose parameters are estimated on the fit window; they sit out when less than this share of the fit window
+# was observed (the rest interpolated): a stateless controller's week from PVE is a day of one-minute rows after six
+# days of 30-minute means, and what is fitted on the straight lines between those means (a trend that goes on, an
+# autoregression that extrapolates) is wrong for the one-minute day (benchmarks/stateless_history.py).
+ESTIMATED = ('ets', 'theta', 'ar', 'seasonal_ets', 'seasonal_theta', 'seasonal_ar')
+MIN_OBSERVED_FIT = 0.5
 MIN_BACKTEST_ORIGINS = 12
 MIN_CALIBRATION_ERRORS = 20              # fewer errors at one horizon: use those of all horizons
 SEASONS_NEEDED = 3                       # the season is removed only with 3 seasons in the fit window (M4)
@@ -730,7 +743,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         combination and of naive; empty when the series is too short) and ``origin_gap``
         (trailing gap steps that were skipped), ``bands`` (per level of ``bands``: ``level``, ``lower``,
         ``upper``), ``tracking_signal`` (Trigg's, of the last hour's one-step errors: -1..1) and ``tracking``
-        (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour).
+        (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour),
+        ``sparse_fit`` (less than :data:`MIN_OBSERVED_FIT` of the fit window was observed, so the members with
+        estimated parameters sat out).
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -758,7 +773,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
     extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
-             'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0}
+             'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0, 'sparse_fit': False}
 
     if np.ptp(y) == 0.0:
         return _result(np, 'naive', np.full(horizon, y[-1]), [(np.zeros(horizon), np.zeros(horizon))] * len(levels),
@@ -789,6 +804,13 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     obs = observed[start:]
     fe = len(yw) - bt                           # fit on yw[fs:fe]
     fs = fe - fw
+    if fw < per_day and 'ar' in members:
+        # the mean it reverts to would be that of part of a day (benchmarks/stateless_history.py, a day of
+        # history: 1.037 times naive's error with it, 1.012 without)
+        members.remove('ar')
+    if float(np.mean(obs[fs:fe])) < MIN_OBSERVED_FIT:
+        members = [m for m in members if m not in ESTIMATED] or ['naive']
+        extra['sparse_fit'] = True
 
     origins = np.arange(fe - 1, len(yw) - 1)     # state after observing yw[t]
     steps = np.arange(1, horizon + 1)
