@@ -152,16 +152,17 @@ def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
         assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.4 * 2.0 * (h + 4) + 0.5
 
 
-def _coarse_then_fine(values, per_day, coarse):
-    """What a stateless controller loads from PVE for a week: the last day as it is, the days before it as one mean per
-    ``coarse`` steps at the middle of its block, gaps between (the pve backend's `day` + `month`)."""
-    old, out = values[:-per_day], []
+def _coarse_then_fine(values, fine, coarse):
+    """What a stateless controller loads from PVE: the last ``fine`` steps as they are, the ones before them as one mean
+    per ``coarse`` steps at the middle of its block, gaps between (PVE 9's `day` after `month`, PVE 8's `hour` after
+    `day`)."""
+    old, out = values[:-fine], []
     for start in range(0, len(old), coarse):
         block = old[start:start + coarse]
         part = [None] * len(block)
         part[len(block) // 2] = sum(block) / len(block)
         out.extend(part)
-    return out + values[-per_day:]
+    return out + values[-fine:]
 
 
 @pytest.mark.parametrize('step,coarse', [(60, 30), (300, 6)])
@@ -183,6 +184,17 @@ def test_members_with_estimated_parameters_sit_out_a_mostly_interpolated_fit_win
     for res in (dense, forecast_series(gappy, step, 20)):
         assert not res['sparse_fit']
         assert {'ets', 'theta', 'ar', 'seasonal_theta', 'seasonal_ar'} <= set(res['members'])
+
+
+def test_a_sparse_fit_window_still_follows_a_fresh_ramp():
+    """PVE 8's shapes for a fresh controller: a day of half-hour means, then the last 70 minutes at one minute, the
+    last hour a ramp. Naive is the only member that follows the level, and the drift member still joins it."""
+    rnd = random.Random(5)
+    values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
+    history = _coarse_then_fine(values, 70, 30)
+    res = forecast_series(history, 60, 20, level=0.3)
+    assert res['sparse_fit'] and res['tracking'] and res['members'] == ['naive', 'drift']
+    assert res['mean'][-1] > values[-1] + 0.05          # the ramp goes on: 0.38 an hour, about 0.13 in 20 minutes
 
 
 def test_short_series_falls_back_to_naive():

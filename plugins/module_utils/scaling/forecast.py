@@ -40,7 +40,8 @@ How a forecast is made
   observed day: on the straight lines between the means ETS fits a trend that goes on and the autoregression
   one that extrapolates. The members with estimated parameters (``ESTIMATED``) then sit out and naive, seasonal
   naive and ``season_change`` remain (the season is still tested and its indices estimated on the interpolated
-  days); ``sparse_fit`` is True in the result.
+  days); ``sparse_fit`` is True in the result. Where naive is then the only member left that follows the level
+  (PVE 8's day of half-hours before its hour of minutes), the tracking signal's drift member may still join it.
 * Each member's parameters are estimated once, by statsmodels, on the fit window; the
   smoothing constants of ETS and Theta are at least ``MIN_SMOOTHING`` (0.05), so that a
   level fitted on a flat, noisy stretch still follows a change after it.
@@ -902,7 +903,10 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     recent = origins > origins[-1] - window
     signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
     extra['tracking_signal'] = round(signal, 4)
-    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and len(followers) > 1 and origins[0] >= window:
+    # Not beside a member asked for alone; but where a sparse fit window left naive as the only follower (PVE 8's
+    # `day` of half-hours before the `hour` of minutes), the drift member is what follows a fresh ramp.
+    joins = len(followers) > 1 or extra['sparse_fit']
+    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and joins and origins[0] >= window:
         drift = _Drift(yw, horizon, window)
         cal['drift'], final['drift'] = drift.forecasts(origins), drift.forecasts(last)[0]
         names = followers + ['drift']
