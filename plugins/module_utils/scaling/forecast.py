@@ -365,8 +365,8 @@ class _ETS(object):
         import pandas as pd  # a statsmodels dependency; ETSModel's predictions need an index
         model = libs.ETSModel(pd.Series(y[:fit_end]), error='add', trend='add', damped_trend=True,
                               bounds={'smoothing_level': (MIN_SMOOTHING, 0.9999)})
-        # the parameters only: a results object would also smooth the series and compute a Hessian (unused here,
-        # about a third of the fit's time on a week of one-minute points)
+        # the parameters only: a results object would also smooth the series and compute a Hessian (unused here;
+        # about a third of this member's fit on a week of one-minute points)
         p = dict(zip(model.param_names, np.asarray(model.fit(disp=False, return_params=True), dtype=float)))
         self.alpha = p['smoothing_level']
         self.beta = p['smoothing_trend']
