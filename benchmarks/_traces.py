@@ -226,3 +226,20 @@ def percentile(xs, q):
     k = (len(xs) - 1) * q
     lo, hi = int(math.floor(k)), int(math.ceil(k))
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+PVE_COARSE = 6              # PVE's `month` rows are 30-minute means: 6 five-minute steps
+
+
+def pve_week(history, fine=288, coarse=PVE_COARSE):
+    """A history as a stateless controller gets it from PVE (the ``pve`` backend, a 7-day window): the last ``fine``
+    steps (PVE 9's `day`, one day) as they are, the steps before them as one mean per ``coarse`` steps (`month`'s
+    30-minute rows) at the block's middle step, gaps between; rrdtool's xff 0.5: a block with more than half of its
+    points unknown is unknown."""
+    old, out = history[:-fine], []
+    for start in range(0, len(old), coarse):
+        block = [v for v in old[start:start + coarse] if v is not None]
+        part = [None] * len(old[start:start + coarse])
+        part[min(len(part) - 1, coarse // 2 - 1)] = sum(block) / len(block) if len(block) * 2 >= coarse else None
+        out.extend(part)
+    return out + list(history[-fine:])

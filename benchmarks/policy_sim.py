@@ -22,7 +22,11 @@ Trade-off curves: the seed rule (high swept, low = high x 3/7), target tracking 
 and the policy (cpu.high swept), one point per setting; --plot writes them as a PNG.
 The shadow-minus-primary seed signal is not simulated (the traces have no shadow).
 
+--history pve gives each forecast the 7 days as a stateless controller reads them from PVE (the last day as it is,
+the days before it as 30-minute means): the policy as it runs from AWX with no history store.
+
     .venv/bin/python benchmarks/policy_sim.py [--dataset both|csv:PATH] [--vms N] [--jobs 2] [--plot curve.png]
+                                              [--history store|pve]
 """
 import argparse
 import functools
@@ -103,6 +107,7 @@ def sim_range(values, days):
 
 
 FORECASTER_ID = None      # --forecasts: simulate with the cached forecasts of an earlier forecast.py
+HISTORY = 'store'         # --history: 'store' (the 7 days as they are) or 'pve' (what a stateless controller reads)
 
 
 def _file_digest(path):
@@ -141,7 +146,8 @@ def _dataset_key(dataset):
 
 def _cache_path(dataset, name):
     safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
-    return os.path.join(CACHE, '%s-%s-%s.json' % (_dataset_key(dataset), safe, _forecaster_id()))
+    shape = '' if HISTORY == 'store' else '-' + HISTORY
+    return os.path.join(CACHE, '%s-%s-%s%s.json' % (_dataset_key(dataset), safe, _forecaster_id(), shape))
 
 
 def precompute(job):
@@ -162,7 +168,10 @@ def precompute(job):
     t0 = time.perf_counter()
     for t in steps:
         # decision at the end of step t, knowing values[..t]
-        fc = forecast_series(values[max(0, t + 1 - WEEK):t + 1], _traces.STEP, HORIZON, level=0.8, bands=BANDS)
+        history = values[max(0, t + 1 - WEEK):t + 1]
+        if HISTORY == 'pve':
+            history = _traces.pve_week(history)
+        fc = forecast_series(history, _traces.STEP, HORIZON, level=0.8, bands=BANDS)
         out['steps'][t] = [[round(v, 4) for v in fc['mean']], [round(v, 4) for v in fc['upper']],
                            [round(v, 4) for v in fc['lower']], fc['model'],
                            dict((band_key(b['level']), [round(v, 4) for v in b['upper']]) for b in fc['bands'])]
@@ -511,6 +520,10 @@ def main():
     ap.add_argument('--forecasts', default=None, metavar='DIGEST',
                     help='use the cached forecasts of the forecast.py with this digest (printed by every run) '
                          'instead of the current one; implies --cached-only')
+    ap.add_argument('--history', choices=('store', 'pve'), default='store',
+                    help='what each forecast is given: the 7 days before the step as they are (store, default), or '
+                         'as a stateless controller reads them from PVE (pve: the last day as it is, the 6 days '
+                         'before as 30-minute means; cached apart)')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
     own = _traces.csv_path(args.dataset)
@@ -519,8 +532,9 @@ def main():
     if own and not os.path.exists(own):
         ap.error('--dataset: %s does not exist' % own)
     datasets = DATASETS if args.dataset == 'both' else (args.dataset,)
-    global UNITS_START, FORECASTER_ID, AGGREGATE_SET
+    global UNITS_START, FORECASTER_ID, AGGREGATE_SET, HISTORY
     AGGREGATE_SET = args.aggregates
+    HISTORY = args.history
     UNITS_START = args.units            # every rule starts with the 95th percentile's capacity
     # The digest and the forecaster's code are taken once, here, before any worker starts: forecast.py edited
     # during a run can neither rename the cache files nor change the forecasts in them. The workers are forked (not
@@ -552,7 +566,7 @@ def main():
         args.level = DEFAULT_LEVEL
     sc = normalise_scaling(policy_block(args))
     print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
-    print('forecaster: forecast.py %s' % _forecaster_id())
+    print('forecaster: forecast.py %s, history %s' % (_forecaster_id(), HISTORY))
     print('policy: cpu high %.2f, horizon %s, provision %ss, cooldown up %s down %s, upper bound of the %.0f%% '
           'interval, stabilisation %ss, tolerance %.2f, step_down %.2f, min_step %.2f' % (
               args.high, args.horizon, sc['provision'], args.cooldown_up, args.cooldown_down, 100 * args.level,

@@ -31,7 +31,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'com
 import benchlib  # noqa: E402
 
 DAY = 288                     # five-minute steps
-COARSE = 6                    # 30 minutes
 ORIGINS = 12                  # forecast origins per VM, spread over its last 7 days
 
 
@@ -39,21 +38,8 @@ def pve_day(hist):
     return hist[-DAY:]
 
 
-def pve_day_month(hist):
-    """The 6 days before the last as 30-minute means at the middle step (gaps between), then the last day."""
-    old, out = hist[:-DAY], []
-    for start in range(0, len(old), COARSE):
-        block = [v for v in old[start:start + COARSE] if v is not None]
-        # rrdtool xff 0.5: a 30-minute row with more than half of its points unknown is unknown.
-        mean = sum(block) / len(block) if len(block) * 2 >= COARSE else None
-        part = [None] * len(old[start:start + COARSE])
-        part[min(len(part) - 1, COARSE // 2 - 1)] = mean
-        out.extend(part)
-    return out + hist[-DAY:]
-
-
 VARIANTS = [('store 7d (SQLite cache, a week)', lambda h: h), ('PVE day (stateless, day)', pve_day),
-            ('PVE day + month (stateless, 7-day window)', pve_day_month)]
+            ('PVE day + month (stateless, 7-day window)', _traces.pve_week)]
 
 
 def accuracy(args):

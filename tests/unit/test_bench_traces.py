@@ -87,3 +87,18 @@ def test_iso_times_and_a_date_column_apart(traces, tmp_path):
                for s, a in zip(stamp[:10], VM_A) for m in (0, 1)]
     got = series(traces, write(str(tmp_path / 'minutes.csv'), ['time', 'a'], minutes))
     assert got == {'minutes:a': pytest.approx(VM_A[:10])}
+
+
+def test_pve_week_is_the_last_day_after_half_hour_means(traces):
+    """What the benchmarks give a forecast as a stateless controller's week from PVE."""
+    history = [float(i) for i in range(20)] + [100.0 + i for i in range(5)]
+    history[6:10] = [None] * 4                      # 4 of the block's 6 unknown: rrdtool's xff 0.5 makes it unknown
+    got = traces.pve_week(history, fine=5, coarse=6)
+    assert len(got) == len(history)
+    assert got[-5:] == history[-5:]                 # the last day as it is
+    assert got[:6] == [None, None, 2.5, None, None, None]   # the block's mean at its middle step
+    assert got[6:12] == [None] * 6
+    assert got[12:18] == [None, None, 14.5, None, None, None]
+    assert got[18:20] == [None, None]               # a block of 2 steps: fewer than half of 6 known, unknown
+    # a block of 3 steps (18, 19, 100.0): half of 6 known, their mean at its third step
+    assert traces.pve_week(history[:23], fine=2, coarse=6)[18:21] == [None, None, (18.0 + 19.0 + 100.0) / 3]
