@@ -46,7 +46,7 @@ def accuracy(args):
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import forecast_series
     forecast_series([1.0, 2.0, 1.0], _traces.STEP, 1)
     per_variant = dict((label, []) for label, dummy in VARIANTS)
-    models = dict((label, {}) for label, dummy in VARIANTS)
+    seasons = dict((label, {}) for label, dummy in VARIANTS)   # forecasts with and without a daily season
     times = dict((label, []) for label, dummy in VARIANTS)
     for name in _traces.vm_names(args.vms):
         values, dummy = _traces.load_vm(name, _traces.COLUMNS['cpu'])
@@ -62,7 +62,7 @@ def accuracy(args):
                 fc = forecast_series(shape(list(hist)), _traces.STEP, fa.HORIZON)
                 times[label].append(time.process_time() - t0)
                 key = 'daily season' if fc.get('seasonal') else 'no season'     # the forecast's seasonality test, per origin
-                models[label][key] = models[label].get(key, 0) + 1
+                seasons[label][key] = seasons[label].get(key, 0) + 1
                 last = fa.last_observed(hist)
                 for h in range(fa.HORIZON):
                     actual = values[o + h]
@@ -85,7 +85,7 @@ def accuracy(args):
         print('| %s | %d | %.3f | %d/%d | %.1f | %s |' % (
             label, len(per_variant[label]), gmean, sum(1 for r in ratios if r < 1), len(ratios),
             1000 * statistics.median(times[label]),
-            '%d / %d' % (models[label].get('daily season', 0), models[label].get('no season', 0))))
+            '%d / %d' % (seasons[label].get('daily season', 0), seasons[label].get('no season', 0))))
 
 
 def ramp(fmt):

@@ -4,20 +4,15 @@
 ``to_csv`` write, with the time or a row number in their first column, give the same series as a plain
 ``timestamp`` column, and the row names never become a series of their own."""
 import gzip
-import importlib.util
-import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab import benchmarks
 
 
 @pytest.fixture(scope='module')
 def traces():
-    spec = importlib.util.spec_from_file_location('bench_traces', os.path.join(ROOT, 'benchmarks', '_traces.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmarks.load('_traces')
 
 
 T0 = 1_480_000_200                      # UNIX seconds, a multiple of 300

@@ -8,9 +8,13 @@ import pytest
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.forecast import (
     MissingForecastLibrary, forecast_series)
+from lab import benchmarks
 
 STEP = 300          # 5-minute points
 DAY = 288
+# What a stateless controller loads from PVE: the last day as it is, the days before as one mean per block (PVE 9's
+# `day` after `month`, PVE 8's `hour` after `day`); the benchmarks' shaping, so that both measure the same input.
+pve_week = benchmarks.load('_traces').pve_week
 
 
 def _shape_ok(res, horizon):
@@ -152,25 +156,12 @@ def test_gaps_are_tolerated_and_trailing_gap_moves_origin():
         assert abs(got - (5.0 + 2.0 * (600 + h))) < 0.4 * 2.0 * (h + 4) + 0.5
 
 
-def _coarse_then_fine(values, fine, coarse):
-    """What a stateless controller loads from PVE: the last ``fine`` steps as they are, the ones before them as one mean
-    per ``coarse`` steps at the middle of its block, gaps between (PVE 9's `day` after `month`, PVE 8's `hour` after
-    `day`)."""
-    old, out = values[:-fine], []
-    for start in range(0, len(old), coarse):
-        block = old[start:start + coarse]
-        part = [None] * len(block)
-        part[len(block) // 2] = sum(block) / len(block)
-        out.extend(part)
-    return out + values[-fine:]
-
-
 @pytest.mark.parametrize('step,coarse', [(60, 30), (300, 6)])
 def test_members_with_estimated_parameters_sit_out_a_mostly_interpolated_fit_window(step, coarse):
     per_day = 86400 // step
     rnd = random.Random(11)
     values = [50.0 + 10.0 * math.sin(2 * math.pi * t / per_day) + rnd.gauss(0, 2.0) for t in range(7 * per_day)]
-    sparse = forecast_series(_coarse_then_fine(values, per_day, coarse), step, 20)
+    sparse = forecast_series(pve_week(values, per_day, coarse), step, 20)
     _shape_ok(sparse, 20)
     # the fit window (the six days before the calibration day) is 1 / coarse observed: only the members without
     # fitted parameters take part; the season is still found on the interpolated days
@@ -191,7 +182,7 @@ def test_a_sparse_fit_window_still_follows_a_fresh_ramp():
     last hour a ramp. Naive is the only member that follows the level, and the drift member still joins it."""
     rnd = random.Random(5)
     values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
-    history = _coarse_then_fine(values, 70, 30)
+    history = pve_week(values, 70, 30)
     res = forecast_series(history, 60, 20, level=0.3)
     assert res['sparse_fit'] and res['tracking'] and res['members'] == ['naive', 'drift']
     assert res['mean'][-1] > values[-1] + 0.05          # the ramp goes on: 0.38 an hour, about 0.13 in 20 minutes
