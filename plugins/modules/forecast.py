@@ -116,7 +116,8 @@ options:
         and C(naive), C(seasonal_naive) and C(season_change) remain.
       - A C(drift) member (the last value plus the last hour's slope) joins on its own when nearly every one-step
         error of the last hour has one sign (Trigg's tracking signal), that is on a fresh ramp or level shift
-        that every other member lags.
+        that every other member lags; not when only one member that follows the level was asked for (C(ar)
+        does not follow it), so that a model asked for alone gives its own forecast.
     type: list
     elements: str
     choices: [naive, seasonal_naive, season_change, ets, theta, seasonal_ets, seasonal_theta, ar, seasonal_ar]

@@ -188,6 +188,26 @@ def test_a_sparse_fit_window_still_follows_a_fresh_ramp():
     assert res['mean'][-1] > values[-1] + 0.05          # the ramp goes on: 0.38 an hour, about 0.13 in 20 minutes
 
 
+def test_the_drift_member_joins_what_was_asked_for_as_a_combination_only():
+    """The drift member joins a combination the caller asked for, even when the fits left naive alone in it, and
+    never beside a member asked for alone (here ETS, which sits out the sparse window: naive answers for it)."""
+    rnd = random.Random(5)
+    values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
+    history = pve_week(values, 70, 30)
+    alone = forecast_series(history, 60, 20, level=0.3, models=['ets'])
+    assert alone['sparse_fit'] and not alone['tracking'] and alone['members'] == ['naive']
+    assert alone['mean'][-1] == pytest.approx(values[-1])
+    # a dense window: naive and seasonal naive asked for, seasonal naive leaves (noise has no daily season)
+    fresh = [0.30 + rnd.gauss(0, 0.01) for dummy in range(3 * 1440)] + [0.30 + 0.38 * i / 59 for i in range(60)]
+    pair = forecast_series(fresh, 60, 20, level=0.3, models=['naive', 'seasonal_naive'])
+    assert not pair['sparse_fit'] and not pair['seasonal']
+    assert pair['tracking'] and pair['members'] == ['naive', 'drift']
+    assert pair['mean'][-1] > fresh[-1] + 0.05
+    # an autoregression beside naive does not follow the level: naive is asked for alone among the followers
+    ar = forecast_series(fresh, 60, 20, level=0.3, models=['naive', 'ar'])
+    assert not ar['tracking'] and 'drift' not in ar['members']
+
+
 def test_short_series_falls_back_to_naive():
     res = forecast_series([1.0, 3.0, None, 2.0, 4.0], STEP, 3)
     _shape_ok(res, 3)

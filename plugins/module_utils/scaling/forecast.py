@@ -61,7 +61,9 @@ How a forecast is made
   fresh ramp slowly). Then a ``drift`` member (the last value plus the slope over the last
   hour) joins, the autoregressions leave (they revert to the level the series has just
   left), and the weights come from the last hour's errors only; the interval is
-  calibrated on that combination's errors as always. The signal is taken on the members
+  calibrated on that combination's errors as always. It joins where the caller asked for
+  more than one member that follows the level (the default does), even when the fits left
+  naive alone; never beside a member asked for alone. The signal is taken on the members
   that follow the level, without the autoregressions, whose reversion would make a level
   shift look like a ramp, and without ``season_change``, whose noisier errors hide a ramp's
   one-sided ones; there, and in the weights after a change, ETS and Theta count in full.
@@ -764,6 +766,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         raise ValueError('unknown model(s): %s; choose from %s' % (', '.join(sorted(unknown)), ', '.join(MODELS)))
     if not members:
         members = ['naive']
+    # the drift member joins a combination the caller asked for (more than one member that follows the level), not a
+    # member asked for alone, whatever members are left after the fits
+    drift_may_join = len([m for m in members if m not in MEAN_REVERTING]) > 1
     if combine not in COMBINE:
         raise ValueError('combine must be one of %s' % ', '.join(COMBINE))
 
@@ -903,10 +908,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     recent = origins > origins[-1] - window
     signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
     extra['tracking_signal'] = round(signal, 4)
-    # Not beside a member asked for alone; but where a sparse fit window left naive as the only follower (PVE 8's
-    # `day` of half-hours before the `hour` of minutes), the drift member is what follows a fresh ramp.
-    joins = len(followers) > 1 or extra['sparse_fit']
-    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and joins and origins[0] >= window:
+    # Where a sparse fit window left naive as the only follower (PVE 8's `day` of half-hours before the `hour` of
+    # minutes), the drift member is what follows a fresh ramp.
+    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and drift_may_join and origins[0] >= window:
         drift = _Drift(yw, horizon, window)
         cal['drift'], final['drift'] = drift.forecasts(origins), drift.forecasts(last)[0]
         names = followers + ['drift']
