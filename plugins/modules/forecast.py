@@ -139,6 +139,8 @@ options:
         C(playbooks/reconcile.yml)), one self-contained file (no external files or network; the plots are embedded
         PNGs) with the run's metadata, an index of the services and their decisions, and per service a plot of the
         last two days of each metric the decision used, the forecast mean and interval over the horizon, the
+        forecast against what happened (what the same forecast said one horizon before each point of the last
+        day, as AWS predictive scaling's console compares forecast and actual load), the
         C(high)/C(low) thresholds as capacity lines for the current size and C(high) for the decided size, and
         the decision line with its reason.
       - Writes C(<dir>/report-<UTC time>.html), replaces C(<dir>/latest.html) with a copy of it (both atomically)

@@ -132,6 +132,9 @@ def test_the_report_in_a_headless_browser(pvesim, pve_conn, rising, tmp_path):
     assert ' '.join(decision['line'].split()) in text
     assert ' '.join(decision['reason'].split()) in text
     assert '2 instances' in text and '3 instances' in text
+    # the forecast against what happened: the real forecaster's hindcast reached the plot, one horizon (15 minutes
+    # at one-minute steps) before each point of the calibration window (half of the 70 minutes of history)
+    assert 'dashed line: what the forecast said 15 min before each point of the last 21 minutes' in text, text
     plots = [img for img in page.images if img.get('src', '').startswith('data:image/png;base64,')]
     assert len(plots) == 1 == len(page.images)
     data = base64.b64decode(plots[0]['src'].split(',', 1)[1])

@@ -208,6 +208,33 @@ def test_the_drift_member_joins_what_was_asked_for_as_a_combination_only():
     assert not ar['tracking'] and 'drift' not in ar['members']
 
 
+def test_hindcast_is_what_the_forecast_said_lead_steps_before_each_calibration_point():
+    rnd = random.Random(8)
+    walk = [100.0]
+    for dummy in range(3 * DAY):
+        walk.append(walk[-1] + rnd.gauss(0, 1))
+    # naive alone is left (no daily season in a random walk): its forecast made 4 steps before a point is the value
+    # 4 steps before it; the calibration window is the last day, so the first point it reaches is 4 steps in
+    res = forecast_series(walk, STEP, 12, models=['naive', 'seasonal_naive'], hindcast_steps=4)
+    assert res['members'] == ['naive']
+    assert res['hindcast']['lead'] == 4
+    assert len(res['hindcast']['mean']) == DAY - 4 + 1
+    assert res['hindcast']['mean'] == pytest.approx(walk[-(DAY - 4 + 1) - 4:-4])
+    # a trailing gap: the forecast starts at the last observation, the hindcast ends there, aligned with the values
+    gappy = forecast_series(walk + [None, None], STEP, 12, models=['naive', 'seasonal_naive'], hindcast_steps=4)
+    assert gappy['hindcast']['mean'][-2:] == [None, None]
+    assert gappy['hindcast']['mean'][:-2] == res['hindcast']['mean']
+    # the default combination: one finite forecast per point, never a lead beyond the horizon; none unless asked
+    combo = forecast_series(walk, STEP, 12, hindcast_steps=60)
+    assert combo['model'] == 'combination' and combo['hindcast']['lead'] == 12
+    assert len(combo['hindcast']['mean']) == DAY - 12 + 1
+    assert all(math.isfinite(v) for v in combo['hindcast']['mean'])
+    assert 'hindcast' not in forecast_series(walk, STEP, 12)
+    assert forecast_series(walk[:30], STEP, 12, hindcast_steps=4)['hindcast'] is None
+    with pytest.raises(ValueError, match='hindcast_steps'):
+        forecast_series(walk, STEP, 12, hindcast_steps=0)
+
+
 def test_short_series_falls_back_to_naive():
     res = forecast_series([1.0, 3.0, None, 2.0, 4.0], STEP, 3)
     _shape_ok(res, 3)

@@ -85,6 +85,29 @@ def test_the_wider_band_is_drawn_around_the_policys_interval():
     assert panel['zoom_top'] == pytest.approx(1.08 * 4.5)
 
 
+def test_the_forecast_against_what_happened_lines_up_with_the_history():
+    """forecast_series' ``hindcast`` ends at the series' last point (a trailing gap as None): the panel places it on
+    the history's times, in display units, and keeps only what the two days show; without one there is none."""
+    d, used = decision_and_used(3.2)
+    fc = used['forecasts']['cpu']
+    assert report.metric_panel('cpu', {}, used['series']['cpu'], fc, used['end'], 900, NOW, d)['hindcast'] is None
+    made = [1.0 + i / 1000.0 for i in range(1426)] + [None]           # a day less 15 minutes, then a gap
+    fc = dict(fc, hindcast={'lead': 15, 'mean': made})
+    panel = report.metric_panel('cpu', {}, used['series']['cpu'], fc, used['end'], 900, NOW, d)
+    hc = panel['hindcast']
+    assert hc['lead_seconds'] == 900 and report._lead_text(hc['lead_seconds']) == '15 min'
+    assert hc['times'][-1] == used['end'] and hc['values'][-1] is None
+    assert hc['times'][0] == used['end'] - 1426 * STEP and hc['values'][0] == pytest.approx(1.0)
+    assert set(hc['times']) <= set(panel['times'])
+    # memory in GiB: the demand is in MiB; a hindcast longer than the panel's history is cut to it
+    mem = report.metric_panel('memory', {}, [2048.0] * 100, dict(fc, hindcast={'lead': 15, 'mean': [3072.0] * 200}),
+                              used['end'], 900, NOW, d)
+    assert mem['hindcast']['values'] == [3.0] * 100 and mem['hindcast']['times'] == mem['times']
+    assert report.metric_panel('cpu', {}, used['series']['cpu'], dict(fc, hindcast={'lead': 15, 'mean': [None] * 9}),
+                               used['end'], 900, NOW, d)['hindcast'] is None
+    assert report._lead_text(3 * 3600) == '3 h'
+
+
 def test_no_change_has_no_decided_line_and_forecast_only_is_a_what_if():
     d, used = decision_and_used(2.0)
     assert d['action'] == 'none'

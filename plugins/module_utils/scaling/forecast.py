@@ -707,9 +707,17 @@ def _weights(names, combine, sq, scores, twins=TWINS):
     return [v / sum(inv) for v in inv]
 
 
+def _hindcast(np, f, lead, targets, gap, nonneg):
+    """``f`` (the calibration forecasts, one row per origin, the first origin ``targets`` steps before the last
+    point) at ``lead`` steps: the forecast of each of the last ``targets - lead + 1`` points, then ``gap`` Nones."""
+    made = f[:targets - lead + 1, lead - 1]
+    made = np.maximum(made, 0.0) if nonneg else made
+    return {'lead': lead, 'mean': [float(v) for v in made] + [None] * gap}
+
+
 def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
                     fit_window_steps=None, backtest_steps=None, season_steps=None, deseasonalize=None,
-                    combine='inverse_mse', bands=()):
+                    combine='inverse_mse', bands=(), hindcast_steps=None):
     """Forecast ``horizon_steps`` points after the end of ``values``.
 
     :param values: the series, oldest first, one value per ``step_seconds``;
@@ -731,6 +739,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         test); ``True``/``False`` force the seasonal members in or out.
     :param bands: further interval levels (e.g. ``(0.5, 0.95)`` for a fan chart), calibrated the same way as
         ``level``'s; they cost one quantile per level and step, not another fit.
+    :param hindcast_steps: also return ``hindcast``: what the forecast said ``hindcast_steps`` steps before each
+        point of the calibration window (for a report's "forecast against actual" line).
     :param combine: ``inverse_mse`` (default: weights inversely proportional to each
         member's calibration mean squared error, Bates and Granger's weights),
         ``inverse_error`` (to its mean absolute error), ``equal`` (the plain mean) or ``best``
@@ -748,7 +758,11 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         ``upper``), ``tracking_signal`` (Trigg's, of the last hour's one-step errors: -1..1) and ``tracking``
         (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour),
         ``sparse_fit`` (less than :data:`MIN_OBSERVED_FIT` of the fit window was observed, so the members with
-        estimated parameters sat out).
+        estimated parameters sat out); with ``hindcast_steps``, ``hindcast``: ``lead`` (the steps, at most
+        ``horizon_steps``) and ``mean``, the combination's forecast of each of the last ``len(mean)`` points of
+        ``values`` made ``lead`` steps before it, from the calibration window's rolling origins (the members'
+        parameters fitted before that window, the final weights; None for a trailing gap), or None when the series
+        was too short to calibrate.
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
@@ -771,6 +785,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     drift_may_join = len([m for m in members if m not in MEAN_REVERTING]) > 1
     if combine not in COMBINE:
         raise ValueError('combine must be one of %s' % ', '.join(COMBINE))
+    if hindcast_steps is not None and int(hindcast_steps) < 1:
+        raise ValueError('hindcast_steps must be >= 1')
 
     libs = _libs()
     np = libs.np
@@ -780,6 +796,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     n = len(y)
     extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
              'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0, 'sparse_fit': False}
+    if hindcast_steps is not None:
+        extra['hindcast'] = None
 
     if np.ptp(y) == 0.0:
         return _result(np, 'naive', np.full(horizon, y[-1]), [(np.zeros(horizon), np.zeros(horizon))] * len(levels),
@@ -926,6 +944,9 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     if len(names) > 1:
         scores['combination'] = mae(f)
     offsets = _conformal(np, actual - f, valid, levels, decay(INTERVAL_HALF_LIFE_SECONDS))
+    if hindcast_steps is not None:
+        extra['hindcast'] = _hindcast(np, f, min(int(hindcast_steps), horizon_steps), len(yw) - origins[0] - 1, gap,
+                                      nonneg)
     extra.update(backtest=scores, members=names, interval='conformal',
                  weights=dict((nm, round(w, 4)) for w, nm in zip(weights, names)))
     return _result(np, name, mean, offsets, nonneg, gap, extra, levels)

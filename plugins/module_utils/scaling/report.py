@@ -145,7 +145,8 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
     step = float((forecast or {}).get('step_seconds') or signal.get('step_seconds') or 60)
     times, values = _history(series, end, step, now, history_seconds, scale)
     panel = dict(metric=metric, title=TITLES.get(metric, metric), unit=unit, times=times, values=values,
-                 forecast=None, lines=[], now=now, end=end, span=_span(times, step))
+                 forecast=None, hindcast=_hindcast((forecast or {}).get('hindcast'), end, step, times, scale),
+                 lines=[], now=now, end=end, span=_span(times, step))
     if forecast and forecast.get('mean'):
         k = min(_steps(horizon, step), len(forecast['mean']))
         start = float(forecast.get('start', (end if end is not None else now) + step))
@@ -162,6 +163,27 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
     if signal.get('high') is not None and signal.get('low') is not None:
         _lines(panel, metric, signal, decision, scale)
     return _zoom(panel, horizon)
+
+
+def _hindcast(hindcast, end, step, times, scale):
+    """The forecast against what happened: forecast_series' ``hindcast`` (what the forecast said ``lead`` steps
+    before each point of the last day; its last value is for the series' last point, at ``end``) as ``times``,
+    ``values`` (display units) and ``lead_seconds``, where the panel has history; None without one."""
+    if not hindcast or not hindcast.get('mean') or end is None or not times:
+        return None
+    made = hindcast['mean']
+    pts = [(end - (len(made) - 1 - i) * step, v) for i, v in enumerate(made)]
+    pts = [(x, v) for x, v in pts if x >= times[0]]
+    if not any(_finite(v) for x, v in pts):
+        return None
+    return dict(lead_seconds=float(hindcast['lead']) * step, times=[x for x, v in pts],
+                values=[float(v) / scale if _finite(v) else None for x, v in pts])
+
+
+def _lead_text(seconds):
+    """'20 min', '2 h': how long before each point the hindcast's forecast was made."""
+    return '{0:g} min'.format(round(seconds / 60.0, 1)) if seconds < 2 * 3600 else '{0:g} h'.format(
+        round(seconds / 3600.0, 1))
 
 
 def _span(times, step):
@@ -186,6 +208,9 @@ def _zoom(panel, horizon):
     seen = [v for x, v in zip(panel['times'], panel['values']) if v is not None and x >= (panel['zoom_start'] or 0)]
     if panel['forecast']:
         seen += (panel['forecast']['outer'] or panel['forecast'])['upper']
+    if panel['hindcast']:
+        seen += [v for x, v in zip(panel['hindcast']['times'], panel['hindcast']['values'])
+                 if v is not None and x >= (panel['zoom_start'] or 0)]
     seen += [ln['value'] for ln in panel['lines']]
     panel['zoom_top'] = 1.08 * max(seen) if seen and max(seen) > 0 else 1.0
     return panel
@@ -254,9 +279,19 @@ def service_panel(decision: dict[str, t.Any], used: dict[str, t.Any] | None, now
         decided=_size_label(decision, target) if target else _size_label(decision, _size(decision, 'current')),
         wanted=_size_label(decision, wanted) if wanted else None,
         reason=decision.get('reason', ''), line=decision.get('line') or decision.get('reason', ''),
-        blocked_by=decision.get('blocked_by'), metrics=panels,
+        blocked_by=decision.get('blocked_by'), metrics=panels, backtest=_backtest_text(panels),
         models=dict((m, _model_label(forecasts[m], (decision.get('forecast') or {}).get(m) or {}))
                     for m in metrics if forecasts.get(m)))
+
+
+def _backtest_text(panels):
+    """What the dashed line of a service's plots shows, in words (None when no plot has one)."""
+    hc = next((m['hindcast'] for m in panels if m.get('hindcast')), None)
+    if hc is None:
+        return None
+    step = hc['times'][1] - hc['times'][0] if len(hc['times']) > 1 else 60
+    return 'dashed line: what the forecast said {0} before each point of the {1}'.format(
+        _lead_text(hc['lead_seconds']), _span(hc['times'], step))
 
 
 def _model_label(forecast, summary):
@@ -370,6 +405,12 @@ def _plot_metric(ax, m, zoom):
         pts = [(x, v) for x, v in zip(m['times'], m['values']) if start is None or x >= start]
         ax.plot([_dt(x) for x, v in pts], [float('nan') if v is None else v for x, v in pts],
                 color=COLOURS['history'], linewidth=1.4 if zoom else 1.0, label='observed (total of the primaries)')
+    hc = m.get('hindcast')
+    if hc:
+        pts = [(x, v) for x, v in zip(hc['times'], hc['values']) if start is None or x >= start]
+        ax.plot([_dt(x) for x, v in pts], [float('nan') if v is None else v for x, v in pts],
+                color=COLOURS['forecast'], linestyle='--', linewidth=0.9, alpha=0.8,
+                label='forecast made {0} before (backtest)'.format(_lead_text(hc['lead_seconds'])))
     if fc:
         times = [_dt(x) for x in fc['times']]
         level = '{0:.0f}% '.format(100 * fc['level']) if fc.get('level') else ''
@@ -477,11 +518,14 @@ def render_html(meta: dict[str, t.Any], panels: list[dict[str, t.Any]], images: 
         elif not p['metrics']:
             out.append('<p><small>No plot: no history for this service.</small></p>')
         if p['models']:
-            out.append('<p><small>forecast models: {0}; {1} mode</small></p>'.format(
-                _e(', '.join('{0} {1}'.format(k, v) for k, v in sorted(p['models'].items()))), _e(p['mode'])))
+            out.append('<p><small>forecast models: {0}; {1} mode{2}</small></p>'.format(
+                _e(', '.join('{0} {1}'.format(k, v) for k, v in sorted(p['models'].items()))), _e(p['mode']),
+                _e('; ' + p['backtest']) if p.get('backtest') else ''))
         out.append('</section>')
     out.append('<p><small>Made by shadownet.proxmox (forecast module). Thresholds are drawn as total capacity '
-               'lines: a fraction of the capacity per instance times the number of instances.</small></p>')
+               'lines: a fraction of the capacity per instance times the number of instances. The dashed line is '
+               'the forecast against what happened: what the same forecast said one horizon before each point of '
+               'the last day (its models fitted on the days before, its weights from the whole day).</small></p>')
     out.append('</main></body></html>')
     return '\n'.join(out) + '\n'
 

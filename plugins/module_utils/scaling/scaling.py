@@ -424,11 +424,16 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
 
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.report import OUTER_LEVEL
 
-    def forecaster(values, step, horizon, level=0.8):
-        # a report draws the wider OUTER_LEVEL interval around the policy's (the same calibration, no other fit)
-        wider = report is not None and level < OUTER_LEVEL
-        return forecast_utils.forecast_series(values, step, horizon, level=level, models=models,
-                                              bands=[OUTER_LEVEL] if wider else [])
+    def forecaster_for(entry):
+        def forecaster(values, step, horizon, level=0.8):
+            if report is None:
+                return forecast_utils.forecast_series(values, step, horizon, level=level, models=models)
+            # a report draws the wider OUTER_LEVEL interval around the policy's (the same calibration, no other fit)
+            # and what the forecast said one horizon before each point of the last day
+            return forecast_utils.forecast_series(
+                values, step, horizon, level=level, models=models, bands=[OUTER_LEVEL] if level < OUTER_LEVEL else [],
+                hindcast_steps=max(1, int(math.ceil(entry['horizon_seconds'] / float(step) - 1e-9))))
+        return forecaster
 
     out = []
     for entry in plan.get('scaling') or []:
@@ -436,7 +441,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
             continue
         only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
         out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
-                                   dict(level=level, forecaster=forecaster),
+                                   dict(level=level, forecaster=forecaster_for(entry)),
                                    canary_state(api, plan, entry, resources, now), report=report))
     return out
 
