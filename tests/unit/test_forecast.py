@@ -15,6 +15,7 @@ DAY = 288
 # What a stateless controller loads from PVE: the last day as it is, the days before as one mean per block (PVE 9's
 # `day` after `month`, PVE 8's `hour` after `day`); the benchmarks' shaping, so that both measure the same input.
 pve_week = benchmarks.load('_traces').pve_week
+fresh_ramp = benchmarks.load('fresh_ramp')
 
 
 def _shape_ok(res, horizon):
@@ -500,7 +501,7 @@ def test_season_change_adds_the_median_of_the_last_three_days_changes():
     assert 'season_change' not in forecast_series(noise[-(DAY + 100):], STEP, 12)['members']
 
 
-def test_twin_level_smoothers_share_one_members_weight():
+def test_twin_level_smoothers_share_one_members_weight(monkeypatch):
     """ETS and Theta both smooth the level: together they get one member's part of the inverse-error weights."""
     names = ['naive', 'ets', 'theta', 'ar']
     sq = {'naive': 2.0, 'ets': 1.0, 'theta': 1.0, 'ar': 1.0}
@@ -511,6 +512,9 @@ def test_twin_level_smoothers_share_one_members_weight():
     # one of them alone counts in full; the same share applies to the plain mean
     assert forecast_utils._weights(['naive', 'ets'], 'inverse_mse', sq, sq) == pytest.approx([1 / 3.0, 2 / 3.0])
     assert forecast_utils._weights(names, 'equal', sq, sq) == pytest.approx([1 / 3.0, 1 / 6.0, 1 / 6.0, 1 / 3.0])
+    # the default groups are read when the weights are made, so a changed TWINS (here: none) is what they use
+    monkeypatch.setattr(forecast_utils, 'TWINS', ())
+    assert forecast_utils._weights(names, 'inverse_mse', sq, sq) == pytest.approx([alone[nm] for nm in names])
 
 
 def test_noise_around_a_level_is_forecast_towards_it():
@@ -591,11 +595,8 @@ def test_theta_matches_statsmodels_theta_model(monkeypatch):
 
 
 def _fresh_ramp(step=60, noise=0.0, seed=1, days=1):
-    """A day (or ``days``) flat at 30%, then a one-hour ramp to 68%: benchmarks/fresh_ramp.py's case."""
-    rnd = random.Random(seed)
-    rise = 3600 // step
-    values = [0.30] * (days * 86400 // step - rise) + [0.30 + 0.38 * i / (rise - 1) for i in range(rise)]
-    return [v + rnd.gauss(0, noise) for v in values] if noise else values
+    """A day (or ``days``) flat at 30%, then a one-hour ramp to 68%: benchmarks/fresh_ramp.py's case, its own shape."""
+    return fresh_ramp.ramp(step, days * 86400, noise, seed)
 
 
 def test_recent_calibration_errors_weigh_more(monkeypatch):

@@ -684,11 +684,11 @@ def tracking_signal(np, errors):
     return float(np.sum(errors)) / total if total > 0 else 0.0
 
 
-def _weights(names, combine, sq, scores, twins=TWINS):
+def _weights(names, combine, sq, scores, twins=None):
     """The combination's weights (summing to 1) from the members' calibration MSE ``sq`` or MAE ``scores``.
 
-    Members of one group of ``twins`` that are both there share one member's part: each one's inverse error is
-    divided by how many of its group take part. Inverse-error weights (Bates and Granger) treat the members' errors
+    Members of one group of ``twins`` (default :data:`TWINS`, read at the call) that are both there share one
+    member's part: each one's inverse error is divided by how many of its group take part. Inverse-error weights (Bates and Granger) treat the members' errors
     as independent; ETS(A,Ad,N) and Theta both smooth the level with a trend and their forecasts nearly coincide, so
     counted in full the one behaviour weighs twice and every other member (the autoregression above all) less.
     """
@@ -701,7 +701,7 @@ def _weights(names, combine, sq, scores, twins=TWINS):
         inv = [1.0 if nm == best else 0.0 for nm in names]
     else:
         inv = [1.0 / max(scores[nm], 1e-300) for nm in names]
-    for group in twins:
+    for group in TWINS if twins is None else twins:
         share = float(len([nm for nm in group if nm in names]))
         inv = [v / share if nm in group else v for v, nm in zip(inv, names)]
     return [v / sum(inv) for v in inv]
