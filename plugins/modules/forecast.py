@@ -12,7 +12,8 @@ description:
   - For every service of the given plans, reads the service's history from the O(history) backend (by default
     straight from PVE's own RRD, so no state is needed on the controller; see O(history)), forecasts CPU, memory
     and network demand with prediction intervals (a weighted combination of naive, ETS, Theta and, when the history
-    shows a daily season, seasonal models; intervals from out-of-sample errors) and runs the scaling policy on it.
+    shows a daily season, seasonal models, their weighted mean or median, whichever did better on the last day;
+    intervals from out-of-sample errors) and runs the scaling policy on it.
   - A scale-up fires when the forecast's upper bound crosses C(high) within C(horizon), or when the shadow,
     normalised for its size and the mirror's flow sample rate, runs hotter than the primaries for C(duration), or
     when the shadow's replay p95 stays above C(scaling.latency.p95_ms) for C(scaling.latency.for). The two shadow

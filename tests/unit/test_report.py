@@ -175,6 +175,8 @@ def test_the_model_line_says_how_the_forecast_did_against_the_last_value():
     assert p['models'] == {'cpu': "fake (recent error 0.61x the last value's)"}
     assert "forecast models: cpu fake (recent error 0.61x the last value&#x27;s); horizontal mode" in \
         report.render_html(report.run_meta(['shop'], [d], NOW, 'x', check_mode=False), [p], {})
+    used['forecasts']['cpu']['combiner'] = 'median'                        # the members' weighted median
+    assert report.service_panel(d, used, NOW)['models'] == {'cpu': "fake (median) (recent error 0.61x the last value's)"}
 
 
 def test_page_is_self_contained_with_index_plots_and_decision_lines():

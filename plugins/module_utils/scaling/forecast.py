@@ -54,6 +54,14 @@ How a forecast is made
   outright (choosing one on a day's backtest generalises worse: benchmarks/README.md).
   Errors from recent origins weigh more (half-life 2 hours), so a change of
   behaviour inside the calibration day (a ramp that started an hour ago) shows.
+* Mean or median: with the same weights, the members' weighted median replaces their
+  weighted mean when its absolute error over the whole calibration window (every origin
+  counting the same) is the smaller (``combiner`` in the result). A VM that is either busy
+  or idle (a batch job, a disk that reads in bursts) is best forecast by one of its two
+  states; the mean of the members that follow it and those that revert to the average
+  lies between them, where the series never is. On noise that reverts to its level the
+  mean's averaging of the members' errors wins. Not after the tracking signal's drift member joined: the
+  mean is what keeps a level shift from being extrapolated as a ramp there.
 * A change the day's weights cannot see yet: when Trigg's tracking signal of the
   combination's last hour of one-step errors (their sum over the sum of their absolute
   values, at least 8 of them) reaches ``TRACKING_LIMIT`` (0.9) either way, every member
@@ -676,6 +684,16 @@ def _conformal(np, errors, valid, levels, recency):
     return list(zip(lo, hi))
 
 
+def _weighted_median(np, forecasts, weights):
+    """Per element, the weighted median of the members' ``forecasts`` (arrays of one shape; ``weights`` summing to 1):
+    the smallest value whose members' weights, with those of the smaller values, reach half."""
+    stack = np.stack(forecasts)
+    order = np.argsort(stack, axis=0, kind='stable')
+    reached = np.cumsum(np.asarray(weights, dtype=float)[order], axis=0) >= 0.5 - 1e-12
+    pick = np.take_along_axis(order, np.argmax(reached, axis=0)[None], axis=0)
+    return np.take_along_axis(stack, pick, axis=0)[0]
+
+
 def tracking_signal(np, errors):
     """Trigg's tracking signal of ``errors``: their sum over the sum of their absolute values, from -1 (every
     forecast too high) to 1 (every forecast too low); 0 when there are none (Trigg 1964, over a window instead
@@ -758,7 +776,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         ``upper``), ``tracking_signal`` (Trigg's, of the last hour's one-step errors: -1..1) and ``tracking``
         (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour),
         ``sparse_fit`` (less than :data:`MIN_OBSERVED_FIT` of the fit window was observed, so the members with
-        estimated parameters sat out); with ``hindcast_steps``, ``hindcast``: ``lead`` (the steps, at most
+        estimated parameters sat out), ``combiner`` (``mean`` or ``median``: how the members were combined); with ``hindcast_steps``, ``hindcast``: ``lead`` (the steps, at most
         ``horizon_steps``) and ``mean``, the combination's forecast of each of the last ``len(mean)`` points of
         ``values`` made ``lead`` steps before it, from the calibration window's rolling origins (the members'
         parameters fitted before that window, the final weights; None for a trailing gap), or None when the series
@@ -795,7 +813,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     horizon = horizon_steps + gap          # forecast from the last observation
     n = len(y)
     extra = {'backtest': {}, 'origin_gap': gap, 'members': ['naive'], 'weights': {'naive': 1.0}, 'seasonal': False,
-             'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0, 'sparse_fit': False}
+             'hourly': False, 'interval': 'gaussian', 'tracking': False, 'tracking_signal': 0.0, 'sparse_fit': False,
+             'combiner': 'mean'}
     if hindcast_steps is not None:
         extra['hindcast'] = None
 
@@ -941,6 +960,14 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     name = names[0] if len(names) == 1 else 'combination'
     if combine == 'best':
         name = names[weights.index(1.0)]
+    if len(names) > 1 and not extra['tracking']:
+        # The members' weighted mean or their weighted median, whichever had the smaller absolute error over the
+        # whole calibration window (every origin counting the same: a property of the series, not of its last hour).
+        by_median = _weighted_median(np, [cal[nm] for nm in names], weights)
+        if np.sum(np.abs(by_median - actual) * valid) < np.sum(np.abs(f - actual) * valid):
+            f = by_median
+            mean = _weighted_median(np, [final[nm] for nm in names], weights)
+            extra['combiner'] = 'median'
     if len(names) > 1:
         scores['combination'] = mae(f)
     offsets = _conformal(np, actual - f, valid, levels, decay(INTERVAL_HALF_LIFE_SECONDS))

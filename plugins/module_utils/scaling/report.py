@@ -297,9 +297,12 @@ def _backtest_text(panels):
 def _model_label(forecast, summary):
     """The forecast's model, and how it did lately against the last value when the decision says so."""
     ratio = summary.get('relative_mae')
+    model = forecast.get('model')
+    if forecast.get('combiner') == 'median':
+        model = '{0} (median)'.format(model)
     if ratio is None:
-        return forecast.get('model')
-    return "{0} (recent error {1:.2f}x the last value's)".format(forecast.get('model'), ratio)
+        return model
+    return "{0} (recent error {1:.2f}x the last value's)".format(model, ratio)
 
 
 def _size_label(decision, size):
