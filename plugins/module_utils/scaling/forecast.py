@@ -777,10 +777,10 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         (it passed :data:`TRACKING_LIMIT`, so the ``drift`` member joined and the weights follow the last hour),
         ``sparse_fit`` (less than :data:`MIN_OBSERVED_FIT` of the fit window was observed, so the members with
         estimated parameters sat out), ``combiner`` (``mean`` or ``median``: how the members were combined);
-        with ``hindcast_steps``, ``hindcast``: ``lead`` (the steps, at most ``horizon_steps``) and ``mean``, the combination's forecast of each of the last ``len(mean)`` points of
-        ``values`` made ``lead`` steps before it, from the calibration window's rolling origins (the members'
-        parameters fitted before that window, the final weights; None for a trailing gap), or None when the series
-        was too short to calibrate.
+        with ``hindcast_steps``, ``hindcast``: ``lead`` (the steps, at most ``horizon_steps``) and ``mean``, the
+        combination's forecast of each of the last ``len(mean)`` points of ``values`` made ``lead`` steps before it,
+        from the calibration window's rolling origins (the members' parameters fitted before that window, the final
+        weights; None for a trailing gap), or None when the series was too short to calibrate.
     :raises MissingForecastLibrary: numpy or statsmodels are not installed.
     :raises ValueError: bad arguments or no observed value at all.
     """
