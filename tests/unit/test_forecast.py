@@ -694,6 +694,23 @@ def test_tracking_signal_lets_the_mean_follow_a_fresh_noisy_ramp(monkeypatch, st
     assert reached >= 4
 
 
+def test_a_jump_is_not_a_ramp():
+    """A batch VM goes from idle to busy in one step half an hour ago: every member lags it and the tracking signal
+    crosses its limit, but the hour's slope is the jump's, and the drift member would carry it on (about twice the
+    jump within the hour). It does not join; the forecast stays at the new level. The spread of the change decides:
+    no step may make more than half of it."""
+    np = forecast_utils._libs().np
+    rnd = random.Random(2)
+    values = [0.02 + rnd.gauss(0, 0.005) for dummy in range(DAY - 6)] + [0.95 + rnd.gauss(0, 0.005) for dummy in range(6)]
+    res = forecast_series(values, STEP, 12, level=0.3)
+    assert abs(res['tracking_signal']) >= forecast_utils.TRACKING_LIMIT
+    assert not res['tracking'] and 'drift' not in res['members']
+    assert all(abs(m - 0.95) < 0.05 for m in res['mean'])
+    assert forecast_utils._spread(np, np.array([0.0, 0.1, 0.2, 0.3])) and forecast_utils._spread(np, np.array([0.0, 0.5, 1.0]))
+    assert not forecast_utils._spread(np, np.array([0.0, 0.0, 0.9, 1.0]))
+    assert not forecast_utils._spread(np, np.array([1.0, 1.0]))
+
+
 def test_tracking_signal_does_not_watch_the_season_change(monkeypatch):
     """With a week of history season_change takes part: on the flat days its forecast is the last value plus three
     days' noise. Watched by the tracking signal, those errors hid the ramp's one-sided ones (benchmarks/fresh_ramp.py:

@@ -67,8 +67,10 @@ How a forecast is made
   values, at least 8 of them) reaches ``TRACKING_LIMIT`` (0.9) either way, every member
   lags it (after a flat day the smoothing members weigh most, and their level follows a
   fresh ramp slowly). Then a ``drift`` member (the last value plus the slope over the last
-  hour) joins, the autoregressions leave (they revert to the level the series has just
-  left), and the weights come from the last hour's errors only; the interval is
+  hour) joins, unless one step made more than half of the hour's change (``MAX_JUMP_SHARE``:
+  a jump, as a batch VM going from idle to busy, is not a ramp, and its slope carried on
+  would double the jump within the hour), the autoregressions leave (they revert to the
+  level the series has just left), and the weights come from the last hour's errors only; the interval is
   calibrated on that combination's errors as always. It joins where the caller asked for
   more than one member that follows the level (the default does), even when the fits left
   naive alone; never beside a member asked for alone. The signal is taken on the members
@@ -117,7 +119,8 @@ CLIP_FLOOR = 0.1                         # and its floor (a tenth of the fit win
 CLIP_RUN = 3                             # the 3rd error beyond it in a row, same sign, is a change: not clipped
 TRACKING_LIMIT = 0.9                     # Trigg's tracking signal over the last hour's one-step errors...
 TRACKING_SECONDS = 3600                  # ...(at least MIN_TRACKING_ORIGINS of them): beyond the limit the
-MIN_TRACKING_ORIGINS = 8                 # combination lags a change, and the drift member joins
+MIN_TRACKING_ORIGINS = 8                 # combination lags a change, and the drift member joins, unless one step
+MAX_JUMP_SHARE = 0.5                     # made more than half of the last hour's change (a jump, not a ramp)
 DEFAULT_MEMBERS = ('naive', 'seasonal_naive', 'season_change', 'ets', 'theta', 'seasonal_theta', 'ar', 'seasonal_ar')
 SEASON_CHANGE_SEASONS = 3                # season_change: the median of the last 3 seasons' changes
 AR_ORDERS = (1, 2, 3, 4, 6, 8, 12)       # the autoregressive member's candidate orders (AIC chooses on the fit window)
@@ -694,6 +697,13 @@ def _weighted_median(np, forecasts, weights):
     return np.take_along_axis(stack, pick, axis=0)[0]
 
 
+def _spread(np, y):
+    """Whether the change from ``y[0]`` to ``y[-1]`` is spread over the steps between (a ramp), not mostly made by one of
+    them (a jump): no single step's change exceeds :data:`MAX_JUMP_SHARE` of the whole change."""
+    net = abs(float(y[-1] - y[0]))
+    return net > 0 and float(np.max(np.abs(np.diff(y)))) <= MAX_JUMP_SHARE * net
+
+
 def tracking_signal(np, errors):
     """Trigg's tracking signal of ``errors``: their sum over the sum of their absolute values, from -1 (every
     forecast too high) to 1 (every forecast too low); 0 when there are none (Trigg 1964, over a window instead
@@ -946,8 +956,11 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     signal = tracking_signal(np, (actual - f_follow)[:, 0][recent & valid[:, 0]])
     extra['tracking_signal'] = round(signal, 4)
     # Where a sparse fit window left naive as the only follower (PVE 8's `day` of half-hours before the `hour` of
-    # minutes), the drift member is what follows a fresh ramp.
-    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and drift_may_join and origins[0] >= window:
+    # minutes), the drift member is what follows a fresh ramp. A jump is not a ramp: when one step of the last hour
+    # made more than MAX_JUMP_SHARE of its change (a batch VM going from idle to busy), the hour's slope would carry
+    # the jump on into the next hour (a Bitbrains VM's forecast was 549 times the last value's error).
+    if abs(signal) >= TRACKING_LIMIT and combine == 'inverse_mse' and drift_may_join and origins[0] >= window \
+            and _spread(np, yw[-window - 1:]):
         drift = _Drift(yw, horizon, window)
         cal['drift'], final['drift'] = drift.forecasts(origins), drift.forecasts(last)[0]
         names = followers + ['drift']
