@@ -528,7 +528,8 @@ def render_html(meta: dict[str, t.Any], panels: list[dict[str, t.Any]], images: 
     out.append('<p><small>Made by shadownet.proxmox (forecast module). Thresholds are drawn as total capacity '
                'lines: a fraction of the capacity per instance times the number of instances. The dashed line is '
                'the forecast against what happened: what the same forecast said one horizon before each point of '
-               'the last day (its models fitted on the days before, its weights from the whole day).</small></p>')
+               'its calibration window, the last day or, with less than two days of history, the last half of it '
+               '(its models fitted on what came before, its weights from the whole window).</small></p>')
     out.append('</main></body></html>')
     return '\n'.join(out) + '\n'
 
