@@ -178,12 +178,17 @@ def test_members_with_estimated_parameters_sit_out_a_mostly_interpolated_fit_win
         assert {'ets', 'theta', 'ar', 'seasonal_theta', 'seasonal_ar'} <= set(res['members'])
 
 
+def _pve8_fresh_ramp(rnd):
+    """``(values, history)``: a day flat at 30% (noise 1 point), then a one-hour ramp to 68%; and the same as a fresh
+    controller reads it from PVE 8 (the last 70 minutes at one minute after the day's half-hour means)."""
+    values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
+    return values, pve_week(values, 70, 30)
+
+
 def test_a_sparse_fit_window_still_follows_a_fresh_ramp():
     """PVE 8's shapes for a fresh controller: a day of half-hour means, then the last 70 minutes at one minute, the
     last hour a ramp. Naive is the only member that follows the level, and the drift member still joins it."""
-    rnd = random.Random(5)
-    values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
-    history = pve_week(values, 70, 30)
+    values, history = _pve8_fresh_ramp(random.Random(5))
     res = forecast_series(history, 60, 20, level=0.3)
     assert res['sparse_fit'] and res['tracking'] and res['members'] == ['naive', 'drift']
     assert res['mean'][-1] > values[-1] + 0.05          # the ramp goes on: 0.38 an hour, about 0.13 in 20 minutes
@@ -193,8 +198,7 @@ def test_the_drift_member_joins_what_was_asked_for_as_a_combination_only():
     """The drift member joins a combination the caller asked for, even when the fits left naive alone in it, and
     never beside a member asked for alone (here ETS, which sits out the sparse window: naive answers for it)."""
     rnd = random.Random(5)
-    values = [0.30 + rnd.gauss(0, 0.01) for dummy in range(1380)] + [0.30 + 0.38 * i / 59 for i in range(60)]
-    history = pve_week(values, 70, 30)
+    values, history = _pve8_fresh_ramp(rnd)
     alone = forecast_series(history, 60, 20, level=0.3, models=['ets'])
     assert alone['sparse_fit'] and not alone['tracking'] and alone['members'] == ['naive']
     assert alone['mean'][-1] == pytest.approx(values[-1])

@@ -432,7 +432,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
             # and what the forecast said one horizon before each point of the last day
             return forecast_utils.forecast_series(
                 values, step, horizon, level=level, models=models, bands=[OUTER_LEVEL] if level < OUTER_LEVEL else [],
-                hindcast_steps=max(1, int(math.ceil(entry['horizon_seconds'] / float(step) - 1e-9))))
+                hindcast_steps=policy._steps(entry['horizon_seconds'], step))   # the policy's horizon in steps
         return forecaster
 
     out = []
