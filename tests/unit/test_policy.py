@@ -649,3 +649,10 @@ def test_forecast_module_level_default_is_the_policy_default():
     import yaml
     from ansible_collections.shadownet.proxmox.plugins.modules import forecast as forecast_module
     assert yaml.safe_load(forecast_module.DOCUMENTATION)['options']['level']['default'] == policy.DEFAULT_LEVEL
+
+
+def test_steps_is_the_one_rounding_of_a_duration():
+    assert policy.steps(3600, 300) == 12
+    assert policy.steps(3601, 300) == 13                  # a part step is a whole step
+    assert policy.steps(10, 60) == 1                      # at least one
+    assert policy.steps(0.1 + 0.2, 0.1) == 3              # 3.0000000000000004 steps is three, not four

@@ -880,8 +880,8 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
     recency = decay(RECENCY_HALF_LIFE_SECONDS)         # the members' weights
     w_err = np.where(valid, recency[:, None], 0.0)
 
-    def mae(f):
-        return float(np.sum(np.abs(f - actual) * w_err) / max(np.sum(w_err), 1e-300))
+    def mae(f, w=w_err):
+        return float(np.sum(np.abs(f - actual) * w) / max(np.sum(w), 1e-300))
 
     def mse(f, w=w_err):
         return float(np.sum((f - actual) ** 2 * w) / max(np.sum(w), 1e-300))
@@ -977,7 +977,7 @@ def forecast_series(values, step_seconds, horizon_steps, level=0.8, models=None,
         # The members' weighted mean or their weighted median, whichever had the smaller absolute error over the
         # whole calibration window (every origin counting the same: a property of the series, not of its last hour).
         by_median = _weighted_median(np, [cal[nm] for nm in names], weights)
-        if np.sum(np.abs(by_median - actual) * valid) < np.sum(np.abs(f - actual) * valid):
+        if mae(by_median, valid) < mae(f, valid):
             f = by_median
             mean = _weighted_median(np, [final[nm] for nm in names], weights)
             extra['combiner'] = 'median'

@@ -194,7 +194,10 @@ def _finite(values):
     return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
-def _steps(seconds, step):
+def steps(seconds: float, step: float) -> int:
+    """How many ``step``-second points cover ``seconds`` (at least one; a whole multiple is not rounded up by float
+    noise). The one rounding of a duration to steps: the policy's horizon and durations, the report's and the
+    summary's horizon."""
     return max(1, int(math.ceil(seconds / float(step) - 1e-9)))
 
 
@@ -215,8 +218,8 @@ def _evaluate_metric(metric, conf, data, instances, capacity, shadow, horizon, f
     cap = 1.0 if absolute else float(capacity)
     high_abs = conf['high'] * cap      # per-instance load at `high`
     low_abs = conf['low'] * cap
-    dur_steps = _steps(conf['duration'], step)
-    hor_steps = _steps(horizon, step)
+    dur_steps = steps(conf['duration'], step)
+    hor_steps = steps(horizon, step)
     need_steps = max(dur_steps, hor_steps)
     info = {'metric': metric, 'high': high_abs, 'low': low_abs, 'step_seconds': step, 'capacity': capacity,
             'instances': instances,
@@ -524,11 +527,11 @@ def _size_horizontal(conf, info, data, n):
     if fc is None:
         return None
     metric, step, high = info['metric'], info['step_seconds'], info['high']
-    hor_steps = _steps(conf['horizon'], step)
-    first = min(_steps(conf['provision'], step), hor_steps) - 1         # index of the first step a clone serves
+    hor_steps = steps(conf['horizon'], step)
+    first = min(steps(conf['provision'], step), hor_steps) - 1         # index of the first step a clone serves
     upper = [float(v) for v in fc['upper'][:hor_steps]]
     demand = _finite(list(data.get('demand') or []))
-    recent = demand[-_steps(conf['metrics'][metric]['duration'], step):]
+    recent = demand[-steps(conf['metrics'][metric]['duration'], step):]
     tol = conf['tolerance']
     if not high > 0:
         return None

@@ -33,6 +33,8 @@ import tempfile
 import traceback
 import typing as t
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy as policy_utils
+
 REPORT_HISTORY_SECONDS = 2 * 86400
 ZOOM_SECONDS = 3 * 3600
 # The policy's interval is narrow (its default level is 0.3); the report draws this wider one around it, so that a
@@ -83,10 +85,6 @@ def report_dir(option: str | None = None) -> str:
 
 def _finite(value):
     return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _steps(seconds, step):
-    return max(1, int(math.ceil(seconds / float(step) - 1e-9)))
 
 
 def _history(values, end, step, now, seconds, scale):
@@ -148,7 +146,7 @@ def metric_panel(metric: str, signal: dict[str, t.Any], series: list[float | Non
                  forecast=None, hindcast=_hindcast((forecast or {}).get('hindcast'), end, step, times, scale),
                  lines=[], now=now, end=end, span=_span(times, step))
     if forecast and forecast.get('mean'):
-        k = min(_steps(horizon, step), len(forecast['mean']))
+        k = min(policy_utils.steps(horizon, step), len(forecast['mean']))
         start = float(forecast.get('start', (end if end is not None else now) + step))
         panel['forecast'] = dict(
             times=[start + i * step for i in range(k)], model=forecast.get('model'), level=forecast.get('level'),

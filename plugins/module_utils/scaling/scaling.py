@@ -15,7 +15,6 @@ anchor primary; ``scaling_apply`` writes both when it claims an action.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -432,7 +431,7 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
             # and what the forecast said one horizon before each point of the last day
             return forecast_utils.forecast_series(
                 values, step, horizon, level=level, models=models, bands=[OUTER_LEVEL] if level < OUTER_LEVEL else [],
-                hindcast_steps=policy._steps(entry['horizon_seconds'], step))   # the policy's horizon in steps
+                hindcast_steps=policy.steps(entry['horizon_seconds'], step))    # the policy's horizon in steps
         return forecaster
 
     out = []
@@ -625,8 +624,9 @@ def summarise_forecast(forecasts: dict[str, dict[str, t.Any]], n: int, capacity:
                        entry: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
     """Per metric: model, the peak of the upper bound over the horizon and the mean at its end, per instance, as a
     utilisation, and the forecast's :func:`relative_mae`."""
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
     out = {}
-    steps = max(1, int(math.ceil(entry['horizon_seconds'] / float(STEP))))
+    steps = policy.steps(entry['horizon_seconds'], STEP)
     for metric, fc in forecasts.items():
         if not fc:
             continue
