@@ -338,6 +338,29 @@ def run_rule(data, rule, **kw):
     return totals([rule(v, u, st, **kw) for dummy, v, u, dummy2, st in data])
 
 
+def resampled(seed, pol, tt_series, draws=1000, rng_seed=14):
+    """How much the four ratios depend on which series a data set holds: the series drawn with replacement
+    ``draws`` times (a fixed random seed), every rule's totals, target tracking's curve and its interpolation at the
+    policy's capacity taken again on each draw. Returns {ratio: (5th, 95th percentile, share of draws that miss the
+    target, among the draws where it is defined)}: the margin a figure needs to hold on other series of the same kind."""
+    import random
+    rnd = random.Random(rng_seed)
+    n = len(seed)
+    out = dict((k, []) for k in ('under_vs_tt', 'under_vs_seed', 'cap_vs_seed', 'actions_vs_seed'))
+    for dummy in range(draws):
+        pick = [rnd.randrange(n) for dummy2 in range(n)]
+        S, P = totals([seed[i] for i in pick]), totals([pol[i] for i in pick])
+        curve = [(T['avg_units'], T['under_min']) for T in (totals([rs[i] for i in pick]) for rs in tt_series)]
+        out['under_vs_tt'].append(pct(P['under_min'], at_capacity(curve, P['avg_units'])))
+        out['under_vs_seed'].append(pct(P['under_min'], S['under_min']))
+        out['cap_vs_seed'].append(P['avg_units'] / S['avg_units'])
+        out['actions_vs_seed'].append(P['actions'] / float(S['actions']) if S['actions'] else float('nan'))
+    limits = {'under_vs_tt': -30.0, 'under_vs_seed': -50.0, 'cap_vs_seed': 1.40, 'actions_vs_seed': 1.5}
+    out = dict((k, [x for x in v if not math.isnan(x)]) for k, v in out.items())   # 0 against 0: no ratio
+    return dict((k, (_traces.percentile(v, 0.05), _traces.percentile(v, 0.95),
+                     sum(1 for x in v if x > limits[k]) / float(max(1, len(v))))) for k, v in out.items())
+
+
 def at_capacity(curve, capacity):
     """Under-provisioned minutes of a rule at `capacity`, interpolated linearly on its curve [(capacity, under)]."""
     pts = sorted(curve)
@@ -395,8 +418,9 @@ def evaluate(dataset, data, args, decide, normalise_scaling):
     seed = [simulate_reactive(v, u, st) for dummy, v, u, dummy2, st in data]
     pol = [simulate_policy(decide, v, u, st, f, scaling, args.level) for dummy, v, u, f, st in data]
     S, P = totals(seed), totals(pol)
-    tt_curve = [(target, run_rule(data, simulate_target, target=target, window=args.tt_window))
-                for target in TARGETS]
+    tt_series = [[simulate_target(v, u, st, target=target, window=args.tt_window) for dummy, v, u, dummy2, st in data]
+                 for target in TARGETS]
+    tt_curve = [(target, totals(rs)) for target, rs in zip(TARGETS, tt_series)]
     tt_cap = [(T['avg_units'], T['under_min']) for dummy, T in tt_curve]
     close_target, T = min(tt_curve, key=lambda x: abs(x[1]['avg_units'] - P['avg_units']))
     tt_under = at_capacity(tt_cap, P['avg_units'])
@@ -423,6 +447,13 @@ def evaluate(dataset, data, args, decide, normalise_scaling):
     print('policy vs target tracking at equal capacity: under-provisioned %+.1f%% (target <= -30%%)' % row['under_vs_tt'])
     print('policy vs seed: under-provisioned %+.1f%% (target <= -50%%), capacity x%.2f (target <= 1.40), '
           'actions x%.2f (target <= 1.5)' % (row['under_vs_seed'], row['cap_vs_seed'], row['actions_vs_seed']))
+    if len(data) > 1:
+        spread = resampled(seed, pol, tt_series)
+        print('the series resampled (1000 draws with replacement), 5th-95th percentile and the share of draws that '
+              'miss the target: under vs target tracking %+.1f%% .. %+.1f%% (%.0f%%), under vs seed %+.1f%% .. '
+              '%+.1f%% (%.0f%%), capacity x%.2f .. x%.2f (%.0f%%), actions x%.2f .. x%.2f (%.0f%%)' % tuple(
+                  x * (100 if i == 2 else 1) for k in ('under_vs_tt', 'under_vs_seed', 'cap_vs_seed', 'actions_vs_seed')
+                  for i, x in enumerate(spread[k])))
     fired = {}
     for r in pol:
         for k, v in r['signals'].items():
