@@ -21,7 +21,7 @@ is at least ``--acf-threshold`` (0.3). Coverage: the share of actual values insi
 same 7 days, no selection. Fit time: wall and process CPU time of one forecast_series() call (BLAS pinned
 to one thread); the machine may be shared, so the load average is printed too.
 
-    .venv/bin/python benchmarks/forecast_accuracy.py [--data bitbrains,aggregates|csv:PATH] [--origins 48]
+    .venv/bin/python benchmarks/forecast_accuracy.py [--data bitbrains,aggregates|csv:PATH] [--origins 48] [--by-step]
 """
 import argparse
 import math
@@ -89,7 +89,7 @@ def evaluate(forecast_series, values, opts, origins, reference):
     else:
         count = min(origins, span + 1)
         picks = sorted(set(WEEK + int(round(k * span / float(max(1, count - 1)))) for k in range(count)))
-    acc = dict(err=[], naive=[], ets=[], inside=0, scored=0, wall=[], cpu=[], models={})
+    acc = dict(err=[], naive=[], ets=[], inside=0, scored=0, wall=[], cpu=[], models={}, points=[])
     for o in picks:
         hist = values[o - WEEK:o]
         t0, c0 = time.perf_counter(), time.process_time()
@@ -107,11 +107,30 @@ def evaluate(forecast_series, values, opts, origins, reference):
                 continue
             acc['err'].append(abs(fc['mean'][h] - actual))
             acc['naive'].append(abs(last - actual))
+            acc['points'].append((h, fc['mean'][h], last, actual))
             if ref is not None:
                 acc['ets'].append(abs(ref[h] - actual))
             acc['scored'] += 1
             acc['inside'] += fc['lower'][h] <= actual <= fc['upper'][h]
     return acc
+
+
+BLEND = [i / 20.0 for i in range(21)]
+
+
+def by_step(points):
+    """relMAE per horizon step, and a bound found with hindsight: per step, the blend a x forecast + (1 - a) x last
+    value with the a (0 to 1 by 0.05) that did best on these very values. No rule that chooses a before the values
+    are known does better, so it bounds what weighting the last value by step can gain."""
+    naive = sum(abs(last - actual) for dummy, dummy2, last, actual in points)
+    steps, best = [], 0.0
+    for h in sorted(set(p[0] for p in points)):
+        at = [p for p in points if p[0] == h]
+        err = sum(abs(f - actual) for dummy, f, dummy2, actual in at)
+        err_n = sum(abs(last - actual) for dummy, dummy2, last, actual in at)
+        steps.append(err / err_n if err_n else float('nan'))
+        best += min(sum(abs(a * f + (1 - a) * last - actual) for dummy, f, last, actual in at) for a in BLEND)
+    return steps, (best / naive if naive else float('nan'))
 
 
 def origins_arg(text):
@@ -184,6 +203,9 @@ def main():
     ap.add_argument('--combine', choices=('inverse_mse', 'inverse_error', 'equal', 'best'), default=None,
                     help='how members are combined (default: forecast.py default)')
     ap.add_argument('--no-reference', action='store_true', help='skip the plain ETS reference (faster)')
+    ap.add_argument('--by-step', action='store_true',
+                    help='per series: relMAE at each horizon step, and the best per-step blend with the last value, '
+                         'chosen with hindsight (a bound, not a forecast)')
     ap.add_argument('--quiet', action='store_true', help='summary only')
     args = ap.parse_args()
 
@@ -225,7 +247,16 @@ def main():
                     data, name, row['acf'], row['rel'] or float('nan'),
                     '%.3f' % row['rel_ets'] if row['rel_ets'] else '-', acc['inside'] / float(acc['scored']),
                     ','.join('%s:%d' % kv for kv in sorted(acc['models'].items()))), flush=True)
+            if args.by_step:
+                steps, bound = by_step(acc['points'])
+                row['rel_bound'] = bound
+                print('%-12s %-28s relMAE by step %s; the best blend with the last value, with hindsight, %.3f' % (
+                    data, name, ' '.join('%.2f' % x for x in steps), bound), flush=True)
         tables.append((data, rows))
+        if args.by_step:
+            seas = [r for r in rows if r['seasonal']]
+            print('%s: with hindsight, the per-step blend with the last value: relMAE daily-seasonal %.3f, all %.3f'
+                  % (data, gmean([r['rel_bound'] for r in seas]), gmean([r['rel_bound'] for r in rows])), flush=True)
     print()
     print('command: %s' % ' '.join([sys.executable.rsplit('/', maxsplit=1)[-1]] + sys.argv))
     print('load average at the end (1/5/15 min): %.1f %.1f %.1f on %d CPUs' % (os.getloadavg() + (os.cpu_count(),)))
