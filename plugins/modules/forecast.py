@@ -373,7 +373,7 @@ def write_report(module, p, loaded, templates, decisions, used, now):
         out = report_utils.run_report(p['report'], templates, decisions, used, now,
                                       history_backends.describe(loaded), check_mode=module.check_mode,
                                       forecast_only=p['forecast_only'],
-                                      **{'history window': '{0} s'.format(p['history_window']), 'interval level': p['level']})
+                                      **report_utils.run_settings(p['history_window'], p['level']))
     except (OSError, ValueError) as exc:
         module.warn('report not written: {0}'.format(exc))
         return dict(report_path=None)

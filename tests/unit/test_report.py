@@ -272,3 +272,18 @@ def test_report_inputs_read_two_days_when_the_decision_used_one(tmp_path):
         assert len(out['series']['cpu']) == 2 * DAY // STEP + 1 and out['series']['cpu'][-1] == pytest.approx(1.0)
         same = scaling.report_inputs(store, 'shop', 'web', entry, NOW, 3 * DAY, metrics, used_end, {})
         assert same['series']['cpu'] is metrics['cpu']['demand']
+
+
+def test_the_header_says_the_run_settings_in_words():
+    rows = report.run_settings(604800, 0.3)
+    assert rows['history window'] == '7d (604800 s)'
+    assert rows['interval level'].startswith('30% (')
+    assert report.run_settings(5400, 0.8)['history window'] == '1h30m (5400 s)'
+
+
+@pytest.mark.parametrize('seconds, text', [(60, 'last minute'), (120, 'last 2 minutes'), (70 * 60, 'last 70 minutes'),
+                                            (5 * 3600, 'last 5 hours'), (2 * 86400, 'last 2 days')])
+def test_the_panel_span_in_words(seconds, text):
+    step = 60
+    times = [i * step for i in range(int(seconds // step))]
+    assert report._span(times, step) == text

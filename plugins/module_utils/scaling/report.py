@@ -33,6 +33,7 @@ import tempfile
 import traceback
 import typing as t
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import units
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy as policy_utils
 
 REPORT_HISTORY_SECONDS = 2 * 86400
@@ -185,7 +186,7 @@ def _lead_text(seconds):
 
 
 def _span(times, step):
-    """'last 2 days', 'last 70 minutes': how much history the panel shows."""
+    """'last 2 days', 'last 70 minutes', 'last minute': how much history the panel shows."""
     if not times:
         return 'no history'
     seconds = times[-1] - times[0] + step
@@ -193,7 +194,16 @@ def _span(times, step):
         return 'last 2 days'
     if seconds >= 3 * 3600:
         return 'last {0:.0f} hours'.format(seconds / 3600.0)
-    return 'last {0:.0f} minutes'.format(seconds / 60.0)
+    minutes = round(seconds / 60.0)
+    return 'last minute' if minutes <= 1 else 'last {0:.0f} minutes'.format(minutes)
+
+
+def run_settings(history_window, level):
+    """The report header's rows for the run's settings, in words: the history window as a duration (and in seconds,
+    as the option takes it) and the interval level whose upper bound the policy sizes by."""
+    return {'history window': '{0} ({1} s)'.format(units.format_duration(history_window), history_window),
+            'interval level': '{0:g}% (the policy sizes by the upper bound of this forecast interval)'.format(
+                round(100.0 * float(level), 1))}
 
 
 def _zoom(panel, horizon):
