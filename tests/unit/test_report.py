@@ -281,8 +281,11 @@ def test_the_header_says_the_run_settings_in_words():
     assert report.run_settings(5400, 0.8)['history window'] == '1h30m (5400 s)'
 
 
-@pytest.mark.parametrize('seconds, text', [(60, 'last minute'), (120, 'last 2 minutes'), (70 * 60, 'last 70 minutes'),
-                                            (5 * 3600, 'last 5 hours'), (2 * 86400, 'last 2 days')])
+SPANS = [(60, 'last minute'), (120, 'last 2 minutes'), (70 * 60, 'last 70 minutes'), (5 * 3600, 'last 5 hours'),
+         (2 * 86400, 'last 2 days')]
+
+
+@pytest.mark.parametrize('seconds, text', SPANS)
 def test_the_panel_span_in_words(seconds, text):
     step = 60
     times = [i * step for i in range(int(seconds // step))]
