@@ -79,7 +79,9 @@ def plain_ets(hist):
         return [float(v) for v in np.asarray(res.forecast(HORIZON))]
 
 
-def evaluate(forecast_series, values, opts, origins, reference):
+def evaluate(forecast_series, values, opts, origins, reference, points=False):
+    """Scores one series at its origins; ``points`` keeps each scored (step, forecast, last value, actual) for
+    ``by_step``."""
     n = len(values)
     span = n - HORIZON - WEEK
     if span < 0:
@@ -107,7 +109,8 @@ def evaluate(forecast_series, values, opts, origins, reference):
                 continue
             acc['err'].append(abs(fc['mean'][h] - actual))
             acc['naive'].append(abs(last - actual))
-            acc['points'].append((h, fc['mean'][h], last, actual))
+            if points:
+                acc['points'].append((h, fc['mean'][h], last, actual))
             if ref is not None:
                 acc['ets'].append(abs(ref[h] - actual))
             acc['scored'] += 1
@@ -122,12 +125,12 @@ def by_step(points):
     """relMAE per horizon step, and a bound found with hindsight: per step, the blend a x forecast + (1 - a) x last
     value with the a (0 to 1 by 0.05) that did best on these very values. No rule that chooses a before the values
     are known does better, so it bounds what weighting the last value by step can gain."""
-    naive = sum(abs(last - actual) for dummy, dummy2, last, actual in points)
-    steps, best = [], 0.0
+    steps, best, naive = [], 0.0, 0.0
     for h in sorted(set(p[0] for p in points)):
         at = [p for p in points if p[0] == h]
         err = sum(abs(f - actual) for dummy, f, dummy2, actual in at)
         err_n = sum(abs(last - actual) for dummy, dummy2, last, actual in at)
+        naive += err_n
         steps.append(err / err_n if err_n else float('nan'))
         best += min(sum(abs(a * f + (1 - a) * last - actual) for dummy, f, last, actual in at) for a in BLEND)
     return steps, (best / naive if naive else float('nan'))
@@ -234,7 +237,7 @@ def main():
     for data in args.data.split(','):
         rows = []
         for name, values in load(data, args.series, args.metric):
-            acc = evaluate(forecast_series, values, opts, args.origins, reference)
+            acc = evaluate(forecast_series, values, opts, args.origins, reference, points=args.by_step)
             if acc is None:
                 continue
             mae, mae_n = statistics.fmean(acc['err']), statistics.fmean(acc['naive'])

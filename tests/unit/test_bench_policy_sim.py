@@ -49,3 +49,13 @@ def test_no_minutes_on_either_side_is_no_ratio(sim):
     spread = sim.resampled(quiet, quiet, tt_curve_of(3), draws=50)
     lo, hi, miss = spread['under_vs_seed']                 # 0 against 0 in every draw: nothing to compare
     assert math.isnan(lo) and math.isnan(hi) and miss == 0.0   # no percentiles, no draw counted as a miss
+
+
+def test_the_targets_are_written_once(sim, monkeypatch):
+    assert sim.ratio_text('cap_vs_seed', 1.35) == 'capacity vs seed x1.35 (target <= x1.40)'
+    assert sim.ratio_text('under_vs_tt', -56.24) == 'under vs target tracking -56.2% (target <= -30.0%)'
+    seed, pol = [result(100, 4.0)] * 4, [result(0, 4.0)] * 3 + [result(0, 12.0)]
+    assert sim.spread_text('cap_vs_seed', (1.0, 2.5, 0.68)) == 'capacity vs seed x1.00 .. x2.50 (68% of draws miss x1.40)'
+    monkeypatch.setitem(sim.GOALS, 'cap_vs_seed', 3.5)     # a looser target: the same draws, none misses
+    assert sim.resampled(seed, pol, tt_curve_of(4))['cap_vs_seed'][2] == 0.0
+    assert sim.ratio_text('cap_vs_seed', 1.35).endswith('(target <= x3.50)')
