@@ -19,10 +19,22 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "setup-system: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# A fresh machine's mirror may fail a request now and then: each download is retried (Acquire::Retries), and the
+# update and the install are tried up to three times before setup gives up.
+apt_opts=(-o Acquire::Retries=3)
+retry() {
+    local i
+    for i in 1 2 3; do
+        "$@" && return 0
+        echo "setup-system: '$*' failed (attempt $i of 3)" >&2
+        [ "$i" -lt 3 ] && sleep $((i * 10))
+    done
+    return 1
+}
+retry apt-get "${apt_opts[@]}" update -qq
 # keepalived, sshd and prometheus must not start as system services: the lab and the tests run their own instances.
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+retry apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "setup-system: done"
