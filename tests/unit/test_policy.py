@@ -218,6 +218,19 @@ def test_vertical_mode_grows_cores():
     assert d['amount'] == {'cores': d['target']['cores'] - CORES, 'memory': 0}
 
 
+def test_vertical_scale_up_never_shrinks_a_size_above_its_limit():
+    """An instance that grew to 8 cores before max_cores was lowered to 6: a cpu signal that it is short holds the
+    8 cores (found by tests/unit/test_policy_invariants.py: it was "scale_up ... 8 -> 6 cores")."""
+    vertical = dict(SCALING, mode='vertical')
+    current = {'instances': 2, 'cores': 8, 'memory': 8192, 'max_cores': 6}
+    memory = {'step_seconds': STEP, 'demand': [0.5 * 2 * 8192] * 240}
+    d = decide(vertical, current, dict(cpu([2 * v for v in rising()]), memory=memory), NOW)
+    assert d['signal'] == 'forecast' and d['metric'] == 'cpu'
+    assert d['action'] == 'none' and d['blocked_by'] == 'bounds'
+    assert d['target'] == {'cores': 8, 'memory': 8192}
+    assert 'already at the maximum size' in d['reason']
+
+
 def test_normalise_scaling_parses_units_and_rejects_nonsense():
     conf = normalise_scaling(SCALING)
     assert conf['horizon'] == 900

@@ -177,3 +177,56 @@ def test_more_load_never_means_fewer_instances():
         assert sizes == sorted(sizes), (seed, sizes)
         checked += len(set(sizes)) > 1
     assert checked > 50          # most services change size somewhere along the factors
+
+
+def _vertical_scenario(seed):
+    rnd = random.Random(seed)
+    block = _scaling(rnd)
+    block.update(mode='vertical', memory={'high': 0.8, 'low': 0.4, 'duration': '5m'})
+    conf = policy.normalise_scaling(block)
+    cores, memory = rnd.randint(1, 16), 128 * rnd.randint(4, 256)
+    current = {'instances': rnd.randint(1, 4), 'cores': cores, 'memory': memory}
+    if rnd.random() < 0.8:                      # limits, usually around the current size, now and then not
+        current.update(min_cores=rnd.randint(1, cores), max_cores=cores + rnd.randint(-1 if cores > 1 else 0, 16),
+                       min_memory=128 * rnd.randint(4, memory // 128),
+                       max_memory=memory + 128 * rnd.randint(-1 if memory > 512 else 0, 64))
+    n, step = current['instances'], rnd.choice((60, 300))
+    need = max(policy.steps(conf['horizon'], step), policy.steps(conf['metrics']['cpu']['duration'], step))
+    metrics = {}
+    for metric, per in (('cpu', cores), ('memory', memory)):
+        demand = [None if v is None else v / CAP * per for v in _load(rnd, n, step, need + rnd.randint(12, 60))]
+        metrics[metric] = {'step_seconds': step, 'demand': demand, 'end': NOW, 'forecast': _forecast(rnd, demand, need)}
+    last_action = {'action': 'scale_up', 'time': NOW - rnd.randint(0, 3600)} if rnd.random() < 0.5 else None
+    recs = [{'time': NOW - rnd.randint(0, 3600), 'cores': rnd.randint(1, 16), 'memory': 128 * rnd.randint(4, 256)}
+            for dummy in range(rnd.randint(0, 6))]
+    return block, current, metrics, dict(last_action=last_action, recommendations=recs,
+                                         forecast_only=rnd.random() < 0.2)
+
+
+def test_every_vertical_decision_obeys_the_rules():
+    actions = {}
+    for seed in range(200):
+        block, current, metrics, kwargs = _vertical_scenario(seed)
+        d = policy.decide(block, current, metrics, NOW, **kwargs)
+        json.dumps(d, allow_nan=False)
+        conf = policy.normalise_scaling(block)
+        was, target = (current['cores'], current['memory']), (d['target']['cores'], d['target']['memory'])
+        shown = (seed, d['action'], was, target, d['reason'])
+        assert d['amount'] == {'cores': target[0] - was[0], 'memory': target[1] - was[1]}, shown
+        if d['action'] == 'scale_up':       # grows, never shrinks the other resource
+            assert target[0] >= was[0] and target[1] >= was[1] and target != was, shown
+        elif d['action'] == 'scale_down':
+            assert target[0] <= was[0] and target[1] <= was[1] and target != was, shown
+        else:
+            assert target == was, shown
+        inside = [current.get('min_cores', 1) <= was[0] <= current.get('max_cores', was[0]),
+                  current.get('min_memory', 512) <= was[1] <= current.get('max_memory', was[1])]
+        if all(inside):
+            assert current.get('min_cores', 1) <= target[0] <= current.get('max_cores', target[0]), shown
+            assert current.get('min_memory', 512) <= target[1] <= current.get('max_memory', target[1]), shown
+        assert d['act'] == (d['action'] != 'none' and not kwargs['forecast_only'])
+        last = kwargs['last_action']
+        if d['action'] != 'none' and last is not None:
+            assert NOW >= last['time'] + conf['cooldown']['up' if d['action'] == 'scale_up' else 'down'], shown
+        actions[d['action']] = actions.get(d['action'], 0) + 1
+    assert set(actions) == {'scale_up', 'scale_down', 'none'}, actions

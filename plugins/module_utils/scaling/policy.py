@@ -747,7 +747,9 @@ def _vertical_up(decision, ups, raw, size, limits, now, up_ok):
             bump = max(raw[key], size[key] + (1 if key == 'cores' else 128))
         else:
             bump = raw[key]
-        grown[key] = _clamp(max(grown[key], bump), limits[key])
+        # never below the current size: a resource already above its maximum (the limit lowered since it grew) is
+        # held there, not shrunk by a signal that it is short
+        grown[key] = max(size[key], _clamp(max(grown[key], bump), limits[key]))
     if grown == size:
         decision['blocked_by'] = 'bounds'
         return NONE, size, '%s, but already at the maximum size' % first['detail']
