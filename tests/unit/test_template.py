@@ -462,3 +462,29 @@ def test_issues_come_in_a_fixed_order():
         'template shop: services[2].replication.fidelity: event replication needs every packet, but '
         'shadow.mirror.mode is sampled; valid: set shadow.mirror.mode: full, or use fidelity full or differential',
     ]
+
+
+@pytest.mark.parametrize('path, value', [
+    (('scaling', 'cpu', 'high'), float('nan')),            # passed as a threshold and reached the plan as NaN
+    (('services', 0, 'memory'), float('inf')),             # crashed parse_bytes (OverflowError)
+    (('shadow', 'replication', 'interval'), float('nan')),  # crashed the duration parser (ValueError)
+])
+def test_yaml_nan_and_inf_are_refused_by_field(path, value):
+    data = base()
+    data.setdefault('scaling', {}).setdefault('cpu', {'high': 0.7, 'low': 0.3})
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key] if isinstance(parent, list) else parent.setdefault(key, {})
+    parent[path[-1]] = value
+    issues = issues_of(data)
+    field = '.'.join('%s' % k for k in path).replace('.0.', '[0].')
+    assert list(issues) == [field], [str(i) for i in issues.values()]
+    assert 'must be a finite number' in issues[field].message
+
+
+def test_an_ipv4_vip_on_an_ipv6_network_is_an_issue_not_a_crash():
+    data = base()
+    data['networks'][1]['cidr'] = 'fd00:20::/64'      # db's network; its VIP stays 10.20.0.50
+    issues = issues_of(data)
+    assert list(issues) == ['services[1].vip'], [str(i) for i in issues.values()]
+    assert 'is not a host address inside network back (fd00:20::/64)' in issues['services[1].vip'].message

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
+import math
 import re
 import typing as t
 
@@ -366,6 +367,10 @@ class _Checker:
                 return None
             self.error(path, 'must not be null', field.valid())
             return _INVALID
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML's .nan and .inf: no field takes them (a size or a rate of infinity is not "no limit")
+            self.error(path, 'must be a finite number, got %s' % _describe(value), field.valid())
+            return _INVALID
         method = getattr(self, '_kind_' + field.kind)
         result = method(field, value, path, partial)
         if result is not _INVALID and field.choices and result not in field.choices:
@@ -666,7 +671,9 @@ def _derive_service(svc, networks, nets_by_name):
     vip, vip_network = svc.get('vip'), svc.get('vip_network')
     if _ok(vip, vip_network) and vip_network in nets_by_name and _ok(nets_by_name[vip_network].get('cidr')) \
             and '/' not in vip:
-        svc['vip'] = '%s/%d' % (vip, ipaddress.ip_network(nets_by_name[vip_network]['cidr']).prefixlen)
+        network = ipaddress.ip_network(nets_by_name[vip_network]['cidr'])
+        if ipaddress.ip_address(vip).version == network.version:     # else _check_vip says it is not inside
+            svc['vip'] = '%s/%d' % (vip, network.prefixlen)
 
 
 def _merge_overrides(svc, template_scaling, template_repl):
