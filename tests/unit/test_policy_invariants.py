@@ -230,3 +230,18 @@ def test_every_vertical_decision_obeys_the_rules():
             assert NOW >= last['time'] + conf['cooldown']['up' if d['action'] == 'scale_up' else 'down'], shown
         actions[d['action']] = actions.get(d['action'], 0) + 1
     assert set(actions) == {'scale_up', 'scale_down', 'none'}, actions
+
+
+def test_non_numbers_in_the_load_are_gaps():
+    """NaN and infinities in the load (a broken exporter, a division by zero upstream) decide exactly as gaps do,
+    and the rules hold (an infinity crashed the sizing with an OverflowError)."""
+    for seed in range(150):
+        block, current, metrics, kwargs = _scenario(seed)
+        rnd = random.Random(seed)
+        demand = metrics['cpu']['demand']
+        spoilt = [rnd.choice((float('nan'), float('inf'), float('-inf'))) if v is not None and rnd.random() < 0.1
+                  else v for v in demand]
+        gaps = [None if v is not None and not math.isfinite(v) else v for v in spoilt]
+        with_gaps = policy.decide(block, current, dict(metrics, cpu=dict(metrics['cpu'], demand=gaps)), NOW, **kwargs)
+        metrics['cpu']['demand'] = spoilt
+        assert _check(block, current, metrics, kwargs) == with_gaps, seed

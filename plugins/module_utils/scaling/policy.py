@@ -191,7 +191,8 @@ def _normalise_sizing(scaling):
 
 
 def _finite(values):
-    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    """The values that are numbers: gaps (None), NaN and infinities left out."""
+    return [v for v in values if v is not None and math.isfinite(v)]
 
 
 def steps(seconds: float, step: float) -> int:
