@@ -493,7 +493,7 @@ class HttpRequestParser:
                 raise HttpError('ambiguous_length', 'both Transfer-Encoding and Content-Length')
             if te[-1].split(b',')[-1].strip().lower() != b'chunked':
                 raise HttpError('bad_framing', 'Transfer-Encoding without a final chunked')
-            return ['chunked', self._head[4], 0]
+            return ['chunked', self._head[4], 0, None]     # the last: where the trailers begin
         if len(cl) > 1 or (cl and not next(iter(cl)).isdigit()):
             raise HttpError('bad_framing', 'invalid Content-Length')
         length = int(next(iter(cl))) if cl else 0
@@ -505,8 +505,10 @@ class HttpRequestParser:
         state = self._body
         pos = state[1]
         while True:
-            if state[2] < 0:  # trailers: until an empty line
+            if state[2] < 0:  # trailers: until an empty line, all of them within max_header as the head is
                 eol = self.buf.find(b'\r\n', pos)
+                if (len(self.buf) if eol < 0 else eol) - state[3] > self.max_header:
+                    raise HttpError('header_too_large', 'chunked trailers over %d bytes' % self.max_header)
                 if eol < 0:
                     if len(self.buf) - pos > MAX_LINE:
                         raise HttpError('header_too_large', 'chunked trailer over %d bytes' % MAX_LINE)
@@ -529,7 +531,7 @@ class HttpRequestParser:
             if state[2] + size > self.max_body:
                 raise HttpError('body_too_large', 'chunked body over %d bytes' % self.max_body)
             if size == 0:
-                state[2] = -1
+                state[2], state[3] = -1, eol + 2
                 pos = eol + 2
                 continue
             if len(self.buf) < eol + 2 + size + 2:
@@ -606,7 +608,9 @@ def read_response(reader, method):
         except EOFError:
             raise ResponseError('connection closed before the response')
         parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not parts[1].isdigit():
+        # the status is three digits, 100 to 999 (RFC 9110 section 15)
+        if len(parts) < 2 or not parts[0].startswith(b'HTTP/1.') or not (
+                parts[1].isdigit() and len(parts[1]) == 3 and parts[1][:1] != b'0'):
             raise ResponseError('not a status line: %r' % status_line[:80])
         status = int(parts[1])
         headers = []

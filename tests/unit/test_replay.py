@@ -169,6 +169,34 @@ def test_parser_joined_mid_body_finds_a_request_at_the_next_segment():
     assert [r.target for r in p.feed(http_request('GET', '/next'))] == [b'/next']
 
 
+def test_parser_chunked_trailers_count_against_max_header():
+    """Trailer lines after the last chunk, each short, were buffered without limit until an empty line came."""
+    p = replay.HttpRequestParser(max_header=2048, max_body=1000)
+    head = b'POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n'
+    got = []
+    for i in range(100):                                   # 100 trailer lines of 40 bytes: 4000 > 2048
+        got += p.feed(head if i == 0 else b'X-Trailer-%02d: ' % i + b'v' * 24 + b'\r\n')
+    assert got == [] and p.errors == ['header_too_large'] and len(p) < 2048 + 100
+    got = p.feed(b'\r\n' + http_request('GET', '/after'))
+    assert [r.target for r in got] == [b'/after']
+    ok = replay.HttpRequestParser(max_header=2048)
+    assert [r.target for r in ok.feed(head + b'X-Checksum: 1\r\n\r\n')] == [b'/t'] and not ok.errors
+
+
+def test_a_status_line_needs_a_three_digit_status():
+    class Socket(object):
+        def __init__(self, data):
+            self.data = data
+
+        def recv(self, size):
+            out, self.data = self.data[:size], self.data[size:]
+            return out
+    for line in (b'HTTP/1.1 20 OK\r\n\r\n', b'HTTP/1.1 000 Zero\r\n\r\n', b'HTTP/1.1 2000 OK\r\n\r\n'):
+        with pytest.raises(replay.ResponseError, match='not a status line'):
+            replay.read_response(replay._Reader(Socket(line)), b'GET')
+    assert replay.read_response(replay._Reader(Socket(b'HTTP/1.1 204 No Content\r\n\r\n')), b'GET') == (204, True)
+
+
 def test_parser_limits_cost_an_error_not_memory():
     p = replay.HttpRequestParser(max_header=2048, max_body=1000)
     got = p.feed(b'POST /x HTTP/1.1\r\nX: ' + b'a' * 5000)
