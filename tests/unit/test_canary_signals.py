@@ -203,3 +203,17 @@ def test_history_points_of_a_live_reading_only():
                       ('shop/web/_canary/window_seconds', int(NOW - 3), 60.0),
                       ('shop/web/_canary/window_requests', int(NOW - 3), 30.0)]
     assert canary_utils.history_points({'template': 'shop', 'service': 'web', 'canary': {'live': False}}) == []
+
+
+def test_a_counters_file_nested_too_deep_or_dated_ahead_is_no_canary():
+    """What a shadow guest writes is read by the reconciler: a file of nested brackets (256 KiB is allowed) made
+    json.loads raise RecursionError through the reconcile, and a file dated far ahead of the controller's clock
+    looked live for ever."""
+    deep = canary_utils.status('[' * 50000, None, 1000.0, 60, 'shop-web-shadow', '/run/replay/stats.json')
+    assert not deep['live'] and 'is not JSON' in deep['reason']
+    ahead = canary_utils.status(json.dumps({'version': 1, 'time': 1000.0 + 3600}), None, 1000.0, 60,
+                                'shop-web-shadow', '/run/replay/stats.json')
+    assert not ahead['live'] and 'dated 3600s ahead' in ahead['reason'] and 'clocks in sync' in ahead['reason']
+    near = canary_utils.status(json.dumps({'version': 1, 'time': 1000.0 + 30}), None, 1000.0, 60,
+                               'shop-web-shadow', '/run/replay/stats.json')
+    assert near['live'], near['reason']          # a little skew is tolerated, as far as the staleness limit

@@ -56,7 +56,7 @@ def parse_counters(text: str) -> dict[str, t.Any]:
     """The counters of the agent's JSON file (format version 1), checked; CanaryError when it is not that."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:     # RecursionError: nested deeper than the parser goes
         raise CanaryError('the counters file is not JSON ({0})'.format(exc))
     if not isinstance(data, dict):
         raise CanaryError('the counters file is not a JSON object')
@@ -146,6 +146,10 @@ def status(content: str | None, error: str | None, now: float, stale_after: floa
     if age > stale_after:
         out['reason'] = 'no canary: {0} in {1} is stale ({2:.0f}s old, limit {3:.0f}s: is the replay agent ' \
                         'running?)'.format(path, shadow, age, stale_after)
+        return out
+    if -age > stale_after:      # written "later" than now by more than the limit: its age says nothing
+        out['reason'] = 'no canary: {0} in {1} is dated {2:.4g}s ahead of this host\'s clock (limit {3:.0f}s: are ' \
+                        'the shadow\'s and the controller\'s clocks in sync?)'.format(path, shadow, -age, stale_after)
         return out
     out.update(live=True, reason='canary {0}: {1} requests replayed, {2} in the last {3:.0f}s, p95 {4}'.format(
         shadow, counters['requests_replayed'], counters['window_requests'], counters['window_seconds'],
