@@ -171,6 +171,23 @@ def test_default_placement_spreads_and_keeps_shadows_off_their_primaries(pvesim,
     assert pvesim.writes(mark) == []
 
 
+def test_default_placement_keeps_off_a_node_the_golden_templates_storage_does_not_serve(pvesim, pve_conn):
+    """The shared storage of debian-12-golden is configured for pve1 and pve2 only (`nodes` in storage.cfg). PVE
+    would clone a VM to pve3 and then fail to start it there (the simulator does as PVE: pve-storage
+    activate_storage); the default placement keeps web's VMs on pve1 and pve2 and every VM starts."""
+    pvesim.pve.storages['ceph-vm']['nodes'] = 'pve1,pve2'
+    result = run_module(linked_clone, dict(pve_conn, plan=plan_of(DEFAULT), state='started'))
+    vms = managed(pvesim)
+    web = dict((n, vm.node) for n, vm in vms.items() if n.startswith('shop-web'))
+    assert sorted(web) == ['shop-web-1', 'shop-web-2', 'shop-web-shadow'] and 'pve3' not in web.values(), web
+    assert all(vm.status == 'running' for vm in vms.values()), dict((n, vm.status) for n, vm in vms.items())
+    placed = dict((r['name'], r['placement']) for r in result['vms'])
+    assert "pve3 out of the golden template's reach" in placed['shop-web-1'], placed['shop-web-1']
+    # the shadow cannot keep off both primaries' nodes on two nodes: it shares one, and the run says so
+    assert "shop-web-shadow shares node" in str(result.get('warnings'))
+    assert "no other online node in the golden template's reach can hold it" in str(result.get('warnings'))
+
+
 def test_a_node_that_cannot_hold_the_vm_is_avoided(pvesim, pve_conn):
     # pve2 has 1.5 GiB left: no 2 GiB web primary and no 1 GiB app primary after the first fits there.
     pvesim.pve.set_node_size('pve2', maxmem=int(3.5 * GiB), mem=2 * GiB)

@@ -697,6 +697,25 @@ def test_node_usage_follows_the_cluster_file_and_running_vms(proxmoxer_api, pves
     assert status['exitstatus'] == 'MAX 16 vcpus allowed per VM on this node'
 
 
+def test_a_clone_on_a_node_its_storage_does_not_serve_fails_at_start_as_pve(proxmoxer_api, pvesim):
+    """qemu-server clone_vm checks only that the volumes are shared for `target`, not the storage's `nodes`; the VM
+    is cloned there and its start fails when pve-storage activate_storage runs storage_check_enabled."""
+    pvesim.pve.storages['ceph-vm']['nodes'] = 'pve1,pve2'
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=100, name='far', target='pve3')
+    assert pvesim.pve.vm(100).node == 'pve3'
+    upid = proxmoxer_api.nodes('pve3').qemu(100).status.start.post()
+    assert pvesim.pve.vm(100).status == 'stopped'
+    assert proxmoxer_api.nodes('pve3').tasks(upid).status.get()['exitstatus'] == \
+        "storage 'ceph-vm' is not available on node 'pve3'"
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=101, name='near', target='pve2')
+    proxmoxer_api.nodes('pve2').qemu(101).status.start.post()
+    assert pvesim.pve.vm(101).status == 'running'
+    proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=102, name='off')
+    pvesim.pve.storages['ceph-vm']['disable'] = 1           # disabled after the clone (vdisk_clone would refuse)
+    upid = proxmoxer_api.nodes('pve1').qemu(102).status.start.post()
+    assert proxmoxer_api.nodes('pve1').tasks(upid).status.get()['exitstatus'] == "storage 'ceph-vm' is disabled"
+
+
 def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):
     from lab.pvesim import _add_template
     pvesim.pve.storages['san'] = {'type': 'lvm', 'vgname': 'san', 'shared': 1, 'active': 1, 'content': 'images',

@@ -249,11 +249,36 @@ class QemuExtras(object):
         # when sockets * cores exceed the node's CPUs; a task error, raised inside the start worker.
         cpus = self.node_usage(vm.node)['maxcpu']
         want = int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1)
+        problem = None
         if want > cpus and not vm.template and not vm.ha_managed:
+            problem = 'MAX {0} vcpus allowed per VM on this node'.format(cpus)
+        elif not vm.template and not vm.ha_managed:
+            problem = self._volumes_unavailable(vm)
+        if problem:
             async def body():
-                raise TaskError('MAX {0} vcpus allowed per VM on this node'.format(cpus))
+                raise TaskError(problem)
             return await self.task(vm.node, 'qmstart', vm.vmid, user, body, vm=vm)
         return await super()._do_start(vm, user, p)
+
+    def _volumes_unavailable(self, vm):
+        """Why the start worker cannot activate the VM's volumes on its node, or None. qemu-server vm_start
+        activates every volume (PVE::Storage::activate_volumes); pve-storage Storage.pm activate_storage calls
+        storage_check_enabled for the local node: "storage 'X' is disabled", or, for a storage whose `nodes` does not
+        list the node, "storage 'X' is not available on node 'Y'" (a clone with `target` does not check this: the
+        VM is cloned there and fails here)."""
+        for key in sorted(vm.config):
+            volume = str(vm.config[key]).split(',')[0]
+            if not CLONE_DRIVE_KEY.match(key) or volume in ('none', 'cdrom') or ':' not in volume:
+                continue
+            sid = volume.split(':')[0]
+            store = self.storages.get(sid)
+            if store is None:
+                continue
+            if store.get('disable'):
+                return "storage '{0}' is disabled".format(sid)
+            if not self._storage_enabled(sid, vm.node):
+                return "storage '{0}' is not available on node '{1}'".format(sid, vm.node)
+        return None
 
     # ------------------------------------------------------------------- clone
 

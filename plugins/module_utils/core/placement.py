@@ -308,8 +308,9 @@ def _place_one(req, caps, online, where, groups):
             order[0], name, fits[order[0]], choice))
     if choice in avoid:
         sharing = ', '.join(v for v in req.get('avoid_vms') or [] if where.get(v) == choice)
+        where_else = ' of its nodes' if listed else (" in the golden template's reach" if reach is not None else '')
         warnings.append('{0} shares node {1} with a VM it must keep off ({2}): no other online node{3} can hold '
-                        'it'.format(name, choice, sharing, ' of its nodes' if listed else ''))
+                        'it'.format(name, choice, sharing, where_else))
     free = caps[choice]['maxmem'] - caps[choice]['committed'] - memory
     parts = [policy]
     if avoid:
