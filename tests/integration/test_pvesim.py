@@ -477,7 +477,6 @@ def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):
     assert 'cpu' in node.qemu(100).rrddata.get(timeframe='day')[-1]
 
 
-
 def test_rrddata_after_an_upgrade_reads_the_old_file_first(proxmoxer_api, pvesim):
     """pve-cluster RRD.pm create_rrd_data on PVE 9 with an old pve2-vm file (last update = the upgrade): the old
     file's rows at PVE 8's resolution up to the row holding the upgrade, then the new file's rows after it; a window
