@@ -1,4 +1,6 @@
 """Property strings compared as structures (pure)."""
+import random
+
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 
@@ -42,3 +44,26 @@ def test_memory_property_string():
     assert propstr.parse_memory('2048') == 2048
     assert propstr.parse_memory('current=4096') == 4096
     assert propstr.parse_memory(512) == 512
+
+
+def test_a_merged_nic_written_and_read_back_satisfies_what_was_asked():
+    """Random NICs as PVE holds them and random wishes: the NIC merge_net writes, once PVE prints it (format_net)
+    and it is read back (parse_net), no longer differs from the wish, and merging again changes nothing (a second
+    run reports changed=0), whatever the key order, case or boolean spelling of either side."""
+    rnd = random.Random(7)
+    values = {'bridge': ('vmbr0', 'snweb', 'vmbr1'), 'tag': (None, '10', '4094'), 'firewall': (None, True, 0, 'yes', '1'),
+              'link_down': (None, False, 1, 'off', '0'), 'rate': (None, '12.5'), 'mtu': (None, '1450', 1),
+              'queues': (None, '4')}
+    for dummy in range(2000):
+        mac = ':'.join('%02x' % rnd.randrange(256) for dummy2 in range(6))
+        current = dict(model=rnd.choice(('virtio', 'e1000')), macaddr=rnd.choice((mac, mac.upper())),
+                       **dict((k, rnd.choice(v)) for k, v in values.items() if rnd.random() < 0.6))
+        current = propstr.parse_net(propstr.format_net(current))            # what PVE returns
+        desired = dict((k, rnd.choice(v)) for k, v in values.items() if rnd.random() < 0.5)
+        if rnd.random() < 0.3:
+            desired['model'] = rnd.choice(('virtio', 'e1000'))
+        written = propstr.merge_net(current, desired)
+        read_back = propstr.parse_net(propstr.format_net(written))
+        assert not propstr.net_differs(read_back, desired), (current, desired, read_back)
+        assert read_back['macaddr'] == current['macaddr']                  # the MAC is kept unless asked for
+        assert propstr.parse_net(propstr.format_net(propstr.merge_net(read_back, desired))) == read_back
