@@ -710,9 +710,14 @@ def test_a_clone_on_a_node_its_storage_does_not_serve_fails_at_start_as_pve(prox
     proxmoxer_api.nodes('pve2').qemu(101).status.start.post()
     assert pvesim.pve.vm(101).status == 'running'
     proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=102, name='off')
-    pvesim.pve.storages['ceph-vm']['disable'] = 1           # disabled after the clone (vdisk_clone would refuse)
+    pvesim.pve.storages['ceph-vm']['disable'] = 1
     upid = proxmoxer_api.nodes('pve1').qemu(102).status.start.post()
     assert proxmoxer_api.nodes('pve1').tasks(upid).status.get()['exitstatus'] == "storage 'ceph-vm' is disabled"
+    # and a clone of its volumes fails in the worker (pve-storage vdisk_clone: activate_storage), leaving no VM
+    upid = proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=103, name='none')
+    assert proxmoxer_api.nodes('pve1').tasks(upid).status.get()['exitstatus'] == \
+        "clone failed: storage 'ceph-vm' is disabled"
+    assert pvesim.pve.vm(103) is None
 
 
 def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):

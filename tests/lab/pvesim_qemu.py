@@ -163,6 +163,8 @@ class QemuExtras(object):
         # fail_clone_pool_add: [message, clones left to fail]; newid -> (pool, target) of the clones it fails.
         self.clone_pool_fault = None
         self._clone_pool_failing = {}
+        # newid -> the node a clone runs on (its volumes are cloned or allocated there; see _qm_alloc)
+        self._clone_node = {}
 
     # ------------------------------------------------------------ test helpers
 
@@ -282,8 +284,22 @@ class QemuExtras(object):
 
     # ------------------------------------------------------------------- clone
 
+    def _qm_alloc(self, sid, vmid, fmt, size, linked_from=None):
+        # pve-storage Storage.pm vdisk_clone / vdisk_alloc run activate_storage on the node the clone runs on, whose
+        # storage_check_enabled fails the clone task for a storage disabled or not configured there ("clone failed:
+        # storage 'X' is disabled"; qemu-server clone_vm's worker then removes what it made).
+        new = self.vm(int(vmid))
+        node = self._clone_node.get(int(vmid)) if new is not None and new.lock == 'clone' else None
+        if node is not None and sid in self.storages:
+            if self.storages[sid].get('disable'):
+                raise die("storage '{0}' is disabled".format(sid))
+            if not self._storage_enabled(sid, node):
+                raise die("storage '{0}' is not available on node '{1}'".format(sid, node))
+        return super()._qm_alloc(sid, vmid, fmt, size, linked_from=linked_from)
+
     async def _qm_clone(self, v, user):
         node, target = v['node'], v.get('target')
+        self._clone_node[int(v['newid'])] = node       # the task may run later (time_scale): read by _qm_alloc
         src = self.vm(int(v['vmid']))
         if target and target not in (node, 'localhost') and src is not None and src.node == node:
             # qemu-server src/PVE/API2/Qemu.pm clone_vm ($check_storage_access_clone): a `target` clone needs every
