@@ -240,3 +240,20 @@ def test_build_inventory_is_deterministic_and_json_round_trips():
     first = inventory_utils.build_inventory(raw, networks=['10.10.0.0/24'])
     again = inventory_utils.build_inventory(json.loads(json.dumps(raw)), networks=['10.10.0.0/24'])
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+
+
+def test_metadata_fields_of_the_wrong_type_are_ignored_with_a_warning():
+    """A block edited by hand with valid JSON but other types: the inventory of the whole cluster was lost to one
+    VM (`"shadows": 5` raised TypeError); now those fields are ignored, named in a warning, and the VM is grouped
+    by what is left and by its tags."""
+    raw = raw_cluster()
+    raw['configs']['100']['description'] = desc({'v': 1, 'role': ['primary'], 'template': 'shop', 'service': 7,
+                                                 'index': '1', 'shadows': 5, 'shadowed_by': 'shop-web-shadow'})
+    result = inventory_utils.build_inventory(raw)
+    assert result['warnings'] == ["VM 100 (shop-web-1): metadata field(s) index, role, service, shadows of the wrong "
+                                  "type (edited by hand?) are ignored; the next build rewrites them"]
+    web1 = result['hosts']['shop-web-1']
+    assert (web1['sn_template'], web1['sn_service'], web1['sn_role']) == ('shop', 'web', 'primary')   # from tags
+    assert web1['sn_shadows'] == [] and web1['sn_index'] is None and web1['sn_shadowed_by'] == 'shop-web-shadow'
+    assert 'shop-web-1' in result['groups']['sn_shop_web']['hosts']
+    assert inventory_utils.checked_meta({'shadows': ['a', 'b'], 'index': True}) == ({'shadows': ['a', 'b']}, ['index'])

@@ -46,6 +46,28 @@ def parse_meta(description):
     return meta or {}
 
 
+# The metadata fields the inventory reads, and the types a build writes them with (build/plan.py's vm meta).
+META_TYPES = {'template': str, 'service': str, 'role': str, 'index': int, 'vip': str, 'shadows': list,
+              'shadowed_by': str}
+
+
+def checked_meta(meta):
+    """``(meta, ignored)``: the block without the fields the inventory reads that have another type than a build
+    writes (a description edited by hand), and the names of those fields, sorted. ``shadows`` must be a list of
+    names."""
+    out, ignored = dict(meta), []
+    for key, kind in META_TYPES.items():
+        value = out.get(key)
+        if value is None:
+            continue
+        wrong = not isinstance(value, kind) or isinstance(value, bool) or (
+            kind is list and not all(isinstance(v, str) for v in value))
+        if wrong:
+            ignored.append(key)
+            del out[key]
+    return out, sorted(ignored)
+
+
 def group_name(*parts):
     """An Ansible-safe group name: parts joined by ``_``, anything but letters, digits and ``_`` mapped to ``_``."""
     return _UNSAFE.sub('_', '_'.join(str(p) for p in parts if p not in (None, '')))
@@ -291,6 +313,10 @@ def build_inventory(raw, managed_only=True, networks=(), add_nodes=True):
                 meta = parse_meta(config.get('description'))
             except MetaError as exc:
                 warnings.append('VM {0} ({1}): {2}; grouped by its tags only'.format(vmid, name, exc))
+            meta, ignored = checked_meta(meta)
+            if ignored:
+                warnings.append('VM {0} ({1}): metadata field(s) {2} of the wrong type (edited by hand?) are ignored; '
+                                'the next build rewrites them'.format(vmid, name, ', '.join(ignored)))
         node = res.get('node') or config.get('node')
         hostvars = {
             'pve_vmid': vmid,
