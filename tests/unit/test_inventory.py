@@ -256,4 +256,3 @@ def test_metadata_fields_of_the_wrong_type_are_ignored_with_a_warning():
     assert (web1['sn_template'], web1['sn_service'], web1['sn_role']) == ('shop', 'web', 'primary')   # from tags
     assert web1['sn_shadows'] == [] and web1['sn_index'] is None and web1['sn_shadowed_by'] == 'shop-web-shadow'
     assert 'shop-web-1' in result['groups']['sn_shop_web']['hosts']
-    assert inventory_utils.checked_meta({'shadows': ['a', 'b'], 'index': True}) == ({'shadows': ['a', 'b']}, ['index'])

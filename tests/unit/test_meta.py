@@ -85,3 +85,26 @@ def test_too_long_description_is_refused():
         meta_utils.render_description('x' * 9000, PRIMARY)
     with pytest.raises(meta_utils.MetaError):
         meta_utils.render_meta_block(['not', 'a', 'dict'])
+
+
+def test_known_fields_of_another_type_are_left_out_and_rewritten():
+    """A block edited by hand into valid JSON of other types: every reader gets only fields of the types the
+    collection writes (`failover: "yes"` made `.get('active')` raise, `scaling.time: "today"` made float() raise),
+    and the next merge writes the block without them."""
+    block = {'v': 1, 'role': 'primary', 'template': 'shop', 'service': ['web'], 'index': True, 'shadows': 'a',
+             'failover': 'yes', 'scaling': {'time': 'today', 'action': 'scale_up'}, 'replication': {'last_full': 5},
+             'mine': {'anything': 1}, 'vip': None}
+    ignored = []
+    user, got = meta_utils.parse_description('notes\n\n' + meta_utils.render_meta_block(block), ignored=ignored)
+    assert user == 'notes'
+    assert got == {'v': 1, 'role': 'primary', 'template': 'shop', 'replication': {'last_full': 5},
+                   'mine': {'anything': 1}, 'vip': None}
+    assert ignored == ['failover', 'index', 'scaling', 'service', 'shadows']
+    edited = 'notes\n\n' + meta_utils.render_meta_block(block)
+    text, merged, changed = meta_utils.merge_description(edited, {'scaling': {'time': 1.5e9, 'action': 'scale_up'}})
+    assert changed and merged['scaling'] == {'time': 1.5e9, 'action': 'scale_up'} and 'failover' not in merged
+    assert meta_utils.parse_description(text)[1] == merged
+    for value in (float('nan'), float('inf'), [1], {'x': 1}, True):
+        assert meta_utils.checked({'scaling': {'time': value}}) == ({}, ['scaling'])
+    assert meta_utils.checked({'scaling': {'time': None}, 'failover': {'active': True, 'since': 3}}) == (
+        {'scaling': {'time': None}, 'failover': {'active': True, 'since': 3}}, [])

@@ -34,38 +34,16 @@ MiB = 1024 * 1024
 _UNSAFE = re.compile(r'[^A-Za-z0-9_]')
 
 
-def parse_meta(description):
+def parse_meta(description, ignored=None):
     """The metadata block of a VM description (module_utils/core/meta.py's parser); ``{}`` when there is none.
 
     Raises meta.MetaError when a block is there but is not a JSON object, so a damaged block is reported, not
-    silently treated as "unmanaged".
+    silently treated as "unmanaged". Fields of the wrong type are left out and named in ``ignored`` (a list).
     """
     if not description:
         return {}
-    dummy, meta = meta_utils.parse_description(str(description), strict=True)
+    dummy, meta = meta_utils.parse_description(str(description), strict=True, ignored=ignored)
     return meta or {}
-
-
-# The metadata fields the inventory reads, and the types a build writes them with (build/plan.py's vm meta).
-META_TYPES = {'template': str, 'service': str, 'role': str, 'index': int, 'vip': str, 'shadows': list,
-              'shadowed_by': str}
-
-
-def checked_meta(meta):
-    """``(meta, ignored)``: the block without the fields the inventory reads that have another type than a build
-    writes (a description edited by hand), and the names of those fields, sorted. ``shadows`` must be a list of
-    names."""
-    out, ignored = dict(meta), []
-    for key, kind in META_TYPES.items():
-        value = out.get(key)
-        if value is None:
-            continue
-        wrong = not isinstance(value, kind) or isinstance(value, bool) or (
-            kind is list and not all(isinstance(v, str) for v in value))
-        if wrong:
-            ignored.append(key)
-            del out[key]
-    return out, sorted(ignored)
 
 
 def group_name(*parts):
@@ -309,11 +287,11 @@ def build_inventory(raw, managed_only=True, networks=(), add_nodes=True):
         seen_names[name] = vmid
         meta = {}
         if managed:
+            ignored = []
             try:
-                meta = parse_meta(config.get('description'))
+                meta = parse_meta(config.get('description'), ignored)
             except MetaError as exc:
                 warnings.append('VM {0} ({1}): {2}; grouped by its tags only'.format(vmid, name, exc))
-            meta, ignored = checked_meta(meta)
             if ignored:
                 warnings.append('VM {0} ({1}): metadata field(s) {2} of the wrong type (edited by hand?) are ignored; '
                                 'the next build rewrites them'.format(vmid, name, ', '.join(ignored)))

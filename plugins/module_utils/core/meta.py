@@ -21,12 +21,13 @@ JSON line stays readable for operators.
 
 import copy
 import json
+import math
 import re
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
 
 __all__ = ['BEGIN', 'END', 'MetaError', 'render_meta_block', 'render_description', 'parse_description',
-           'split_description', 'merge_description', 'MAX_DESCRIPTION']
+           'split_description', 'merge_description', 'checked', 'MAX_DESCRIPTION']
 
 BEGIN = '<!-- shadownet:begin -->'
 END = '<!-- shadownet:end -->'
@@ -37,6 +38,40 @@ _BLOCK = re.compile(r'\n*' + re.escape(BEGIN) + r'\n?(?P<body>.*?)\n?' + re.esca
 
 class MetaError(ValueError):
     """The description's block is malformed, or the result would not fit PVE's description limit."""
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _record(*number_keys):
+    """A dict whose ``number_keys``, where present, are numbers (times the readers compare)."""
+    return lambda v: isinstance(v, dict) and all(k not in v or v[k] is None or _number(v[k]) for k in number_keys)
+
+
+# The fields the collection reads, and what a build, a scale, a failover and a refresh write into them. A block
+# edited by hand into valid JSON of other types (``"failover": "yes"``, ``"scaling": {"time": "today"}``) must not
+# crash a reader; such a field is left out of the parsed block (and so rewritten by the next merge).
+FIELDS = {
+    'v': lambda v: isinstance(v, int) and not isinstance(v, bool),
+    'index': lambda v: isinstance(v, int) and not isinstance(v, bool),
+    'role': lambda v: isinstance(v, str), 'template': lambda v: isinstance(v, str),
+    'service': lambda v: isinstance(v, str), 'shadowed_by': lambda v: isinstance(v, str),
+    'vip': lambda v: isinstance(v, str),
+    'shadows': lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    'scaling': _record('time'), 'failover': _record('since'), 'replication': _record('last_full'),
+}
+
+
+def checked(meta):
+    """``(meta, ignored)``: the block without the known fields (:data:`FIELDS`) whose value has another type than
+    the collection writes, and the names of those fields, sorted. A null field counts as absent."""
+    out, ignored = dict(meta), []
+    for key, ok in FIELDS.items():
+        if out.get(key) is not None and not ok(out[key]):
+            ignored.append(key)
+            del out[key]
+    return out, sorted(ignored)
 
 
 def render_meta_block(meta):
@@ -54,18 +89,19 @@ def split_description(description):
     return user, (bodies[-1] if bodies else None)
 
 
-def parse_description(description, strict=False):
+def parse_description(description, strict=False, ignored=None):
     """Return ``(user_text, meta)``; ``meta`` is None when there is no block.
 
     A block whose JSON is unreadable gives ``meta = None`` (the caller re-renders it), or raises
-    :class:`MetaError` when ``strict``.
+    :class:`MetaError` when ``strict``. Known fields of another type than the collection writes are left out
+    (:func:`checked`); their names are appended to the list ``ignored`` when one is given.
     """
     user, body = split_description(description)
     if body is None:
         return user, None
     try:
         meta = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         if strict:
             raise MetaError('the shadownet block in the description is not valid JSON: %s' % exc)
         return user, None
@@ -73,6 +109,9 @@ def parse_description(description, strict=False):
         if strict:
             raise MetaError('the shadownet block in the description is not a JSON object')
         return user, None
+    meta, dropped = checked(meta)
+    if ignored is not None:
+        ignored.extend(dropped)
     return user, meta
 
 
