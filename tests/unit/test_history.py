@@ -151,3 +151,9 @@ def test_fill_only_append_keeps_stored_values_and_span(tmp_path):
         # A one-minute value replaces a filled one.
         assert store.append([('s', 180, 3.0)]) == 1
         assert store.span('s') == (60, 180, 3) and store.span('s', since=100) == (120, 180, 2)
+
+
+def test_regularize_takes_infinities_as_gaps_like_nan():
+    first, values = regularize([(T0, 1.0), (T0 + 60, float('inf')), (T0 + 120, float('nan')), (T0 + 180, 3.0),
+                                (T0 + 180, float('-inf'))], 60)
+    assert first == T0 and values == [1.0, None, None, 3.0]

@@ -669,3 +669,18 @@ def test_steps_is_the_one_rounding_of_a_duration():
     assert policy.steps(3601, 300) == 13                  # a part step is a whole step
     assert policy.steps(10, 60) == 1                      # at least one
     assert policy.steps(0.1 + 0.2, 0.1) == 3              # 3.0000000000000004 steps is three, not four
+
+
+@pytest.mark.parametrize('block', [
+    {'cpu': {'high': 0.7, 'low': 0.3, 'duration': True}},
+    {'instances': {'min': 'm5'}},
+    {'instances': {'min': float('inf')}},
+    {'net': {'high': '800Mbit', 'low': {}}},
+    {'latency': True},
+    {'latency': {'p95_ms': float('nan')}},
+])
+def test_a_scaling_block_that_does_not_parse_is_a_policy_error(block):
+    """A caller that passes a raw block (not a validated template's) gets PolicyError, never a TypeError,
+    OverflowError or a NaN threshold."""
+    with pytest.raises(PolicyError):
+        normalise_scaling(block)

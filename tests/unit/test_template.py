@@ -488,3 +488,10 @@ def test_an_ipv4_vip_on_an_ipv6_network_is_an_issue_not_a_crash():
     issues = issues_of(data)
     assert list(issues) == ['services[1].vip'], [str(i) for i in issues.values()]
     assert 'is not a host address inside network back (fd00:20::/64)' in issues['services[1].vip'].message
+
+
+def test_a_ratio_written_as_the_string_nan_is_refused():
+    data = base()
+    data['scaling'] = {'cpu': {'high': 'nan', 'low': '-inf%'}}
+    issues = issues_of(data)
+    assert sorted(issues) == ['scaling.cpu.high', 'scaling.cpu.low'], [str(i) for i in issues.values()]

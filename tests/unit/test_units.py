@@ -103,3 +103,16 @@ def test_parse_ratio(value, ratio):
 def test_parse_ratio_rejects(bad):
     with pytest.raises(UnitError):
         units.parse_ratio(bad)
+
+
+@pytest.mark.parametrize('parse, value', [
+    (units.parse_duration, float('inf')), (units.parse_duration, float('nan')),
+    (units.parse_rate, float('inf')), (units.parse_bytes, float('-inf')), (units.parse_memory, float('inf')),
+    (units.parse_ratio, float('nan')), (units.parse_ratio, 'nan'), (units.parse_ratio, 'inf%'),
+    (units.parse_ratio, '1e999'),
+])
+def test_nan_and_infinity_are_no_value(parse, value):
+    """YAML's .nan and .inf, and the strings float() reads as them: each was an OverflowError from int(), or a NaN
+    ratio that passed the template's range check (every comparison with NaN is false) into the plan."""
+    with pytest.raises(UnitError, match='not a finite number'):
+        parse(value)

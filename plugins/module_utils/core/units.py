@@ -17,6 +17,7 @@ Base units:
 """
 
 
+import math
 import re
 
 __all__ = [
@@ -55,6 +56,14 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(number, value, help_text):
+    """``number`` (a float) when it is finite; NaN and infinities (YAML's .nan and .inf, the strings 'nan' and
+    'inf' to float()) are no duration, rate, size or ratio."""
+    if not math.isfinite(number):
+        raise UnitError('%r is not a finite number; expected %s' % (value, help_text))
+    return number
+
+
 def _whole(value):
     """Return an int when value is whole (avoids 300.0 vs 300 noise in plans)."""
     rounded = round(value, 9)
@@ -69,7 +78,7 @@ def parse_duration(value, allow_zero=False):
     Negative durations are always rejected; zero only when ``allow_zero``.
     """
     if _is_number(value):
-        seconds = float(value)
+        seconds = _finite(float(value), value, DURATION_HELP)
     elif isinstance(value, str):
         text = value.strip().lower()
         if not text:
@@ -130,7 +139,7 @@ def parse_rate(value, allow_zero=True):
     Bytes are deliberately not accepted ('MB/s' is ambiguous in tc vs iperf usage): write bits.
     """
     if _is_number(value):
-        bits = float(value)
+        bits = _finite(float(value), value, RATE_HELP)
     elif isinstance(value, str):
         text = value.strip()
         match = _RATE_RE.match(text)
@@ -173,7 +182,7 @@ def parse_bytes(value, default_unit='B'):
         raise ValueError('default_unit must be one of B, K, M, G, T')
     default_factor = 1 if default_unit.upper() == 'B' else _SIZE_PREFIX[default_unit.lower()]
     if _is_number(value):
-        size = float(value) * default_factor
+        size = _finite(float(value), value, MEMORY_HELP) * default_factor
     elif isinstance(value, str):
         text = value.strip()
         match = _SIZE_RE.match(text)
@@ -225,14 +234,12 @@ RATIO_HELP = "a fraction such as 0.25 or a percentage such as '25%'"
 def parse_ratio(value):
     """Return a float for 0.25, '0.25' or '25%'. Range checks are the caller's (they differ per field)."""
     if _is_number(value):
-        return float(value)
+        return _finite(float(value), value, RATIO_HELP)
     if isinstance(value, str):
         text = value.strip()
         try:
-            if text.endswith('%'):
-                return float(text[:-1].strip()) / 100.0
-            return float(text)
+            number = float(text[:-1].strip()) / 100.0 if text.endswith('%') else float(text)
         except ValueError:
-            pass
-        raise UnitError('cannot parse %r; expected %s' % (value, RATIO_HELP))
+            raise UnitError('cannot parse %r; expected %s' % (value, RATIO_HELP))
+        return _finite(number, value, RATIO_HELP)
     raise UnitError('expected %s, got %s' % (RATIO_HELP, type(value).__name__))

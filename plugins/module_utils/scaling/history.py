@@ -278,7 +278,7 @@ def regularize(points, step_seconds, start=None, end=None):
     step = int(step_seconds)
     if step <= 0:
         raise ValueError('step_seconds must be > 0')
-    pts = [(int(ts), v) for ts, v in points if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    pts = [(int(ts), v) for ts, v in points if v is not None and math.isfinite(v)]     # NaN, infinities: gaps
     if start is None:
         if not pts:
             return None, []

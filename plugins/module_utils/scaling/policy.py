@@ -134,7 +134,17 @@ def _threshold(metric, value):
 
 
 def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
-    """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios)."""
+    """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios). PolicyError for a
+    block that does not parse (the template's validation reports the same with the field's path first)."""
+    try:
+        return _normalise_scaling(scaling)
+    except PolicyError:
+        raise
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:     # UnitError is a ValueError
+        raise PolicyError('the scaling block does not parse: %s' % exc) from exc
+
+
+def _normalise_scaling(scaling):
     scaling = dict(scaling or {})
     out = {'metrics': {}}
     for key, value in scaling.items():
@@ -169,6 +179,14 @@ def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
     out.update(_normalise_sizing(scaling))
     out['mode'] = scaling.get('mode', DEFAULTS['mode'])
     out['latency'] = scaling.get('latency')
+    if out['latency'] is not None:
+        lat = out['latency']
+        if not isinstance(lat, dict) or (lat.get('p95_ms') is not None and not (
+                isinstance(lat['p95_ms'], (int, float)) and not isinstance(lat['p95_ms'], bool)
+                and math.isfinite(lat['p95_ms']) and lat['p95_ms'] > 0)):
+            raise PolicyError('scaling.latency must be a mapping with p95_ms a number of milliseconds > 0, got %r'
+                              % (lat,))
+        parse_duration(lat.get('for', 180))
     if out['mode'] not in ('horizontal', 'vertical'):
         raise PolicyError('scaling.mode must be horizontal or vertical, got %r' % (out['mode'],))
     return out
