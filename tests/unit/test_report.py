@@ -290,3 +290,19 @@ def test_the_panel_span_in_words(seconds, text):
     step = 60
     times = [i * step for i in range(int(seconds // step))]
     assert report._span(times, step) == text
+
+
+def test_infinities_in_a_series_are_gaps_and_the_plot_renders():
+    """A series with infinities (a broken exporter upstream) made matplotlib refuse the axis limits ("Axis limits
+    cannot be NaN or Inf") and the whole report fail; they are gaps now, as NaN was."""
+    pytest.importorskip('matplotlib')
+    d, used = decision_and_used(1.0)
+    series = used['series']['cpu']
+    series[-10] = float('inf')
+    series[-20] = float('-inf')
+    series[-30] = float('nan')
+    p = report.service_panel(d, used, NOW)
+    cpu, = p['metrics']
+    assert cpu['values'][-10] is None and cpu['values'][-20] is None and cpu['values'][-30] is None
+    assert cpu['zoom_top'] == pytest.approx(1.08 * 0.7 * 2 * 2)     # the high line, the highest drawn, not infinity
+    assert report.render_plot(p)[:8] == b'\x89PNG\r\n\x1a\n'

@@ -85,7 +85,8 @@ def report_dir(option: str | None = None) -> str:
 
 
 def _finite(value):
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    """A value to plot: not a gap (None), not NaN, not an infinity (matplotlib refuses an infinite axis limit)."""
+    return value is not None and math.isfinite(value)
 
 
 def _history(values, end, step, now, seconds, scale):
