@@ -327,3 +327,11 @@ def test_dispatch_from_the_history_option(tmp_path, monkeypatch):
     msg = str(exc.value)
     assert 'cannot reach Prometheus (http://127.0.0.1:9/api/v1/query_range query' in msg
     assert 'pve_cpu_usage_ratio{id=~"qemu/(101)"}' in msg and TOKEN not in msg
+
+
+@pytest.mark.parametrize('key, value', [('timeout', float('inf')), ('timeout', 'inf'), ('timeout', float('nan')),
+                                        ('timeout', 'nan')])
+def test_an_infinite_or_nan_timeout_is_refused(key, value):
+    """A timeout of 'inf' passed the positive check (only NaN was caught, and 'inf' > 0)."""
+    with pytest.raises(prometheus.PrometheusError, match='history.timeout must be a positive number'):
+        prometheus.resolve_config({'url': URL, key: value}, environ={})

@@ -176,7 +176,7 @@ def _positive(value, name, kind, zero=False):
         number = kind(value)
     except (TypeError, ValueError):
         number = None
-    if number is None or number < 0 or (number == 0 and not zero) or (isinstance(number, float) and math.isnan(number)):
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not zero):
         raise PrometheusError('history.{0} must be a {1} number, got {2!r}'.format(
             name, 'non-negative' if zero else 'positive', value))
     return number
