@@ -197,6 +197,18 @@ def _ip4(src, dst, proto, l4):
     return hdr + l4
 
 
+class BytesSocket(object):
+    """A socket whose ``recv`` hands out ``data`` and then b'' (end of stream): read_response's input without a
+    server."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def recv(self, size):
+        out, self.data = self.data[:size], self.data[size:]
+        return out
+
+
 ETH = bytes.fromhex('020000000001' '020000000002') + b'\x08\x00'
 
 

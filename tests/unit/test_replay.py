@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lab.replay_lab import (RecordingServer, TcpRecordingServer, http_request, per_flow, segments, tcp6_frame, tcp_frame, udp_frame,
+from lab.replay_lab import (BytesSocket, RecordingServer, TcpRecordingServer, http_request, per_flow, segments, tcp6_frame, tcp_frame, udp_frame,
                             wait_for)
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import replay
@@ -184,17 +184,10 @@ def test_parser_chunked_trailers_count_against_max_header():
 
 
 def test_a_status_line_needs_a_three_digit_status():
-    class Socket(object):
-        def __init__(self, data):
-            self.data = data
-
-        def recv(self, size):
-            out, self.data = self.data[:size], self.data[size:]
-            return out
     for line in (b'HTTP/1.1 20 OK\r\n\r\n', b'HTTP/1.1 000 Zero\r\n\r\n', b'HTTP/1.1 2000 OK\r\n\r\n'):
         with pytest.raises(replay.ResponseError, match='not a status line'):
-            replay.read_response(replay._Reader(Socket(line)), b'GET')
-    assert replay.read_response(replay._Reader(Socket(b'HTTP/1.1 204 No Content\r\n\r\n')), b'GET') == (204, True)
+            replay.read_response(replay._Reader(BytesSocket(line)), b'GET')
+    assert replay.read_response(replay._Reader(BytesSocket(b'HTTP/1.1 204 No Content\r\n\r\n')), b'GET') == (204, True)
 
 
 def test_parser_limits_cost_an_error_not_memory():

@@ -13,7 +13,7 @@ the agent keeps running and its buffers stay bounded (a fixed seed; frames, segm
 """
 import random
 
-from lab.replay_lab import tcp6_frame, tcp_frame, udp_frame
+from lab.replay_lab import BytesSocket, tcp6_frame, tcp_frame, udp_frame
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import replay
 
@@ -103,20 +103,11 @@ def test_any_request_stream_parses_without_raising_and_stays_bounded():
     assert biggest <= max_header + max_body + replay.MAX_LINE
 
 
-class _Socket(object):
-    def __init__(self, data):
-        self.data = data
-
-    def recv(self, size):
-        out, self.data = self.data[:size], self.data[size:]
-        return out
-
-
 def test_a_damaged_response_raises_only_what_the_replay_loop_handles():
     rnd = random.Random(4)
     answered = 0
     for dummy in range(5000):
-        reader = replay._Reader(_Socket(_damage(rnd, rnd.choice(RESPONSES))))
+        reader = replay._Reader(BytesSocket(_damage(rnd, rnd.choice(RESPONSES))))
         try:
             status, keep_alive = replay.read_response(reader, rnd.choice((b'GET', b'HEAD')))
         except (replay.ResponseError, ValueError, EOFError):
