@@ -492,3 +492,12 @@ def test_ctl_hold_and_running(tmp_path):
     res = subprocess.run([script, 'cleanup', str(tmp_path), str(pidfile)], capture_output=True, text=True,
                          check=False)
     assert res.returncode == 0 and 'removed' not in res.stdout
+
+
+@pytest.mark.parametrize('key, value', [('advert_int', float('nan')), ('advert_int', float('inf')),
+                                        ('preempt_delay', float('inf'))])
+def test_nan_and_infinity_are_errors_not_crashes(key, value):
+    """YAML's .nan and .inf (Ansible's float type takes them too) crashed build_model with ValueError and
+    OverflowError from round(); they are errors that name the field now."""
+    found = errors_of([inst(**{key: value})])
+    assert len(found) == 1 and key in found[0], found
