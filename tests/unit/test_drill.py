@@ -386,3 +386,16 @@ def test_runner_check_mode_and_refusals_write_nothing():
     assert 'web-1 is locked (backup)' in msg and 'web-2 net0 has link_down=1 already' in msg
     assert 'the VIP is on the shadow web-shadow already' in msg
     assert api.writes == [] and made == []
+
+
+@pytest.mark.parametrize('opts', [dict(timeout=float('nan')), dict(timeout=float('inf')), dict(hold=float('nan')),
+                                  dict(port='eighty'), dict(interval='fast'), dict(port=80.5)])
+def test_options_that_are_not_finite_numbers_are_refused_before_any_write(opts):
+    """NaN passed the drill's `timeout <= 0` check (every comparison with NaN is false), an infinity waited for
+    ever, and a word where a number goes raised ValueError from int()."""
+    api, fo, dummy = setup()
+    clock, made = Clock(), []
+    with pytest.raises(drill_utils.DrillError) as exc:
+        make(api, fo, clock, made, **opts).run()
+    assert exc.value.kind == 'config' and 'drill.' in exc.value.message
+    assert api.writes == [] and made == []

@@ -82,3 +82,10 @@ def test_bad_choices_are_refused_with_the_valid_ones():
         runner(plan_with('full'), offline_recovery='migrate')
     with pytest.raises(failover_utils.FailoverError, match='catch_up must be one of first, all, skip'):
         runner(plan_with('full'), catch_up='some')
+
+
+@pytest.mark.parametrize('timeout', [0, -5, float('nan'), float('inf'), True, '300'])
+def test_a_timeout_that_is_not_a_positive_finite_number_is_a_config_error(timeout):
+    with pytest.raises(failover_utils.FailoverError) as exc:
+        runner(plan_with("full"), timeout=timeout)
+    assert exc.value.kind == 'config' and 'timeout must be a number of seconds above 0' in exc.value.message

@@ -20,6 +20,7 @@ request until the shadow answered, the fail-back gap likewise from the restore u
 
 
 import errno
+import math
 import re
 import selectors
 import socket
@@ -34,6 +35,15 @@ DEFAULTS = dict(protocol='tcp', interval=10, probe_timeout=250, hold=2.0, timeou
                 payload='shadownet-drill', baseline=3)
 ARP_TABLE = '/proc/net/arp'
 ARP_COMPLETE = 0x2
+
+
+def _number(value):
+    """``value`` as a finite float, or None (not a number, NaN, an infinity)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class DrillError(PveApiError):
@@ -449,14 +459,17 @@ class Drill(object):
     def check_options(self):
         opts = self.opts
         problems = []
-        if opts.get('port') is None or not 0 < int(opts['port']) < 65536:
+        port = _number(opts.get('port'))
+        if port is None or not port.is_integer() or not 0 < port < 65536:
             problems.append('drill.port must be a port number (1-65535)')
         if opts['protocol'] not in PROTOCOLS:
             problems.append('drill.protocol must be one of {0}'.format(', '.join(PROTOCOLS)))
-        if int(opts['interval']) < 1 or int(opts['probe_timeout']) < 1:
+        if any(_number(opts[k]) is None or _number(opts[k]) < 1 for k in ('interval', 'probe_timeout')):
             problems.append('drill.interval and drill.probe_timeout are milliseconds, at least 1')
-        if float(opts['timeout']) <= 0 or float(opts['hold']) < 0 or float(opts['settle']) < 0:
-            problems.append('drill.timeout must be more than 0 seconds, drill.hold and drill.settle at least 0')
+        timeout, hold, settle = (_number(opts[k]) for k in ('timeout', 'hold', 'settle'))
+        if timeout is None or timeout <= 0 or hold is None or hold < 0 or settle is None or settle < 0:
+            problems.append('drill.timeout must be more than 0 seconds, drill.hold and drill.settle at least 0 '
+                            '(finite numbers)')
         if problems:
             raise DrillError('; '.join(problems), kind='config')
 

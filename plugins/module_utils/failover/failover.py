@@ -93,6 +93,8 @@ class Failover(object):
         self.service = service
         self.primaries, self.shadow = service_vms(plan, service)
         self.check_mode = check_mode
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float('inf'):
+            raise FailoverError('timeout must be a number of seconds above 0, got {0!r}'.format(timeout), kind='config')
         self.timeout = timeout
         self.facts = state_facts or {}
         self.min_uptime = min_uptime
