@@ -328,6 +328,8 @@ def main():
     )
     module = api_utils.api_module(argument_spec)
     p = module.params
+    if not 0 < p['level'] < 1:        # NaN too: it would fail only after the history was read
+        module.fail_json(msg='level must be above 0 and below 1 (0.3: the 65th percentile), got {0!r}'.format(p['level']))
     try:
         forecast_utils.check_libraries()
     except forecast_utils.MissingForecastLibrary as exc:

@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
-from lab.modrun import run_module
+from lab.modrun import ModuleFailed, run_module
 from lab.rrd import record_rrddata
 from lab.shop import FALLING, FLAT, RISING, SCALED_SHOP, build, inject, plan_of, primaries
 
@@ -365,3 +365,13 @@ def test_lab_injected_load_scales_out_on_pve9_shapes(pvesim, pve_conn, tmp_path,
     assert 'day' in reads and [p['points'] for p in m['services'][0]['primaries']] == [1440, 1440]
     assert decision['action'] == 'scale_up', decision['line']
     assert s['results'][0]['created'] == ['shop-web-3']
+
+
+@pytest.mark.parametrize('level', [float('nan'), 'inf', 0, 1.5])
+def test_a_level_outside_0_to_1_fails_before_any_request(pvesim, pve_conn, tmp_path, level):
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(forecast, dict(pve_conn, plans={'shop': plan_of(TEMPLATE)}, history_path=str(tmp_path / 'h.sqlite'),
+                                  level=level))
+    assert 'level must be above 0 and below 1' in info.value.result['msg']
+    assert pvesim.requests(mark) == []
