@@ -21,10 +21,10 @@ JSON line stays readable for operators.
 
 import copy
 import json
-import math
 import re
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 
 __all__ = ['BEGIN', 'END', 'MetaError', 'render_meta_block', 'render_description', 'parse_description',
            'split_description', 'merge_description', 'checked', 'MAX_DESCRIPTION']
@@ -40,13 +40,9 @@ class MetaError(ValueError):
     """The description's block is malformed, or the result would not fit PVE's description limit."""
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _record(*number_keys):
     """A dict whose ``number_keys``, where present, are numbers (times the readers compare)."""
-    return lambda v: isinstance(v, dict) and all(k not in v or v[k] is None or _number(v[k]) for k in number_keys)
+    return lambda v: isinstance(v, dict) and all(k not in v or v[k] is None or is_finite_number(v[k]) for k in number_keys)
 
 
 # The fields the collection reads, and what a build, a scale, a failover and a refresh write into them. A block

@@ -30,6 +30,7 @@ __all__ = [
     'parse_bytes',
     'format_memory',
     'parse_ratio',
+    'is_finite_number',
 ]
 
 
@@ -54,6 +55,12 @@ DURATION_HELP = "a duration such as '90s', '5m', '1h', '1h30m', '100ms' or a num
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value):
+    """An int or float that is neither a bool nor NaN nor an infinity (YAML's .nan and .inf, Ansible's float type
+    and float() all make those, and every comparison with NaN is false, so a range check alone lets it through)."""
+    return _is_number(value) and math.isfinite(value)
 
 
 def _finite(number, value, help_text):

@@ -464,7 +464,7 @@ class Drill(object):
             problems.append('drill.port must be a port number (1-65535)')
         if opts['protocol'] not in PROTOCOLS:
             problems.append('drill.protocol must be one of {0}'.format(', '.join(PROTOCOLS)))
-        if any(_number(opts[k]) is None or _number(opts[k]) < 1 for k in ('interval', 'probe_timeout')):
+        if any(v is None or v < 1 for v in (_number(opts['interval']), _number(opts['probe_timeout']))):
             problems.append('drill.interval and drill.probe_timeout are milliseconds, at least 1')
         timeout, hold, settle = (_number(opts[k]) for k in ('timeout', 'hold', 'settle'))
         if timeout is None or timeout <= 0 or hold is None or hold < 0 or settle is None or settle < 0:

@@ -32,6 +32,7 @@ import time
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError, PveTaskError
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
@@ -93,7 +94,7 @@ class Failover(object):
         self.service = service
         self.primaries, self.shadow = service_vms(plan, service)
         self.check_mode = check_mode
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float('inf'):
+        if not (is_finite_number(timeout) and timeout > 0):
             raise FailoverError('timeout must be a number of seconds above 0, got {0!r}'.format(timeout), kind='config')
         self.timeout = timeout
         self.facts = state_facts or {}

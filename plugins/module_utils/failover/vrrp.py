@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import math
 import re
 import typing as t
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -86,17 +87,12 @@ def derive_vrid(name: t.Any) -> int:
     return int.from_bytes(digest[:4], 'big') % 255 + 1
 
 
-def _is_number(value):
-    """A finite int or float (NaN and infinities, which YAML and Ansible's float type accept, are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _int_in(value, low, high):
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _check_advert_int(value, version, where, errors):
-    if not _is_number(value):
+    if not is_finite_number(value):
         errors.append('%s: advert_int must be a number of seconds, got %r' % (where, value))
         return
     if version == 3:
@@ -163,7 +159,7 @@ def _normalise_check(raw, settings, where, errors):
         'rise': raw.get('rise', settings['check_rise']),
     }
     for key in ('interval', 'timeout'):
-        if not _is_number(check[key]) or not 0.01 <= check[key] <= 60:
+        if not is_finite_number(check[key]) or not 0.01 <= check[key] <= 60:
             errors.append('%s: check.%s must be 0.01 to 60 seconds, got %r' % (where, key, check[key]))
     for key in ('fall', 'rise'):
         if not _int_in(check[key], 1, 100):
@@ -405,7 +401,7 @@ def _timers(raw, settings, version, where, errors):
         errors.append('%s: failback must be auto (preempt after preempt_delay) or manual (nopreempt), got %r'
                       % (where, failback))
     preempt_delay = raw.get('preempt_delay', settings['preempt_delay'])
-    if not _is_number(preempt_delay) or not 0 <= preempt_delay <= 1000:
+    if not is_finite_number(preempt_delay) or not 0 <= preempt_delay <= 1000:
         errors.append('%s: preempt_delay must be 0 to 1000 seconds, got %r' % (where, preempt_delay))
     return advert_int, failback, preempt_delay
 

@@ -26,8 +26,9 @@ Only :func:`read_counters` talks to PVE; the rest is pure.
 from __future__ import annotations
 
 import json
-import math
 import typing as t
+
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 
 if t.TYPE_CHECKING:
     from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
@@ -63,14 +64,14 @@ def parse_counters(text: str) -> dict[str, t.Any]:
     if data.get('version') != COUNTERS_VERSION:
         raise CanaryError('the counters file has version {0!r}, this collection reads version {1}'.format(
             data.get('version'), COUNTERS_VERSION))
-    if not _number(data.get('time')):
+    if not is_finite_number(data.get('time')):
         raise CanaryError('the counters file has no valid time')
     window = data.get('window') if isinstance(data.get('window'), dict) else {}
     p95 = window.get('latency_p95_seconds')
     p50 = window.get('latency_p50_seconds')
     return {
         'time': float(data['time']),
-        'started': float(data['started']) if _number(data.get('started')) else None,
+        'started': float(data['started']) if is_finite_number(data.get('started')) else None,
         'mode': data.get('mode'),
         'target': data.get('target'),
         'flows_seen': _count(data.get('flows_seen')),
@@ -78,12 +79,12 @@ def parse_counters(text: str) -> dict[str, t.Any]:
         'requests_replayed': _count(data.get('requests_replayed')),
         'errors': sum(_count(v) for v in (data.get('errors') or {}).values()) if isinstance(data.get('errors'), dict)
         else 0,
-        'window_seconds': float(data['window_seconds']) if _number(data.get('window_seconds')) and
+        'window_seconds': float(data['window_seconds']) if is_finite_number(data.get('window_seconds')) and
         data['window_seconds'] > 0 else 60.0,
         'window_requests': _count(window.get('requests')),
         'window_errors': _count(window.get('errors')),
-        'p95_seconds': float(p95) if _number(p95) and p95 >= 0 else None,
-        'p50_seconds': float(p50) if _number(p50) and p50 >= 0 else None,
+        'p95_seconds': float(p95) if is_finite_number(p95) and p95 >= 0 else None,
+        'p50_seconds': float(p50) if is_finite_number(p50) and p50 >= 0 else None,
         'recent': _recent(data.get('recent')),
     }
 
@@ -96,21 +97,17 @@ def _recent(value):
         return None
     out = {}
     for item in value[-MAX_RECENT_MINUTES:]:
-        if not isinstance(item, dict) or not _number(item.get('end')):
+        if not isinstance(item, dict) or not is_finite_number(item.get('end')):
             continue
         p95 = item.get('latency_p95_seconds')
         out[int(item['end'])] = {'end': int(item['end']), 'requests': _count(item.get('requests')),
                                  'errors': _count(item.get('errors')),
-                                 'p95_seconds': float(p95) if _number(p95) and p95 >= 0 else None}
+                                 'p95_seconds': float(p95) if is_finite_number(p95) and p95 >= 0 else None}
     return [out[k] for k in sorted(out)]
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _count(value):
-    return int(value) if _number(value) and value >= 0 else 0
+    return int(value) if is_finite_number(value) and value >= 0 else 0
 
 
 def read_counters(api: PveApi, vm: dict[str, t.Any], path: str) -> tuple[str | None, str | None]:

@@ -76,7 +76,7 @@ import math
 import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import (
-    parse_duration, parse_rate, parse_ratio)
+    is_finite_number, parse_duration, parse_rate, parse_ratio)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping
@@ -182,8 +182,7 @@ def _normalise_scaling(scaling):
     if out['latency'] is not None:
         lat = out['latency']
         if not isinstance(lat, dict) or (lat.get('p95_ms') is not None and not (
-                isinstance(lat['p95_ms'], (int, float)) and not isinstance(lat['p95_ms'], bool)
-                and math.isfinite(lat['p95_ms']) and lat['p95_ms'] > 0)):
+                is_finite_number(lat['p95_ms']) and lat['p95_ms'] > 0)):
             raise PolicyError('scaling.latency must be a mapping with p95_ms a number of milliseconds > 0, got %r'
                               % (lat,))
         parse_duration(lat.get('for', 180))
