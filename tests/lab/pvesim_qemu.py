@@ -138,6 +138,17 @@ SHARED_TYPES = ('iscsi', 'nfs', 'cifs', 'rbd', 'cephfs', 'iscsidirect', 'zfs', '
 NO_LINKED_CLONE = ('lvm', 'iscsi', 'iscsidirect', 'cephfs', 'pbs')
 # qemu-server PVE::QemuServer::Drive::valid_drive_names: what QemuConfig->foreach_volume walks.
 CLONE_DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
+
+
+def _volume_storages(config):
+    """The storage id of each volume of a VM config, as PVE::QemuConfig->foreach_volume walks them: drives whose
+    volume is on a storage (not `none`, the host's `cdrom` or a plain path)."""
+    for key in sorted(config):
+        volume = str(config[key]).split(',')[0]
+        if CLONE_DRIVE_KEY.match(key) and volume not in ('none', 'cdrom') and ':' in volume:
+            yield volume.split(':')[0]
+
+
 GiB = 1024 ** 3
 # A node's size when the cluster file does not give one (fakepve's fixed figures).
 NODE_DEFAULTS = {'maxcpu': 4, 'maxmem': 8 * GiB, 'mem': 2 * GiB, 'cpu': 0.02}
@@ -268,18 +279,12 @@ class QemuExtras(object):
         storage_check_enabled for the local node: "storage 'X' is disabled", or, for a storage whose `nodes` does not
         list the node, "storage 'X' is not available on node 'Y'" (a clone with `target` does not check this: the
         VM is cloned there and fails here)."""
-        for key in sorted(vm.config):
-            volume = str(vm.config[key]).split(',')[0]
-            if not CLONE_DRIVE_KEY.match(key) or volume in ('none', 'cdrom') or ':' not in volume:
-                continue
-            sid = volume.split(':')[0]
-            store = self.storages.get(sid)
-            if store is None:
-                continue
-            if store.get('disable'):
-                return "storage '{0}' is disabled".format(sid)
-            if not self._storage_enabled(sid, vm.node):
-                return "storage '{0}' is not available on node '{1}'".format(sid, vm.node)
+        for sid in _volume_storages(vm.config):
+            if sid in self.storages:
+                try:
+                    self._check_enabled(sid, vm.node)
+                except PveError as exc:
+                    return exc.message
         return None
 
     # ------------------------------------------------------------------- clone
@@ -291,10 +296,7 @@ class QemuExtras(object):
         new = self.vm(int(vmid))
         node = self._clone_node.get(int(vmid)) if new is not None and new.lock == 'clone' else None
         if node is not None and sid in self.storages:
-            if self.storages[sid].get('disable'):
-                raise die("storage '{0}' is disabled".format(sid))
-            if not self._storage_enabled(sid, node):
-                raise die("storage '{0}' is not available on node '{1}'".format(sid, node))
+            self._check_enabled(sid, node)          # fakepve's storage_check_enabled: PVE's two messages
         return super()._qm_alloc(sid, vmid, fmt, size, linked_from=linked_from)
 
     async def _qm_clone(self, v, user):
@@ -305,14 +307,8 @@ class QemuExtras(object):
             # qemu-server src/PVE/API2/Qemu.pm clone_vm ($check_storage_access_clone): a `target` clone needs every
             # volume of the source (disks, and CD-ROM images on a storage) on shared storage, full clones too.
             config = src.snapshots.get(v['snapname'], src.config) if v.get('snapname') else src.config
-            for key in sorted(config):
-                if not CLONE_DRIVE_KEY.match(key):
-                    continue
-                volume = str(config[key]).split(',')[0]
-                if volume in ('none', 'cdrom') or ':' not in volume:
-                    continue
-                if not self.storage_shared(volume.split(':')[0]):
-                    raise die("can't clone VM to node '{0}' (VM uses local storage)".format(target))
+            if not all(self.storage_shared(sid) for sid in _volume_storages(config)):
+                raise die("can't clone VM to node '{0}' (VM uses local storage)".format(target))
         full = v.get('full')
         if src is not None and (full is None and src.template or full in (0, '0', False, 'false')):
             for key in sorted(src.config):
