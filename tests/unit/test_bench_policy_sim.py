@@ -56,6 +56,6 @@ def test_the_targets_are_written_once(sim, monkeypatch):
     assert sim.ratio_text('under_vs_tt', -56.24) == 'under vs target tracking -56.2% (target <= -30.0%)'
     seed, pol = [result(100, 4.0)] * 4, [result(0, 4.0)] * 3 + [result(0, 12.0)]
     assert sim.spread_text('cap_vs_seed', (1.0, 2.5, 0.68)) == 'capacity vs seed x1.00 .. x2.50 (68% of draws miss x1.40)'
-    monkeypatch.setitem(sim.GOALS, 'cap_vs_seed', 3.5)     # a looser target: the same draws, none misses
+    monkeypatch.setitem(sim.GOALS, 'cap_vs_seed', ('capacity vs seed', 'x%.2f', 3.5))   # looser: none misses
     assert sim.resampled(seed, pol, tt_curve_of(4))['cap_vs_seed'][2] == 0.0
     assert sim.ratio_text('cap_vs_seed', 1.35).endswith('(target <= x3.50)')
