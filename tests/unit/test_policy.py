@@ -1,10 +1,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """decide() on synthetic histories with known answers (the real forecaster runs)."""
+import functools
 import random
+import re
 
 import pytest
-
-import functools
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.policy import PolicyError, normalise_scaling
@@ -228,7 +228,8 @@ def test_vertical_scale_up_never_shrinks_a_size_above_its_limit():
     assert d['signal'] == 'forecast' and d['metric'] == 'cpu'
     assert d['action'] == 'none' and d['blocked_by'] == 'bounds'
     assert d['target'] == {'cores': 8, 'memory': 8192}
-    assert 'already at the maximum size' in d['reason']
+    assert d['reason'].endswith('already at the maximum size: cores 8 above max_cores 6 (lowered since it grew; '
+                                'held, not shrunk)'), d['reason']
 
 
 def test_normalise_scaling_parses_units_and_rejects_nonsense():
@@ -245,6 +246,39 @@ def test_normalise_scaling_parses_units_and_rejects_nonsense():
         normalise_scaling({'mode': 'diagonal'})
     with pytest.raises(PolicyError, match='capacity.cpu'):
         decide(SCALING, {'instances': 2}, cpu(flat()), NOW)
+
+
+@pytest.mark.parametrize('block, field', [
+    ({'cpu': {'high': '90 percent', 'low': 0.3}}, 'scaling.cpu.high'),
+    ({'net': {'high': 'fast', 'low': '10Mbit'}}, 'scaling.net.high'),
+    ({'net': {'high': float('inf'), 'low': 0}}, 'scaling.net.high'),
+    ({'memory': {'high': 0.9, 'low': 0.3, 'duration': 'a while'}}, 'scaling.memory.duration'),
+    ({'cpu': {'high': 0.9, 'low': 0.3, 'shadow_delta': 'some'}}, 'scaling.cpu.shadow_delta'),
+    ({'horizon': '15 minutes or so'}, 'scaling.horizon'),
+    ({'instances': {'min': 'two'}}, 'scaling.instances.min'),
+    ({'instances': {'max': 2.5}}, 'scaling.instances.max'),
+    ({'instances': {'max': True}}, 'scaling.instances.max'),
+    ({'instances': [1, 4]}, 'scaling.instances must be a mapping'),
+    ({'cooldown': {'up': '-3m'}}, 'scaling.cooldown.up'),
+    ({'cooldown': 'often'}, 'scaling.cooldown must be a mapping'),
+    ({'stabilization': float('nan')}, 'scaling.stabilization'),
+    ({'provision': 'soon'}, 'scaling.provision'),
+    ({'tolerance': 'loose'}, 'scaling.tolerance'),
+    ({'step_down': float('inf')}, 'scaling.step_down'),
+    ({'min_step': []}, 'scaling.min_step'),
+    ({'latency': {'p95_ms': 200, 'for': 'ever'}}, 'scaling.latency.for'),
+])
+def test_a_block_that_does_not_parse_names_the_field(block, field):
+    """A raw block (a module's ``scaling`` option, a VM's metadata) that does not parse is a PolicyError that names
+    the field, as the template's validation does; before, it said only "the scaling block does not parse"."""
+    with pytest.raises(PolicyError, match='^' + re.escape(field)):
+        normalise_scaling(block)
+
+
+def test_a_scaling_block_that_is_not_a_mapping_is_refused():
+    for block in ('cpu', ['cpu'], 3):
+        with pytest.raises(PolicyError, match='scaling must be a mapping'):
+            normalise_scaling(block)
 
 
 def test_shipped_defaults_still_scale_out_before_crossing_high():

@@ -128,20 +128,40 @@ class PolicyError(ValueError):
 def _threshold(metric, value):
     if metric in FRACTION_METRICS:
         return parse_ratio(value)
-    if isinstance(value, str):
-        return float(parse_rate(value))
-    return float(value)
+    rate = float(parse_rate(value)) if isinstance(value, str) else float(value)
+    if not math.isfinite(rate):
+        raise ValueError('must be a finite number, got %r' % (value,))
+    return rate
+
+
+def _field(path, parse, value, *args, **kwargs):
+    """``parse(value, ...)``; a value it refuses is a PolicyError that names the field (``scaling.<path>``)."""
+    try:
+        return parse(value, *args, **kwargs)
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:     # UnitError is a ValueError
+        raise PolicyError('scaling.%s: %s' % (path, exc)) from exc
 
 
 def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
-    """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios). PolicyError for a
-    block that does not parse (the template's validation reports the same with the field's path first)."""
+    """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios). PolicyError, naming
+    the field, for a block that does not parse (the template's validation reports the same)."""
+    if scaling is not None and not isinstance(scaling, dict):
+        raise PolicyError('scaling must be a mapping, got %s' % type(scaling).__name__)
     try:
         return _normalise_scaling(scaling)
     except PolicyError:
         raise
-    except (ValueError, TypeError, OverflowError, AttributeError) as exc:     # UnitError is a ValueError
+    except (ValueError, TypeError, OverflowError, AttributeError) as exc:     # a field no _field call names
         raise PolicyError('the scaling block does not parse: %s' % exc) from exc
+
+
+def _mapping(scaling, key, default):
+    value = scaling.get(key)
+    if value is None:
+        return dict(default)
+    if not isinstance(value, dict):
+        raise PolicyError('scaling.%s must be a mapping, got %r' % (key, value))
+    return dict(default, **value)
 
 
 def _normalise_scaling(scaling):
@@ -157,25 +177,28 @@ def _normalise_scaling(scaling):
         merged = dict(base, **conf)
         if 'high' not in merged or 'low' not in merged:
             raise PolicyError('scaling.%s needs high and low' % metric)
-        high = _threshold(metric, merged['high'])
-        low = _threshold(metric, merged['low'])
+        high = _field(metric + '.high', _threshold, metric, merged['high'])
+        low = _field(metric + '.low', _threshold, metric, merged['low'])
         if not 0 <= low < high:
             raise PolicyError('scaling.%s: need 0 <= low < high, got low=%r high=%r' % (metric, merged['low'], merged['high']))
         out['metrics'][metric] = {
             'high': high, 'low': low,
-            'duration': parse_duration(merged.get('duration', 300)),
-            'shadow_delta': parse_ratio(merged.get('shadow_delta', DEFAULT_SHADOW_DELTA)),
+            'duration': _field(metric + '.duration', parse_duration, merged.get('duration', 300)),
+            'shadow_delta': _field(metric + '.shadow_delta', parse_ratio,
+                                   merged.get('shadow_delta', DEFAULT_SHADOW_DELTA)),
         }
-    inst = dict(DEFAULTS['instances'], **(scaling.get('instances') or {}))
-    cool = dict(DEFAULTS['cooldown'], **(scaling.get('cooldown') or {}))
-    out['horizon'] = parse_duration(scaling.get('horizon', DEFAULTS['horizon']))
-    out['instances'] = {'min': int(inst['min']), 'max': int(inst['max'])}
+    inst = _mapping(scaling, 'instances', DEFAULTS['instances'])
+    cool = _mapping(scaling, 'cooldown', DEFAULTS['cooldown'])
+    out['horizon'] = _field('horizon', parse_duration, scaling.get('horizon', DEFAULTS['horizon']))
+    out['instances'] = {'min': _field('instances.min', _count, inst['min']),
+                        'max': _field('instances.max', _count, inst['max'])}
     if not 1 <= out['instances']['min'] <= out['instances']['max']:
         raise PolicyError('scaling.instances: need 1 <= min <= max, got %r' % (scaling.get('instances'),))
-    out['cooldown'] = {'up': parse_duration(cool['up'], allow_zero=True),
-                       'down': parse_duration(cool['down'], allow_zero=True)}
-    out['stabilization'] = parse_duration(scaling.get('stabilization', max(out['cooldown']['down'],
-                                                                           DEFAULT_STABILIZATION)), allow_zero=True)
+    out['cooldown'] = {'up': _field('cooldown.up', parse_duration, cool['up'], allow_zero=True),
+                       'down': _field('cooldown.down', parse_duration, cool['down'], allow_zero=True)}
+    out['stabilization'] = _field('stabilization', parse_duration,
+                                  scaling.get('stabilization', max(out['cooldown']['down'], DEFAULT_STABILIZATION)),
+                                  allow_zero=True)
     out.update(_normalise_sizing(scaling))
     out['mode'] = scaling.get('mode', DEFAULTS['mode'])
     out['latency'] = scaling.get('latency')
@@ -185,18 +208,29 @@ def _normalise_scaling(scaling):
                 is_finite_number(lat['p95_ms']) and lat['p95_ms'] > 0)):
             raise PolicyError('scaling.latency must be a mapping with p95_ms a number of milliseconds > 0, got %r'
                               % (lat,))
-        parse_duration(lat.get('for', 180))
+        _field('latency.for', parse_duration, lat.get('for', 180))
     if out['mode'] not in ('horizontal', 'vertical'):
         raise PolicyError('scaling.mode must be horizontal or vertical, got %r' % (out['mode'],))
     return out
 
 
+def _count(value):
+    """A whole number of instances: an int, or a float or string that is one (YAML and module options give both)."""
+    if isinstance(value, bool):
+        raise TypeError('must be a whole number, got %r' % (value,))
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError('must be a whole number, got %r' % (value,))
+    return int(number)
+
+
 def _normalise_sizing(scaling):
     """The horizontal sizing fields: ``provision`` (seconds), ``tolerance``, ``step_down`` and ``min_step`` (ratios)."""
-    out = {'provision': parse_duration(scaling.get('provision', DEFAULTS['provision']), allow_zero=True),
-           'tolerance': parse_ratio(scaling.get('tolerance', DEFAULT_TOLERANCE)),
-           'step_down': parse_ratio(scaling.get('step_down', DEFAULT_STEP_DOWN)),
-           'min_step': parse_ratio(scaling.get('min_step', DEFAULT_MIN_STEP))}
+    out = {'provision': _field('provision', parse_duration, scaling.get('provision', DEFAULTS['provision']),
+                               allow_zero=True),
+           'tolerance': _field('tolerance', parse_ratio, scaling.get('tolerance', DEFAULT_TOLERANCE)),
+           'step_down': _field('step_down', parse_ratio, scaling.get('step_down', DEFAULT_STEP_DOWN)),
+           'min_step': _field('min_step', parse_ratio, scaling.get('min_step', DEFAULT_MIN_STEP))}
     if not 0 <= out['tolerance'] < 1:
         raise PolicyError('scaling.tolerance must be from 0 to below 1, got %r' % (scaling.get('tolerance'),))
     if not 0 < out['step_down'] <= 1:
@@ -770,7 +804,10 @@ def _vertical_up(decision, ups, raw, size, limits, now, up_ok):
         grown[key] = max(size[key], _clamp(max(grown[key], bump), limits[key]))
     if grown == size:
         decision['blocked_by'] = 'bounds'
-        return NONE, size, '%s, but already at the maximum size' % first['detail']
+        above = ['%s %d above max_%s %d (lowered since it grew; held, not shrunk)' % (key, size[key], key, limits[key][1])
+                 for key in ('cores', 'memory') if limits[key][1] is not None and size[key] > int(limits[key][1])]
+        return NONE, size, '%s, but already at the maximum size%s' % (first['detail'],
+                                                                      ': ' + ', '.join(above) if above else '')
     if now < up_ok:
         decision['blocked_by'] = 'cooldown_up'
         decision['wanted'] = dict(grown, action=SCALE_UP)
