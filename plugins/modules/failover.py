@@ -24,7 +24,10 @@ description:
     restarted, because it is serving.
   - C(remediate) starts a stopped primary, resets one that runs while QEMU does not (then resumes it if QEMU
     stays paused after the reset), resumes a paused one, and waits until QEMU runs. A VM that fails to start
-    fails the module with the VM's name and PVE's own message. A locked VM is not touched.
+    fails the module with the VM's name and PVE's own message. A locked VM is not touched. For an HA-managed
+    primary PVE only asks HA to start it; when HA cannot (its service goes to HA's error state, in which HA neither
+    starts nor moves it again) the module fails at once with what to check and how to clear the state, and a primary
+    already in that state is reported unresolved with the same text instead of being started in vain.
   - A primary whose node is offline cannot be started or migrated through the API (PVE migrates from the source
     node, which is unreachable); PVE's HA recovers it on another node once it has fenced the node. By default
     (O(offline_recovery=wait)) the module waits for that when HA manages the primary, and reports an unmanaged

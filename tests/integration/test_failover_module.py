@@ -154,6 +154,39 @@ def test_vm_that_does_not_start(pvesim, pve_conn, plan, built):
     assert primary.status == 'stopped'
 
 
+def test_ha_primary_that_does_not_start_is_held_in_ha_error(pvesim, pve_conn, plan, built):
+    """An HA-managed primary's start only asks HA; when the LRM cannot start it the CRM puts it in its error state,
+    where HA neither starts nor moves it again. The module fails at once with how to clear it (not after waiting
+    out its timeout), a second run reports it unresolved without writing, and once cleared it starts."""
+    primary = built['shop-web-1']
+    sid = 'vm:{0}'.format(primary.vmid)
+    stop(primary)
+    pvesim.pve.ha_resources[sid] = {'state': 'started'}
+    pvesim.pve._ha_vm_state(sid)
+    primary.start_error = 'QEMU exited with code 1'
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'remediate', timeout=600)
+    msg = info.value.result['msg']
+    assert 'HA holds shop-web-1 ({0} on {1}) in its error state'.format(sid, primary.node) in msg
+    assert 'ha-manager set {0} --state disabled'.format(sid) in msg
+    assert info.value.result['remediation'][0]['result'] == 'failed' and primary.status == 'stopped'
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate')
+    item = result['remediation'][0]
+    assert (item['problem'], item['action'], item['result']) == ('stopped', 'none', 'unresolved')
+    assert 'in its error state' in item['msg'] and not result['changed'] and pvesim.writes(mark) == []
+    detect = fo(pve_conn, plan, 'detect')['detect']
+    assert detect['primaries'][0]['ha_service'] == 'error'
+    # fixed and cleared as the message says: the next run starts it through HA
+    primary.start_error = None
+    pvesim.pve.ha_resources[sid]['state'] = 'disabled'
+    pvesim.pve._ha_vm_state(sid)
+    pvesim.pve.ha_resources[sid]['state'] = 'started'
+    pvesim.pve._ha_vm_state(sid)
+    done = fo(pve_conn, plan, 'remediate')['remediation'][0]
+    assert (done['action'], done['result']) == ('start', 'done') and primary.status == 'running'
+
+
 def test_hung_primary_is_reset_and_resumed(pvesim, pve_conn, plan, built):
     primary = built['shop-web-1']
     primary.qmpstatus = 'internal-error'

@@ -720,6 +720,31 @@ def test_a_clone_on_a_node_its_storage_does_not_serve_fails_at_start_as_pve(prox
     assert pvesim.pve.vm(103) is None
 
 
+def test_an_ha_start_that_fails_puts_the_service_in_error_as_pve(proxmoxer_api, pvesim):
+    """For an HA-managed VM the start API only asks HA ('hastart', OK at once). When the node cannot start it, the
+    CRM puts the service in its error state (pve-ha-manager Manager.pm next_state_started, after the LRM's
+    restarts): the VM stays stopped and status/current's ha.state is 'error'. A new start changes nothing; only the
+    resource's state set to 'disabled' clears it (next_state_error), and 'started' starts it again."""
+    api = proxmoxer_api
+    api.nodes('pve1').qemu(9000).clone.post(newid=100, name='ha-vm')
+    api.cluster.ha.resources.post(sid='vm:100', state='started')
+    pvesim.pve.storages['ceph-vm']['disable'] = 1
+    vm = api.nodes('pve1').qemu(100)
+    upid = vm.status.start.post()
+    assert ':hastart:' in upid and _wait_task(api, 'pve1', upid) == 'OK'
+    current = vm.status.current.get()
+    assert current['status'] == 'stopped' and current['ha'] == {'managed': 1, 'state': 'error'}
+    assert [r['state'] for r in api.cluster.ha.resources.get()] == ['started']
+    pvesim.pve.storages['ceph-vm']['disable'] = 0            # the cause fixed: HA still does not start it
+    assert _wait_task(api, 'pve1', vm.status.start.post()) == 'OK'
+    assert vm.status.current.get()['status'] == 'stopped' and vm.status.current.get()['ha']['state'] == 'error'
+    api.cluster.ha.resources('vm:100').put(state='disabled')
+    assert vm.status.current.get()['ha'] == {'managed': 1, 'state': 'stopped'}
+    api.cluster.ha.resources('vm:100').put(state='started')
+    _wait_task(api, 'pve1', vm.status.start.post())
+    assert vm.status.current.get()['status'] == 'running'
+
+
 def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):
     from lab.pvesim import _add_template
     pvesim.pve.storages['san'] = {'type': 'lvm', 'vgname': 'san', 'shared': 1, 'active': 1, 'content': 'images',

@@ -333,6 +333,15 @@ class HaApi(object):
         # vmid -> {'since': epoch, 'polls': n}.
         self.ha_crm_polls = 3
         self._ha_pending_stops = {}
+        # Services in the CRM's error state: sid -> why. pve-ha-manager src/PVE/HA/LRM.pm handle_service_exitcode
+        # retries a failed start max_restart times, then src/PVE/HA/Manager.pm next_state_started relocates it
+        # max_relocate times and, when that fails too, changes the service to 'error' ("recovery policy for service
+        # ... failed, entering error state"). Here a start the node cannot do goes to 'error' at once (the restart and
+        # the relocation to another node are not modelled: stricter). The VM stays stopped, status/current's
+        # ha.state (HA/Config.pm get_service_status: the CRM's service state) is 'error', and a new start request
+        # changes nothing; only the resource's state set to 'disabled' clears it (Manager.pm next_state_error: the
+        # service goes to 'stopped'), after which 'started' starts it again.
+        self.ha_errors = {}
         # The HA resource a destroy with purge being started takes out of HA when its task is done.
         self._ha_purge_on_destroy = None
         # The CRM's node list (manager_status node_status: node -> state). Empty until a CRM becomes master,
@@ -450,6 +459,13 @@ class HaApi(object):
         return int(vmid) in self._ha_pending_stops
 
     async def _ha_request(self, vm, user, state):
+        if state == 'started' and self.ha_in_error(vm):
+            # `ha-manager set vm:N --state started` on a service in error: its requested state is already started,
+            # and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
+            async def nothing():
+                return None
+            return await self.task(vm.node, 'hastart', vm.vmid, user, nothing, lock=False,
+                                   log=['Requesting HA start for VM {0}'.format(vm.vmid)])
         if state != 'stopped':
             return await super()._ha_request(vm, user, state)
         # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
@@ -541,9 +557,23 @@ class HaApi(object):
     def _ha_vm_state(self, sid):
         kind, vmid = sid.split(':')
         vm = self.vm(int(vmid)) if kind == 'vm' else None
+        state = self.ha_resources.get(sid, {}).get('state', 'started') if sid in self.ha_resources else None
+        if sid in self.ha_errors and state not in (None, 'disabled'):
+            if vm is not None:
+                vm.ha_state = 'error'
+            return
+        self.ha_errors.pop(sid, None)
         if vm is not None:
-            state = self.ha_resources.get(sid, {}).get('state', 'started') if sid in self.ha_resources else None
             vm.ha_state = {'enabled': 'started', 'disabled': 'stopped'}.get(state, state)
+
+    def ha_start_failed(self, vm, why):
+        """The CRM gave up starting an HA-managed VM: its service goes to the error state (see ``ha_errors``)."""
+        self.ha_errors['vm:{0}'.format(vm.vmid)] = why
+        vm.ha_state = 'error'
+        vm.status = vm.qmpstatus = 'stopped'
+
+    def ha_in_error(self, vm):
+        return 'vm:{0}'.format(vm.vmid) in self.ha_errors
 
     async def _ha_res_create(self, v, user):
         sid, kind, name = parse_sid(v['sid'])

@@ -6,6 +6,7 @@ gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /c
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
+import asyncio
 import json
 import re
 import time
@@ -263,11 +264,26 @@ class QemuExtras(object):
         cpus = self.node_usage(vm.node)['maxcpu']
         want = int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1)
         problem = None
-        if want > cpus and not vm.template and not vm.ha_managed:
+        if want > cpus and not vm.template:
             problem = 'MAX {0} vcpus allowed per VM on this node'.format(cpus)
-        elif not vm.template and not vm.ha_managed:
+        elif not vm.template:
             problem = self._volumes_unavailable(vm)
-        if problem:
+        if problem is None and vm.ha_managed and not vm.template and vm.start_error:
+            problem = vm.start_error        # fakepve's start fault, which its HA start does not look at
+        if problem and vm.ha_managed and not self.ha_in_error(vm):
+            # PVE's API only asks HA to start it ('hastart', done at once); the LRM's start then fails as the task
+            # below would, and the CRM puts the service in its error state (pvesim_cluster HaApi.ha_errors)
+            async def hastart():
+                async def later():
+                    await self.pause(self.ha_delay)
+                    self.ha_start_failed(vm, problem)
+                if self.time_scale:
+                    asyncio.ensure_future(later())
+                else:
+                    await later()
+            return await self.task(vm.node, 'hastart', vm.vmid, user, hastart, lock=False,
+                                   log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+        if problem and not vm.ha_managed:
             async def body():
                 raise TaskError(problem)
             return await self.task(vm.node, 'qmstart', vm.vmid, user, body, vm=vm)

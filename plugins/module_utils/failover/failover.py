@@ -158,7 +158,8 @@ class Failover(object):
     def _view(self, vm, resources, nodes, ha):
         name = vm['name']
         view = dict(name=name, role=vm['role'], exists=False, vmid=None, node=None, node_online=None, status=None,
-                    qmpstatus=None, lock=None, uptime=None, ha_state=None, healthy=False, problem='missing')
+                    qmpstatus=None, lock=None, uptime=None, ha_state=None, ha_service=None, healthy=False,
+                    problem='missing')
         found = find_vms(resources, name)
         if len(found) > 1:
             raise FailoverError('{0} VMs are named {1!r} (vmids {2}): rename or remove the extra ones; failover '
@@ -177,7 +178,7 @@ class Failover(object):
             return view
         st = self._status(node, vmid)
         view.update(status=st.get('status'), qmpstatus=st.get('qmpstatus'), lock=st.get('lock') or None,
-                    uptime=int(st.get('uptime') or 0))
+                    uptime=int(st.get('uptime') or 0), ha_service=_ha_service_state(st))
         if view['status'] != 'running':
             view['problem'] = 'stopped'
         elif view['qmpstatus'] == 'paused':
@@ -342,6 +343,8 @@ class Failover(object):
             st = self._status(view['node'], view['vmid'])
             if st.get('status') == 'running' and st.get('qmpstatus') in (None, 'running'):
                 return st
+            if _ha_service_state(st) == 'error':
+                raise FailoverError(_ha_error_text(view), kind='task', node=view['node'])
             if self._clock() >= deadline:
                 raise FailoverError('{0} (vmid {1} on {2}) is not running {3}s after the request (status {4}, '
                                     'qmpstatus {5})'.format(view['name'], view['vmid'], view['node'], self.timeout,
@@ -393,6 +396,8 @@ class Failover(object):
                             'is certainly off (powered down or fenced), run again with offline_recovery=ha (HA then '
                             'recovers it on another node), or move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an '
                             'online node yourself'.format(node, name, view['vmid']))
+        if view['ha_service'] == 'error':
+            return 'none', _ha_error_text(view)
         if view['lock']:
             return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
         if problem == 'stopped':
@@ -607,6 +612,23 @@ def _with_pending(cfg, pending):
         else:
             out[key] = value
     return out
+
+
+def _ha_service_state(status):
+    """The CRM's state of an HA-managed VM's service as ``status/current`` shows it (``ha.state``: started, stopped,
+    error, fence, recovery, ...; pve-ha-manager HA/Config.pm get_service_status), or None when HA does not manage it."""
+    ha = status.get('ha') if isinstance(status, dict) else None
+    if isinstance(ha, dict) and str(ha.get('managed', 0)) in ('1', 'True', 'true'):
+        return ha.get('state')
+    return None
+
+
+def _ha_error_text(view):
+    return ('HA holds {0} (vm:{1} on {2}) in its error state: a start or a stop failed there and on every node HA '
+            'tried (max_restart, max_relocate), and HA neither starts nor moves it again, whatever is asked. Find '
+            'the cause in the failed task\'s log and in `journalctl -u pve-ha-lrm` on {2}, fix it, then clear the '
+            'state: `ha-manager set vm:{1} --state disabled`, then `--state started` (or the same two edits under '
+            'Datacenter > HA); failover does not clear it itself'.format(view['name'], view['vmid'], view['node']))
 
 
 def _pve_message(exc):
