@@ -148,12 +148,15 @@ options:
   state:
     description:
       - C(present) creates and converges; C(started) and C(stopped) also set the power state; C(absent) destroys.
+      - For an HA resource PVE only asks the HA manager to start or stop the VM; the module waits until the VM runs
+        or is off. A VM that HA holds in its error state (a start failed on every node HA tried) fails the run with
+        how to clear that state.
     type: str
     choices: [present, started, stopped, absent]
     default: present
   timeout:
     description: Seconds (wall clock) to wait for each PVE task (clone, start, stop, destroy), and for a stopped VM
-      to be off (an HA resource is stopped by the HA manager after the stop task has ended).
+      to be off or, for an HA resource, running (the HA manager starts and stops it after its task has ended).
     type: int
     default: 900
 '''

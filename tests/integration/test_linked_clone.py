@@ -90,6 +90,29 @@ def test_running_vm_reports_pending(pvesim, pve_conn):
     assert not again['changed'] and pvesim.writes(mark) == []
 
 
+def test_an_ha_vm_that_ha_cannot_start_fails_the_run(pvesim, pve_conn):
+    """state=started on an HA resource only asks HA (a 'hastart' task, OK at once). When HA cannot start the VM it
+    holds it in its error state, where every later start does nothing: the run fails with how to clear it, not
+    'changed' on every run while the VM stays stopped. Cleared as the message says, the next run starts it."""
+    first = run_module(linked_clone, args(pve_conn, state='stopped'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    sid = 'vm:{0}'.format(vm.vmid)
+    pvesim.pve.ha_resources[sid] = {'state': 'started'}
+    pvesim.pve._ha_vm_state(sid)
+    vm.start_error = 'QEMU exited with code 1'
+    for dummy in range(2):                   # the start that fails, then the start of a VM already in error
+        with pytest.raises(ModuleFailed) as info:
+            run_module(linked_clone, args(pve_conn, state='started'))
+        msg = info.value.result['msg']
+        assert "HA holds shop-web-1 (vm:{0} on {1}) in its error state".format(first['vmid'], vm.node) in msg, msg
+        assert 'ha-manager set {0} --state disabled'.format(sid) in msg and vm.status == 'stopped'
+    vm.start_error = None
+    for state in ('disabled', 'started'):
+        pvesim.pve.ha_resources[sid]['state'] = state
+        pvesim.pve._ha_vm_state(sid)
+    assert run_module(linked_clone, args(pve_conn, state='started'))['changed'] and vm.status == 'running'
+
+
 def test_refuses_a_source_that_is_not_a_template(pvesim, pve_conn):
     run_module(linked_clone, args(pve_conn))
     vmid = vms_named(pvesim, 'shop-web-1')[0].vmid

@@ -527,14 +527,36 @@ class PveApi(object):
                 raise
         raise AssertionError('unreachable')  # pragma: no cover
 
-    def start_vm(self, node, vmid, timeout=600):
+    def start_vm(self, node, vmid, timeout=600, name=None, poll=0.2):
         """Start a VM; a start whose answer was lost is resolved by looking again. Returns the task's result.
 
         qemu-server vm_start runs in a ``qmstart`` task (``hastart`` for an HA resource, which only asks the HA
         manager). After a lost answer: a start task of this VM still running is waited for; a VM already running
         (or an HA resource asked to start) needs nothing more; otherwise the request never arrived: it is sent again.
+        An HA resource is then waited for, by wall clock, until it runs: HA starts it at its next rounds, or gives up
+        and holds it in its error state (PveTaskError, with how to clear it), in which a start request does nothing.
         """
+        deadline = self._clock() + timeout
         path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
+        task = self._start_task(node, vmid, path, timeout)
+        delay = poll
+        while True:
+            current = self.get(path + 'current') or {}
+            state = ha_service_state(current)
+            if current.get('status') == 'running' or state is None:
+                return task
+            if state == 'error':
+                raise PveTaskError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'start')
+            if self._clock() >= deadline:
+                raise PveTimeoutError('VM {0}(vmid {1} on {2}) is still {3} {4}s (wall clock) after HA was asked to '
+                                      'start it (HA state {5!r}): check `ha-manager status` (CRM and LRM active), '
+                                      'then run again'.format('{0!r} '.format(name) if name else '', vmid, node,
+                                                              current.get('status') or 'stopped', timeout, state),
+                                      kind='timeout', node=node)
+            self._sleep(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 1.5, 5.0)
+
+    def _start_task(self, node, vmid, path, timeout):
         for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
             try:
                 return self.run_task('POST', path + 'start', timeout=timeout)
@@ -549,6 +571,26 @@ class PveApi(object):
             if current.get('status') == 'running' or (current.get('ha') or {}).get('state') == 'started':
                 return dict(upid=None, exitstatus='OK', warnings=[], log=[])
         raise AssertionError('unreachable')  # pragma: no cover
+
+
+def ha_service_state(status):
+    """The HA manager's state of a VM's service as ``status/current`` shows it (``ha.state``: started, stopped,
+    error, fence, recovery, ...; pve-ha-manager HA/Config.pm get_service_status), or None when HA does not manage
+    the VM."""
+    ha = status.get('ha') if isinstance(status, dict) else None
+    if isinstance(ha, dict) and str(ha.get('managed', 0)) in ('1', 'True', 'true'):
+        return ha.get('state')
+    return None
+
+
+def ha_error_message(name, vmid, node):
+    """What to do about a VM the HA manager holds in its error state (pve-ha-manager Manager.pm: entered when a start
+    or stop failed on every node HA tried; left only when the resource's state is set to disabled)."""
+    return ('HA holds {0}(vm:{1} on {2}) in its error state: a start or a stop failed there and on every node HA '
+            'tried (max_restart, max_relocate), and HA neither starts nor moves it again, whatever is asked. Find the '
+            'cause in the failed task\'s log and in `journalctl -u pve-ha-lrm` on {2}, fix it, then clear the state: '
+            '`ha-manager set vm:{1} --state disabled`, then `--state started` (or the same two edits under '
+            'Datacenter > HA)'.format('{0} '.format(name) if name else '', vmid, node))
 
 
 def _privilege(message):

@@ -477,7 +477,7 @@ class VmEngine(object):
             result['changed'] = True
             if not self.check_mode:
                 self.api.require_quorum()
-                task = self.api.start_vm(node, vmid, timeout=spec.timeout)
+                task = self.api.start_vm(node, vmid, timeout=spec.timeout, name=spec.name)
                 result['warnings'].extend(task['warnings'])
         elif spec.state == 'stopped' and status == 'running':
             result['changed'] = True

@@ -34,7 +34,8 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
-from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError, PveTaskError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
+    PveApiError, PveTaskError, ha_error_message, ha_service_state)
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
 
@@ -178,7 +179,7 @@ class Failover(object):
             return view
         st = self._status(node, vmid)
         view.update(status=st.get('status'), qmpstatus=st.get('qmpstatus'), lock=st.get('lock') or None,
-                    uptime=int(st.get('uptime') or 0), ha_service=_ha_service_state(st))
+                    uptime=int(st.get('uptime') or 0), ha_service=ha_service_state(st))
         if view['status'] != 'running':
             view['problem'] = 'stopped'
         elif view['qmpstatus'] == 'paused':
@@ -327,14 +328,14 @@ class Failover(object):
     # -------------------------------------------------------------- remediate
 
     def _start(self, view):
-        """Start a VM and wait until QEMU runs; a failure names the VM and carries PVE's message."""
-        path = 'nodes/{0}/qemu/{1}/status/start'.format(view['node'], view['vmid'])
+        """Start a VM and wait until QEMU runs; a failure names the VM and carries PVE's message (for an HA resource
+        that HA holds in its error state, how to clear it)."""
         try:
-            self.api.run_task('POST', path, timeout=self.timeout)
+            self.api.start_vm(view['node'], view['vmid'], timeout=self.timeout, name=view['name'])
         except PveTaskError as exc:
             raise FailoverError('{0} (vmid {1} on {2}) did not start: {3}'.format(
                 view['name'], view['vmid'], view['node'], _pve_message(exc)), kind='task', node=view['node'],
-                method='POST', path=path)
+                method='POST', path='nodes/{0}/qemu/{1}/status/start'.format(view['node'], view['vmid']))
         self._wait_running(view)
 
     def _wait_running(self, view):
@@ -343,8 +344,8 @@ class Failover(object):
             st = self._status(view['node'], view['vmid'])
             if st.get('status') == 'running' and st.get('qmpstatus') in (None, 'running'):
                 return st
-            if _ha_service_state(st) == 'error':
-                raise FailoverError(_ha_error_text(view), kind='task', node=view['node'])
+            if ha_service_state(st) == 'error':
+                raise FailoverError(_ha_error(view), kind='task', node=view['node'])
             if self._clock() >= deadline:
                 raise FailoverError('{0} (vmid {1} on {2}) is not running {3}s after the request (status {4}, '
                                     'qmpstatus {5})'.format(view['name'], view['vmid'], view['node'], self.timeout,
@@ -397,7 +398,7 @@ class Failover(object):
                             'recovers it on another node), or move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an '
                             'online node yourself'.format(node, name, view['vmid']))
         if view['ha_service'] == 'error':
-            return 'none', _ha_error_text(view)
+            return 'none', _ha_error(view)
         if view['lock']:
             return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
         if problem == 'stopped':
@@ -614,21 +615,8 @@ def _with_pending(cfg, pending):
     return out
 
 
-def _ha_service_state(status):
-    """The CRM's state of an HA-managed VM's service as ``status/current`` shows it (``ha.state``: started, stopped,
-    error, fence, recovery, ...; pve-ha-manager HA/Config.pm get_service_status), or None when HA does not manage it."""
-    ha = status.get('ha') if isinstance(status, dict) else None
-    if isinstance(ha, dict) and str(ha.get('managed', 0)) in ('1', 'True', 'true'):
-        return ha.get('state')
-    return None
-
-
-def _ha_error_text(view):
-    return ('HA holds {0} (vm:{1} on {2}) in its error state: a start or a stop failed there and on every node HA '
-            'tried (max_restart, max_relocate), and HA neither starts nor moves it again, whatever is asked. Find '
-            'the cause in the failed task\'s log and in `journalctl -u pve-ha-lrm` on {2}, fix it, then clear the '
-            'state: `ha-manager set vm:{1} --state disabled`, then `--state started` (or the same two edits under '
-            'Datacenter > HA); failover does not clear it itself'.format(view['name'], view['vmid'], view['node']))
+def _ha_error(view):
+    return ha_error_message(view['name'], view['vmid'], view['node']) + '; failover does not clear it itself'
 
 
 def _pve_message(exc):
