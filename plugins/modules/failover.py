@@ -13,8 +13,9 @@ description:
     its own; this module detects which primaries are down, grows the shadow, repairs the primaries and shrinks
     the shadow again once they are healthy.
   - C(detect) reads, for each primary and the shadow (found by name in C(/cluster/resources)), the VM status and
-    QEMU's C(qmpstatus) (C(status/current)), whether its node is online (C(/nodes)) and its HA state
-    (C(/cluster/ha/resources)). A primary is down when it is missing, its node is offline, it is stopped, or it
+    QEMU's C(qmpstatus) (C(status/current)), whether its node is online (C(/nodes)), its HA state
+    (C(/cluster/ha/resources), the requested one) and the HA manager's state of it (C(ha) of C(status/current),
+    for example C(error)). A primary is down when it is missing, its node is offline, it is stopped, or it
     runs while QEMU does not (hung, paused or crashed guest). It also says whether the service runs on its
     shadow (from O(state_dir_facts) when given, else when every primary is down and the shadow is up).
   - C(activate) grows the shadow to the size of its largest primary (plan and actual configs; never shrinks it)
@@ -233,7 +234,9 @@ lines:
 detect:
   description:
     - What detect found. C(primaries) and C(shadow) have per VM C(name), C(vmid), C(node), C(node_online),
-      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state), C(healthy) and C(problem) (null, missing,
+      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state) (the requested HA state), C(ha_service) (the HA
+      manager's state of the VM, for example C(started) or C(error); null when HA does not manage it or its node
+      is offline), C(healthy) and C(problem) (null, missing,
       node_offline, stopped, paused or hung); the shadow also C(cores), C(memory) and C(active).
     - Also C(primaries_down) (names), C(all_primaries_down), C(vip_master), C(runs_on_shadow), C(quorate) and
       C(nodes) (node to status).
