@@ -167,9 +167,10 @@ def test_ha_primary_that_does_not_start_is_held_in_ha_error(pvesim, pve_conn, pl
     with pytest.raises(ModuleFailed) as info:
         fo(pve_conn, plan, 'remediate', timeout=600)
     msg = info.value.result['msg']
-    assert 'HA holds shop-web-1 ({0} on {1}) in its error state'.format(sid, primary.node) in msg
+    assert 'HA holds shop-web-1 ({0}, on {1}) in its error state'.format(sid, primary.node) in msg
     assert 'ha-manager set {0} --state disabled'.format(sid) in msg
     assert info.value.result['remediation'][0]['result'] == 'failed' and primary.status == 'stopped'
+    assert [move[0] for move in pvesim.pve.ha_relocations] == [sid]     # tried on another node first (max_relocate)
     mark = pvesim.mark()
     result = fo(pve_conn, plan, 'remediate')
     item = result['remediation'][0]

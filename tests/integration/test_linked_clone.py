@@ -104,13 +104,32 @@ def test_an_ha_vm_that_ha_cannot_start_fails_the_run(pvesim, pve_conn):
         with pytest.raises(ModuleFailed) as info:
             run_module(linked_clone, args(pve_conn, state='started'))
         msg = info.value.result['msg']
-        assert "HA holds shop-web-1 (vm:{0} on {1}) in its error state".format(first['vmid'], vm.node) in msg, msg
+        assert "HA holds shop-web-1 (vm:{0}, on {1}) in its error state".format(first['vmid'], vm.node) in msg, msg
         assert 'ha-manager set {0} --state disabled'.format(sid) in msg and vm.status == 'stopped'
     vm.start_error = None
     for state in ('disabled', 'started'):
         pvesim.pve.ha_resources[sid]['state'] = state
         pvesim.pve._ha_vm_state(sid)
     assert run_module(linked_clone, args(pve_conn, state='started'))['changed'] and vm.status == 'running'
+
+
+def test_an_ha_vm_is_followed_to_the_node_ha_starts_it_on(pvesim, pve_conn):
+    """Its storage is not on its node (pve2) and pve3 is offline: HA's start fails there and the CRM relocates the
+    VM to pve1, where it runs. The start waits for it there (the status read on pve2 fails once it has moved), and a
+    rerun changes nothing."""
+    run_module(linked_clone, args(pve_conn, state='stopped'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    sid = 'vm:{0}'.format(vm.vmid)
+    pvesim.pve.ha_resources[sid] = {'state': 'started'}
+    pvesim.pve._ha_vm_state(sid)
+    pvesim.pve.storages['ceph-vm']['nodes'] = 'pve1'
+    pvesim.pve.set_node_offline('pve3')
+    result = run_module(linked_clone, args(pve_conn, state='started'))
+    assert result['changed'] and (vm.node, vm.status) == ('pve1', 'running')
+    assert pvesim.pve.ha_relocations == [(sid, 'pve2', 'pve1')]
+    mark = pvesim.mark()
+    assert not run_module(linked_clone, args(pve_conn, state='started'))['changed']
+    assert pvesim.writes(mark) == []
 
 
 def test_refuses_a_source_that_is_not_a_template(pvesim, pve_conn):

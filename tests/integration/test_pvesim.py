@@ -720,29 +720,51 @@ def test_a_clone_on_a_node_its_storage_does_not_serve_fails_at_start_as_pve(prox
     assert pvesim.pve.vm(103) is None
 
 
-def test_an_ha_start_that_fails_puts_the_service_in_error_as_pve(proxmoxer_api, pvesim):
-    """For an HA-managed VM the start API only asks HA ('hastart', OK at once). When the node cannot start it, the
-    CRM puts the service in its error state (pve-ha-manager Manager.pm next_state_started, after the LRM's
-    restarts): the VM stays stopped and status/current's ha.state is 'error'. A new start changes nothing; only the
-    resource's state set to 'disabled' clears it (next_state_error), and 'started' starts it again."""
-    api = proxmoxer_api
+def test_an_ha_start_that_fails_is_relocated_then_put_in_error_as_pve(proxmoxer_api, pvesim):
+    """For an HA-managed VM the start API only asks HA ('hastart', OK at once). When its node cannot start it, the
+    CRM relocates it (max_relocate, default 1) and, when that node cannot either, puts the service in its error
+    state (pve-ha-manager Manager.pm next_state_started): the VM stays stopped on the last node tried and
+    status/current's ha.state is 'error'. A new start changes nothing; only the resource's state set to 'disabled'
+    clears it (next_state_error), and 'started' starts it again."""
+    api, pve = proxmoxer_api, pvesim.pve
     api.nodes('pve1').qemu(9000).clone.post(newid=100, name='ha-vm')
     api.cluster.ha.resources.post(sid='vm:100', state='started')
-    pvesim.pve.storages['ceph-vm']['disable'] = 1
-    vm = api.nodes('pve1').qemu(100)
-    upid = vm.status.start.post()
+    pve.storages['ceph-vm']['disable'] = 1
+    upid = api.nodes('pve1').qemu(100).status.start.post()
     assert ':hastart:' in upid and _wait_task(api, 'pve1', upid) == 'OK'
+    moved = pve.vm(100).node
+    assert moved != 'pve1' and pve.ha_relocations == [('vm:100', 'pve1', moved)]
+    vm = api.nodes(moved).qemu(100)
     current = vm.status.current.get()
     assert current['status'] == 'stopped' and current['ha'] == {'managed': 1, 'state': 'error'}
-    assert [r['state'] for r in api.cluster.ha.resources.get()] == ['started']
-    pvesim.pve.storages['ceph-vm']['disable'] = 0            # the cause fixed: HA still does not start it
-    assert _wait_task(api, 'pve1', vm.status.start.post()) == 'OK'
+    assert pve.ha_errors == {'vm:100': "storage 'ceph-vm' is disabled"}
+    pve.storages['ceph-vm']['disable'] = 0            # the cause fixed: HA still does not start it
+    assert _wait_task(api, moved, vm.status.start.post()) == 'OK'
     assert vm.status.current.get()['status'] == 'stopped' and vm.status.current.get()['ha']['state'] == 'error'
+    api.cluster.ha.resources('vm:100').put(comment='still in error')
+    assert vm.status.current.get()['ha']['state'] == 'error'
     api.cluster.ha.resources('vm:100').put(state='disabled')
     assert vm.status.current.get()['ha'] == {'managed': 1, 'state': 'stopped'}
-    api.cluster.ha.resources('vm:100').put(state='started')
-    _wait_task(api, 'pve1', vm.status.start.post())
+    # a start sets the requested state to started again (qemu-server vm_start: ha-manager set --state started)
+    _wait_task(api, moved, vm.status.start.post())
     assert vm.status.current.get()['status'] == 'running'
+    assert [r['state'] for r in api.cluster.ha.resources.get()] == ['started']
+
+
+def test_an_ha_start_its_node_cannot_do_runs_where_ha_relocates_it(proxmoxer_api, pvesim):
+    """The storage is on pve2 only and pve3 is offline: HA's start fails on pve1 and the CRM relocates the VM to
+    pve2, where it runs. With max_relocate 0 it goes to the error state on pve1."""
+    api, pve = proxmoxer_api, pvesim.pve
+    for vmid, relocate in ((100, 1), (101, 0)):
+        api.nodes('pve1').qemu(9000).clone.post(newid=vmid, name='ha-{0}'.format(vmid))
+        api.cluster.ha.resources.post(sid='vm:{0}'.format(vmid), state='stopped', max_relocate=relocate)
+    pve.storages['ceph-vm']['nodes'] = 'pve2'
+    pve.set_node_offline('pve3')
+    for vmid in (100, 101):
+        _wait_task(api, 'pve1', api.nodes('pve1').qemu(vmid).status.start.post())
+    assert (pve.vm(100).node, pve.vm(100).status, pve.vm(100).ha_state) == ('pve2', 'running', 'started')
+    assert (pve.vm(101).node, pve.vm(101).status, pve.vm(101).ha_state) == ('pve1', 'stopped', 'error')
+    assert pve.ha_errors == {'vm:101': "storage 'ceph-vm' is not available on node 'pve1'"}
 
 
 def test_linked_clone_of_thick_lvm_is_refused_as_pve(proxmoxer_api, pvesim):

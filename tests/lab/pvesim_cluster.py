@@ -7,6 +7,7 @@ HA follows pve-ha-manager's PVE/API2/HA/Resources.pm and Rules.pm (PVE 9): error
 operation ("create ha rule failed: ...") and answers carry the config file's `digest`.
 """
 
+import asyncio
 import copy
 import hashlib
 import ipaddress
@@ -333,14 +334,16 @@ class HaApi(object):
         # vmid -> {'since': epoch, 'polls': n}.
         self.ha_crm_polls = 3
         self._ha_pending_stops = {}
-        # Services in the CRM's error state: sid -> why. pve-ha-manager src/PVE/HA/LRM.pm handle_service_exitcode
-        # retries a failed start max_restart times, then src/PVE/HA/Manager.pm next_state_started relocates it
-        # max_relocate times and, when that fails too, changes the service to 'error' ("recovery policy for service
-        # ... failed, entering error state"). Here a start the node cannot do goes to 'error' at once (the restart and
-        # the relocation to another node are not modelled: stricter). The VM stays stopped, status/current's
-        # ha.state (HA/Config.pm get_service_status: the CRM's service state) is 'error', and a new start request
-        # changes nothing; only the resource's state set to 'disabled' clears it (Manager.pm next_state_error: the
-        # service goes to 'stopped'), after which 'started' starts it again.
+        # Services in the CRM's error state: sid -> why. An HA-managed VM's start only asks HA (ha_start); when the
+        # LRM's start fails (pve-ha-manager src/PVE/HA/LRM.pm handle_service_exitcode, after max_restart tries on the
+        # node, which fail the same way here) src/PVE/HA/Manager.pm next_state_started relocates the service to
+        # another node, up to the resource's max_relocate (default 1) times, and then changes it to 'error'
+        # ("recovery policy for service ... failed, entering error state"). The VM stays stopped (on the last node
+        # tried), status/current's ha.state (HA/Config.pm get_service_status: the CRM's service state) is 'error',
+        # and a new start request changes nothing; only the resource's state set to 'disabled' clears it
+        # (Manager.pm next_state_error: the service goes to 'stopped'), after which 'started' starts it again.
+        # ha_relocations: (sid, from node, to node) of each relocation.
+        self.ha_relocations = []
         self.ha_errors = {}
         # The HA resource a destroy with purge being started takes out of HA when its task is done.
         self._ha_purge_on_destroy = None
@@ -386,8 +389,8 @@ class HaApi(object):
             vm.status = vm.qmpstatus = 'running'
             vm.started_at = now
 
-    def _ha_recovery_node(self, sid, vm):
-        online = sorted(n for n, info in self.nodes.items() if info.get('online', True))
+    def _ha_recovery_node(self, sid, vm, exclude=()):
+        online = sorted(n for n, info in self.nodes.items() if info.get('online', True) and n not in exclude)
         apart = set()
         preferred = None
         for rule in self.ha_rules.values():
@@ -459,6 +462,8 @@ class HaApi(object):
         return int(vmid) in self._ha_pending_stops
 
     async def _ha_request(self, vm, user, state):
+        if state == 'started':
+            self._ha_requested_started('vm:{0}'.format(vm.vmid))
         if state == 'started' and self.ha_in_error(vm):
             # `ha-manager set vm:N --state started` on a service in error: its requested state is already started,
             # and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
@@ -558,6 +563,10 @@ class HaApi(object):
         kind, vmid = sid.split(':')
         vm = self.vm(int(vmid)) if kind == 'vm' else None
         state = self.ha_resources.get(sid, {}).get('state', 'started') if sid in self.ha_resources else None
+        if state == 'ignored':
+            # HA/Config.pm service_check_ha_state: an ignored resource is not HA-managed (get_service_status:
+            # managed 0), and the CRM drops it from its service status (Manager.pm), error state included
+            state = None
         if sid in self.ha_errors and state not in (None, 'disabled'):
             if vm is not None:
                 vm.ha_state = 'error'
@@ -565,6 +574,49 @@ class HaApi(object):
         self.ha_errors.pop(sid, None)
         if vm is not None:
             vm.ha_state = {'enabled': 'started', 'disabled': 'stopped'}.get(state, state)
+
+    async def ha_start(self, vm, user, problem):
+        """The 'hastart' task of an HA-managed VM that its node cannot start (``problem``, the start worker's
+        error there): done at once; ha_delay PVE seconds later the CRM relocates it (max_relocate) to a node that can
+        start it, or puts it in the error state (see ``ha_errors``)."""
+        sid = 'vm:{0}'.format(vm.vmid)
+        self._ha_requested_started(sid)
+
+        async def later():
+            await self.pause(self.ha_delay)
+            res = self.ha_resources.get(sid)
+            if res is None or res.get('state', 'started') not in ('started', 'enabled') or vm.status == 'running':
+                return                                  # disabled, stopped or removed meanwhile
+            why, tried = problem, [vm.node]
+            for dummy in range(int(res.get('max_relocate', 1))):
+                target = self._ha_recovery_node(sid, vm, exclude=tried)
+                if target is None:
+                    break
+                self.ha_relocations.append((sid, vm.node, target))
+                vm.node = target
+                tried.append(target)
+                why = self.start_problem(vm, target)
+                if why is None:
+                    vm.apply_pending()
+                    vm.status = vm.qmpstatus = 'running'
+                    vm.started_at = time.time()
+                    vm.ha_state = 'started'
+                    return
+            self.ha_start_failed(vm, why)
+
+        async def body():
+            if self.time_scale:
+                asyncio.ensure_future(later())
+            else:
+                await later()
+        return await self.task(vm.node, 'hastart', vm.vmid, user, body, lock=False,
+                               log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+
+    def _ha_requested_started(self, sid):
+        # qemu-server Qemu.pm vm_start for an HA resource runs `ha-manager set <sid> --state started`
+        if sid in self.ha_resources and self.ha_resources[sid].get('state', 'started') != 'started':
+            self.ha_resources[sid]['state'] = 'started'
+            self._ha_vm_state(sid)
 
     def ha_start_failed(self, vm, why):
         """The CRM gave up starting an HA-managed VM: its service goes to the error state (see ``ha_errors``)."""

@@ -6,7 +6,6 @@ gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /c
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
-import asyncio
 import json
 import re
 import time
@@ -259,37 +258,34 @@ class QemuExtras(object):
         return self._with_node_usage(await super()._resources(request))
 
     async def _do_start(self, vm, user, p):
-        # qemu-server QemuServer.pm config_to_command (vm_start): "MAX n vcpus allowed per VM on this node"
-        # when sockets * cores exceed the node's CPUs; a task error, raised inside the start worker.
-        cpus = self.node_usage(vm.node)['maxcpu']
-        want = int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1)
-        problem = None
-        if want > cpus and not vm.template:
-            problem = 'MAX {0} vcpus allowed per VM on this node'.format(cpus)
-        elif not vm.template:
-            problem = self._volumes_unavailable(vm)
-        if problem is None and vm.ha_managed and not vm.template and vm.start_error:
-            problem = vm.start_error        # fakepve's start fault, which its HA start does not look at
-        if problem and vm.ha_managed and not self.ha_in_error(vm):
-            # PVE's API only asks HA to start it ('hastart', done at once); the LRM's start then fails as the task
-            # below would, and the CRM puts the service in its error state (pvesim_cluster HaApi.ha_errors)
-            async def hastart():
-                async def later():
-                    await self.pause(self.ha_delay)
-                    self.ha_start_failed(vm, problem)
-                if self.time_scale:
-                    asyncio.ensure_future(later())
-                else:
-                    await later()
-            return await self.task(vm.node, 'hastart', vm.vmid, user, hastart, lock=False,
-                                   log=['Requesting HA start for VM {0}'.format(vm.vmid)])
-        if problem and not vm.ha_managed:
+        problem = self.start_problem(vm, vm.node)
+        if vm.ha_managed and not vm.template:
+            # PVE's API only asks HA to start it (see HaApi.ha_start); the LRM's start then fails as the task below
+            # would, and the CRM relocates it or puts it in its error state
+            if problem and vm.status != 'running' and not self.ha_in_error(vm):
+                return await self.ha_start(vm, user, problem)
+        elif problem:
             async def body():
                 raise TaskError(problem)
             return await self.task(vm.node, 'qmstart', vm.vmid, user, body, vm=vm)
         return await super()._do_start(vm, user, p)
 
-    def _volumes_unavailable(self, vm):
+    def start_problem(self, vm, node):
+        """Why the start worker would fail for ``vm`` on ``node``, or None. qemu-server QemuServer.pm
+        config_to_command (vm_start): "MAX n vcpus allowed per VM on this node" when sockets * cores exceed the
+        node's CPUs; the volumes (see _volumes_unavailable); and fakepve's `start_error` fault for an HA-managed VM
+        (fakepve's own HA start does not look at it)."""
+        if vm.template:
+            return None
+        cpus = self.node_usage(node)['maxcpu']
+        if int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1) > cpus:
+            return 'MAX {0} vcpus allowed per VM on this node'.format(cpus)
+        problem = self._volumes_unavailable(vm, node)
+        if problem is None and vm.ha_managed and vm.start_error:
+            problem = vm.start_error
+        return problem
+
+    def _volumes_unavailable(self, vm, node=None):
         """Why the start worker cannot activate the VM's volumes on its node, or None. qemu-server vm_start
         activates every volume (PVE::Storage::activate_volumes); pve-storage Storage.pm activate_storage calls
         storage_check_enabled for the local node: "storage 'X' is disabled", or, for a storage whose `nodes` does not
@@ -298,7 +294,7 @@ class QemuExtras(object):
         for sid in _volume_storages(vm.config):
             if sid in self.storages:
                 try:
-                    self._check_enabled(sid, vm.node)
+                    self._check_enabled(sid, node or vm.node)
                 except PveError as exc:
                     return exc.message
         return None

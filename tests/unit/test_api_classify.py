@@ -102,3 +102,68 @@ def test_stop_vm_gives_up_by_wall_clock_naming_the_vm():
     else:
         raise AssertionError('no timeout')
     assert api.now == 30  # bounded: never sleeps past the deadline
+
+
+class StartApi(StopApi):
+    """The start task ends at once as ``kind`` (qmstart or hastart); status/current answers ``answers`` in order
+    (status, HA state or None for a VM HA does not manage; the last one for ever)."""
+
+    def __init__(self, kind, answers):
+        super().__init__(['stopped'])
+        self.kind = kind
+        self.answers = list(answers)
+
+    def run_task(self, method, path, params=None, timeout=600):
+        self.calls.append((method, path))
+        return dict(upid='UPID:pve1:0000:0000:0000:{0}:101:root@pam:'.format(self.kind), exitstatus='OK',
+                    warnings=[], log=[])
+
+    def get(self, path, **params):
+        self.calls.append(('GET', path))
+        status, ha = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return {'status': status, 'ha': {'managed': 0} if ha is None else {'managed': 1, 'state': ha}}
+
+
+def test_ha_service_state_reads_status_current_as_pve_gives_it():
+    state = api_utils.ha_service_state
+    assert state({'ha': {'managed': 0}}) is None and state({}) is None and state(None) is None
+    assert state({'ha': {'managed': 1, 'state': 'error'}}) == 'error'
+    assert state({'ha': {'managed': '1', 'state': 'started'}}) == 'started'
+    assert state({'ha': {'managed': 1}}) == ''        # an HA resource the CRM has not registered yet
+
+
+def test_a_plain_start_is_its_task_only():
+    api = StartApi('qmstart', [('running', None)])
+    task = api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    assert api.calls == [('POST', 'nodes/pve1/qemu/101/status/start')] and task['node'] == 'pve1'
+
+
+def test_an_ha_start_waits_until_the_vm_runs():
+    api = StartApi('hastart', [('stopped', ''), ('stopped', 'started'), ('stopped', 'started'), ('running', 'started')])
+    api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    assert api.calls[1:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4 and 0 < api.now < 5
+
+
+def test_an_ha_start_held_in_error_fails_at_once_saying_how_to_clear_it():
+    api = StartApi('hastart', [('stopped', 'started'), ('stopped', 'error')])
+    try:
+        api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    except api_utils.PveHaError as exc:
+        assert exc.kind == 'task' and exc.node == 'pve1'
+        assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
+        assert 'ha-manager set vm:101 --state disabled' in exc.message
+    else:
+        raise AssertionError('no error')
+    assert len(api.calls) == 3
+
+
+def test_an_ha_start_gives_up_by_wall_clock():
+    api = StartApi('hastart', [('stopped', 'started')])
+    try:
+        api.start_vm('pve1', 101, name='shop-web-2', timeout=30)
+    except api_utils.PveTimeoutError as exc:
+        assert 'is still stopped 30s (wall clock) after HA was asked to start it' in exc.message
+        assert 'ha-manager status' in exc.message
+    else:
+        raise AssertionError('no timeout')
+    assert api.now == 30

@@ -88,8 +88,9 @@ def test_a_unit_change_scales_the_forecast():
             for key in ('mean', 'lower', 'upper'):
                 assert other[key] == pytest.approx([v * factor for v in one[key]], rel=1e-4, abs=1e-9 * factor), \
                     (shape, factor, key)
-            assert other['bands'][0]['upper'] == pytest.approx([v * factor for v in one['bands'][0]['upper']],
-                                                               rel=1e-4, abs=1e-9 * factor)
+            for side in ('lower', 'upper'):
+                assert other['bands'][0][side] == pytest.approx([v * factor for v in one['bands'][0][side]],
+                                                                rel=1e-4, abs=1e-9 * factor)
             assert other['backtest'] == pytest.approx(dict((k, v * factor) for k, v in one['backtest'].items()),
                                                       rel=1e-4)
             if one['hindcast'] is None:         # too short to calibrate

@@ -275,6 +275,11 @@ def test_a_block_that_does_not_parse_names_the_field(block, field):
         normalise_scaling(block)
 
 
+def test_instance_counts_as_ansible_may_give_them_are_accepted():
+    for given in (3, '3', ' 3 ', 3.0, '3.0'):
+        assert normalise_scaling({'instances': {'min': 1, 'max': given}})['instances'] == {'min': 1, 'max': 3}
+
+
 def test_a_scaling_block_that_is_not_a_mapping_is_refused():
     for block in ('cpu', ['cpu'], 3):
         with pytest.raises(PolicyError, match='scaling must be a mapping'):

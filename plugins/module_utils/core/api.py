@@ -122,6 +122,11 @@ class PveTaskError(PveApiError):
         self.log = log or []
 
 
+class PveHaError(PveTaskError):
+    """The HA manager holds the VM in its error state: a start or a stop through HA cannot succeed until an
+    operator clears it."""
+
+
 class PveTimeoutError(PveApiError):
     """Waited the whole wall-clock budget for a task or a lock."""
 
@@ -528,33 +533,53 @@ class PveApi(object):
         raise AssertionError('unreachable')  # pragma: no cover
 
     def start_vm(self, node, vmid, timeout=600, name=None, poll=0.2):
-        """Start a VM; a start whose answer was lost is resolved by looking again. Returns the task's result.
+        """Start a VM; a start whose answer was lost is resolved by looking again. Returns the task's result, with
+        ``node``: where the VM runs.
 
         qemu-server vm_start runs in a ``qmstart`` task (``hastart`` for an HA resource, which only asks the HA
         manager). After a lost answer: a start task of this VM still running is waited for; a VM already running
         (or an HA resource asked to start) needs nothing more; otherwise the request never arrived: it is sent again.
-        An HA resource is then waited for, by wall clock, until it runs: HA starts it at its next rounds, or gives up
-        and holds it in its error state (PveTaskError, with how to clear it), in which a start request does nothing.
+        An HA resource is then waited for, by wall clock, until it runs, wherever HA put it (the CRM relocates a VM
+        its node cannot start, up to ``max_relocate`` times); a VM HA gave up on, held in its error state, where a
+        start request does nothing, is a PveHaError with how to clear it.
         """
         deadline = self._clock() + timeout
-        path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
-        task = self._start_task(node, vmid, path, timeout)
+        task = self._start_task(node, vmid, 'nodes/{0}/qemu/{1}/status/'.format(node, vmid), timeout)
+        task['node'] = node
+        if ':hastart:' not in (task.get('upid') or ':hastart:'):     # no upid: the lost-answer path, look
+            return task
         delay = poll
         while True:
-            current = self.get(path + 'current') or {}
+            try:
+                current = self.get('nodes/{0}/qemu/{1}/status/current'.format(node, vmid)) or {}
+            except PveApiError:
+                moved = self._vm_node(vmid)
+                if moved in (None, node):
+                    raise
+                node = task['node'] = moved                 # relocated by HA meanwhile: look there
+                continue
             state = ha_service_state(current)
             if current.get('status') == 'running' or state is None:
                 return task
             if state == 'error':
-                raise PveTaskError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'start')
+                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST',
+                                 path='nodes/{0}/qemu/{1}/status/start'.format(node, vmid))
             if self._clock() >= deadline:
                 raise PveTimeoutError('VM {0}(vmid {1} on {2}) is still {3} {4}s (wall clock) after HA was asked to '
                                       'start it (HA state {5!r}): check `ha-manager status` (CRM and LRM active), '
-                                      'then run again'.format('{0!r} '.format(name) if name else '', vmid, node,
-                                                              current.get('status') or 'stopped', timeout, state),
+                                      'then run again'.format('{0} '.format(name) if name else '', vmid, node,
+                                                              current.get('status') or 'stopped', timeout,
+                                                              state or 'not registered yet'),
                                       kind='timeout', node=node)
             self._sleep(min(delay, max(0.0, deadline - self._clock())))
             delay = min(delay * 1.5, 5.0)
+
+    def _vm_node(self, vmid):
+        """The node the cluster shows a VM on now, or None."""
+        for item in self.resources('vm'):
+            if str(item.get('vmid')) == str(vmid):
+                return item.get('node')
+        return None
 
     def _start_task(self, node, vmid, path, timeout):
         for attempt in range(1, UNCERTAIN_ATTEMPTS + 1):
@@ -575,19 +600,19 @@ class PveApi(object):
 
 def ha_service_state(status):
     """The HA manager's state of a VM's service as ``status/current`` shows it (``ha.state``: started, stopped,
-    error, fence, recovery, ...; pve-ha-manager HA/Config.pm get_service_status), or None when HA does not manage
-    the VM."""
+    error, fence, recovery, ...; pve-ha-manager HA/Config.pm get_service_status), ``''`` for an HA resource the CRM
+    has not registered yet (no state), or None when HA does not manage the VM."""
     ha = status.get('ha') if isinstance(status, dict) else None
     if isinstance(ha, dict) and str(ha.get('managed', 0)) in ('1', 'True', 'true'):
-        return ha.get('state')
+        return ha.get('state') or ''
     return None
 
 
 def ha_error_message(name, vmid, node):
     """What to do about a VM the HA manager holds in its error state (pve-ha-manager Manager.pm: entered when a start
-    or stop failed on every node HA tried; left only when the resource's state is set to disabled)."""
-    return ('HA holds {0}(vm:{1} on {2}) in its error state: a start or a stop failed there and on every node HA '
-            'tried (max_restart, max_relocate), and HA neither starts nor moves it again, whatever is asked. Find the '
+    failed on every node HA tried, or a stop failed; left only when the resource's state is set to disabled)."""
+    return ('HA holds {0}(vm:{1}, on {2}) in its error state: its start failed on every node HA tried (max_restart, '
+            'max_relocate), or a stop failed, and HA neither starts nor moves it again, whatever is asked. Find the '
             'cause in the failed task\'s log and in `journalctl -u pve-ha-lrm` on {2}, fix it, then clear the state: '
             '`ha-manager set vm:{1} --state disabled`, then `--state started` (or the same two edits under '
             'Datacenter > HA)'.format('{0} '.format(name) if name else '', vmid, node))

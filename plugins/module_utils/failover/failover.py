@@ -35,7 +35,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core import prop
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units import is_finite_number
 from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
-    PveApiError, PveTaskError, ha_error_message, ha_service_state)
+    PveApiError, PveHaError, PveTaskError, ha_error_message, ha_service_state)
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
 
@@ -329,13 +329,17 @@ class Failover(object):
 
     def _start(self, view):
         """Start a VM and wait until QEMU runs; a failure names the VM and carries PVE's message (for an HA resource
-        that HA holds in its error state, how to clear it)."""
+        that HA holds in its error state, how to clear it). HA may start it on another node: the view follows."""
         try:
-            self.api.start_vm(view['node'], view['vmid'], timeout=self.timeout, name=view['name'])
+            task = self.api.start_vm(view['node'], view['vmid'], timeout=self.timeout, name=view['name'])
+        except PveHaError as exc:
+            view['node'] = exc.node or view['node']
+            raise FailoverError(_ha_error(view), kind='task', node=view['node'], method='POST', path=exc.path)
         except PveTaskError as exc:
             raise FailoverError('{0} (vmid {1} on {2}) did not start: {3}'.format(
                 view['name'], view['vmid'], view['node'], _pve_message(exc)), kind='task', node=view['node'],
                 method='POST', path='nodes/{0}/qemu/{1}/status/start'.format(view['node'], view['vmid']))
+        view['node'] = task.get('node') or view['node']
         self._wait_running(view)
 
     def _wait_running(self, view):
@@ -397,11 +401,11 @@ class Failover(object):
                             'is certainly off (powered down or fenced), run again with offline_recovery=ha (HA then '
                             'recovers it on another node), or move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an '
                             'online node yourself'.format(node, name, view['vmid']))
-        if view['ha_service'] == 'error':
-            return 'none', _ha_error(view)
         if view['lock']:
             return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
         if problem == 'stopped':
+            if view['ha_service'] == 'error':     # a start would do nothing; a reset or a resume does not go through HA
+                return 'none', _ha_error(view)
             return 'start', 'start {0} on {1}'.format(name, node)
         if problem == 'paused':
             return 'resume', 'resume {0} on {1} (qmpstatus paused)'.format(name, node)
