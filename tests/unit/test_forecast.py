@@ -547,8 +547,8 @@ def test_a_busy_or_idle_series_takes_the_members_median_a_smooth_one_their_mean(
     is where the series never is; the weighted median stays with one state. Scored on the hour after each origin, as
     forecast_accuracy.py does, against the same forecaster with the mean only (the median made to lose its
     comparison): the median is taken and its error is the smaller on every draw. On noise that reverts to its level
-    (AR(1), 0.9) the mean's averaging of the members wins and is kept, on all but a near tie. (Origins where the tracking signal's drift member joined keep the mean and
-    are left out.)"""
+    (AR(1), 0.9) the mean's averaging of the members wins and is kept, on all but a near tie. (Origins where the
+    tracking signal's drift member joined keep the mean and are left out.)"""
     def errors(values, origins):
         out = []
         for origin in origins:

@@ -804,9 +804,9 @@ def _vertical_up(decision, ups, raw, size, limits, now, up_ok):
         grown[key] = max(size[key], _clamp(max(grown[key], bump), limits[key]))
     if grown == size:
         decision['blocked_by'] = 'bounds'
-        above = ['%s %d above max_%s %d (lowered since it grew; held, not shrunk)' % (key, size[key], key,
-                                                                                       int(limits[key][1]))
-                 for key in ('cores', 'memory') if limits[key][1] is not None and size[key] > int(limits[key][1])]
+        held = [key for key in ('cores', 'memory') if limits[key][1] is not None and size[key] > int(limits[key][1])]
+        above = ['%s %d above max_%s %d (lowered since it grew; held, not shrunk)'
+                 % (key, size[key], key, int(limits[key][1])) for key in held]
         return NONE, size, '%s, but already at the maximum size%s' % (first['detail'],
                                                                       ': ' + ', '.join(above) if above else '')
     if now < up_ok:
