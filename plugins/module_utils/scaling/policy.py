@@ -142,7 +142,7 @@ def _field(path, parse, value, *args, **kwargs):
         raise PolicyError('scaling.%s: %s' % (path, exc)) from exc
 
 
-def normalise_scaling(scaling: Mapping[str, t.Any] | None) -> dict[str, t.Any]:
+def normalise_scaling(scaling: dict[str, t.Any] | None) -> dict[str, t.Any]:
     """The ``scaling`` block with defaults filled in and units parsed (seconds, bits/s, ratios). PolicyError, naming
     the field, for a block that does not parse (the template's validation reports the same)."""
     if scaling is not None and not isinstance(scaling, dict):
