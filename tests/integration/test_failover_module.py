@@ -188,6 +188,21 @@ def test_ha_primary_that_does_not_start_is_held_in_ha_error(pvesim, pve_conn, pl
     assert (done['action'], done['result']) == ('start', 'done') and primary.status == 'running'
 
 
+def test_hung_primary_in_ha_error_is_still_reset(pvesim, pve_conn, plan, built):
+    """A failed stop through HA leaves a running VM in HA's error state; a reset and a resume do not go through HA,
+    so failover still repairs a hung primary there (only a start would do nothing)."""
+    primary = built['shop-web-1']
+    sid = 'vm:{0}'.format(primary.vmid)
+    pvesim.pve.ha_resources[sid] = {'state': 'started'}
+    pvesim.pve._ha_vm_state(sid)
+    pvesim.pve.ha_start_failed(primary, 'stop failed')
+    primary.status, primary.qmpstatus = 'running', 'internal-error'
+    report = fo(pve_conn, plan, 'detect')['detect']
+    assert (report['primaries'][0]['problem'], report['primaries'][0]['ha_service']) == ('hung', 'error')
+    item = fo(pve_conn, plan, 'remediate')['remediation'][0]
+    assert (item['action'], item['result']) == ('reset', 'done') and primary.qmpstatus == 'running'
+
+
 def test_hung_primary_is_reset_and_resumed(pvesim, pve_conn, plan, built):
     primary = built['shop-web-1']
     primary.qmpstatus = 'internal-error'

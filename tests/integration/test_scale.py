@@ -305,7 +305,9 @@ def test_pve9_day_history_scales_out_where_the_hour_alone_cannot(pvesim, pve_con
     assert reads == ['day'] * 3
     assert m['requests'] == 3 + 1
     web = [p for p in m['services'][0]['primaries']]
-    assert [p['points'] for p in web] == [1440, 1440] and m['services'][0]['cpu'] < 0.75
+    # 1440 each; a read that comes after the next minute has begun (the injected day ends at the minute it was
+    # injected) finds that new minute empty and the oldest gone: 1439 (seen once in CI)
+    assert all(p['points'] in (1439, 1440) for p in web) and m['services'][0]['cpu'] < 0.75, web
     f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
     decision = f['decisions'][0]
     assert decision['action'] == 'scale_up', decision['line']
