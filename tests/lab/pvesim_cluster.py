@@ -464,13 +464,12 @@ class HaApi(object):
     async def _ha_request(self, vm, user, state):
         if state == 'started':
             self._ha_requested_started('vm:{0}'.format(vm.vmid))
-        if state == 'started' and self.ha_in_error(vm):
-            # `ha-manager set vm:N --state started` on a service in error: its requested state is already started,
-            # and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
-            async def nothing():
-                return None
-            return await self.task(vm.node, 'hastart', vm.vmid, user, nothing, lock=False,
-                                   log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+            if self.ha_in_error(vm):
+                # `ha-manager set vm:N --state started` on a service in error: its requested state is already
+                # started, and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
+                async def nothing():
+                    return None
+                return await self._hastart_task(vm, user, nothing)
         if state != 'stopped':
             return await super()._ha_request(vm, user, state)
         # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
@@ -609,8 +608,13 @@ class HaApi(object):
                 asyncio.ensure_future(later())
             else:
                 await later()
-        return await self.task(vm.node, 'hastart', vm.vmid, user, body, lock=False,
-                               log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+        return await self._hastart_task(vm, user, body)
+
+    def _hastart_task(self, vm, user, body):
+        """The 'hastart' task qemu-server's vm_start runs for an HA resource (it ends at once; ``body`` is what the
+        CRM and LRM do, now or later)."""
+        return self.task(vm.node, 'hastart', vm.vmid, user, body, lock=False,
+                         log=['Requesting HA start for VM {0}'.format(vm.vmid)])
 
     def _ha_requested_started(self, sid):
         # qemu-server Qemu.pm vm_start for an HA resource runs `ha-manager set <sid> --state started`
