@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 import typing as t
 
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
+
 __all__ = ['MiB', 'SHARED_TYPES', 'LINKED_CLONE_TYPES', 'PlacementError', 'storage_table', 'template_volumes',
            'clone_reach', 'clone_route', 'reaches', 'refusal', 'node_capacities', 'shortfall', 'place']
 
@@ -33,8 +35,7 @@ SHARED_TYPES = frozenset(('iscsi', 'nfs', 'cifs', 'rbd', 'cephfs', 'iscsidirect'
 # ISCSIDirectPlugin cannot make linked clones; unknown (third-party) types are not second-guessed.
 LINKED_CLONE_TYPES = frozenset(('dir', 'nfs', 'cifs', 'glusterfs', 'btrfs', 'lvmthin', 'rbd', 'zfs', 'zfspool'))
 NO_LINKED_CLONE_TYPES = frozenset(('lvm', 'iscsi', 'iscsidirect', 'cephfs', 'pbs'))
-# qemu-server PVE::QemuServer::Drive::valid_drive_names, what QemuConfig->foreach_volume walks.
-DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
+DRIVE_KEY = propstr.DRIVE_KEY
 
 
 class PlacementError(Exception):

@@ -16,6 +16,8 @@ BOOLEAN_KEYS = ('firewall', 'link_down', 'discard', 'ssd', 'iothread', 'backup',
 TAG_SPLIT = re.compile(r'[;,\s]+')
 TAG_RE = re.compile(r'^[a-zA-Z0-9_][a-zA-Z0-9_+.-]*$')
 NET_KEY = re.compile(r'^net(\d+)$')
+# qemu-server PVE::QemuServer::Drive::valid_drive_names: the drive keys QemuConfig->foreach_volume walks.
+DRIVE_KEY = re.compile(r'^(?:ide|sata|scsi|virtio)\d+$|^efidisk0$|^tpmstate0$')
 
 
 def parse(text, default_key=None):

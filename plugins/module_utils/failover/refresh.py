@@ -35,7 +35,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import f
 SNAPNAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_-]*$')
 SNAPNAME_MAX = 40
 NET_KEY = propstr.NET_KEY
-DRIVE_KEY = re.compile(r'^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$')
+DRIVE_KEY = propstr.DRIVE_KEY
 # Kept from the shadow exactly as they were (deleted when the shadow did not have them): what makes it the shadow,
 # not a copy of the primary. netN are handled separately (exact strings, extra NICs removed).
 IDENTITY_KEYS = ('tags', 'onboot', 'startup', 'protection', 'ciuser', 'cipassword', 'cicustom',
