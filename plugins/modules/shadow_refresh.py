@@ -30,6 +30,16 @@ description:
     may call it every minute. Skips a shadow that is serving (failover active), and a shadow whose refresh is
     already in progress (this module's snapshot on the primary, younger than four times O(timeout)); older
     leftovers of this module are deleted.
+  - "Refused before any write, in check mode too, where PVE would refuse only after the shadow is destroyed: a shadow
+    with C(protection=1) (qemu-server C(destroy_vm)); a primary with a disk that PVE cannot snapshot, or whose
+    snapshot PVE cannot copy (pve-storage C(volume_has_feature): ZFS offers no copy of a snapshot; directory, NFS,
+    CIFS and thick LVM storages only of qcow2 volumes); use fidelity C(differential) or C(event) there. After the
+    snapshot, a primary that was locked (a backup began) or moved meanwhile ends the run with the shadow untouched."
+  - "What the destroy and the clone change and the refresh does not put back (qemu-server C(destroy_vm) with
+    C(purge), C(clone_vm)): the shadow's vmid is removed from backup jobs (a job left without guests is deleted)
+    and from replication jobs, its permissions on C(/vms/<vmid>) are removed, and its firewall configuration is
+    replaced by a copy of the primary's. Grant shadows' permissions on a pool or a path above them, and select
+    them for backups by pool, not by vmid."
   - Stops before any write when the cluster has no quorum. If the clone fails after the shadow was destroyed, a
     retryable error (lock, connection) is retried once; otherwise the module fails with a message that names the
     missing shadow and how to rebuild it, returns the recorded identity, and still deletes the snapshot.

@@ -296,3 +296,67 @@ def test_a_failed_identity_restore_is_finished_by_the_next_run_without_a_new_clo
     mark = pvesim.mark()
     assert run_module(shadow_refresh, args(pve_conn, min_interval=3600))['skipped']
     assert pvesim.writes(mark) == []
+
+
+def _move_disk(pvesim, vm, sid, kind, suffix=''):
+    """Put the primary's first disk on storage ``sid`` of type ``kind`` (created in the simulator)."""
+    pvesim.pve.storages.setdefault(sid, {'type': kind, 'active': 1, 'content': 'images', 'files': set()})
+    text = vm.config['scsi0']
+    vm.config['scsi0'] = '{0}:vm-{1}-disk-0{2}'.format(sid, vm.vmid, suffix) + text[len(text.split(',')[0]):]
+
+
+def test_a_primary_on_zfs_is_refused_before_the_shadow_is_destroyed(pvesim, pve_conn, built):
+    # pve-storage ZFSPoolPlugin volume_has_feature: snapshots, but no copy of a snapshot; qemu-server clone_vm refuses
+    # the clone only after the refresh destroyed the shadow. Now refused before any write, in check mode too.
+    primary, shadow = built
+    _move_disk(pvesim, primary, 'local-zfs', 'zfspool')
+    for check in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(shadow_refresh, args(pve_conn), check_mode=check)
+        msg = info.value.result['msg']
+        assert "'local-zfs' of type zfspool" in msg and 'full clone of a snapshot' in msg and 'scsi0' in msg, msg
+        assert 'Nothing was changed' in msg and 'differential' in msg
+        assert pvesim.writes(mark) == []
+    assert vms_by_name(pvesim)['shop-web-shadow'] is shadow and primary.snapshots == {}
+    # A qcow2 disk on a directory storage can be snapshotted and copied: the refresh goes ahead.
+    _move_disk(pvesim, primary, 'local', 'dir', suffix='.qcow2')
+    assert run_module(shadow_refresh, args(pve_conn))['changed']
+
+
+def test_the_simulator_refuses_a_clone_of_a_zfs_snapshot_as_pve_does(pvesim, pve_conn, built, proxmoxer_api):
+    primary, shadow = built
+    _move_disk(pvesim, primary, 'local-zfs', 'zfspool')
+    node = 'nodes/{0}/qemu/{1}'.format(primary.node, primary.vmid)
+    proxmoxer_api(node + '/snapshot').post(snapname='s1')
+    with pytest.raises(Exception) as info:
+        proxmoxer_api(node + '/clone').post(newid=4321, snapname='s1', full=1, name='copy')
+    assert 'Full clone feature is not supported for a snapshot of' in str(info.value)
+
+
+def test_a_protected_shadow_is_refused_before_any_write(pvesim, pve_conn, built):
+    primary, shadow = built
+    shadow.config['protection'] = 1
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(shadow_refresh, args(pve_conn))
+    msg = info.value.result['msg']
+    assert 'protection=1' in msg and 'qm set {0} --protection 0'.format(shadow.vmid) in msg
+    assert pvesim.writes(mark) == [] and shadow.status == 'running'
+
+
+def test_a_local_iso_keeps_the_clone_on_the_primary_node(pvesim, pve_conn):
+    # qemu-server clone_vm $check_storage_access_clone counts a CD-ROM image on a storage: with an ISO on the
+    # non-shared `local`, a `target` clone is refused ("VM uses local storage"), so the copy is made on the
+    # primary's node and moved. Primaries on the shared ceph-vm (debian-12-golden) with an ISO on local.
+    template = shop_template(shadow={'enabled': True, 'size': 0.5, 'replication': {'fidelity': 'full', 'interval': '1h'}})
+    plan = plan_from_template(template)[1]
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['primary'], state='started'))
+    run_module(linked_clone, dict(pve_conn, plan=plan, roles=['shadow'], state='started'))
+    vms = vms_by_name(pvesim)
+    primary, shadow = vms['shop-web-1'], vms['shop-web-shadow']
+    assert 'ceph-vm:' in primary.config['scsi0'] and shadow.node != primary.node
+    primary.config['ide2'] = 'local:iso/debian-12.iso,media=cdrom'
+    result = run_module(shadow_refresh, args(pve_conn))
+    assert 'moved vmid {0} to {1}'.format(shadow.vmid, shadow.node) in result['steps'], result['steps']
+    assert vms_by_name(pvesim)['shop-web-shadow'].node == shadow.node

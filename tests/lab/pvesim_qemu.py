@@ -322,6 +322,8 @@ class QemuExtras(object):
             if not all(self.storage_shared(sid) for sid in _volume_storages(config)):
                 raise die("can't clone VM to node '{0}' (VM uses local storage)".format(target))
         full = v.get('full')
+        if src is not None and v.get('snapname') and v['snapname'] in src.snapshots:
+            self._check_snapshot_copy(src.snapshots[v['snapname']])
         if src is not None and (full is None and src.template or full in (0, '0', False, 'false')):
             for key in sorted(src.config):
                 text = str(src.config[key])
@@ -342,6 +344,24 @@ class QemuExtras(object):
                 self.clone_pool_fault = None
         # clone_vm: the new config (with `description` when given) goes through write_vm_config.
         return await super()._qm_clone(self._readback_params(v), user)
+
+    def _check_snapshot_copy(self, config):
+        # qemu-server src/PVE/API2/Qemu.pm clone_vm ($load_and_check, before the task): a clone of a snapshot copies
+        # every disk and cloud-init drive (plain CD-ROMs are copied as configuration) and dies "Full clone feature
+        # is not supported for a snapshot of '$volid' ($opt)" where pve-storage volume_has_feature('copy', $volid,
+        # $snapname) is false: ZFSPoolPlugin.pm and ZFSPlugin.pm offer `copy => { base => 1, current => 1 }` only;
+        # Plugin.pm (dir, nfs, cifs) and LVMPlugin.pm copy a snapshot of a qcow2 volume only.
+        for key in sorted(config):
+            text = str(config[key])
+            volume = text.split(',')[0]
+            if not CLONE_DRIVE_KEY.match(key) or ':' not in volume or \
+                    ('media=cdrom' in text and 'cloudinit' not in volume):
+                continue
+            store = self.storages.get(volume.split(':')[0]) or {}
+            kind = store.get('type')
+            if kind in ('zfspool', 'zfs') or \
+                    (kind in ('dir', 'nfs', 'cifs', 'lvm') and not volume.endswith('.qcow2')):
+                raise die("Full clone feature is not supported for a snapshot of '{0}' ({1})".format(volume, key))
 
     def _pool_join(self, name, vmid):
         failing = self._clone_pool_failing.pop(int(vmid), None)

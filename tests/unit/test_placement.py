@@ -199,3 +199,31 @@ def test_two_copies_on_one_node_are_an_error():
     with pytest.raises(placement_utils.PlacementError) as info:
         placement_utils.clone_route(copies, 'pve1')
     assert 'vmids [9001, 9011]' in str(info.value)
+
+
+@pytest.mark.parametrize('kind,disk,problem', [
+    ('lvmthin', 'st:vm-1-disk-0', None),
+    ('rbd', 'st:vm-1-disk-0', None),
+    ('btrfs', 'st:1/vm-1-disk-0.raw', None),
+    ('dir', 'st:1/vm-1-disk-0.qcow2', None),
+    ('lvm', 'st:vm-1-disk-0.qcow2', None),
+    ('zfspool', 'st:vm-1-disk-0', 'cannot make a full clone of a snapshot'),
+    ('zfs', 'st:vm-1-disk-0', 'cannot make a full clone of a snapshot'),
+    ('dir', 'st:1/vm-1-disk-0.raw', 'cannot snapshot a raw volume'),
+    ('lvm', 'st:vm-1-disk-0', 'cannot snapshot a raw volume'),
+    ('iscsi', 'st:0.0.1.scsi-x', 'cannot snapshot'),
+    ('thirdparty', 'st:vm-1-disk-0', None),
+])
+def test_snapshot_clone_problem_follows_pve_storage_features(kind, disk, problem):
+    storages = placement_utils.storage_table([{'storage': 'st', 'type': kind}, {'storage': 'zfs2', 'type': 'zfspool'}])
+    found = placement_utils.snapshot_clone_problem({'scsi0': disk + ',size=8G'}, storages)
+    assert (found is None) if problem is None else (problem in found and 'scsi0' in found), found
+
+
+def test_snapshot_clone_problem_walks_cloud_init_but_not_plain_cdroms():
+    storages = placement_utils.storage_table([{'storage': 'rbd', 'type': 'rbd'}, {'storage': 'zfs2', 'type': 'zfspool'}])
+    base = {'scsi0': 'rbd:vm-1-disk-0,size=8G'}
+    assert placement_utils.snapshot_clone_problem(dict(base, ide2='zfs2:iso/x.iso,media=cdrom'), storages) is None
+    found = placement_utils.snapshot_clone_problem(dict(base, ide2='zfs2:vm-1-cloudinit,media=cdrom'), storages)
+    assert found.startswith('cloud-init drive ide2'), found
+    assert 'path' in placement_utils.snapshot_clone_problem({'scsi0': '/dev/sdb,size=8G'}, storages)

@@ -25,7 +25,8 @@ import typing as t
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 
 __all__ = ['MiB', 'SHARED_TYPES', 'LINKED_CLONE_TYPES', 'PlacementError', 'storage_table', 'template_volumes',
-           'clone_reach', 'clone_route', 'reaches', 'refusal', 'node_capacities', 'shortfall', 'place']
+           'clone_reach', 'clone_route', 'snapshot_clone_problem', 'volume_format', 'reaches', 'refusal',
+           'node_capacities', 'shortfall', 'place']
 
 MiB = 1024 * 1024
 # pve-storage src/PVE/Storage/Plugin.pm @SHARED_STORAGE: parse_config marks storages of these types shared.
@@ -71,15 +72,76 @@ def template_volumes(config: dict[str, t.Any] | None) -> list[tuple[str, str | N
         if not DRIVE_KEY.match(key):
             continue
         text = str(config[key])
-        volume = text.split(',', 1)[0]
-        if 'file=' in text and '=' in volume:
-            volume = re.search(r'(?:^|,)file=([^,]+)', text).group(1)
+        volume = _volume_of(text)
         cdrom = bool(re.search(r'(?:^|,)media=cdrom(?:,|$)', text))
         if volume in ('none', 'cdrom', ''):
             continue
         sid = volume.split(':', 1)[0] if ':' in volume and not volume.startswith('/') else None
         out.append((key, sid, cdrom))
     return out
+
+
+def _volume_of(text: str) -> str:
+    """The volume of a drive property string (``local-lvm:vm-1-disk-0,size=8G`` or ``file=...``)."""
+    volume = text.split(',', 1)[0]
+    if 'file=' in text and '=' in volume:
+        volume = re.search(r'(?:^|,)file=([^,]+)', text).group(1)
+    return volume
+
+
+def volume_format(volume: str) -> str:
+    """A volume's format as pve-storage's parse_volname gives it: the file suffix, else raw (block storages)."""
+    found = re.search(r'\.(qcow2|raw|vmdk)$', volume.split(':', 1)[-1])
+    return found.group(1) if found else 'raw'
+
+
+# pve-storage volume_has_feature, each plugin's table: which formats allow 'snapshot' of the current volume and
+# 'copy' from a snapshot ('snap'). None: every format. Plugin.pm (dir, nfs, cifs, glusterfs) and LVMPlugin.pm
+# (PVE 9's volume chains) qcow2 only; LvmThinPlugin, RBDPlugin: both; ZFSPoolPlugin, ZFSPlugin: snapshots but
+# `copy => { base => 1, current => 1 }`, no copy of a snapshot; BTRFSPlugin qcow2, raw, subvol; ISCSIPlugin and
+# ISCSIDirectPlugin neither. Types not listed (third-party plugins) are not second-guessed.
+SNAPSHOT_FORMATS = {'dir': ('qcow2',), 'nfs': ('qcow2',), 'cifs': ('qcow2',), 'glusterfs': ('qcow2',),
+                    'lvm': ('qcow2',), 'lvmthin': None, 'rbd': None, 'zfspool': None, 'zfs': None,
+                    'btrfs': ('qcow2', 'raw', 'subvol'), 'iscsi': (), 'iscsidirect': ()}
+SNAPSHOT_COPY_FORMATS = dict(SNAPSHOT_FORMATS, zfspool=(), zfs=())
+
+
+def _feature(table: dict[str, t.Any], kind: str, fmt: str) -> bool:
+    if kind not in table:
+        return True
+    formats = table[kind]
+    return formats is None or fmt in formats
+
+
+def snapshot_clone_problem(config: dict[str, t.Any] | None, storages: dict[str, dict[str, t.Any]]) -> str | None:
+    """Why PVE cannot snapshot a VM with ``config`` and make a full clone of that snapshot, or None.
+
+    qemu-server QemuConfig snapshot_prepare needs the 'snapshot' feature on every disk (CD-ROMs and cloud-init
+    drives are skipped); API2/Qemu.pm clone_vm's early checks need 'copy' from the snapshot on every disk and
+    cloud-init drive ("Full clone feature is not supported for a snapshot of ..."), only plain CD-ROMs are copied
+    as configuration. A disk that is a path has no features.
+    """
+    for key, sid, cdrom in template_volumes(config):
+        text = str(config[key])
+        volume = _volume_of(text)
+        cloudinit = bool(re.search(r'cloudinit', volume))
+        if cdrom and not cloudinit:
+            continue
+        if sid is None:
+            return 'disk {0} is the path {1!r}, which PVE can neither snapshot nor copy'.format(key, volume)
+        store = storages.get(sid)
+        if store is None:
+            continue
+        kind, fmt = store['type'], volume_format(volume)
+        if not cloudinit and not _feature(SNAPSHOT_FORMATS, kind, fmt):
+            return ('disk {0} ({1}) is on storage {2!r} of type {3}, where PVE cannot snapshot a {4} volume '
+                    '(pve-storage volume_has_feature snapshot)'.format(key, volume, sid, kind, fmt))
+        if not _feature(SNAPSHOT_COPY_FORMATS, kind, fmt):
+            return ('{0} {1} ({2}) is on storage {3!r} of type {4}, where PVE cannot make a full clone of a snapshot '
+                    '(pve-storage volume_has_feature: no copy from a snapshot of a {5} volume; qemu-server clone_vm '
+                    '"Full clone feature is not supported for a snapshot of ...")'.format(
+                        'cloud-init drive' if cloudinit else 'disk', key, volume, sid, kind, fmt))
+    return None
 
 
 def clone_reach(template: dict[str, t.Any], config: dict[str, t.Any],

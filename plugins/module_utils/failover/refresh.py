@@ -26,6 +26,7 @@ import time
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import clone
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import placement
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
@@ -193,6 +194,7 @@ class ShadowRefresher(object):
         self.check_mode = check_mode
         self.timeout = timeout
         self.clock = clock
+        self._storages = None
         self.result = dict(changed=False, skipped=False, reason=None, steps=[], warnings=[], snapshot=None,
                            primary=None, shadow=None, identity=None, isolated_nics=[], last_full=None,
                            previous_last_full=None)
@@ -319,6 +321,7 @@ class ShadowRefresher(object):
         snode, svmid = shadow['node'], int(shadow['vmid'])
         if not disks_of(pcfg):
             raise PveApiError('the primary {0!r} has no disk to clone'.format(primary['name']), kind='config')
+        self._refusals(primary, shadow, cfg, pcfg)
         identity = identity_of(shadow, cfg)
         self.result['identity'] = dict((k, v) for k, v in identity.items() if k not in SECRET_KEYS)
         isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
@@ -351,6 +354,33 @@ class ShadowRefresher(object):
         work['steps'] = steps
         return work
 
+    def _refusals(self, primary, shadow, cfg, pcfg):
+        """What PVE would refuse only after the shadow is destroyed, refused before the first write."""
+        if str(cfg.get('protection', '0')) in ('1', 'true'):
+            # qemu-server API2/Qemu.pm destroy_vm: check_protection, "can't remove VM N - protection mode enabled"
+            raise PveApiError('the shadow {0!r} (vmid {1}) has protection=1, and PVE refuses to destroy a protected '
+                              'VM, which a full refresh re-creates; nothing was changed. Clear it to allow refreshes: '
+                              '`qm set {1} --protection 0`'.format(shadow['name'], int(shadow['vmid'])), kind='config')
+        self._storages = placement.storage_table(self.api.get('storage') or [])
+        problem = placement.snapshot_clone_problem(pcfg, self._storages)
+        if problem:
+            raise PveApiError('the primary {0!r} (vmid {1}) cannot be copied into its shadow by a full refresh: {2}. '
+                              'Nothing was changed (the shadow would be destroyed before PVE refuses the clone). Move '
+                              'that volume to a storage that can (`qm disk move`), or replicate with fidelity '
+                              'differential or event instead'.format(primary['name'], int(primary['vmid']), problem),
+                              kind='config')
+
+    def _primary_unchanged(self, primary):
+        """After the snapshot, before the destroy: the primary still on its node and not locked (qemu-server clone_vm
+        checks its lock before it clones: a backup or migration begun meanwhile would refuse the clone)."""
+        now = clone.find_by_vmid(self.api.resources('vm'), int(primary['vmid']))
+        if now is None or now.get('node') != primary['node'] or now.get('lock'):
+            return ('the primary {0!r} (vmid {1}) {2} since the refresh began'.format(
+                primary['name'], int(primary['vmid']),
+                'is gone' if now is None else 'moved to {0}'.format(now.get('node')) if now.get('node') !=
+                primary['node'] else 'was locked ({0})'.format(now.get('lock'))))
+        return None
+
     @staticmethod
     def _descriptions(cfg, identity, primary_name, snapname, now):
         """(the restored shadow's description, the fresh clone's description).
@@ -380,6 +410,11 @@ class ShadowRefresher(object):
                    dict(snapname=snapname, vmstate=0,
                         description='shadownet full replication into {0} (vmid {1})'.format(shadow['name'], svmid)))
         self._step('snapshot {0} of {1}'.format(snapname, primary['name']))
+        moved = self._primary_unchanged(primary)
+        if moved:
+            self._delete_snapshot(pnode, pvmid, snapname)
+            raise PveApiError('shadow_refresh: {0}; the shadow {1!r} was left as it was. Run again later'.format(
+                moved, shadow['name']), kind='lock' if 'locked' in moved else 'config')
         try:
             # ShadowMissingError after the destroy; any other error: the shadow is still there.
             self._replace(primary, shadow, identity, snapname, work['move'], work['clone_description'])
@@ -452,8 +487,12 @@ class ShadowRefresher(object):
         return self.result
 
     def _all_shared(self, pcfg):
-        stores = dict((s.get('storage'), s) for s in (self.api.get('storage') or []))
-        return all(int(stores.get(sid, {}).get('shared') or 0) == 1 for sid in disks_of(pcfg).values())
+        """Does qemu-server's ``$check_storage_access_clone`` find every volume shared (CD-ROMs included)?"""
+        stores = self._storages
+        if stores is None:
+            stores = self._storages = placement.storage_table(self.api.get('storage') or [])
+        return all(sid is not None and stores.get(sid, {}).get('shared')
+                   for dummy, sid, dummy2 in placement.template_volumes(pcfg))
 
     def _ha_record(self, vmid):
         sid = 'vm:{0}'.format(vmid)
