@@ -158,6 +158,17 @@ def test_read_only_token_lists_guests_without_agent_addresses(lab):
     assert hostvars['shop-web-2']['ansible_host'] == '10.10.0.12'
 
 
+def test_a_guest_made_since_pvestatds_last_round_is_listed_by_its_name(lab):
+    # pve-manager Cluster.pm resources: a VM's name comes from pvestatd's status (every 10 s): a VM made since is
+    # listed without a name and with status 'unknown'; its status/current names it.
+    lab.pve.add_vm(206, 'shop-web-3', node='pve2', status='running', pool='shadownet', config={
+        'cores': 2, 'memory': 2048, 'tags': 'shadownet;sn-shop;sn-web;sn-primary'})
+    listing = inventory(LAB_FILE, env_for(lab))
+    hostvars = listing['_meta']['hostvars']
+    assert hostvars['shop-web-3']['pve_vmid'] == 206 and hostvars['shop-web-3']['pve_status'] == 'running'
+    assert 'shop-web-3' in listing['pve_running']['hosts']
+
+
 def test_errors_are_clear(lab):
     proc = inventory(LAB_FILE, env_for(lab, token=('root@pam!shadownet', 'wrong-secret')), check=False)
     assert proc.returncode != 0

@@ -427,6 +427,39 @@ def test_stop_of_an_ha_vm_is_asynchronous(proxmoxer_api, pvesim, time_scale):
     assert not pve.ha_stop_pending(101)
 
 
+def test_a_locked_ha_vm_stop_puts_it_in_error_and_the_collection_never_sends_it(proxmoxer_api, pvesim, pve_conn):
+    # qemu-server vm_stop queues an HA resource's stop without looking at the lock; the LRM's vm_stop dies on
+    # check_lock and Manager.pm next_state_request_stop changes the service to 'error'; the VM keeps running.
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+    pve = pvesim.pve
+    node = proxmoxer_api.nodes('pve1')
+    for vmid in (100, 101):
+        node.qemu(9000).clone.post(newid=vmid, name='web-{0}'.format(vmid))
+        node.qemu(vmid).status.start.post()
+        proxmoxer_api.cluster.ha.resources.post(sid='vm:{0}'.format(vmid), state='started')
+        pve.vm(vmid).lock = 'backup'
+    assert ':hastop:100:' in node.qemu(100).status.stop.post()
+    for dummy in range(pve.ha_crm_polls + 1):
+        current = node.qemu(100).status.current.get()
+    assert current['status'] == 'running' and current['ha']['state'] == 'error'
+    # The collection waits for the lock (lock_wait), then refuses, without sending the stop; and a VM already in
+    # the error state is a PveHaError at once.
+    api = api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                           token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                           ca_path=pve_conn['ca_path'], lock_wait=0.5)
+    mark = pvesim.mark()
+    with pytest.raises(api_utils.PveTimeoutError) as info:
+        api.stop_vm('pve1', 101, name='web-101', timeout=30)
+    assert info.value.kind == 'lock' and 'locked (backup)' in info.value.message
+    assert pvesim.writes(mark) == [] and pve.vm(101).ha_state == 'started'
+    with pytest.raises(api_utils.PveHaError):
+        api.stop_vm('pve1', 100, name='web-100', timeout=30)
+    assert pvesim.writes(mark) == []
+    pve.vm(101).lock = None
+    api.stop_vm('pve1', 101, name='web-101', timeout=30)
+    assert pve.vm(101).status == 'stopped'
+
+
 # ------------------------------------------------------------------------------------------ rrddata
 
 def test_rrddata_injected_series_and_default(proxmoxer_api, pvesim):

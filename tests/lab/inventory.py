@@ -53,6 +53,7 @@ def add_lab_guests(pve):
         common, cores=4, sockets=2, memory=4096, tags='shadownet;sn-shop;sn-db;sn-primary',
         ipconfig0='ip=10.10.1.5/24'))
     pve.add_vm(205, 'legacy', node='pve2', status='running', config={'cores': 1, 'memory': 1024, 'tags': 'prod'})
+    pve.statd_round()       # a cluster that has been running: pvestatd has named every VM in /cluster/resources
 
 
 def unwrap(value):

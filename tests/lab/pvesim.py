@@ -289,6 +289,7 @@ def load_cluster(pve, source):
         pve.pool_info[pool['poolid']] = {'comment': pool.get('comment'), 'storage': set()}
     for tmpl in data.get('templates') or []:
         _add_template(pve, tmpl)
+    pve.statd_round()
     for name, privs in sorted((data.get('roles') or {}).items()):
         # `pveum role add` (API2/Role.pm create_role, AccessControl.pm add_role_privs) refuses an unknown privilege.
         try:

@@ -483,6 +483,19 @@ class HaApi(object):
         return await self.task(vm.node, 'hastop', vmid, user, body, lock=False,
                                log=['Requesting HA stop for VM {0}'.format(vmid)])
 
+    async def _do_stop(self, vm, user, p):
+        # qemu-server src/PVE/API2/Qemu.pm vm_stop: for an HA-managed VM the API queues the HA stop without looking at
+        # the VM's lock (fakepve checks it first); the LRM's stop then meets it (see ha_stop_tick)
+        if vm.ha_managed:
+            return await self._ha_request(vm, user, 'stopped')
+        return await super()._do_stop(vm, user, p)
+
+    async def _do_shutdown(self, vm, user, p):
+        if vm.ha_managed:
+            self._need_running(vm)
+            return await self._ha_request(vm, user, 'stopped')
+        return await super()._do_shutdown(vm, user, p)
+
     def ha_stop_tick(self, method, path, now=None):
         """Count a request that reads VM state as a poll of every pending HA stop it shows; stop the VMs whose
         turn has come.
@@ -514,6 +527,13 @@ class HaApi(object):
                 continue
             del self._ha_pending_stops[vmid]
             self.ha_resources[sid]['state'] = 'stopped'
+            if vm.lock and vm.status == 'running':
+                # The LRM stops through vm_stop -> QemuServer.pm _do_vm_stop, whose check_lock dies; LRM.pm returns
+                # ERROR ("unable to stop service ... (still running)") and Manager.pm next_state_request_stop
+                # logs "stop failed" and changes the service to 'error'. The VM keeps running.
+                self.ha_errors[sid] = 'stop failed: VM is locked ({0})'.format(vm.lock)
+                vm.ha_state = 'error'
+                continue
             self._ha_vm_state(sid)
             vm.status = vm.qmpstatus = 'stopped'
 

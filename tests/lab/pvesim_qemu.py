@@ -176,6 +176,11 @@ class QemuExtras(object):
         self._clone_pool_failing = {}
         # newid -> the node a clone runs on (its volumes are cloned or allocated there; see _qm_alloc)
         self._clone_node = {}
+        # pvestatd (see _statd_view): reads of /cluster/resources before a VM's name, status and usage show there;
+        # 0 shows them at once (fakepve's way). vmid -> the fields the last round published.
+        self.statd_lag_reads = 1
+        self._statd = {}
+        self._statd_pending = {}
 
     # ------------------------------------------------------------ test helpers
 
@@ -255,7 +260,49 @@ class QemuExtras(object):
         return self._with_node_usage(await super()._nodes(request))
 
     async def _resources(self, request):
-        return self._with_node_usage(await super()._resources(request))
+        response = self._with_node_usage(await super()._resources(request))
+        if not self.statd_lag_reads:
+            return response
+        body = json.loads(response.text)
+        return ok([self._statd_view(item) for item in body.get('data') or []])
+
+    # Fields of a VM's /cluster/resources entry that come from the status pvestatd broadcasts, not from the config.
+    STATD_FIELDS = ('name', 'status', 'template', 'uptime', 'maxcpu', 'cpu', 'maxmem', 'mem', 'maxdisk', 'disk',
+                    'netin', 'netout', 'diskread', 'diskwrite', 'memhost')
+
+    def _statd_view(self, item):
+        """A VM's entry as PVE lists it: pve-manager PVE/API2/Cluster.pm ``resources`` takes only ``lock`` and
+        ``tags`` from the config (``get_guest_config_properties``); name, status, template and usage come from
+        API2Tools.pm ``extract_vm_stats``, i.e. from the status pvestatd broadcasts every 10 s (PVE/Service/pvestatd.pm
+        ``$updatetime``; qemu-server ``vmstatus`` gives ``name``). A VM made since the last round is listed with
+        status ``unknown`` and no name; a new VM that reuses a vmid shows the old one's fields (pmxcfs keeps an
+        entry 5 minutes). Modelled by reads: a change shows after ``statd_lag_reads`` reads of the list."""
+        if item.get('type') != 'qemu':
+            return item
+        vmid = int(item['vmid'])
+        live = dict((k, item[k]) for k in self.STATD_FIELDS if k in item)
+        shown = self._statd.get(vmid)
+        if shown is not None and all(shown.get(k) == live.get(k) for k in ('name', 'status', 'template')):
+            self._statd[vmid] = live                   # usage moves on; what identifies the VM did not change
+            self._statd_pending.pop(vmid, None)
+            return item
+        waited = self._statd_pending.get(vmid, 0) + 1
+        if waited > self.statd_lag_reads:
+            self._statd[vmid] = live
+            self._statd_pending.pop(vmid, None)
+            return item
+        self._statd_pending[vmid] = waited
+        out = dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
+        out.update(shown if shown is not None else {'status': 'unknown'})
+        return out
+
+    def statd_round(self):
+        """Publish every VM's current fields at once (a pvestatd round: the cluster as loaded, before any request)."""
+        for vm in self.vms:
+            item = {'name': vm.name, 'status': vm.status, 'template': 1 if vm.template else 0}
+            item.update(self._vm_usage(vm))
+            self._statd[int(vm.vmid)] = dict((k, v) for k, v in item.items() if k in self.STATD_FIELDS)
+        self._statd_pending.clear()
 
     async def _do_start(self, vm, user, p):
         problem = self.start_problem(vm, vm.node)

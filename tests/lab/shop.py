@@ -55,9 +55,11 @@ def plan_of(template=SHOP):
 
 def build(pvesim, pve_conn, plan, state='started'):
     """Clone the plan's primaries, then its shadows (linked_clone, as the shadow_network role calls it);
-    {name: simulator VM} of the plan's VMs."""
+    {name: simulator VM} of the plan's VMs. The test then goes on a while later: pvestatd has listed the new VMs
+    as they are (the simulator's `statd_round`), as it has by the time a timer or the next play looks."""
     for role in ('primary', 'shadow'):
         run_module(linked_clone, dict(pve_conn, plan=plan, roles=[role], state=state))
+    pvesim.pve.statd_round()
     names = set(vm['name'] for vm in plan['vms'])
     return dict((vm.name, vm) for vm in pvesim.pve.vms if vm.name in names)
 

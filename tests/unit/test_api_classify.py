@@ -80,15 +80,58 @@ class StopApi(api_utils.PveApi):
     def get(self, path, **params):
         self.calls.append(('GET', path))
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        if isinstance(state, dict):     # {'status': ..., 'lock': ..., 'ha': ...}
+            return dict({'ha': self.ha}, **state)
         return {'status': state, 'ha': self.ha}
 
 
 def test_stop_vm_waits_for_the_vm_not_for_the_task():
     api = StopApi(['running', 'running', 'running', 'stopped'], ha={'managed': 1, 'state': 'started'})
     api.stop_vm('pve1', 101, name='shop-web-2', timeout=60)
-    assert api.calls[0] == ('POST', 'nodes/pve1/qemu/101/status/stop')
-    assert api.calls[1:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4
+    # one read before the stop (a lock, HA's error state), the stop, then reads until the VM is off
+    assert api.calls[1] == ('POST', 'nodes/pve1/qemu/101/status/stop')
+    assert api.calls[:1] + api.calls[2:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4
     assert 0 < api.now < 5
+
+
+def test_stop_vm_waits_for_a_lock_and_refuses_a_locked_vm_without_a_stop():
+    # qemu-server vm_stop sends an HA resource's stop to HA without looking at the lock; the LRM's stop fails on it
+    # and the CRM puts the service in its error state (Manager.pm next_state_request_stop): never send it locked.
+    backup = {'status': 'running', 'lock': 'backup'}
+    api = StopApi([backup, backup, 'running', 'stopped'], ha={'managed': 1, 'state': 'started'})
+    api.stop_vm('pve1', 101, name='shop-web-2', timeout=600)
+    assert api.calls.index(('POST', 'nodes/pve1/qemu/101/status/stop')) == 3   # after the lock cleared
+    api = StopApi([backup], ha={'managed': 1, 'state': 'started'})
+    try:
+        api.stop_vm('pve1', 101, name='shop-web-2', timeout=600)
+    except api_utils.PveTimeoutError as exc:
+        assert exc.kind == 'lock' and 'is locked (backup) after waiting 60s' in exc.message
+    else:
+        raise AssertionError('no error')
+    assert ('POST', 'nodes/pve1/qemu/101/status/stop') not in api.calls and api.now == 60
+    api = StopApi([{'status': 'running', 'lock': 'suspended'}])
+    try:
+        api.stop_vm('pve1', 101, timeout=600)
+    except api_utils.PveApiError as exc:
+        assert exc.kind == 'lock' and '(suspended)' in exc.message and api.now == 0
+    else:
+        raise AssertionError('no error')
+
+
+def test_stop_vm_fails_at_once_when_ha_holds_the_vm_in_error():
+    for states in (['running'], ['running', 'running']):
+        api = StopApi(states, ha={'managed': 1, 'state': 'error'})
+        if len(states) == 2:        # enters the error state after the stop was sent
+            api.ha = {'managed': 1, 'state': 'started'}
+            api.states = ['running', {'status': 'running', 'ha': {'managed': 1, 'state': 'error'}}]
+        try:
+            api.stop_vm('pve1', 101, name='shop-web-2', timeout=600)
+        except api_utils.PveHaError as exc:
+            assert 'error state' in exc.message and "--state disabled" in exc.message
+        else:
+            raise AssertionError('no error')
+        assert api.now < 1
+        assert (('POST', 'nodes/pve1/qemu/101/status/stop') in api.calls) == (len(states) == 2)
 
 
 def test_stop_vm_gives_up_by_wall_clock_naming_the_vm():
@@ -167,3 +210,11 @@ def test_an_ha_start_gives_up_by_wall_clock():
     else:
         raise AssertionError('no timeout')
     assert api.now == 30
+
+
+def test_a_qmp_or_agent_timeout_is_not_a_lock():
+    # PVE/QMPClient.pm: "VM 100 qmp command 'guest-ping' failed - got timeout"; waiting for a lock does not cure it.
+    for text, path in (("VM 100 qmp command 'guest-ping' failed - got timeout", 'nodes/pve1/qemu/100/agent/file-read'),
+                       ("VM 100 qmp command 'query-status' failed - got timeout", 'nodes/pve1/qemu/100/status/resume')):
+        kind, retry, msg = api_utils.classify(res(500, text), 'POST', path)
+        assert kind != 'lock' and not retry, (kind, msg)

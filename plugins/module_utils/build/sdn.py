@@ -676,7 +676,7 @@ class NetworkEngine(object):
     def read_guests(self) -> list[dict[str, t.Any]]:
         """Every guest (/cluster/resources) with the bridges its NICs use, current and pending."""
         out = []
-        for res in self.api.get('cluster/resources', type='vm') or []:
+        for res in self.api.resources('vm'):
             kind = res.get('type')
             if kind not in ('qemu', 'lxc') or res.get('vmid') is None:
                 continue

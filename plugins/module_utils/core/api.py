@@ -134,8 +134,10 @@ class PveTimeoutError(PveApiError):
 # Requests of one write, in all, while answers are lost: each lost answer is followed by a look at PVE.
 UNCERTAIN_ATTEMPTS = 5
 
-LOCK_PATTERNS = (re.compile(r"can't lock file '[^']*' - got timeout"), re.compile(r'VM is locked \((\w+)\)'),
-                 re.compile(r'got timeout'))
+# pve-common Tools.pm lock_file_full ("can't lock file '...' - got timeout") and pve-guest-common
+# AbstractConfig.pm check_lock ("VM is locked (backup)"). Not a bare "got timeout": QMP and the guest agent time out
+# with "VM 100 qmp command '...' failed - got timeout" (PVE/QMPClient.pm), which no lock wait cures.
+LOCK_PATTERNS = (re.compile(r"can't lock file '[^']*' - got timeout"), re.compile(r'VM is locked \((\w+)\)'))
 QUORUM_PATTERN = re.compile(r'no quorum|cluster not ready', re.I)
 DIGEST_PATTERN = re.compile(r'checksum mismatch|detected modified configuration|digest', re.I)
 FORBIDDEN_PATTERN = re.compile(r'Permission check failed \(([^,)]*)(?:,\s*([^)]*))?\)')
@@ -425,12 +427,15 @@ class PveApi(object):
         """
         deadline = self._clock() + timeout
         path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
+        self._unlocked_for_stop(node, vmid, path, name, deadline, poll)
         task = self.run_task('POST', path + 'stop', timeout=timeout)
         delay = poll
         while True:
             current = self.get(path + 'current') or {}
             if current.get('status') == 'stopped':
                 return task
+            if ha_service_state(current) == 'error':
+                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'stop')
             if self._clock() >= deadline:
                 ha = current.get('ha') or {}
                 how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '
@@ -441,6 +446,33 @@ class PveApi(object):
                                                                    current.get('status') or 'running', timeout, how),
                                       kind='timeout', node=node)
             self._sleep(min(delay, max(0.0, deadline - self._clock())))
+            delay = min(delay * 1.5, 5.0)
+
+    def _unlocked_for_stop(self, node, vmid, path, name, deadline, poll):
+        """Before a stop: wait (``lock_wait``, within the deadline) for a lock to clear; refuse a VM HA holds in error.
+
+        qemu-server vm_stop sends an HA resource's stop to the HA manager without looking at the lock; the LRM's stop
+        then fails on it (QemuServer.pm _do_vm_stop check_lock) and the CRM puts the service in its error state
+        (pve-ha-manager Manager.pm next_state_request_stop: "stop failed"), where later stops do nothing.
+        """
+        until = min(deadline, self._clock() + self.lock_wait)
+        delay = poll
+        while True:
+            current = self.get(path + 'current') or {}
+            if ha_service_state(current) == 'error':
+                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'stop')
+            lock = current.get('lock')
+            if not lock or current.get('status') == 'stopped':
+                return
+            if lock not in WAITABLE_LOCKS or self._clock() >= until:
+                raise (PveTimeoutError if lock in WAITABLE_LOCKS else PveApiError)(
+                    'VM {0}(vmid {1} on {2}) is locked ({3}){4}; it was not stopped: PVE refuses to stop a locked VM '
+                    '(and an HA resource\'s stop would fail in the HA manager and leave it in its error state). Run '
+                    'again once the {3} is over'.format('{0!r} '.format(name) if name else '', vmid, node, lock,
+                                                        ' after waiting {0:.0f}s'.format(self.lock_wait)
+                                                        if lock in WAITABLE_LOCKS else ''),
+                    kind='lock', node=node, method='POST', path=path + 'stop')
+            self._sleep(min(delay, max(0.0, until - self._clock())))
             delay = min(delay * 1.5, 5.0)
 
     # -------------------------------------------------------------- cluster
@@ -457,7 +489,45 @@ class PveApi(object):
                                   '(pvecm status) and run again.'.format(item.get('name', '')), kind='quorum')
 
     def resources(self, kind=None):
-        return self.get('cluster/resources', type=kind) if kind else self.get('cluster/resources')
+        """``GET /cluster/resources``, with the VMs PVE lists before it knows their name completed (see
+        :meth:`_named`)."""
+        items = self.get('cluster/resources', type=kind) if kind else self.get('cluster/resources')
+        return [self._named(item) for item in items or []]
+
+    def vm_status(self, node, vmid):
+        """A VM's status now, as pvestatd would list it (``qmpstatus``, else ``status``: running, paused, stopped,
+        ...), from ``status/current``; None when the node does not answer."""
+        try:
+            current = self.get('nodes/{0}/qemu/{1}/status/current'.format(node, vmid)) or {}
+        except PveApiError:
+            return None
+        return current.get('qmpstatus') or current.get('status')
+
+    def _named(self, item):
+        """A qemu entry without a name, completed from the VM's ``status/current``.
+
+        pve-manager PVE/API2/Cluster.pm ``resources`` reads only ``lock`` and ``tags`` from the config; name, status,
+        template and usage come from the status pvestatd broadcasts every 10 s (API2Tools.pm ``extract_vm_stats``).
+        A VM made since the last round is listed with status ``unknown`` and no name, so a clone that just finished
+        would not be found by its name (and a second run could clone it again). ``status/current`` (qemu-server
+        ``vmstatus``) reads the config; its status is given as pvestatd gives it (``qmpstatus``, else ``status``).
+        A VM whose node does not answer stays as listed."""
+        if not isinstance(item, dict) or item.get('type') != 'qemu' or item.get('name') or item.get('vmid') is None \
+                or not item.get('node'):
+            return item
+        try:
+            current = self.get('nodes/{0}/qemu/{1}/status/current'.format(item['node'], item['vmid'])) or {}
+        except PveApiError:
+            return item
+        out = dict(item)
+        out['name'] = current.get('name') or 'VM {0}'.format(item['vmid'])
+        out['status'] = current.get('qmpstatus') or current.get('status') or item.get('status')
+        out['template'] = 1 if str(current.get('template', 0)) in ('1', 'True', 'true') else 0
+        for mine, theirs in (('maxcpu', 'cpus'), ('maxmem', 'maxmem'), ('cpu', 'cpu'), ('mem', 'mem'),
+                             ('maxdisk', 'maxdisk'), ('uptime', 'uptime')):
+            if theirs in current and mine not in out:
+                out[mine] = current[theirs]
+        return out
 
     def next_vmid(self):
         return int(self.get('cluster/nextid'))

@@ -34,9 +34,13 @@ import time
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
     PveApiError, PveTaskError, PveTimeoutError, PveUncertainError)
 
-# qemu-server clone_vm: "unable to create VM $newid: config file already exists"; pve-cluster / fakepve for a vmid
-# that exists on another node: "VM $newid already exists on node '...'".
-COLLISION = re.compile(r'config file already exists|already exists on node', re.I)
+# qemu-server clone_vm: "unable to create VM $newid: config file already exists" (checked on the local node before
+# the task); in the task, a vmid taken on another node meanwhile fails pmxcfs' rename of the new config ("close
+# (rename) atomic file '.../<newid>.conf' failed: File exists", memdb.c vmlist_different_vm_exists), and a vmid
+# another clone holds fails its config lock (lock_config_full, 1 s: "can't lock file
+# '/var/lock/qemu-server/lock-<newid>.conf' - got timeout"); fakepve: "VM $newid already exists on node '...'".
+COLLISION = (r"config file already exists|already exists on node|atomic file '[^']*' failed: File exists|"
+             r"lock-{vmid}\.conf' - got timeout")
 # Errors of a clone request worth one more try: PVE refused before doing anything (a lock that did not clear within
 # the API client's lock wait) or never got the request (connection refused).
 RETRYABLE_KINDS = ('lock', 'connection', 'server')
@@ -61,8 +65,14 @@ def find_by_name(resources, name):
 
 
 def ours(entry, name):
-    """A VM of our vmid is ours if it carries our name, or none yet (the temporary config of a running clone)."""
-    return entry.get('name') in (name, None, '')
+    """A VM of our vmid is ours if it carries our name, or none yet (the temporary config of a running clone, which
+    qemu-server's vmstatus and so /cluster/resources name "VM <vmid>")."""
+    return entry.get('name') in (name, None, '', 'VM {0}'.format(_vmid(entry)))
+
+
+def collision(message, vmid):
+    """Does PVE's error say that ``vmid`` is taken (see COLLISION)?"""
+    return bool(re.search(COLLISION.replace('{vmid}', str(int(vmid))), message or '', re.I))
 
 
 class Cloner(object):
@@ -164,6 +174,8 @@ class Cloner(object):
         entry = find_by_vmid(self.api.resources('vm'), vmid)
         if entry is None or not ours(entry, self.name) or self.clone_task_running():
             return None
+        if entry.get('node') not in (self.source_node, self.params.get('target')):
+            return None     # not where our clone puts its VM: someone else's
         locked = entry.get('lock') == 'clone'
         if not locked and (entry.get('lock') or not task_failed):
             return None
@@ -217,7 +229,7 @@ class Cloner(object):
                     raise
                 continue
             except PveApiError as exc:
-                if COLLISION.search(exc.message or '') and not last:
+                if collision(exc.message, vmid) and not last:
                     entry, vmid = self.collision(vmid, exc.message, deadline)
                     if entry is not None:
                         return entry
@@ -231,7 +243,7 @@ class Cloner(object):
             try:
                 task = self.api.wait_task(upid, timeout=max(1, deadline - time.monotonic()))
             except PveTaskError as exc:
-                if COLLISION.search(exc.message or '') and not last:
+                if collision(exc.message, vmid) and not last:
                     # clone_vm checks the vmid again inside the task: another clone took it meanwhile.
                     entry, vmid = self.collision(vmid, exc.message, deadline)
                     if entry is not None:

@@ -462,7 +462,7 @@ class VmEngine(object):
         if changes or deletes:
             result['changed'] = True
             result['changes'] = sorted(list(changes) + list(deletes))
-            if not self.check_mode and current.get('status') == 'running':
+            if not self.check_mode and self.api.vm_status(node, vmid) not in (None, 'stopped'):
                 pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
                 result['pending'] = sorted(p['key'] for p in pending
                                            if 'pending' in p or p.get('delete'))
@@ -473,6 +473,10 @@ class VmEngine(object):
     def _power(self, spec, current, result):
         node, vmid = current['node'], current['vmid']
         status = current.get('status')
+        if (spec.state == 'started') != (status == 'running') and spec.state in ('started', 'stopped'):
+            # /cluster/resources shows the status pvestatd broadcast up to 10 s ago (PVE/API2Tools.pm
+            # extract_vm_stats): a VM started by the run before may still be listed stopped. Ask the VM itself.
+            status = self.api.vm_status(node, vmid) or status
         if spec.state == 'started' and status != 'running':
             result['changed'] = True
             if not self.check_mode:
@@ -497,7 +501,8 @@ class VmEngine(object):
             return result
         self.api.require_quorum()
         node, vmid = current['node'], current['vmid']
-        if current.get('status') == 'running':
+        # The listing's status may be 10 s old (pvestatd): ask the VM itself.
+        if (self.api.vm_status(node, vmid) or current.get('status')) != 'stopped':
             # An HA resource's stop only asks the HA manager; destroy_vm refuses the VM until it is off, then
             # purge takes it out of HA and out of the rules that name it.
             self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)

@@ -284,6 +284,10 @@ class ShadowRefresher(object):
                               '(site.yml; shadownet.proxmox.linked_clone with the plan, roles [shadow])'.format(
                                   shadow_name), kind='notfound')
         svmid = int(shadow['vmid'])
+        # The listing's status is pvestatd's, up to 10 s old (PVE/API2Tools.pm extract_vm_stats): ask the VM, and
+        # count a paused one (qmpstatus) as running, as PVE's destroy does.
+        status = self.api.vm_status(shadow['node'], svmid) or shadow.get('status')
+        shadow = dict(shadow, status='running' if status not in ('stopped', 'unknown', None) else status)
         self.result['shadow'] = dict(name=shadow_name, vmid=svmid, node=shadow['node'])
         if svmid == pvmid:
             raise PveApiError('primary and shadow are the same VM (vmid {0})'.format(pvmid), kind='config')
@@ -431,10 +435,19 @@ class ShadowRefresher(object):
         self._delete_snapshot(pnode, pvmid, snapname)
         if work['will_start']:
             fresh = self._one(self.api.resources('vm'), shadow['name'], 'shadow')
-            if fresh is not None and fresh.get('status') != 'running':
-                self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(fresh['node'], svmid))
-                self._step('started {0}'.format(shadow['name']))
+            if fresh is not None:
+                self._start(fresh['node'], svmid, shadow['name'])
         return self.result
+
+    def _start(self, node, vmid, name):
+        """Start the shadow unless it runs. The listing's status is pvestatd's, up to 10 s old, and for a vmid just
+        re-created it is the destroyed VM's: ask the VM. An HA resource's start waits until HA runs it
+        (PveApi.start_vm)."""
+        if self.api.vm_status(node, vmid) == 'running':
+            return
+        task = self.api.start_vm(node, vmid, timeout=self.timeout, name=name)
+        self.result['warnings'].extend(task.get('warnings') or [])
+        self._step('started {0}'.format(name))
 
     @staticmethod
     def _restore_failed(exc, work):
@@ -482,8 +495,7 @@ class ShadowRefresher(object):
                                        'resource and rules, if it had any, come back with the site playbook'.format(
                                            shadow['name']))
         if will_start and shadow.get('status') != 'running':
-            self._task('POST', 'nodes/{0}/qemu/{1}/status/start'.format(shadow['node'], svmid))
-            self._step('started {0}'.format(shadow['name']))
+            self._start(shadow['node'], svmid, shadow['name'])
         return self.result
 
     def _all_shared(self, pcfg):

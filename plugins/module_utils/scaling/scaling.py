@@ -459,9 +459,13 @@ def canary_state(api: PveApi, plan: dict[str, t.Any], entry: dict[str, t.Any], r
     if shadow_vm is None:
         return {'live': False, 'shadow': entry['shadow'],
                 'reason': 'no canary: the shadow {0} was not found in the cluster'.format(entry['shadow'])}
-    if shadow_vm.get('status') not in (None, 'running'):
+    status = shadow_vm.get('status')
+    if status not in (None, 'running'):
+        # The listing's status is pvestatd's, up to 10 s old (a shadow started just before): ask the VM.
+        status = api.vm_status(shadow_vm['node'], shadow_vm['vmid']) or status
+    if status not in (None, 'running'):
         return {'live': False, 'shadow': entry['shadow'],
-                'reason': 'no canary: the shadow {0} is {1}'.format(entry['shadow'], shadow_vm.get('status'))}
+                'reason': 'no canary: the shadow {0} is {1}'.format(entry['shadow'], status)}
     content, error = canary_utils.read_counters(api, shadow_vm, conf['stats_path'])
     return canary_utils.status(content, error, now, conf['stale_after_seconds'], entry['shadow'], conf['stats_path'])
 
