@@ -349,8 +349,8 @@ def _place_one(req, caps, online, where, groups):
                     '{0}: the golden template cannot be cloned to {1}'.format(name, choice))
     for n in held:
         if listed.index(n) < listed.index(choice):  # a node the listed order would have taken first
-            warnings.append('listed node {0} is {1}: {2} placed on {3} instead'.format(n, unavailable(caps[n]), name,
-                                                                                        choice))
+            warnings.append('listed node {0} is {1}: {2} placed on {3} instead'.format(
+                n, unavailable(caps[n]), name, choice))
     if listed and fits[order[0]] is not None:
         warnings.append('listed node {0} cannot hold {1} ({2}); placed on {3} instead'.format(
             order[0], name, fits[order[0]], choice))
