@@ -24,8 +24,8 @@ description:
     without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
     looks the VM up again instead of cloning a second time.
   - O(state=absent) stops the VM and destroys it with its disks (purge). Any VM whose process runs is stopped
-    first (C(running), and also C(paused), C(io-error), C(prelaunch), ...: C(/cluster/resources) shows the QMP
-    status, and qemu-server C(destroy_vm) refuses them all). The stop of an HA resource only asks PVE's
+    first (C(running), and also C(paused), C(io-error), C(prelaunch) and the other QMP states, which
+    C(/cluster/resources) shows and qemu-server C(destroy_vm) refuses all the same). The stop of an HA resource only asks PVE's
     HA manager, so the module waits (wall clock, O(timeout)) until the VM is off before the destroy, which also
     takes it out of HA and out of the HA rules that name it. Templates are never modified, and a source that is
     not a template is refused.
