@@ -23,10 +23,19 @@ description:
   - A failed clone task is reported with PVE's own message, and the half-made VM is removed, so a rerun converges
     without a duplicate or an orphan. If the connection drops while the clone request is in flight, the module
     looks the VM up again instead of cloning a second time.
-  - O(state=absent) stops the VM and destroys it with its disks (purge). The stop of an HA resource only asks PVE's
+  - O(state=absent) stops the VM and destroys it with its disks (purge). Any VM whose process runs is stopped
+    first (C(running), and also C(paused), C(io-error), C(prelaunch) and the other QMP states, which
+    C(/cluster/resources) shows and qemu-server C(destroy_vm) refuses all the same). The stop of an HA resource only asks PVE's
     HA manager, so the module waits (wall clock, O(timeout)) until the VM is off before the destroy, which also
     takes it out of HA and out of the HA rules that name it. Templates are never modified, and a source that is
     not a template is refused.
+  - A VM with C(protection) set is refused before any write (PVE's C(destroy_vm) refuses it), naming the VM and the
+    fix, C(qm set <vmid> --protection 0), in check mode too, also for O(prune). Warnings of the destroy task (a disk
+    PVE could not remove, "check manually") are returned as warnings. A clone of a golden template with
+    C(protection) set inherits it (qemu-server C(clone_vm) copies it); the module warns that PVE will refuse to
+    destroy that VM.
+  - With O(state=started), a VM that is paused (or in another QMP state than C(running)) is not started again
+    (PVE refuses it); the module warns. O(state=stopped) stops it.
   - The golden template may live on shared storage that makes linked clones (RBD, NFS, CIFS, ZFS over iSCSI), and the
     clone is made with C(target) on the chosen node. Or it may be copied to each node under the same name (found
     by name, or by the vmid of any copy), and the clone is made from the copy on the chosen node. PVE refuses
@@ -58,7 +67,9 @@ options:
         the run places. With the template's C(nodes), the first online node of C(preferred_nodes) that can hold
         the VM (a warning names the VM, the skipped node and the shortfall); without, the online node with the
         fewest VMs of the same service, then the most free memory. A shadow keeps off the nodes its primaries are
-        (or will be) on. Offline nodes are never chosen; when no node can hold a VM, the module fails before any
+        (or will be) on. Offline nodes are never chosen, nor nodes whose HA state (C(hastate) in
+        C(/cluster/resources)) is not C(online), such as a node in HA maintenance mode, which the HA manager is
+        emptying (named in the C(placement) reason; a warning for a listed node); when no node can hold a VM, the module fails before any
         write. RV(vms) gives each new VM's C(placement) reason.
       - The per-VM options (O(template), O(cores), O(nets), ...) then come from the plan and must not be given.
     type: dict

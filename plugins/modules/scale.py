@@ -12,8 +12,10 @@ description:
   - Acts on the decisions of M(shadownet.proxmox.forecast), one per service.
   - Horizontal mode adds instances through the same linked-clone engine as M(shadownet.proxmox.linked_clone),
     named C(name_prefix) plus the next free index, tagged like the other primaries, with the metadata of the
-    first primary plus C(scaled) true, placed off the shadow's node when possible. Scale-in destroys the
-    instances with the highest indexes. The result lists the mirrors and VRRP members that the port_mirror and
+    first primary plus C(scaled) true, placed off the shadow's node when possible (never on a node in HA
+    maintenance mode). Scale-in destroys the instances with the highest indexes, stopping them first when their
+    process runs (paused ones too); an instance with C(protection) set fails the scale-in before any write to it,
+    naming the VM and C(qm set <vmid> --protection 0). The result lists the mirrors and VRRP members that the port_mirror and
     vip_failover roles must add or drop, so that the service's shadow keeps covering every primary.
   - Vertical mode resizes cores and memory of every primary within bounds. PVE hot-plugs C(vcpus) only when the
     VM's C(hotplug) has C(cpu), and memory only when C(hotplug) has C(memory) and C(numa) is 1; otherwise the

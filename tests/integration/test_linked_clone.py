@@ -200,6 +200,68 @@ def test_absent_destroys(pvesim, pve_conn):
     assert not run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))['changed']
 
 
+def test_paused_vm_is_stopped_before_it_is_destroyed(pvesim, pve_conn, proxmoxer_api):
+    """/cluster/resources shows the QMP status (pve-manager pvestatd.pm update_qemu_status), so a paused VM is
+    'paused', not 'running'; destroy_vm still refuses it ("VM <vmid> is running - destroy failed")."""
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    proxmoxer_api.nodes(vm.node).qemu(vm.vmid).status.suspend.post()
+    assert vm.status == 'running' and vm.qmpstatus == 'paused'
+    pvesim.pve.statd_round()            # a while later: pvestatd has listed it since
+    listed = [r for r in proxmoxer_api.cluster.resources.get(type='vm') if r['vmid'] == vm.vmid]
+    assert listed[0]['status'] == 'paused'
+    # state=stopped stops it too; state=started does not try to start it again (PVE would refuse), it warns
+    started = run_module(linked_clone, args(pve_conn, state='started'))
+    assert not started['changed'] and 'is paused, not running' in str(started.get('warnings'))
+    mark = pvesim.mark()
+    result = run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))
+    assert result['changed'] and vms_named(pvesim, 'shop-web-1') == []
+    writes = [(m, p) for m, p, b in pvesim.writes(mark)]
+    assert writes == [('POST', '/api2/json/nodes/{0}/qemu/{1}/status/stop'.format(vm.node, vm.vmid)),
+                      ('DELETE', '/api2/json/nodes/{0}/qemu/{1}'.format(vm.node, vm.vmid))], writes
+
+
+def test_protected_vm_is_refused_before_any_write(pvesim, pve_conn):
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    vm.config['protection'] = 1
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert "'shop-web-1' (vmid {0} on pve2) has protection enabled".format(vm.vmid) in msg, msg
+        assert '`qm set {0} --protection 0`'.format(vm.vmid) in msg and 'nothing was changed' in msg, msg
+        assert pvesim.writes(mark) == []
+    assert vm.status == 'running' and vms_named(pvesim, 'shop-web-1') == [vm]  # not stopped, not destroyed
+    del vm.config['protection']
+    assert run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))['changed']
+
+
+def test_a_clone_of_a_protected_template_warns_that_it_is_protected(pvesim, pve_conn):
+    # qemu-server clone_vm copies every key it does not skip: protection too
+    pvesim.pve.vm(9000).config['protection'] = 1
+    result = run_module(linked_clone, args(pve_conn))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    assert str(vm.config.get('protection')) == '1'
+    assert 'inherited protection from its golden template' in str(result.get('warnings')), result.get('warnings')
+    assert '`qm set {0} --protection 0`'.format(vm.vmid) in str(result.get('warnings'))
+
+
+def test_destroy_warnings_are_reported(pvesim, pve_conn):
+    """qemu-server destroy_vm: a disk it cannot free is a log_warn ("Could not remove disk '<volid>', check
+    manually"), the VM goes and the task ends WARNINGS."""
+    run_module(linked_clone, args(pve_conn))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    sid = vm.config['scsi0'].split(':')[0]
+    pvesim.pve.fail_vdisk_free(sid)
+    result = run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))
+    assert result['changed'] and vms_named(pvesim, 'shop-web-1') == []
+    warnings = str(result.get('warnings'))
+    assert "destroy of vmid {0}: WARN: Could not remove disk '{1}".format(vm.vmid, sid) in warnings, warnings
+    assert 'check manually' in warnings
+
+
 def test_duplicate_names_are_an_error(pvesim, pve_conn):
     pvesim.pve.add_vm(500, 'dup', node='pve1')
     pvesim.pve.add_vm(501, 'dup', node='pve2')

@@ -5,7 +5,7 @@ import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
 from lab.modrun import ModuleFailed, run_module
-from lab.shop import CACHE, SHOP, plan_of, shop_template
+from lab.shop import CACHE, DB, SHOP, plan_of, shop_template
 
 TEMPLATE = shop_template(services=SHOP['services'] + [CACHE])
 
@@ -234,3 +234,61 @@ def test_listed_nodes_with_a_local_golden_template_are_refused_before_any_write(
         assert "can't clone VM to node 'pve2' (VM uses local storage)" in msg
         assert pvesim.writes(mark) == []
     assert managed(pvesim) == {}
+
+
+def test_a_node_in_ha_maintenance_gets_no_new_vm(pvesim, pve_conn, proxmoxer_api):
+    """pve-manager API2/Cluster.pm resources: node entries carry the CRM's node_status as `hastate`. A node in HA
+    maintenance is being emptied by the CRM (pve-ha-manager Manager.pm next_state_started), so it has the most free
+    memory; the default placement would fill it."""
+    pve = pvesim.pve
+    # an HA-managed guest on pve2, so PVE's CRM is active; the maintenance moves it off pve2
+    guest = pve.add_vm(500, 'other-db', node='pve2', status='running', config={'memory': 1024, 'cores': 1})
+    pve.ha_resources['vm:500'] = {'state': 'started'}
+    pve._ha_vm_state('vm:500')
+    for name in ('pve1', 'pve3'):
+        pve.set_node_size(name, maxmem=64 * GiB, mem=24 * GiB)
+    pve.set_node_maintenance('pve2')
+    nodes = dict((n['node'], n.get('hastate')) for n in proxmoxer_api.cluster.resources.get(type='node'))
+    assert nodes == {'pve1': 'online', 'pve2': 'maintenance', 'pve3': 'online'}
+    assert guest.node != 'pve2' and pve.ha_migrations == [('vm:500', 'pve2', guest.node)]
+    mark = pvesim.mark()
+    dry = run_module(linked_clone, dict(pve_conn, plan=plan_of(DEFAULT)), check_mode=True)
+    assert pvesim.writes(mark) == []
+    assert 'pve2' not in [r['node'] for r in dry['vms']], dry['vms']
+    assert all('skipped pve2 in HA maintenance mode' in r['placement'] for r in dry['vms']), dry['vms']
+    run_module(linked_clone, dict(pve_conn, plan=plan_of(DEFAULT)))
+    assert [n for n, vm in managed(pvesim).items() if vm.node == 'pve2'] == []
+    # listed nodes: skipped too, with a warning naming the node
+    listed = run_module(linked_clone, dict(pve_conn, plan=plan_of(TEMPLATE), roles=['primary']))
+    assert [n for n, vm in managed(pvesim).items() if vm.node == 'pve2'] == []
+    assert 'listed node pve2 is in HA maintenance mode' in str(listed.get('warnings')), listed.get('warnings')
+    # out of maintenance: the CRM moves the guest back (maintenance_node), and pve2 takes VMs again
+    pve.set_node_maintenance('pve2', enable=False)
+    proxmoxer_api.cluster.resources.get(type='node')
+    assert guest.node == 'pve2' and pve.ha_node_status['pve2'] == 'online'
+
+
+def test_prune_reports_a_protected_vm_and_removes_a_paused_one(pvesim, pve_conn, proxmoxer_api):
+    three = shop_template(services=SHOP['services'] + [CACHE, DB])
+    run_module(linked_clone, dict(pve_conn, plan=plan_of(three), state='started'))
+    vms = managed(pvesim)
+    cache, db = vms['shop-cache-1'], vms['shop-db-1']
+    cache.config['protection'] = 1
+    proxmoxer_api.nodes(db.node).qemu(db.vmid).status.suspend.post()
+    assert db.qmpstatus == 'paused'
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(linked_clone, dict(pve_conn, plan=plan_of(SHOP), prune=True), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert msg.startswith('1 of ') and "shop-cache-1: 'shop-cache-1' (vmid {0} on {1}) has protection " \
+            "enabled".format(cache.vmid, cache.node) in msg, msg
+        assert 'shop-db-1' in info.value.result['pruned'], info.value.result['pruned']
+        writes = [(m, p) for m, p, b in pvesim.writes(mark)]
+        if check_mode:
+            assert writes == []
+        else:
+            assert not [w for w in writes if '/qemu/{0}'.format(cache.vmid) in w[1]], writes
+    # the protected VM was not touched; the paused one was stopped and destroyed
+    assert cache.status == 'running' and 'shop-cache-1' in managed(pvesim)
+    assert 'shop-db-1' not in managed(pvesim)

@@ -31,12 +31,21 @@ What is modelled on top of fakepve
   VM stops, and its resource's state becomes `stopped`, once `ha_crm_polls` later requests have read its state
   (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every
   time scale; a resource removed meanwhile drops the stop. destroy refuses the running VM; with purge its
-  task takes the VM out of HA and its rules.
+  task takes the VM out of HA and its rules. Node entries of `/cluster/resources` carry `hastate` (the CRM's
+  node_status, pve-manager Cluster.pm resources) once the CRM has node status; `set_node_maintenance(node)` is
+  `ha-manager crm-command node-maintenance enable`: the node's state becomes `maintenance` at the CRM's next
+  round and its started HA services move to another online node, and back once it is disabled (pve-ha-manager
+  NodeStatus.pm update, Manager.pm next_state_started; `ha_migrations`).
 - Guest agent (pvesim_agent.py): every agent command first checks, as qemu-server Agent.pm assert_agent_available
   does, that the config has `agent` ("No QEMU guest agent configured"), the VM runs ("VM <id> is not running") and
   the agent answers ("QEMU guest agent is not running"); `file-read` reads files put into the guest
   (`put_guest_file`, `POST /_sim/guest_file`) with offset, count, decode, `bytes-read` and `truncated` as
   API2/Qemu/Agent.pm gives them, a missing file failing with the agent's error.
+- VM status and destroy (pvesim_qemu.py): `/cluster/resources` gives a running VM's QMP status as its `status`
+  (paused, ...; pve-manager pvestatd.pm update_qemu_status); `fail_vdisk_free(sid)` makes the removal of volumes on
+  a storage fail in destroy, which logs "WARN: Could not remove disk '<volid>', check manually: ..." and ends
+  "WARNINGS: n" with the VM gone (qemu-server QemuServer.pm destroy_vm log_warn). Protection and a running process
+  refuse the destroy (fakepve, as qemu-server destroy_vm).
 - VMs (pvesim_qemu.py, pvesim_rrd.py): `rrddata` as pve-cluster RRD.pm create_rrd_data answers it, from a series
   of raw samples injected per VM (`inject_rrd`), else one minute of the VM's current usage (`set_stats`): PVE 9's
   shapes by default (hour 60 x 60 s, day 1440 x 60 s, week 336 x 30 min, month 1440 x 30 min, year 1440 x 6 h;

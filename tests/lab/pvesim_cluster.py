@@ -352,6 +352,14 @@ class HaApi(object):
         # ha_crm_start_secs PVE seconds (scaled by time_scale) after the first HA resource; never while
         # ha_crm_running is False (pve-ha-crm stopped). The rules API counts these nodes, not the cluster's.
         self.ha_node_status = {}
+        # Nodes asked into maintenance (`ha-manager crm-command node-maintenance enable <node>`: src/PVE/CLI/
+        # ha_manager.pm node-maintenance-set queues the command; src/PVE/HA/Manager.pm update_crm_commands sets
+        # node_request maintenance, the node's LRM goes into mode maintenance, and src/PVE/HA/NodeStatus.pm update
+        # shows the node as 'maintenance' while it is online). See set_node_maintenance. ha_migrations: (sid, from
+        # node, to node) of each service the CRM moved off a node in maintenance, or back onto it afterwards.
+        self.ha_maintenance = set()
+        self._ha_maintenance_node = {}
+        self.ha_migrations = []
         self.ha_crm_start_secs = 10.0
         self.ha_crm_running = True
         self._ha_crm_waiting_since = None
@@ -390,7 +398,9 @@ class HaApi(object):
             vm.started_at = now
 
     def _ha_recovery_node(self, sid, vm, exclude=()):
-        online = sorted(n for n, info in self.nodes.items() if info.get('online', True) and n not in exclude)
+        # NodeStatus.pm list_online_nodes: only nodes in state online (not maintenance) take services
+        online = sorted(n for n, info in self.nodes.items() if info.get('online', True) and n not in exclude
+                        and self.ha_node_status.get(n, 'online') == 'online')
         apart = set()
         preferred = None
         for rule in self.ha_rules.values():
@@ -434,9 +444,55 @@ class HaApi(object):
                 return
         for node, info in sorted(self.nodes.items()):
             if info.get('online', True):
-                self.ha_node_status[node] = 'online'
+                # NodeStatus.pm update: an online node whose LRM is in maintenance mode is 'maintenance'
+                self.ha_node_status[node] = 'maintenance' if node in self.ha_maintenance else 'online'
             elif node in self.ha_node_status:
                 self.ha_node_status[node] = 'unknown'
+        self._ha_maintenance_moves()
+
+    def set_node_maintenance(self, node, enable=True):
+        """`ha-manager crm-command node-maintenance enable|disable <node>`: at the CRM's next round (the next
+        request) the node's HA state becomes 'maintenance' (in /cluster/resources `hastate` and manager_status
+        node_status) and the CRM moves every HA service that is started on it to another online node (a live
+        migration: the VM keeps running), remembering the node; once maintenance is disabled the services go back
+        (pve-ha-manager src/PVE/HA/Manager.pm next_state_started, `maintenance_node`). Needs a master CRM (HA
+        resources configured), as on PVE, where the command waits in the CRM's queue until then."""
+        if enable:
+            self.ha_maintenance.add(node)
+        else:
+            self.ha_maintenance.discard(node)
+
+    def _ha_maintenance_moves(self):
+        for sid, res in sorted(self.ha_resources.items()):
+            kind, vmid = sid.split(':')
+            vm = self.vm(int(vmid)) if kind == 'vm' else None
+            if vm is None or res.get('state', 'started') not in ('started', 'enabled') or self.ha_in_error(vm):
+                continue
+            home = self._ha_maintenance_node.get(sid)
+            if self.ha_node_status.get(vm.node) == 'maintenance':
+                target = self._ha_recovery_node(sid, vm, exclude=(vm.node,))
+                if target is None:
+                    continue                    # Manager.pm: no node to move it to; it stays where it is
+                self._ha_maintenance_node.setdefault(sid, vm.node)
+                self.ha_migrations.append((sid, vm.node, target))
+                vm.node = target
+            elif home is not None and self.ha_node_status.get(home) == 'online':
+                del self._ha_maintenance_node[sid]
+                if vm.node != home:
+                    self.ha_migrations.append((sid, vm.node, home))
+                    vm.node = home
+
+    async def _resources(self, request):
+        # pve-manager PVE/API2/Cluster.pm resources: a node entry carries `hastate`, the CRM's node_status of it
+        # (online, maintenance, unknown, fence, gone), whenever the CRM's manager_status lists the node.
+        response = await super()._resources(request)
+        if not self.ha_node_status:
+            return response
+        body = json.loads(response.text)
+        for item in body.get('data') or []:
+            if isinstance(item, dict) and item.get('type') == 'node' and item.get('node') in self.ha_node_status:
+                item['hastate'] = self.ha_node_status[item['node']]
+        return web.json_response(body)
 
     async def _ha_manager_status(self, v, user):
         # pve-ha-manager src/PVE/API2/HA/Status.pm manager_status: the file as the CRM wrote it ({} before).

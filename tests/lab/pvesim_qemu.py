@@ -6,6 +6,8 @@ gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /c
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
+import asyncio
+import contextvars
 import json
 import re
 import time
@@ -151,6 +153,8 @@ def _volume_storages(config):
 
 GiB = 1024 ** 3
 # A node's size when the cluster file does not give one (fakepve's fixed figures).
+# The record of the qmdestroy task running in this context (see QemuExtras._qm_free): its log gets the warnings.
+_DESTROYING = contextvars.ContextVar('pvesim_destroying', default=None)
 NODE_DEFAULTS = {'maxcpu': 4, 'maxmem': 8 * GiB, 'mem': 2 * GiB, 'cpu': 0.02}
 
 
@@ -181,8 +185,76 @@ class QemuExtras(object):
         self.statd_lag_reads = 1
         self._statd = {}
         self._statd_pending = {}
+        # fail_vdisk_free: storage id -> [message, removals left to fail (None: all)].
+        self.vdisk_free_faults = {}
 
     # ------------------------------------------------------------ test helpers
+
+    def fail_vdisk_free(self, sid, message=None, times=None):
+        """Make pve-storage vdisk_free fail for volumes on storage ``sid`` (``times`` removals; None: until
+        ``vdisk_free_faults`` is cleared). qemu-server QemuServer.pm
+        destroy_vm catches it: `log_warn("Could not remove disk '$volid', check manually: $@")`, the volume stays,
+        the VM is destroyed and its task ends "WARNINGS: n" (pve-common RESTEnvironment fork_worker counts
+        log_warn). The storage's own error text is this simulator's (PVE shows the plugin's)."""
+        self.vdisk_free_faults[sid] = [message or "volume deactivation failed: device or resource busy", times]
+
+    def _qm_free(self, volid):
+        sid = volid.split(':', 1)[0] if ':' in str(volid) else None
+        fault = self.vdisk_free_faults.get(sid)
+        record = _DESTROYING.get()
+        if fault is None or record is None:
+            return super()._qm_free(volid)
+        if fault[1] is not None:
+            fault[1] -= 1
+            if fault[1] <= 0:
+                del self.vdisk_free_faults[sid]
+        line = "WARN: Could not remove disk '{0}', check manually: {1}".format(volid, fault[0])
+        if line not in record['log']:  # destroy_vm frees each volume once ($volids)
+            record['log'].append(line)
+            record['_warnings'] = record.get('_warnings', 0) + 1
+
+    async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):
+        if ttype != 'qmdestroy':
+            return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
+        # qemu-server destroy_vm logs a disk it cannot free with log_warn and goes on; the worker then ends
+        # "WARNINGS: n" (pve-common RESTEnvironment fork_worker), which fakepve's task runner cannot end with.
+        upid, pid, start = self._upid(node, ttype, tid, user)
+        record = {'upid': upid, 'node': node, 'pid': pid, 'pstart': pid * 7, 'starttime': start,
+                  'type': ttype, 'id': str(tid), 'user': user, 'status': 'running', 'log': list(log)}
+        self.tasks[upid] = record
+        self.tasklog.append(record)
+
+        async def run():
+            token = _DESTROYING.set(record)
+            status = 'OK'
+            try:
+                if vm is not None and lock:
+                    await self.acquire(vm, upid)
+                try:
+                    note = await body()
+                    if note:
+                        record['log'].append(note)
+                finally:
+                    if vm is not None and lock:
+                        self.release(vm, upid)
+            except TaskError as exc:
+                status = str(exc)
+                record['log'].append(status)
+            finally:
+                _DESTROYING.reset(token)
+            warned = record.pop('_warnings', 0)
+            last = 'TASK ERROR: ' + status
+            if status == 'OK':
+                status = 'WARNINGS: {0}'.format(warned) if warned else 'OK'
+                last = 'TASK ' + status
+            record.update(status='stopped', exitstatus=status, endtime=int(time.time()))
+            record['log'].append(last)
+
+        if self.time_scale:
+            asyncio.ensure_future(run())
+        else:
+            await run()
+        return upid
 
     def inject_rrd(self, vmid, points):
         """Serve this series from rrddata for the VM: points are dicts with `time` (epoch seconds) and fields
@@ -261,9 +333,17 @@ class QemuExtras(object):
 
     async def _resources(self, request):
         response = self._with_node_usage(await super()._resources(request))
-        if not self.statd_lag_reads:
-            return response
+        # pve-manager PVE/Service/pvestatd.pm update_qemu_status records `$d->{qmpstatus} || $d->{status}` for
+        # each VM, and PVE/API2/Cluster.pm resources (PVE/API2Tools.pm extract_vm_stats) answers that as the VM's
+        # `status`: a VM whose process runs shows QEMU's own status (paused, io-error, prelaunch, postmigrate, ...).
         body = json.loads(response.text)
+        for item in body.get('data') or []:
+            if isinstance(item, dict) and item.get('type') == 'qemu' and item.get('status') == 'running':
+                vm = self.vm(int(item['vmid']))
+                if vm is not None and vm.qmpstatus:
+                    item['status'] = vm.qmpstatus
+        if not self.statd_lag_reads:
+            return ok(body.get('data'))
         return ok([self._statd_view(item) for item in body.get('data') or []])
 
     # Fields of a VM's /cluster/resources entry that come from the status pvestatd broadcasts, not from the config.
@@ -299,7 +379,9 @@ class QemuExtras(object):
     def statd_round(self):
         """Publish every VM's current fields at once (a pvestatd round: the cluster as loaded, before any request)."""
         for vm in self.vms:
-            item = {'name': vm.name, 'status': vm.status, 'template': 1 if vm.template else 0}
+            running = vm.status == 'running'
+            item = {'name': vm.name, 'status': vm.qmpstatus if running and vm.qmpstatus else vm.status,
+                    'template': 1 if vm.template else 0}
             item.update(self._vm_usage(vm))
             self._statd[int(vm.vmid)] = dict((k, v) for k, v in item.items() if k in self.STATD_FIELDS)
         self._statd_pending.clear()

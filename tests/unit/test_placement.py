@@ -6,8 +6,10 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core import plac
 GiB = 1024 ** 3
 
 
-def node(name, maxmem_gib=64, mem_gib=2, maxcpu=16, cpu=0.02, status='online'):
+def node(name, maxmem_gib=64, mem_gib=2, maxcpu=16, cpu=0.02, status='online', hastate=None):
     item = {'type': 'node', 'node': name, 'status': status}
+    if hastate:
+        item['hastate'] = hastate
     if status == 'online':
         item.update(maxmem=maxmem_gib * GiB, mem=mem_gib * GiB, maxcpu=maxcpu, cpu=cpu)
     return item
@@ -92,6 +94,35 @@ def test_offline_nodes_are_never_chosen():
     assert none['web-1']['node'] is None and 'no online node' in none['web-1']['error']
 
 
+def test_a_node_in_ha_maintenance_is_skipped_though_it_has_the_most_free_memory():
+    # pve-manager API2/Cluster.pm resources: node entries carry the CRM's node_status as hastate; the CRM moves the
+    # HA services off a node in maintenance (pve-ha-manager Manager.pm next_state_started), so it looks emptiest.
+    drained = caps(node('pve1', mem_gib=30, hastate='online'), node('pve2', mem_gib=1, hastate='maintenance'),
+                   node('pve3', mem_gib=20, hastate='online'))
+    out = placement_utils.place([primary('web-1'), primary('web-2')], drained)
+    assert out['web-1']['node'] == 'pve3' and out['web-2']['node'] == 'pve1'
+    assert 'skipped pve2 in HA maintenance mode' in out['web-1']['reason']
+    assert out['web-1']['warnings'] == []
+    # fence, unknown, gone: not chosen either; a node HA does not report on (no hastate) is
+    fenced = placement_utils.place([primary('web-1')], caps(node('pve1', hastate='fence'), node('pve2', mem_gib=40)))
+    assert fenced['web-1']['node'] == 'pve2' and 'pve1 in HA node state fence' in fenced['web-1']['reason']
+    none = placement_utils.place([primary('web-1')], caps(node('pve1', hastate='maintenance')))
+    assert none['web-1']['node'] is None
+    assert 'no online node' in none['web-1']['error'] and 'pve1 in HA maintenance mode' in none['web-1']['error']
+
+
+def test_a_listed_node_in_ha_maintenance_is_skipped_with_a_warning_naming_it():
+    drained = caps(node('pve1'), node('pve2', hastate='maintenance'), node('pve3'))
+    out = placement_utils.place([primary('web-1', listed=['pve2', 'pve3', 'pve1'])], drained)
+    assert out['web-1']['node'] == 'pve3'
+    assert out['web-1']['warnings'] == ['listed node pve2 is in HA maintenance mode (hastate maintenance: the HA '
+                                        'manager is moving guests off it): web-1 placed on pve3 instead']
+    assert 'skipped pve2 in HA maintenance mode' in out['web-1']['reason']
+    # listed after the node chosen: skipped silently, as it would not have been taken
+    later = placement_utils.place([primary('web-1', listed=['pve1', 'pve2'])], drained)
+    assert later['web-1']['node'] == 'pve1' and later['web-1']['warnings'] == []
+
+
 def test_listed_nodes_keep_their_order_and_warn_naming_vm_node_and_shortfall():
     small = caps(node('pve1'), node('pve2', maxmem_gib=3), node('pve3'))
     out = placement_utils.place([primary('web-2', memory=4096, listed=['pve2', 'pve3', 'pve1'])], small)
@@ -128,6 +159,16 @@ def test_node_capacities_count_running_vms_at_their_size_and_stopped_plan_vms():
     # mem 3 GiB (2 host + 1 used by a); a may grow by 3 GiB; b is in the plan and will be started.
     out = caps(node('pve1', mem_gib=3), vms=vms, plan_names=['b'])
     assert out['pve1']['committed'] == (3 + 3 + 2) * 1024 and out['pve1']['maxmem'] == 64 * 1024
+
+
+def test_node_capacities_count_a_paused_vm_as_running():
+    # /cluster/resources status is pvestatd's qmpstatus: a paused (or io-error, prelaunch, ...) VM keeps its process
+    vms = [{'type': 'qemu', 'node': 'pve1', 'name': 'p', 'status': status, 'maxmem': 4 * GiB, 'mem': GiB}
+           for status in ('paused', 'io-error', 'prelaunch', 'postmigrate')]
+    out = caps(node('pve1', mem_gib=6), vms=vms)
+    assert out['pve1']['committed'] == (6 + 4 * 3) * 1024
+    assert [placement_utils.process_runs(s) for s in ('running', 'paused', 'stopped', 'unknown', None)] == [
+        True, True, False, None, None]
 
 
 # ------------------------------------------------------------------------------------------------ clone routes

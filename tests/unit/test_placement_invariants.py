@@ -3,7 +3,7 @@
 """placement.place() on many random clusters and templates: what must hold whatever the cluster looks like.
 
 test_placement.py pins worked answers; these pin the rules every answer obeys on clusters drawn at random with a
-fixed seed (1 to 6 nodes, some offline, full or nearly empty, of other sizes; services with and without listed
+fixed seed (1 to 6 nodes, some offline or in HA maintenance, full or nearly empty, of other sizes; services with and without listed
 nodes, shadows, VMs that exist, templates that reach only some nodes): a VM lands on an online node that can hold
 it when one exists and otherwise gets an error that says so, a group is spread, a shadow keeps off its primaries'
 nodes whenever it can, and the answer does not depend on anything but its inputs.
@@ -23,6 +23,9 @@ def _cluster(rnd):
         name = 'pve%d' % (i + 1)
         status = 'online' if rnd.random() < 0.85 else rnd.choice(('offline', 'unknown'))
         item = {'type': 'node', 'node': name, 'status': status}
+        hastate = rnd.choice((None, None, 'online', 'online', 'maintenance', 'fence'))
+        if hastate:                                              # the CRM's node_status (HA in use)
+            item['hastate'] = hastate
         if status == 'online':
             maxmem = rnd.choice((0, 4, 16, 64, 256)) * GiB          # 0: memory not visible to this user
             item.update(maxmem=maxmem, mem=int(maxmem * rnd.uniform(0, 0.95)), maxcpu=rnd.choice((0, 2, 8, 64)),
@@ -58,7 +61,7 @@ def _fits(cap, memory, vcpus):
 
 
 def test_every_placement_obeys_the_rules():
-    placed = errors = shared = 0
+    placed = errors = shared = drained_seen = 0
     for seed in range(CLUSTERS):
         rnd = random.Random(seed)
         caps = _cluster(rnd)
@@ -82,7 +85,8 @@ def test_every_placement_obeys_the_rules():
                 where[req['name']] = req['node']
                 groups.setdefault(req['group'], []).append(req['node'])
                 continue
-            online = [n for n in names if caps[n]['status'] == 'online']
+            # online, and not in an HA state other than online (maintenance: the CRM is emptying it)
+            online = [n for n in names if caps[n]['status'] == 'online' and caps[n]['hastate'] in (None, 'online')]
             candidates = [n for n in req['listed'] if n in online] if req['listed'] else [
                 n for n in online if req['reach'] is None or n in req['reach']]
             now = dict((n, dict(caps[n], committed=committed[n])) for n in candidates)
@@ -96,6 +100,7 @@ def test_every_placement_obeys_the_rules():
                 continue
             placed += 1
             node = res['node']
+            drained_seen += any(caps[n]['status'] == 'online' and n not in online for n in names)
             assert node in fitting, shown                         # online, a candidate, and it can hold the VM
             assert req['reach'] is None or node in req['reach'], shown
             if [n for n in fitting if n not in avoid]:
@@ -109,8 +114,13 @@ def test_every_placement_obeys_the_rules():
             else:
                 order = [n for n in candidates if n not in avoid] + [n for n in candidates if n in avoid]
                 assert node == next(n for n in order if n in fitting), shown
+                drained = [n for n in req['listed'][:req['listed'].index(node)] if n in caps
+                           and caps[n]['status'] == 'online' and n not in online]
+                for n in drained:                                 # a listed node skipped for HA is named
+                    assert any('listed node {0} is '.format(n) in w for w in res['warnings']), shown
             committed[node] += req['memory']
             where[req['name']] = node
             groups.setdefault(req['group'], []).append(node)
     # the draws reach every outcome: placed, refused, and a shadow that had to share
     assert placed > 300 and errors > 20 and shared > 5, (placed, errors, shared)
+    assert drained_seen > 20, drained_seen

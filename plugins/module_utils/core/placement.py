@@ -14,7 +14,11 @@ Two questions, answered from plain data that ``vm.py`` reads from the cluster be
   that node, without ``target``).
 - :func:`place`: the node of each new VM, by free capacity (``/cluster/resources`` type node: ``maxmem``/``mem``,
   ``maxcpu``/``cpu``, plus what this run already placed there), spreading the primaries of a service and keeping
-  each shadow off the nodes of the primaries it shadows; with a short reason per VM.
+  each shadow off the nodes of the primaries it shadows; with a short reason per VM. A node is a candidate only
+  when it is ``online`` and, where the HA manager reports on it (``hastate``: pve-manager ``API2/Cluster.pm``
+  ``resources`` copies the CRM's ``manager_status`` ``node_status``), its HA state is ``online`` too: a node in
+  ``maintenance`` (pve-ha-manager ``NodeStatus.pm``) is being emptied by the CRM (``Manager.pm``
+  ``next_state_started``), and has the most free memory exactly because of that.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core import prop
 
 __all__ = ['MiB', 'SHARED_TYPES', 'LINKED_CLONE_TYPES', 'PlacementError', 'storage_table', 'template_volumes',
            'clone_reach', 'clone_route', 'snapshot_clone_problem', 'volume_format', 'reaches', 'refusal',
-           'node_capacities', 'shortfall', 'place']
+           'node_capacities', 'process_runs', 'unavailable', 'shortfall', 'place']
 
 MiB = 1024 * 1024
 # pve-storage src/PVE/Storage/Plugin.pm @SHARED_STORAGE: parse_config marks storages of these types shared.
@@ -250,32 +254,65 @@ def clone_route(reaches_list: list[dict[str, t.Any]], node: str,
     raise PlacementError(return_msg)
 
 
+# A VM's status in /cluster/resources is what pvestatd recorded (pve-manager PVE/Service/pvestatd.pm
+# update_qemu_status: `$d->{qmpstatus} || $d->{status}`), so a VM whose QEMU process runs may be 'paused',
+# 'io-error', 'prelaunch', 'postmigrate', 'suspended', ... as well as 'running'. Only these mean no process:
+# 'stopped', and 'unknown' (PVE/API2Tools.pm extract_vm_stats: no status recorded, e.g. its node is offline).
+NOT_RUNNING = frozenset(('stopped', 'unknown', ''))
+
+
+def process_runs(status: t.Any) -> bool | None:
+    """Does a VM of this /cluster/resources ``status`` have a QEMU process (True), none (False), or is that not
+    known from the listing (None: ``unknown`` or missing; ask ``status/current``)?"""
+    text = str(status or '')
+    if text == 'stopped':
+        return False
+    return None if text in NOT_RUNNING else True
+
+
 def node_capacities(node_items: list[dict[str, t.Any]] | None, vm_items: list[dict[str, t.Any]] | None,
                     plan_names: t.Iterable[str] = ()) -> dict[str, dict[str, t.Any]]:
-    """{node: {status, maxmem, committed, maxcpu, cpu}} (memory in MiB) from /cluster/resources items.
+    """{node: {status, hastate, maxmem, committed, maxcpu, cpu}} (memory in MiB) from /cluster/resources items.
 
-    ``committed`` is the node's ``mem`` plus, for every running VM on it, the memory it may still grow into
-    (``maxmem - mem``), plus the full ``maxmem`` of stopped VMs named in ``plan_names`` (a build starts them).
-    Offline nodes have no usage: they are listed with status ``offline`` and never chosen.
+    ``committed`` is the node's ``mem`` plus, for every VM whose process runs on it (running, paused, ...), the
+    memory it may still grow into (``maxmem - mem``), plus the full ``maxmem`` of stopped VMs named in
+    ``plan_names`` (a build starts them). Offline nodes have no usage: they are listed with status ``offline`` and
+    never chosen. ``hastate`` is the HA manager's state of the node (None where HA reports none).
     """
     out = {}
     for item in node_items or []:
         if item.get('type', 'node') != 'node':
             continue
         name = item.get('node') or item.get('name')
-        out[name] = dict(status=item.get('status') or 'unknown', maxmem=int(item.get('maxmem') or 0) // MiB,
-                         committed=int(item.get('mem') or 0) // MiB, maxcpu=int(item.get('maxcpu') or 0),
-                         cpu=float(item.get('cpu') or 0))
+        out[name] = dict(status=item.get('status') or 'unknown', hastate=item.get('hastate') or None,
+                         maxmem=int(item.get('maxmem') or 0) // MiB, committed=int(item.get('mem') or 0) // MiB,
+                         maxcpu=int(item.get('maxcpu') or 0), cpu=float(item.get('cpu') or 0))
     names = set(plan_names or ())
     for vm in vm_items or []:
         cap = out.get(vm.get('node'))
         if cap is None or vm.get('type') != 'qemu' or vm.get('template'):
             continue
-        if vm.get('status') == 'running':
+        if process_runs(vm.get('status')):
             cap['committed'] += max(0, int(vm.get('maxmem') or 0) - int(vm.get('mem') or 0)) // MiB
         elif vm.get('name') in names:
             cap['committed'] += int(vm.get('maxmem') or 0) // MiB
     return out
+
+
+def unavailable(cap: dict[str, t.Any]) -> str | None:
+    """Why no new VM goes to this node (None: it may): not ``online``, or an HA state other than ``online``.
+
+    pve-ha-manager ``NodeStatus.pm``: ``maintenance`` (the CRM moves HA services off it: ``Manager.pm``
+    ``next_state_started``), ``unknown`` (not in the quorate partition), ``fence``, ``gone``.
+    """
+    if cap.get('status') != 'online':
+        return str(cap.get('status') or 'unknown')
+    hastate = cap.get('hastate')
+    if hastate and hastate != 'online':
+        if hastate == 'maintenance':
+            return 'in HA maintenance mode (hastate maintenance: the HA manager is moving guests off it)'
+        return 'in HA node state {0}'.format(hastate)
+    return None
 
 
 def shortfall(cap: dict[str, t.Any], memory: int, vcpus: int) -> str | None:
@@ -304,7 +341,7 @@ def place(requests: list[dict[str, t.Any]], capacities: dict[str, dict[str, t.An
     or the node the listed placement names cannot take a clone.
     """
     caps = dict((n, dict(c)) for n, c in capacities.items())
-    online = sorted(n for n, c in caps.items() if c['status'] == 'online')
+    online = sorted(n for n, c in caps.items() if unavailable(c) is None)
     where = {}
     groups = {}
     out = {}
@@ -334,10 +371,15 @@ def _place_one(req, caps, online, where, groups):
     skipped, warnings = [], []
     if listed:
         candidates = [n for n in listed if n in online]
-        skipped += ['{0} {1}'.format(n, caps[n]['status'] if n in caps else 'not in the cluster')
+        skipped += ['{0} {1}'.format(n, unavailable(caps[n]) if n in caps else 'not in the cluster')
                     for n in listed if n not in online]
+        held = [n for n in listed if n in caps and caps[n]['status'] == 'online' and n not in online]
     else:
+        held = []
         candidates = list(online)
+        drained = sorted(n for n, c in caps.items() if c['status'] == 'online' and n not in online)
+        if drained:
+            skipped.append('; '.join('{0} {1}'.format(n, unavailable(caps[n])) for n in drained))
         if reach is not None:
             away = [n for n in candidates if n not in reach]
             candidates = [n for n in candidates if n in reach]
@@ -366,6 +408,10 @@ def _place_one(req, caps, online, where, groups):
     if listed and reach is not None and choice not in reach:
         return dict(node=None, reason=None, warnings=[], error=notes.get(choice) or
                     '{0}: the golden template cannot be cloned to {1}'.format(name, choice))
+    for n in held:
+        if listed.index(n) < listed.index(choice):  # a node the listed order would have taken first
+            warnings.append('listed node {0} is {1}: {2} placed on {3} instead'.format(
+                n, unavailable(caps[n]), name, choice))
     if listed and fits[order[0]] is not None:
         warnings.append('listed node {0} cannot hold {1} ({2}); placed on {3} instead'.format(
             order[0], name, fits[order[0]], choice))

@@ -265,6 +265,9 @@ def resolve_placements(api, specs, resources, context=()):
             short = placement_utils.shortfall(caps[spec.node], *req['_cap'])
             if short:
                 warnings.append('node {0} may not hold {1}: {2}'.format(spec.node, spec.name, short))
+            why = placement_utils.unavailable(caps[spec.node])
+            if why and caps[spec.node]['status'] == 'online':
+                warnings.append('node {0} given for {1} is {2}'.format(spec.node, spec.name, why))
         try:
             source, target = route(spec, res['node'])
         except PveApiError as exc:
@@ -459,10 +462,18 @@ class VmEngine(object):
             after.pop(key, None)
         result['diff']['before'] = managed_view(before, spec)
         result['diff']['after'] = managed_view(after, spec)
+        if result.get('created') and readback.is_true(before.get('protection', 0)):
+            # qemu-server clone_vm copies every key it does not skip, protection included: PVE will refuse to
+            # destroy this VM (prune, scale-in, state=absent) as it refuses the template.
+            result['warnings'].append(
+                '{0} (vmid {1}) inherited protection from its golden template: PVE refuses to destroy it until '
+                '`qm set {1} --protection 0`; remove protection from the template to make unprotected '
+                'clones'.format(spec.name, vmid))
         if changes or deletes:
             result['changed'] = True
             result['changes'] = sorted(list(changes) + list(deletes))
-            if not self.check_mode and self.api.vm_status(node, vmid) not in (None, 'stopped'):
+            if not self.check_mode and placement_utils.process_runs(self.api.vm_status(node, vmid)
+                                                                    or current.get('status')):
                 pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
                 result['pending'] = sorted(p['key'] for p in pending
                                            if 'pending' in p or p.get('delete'))
@@ -477,16 +488,23 @@ class VmEngine(object):
             # /cluster/resources shows the status pvestatd broadcast up to 10 s ago (PVE/API2Tools.pm
             # extract_vm_stats): a VM started by the run before may still be listed stopped. Ask the VM itself.
             status = self.api.vm_status(node, vmid) or status
-        if spec.state == 'started' and status != 'running':
+        runs = placement_utils.process_runs(status)
+        if spec.state == 'started' and status != 'running' and runs:
+            # paused, io-error, prelaunch, ... (/cluster/resources shows the QMP status): the process runs, so
+            # qemu-server vm_start would refuse it ("already running"); resuming is an operator's decision
+            result['warnings'].append('{0} (vmid {1}) is {2}, not running: not started again; `qm resume {1}` '
+                                      'continues a paused VM'.format(spec.name, vmid, status))
+        elif spec.state == 'started' and status != 'running':
             result['changed'] = True
             if not self.check_mode:
                 self.api.require_quorum()
                 task = self.api.start_vm(node, vmid, timeout=spec.timeout, name=spec.name)
                 result['warnings'].extend(task['warnings'])
-        elif spec.state == 'stopped' and status == 'running':
+        elif spec.state == 'stopped' and runs:
             result['changed'] = True
             if not self.check_mode:
-                self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
+                task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
+                result['warnings'].extend(task['warnings'])
 
     # ------------------------------------------------------------- absent
 
@@ -494,20 +512,33 @@ class VmEngine(object):
         current = self.lookup(spec.name)
         if current is None:
             return result
-        result.update(changed=True, vmid=int(current['vmid']), node=current['node'])
-        result['diff'] = dict(before=dict(name=spec.name, vmid=int(current['vmid']), node=current['node']),
-                              after={})
+        node, vmid = current['node'], current['vmid']
+        # qemu-server destroy_vm refuses a protected VM (PVE::QemuConfig check_protection: "can't remove VM <vmid> -
+        # protection mode enabled"), and it would refuse only after the stop: read it first, before any write.
+        cfg, dummy = self.api.vm_config(node, vmid)
+        if readback.is_true(cfg.get('protection', 0)):
+            raise PveApiError('{0!r} (vmid {1} on {2}) has protection enabled: PVE refuses to destroy it (qemu-server '
+                              'destroy_vm: "can\'t remove VM {1} - protection mode enabled"); nothing was changed. '
+                              'If it should go, run `qm set {1} --protection 0` and run again'.format(
+                                  spec.name, vmid, node), kind='config', node=node)
+        result.update(changed=True, vmid=int(vmid), node=node)
+        result['diff'] = dict(before=dict(name=spec.name, vmid=int(vmid), node=node), after={})
         if self.check_mode:
             return result
         self.api.require_quorum()
-        node, vmid = current['node'], current['vmid']
-        # The listing's status may be 10 s old (pvestatd): ask the VM itself.
-        if (self.api.vm_status(node, vmid) or current.get('status')) != 'stopped':
-            # An HA resource's stop only asks the HA manager; destroy_vm refuses the VM until it is off, then
-            # purge takes it out of HA and out of the rules that name it.
-            self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
-        self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
-                          {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
+        # The listing's status may be 10 s old (pvestatd) or 'unknown': ask the VM itself.
+        runs = placement_utils.process_runs(self.api.vm_status(node, vmid) or current.get('status'))
+        if runs or runs is None:
+            # Any VM whose process runs (running, paused, io-error, ...): destroy_vm refuses it ("VM <vmid> is
+            # running - destroy failed"). An HA resource's stop only asks the HA manager; stop_vm waits until it is
+            # off, then purge takes it out of HA and out of the rules that name it.
+            task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
+            result['warnings'].extend(task['warnings'])
+        task = self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
+                                 {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
+        # destroy_vm logs a disk it could not free with log_warn and the task ends WARNINGS: the VM is gone, the
+        # disk is not ("Could not remove disk '<volid>', check manually").
+        result['warnings'].extend('destroy of vmid {0}: {1}'.format(vmid, w) for w in task['warnings'])
         self._resources = None
         return result
 
