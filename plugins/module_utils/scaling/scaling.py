@@ -597,9 +597,9 @@ def _note_node_cap(decision, entry, bounds, node_cap):
     at_cap = int(decision['target']['cores']) >= cpus or (decision.get('wanted') or {}).get('cores', 0) >= cpus
     if cpus < configured and at_cap and decision.get('action') != 'scale_down':
         decision['capped_by'] = {'cores': cpus, 'node': node}
-        decision['reason'] = '{0}; cores capped at {1}, the CPUs of node {2} (max_cores {3}; PVE starts no VM with '\
-            'more: "MAX {1} vcpus allowed per VM on this node")'.format(decision.get('reason', ''), cpus, node,
-                                                                       configured)
+        why = ('cores capped at {0}, the CPUs of node {1} (max_cores {2}; PVE starts no VM with more: "MAX {0} vcpus '
+               'allowed per VM on this node")'.format(cpus, node, configured))
+        decision['reason'] = '{0}; {1}'.format(decision.get('reason', ''), why)
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,
