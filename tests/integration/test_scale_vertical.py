@@ -4,10 +4,12 @@
 import copy
 import time
 
+import pytest
+
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling_apply
 from ansible_collections.shadownet.proxmox.plugins.modules import forecast, metrics, scale
-from lab.modrun import run_module
+from lab.modrun import ModuleFailed, run_module
 from lab.shop import RISING, SCALED_SHOP, build, inject, plan_of
 
 HOTPLUG = dict(hotplug='network,disk,cpu,memory', numa='1')
@@ -130,3 +132,10 @@ def test_a_paused_primary_keeps_its_resize_pending(pvesim, pve_conn):
     res = resize(connect(pve_conn), plan, cores=2, memory=3072)
     assert int(web2.pending['memory']) == 3072 and 'shop-web-2' in res['restart_needed'], res
     assert any(n.startswith('shop-web-2: memory 3072 MiB pending') for n in res['notes']), res['notes']
+
+
+def test_a_max_cores_below_one_is_refused_by_name(pve_conn):
+    plan = vertical_plan()
+    with pytest.raises(ModuleFailed) as failed:
+        run_module(forecast, dict(pve_conn, plans={'shop': plan}, max_cores=0))
+    assert 'max_cores must be at least 1 (cores), got 0' in str(failed.value), failed.value

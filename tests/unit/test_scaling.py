@@ -378,3 +378,17 @@ def test_relative_mae_reads_the_forecasts_calibration_errors():
                  'backtest': {'naive': 2.0, 'combination': 1.0}}},
         2, {'cpu': 2}, {'horizon_seconds': 900, 'net': {'high_bps': 1}})
     assert out == {'cpu': {'model': 'combination', 'peak_upper': 0.375, 'mean_at_horizon': 0.25, 'relative_mae': 0.5}}
+
+
+def test_vertical_bounds_stop_at_the_smallest_node_of_the_primaries():
+    """qemu-server config_to_command: no start with more sockets x cores than the node's CPUs."""
+    entry = {'cores': 2, 'memory_mib': 2048, 'instances': {'max': 4}}
+    assert scaling.vertical_bounds(entry) == dict(min_cores=2, max_cores=8, min_memory=2048, max_memory=8192)
+    assert scaling.vertical_bounds(entry, node_cpus=6)['max_cores'] == 6
+    assert scaling.vertical_bounds(entry, max_cores=4, node_cpus=6)['max_cores'] == 4
+    prim = [{'name': 'a', 'node': 'pve1'}, {'name': 'b', 'node': 'pve2'}, {'name': 'c', 'node': 'gone'}]
+    nodes = [{'node': 'pve1', 'maxcpu': 16}, {'node': 'pve2', 'maxcpu': 6}, {'node': 'pve3', 'maxcpu': 2},
+             {'node': 'pve4', 'status': 'offline'}]
+    assert scaling.primaries_node_cpus(prim, nodes) == (6, 'pve2')
+    assert scaling.primaries_node_cpus(prim, []) is None
+    assert scaling_apply.node_cpus(nodes) == {'pve1': 16, 'pve2': 6, 'pve3': 2}
