@@ -20,7 +20,7 @@ description:
     change is pending until the next restart, and RV(results[].notes) and RV(results[].restart_needed) say so.
     While a resize is still pending, later reconciles do not resize again (the forecast sees the size the VM runs
     with); they report C(skipped=pending_restart) and write nothing. A primary whose status is not C(stopped) or
-    C(unknown) counts as running (a C(paused) one too: PVE lists a running VM by its QMP status).
+    C(unknown) counts as running (a C(paused) one too, as PVE lists a running VM by its QMP status).
   - Vertical mode follows PVE's rules for a size. With C(memory) in C(hotplug), memory is rounded up to what memory
     hot-plug can run (qemu-server Memory.pm) - 1024 MiB of static memory (times the sockets with 1 GiB hugepages)
     plus whole DIMMs of 512 MiB (1 GiB with 1 GiB hugepages; the DIMM size doubles after every 32) - so a stopped
@@ -30,7 +30,7 @@ description:
     primary with cpu hot-plug that is asked for more vCPUs than the cores it runs with gets the new cores
     pending and its C(vcpus) removed (it hot-plugs up to its running cores at once). A C(balloon) above the new
     memory is lowered to it in the same update. Hot-plug is judged by the running config (GET config
-    C(current=1)), as PVE does. RV(results[].resized[].after) is the size PVE wrote, read back.
+    C(current=1)), as PVE does. C(after) of RV(results[].resized) is the size PVE wrote, read back.
   - Before acting, the action and the cooldown deadlines are recorded in PVE (the C(scaling) key of the metadata
     block in the description of the service's first primary) with a digest-checked update. A decision made before
     another reconciler's recorded action is not acted on, and of two runs that race, PVE's digest check lets only
