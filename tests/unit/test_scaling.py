@@ -392,3 +392,29 @@ def test_vertical_bounds_stop_at_the_smallest_node_of_the_primaries():
     assert scaling.primaries_node_cpus(prim, nodes) == (6, 'pve2')
     assert scaling.primaries_node_cpus(prim, []) is None
     assert scaling_apply.node_cpus(nodes) == {'pve1': 16, 'pve2': 6, 'pve3': 2}
+
+
+def test_vertical_memory_lands_where_pve_puts_it():
+    """Random configs and targets: the memory written with memory hot-plug is on the DIMM grid, at least the static
+    memory and the target, a second pass changes nothing, a stopped VM starts with it and a hot-add or hot-remove
+    from any grid size ends exactly there (the simulator's Memory.pm model, tests/lab/pvesim_hotplug.py)."""
+    import random
+    from lab import pvesim_hotplug as sim
+    rng = random.Random(7)
+    for dummy in range(2000):
+        cfg = {'hotplug': 'network,disk,memory', 'numa': '1', 'sockets': rng.choice([1, 2, 4]),
+               'hugepages': rng.choice([None, '2', '1024'])}
+        cfg = dict((k, v) for k, v in cfg.items() if v is not None)
+        grid = scaling_apply.dimm_grid(cfg)
+        cfg['memory'] = str(rng.choice(grid[:80]))
+        target = rng.choice([rng.randrange(16, 70000), rng.choice(grid[:80]), 128 * rng.randrange(1, 500)])
+        running = rng.random() < 0.5
+        changes, deletes, notes = scaling_apply.vertical_changes(cfg, running, scaling_apply.effective_cores(cfg),
+                                                                 target)
+        written = changes.get('memory', int(cfg['memory']))
+        assert written in grid and written >= max(target, sim.static_memory(cfg)), (cfg, target, written)
+        assert not deletes and set(changes) <= {'memory'}, changes
+        after = dict(cfg, memory=str(written))
+        assert scaling_apply.vertical_changes(after, running, scaling_apply.effective_cores(cfg), target)[0] == {}
+        assert sim.memory_start_problem(after) is None, (after, sim.memory_start_problem(after))
+        assert sim.memory_hotplug(cfg, written) == written, (cfg, written)
