@@ -130,6 +130,8 @@ options:
     default: false
   max_cores:
     description: Vertical mode, the most cores one instance may get (default the plan's cores times instances.max).
+      Never more than the CPUs of the smallest node the primaries run on (PVE starts no VM with more); a decision
+      capped there says so in its reason and C(capped_by).
     type: int
   max_memory:
     description: Vertical mode, the most memory in MiB one instance may get (default memory times instances.max).
@@ -330,6 +332,10 @@ def main():
     p = module.params
     if not 0 < p['level'] < 1:        # NaN too: it would fail only after the history was read
         module.fail_json(msg='level must be above 0 and below 1 (0.3: the 65th percentile), got {0!r}'.format(p['level']))
+    for key, unit in (('max_cores', 'cores'), ('max_memory', 'MiB')):
+        if p[key] is not None and p[key] < 1:
+            module.fail_json(msg='{0} must be at least 1 ({1}), got {2}: leave it unset for the plan\'s size times '
+                                 'instances.max'.format(key, unit, p[key]))
     try:
         forecast_utils.check_libraries()
     except forecast_utils.MissingForecastLibrary as exc:

@@ -21,7 +21,18 @@ description:
     VM's C(hotplug) has C(cpu), and memory only when C(hotplug) has C(memory) and C(numa) is 1; otherwise the
     change is pending until the next restart, and RV(results[].notes) and RV(results[].restart_needed) say so.
     While a resize is still pending, later reconciles do not resize again (the forecast sees the size the VM runs
-    with); they report C(skipped=pending_restart) and write nothing.
+    with); they report C(skipped=pending_restart) and write nothing. A primary whose status is not C(stopped) or
+    C(unknown) counts as running (a C(paused) one too, as PVE lists a running VM by its QMP status).
+  - Vertical mode follows PVE's rules for a size. With C(memory) in C(hotplug), memory is rounded up to what memory
+    hot-plug can run (qemu-server Memory.pm) - 1024 MiB of static memory (times the sockets with 1 GiB hugepages)
+    plus whole DIMMs of 512 MiB (1 GiB with 1 GiB hugepages; the DIMM size doubles after every 32) - so a stopped
+    primary starts again, a hot-add and a hot-remove end at the same size, and a rerun finds it in place
+    (C(skipped=in_place)). Cores stop at the CPUs of the primary's node (PVE starts no VM with more sockets x
+    cores); the forecast's decision is capped at the smallest node of the primaries and says so. A running
+    primary with cpu hot-plug that is asked for more vCPUs than the cores it runs with gets the new cores
+    pending and its C(vcpus) removed (it hot-plugs up to its running cores at once). A C(balloon) above the new
+    memory is lowered to it in the same update. Hot-plug is judged by the running config (GET config
+    C(current=1)), as PVE does. C(after) of RV(results[].resized) is the size PVE wrote, read back.
   - Before acting, the action and the cooldown deadlines are recorded in PVE (the C(scaling) key of the metadata
     block in the description of the service's first primary) with a digest-checked update. A decision made before
     another reconciler's recorded action is not acted on, and of two runs that race, PVE's digest check lets only
@@ -112,8 +123,9 @@ results:
       type: bool
     skipped:
       description: C(superseded) (another action was recorded after the decision), C(claimed) (another run won
-        the digest-checked claim) or C(pending_restart) (vertical mode, an earlier resize of a running primary is
-        still pending until its next restart; nothing is written until it has been restarted).
+        the digest-checked claim), C(pending_restart) (vertical mode, an earlier resize of a running primary is
+        still pending until its next restart; nothing is written until it has been restarted) or C(in_place)
+        (vertical mode, every primary already has the target size as PVE applies it, e.g. memory on the DIMM grid).
       type: str
       returned: when the action was not taken because of another reconciler or a pending resize
     created:
@@ -125,7 +137,9 @@ results:
       type: list
       elements: str
     resized:
-      description: Vertical mode, per VM the config changes.
+      description: Vertical mode, per VM the config changes (C(changes)), the keys removed (C(deletes), e.g.
+        C(vcpus)), the size before (C(before)) and the size PVE wrote (C(after), cores and memory MiB, read back
+        with the pending values).
       type: list
       elements: dict
     pending:
@@ -138,7 +152,9 @@ results:
       type: list
       elements: str
     notes:
-      description: Vertical mode, what is pending and why (missing hotplug, numa).
+      description: Vertical mode, what is pending and why (missing hotplug, numa), and where PVE's rules changed
+        the target (memory rounded to the DIMM grid, cores capped at the node's CPUs, vcpus removed, balloon
+        lowered).
       type: list
       elements: str
       returned: vertical mode, when acted on

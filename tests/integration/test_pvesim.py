@@ -662,6 +662,43 @@ def test_hotplug_on_running_vm(proxmoxer_api):
     assert 'pending' not in dict((p['key'], p) for p in vm.pending.get())['cores']
 
 
+def test_memory_and_vcpu_hotplug_follow_qemu_server(proxmoxer_api, pvesim):
+    """qemu-server Memory.pm: a start with memory hot-plug needs numa, 1024 MiB at least and a size on the DIMM grid
+    (config); a hot-add rounds up to a DIMM, a hot-remove down, never below 1024 MiB (qemu_memory_hotplug).
+    QemuServer.pm qemu_cpu_hotplug: no vcpus above the running sockets x cores (400, the value left pending).
+    API2/Qemu.pm update_vm_api: no balloon above the memory (500). pvestatd: a paused VM lists as paused."""
+    from proxmoxer.core import ResourceException
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    vm = node.qemu(100)
+    vm.config.put(hotplug='network,disk,cpu,memory', memory=2200, cores=2)
+    for error, fix in (('NUMA needs to be enabled for memory hotplug', dict(numa=1)),
+                       ('memory size (2200) must be aligned to 512 for hotplugging', dict(memory=512)),
+                       ('minimum memory must be 1024MB', dict(memory=2048))):
+        exit_status = _wait_task(proxmoxer_api, 'pve1', vm.status.start.post())
+        assert error in exit_status and node.qemu(100).status.current.get()['status'] == 'stopped', exit_status
+        vm.config.put(**fix)
+    assert _wait_task(proxmoxer_api, 'pve1', vm.status.start.post()) == 'OK'
+    vm.config.put(memory=2200)
+    assert str(vm.config.get(current=1)['memory']) == '2560'     # hot-add: up to the next DIMM
+    vm.config.put(memory=1900)
+    assert str(vm.config.get(current=1)['memory']) == '1536'     # hot-remove: down to the DIMM below
+    with pytest.raises(ResourceException, match="memory can't be lower than 1024 MB"):
+        vm.config.put(memory=512)
+    assert str(vm.config.get()['memory']) == '512' and str(vm.config.get(current=1)['memory']) == '1536'
+    vm.config.put(memory=1536)
+    with pytest.raises(ResourceException, match="you can't add more vcpus than maxcpus"):
+        vm.config.put(vcpus=3)
+    assert str(vm.config.get()['vcpus']) == '3' and 'vcpus' not in vm.config.get(current=1)
+    vm.config.put(delete='vcpus')
+    with pytest.raises(ResourceException, match=r'balloon value too large \(must be smaller than assigned memory\)'):
+        vm.config.put(balloon=2048)
+    assert _wait_task(proxmoxer_api, 'pve1', vm.status.suspend.post()) == 'OK'
+    pvesim.pve.statd_round()            # pvestatd's next round
+    status = dict((r['vmid'], r['status']) for r in proxmoxer_api.cluster.resources.get(type='vm'))
+    assert status[100] == 'paused'
+
+
 def test_agent_is_not_hot_pluggable(proxmoxer_api):
     """qemu-server: `agent` is not in $fast_plug_option; vmconfig_update_agent applies only a change of
     fstrim_cloned_disks, and only with the agent already on; a delete waits for the next start."""

@@ -59,13 +59,17 @@ What is modelled on top of fakepve
   config PUT/POST, a given MAC is kept; on a running VM (pvesim_hotplug.py, qemu-server
   vmconfig_hotplug_pending) `$fast_plug_option` keys and cloud-init keys apply at once, NIC changes need
   `network` in `hotplug` (the default) unless only bridge, tag, rate, firewall or link_down change, `vcpus`
-  needs `cpu`, `memory` needs `memory` and `numa` on, `agent` applies only when the agent is already on and only
+  needs `cpu` and no more than the running sockets x cores (qemu_cpu_hotplug, else 400 "hotplug problem", the value
+  left pending), `memory` needs `memory` and `numa` on and goes in DIMM steps from 1024 MiB, never below it
+  (Memory.pm qemu_memory_hotplug), `agent` applies only when the agent is already on and only
   `fstrim_cloned_disks` changes, and `cores`, `sockets` and the rest stay pending until the next start, as in PVE;
   GET config shows the pending values unless `current=1` asks for the running ones, as PVE does; a pending
   value equal to the running one is dropped (cleanup_pending). A config reads back as PVE's config file gives it
   back (write_vm_config/parse_vm_config): the description without trailing whitespace (and none for '' or '0'),
   tags through get_unique_tags, NICs re-printed (booleans 1/0), booleans and integers typed; `delete` of an
-  unknown key or of a key also set is refused (update_vm_api).
+  unknown key or of a key also set is refused (update_vm_api), and a balloon above the memory (500, "balloon
+  value too large"); a start with memory hot-plug is refused without numa, below 1024 MiB or off the DIMM grid
+  (Memory.pm config); /cluster/resources lists a running VM by its QMP status (`paused`; pvestatd).
 - Clones and nodes (pvesim_qemu.py): `POST .../clone` with `target` (another node) is refused with PVE's "can't
   clone VM to node 'X' (VM uses local storage)" when a volume of the source is on a storage that is not shared
   (rbd, nfs, cifs, zfs, iscsi, ... are shared by type, as pve-storage's parse_config sets it), full clones too;

@@ -18,7 +18,8 @@ from fakepve.qemu import with_mac
 from fakepve.routing import die, split_list
 from fakepve.server import ok
 
-from .pvesim_hotplug import NET_KEY, applies_at_once
+from .pvesim_hotplug import (NET_KEY, applies_at_once, cpu_hotplug_problem, memory_hotplug, memory_mib,
+                             memory_start_problem)
 from .pvesim_rrd import RRD_FORMATS, rrd_fetch
 
 __all__ = ['QemuExtras', 'readback_value', 'readback_description', 'unique_tags']
@@ -402,17 +403,33 @@ class QemuExtras(object):
     def start_problem(self, vm, node):
         """Why the start worker would fail for ``vm`` on ``node``, or None. qemu-server QemuServer.pm
         config_to_command (vm_start): "MAX n vcpus allowed per VM on this node" when sockets * cores exceed the
-        node's CPUs; the volumes (see _volumes_unavailable); and fakepve's `start_error` fault for an HA-managed VM
-        (fakepve's own HA start does not look at it)."""
+        node's CPUs; with memory hot-plug, Memory.pm config's "NUMA needs to be enabled for memory hotplug",
+        "minimum memory must be 1024MB" and "memory size (M) must be aligned to D for hotplugging" (see
+        pvesim_hotplug.memory_start_problem), all on the config with the pending values applied; the volumes (see
+        _volumes_unavailable); and fakepve's `start_error` fault for an HA-managed VM (fakepve's own HA start does
+        not look at it)."""
         if vm.template:
             return None
+        # vm_start applies the pending changes first (vmconfig_apply_pending), then builds the command line
+        config = self.next_start_config(vm)
         cpus = self.node_usage(node)['maxcpu']
-        if int(vm.config.get('sockets') or 1) * int(vm.config.get('cores') or 1) > cpus:
+        if int(config.get('sockets') or 1) * int(config.get('cores') or 1) > cpus:
             return 'MAX {0} vcpus allowed per VM on this node'.format(cpus)
-        problem = self._volumes_unavailable(vm, node)
+        problem = memory_start_problem(config) or self._volumes_unavailable(vm, node)
         if problem is None and vm.ha_managed and vm.start_error:
             problem = vm.start_error
         return problem
+
+    @staticmethod
+    def next_start_config(vm):
+        """The config a start uses: the config with the pending values applied (deletes removed)."""
+        config = dict(vm.config)
+        for key, value in vm.pending.items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+        return config
 
     def _volumes_unavailable(self, vm, node=None):
         """Why the start worker cannot activate the VM's volumes on its node, or None. qemu-server vm_start
@@ -608,13 +625,33 @@ class QemuExtras(object):
 
     async def _config_put(self, request):
         from fakepve.server import params
-        self._check_hookscript(await params(request))
+        values = await params(request)
+        self._check_hookscript(values)
+        self._check_balloon(self._vm(request), values)
         return await super()._config_put(request)
 
     async def _config_post(self, request):
         from fakepve.server import params
-        self._check_hookscript(await params(request))
+        values = await params(request)
+        self._check_hookscript(values)
+        self._check_balloon(self._vm(request), values)
         return await super()._config_post(request)
+
+    @staticmethod
+    def _check_balloon(vm, values):
+        """qemu-server API2/Qemu.pm update_vm_api `$load_and_check_config` (before anything is written): with
+        memory or balloon set, "balloon value too large (must be smaller than assigned memory)" when the balloon
+        (the one sent, else the pending or configured one) exceeds the memory (sent, else pending, else configured).
+        A plain die: HTTP 500."""
+        if not values.get('memory') and values.get('balloon') in (None, ''):
+            return
+        memory = values.get('memory') or vm.pending.get('memory') or vm.config.get('memory')
+        if values.get('balloon') not in (None, ''):
+            balloon = values['balloon']
+        else:
+            balloon = vm.pending.get('balloon') or vm.config.get('balloon')
+        if balloon not in (None, '') and int(balloon) and int(balloon) > memory_mib(memory):
+            raise PveError(500, 'balloon value too large (must be smaller than assigned memory)')
 
     async def _qm_create(self, v, user):
         self._check_hookscript(v)
@@ -695,12 +732,20 @@ class QemuExtras(object):
         # against the running config as it was); the rest stays pending until the next start.
         deletes = [k for k in str(updates.get('delete', '') or '').split(',') if k]
         sets = [k for k in updates if k not in ('delete', 'digest', 'skiplock', 'revert')]
+        errors = {}
         for key in sets + deletes:
             if DRIVE_KEY.match(key):
                 continue  # disk hot-plug is not modelled: fakepve's choice stands
             deleting = key in deletes and key not in sets
             value = None if deleting else (vm.pending[key] if key in vm.pending else vm.config.get(key))
-            if applies_at_once(key, value, before, deleting=deleting):
+            hot = applies_at_once(key, value, before, deleting=deleting)
+            if hot and key in ('memory', 'vcpus'):
+                value, problem = self._hot_resize(key, value, before)
+                if problem:
+                    # vmconfig_hotplug_pending's $add_error: the value stays pending, update_vm_api raises them all
+                    errors[key] = 'hotplug problem - ' + problem
+                    hot = False
+            if hot:
                 vm.pending.pop(key, None)
                 if deleting:
                     vm.config.pop(key, None)
@@ -720,3 +765,16 @@ class QemuExtras(object):
             if (value is None and key not in vm.config) or \
                     (value is not None and key in vm.config and str(value) == str(vm.config[key])):
                 del vm.pending[key]
+        if errors:
+            raise PveError(400, 'Parameter verification failed.', errors)
+
+    @staticmethod
+    def _hot_resize(key, value, running):
+        """(value written, problem) of a memory or vcpus hot-plug into a VM running with config `running`:
+        Memory.pm qemu_memory_hotplug (DIMM steps; the minimum) and QemuServer.pm qemu_cpu_hotplug (maxcpus)."""
+        if key == 'vcpus':
+            return value, cpu_hotplug_problem(running, value)
+        try:
+            return str(memory_hotplug(running, value)), None
+        except ValueError as exc:
+            return value, str(exc)

@@ -66,9 +66,15 @@ class FakeApi:
             self.configs[vmid].update(changes)
         return before, changes, deletes
 
-    def get(self, path):
-        self.calls.append(('get', path))
-        return [{'key': 'memory', 'value': 2048, 'pending': 4096}]
+    def get(self, path, **params):
+        self.calls.append(('get', path) + tuple(sorted(params.items())))
+        if path == 'nodes':
+            return [{'node': 'pve1', 'maxcpu': 8}, {'node': 'pve2', 'maxcpu': 8}]
+        cfg = self.configs[int(path.split('/')[3])]
+        if path.endswith('/config'):
+            return dict(cfg, memory=2048)    # the running memory; a resize here stays pending
+        return [{'key': k, 'value': v} for k, v in cfg.items() if k != 'memory'] + [
+            {'key': 'memory', 'value': 2048, 'pending': cfg['memory']}]
 
 
 def cluster(tags='', status='running', memory=2048):
@@ -162,17 +168,21 @@ def test_vertical_resize_claims_then_resizes_each_primary():
     res = scaling_apply.apply_decision(
         api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096), now=NOW + 0.7)
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('quorum',), ('config', 101),
-                         ('put', 101, ['description', 'tags']), ('config', 101), ('put', 101, ['memory']),
-                         ('get', 'nodes/pve1/qemu/101/pending'), ('config', 102), ('put', 102, ['memory']),
-                         ('get', 'nodes/pve2/qemu/102/pending')]
+                         ('put', 101, ['description', 'tags']), ('get', 'nodes'),
+                         ('get', 'nodes/pve1/qemu/101/config', ('current', 1)), ('config', 101),
+                         ('put', 101, ['memory']), ('get', 'nodes/pve1/qemu/101/pending'),
+                         ('get', 'nodes/pve2/qemu/102/config', ('current', 1)), ('config', 102),
+                         ('put', 102, ['memory']), ('get', 'nodes/pve2/qemu/102/pending')]
     record = res.pop('record')
     assert record['by'] and record == dict(record, action='scale_up', time=NOW, mode='vertical', cores=2, memory=4096,
                                            cooldown_until={'up': NOW + 180, 'down': NOW + 600})
     note = 'memory 4096 MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with memory and numa=1)'
     assert res == base_result(mode='vertical') | {
         'changed': True, 'applied': True,
-        'resized': [{'name': 'shop-web-1', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048}},
-                    {'name': 'shop-web-2', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048}}],
+        'resized': [{'name': 'shop-web-1', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048},
+                     'after': {'cores': 2, 'memory': 4096}},
+                    {'name': 'shop-web-2', 'changes': {'memory': 4096}, 'before': {'cores': 2, 'memory': 2048},
+                     'after': {'cores': 2, 'memory': 4096}}],
         'pending': [{'name': 'shop-web-1', 'keys': ['memory']}, {'name': 'shop-web-2', 'keys': ['memory']}],
         'restart_needed': ['shop-web-1', 'shop-web-2'], 'notes': ['shop-web-1: ' + note, 'shop-web-2: ' + note],
         'reason': 'forecast says so; shop-web-1: %s; shop-web-2: %s' % (note, note)}
@@ -185,7 +195,10 @@ def test_vertical_check_mode_reads_configs_and_writes_nothing():
     api = FakeApi(listing, configs)
     res = scaling_apply.apply_decision(
         api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True, resources=listing, now=NOW)
-    assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'get', 'resources')]
+    assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'resources')]
+    assert [c for c in api.calls if c[0] == 'get'] == [
+        ('get', 'nodes'), ('get', 'nodes/pve1/qemu/101/config', ('current', 1)),
+        ('get', 'nodes/pve2/qemu/102/config', ('current', 1))]    # reads only: PVE's rules, the running config
     assert res['changed'] is True and res['applied'] is False and res['pending'] == []
     assert [r['changes'] for r in res['resized']] == [{'memory': 4096}, {'memory': 4096}]
 
@@ -206,22 +219,82 @@ def test_a_claim_lost_to_another_reconciler():
 
 # ---- pure helpers -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('cfg,running,cores,memory,changes,notes', [
-    ({'cores': 4, 'hotplug': 'cpu'}, True, 2, 512, {'vcpus': 2}, []),
-    ({'cores': 2, 'hotplug': 'cpu'}, True, 4, 512, {'cores': 4},
-     ['cores 4 pending until the next restart, needs a reboot (more than the 2 configured cores; raise cores and '
+ROUNDED = 'with memory hot-plug PVE runs {0} MiB static memory plus whole DIMMs (qemu-server Memory.pm foreach_dimm)'
+
+
+@pytest.mark.parametrize('cfg,running,cores,memory,changes,deletes,notes', [
+    ({'cores': 4, 'hotplug': 'cpu'}, True, 2, 512, {'vcpus': 2}, [], []),
+    ({'cores': 2, 'hotplug': 'cpu'}, True, 4, 512, {'cores': 4}, [],
+     ['cores 4 pending until the next restart, needs a reboot (more than the 2 cores it runs with; raise cores and '
       'set vcpus to hot-plug later)']),
-    ({'cores': 2}, True, 3, 512, {'cores': 3},
+    ({'cores': 2}, True, 3, 512, {'cores': 3}, [],
      ['cores 3 pending until the next restart, needs a reboot (hotplug lacks cpu)']),
-    ({'cores': 2, 'sockets': 2, 'vcpus': 4}, False, 3, 512, {'cores': 2, 'vcpus': 3}, []),
-    ({'cores': 1, 'memory': '1024', 'hotplug': 'memory', 'numa': 1}, True, 1, 2048, {'memory': 2048}, []),
-    ({'cores': 1, 'memory': 1024, 'hotplug': '1'}, True, 1, 2048, {'memory': 2048},
+    ({'cores': 2, 'sockets': 2, 'vcpus': 4}, False, 3, 512, {'cores': 2, 'vcpus': 3}, [], []),
+    ({'cores': 1, 'memory': '1024', 'hotplug': 'memory', 'numa': 1}, True, 1, 2048, {'memory': 2048}, [], []),
+    ({'cores': 1, 'memory': 1024, 'hotplug': '1'}, True, 1, 2048, {'memory': 2048}, [],
      ['memory 2048 MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with memory and '
       'numa=1)']),
-    ({'cores': 1, 'hotplug': '0'}, False, 1, 512, {}, []),
+    ({'cores': 1, 'hotplug': '0'}, False, 1, 512, {}, [], []),
+    # memory hot-plug: never below the static 1024 MiB (a stopped VM would not start again), whole 512 MiB DIMMs,
+    # rounded up both ways (a hot-add ends at or above, a hot-remove at or below: on the grid both end there)
+    ({'memory': 2048, 'hotplug': 'memory', 'numa': 1}, False, 1, 512, {'memory': 1024}, [],
+     ['memory 512 MiB rounded to 1024 MiB: ' + ROUNDED.format(1024)]),
+    ({'memory': 2048, 'hotplug': 'memory', 'numa': 1}, True, 1, 2200, {'memory': 2560}, [],
+     ['memory 2200 MiB rounded to 2560 MiB: ' + ROUNDED.format(1024)]),
+    ({'memory': 3072, 'hotplug': 'memory', 'numa': 1}, True, 1, 2200, {'memory': 2560}, [],
+     ['memory 2200 MiB rounded to 2560 MiB: ' + ROUNDED.format(1024)]),
+    ({'memory': 2560, 'hotplug': 'memory', 'numa': 1}, True, 1, 2200, {}, [],
+     ['memory 2200 MiB rounded to 2560 MiB: ' + ROUNDED.format(1024)]),
+    # 1 GiB hugepages: 1024 MiB per socket static, 1 GiB DIMMs
+    ({'memory': 2048, 'sockets': 2, 'hugepages': '1024', 'hotplug': 'memory', 'numa': 1}, False, 2, 2500,
+     {'memory': 3072}, [], ['memory 2500 MiB rounded to 3072 MiB: ' + ROUNDED.format(2048)]),
+    # no more cores than the node's CPUs (sockets x cores; config_to_command)
+    ({'cores': 2}, False, 6, 512, {'cores': 4}, [],
+     ['cores 6 capped at 4: the node has 4 CPUs and PVE starts no VM with more sockets x cores ("MAX 4 vcpus '
+      'allowed per VM on this node", qemu-server config_to_command)']),
+    # vcpus above the running cores would fail the PUT (qemu_cpu_hotplug): removed, cores pending
+    ({'cores': 2, 'vcpus': 2, 'hotplug': 'cpu'}, True, 4, 512, {'cores': 4}, ['vcpus'],
+     ['cores 4 pending until the next restart, needs a reboot (more than the 2 cores it runs with; vcpus removed: '
+      'it hot-plugs up to 2 now)']),
+    # the balloon follows the memory down (update_vm_api: "balloon value too large")
+    ({'memory': 4096, 'balloon': 4096}, False, 1, 2048, {'memory': 2048, 'balloon': 2048}, [],
+     ['balloon 4096 MiB lowered to the new memory 2048 MiB']),
+    ({'memory': 4096, 'balloon': 0}, False, 1, 2048, {'memory': 2048}, [], []),
 ])
-def test_vertical_changes(cfg, running, cores, memory, changes, notes):
-    assert scaling_apply.vertical_changes(cfg, running, cores, memory) == (changes, notes)
+def test_vertical_changes(cfg, running, cores, memory, changes, deletes, notes):
+    assert scaling_apply.vertical_changes(cfg, running, cores, memory, node_cpus=4) == (changes, deletes, notes)
+
+
+def test_vertical_changes_judge_hot_plug_by_the_running_config():
+    """GET config has the pending values; PVE hot-plugs by the running config's hotplug (vmconfig_hotplug_pending)."""
+    cfg = {'cores': 4, 'vcpus': 2, 'memory': 2048, 'hotplug': 'cpu,memory', 'numa': 1}
+    running = {'cores': 4, 'vcpus': 2, 'memory': 2048}
+    changes, deletes, notes = scaling_apply.vertical_changes(cfg, True, 3, 3072, current=running)
+    assert (changes, deletes) == ({'cores': 3, 'vcpus': 3, 'memory': 3072}, [])
+    assert [n.split(' (')[1] for n in notes] == ['hotplug lacks cpu)', 'hot-plug needs hotplug with memory and numa=1)']
+    # with cpu hot-plug running, vcpus within the running cores hot-plug at once
+    assert scaling_apply.vertical_changes(cfg, True, 3, 2048, current=dict(cfg))[:2] == ({'vcpus': 3}, [])
+
+
+def test_dimm_grid_and_static_memory():
+    """qemu-server Memory.pm foreach_dimm: 32 DIMMs of 512 MiB, then of 1024, 2048, ...; $STATICMEM 1024."""
+    grid = scaling_apply.dimm_grid({})
+    assert grid[:4] == [1024, 1536, 2048, 2560] and grid[32] == 1024 + 32 * 512 and grid[33] == grid[32] + 1024
+    assert len(grid) == 1 + 8 * 32 and grid[-1] == 1024 + 32 * 512 * 255
+    assert scaling_apply.static_memory({'sockets': 2, 'hugepages': '1024'}) == 2048
+    assert scaling_apply.static_memory({'sockets': 2, 'hugepages': '2'}) == 1024
+    assert scaling_apply.hotplug_memory({}, 1) == 1024 and scaling_apply.hotplug_memory({}, 1537) == 2048
+    assert scaling_apply.hotplug_memory({}, grid[32] + 1) == grid[33]
+    with pytest.raises(scaling_apply.ScalingError, match='lower the scaling max_memory'):
+        scaling_apply.hotplug_memory({}, grid[-1] + 1)
+
+
+@pytest.mark.parametrize('status,running', [('running', True), ('paused', True), ('prelaunch', True),
+                                            ('suspended', True), ('stopped', False), ('unknown', False),
+                                            (None, False)])
+def test_is_running_takes_the_qmp_status(status, running):
+    """pvestatd update_qemu_status: /cluster/resources status is the QMP status of a running VM."""
+    assert scaling_apply.is_running({'status': status}) is running
 
 
 def test_hotplug_features_and_pending_resizes():
@@ -230,10 +303,11 @@ def test_hotplug_features_and_pending_resizes():
     assert scaling_apply.hotplug_features({'hotplug': 'cpu;memory, disk'}) == {'cpu', 'memory', 'disk'}
     prim = [{'name': 'a', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB},
             {'name': 'b', 'status': 'stopped', 'maxcpu': 2, 'maxmem': 1024 * MiB},
-            {'name': 'c', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB}]
-    configs = {'a': {'cores': 4, 'memory': 2048}, 'b': {'cores': 4}}
+            {'name': 'c', 'status': 'running', 'maxcpu': 2, 'maxmem': 1024 * MiB},
+            {'name': 'd', 'status': 'paused', 'maxcpu': 2, 'maxmem': 1024 * MiB}]
+    configs = {'a': {'cores': 4, 'memory': 2048}, 'b': {'cores': 4}, 'd': {'cores': 4, 'memory': 1024}}
     assert scaling_apply.pending_resizes(prim, configs) == [
-        ('a', ['cores', 'memory'], 'cores 2 -> 4, memory 1024 -> 2048 MiB')]
+        ('a', ['cores', 'memory'], 'cores 2 -> 4, memory 1024 -> 2048 MiB'), ('d', ['cores'], 'cores 2 -> 4')]
 
 
 def test_new_instance_and_its_wiring():
@@ -304,3 +378,43 @@ def test_relative_mae_reads_the_forecasts_calibration_errors():
                  'backtest': {'naive': 2.0, 'combination': 1.0}}},
         2, {'cpu': 2}, {'horizon_seconds': 900, 'net': {'high_bps': 1}})
     assert out == {'cpu': {'model': 'combination', 'peak_upper': 0.375, 'mean_at_horizon': 0.25, 'relative_mae': 0.5}}
+
+
+def test_vertical_bounds_stop_at_the_smallest_node_of_the_primaries():
+    """qemu-server config_to_command: no start with more sockets x cores than the node's CPUs."""
+    entry = {'cores': 2, 'memory_mib': 2048, 'instances': {'max': 4}}
+    assert scaling.vertical_bounds(entry) == dict(min_cores=2, max_cores=8, min_memory=2048, max_memory=8192)
+    assert scaling.vertical_bounds(entry, node_cpus=6)['max_cores'] == 6
+    assert scaling.vertical_bounds(entry, max_cores=4, node_cpus=6)['max_cores'] == 4
+    prim = [{'name': 'a', 'node': 'pve1'}, {'name': 'b', 'node': 'pve2'}, {'name': 'c', 'node': 'gone'}]
+    nodes = [{'node': 'pve1', 'maxcpu': 16}, {'node': 'pve2', 'maxcpu': 6}, {'node': 'pve3', 'maxcpu': 2},
+             {'node': 'pve4', 'status': 'offline'}]
+    assert scaling.primaries_node_cpus(prim, nodes) == (6, 'pve2')
+    assert scaling.primaries_node_cpus(prim, []) is None
+    assert scaling_apply.node_cpus(nodes) == {'pve1': 16, 'pve2': 6, 'pve3': 2}
+
+
+def test_vertical_memory_lands_where_pve_puts_it():
+    """Random configs and targets: the memory written with memory hot-plug is on the DIMM grid, at least the static
+    memory and the target, a second pass changes nothing, a stopped VM starts with it and a hot-add or hot-remove
+    from any grid size ends exactly there (the simulator's Memory.pm model, tests/lab/pvesim_hotplug.py)."""
+    import random
+    from lab import pvesim_hotplug as sim
+    rng = random.Random(7)
+    for dummy in range(2000):
+        cfg = {'hotplug': 'network,disk,memory', 'numa': '1', 'sockets': rng.choice([1, 2, 4]),
+               'hugepages': rng.choice([None, '2', '1024'])}
+        cfg = dict((k, v) for k, v in cfg.items() if v is not None)
+        grid = scaling_apply.dimm_grid(cfg)
+        cfg['memory'] = str(rng.choice(grid[:80]))
+        target = rng.choice([rng.randrange(16, 70000), rng.choice(grid[:80]), 128 * rng.randrange(1, 500)])
+        running = rng.random() < 0.5
+        changes, deletes, notes = scaling_apply.vertical_changes(cfg, running, scaling_apply.effective_cores(cfg),
+                                                                 target)
+        written = changes.get('memory', int(cfg['memory']))
+        assert written in grid and written >= max(target, sim.static_memory(cfg)), (cfg, target, written)
+        assert not deletes and set(changes) <= {'memory'}, changes
+        after = dict(cfg, memory=str(written))
+        assert scaling_apply.vertical_changes(after, running, scaling_apply.effective_cores(cfg), target)[0] == {}
+        assert sim.memory_start_problem(after) is None, (after, sim.memory_start_problem(after))
+        assert sim.memory_hotplug(cfg, written) == written, (cfg, written)

@@ -132,6 +132,9 @@ def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], confi
     vms = metrics_utils.managed_vms(resources, sorted(plans), plans)
     keys = [(name, entry['service']) for name in sorted(plans) for entry in plans[name].get('scaling') or []
             if not services or entry['service'] in services]
+    # the nodes' CPUs bound a vertical resize (one listing for every plan)
+    vertical = [key for key in keys if scaling_entry(plans[key[0]], key[1])['mode'] == 'vertical']
+    nodes = (api.get('nodes') or []) if vertical else None
     decisions = []
     summary = history_backends.empty_summary(config['backend'])
     cache = None
@@ -152,7 +155,8 @@ def forecast_with_history(api: PveApi, plans: dict[str, dict[str, t.Any]], confi
                 made = []
                 for name in sorted(set(key[0] for key in batch)):
                     made.extend(forecast_plan(api, plans[name], store, now=now, window=window, resources=resources,
-                                              services=[key[1] for key in batch if key[0] == name], **options))
+                                              nodes=nodes, services=[key[1] for key in batch if key[0] == name],
+                                              **options))
                 history_backends.annotate(made, store, part, resources, plans, since, now)
                 _hold_on_partial_history(made, part, batch_vms)
                 if not check_mode:
@@ -392,10 +396,23 @@ def shadow_params(plan: dict[str, t.Any], entry: dict[str, t.Any], primaries_cou
 
 
 def vertical_bounds(entry: dict[str, t.Any], max_cores: int | None = None,
-                    max_memory: int | None = None) -> dict[str, int]:
+                    max_memory: int | None = None, node_cpus: int | None = None) -> dict[str, int]:
+    """The sizes a vertical decision stays within: the plan's size up to ``instances.max`` times it (or the
+    module's max_cores / max_memory), and no more cores than ``node_cpus``, the fewest CPUs of the primaries' nodes
+    (qemu-server config_to_command refuses to start a VM with more: "MAX n vcpus allowed per VM on this node")."""
     top = int(entry['instances']['max'])
-    return dict(min_cores=int(entry['cores']), max_cores=int(max_cores or entry['cores'] * top),
-                min_memory=int(entry['memory_mib']), max_memory=int(max_memory or entry['memory_mib'] * top))
+    out = dict(min_cores=int(entry['cores']), max_cores=int(max_cores or entry['cores'] * top),
+               min_memory=int(entry['memory_mib']), max_memory=int(max_memory or entry['memory_mib'] * top))
+    if node_cpus and int(node_cpus) < out['max_cores']:
+        out['max_cores'] = max(int(node_cpus), 1)
+    return out
+
+
+def primaries_node_cpus(prim: list[dict[str, t.Any]], nodes: list[dict[str, t.Any]] | None) -> tuple[int, str] | None:
+    """``(CPUs, node)`` of the primaries' node with the fewest CPUs (/nodes ``maxcpu``), or None when unknown."""
+    cpus = dict((n['node'], int(n['maxcpu'])) for n in nodes or [] if n.get('node') and n.get('maxcpu'))
+    known = sorted((cpus[vm['node']], vm['node']) for vm in prim if vm.get('node') in cpus)
+    return known[0] if known else None
 
 
 # --------------------------------------------------------------------------------------------- forecast
@@ -404,13 +421,14 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
                   window: int = DEFAULT_WINDOW, level: float | None = None, models: list[str] | None = None,
                   forecast_only: bool = False, services: list[str] | None = None, max_cores: int | None = None,
                   max_memory: int | None = None,
-                  resources: list[dict[str, t.Any]] | None = None,
+                  resources: list[dict[str, t.Any]] | None = None, nodes: list[dict[str, t.Any]] | None = None,
                   report: dict[tuple[str, str], dict[str, t.Any]] | None = None) -> list[dict[str, t.Any]]:
     """One decision per service of the plan (nothing is changed in PVE).
 
     ``report``: a dict that collects, per ``(template, service)``, what each decision was made from for the HTML
     report (module_utils/scaling/report.py): the demand series, their end, the full forecasts and the horizon. It
-    stays in the process; the decisions keep only the forecast summary.
+    stays in the process; the decisions keep only the forecast summary. ``nodes``: the /nodes listing (read here
+    when a vertical service needs the nodes' CPUs and none is given).
     """
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import forecast as forecast_utils
     from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import policy
@@ -438,8 +456,10 @@ def forecast_plan(api: PveApi, plan: dict[str, t.Any], store: HistoryStore, now:
     for entry in plan.get('scaling') or []:
         if services and entry['service'] not in services:
             continue
+        if entry['mode'] == 'vertical' and nodes is None:
+            nodes = api.get('nodes') or []
         only = bool(forecast_only or entry.get('forecast_only') or plan.get('forecast_only'))
-        out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory),
+        out.append(_decide_service(plan, entry, store, resources, now, window, only, (max_cores, max_memory, nodes),
                                    dict(level=level, forecaster=forecaster_for(entry)),
                                    canary_state(api, plan, entry, resources, now), report=report))
     return out
@@ -499,8 +519,11 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
             item['shadow'] = shadow[metric]
         inputs[metric] = item
     current = {'instances': len(prim), 'capacity': {'cpu': anchor_cores, 'memory': anchor_memory}}
+    node_cap = None
     if entry['mode'] == 'vertical':
-        current.update(cores=anchor_cores, memory=anchor_memory, **vertical_bounds(entry, *bounds))
+        node_cap = primaries_node_cpus(prim, bounds[2])
+        current.update(cores=anchor_cores, memory=anchor_memory,
+                       **vertical_bounds(entry, bounds[0], bounds[1], node_cap[0] if node_cap else None))
     last = {'action': state.get('action'), 'time': state.get('time')} if state else None
     recs = recommendations(store, plan['template'], service, now, entry)
     if not inputs:
@@ -514,6 +537,7 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
                              **decide_options)
     decision.update(template=plan['template'], service=service, made_at=now, basis_time=state.get('time'),
                     instances=len(prim), last_action=state or None, canary=canary)
+    _note_node_cap(decision, entry, bounds, node_cap)
     if report is not None:
         report[(plan['template'], service)] = report_inputs(store, plan['template'], service, entry, now, window,
                                                             metrics, end, decision.get('forecast'))
@@ -566,6 +590,20 @@ def report_inputs(store: HistoryStore, template: str, service: str, entry: dict[
             metrics = longer
     return dict(series=dict((m, d['demand']) for m, d in metrics.items()), end=end, forecasts=dict(forecasts or {}),
                 horizon=entry['horizon_seconds'], window=window)
+
+
+def _note_node_cap(decision, entry, bounds, node_cap):
+    """Say so in the reason when the cores of a vertical decision stop at the CPUs of a primary's node."""
+    if node_cap is None or (decision.get('target') or {}).get('cores') is None:
+        return
+    configured = vertical_bounds(entry, bounds[0], bounds[1])['max_cores']
+    cpus, node = node_cap
+    at_cap = int(decision['target']['cores']) >= cpus or (decision.get('wanted') or {}).get('cores', 0) >= cpus
+    if cpus < configured and at_cap and decision.get('action') != 'scale_down':
+        decision['capped_by'] = {'cores': cpus, 'node': node}
+        why = ('cores capped at {0}, the CPUs of node {1} (max_cores {2}; PVE starts no VM with more: "MAX {0} vcpus '
+               'allowed per VM on this node")'.format(cpus, node, configured))
+        decision['reason'] = '{0}; {1}'.format(decision.get('reason', ''), why)
 
 
 def recommendations(store: HistoryStore, template: str, service: str, now: float,

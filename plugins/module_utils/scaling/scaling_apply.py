@@ -35,7 +35,8 @@ if t.TYPE_CHECKING:
     from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApi
 
 __all__ = ['apply_decision', 'claim', 'new_instance_vm', 'wiring_for', 'vertical_changes', 'pending_resizes',
-           'hotplug_features', 'effective_cores', 'ScalingError']
+           'hotplug_features', 'effective_cores', 'is_running', 'static_memory', 'dimm_grid', 'hotplug_memory',
+           'applied_size', 'node_cpus', 'ScalingError']
 
 FORECAST_ONLY = '[forecast-only: not acted on] '
 
@@ -92,33 +93,134 @@ def wiring_for(plan: dict[str, t.Any], service: str, base_name: str,
     return mirrors, members
 
 
-def vertical_changes(cfg: dict[str, t.Any], running: bool, cores: int,
-                     memory: int) -> tuple[dict[str, int], list[str]]:
-    """(changes, notes) to resize one VM; notes say what stays pending until a restart and why."""
-    changes, notes = {}, []
-    features = hotplug_features(cfg)
-    sockets = int(cfg.get('sockets', 1))
-    configured = int(cfg.get('cores', 1)) * sockets
+# qemu-server src/PVE/QemuServer/Memory.pm: $STATICMEM, the memory a VM with memory hot-plug boots with before
+# its DIMMs (times the sockets with 1 GiB hugepages).
+STATIC_MEMORY = 1024
+# Memory.pm foreach_dimm: 8 rounds of 32 DIMMs, 512 MiB each in the first (1024 MiB with 1 GiB hugepages), the
+# DIMM size doubling every round.
+DIMM_ROUNDS, DIMMS_PER_ROUND = 8, 32
+# The /cluster/resources statuses of a VM that does not run (pvestatd reports the QMP status of a running one:
+# running, paused, prelaunch, suspended, ...; `unknown` when its node is offline).
+NOT_RUNNING = ('stopped', 'unknown')
+
+
+def is_running(vm: dict[str, t.Any]) -> bool:
+    """True for a VM whose QEMU process runs: /cluster/resources ``status`` is its QMP status (pve-manager
+    pvestatd update_qemu_status: ``$d->{qmpstatus} || $d->{status}``), so a paused VM reads ``paused``, and PVE
+    hot-plugs into it (or keeps changes pending) as into any running VM (qemu-server check_running)."""
+    status = vm.get('status')
+    return bool(status) and status not in NOT_RUNNING
+
+
+def _hugepages_1g(cfg):
+    return str(cfg.get('hugepages', '')).strip() == '1024'
+
+
+def static_memory(cfg: dict[str, t.Any]) -> int:
+    """The memory (MiB) a VM with memory hot-plug has before its DIMMs; also its minimum (Memory.pm ``config``:
+    "minimum memory must be ...MB"; qemu_memory_hotplug: "memory can't be lower than ... MB")."""
+    return STATIC_MEMORY * int(cfg.get('sockets') or 1) if _hugepages_1g(cfg) else STATIC_MEMORY
+
+
+def dimm_grid(cfg: dict[str, t.Any]) -> list[int]:
+    """The memory sizes (MiB) a VM with memory hot-plug can have: the static memory plus whole DIMMs in
+    Memory.pm foreach_dimm's order. A start with another size dies ("memory size (M) must be aligned to D for
+    hotplugging"); a hot-add on a running VM adds DIMMs up to the first size at or above the value asked for and
+    writes that size; a hot-remove unplugs DIMMs down to the first size at or below it."""
+    size = 1024 if _hugepages_1g(cfg) else 512
+    current = static_memory(cfg)
+    out = [current]
+    for dummy in range(DIMM_ROUNDS):
+        for dummy2 in range(DIMMS_PER_ROUND):
+            current += size
+            out.append(current)
+        size *= 2
+    return out
+
+
+def hotplug_memory(cfg: dict[str, t.Any], memory: int) -> int:
+    """``memory`` (MiB) rounded up to the DIMM grid of ``cfg`` (at least its static memory): the size PVE starts a
+    VM with memory hot-plug with, and the size a hot-add or hot-remove to it ends at, so a rerun finds it in place."""
+    for size in dimm_grid(cfg):
+        if size >= memory:
+            return size
+    raise ScalingError('memory {0} MiB is above the largest size memory hot-plug reaches ({1} MiB, qemu-server '
+                       'Memory.pm foreach_dimm): lower the scaling max_memory'.format(memory, dimm_grid(cfg)[-1]))
+
+
+def _numa(cfg):
+    return str(cfg.get('numa', '0')) in ('1', 'true')
+
+
+def vertical_changes(cfg: dict[str, t.Any], running: bool, cores: int, memory: int,
+                     current: dict[str, t.Any] | None = None,
+                     node_cpus: int | None = None) -> tuple[dict[str, int], list[str], list[str]]:
+    """``(changes, deletes, notes)`` to resize one VM to ``cores`` vCPUs and ``memory`` MiB; notes say what PVE
+    applies instead of the target, and what stays pending until a restart and why.
+
+    ``cfg`` is GET config (PVE's pending values applied: what the next start uses); ``current`` the running config
+    (GET config with ``current=1``; ``cfg`` when not given), which qemu-server's hot-plug decisions look at
+    (vmconfig_hotplug_pending); ``node_cpus`` the CPUs of the VM's node (no start with more: qemu-server
+    config_to_command "MAX n vcpus allowed per VM on this node").
+    """
+    current = cfg if current is None else current
+    changes, deletes, notes = {}, [], []
+    live = hotplug_features(current) if running else set()
+    sockets = int(cfg.get('sockets') or 1)
+    if node_cpus and cores > int(node_cpus) >= sockets:
+        cap = int(node_cpus) // sockets * sockets
+        notes.append('cores {0} capped at {1}: the node has {2} CPUs and PVE starts no VM with more sockets x cores '
+                     '("MAX {2} vcpus allowed per VM on this node", qemu-server config_to_command)'.format(
+                         cores, cap, node_cpus))
+        cores = cap
+    # qemu_cpu_hotplug counts against the running sockets x cores ("you can't add more vcpus than maxcpus")
+    running_max = int(current.get('cores') or 1) * int(current.get('sockets') or 1)
+    configured = min(int(cfg.get('cores') or 1) * sockets, running_max)
     if effective_cores(cfg) != cores:
-        if running and 'cpu' in features and cores <= configured:
+        if running and 'cpu' in live and cores <= configured:
             changes['vcpus'] = cores
         else:
             changes['cores'] = int(math.ceil(cores / float(sockets)))
             if 'vcpus' in cfg:
-                changes['vcpus'] = cores
+                if running and 'cpu' in live:
+                    # A vcpus above the running maxcpus fails the whole PUT (400, hotplug problem); deleting it
+                    # hot-plugs up to the running maxcpus now and runs cores x sockets after the restart.
+                    deletes.append('vcpus')
+                else:
+                    changes['vcpus'] = cores
             if running:
                 notes.append('cores {0} pending until the next restart, needs a reboot ({1})'.format(
-                    cores, 'hotplug lacks cpu' if 'cpu' not in features
-                    else 'more than the {0} configured cores; raise cores and set vcpus to hot-plug later'.format(
-                        configured)))
-    if propstr.parse_memory(cfg.get('memory', 512)) != memory:
-        changes['memory'] = memory
-        numa = str(cfg.get('numa', '0')) in ('1', 'true')
-        if running and not ('memory' in features and numa):
+                    changes['cores'] * sockets if deletes else cores, 'hotplug lacks cpu' if 'cpu' not in live
+                    else 'more than the {0} cores it runs with; {1}'.format(
+                        running_max, 'vcpus removed: it hot-plugs up to {0} now'.format(running_max) if deletes
+                        else 'raise cores and set vcpus to hot-plug later')))
+    want = memory
+    grid_cfg = current if running and 'memory' in live else cfg
+    if 'memory' in hotplug_features(cfg) or 'memory' in live:
+        want = hotplug_memory(grid_cfg, memory)
+        if want != memory:
+            notes.append('memory {0} MiB rounded to {1} MiB: with memory hot-plug PVE runs {2} MiB static memory '
+                         'plus whole DIMMs (qemu-server Memory.pm foreach_dimm)'.format(memory, want,
+                                                                                        static_memory(grid_cfg)))
+    if propstr.parse_memory(cfg.get('memory', 512)) != want:
+        changes['memory'] = want
+        if running and not ('memory' in live and _numa(current)):
             notes.append('memory {0} MiB pending until the next restart, needs a reboot (hot-plug needs hotplug with '
-                         'memory and numa=1)'
-                         .format(memory))
-    return changes, notes
+                         'memory and numa=1)'.format(want))
+    balloon = cfg.get('balloon')
+    if balloon not in (None, '') and int(balloon) > want:
+        # qemu-server API2/Qemu.pm update_vm_api: "balloon value too large (must be smaller than assigned memory)"
+        changes['balloon'] = want
+        notes.append('balloon {0} MiB lowered to the new memory {1} MiB'.format(int(balloon), want))
+    return changes, deletes, notes
+
+
+def applied_size(cfg: dict[str, t.Any], changes: dict[str, int], deletes: list[str]) -> dict[str, int]:
+    """The size (cores, memory MiB) ``cfg`` gives once ``changes`` and ``deletes`` are written."""
+    after = dict(cfg, **changes)
+    for key in deletes:
+        after.pop(key, None)
+    return dict(cores=effective_cores(after), memory=propstr.parse_memory(after.get('memory', 512)))
 
 
 def pending_resizes(primaries: list[dict[str, t.Any]],
@@ -129,7 +231,7 @@ def pending_resizes(primaries: list[dict[str, t.Any]],
     out = []
     for vm in primaries:
         cfg = configs.get(vm['name'])
-        if cfg is None or vm.get('status') != 'running':
+        if cfg is None or not is_running(vm):
             continue
         cores, memory = capacity_from_resources(vm)
         keys, what = [], []
@@ -258,7 +360,7 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
     if _superseded(res, decision, st):
         return res
     want = int((decision.get('target') or {}).get('instances', len(prim))) if entry['mode'] == 'horizontal' else None
-    if _nothing_to_do(res, entry, prim, configs, want):
+    if _nothing_to_do(res, entry, prim, configs, want) or _vertical_in_place(res, entry, prim, configs, decision):
         return res
     record = _action_record(decision, entry, now, len(prim), want)
     res['changed'] = True
@@ -315,6 +417,23 @@ def _nothing_to_do(res, entry, prim, configs, want):
                              '; '.join('{0}: {1}'.format(name, what) for name, dummy, what in waiting)))
         return True
     return False
+
+
+def _vertical_in_place(res, entry, prim, configs, decision):
+    """True, with the reason in ``res``, when a vertical target changes no primary once PVE's rules are applied (a
+    memory target rounded to the DIMM grid the primaries already have): nothing is claimed or written."""
+    if entry['mode'] != 'vertical' or not configs:
+        return False
+    target = decision.get('target') or {}
+    cores, memory = int(target['cores']), int(target['memory'])
+    for vm in prim:
+        cfg = configs.get(vm['name'])
+        if cfg is None or any(vertical_changes(cfg, is_running(vm), cores, memory)[:2]):
+            return False
+    res['skipped'] = 'in_place'
+    res['reason'] = '{0}; not acted on: every primary already has this size as PVE applies it (memory hot-plug ' \
+        'takes whole DIMMs)'.format(res['reason'])
+    return True
 
 
 def _action_record(decision, entry, now, n, want):
@@ -395,29 +514,61 @@ def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode,
     res['reason'] = '{0}: removed {1}'.format(res['reason'], ', '.join(n for n, i in removed))
 
 
+def node_cpus(nodes: list[dict[str, t.Any]] | None) -> dict[str, int]:
+    """``{node: CPUs}`` of the nodes of a /nodes or /cluster/resources listing that report ``maxcpu``."""
+    out = {}
+    for n in nodes or []:
+        if n.get('node') and n.get('maxcpu') and n.get('type', 'node') == 'node':
+            out[n['node']] = int(n['maxcpu'])
+    return out
+
+
 def _apply_vertical(api, prim, configs, target, res, check_mode):
     cores, memory = int(target['cores']), int(target['memory'])
+    cpus = node_cpus(api.get('nodes'))
     notes = []
     for vm in prim:
-        running = vm.get('status') == 'running'
+        running = is_running(vm)
+        path = 'nodes/{0}/qemu/{1}'.format(vm['node'], vm['vmid'])
+        # qemu-server's hot-plug decisions look at the running config, GET config without current=1 has the
+        # pending values applied
+        current = api.get(path + '/config', current=1) if running else None
 
-        def compute(cfg, running=running):
-            changes, vm_notes = vertical_changes(cfg, running, cores, memory)
+        def compute(cfg, running=running, current=current, vm=vm):
+            changes, deletes, vm_notes = vertical_changes(cfg, running, cores, memory, current=current,
+                                                          node_cpus=cpus.get(vm['node']))
             compute.notes = vm_notes
-            return changes, []
-        compute.notes = []
-        before, changes, dummy = api.update_vm_config(vm['node'], vm['vmid'], compute, check_mode=check_mode)
-        if changes:
-            res['resized'].append(dict(name=vm['name'], changes=changes,
-                                       before=dict(cores=effective_cores(before),
-                                                   memory=propstr.parse_memory(before.get('memory', 512)))))
+            compute.size = applied_size(cfg, changes, deletes)
+            return changes, deletes
+        compute.notes, compute.size = [], None
+        before, changes, deletes = api.update_vm_config(vm['node'], vm['vmid'], compute, check_mode=check_mode)
+        if changes or deletes:
+            entry = dict(name=vm['name'], changes=changes,
+                         before=dict(cores=effective_cores(before),
+                                     memory=propstr.parse_memory(before.get('memory', 512))),
+                         after=compute.size)
+            if deletes:
+                entry['deletes'] = sorted(deletes)
+            res['resized'].append(entry)
             notes.extend('{0}: {1}'.format(vm['name'], note) for note in compute.notes)
-            if not check_mode and running:
-                pending = api.get('nodes/{0}/qemu/{1}/pending'.format(vm['node'], vm['vmid'])) or []
-                keys = sorted(p['key'] for p in pending if 'pending' in p or p.get('delete'))
-                if keys:
-                    res['pending'].append(dict(name=vm['name'], keys=keys))
-                    res['restart_needed'].append(vm['name'])
+            if not check_mode:
+                _read_back(api, path, vm, running, entry, res, notes)
     res['notes'] = notes
     if notes:
         res['reason'] = '{0}; {1}'.format(res['reason'], '; '.join(notes))
+
+
+def _read_back(api, path, vm, running, entry, res, notes):
+    """The size PVE wrote (GET pending: the config and its pending values), into ``entry['after']``; a running
+    VM's pending keys into ``res``."""
+    pending = api.get(path + '/pending') or []
+    values = dict((p['key'], p.get('pending', p.get('value'))) for p in pending if not p.get('delete'))
+    after = dict(cores=effective_cores(values), memory=propstr.parse_memory(values.get('memory', 512)))
+    if after != entry['after']:
+        notes.append('{0}: PVE wrote {1} cores, {2} MiB (asked for {3} cores, {4} MiB)'.format(
+            vm['name'], after['cores'], after['memory'], entry['after']['cores'], entry['after']['memory']))
+    entry['after'] = after
+    keys = sorted(p['key'] for p in pending if 'pending' in p or p.get('delete'))
+    if running and keys:
+        res['pending'].append(dict(name=vm['name'], keys=keys))
+        res['restart_needed'].append(vm['name'])
