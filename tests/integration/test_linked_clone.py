@@ -323,3 +323,12 @@ def test_simulator_refuses_target_clone_of_local_storage_vm_as_pve(pvesim, proxm
     # Shared storage (rbd): allowed.
     proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=501, name='y', target='pve2')
     assert [vm.node for vm in pvesim.pve.vms if vm.vmid == 501] == ['pve2']
+
+
+def test_memory_below_the_templates_balloon_lowers_the_balloon(pvesim, pve_conn):
+    # clone_vm copies the template's balloon; update_vm_api refuses memory below it ("balloon value too large").
+    pvesim.pve.vm(9000).config['balloon'] = 2048
+    result = run_module(linked_clone, args(pve_conn, memory=1024))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    assert result['changed'] and int(vm.config['memory']) == 1024 and int(vm.config['balloon']) == 1024
+    assert not run_module(linked_clone, args(pve_conn, memory=1024))['changed']

@@ -306,6 +306,11 @@ def desired_config_changes(spec, cfg):
         changes['cores'] = int(spec.cores)
     if not serving and spec.memory is not None and propstr.parse_memory(cfg.get('memory', 512)) != int(spec.memory):
         changes['memory'] = int(spec.memory)
+        balloon = cfg.get('balloon')
+        if balloon not in (None, '') and int(balloon) > int(spec.memory):
+            # qemu-server API2/Qemu.pm update_vm_api: "balloon value too large (must be smaller than assigned
+            # memory)"; clone_vm copied the template's balloon
+            changes['balloon'] = int(spec.memory)
     for index, want in enumerate(spec.nets or []):
         if want is None:
             continue
