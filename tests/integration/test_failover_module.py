@@ -216,6 +216,20 @@ def test_hung_primary_is_reset_and_resumed(pvesim, pve_conn, plan, built):
     assert paths == ['reset', 'resume'] and primary.qmpstatus == 'running'
 
 
+def test_hibernated_primary_is_started_from_its_saved_state(pvesim, pve_conn, plan, built):
+    # A VM suspended to disk is stopped with lock 'suspended' until it is started: qemu-server vm_start skips the lock
+    # check for it and resumes from the saved state. Before, "locked (suspended): not touched" for ever.
+    primary = built['shop-web-1']
+    stop(primary)
+    primary.lock = 'suspended'
+    mark = pvesim.mark()
+    rem = fo(pve_conn, plan, 'remediate')
+    assert rem['remediation'][0]['action'] == 'start' and rem['remediation'][0]['result'] == 'done', rem
+    assert 'hibernated' in rem['remediation'][0]['msg']
+    assert [p.rsplit('/', 1)[-1] for m, p, b in pvesim.writes(mark)] == ['start']
+    assert primary.status == 'running' and primary.lock is None
+
+
 def test_node_offline_is_reported_by_name(pvesim, pve_conn, plan, built):
     primary = built['shop-web-1']
     pvesim.pve.set_node_offline(primary.node)

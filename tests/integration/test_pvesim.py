@@ -867,3 +867,25 @@ def test_clone_failing_at_the_pool_leaves_the_moved_config_as_pve(proxmoxer_api,
     # The fault is spent: the next clone joins its pool.
     upid = proxmoxer_api.nodes('pve1').qemu(9000).clone.post(newid=102, name='fine', pool='shadownet')
     assert _wait_task(proxmoxer_api, 'pve1', upid) == 'OK' and 102 in pve.pools['shadownet']
+
+
+
+def test_a_task_log_reads_to_the_end_with_limit_0_and_the_collection_sees_every_warning(proxmoxer_api, pvesim, pve_conn):
+    # pve-common Tools.pm dump_logfile_by_filehandle: limit 0 reads to the end; the default limit is 50 lines.
+    import asyncio
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+    lines = ['WARN: early warning'] + ['progress {0}'.format(i) for i in range(80)] + ['WARN: late warning']
+
+    async def nothing():
+        return None
+
+    async def make():
+        return await pvesim.pve.task('pve1', 'qmigrate', 9000, 'root@pam', nothing, log=lines)
+    upid = asyncio.run_coroutine_threadsafe(make(), pvesim.loop).result(10)
+    log = proxmoxer_api.nodes('pve1').tasks(upid).log
+    assert len(log.get()) == 50 and [e['t'] for e in log.get(limit=0)][:82] == lines
+    api = api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                           token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                           ca_path=pve_conn['ca_path'])
+    assert 'WARN: late warning' in api.task_log('pve1', upid, 5)
+    assert api.task_log('pve1', upid, None)[:82] == lines

@@ -158,7 +158,7 @@ import yaml
 from aiohttp import web
 from fakepve import FakePve
 from fakepve.certs import make_cert
-from fakepve.server import settle
+from fakepve.server import ok, params, settle
 
 from .pvesim_agent import GuestAgentFiles
 from .pvesim_cluster import HaApi, NodeNetworkApi
@@ -206,6 +206,15 @@ class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, Li
     def _record(self, request, body):
         super()._record(request, body)
         self.request_count += 1
+
+    async def _task_log(self, request):
+        # pve-manager PVE/API2/Tasks.pm read_task_log -> pve-common Tools.pm dump_logfile_by_filehandle: `limit`
+        # lines from `start` (default 50), `limit=0` to the end (fakepve answered nothing for 0).
+        p = self._verify(request, await params(request))
+        lines = self._get_task(request)['log']
+        start, limit = int(p.get('start', 0)), int(p.get('limit', 50))
+        entries = [{'n': n + 1, 't': t} for n, t in enumerate(lines)][start:]
+        return ok(entries if limit == 0 else entries[:limit])
 
     def requests_since(self, mark=0):
         """Requests (method, path, body bytes) recorded after `mark` (a `request_count` taken earlier)."""

@@ -218,3 +218,34 @@ def test_a_qmp_or_agent_timeout_is_not_a_lock():
                        ("VM 100 qmp command 'query-status' failed - got timeout", 'nodes/pve1/qemu/100/status/resume')):
         kind, retry, msg = api_utils.classify(res(500, text), 'POST', path)
         assert kind != 'lock' and not retry, (kind, msg)
+
+
+class LogApi(StopApi):
+    """A task that ended WARNINGS with a long log: the first warning is far from the end."""
+
+    def get(self, path, **params):
+        self.calls.append(('GET', path, params))
+        if path.endswith('/status'):
+            return {'status': 'stopped', 'exitstatus': 'WARNINGS: 2', 'type': 'qmdestroy'}
+        lines = ["WARN: Could not remove disk 'ceph-vm:vm-101-disk-0', check manually"] + \
+            ['line {0}'.format(i) for i in range(100)] + ["WARN: Could not remove disk 'ceph-vm:vm-101-disk-1'"]
+        entries = [{'n': n + 1, 't': t} for n, t in enumerate(lines)]
+        return entries if params.get('limit') == 0 else entries[:params.get('limit', 50)]
+
+
+def test_every_warning_of_a_long_task_log_is_kept():
+    # pve-manager Tasks.pm read_task_log: limit 0 reads to the end; the warnings come from every line
+    api = LogApi(['stopped'])
+    result = api.wait_task('UPID:pve1:0000:0000:00000000:qmdestroy:101:root@pam:', timeout=10)
+    assert len(result['warnings']) == 2 and len(result['log']) == 20
+    assert all(call[2].get('limit') == 0 for call in api.calls if call[1].endswith('/log'))
+
+
+def test_a_proxy_timeout_on_a_write_is_uncertain_and_retried_on_a_read():
+    # pve-http-server AnyEvent.pm proxy_request: 30 s timeout, AnyEvent::HTTP's 596 passed through while the handler
+    # may go on: never call such a write failed or done without looking.
+    assert api_utils.classify(res(596, 'Connection timed out'), 'PUT', 'nodes/pve1/qemu/100/config')[:2] == \
+        ('uncertain', False)
+    assert api_utils.classify(res(596, 'Connection timed out'), 'GET', 'nodes/pve1/qemu/100/config')[:2] == \
+        ('server', True)
+    assert api_utils.classify(res(595, 'No route to host'), 'POST', 'nodes/pve2/qemu/100/status/start')[0] == 'offline'

@@ -188,6 +188,14 @@ def classify(exc, method, path):
         if status == 595:
             return ('offline', False, 'node {0!r} is offline or unreachable ({1}: {2}). Bring it back or choose '
                     'another node.'.format(node, where, text))
+        if status in (596, 597, 599):
+            # pve-http-server PVE/APIServer/AnyEvent.pm proxy_request forwards to pvedaemon or another node with a
+            # 30 s timeout and passes AnyEvent::HTTP's own 59x status through: the request was sent, and the handler
+            # may still be running (a config update that hot-unplugs memory) or have finished.
+            if method == 'GET':
+                return ('server', True, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
+            return ('uncertain', False, 'PVE\'s proxy answered {0} to {1} ({2}); the change may or may not have been '
+                    'made'.format(status, where, text))
         if status == 400:
             detail = '; '.join('{0}: {1}'.format(k, str(v).strip()) for k, v in sorted((errors or {}).items())) \
                 if isinstance(errors, dict) else str(errors or '')
@@ -385,28 +393,33 @@ class PveApi(object):
             self._sleep(min(delay, max(0.0, deadline - self._clock())))
             delay = min(delay * 1.5, 2.0)
         exitstatus = str(status.get('exitstatus', ''))
-        log = self.task_log(node, upid, log_lines)
+        full = self.task_log(node, upid, None)
+        log = full[-log_lines:] if log_lines else full
         result = dict(upid=upid, node=node, exitstatus=exitstatus, warnings=[], log=log)
         if exitstatus == 'OK':
             return result
         if exitstatus.startswith('WARNINGS'):
-            result['warnings'] = [line for line in log if 'WARN' in line.upper()] or [exitstatus]
+            # every WARN line of the task, not only those among the last lines kept in `log`
+            result['warnings'] = [line for line in full if 'WARN' in line.upper()] or [exitstatus]
             self.warnings.extend(result['warnings'])
             return result
-        error_lines = [line for line in log if line.startswith('TASK ERROR')]
+        error_lines = [line for line in full if line.startswith('TASK ERROR')]
         message = error_lines[-1][len('TASK ERROR:'):].strip() if error_lines else exitstatus
         raise PveTaskError('PVE task {0} on {1} failed: {2}'.format(status.get('type', ''), node,
                                                                     message or exitstatus),
                            upid=upid, exitstatus=exitstatus, log=log, node=node)
 
     def task_log(self, node, upid, lines=20):
-        """The last ``lines`` lines of a task's log."""
+        """The last ``lines`` lines of a task's log (None: all of them).
+
+        pve-manager PVE/API2/Tasks.pm read_task_log reads ``limit`` lines from ``start`` (default 50); ``limit=0``
+        reads to the end (pve-common Tools.pm dump_logfile_by_filehandle ``read_until_end``): a long task (a
+        migration with local disks prints a line per second) still gives its last lines and every warning."""
         try:
-            # PVE's total line count is outside `data`, which proxmoxer drops: read a generous window.
-            entries = self.get('nodes/{0}/tasks/{1}/log'.format(node, upid), start=0, limit=5000) or []
+            entries = self.get('nodes/{0}/tasks/{1}/log'.format(node, upid), start=0, limit=0) or []
         except PveApiError:
             return []
-        if len(entries) > lines:
+        if lines is not None and len(entries) > lines:
             entries = entries[-lines:]
         return [str(e.get('t', '')) for e in entries]
 

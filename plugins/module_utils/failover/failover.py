@@ -401,6 +401,12 @@ class Failover(object):
                             'is certainly off (powered down or fenced), run again with offline_recovery=ha (HA then '
                             'recovers it on another node), or move /etc/pve/nodes/{0}/qemu-server/{2}.conf to an '
                             'online node yourself'.format(node, name, view['vmid']))
+        if view['lock'] == 'suspended' and problem == 'stopped':
+            # Hibernated (suspended to disk): the lock stays until the VM is started. qemu-server vm_start skips
+            # check_lock for it and resumes from the saved state (QemuServer.pm vm_start, $has_suspended_lock).
+            if view['ha_service'] == 'error':
+                return 'none', _ha_error(view)
+            return 'start', 'start {0} on {1} (hibernated: it resumes from its saved state)'.format(name, node)
         if view['lock']:
             return 'none', '{0} is locked ({1}): not touched; run again when the lock is gone'.format(name, view['lock'])
         if problem == 'stopped':
