@@ -28,6 +28,8 @@ options:
       - Password of O(api_user). Falls back to E(PROXMOX_PASSWORD).
       - Mutually exclusive with O(api_token_secret); give a token or a password, never both.
       - Password logins use tickets; an expired ticket is renewed once, automatically.
+      - A user with two-factor authentication is refused before any second factor is sent (PVE counts failed ones
+        and locks the user's TOTP after too many); use an API token for unattended runs.
     type: str
   api_token_id:
     description:

@@ -131,6 +131,8 @@ class PveTimeoutError(PveApiError):
     """Waited the whole wall-clock budget for a task or a lock."""
 
 
+# Lines of a task log read at most (the whole log of any task; see PveApi.task_log).
+TASK_LOG_LIMIT = 1000000
 # Requests of one write, in all, while answers are lost: each lost answer is followed by a look at PVE.
 UNCERTAIN_ATTEMPTS = 5
 
@@ -300,6 +302,8 @@ class PveApi(object):
         else:
             kwargs.update(password=self._password)
         try:
+            if not self._token_secret and self._api is None:     # the first login (not a renewal after a 401)
+                self._refuse_second_factor()
             self._api = ProxmoxAPI(self.host, **kwargs)
         except Exception as exc:  # proxmoxer raises requests or its own errors on login
             kind, dummy, message = classify(exc, 'POST', 'access/ticket')
@@ -307,6 +311,22 @@ class PveApi(object):
                 message = 'PVE login to {0}:{1} failed: {2}'.format(self.host, self.port, exc)
             raise PveApiError(message, kind=kind if kind != 'uncertain' else 'connection',
                               path='access/ticket') from exc
+
+    def _refuse_second_factor(self):
+        """Stop before proxmoxer's login when the user has two-factor authentication.
+
+        pve-access-control API2/AccessControl.pm create_ticket answers such a user with ``NeedTFA`` and a challenge
+        ticket; proxmoxer then sends a second factor even without one (``totp:None``), and PVE counts every failed
+        second factor (AccessControl.pm authenticate_2nd_new: after too many, the user's TOTP is locked). An
+        unattended run cannot give one: it must log in with an API token."""
+        url = 'https://{0}:{1}/api2/json/access/ticket'.format(self.host, self.port)
+        answer = requests.post(url, data={'username': self.user, 'password': self._password}, verify=self.verify,
+                               timeout=self.timeout)
+        data = (answer.json() or {}).get('data') if answer.status_code == 200 else None
+        if isinstance(data, dict) and data.get('NeedTFA') is not None:
+            raise AuthenticationError('{0} has two-factor authentication, which an unattended login cannot give; no '
+                                      'second factor was sent. Log in with an API token (api_token_id and '
+                                      'api_token_secret) instead'.format(self.user))
 
     # ------------------------------------------------------------ requests
 
@@ -412,11 +432,12 @@ class PveApi(object):
     def task_log(self, node, upid, lines=20):
         """The last ``lines`` lines of a task's log (None: all of them).
 
-        pve-manager PVE/API2/Tasks.pm read_task_log reads ``limit`` lines from ``start`` (default 50); ``limit=0``
-        reads to the end (pve-common Tools.pm dump_logfile_by_filehandle ``read_until_end``): a long task (a
-        migration with local disks prints a line per second) still gives its last lines and every warning."""
+        pve-manager PVE/API2/Tasks.pm read_task_log reads ``limit`` lines from ``start`` (default 50; no maximum,
+        ``limit=0`` reads to the end: pve-common Tools.pm dump_logfile_by_filehandle). A million lines is every
+        task's whole log (a migration with local disks prints a line per second: 11 days), so its last lines and
+        every warning are there, on any server (fakepve answers nothing for 0)."""
         try:
-            entries = self.get('nodes/{0}/tasks/{1}/log'.format(node, upid), start=0, limit=0) or []
+            entries = self.get('nodes/{0}/tasks/{1}/log'.format(node, upid), start=0, limit=TASK_LOG_LIMIT) or []
         except PveApiError:
             return []
         if lines is not None and len(entries) > lines:
