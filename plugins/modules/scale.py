@@ -158,6 +158,12 @@ results:
       type: list
       elements: str
       returned: vertical mode, when acted on
+    warnings:
+      description: Per new or removed instance, what the run should know (a node skipped by placement, protection
+        inherited from the template, a disk a destroy could not free), prefixed by the VM's name; also shown as the
+        run's warnings.
+      type: list
+      elements: str
     mirrors_to_add:
       description: Mirror entries (plan format) the port_mirror role must add for the new instances.
       type: list
@@ -235,6 +241,9 @@ def main():
         api_utils.fail_json_from(module, exc, results=results)
     except scaling.ScalingError as exc:
         module.fail_json(msg=str(exc), results=results)
+    for result in results:
+        for warning in result.get('warnings') or []:
+            module.warn('{0}/{1}: {2}'.format(result['template'], result['service'], warning))
     module.exit_json(changed=any(r['changed'] for r in results), results=results)
 
 

@@ -53,6 +53,22 @@ def test_rising_scales_out_before_high_then_cooldown_holds(pvesim, pve_conn, tmp
     assert len(primaries(pvesim)) == 3
 
 
+def test_a_scale_out_reports_what_its_new_instance_should_tell(pvesim, pve_conn, tmp_path):
+    # Each new instance's warnings (here: protection inherited from a protected golden template, which clone_vm
+    # copies) reach scale's result and the run's warnings; before, scale dropped them.
+    plan = plan_of(TEMPLATE)
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    for vm in pvesim.pve.vms:
+        if vm.template:
+            vm.config['protection'] = 1
+    m, decision, s = reconcile(pve_conn, plan, str(tmp_path / 'h.sqlite'))
+    assert s['results'][0]['created'] == ['shop-web-3']
+    warned = s['results'][0]['warnings']
+    assert any(w.startswith('shop-web-3 ') and 'inherited protection' in w for w in warned), warned
+    assert 'shop/web: shop-web-3 (vmid' in str(s.get('warnings')), s.get('warnings')
+
+
 def test_flat_does_nothing(pvesim, pve_conn, tmp_path):
     plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)

@@ -344,7 +344,7 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
     res = dict(template=plan['template'], service=service, mode=entry['mode'], action=decision.get('action'),
                changed=False, applied=False, created=[], removed=[], resized=[], pending=[], restart_needed=[],
                mirrors_to_add=[], mirrors_to_remove=[], vrrp_members_to_add=[], vrrp_members_to_remove=[],
-               reason=decision.get('reason', ''))
+               warnings=[], reason=decision.get('reason', ''))
     if decision.get('action') in (None, 'none'):
         return res
     if forecast_only or decision.get('forecast_only') or not decision.get('act'):
@@ -487,6 +487,7 @@ def _scale_out(make_api, plan, entry, base, indexed, count, res, check_mode, spe
     results = vm_utils.ensure_many(make_api, specs, check_mode=check_mode, parallel=parallel,
                                    resources=listings[0], nodes=listings[1])
     failed = [r for r in results if r.get('failed')]
+    res['warnings'].extend(_warnings_of(results))
     res['created'] = [r['name'] for r in results if r.get('created') and not r.get('failed')]
     res['instances'] = [dict(name=r['name'], vmid=r.get('vmid'), node=r.get('node')) for r in results]
     res['mirrors_to_add'], res['vrrp_members_to_add'] = wiring_for(plan, service, base['name'], added)
@@ -506,12 +507,19 @@ def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode,
     resources = [r for r in listing if r.get('name') in set(v['name'] for v in gone)]
     results = vm_utils.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
     failed = [r for r in results if r.get('failed')]
+    res['warnings'].extend(_warnings_of(results))
     res['removed'] = [r['name'] for r in results if r.get('changed')]
     res['mirrors_to_remove'], res['vrrp_members_to_remove'] = wiring_for(plan, service, base['name'], removed)
     if failed:
         raise ScalingError('scale-in of {0}/{1} failed for {2}'.format(
             plan['template'], service, '; '.join('{0}: {1}'.format(r['name'], r.get('msg')) for r in failed)))
     res['reason'] = '{0}: removed {1}'.format(res['reason'], ', '.join(n for n, i in removed))
+
+
+def _warnings_of(results: list[dict[str, t.Any]]) -> list[str]:
+    """Each VM's warnings (placement skips, protection inherited, a disk a destroy left), named by VM."""
+    return [w if str(w).startswith(str(r.get('name'))) else '{0}: {1}'.format(r.get('name'), w)
+            for r in results for w in r.get('warnings') or []]
 
 
 def node_cpus(nodes: list[dict[str, t.Any]] | None) -> dict[str, int]:
