@@ -16,8 +16,8 @@ description:
     QEMU's C(qmpstatus) (C(status/current)), whether its node is online (C(/nodes)), its HA state
     (C(/cluster/ha/resources), the requested one) and the HA manager's state of it (C(ha) of C(status/current),
     for example C(error)). A primary is down when it is missing, its node is offline, it is stopped, or its
-    QEMU reports another state than running (paused, io-error, internal-error, guest-panicked, ...). PVE cannot see
-    more: a QEMU whose monitor does not answer within 2 seconds reads as running (qemu-server C(vmstatus) then
+    QEMU reports another state than running (paused, io-error, internal-error, guest-panicked, ...). PVE sees no
+    more. A QEMU whose monitor does not answer within 2 seconds reads as running (qemu-server C(vmstatus) then
     gives the process's status), and so does a guest that hangs or panics inside a running QEMU (PVE adds no
     pvpanic device); keepalived's own checks (vip_failover) move the VIP for those. It also says whether the
     service runs on its shadow (from O(state_dir_facts) when given, else when every primary is down and the shadow is up).

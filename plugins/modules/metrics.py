@@ -26,7 +26,7 @@ description:
   - "Memory is PVE's C(mem): with the balloon driver's statistics, total minus the guest's C(MemFree)
     (qemu-server C(vmstatus), pve-qemu's C(query-balloon)), so the guest's page cache counts as used and a Linux
     guest drifts towards 100%; without them, the host's cgroup usage of the QEMU process. Set a memory C(high)
-    threshold with that in mind (or none, and scale on CPU, network and the canary's latency).
+    threshold with that in mind (or none, and scale on CPU, network and the canary's latency)."
   - Primaries and shadows are grouped per service, the shadow told apart by its C(sn-shadow) tag.
   - With the V(sqlite) history backend (O(history), or O(history_path)), every run appends its points to the SQLite
     file, a cache that keeps more than the 30 days PVE keeps. Reading the same points again adds no duplicates; a
