@@ -230,6 +230,18 @@ def test_hibernated_primary_is_started_from_its_saved_state(pvesim, pve_conn, pl
     assert primary.status == 'running' and primary.lock is None
 
 
+def test_a_primary_pve_forgot_the_name_of_is_not_to_be_rebuilt(pvesim, pve_conn, plan, built):
+    # 5 minutes after its node went silent, pmxcfs has dropped the VM's name from /cluster/resources (its tags stay).
+    primary = built['shop-web-1']
+    pvesim.pve.set_node_offline(primary.node)
+    pvesim.pve.statd_expire_offline()
+    mark = pvesim.mark()
+    item = fo(pve_conn, plan, 'remediate')['remediation'][0]
+    assert item['problem'] == 'missing' and item['action'] == 'none', item
+    assert 'vmid {0} on {1}'.format(primary.vmid, primary.node) in item['msg'] and 'do not rebuild' in item['msg']
+    assert 'site.yml' not in item['msg'] and pvesim.writes(mark) == []
+
+
 def test_node_offline_is_reported_by_name(pvesim, pve_conn, plan, built):
     primary = built['shop-web-1']
     pvesim.pve.set_node_offline(primary.node)

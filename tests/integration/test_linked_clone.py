@@ -332,3 +332,21 @@ def test_memory_below_the_templates_balloon_lowers_the_balloon(pvesim, pve_conn)
     vm = vms_named(pvesim, 'shop-web-1')[0]
     assert result['changed'] and int(vm.config['memory']) == 1024 and int(vm.config['balloon']) == 1024
     assert not run_module(linked_clone, args(pve_conn, memory=1024))['changed']
+
+
+def test_a_vm_pve_forgot_the_name_of_on_a_dead_node_is_not_cloned_twice(pvesim, pve_conn):
+    # pmxcfs drops a VM's status (name included) 5 minutes after its node went silent; /cluster/resources still
+    # gives its config's tags. Cloning 'shop-web-1' again would make a second one when the node is back.
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    pvesim.pve.set_node_offline(vm.node)
+    pvesim.pve.statd_expire_offline()
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn, node='pve1', state='started'))
+    msg = info.value.result['msg']
+    assert 'vmid {0} on {1}'.format(vm.vmid, vm.node) in msg and 'no second' in msg, msg
+    assert pvesim.writes(mark) == [] and len(vms_named(pvesim, 'shop-web-1')) == 1
+    # Another VM, with other tags, is still made.
+    other = run_module(linked_clone, args(pve_conn, name='db-9', node='pve1', tags=['shadownet', 'sn-db']))
+    assert other['created']

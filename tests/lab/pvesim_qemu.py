@@ -186,6 +186,8 @@ class QemuExtras(object):
         self.statd_lag_reads = 1
         self._statd = {}
         self._statd_pending = {}
+        # vmids whose status pmxcfs dropped (statd_expire_offline): listed nameless while their node is offline
+        self._statd_expired = set()
         # fail_vdisk_free: storage id -> [message, removals left to fail (None: all)].
         self.vdisk_free_faults = {}
 
@@ -361,6 +363,12 @@ class QemuExtras(object):
         if item.get('type') != 'qemu':
             return item
         vmid = int(item['vmid'])
+        if vmid in self._statd_expired:
+            if not self.nodes.get(item.get('node'), {}).get('online', True):
+                out = dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
+                out['status'] = 'unknown'
+                return out
+            self._statd_expired.discard(vmid)
         live = dict((k, item[k]) for k in self.STATD_FIELDS if k in item)
         shown = self._statd.get(vmid)
         if shown is not None and all(shown.get(k) == live.get(k) for k in ('name', 'status', 'template')):
@@ -376,6 +384,14 @@ class QemuExtras(object):
         out = dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
         out.update(shown if shown is not None else {'status': 'unknown'})
         return out
+
+    def statd_expire_offline(self):
+        """Five minutes after a node went silent: pmxcfs (status.c) has dropped its VMs' status, so they are listed
+        with their config's lock and tags only, status 'unknown' and no name, until the node is back."""
+        for vm in self.vms:
+            if not self.nodes.get(vm.node, {}).get('online', True):
+                self._statd_expired.add(int(vm.vmid))
+                self._statd.pop(int(vm.vmid), None)
 
     def statd_round(self):
         """Publish every VM's current fields at once (a pvestatd round: the cluster as loaded, before any request)."""

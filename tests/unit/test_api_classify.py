@@ -273,3 +273,30 @@ def test_a_user_with_two_factor_authentication_is_refused_without_a_second_facto
     else:
         raise AssertionError('no error')
     assert sent == [('https://pve.example:8006/api2/json/access/ticket', {'username': 'ops@pve', 'password': 'pw'})]
+
+
+class ListingApi(StopApi):
+    """/cluster/resources with a VM pvestatd has not named yet on pve1 and one on pve2, offline for a while."""
+
+    def get(self, path, **params):
+        self.calls.append(('GET', path))
+        if path == 'cluster/resources':
+            return [{'type': 'qemu', 'vmid': 100, 'node': 'pve1', 'status': 'unknown'},
+                    {'type': 'qemu', 'vmid': 101, 'node': 'pve2', 'status': 'unknown'},
+                    {'type': 'qemu', 'vmid': 102, 'node': 'pve1', 'status': 'running', 'name': 'db-1'}]
+        if path == 'nodes':
+            return [{'node': 'pve1', 'status': 'online'}, {'node': 'pve2', 'status': 'offline'}]
+        if path == 'nodes/pve1/qemu/100/status/current':
+            return {'name': 'web-1', 'status': 'running', 'qmpstatus': 'paused', 'cpus': 2, 'maxmem': 2 << 30}
+        raise AssertionError('unexpected read of ' + path)
+
+
+def test_a_vm_pvestatd_has_not_named_is_completed_from_its_status_unless_its_node_is_offline():
+    # pve-manager Cluster.pm resources: name and status come from pvestatd (every 10 s); pmxcfs drops them 5 minutes
+    # after a node went silent. The new VM is asked; the offline node's VM is left as listed (no wait on its node).
+    api = ListingApi(['running'])
+    items = dict((i['vmid'], i) for i in api.resources('vm'))
+    assert items[100]['name'] == 'web-1' and items[100]['status'] == 'paused' and items[100]['maxcpu'] == 2
+    assert 'name' not in items[101] and items[101]['status'] == 'unknown'
+    assert items[102]['name'] == 'db-1'
+    assert [c[1] for c in api.calls] == ['cluster/resources', 'nodes', 'nodes/pve1/qemu/100/status/current']

@@ -526,7 +526,13 @@ class PveApi(object):
         """``GET /cluster/resources``, with the VMs PVE lists before it knows their name completed (see
         :meth:`_named`)."""
         items = self.get('cluster/resources', type=kind) if kind else self.get('cluster/resources')
-        return [self._named(item) for item in items or []]
+        items = list(items or [])
+        if not any(_nameless(item) for item in items):
+            return items
+        # pmxcfs drops a VM's status 5 minutes after its node stopped sending it: every VM of a node offline longer
+        # is nameless too, and asking that node would wait for its timeout. Only VMs of online nodes are asked.
+        online = set(n for n, state in self.nodes().items() if state == 'online')
+        return [self._named(item) if _nameless(item) and item.get('node') in online else item for item in items]
 
     def vm_status(self, node, vmid):
         """A VM's status now, as pvestatd would list it (``qmpstatus``, else ``status``: running, paused, stopped,
@@ -546,8 +552,7 @@ class PveApi(object):
         would not be found by its name (and a second run could clone it again). ``status/current`` (qemu-server
         ``vmstatus``) reads the config; its status is given as pvestatd gives it (``qmpstatus``, else ``status``).
         A VM whose node does not answer stays as listed."""
-        if not isinstance(item, dict) or item.get('type') != 'qemu' or item.get('name') or item.get('vmid') is None \
-                or not item.get('node'):
+        if not _nameless(item):
             return item
         try:
             current = self.get('nodes/{0}/qemu/{1}/status/current'.format(item['node'], item['vmid'])) or {}
@@ -700,6 +705,12 @@ class PveApi(object):
             if current.get('status') == 'running' or (current.get('ha') or {}).get('state') == 'started':
                 return dict(upid=None, exitstatus='OK', warnings=[], log=[])
         raise AssertionError('unreachable')  # pragma: no cover
+
+
+def _nameless(item):
+    """A qemu entry of /cluster/resources without a name (see PveApi._named)."""
+    return isinstance(item, dict) and item.get('type') == 'qemu' and not item.get('name') and \
+        item.get('vmid') is not None and bool(item.get('node'))
 
 
 def ha_service_state(status):

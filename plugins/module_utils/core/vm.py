@@ -421,7 +421,28 @@ class VmEngine(object):
         self._power(spec, current, result)
         return result
 
+    def _unnamed_twins(self, spec):
+        """VMs PVE lists without a name on a node that does not answer, with every tag the new VM would carry.
+
+        pmxcfs drops a VM's name and status from /cluster/resources 5 minutes after its node stopped sending them
+        (the config's ``tags`` stay: pve-manager Cluster.pm reads them from the config), so a VM on a node that has
+        been down that long is not found by its name. Cloning it again would make a second VM of that name once the
+        node is back."""
+        want = set(t.lower() for t in spec.tags or [])
+        if not want:
+            return []
+        return [r for r in self.resources() if r.get('type') == 'qemu' and not r.get('name')
+                and want <= set(t.lower() for t in propstr.parse_tags(r.get('tags') or ''))]
+
     def _create(self, spec, result):
+        twins = self._unnamed_twins(spec)
+        if twins:
+            raise PveApiError('{0!r} is not listed, but PVE lists {1} VM(s) without a name on a node that does not '
+                              'answer ({2}) with all of its tags: it may be one of them (PVE forgets the names of a '
+                              'node\'s VMs 5 minutes after the node went down). Not cloned, so that no second {0!r} '
+                              'appears when the node is back: bring the node back, or remove that VM, then run '
+                              'again'.format(spec.name, len(twins), ', '.join('vmid {0} on {1}'.format(
+                                  r.get('vmid'), r.get('node')) for r in twins)), kind='offline')
         if spec.placement is None:
             resolve_placements(self.api, [spec], self.resources())
         where = spec.placement

@@ -169,6 +169,12 @@ class Failover(object):
         state, health = vrrp.instance_state(self.facts.get(name))
         view.update(vrrp_state=state, vrrp_health=health)
         if not found:
+            # pmxcfs forgets a VM's name 5 minutes after its node went silent (the config's tags stay listed)
+            want = set(t.lower() for t in vm.get('tags') or [])
+            view['unnamed_twins'] = [dict(vmid=int(r['vmid']), node=r.get('node')) for r in resources
+                                     if r.get('type') == 'qemu' and not r.get('name') and want and
+                                     nodes.get(r.get('node')) != 'online' and
+                                     want <= set(t.lower() for t in propstr.parse_tags(r.get('tags') or ''))]
             return view
         res = found[0]
         vmid, node = int(res['vmid']), res['node']
@@ -382,6 +388,12 @@ class Failover(object):
         problem = view['problem']
         if view['healthy']:
             return None, None
+        if problem == 'missing' and view.get('unnamed_twins'):
+            return 'none', ('{0} is not listed by name, but PVE lists {1} without a name on offline node(s), with its '
+                            'tags: PVE forgets the names of a node\'s VMs 5 minutes after the node went down, so it '
+                            'is probably one of them. Bring the node back (HA recovers an HA-managed VM on its own); '
+                            'do not rebuild it, that would make a second {0}'.format(name, ', '.join(
+                                'vmid {0} on {1}'.format(t['vmid'], t['node']) for t in view['unnamed_twins'])))
         if problem == 'missing':
             return 'none', ('{0} does not exist in the cluster: rebuild it with playbooks/site.yml '
                             '(shadownet.proxmox.linked_clone)'.format(name))
