@@ -95,7 +95,7 @@ def decision(action='scale_up', basis=None, **target):
 def base_result(mode='horizontal', action='scale_up', reason='forecast says so'):
     return dict(template='shop', service='web', mode=mode, action=action, changed=False, applied=False, created=[],
                 removed=[], resized=[], pending=[], restart_needed=[], mirrors_to_add=[], mirrors_to_remove=[],
-                vrrp_members_to_add=[], vrrp_members_to_remove=[], reason=reason)
+                vrrp_members_to_add=[], vrrp_members_to_remove=[], warnings=[], reason=reason)
 
 
 def test_no_action_reads_nothing():
