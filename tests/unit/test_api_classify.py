@@ -270,6 +270,7 @@ def test_a_user_with_two_factor_authentication_is_refused_without_a_second_facto
         api_utils.PveApi('pve.example', user='ops@pve', password='pw')
     except api_utils.PveApiError as exc:
         assert exc.kind == 'auth' and 'two-factor' in exc.message and 'api_token_id' in exc.message, exc.message
+        assert 'api_password' not in exc.message
     else:
         raise AssertionError('no error')
     assert sent == [('https://pve.example:8006/api2/json/access/ticket', {'username': 'ops@pve', 'password': 'pw'})]
@@ -300,3 +301,19 @@ def test_a_vm_pvestatd_has_not_named_is_completed_from_its_status_unless_its_nod
     assert 'name' not in items[101] and items[101]['status'] == 'unknown'
     assert items[102]['name'] == 'db-1'
     assert [c[1] for c in api.calls] == ['cluster/resources', 'nodes', 'nodes/pve1/qemu/100/status/current']
+
+
+def test_the_first_login_brackets_an_ipv6_host_and_stops_at_a_wrong_password(monkeypatch):
+    class Refused(object):
+        status_code = 401
+
+    urls = []
+    monkeypatch.setattr(api_utils.requests, 'post', lambda url, **kw: urls.append(url) or Refused())
+    monkeypatch.setattr(api_utils, 'ProxmoxAPI', lambda *a, **k: (_ for _ in ()).throw(AssertionError('no login')))
+    try:
+        api_utils.PveApi('fd00::10', user='ops@pve', password='wrong')
+    except api_utils.PveApiError as exc:
+        assert exc.kind == 'auth'
+    else:
+        raise AssertionError('no error')
+    assert urls == ['https://[fd00::10]:8006/api2/json/access/ticket']   # one attempt, not two

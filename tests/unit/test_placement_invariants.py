@@ -86,7 +86,7 @@ def test_every_placement_obeys_the_rules():
                 groups.setdefault(req['group'], []).append(req['node'])
                 continue
             # online, and not in an HA state other than online (maintenance: the CRM is emptying it)
-            online = [n for n in names if caps[n]['status'] == 'online' and caps[n]['hastate'] in (None, 'online')]
+            online = [n for n in names if caps[n]['status'] == 'online' and caps[n]['hastate'] != 'maintenance']
             candidates = [n for n in req['listed'] if n in online] if req['listed'] else [
                 n for n in online if req['reach'] is None or n in req['reach']]
             now = dict((n, dict(caps[n], committed=committed[n])) for n in candidates)

@@ -167,7 +167,8 @@ def test_vertical_resize_claims_then_resizes_each_primary():
     api = FakeApi(*cluster())
     res = scaling_apply.apply_decision(
         api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096), now=NOW + 0.7)
-    assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('quorum',), ('config', 101),
+    assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('get', 'nodes'), ('quorum',),
+                         ('config', 101),
                          ('put', 101, ['description', 'tags']), ('get', 'nodes'),
                          ('get', 'nodes/pve1/qemu/101/config', ('current', 1)), ('config', 101),
                          ('put', 101, ['memory']), ('get', 'nodes/pve1/qemu/101/pending'),
@@ -197,7 +198,7 @@ def test_vertical_check_mode_reads_configs_and_writes_nothing():
         api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True, resources=listing, now=NOW)
     assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'resources')]
     assert [c for c in api.calls if c[0] == 'get'] == [
-        ('get', 'nodes'), ('get', 'nodes/pve1/qemu/101/config', ('current', 1)),
+        ('get', 'nodes'), ('get', 'nodes'), ('get', 'nodes/pve1/qemu/101/config', ('current', 1)),
         ('get', 'nodes/pve2/qemu/102/config', ('current', 1))]    # reads only: PVE's rules, the running config
     assert res['changed'] is True and res['applied'] is False and res['pending'] == []
     assert [r['changes'] for r in res['resized']] == [{'memory': 4096}, {'memory': 4096}]
@@ -260,6 +261,15 @@ ROUNDED = 'with memory hot-plug PVE runs {0} MiB static memory plus whole DIMMs 
     ({'memory': 4096, 'balloon': 4096}, False, 1, 2048, {'memory': 2048, 'balloon': 2048}, [],
      ['balloon 4096 MiB lowered to the new memory 2048 MiB']),
     ({'memory': 4096, 'balloon': 0}, False, 1, 2048, {'memory': 2048}, [], []),
+    # 3 vCPUs on 2 sockets without vcpus: cores 2 (4 vCPUs) is the nearest above, and a rerun changes nothing
+    ({'cores': 1, 'sockets': 2}, False, 3, 512, {'cores': 2}, [], []),
+    ({'cores': 2, 'sockets': 2}, False, 3, 512, {}, [], []),
+    # the cap counts whole sockets: 3 on 2 sockets needs 4 CPUs (ceil(3 / 2) x 2), the node's 4 are enough
+    ({'cores': 1, 'sockets': 4}, False, 3, 512, {}, [], []),
+    # 4 on 3 sockets would be 2 cores x 3 = 6 vCPUs on a 4-CPU node: capped at 3 (before, only 4 > 4 was checked)
+    ({'cores': 1, 'sockets': 3}, False, 4, 512, {}, [],
+     ['cores 4 capped at 3: the node has 4 CPUs and PVE starts no VM with more sockets x cores ("MAX 4 vcpus '
+      'allowed per VM on this node", qemu-server config_to_command)']),
 ])
 def test_vertical_changes(cfg, running, cores, memory, changes, deletes, notes):
     assert scaling_apply.vertical_changes(cfg, running, cores, memory, node_cpus=4) == (changes, deletes, notes)

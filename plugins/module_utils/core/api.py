@@ -305,6 +305,8 @@ class PveApi(object):
             if not self._token_secret and self._api is None:     # the first login (not a renewal after a 401)
                 self._refuse_second_factor()
             self._api = ProxmoxAPI(self.host, **kwargs)
+        except PveApiError:
+            raise
         except Exception as exc:  # proxmoxer raises requests or its own errors on login
             kind, dummy, message = classify(exc, 'POST', 'access/ticket')
             if kind == 'error':
@@ -319,14 +321,17 @@ class PveApi(object):
         ticket; proxmoxer then sends a second factor even without one (``totp:None``), and PVE counts every failed
         second factor (AccessControl.pm authenticate_2nd_new: after too many, the user's TOTP is locked). An
         unattended run cannot give one: it must log in with an API token."""
-        url = 'https://{0}:{1}/api2/json/access/ticket'.format(self.host, self.port)
+        host = '[{0}]'.format(self.host) if ':' in self.host and not self.host.startswith('[') else self.host
+        url = 'https://{0}:{1}/api2/json/access/ticket'.format(host, self.port)
         answer = requests.post(url, data={'username': self.user, 'password': self._password}, verify=self.verify,
                                timeout=self.timeout)
+        if answer.status_code == 401:       # a wrong password: say so now, not after a second failed attempt
+            raise AuthenticationError("Couldn't authenticate user: {0} to {1} code: 401".format(self.user, url))
         data = (answer.json() or {}).get('data') if answer.status_code == 200 else None
         if isinstance(data, dict) and data.get('NeedTFA') is not None:
-            raise AuthenticationError('{0} has two-factor authentication, which an unattended login cannot give; no '
-                                      'second factor was sent. Log in with an API token (api_token_id and '
-                                      'api_token_secret) instead'.format(self.user))
+            raise PveApiError('PVE login of {0} needs a second factor (two-factor authentication), which an unattended '
+                              'login cannot give; none was sent. Log in with an API token (api_token_id and '
+                              'api_token_secret) instead'.format(self.user), kind='auth', path='access/ticket')
 
     # ------------------------------------------------------------ requests
 

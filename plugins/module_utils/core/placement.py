@@ -300,18 +300,17 @@ def node_capacities(node_items: list[dict[str, t.Any]] | None, vm_items: list[di
 
 
 def unavailable(cap: dict[str, t.Any]) -> str | None:
-    """Why no new VM goes to this node (None: it may): not ``online``, or an HA state other than ``online``.
+    """Why no new VM goes to this node (None: it may): not ``online``, or in HA maintenance.
 
     pve-ha-manager ``NodeStatus.pm``: ``maintenance`` (the CRM moves HA services off it: ``Manager.pm``
-    ``next_state_started``), ``unknown`` (not in the quorate partition), ``fence``, ``gone``.
+    ``next_state_started``). The other HA states of a node that pmxcfs sees online (``unknown``, ``fence``,
+    ``gone``) are not trusted: a CRM without HA resources goes idle and stops writing its manager status (``CRM.pm``:
+    "do not touch manager state anymore"), so they can be left over from long ago.
     """
     if cap.get('status') != 'online':
         return str(cap.get('status') or 'unknown')
-    hastate = cap.get('hastate')
-    if hastate and hastate != 'online':
-        if hastate == 'maintenance':
-            return 'in HA maintenance mode (hastate maintenance: the HA manager is moving guests off it)'
-        return 'in HA node state {0}'.format(hastate)
+    if cap.get('hastate') == 'maintenance':
+        return 'in HA maintenance mode (hastate maintenance: the HA manager is moving guests off it)'
     return None
 
 

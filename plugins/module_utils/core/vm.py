@@ -102,8 +102,8 @@ def prune_candidates(resources, plan, roles):
     prefixes = dict((s['name_prefix'], s['instances']['max']) for s in plan.get('scaling') or [])
     out = []
     for res in resources:
-        if res.get('type') != 'qemu' or res.get('template') or res.get('name') in wanted:
-            continue
+        if res.get('type') != 'qemu' or res.get('template') or res.get('name') in wanted or not res.get('name'):
+            continue        # nameless: a VM of a node down for 5 minutes (PVE forgot its name); never pruned blind
         tags = propstr.parse_tags(res.get('tags'))
         if not common <= tags:
             continue
@@ -462,10 +462,12 @@ class VmEngine(object):
             result['node'] = node
             return None
         params = dict(full=1 if spec.full else 0, target=where['target'] or None, pool=spec.pool or None)
-        dummy, warnings = clone.clone_vm(self.api, where['source_node'], where['source_vmid'], spec.name,
-                                         vmid=spec.vmid_hint, timeout=spec.timeout, params=params)
+        made, warnings = clone.clone_vm(self.api, where['source_node'], where['source_vmid'], spec.name,
+                                        vmid=spec.vmid_hint, timeout=spec.timeout, params=params)
         result['warnings'].extend(warnings)
         found = self.lookup(spec.name, refresh=True)
+        if found is None and made is not None and made.get('name') == spec.name:
+            found = made        # the listing may still show pvestatd's "VM <vmid>"; clone_vm read the VM itself
         if found is None:
             raise PveApiError('the clone of {0!r} finished but no VM of that name is listed'.format(spec.name))
         return found
@@ -510,9 +512,9 @@ class VmEngine(object):
     def _power(self, spec, current, result):
         node, vmid = current['node'], current['vmid']
         status = current.get('status')
-        if (spec.state == 'started') != (status == 'running') and spec.state in ('started', 'stopped'):
+        if spec.state in ('started', 'stopped'):
             # /cluster/resources shows the status pvestatd broadcast up to 10 s ago (PVE/API2Tools.pm
-            # extract_vm_stats): a VM started by the run before may still be listed stopped. Ask the VM itself.
+            # extract_vm_stats): a VM started or stopped just before may still be listed as it was. Ask the VM.
             status = self.api.vm_status(node, vmid) or status
         runs = placement_utils.process_runs(status)
         if spec.state == 'started' and status != 'running' and runs:
@@ -541,7 +543,12 @@ class VmEngine(object):
         node, vmid = current['node'], current['vmid']
         # qemu-server destroy_vm refuses a protected VM (PVE::QemuConfig check_protection: "can't remove VM <vmid> -
         # protection mode enabled"), and it would refuse only after the stop: read it first, before any write.
-        cfg, dummy = self.api.vm_config(node, vmid)
+        try:
+            cfg, dummy = self.api.vm_config(node, vmid)
+        except PveApiError as exc:
+            if not self.check_mode or exc.kind != 'offline':
+                raise
+            cfg = {}            # check mode on a node that does not answer: report, as before; the run would fail
         if readback.is_true(cfg.get('protection', 0)):
             raise PveApiError('{0!r} (vmid {1} on {2}) has protection enabled: PVE refuses to destroy it (qemu-server '
                               'destroy_vm: "can\'t remove VM {1} - protection mode enabled"); nothing was changed. '

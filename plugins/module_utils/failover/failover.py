@@ -435,8 +435,11 @@ class Failover(object):
         while True:
             nodes = self.api.nodes()
             for res in self.api.resources('vm'):
+                # The node comes from the cluster's VM list (fresh once HA moved the config); the listed status is
+                # pvestatd's, the dead node's last one for 5 minutes: ask the VM on its new node.
                 if int(res.get('vmid', -1)) == int(view['vmid']) and res.get('node') != view['node'] \
-                        and nodes.get(res.get('node')) == 'online' and res.get('status') == 'running':
+                        and nodes.get(res.get('node')) == 'online' \
+                        and self.api.vm_status(res['node'], view['vmid']) == 'running':
                     return res['node']
             if self._clock() >= deadline:
                 return None

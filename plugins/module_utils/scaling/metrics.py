@@ -99,8 +99,8 @@ def managed_vms(resources, templates, plans=None):
         services = [s['service'] for s in plan.get('scaling') or []] if plan else None
         for res in resources:
             found = classify_vm(res, template, services)
-            if found is None:
-                continue
+            if found is None or not res.get('name'):
+                continue    # nameless: a VM of a node down for 5 minutes (PVE forgot its name), no usage either
             out.append(dict(template=template, service=found[0], role=found[1], name=res.get('name'),
                             vmid=int(res['vmid']), node=res.get('node'), status=res.get('status'),
                             maxcpu=_num(res.get('maxcpu')), maxmem=_num(res.get('maxmem')),

@@ -167,7 +167,7 @@ def vertical_changes(cfg: dict[str, t.Any], running: bool, cores: int, memory: i
     changes, deletes, notes = {}, [], []
     live = hotplug_features(current) if running else set()
     sockets = int(cfg.get('sockets') or 1)
-    if node_cpus and cores > int(node_cpus) >= sockets:
+    if node_cpus and int(math.ceil(cores / float(sockets))) * sockets > int(node_cpus) >= sockets:
         cap = int(node_cpus) // sockets * sockets
         notes.append('cores {0} capped at {1}: the node has {2} CPUs and PVE starts no VM with more sockets x cores '
                      '("MAX {2} vcpus allowed per VM on this node", qemu-server config_to_command)'.format(
@@ -188,7 +188,10 @@ def vertical_changes(cfg: dict[str, t.Any], running: bool, cores: int, memory: i
                     deletes.append('vcpus')
                 else:
                     changes['vcpus'] = cores
-            if running:
+            if changes.get('cores') == int(cfg.get('cores') or 1) and not deletes and 'vcpus' not in changes:
+                # sockets x cores cannot give the target without vcpus (3 on 2 sockets): it has the nearest above
+                del changes['cores']
+            elif running:
                 notes.append('cores {0} pending until the next restart, needs a reboot ({1})'.format(
                     changes['cores'] * sockets if deletes else cores, 'hotplug lacks cpu' if 'cpu' not in live
                     else 'more than the {0} cores it runs with; {1}'.format(
@@ -360,7 +363,7 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
     if _superseded(res, decision, st):
         return res
     want = int((decision.get('target') or {}).get('instances', len(prim))) if entry['mode'] == 'horizontal' else None
-    if _nothing_to_do(res, entry, prim, configs, want) or _vertical_in_place(res, entry, prim, configs, decision):
+    if _nothing_to_do(res, entry, prim, configs, want) or _vertical_in_place(api, res, entry, prim, configs, decision):
         return res
     record = _action_record(decision, entry, now, len(prim), want)
     res['changed'] = True
@@ -419,16 +422,19 @@ def _nothing_to_do(res, entry, prim, configs, want):
     return False
 
 
-def _vertical_in_place(res, entry, prim, configs, decision):
+def _vertical_in_place(api, res, entry, prim, configs, decision):
     """True, with the reason in ``res``, when a vertical target changes no primary once PVE's rules are applied (a
-    memory target rounded to the DIMM grid the primaries already have): nothing is claimed or written."""
+    memory target rounded to the DIMM grid the primaries already have, cores capped at the node's CPUs): nothing is
+    claimed or written."""
     if entry['mode'] != 'vertical' or not configs:
         return False
     target = decision.get('target') or {}
     cores, memory = int(target['cores']), int(target['memory'])
+    cpus = node_cpus(api.get('nodes'))
     for vm in prim:
         cfg = configs.get(vm['name'])
-        if cfg is None or any(vertical_changes(cfg, is_running(vm), cores, memory)[:2]):
+        if cfg is None or any(vertical_changes(cfg, is_running(vm), cores, memory,
+                                               node_cpus=cpus.get(vm.get('node')))[:2]):
             return False
     res['skipped'] = 'in_place'
     res['reason'] = '{0}; not acted on: every primary already has this size as PVE applies it (memory hot-plug ' \
