@@ -67,10 +67,9 @@ options:
         the run places. With the template's C(nodes), the first online node of C(preferred_nodes) that can hold
         the VM (a warning names the VM, the skipped node and the shortfall); without, the online node with the
         fewest VMs of the same service, then the most free memory. A shadow keeps off the nodes its primaries are
-        (or will be) on. Offline nodes are never chosen, nor nodes whose HA state (C(hastate) in
-        C(/cluster/resources)) is not C(online), such as a node in HA maintenance mode, which the HA manager is
-        emptying (named in the C(placement) reason; a warning for a listed node); when no node can hold a VM, the module fails before any
-        write. RV(vms) gives each new VM's C(placement) reason.
+        (or will be) on. Offline nodes are never chosen, nor a node in HA maintenance mode (C(hastate) in
+        C(/cluster/resources)), which the HA manager is emptying (named in the C(placement) reason; a warning for
+        a listed node); when no node can hold a VM, the module fails before any write. RV(vms) gives each new VM's C(placement) reason.
       - The per-VM options (O(template), O(cores), O(nets), ...) then come from the plan and must not be given.
     type: dict
   roles:
