@@ -35,6 +35,10 @@ description:
     snapshot PVE cannot copy (pve-storage C(volume_has_feature): ZFS offers no copy of a snapshot; directory, NFS,
     CIFS and thick LVM storages only of qcow2 volumes); use fidelity C(differential) or C(event) there. After the
     snapshot, a primary that was locked (a backup began) or moved meanwhile ends the run with the shadow untouched."
+  - "While the full copy of a running primary runs, PVE holds the primary's configuration lock (qemu-server
+    C(clone_vm) locks a running source exclusively for the whole copy): a start, reset, resume or configuration
+    change of the primary meanwhile waits up to 10 seconds and then fails (C(can't lock file ... got timeout)).
+    Schedule refreshes apart from reconcile runs and drills."
   - "What the destroy and the clone change and the refresh does not put back (qemu-server C(destroy_vm) with
     C(purge), C(clone_vm)): the shadow's vmid is removed from backup jobs (a job left without guests is deleted)
     and from replication jobs, its permissions on C(/vms/<vmid>) are removed, and its firewall configuration is
