@@ -6,7 +6,6 @@ gives it back (see `readback_value`), not as it was sent. Usage of a VM (what /c
 show) comes from fakepve's `vm.stats`; `set_stats` sets it.
 """
 
-import asyncio
 import contextvars
 import json
 import re
@@ -21,6 +20,7 @@ from fakepve.server import ok
 from .pvesim_hotplug import (NET_KEY, applies_at_once, cpu_hotplug_problem, memory_hotplug, memory_mib,
                              memory_start_problem)
 from .pvesim_rrd import RRD_FORMATS, rrd_fetch
+from .pvesim_tasks import finish_task, launch, new_task
 
 __all__ = ['QemuExtras', 'readback_value', 'readback_description', 'unique_tags']
 
@@ -221,15 +221,11 @@ class QemuExtras(object):
             return await super().task(node, ttype, tid, user, body, vm=vm, lock=lock, log=log)
         # qemu-server destroy_vm logs a disk it cannot free with log_warn and goes on; the worker then ends
         # "WARNINGS: n" (pve-common RESTEnvironment fork_worker), which fakepve's task runner cannot end with.
-        upid, pid, start = self._upid(node, ttype, tid, user)
-        record = {'upid': upid, 'node': node, 'pid': pid, 'pstart': pid * 7, 'starttime': start,
-                  'type': ttype, 'id': str(tid), 'user': user, 'status': 'running', 'log': list(log)}
-        self.tasks[upid] = record
-        self.tasklog.append(record)
+        upid, record = new_task(self, node, ttype, tid, user, log)
 
         async def run():
             token = _DESTROYING.set(record)
-            status = 'OK'
+            error = None
             try:
                 if vm is not None and lock:
                     await self.acquire(vm, upid)
@@ -241,22 +237,13 @@ class QemuExtras(object):
                     if vm is not None and lock:
                         self.release(vm, upid)
             except TaskError as exc:
-                status = str(exc)
-                record['log'].append(status)
+                error = str(exc)
+                record['log'].append(error)
             finally:
                 _DESTROYING.reset(token)
-            warned = record.pop('_warnings', 0)
-            last = 'TASK ERROR: ' + status
-            if status == 'OK':
-                status = 'WARNINGS: {0}'.format(warned) if warned else 'OK'
-                last = 'TASK ' + status
-            record.update(status='stopped', exitstatus=status, endtime=int(time.time()))
-            record['log'].append(last)
+            finish_task(record, error, record.pop('_warnings', 0))
 
-        if self.time_scale:
-            asyncio.ensure_future(run())
-        else:
-            await run()
+        await launch(self, run)
         return upid
 
     def inject_rrd(self, vmid, points):
@@ -628,12 +615,7 @@ class QemuExtras(object):
                 or request.query.get('snapshot'):
             return await super()._config_get(request)
         vm = self._vm(request, 'VM.Audit')
-        cfg = dict(vm.config)
-        for key, value in vm.pending.items():
-            if value is None:
-                cfg.pop(key, None)
-            else:
-                cfg[key] = value
+        cfg = self.next_start_config(vm)
         if 'memory' in cfg:
             cfg['memory'] = str(cfg['memory'])
         cfg['digest'] = vm.digest()

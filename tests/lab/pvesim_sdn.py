@@ -7,17 +7,17 @@ refuses a caller without the global lock's token while the lock is held, and pre
 operation ("create sdn zone object failed: ...").
 """
 
-import asyncio
 import copy
 import hashlib
 import ipaddress
 import json
-import time
 import uuid
 
 from fakepve.model import PveError, TaskError
 from fakepve.routing import split_list
 from fakepve.server import USER, ok, params
+
+from .pvesim_tasks import finish_task, launch, new_task
 
 __all__ = ['SdnApi']
 
@@ -507,28 +507,17 @@ class SdnApi(object):
     async def sdn_task(self, node, ttype, tid, user, work):
         """A task whose work(log) appends to its log and returns its warning count (pve-common RESTEnvironment
         fork_worker: "TASK OK", "TASK WARNINGS: n" when warnings were counted, "TASK ERROR: ..." when it died)."""
-        upid, pid, start = self._upid(node, ttype, tid, user)
-        record = {'upid': upid, 'node': node, 'pid': pid, 'pstart': pid * 7, 'starttime': start,
-                  'type': ttype, 'id': str(tid), 'user': user, 'status': 'running', 'log': []}
-        self.tasks[upid] = record
-        self.tasklog.append(record)
+        upid, record = new_task(self, node, ttype, tid, user)
 
         async def run():
             try:
                 await self.pause(self.task_secs.get(ttype))
                 warned = await work(record['log'])
-                status = 'WARNINGS: {0}'.format(warned) if warned and self.sdn_warnings_counted else 'OK'
-                last = 'TASK ' + status
+                finish_task(record, warned=warned if self.sdn_warnings_counted else 0)
             except TaskError as exc:
-                status = str(exc)
-                last = 'TASK ERROR: ' + status
-            record.update(status='stopped', exitstatus=status, endtime=int(time.time()))
-            record['log'].append(last)
+                finish_task(record, str(exc))
 
-        if self.time_scale:
-            asyncio.ensure_future(run())
-        else:
-            await run()
+        await launch(self, run)
         return upid
 
     async def _task_list(self, request):
