@@ -350,3 +350,19 @@ def test_a_vm_pve_forgot_the_name_of_on_a_dead_node_is_not_cloned_twice(pvesim, 
     # Another VM, with other tags, is still made.
     other = run_module(linked_clone, args(pve_conn, name='db-9', node='pve1', tags=['shadownet', 'sn-db']))
     assert other['created']
+
+
+def test_a_vm_pvestatd_still_lists_as_vm_vmid_is_found_by_its_name(pvesim, pve_conn):
+    # qemu-server vmstatus names a config without a name "VM <vmid>" (a clone's temporary config); pvestatd's
+    # listing keeps that for up to 10 s after the clone named it. A rerun then must find the VM, not clone again.
+    kwargs = dict(state='started')
+    run_module(linked_clone, args(pve_conn, **kwargs))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    pve = pvesim.pve
+    pve.statd_round()
+    pve._statd[vm.vmid] = dict(pve._statd[vm.vmid], name='VM {0}'.format(vm.vmid))
+    pve.statd_lag_reads = 1000                          # the stale name stays for the whole run
+    mark = pvesim.mark()
+    again = run_module(linked_clone, args(pve_conn, **kwargs))
+    assert not again['changed'] and again['vmid'] == vm.vmid, again
+    assert pvesim.writes(mark) == [] and len(vms_named(pvesim, 'shop-web-1')) == 1

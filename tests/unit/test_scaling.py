@@ -264,7 +264,7 @@ ROUNDED = 'with memory hot-plug PVE runs {0} MiB static memory plus whole DIMMs 
     # 3 vCPUs on 2 sockets without vcpus: cores 2 (4 vCPUs) is the nearest above, and a rerun changes nothing
     ({'cores': 1, 'sockets': 2}, False, 3, 512, {'cores': 2}, [], []),
     ({'cores': 2, 'sockets': 2}, False, 3, 512, {}, [], []),
-    # the cap counts whole sockets: 3 on 2 sockets needs 4 CPUs (ceil(3 / 2) x 2), the node's 4 are enough
+    # 3 on 4 sockets: 1 core x 4 sockets (4 vCPUs) is the nearest above and already there
     ({'cores': 1, 'sockets': 4}, False, 3, 512, {}, [], []),
     # 4 on 3 sockets would be 2 cores x 3 = 6 vCPUs on a 4-CPU node: capped at 3 (before, only 4 > 4 was checked)
     ({'cores': 1, 'sockets': 3}, False, 4, 512, {}, [],

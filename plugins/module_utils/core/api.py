@@ -327,7 +327,10 @@ class PveApi(object):
                                timeout=self.timeout)
         if answer.status_code == 401:       # a wrong password: say so now, not after a second failed attempt
             raise AuthenticationError("Couldn't authenticate user: {0} to {1} code: 401".format(self.user, url))
-        data = (answer.json() or {}).get('data') if answer.status_code == 200 else None
+        try:
+            data = answer.json().get('data') if answer.status_code == 200 else None
+        except (ValueError, AttributeError):
+            data = None         # not PVE's answer: proxmoxer's own login says what is wrong
         if isinstance(data, dict) and data.get('NeedTFA') is not None:
             raise PveApiError('PVE login of {0} needs a second factor (two-factor authentication), which an unattended '
                               'login cannot give; none was sent. Log in with an API token (api_token_id and '
@@ -713,9 +716,10 @@ class PveApi(object):
 
 
 def _nameless(item):
-    """A qemu entry of /cluster/resources without a name (see PveApi._named)."""
-    return isinstance(item, dict) and item.get('type') == 'qemu' and not item.get('name') and \
-        item.get('vmid') is not None and bool(item.get('node'))
+    """A qemu entry of /cluster/resources without its name (see PveApi._named): none yet, or "VM <vmid>", the name
+    pvestatd gives a config without one (a clone's temporary config: the name may be there by now)."""
+    return isinstance(item, dict) and item.get('type') == 'qemu' and item.get('vmid') is not None and \
+        bool(item.get('node')) and item.get('name') in (None, '', 'VM {0}'.format(item.get('vmid')))
 
 
 def ha_service_state(status):

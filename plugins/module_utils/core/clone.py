@@ -189,10 +189,14 @@ class Cloner(object):
         if entry.get('node') not in (self.source_node, self.params.get('target')):
             return None     # not where our clone puts its VM: someone else's
         locked = entry.get('lock') == 'clone'
-        if not locked and (entry.get('lock') or not task_failed or entry.get('name') != self.name):
-            # unlocked: only the VM our failed task left with our name (add_vm_to_pool's failure), never a nameless
-            # VM someone else is making
+        if not locked and (entry.get('lock') or not task_failed):
             return None
+        if not locked and entry.get('name') != self.name:
+            entry = self._named_now(entry)      # the listing may still show "VM <vmid>"
+        if not locked and entry.get('name') != self.name:
+            # unlocked: only the VM our failed task left with our name (add_vm_to_pool's failure) is removed
+            return ('vmid {0} on {1} is unlocked and not named {2!r}: left by the failed clone or someone else\'s; '
+                    'check it before removing it'.format(vmid, entry['node'], self.name))
         what = 'a half-made clone{0}'.format(' (lock: clone)' if locked else '')
         how = ('remove it as root@pam: `qm unlock {0} && qm destroy {0} --purge` on {1}'.format(vmid, entry['node']))
         if locked and not self.api.is_root:

@@ -549,6 +549,8 @@ class VmEngine(object):
             if not self.check_mode or exc.kind != 'offline':
                 raise
             cfg = {}            # check mode on a node that does not answer: report, as before; the run would fail
+            result['warnings'].append('{0!r} is on node {1}, which does not answer: removing it will fail until '
+                                      'the node is back'.format(spec.name, node))
         if readback.is_true(cfg.get('protection', 0)):
             raise PveApiError('{0!r} (vmid {1} on {2}) has protection enabled: PVE refuses to destroy it (qemu-server '
                               'destroy_vm: "can\'t remove VM {1} - protection mode enabled"); nothing was changed. '
