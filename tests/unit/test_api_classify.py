@@ -307,9 +307,12 @@ def test_the_first_login_brackets_an_ipv6_host_and_stops_at_a_wrong_password(mon
     class Refused(object):
         status_code = 401
 
+    def no_proxmoxer(*args, **kwargs):
+        raise AssertionError('no login')
+
     urls = []
     monkeypatch.setattr(api_utils.requests, 'post', lambda url, **kw: urls.append(url) or Refused())
-    monkeypatch.setattr(api_utils, 'ProxmoxAPI', lambda *a, **k: (_ for _ in ()).throw(AssertionError('no login')))
+    monkeypatch.setattr(api_utils, 'ProxmoxAPI', no_proxmoxer)
     try:
         api_utils.PveApi('fd00::10', user='ops@pve', password='wrong')
     except api_utils.PveApiError as exc:
