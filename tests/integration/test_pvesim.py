@@ -869,7 +869,6 @@ def test_clone_failing_at_the_pool_leaves_the_moved_config_as_pve(proxmoxer_api,
     assert _wait_task(proxmoxer_api, 'pve1', upid) == 'OK' and 102 in pve.pools['shadownet']
 
 
-
 def test_a_task_log_reads_to_the_end_with_limit_0_and_the_collection_sees_every_warning(proxmoxer_api, pvesim, pve_conn):
     # pve-common Tools.pm dump_logfile_by_filehandle: limit 0 reads to the end; the default limit is 50 lines.
     import asyncio
@@ -889,3 +888,19 @@ def test_a_task_log_reads_to_the_end_with_limit_0_and_the_collection_sees_every_
                            ca_path=pve_conn['ca_path'])
     assert 'WARN: late warning' in api.task_log('pve1', upid, 5)
     assert api.task_log('pve1', upid, None)[:82] == lines
+
+
+def test_a_hotplug_problem_is_reported_as_pending_by_the_collection(proxmoxer_api, pvesim, pve_conn):
+    # update_vm_api writes the change as pending, then raises the hot-plug errors as a 400 ("hotplug problem - ...").
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    node.qemu(100).config.put(hotplug='network,disk,cpu', cores=2)
+    assert _wait_task(proxmoxer_api, 'pve1', node.qemu(100).status.start.post()) == 'OK'
+    api = api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                           token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                           ca_path=pve_conn['ca_path'])
+    with pytest.raises(api_utils.PveApiError) as info:
+        api.update_vm_config('pve1', 100, lambda cfg: ({'vcpus': 3}, []))
+    assert 'pending until the VM restarts' in info.value.message and 'maxcpus' in info.value.message
+    assert str(node.qemu(100).config.get()['vcpus']) == '3'          # stored, pending

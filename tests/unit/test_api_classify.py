@@ -320,3 +320,12 @@ def test_the_first_login_brackets_an_ipv6_host_and_stops_at_a_wrong_password(mon
     else:
         raise AssertionError('no error')
     assert urls == ['https://[fd00::10]:8006/api2/json/access/ticket']   # one attempt, not two
+
+
+def test_a_hotplug_problem_says_the_change_is_pending_not_refused():
+    # update_vm_api writes the change as pending, then raise_param_exc of the hot-plug errors ("hotplug problem - ...")
+    kind, retry, msg = api_utils.classify(
+        res(400, 'Parameter verification failed.', errors={'vcpus': "hotplug problem - you can't add more vcpus than "
+                                                                    "maxcpus"}), 'PUT', 'nodes/pve1/qemu/100/config')
+    assert (kind, retry) == ('validation', False) and 'pending until the VM restarts' in msg and 'maxcpus' in msg
+    assert 'refused' not in msg

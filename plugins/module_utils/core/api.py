@@ -201,6 +201,12 @@ def classify(exc, method, path):
         if status == 400:
             detail = '; '.join('{0}: {1}'.format(k, str(v).strip()) for k, v in sorted((errors or {}).items())) \
                 if isinstance(errors, dict) else str(errors or '')
+            if 'hotplug problem' in detail:
+                # qemu-server API2/Qemu.pm update_vm_api writes every change as pending first, then hot-plugs and
+                # raises the hot-plug errors: the change is stored, waiting for the next start.
+                return ('validation', False, 'PVE stored the change of {0} but could not apply it to the running VM '
+                        '({1}): it stays pending until the VM restarts (`qm pending <vmid>` lists it)'.format(
+                            where, detail))
             return ('validation', False, 'PVE refused the parameters of {0}: {1}'.format(where, detail or text))
         if QUORUM_PATTERN.search(text):
             return ('quorum', False, 'the cluster has lost quorum ({0}: {1}); nothing can be changed until '
