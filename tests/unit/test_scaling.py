@@ -169,7 +169,7 @@ def test_vertical_resize_claims_then_resizes_each_primary():
         api, None, plan_of('vertical'), decision(basis=None, cores=2, memory=4096), now=NOW + 0.7)
     assert api.calls == [('resources', 'vm'), ('config', 101), ('config', 102), ('get', 'nodes'), ('quorum',),
                          ('config', 101),
-                         ('put', 101, ['description', 'tags']), ('get', 'nodes'),
+                         ('put', 101, ['description', 'tags']),
                          ('get', 'nodes/pve1/qemu/101/config', ('current', 1)), ('config', 101),
                          ('put', 101, ['memory']), ('get', 'nodes/pve1/qemu/101/pending'),
                          ('get', 'nodes/pve2/qemu/102/config', ('current', 1)), ('config', 102),
@@ -198,7 +198,7 @@ def test_vertical_check_mode_reads_configs_and_writes_nothing():
         api, None, plan_of('vertical'), decision(cores=2, memory=4096), check_mode=True, resources=listing, now=NOW)
     assert not [c for c in api.calls if c[0] in ('put', 'quorum', 'resources')]
     assert [c for c in api.calls if c[0] == 'get'] == [
-        ('get', 'nodes'), ('get', 'nodes'), ('get', 'nodes/pve1/qemu/101/config', ('current', 1)),
+        ('get', 'nodes'), ('get', 'nodes/pve1/qemu/101/config', ('current', 1)),
         ('get', 'nodes/pve2/qemu/102/config', ('current', 1))]    # reads only: PVE's rules, the running config
     assert res['changed'] is True and res['applied'] is False and res['pending'] == []
     assert [r['changes'] for r in res['resized']] == [{'memory': 4096}, {'memory': 4096}]
@@ -401,7 +401,7 @@ def test_vertical_bounds_stop_at_the_smallest_node_of_the_primaries():
              {'node': 'pve4', 'status': 'offline'}]
     assert scaling.primaries_node_cpus(prim, nodes) == (6, 'pve2')
     assert scaling.primaries_node_cpus(prim, []) is None
-    assert scaling_apply.node_cpus(nodes) == {'pve1': 16, 'pve2': 6, 'pve3': 2}
+    assert scaling.node_cpus(nodes) == {'pve1': 16, 'pve2': 6, 'pve3': 2}
 
 
 def test_vertical_memory_lands_where_pve_puts_it():

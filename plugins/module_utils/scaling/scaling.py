@@ -408,9 +408,18 @@ def vertical_bounds(entry: dict[str, t.Any], max_cores: int | None = None,
     return out
 
 
+def node_cpus(nodes: list[dict[str, t.Any]] | None) -> dict[str, int]:
+    """``{node: CPUs}`` of the nodes of a /nodes or /cluster/resources listing that report ``maxcpu``."""
+    out = {}
+    for n in nodes or []:
+        if n.get('node') and n.get('maxcpu') and n.get('type', 'node') == 'node':
+            out[n['node']] = int(n['maxcpu'])
+    return out
+
+
 def primaries_node_cpus(prim: list[dict[str, t.Any]], nodes: list[dict[str, t.Any]] | None) -> tuple[int, str] | None:
     """``(CPUs, node)`` of the primaries' node with the fewest CPUs (/nodes ``maxcpu``), or None when unknown."""
-    cpus = dict((n['node'], int(n['maxcpu'])) for n in nodes or [] if n.get('node') and n.get('maxcpu'))
+    cpus = node_cpus(nodes)
     known = sorted((cpus[vm['node']], vm['node']) for vm in prim if vm.get('node') in cpus)
     return known[0] if known else None
 

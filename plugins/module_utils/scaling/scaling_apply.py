@@ -24,11 +24,12 @@ import time
 import typing as t
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import placement as placement_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling.scaling import (
-    LAST_TAG, ScalingError, capacity_from_resources, instance_index, last_action_tag, read_state, scaling_entry,
-    service_vms, state_from_tags,
+    LAST_TAG, ScalingError, capacity_from_resources, instance_index, last_action_tag, node_cpus, read_state,
+    scaling_entry, service_vms, state_from_tags,
 )
 
 if t.TYPE_CHECKING:
@@ -99,17 +100,12 @@ STATIC_MEMORY = 1024
 # Memory.pm foreach_dimm: 8 rounds of 32 DIMMs, 512 MiB each in the first (1024 MiB with 1 GiB hugepages), the
 # DIMM size doubling every round.
 DIMM_ROUNDS, DIMMS_PER_ROUND = 8, 32
-# The /cluster/resources statuses of a VM that does not run (pvestatd reports the QMP status of a running one:
-# running, paused, prelaunch, suspended, ...; `unknown` when its node is offline).
-NOT_RUNNING = ('stopped', 'unknown')
 
 
 def is_running(vm: dict[str, t.Any]) -> bool:
-    """True for a VM whose QEMU process runs: /cluster/resources ``status`` is its QMP status (pve-manager
-    pvestatd update_qemu_status: ``$d->{qmpstatus} || $d->{status}``), so a paused VM reads ``paused``, and PVE
-    hot-plugs into it (or keeps changes pending) as into any running VM (qemu-server check_running)."""
-    status = vm.get('status')
-    return bool(status) and status not in NOT_RUNNING
+    """True for a VM whose QEMU process runs (``placement.process_runs``: a paused VM reads ``paused``), into which
+    PVE hot-plugs (or keeps changes pending) as into any running VM (qemu-server check_running)."""
+    return bool(placement_utils.process_runs(vm.get('status')))
 
 
 def _hugepages_1g(cfg):
@@ -363,7 +359,10 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
     if _superseded(res, decision, st):
         return res
     want = int((decision.get('target') or {}).get('instances', len(prim))) if entry['mode'] == 'horizontal' else None
-    if _nothing_to_do(res, entry, prim, configs, want) or _vertical_in_place(api, res, entry, prim, configs, decision):
+    if _nothing_to_do(res, entry, prim, configs, want):
+        return res
+    cpus = node_cpus(api.get('nodes')) if entry['mode'] == 'vertical' else {}
+    if _vertical_in_place(res, entry, prim, configs, decision, cpus):
         return res
     record = _action_record(decision, entry, now, len(prim), want)
     res['changed'] = True
@@ -374,7 +373,7 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
         _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout,
                           parallel, listings=(resources, nodes) if check_mode else (None, None))
     else:
-        _apply_vertical(api, prim, configs, decision.get('target') or {}, res, check_mode)
+        _apply_vertical(api, prim, configs, decision.get('target') or {}, res, check_mode, cpus)
     res['applied'] = not check_mode
     return res
 
@@ -422,7 +421,7 @@ def _nothing_to_do(res, entry, prim, configs, want):
     return False
 
 
-def _vertical_in_place(api, res, entry, prim, configs, decision):
+def _vertical_in_place(res, entry, prim, configs, decision, cpus):
     """True, with the reason in ``res``, when a vertical target changes no primary once PVE's rules are applied (a
     memory target rounded to the DIMM grid the primaries already have, cores capped at the node's CPUs): nothing is
     claimed or written."""
@@ -430,7 +429,6 @@ def _vertical_in_place(api, res, entry, prim, configs, decision):
         return False
     target = decision.get('target') or {}
     cores, memory = int(target['cores']), int(target['memory'])
-    cpus = node_cpus(api.get('nodes'))
     for vm in prim:
         cfg = configs.get(vm['name'])
         if cfg is None or any(vertical_changes(cfg, is_running(vm), cores, memory,
@@ -528,18 +526,8 @@ def _warnings_of(results: list[dict[str, t.Any]]) -> list[str]:
             for r in results for w in r.get('warnings') or []]
 
 
-def node_cpus(nodes: list[dict[str, t.Any]] | None) -> dict[str, int]:
-    """``{node: CPUs}`` of the nodes of a /nodes or /cluster/resources listing that report ``maxcpu``."""
-    out = {}
-    for n in nodes or []:
-        if n.get('node') and n.get('maxcpu') and n.get('type', 'node') == 'node':
-            out[n['node']] = int(n['maxcpu'])
-    return out
-
-
-def _apply_vertical(api, prim, configs, target, res, check_mode):
+def _apply_vertical(api, prim, configs, target, res, check_mode, cpus):
     cores, memory = int(target['cores']), int(target['memory'])
-    cpus = node_cpus(api.get('nodes'))
     notes = []
     for vm in prim:
         running = is_running(vm)
