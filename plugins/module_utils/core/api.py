@@ -482,8 +482,7 @@ class PveApi(object):
             current = self.get(path + 'current') or {}
             if current.get('status') == 'stopped':
                 return task
-            if ha_service_state(current) == 'error':
-                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'stop')
+            raise_on_ha_error(current, name, vmid, node, path + 'stop')
             if self._clock() >= deadline:
                 ha = current.get('ha') or {}
                 how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '
@@ -507,8 +506,7 @@ class PveApi(object):
         delay = poll
         while True:
             current = self.get(path + 'current') or {}
-            if ha_service_state(current) == 'error':
-                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST', path=path + 'stop')
+            raise_on_ha_error(current, name, vmid, node, path + 'stop')
             lock = current.get('lock')
             if not lock or current.get('status') == 'stopped':
                 return
@@ -548,14 +546,19 @@ class PveApi(object):
         online = set(n for n, state in self.nodes().items() if state == 'online')
         return [self._named(item) if _nameless(item) and item.get('node') in online else item for item in items]
 
-    def vm_status(self, node, vmid):
-        """A VM's status now, as pvestatd would list it (``qmpstatus``, else ``status``: running, paused, stopped,
-        ...), from ``status/current``; None when the node does not answer."""
+    def vm_current(self, node, vmid):
+        """A VM's ``status/current`` (qemu-server vmstatus: read from its config and QEMU now), or None when the node
+        does not answer."""
         try:
-            current = self.get('nodes/{0}/qemu/{1}/status/current'.format(node, vmid)) or {}
+            return self.get('nodes/{0}/qemu/{1}/status/current'.format(node, vmid)) or {}
         except PveApiError:
             return None
-        return current.get('qmpstatus') or current.get('status')
+
+    def vm_status(self, node, vmid):
+        """A VM's status now, as pvestatd would list it (:func:`listed_status`: running, paused, stopped, ...);
+        None when the node does not answer."""
+        current = self.vm_current(node, vmid)
+        return None if current is None else listed_status(current)
 
     def _named(self, item):
         """A qemu entry without a name, completed from the VM's ``status/current``.
@@ -568,13 +571,12 @@ class PveApi(object):
         A VM whose node does not answer stays as listed."""
         if not _nameless(item):
             return item
-        try:
-            current = self.get('nodes/{0}/qemu/{1}/status/current'.format(item['node'], item['vmid'])) or {}
-        except PveApiError:
+        current = self.vm_current(item['node'], item['vmid'])
+        if current is None:
             return item
         out = dict(item)
         out['name'] = current.get('name') or 'VM {0}'.format(item['vmid'])
-        out['status'] = current.get('qmpstatus') or current.get('status') or item.get('status')
+        out['status'] = listed_status(current) or item.get('status')
         out['template'] = 1 if str(current.get('template', 0)) in ('1', 'True', 'true') else 0
         for mine, theirs in (('maxcpu', 'cpus'), ('maxmem', 'maxmem'), ('cpu', 'cpu'), ('mem', 'mem'),
                              ('maxdisk', 'maxdisk'), ('uptime', 'uptime')):
@@ -684,9 +686,7 @@ class PveApi(object):
             state = ha_service_state(current)
             if current.get('status') == 'running' or state is None:
                 return task
-            if state == 'error':
-                raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST',
-                                 path='nodes/{0}/qemu/{1}/status/start'.format(node, vmid))
+            raise_on_ha_error(current, name, vmid, node, 'nodes/{0}/qemu/{1}/status/start'.format(node, vmid))
             if self._clock() >= deadline:
                 raise PveTimeoutError('VM {0}(vmid {1} on {2}) is still {3} {4}s (wall clock) after HA was asked to '
                                       'start it (HA state {5!r}): check `ha-manager status` (CRM and LRM active), '
@@ -726,6 +726,19 @@ def _nameless(item):
     pvestatd gives a config without one (a clone's temporary config: the name may be there by now)."""
     return isinstance(item, dict) and item.get('type') == 'qemu' and item.get('vmid') is not None and \
         bool(item.get('node')) and item.get('name') in (None, '', 'VM {0}'.format(item.get('vmid')))
+
+
+def listed_status(current):
+    """The status pvestatd lists for a VM of this ``status/current`` (pve-manager pvestatd update_qemu_status:
+    ``$d->{qmpstatus} || $d->{status}``)."""
+    return current.get('qmpstatus') or current.get('status')
+
+
+def raise_on_ha_error(current, name, vmid, node, path):
+    """PveHaError (how to clear it) when ``status/current`` shows the VM in HA's error state, where a start or a stop
+    through HA does nothing."""
+    if ha_service_state(current) == 'error':
+        raise PveHaError(ha_error_message(name, vmid, node), node=node, method='POST', path=path)
 
 
 def ha_service_state(status):

@@ -111,10 +111,7 @@ class Cloner(object):
             if not ours(entry, self.name):
                 return 'taken', entry
             if not entry.get('lock'):
-                if entry.get('name') != self.name:
-                    # Listed as "VM <vmid>" (pvestatd named the temporary config of the clone before the task gave it
-                    # its name): the VM's own status tells.
-                    entry = self._named_now(entry)
+                # a name the listing still lacks (pvestatd's "VM <vmid>") was read from the VM (PveApi.resources)
                 return ('made' if entry.get('name') == self.name else 'taken'), entry
             if entry.get('lock') == 'clone' and not self.clone_task_running():
                 # Read once more: the task may have ended between the two reads.
@@ -129,14 +126,6 @@ class Cloner(object):
                        'run again'.format(self.name, vmid, entry.get('lock'), self.timeout, self.source_node))
                 raise PveTimeoutError(msg, kind='timeout', node=entry.get('node'))
             time.sleep(self.poll)
-
-    def _named_now(self, entry):
-        """The entry with the name the VM's config has now (status/current), when its node answers."""
-        try:
-            current = self.api.get('nodes/{0}/qemu/{1}/status/current'.format(entry['node'], _vmid(entry))) or {}
-        except PveApiError:
-            return entry
-        return dict(entry, name=current.get('name') or entry.get('name'))
 
     def look_again(self, vmid, deadline):
         """After an uncertain clone request: ('made' | 'absent' | 'taken' | 'orphan', entry).
@@ -191,8 +180,6 @@ class Cloner(object):
         locked = entry.get('lock') == 'clone'
         if not locked and (entry.get('lock') or not task_failed):
             return None
-        if not locked and entry.get('name') != self.name:
-            entry = self._named_now(entry)      # the listing may still show "VM <vmid>"
         if not locked and entry.get('name') != self.name:
             # unlocked: only the VM our failed task left with our name (add_vm_to_pool's failure) is removed
             return ('vmid {0} on {1} is unlocked and not named {2!r}: left by the failed clone or someone else\'s; '
