@@ -120,6 +120,21 @@ def prune_candidates(resources, plan, roles):
     return sorted(out, key=lambda r: r['name'])
 
 
+def unnamed_twins(resources, tags, nodes=None):
+    """The qemu entries PVE lists without a name that carry every one of ``tags`` (none without tags); with
+    ``nodes`` ({node: status}), only those on a node that is not online.
+
+    pmxcfs drops a VM's name and status from /cluster/resources 5 minutes after its node stopped sending them (the
+    config's ``tags`` stay: pve-manager Cluster.pm reads them from the config), so a VM on a node down that long is not
+    found by its name; PveApi.resources completes names only on online nodes."""
+    want = set(t.lower() for t in tags or [])
+    if not want:
+        return []
+    return [r for r in resources if r.get('type') == 'qemu' and not r.get('name')
+            and (nodes is None or nodes.get(r.get('node')) != 'online')
+            and want <= set(t.lower() for t in propstr.parse_tags(r.get('tags') or ''))]
+
+
 def find_vms(resources, name):
     """Non-template VMs named ``name`` in a /cluster/resources listing."""
     return [r for r in resources if r.get('type') == 'qemu' and r.get('name') == name and not r.get('template')]
@@ -421,21 +436,9 @@ class VmEngine(object):
         self._power(spec, current, result)
         return result
 
-    def _unnamed_twins(self, spec):
-        """VMs PVE lists without a name on a node that does not answer, with every tag the new VM would carry.
-
-        pmxcfs drops a VM's name and status from /cluster/resources 5 minutes after its node stopped sending them
-        (the config's ``tags`` stay: pve-manager Cluster.pm reads them from the config), so a VM on a node that has
-        been down that long is not found by its name. Cloning it again would make a second VM of that name once the
-        node is back."""
-        want = set(t.lower() for t in spec.tags or [])
-        if not want:
-            return []
-        return [r for r in self.resources() if r.get('type') == 'qemu' and not r.get('name')
-                and want <= set(t.lower() for t in propstr.parse_tags(r.get('tags') or ''))]
-
     def _create(self, spec, result):
-        twins = self._unnamed_twins(spec)
+        # Cloning a VM that is one of these again would make a second VM of that name once its node is back.
+        twins = unnamed_twins(self.resources(), spec.tags)
         if twins:
             raise PveApiError('{0!r} is not listed, but PVE lists {1} VM(s) without a name on a node that does not '
                               'answer ({2}) with all of its tags: it may be one of them (PVE forgets the names of a '

@@ -37,7 +37,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
     PveApiError, PveHaError, PveTaskError, ha_error_message, ha_service_state)
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
-from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms, unnamed_twins
 
 STEPS = ('detect', 'activate', 'remediate', 'failback', 'auto')
 OFFLINE_RECOVERY = ('wait', 'ha', 'report')
@@ -170,11 +170,8 @@ class Failover(object):
         view.update(vrrp_state=state, vrrp_health=health)
         if not found:
             # pmxcfs forgets a VM's name 5 minutes after its node went silent (the config's tags stay listed)
-            want = set(t.lower() for t in vm.get('tags') or [])
-            view['unnamed_twins'] = [dict(vmid=int(r['vmid']), node=r.get('node')) for r in resources
-                                     if r.get('type') == 'qemu' and not r.get('name') and want and
-                                     nodes.get(r.get('node')) != 'online' and
-                                     want <= set(t.lower() for t in propstr.parse_tags(r.get('tags') or ''))]
+            view['unnamed_twins'] = [dict(vmid=int(r['vmid']), node=r.get('node'))
+                                     for r in unnamed_twins(resources, vm.get('tags'), nodes)]
             return view
         res = found[0]
         vmid, node = int(res['vmid']), res['node']

@@ -104,6 +104,13 @@ def disks_of(config):
     return out
 
 
+def all_shared(pcfg, storages):
+    """Does qemu-server's ``$check_storage_access_clone`` find every volume shared (CD-ROMs included)? ``storages``:
+    placement.storage_table."""
+    return all(sid is not None and storages.get(sid, {}).get('shared')
+               for dummy, sid, dummy2 in placement.template_volumes(pcfg))
+
+
 def identity_of(resource, config):
     """What the shadow must still be after the refresh: the record taken before it is destroyed."""
     ident = dict(vmid=int(resource['vmid']), node=resource['node'], name=resource.get('name'),
@@ -194,7 +201,6 @@ class ShadowRefresher(object):
         self.check_mode = check_mode
         self.timeout = timeout
         self.clock = clock
-        self._storages = None
         self.result = dict(changed=False, skipped=False, reason=None, steps=[], warnings=[], snapshot=None,
                            primary=None, shadow=None, identity=None, isolated_nics=[], last_full=None,
                            previous_last_full=None)
@@ -287,7 +293,7 @@ class ShadowRefresher(object):
         # The listing's status is pvestatd's, up to 10 s old (PVE/API2Tools.pm extract_vm_stats): ask the VM, and
         # count a paused one (qmpstatus) as running, as PVE's destroy does.
         status = self.api.vm_status(shadow['node'], svmid) or shadow.get('status')
-        shadow = dict(shadow, status='running' if status not in ('stopped', 'unknown', None) else status)
+        shadow = dict(shadow, status='running' if placement.process_runs(status) else status)
         self.result['shadow'] = dict(name=shadow_name, vmid=svmid, node=shadow['node'])
         if svmid == pvmid:
             raise PveApiError('primary and shadow are the same VM (vmid {0})'.format(pvmid), kind='config')
@@ -325,7 +331,8 @@ class ShadowRefresher(object):
         snode, svmid = shadow['node'], int(shadow['vmid'])
         if not disks_of(pcfg):
             raise PveApiError('the primary {0!r} has no disk to clone'.format(primary['name']), kind='config')
-        self._refusals(primary, shadow, cfg, pcfg)
+        storages = placement.storage_table(self.api.get('storage') or [])
+        self._refusals(primary, shadow, cfg, pcfg, storages)
         identity = identity_of(shadow, cfg)
         self.result['identity'] = dict((k, v) for k, v in identity.items() if k not in SECRET_KEYS)
         isolate = shared_bridges(identity['nets'], nets_of(pcfg)) if isolate_shared else []
@@ -335,7 +342,7 @@ class ShadowRefresher(object):
         self.result['snapshot'] = snapname
         self.result['changed'] = True
         work = dict(primary=primary, shadow=shadow, identity=identity, isolate=isolate, ha_resource=ha_resource,
-                    ha_rules=ha_rules, move=snode != pnode and not self._all_shared(pcfg), snapname=snapname,
+                    ha_rules=ha_rules, move=snode != pnode and not all_shared(pcfg, storages), snapname=snapname,
                     stale=[s[0] for s in own_snapshots(snaps, prefix, svmid)], now=now, keep_size=keep_size,
                     will_start=start or shadow.get('status') == 'running')
         work['description'], work['clone_description'] = self._descriptions(cfg, identity, primary['name'],
@@ -358,15 +365,14 @@ class ShadowRefresher(object):
         work['steps'] = steps
         return work
 
-    def _refusals(self, primary, shadow, cfg, pcfg):
+    def _refusals(self, primary, shadow, cfg, pcfg, storages):
         """What PVE would refuse only after the shadow is destroyed, refused before the first write."""
         if str(cfg.get('protection', '0')) in ('1', 'true'):
             # qemu-server API2/Qemu.pm destroy_vm: check_protection, "can't remove VM N - protection mode enabled"
             raise PveApiError('the shadow {0!r} (vmid {1}) has protection=1, and PVE refuses to destroy a protected '
                               'VM, which a full refresh re-creates; nothing was changed. Clear it to allow refreshes: '
                               '`qm set {1} --protection 0`'.format(shadow['name'], int(shadow['vmid'])), kind='config')
-        self._storages = placement.storage_table(self.api.get('storage') or [])
-        problem = placement.snapshot_clone_problem(pcfg, self._storages)
+        problem = placement.snapshot_clone_problem(pcfg, storages)
         if problem:
             raise PveApiError('the primary {0!r} (vmid {1}) cannot be copied into its shadow by a full refresh: {2}. '
                               'Nothing was changed (the shadow would be destroyed before PVE refuses the clone). Move '
@@ -497,14 +503,6 @@ class ShadowRefresher(object):
         if will_start and shadow.get('status') != 'running':
             self._start(shadow['node'], svmid, shadow['name'])
         return self.result
-
-    def _all_shared(self, pcfg):
-        """Does qemu-server's ``$check_storage_access_clone`` find every volume shared (CD-ROMs included)?"""
-        stores = self._storages
-        if stores is None:
-            stores = self._storages = placement.storage_table(self.api.get('storage') or [])
-        return all(sid is not None and stores.get(sid, {}).get('shared')
-                   for dummy, sid, dummy2 in placement.template_volumes(pcfg))
 
     def _ha_record(self, vmid):
         sid = 'vm:{0}'.format(vmid)
