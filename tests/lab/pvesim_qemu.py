@@ -330,8 +330,8 @@ class QemuExtras(object):
         for item in body.get('data') or []:
             if isinstance(item, dict) and item.get('type') == 'qemu' and item.get('status') == 'running':
                 vm = self.vm(int(item['vmid']))
-                if vm is not None and vm.qmpstatus:
-                    item['status'] = vm.qmpstatus
+                if vm is not None:
+                    item['status'] = self._listed_status(vm)
         if not self.statd_lag_reads:
             return ok(body.get('data'))
         return ok([self._statd_view(item) for item in body.get('data') or []])
@@ -339,6 +339,15 @@ class QemuExtras(object):
     # Fields of a VM's /cluster/resources entry that come from the status pvestatd broadcasts, not from the config.
     STATD_FIELDS = ('name', 'status', 'template', 'uptime', 'maxcpu', 'cpu', 'maxmem', 'mem', 'maxdisk', 'disk',
                     'netin', 'netout', 'diskread', 'diskwrite', 'memhost')
+
+    @staticmethod
+    def _listed_status(vm):
+        """The status pvestatd records: `$d->{qmpstatus} || $d->{status}` (a running VM's QMP status)."""
+        return vm.qmpstatus if vm.status == 'running' and vm.qmpstatus else vm.status
+
+    def _config_fields(self, item):
+        """What of a VM's entry PVE gives without pvestatd's status (Cluster.pm reads lock and tags from the config)."""
+        return dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
 
     def _statd_view(self, item):
         """A VM's entry as PVE lists it: pve-manager PVE/API2/Cluster.pm ``resources`` takes only ``lock`` and
@@ -352,9 +361,7 @@ class QemuExtras(object):
         vmid = int(item['vmid'])
         if vmid in self._statd_expired:
             if not self.nodes.get(item.get('node'), {}).get('online', True):
-                out = dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
-                out['status'] = 'unknown'
-                return out
+                return dict(self._config_fields(item), status='unknown')
             self._statd_expired.discard(vmid)
         live = dict((k, item[k]) for k in self.STATD_FIELDS if k in item)
         shown = self._statd.get(vmid)
@@ -368,9 +375,7 @@ class QemuExtras(object):
             self._statd_pending.pop(vmid, None)
             return item
         self._statd_pending[vmid] = waited
-        out = dict((k, v) for k, v in item.items() if k not in self.STATD_FIELDS)
-        out.update(shown if shown is not None else {'status': 'unknown'})
-        return out
+        return dict(self._config_fields(item), **(shown if shown is not None else {'status': 'unknown'}))
 
     def statd_expire_offline(self):
         """Five minutes after a node went silent: pmxcfs (status.c) has dropped its VMs' status, so they are listed
@@ -383,9 +388,7 @@ class QemuExtras(object):
     def statd_round(self):
         """Publish every VM's current fields at once (a pvestatd round: the cluster as loaded, before any request)."""
         for vm in self.vms:
-            running = vm.status == 'running'
-            item = {'name': vm.name, 'status': vm.qmpstatus if running and vm.qmpstatus else vm.status,
-                    'template': 1 if vm.template else 0}
+            item = {'name': vm.name, 'status': self._listed_status(vm), 'template': 1 if vm.template else 0}
             item.update(self._vm_usage(vm))
             self._statd[int(vm.vmid)] = dict((k, v) for k, v in item.items() if k in self.STATD_FIELDS)
         self._statd_pending.clear()
