@@ -169,6 +169,17 @@ options:
       to be off or, for an HA resource, running (the HA manager starts and stops it after its task has ended).
     type: int
     default: 900
+  shutdown_timeout:
+    description:
+      - Seconds a running VM gets to shut down cleanly before it is stopped or destroyed (O(state=stopped),
+        O(state=absent), O(prune)), as PVE's own C(qm shutdown --timeout N --forceStop 1) - the ACPI power button,
+        or the guest agent's shutdown when the agent is enabled and running - after which PVE terminates it.
+        A VM that had to be terminated is named in a warning.
+      - V(0) stops the VM at once (C(qm stop)), as a power cut.
+      - For an HA resource this is the timeout of HA's stop (C(ha-manager crm-command stop <sid> <timeout>)), which
+        the HA manager carries out the same way. O(timeout) is waited on top of it.
+    type: int
+    default: 60
 '''
 
 EXAMPLES = r'''
@@ -287,10 +298,14 @@ def main():
         hookscript=dict(type='str'),
         state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'absent']),
         timeout=dict(type='int', default=900),
+        shutdown_timeout=dict(type='int', default=60),
     )
     per_vm = ('name', 'template', 'node', 'pool', 'cores', 'memory', 'nets', 'tags', 'meta')
     module = api_utils.api_module(argument_spec, mutually_exclusive=[('plan', k) for k in per_vm], required_one_of=[('name', 'plan')])
     p = module.params
+    if p['shutdown_timeout'] < 0:
+        module.fail_json(msg='shutdown_timeout must be 0 (stop at once) or more seconds (got {0})'.format(
+            p['shutdown_timeout']))
     if p['plan'] is not None:
         run_plan(module)
     bad_tags = pveapi_tags_error(p['tags'])
@@ -307,7 +322,7 @@ def main():
             nets.append(dict((k, v) for k, v in net.items() if v is not None or k == 'tag'))
     spec = vm_utils.VmSpec(p['name'], template=p['template'], node=p['node'], pool=p['pool'], cores=p['cores'],
                            memory=p['memory'], nets=nets, tags=p['tags'], meta=p['meta'], hookscript=p['hookscript'],
-                           state=p['state'], timeout=p['timeout'])
+                           state=p['state'], timeout=p['timeout'], shutdown_timeout=p['shutdown_timeout'])
     try:
         api = api_utils.PveApi.from_module(module)
         result = vm_utils.VmEngine(api, check_mode=module.check_mode).ensure(spec)
@@ -328,7 +343,8 @@ def run_plan(module):
     state = 'present' if p['state'] == 'absent' else p['state']
     # Every VM of the plan is placed (the others of roles virtually, where missing), so a shadow built in its own
     # run keeps off where its primaries are or will be, and an infeasible plan fails before its first write.
-    everyone = [(vm, vm_utils.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout']))
+    everyone = [(vm, vm_utils.spec_from_plan(vm, state=state, hookscript=p['hookscript'], timeout=p['timeout'],
+                                             shutdown_timeout=p['shutdown_timeout']))
                 for vm in plan['vms']]
     specs = [spec for vm, spec in everyone if vm.get('role') in p['roles']]
 
@@ -344,7 +360,8 @@ def run_plan(module):
         pruned = []
         if p['prune']:
             gone = vm_utils.prune_candidates(api.resources('vm'), plan, p['roles'])
-            pruned = vm_utils.remove_many(make_api, gone, check_mode=module.check_mode, timeout=p['timeout'])
+            pruned = vm_utils.remove_many(make_api, gone, check_mode=module.check_mode, timeout=p['timeout'],
+                                          shutdown_timeout=p['shutdown_timeout'])
     except api_utils.PveApiError as exc:
         api_utils.fail_json_from(module, exc)
     diff = dict(before={}, after={})

@@ -83,6 +83,15 @@ options:
       resource is stopped by the HA manager after the stop task has ended).
     type: int
     default: 900
+  shutdown_timeout:
+    description:
+      - Seconds an instance being removed (scale-in) gets to shut down cleanly, as PVE's own
+        C(qm shutdown --timeout N --forceStop 1) (the ACPI power button, or the guest agent's shutdown), so that
+        requests in flight can finish; then PVE terminates it and a warning names it. V(0) stops it at once.
+      - For an HA resource this is the timeout of HA's stop, carried out by the HA manager the same way. O(timeout)
+        is waited on top of it.
+    type: int
+    default: 60
 '''
 
 EXAMPLES = r'''
@@ -205,9 +214,13 @@ def main():
         hookscript=dict(type='str'),
         parallel=dict(type='int', default=4),
         timeout=dict(type='int', default=900),
+        shutdown_timeout=dict(type='int', default=60),
     )
     module = api_utils.api_module(argument_spec)
     p = module.params
+    if p['shutdown_timeout'] < 0:
+        module.fail_json(msg='shutdown_timeout must be 0 (stop at once) or more seconds (got {0})'.format(
+            p['shutdown_timeout']))
     try:
         plans, dummy = scaling.plans_and_templates(p['plans'], None)
     except ValueError as exc:
@@ -236,7 +249,8 @@ def main():
             results.append(scaling_apply.apply_decision(
                 api, make_api, plans[decision['template']], decision, check_mode=module.check_mode,
                 forecast_only=p['forecast_only'], state=p['state'], hookscript=p['hookscript'],
-                timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing, nodes=nodes))
+                timeout=p['timeout'], parallel=max(1, p['parallel']), resources=listing, nodes=nodes,
+                shutdown_timeout=p['shutdown_timeout']))
     except api_utils.PveApiError as exc:
         api_utils.fail_json_from(module, exc, results=results)
     except scaling.ScalingError as exc:

@@ -1,4 +1,6 @@
 """shadownet.proxmox.linked_clone against the simulator (HTTPS, token, certificate verification on)."""
+import urllib.parse
+
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.modules import linked_clone
@@ -217,8 +219,63 @@ def test_paused_vm_is_stopped_before_it_is_destroyed(pvesim, pve_conn, proxmoxer
     result = run_module(linked_clone, dict(pve_conn, name='shop-web-1', state='absent'))
     assert result['changed'] and vms_named(pvesim, 'shop-web-1') == []
     writes = [(m, p) for m, p, b in pvesim.writes(mark)]
-    assert writes == [('POST', '/api2/json/nodes/{0}/qemu/{1}/status/stop'.format(vm.node, vm.vmid)),
+    # qemu-server vm_shutdown refuses a paused VM without forceStop and stops it with: the module always sends it
+    assert writes == [('POST', '/api2/json/nodes/{0}/qemu/{1}/status/shutdown'.format(vm.node, vm.vmid)),
                       ('DELETE', '/api2/json/nodes/{0}/qemu/{1}'.format(vm.node, vm.vmid))], writes
+
+
+def test_paused_vm_shutdown_without_force_is_refused_as_pve_does(pvesim, pve_conn, proxmoxer_api):
+    """The simulator follows qemu-server vm_shutdown: "VM is paused - cannot shutdown" unless forceStop."""
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    status = proxmoxer_api.nodes(vm.node).qemu(vm.vmid).status
+    status.suspend.post()
+    with pytest.raises(Exception) as info:
+        status.shutdown.post(timeout=5)
+    assert 'VM is paused - cannot shutdown' in str(info.value)
+    assert vm.status == 'running' and vm.qmpstatus == 'paused'
+
+
+def _stop_writes(pvesim, mark, vm):
+    return [(p.rsplit('/', 1)[-1], dict((k, v[0]) for k, v in urllib.parse.parse_qs(b).items()))
+            for m, p, b in pvesim.writes(mark)
+            if p.endswith('/qemu/{0}/status/shutdown'.format(vm.vmid)) or p.endswith('/qemu/{0}/status/stop'.format(
+                vm.vmid))]
+
+
+def test_stopped_shuts_the_guest_down_first(pvesim, pve_conn):
+    """state=stopped asks the guest to shut down (qm shutdown --timeout 60 --forceStop 1), as an operator would,
+    not a power cut; a guest that ignores ACPI is terminated by PVE after the timeout and named in a warning."""
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    mark = pvesim.mark()
+    result = run_module(linked_clone, args(pve_conn, state='stopped'))
+    assert result['changed'] and vm.status == 'stopped'
+    sent = _stop_writes(pvesim, mark, vm)
+    assert [w for w, b in sent] == ['shutdown'], sent
+    assert str(sent[0][1].get('timeout')) == '60' and str(sent[0][1].get('forceStop')) in ('1', 'True', 'true'), sent
+    assert 'did not shut down' not in str(result.get('warnings'))
+    assert not run_module(linked_clone, args(pve_conn, state='stopped'))['changed']
+
+    run_module(linked_clone, args(pve_conn, state='started'))
+    vm.acpi = False                      # the guest ignores the power button
+    result = run_module(linked_clone, args(pve_conn, state='stopped', shutdown_timeout=7))
+    assert vm.status == 'stopped'
+    assert "'shop-web-1' (vmid {0}) did not shut down within 7s: PVE terminated it".format(vm.vmid) in str(
+        result.get('warnings')), result.get('warnings')
+
+    run_module(linked_clone, args(pve_conn, state='started'))
+    mark = pvesim.mark()
+    run_module(linked_clone, args(pve_conn, state='stopped', shutdown_timeout=0))
+    assert [w for w, b in _stop_writes(pvesim, mark, vm)] == ['stop'] and vm.status == 'stopped'
+
+
+def test_negative_shutdown_timeout_is_refused_before_any_request(pvesim, pve_conn):
+    mark = pvesim.mark()
+    with pytest.raises(ModuleFailed) as info:
+        run_module(linked_clone, args(pve_conn, state='stopped', shutdown_timeout=-5))
+    assert 'shutdown_timeout must be 0 (stop at once) or more seconds (got -5)' in info.value.result['msg']
+    assert pvesim.writes(mark) == []
 
 
 def test_protected_vm_is_refused_before_any_write(pvesim, pve_conn):

@@ -125,10 +125,15 @@ def test_falling_scales_in_only_after_cooldown_down(pvesim, pve_conn, tmp_path):
     assert decision['action'] == 'none' and decision['blocked_by'] == 'cooldown_down', decision['reason']
     assert not s['changed'] and len(primaries(pvesim)) == 2
     set_record(pvesim, 'shop-web-1', action='scale_up', time=now - 700, by='test')
+    mark = pvesim.mark()
     m, decision, s = reconcile(pve_conn, plan, history)
     assert decision['action'] == 'scale_down', decision['reason']
     assert s['results'][0]['removed'] == ['shop-web-2']
     assert primaries(pvesim) == ['shop-web-1']
+    # the instance was shut down cleanly (requests in flight finish), not powered off: qm shutdown --forceStop 1
+    gone = vms['shop-web-2']
+    power = [(p.rsplit('/', 1)[-1], b) for m_, p, b in pvesim.writes(mark) if '/qemu/{0}/status/'.format(gone.vmid) in p]
+    assert [w for w, b in power] == ['shutdown'] and 'timeout=60' in power[0][1] and 'forceStop=1' in power[0][1], power
 
 
 def test_scale_in_of_ha_managed_instances(pvesim, pve_conn, tmp_path, make_ha):

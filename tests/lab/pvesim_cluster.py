@@ -547,9 +547,18 @@ class HaApi(object):
         return await super()._do_stop(vm, user, p)
 
     async def _do_shutdown(self, vm, user, p):
+        # qemu-server src/PVE/API2/Qemu.pm vm_shutdown, before anything else: a paused VM (QemuServer.pm vm_is_paused
+        # with $include_suspended: QMP paused, prelaunch or suspended) is refused unless forceStop, which warns and
+        # stops it instead (the shutdown "runs into timeouts, and ... when the VM gets resumed later, it still gets the
+        # request delivered and powers off"). fakepve would send the paused guest an ACPI shutdown.
+        paused = vm.status == 'running' and vm.qmpstatus in ('paused', 'prelaunch', 'suspended')
+        if paused and str(p.get('forceStop', '0')).lower() not in ('1', 'true'):
+            raise PveError(500, 'VM is paused - cannot shutdown')
         if vm.ha_managed:
             self._need_running(vm)
             return await self._ha_request(vm, user, 'stopped')
+        if paused:
+            return await super()._do_stop(vm, user, p)
         return await super()._do_shutdown(vm, user, p)
 
     def ha_stop_tick(self, method, path, now=None):

@@ -465,24 +465,43 @@ class PveApi(object):
             return dict(upid=None, exitstatus='OK', warnings=[], log=[])
         return self.wait_task(upid, timeout=timeout)
 
-    def stop_vm(self, node, vmid, name=None, timeout=600, poll=0.2):
+    def stop_vm(self, node, vmid, name=None, timeout=600, poll=0.2, shutdown_timeout=0):
         """Stop a VM and wait, by wall clock, until PVE shows it stopped. Returns the stop task's result.
 
-        qemu-server's vm_stop stops a VM itself (a ``qmstop`` task that ends when the VM is off) unless the VM
-        is an HA resource: then it only queues ``ha-manager crm-command stop`` (a ``hastop`` task that ends at
-        once) and the HA manager stops the VM at its next rounds. destroy_vm refuses a running VM, so whoever
-        destroys after a stop must wait for the VM itself, not for the task: this does, for both kinds.
+        With ``shutdown_timeout`` (seconds, > 0) the guest is asked to shut down (qemu-server vm_shutdown: ACPI power
+        button, or the guest agent's shutdown) and PVE terminates it after that many seconds (``forceStop``: SIGTERM,
+        then SIGKILL 10 s later; QemuServer.pm _do_vm_stop); 0 stops it at once (vm_stop: QEMU quits). ``timeout`` is
+        the wait for PVE beyond the guest's shutdown time.
+
+        qemu-server's vm_stop and vm_shutdown stop a VM themselves (a ``qmstop``/``qmshutdown`` task that ends when
+        the VM is off) unless the VM is an HA resource: then they only queue ``ha-manager crm-command stop <sid>
+        <timeout>`` (a ``hastop`` task that ends at once) and the HA manager stops the VM at its next rounds, with a
+        shutdown of that timeout and forceStop (pve-ha-manager Resources/PVEVM.pm shutdown) or, for 0, a stop.
+        destroy_vm refuses a running VM, so whoever destroys after a stop must wait for the VM itself, not for the
+        task: this does, for both kinds.
         """
+        grace = max(0, int(shutdown_timeout or 0))
+        timeout = timeout + (grace + 10 if grace else 0)
         deadline = self._clock() + timeout
         path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
         self._unlocked_for_stop(node, vmid, path, name, deadline, poll)
-        task = self.run_task('POST', path + 'stop', timeout=timeout)
+        if grace:
+            # vm_shutdown refuses a paused VM unless forceStop ("VM is paused - cannot shutdown"), and with it stops
+            # the VM at once: forceStop is always sent, so a paused VM is stopped as before.
+            task = self.run_task('POST', path + 'shutdown', {'timeout': grace, 'forceStop': 1}, timeout=timeout)
+            if any('terminating now with' in line for line in task.get('log') or []):
+                # _do_vm_stop `warn`s (not log_warn): the task ends OK, the line is only in its log
+                task['warnings'] = list(task['warnings']) + [
+                    'VM {0}(vmid {1}) did not shut down within {2}s: PVE terminated it (shutdown_timeout)'.format(
+                        '{0!r} '.format(name) if name else '', vmid, grace)]
+        else:
+            task = self.run_task('POST', path + 'stop', timeout=timeout)
         delay = poll
         while True:
             current = self.get(path + 'current') or {}
             if current.get('status') == 'stopped':
                 return task
-            raise_on_ha_error(current, name, vmid, node, path + 'stop')
+            raise_on_ha_error(current, name, vmid, node, path + ('shutdown' if grace else 'stop'))
             if self._clock() >= deadline:
                 ha = current.get('ha') or {}
                 how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '

@@ -37,7 +37,8 @@ class VmSpec(object):
     """What a managed VM should look like. ``None`` means: not managed, leave as it is."""
 
     def __init__(self, name, template=None, node=None, pool=None, cores=None, memory=None, nets=None, tags=None,
-                 description=None, meta=None, hookscript=None, state='present', timeout=900, full=False):
+                 description=None, meta=None, hookscript=None, state='present', timeout=900, full=False,
+                 shutdown_timeout=0):
         self.name = name
         self.template = template
         self.node = node
@@ -51,6 +52,8 @@ class VmSpec(object):
         self.hookscript = hookscript
         self.state = state
         self.timeout = timeout
+        # Seconds the guest gets to shut down before PVE stops it (state stopped/absent); 0: stop at once.
+        self.shutdown_timeout = shutdown_timeout
         self.full = full
         # Placement when node is None (placement.place): the template's nodes in this VM's order (empty: every
         # online node, by free capacity), keeping off the nodes of the VMs named in avoid_vms (a shadow's
@@ -68,7 +71,7 @@ class VmSpec(object):
         self.vmid_hint = None
 
 
-def spec_from_plan(vm, state='present', hookscript=None, timeout=900):
+def spec_from_plan(vm, state='present', hookscript=None, timeout=900, shutdown_timeout=0):
     """A VmSpec from one ``vms`` entry of a plan (docs/plan.md)."""
     golden = vm.get('golden') or {}
     template = golden.get('vmid') if golden.get('vmid') is not None else golden.get('name')
@@ -82,7 +85,8 @@ def spec_from_plan(vm, state='present', hookscript=None, timeout=900):
         nets.append(net)
     spec = VmSpec(vm['name'], template=template, pool=vm.get('pool'), cores=vm.get('cores'),
                   memory=vm.get('memory'), nets=nets, tags=vm.get('tags'), meta=vm.get('meta'),
-                  hookscript=hookscript if vm.get('role') == 'primary' else None, state=state, timeout=timeout)
+                  hookscript=hookscript if vm.get('role') == 'primary' else None, state=state, timeout=timeout,
+                  shutdown_timeout=shutdown_timeout)
     spec.preferred_nodes = list(vm.get('preferred_nodes') or ([vm['node']] if vm.get('node') else []))
     spec.avoid_nodes = list(vm.get('avoid_nodes') or [])
     spec.avoid_vms = list(vm.get('shadows') or [])
@@ -534,7 +538,8 @@ class VmEngine(object):
         elif spec.state == 'stopped' and runs:
             result['changed'] = True
             if not self.check_mode:
-                task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
+                task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout,
+                                        shutdown_timeout=spec.shutdown_timeout)
                 result['warnings'].extend(task['warnings'])
 
     # ------------------------------------------------------------- absent
@@ -570,7 +575,8 @@ class VmEngine(object):
             # Any VM whose process runs (running, paused, io-error, ...): destroy_vm refuses it ("VM <vmid> is
             # running - destroy failed"). An HA resource's stop only asks the HA manager; stop_vm waits until it is
             # off, then purge takes it out of HA and out of the rules that name it.
-            task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout)
+            task = self.api.stop_vm(node, vmid, name=spec.name, timeout=spec.timeout,
+                                    shutdown_timeout=spec.shutdown_timeout)
             result['warnings'].extend(task['warnings'])
         task = self.api.run_task('DELETE', 'nodes/{0}/qemu/{1}'.format(node, vmid),
                                  {'purge': 1, 'destroy-unreferenced-disks': 1}, timeout=spec.timeout)
@@ -724,13 +730,14 @@ def ensure_many(make_api, specs, check_mode=False, parallel=4, resources=None, n
     return results
 
 
-def remove_many(make_api, resources, check_mode=False, timeout=900):
-    """Destroy the given managed VMs (prune). Returns per-VM results."""
+def remove_many(make_api, resources, check_mode=False, timeout=900, shutdown_timeout=0):
+    """Destroy the given managed VMs (prune, scale-in), each running one shut down first (``shutdown_timeout``,
+    see :class:`VmSpec`). Returns per-VM results."""
     api = make_api()
     engine = VmEngine(api, check_mode=check_mode, resources=list(resources))
     out = []
     for res in resources:
-        spec = VmSpec(res['name'], state='absent', timeout=timeout)
+        spec = VmSpec(res['name'], state='absent', timeout=timeout, shutdown_timeout=shutdown_timeout)
         try:
             out.append(engine.ensure(spec))
         except PveApiError as exc:

@@ -332,10 +332,11 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
                    check_mode: bool = False, forecast_only: bool = False, state: str = 'started',
                    hookscript: str | None = None, timeout: int = 900, parallel: int = 4, now: float | None = None,
                    resources: list[dict[str, t.Any]] | None = None,
-                   nodes: list[dict[str, t.Any]] | None = None) -> dict[str, t.Any]:
+                   nodes: list[dict[str, t.Any]] | None = None, shutdown_timeout: int = 0) -> dict[str, t.Any]:
     """Act on one decision of forecast_plan. Returns a result dict (changed, applied, reason, ...).
 
     ``resources`` / ``nodes``: listings to reuse in check mode; a real action always reads them afresh.
+    ``shutdown_timeout``: seconds a removed instance gets to shut down before PVE stops it (0: stop at once).
     """
     now = time.time() if now is None else now
     service = decision['service']
@@ -370,8 +371,9 @@ def apply_decision(api: PveApi, make_api: t.Callable[[], PveApi], plan: dict[str
     if not check_mode and _claim_lost(api, prim[0], decision, record, res):
         return res
     if entry['mode'] == 'horizontal':
-        _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout,
-                          parallel, listings=(resources, nodes) if check_mode else (None, None))
+        _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript,
+                          (timeout, shutdown_timeout), parallel,
+                          listings=(resources, nodes) if check_mode else (None, None))
     else:
         _apply_vertical(api, prim, configs, decision.get('target') or {}, res, check_mode, cpus)
     res['applied'] = not check_mode
@@ -465,8 +467,10 @@ def _claim_lost(api, anchor, decision, record, res):
     return bool(lost)
 
 
-def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeout, parallel,
+def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, state, hookscript, timeouts, parallel,
                       listings=(None, None)):
+    """``timeouts``: (each PVE task's, a removed instance's shutdown)."""
+    timeout, shutdown_timeout = timeouts
     service = entry['service']
     indexed = [(instance_index(v['name'], plan, service), v) for v in prim]
     base = _base_vm(plan, service, [v['name'] for v in prim])
@@ -474,7 +478,7 @@ def _apply_horizontal(api, make_api, plan, entry, prim, want, res, check_mode, s
         _scale_out(make_api, plan, entry, base, indexed, want - len(prim), res, check_mode,
                    dict(state=state, hookscript=hookscript, timeout=timeout), parallel, listings)
     else:
-        _scale_in(api, make_api, plan, entry, base, indexed, len(prim) - want, res, check_mode, timeout, listings)
+        _scale_in(api, make_api, plan, entry, base, indexed, len(prim) - want, res, check_mode, timeouts, listings)
 
 
 def _scale_out(make_api, plan, entry, base, indexed, count, res, check_mode, spec_options, parallel, listings):
@@ -501,15 +505,17 @@ def _scale_out(make_api, plan, entry, base, indexed, count, res, check_mode, spe
     res['reason'] = '{0}: added {1}'.format(res['reason'], ', '.join(n for n, i in added))
 
 
-def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode, timeout, listings):
-    """Remove the ``count`` highest indexes (the anchor, the lowest index, stays)."""
+def _scale_in(api, make_api, plan, entry, base, indexed, count, res, check_mode, timeouts, listings):
+    """Remove the ``count`` highest indexes (the anchor, the lowest index, stays), each shut down first."""
+    timeout, shutdown_timeout = timeouts
     service = entry['service']
     order = sorted(indexed, key=lambda iv: (iv[0] is None, iv[0] or 0), reverse=True)
     gone = [v for i, v in order[:count]]
     removed = [(v['name'], instance_index(v['name'], plan, service) or 0) for v in gone]
     listing = listings[0] if listings[0] is not None else api.resources('vm')
     resources = [r for r in listing if r.get('name') in set(v['name'] for v in gone)]
-    results = vm_utils.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout)
+    results = vm_utils.remove_many(make_api, resources, check_mode=check_mode, timeout=timeout,
+                                   shutdown_timeout=shutdown_timeout)
     failed = [r for r in results if r.get('failed')]
     res['warnings'].extend(_warnings_of(results))
     res['removed'] = [r['name'] for r in results if r.get('changed')]
