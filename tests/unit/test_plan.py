@@ -137,9 +137,26 @@ def test_networks_and_shadow_twins():
         assert twin['zone_type'] == 'vxlan' and plan_utils.VXLAN_TAG_MIN <= twin['vxlan_tag'] <= plan_utils.VXLAN_TAG_MAX
         assert twin['alias'] == 'shop-%s (shadow)' % twin['name']
     assert len({n['vxlan_tag'] for n in shadows}) == 2
-    assert all(n['vxlan_tag'] is None for n in primaries)
+    # The lab places primaries on three nodes: their networks are a VXLAN zone too (a simple zone is node-local),
+    # each vnet with its own VNI, none a twin's; the twins keep the VNIs they had before (derived first).
+    assert all(n['zone_type'] == 'vxlan' for n in primaries)
+    assert len({n['vxlan_tag'] for n in primaries} | {n['vxlan_tag'] for n in shadows}) == 4
+    assert {n['name']: n['vxlan_tag'] for n in shadows} == plan_utils.vxlan_tags('shop', ['front', 'back'])
     assert plan['shadow_transport'] == 'vxlan'
     assert primaries[0]['gateway'] == '10.10.0.1' and primaries[0]['alias'] == 'shop-front'
+
+
+def test_primary_network_vnis_given_and_derived():
+    data = lab_data()
+    data['networks'][0]['vni'] = 4242
+    tags = {(n['name'], n['role']): n['vxlan_tag'] for n in plan_utils.plan_from_template(data)[1]['networks']}
+    assert tags[('front', 'primary')] == 4242
+    assert len(set(tags.values())) == 4 and all(tags.values())
+    data = lab_data()
+    data['nodes'] = ['pve1']            # one node: a simple zone is enough, no VNI
+    plan = plan_utils.plan_from_template(data)[1]
+    assert [(n['zone_type'], n['vxlan_tag']) for n in plan['networks'] if n['role'] == 'primary'] == [
+        ('simple', None), ('simple', None)]
 
 
 @pytest.mark.parametrize('nodes,placement,transport,want', [

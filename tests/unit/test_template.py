@@ -59,7 +59,8 @@ def test_base_is_valid_and_defaults_are_filled():
     assert tpl['scaling']['cpu'] == {'high': 0.7, 'low': 0.3, 'duration': 300}
     assert tpl['scaling']['net'] == {'high': 800_000_000, 'low': 100_000_000, 'duration': 300}
     assert tpl['scaling']['cooldown'] == {'up': 180, 'down': 600}
-    assert tpl['networks'][0]['type'] == 'vnet' and tpl['networks'][0]['zone_type'] == 'simple'
+    # spread over nodes: the default zone is a VXLAN overlay (a simple zone is node-local)
+    assert tpl['networks'][0]['type'] == 'vnet' and tpl['networks'][0]['zone_type'] == 'vxlan'
     # VIP without prefix takes the network's
     assert tpl['services'][1]['vip'] == '10.20.0.50/24'
     assert tpl['services'][1]['vip_network'] == 'back'
@@ -386,7 +387,7 @@ def test_derived_defaults_follow_other_fields():
     data['services'][0]['vip'] = '10.10.0.77'
     data['services'][1]['networks'] = ['back', 'front']
     data['shadow']['mirror'] = {'mode': 'full', 'rate': 0.3}
-    data['networks'][1].update(zone_type='vlan', vlan=30)
+    data['networks'][1].update(zone_type='vlan', vlan=30, zone='shopvl')   # a vlan zone of its own
     tpl = template_utils.normalise_template(data)
     web, db = tpl['services']
     # networks: the template's first network; vip_network: the service's first network; vip: its prefix.
@@ -440,7 +441,8 @@ def test_issues_come_in_a_fixed_order():
         'template shop: networks[1].bridge: is required for type bridge; valid: a node bridge such as vmbr1',
         'template shop: networks[1].zone: only for type vnet; valid: leave it out for type bridge',
         'template shop: networks[2].name: network front is defined twice; valid: unique network names',
-        'template shop: networks[2].vlan: a simple zone has no VLAN; valid: set zone_type: vlan, or leave it out',
+        'template shop: networks[2].vlan: a vxlan zone has no VLAN; valid: set zone_type: vlan, or leave it out '
+        '(a vxlan network\'s identifier is vni)',
         'template shop: networks[2].gateway: 10.99.0.1 is not a host address inside 10.10.0.0/25; valid: a host '
         'address inside 10.10.0.0/25',
         'template shop: networks[2].cidr: 10.10.0.0/25 overlaps networks[0].cidr 10.10.0.0/24 in zone (derived); '
@@ -495,3 +497,47 @@ def test_a_ratio_written_as_the_string_nan_is_refused():
     data['scaling'] = {'cpu': {'high': 'nan', 'low': '-inf%'}}
     issues = issues_of(data)
     assert sorted(issues) == ['scaling.cpu.high', 'scaling.cpu.low'], [str(i) for i in issues.values()]
+
+
+# ---- SDN zone types: a simple zone is node-local -------------------------------------------------------------
+
+@pytest.mark.parametrize('nodes', [['pve1', 'pve2'], []])
+def test_a_simple_zone_spread_over_nodes_is_refused(nodes):
+    """pve-network Zones/SimplePlugin.pm gives a simple zone's bridge `bridge_ports none`: two nodes, two islands."""
+    data = base()
+    data['nodes'] = nodes
+    data['networks'][1]['zone_type'] = 'simple'
+    found = issues_of(data)
+    issue = found['networks[1].zone_type']
+    assert 'node-local bridge with no uplink' in issue.message and 'back on different nodes' in issue.message
+    assert ('every online node' in issue.message) == (not nodes)
+    assert 'zone_type: vxlan' in issue.valid and 'vlan with zone_bridge' in issue.valid
+    assert list(found) == ['networks[1].zone_type']
+
+
+def test_zone_type_defaults_by_how_many_nodes():
+    data = base()
+    data['nodes'] = ['pve1']
+    tpl, issues = template_utils.validate_template(data)
+    assert issues == [] and [n['zone_type'] for n in tpl['networks']] == ['simple', 'simple']
+    data['networks'][0]['zone_type'] = 'vxlan'          # allowed on one node too, but then the zone is vxlan
+    found = issues_of(data)
+    assert "simple, but networks[0] in the same zone (the template's) is vxlan" in found['networks[1].zone_type'].message
+    data['networks'][1]['zone_type'] = 'vxlan'
+    tpl, issues = template_utils.validate_template(data)
+    assert issues == [] and [n['vni'] for n in tpl['networks']] == [None, None]
+
+
+def test_vni_only_for_vxlan_and_unique():
+    data = base()
+    data['networks'][0]['vni'] = 5000
+    data['networks'][1]['vni'] = 5000
+    found = issues_of(data)
+    assert 'vni 5000 is also used by networks[0]' in found['networks[1].vni'].message
+    data = base()
+    data['networks'][1].update(zone_type='vlan', vlan=30, zone='shopvl', vni=7)
+    found = issues_of(data)
+    assert found['networks[1].vni'].message == 'only for zone_type vxlan'
+    data = base()
+    data['networks'][0].update(vni=0)
+    assert 'networks[0].vni' in issues_of(data)

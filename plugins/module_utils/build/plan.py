@@ -103,10 +103,11 @@ def _shadow_placement(nodes, primary_nodes, placement):
     return free + busy, avoid, bool(free)
 
 
-def vxlan_tags(template: str, keys: t.Iterable[str]) -> dict[str, int]:
-    """Stable VNIs for the shadow twins of ``keys`` (network names, plan order) of ``template``."""
+def vxlan_tags(template: str, keys: t.Iterable[str], taken: t.Iterable[int] = ()) -> dict[str, int]:
+    """Stable VNIs for ``keys`` of ``template`` (a shadow twin's key is its network's name, a primary vxlan
+    network's ``network:<name>``), none of them in ``taken``."""
     span = VXLAN_TAG_MAX - VXLAN_TAG_MIN + 1
-    used = set()
+    used = set(taken)
     out = {}
     for key in keys:
         digest = hashlib.sha256(('shadownet-vxlan:%s:%s' % (template, key)).encode('utf-8')).hexdigest()
@@ -130,7 +131,7 @@ def _network_entry(tpl, net, role, ids, vxlan_tag=None):
             'zone_bridge': net['zone_bridge'] if is_vnet else None, 'vnet': vnet,
             'alias': naming.network_alias(tpl['name'], key),
             'bridge': vnet if is_vnet else net['bridge'], 'vlan': net['vlan'],
-            'cidr': net['cidr'], 'gateway': net['gateway'], 'isolated': False, 'vxlan_tag': None,
+            'cidr': net['cidr'], 'gateway': net['gateway'], 'isolated': False, 'vxlan_tag': vxlan_tag,
         }
     vnet = ids[('shadow-vnet', key)]
     return {
@@ -224,10 +225,16 @@ def _shadowed_networks(critical):
 def _plan_networks(tpl, shadowed_networks):
     """The ``networks`` section (primaries, then the shadow twins) and ``(primary, shadow)`` entries by name."""
     ids = _derive_ids(tpl, shadowed_networks)
-    tags = vxlan_tags(tpl['name'], shadowed_networks) if tpl['shadow']['transport'] == 'vxlan' else {}
+    vxlan_nets = [n for n in tpl['networks'] if n['type'] == 'vnet' and n['zone_type'] == 'vxlan']
+    given = [n['vni'] for n in vxlan_nets if n.get('vni') is not None]
+    # The twins' VNIs first, as before primary networks could be vxlan, so existing twins keep theirs.
+    tags = vxlan_tags(tpl['name'], shadowed_networks, given) if tpl['shadow']['transport'] == 'vxlan' else {}
+    primary_tags = vxlan_tags(tpl['name'], ['network:' + n['name'] for n in vxlan_nets if n.get('vni') is None],
+                              given + list(tags.values()))
     primary_nets, shadow_nets, networks = {}, {}, []
     for net in tpl['networks']:
-        entry = _network_entry(tpl, net, 'primary', ids)
+        tag = net.get('vni') if net.get('vni') is not None else primary_tags.get('network:' + net['name'])
+        entry = _network_entry(tpl, net, 'primary', ids, vxlan_tag=tag)
         primary_nets[net['name']] = entry
         networks.append(entry)
     for net in tpl['networks']:

@@ -230,7 +230,17 @@ NETWORK = Field('dict', doc='One primary network.', fields={
                   'node Linux bridge.', choices=('vnet', 'bridge')),
     'zone': Field('sdn_id', None, 'vnet: SDN zone id; default: derived from the template name (one zone for '
                   'the template).', nullable=True),
-    'zone_type': Field('str', 'simple', 'vnet: SDN zone type.', choices=('simple', 'vlan')),
+    'zone_type': Field('str', None, 'vnet: SDN zone type. simple: a bridge on each node with no uplink '
+                       '(pve-network SimplePlugin: `bridge_ports none`), so VMs on different nodes cannot reach each '
+                       'other; only for a template on one node. vlan: a VLAN on zone_bridge (a node bridge with an '
+                       'uplink; the switch carries it between nodes). vxlan: a VXLAN overlay between the cluster '
+                       'nodes (peers = every node\'s cluster address, MTU 1450: VirtIO NICs take it from the bridge), '
+                       'which needs nothing outside the cluster; the gateway is then not on the nodes, a router in '
+                       'the network must have it. null: vxlan unless nodes lists exactly one node (then simple).',
+                       choices=('simple', 'vlan', 'vxlan'), nullable=True),
+    'vni': Field('int', None, 'vnet with zone_type vxlan: its VXLAN network identifier, unique in the cluster; '
+                 'default: derived from the template and network names (stable).', minimum=1, maximum=16777215,
+                 nullable=True),
     'zone_bridge': Field('str', None, 'vnet with zone_type vlan: the node bridge the zone rides on '
                          '(default vmbr0).', nullable=True),
     'vnet': Field('sdn_id', None, 'vnet: SDN vnet id; default: derived from the template and network names.',
@@ -637,6 +647,9 @@ def _networks_by_name(networks):
 def _derive(tpl, nets_by_name):
     """Fill the defaults that depend on other fields. Returns {service index: (scaling, replication) overridden}."""
     for net in _items(tpl, 'networks'):
+        if net is not None and net.get('type') == 'vnet' and net.get('zone_type') is None:
+            # A simple zone is node-local: VMs on two nodes would be on two islands (see NETWORK.zone_type).
+            net['zone_type'] = 'simple' if _single_node(tpl) else 'vxlan'
         if net is not None and net.get('type') == 'vnet' and net.get('zone_type') == 'vlan' \
                 and net.get('zone_bridge') is None:
             net['zone_bridge'] = 'vmbr0'
@@ -696,6 +709,13 @@ def _merge_replay(svc, tpl):
         svc['replay'] = _deep_merge(shadow['replay'], svc['replay'] if isinstance(svc.get('replay'), dict) else {})
 
 
+def _single_node(tpl):
+    """Whether every VM of the template is placed on one node (nodes lists exactly one; empty means every online
+    node)."""
+    nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
+    return len(nodes) == 1
+
+
 def _derive_shadow(tpl):
     """mirror.rate 1.0 for mode full; transport: vxlan when shadows spread over several nodes, else local."""
     shadow = tpl.get('shadow') if isinstance(tpl.get('shadow'), dict) else {}
@@ -712,7 +732,7 @@ def _derive_shadow(tpl):
 def _drop_vnet_fields(networks):
     for net in networks:
         if net is not None and net.get('type') == 'bridge':
-            net['zone'] = net['vnet'] = net['zone_type'] = net['zone_bridge'] = None
+            net['zone'] = net['vnet'] = net['zone_type'] = net['zone_bridge'] = net['vni'] = None
 
 
 # -- check: cross-field problems (reports only, changes nothing) ---------------------------------------------
@@ -725,6 +745,9 @@ def _check(chk, tpl, nets_by_name, overrides):
             _check_network(chk, 'networks[%d]' % index, net, nets_by_name)
     _check_overlaps(chk, networks)
     _check_vnet_ids(chk, networks)
+    _check_zone_types(chk, networks)
+    _check_vnis(chk, networks)
+    _check_simple_zones(chk, tpl, networks)
     seen_services, vips = {}, {}
     for index, svc in enumerate(services):
         if svc is not None:
@@ -762,7 +785,7 @@ def _check_bridge_network(chk, path, net):
         problem = naming.bridge_name_problem(net['bridge'])
         if problem:
             chk.error(path + '.bridge', problem, naming.BRIDGE_NAME_HELP)
-    for key in ('zone', 'vnet', 'zone_bridge'):
+    for key in ('zone', 'vnet', 'zone_bridge', 'vni'):
         if net.get(key) not in (None, _INVALID):
             chk.error(path + '.' + key, 'only for type vnet', 'leave it out for type bridge')
 
@@ -780,11 +803,61 @@ def _check_vnet_network(chk, path, net):
             too_long = naming.vlan_bridge_problem(net['zone_bridge'], net['vlan'])
             if too_long:
                 chk.error(path + '.zone_bridge', too_long, 'a shorter node bridge name')
-    elif net.get('zone_type') == 'simple':
+    elif net.get('zone_type') in ('simple', 'vxlan'):
+        kind = net['zone_type']
         if net.get('vlan') not in (None, _INVALID):
-            chk.error(path + '.vlan', 'a simple zone has no VLAN', 'set zone_type: vlan, or leave it out')
+            chk.error(path + '.vlan', 'a %s zone has no VLAN' % kind, 'set zone_type: vlan, or leave it out'
+                      + (' (a vxlan network\'s identifier is vni)' if kind == 'vxlan' else ''))
         if net.get('zone_bridge') not in (None, _INVALID):
             chk.error(path + '.zone_bridge', 'only for zone_type vlan', 'leave it out')
+    if net.get('vni') not in (None, _INVALID) and net.get('zone_type') != 'vxlan':
+        chk.error(path + '.vni', 'only for zone_type vxlan', 'leave it out, or set zone_type: vxlan')
+
+
+def _check_zone_types(chk, networks):
+    """Networks in one SDN zone (the template's own unless zone is given) share its type and bridge."""
+    first = {}
+    for index, net in enumerate(networks):
+        if net is None or net.get('type') != 'vnet' or not _ok(net.get('zone_type')):
+            continue
+        zone = net.get('zone') if _ok(net.get('zone')) else None
+        want = (net['zone_type'], net.get('zone_bridge'))
+        if zone not in first:
+            first[zone] = (index, want)
+        elif first[zone][1] != want:
+            other, (kind, bridge) = first[zone]
+            chk.error('networks[%d].zone_type' % index, '%s%s, but networks[%d] in the same zone (%s) is %s%s' % (
+                want[0], ' on %s' % want[1] if want[1] else '', other, zone or 'the template\'s', kind,
+                ' on %s' % bridge if bridge else ''),
+                'the same zone_type (and zone_bridge) for every network of a zone, or a zone of its own (zone)')
+
+
+def _check_vnis(chk, networks):
+    """PVE keeps a VXLAN id unique in the cluster (Zones/VxlanPlugin.pm vnet_update_hook): so must a template."""
+    seen = {}
+    for index, net in enumerate(networks):
+        if net is not None and net.get('type') == 'vnet' and _ok(net.get('vni')):
+            if net['vni'] in seen:
+                chk.error('networks[%d].vni' % index, 'vni %s is also used by networks[%d]' % (net['vni'], seen[net['vni']]),
+                          'a VXLAN id used once, or leave vni out (derived)')
+            seen.setdefault(net['vni'], index)
+
+
+def _check_simple_zones(chk, tpl, networks):
+    """A simple zone is a bridge on each node without an uplink (pve-network Zones/SimplePlugin.pm
+    generate_sdn_config: `bridge_ports none`): on a template spread over nodes, its VMs could not reach each other."""
+    if _single_node(tpl):
+        return
+    nodes = tpl.get('nodes') if isinstance(tpl.get('nodes'), list) else []
+    where = 'nodes %s' % ', '.join(str(n) for n in nodes) if nodes else 'every online node (nodes is empty)'
+    for index, net in enumerate(networks):
+        if net is not None and net.get('type') == 'vnet' and net.get('zone_type') == 'simple':
+            chk.error('networks[%d].zone_type' % index,
+                      'simple is a node-local bridge with no uplink (PVE: bridge_ports none), and this template '
+                      'places its VMs on %s: VMs of %s on different nodes could not reach each other or share a '
+                      'VIP' % (where, net.get('name')),
+                      'zone_type: vxlan (an overlay between the nodes; the default), vlan with zone_bridge (a bridge '
+                      'with an uplink), type: bridge (an existing node bridge), or nodes with one node')
 
 
 def _check_overlaps(chk, networks):
