@@ -20,7 +20,7 @@ What this module owns, so that removal takes exactly that and nothing else:
   with handle ``TC_ROOT_HANDLE`` that it adds when a device has only the kernel's default root;
 * with a target *bridge* (the shadow runs on another node, its twin network is a VXLAN zone whose
   vnet bridge exists on every node): one veth pair per source, ``snd<vmid>i<n>`` (the mirror dups
-  into it, up, no address, everything arriving on it dropped) and ``snm<vmid>i<n>`` (a port of the
+  into it, up, no address, everything arriving on it dropped) and ``vethsn<vmid>i<n>`` (a port of the
   twin bridge, MAC learning off), both carrying the interface alias :func:`port_alias`. The pair's
   nft table then also rewrites the source MAC of the copies entering the bridge to a fixed,
   locally administered one (:func:`port_mac`): a VXLAN peer's bridge learns MACs from what it
@@ -62,7 +62,11 @@ TC_ROOT_HANDLE = '5e4e:'
 TC_COOKIE_MARK = '5e'
 NFT_PREFIX = 'shadownet_'
 DUP_PREFIX = 'snd'
-PORT_PREFIX = 'snm'
+# The bridge port's name starts with 'veth': PVE's ifupdown2 keeps only bridge ports matching its
+# bridge-ports-condone-regex (default ^(tap|veth|fwpr)) on `ifreload -a`, which every node network apply and
+# SDN apply runs (pve-manager API2/Network.pm reload_network_config); any other port not in the bridge's
+# bridge_ports is detached and set down. 'vethsn' never matches a container's veth<vmid>i<n>.
+PORT_PREFIX = 'vethsn'
 PORT_ALIAS = 'shadownet-mirror'
 # VM direction -> (hook on the host device, nft chain name)
 HOOKS = {'egress': ('ingress', 'vm_egress'), 'ingress': ('egress', 'vm_ingress')}
@@ -256,14 +260,19 @@ def build_spec(source=None, source_vmid=None, source_nic=0, target=None, target_
 def port_names(source):
     """The collection's veth pair for mirrors of ``source`` into a bridge: (dup end, bridge port).
 
-    ``tap<vmid>i<n>`` gives ``snd<vmid>i<n>`` and ``snm<vmid>i<n>`` (at most 15 characters, as
-    the tap name); any other source name a hash of it (``snd``/``snm`` + ``h`` + 10 hex digits).
+    ``tap<vmid>i<n>`` gives ``snd<vmid>i<n>`` and ``vethsn<vmid>i<n>``; any other source name, or a port
+    name longer than Linux's 15 characters, a hash of the source (``snd`` + ``h`` + 10 hex digits,
+    ``vethsn`` + ``h`` + 8).
     """
     validate_device(source, 'source')
     m = _TAP_RE.match(source)
-    suffix = m.group(1) if m else 'h' + hashlib.sha1(source.encode('utf-8')).hexdigest()[:10]
+    digest = 'h' + hashlib.sha1(source.encode('utf-8')).hexdigest()[:10]
+    suffix = m.group(1) if m else digest
+    port = PORT_PREFIX + suffix
+    if len(port) > 15:
+        port = (PORT_PREFIX + digest)[:15]
     return (validate_device(DUP_PREFIX + suffix, 'veth end'),
-            validate_device(PORT_PREFIX + suffix, 'veth port'))
+            validate_device(port, 'veth port'))
 
 
 def port_mac(source):

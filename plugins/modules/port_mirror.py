@@ -38,11 +38,13 @@ description:
     action cookie C(5e) + target name), plus its root C(htb) and the C(ingress) qdisc once they
     hold no filter. Other qdiscs, filters and tables on the device are left alone.
   - B(Shadow on another node.) With O(target_bridge) the copy does not go to a local device of the shadow
-    but into a veth pair this module owns, one end (C(snm<vmid>i<n>), MAC learning off) a port of
+    but into a veth pair this module owns, one end (C(vethsn<vmid>i<n>), MAC learning off) a port of
     O(target_bridge), the other end (C(snd<vmid>i<n>), up, no address) the one the mirror duplicates
     into. The bridge is the local vnet bridge of the shadow twin network, an SDN C(vxlan) zone whose
     bridge PVE creates on every node of the zone, so the copies are flooded over VXLAN to the shadow's
-    node. The copies enter the twin bridge with the source MAC rewritten to a fixed, locally
+    node. The port's name starts with C(veth) because PVE's C(ifupdown2) keeps only bridge ports matching
+    its C(bridge-ports-condone-regex) (C(^(tap|veth|fwpr))) when a node network or SDN apply runs
+    C(ifreload -a); any other port would be detached and set down. The copies enter the twin bridge with the source MAC rewritten to a fixed, locally
     administered one (RV(port_mac)), because the remote bridge learns MACs from what it receives and
     would otherwise drop copies addressed to a MAC it has already seen behind the VXLAN port.
     Everything the twin network sends back into the port is dropped. Both veth ends carry the interface
@@ -221,7 +223,7 @@ port:
   description: The veth end that is a port of O(target_bridge).
   returned: when O(target_bridge) is set
   type: str
-  sample: snm100i0
+  sample: vethsn100i0
 port_mac:
   description: The source MAC the copies carry on the twin bridge.
   returned: when O(target_bridge) is set

@@ -11,6 +11,7 @@ where the shadow counts them.
 """
 import json
 import os
+import re
 import socket
 import subprocess
 
@@ -109,10 +110,10 @@ def test_full_mirror_crosses_vxlan_exactly_per_direction(nodes, direction):
     lab_a, lab_b = nodes
     res = run_module(port_mirror, mirror_args(lab_a, direction=direction))
     assert res['changed'] is True and res['source'] == 'tap100i0'
-    assert (res['target'], res['port'], res['target_bridge']) == ('snd100i0', 'snm100i0', TWIN)
-    assert res['after']['link'] == [{'dup': 'snd100i0', 'port': 'snm100i0', 'peer': 'snm100i0',
+    assert (res['target'], res['port'], res['target_bridge']) == ('snd100i0', 'vethsn100i0', TWIN)
+    assert res['after']['link'] == [{'dup': 'snd100i0', 'port': 'vethsn100i0', 'peer': 'vethsn100i0',
                                      'bridge': TWIN, 'learning': False, 'up': True, 'owned': True}]
-    port = lab_a.link(lab_a.node, 'snm100i0')
+    port = lab_a.link(lab_a.node, 'vethsn100i0')
     assert port['master'] == TWIN and port['mtu'] == 1450 and port['address'].startswith('fe:ff:')
     assert not lab_a.run(lab_a.node, ['ip', '-j', 'addr', 'show', 'dev', 'snd100i0']).stdout.count('"local"')
     to_vm, from_vm = shadow_counters(lab_b)
@@ -179,7 +180,7 @@ def test_shadow_never_reaches_node_a_primary_bridge(nodes):
     leaks = [lab_a.capture(lab_a.node, dev, match=lambda f: f.src_mac == smac)
              for dev in ('vmbr0', 'tap100i0', 'cl-c1')]
     # The shadow's frames do cross the VXLAN back to node A's twin bridge and its port ...
-    control = lab_a.capture(lab_a.node, 'snm100i0', match=lambda f: f.src_mac == smac)
+    control = lab_a.capture(lab_a.node, 'vethsn100i0', match=lambda f: f.src_mac == smac)
     sh = lab_b.udp(shadow.ns, (PRIMARY, 6000))
     sh.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     for dst in ((CLIENT, CPORT), ('10.0.0.255', CPORT), ('10.0.0.1', 53)):
@@ -213,7 +214,7 @@ def test_check_mode_idempotence_and_absent_removes_exactly_ours(nodes):
     assert to_vm.wait(100, timeout=5) == 100
 
     # Someone deletes the port: the next run puts it back (and the table with it).
-    lab_a.run(lab_a.node, ['ip', 'link', 'del', 'dev', 'snm100i0'])
+    lab_a.run(lab_a.node, ['ip', 'link', 'del', 'dev', 'vethsn100i0'])
     res = run_module(port_mirror, mirror_args(lab_a))
     assert res['changed'] is True and 'updated' in res['msg']
     exchange(lab_a, 100, echo=False, pps=5000)
@@ -232,7 +233,7 @@ def test_check_mode_idempotence_and_absent_removes_exactly_ours(nodes):
 @pytest.mark.netns
 def test_foreign_device_with_our_name_is_never_touched(nodes):
     lab_a = nodes[0]
-    lab_a.run(lab_a.node, ['ip', 'link', 'add', 'snd100i0', 'type', 'veth', 'peer', 'name', 'snm100i0'])
+    lab_a.run(lab_a.node, ['ip', 'link', 'add', 'snd100i0', 'type', 'veth', 'peer', 'name', 'vethsn100i0'])
     before = node_state(lab_a)
     with pytest.raises(ModuleFailed, match="not shadownet's"):
         run_module(port_mirror, mirror_args(lab_a))
@@ -258,9 +259,16 @@ def test_malformed_bridge_input_is_rejected_before_anything_runs(monkeypatch, ar
 
 
 def test_port_names_and_mac_are_stable():
-    assert mirror.port_names('tap999999999i31') == ('snd999999999i31', 'snm999999999i31')
+    dup, port = mirror.port_names('tap999999999i31')
+    assert dup == 'snd999999999i31' and len(port) == 15 and port.startswith('vethsnh')
+    assert mirror.port_names('tap999999999i31') == (dup, port) and port != mirror.port_names('tap999999999i30')[1]
     dup, port = mirror.port_names('veth-primary')
-    assert len(dup) == len(port) == 14 and dup[3:] == port[3:]
+    assert len(dup) == 14 and len(port) == 15 and dup[3:12] == port[6:]
+    # PVE's ifupdown2 keeps only bridge ports matching ^(tap|veth|fwpr) on `ifreload -a` (every node network and
+    # SDN apply); the port must match that and never PVE's own container veth<vmid>i<n>
+    for source in ('tap100i0', 'tap999999999i31', 'veth-primary', 'ens18'):
+        port = mirror.port_names(source)[1]
+        assert re.match(r'^(tap|veth|fwpr)', port) and not re.match(r'^veth\d+i\d+$', port) and len(port) <= 15, port
     assert mirror.port_mac('tap100i0') == mirror.port_mac('tap100i0') != mirror.port_mac('tap101i0')
     assert int(mirror.port_mac('tap100i0').split(':')[0], 16) & 0x03 == 0x02  # local, unicast
 
@@ -300,7 +308,7 @@ def test_role_mirrors_remote_shadow_through_the_twin_bridge(nodes, tmp_path):
     state = json.loads((tmp_path / 'etc' / 'mirrors.json').read_text())
     assert [(m['source_vmid'], m['target_vmid'], m['target_bridge'], m['backend']) for m in state['mirrors']] == [
         (100, 900, TWIN, 'nft')]
-    assert lab_a.link(lab_a.node, 'snm100i0')['master'] == TWIN
+    assert lab_a.link(lab_a.node, 'vethsn100i0')['master'] == TWIN
     to_vm, from_vm = shadow_counters(lab_b)
     exchange(lab_a, 300)
     assert (to_vm.wait(300, timeout=5), from_vm.wait(300, timeout=5)) == (300, 300)
@@ -328,9 +336,9 @@ def test_role_mirrors_remote_shadow_through_the_twin_bridge(nodes, tmp_path):
     lab_a.vm(900, [('vmbr9', PRIMARY + '/24')])
     rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=dict(remote, **{'shop-web-shadow': 'pve1'}))
     assert rc == 0, out
-    assert lab_a.link(lab_a.node, 'snm100i0') is None and lab_a.link(lab_a.node, 'snd100i0') is None
+    assert lab_a.link(lab_a.node, 'vethsn100i0') is None and lab_a.link(lab_a.node, 'snd100i0') is None
     tables = lab_a.run(lab_a.node, ['nft', 'list', 'tables']).stdout
     assert 'shadownet_tap100i0_-tap900i0' in tables and 'snd100i0' not in tables
     rc, out = play_role(tmp_path, lab_a, port_mirror_vm_nodes=remote)
-    assert rc == 0 and lab_a.link(lab_a.node, 'snm100i0') is not None, out
+    assert rc == 0 and lab_a.link(lab_a.node, 'vethsn100i0') is not None, out
     assert 'tap900i0' not in lab_a.run(lab_a.node, ['nft', 'list', 'tables']).stdout
