@@ -169,6 +169,32 @@ def test_bridge_apply_failure_reverts_pending(pvesim, pve_conn):
     assert not pvesim.pve.network_pending('pve2')
 
 
+def test_changes_someone_else_staged_stop_the_apply_that_would_carry_them_out(pvesim, pve_conn, proxmoxer_api):
+    """pve-manager API2/Network.pm reload_network_config renames the whole interfaces.new into place and a revert
+    unlinks it: another admin's staged, unapplied edit on a node must stop a run whose apply reloads that node's
+    network (a bridge there; any SDN apply reloads every node), before any write and in check mode too."""
+    pvesim.pve.stage_node_network('pve2', 'vmbr0', comments='maintenance window on friday')
+    assert proxmoxer_api.nodes('pve2').network.get()      # proxmoxer shows only data; the attribute is beside it
+    bridge = dict(pve_conn, type='bridge', bridge='vmbr92', nodes=['pve1', 'pve2'])
+    for args in (bridge, plan_args(pve_conn, PRIMARY)):
+        for check_mode in (True, False):
+            mark = pvesim.mark()
+            with pytest.raises(ModuleFailed) as info:
+                run_module(vnet, args, check_mode=check_mode)
+            msg = info.value.result['msg']
+            assert 'node network changes are staged but not applied on pve2 (' in msg, msg
+            assert 'maintenance window on friday' in msg and 'no change was made' in msg, msg
+            assert 'pvesh delete /nodes/<node>/network' in msg
+            assert pvesim.writes(mark) == []
+    assert pvesim.pve.network_pending('pve2')              # the other admin's edit is still there, not applied
+    assert 'comments' not in pvesim.pve.node_networks['pve2']['running']['vmbr0']
+    # A bridge only on nodes without staged changes reloads only those: allowed
+    assert run_module(vnet, dict(pve_conn, type='bridge', bridge='vmbr92', nodes=['pve1', 'pve3']))['changed']
+    assert pvesim.pve.network_pending('pve2')
+    proxmoxer_api.nodes('pve2').network.delete()          # the admin reverts it
+    assert run_module(vnet, plan_args(pve_conn, PRIMARY))['changed']
+
+
 def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
     mark = pvesim.mark()
     entry = {'name': 'legacy', 'role': 'primary', 'twin_of': None, 'type': 'bridge', 'zone': None,

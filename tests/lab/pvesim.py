@@ -237,6 +237,7 @@ class ShadowPve(WriteFaults, PermissionChecks, SdnApi, NodeNetworkApi, HaApi, Li
 
     def _build_app(self):
         app = super()._build_app()
+        app.middlewares.insert(0, self.network_changes_middleware)
         app.middlewares.insert(0, self.ha_recovery_middleware)
         app.middlewares.insert(0, self.write_fault_middleware)
         if self.control is not None:

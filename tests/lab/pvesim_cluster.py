@@ -9,6 +9,7 @@ operation ("create ha rule failed: ...") and answers carry the config file's `di
 
 import asyncio
 import copy
+import difflib
 import hashlib
 import ipaddress
 import json
@@ -178,6 +179,50 @@ class NodeNetworkApi(object):
     async def _nn_revert(self, v, user):
         net = self._network_for(v['node'])
         net['config'] = copy.deepcopy(net['running'])
+
+    def network_changes(self, node):
+        """The staged diff as PVE reports it: pve-common INotify.pm read_file($full) diffs interfaces and
+        interfaces.new (ccache_compute_diff); None without staged changes. The text is this simulator's."""
+        if not self.network_pending(node):
+            return None
+        net = self._network_for(node)
+
+        def text(config):
+            # roughly as pve-common Network/Interfaces.pm writes /etc/network/interfaces: one line per option
+            out = []
+            for name in sorted(config):
+                opts = config[name]
+                if opts.get('autostart'):
+                    out.append('auto {0}'.format(name))
+                out.append('iface {0} inet {1}'.format(name, opts.get('method') or 'manual'))
+                out.extend('\t{0} {1}'.format(key.replace('_', '-'), opts[key]) for key in sorted(opts)
+                           if key not in ('type', 'method', 'families', 'priority', 'exists', 'autostart', 'comments'))
+                if opts.get('comments'):
+                    out.append('#{0}'.format(opts['comments']))
+                out.append('')
+            return out
+        return '\n'.join(difflib.unified_diff(text(net['running']), text(net['config']), '/etc/network/interfaces',
+                                               '/etc/network/interfaces.new', lineterm='')) + '\n'
+
+    @web.middleware
+    async def network_changes_middleware(self, request, handler):
+        """pve-manager API2/Network.pm index: set_result_attrib('changes', $changes), which pve-http-server
+        Formatter/Standard.pm prepare_response_data puts beside `data` in the answer."""
+        response = await handler(request)
+        found = re.fullmatch(r'/api2/json/nodes/([^/]+)/network', request.path)
+        if request.method != 'GET' or not found or response.status != 200:
+            return response
+        changes = self.network_changes(found.group(1))
+        if not changes:
+            return response
+        body = json.loads(response.text)
+        body['changes'] = changes
+        return web.json_response(body)
+
+    def stage_node_network(self, node, iface, **options):
+        """Stage a change of ``iface`` on ``node`` as another admin would in the GUI (not applied)."""
+        net = self._network_for(node)
+        net['config'].setdefault(iface, {}).update(options)
 
 
 # ------------------------------------------------------------------------------------------ HA

@@ -739,6 +739,7 @@ class NetworkEngine(object):
             return result
         if self.check_mode:
             self._refuse_removing_used(sdn_ops, br_ops)
+            self._refuse_staged_node_changes(sdn_ops, br_ops, online)
             return result
         # Preflight: every refusal before the first write.
         self.api.require_quorum()
@@ -752,6 +753,7 @@ class NetworkEngine(object):
         if down:
             raise NetworkError('node(s) {0} are offline: no bridge change was made'.format(', '.join(down)))
         self._refuse_removing_used(sdn_ops, br_ops)
+        self._refuse_staged_node_changes(sdn_ops, br_ops, online)
         # Node bridges first: the SDN apply generates a vlan zone's vnets only where the zone's bridge is up.
         if br_ops:
             result['bridge_apply'] = self._run_bridges(br_ops, touched, bridge_nets)
@@ -780,6 +782,33 @@ class NetworkEngine(object):
                                'NICs to another network or remove the guests first; no change was made'.format(
                                    '; '.join('{0} is used by {1}'.format(k, ', '.join(v))
                                              for k, v in sorted(users.items()))))
+
+    def _refuse_staged_node_changes(self, sdn_ops, br_ops, online):
+        """Stop before an apply would carry out, or a failed one's revert throw away, node network changes someone
+        else staged and did not apply.
+
+        A node's network edits go to /etc/network/interfaces.new until applied; pve-manager API2/Network.pm
+        reload_network_config renames that file into place (all of it, whoever wrote it) and revert_network_changes
+        unlinks it. An SDN apply reloads every node's network that way (pve-network API2/Network/SDN.pm reload:
+        `pvesh set /nodes/<node>/network` per node). The listing's ``changes`` is the staged diff.
+        """
+        nodes = online if sdn_ops else sorted(set(op['node'] for op in br_ops))
+        staged = []
+        for node in nodes:
+            diff = self.api.result_attrib('nodes/{0}/network'.format(node), 'changes')
+            if diff:
+                lines = [line for line in str(diff).splitlines() if line[:1] in '+-' and line[:3] not in ('+++', '---')]
+                added = [line for line in lines if line.startswith('+')] or lines
+                staged.append('{0} ({1} changed line(s){2})'.format(
+                    node, len(lines), ', e.g. {0!r}'.format(added[0].strip()[:160]) if added else ''))
+        if staged:
+            what = 'the SDN apply reloads every node\'s network' if sdn_ops else 'applying the node bridges reloads ' \
+                'their network'
+            raise NetworkError('node network changes are staged but not applied on {0}: {1}, which would apply them '
+                               'too (and a failed apply\'s revert would discard them). Apply them (`pvesh set '
+                               '/nodes/<node>/network`, or Apply Configuration in the GUI) or revert them (`pvesh '
+                               'delete /nodes/<node>/network`), then run again; no change was made'.format(
+                                   '; '.join(staged), what))
 
     def _fill_peers(self, networks):
         """VXLAN zones given without peers get every cluster node's address (``/cluster/status`` ``ip``)."""

@@ -356,8 +356,32 @@ class PveApi(object):
     def delete(self, path, **params):
         return self.request('DELETE', path, params)
 
-    def request(self, method, path, params=None, lock_wait=None):
-        """One API call with the retry policy of :func:`classify`. Returns the answer's ``data``."""
+    def result_attrib(self, path, attrib, **params):
+        """A GET answer's top-level ``attrib`` beside ``data`` (None when absent), with the retry policy of
+        :meth:`request`.
+
+        An API call may add attributes to its answer (``$rpcenv->set_result_attrib``; pve-http-server
+        Formatter/Standard.pm prepare_response_data copies ``total`` and ``changes``), e.g. the node network listing's
+        ``changes``: the diff of /etc/network/interfaces and the staged interfaces.new (pve-common INotify.pm
+        read_file with $full). proxmoxer returns only ``data``, so this reads the answer itself."""
+        return self.request('GET', path, params, attrib=attrib)
+
+    @staticmethod
+    def _get_attrib(resource, params, attrib):
+        store = resource._store     # proxmoxer's own session, base URL and serializer (its request path, unparsed)
+        answer = store['session'].request('GET', store['base_url'], params=params)
+        if answer.status_code >= 400:
+            raise ResourceException(answer.status_code, answer.reason, answer.reason,
+                                    errors=store['serializer'].loads_errors(answer))
+        try:
+            body = answer.json()
+        except ValueError:
+            return None
+        return body.get(attrib) if isinstance(body, dict) else None
+
+    def request(self, method, path, params=None, lock_wait=None, attrib=None):
+        """One API call with the retry policy of :func:`classify`. Returns the answer's ``data`` (or, for a GET with
+        ``attrib``, that top-level attribute of the answer: :meth:`result_attrib`)."""
         path = path.strip('/')
         params = dict((k, v) for k, v in (params or {}).items() if v is not None)
         lock_budget = self.lock_wait if lock_wait is None else lock_wait
@@ -369,6 +393,8 @@ class PveApi(object):
             self.calls.append((method, path))
             try:
                 resource = self._api(path)
+                if method == 'GET' and attrib:
+                    return self._get_attrib(resource, params, attrib)
                 if method == 'GET':
                     return resource.get(**params)
                 if method == 'POST':
