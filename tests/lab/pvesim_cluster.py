@@ -363,6 +363,12 @@ class HaApi(object):
         self.ha_crm_start_secs = 10.0
         self.ha_crm_running = True
         self._ha_crm_waiting_since = None
+        # HA groups not yet migrated to rules (/etc/pve/ha/groups.cfg of a cluster upgraded from PVE 8): group ->
+        # {'nodes': 'pve1:2,pve2', 'restricted': 0|1, 'nofailback': 0|1, 'comment': ...}. pve-ha-manager
+        # src/PVE/HA/Config.pm have_groups_been_migrated is true only while this is empty; until then
+        # src/PVE/API2/HA/Rules.pm create_rule/update_rule refuse every write and GET lists each used group as a
+        # generated rule (Groups.pm migrate_groups_to_rules). ha_migrate_groups() is the CRM's migration.
+        self.ha_groups = {}
 
     # ------------------------------------------------------------- recovery
 
@@ -622,13 +628,76 @@ class HaApi(object):
                 ('GET', rules, self._ha_rule_list), ('POST', rules, self._ha_rule_create),
                 ('GET', rules + '/{rule}', self._ha_rule_read), ('PUT', rules + '/{rule}', self._ha_rule_update),
                 ('DELETE', rules + '/{rule}', self._ha_rule_delete),
-                ('GET', '/cluster/ha/status/manager_status', self._ha_manager_status)]
+                ('GET', '/cluster/ha/status/manager_status', self._ha_manager_status),
+                ('GET', '/cluster/ha/groups', self._ha_group_list)]
+
+    # ----------------------------------------------------------------- groups
+    # pve-ha-manager (PVE 9) keeps groups.cfg only until the CRM migrated it to rules (src/PVE/HA/Manager.pm
+    # try_persistent_group_migration, every 6 rounds: all nodes online, their LRMs active or idle in mode active,
+    # every node at pve-manager >= 9.0.0~16).
+
+    def ha_groups_migrated(self):
+        # src/PVE/HA/Config.pm have_groups_been_migrated: true when groups.cfg has no entries
+        return not self.ha_groups
+
+    async def _ha_group_list(self, v, user):
+        # src/PVE/API2/HA/Groups.pm index: dies once the groups are migrated (a fresh PVE 9 has none either)
+        if self.ha_groups_migrated():
+            raise _die('cannot index groups: ha groups have been migrated to rules')
+        return [dict(self.ha_groups[g], group=g, type='group', digest=_digest(self.ha_groups))
+                for g in sorted(self.ha_groups)]
+
+    def _ha_group_rules(self, rules):
+        """src/PVE/HA/Groups.pm migrate_groups_to_rules: each group a resource names, as node-affinity rule
+        'ha-group-<group>' (Rules.pm GET and check_feasibility see them; rules.cfg does not have them yet).
+        Returns (rules, their order)."""
+        rules, order = dict(rules), dict(self.ha_rule_order)
+        members = {}
+        for sid, res in sorted(self.ha_resources.items()):
+            if res.get('group') in self.ha_groups:
+                members.setdefault(res['group'], []).append(sid)
+        for group, sids in sorted(members.items()):
+            cfg = self.ha_groups[group]
+            rid = 'ha-group-{0}'.format(group)
+            rules[rid] = {'type': 'node-affinity', 'resources': ','.join(sids), 'nodes': cfg.get('nodes', ''),
+                          'strict': 1 if str(cfg.get('restricted', 0)) in ('1', 'true') else 0,
+                          'comment': cfg.get('comment') or "Generated from HA group '{0}'.".format(group)}
+            # Rules.pm get_next_ordinal
+            order[rid] = (min(order[r] for r in rules if r in order) if any(r in order for r in rules) else 0) + 1
+        return rules, order
+
+    def ha_migrate_groups(self):
+        """The CRM's persistent migration (Manager.pm $migrate_group_persistently): the generated rules are written
+        to rules.cfg, each grouped resource loses `group` and gets failback from the group's nofailback
+        (Groups.pm migrate_groups_to_resources), and groups.cfg is deleted."""
+        self.ha_rules, self.ha_rule_order = self._ha_group_rules(self.ha_rules)
+        for res in self.ha_resources.values():
+            group = res.pop('group', None)
+            if group in self.ha_groups:
+                res['failback'] = 0 if str(self.ha_groups[group].get('nofailback', 0)) in ('1', 'true') else 1
+        self.ha_groups = {}
 
     # -------------------------------------------------------------- resources
 
     def _ha_res_view(self, sid):
         item = dict(self.ha_resources[sid], sid=sid, type=sid.split(':')[0], digest=_digest(self.ha_resources))
+        # src/PVE/API2/HA/Resources.pm index/read: `group` is left out once the groups are migrated; a group that
+        # does not exist is flagged
+        if self.ha_groups_migrated():
+            item.pop('group', None)
+        elif item.get('group') and item['group'] not in self.ha_groups:
+            item['errors'] = {'group': "group '{0}' does not exist".format(item['group'])}
         return item
+
+    def _ha_res_group(self, v, update):
+        # Resources.pm create (a defined group) and update (a non-empty one, which must exist): `group` only while
+        # the groups are not migrated
+        if v.get('group') is None or (update and not v['group']):
+            return
+        if self.ha_groups_migrated():
+            raise _die("invalid parameter 'group': ha groups have been migrated to rules")
+        if update and v['group'] not in self.ha_groups:
+            raise _die("HA group '{0}' does not exist".format(v['group']))
 
     async def _ha_res_list(self, v, user):
         return [self._ha_res_view(sid) for sid in sorted(self.ha_resources)
@@ -720,6 +789,7 @@ class HaApi(object):
         sid, kind, name = parse_sid(v['sid'])
         if v.get('type') and v['type'] != kind:
             raise _die('types does not match')
+        self._ha_res_group(v, False)
         self.need_quorum()
         guest = self.vm(int(name)) if kind == 'vm' else self.guest(int(name))
         if guest is None or (kind == 'vm' and guest not in self.vms):
@@ -733,6 +803,7 @@ class HaApi(object):
 
     async def _ha_res_update(self, v, user):
         sid = self._ha_res_known(v['sid'])
+        self._ha_res_group(v, True)
         self.need_quorum()
         if v.get('digest') and v['digest'] != _digest(self.ha_resources):
             raise _die('update resource failed: detected modified configuration - file changed by other user? '
@@ -791,20 +862,23 @@ class HaApi(object):
     # errors that the write causes in other rules do not. GET answers every rule's errors as the CRM sees them.
 
     def _ha_rule_errors(self):
-        return rule_feasibility(self.ha_rules, sorted(self.ha_node_status))
+        # Rules.pm $check_feasibility: over $get_full_rules_config (the groups' generated rules included)
+        return rule_feasibility(self._ha_group_rules(self.ha_rules)[0], sorted(self.ha_node_status))
 
     def _ha_rule_view(self, rule_id, errors):
-        item = dict(self.ha_rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules),
-                    order=self.ha_rule_order.get(rule_id, 1))
+        rules, order = self._ha_group_rules(self.ha_rules)
+        item = dict(rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules), order=order.get(rule_id, 1))
         if rule_id in errors:
             item['errors'] = errors[rule_id]
         return item
 
     async def _ha_rule_list(self, v, user):
+        # Rules.pm index: read_rules_config plus the groups' generated rules ($get_full_rules_config)
         errors = self._ha_rule_errors()
         out = []
-        for rule_id in sorted(self.ha_rules, key=lambda r: (self.ha_rule_order.get(r, 1), r)):
-            rule = self.ha_rules[rule_id]
+        rules, order = self._ha_group_rules(self.ha_rules)
+        for rule_id in sorted(rules, key=lambda r: (order.get(r, 1), r)):
+            rule = rules[rule_id]
             if v.get('type') not in (None, rule['type']):
                 continue
             if v.get('resource') and parse_sid(v['resource'])[0] not in split_list(rule.get('resources')):
@@ -893,6 +967,9 @@ class HaApi(object):
         rule = self._ha_rule_values(kind, v, True)
         rule['type'] = kind
         self.need_quorum()
+        # Rules.pm create_rule, before lock_ha_domain (so without its "create ha rule failed: " prefix)
+        if not self.ha_groups_migrated():
+            raise _die('cannot create ha rule: ha groups have not been migrated yet')
         try:
             if v['rule'] in self.ha_rules:
                 raise _die("HA rule '{0}' already defined".format(v['rule']))
@@ -913,6 +990,9 @@ class HaApi(object):
         if kind is None:
             raise _param_error(type='property is missing and it is not optional')
         values = self._ha_rule_values(kind, v, False)
+        # Rules.pm update_rule, first thing (outside lock_ha_domain)
+        if not self.ha_groups_migrated():
+            raise _die('cannot update ha rule: ha groups have not been migrated yet')
         try:
             if v.get('digest') and v['digest'] != _digest(self.ha_rules):
                 raise _die('detected modified configuration - file changed by other user? Try again.')

@@ -224,6 +224,10 @@ def classify(exc, method, path):
             # qemu-server src/PVE/QemuServer/Agent.pm assert_agent_available / check_agent_error: no agent
             # configured, the VM or its agent not running, or the agent's own error: an answer, not a hiccup.
             return ('agent', False, 'guest agent request {0} failed: {1}'.format(where, text))
+        if 'ha groups have been migrated to rules' in text:
+            # pve-ha-manager API2/HA/Groups.pm: every groups call dies once groups.cfg has no entries (PVE 9 after
+            # the CRM's migration, or never had groups): an answer, not a hiccup to retry
+            return ('migrated', False, 'PVE: {0} ({1})'.format(text, where))
         if status >= 500 and method == 'GET' and not re.search(r'does not exist|not found|no such', text, re.I):
             return ('server', True, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
         if re.search(r'does not exist|not found|no such', text, re.I) or status == 404:
