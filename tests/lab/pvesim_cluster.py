@@ -327,6 +327,9 @@ class HaApi(object):
         # first seen offline; sid -> (from node, to node, time) of each recovery done.
         self.ha_fence_secs = None
         self._ha_offline_since = {}
+        # True: no node is allowed to take a fenced service (select_service_node finds none), whatever the rules say;
+        # the service stays in 'recovery' (see ha_recovery_tick).
+        self.ha_recovery_blocked = False
         self.ha_recoveries = []
         # The stop part of PVE's CRM and LRM: a stop of an HA-managed VM is only queued (see _ha_request); the VM
         # stops once ha_crm_polls later requests have read its state AND ha_delay PVE seconds (scaled by
@@ -381,27 +384,42 @@ class HaApi(object):
         self.ha_fence_secs = float(fence_secs)
 
     def ha_recovery_tick(self, now=None):
+        """pve-ha-manager src/PVE/HA/Manager.pm: a service on a node gone offline goes to 'fence' (next_state_started,
+        next_state_stopped: a stopped service too, a disabled one never - next_state_stopped returns before the
+        fencing logic; an ignored one is not managed, one in error stays so); once the node is fenced,
+        next_state_recovery moves it to a node select_service_node allows ('started' starts there, 'stopped' stays
+        stopped: request_stop), or, when none is allowed, stays in 'recovery' ("recovering service ... failed, no
+        recovery node found"), retried every round. The state is the VM's ha_state (status/current ha.state and
+        /cluster/resources hastate)."""
         if self.ha_fence_secs is None:
             return
         now = time.time() if now is None else now
         for sid, res in sorted(self.ha_resources.items()):
             kind, vmid = sid.split(':')
             vm = self.vm(int(vmid)) if kind == 'vm' else None
-            if vm is None or res.get('state', 'started') not in ('started', 'enabled') \
+            state = res.get('state', 'started')
+            if vm is None or state not in ('started', 'enabled', 'stopped') or sid in self.ha_errors \
                     or self.nodes.get(vm.node, {}).get('online', True):
-                self._ha_offline_since.pop(sid, None)
+                if self._ha_offline_since.pop(sid, None) is not None:
+                    self._ha_vm_state(sid)              # the node came back before it was fenced
                 continue
             since = self._ha_offline_since.setdefault(sid, now)
             if now - since < self.ha_fence_secs * (self.time_scale or 0):
+                vm.ha_state = 'fence'
                 continue
             target = self._ha_recovery_node(sid, vm)
-            if target is None:
+            if target is None or self.ha_recovery_blocked:
+                vm.ha_state = 'recovery'
                 continue
             self.ha_recoveries.append((sid, vm.node, target, now))
             self._ha_offline_since.pop(sid, None)
             vm.node = target
+            if state == 'stopped':
+                vm.ha_state = 'stopped'
+                continue
             vm.status = vm.qmpstatus = 'running'
             vm.started_at = now
+            vm.ha_state = 'started'
 
     def _ha_recovery_node(self, sid, vm, exclude=()):
         # NodeStatus.pm list_online_nodes: only nodes in state online (not maintenance) take services
@@ -491,13 +509,24 @@ class HaApi(object):
     async def _resources(self, request):
         # pve-manager PVE/API2/Cluster.pm resources: a node entry carries `hastate`, the CRM's node_status of it
         # (online, maintenance, unknown, fence, gone), whenever the CRM's manager_status lists the node.
+        # A qemu entry of an HA resource carries `hastate` too: the CRM's service state (manager_status
+        # service_status: started, stopped, fence, recovery, error ...), else the resource's configured state (pve-manager
+        # PVE/API2/Cluster.pm resources). Read at each request, not through pvestatd.
         response = await super()._resources(request)
-        if not self.ha_node_status:
+        if not self.ha_node_status and not self.ha_resources:
             return response
         body = json.loads(response.text)
         for item in body.get('data') or []:
             if isinstance(item, dict) and item.get('type') == 'node' and item.get('node') in self.ha_node_status:
                 item['hastate'] = self.ha_node_status[item['node']]
+            elif isinstance(item, dict) and item.get('type') == 'qemu' and \
+                    'vm:{0}'.format(item.get('vmid')) in self.ha_resources:
+                vm = self.vm(int(item['vmid']))
+                res = self.ha_resources['vm:{0}'.format(item['vmid'])]
+                # Cluster.pm: service_status' state, else read_resources_config's (no default filled in there)
+                hastate = (getattr(vm, 'ha_state', None) if vm is not None else None) or res.get('state')
+                if hastate:
+                    item['hastate'] = hastate
         return web.json_response(body)
 
     async def _ha_manager_status(self, v, user):
