@@ -112,7 +112,7 @@ options:
         resource without a stored state is C(started) (PVE's default). One in HA state C(stopped) is recovered by HA
         but kept stopped; the module starts it once HA moved it. HA never recovers a C(disabled) resource and does
         not manage an C(ignored) one; both are reported unresolved with the command that lets HA recover them.
-        While waiting, the HA state in C(/cluster/resources) is read: HA's error state fails at once, a recovery
+        While waiting, the HA state in C(/cluster/resources) is read; HA's error state fails at once, a recovery
         that finds no allowed node for more than about two CRM rounds fails naming the rules that exclude the
         online nodes (for example the shadow's negative resource-affinity rule), and a wait that ends while HA is
         still fencing the node says so.
