@@ -16,11 +16,13 @@ import re
 import time
 
 from aiohttp import web
-from fakepve.model import PveError
+from fakepve.model import PveError, TaskError
 from fakepve.routing import split_list
 
 __all__ = ['NodeNetworkApi', 'HaApi']
 
+# pve-ha-manager src/PVE/API2/HA/Resources.pm check_service_state
+ERROR_STATE = "service '{0}' in error state, must be disabled and fixed first"
 NOT_IN_SCHEMA = 'property is not defined in schema and the schema does not allow additional properties'
 
 
@@ -554,13 +556,16 @@ class HaApi(object):
 
     async def _ha_request(self, vm, user, state):
         if state == 'started':
-            self._ha_requested_started('vm:{0}'.format(vm.vmid))
             if self.ha_in_error(vm):
-                # `ha-manager set vm:N --state started` on a service in error: its requested state is already
-                # started, and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
-                async def nothing():
-                    return None
-                return await self._hastart_task(vm, user, nothing)
+                # qemu-server Qemu.pm vm_start's 'hastart' worker runs `ha-manager set vm:N --state started`:
+                # pve-ha-manager API2/HA/Resources.pm update -> check_service_state dies for a service in error (only
+                # 'disabled' passes), the command exits non-zero and run_command fails the task; nothing changes
+                sid = 'vm:{0}'.format(vm.vmid)
+
+                async def refused():
+                    raise TaskError("command 'ha-manager set {0} --state started' failed: exit code 255".format(sid))
+                return await self._hastart_task(vm, user, refused, log=[ERROR_STATE.format(sid)])
+            self._ha_requested_started('vm:{0}'.format(vm.vmid))
         if state != 'stopped':
             return await super()._ha_request(vm, user, state)
         # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
@@ -793,11 +798,11 @@ class HaApi(object):
                 await later()
         return await self._hastart_task(vm, user, body)
 
-    def _hastart_task(self, vm, user, body):
+    def _hastart_task(self, vm, user, body, log=()):
         """The 'hastart' task qemu-server's vm_start runs for an HA resource (it ends at once; ``body`` is what the
         CRM and LRM do, now or later)."""
         return self.task(vm.node, 'hastart', vm.vmid, user, body, lock=False,
-                         log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+                         log=['Requesting HA start for VM {0}'.format(vm.vmid)] + list(log))
 
     def _ha_requested_started(self, sid):
         # qemu-server Qemu.pm vm_start for an HA resource runs `ha-manager set <sid> --state started`
@@ -833,6 +838,9 @@ class HaApi(object):
     async def _ha_res_update(self, v, user):
         sid = self._ha_res_known(v['sid'])
         self._ha_res_group(v, True)
+        # Resources.pm update: check_service_state($sid, $param->{state}) - a service in error takes only 'disabled'
+        if sid in self.ha_errors and v.get('state') != 'disabled':
+            raise _die(ERROR_STATE.format(sid))
         self.need_quorum()
         if v.get('digest') and v['digest'] != _digest(self.ha_resources):
             raise _die('update resource failed: detected modified configuration - file changed by other user? '
