@@ -244,9 +244,9 @@ lines:
 detect:
   description:
     - What detect found. C(primaries) and C(shadow) have per VM C(name), C(vmid), C(node), C(node_online),
-      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state) (the requested HA state; C(started) for an HA resource without a stored state), C(ha_service) (the HA
-      manager's state of the VM, for example C(started) or C(error); null when HA does not manage it or its node
-      is offline), C(healthy) and C(problem) (null, missing,
+      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state) (the requested HA state; C(started) for an HA
+      resource without a stored state), C(ha_service) (the HA manager's state of the VM, for example C(started)
+      or C(error); null when HA does not manage it or its node is offline), C(healthy) and C(problem) (null, missing,
       node_offline, stopped, paused or hung); the shadow also C(cores), C(memory) and C(active).
     - Also C(primaries_down) (names), C(all_primaries_down), C(vip_master), C(runs_on_shadow), C(quorate) and
       C(nodes) (node to status).
