@@ -108,7 +108,14 @@ options:
       - What C(remediate) does about a primary whose node is offline. The API cannot start or migrate it (PVE
         migrates from the source node); PVE's HA recovers it on another node once it has fenced the node.
       - C(wait) waits up to O(timeout) for HA to recover an HA-managed primary (the C(shadow_network) role makes
-        every VM of a plan an HA resource with its HA rules) and reports an unmanaged one as unresolved.
+        every VM of a plan an HA resource with its HA rules) and reports an unmanaged one as unresolved. An HA
+        resource without a stored state is C(started) (PVE's default). One in HA state C(stopped) is recovered by HA
+        but kept stopped; the module starts it once HA moved it. HA never recovers a C(disabled) resource and does
+        not manage an C(ignored) one; both are reported unresolved with the command that lets HA recover them.
+        While waiting, the HA state in C(/cluster/resources) is read; HA's error state fails at once, a recovery
+        that finds no allowed node for more than about two CRM rounds fails naming the rules that exclude the
+        online nodes (for example the shadow's negative resource-affinity rule), and a wait that ends while HA is
+        still fencing the node says so.
       - C(ha) first adds an unmanaged primary to HA (C(state=started)), then waits. Use it only when the node is
         certainly off (powered down or fenced) - a node that was cut off the network while the VM still runs there
         would otherwise end up with the VM running twice on the same disks.
@@ -237,9 +244,9 @@ lines:
 detect:
   description:
     - What detect found. C(primaries) and C(shadow) have per VM C(name), C(vmid), C(node), C(node_online),
-      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state) (the requested HA state), C(ha_service) (the HA
-      manager's state of the VM, for example C(started) or C(error); null when HA does not manage it or its node
-      is offline), C(healthy) and C(problem) (null, missing,
+      C(status), C(qmpstatus), C(lock), C(uptime), C(ha_state) (the requested HA state; C(started) for an HA
+      resource without a stored state), C(ha_service) (the HA manager's state of the VM, for example C(started)
+      or C(error); null when HA does not manage it or its node is offline), C(healthy) and C(problem) (null, missing,
       node_offline, stopped, paused or hung); the shadow also C(cores), C(memory) and C(active).
     - Also C(primaries_down) (names), C(all_primaries_down), C(vip_master), C(runs_on_shadow), C(quorate) and
       C(nodes) (node to status).

@@ -35,6 +35,9 @@ description:
     empty until a CRM is master, and a CRM becomes master only once HA resources exist. When the list is empty,
     the module adds the HA resources, then waits up to O(crm_timeout) seconds for it before writing the rules.
   - C(disable=false) enables a disabled rule with C(delete=disable), as PVE drops C(disable=0) on create and update.
+  - HA groups. On a cluster upgraded from PVE 8, PVE refuses every rule write until its CRM has migrated the HA
+    groups to rules. The module reads C(/cluster/ha/groups) before any write (also in check mode) and, while any
+    group is listed, fails naming them and what the migration needs, without writing.
   - A cluster without quorum stops the module before the first write. Check mode makes no write.
 author:
   - shadownet.proxmox developers (@shadownet)

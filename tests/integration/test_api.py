@@ -223,3 +223,23 @@ def test_check_mode_update_makes_no_write(sim, fakepve_cafile):
     assert changes == {'cores': 4}
     assert writes(sim, mark) == []
     assert sim.vm(100).config['cores'] == 2
+
+
+def test_a_start_of_an_ha_vm_in_error_is_refused_before_the_request(pvesim, pve_conn):
+    """qemu-server vm_start's hastart task runs `ha-manager set vm:N --state started`, which pve-ha-manager
+    Resources.pm check_service_state refuses for a service in error: the task fails. Before, start_vm sent it and
+    raised a generic task error; now it reads status/current first and raises PveHaError with how to clear it."""
+    pve = pvesim.pve
+    pve.add_vm(100, 'web-1', node='pve1')
+    pve.ha_resources['vm:100'] = {}
+    pve._ha_vm_state('vm:100')
+    pve.ha_start_failed(pve.vm(100), 'QEMU exited with code 1')
+    api = api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                           token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                           ca_path=pve_conn['ca_path'])
+    mark = pvesim.mark()
+    with pytest.raises(api_utils.PveHaError) as info:
+        api.start_vm('pve1', 100, name='web-1', timeout=30)
+    assert info.value.message.startswith('HA holds web-1 (vm:100, on pve1) in its error state')
+    assert 'wait until `ha-manager status` shows vm:100 stopped or disabled' in info.value.message
+    assert pvesim.writes(mark) == []

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import meta as meta_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import failover as failover_utils
 from ansible_collections.shadownet.proxmox.plugins.modules import failover
 from lab.modrun import ModuleFailed, run_module
 from lab.playbook import VENV_PY, ansible_playbook
@@ -304,6 +305,118 @@ def test_ha_recovery_in_check_mode_writes_nothing(pvesim, pve_conn, plan, built)
     item = result['remediation'][0]
     assert item['action'] == 'ha_add' and item['result'] == 'would' and result['changed']
     assert pvesim.writes(mark) == [] and not pvesim.pve.ha_resources
+
+
+def ha_add(pve, vm, **options):
+    """An HA resource as `ha-manager add vm:N` stores it: only the options given (no `state` key by default)."""
+    sid = 'vm:{0}'.format(vm.vmid)
+    pve.ha_resources[sid] = dict(options)
+    pve._ha_vm_state(sid)
+    return sid
+
+
+def test_offline_ha_primary_without_a_stored_state_is_waited_for(pvesim, pve_conn, plan, built, proxmoxer_api):
+    """GET /cluster/ha/resources lists only stored keys: `ha-manager add` stores no state, whose default is started
+    (HA/Config.pm read_and_check_resources_config). Before, failover took such a primary as not HA-managed
+    (UNRESOLVED, advising offline_recovery=ha, whose POST then fails "already defined"); now it waits for HA, says
+    when HA is still fencing the node (hastate fence in /cluster/resources), and reports the recovery."""
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    dead = primary.node
+    sid = ha_add(pvesim.pve, primary)
+    pvesim.pve.set_node_offline(dead)
+    pvesim.pve.time_scale = 1
+    pvesim.pve.enable_ha_recovery(fence_secs=600)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate', offline_recovery='ha', timeout=1)
+    item = result['remediation'][0]
+    assert (item['action'], item['result']) == ('ha_wait', 'waiting'), item
+    assert 'HA is still fencing {0}'.format(dead) in item['msg'] and pvesim.writes(mark) == []
+    listed = [r for r in proxmoxer_api.cluster.resources.get(type='vm') if r['vmid'] == primary.vmid]
+    assert listed[0]['hastate'] == 'fence'
+    pvesim.pve.enable_ha_recovery(fence_secs=0.5)
+    # fenced by now or while the module waits: recovered either way
+    done = fo(pve_conn, plan, 'remediate', timeout=20)['remediation']
+    assert done == [] or (done[0]['result'], done[0]['recovered_on']) == ('done', primary.node)
+    assert primary.node not in (dead, shadow.node)
+    assert primary.status == 'running' and pvesim.pve.ha_recoveries[0][0] == sid
+
+
+@pytest.mark.parametrize('state', ['disabled', 'ignored'])
+def test_offline_ha_primary_disabled_or_ignored_is_unresolved(pvesim, pve_conn, plan, built, state):
+    """HA never recovers a disabled resource (Manager.pm next_state_stopped returns before the fencing logic), and an
+    ignored one is not HA-managed: failover says so and what to set, instead of waiting for HA."""
+    primary = built['shop-web-1']
+    sid = ha_add(pvesim.pve, primary, state=state)
+    pvesim.pve.set_node_offline(primary.node)
+    pvesim.pve.time_scale = 1
+    pvesim.pve.enable_ha_recovery(fence_secs=0)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate', timeout=2)
+    item = result['remediation'][0]
+    assert (item['action'], item['result']) == ('none', 'unresolved'), item
+    assert 'in state {0}'.format(state) in item['msg'] and 'ha-manager set {0} --state started'.format(sid) in item['msg']
+    assert pvesim.writes(mark) == [] and pvesim.pve.ha_recoveries == []
+
+
+def test_offline_ha_primary_in_state_stopped_is_moved_then_started(pvesim, pve_conn, plan, built):
+    """HA fences a stopped service's node too and recovers it kept stopped (Manager.pm next_state_recovery:
+    request_stop). Before, the simulator left it where it was and failover waited for it to run; now HA moves it,
+    and failover starts it there as it starts any stopped primary."""
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    dead = primary.node
+    sid = ha_add(pvesim.pve, primary, state='stopped')
+    pvesim.pve.set_node_offline(dead)
+    pvesim.pve.time_scale = 1
+    pvesim.pve.enable_ha_recovery(fence_secs=0.5)
+    mark = pvesim.mark()
+    result = fo(pve_conn, plan, 'remediate', timeout=20)
+    item = result['remediation'][0]
+    assert (item['action'], item['result']) == ('ha_wait', 'done'), item
+    assert 'kept stopped by HA' in item['msg'] and result['changed']
+    assert pvesim.pve.ha_recoveries[0][:2] == (sid, dead) and primary.node not in (dead, shadow.node)
+    assert primary.status == 'running' and pvesim.pve.ha_resources[sid]['state'] == 'started'
+    assert [p for m, p, b in pvesim.writes(mark)] == ['/api2/json/nodes/{0}/qemu/{1}/status/start'.format(
+        primary.node, primary.vmid)]
+
+
+def test_ha_recovery_with_no_allowed_node_is_named(pvesim, pve_conn, plan, built, proxmoxer_api, monkeypatch):
+    """Manager.pm next_state_recovery retries "no recovery node found" forever (the shadow's negative rule excludes
+    the only online node): failover reads hastate recovery from /cluster/resources and names the rule and the shadow
+    after RECOVERY_GRACE instead of waiting out its timeout."""
+    primary, shadow = built['shop-web-1'], built['shop-web-shadow']
+    dead = primary.node
+    ha_add(pvesim.pve, primary)
+    ha_add(pvesim.pve, shadow)
+    pvesim.pve.ha_rules['sn_shop_web_1_anti'] = {'type': 'resource-affinity', 'affinity': 'negative',
+                                                 'resources': 'vm:{0},vm:{1}'.format(primary.vmid, shadow.vmid)}
+    for node in ('pve1', 'pve2', 'pve3'):
+        if node != shadow.node:
+            pvesim.pve.set_node_offline(node)
+    pvesim.pve.time_scale = 1
+    pvesim.pve.enable_ha_recovery(fence_secs=0.2)
+    monkeypatch.setattr(failover_utils, 'RECOVERY_GRACE', 1.0)
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'remediate', timeout=60)
+    item = info.value.result['remediation'][0]
+    assert item['result'] == 'failed', item
+    assert 'finds no node to recover shop-web-1' in item['msg'] and 'Online nodes: {0}'.format(shadow.node) in item['msg']
+    assert 'negative resource-affinity rule sn_shop_web_1_anti keeps it apart from shop-web-shadow on {0}'.format(
+        shadow.node) in item['msg']
+    listed = [r for r in proxmoxer_api.cluster.resources.get(type='vm') if r['vmid'] == primary.vmid]
+    assert listed[0]['hastate'] == 'recovery' and listed[0]['node'] == dead
+
+
+def test_ha_error_while_waiting_for_a_recovery_fails_at_once(pvesim, pve_conn, plan, built):
+    primary = built['shop-web-1']
+    sid = ha_add(pvesim.pve, primary)
+    pvesim.pve.set_node_offline(primary.node)
+    pvesim.pve.ha_errors[sid] = 'stop failed'
+    primary.ha_state = 'error'
+    with pytest.raises(ModuleFailed) as info:
+        fo(pve_conn, plan, 'remediate', timeout=60)
+    item = info.value.result['remediation'][0]
+    assert item['result'] == 'failed' and 'HA holds shop-web-1 ({0}, on {1}) in its error state'.format(
+        sid, primary.node) in item['msg']
 
 
 def test_lost_quorum_stops_before_any_write(pvesim, pve_conn, plan, built):

@@ -311,3 +311,48 @@ def test_disable_false_enables_a_disabled_rule(pvesim, pve_conn, vms):
     assert len(puts) == 1 and 'delete=disable' in puts[0]
     assert 'disable' not in vms.ha_rules['sn_shop_web_1_node']
     assert not run_module(ha_rule, args(pve_conn, rules=rules))['changed']
+
+
+def test_unmigrated_ha_groups_are_refused_before_any_write(pvesim, pve_conn, vms):
+    """pve-ha-manager API2/HA/Rules.pm create_rule/update_rule refuse every rule while groups.cfg has entries (HA
+    groups of an upgraded cluster the CRM has not migrated yet). Before, ha_rule added the HA resources and then
+    stopped at the first rule: half done. Now it reads the groups first, names them and what lets PVE migrate them,
+    and writes nothing, also in check mode; once the CRM migrated them the same run converges."""
+    vms.ha_groups = {'prod': {'nodes': 'pve1:2,pve2', 'restricted': 0}}
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(ha_rule, args(pve_conn), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert 'HA group(s) prod have not been migrated to HA rules yet' in msg and 'pve-manager 9.0.0~16' in msg
+        assert 'every LRM is active or idle' in msg and msg.endswith('nothing was changed')
+        assert pvesim.writes(mark) == [] and vms.ha_resources == {} and vms.ha_rules == {}
+    vms.ha_migrate_groups()
+    result = run_module(ha_rule, args(pve_conn))
+    assert result['changed'] and sorted(vms.ha_rules) == ['sn_shop_web_1_anti', 'sn_shop_web_1_node']
+
+
+def test_simulator_answers_ha_groups_as_pve_does(pvesim, vms):
+    """Groups.pm index dies once migrated (or on a cluster without groups); Rules.pm refuses writes before; GET rules
+    lists a used group as rule ha-group-<group> (Groups.pm migrate_groups_to_rules); Resources.pm refuses `group`
+    after the migration."""
+    status, body = raw(pvesim, 'GET', 'cluster/ha/groups')
+    assert status == 500 and 'cannot index groups: ha groups have been migrated to rules' in body['message']
+    vms.ha_groups = {'prod': {'nodes': 'pve1:2,pve2', 'restricted': 1}}
+    vms.ha_resources['vm:101'] = {'state': 'started', 'group': 'prod'}
+    status, body = raw(pvesim, 'GET', 'cluster/ha/groups')
+    assert status == 200 and [g['group'] for g in body['data']] == ['prod']
+    status, body = raw(pvesim, 'GET', 'cluster/ha/rules')
+    generated = [r for r in body['data'] if r['rule'] == 'ha-group-prod']
+    assert generated and generated[0]['resources'] == 'vm:101' and str(generated[0]['strict']) == '1'
+    assert "Generated from HA group 'prod'." == generated[0]['comment']
+    vms.ha_resources['vm:103'] = {'state': 'started'}
+    status, body = raw(pvesim, 'POST', 'cluster/ha/rules', rule='r1', type='resource-affinity',
+                       resources='vm:101,vm:103', affinity='negative')
+    assert status == 500 and 'cannot create ha rule: ha groups have not been migrated yet' in body['message']
+    status, body = raw(pvesim, 'PUT', 'cluster/ha/rules/ha-group-prod', type='node-affinity', nodes='pve1')
+    assert status == 500 and 'cannot update ha rule: ha groups have not been migrated yet' in body['message']
+    vms.ha_migrate_groups()
+    assert vms.ha_rules['ha-group-prod']['resources'] == 'vm:101' and 'group' not in vms.ha_resources['vm:101']
+    status, body = raw(pvesim, 'POST', 'cluster/ha/resources', sid='vm:102', group='prod')
+    assert status == 500 and "invalid parameter 'group': ha groups have been migrated to rules" in body['message']

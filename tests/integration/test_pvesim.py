@@ -809,9 +809,16 @@ def test_an_ha_start_that_fails_is_relocated_then_put_in_error_as_pve(proxmoxer_
     assert current['status'] == 'stopped' and current['ha'] == {'managed': 1, 'state': 'error'}
     assert pve.ha_errors == {'vm:100': "storage 'ceph-vm' is disabled"}
     pve.storages['ceph-vm']['disable'] = 0            # the cause fixed: HA still does not start it
-    assert _wait_task(api, moved, vm.status.start.post()) == 'OK'
+    # qemu-server vm_start's hastart runs `ha-manager set vm:100 --state started`, which Resources.pm update ->
+    # check_service_state refuses for a service in error: the task fails, nothing changes
+    upid = vm.status.start.post()
+    assert _wait_task(api, moved, upid) == "command 'ha-manager set vm:100 --state started' failed: exit code 255"
+    log = [line['t'] for line in api.nodes(moved).tasks(upid).log.get()]
+    assert "service 'vm:100' in error state, must be disabled and fixed first" in log
     assert vm.status.current.get()['status'] == 'stopped' and vm.status.current.get()['ha']['state'] == 'error'
-    api.cluster.ha.resources('vm:100').put(comment='still in error')
+    with pytest.raises(Exception) as info:
+        api.cluster.ha.resources('vm:100').put(comment='still in error')
+    assert "service 'vm:100' in error state, must be disabled and fixed first" in str(info.value)
     assert vm.status.current.get()['ha']['state'] == 'error'
     api.cluster.ha.resources('vm:100').put(state='disabled')
     assert vm.status.current.get()['ha'] == {'managed': 1, 'state': 'stopped'}

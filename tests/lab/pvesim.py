@@ -27,6 +27,10 @@ What is modelled on top of fakepve
   are counted against the CRM's node list (`/cluster/ha/status/manager_status` `node_status`), empty until a CRM
   is master: `ha_crm_start_secs` PVE seconds after the first HA resource (never while `ha_crm_running` is
   False). `disable=0` is dropped on create and update, as PVE does; `delete=disable` enables a rule.
+  HA groups not migrated yet (`ha_groups`): rule writes refused, `/cluster/ha/groups` listed (refused once
+  migrated), each used group listed as rule `ha-group-<group>`; `ha_migrate_groups()` is the CRM's migration.
+  With `enable_ha_recovery`, VMs of an offline node show `hastate` fence, then recovery (no allowed node, or
+  `ha_recovery_blocked`) or move (started: running; stopped: kept stopped); `/cluster/resources` lists `hastate`.
   A stop or shutdown of an HA-managed VM is a `hastop` task that ends at once with the VM still running (qemu-server vm_stop); the
   VM stops, and its resource's state becomes `stopped`, once `ha_crm_polls` later requests have read its state
   (status/current, /cluster/resources, the node's VM list) and `ha_delay` PVE seconds have passed, at every

@@ -17,11 +17,13 @@ import re
 import time
 
 from aiohttp import web
-from fakepve.model import PveError
+from fakepve.model import PveError, TaskError
 from fakepve.routing import split_list
 
 __all__ = ['NodeNetworkApi', 'HaApi']
 
+# pve-ha-manager src/PVE/API2/HA/Resources.pm check_service_state
+ERROR_STATE = "service '{0}' in error state, must be disabled and fixed first"
 NOT_IN_SCHEMA = 'property is not defined in schema and the schema does not allow additional properties'
 
 
@@ -372,6 +374,9 @@ class HaApi(object):
         # first seen offline; sid -> (from node, to node, time) of each recovery done.
         self.ha_fence_secs = None
         self._ha_offline_since = {}
+        # True: no node is allowed to take a fenced service (select_service_node finds none), whatever the rules say;
+        # the service stays in 'recovery' (see ha_recovery_tick).
+        self.ha_recovery_blocked = False
         self.ha_recoveries = []
         # The stop part of PVE's CRM and LRM: a stop of an HA-managed VM is only queued (see _ha_request); the VM
         # stops once ha_crm_polls later requests have read its state AND ha_delay PVE seconds (scaled by
@@ -408,6 +413,12 @@ class HaApi(object):
         self.ha_crm_start_secs = 10.0
         self.ha_crm_running = True
         self._ha_crm_waiting_since = None
+        # HA groups not yet migrated to rules (/etc/pve/ha/groups.cfg of a cluster upgraded from PVE 8): group ->
+        # {'nodes': 'pve1:2,pve2', 'restricted': 0|1, 'nofailback': 0|1, 'comment': ...}. pve-ha-manager
+        # src/PVE/HA/Config.pm have_groups_been_migrated is true only while this is empty; until then
+        # src/PVE/API2/HA/Rules.pm create_rule/update_rule refuse every write and GET lists each used group as a
+        # generated rule (Groups.pm migrate_groups_to_rules). ha_migrate_groups() is the CRM's migration.
+        self.ha_groups = {}
 
     # ------------------------------------------------------------- recovery
 
@@ -420,27 +431,42 @@ class HaApi(object):
         self.ha_fence_secs = float(fence_secs)
 
     def ha_recovery_tick(self, now=None):
+        """pve-ha-manager src/PVE/HA/Manager.pm: a service on a node gone offline goes to 'fence' (next_state_started,
+        next_state_stopped: a stopped service too, a disabled one never - next_state_stopped returns before the
+        fencing logic; an ignored one is not managed, one in error stays so); once the node is fenced,
+        next_state_recovery moves it to a node select_service_node allows ('started' starts there, 'stopped' stays
+        stopped: request_stop), or, when none is allowed, stays in 'recovery' ("recovering service ... failed, no
+        recovery node found"), retried every round. The state is the VM's ha_state (status/current ha.state and
+        /cluster/resources hastate)."""
         if self.ha_fence_secs is None:
             return
         now = time.time() if now is None else now
         for sid, res in sorted(self.ha_resources.items()):
             kind, vmid = sid.split(':')
             vm = self.vm(int(vmid)) if kind == 'vm' else None
-            if vm is None or res.get('state', 'started') not in ('started', 'enabled') \
+            state = res.get('state', 'started')
+            if vm is None or state not in ('started', 'enabled', 'stopped') or sid in self.ha_errors \
                     or self.nodes.get(vm.node, {}).get('online', True):
-                self._ha_offline_since.pop(sid, None)
+                if self._ha_offline_since.pop(sid, None) is not None:
+                    self._ha_vm_state(sid)              # the node came back before it was fenced
                 continue
             since = self._ha_offline_since.setdefault(sid, now)
             if now - since < self.ha_fence_secs * (self.time_scale or 0):
+                vm.ha_state = 'fence'
                 continue
             target = self._ha_recovery_node(sid, vm)
-            if target is None:
+            if target is None or self.ha_recovery_blocked:
+                vm.ha_state = 'recovery'
                 continue
             self.ha_recoveries.append((sid, vm.node, target, now))
             self._ha_offline_since.pop(sid, None)
             vm.node = target
+            if state == 'stopped':
+                vm.ha_state = 'stopped'
+                continue
             vm.status = vm.qmpstatus = 'running'
             vm.started_at = now
+            vm.ha_state = 'started'
 
     def _ha_recovery_node(self, sid, vm, exclude=()):
         # NodeStatus.pm list_online_nodes: only nodes in state online (not maintenance) take services
@@ -530,13 +556,24 @@ class HaApi(object):
     async def _resources(self, request):
         # pve-manager PVE/API2/Cluster.pm resources: a node entry carries `hastate`, the CRM's node_status of it
         # (online, maintenance, unknown, fence, gone), whenever the CRM's manager_status lists the node.
+        # A qemu entry of an HA resource carries `hastate` too: the CRM's service state (manager_status
+        # service_status: started, stopped, fence, recovery, error ...), else the resource's configured state (pve-manager
+        # PVE/API2/Cluster.pm resources). Read at each request, not through pvestatd.
         response = await super()._resources(request)
-        if not self.ha_node_status:
+        if not self.ha_node_status and not self.ha_resources:
             return response
         body = json.loads(response.text)
         for item in body.get('data') or []:
             if isinstance(item, dict) and item.get('type') == 'node' and item.get('node') in self.ha_node_status:
                 item['hastate'] = self.ha_node_status[item['node']]
+            elif isinstance(item, dict) and item.get('type') == 'qemu' and \
+                    'vm:{0}'.format(item.get('vmid')) in self.ha_resources:
+                vm = self.vm(int(item['vmid']))
+                res = self.ha_resources['vm:{0}'.format(item['vmid'])]
+                # Cluster.pm: service_status' state, else read_resources_config's (no default filled in there)
+                hastate = (getattr(vm, 'ha_state', None) if vm is not None else None) or res.get('state')
+                if hastate:
+                    item['hastate'] = hastate
         return web.json_response(body)
 
     async def _ha_manager_status(self, v, user):
@@ -564,13 +601,16 @@ class HaApi(object):
 
     async def _ha_request(self, vm, user, state):
         if state == 'started':
-            self._ha_requested_started('vm:{0}'.format(vm.vmid))
             if self.ha_in_error(vm):
-                # `ha-manager set vm:N --state started` on a service in error: its requested state is already
-                # started, and the CRM leaves the error state only for 'disabled' (Manager.pm next_state_error)
-                async def nothing():
-                    return None
-                return await self._hastart_task(vm, user, nothing)
+                # qemu-server Qemu.pm vm_start's 'hastart' worker runs `ha-manager set vm:N --state started`:
+                # pve-ha-manager API2/HA/Resources.pm update -> check_service_state dies for a service in error (only
+                # 'disabled' passes), the command exits non-zero and run_command fails the task; nothing changes
+                sid = 'vm:{0}'.format(vm.vmid)
+
+                async def refused():
+                    raise TaskError("command 'ha-manager set {0} --state started' failed: exit code 255".format(sid))
+                return await self._hastart_task(vm, user, refused, log=[ERROR_STATE.format(sid)])
+            self._ha_requested_started('vm:{0}'.format(vm.vmid))
         if state != 'stopped':
             return await super()._ha_request(vm, user, state)
         # qemu-server src/PVE/API2/Qemu.pm vm_stop and vm_shutdown: for an HA-managed VM the API only runs
@@ -667,13 +707,76 @@ class HaApi(object):
                 ('GET', rules, self._ha_rule_list), ('POST', rules, self._ha_rule_create),
                 ('GET', rules + '/{rule}', self._ha_rule_read), ('PUT', rules + '/{rule}', self._ha_rule_update),
                 ('DELETE', rules + '/{rule}', self._ha_rule_delete),
-                ('GET', '/cluster/ha/status/manager_status', self._ha_manager_status)]
+                ('GET', '/cluster/ha/status/manager_status', self._ha_manager_status),
+                ('GET', '/cluster/ha/groups', self._ha_group_list)]
+
+    # ----------------------------------------------------------------- groups
+    # pve-ha-manager (PVE 9) keeps groups.cfg only until the CRM migrated it to rules (src/PVE/HA/Manager.pm
+    # try_persistent_group_migration, every 6 rounds: all nodes online, their LRMs active or idle in mode active,
+    # every node at pve-manager >= 9.0.0~16).
+
+    def ha_groups_migrated(self):
+        # src/PVE/HA/Config.pm have_groups_been_migrated: true when groups.cfg has no entries
+        return not self.ha_groups
+
+    async def _ha_group_list(self, v, user):
+        # src/PVE/API2/HA/Groups.pm index: dies once the groups are migrated (a fresh PVE 9 has none either)
+        if self.ha_groups_migrated():
+            raise _die('cannot index groups: ha groups have been migrated to rules')
+        return [dict(self.ha_groups[g], group=g, type='group', digest=_digest(self.ha_groups))
+                for g in sorted(self.ha_groups)]
+
+    def _ha_group_rules(self, rules):
+        """src/PVE/HA/Groups.pm migrate_groups_to_rules: each group a resource names, as node-affinity rule
+        'ha-group-<group>' (Rules.pm GET and check_feasibility see them; rules.cfg does not have them yet).
+        Returns (rules, their order)."""
+        rules, order = dict(rules), dict(self.ha_rule_order)
+        members = {}
+        for sid, res in sorted(self.ha_resources.items()):
+            if res.get('group') in self.ha_groups:
+                members.setdefault(res['group'], []).append(sid)
+        for group, sids in sorted(members.items()):
+            cfg = self.ha_groups[group]
+            rid = 'ha-group-{0}'.format(group)
+            rules[rid] = {'type': 'node-affinity', 'resources': ','.join(sids), 'nodes': cfg.get('nodes', ''),
+                          'strict': 1 if str(cfg.get('restricted', 0)) in ('1', 'true') else 0,
+                          'comment': cfg.get('comment') or "Generated from HA group '{0}'.".format(group)}
+            # Rules.pm get_next_ordinal
+            order[rid] = (min(order[r] for r in rules if r in order) if any(r in order for r in rules) else 0) + 1
+        return rules, order
+
+    def ha_migrate_groups(self):
+        """The CRM's persistent migration (Manager.pm $migrate_group_persistently): the generated rules are written
+        to rules.cfg, each grouped resource loses `group` and gets failback from the group's nofailback
+        (Groups.pm migrate_groups_to_resources), and groups.cfg is deleted."""
+        self.ha_rules, self.ha_rule_order = self._ha_group_rules(self.ha_rules)
+        for res in self.ha_resources.values():
+            group = res.pop('group', None)
+            if group in self.ha_groups:
+                res['failback'] = 0 if str(self.ha_groups[group].get('nofailback', 0)) in ('1', 'true') else 1
+        self.ha_groups = {}
 
     # -------------------------------------------------------------- resources
 
     def _ha_res_view(self, sid):
         item = dict(self.ha_resources[sid], sid=sid, type=sid.split(':')[0], digest=_digest(self.ha_resources))
+        # src/PVE/API2/HA/Resources.pm index/read: `group` is left out once the groups are migrated; a group that
+        # does not exist is flagged
+        if self.ha_groups_migrated():
+            item.pop('group', None)
+        elif item.get('group') and item['group'] not in self.ha_groups:
+            item['errors'] = {'group': "group '{0}' does not exist".format(item['group'])}
         return item
+
+    def _ha_res_group(self, v, update):
+        # Resources.pm create (a defined group) and update (a non-empty one, which must exist): `group` only while
+        # the groups are not migrated
+        if v.get('group') is None or (update and not v['group']):
+            return
+        if self.ha_groups_migrated():
+            raise _die("invalid parameter 'group': ha groups have been migrated to rules")
+        if update and v['group'] not in self.ha_groups:
+            raise _die("HA group '{0}' does not exist".format(v['group']))
 
     async def _ha_res_list(self, v, user):
         return [self._ha_res_view(sid) for sid in sorted(self.ha_resources)
@@ -740,11 +843,11 @@ class HaApi(object):
                 await later()
         return await self._hastart_task(vm, user, body)
 
-    def _hastart_task(self, vm, user, body):
+    def _hastart_task(self, vm, user, body, log=()):
         """The 'hastart' task qemu-server's vm_start runs for an HA resource (it ends at once; ``body`` is what the
         CRM and LRM do, now or later)."""
         return self.task(vm.node, 'hastart', vm.vmid, user, body, lock=False,
-                         log=['Requesting HA start for VM {0}'.format(vm.vmid)])
+                         log=['Requesting HA start for VM {0}'.format(vm.vmid)] + list(log))
 
     def _ha_requested_started(self, sid):
         # qemu-server Qemu.pm vm_start for an HA resource runs `ha-manager set <sid> --state started`
@@ -765,6 +868,7 @@ class HaApi(object):
         sid, kind, name = parse_sid(v['sid'])
         if v.get('type') and v['type'] != kind:
             raise _die('types does not match')
+        self._ha_res_group(v, False)
         self.need_quorum()
         guest = self.vm(int(name)) if kind == 'vm' else self.guest(int(name))
         if guest is None or (kind == 'vm' and guest not in self.vms):
@@ -778,6 +882,10 @@ class HaApi(object):
 
     async def _ha_res_update(self, v, user):
         sid = self._ha_res_known(v['sid'])
+        self._ha_res_group(v, True)
+        # Resources.pm update: check_service_state($sid, $param->{state}) - a service in error takes only 'disabled'
+        if sid in self.ha_errors and v.get('state') != 'disabled':
+            raise _die(ERROR_STATE.format(sid))
         self.need_quorum()
         if v.get('digest') and v['digest'] != _digest(self.ha_resources):
             raise _die('update resource failed: detected modified configuration - file changed by other user? '
@@ -836,20 +944,23 @@ class HaApi(object):
     # errors that the write causes in other rules do not. GET answers every rule's errors as the CRM sees them.
 
     def _ha_rule_errors(self):
-        return rule_feasibility(self.ha_rules, sorted(self.ha_node_status))
+        # Rules.pm $check_feasibility: over $get_full_rules_config (the groups' generated rules included)
+        return rule_feasibility(self._ha_group_rules(self.ha_rules)[0], sorted(self.ha_node_status))
 
     def _ha_rule_view(self, rule_id, errors):
-        item = dict(self.ha_rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules),
-                    order=self.ha_rule_order.get(rule_id, 1))
+        rules, order = self._ha_group_rules(self.ha_rules)
+        item = dict(rules[rule_id], rule=rule_id, digest=_digest(self.ha_rules), order=order.get(rule_id, 1))
         if rule_id in errors:
             item['errors'] = errors[rule_id]
         return item
 
     async def _ha_rule_list(self, v, user):
+        # Rules.pm index: read_rules_config plus the groups' generated rules ($get_full_rules_config)
         errors = self._ha_rule_errors()
         out = []
-        for rule_id in sorted(self.ha_rules, key=lambda r: (self.ha_rule_order.get(r, 1), r)):
-            rule = self.ha_rules[rule_id]
+        rules, order = self._ha_group_rules(self.ha_rules)
+        for rule_id in sorted(rules, key=lambda r: (order.get(r, 1), r)):
+            rule = rules[rule_id]
             if v.get('type') not in (None, rule['type']):
                 continue
             if v.get('resource') and parse_sid(v['resource'])[0] not in split_list(rule.get('resources')):
@@ -938,6 +1049,9 @@ class HaApi(object):
         rule = self._ha_rule_values(kind, v, True)
         rule['type'] = kind
         self.need_quorum()
+        # Rules.pm create_rule, before lock_ha_domain (so without its "create ha rule failed: " prefix)
+        if not self.ha_groups_migrated():
+            raise _die('cannot create ha rule: ha groups have not been migrated yet')
         try:
             if v['rule'] in self.ha_rules:
                 raise _die("HA rule '{0}' already defined".format(v['rule']))
@@ -958,6 +1072,9 @@ class HaApi(object):
         if kind is None:
             raise _param_error(type='property is missing and it is not optional')
         values = self._ha_rule_values(kind, v, False)
+        # Rules.pm update_rule, first thing (outside lock_ha_domain)
+        if not self.ha_groups_migrated():
+            raise _die('cannot update ha rule: ha groups have not been migrated yet')
         try:
             if v.get('digest') and v['digest'] != _digest(self.ha_rules):
                 raise _die('detected modified configuration - file changed by other user? Try again.')

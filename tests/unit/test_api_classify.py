@@ -176,28 +176,69 @@ def test_ha_service_state_reads_status_current_as_pve_gives_it():
 
 
 def test_a_plain_start_is_its_task_only():
-    api = StartApi('qmstart', [('running', None)])
+    api = StartApi('qmstart', [('stopped', None)])
     task = api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
-    assert api.calls == [('POST', 'nodes/pve1/qemu/101/status/start')] and task['node'] == 'pve1'
+    assert api.calls == [('GET', 'nodes/pve1/qemu/101/status/current'), ('POST', 'nodes/pve1/qemu/101/status/start')]
+    assert task['node'] == 'pve1'
 
 
 def test_an_ha_start_waits_until_the_vm_runs():
-    api = StartApi('hastart', [('stopped', ''), ('stopped', 'started'), ('stopped', 'started'), ('running', 'started')])
+    api = StartApi('hastart', [('stopped', 'stopped'), ('stopped', ''), ('stopped', 'started'), ('stopped', 'started'),
+                               ('running', 'started')])
     api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
-    assert api.calls[1:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4 and 0 < api.now < 5
+    assert api.calls[1] == ('POST', 'nodes/pve1/qemu/101/status/start')
+    assert api.calls[2:] == [('GET', 'nodes/pve1/qemu/101/status/current')] * 4 and 0 < api.now < 5
 
 
 def test_an_ha_start_held_in_error_fails_at_once_saying_how_to_clear_it():
-    api = StartApi('hastart', [('stopped', 'started'), ('stopped', 'error')])
+    api = StartApi('hastart', [('stopped', 'stopped'), ('stopped', 'started'), ('stopped', 'error')])
     try:
         api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
     except api_utils.PveHaError as exc:
         assert exc.kind == 'task' and exc.node == 'pve1'
         assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
         assert 'ha-manager set vm:101 --state disabled' in exc.message
+        assert 'wait until `ha-manager status` shows vm:101 stopped or disabled' in exc.message
     else:
         raise AssertionError('no error')
-    assert len(api.calls) == 3
+    assert len(api.calls) == 4
+
+
+def test_an_ha_start_of_a_vm_in_error_is_refused_before_the_request():
+    # pve-ha-manager Resources.pm check_service_state would fail the hastart task ("must be disabled and fixed first")
+    api = StartApi('hastart', [('stopped', 'error')])
+    try:
+        api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    except api_utils.PveHaError as exc:
+        assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
+    else:
+        raise AssertionError('no error')
+    assert api.calls == [('GET', 'nodes/pve1/qemu/101/status/current')]
+
+
+class FailedHaStartApi(StartApi):
+    def run_task(self, method, path, params=None, timeout=600):
+        self.calls.append((method, path))
+        raise api_utils.PveTaskError("command 'ha-manager set vm:101 --state started' failed: exit code 255",
+                                     upid='UPID:pve1:0000:0000:0000:hastart:101:root@pam:')
+
+
+def test_a_failed_hastart_of_a_vm_that_went_into_error_meanwhile_is_named():
+    # the error state entered between the read and the request: check_service_state failed the hastart task
+    api = FailedHaStartApi('hastart', [('stopped', 'started'), ('stopped', 'error')])
+    try:
+        api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    except api_utils.PveHaError as exc:
+        assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
+    else:
+        raise AssertionError('no error')
+    api = FailedHaStartApi('hastart', [('stopped', 'started')])
+    try:
+        api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
+    except api_utils.PveHaError:
+        raise AssertionError('not an HA error')
+    except api_utils.PveTaskError as exc:
+        assert 'exit code 255' in exc.message
 
 
 def test_an_ha_start_gives_up_by_wall_clock():

@@ -447,6 +447,10 @@ class HaRuleEngine(object):
                     'HA rule {0}'.format(item['rule']) not in named:
                 problems.append('PVE marks HA rule {0} invalid, so the HA manager ignores it: {1}'.format(
                     item['rule'], _pve_errors(item['errors'])))
+        if missing or any(op['method'] != 'DELETE' for op in ops):
+            groups = self.unmigrated_groups()
+            if groups:
+                problems.insert(0, groups_message(groups))
         if problems:
             raise HaRuleError('\n'.join(problems + ['nothing was changed']))
         changes = ['add HA resource {0} (state {1})'.format(s, self.resource_state) for s in missing]
@@ -493,6 +497,18 @@ class HaRuleEngine(object):
                                                                for i in invalid)))
         return result
 
+    def unmigrated_groups(self):
+        """The HA groups PVE has not migrated to rules yet (``GET /cluster/ha/groups``, which pve-ha-manager
+        API2/HA/Groups.pm ``index`` refuses once groups.cfg has no entries: a fresh PVE 9, or after the
+        migration)."""
+        try:
+            groups = self.api.get('cluster/ha/groups') or []
+        except PveApiError as exc:
+            if exc.kind == 'migrated':
+                return []
+            raise
+        return sorted(str(g.get('group')) for g in groups if isinstance(g, dict) and g.get('group'))
+
     def has_resource(self, sid):
         """Is ``sid`` an HA resource now (read back after a lost answer)?"""
         return any(item.get('sid') == sid for item in self.api.get('cluster/ha/resources') or [])
@@ -527,6 +543,17 @@ class HaRuleEngine(object):
                         'the HA resources were configured'))
             self.api._sleep(min(delay, max(0.0, deadline - self.api._clock())))
             delay = min(delay * 1.5, 3.0)
+
+
+def groups_message(groups):
+    """Why no HA rule can be written while HA groups are not migrated, and what lets PVE migrate them."""
+    return ('HA group(s) {0} have not been migrated to HA rules yet, and PVE refuses every HA rule write until they '
+            'are (pve-ha-manager API2/HA/Rules.pm: "cannot create ha rule: ha groups have not been migrated yet"). '
+            'The active CRM migrates them itself, retrying about every minute (HA/Manager.pm '
+            'try_persistent_group_migration), once every cluster node is online, every LRM is active or idle and not '
+            'in maintenance mode, and every node runs pve-manager 9.0.0~16 or newer: fix what `journalctl -u '
+            'pve-ha-crm` on the master logs after "ha groups migration", wait until `ha-manager groupconfig` is '
+            'refused, then run again'.format(', '.join(groups)))
 
 
 def _pve_errors(errors):

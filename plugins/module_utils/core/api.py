@@ -224,6 +224,10 @@ def classify(exc, method, path):
             # qemu-server src/PVE/QemuServer/Agent.pm assert_agent_available / check_agent_error: no agent
             # configured, the VM or its agent not running, or the agent's own error: an answer, not a hiccup.
             return ('agent', False, 'guest agent request {0} failed: {1}'.format(where, text))
+        if 'ha groups have been migrated to rules' in text:
+            # pve-ha-manager API2/HA/Groups.pm: every groups call dies once groups.cfg has no entries (PVE 9 after
+            # the CRM's migration, or never had groups): an answer, not a hiccup to retry
+            return ('migrated', False, 'PVE: {0} ({1})'.format(text, where))
         if status >= 500 and method == 'GET' and not re.search(r'does not exist|not found|no such', text, re.I):
             return ('server', True, 'PVE answered {0} to {1}: {2}'.format(status, where, text))
         if re.search(r'does not exist|not found|no such', text, re.I) or status == 404:
@@ -714,7 +718,17 @@ class PveApi(object):
         start request does nothing, is a PveHaError with how to clear it.
         """
         deadline = self._clock() + timeout
-        task = self._start_task(node, vmid, 'nodes/{0}/qemu/{1}/status/'.format(node, vmid), timeout)
+        path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
+        # qemu-server vm_start's hastart worker runs `ha-manager set vm:N --state started`, which pve-ha-manager
+        # API2/HA/Resources.pm check_service_state refuses for a service in error ("must be disabled and fixed
+        # first"): the task fails. Look first, and name the error state when a start failed anyway.
+        raise_on_ha_error(self.get(path + 'current') or {}, name, vmid, node, path + 'start')
+        try:
+            task = self._start_task(node, vmid, path, timeout)
+        except PveTaskError as exc:
+            if ':hastart:' in (exc.upid or ''):
+                raise_on_ha_error(self.get(path + 'current') or {}, name, vmid, node, path + 'start')
+            raise
         task['node'] = node
         if ':hastart:' not in (task.get('upid') or ':hastart:'):     # no upid: the lost-answer path, look
             return task
@@ -802,8 +816,9 @@ def ha_error_message(name, vmid, node):
     return ('HA holds {0}(vm:{1}, on {2}) in its error state: its start failed on every node HA tried (max_restart, '
             'max_relocate), or a stop failed, and HA neither starts nor moves it again, whatever is asked. Find the '
             'cause in the failed task\'s log and in `journalctl -u pve-ha-lrm` on {2}, fix it, then clear the state: '
-            '`ha-manager set vm:{1} --state disabled`, then `--state started` (or the same two edits under '
-            'Datacenter > HA)'.format('{0} '.format(name) if name else '', vmid, node))
+            '`ha-manager set vm:{1} --state disabled`, wait until `ha-manager status` shows vm:{1} stopped or disabled, no longer error (the CRM '
+            'takes it out of the error state at its next round; PVE refuses `started` until then), then `ha-manager '
+            'set vm:{1} --state started` (or the same edits under Datacenter > HA)'.format('{0} '.format(name) if name else '', vmid, node))
 
 
 def _privilege(message):

@@ -44,6 +44,9 @@ OFFLINE_RECOVERY = ('wait', 'ha', 'report')
 CATCH_UP = ('first', 'all', 'skip')
 # Fidelities whose state can flow back from the shadow into a primary (state_replication catch_up direction).
 CATCH_UP_FIDELITIES = ('differential', 'event')
+# Seconds an HA resource may stay in HA state recovery before failover says no node can take it (the CRM retries every
+# round, 10 s: about two rounds).
+RECOVERY_GRACE = 25.0
 
 
 class FailoverError(PveApiError):
@@ -129,7 +132,10 @@ class Failover(object):
         nodes = self.api.nodes()
         ha = {}
         for item in self.api.get('cluster/ha/resources') or []:
-            ha[item.get('sid')] = item.get('state')
+            # GET lists only the keys stored: `ha-manager add` stores no state, whose default is started
+            # (pve-ha-manager HA/Config.pm read_and_check_resources_config); `enabled` is the old name of started.
+            state = item.get('state') or 'started'
+            ha[item.get('sid')] = 'started' if state == 'enabled' else state
         quorate = True
         for item in self.api.get('cluster/status') or []:
             if item.get('type') == 'cluster' and not int(item.get('quorate', 1)):
@@ -395,12 +401,28 @@ class Failover(object):
             return 'none', ('{0} does not exist in the cluster: rebuild it with playbooks/site.yml '
                             '(shadownet.proxmox.linked_clone)'.format(name))
         if problem == 'node_offline':
-            if view['ha_state']:
+            if view['ha_state'] in ('started', 'stopped'):
                 text = ('node {0} is offline; HA manages {1} (vm:{2}, requested state {3}) and recovers it on '
                         'another node once {0} is fenced'.format(node, name, view['vmid'], view['ha_state']))
+                if view['ha_state'] == 'stopped':
+                    # Manager.pm next_state_stopped fences a stopped service's node too; next_state_recovery moves
+                    # it and keeps it stopped (request_stop)
+                    text += ', kept stopped there (its HA state is stopped): failover then starts it'
                 if self.offline_recovery == 'report':
                     return 'ha_recovery', text
                 return 'ha_wait', text + '; waiting up to {0}s for it'.format(self.timeout)
+            if view['ha_state'] in ('disabled', 'ignored'):
+                why = ('HA does not recover a disabled resource from a failed node (pve-ha-manager Manager.pm '
+                       'next_state_stopped returns before fencing)' if view['ha_state'] == 'disabled' else
+                       'an ignored resource is not HA-managed')
+                return 'none', ('node {0} is offline: {1} (vm:{2}) is an HA resource in state {3}, and {4}, so '
+                                'nothing recovers it. Bring {0} back; or set `ha-manager set vm:{2} --state started` '
+                                '(HA then fences {0} and recovers it on another node) and run again'.format(
+                                    node, name, view['vmid'], view['ha_state'], why))
+            if view['ha_state']:
+                return 'none', ('node {0} is offline: {1} (vm:{2}) is an HA resource in state {3}, which failover '
+                                'does not know; check `ha-manager status`'.format(node, name, view['vmid'],
+                                                                                  view['ha_state']))
             if self.offline_recovery == 'ha':
                 return 'ha_add', ('node {0} is offline and {1} (vmid {2}) is not HA-managed: add it to HA (state '
                                   'started) so that HA recovers it on another node once {0} is fenced, and wait up '
@@ -427,37 +449,89 @@ class Failover(object):
         return 'reset', 'reset {0} on {1} (running, qmpstatus {2})'.format(name, node, view['qmpstatus'])
 
     def _wait_recovered(self, view):
-        """Wait until HA runs the VM on an online node other than its dead one; that node, or None at timeout."""
+        """Wait until HA moved the VM to an online node other than its dead one, and runs it when its requested state
+        is started. Returns (that node or None at timeout, the last HA state listed). The HA state comes from the
+        cluster's VM list (pve-manager API2/Cluster.pm resources: ``hastate``, the CRM's service state): ``error``
+        fails at once, ``recovery`` for more than RECOVERY_GRACE seconds means no node is allowed to take it."""
         deadline = self._clock() + self.timeout
+        since = None
         while True:
             nodes = self.api.nodes()
+            hastate = None
             for res in self.api.resources('vm'):
+                if int(res.get('vmid', -1)) != int(view['vmid']):
+                    continue
+                hastate = res.get('hastate')
+                node = res.get('node')
                 # The node comes from the cluster's VM list (fresh once HA moved the config); the listed status is
                 # pvestatd's, the dead node's last one for 5 minutes: ask the VM on its new node.
-                if int(res.get('vmid', -1)) == int(view['vmid']) and res.get('node') != view['node'] \
-                        and nodes.get(res.get('node')) == 'online' \
-                        and self.api.vm_status(res['node'], view['vmid']) == 'running':
-                    return res['node']
+                if node != view['node'] and nodes.get(node) == 'online' and (
+                        view['ha_state'] != 'started' or self.api.vm_status(node, view['vmid']) == 'running'):
+                    return node, hastate
+            if hastate == 'error':
+                raise PveHaError(ha_error_message(view['name'], view['vmid'], view['node']), node=view['node'])
+            if hastate == 'recovery':
+                since = self._clock() if since is None else since
+                if self._clock() - since > RECOVERY_GRACE:
+                    raise FailoverError(self._no_recovery_node(view), kind='ha_recovery', node=view['node'])
+            else:
+                since = None
             if self._clock() >= deadline:
-                return None
+                return None, hastate
             self._sleep(max(self._poll, 1.0))
+
+    def _no_recovery_node(self, view):
+        """Why HA finds no node for a VM it fenced (Manager.pm next_state_recovery: "recovering service ... failed,
+        no recovery node found", retried every round): the rules that keep it off the online nodes."""
+        sid = 'vm:{0}'.format(view['vmid'])
+        names = dict(('vm:{0}'.format(r.get('vmid')), '{0} on {1}'.format(r.get('name') or r.get('vmid'), r.get('node')))
+                     for r in self.api.resources('vm'))
+        online = sorted(n for n, state in self.api.nodes().items() if state == 'online')
+        why = []
+        for rule in self.api.get('cluster/ha/rules') or []:
+            members = [m.strip() for m in str(rule.get('resources') or '').split(',') if m.strip()]
+            if sid not in members or rule.get('disable') not in (None, 0, '0'):
+                continue
+            if rule.get('type') == 'resource-affinity' and rule.get('affinity') == 'negative':
+                why.append('negative resource-affinity rule {0} keeps it apart from {1}'.format(
+                    rule.get('rule'), ', '.join(names.get(m, m) for m in members if m != sid)))
+            elif rule.get('type') == 'node-affinity' and str(rule.get('strict')) in ('1', 'true'):
+                why.append('strict node-affinity rule {0} allows only {1}'.format(rule.get('rule'), rule.get('nodes')))
+        return ('HA fenced node {0} but finds no node to recover {1} (vm:{2}) to: it has been in HA state recovery for '
+                'more than {3:.0f}s (pve-ha-manager Manager.pm next_state_recovery: "no recovery node found", retried '
+                'every round). Online nodes: {4}; {5}. Bring a node back or {0}, or change the rule (for a shadow: '
+                'shadow.placement any), and HA recovers it on its own'.format(
+                    view['node'], view['name'], view['vmid'], RECOVERY_GRACE, ', '.join(online) or 'none',
+                    '; '.join(why) or 'no rule of it excludes them (check `ha-manager status` and the CRM log)'))
 
     def _recover_offline(self, view, action, item):
         if action == 'ha_add':
             self.api.post('cluster/ha/resources', sid='vm:{0}'.format(view['vmid']), state='started',
                           comment='shadownet failover: recover {0} from offline node {1}'.format(
                               view['name'], view['node']))
-        node = self._wait_recovered(view)
+            view['ha_state'] = 'started'
+        dead = view['node']
+        node, hastate = self._wait_recovered(view)
         if node is None:
             item['result'] = 'waiting'
-            item['msg'] = ('{0} (vmid {1}) is still not running on another node {2}s after node {3} went missing: HA '
-                           'recovers it once {3} is fenced; run again later'.format(
-                               view['name'], view['vmid'], self.timeout, view['node']))
+            fencing = '; HA is still fencing {0} (HA state fence)'.format(dead) if hastate == 'fence' else ''
+            item['msg'] = ('{0} (vmid {1}) is still not {2} on another node {3}s after node {4} went missing{5}: HA '
+                           'recovers it once {4} is fenced; run again later'.format(
+                               view['name'], view['vmid'], 'running' if view['ha_state'] != 'stopped' else 'moved',
+                               self.timeout, dead, fencing))
             self.result['warnings'].append(item['msg'])
-        else:
-            item.update(result='done', recovered_on=node,
-                        msg='HA recovered {0} (vmid {1}) from offline node {2} on {3}'.format(
-                            view['name'], view['vmid'], view['node'], node))
+            return
+        item.update(result='done', recovered_on=node,
+                    msg='HA recovered {0} (vmid {1}) from offline node {2} on {3}'.format(
+                        view['name'], view['vmid'], dead, node))
+        if view['ha_state'] == 'stopped':
+            # HA keeps it stopped there (its requested state): start it, as a stopped primary is
+            self._writable()
+            self.result['changed'] = True
+            view['node'] = node
+            self._start(view)
+            item.update(recovered_on=view['node'], msg=item['msg'] + ', kept stopped by HA (state stopped); started '
+                        'on {0}'.format(view['node']))
 
     def remediate(self, report):
         out, failures = [], []
