@@ -154,6 +154,11 @@ options:
     description:
       - Hook script volume, for example C(local:snippets/shadownet-hook.py). An empty string removes it.
       - With O(plan), it is set on primaries only (the hook re-applies their mirrors when they start).
+      - PVE lets only root@pam itself set or remove a hookscript, not an API token (qemu-server API2/Qemu.pm
+        C($check_vm_modify_config_perm)). So it is sent in its own update after the rest of the VM's settings; with
+        an API token nothing of it is sent, the VM is still built and configured, and a warning (in check mode
+        too) names the C(qm set <vmid> --hookscript ...) to run as root on a node, or says to run as root@pam with
+        O(api_password). The C(shadownet.proxmox.port_mirror) role sets it that way on the mirrored VMs.
     type: str
   state:
     description:

@@ -72,7 +72,10 @@ options:
     choices: [present, started]
     default: started
   hookscript:
-    description: Hook script volume set on added instances (as M(shadownet.proxmox.linked_clone) sets on primaries).
+    description:
+      - Hook script volume set on added instances (as M(shadownet.proxmox.linked_clone) sets on primaries).
+      - PVE lets only root@pam itself (a password login) set it; with an API token the instance is still built and
+        started without it, and a warning names the C(qm set <vmid> --hookscript ...) to run as root on a node.
     type: str
   parallel:
     description: How many instances are cloned at the same time.

@@ -106,7 +106,8 @@ notes:
     then freezes the guest's file systems for the snapshot; the snapshot is taken without RAM state (C(vmstate=0)).
   - PVE lets only root@pam itself (not an API token) set or delete a hookscript. The clone carries the primary's
     hookscript; when the shadow had another one (or none) and the API user may not change it, the rest of the
-    identity is still restored and a warning names the C(qm set) command that finishes the job.
+    identity is still restored (the hookscript goes in its own update, and with an API token is not sent) and a
+    warning names the C(qm set) command that finishes the job.
   - Needs VM.Snapshot on the primary, VM.Clone on the primary, VM.Allocate and VM.Config.* on the shadow,
     Datastore.AllocateSpace on the storage, VM.PowerMgmt, VM.Migrate (local disks, other node), and Sys.Console
     for HA resources.

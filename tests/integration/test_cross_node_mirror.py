@@ -21,7 +21,8 @@ from scipy.stats import binom
 from lab.flows import FlowTally, udp_flows
 from lab.modrun import ModuleFailed, run_module
 from lab.netns import Lab, netlab  # noqa: F401  # pylint: disable=unused-import
-from lab.playbook import VENV_PY, ansible_playbook, recap
+from lab.playbook import VENV_BIN, VENV_PY, ansible_playbook, recap
+from lab.pve_cli import LOCAL, fake_pve_cli
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
@@ -294,7 +295,10 @@ def play_role(tmp_path, lab, **role_vars):
     playbook = tmp_path / 'play.yml'
     playbook.write_text(json.dumps([{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
                                      'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': rvars}]}]))
-    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY])
+    # pvesh for the preflight's cluster check: node A (pve1) is the cluster's one node.
+    bindir = fake_pve_cli(tmp_path / 'bin', {'pve1': 'online'}, LOCAL, tmp_path / 'snippets')
+    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY],
+                            env={'PATH': os.pathsep.join([bindir, VENV_BIN, os.environ.get('PATH', '')])})
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -423,3 +423,53 @@ def test_a_vm_pvestatd_still_lists_as_vm_vmid_is_found_by_its_name(pvesim, pve_c
     again = run_module(linked_clone, args(pve_conn, **kwargs))
     assert not again['changed'] and again['vmid'] == vm.vmid, again
     assert pvesim.writes(mark) == [] and len(vms_named(pvesim, 'shop-web-1')) == 1
+
+
+HOOK = 'local:snippets/shadownet-hook.py'
+
+
+def test_hookscript_with_a_token_builds_the_vm_and_names_the_fix(pvesim, pve_conn):
+    """PVE refuses hookscript to every API token (qemu-server API2/Qemu.pm $check_vm_modify_config_perm): the rest of
+    the VM is configured, the hookscript is left unset with a warning naming it and the fix, in check mode too."""
+    pvesim.pve.add_snippet(HOOK)
+    kwargs = dict(cores=3, memory=3072, nets=[{'bridge': 'vmbr0', 'tag': 10}], hookscript=HOOK, state='started')
+    mark = pvesim.mark()
+    planned = run_module(linked_clone, args(pve_conn, **kwargs), check_mode=True)
+    assert pvesim.writes(mark) == [] and planned['created']
+    assert 'hookscript not set to ' + HOOK in str(planned['warnings'])
+    first = run_module(linked_clone, args(pve_conn, **kwargs))
+    vm = vms_named(pvesim, 'shop-web-1')[0]
+    assert (vm.config['cores'], int(vm.config['memory']), vm.status) == (3, 3072, 'running'), vm.config
+    assert 'tag=10' in vm.config['net0'] and 'sn-web' in vm.config['tags']
+    assert 'hookscript' not in vm.config
+    assert not any('hookscript' in body for method, body in
+                   ((m, b) for m, p, b in pvesim.requests(mark) if m != 'GET'))  # never sent: it would be refused
+    warning = str(first['warnings'])
+    assert 'hookscript not set to ' + HOOK in warning and 'only root@pam' in warning, warning
+    assert 'qm set {0} --hookscript {1}'.format(vm.vmid, HOOK) in warning and 'api_password' in warning
+    assert first['diff']['after'].get('hookscript', '') == ''
+    # A rerun changes nothing and says it again (never silent); check mode reports the difference and the warning.
+    mark = pvesim.mark()
+    again = run_module(linked_clone, args(pve_conn, **kwargs))
+    assert not again['changed'] and 'hookscript not set' in str(again['warnings'])
+    checked = run_module(linked_clone, args(pve_conn, **kwargs), check_mode=True)
+    assert checked['changes'] == ['hookscript'] and 'hookscript not set' in str(checked['warnings'])
+    assert pvesim.writes(mark) == []
+    # root@pam itself (a password login) sets it, in its own update.
+    as_root = dict((k, v) for k, v in pve_conn.items() if not k.startswith('api_token'))
+    as_root.update(api_user='root@pam', api_password=pvesim.pve.password)
+    done = run_module(linked_clone, args(as_root, **kwargs))
+    assert done['changed'] and vm.config['hookscript'] == HOOK and not done.get('warnings'), done.get('warnings')
+    assert not run_module(linked_clone, args(pve_conn, **kwargs)).get('warnings')
+
+
+def test_simulator_refuses_a_token_hookscript_as_pve_does(pvesim, proxmoxer_api):
+    """qemu-server $check_vm_modify_config_perm: a plain die (500), and nothing of the PUT is written."""
+    import proxmoxer
+    pvesim.pve.add_snippet(HOOK)
+    node = proxmoxer_api.nodes('pve1')
+    node.qemu(9000).clone.post(newid=100, name='web-1')
+    with pytest.raises(proxmoxer.core.ResourceException) as err:
+        node.qemu(100).config.put(cores=4, hookscript=HOOK)
+    assert err.value.status_code == 500 and "only root can set 'hookscript' config" in str(err.value)
+    assert 'hookscript' not in node.qemu(100).config.get() and node.qemu(100).config.get().get('cores') != 4

@@ -20,7 +20,8 @@ from scipy.stats import binom
 from ansible.module_utils.testing import patch_module_args
 from lab.flows import FlowTally, tcp_echo_server, tcp_flows, udp_flows
 from lab.netns import in_netns, netlab  # noqa: F401  # pylint: disable=unused-import
-from lab.playbook import ROOT, VENV_PY, ansible_playbook, recap, run_ansible
+from lab.playbook import ROOT, VENV_BIN, VENV_PY, ansible_playbook, recap, run_ansible
+from lab.pve_cli import LOCAL, fake_pve_cli
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils import mirror
 from ansible_collections.shadownet.proxmox.plugins.modules import port_mirror
@@ -513,7 +514,10 @@ def play_role(tmp_path, lab, **role_vars):
         'roles': [{'role': 'shadownet.proxmox.port_mirror', 'vars': dirs}],
         'post_tasks': [{'name': 'show', 'ansible.builtin.debug': {'var': 'port_mirror_hookscript_volid'}}],
     }]))
-    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY])
+    # pvesh for the preflight's cluster check: this host is the cluster's one node.
+    bindir = fake_pve_cli(tmp_path / 'bin', {'localhost': 'online'}, LOCAL, tmp_path / 'snippets')
+    proc = ansible_playbook([playbook, '-e', 'ansible_python_interpreter=%s' % VENV_PY],
+                            env={'PATH': os.pathsep.join([bindir, VENV_BIN, os.environ.get('PATH', '')])})
     return proc.returncode, proc.stdout + proc.stderr
 
 

@@ -69,6 +69,25 @@ def test_a_scale_out_reports_what_its_new_instance_should_tell(pvesim, pve_conn,
     assert 'shop/web: shop-web-3 (vmid' in str(s.get('warnings')), s.get('warnings')
 
 
+def test_a_scale_out_with_a_hookscript_and_a_token_builds_and_names_the_fix(pvesim, pve_conn, tmp_path):
+    # PVE refuses hookscript to API tokens (qemu-server API2/Qemu.pm $check_vm_modify_config_perm): the new
+    # instance is still built and started, and the run says the hookscript is missing and how to set it.
+    hook = 'local:snippets/shadownet-hook.py'
+    pvesim.pve.add_snippet(hook)
+    plan = plan_of(TEMPLATE)
+    vms = build(pvesim, pve_conn, plan)
+    inject(pvesim, vms, RISING)
+    history = str(tmp_path / 'h.sqlite')
+    run_module(metrics, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    f = run_module(forecast, dict(pve_conn, plans={'shop': plan}, history_path=history))
+    s = run_module(scale, dict(pve_conn, plans={'shop': plan}, decisions=f['decisions'], hookscript=hook))
+    assert s['results'][0]['created'] == ['shop-web-3']
+    new = next(vm for vm in pvesim.pve.vms if vm.name == 'shop-web-3')
+    assert new.status == 'running' and 'sn-primary' in new.config['tags'] and 'hookscript' not in new.config
+    warned = str(s.get('warnings'))
+    assert 'hookscript not set to ' + hook in warned and 'qm set {0} --hookscript'.format(new.vmid) in warned, warned
+
+
 def test_flat_does_nothing(pvesim, pve_conn, tmp_path):
     plan = plan_of(TEMPLATE)
     vms = build(pvesim, pve_conn, plan)

@@ -248,7 +248,7 @@ def test_the_primary_hookscript_is_removed_as_root_and_named_in_a_warning_with_a
     # what is left and how to fix it.
     result = run_module(shadow_refresh, args(pve_conn))
     warnings = ' '.join(str(w) for w in result.get('warnings', []))
-    assert 'hookscript of the shadow could not be removed' in warnings and '--delete hookscript' in warnings
+    assert 'hookscript not removed' in warnings and '--delete hookscript' in warnings and 'only root@pam' in warnings
     new = vms_by_name(pvesim)['shop-web-shadow']
     assert new.config['hookscript'] == primary.config['hookscript'] and new.status == 'running'
     assert propstr.parse_tags(new.config['tags']) == propstr.parse_tags(shadow.config['tags'])

@@ -11,7 +11,9 @@ naming the PVE file and sub it follows:
 - ACL entries without propagation (`propagate: false` in the cluster file): they hold on their own path only.
 - VM config (qemu-server API2/Qemu.pm `$check_vm_modify_config_perm`, `check_bridge_access`): the privilege of
   each key as PVE maps it (cloud-init keys: VM.Config.Cloudinit or VM.Config.Network), `startup` also needs
-  Sys.Modify on /, and a NIC needs SDN.Use on its bridge or vnet (and on the one it replaces or deletes).
+  Sys.Modify on /, and a NIC needs SDN.Use on its bridge or vnet (and on the one it replaces or deletes); a key no
+  privilege covers (hookscript, args, ...) is refused to anyone but root@pam itself, API tokens included, with
+  PVE's 500 "only root can set '<key>' config" and nothing of the update written.
 - clone (Qemu.pm `clone_vm`): Datastore.AllocateSpace on the storage of every disk it copies and SDN.Use on the
   bridges of the source config.
 - SDN (pve-network API2/Network/SDN/Vnets.pm, Subnets.pm `$check_vnet_access`): vnet update/delete and every
@@ -255,7 +257,9 @@ class PermissionChecks(object):
         for key in deletes + keys:
             priv = self._config_priv(key)
             if priv == 'root':
-                continue  # fakepve refuses those ("only root can set ...")
+                # Qemu.pm $check_vm_modify_config_perm: `die "only root can set '$opt' config\n"`, a plain die, so
+                # PVE answers 500 (fakepve answers 403)
+                raise PveError(500, "only root can set '{0}' config".format(key))
             if not DRIVE_KEY.match(key):
                 self.require(user, vmpath, priv)
             if key == 'startup':
@@ -270,6 +274,8 @@ class PermissionChecks(object):
 
     async def _apply_config(self, vm, user, p):
         if user != 'root@pam':
+            if hasattr(self, '_check_delete'):
+                self._check_delete(dict(p))  # update_vm_api checks `delete` (unknown options: 400) before the privileges
             self._check_modify_config(vm, user, p)
         return await super()._apply_config(vm, user, p)
 

@@ -1,4 +1,5 @@
 """Error classification and backoff of the API layer (pure: no network)."""
+import pytest
 import requests
 from proxmoxer.core import ResourceException
 
@@ -370,3 +371,47 @@ def test_a_hotplug_problem_says_the_change_is_pending_not_refused():
                                                                     "maxcpus"}), 'PUT', 'nodes/pve1/qemu/100/config')
     assert (kind, retry) == ('validation', False) and 'pending until the VM restarts' in msg and 'maxcpus' in msg
     assert 'refused' not in msg
+
+
+def test_a_root_only_key_is_its_own_kind_whatever_the_status():
+    # qemu-server API2/Qemu.pm $check_vm_modify_config_perm: a plain die (PVE: 500; fakepve said 403).
+    for status in (500, 403):
+        kind, retry, msg = api_utils.classify(res(status, "only root can set 'hookscript' config"), 'PUT',
+                                              'nodes/pve1/qemu/100/config')
+        assert (kind, retry) == ('root_only', False) and "'hookscript'" in msg and 'root@pam' in msg
+
+
+class _RefusingApi:
+    """root@pam by its name, but PVE refuses the hookscript anyway (vm.update_root_only's fallback)."""
+    is_root = True
+
+    def __init__(self, kind='root_only'):
+        self.puts = 0
+        self.kind = kind
+
+    def update_vm_config(self, node, vmid, compute, check_mode=False):
+        changes, deletes = compute({'cores': 2})
+        if check_mode or not (changes or deletes):
+            return {'cores': 2}, changes, deletes
+        self.puts += 1
+        raise api_utils.PveApiError("PVE lets only root@pam itself set 'hookscript'", kind=self.kind)
+
+
+def test_update_root_only_turns_a_refusal_into_a_warning_and_raises_the_rest():
+    from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
+    hook = 'local:snippets/h.py'
+    api = _RefusingApi()
+    changes, deletes, warning = vm_utils.update_root_only(api, 'pve1', 100, lambda cfg: ({'hookscript': hook}, []),
+                                                          'web-1')
+    assert (changes, deletes, api.puts) == ({}, [], 1)
+    assert 'web-1 (vmid 100): hookscript not set to ' + hook in warning and '`qm set 100 --hookscript ' + hook in warning
+    api.is_root = False     # a token: nothing is sent, in check mode or not
+    for check_mode in (False, True):
+        changes, deletes, warning = vm_utils.update_root_only(api, 'pve1', 100, lambda cfg: ({}, ['hookscript']),
+                                                              'web-1', check_mode=check_mode)
+        assert 'hookscript not removed' in warning and '--delete hookscript' in warning and api.puts == 1
+        assert (changes, deletes) == (({}, ['hookscript']) if check_mode else ({}, []))
+    # Any other refusal (a script that does not exist: 400) still fails the run.
+    with pytest.raises(api_utils.PveApiError):
+        vm_utils.update_root_only(_RefusingApi('validation'), 'pve1', 100, lambda cfg: ({'hookscript': hook}, []),
+                                  'web-1')

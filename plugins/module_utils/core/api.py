@@ -19,6 +19,7 @@ dropped connection on POST/PUT/DELETE  no           it may have gone through: Pv
                                                     the caller re-reads the cluster to find out
 401 with a password login              once         the ticket expired: log in again
 401 with a token, 403, 595, no quorum  no           clear message naming node / path / privilege
+"only root can set '<key>' config"     no           kind ``root_only`` (hookscript: vm.update_root_only)
 =====================================  ===========  ==============================================
 """
 
@@ -143,6 +144,9 @@ LOCK_PATTERNS = (re.compile(r"can't lock file '[^']*' - got timeout"), re.compil
 QUORUM_PATTERN = re.compile(r'no quorum|cluster not ready', re.I)
 DIGEST_PATTERN = re.compile(r'checksum mismatch|detected modified configuration|digest', re.I)
 FORBIDDEN_PATTERN = re.compile(r'Permission check failed \(([^,)]*)(?:,\s*([^)]*))?\)')
+# qemu-server API2/Qemu.pm $check_vm_modify_config_perm: `die "only root can set '$opt' config\n"` for a key no
+# privilege covers (hookscript, args, ...) unless the user is root@pam itself: a plain die, so PVE answers 500.
+ROOT_ONLY_PATTERN = re.compile(r"only root can set '([^']+)' config")
 NODE_IN_PATH = re.compile(r'^/?nodes/([^/]+)')
 # Locks that are worth waiting for: short-lived operations. A 'backup' lock may last hours, but waiting for
 # it within the bounded budget is still right: the caller gets a clear timeout naming the lock otherwise.
@@ -185,6 +189,10 @@ def classify(exc, method, path):
         text, errors = _content(exc)
         if status == 401:
             return ('auth', False, 'PVE rejected the credentials for {0}: {1}'.format(where, text))
+        found = ROOT_ONLY_PATTERN.search(text)
+        if found:
+            return ('root_only', False, 'PVE lets only root@pam itself (a password login, not an API token) set '
+                    '{0!r} ({1}: {2})'.format(found.group(1), where, text))
         if status == 403:
             return ('forbidden', False, _forbidden_message(where, text))
         if status == 595:

@@ -32,6 +32,13 @@ CLONE_LOCK_RETRIES = 2
 STORAGE_LOCK_TIMEOUT = re.compile(r"qmclone .*(cfs-lock 'storage-[^']+' error: got lock request timeout|"
                                   r"can't lock file '[^']*pve-storage-[^']*' - got timeout)")
 
+# qemu-server API2/Qemu.pm $check_vm_modify_config_perm: `return 1 if $authuser eq 'root@pam'`, else
+# `die "only root can set '$opt' config"` for the keys no privilege covers: hookscript among them, for every API token
+# (root@pam's too). They go in their own update after the rest (update_root_only), so the rest converges.
+ROOT_ONLY_KEYS = ('hookscript',)
+ROOT_ONLY_REASON = ('PVE lets only root@pam itself (a password login, not an API token) set or delete it (qemu-server '
+                    'API2/Qemu.pm $check_vm_modify_config_perm)')
+
 
 class VmSpec(object):
     """What a managed VM should look like. ``None`` means: not managed, leave as it is."""
@@ -369,6 +376,50 @@ def desired_config_changes(spec, cfg):
     return changes, deletes
 
 
+def split_root_only(changes, deletes):
+    """((changes, deletes) any user with the privileges may make, (changes, deletes) only root@pam may make)."""
+    return ((dict((k, v) for k, v in changes.items() if k not in ROOT_ONLY_KEYS),
+             [k for k in deletes if k not in ROOT_ONLY_KEYS]),
+            (dict((k, v) for k, v in changes.items() if k in ROOT_ONLY_KEYS),
+             [k for k in deletes if k in ROOT_ONLY_KEYS]))
+
+
+def root_only_warning(what, node, vmid, changes, deletes, reason, consequence=''):
+    """The warning for root-only keys left as they were: what, why, and how to set them."""
+    left = ['{0} not set to {1}'.format(k, v) for k, v in sorted(changes.items())] + \
+        ['{0} not removed'.format(k) for k in sorted(deletes)]
+    fix = ' '.join(['--{0} {1}'.format(k, v) for k, v in sorted(changes.items())]
+                   + ['--delete {0}'.format(','.join(sorted(deletes)))] * bool(deletes))
+    return ('{0} (vmid {1}): {2}: {3}; everything else was configured.{4} Set it as root on a node of the cluster: '
+            '`qm set {1} {5}` (on {6}), or run as root@pam with api_password instead of an API token'.format(
+                what, vmid, ', '.join(left), reason, (' ' + consequence) if consequence else '', fix, node))
+
+
+def update_root_only(api, node, vmid, compute, what, check_mode=False, consequence=''):
+    """Make ``compute``'s changes of :data:`ROOT_ONLY_KEYS` in their own digest-checked update, after the rest.
+
+    PVE refuses them to anyone but root@pam itself (qemu-server API2/Qemu.pm $check_vm_modify_config_perm, API
+    tokens included): for another user nothing is sent, and the returned warning names the keys and the fix (in
+    check mode too). Returns ``(changes, deletes, warning)``: what was (or, in check mode, would be) changed, and
+    None or the warning.
+    """
+    reason = ROOT_ONLY_REASON
+    if check_mode or not api.is_root:
+        dummy, changes, deletes = api.update_vm_config(node, vmid, compute, check_mode=True)
+        warning = None
+        if (changes or deletes) and not api.is_root:
+            warning = root_only_warning(what, node, vmid, changes, deletes, reason, consequence)
+        return (changes, deletes, warning) if check_mode else ({}, [], warning)
+    try:
+        dummy, changes, deletes = api.update_vm_config(node, vmid, compute)
+    except PveApiError as exc:
+        if exc.kind != 'root_only':
+            raise
+        dummy, changes, deletes = api.update_vm_config(node, vmid, compute, check_mode=True)
+        return {}, [], root_only_warning(what, node, vmid, changes, deletes, exc.message, consequence)
+    return changes, deletes, None
+
+
 def managed_view(cfg, spec):
     """The part of a config this spec manages, for before/after diffs."""
     view = {}
@@ -429,6 +480,10 @@ class VmEngine(object):
                 self.api.require_quorum()
             current = self._create(spec, result)
             if current is None:  # check mode: describe what would be built
+                root_changes = split_root_only(*desired_config_changes(spec, {}))[1][0]
+                if root_changes and not self.api.is_root:
+                    result['warnings'].append(root_only_warning(spec.name, result['node'], '<vmid>', root_changes,
+                                                                [], ROOT_ONLY_REASON))
                 result['diff']['after'] = dict(name=spec.name, template=spec.template, node=result['node'],
                                                cores=spec.cores, memory=spec.memory,
                                                nets=[propstr.format_net(n) for n in (spec.nets or []) if n],
@@ -488,13 +543,24 @@ class VmEngine(object):
                 raise PveApiError('{0!r} (vmid {1}) is a template; templates are never modified'.format(
                     spec.name, vmid), kind='config')
             state['before'] = cfg
-            return desired_config_changes(spec, cfg)
+            return split_root_only(*desired_config_changes(spec, cfg))[0]
 
         before, changes, deletes = self.api.update_vm_config(node, vmid, compute, check_mode=self.check_mode)
         after = dict(before)
         after.update(changes)
         for key in deletes:
             after.pop(key, None)
+        # hookscript: its own update, after the rest; refused to an API token, which leaves a warning, not a failure
+        if any(split_root_only(*desired_config_changes(spec, after))[1]):
+            root_changes, root_deletes, warning = update_root_only(
+                self.api, node, vmid, lambda cfg: split_root_only(*desired_config_changes(spec, cfg))[1],
+                spec.name, check_mode=self.check_mode)
+            if warning:
+                result['warnings'].append(warning)
+            after.update(root_changes)
+            for key in root_deletes:
+                after.pop(key, None)
+            changes, deletes = dict(changes, **root_changes), list(deletes) + list(root_deletes)
         result['diff']['before'] = managed_view(before, spec)
         result['diff']['after'] = managed_view(after, spec)
         if result.get('created') and readback.is_true(before.get('protection', 0)):

@@ -30,6 +30,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core import plac
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import propstr
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import readback
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import PveApiError
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms
 
 # PVE snapshot names: a letter, then letters, digits, '_' and '-'; at most 40 characters.
@@ -42,8 +43,8 @@ DRIVE_KEY = propstr.DRIVE_KEY
 IDENTITY_KEYS = ('tags', 'onboot', 'startup', 'protection', 'ciuser', 'cipassword', 'cicustom',
                  'nameserver', 'searchdomain', 'sshkeys')
 # Only root@pam itself may set or delete a hookscript (PVE's rule, tokens included): restored in a separate update
-# whose refusal is a warning, never a failed refresh.
-ROOT_ONLY_KEYS = ('hookscript',)
+# whose refusal is a warning, never a failed refresh (core/vm.py update_root_only).
+ROOT_ONLY_KEYS = vm_utils.ROOT_ONLY_KEYS
 # Never copied into a description (which every VM.Audit holder reads).
 SECRET_KEYS = ('cipassword',)
 IPCONFIG_KEY = re.compile(r'^ipconfig\d+$')
@@ -612,17 +613,11 @@ class ShadowRefresher(object):
 
         dummy, changes, deletes = self.api.update_vm_config(node, vmid, compute)
         self._step('restored {0}'.format(', '.join(sorted(list(changes) + ['-' + d for d in deletes]))))
-        try:
-            dummy, changes, deletes = self.api.update_vm_config(node, vmid, lambda cfg: root_only_changes(identity, cfg))
-        except PveApiError as exc:
-            self.result['warnings'].append(
-                'the hookscript of the shadow could not be {0} ({1}): only root@pam itself may change a hookscript, '
-                'API tokens included. The shadow keeps the primary\'s hookscript setting, whose script must exist on '
-                'its node for it to start. Run `qm set {2} {3}` on {4}, or refresh as root@pam'.format(
-                    'removed' if identity.get('hookscript') is None else 'set back to {0}'.format(identity['hookscript']),
-                    exc.message, vmid,
-                    '--hookscript ' + identity['hookscript'] if identity.get('hookscript') else '--delete hookscript',
-                    node))
-            return
+        changes, deletes, warning = vm_utils.update_root_only(
+            self.api, node, vmid, lambda cfg: root_only_changes(identity, cfg), 'the shadow',
+            consequence='The shadow keeps the primary\'s hookscript setting, whose script must exist on its node '
+                        'for it to start.')
+        if warning:
+            self.result['warnings'].append(warning)
         if changes or deletes:
             self._step('restored {0}'.format(', '.join(sorted(list(changes) + ['-' + d for d in deletes]))))

@@ -13,7 +13,8 @@ and leaves every mirror towards a restarted shadow pointing at a dead device. So
 
 * ``post-start``: apply every mirror whose source *or* target is this VM;
 * ``pre-stop`` / ``post-stop``: remove every mirror whose source or target is this VM;
-* ``pre-start``: nothing (a failing pre-start would block the VM, so this script never fails it).
+* ``pre-start``: nothing, and nothing is read (PVE does not start the VM when pre-start fails:
+  GuestHelpers::exec_hookscript with stop_on_error, called by qemu-server's vm_start_nolock).
 
 What to apply comes from the node-local state file the ``shadownet.proxmox.port_mirror`` role
 writes (``{"mirrors": [{source_vmid, source_nic, target_vmid, target_nic, target_bridge, mode, rate,
@@ -56,15 +57,20 @@ def load_state(path):
 
 
 def actions_for(mirrors, vmid, phase):
-    """What to do for ``vmid`` entering ``phase``: a list of ('apply' | 'remove', mirror)."""
-    related = [m for m in mirrors
-               if str(m.get('source_vmid')) == str(vmid)
-               or (str(m.get('target_vmid')) == str(vmid) and not m.get('target_bridge'))]
+    """What to do for ``vmid`` entering ``phase``: a list of ('apply' | 'remove', mirror).
+
+    Entries that are not mappings are left out (the caller logs them): a damaged state file must not
+    fail a VM start or stop."""
     if phase == 'post-start':
-        return [('apply', m) for m in related]
-    if phase in ('pre-stop', 'post-stop'):
-        return [('remove', m) for m in related]
-    return []
+        action = 'apply'
+    elif phase in ('pre-stop', 'post-stop'):
+        action = 'remove'
+    else:
+        return []
+    related = [m for m in mirrors if isinstance(m, dict)
+               and (str(m.get('source_vmid')) == str(vmid)
+                    or (str(m.get('target_vmid')) == str(vmid) and not m.get('target_bridge')))]
+    return [(action, m) for m in related]
 
 
 def _run(argv, data=None):
@@ -110,30 +116,38 @@ def main(argv=None, environ=None):
         sys.stderr.write('usage: shadownet-hook.py <vmid> <%s>\n' % '|'.join(PHASES))
         return 2
     vmid, phase = argv
+    # PVE stops the VM's start when pre-start fails (GuestHelpers::exec_hookscript, stop_on_error): nothing to
+    # do there, so nothing is read that could fail.
+    if phase == 'pre-start':
+        return 0
     path = env.get('SHADOWNET_MIRRORS') or DEFAULT_STATE
     try:
         mirrors, netns = load_state(path)
+        bad = [m for m in mirrors if not isinstance(m, dict)]
+        if bad:
+            _log('vmid %s %s: ERROR %s: ignoring %d entries that are not mappings: %r'
+                 % (vmid, phase, path, len(bad), bad[:3]))
         todo = actions_for(mirrors, vmid, phase)
-    except (OSError, ValueError) as exc:
-        _log('vmid %s %s: cannot read %s: %s' % (vmid, phase, path, exc))
+    except Exception as exc:  # pylint: disable=broad-except  # a bad state file never fails a VM start or stop
+        _log('vmid %s %s: ERROR cannot read %s: %s' % (vmid, phase, path, exc))
         return 0
     if not todo:
         return 0
     sys.path.insert(0, env.get('SHADOWNET_LIB') or DEFAULT_LIB)
     try:
         import shadownet_mirror as mirror_lib
-    except ImportError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # ImportError, or a damaged library
         _log('vmid %s %s: ERROR cannot import shadownet_mirror: %s' % (vmid, phase, exc))
         return 0
     try:
         manager = mirror_lib.MirrorManager(_run, netns=env.get('SHADOWNET_NETNS') or netns)
-    except mirror_lib.MirrorError as exc:
+    except Exception as exc:  # pylint: disable=broad-except  # MirrorError, or a netns that is not a name
         _log('vmid %s %s: ERROR %s' % (vmid, phase, exc))
         return 0
     for action, m in todo:
         try:
             _log('vmid %s %s: %s' % (vmid, phase, perform(mirror_lib, manager, action, m)))
-        except (mirror_lib.MirrorError, KeyError, TypeError, ValueError, OSError) as exc:
+        except Exception as exc:  # pylint: disable=broad-except  # one bad mirror must not fail the VM's phase
             _log('vmid %s %s: ERROR %s %r: %s' % (vmid, phase, action, m, exc))
     return 0
 
