@@ -204,7 +204,7 @@ class NodeNetworkApi(object):
                 out.append('')
             return out
         return '\n'.join(difflib.unified_diff(text(net['running']), text(net['config']), '/etc/network/interfaces',
-                                               '/etc/network/interfaces.new', lineterm='')) + '\n'
+                                              '/etc/network/interfaces.new', lineterm='')) + '\n'
 
     @web.middleware
     async def network_changes_middleware(self, request, handler):
