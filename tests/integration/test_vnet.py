@@ -195,6 +195,29 @@ def test_changes_someone_else_staged_stop_the_apply_that_would_carry_them_out(pv
     assert run_module(vnet, plan_args(pve_conn, PRIMARY))['changed']
 
 
+def test_updating_the_nodes_own_bridge_keeps_its_address_and_ports(pvesim, pve_conn):
+    """pve-manager API2/Network.pm update_network sets method and families from the request alone: a comment change
+    sent without the bridge's cidr would turn the node's vmbr0 (its address, its gateway) into `inet manual`. And a
+    new port list for a bridge with an address could cut the node off: refused before any write."""
+    before = dict(pvesim.pve.node_networks['pve1']['running']['vmbr0'])
+    args = dict(pve_conn, type='bridge', bridge='vmbr0', nodes=['pve1'], bridge_ports=['eno1'], comment='uplink')
+    result = run_module(vnet, args)
+    assert result['changes'] == ['update bridge vmbr0 on pve1']
+    after = pvesim.pve.node_networks['pve1']['running']['vmbr0']
+    assert after['comments'] == 'uplink' and after['method'] == 'static' and after['families'] == ['inet']
+    assert (after['cidr'], after['gateway'], after['bridge_ports']) == (before['cidr'], before['gateway'], 'eno1')
+    assert not run_module(vnet, args)['changed']
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(vnet, dict(args, bridge_ports=[]), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert 'vmbr0 on pve1 carries address {0}, gateway {1}: its ports (eno1) are not changed to (none)'.format(
+            before['cidr'], before['gateway']) in msg and 'no change was made' in msg, msg
+        assert pvesim.writes(mark) == []
+    assert pvesim.pve.node_networks['pve1']['running']['vmbr0']['bridge_ports'] == 'eno1'
+
+
 def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
     mark = pvesim.mark()
     entry = {'name': 'legacy', 'role': 'primary', 'twin_of': None, 'type': 'bridge', 'zone': None,

@@ -164,6 +164,12 @@ class NodeNetworkApi(object):
                 current.pop('address', None)
                 current.pop('netmask', None)
         item = self._nn_options(v, current)
+        # pve-manager API2/Network.pm update_network: method, method6 and families follow this request alone
+        # ($param->{method} = $param->{address} ? 'static' : 'manual'; inet/inet6 only for an address sent), while
+        # address, netmask and gateway stay in the stanza (fakepve's _nn_options kept 'static' for them)
+        sent4, sent6 = bool(v.get('cidr') or v.get('address')), bool(v.get('cidr6') or v.get('address6'))
+        item['method'], item['method6'] = ('static' if sent4 else 'manual'), ('static' if sent6 else 'manual')
+        item['families'] = (['inet'] if sent4 else []) + (['inet6'] if sent6 else []) or ['inet']
         self._nn_check(net['config'], iface, item)
         net['config'][iface] = item
 

@@ -428,6 +428,23 @@ def current_bridge(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
                 comment=(item.get('comments') or '').strip() or None, autostart=_truthy(item.get('autostart', 0)))
 
 
+def _cidr(item: Mapping[str, t.Any], key: str) -> str | None:
+    """A node interface's ``cidr`` (or ``cidr6``) as the listing gives it, else from its address and netmask."""
+    if item.get(key):
+        return str(item[key])
+    suffix = key[len('cidr'):]
+    address, netmask = item.get('address' + suffix), item.get('netmask' + suffix)
+    if not address:
+        return None
+    return '{0}/{1}'.format(address, netmask) if netmask not in (None, '') else str(address)
+
+
+def _addresses(item: Mapping[str, t.Any]) -> list[str]:
+    """What makes a node bridge part of the node's own networking: its addresses and gateways."""
+    out = ['address {0}'.format(_cidr(item, key)) for key in ('cidr', 'cidr6') if _cidr(item, key)]
+    return out + ['gateway {0}'.format(item[key]) for key in ('gateway', 'gateway6') if item.get(key)]
+
+
 def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str, Mapping[str, t.Any]]]
                  ) -> tuple[list[dict[str, t.Any]], dict[str, t.Any], dict[str, t.Any], list[tuple[str, str]]]:
     """Writes for node bridges. ``live``: {node: {iface: item}}. Returns (ops, before, after, checks).
@@ -468,6 +485,14 @@ def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str
             if cur['type'] != 'bridge':
                 raise NetworkError('{0} on {1} is a {2}, not a bridge'.format(iface, node, cur['type']))
             params, deletes = {}, []
+            addressed = _addresses(have)
+            if cur['ports'] != want['ports'] and addressed:
+                raise NetworkError('{0} on {1} carries {2}: its ports ({3}) are not changed to ({4}), since a bridge '
+                                   'with an address or gateway may be how the node is reached, and a new port list '
+                                   'could cut it off. Give bridge_ports as they are, or use a bridge of its own; no '
+                                   'change was made'.format(iface, node, ', '.join(addressed),
+                                                            ' '.join(cur['ports']) or 'none',
+                                                            ' '.join(want['ports']) or 'none'))
             if cur['ports'] != want['ports']:
                 if want['ports']:
                     params['bridge_ports'] = ' '.join(want['ports'])
@@ -482,6 +507,12 @@ def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str
                 params['autostart'] = int(want['autostart'])
             if params or deletes:
                 params['type'] = 'bridge'
+                # pve-manager API2/Network.pm update_network sets method/method6 and families from this request alone
+                # ($param->{method} = $param->{address} ? 'static' : 'manual'): without its addresses a comment
+                # change would turn a static bridge manual and drop its inet6 stanza. Send them back as they are.
+                for key in ('cidr', 'cidr6'):
+                    if _cidr(have, key):
+                        params[key] = _cidr(have, key)
                 ops.append(dict(method='PUT', path=path + '/' + iface, params=_params(params, deletes), node=node,
                                 what='update bridge {0} on {1}'.format(iface, node)))
     return ops, before, after, missing
