@@ -218,6 +218,29 @@ def test_updating_the_nodes_own_bridge_keeps_its_address_and_ports(pvesim, pve_c
     assert pvesim.pve.node_networks['pve1']['running']['vmbr0']['bridge_ports'] == 'eno1'
 
 
+def test_networks_written_but_not_applied_are_not_reported_ok(pvesim, pve_conn, proxmoxer_api):
+    """A run killed between its SDN writes and the apply (no rollback ran) leaves the next run nothing to write, since
+    the listings show the written config; PVE runs without it. pending=1 shows it: a clear failure, not 'ok'."""
+    assert run_module(vnet, plan_args(pve_conn, PRIMARY))['changed']
+    sdn_api = proxmoxer_api.cluster.sdn
+    token = sdn_api.lock.post()                             # the dead run's writes, under its lock, never applied
+    sdn_api.zones.post(zone=SHADOW['zone'], type='simple', **{'lock-token': token})
+    sdn_api.vnets.post(vnet=SHADOW['vnet'], zone=SHADOW['zone'], alias=SHADOW['alias'], **{'lock-token': token})
+    sdn_api.vnets(SHADOW['vnet']).subnets.post(subnet=SHADOW['cidr'], type='subnet', **{'lock-token': token})
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW), check_mode=check_mode)
+        msg = info.value.result['msg']
+        assert 'written but not applied: zone {0} (new), vnet {1} (new)'.format(SHADOW['zone'], SHADOW['vnet']) in msg
+        assert 'pvesh delete /cluster/sdn/lock --force 1' in msg and 'no change was made' in msg, msg
+        assert pvesim.writes(mark) == []
+    assert SHADOW['vnet'] not in sdn(pvesim)['vnets']
+    sdn_api.put(**{'lock-token': token, 'release-lock': 1})   # the operator applies them
+    assert SHADOW['vnet'] in sdn(pvesim)['vnets']
+    assert not run_module(vnet, plan_args(pve_conn, PRIMARY, SHADOW))['changed']
+
+
 def test_plan_bridge_entry_is_checked_not_created(pvesim, pve_conn):
     mark = pvesim.mark()
     entry = {'name': 'legacy', 'role': 'primary', 'twin_of': None, 'type': 'bridge', 'zone': None,

@@ -767,6 +767,8 @@ class NetworkEngine(object):
                                'bridge with nodes, in this run or before) or fix zone_bridge; no change was '
                                'made'.format(no_bridge))
         if not result['changed']:
+            if vnet_nets:
+                self._refuse_unapplied(vnet_nets)
             return result
         if self.check_mode:
             self._refuse_removing_used(sdn_ops, br_ops)
@@ -926,6 +928,32 @@ class NetworkEngine(object):
         for vnet in vnets:
             items += list(self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1) or [])
         return any(item.get('state') for item in items)
+
+    def _refuse_unapplied(self, networks):
+        """With nothing to write: is any of these networks' zone, vnet or subnet written but not applied?
+
+        The listings show the written (pending) configuration (pve-network API2/Network/SDN/Zones.pm index without
+        `running`), so a run interrupted between its writes and the apply (a cancelled job, a lost controller) leaves
+        the next run with nothing to write while PVE runs without it; `pending=1` marks each such id with a `state`
+        (Network/SDN.pm pending_config).
+        """
+        zones = set(n['zone'] for n in networks)
+        vnets = set(n['vnet'] for n in networks)
+        found = ['zone {0} ({1})'.format(z['zone'], z['state']) for z in self.api.get('cluster/sdn/zones', pending=1)
+                 or [] if z.get('zone') in zones and z.get('state')]
+        listed = [v for v in self.api.get('cluster/sdn/vnets', pending=1) or [] if v.get('vnet') in vnets]
+        found += ['vnet {0} ({1})'.format(v['vnet'], v['state']) for v in listed if v.get('state')]
+        for vnet in listed:
+            if vnet.get('state') not in ('new', 'deleted'):
+                found += ['subnet {0} ({1})'.format(sub.get('subnet') or sub.get('cidr'), sub['state'])
+                          for sub in self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1)
+                          or [] if sub.get('state')]
+        if found:
+            raise NetworkError('SDN changes of these networks are written but not applied: {0} (an interrupted run, '
+                               'or another client). Apply them (`pvesh set /cluster/sdn`, releasing a lock a dead '
+                               'run left with `pvesh delete /cluster/sdn/lock --force 1`) or roll them back (`pvesh '
+                               'create /cluster/sdn/rollback`), then run again; no change was made'.format(
+                                   ', '.join(found)))
 
     def _sdn_settled(self, op, networks):
         """After a lost answer: is this SDN write in place? The SDN config is read again (we hold the lock: nobody
