@@ -26,11 +26,21 @@ description:
     PVE itself deletes the tc C(ingress) and root qdiscs of a tap on every tap plug and every NIC
     C(rate=) change, which silently drops tc mirrors; nftables C(netdev) tables are not touched.
     That is why V(nft) is the default for both modes. Sampling needs V(nft).
-  - B(Firewall.) When the VM has the PVE firewall on, its tap is plugged into C(fwbr<vmid>i<n>)
-    (C(tap) - C(fwbr) - C(fwln)/C(fwpr) veth - C(vmbr)). This module still mirrors the tap itself, because
-    it carries exactly what the guest sent and, after the firewall, what the guest received. The
+  - B(Firewall.) With the iptables-based C(pve-firewall) on for the NIC, its tap is plugged into
+    C(fwbr<vmid>i<n>) (C(tap) - C(fwbr) - C(fwln)/C(fwpr) veth - C(vmbr)); PVE 9's nftables firewall
+    (C(proxmox-firewall)) filters on the bridge itself and makes no C(fwbr) (pve-firewall C(Helpers.pm)
+    C(needs_fwbr)), except on OVS bridges. Either way this module mirrors the tap itself, because
+    it carries exactly what the guest sent and, after the firewall, what the guest received; the
     C(fwpr)/C(fwln) devices would also carry packets the firewall drops, which the primary never
-    saw. The result reports the C(fwbr) bridge in RV(firewall_bridge).
+    saw. The result reports a C(fwbr) bridge in RV(firewall_bridge) (null without one). Copies that cross
+    nodes leave the twin bridge through the shadow's tap and so meet the shadow's own firewall (its
+    inbound policy is C(DROP) unless set): keep the firewall off on the shadow's twin NIC, or allow the
+    mirrored traffic there. Local copies go straight to the shadow's tap and bypass it.
+  - B(Migration and NIC changes.) A live migration runs no hook on the source (qemu-server
+    C(QemuMigrate.pm) skips C(pre-stop)/C(post-stop) there), and a NIC change of model, MAC, queues or MTU
+    re-plugs the device without a hook: the mirror is left on the old node or on a dead device. Run
+    C(mirror.yml) (the C(port_mirror) role) again after migrating a primary or its shadow, or after such
+    a NIC change; whether a pair is local or crosses nodes is decided from where both VMs are then.
   - Copies reach the shadow with the primary's destination MAC; the shadow's NIC must accept them
     (promiscuous mode in the guest, or the same MAC on the isolated shadow network).
   - B(Ownership.) Removal (O(state=absent)) deletes exactly what this module adds for the pair, namely
@@ -230,7 +240,8 @@ port_mac:
   type: str
   sample: 02:5e:1a:2b:3c:4d
 firewall_bridge:
-  description: The C(fwbr) bridge the source tap is plugged into when the PVE firewall is on, else null.
+  description: The C(fwbr) bridge the source tap is plugged into (the iptables C(pve-firewall) on for the NIC),
+    else null.
   returned: always
   type: str
   sample: fwbr100i0
