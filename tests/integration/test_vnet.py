@@ -376,6 +376,25 @@ def test_removing_a_node_bridge_a_guest_uses_there_is_refused(pvesim, pve_conn, 
     assert 'vmbr90' not in pvesim.pve.node_networks['pve1']['running']
 
 
+def test_removing_a_node_bridge_a_vlan_zone_rides_on_is_refused(pvesim, pve_conn):
+    """pve-network VlanPlugin find_bridge dies for a missing bridge and Zones.pm only warns and skips the zone's
+    vnets at the next reload: the bridge must not go while a zone uses it (on that node), unless the run removes the
+    zone too."""
+    bridge = dict(pve_conn, type='bridge', bridge='vmbr93', nodes=['pve1', 'pve2', 'pve3'])
+    run_module(vnet, bridge)
+    zone = dict(VLAN, zone='shopv93', zone_bridge='vmbr93', vnet='backv93')
+    run_module(vnet, plan_args(pve_conn, zone))
+    for check_mode in (True, False):
+        mark = pvesim.mark()
+        with pytest.raises(ModuleFailed) as info:
+            run_module(vnet, dict(bridge, state='absent', nodes=['pve2']), check_mode=check_mode)
+        assert 'SDN zones ride on: zone shopv93 (vlan on vmbr93)' in info.value.result['msg']
+        assert pvesim.writes(mark) == []
+    assert 'vmbr93' in pvesim.pve.node_networks['pve2']['running']
+    run_module(vnet, plan_args(pve_conn, dict(zone, state='absent')))
+    assert run_module(vnet, dict(bridge, state='absent'))['changed']
+
+
 # ------------------------------------------------------------------------- what the apply really did
 
 @pytest.mark.parametrize('counted', [False, True], ids=['task-ok', 'task-warnings'])

@@ -428,6 +428,14 @@ def current_bridge(item: Mapping[str, t.Any]) -> dict[str, t.Any]:
                 comment=(item.get('comments') or '').strip() or None, autostart=_truthy(item.get('autostart', 0)))
 
 
+def _zone_on(zone: Mapping[str, t.Any], node: str) -> bool:
+    """Whether an SDN zone is generated on ``node`` (Zones.pm: every node unless the zone lists ``nodes``)."""
+    nodes = zone.get('nodes')
+    listed = nodes if isinstance(nodes, list) else str(nodes or '').replace(';', ',').split(',')
+    listed = [n.strip() for n in listed if n and n.strip()]
+    return not listed or node in listed
+
+
 def _cidr(item: Mapping[str, t.Any], key: str) -> str | None:
     """A node interface's ``cidr`` (or ``cidr6``) as the listing gives it, else from its address and netmask."""
     if item.get(key):
@@ -808,6 +816,19 @@ class NetworkEngine(object):
                 bridges.setdefault(op['node'], []).append(op['path'].rsplit('/', 1)[1])
         if not vnets and not bridges:
             return
+        if bridges:
+            # pve-network Zones/VlanPlugin.pm (and QinQ) find_bridge dies for a zone whose bridge is gone, and
+            # Zones.pm generate_etc_network_config then only warns and skips its vnets at the next reload.
+            going = set(op['path'].rsplit('/', 1)[1] for op in sdn_ops
+                        if op['method'] == 'DELETE' and re.match(r'^cluster/sdn/zones/[^/]+$', op['path']))
+            riders = sorted('zone {0} ({1} on {2})'.format(z['zone'], z.get('type'), z['bridge'])
+                            for z in self.api.get('cluster/sdn/zones') or []
+                            if z.get('bridge') and z.get('zone') not in going and any(z['bridge'] in names and _zone_on(z, node)
+                                                       for node, names in bridges.items()))
+            if riders:
+                raise NetworkError('cannot remove a node bridge that SDN zones ride on: {0}. PVE would drop their '
+                                   'vnets from that node at the next network reload; move or remove the zones first; '
+                                   'no change was made'.format(', '.join(riders)))
         users = network_users(self.read_guests(), vnets, bridges)
         if users:
             raise NetworkError('cannot remove a network that guests still use: {0}. PVE would remove it anyway and '
