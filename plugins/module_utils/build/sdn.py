@@ -823,8 +823,8 @@ class NetworkEngine(object):
                         if op['method'] == 'DELETE' and re.match(r'^cluster/sdn/zones/[^/]+$', op['path']))
             riders = sorted('zone {0} ({1} on {2})'.format(z['zone'], z.get('type'), z['bridge'])
                             for z in self.api.get('cluster/sdn/zones') or []
-                            if z.get('bridge') and z.get('zone') not in going and any(z['bridge'] in names and _zone_on(z, node)
-                                                       for node, names in bridges.items()))
+                            if z.get('bridge') and z.get('zone') not in going
+                            and any(z['bridge'] in names and _zone_on(z, node) for node, names in bridges.items()))
             if riders:
                 raise NetworkError('cannot remove a node bridge that SDN zones ride on: {0}. PVE would drop their '
                                    'vnets from that node at the next network reload; move or remove the zones first; '
