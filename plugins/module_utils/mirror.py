@@ -608,8 +608,9 @@ class MirrorManager:
     def read_port(self, source):
         """The live state of the collection's veth pair for ``source`` (None when neither end exists).
 
-        ``owned`` is true only when both ends carry our alias: a device with one of our names
-        that lacks it is someone else's and is never changed or removed.
+        ``owned`` is true only when every end found carries our alias: a device with one of our names
+        that lacks it is someone else's and is never changed or removed. (One end alone is a pair whose
+        other end has another name: an earlier version called the bridge port ``snm<vmid>i<n>``.)
         """
         dup, port = port_names(source)
         d, p = self.link_details(dup), self.link_details(port)
@@ -620,8 +621,7 @@ class MirrorManager:
                 'peer': (d or {}).get('link'), 'bridge': (p or {}).get('master'),
                 'learning': slave.get('learning') if p else None,
                 'up': bool(d and p and 'UP' in d.get('flags', []) and 'UP' in p.get('flags', [])),
-                'owned': bool(d and p and all(str(x.get('ifalias', '')).startswith(PORT_ALIAS + ' ')
-                                              for x in (d, p))),
+                'owned': all(str(x.get('ifalias', '')).startswith(PORT_ALIAS + ' ') for x in (d, p) if x),
                 'foreign': [x['ifname'] for x in (d, p)
                             if x and not str(x.get('ifalias', '')).startswith(PORT_ALIAS + ' ')]}
 

@@ -308,9 +308,8 @@ def main():
     per_vm = ('name', 'template', 'node', 'pool', 'cores', 'memory', 'nets', 'tags', 'meta')
     module = api_utils.api_module(argument_spec, mutually_exclusive=[('plan', k) for k in per_vm], required_one_of=[('name', 'plan')])
     p = module.params
-    if p['shutdown_timeout'] < 0:
-        module.fail_json(msg='shutdown_timeout must be 0 (stop at once) or more seconds (got {0})'.format(
-            p['shutdown_timeout']))
+    if vm_utils.shutdown_timeout_problem(p['shutdown_timeout']):
+        module.fail_json(msg=vm_utils.shutdown_timeout_problem(p['shutdown_timeout']))
     if p['plan'] is not None:
         run_plan(module)
     bad_tags = pveapi_tags_error(p['tags'])

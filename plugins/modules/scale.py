@@ -203,6 +203,7 @@ results:
 
 
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core import api as api_utils
+from ansible_collections.shadownet.proxmox.plugins.module_utils.core import vm as vm_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling
 from ansible_collections.shadownet.proxmox.plugins.module_utils.scaling import scaling_apply
 
@@ -221,9 +222,8 @@ def main():
     )
     module = api_utils.api_module(argument_spec)
     p = module.params
-    if p['shutdown_timeout'] < 0:
-        module.fail_json(msg='shutdown_timeout must be 0 (stop at once) or more seconds (got {0})'.format(
-            p['shutdown_timeout']))
+    if vm_utils.shutdown_timeout_problem(p['shutdown_timeout']):
+        module.fail_json(msg=vm_utils.shutdown_timeout_problem(p['shutdown_timeout']))
     try:
         plans, dummy = scaling.plans_and_templates(p['plans'], None)
     except ValueError as exc:

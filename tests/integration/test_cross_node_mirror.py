@@ -243,6 +243,29 @@ def test_foreign_device_with_our_name_is_never_touched(nodes):
 
 
 @pytest.mark.netns
+def test_a_pair_of_the_earlier_port_name_is_replaced_and_removed(nodes):
+    """Before the rename the bridge port was snm<vmid>i<n>, which `ifreload -a` detaches on PVE. Such a pair (both
+    ends with our alias) is replaced by the next run and removed by state=absent, without a nameless warning."""
+    lab_a = nodes[0]
+
+    def old_pair():
+        lab_a.run(lab_a.node, ['ip', 'link', 'add', 'snd100i0', 'type', 'veth', 'peer', 'name', 'snm100i0'])
+        for dev in ('snd100i0', 'snm100i0'):
+            lab_a.run(lab_a.node, ['ip', 'link', 'set', 'dev', dev, 'alias', 'shadownet-mirror tap100i0 -> ' + TWIN])
+    before = node_state(lab_a)
+    old_pair()
+    res = run_module(port_mirror, mirror_args(lab_a))
+    assert res['changed'] is True
+    assert lab_a.link(lab_a.node, 'snm100i0') is None and lab_a.link(lab_a.node, 'vethsn100i0')['master'] == TWIN
+    run_module(port_mirror, mirror_args(lab_a, state='absent'))
+    old_pair()
+    gone = run_module(port_mirror, mirror_args(lab_a, state='absent'))
+    assert gone['changed'] is True and not gone.get('warning') and not gone.get('warnings'), gone
+    assert lab_a.link(lab_a.node, 'snm100i0') is None and lab_a.link(lab_a.node, 'snd100i0') is None
+    assert node_state(lab_a) == before
+
+
+@pytest.mark.netns
 @pytest.mark.parametrize('args,match', [
     ({'source_vmid': 100, 'target_bridge': 'br;reboot'}, 'not a valid interface name'),
     ({'source_vmid': 100, 'target_bridge': 'averylongbridge12'}, 'not a valid interface name'),

@@ -333,10 +333,10 @@ def test_offline_ha_primary_without_a_stored_state_is_waited_for(pvesim, pve_con
     assert 'HA is still fencing {0}'.format(dead) in item['msg'] and pvesim.writes(mark) == []
     listed = [r for r in proxmoxer_api.cluster.resources.get(type='vm') if r['vmid'] == primary.vmid]
     assert listed[0]['hastate'] == 'fence'
-    pvesim.pve.enable_ha_recovery(fence_secs=0.5)
-    # fenced by now or while the module waits: recovered either way
-    done = fo(pve_conn, plan, 'remediate', timeout=20)['remediation']
-    assert done == [] or (done[0]['result'], done[0]['recovered_on']) == ('done', primary.node)
+    pvesim.pve.enable_ha_recovery(fence_secs=5)
+    # fenced while the module waits (it reads the cluster within a second or two): the wait ends 'done'
+    done = fo(pve_conn, plan, 'remediate', timeout=30)['remediation']
+    assert len(done) == 1 and (done[0]['result'], done[0]['recovered_on']) == ('done', primary.node), done
     assert primary.node not in (dead, shadow.node)
     assert primary.status == 'running' and pvesim.pve.ha_recoveries[0][0] == sid
 

@@ -195,6 +195,20 @@ def test_changes_someone_else_staged_stop_the_apply_that_would_carry_them_out(pv
     assert run_module(vnet, plan_args(pve_conn, PRIMARY))['changed']
 
 
+def test_a_bridge_written_but_never_applied_is_not_reported_ok(pvesim, pve_conn, proxmoxer_api):
+    """The node listing shows interfaces.new (pve-common INotify.pm read_file), so a bridge an interrupted run wrote
+    and never applied looks present: the staged diff says it is not there."""
+    proxmoxer_api.nodes('pve1').network.post(iface='vmbr94', type='bridge', autostart=1)   # the dead run's write
+    args = dict(pve_conn, type='bridge', bridge='vmbr94', nodes=['pve1'])
+    with pytest.raises(ModuleFailed) as info:
+        run_module(vnet, args)
+    msg = info.value.result['msg']
+    assert 'staged but not applied on pve1 (' in msg and 'vmbr94' in msg and 'nothing to write' in msg, msg
+    assert 'vmbr94' not in pvesim.pve.node_networks['pve1']['running']
+    proxmoxer_api.nodes('pve1').network.put()                  # applied by hand
+    assert not run_module(vnet, args)['changed']
+
+
 def test_updating_the_nodes_own_bridge_keeps_its_address_and_ports(pvesim, pve_conn):
     """pve-manager API2/Network.pm update_network sets method and families from the request alone: a comment change
     sent without the bridge's cidr would turn the node's vmbr0 (its address, its gateway) into `inet manual`. And a

@@ -240,6 +240,8 @@ def test_a_failed_hastart_of_a_vm_that_went_into_error_meanwhile_is_named():
         raise AssertionError('not an HA error')
     except api_utils.PveTaskError as exc:
         assert 'exit code 255' in exc.message
+    else:
+        raise AssertionError('the failed hastart task was not reported')
 
 
 def test_an_ha_start_gives_up_by_wall_clock():
@@ -410,7 +412,7 @@ def test_update_root_only_turns_a_refusal_into_a_warning_and_raises_the_rest():
         changes, deletes, warning = vm_utils.update_root_only(api, 'pve1', 100, lambda cfg: ({}, ['hookscript']),
                                                               'web-1', check_mode=check_mode)
         assert 'hookscript not removed' in warning and '--delete hookscript' in warning and api.puts == 1
-        assert (changes, deletes) == (({}, ['hookscript']) if check_mode else ({}, []))
+        assert (changes, deletes) == ({}, [])     # check mode agrees with the run: never sent
     # Any other refusal (a script that does not exist: 400) still fails the run.
     with pytest.raises(api_utils.PveApiError):
         vm_utils.update_root_only(_RefusingApi('validation'), 'pve1', 100, lambda cfg: ({'hookscript': hook}, []),

@@ -260,6 +260,28 @@ def test_bridge_names_pve_refuses_are_refused(bridge, message):
     assert sdn.normalise_network({'type': 'bridge', 'bridge': 'Vm_br_15_chars1'})['bridge'] == 'Vm_br_15_chars1'
 
 
+def test_a_bridge_with_a_dynamic_address_is_never_updated_through_the_api():
+    """pve-manager API2/Network.pm update_network writes method static or manual only: a comment change of a dhcp
+    (or inet6 auto) bridge would drop the node's address at the next apply. A static one gets its cidr back."""
+    want = sdn.normalise_network({'type': 'bridge', 'bridge': 'vmbr0', 'nodes': ['pve1'], 'bridge_ports': ['eno1'],
+                                  'comment': 'uplink'})
+    for method, method6, named in (('dhcp', None, 'inet dhcp'), ('static', 'auto', 'inet6 auto')):
+        have = {'iface': 'vmbr0', 'type': 'bridge', 'autostart': 1, 'bridge_ports': 'eno1', 'method': method,
+                'cidr': '192.0.2.5/24' if method == 'static' else None}
+        if method6:
+            have['method6'] = method6
+        with pytest.raises(sdn.NetworkError, match='vmbr0 on pve1 gets its address by {0}: .*Change comments on the '
+                           'node by hand'.format(named)):
+            sdn.plan_bridges([want], {'pve1': {'vmbr0': have}})
+        with pytest.raises(sdn.NetworkError, match='vmbr0 on pve1 carries .*{0}: its ports'.format(named)):
+            sdn.plan_bridges([dict(want, ports=[])], {'pve1': {'vmbr0': have}})
+    static = {'iface': 'vmbr0', 'type': 'bridge', 'autostart': 1, 'bridge_ports': 'eno1', 'method': 'static',
+              'address': '192.0.2.5', 'netmask': '24', 'cidr6': '2001:db8::5/64', 'method6': 'static'}
+    ops = sdn.plan_bridges([want], {'pve1': {'vmbr0': static}})[0]
+    assert ops[0]['params'] == {'comments': 'uplink', 'type': 'bridge', 'cidr': '192.0.2.5/24',
+                                'cidr6': '2001:db8::5/64'}, ops
+
+
 def test_vlan_zone_bridge_name_is_checked_with_its_tag():
     vlan = dict(PRIMARY, zone_type='vlan', zone_bridge='vmbr0', tag=30)
     assert sdn.normalise_network(vlan)['zone_bridge'] == 'vmbr0'

@@ -450,7 +450,14 @@ def _cidr(item: Mapping[str, t.Any], key: str) -> str | None:
 def _addresses(item: Mapping[str, t.Any]) -> list[str]:
     """What makes a node bridge part of the node's own networking: its addresses and gateways."""
     out = ['address {0}'.format(_cidr(item, key)) for key in ('cidr', 'cidr6') if _cidr(item, key)]
-    return out + ['gateway {0}'.format(item[key]) for key in ('gateway', 'gateway6') if item.get(key)]
+    out += ['gateway {0}'.format(item[key]) for key in ('gateway', 'gateway6') if item.get(key)]
+    return out + ['{0} {1}'.format('inet' if key == 'method' else 'inet6', item[key]) for key in _dynamic(item)]
+
+
+def _dynamic(item: Mapping[str, t.Any]) -> list[str]:
+    """The address methods an update through the API cannot keep (dhcp, auto, ...): update_network writes
+    static or manual only."""
+    return [key for key in ('method', 'method6') if item.get(key) not in (None, '', 'static', 'manual')]
 
 
 def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str, Mapping[str, t.Any]]]
@@ -513,6 +520,13 @@ def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str
                     deletes.append('comments')
             if cur['autostart'] != want['autostart']:
                 params['autostart'] = int(want['autostart'])
+            if (params or deletes) and _dynamic(have):
+                raise NetworkError('{0} on {1} gets its address by {2}: PVE\'s update would rewrite it as manual '
+                                   '(API2/Network.pm update_network sets static or manual only) and the node could lose '
+                                   'that address. Change {3} on the node by hand; no change was made'.format(
+                                       iface, node, ' and '.join('{0} {1}'.format(
+                                           'inet' if k == 'method' else 'inet6', have[k]) for k in _dynamic(have)),
+                                       ', '.join(sorted(set(params) | set(deletes)))))
             if params or deletes:
                 params['type'] = 'bridge'
                 # pve-manager API2/Network.pm update_network sets method/method6 and families from this request alone
@@ -777,10 +791,15 @@ class NetworkEngine(object):
         if not result['changed']:
             if vnet_nets:
                 self._refuse_unapplied(vnet_nets)
+            # The node listing shows interfaces.new: a bridge written and never applied (an interrupted run) looks
+            # present; the staged diff tells.
+            self._refuse_staged_node_changes(sorted(set(n for net in bridge_nets if net['state'] == 'present'
+                                                        for n in net['nodes'] if n in online)), None)
             return result
+        reloaded = online if sdn_ops else sorted(set(op['node'] for op in br_ops))
         if self.check_mode:
             self._refuse_removing_used(sdn_ops, br_ops)
-            self._refuse_staged_node_changes(sdn_ops, br_ops, online)
+            self._refuse_staged_node_changes(reloaded, 'sdn' if sdn_ops else 'bridges')
             return result
         # Preflight: every refusal before the first write.
         self.api.require_quorum()
@@ -794,7 +813,7 @@ class NetworkEngine(object):
         if down:
             raise NetworkError('node(s) {0} are offline: no bridge change was made'.format(', '.join(down)))
         self._refuse_removing_used(sdn_ops, br_ops)
-        self._refuse_staged_node_changes(sdn_ops, br_ops, online)
+        self._refuse_staged_node_changes(reloaded, 'sdn' if sdn_ops else 'bridges')
         # Node bridges first: the SDN apply generates a vlan zone's vnets only where the zone's bridge is up.
         if br_ops:
             result['bridge_apply'] = self._run_bridges(br_ops, touched, bridge_nets)
@@ -837,16 +856,16 @@ class NetworkEngine(object):
                                    '; '.join('{0} is used by {1}'.format(k, ', '.join(v))
                                              for k, v in sorted(users.items()))))
 
-    def _refuse_staged_node_changes(self, sdn_ops, br_ops, online):
-        """Stop before an apply would carry out, or a failed one's revert throw away, node network changes someone
-        else staged and did not apply.
+    def _refuse_staged_node_changes(self, nodes, sdn):
+        """Stop before an apply on ``nodes`` would carry out, or a failed one's revert throw away, node network changes
+        staged and not applied (by someone else, or by an interrupted run). ``sdn``: 'sdn' (the SDN apply reloads
+        every node), 'bridges' (this run's bridges), None (nothing to write: a bridge staged, never applied).
 
         A node's network edits go to /etc/network/interfaces.new until applied; pve-manager API2/Network.pm
         reload_network_config renames that file into place (all of it, whoever wrote it) and revert_network_changes
         unlinks it. An SDN apply reloads every node's network that way (pve-network API2/Network/SDN.pm reload:
         `pvesh set /nodes/<node>/network` per node). The listing's ``changes`` is the staged diff.
         """
-        nodes = online if sdn_ops else sorted(set(op['node'] for op in br_ops))
         staged = []
         for node in nodes:
             diff = self.api.result_attrib('nodes/{0}/network'.format(node), 'changes')
@@ -856,13 +875,16 @@ class NetworkEngine(object):
                 staged.append('{0} ({1} changed line(s){2})'.format(
                     node, len(lines), ', e.g. {0!r}'.format(added[0].strip()[:160]) if added else ''))
         if staged:
-            what = 'the SDN apply reloads every node\'s network' if sdn_ops else 'applying the node bridges reloads ' \
-                'their network'
-            raise NetworkError('node network changes are staged but not applied on {0}: {1}, which would apply them '
-                               'too (and a failed apply\'s revert would discard them). Apply them (`pvesh set '
-                               '/nodes/<node>/network`, or Apply Configuration in the GUI) or revert them (`pvesh '
-                               'delete /nodes/<node>/network`), then run again; no change was made'.format(
-                                   '; '.join(staged), what))
+            why = {'sdn': 'The SDN apply reloads every node\'s network, which would apply them too (and a failed '
+                          'apply\'s revert would discard them).',
+                   'bridges': 'Applying this run\'s bridges reloads those nodes\' network, which would apply them too '
+                              '(and a failed apply\'s revert would discard them).',
+                   None: 'This run has nothing to write, but its bridges may be among them: written, never applied, '
+                         'so not there.'}[sdn]
+            raise NetworkError('node network changes are staged but not applied on {0} (by someone else, or by an '
+                               'interrupted run). {1} Apply them (`pvesh set /nodes/<node>/network`, or Apply '
+                               'Configuration in the GUI) or revert them (`pvesh delete /nodes/<node>/network`), then '
+                               'run again; no change was made'.format('; '.join(staged), why))
 
     def _fill_peers(self, networks):
         """VXLAN zones given without peers get every cluster node's address (``/cluster/status`` ``ip``)."""
@@ -941,34 +963,35 @@ class NetworkEngine(object):
                 raise self._lock_error(exc) from exc
         raise AssertionError('unreachable')  # pragma: no cover
 
+    def _unapplied(self, zones=None, vnets=None):
+        """Zones, vnets and subnets written but not applied, as 'kind id (state)' (``pending=1`` listings: PVE marks
+        what differs from the running config with a ``state``, pve-network Network/SDN.pm pending_config); only those
+        of ``zones`` / ``vnets`` (and their subnets) when given."""
+        found = ['zone {0} ({1})'.format(z.get('zone'), z['state']) for z in self.api.get('cluster/sdn/zones', pending=1)
+                 or [] if z.get('state') and (zones is None or z.get('zone') in zones)]
+        listed = [v for v in self.api.get('cluster/sdn/vnets', pending=1) or [] if vnets is None or v.get('vnet') in vnets]
+        found += ['vnet {0} ({1})'.format(v.get('vnet'), v['state']) for v in listed if v.get('state')]
+        for vnet in listed:
+            # PVE's subnet listing of a vnet that exists only as pending (new) or is being deleted dies
+            # (check_vnet_access): its state already says it
+            if vnet.get('state') not in ('new', 'deleted'):
+                found += ['subnet {0} ({1})'.format(sub.get('subnet') or sub.get('cidr'), sub['state'])
+                          for sub in self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1)
+                          or [] if sub.get('state')]
+        return found
+
     def _sdn_pending(self):
-        """Does the SDN configuration have pending (not applied) changes? (``pending=1`` listings, ``state``)."""
-        items = list(self.api.get('cluster/sdn/zones', pending=1) or [])
-        vnets = list(self.api.get('cluster/sdn/vnets', pending=1) or [])
-        items += vnets
-        for vnet in vnets:
-            items += list(self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1) or [])
-        return any(item.get('state') for item in items)
+        """Does the SDN configuration have pending (not applied) changes?"""
+        return bool(self._unapplied())
 
     def _refuse_unapplied(self, networks):
         """With nothing to write: is any of these networks' zone, vnet or subnet written but not applied?
 
         The listings show the written (pending) configuration (pve-network API2/Network/SDN/Zones.pm index without
         `running`), so a run interrupted between its writes and the apply (a cancelled job, a lost controller) leaves
-        the next run with nothing to write while PVE runs without it; `pending=1` marks each such id with a `state`
-        (Network/SDN.pm pending_config).
+        the next run with nothing to write while PVE runs without it.
         """
-        zones = set(n['zone'] for n in networks)
-        vnets = set(n['vnet'] for n in networks)
-        found = ['zone {0} ({1})'.format(z['zone'], z['state']) for z in self.api.get('cluster/sdn/zones', pending=1)
-                 or [] if z.get('zone') in zones and z.get('state')]
-        listed = [v for v in self.api.get('cluster/sdn/vnets', pending=1) or [] if v.get('vnet') in vnets]
-        found += ['vnet {0} ({1})'.format(v['vnet'], v['state']) for v in listed if v.get('state')]
-        for vnet in listed:
-            if vnet.get('state') not in ('new', 'deleted'):
-                found += ['subnet {0} ({1})'.format(sub.get('subnet') or sub.get('cidr'), sub['state'])
-                          for sub in self.api.get('cluster/sdn/vnets/{0}/subnets'.format(vnet['vnet']), pending=1)
-                          or [] if sub.get('state')]
+        found = self._unapplied(set(n['zone'] for n in networks), set(n['vnet'] for n in networks))
         if found:
             raise NetworkError('SDN changes of these networks are written but not applied: {0} (an interrupted run, '
                                'or another client). Apply them (`pvesh set /cluster/sdn`, releasing a lock a dead '

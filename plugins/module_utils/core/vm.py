@@ -78,6 +78,13 @@ class VmSpec(object):
         self.vmid_hint = None
 
 
+def shutdown_timeout_problem(value):
+    """What is wrong with a ``shutdown_timeout`` option (None: nothing)."""
+    if value is not None and value < 0:
+        return 'shutdown_timeout must be 0 (stop at once) or more seconds (got {0})'.format(value)
+    return None
+
+
 def spec_from_plan(vm, state='present', hookscript=None, timeout=900, shutdown_timeout=0):
     """A VmSpec from one ``vms`` entry of a plan (docs/plan.md)."""
     golden = vm.get('golden') or {}
@@ -409,7 +416,9 @@ def update_root_only(api, node, vmid, compute, what, check_mode=False, consequen
         warning = None
         if (changes or deletes) and not api.is_root:
             warning = root_only_warning(what, node, vmid, changes, deletes, reason, consequence)
-        return (changes, deletes, warning) if check_mode else ({}, [], warning)
+        # Another user's run never sends them: its check mode reports no change either (a second run stays
+        # changed=0, as the real one), only the warning.
+        return (changes, deletes, warning) if check_mode and api.is_root else ({}, [], warning)
     try:
         dummy, changes, deletes = api.update_vm_config(node, vmid, compute)
     except PveApiError as exc:
