@@ -99,6 +99,20 @@ def test_refuses_an_unhealthy_service_before_any_write(pvesim, pve_conn, plan, b
     assert pvesim.writes(mark) == []
 
 
+def test_refuses_a_primary_nic_with_a_change_pending(pvesim, pve_conn, plan, built):
+    """GET config answers with pending values applied (qemu-server vm_config without `current`): the drill's write
+    of link_down onto that value would carry a pending NIC change out on the running primary."""
+    primary = built[PRIMARY]
+    primary.pending['net0'] = primary.config['net0'].replace('virtio=', 'e1000=')   # a model change waits for a restart
+    mark = pvesim.mark()
+    for check_mode in (True, False):
+        with pytest.raises(ModuleFailed) as exc:
+            drill(pve_conn, plan, check_mode=check_mode)
+        msg = exc.value.result['msg']
+        assert 'drl-web-1 net0 has a change pending until a restart' in msg and '--revert net0' in msg, msg
+    assert pvesim.writes(mark) == [] and primary.pending['net0'].startswith('e1000=')
+
+
 @pytest.fixture
 def drill_lab(netlab, pvesim, built):  # noqa: F811
     """keepalived primary and shadow guests with the VMs' MACs, the primary's NIC bound, a client veth here."""

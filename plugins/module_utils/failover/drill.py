@@ -365,8 +365,9 @@ class Drill(object):
         raise DrillError('service {0!r} has no VIP in the plan: there is no failover to drill'.format(self.service),
                          kind='config')
 
-    def refusals(self, report, configs, nics):
-        """Why the service is not healthy enough to drill (empty: go)."""
+    def refusals(self, report, configs, nics, pending=None):
+        """Why the service is not healthy enough to drill (empty: go). ``pending``: {vm name: the config keys with a
+        change pending until a restart}."""
         reasons = []
         if not report['quorate']:
             reasons.append('the cluster has lost quorum')
@@ -394,6 +395,12 @@ class Drill(object):
                 reasons.append('{0} has no {1} (the NIC on the VIP network)'.format(name, key))
             elif propstr.parse_net(cfg[key]).get('link_down') == '1':
                 reasons.append('{0} {1} has link_down=1 already'.format(name, key))
+            elif key in (pending or {}).get(name, ()):
+                # GET config answers with pending values applied (qemu-server vm_config without `current`): the
+                # drill's write of that value would carry the pending change out now, on a running primary
+                reasons.append('{0} {1} has a change pending until a restart (the drill\'s link_down write would '
+                               'apply it now): restart {0} or revert it (`qm set <vmid> --revert {1}`) first'.format(
+                                   name, key))
         return reasons
 
     def run(self):
@@ -409,7 +416,12 @@ class Drill(object):
         for view in report['primaries'] + ([report['shadow']] if report['shadow'] else []):
             if view['exists'] and view['node_online']:
                 configs[view['name']] = self.api.vm_config(view['node'], view['vmid'])[0]
-        reasons = self.refusals(report, configs, nics)
+        pending = {}
+        for view in report['primaries']:
+            if view['name'] in configs:
+                items = self.api.get('nodes/{0}/qemu/{1}/pending'.format(view['node'], view['vmid'])) or []
+                pending[view['name']] = set(i['key'] for i in items if 'pending' in i or i.get('delete'))
+        reasons = self.refusals(report, configs, nics, pending)
         if reasons:
             raise DrillError('not starting the drill of {0}: {1}. A drill needs a healthy service (every primary '
                              'up and unlocked, the shadow running, standing by and unlocked).'.format(
