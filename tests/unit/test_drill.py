@@ -233,6 +233,9 @@ class FakeApi(object):
     def require_quorum(self):
         pass
 
+    def vm_pending(self, node, vmid):
+        return {}
+
     def down(self):
         return [vmid for vmid, cfg in self.configs.items()
                 if propstr.parse_net(cfg.get('net0')).get('link_down') == '1']

@@ -652,6 +652,17 @@ class PveApi(object):
         digest = cfg.pop('digest', None)
         return cfg, digest
 
+    def vm_pending(self, node, vmid):
+        """{key: pending value, or None for a pending delete}: what a running VM's config holds until its next start
+        (qemu-server vm_pending; GET config answers with these values already applied)."""
+        out = {}
+        for item in self.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []:
+            if item.get('delete'):
+                out[item['key']] = None
+            elif 'pending' in item:
+                out[item['key']] = item['pending']
+        return out
+
     def update_vm_config(self, node, vmid, compute, check_mode=False):
         """Digest-checked update: read config + digest, ``compute(config)`` -> (set, delete), PUT the difference.
 

@@ -584,9 +584,7 @@ class VmEngine(object):
             result['changes'] = sorted(list(changes) + list(deletes))
             if not self.check_mode and placement_utils.process_runs(self.api.vm_status(node, vmid)
                                                                     or current.get('status')):
-                pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(node, vmid)) or []
-                result['pending'] = sorted(p['key'] for p in pending
-                                           if 'pending' in p or p.get('delete'))
+                result['pending'] = sorted(self.api.vm_pending(node, vmid))
                 if result['pending']:
                     result['warnings'].append('{0} pending until the VM restarts (PVE does not hot-plug them here): '
                                               'needs a reboot'.format(', '.join(result['pending'])))

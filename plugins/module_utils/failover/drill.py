@@ -419,8 +419,7 @@ class Drill(object):
         pending = {}
         for view in report['primaries']:
             if view['name'] in configs:
-                items = self.api.get('nodes/{0}/qemu/{1}/pending'.format(view['node'], view['vmid'])) or []
-                pending[view['name']] = set(i['key'] for i in items if 'pending' in i or i.get('delete'))
+                pending[view['name']] = set(self.api.vm_pending(view['node'], view['vmid']))
         reasons = self.refusals(report, configs, nics, pending)
         if reasons:
             raise DrillError('not starting the drill of {0}: {1}. A drill needs a healthy service (every primary '

@@ -259,13 +259,7 @@ class Failover(object):
         """{key: pending value, or None for a pending delete} of a running VM (PVE applies them at its next start)."""
         if view['status'] != 'running':
             return {}
-        out = {}
-        for item in self.api.get('nodes/{0}/qemu/{1}/pending'.format(view['node'], view['vmid'])) or []:
-            if item.get('delete'):
-                out[item['key']] = None
-            elif 'pending' in item:
-                out[item['key']] = item['pending']
-        return out
+        return self.api.vm_pending(view['node'], view['vmid'])
 
     def _update_shadow(self, shadow, compute):
         # Compare with what the VM will have (pending values included): PVE keeps sizes it cannot hot-plug
@@ -289,9 +283,7 @@ class Failover(object):
             self.result['diff']['before'][shadow['name']] = view(before)
             self.result['diff']['after'][shadow['name']] = view(after)
             if not self.check_mode and shadow['status'] == 'running':
-                pending = self.api.get('nodes/{0}/qemu/{1}/pending'.format(shadow['node'], shadow['vmid'])) or []
-                out['pending'] = sorted(p['key'] for p in pending if p.get('key') in changes
-                                        and ('pending' in p or p.get('delete')))
+                out['pending'] = sorted(k for k in self.api.vm_pending(shadow['node'], shadow['vmid']) if k in changes)
         return out
 
     def activate(self, report):
