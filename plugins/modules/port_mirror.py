@@ -34,11 +34,11 @@ description:
     C(fwpr)/C(fwln) devices would also carry packets the firewall drops, which the primary never
     saw. The result reports a C(fwbr) bridge in RV(firewall_bridge) (null without one). Copies that cross
     nodes leave the twin bridge through the shadow's tap and so meet the shadow's own firewall (its
-    inbound policy is C(DROP) unless set): keep the firewall off on the shadow's twin NIC, or allow the
+    inbound policy is C(DROP) unless set), so keep the firewall off on the shadow's twin NIC, or allow the
     mirrored traffic there. Local copies go straight to the shadow's tap and bypass it.
   - B(Migration and NIC changes.) A live migration runs no hook on the source (qemu-server
     C(QemuMigrate.pm) skips C(pre-stop)/C(post-stop) there), and a NIC change of model, MAC, queues or MTU
-    re-plugs the device without a hook: the mirror is left on the old node or on a dead device. Run
+    re-plugs the device without a hook, so the mirror is left on the old node or on a dead device. Run
     C(mirror.yml) (the C(port_mirror) role) again after migrating a primary or its shadow, or after such
     a NIC change; whether a pair is local or crosses nodes is decided from where both VMs are then.
   - Copies reach the shadow with the primary's destination MAC; the shadow's NIC must accept them
