@@ -205,15 +205,19 @@ def test_an_ha_start_held_in_error_fails_at_once_saying_how_to_clear_it():
     assert len(api.calls) == 4
 
 
-def test_an_ha_start_of_a_vm_in_error_is_refused_before_the_request():
-    # pve-ha-manager Resources.pm check_service_state would fail the hastart task ("must be disabled and fixed first")
-    api = StartApi('hastart', [('stopped', 'error')])
+def assert_start_names_ha_error(api):
     try:
         api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
     except api_utils.PveHaError as exc:
         assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
     else:
         raise AssertionError('no error')
+
+
+def test_an_ha_start_of_a_vm_in_error_is_refused_before_the_request():
+    # pve-ha-manager Resources.pm check_service_state would fail the hastart task ("must be disabled and fixed first")
+    api = StartApi('hastart', [('stopped', 'error')])
+    assert_start_names_ha_error(api)
     assert api.calls == [('GET', 'nodes/pve1/qemu/101/status/current')]
 
 
@@ -227,12 +231,7 @@ class FailedHaStartApi(StartApi):
 def test_a_failed_hastart_of_a_vm_that_went_into_error_meanwhile_is_named():
     # the error state entered between the read and the request: check_service_state failed the hastart task
     api = FailedHaStartApi('hastart', [('stopped', 'started'), ('stopped', 'error')])
-    try:
-        api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
-    except api_utils.PveHaError as exc:
-        assert exc.message.startswith('HA holds shop-web-2 (vm:101, on pve1) in its error state')
-    else:
-        raise AssertionError('no error')
+    assert_start_names_ha_error(api)
     api = FailedHaStartApi('hastart', [('stopped', 'started')])
     try:
         api.start_vm('pve1', 101, name='shop-web-2', timeout=60)
