@@ -428,3 +428,15 @@ def test_vertical_memory_lands_where_pve_puts_it():
         assert scaling_apply.vertical_changes(after, running, scaling_apply.effective_cores(cfg), target)[0] == {}
         assert sim.memory_start_problem(after) is None, (after, sim.memory_start_problem(after))
         assert sim.memory_hotplug(cfg, written) == written, (cfg, written)
+
+
+def test_the_capacity_of_a_service_whose_anchor_is_on_a_silent_node():
+    """pmxcfs drops a VM's sizes 5 minutes after its node went silent: the anchor is then listed without maxcpu and
+    maxmem. The decision takes the next primary's size, else the plan's, not 1 core / 512 MiB."""
+    plan = {'vms': [{'name': 'shop-web-1', 'cores': 4, 'memory': 4096}]}
+    silent = {'name': 'shop-web-1', 'status': 'unknown'}
+    other = {'name': 'shop-web-2', 'status': 'running', 'maxcpu': 4, 'maxmem': 4096 * MiB}
+    assert scaling.anchor_capacity([silent, other], plan) == (4, 4096)
+    assert scaling.anchor_capacity([silent], plan) == (4, 4096)
+    assert scaling.anchor_capacity([dict(other, name='shop-web-1')], {}) == (4, 4096)
+    assert scaling.anchor_capacity([silent], {}) == (1, 512)      # nothing known at all: the old floor

@@ -253,6 +253,18 @@ def capacity_from_resources(vm: dict[str, t.Any]) -> tuple[int, int]:
     return cores, memory
 
 
+def anchor_capacity(prim: list[dict[str, t.Any]], plan: dict[str, t.Any]) -> tuple[int, int]:
+    """(cores, memory MiB) the service's primaries run with: the first one the listing gives a size for (the anchor,
+    unless its node went silent: pmxcfs drops a VM's sizes 5 minutes after its node stopped sending them, and
+    pve-manager Cluster.pm resources then lists it without maxcpu/maxmem), else the plan's size for the anchor, never
+    a made-up 1 core / 512 MiB."""
+    for vm in prim:
+        if vm.get('maxcpu') and vm.get('maxmem'):
+            return capacity_from_resources(vm)
+    planned = next((v for v in plan.get('vms') or [] if v.get('name') == prim[0].get('name')), None) or {}
+    return capacity_from_resources({'maxcpu': planned.get('cores'), 'maxmem': (planned.get('memory') or 0) * 1048576})
+
+
 def read_state(api: PveApi, primaries: list[dict[str, t.Any]]) -> tuple[dict[str, t.Any], dict[str, dict[str, t.Any]]]:
     """Configs of the primaries and the newest ``scaling`` record among their metadata blocks.
 
@@ -513,7 +525,7 @@ def _decide_service(plan, entry, store, resources, now, window, only, bounds, de
                     basis_time=None, target={'instances': 0})
         return base
     state = state_from_tags(prim, entry)
-    anchor_cores, anchor_memory = capacity_from_resources(prim[0])
+    anchor_cores, anchor_memory = anchor_capacity(prim, plan)
     end, metrics, shadow = service_series(store, plan['template'], service, entry.get('shadow'),
                                           now - window, now)
     inputs = {}
