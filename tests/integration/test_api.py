@@ -243,3 +243,26 @@ def test_a_start_of_an_ha_vm_in_error_is_refused_before_the_request(pvesim, pve_
     assert info.value.message.startswith('HA holds web-1 (vm:100, on pve1) in its error state')
     assert 'wait until `ha-manager status` shows vm:100 stopped or disabled' in info.value.message
     assert pvesim.writes(mark) == []
+
+
+def test_an_ha_stop_the_crm_dropped_is_sent_again(pvesim, pve_conn):
+    """pve-ha-manager Manager.pm drops a queued `crm-command stop` when the service changes state before the CRM acts
+    on it ($change_service_state clears the service's keys): the VM stays started. stop_vm sends it again once HA
+    still shows the service started after the CRM's rounds (30 s; 2 s here), and says so."""
+    pve = pvesim.pve
+    pve.add_vm(100, 'web-1', node='pve1')
+    pve.vm(100).status = pve.vm(100).qmpstatus = 'running'
+    pve.ha_resources['vm:100'] = {}
+    pve._ha_vm_state('vm:100')
+    pve.ha_stops_to_drop = 1
+    api = api_utils.PveApi(pve_conn['api_host'], port=pve_conn['api_port'], user=pve_conn['api_user'],
+                           token_id=pve_conn['api_token_id'], token_secret=pve_conn['api_token_secret'],
+                           ca_path=pve_conn['ca_path'])
+    api.ha_stop_resend = 2.0
+    mark = pvesim.mark()
+    task = api.stop_vm('pve1', 100, name='web-1', timeout=30, shutdown_timeout=45)
+    assert pve.vm(100).status == 'stopped'
+    stops = [(p, b) for m, p, b in pvesim.writes(mark)]
+    assert [p for p, b in stops] == ['/api2/json/nodes/pve1/qemu/100/status/shutdown'] * 2, stops
+    assert all('timeout=45' in b and 'forceStop=1' in b for p, b in stops), stops
+    assert any('HA still had it started' in w and 'the stop was sent again' in w for w in task['warnings'])

@@ -390,6 +390,7 @@ class HaApi(object):
         # vmid -> {'since': epoch, 'polls': n}.
         self.ha_crm_polls = 3
         self._ha_pending_stops = {}
+        self.ha_stops_to_drop = 0       # HA stops the CRM loses (a concurrent migrate, relocate, fence or freeze)
         # Services in the CRM's error state: sid -> why. An HA-managed VM's start only asks HA (ha_start); when the
         # LRM's start fails (pve-ha-manager src/PVE/HA/LRM.pm handle_service_exitcode, after max_restart tries on the
         # node, which fail the same way here) src/PVE/HA/Manager.pm next_state_started relocates the service to
@@ -626,6 +627,11 @@ class HaApi(object):
         vmid = vm.vmid
 
         async def body():
+            if self.ha_stops_to_drop > 0:
+                # Manager.pm: the queued command sits in the service's status until next_state_started acts on it;
+                # a change of the service's state meanwhile ($change_service_state deletes every key) drops it
+                self.ha_stops_to_drop -= 1
+                return
             self._ha_pending_stops.setdefault(vmid, {'since': time.time(), 'polls': 0})
         return await self.task(vm.node, 'hastop', vmid, user, body, lock=False,
                                log=['Requesting HA stop for VM {0}'.format(vmid)])

@@ -289,6 +289,9 @@ class PveApi(object):
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.lock_wait = lock_wait
+        # Seconds an HA resource may still show HA state 'started' after its stop request before the stop is sent
+        # again (three of the CRM's 10 s rounds; see stop_vm).
+        self.ha_stop_resend = 30.0
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -534,12 +537,26 @@ class PveApi(object):
                         '{0!r} '.format(name) if name else '', vmid, grace)]
         else:
             task = self.run_task('POST', path + 'stop', timeout=timeout)
-        delay = poll
+        delay, sent, resent = poll, self._clock(), 0
         while True:
             current = self.get(path + 'current') or {}
             if current.get('status') == 'stopped':
                 return task
             raise_on_ha_error(current, name, vmid, node, path + ('shutdown' if grace else 'stop'))
+            ha = current.get('ha') or {}
+            if int(ha.get('managed') or 0) and ha.get('state') == 'started' and resent < 2 and \
+                    self._clock() - sent >= self.ha_stop_resend:
+                # pve-ha-manager Manager.pm keeps a queued `crm-command stop` in the service's status until
+                # next_state_started acts on it, within a round (10 s); a change of the service's state meanwhile
+                # (migrate, relocate, fence, freeze: $change_service_state deletes every key) drops it, and the
+                # service stays started. Still started after the CRM's rounds: ask again.
+                again = self.run_task('POST', path + ('shutdown' if grace else 'stop'),
+                                      {'timeout': grace, 'forceStop': 1} if grace else None, timeout=timeout)
+                task['warnings'] = list(task['warnings']) + list(again['warnings']) + [
+                    'VM {0}(vmid {1}): HA still had it started {2:.0f}s after the stop request (the CRM drops a queued '
+                    'stop when the service changes state meanwhile): the stop was sent again'.format(
+                        '{0!r} '.format(name) if name else '', vmid, self._clock() - sent)]
+                sent, resent, delay = self._clock(), resent + 1, poll
             if self._clock() >= deadline:
                 ha = current.get('ha') or {}
                 how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '
