@@ -315,6 +315,16 @@ def ha_add(pve, vm, **options):
     return sid
 
 
+def ha_node_lost(pve, vm, fence_secs, **options):
+    """``vm`` made an HA resource (ha_add), its node gone offline, and HA recovering after ``fence_secs`` of wall
+    clock; its sid."""
+    sid = ha_add(pve, vm, **options)
+    pve.set_node_offline(vm.node)
+    pve.time_scale = 1
+    pve.enable_ha_recovery(fence_secs=fence_secs)
+    return sid
+
+
 def test_offline_ha_primary_without_a_stored_state_is_waited_for(pvesim, pve_conn, plan, built, proxmoxer_api):
     """GET /cluster/ha/resources lists only stored keys: `ha-manager add` stores no state, whose default is started
     (HA/Config.pm read_and_check_resources_config). Before, failover took such a primary as not HA-managed
@@ -322,10 +332,7 @@ def test_offline_ha_primary_without_a_stored_state_is_waited_for(pvesim, pve_con
     when HA is still fencing the node (hastate fence in /cluster/resources), and reports the recovery."""
     primary, shadow = built['shop-web-1'], built['shop-web-shadow']
     dead = primary.node
-    sid = ha_add(pvesim.pve, primary)
-    pvesim.pve.set_node_offline(dead)
-    pvesim.pve.time_scale = 1
-    pvesim.pve.enable_ha_recovery(fence_secs=600)
+    sid = ha_node_lost(pvesim.pve, primary, 600)
     mark = pvesim.mark()
     result = fo(pve_conn, plan, 'remediate', offline_recovery='ha', timeout=1)
     item = result['remediation'][0]
@@ -346,10 +353,7 @@ def test_offline_ha_primary_disabled_or_ignored_is_unresolved(pvesim, pve_conn, 
     """HA never recovers a disabled resource (Manager.pm next_state_stopped returns before the fencing logic), and an
     ignored one is not HA-managed: failover says so and what to set, instead of waiting for HA."""
     primary = built['shop-web-1']
-    sid = ha_add(pvesim.pve, primary, state=state)
-    pvesim.pve.set_node_offline(primary.node)
-    pvesim.pve.time_scale = 1
-    pvesim.pve.enable_ha_recovery(fence_secs=0)
+    sid = ha_node_lost(pvesim.pve, primary, 0, state=state)
     mark = pvesim.mark()
     result = fo(pve_conn, plan, 'remediate', timeout=2)
     item = result['remediation'][0]
@@ -364,10 +368,7 @@ def test_offline_ha_primary_in_state_stopped_is_moved_then_started(pvesim, pve_c
     and failover starts it there as it starts any stopped primary."""
     primary, shadow = built['shop-web-1'], built['shop-web-shadow']
     dead = primary.node
-    sid = ha_add(pvesim.pve, primary, state='stopped')
-    pvesim.pve.set_node_offline(dead)
-    pvesim.pve.time_scale = 1
-    pvesim.pve.enable_ha_recovery(fence_secs=0.5)
+    sid = ha_node_lost(pvesim.pve, primary, 0.5, state='stopped')
     mark = pvesim.mark()
     result = fo(pve_conn, plan, 'remediate', timeout=20)
     item = result['remediation'][0]

@@ -451,13 +451,14 @@ def _addresses(item: Mapping[str, t.Any]) -> list[str]:
     """What makes a node bridge part of the node's own networking: its addresses and gateways."""
     out = ['address {0}'.format(_cidr(item, key)) for key in ('cidr', 'cidr6') if _cidr(item, key)]
     out += ['gateway {0}'.format(item[key]) for key in ('gateway', 'gateway6') if item.get(key)]
-    return out + ['{0} {1}'.format('inet' if key == 'method' else 'inet6', item[key]) for key in _dynamic(item)]
+    return out + _dynamic(item)
 
 
 def _dynamic(item: Mapping[str, t.Any]) -> list[str]:
-    """The address methods an update through the API cannot keep (dhcp, auto, ...): update_network writes
-    static or manual only."""
-    return [key for key in ('method', 'method6') if item.get(key) not in (None, '', 'static', 'manual')]
+    """The address methods an update through the API cannot keep, as ``inet dhcp`` / ``inet6 auto``:
+    update_network writes static or manual only."""
+    return ['{0} {1}'.format(family, item[key]) for key, family in (('method', 'inet'), ('method6', 'inet6'))
+            if item.get(key) not in (None, '', 'static', 'manual')]
 
 
 def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str, Mapping[str, t.Any]]]
@@ -524,8 +525,7 @@ def plan_bridges(bridges: list[dict[str, t.Any]], live: Mapping[str, Mapping[str
                 raise NetworkError('{0} on {1} gets its address by {2}: PVE\'s update would rewrite it as manual '
                                    '(API2/Network.pm update_network sets static or manual only) and the node could lose '
                                    'that address. Change {3} on the node by hand; no change was made'.format(
-                                       iface, node, ' and '.join('{0} {1}'.format(
-                                           'inet' if k == 'method' else 'inet6', have[k]) for k in _dynamic(have)),
+                                       iface, node, ' and '.join(_dynamic(have)),
                                        ', '.join(sorted(set(params) | set(deletes)))))
             if params or deletes:
                 params['type'] = 'bridge'
@@ -796,10 +796,12 @@ class NetworkEngine(object):
             self._refuse_staged_node_changes(sorted(set(n for net in bridge_nets if net['state'] == 'present'
                                                         for n in net['nodes'] if n in online)), None)
             return result
-        reloaded = online if sdn_ops else sorted(set(op['node'] for op in br_ops))
+        # what the apply reloads: every node for an SDN apply, else the nodes of this run's bridges
+        touched = sorted(set(op['node'] for op in br_ops))
+        reloaded, reload_kind = (online, 'sdn') if sdn_ops else (touched, 'bridges')
         if self.check_mode:
             self._refuse_removing_used(sdn_ops, br_ops)
-            self._refuse_staged_node_changes(reloaded, 'sdn' if sdn_ops else 'bridges')
+            self._refuse_staged_node_changes(reloaded, reload_kind)
             return result
         # Preflight: every refusal before the first write.
         self.api.require_quorum()
@@ -808,12 +810,11 @@ class NetworkEngine(object):
             raise NetworkError('node(s) {0} are offline: an SDN apply reloads the network on every node, so no '
                                'change was made. Bring them back (or remove them from the cluster) and run '
                                'again'.format(', '.join(offline)))
-        touched = sorted(set(op['node'] for op in br_ops))
         down = [n for n in touched if n not in online]
         if down:
             raise NetworkError('node(s) {0} are offline: no bridge change was made'.format(', '.join(down)))
         self._refuse_removing_used(sdn_ops, br_ops)
-        self._refuse_staged_node_changes(reloaded, 'sdn' if sdn_ops else 'bridges')
+        self._refuse_staged_node_changes(reloaded, reload_kind)
         # Node bridges first: the SDN apply generates a vlan zone's vnets only where the zone's bridge is up.
         if br_ops:
             result['bridge_apply'] = self._run_bridges(br_ops, touched, bridge_nets)

@@ -526,45 +526,46 @@ class PveApi(object):
         deadline = self._clock() + timeout
         path = 'nodes/{0}/qemu/{1}/status/'.format(node, vmid)
         self._unlocked_for_stop(node, vmid, path, name, deadline, poll)
-        if grace:
-            # vm_shutdown refuses a paused VM unless forceStop ("VM is paused - cannot shutdown"), and with it stops
-            # the VM at once: forceStop is always sent, so a paused VM is stopped as before.
-            task = self.run_task('POST', path + 'shutdown', {'timeout': grace, 'forceStop': 1}, timeout=timeout)
-            if any('terminating now with' in line for line in task.get('log') or []):
+        # vm_shutdown refuses a paused VM unless forceStop ("VM is paused - cannot shutdown"), and with it stops the
+        # VM at once: forceStop is always sent, so a paused VM is stopped as before.
+        verb, params = ('shutdown', {'timeout': grace, 'forceStop': 1}) if grace else ('stop', None)
+        who = '{0!r} '.format(name) if name else ''
+
+        def send():
+            sent = self.run_task('POST', path + verb, params, timeout=timeout)
+            if grace and any('terminating now with' in line for line in sent.get('log') or []):
                 # _do_vm_stop `warn`s (not log_warn): the task ends OK, the line is only in its log
-                task['warnings'] = list(task['warnings']) + [
+                sent['warnings'] = list(sent['warnings']) + [
                     'VM {0}(vmid {1}) did not shut down within {2}s: PVE terminated it (shutdown_timeout)'.format(
-                        '{0!r} '.format(name) if name else '', vmid, grace)]
-        else:
-            task = self.run_task('POST', path + 'stop', timeout=timeout)
-        delay, sent, resent = poll, self._clock(), 0
+                        who, vmid, grace)]
+            return sent
+
+        task = send()
+        delay, sent_at, resent = poll, self._clock(), 0
         while True:
             current = self.get(path + 'current') or {}
             if current.get('status') == 'stopped':
                 return task
-            raise_on_ha_error(current, name, vmid, node, path + ('shutdown' if grace else 'stop'))
+            raise_on_ha_error(current, name, vmid, node, path + verb)
             ha = current.get('ha') or {}
             if int(ha.get('managed') or 0) and ha.get('state') == 'started' and resent < 2 and \
-                    self._clock() - sent >= self.ha_stop_resend:
+                    self._clock() - sent_at >= self.ha_stop_resend:
                 # pve-ha-manager Manager.pm keeps a queued `crm-command stop` in the service's status until
                 # next_state_started acts on it, within a round (10 s); a change of the service's state meanwhile
                 # (migrate, relocate, fence, freeze: $change_service_state deletes every key) drops it, and the
                 # service stays started. Still started after the CRM's rounds: ask again.
-                again = self.run_task('POST', path + ('shutdown' if grace else 'stop'),
-                                      {'timeout': grace, 'forceStop': 1} if grace else None, timeout=timeout)
-                task['warnings'] = list(task['warnings']) + list(again['warnings']) + [
+                task['warnings'] = list(task['warnings']) + list(send()['warnings']) + [
                     'VM {0}(vmid {1}): HA still had it started {2:.0f}s after the stop request (the CRM drops a queued '
                     'stop when the service changes state meanwhile): the stop was sent again'.format(
-                        '{0!r} '.format(name) if name else '', vmid, self._clock() - sent)]
-                sent, resent, delay = self._clock(), resent + 1, poll
+                        who, vmid, self._clock() - sent_at)]
+                sent_at, resent, delay = self._clock(), resent + 1, poll
             if self._clock() >= deadline:
-                ha = current.get('ha') or {}
                 how = ('it is an HA resource (HA state {0!r}): the HA manager stops it, so check `ha-manager status` '
                        '(CRM and LRM active, the resource not in error state)'.format(ha.get('state'))
                        if int(ha.get('managed') or 0) else 'check its task log on the node')
                 raise PveTimeoutError('VM {0}(vmid {1} on {2}) is still {3} {4}s (wall clock) after the stop request; '
-                                      '{5}, then run again'.format('{0!r} '.format(name) if name else '', vmid, node,
-                                                                   current.get('status') or 'running', timeout, how),
+                                      '{5}, then run again'.format(who, vmid, node, current.get('status') or 'running',
+                                                                   timeout, how),
                                       kind='timeout', node=node)
             self._sleep(min(delay, max(0.0, deadline - self._clock())))
             delay = min(delay * 1.5, 5.0)

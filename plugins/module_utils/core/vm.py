@@ -410,12 +410,11 @@ def update_root_only(api, node, vmid, compute, what, check_mode=False, consequen
     check mode too). Returns ``(changes, deletes, warning)``: what was (or, in check mode, would be) changed, and
     None or the warning.
     """
-    reason = ROOT_ONLY_REASON
     if check_mode or not api.is_root:
         dummy, changes, deletes = api.update_vm_config(node, vmid, compute, check_mode=True)
         warning = None
         if (changes or deletes) and not api.is_root:
-            warning = root_only_warning(what, node, vmid, changes, deletes, reason, consequence)
+            warning = root_only_warning(what, node, vmid, changes, deletes, ROOT_ONLY_REASON, consequence)
         # Another user's run never sends them: its check mode reports no change either (a second run stays
         # changed=0, as the real one), only the warning.
         return (changes, deletes, warning) if check_mode and api.is_root else ({}, [], warning)

@@ -36,6 +36,7 @@ from ansible_collections.shadownet.proxmox.plugins.module_utils.core.units impor
 from ansible_collections.shadownet.proxmox.plugins.module_utils.failover import vrrp
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.api import (
     PveApiError, PveHaError, PveTaskError, ha_error_message, ha_service_state)
+from ansible_collections.shadownet.proxmox.plugins.module_utils.build import ha as ha_utils
 from ansible_collections.shadownet.proxmox.plugins.module_utils.build.plan import not_a_plan
 from ansible_collections.shadownet.proxmox.plugins.module_utils.core.vm import find_vms, unnamed_twins
 
@@ -480,15 +481,15 @@ class Failover(object):
                      for r in self.api.resources('vm'))
         online = sorted(n for n, state in self.api.nodes().items() if state == 'online')
         why = []
-        for rule in self.api.get('cluster/ha/rules') or []:
-            members = [m.strip() for m in str(rule.get('resources') or '').split(',') if m.strip()]
-            if sid not in members or rule.get('disable') not in (None, 0, '0'):
+        for item in self.api.get('cluster/ha/rules') or []:
+            rule = ha_utils.current_rule(item)
+            if sid not in rule['resources'] or rule['disable']:
                 continue
-            if rule.get('type') == 'resource-affinity' and rule.get('affinity') == 'negative':
+            if rule['type'] == 'resource-affinity' and rule['affinity'] == 'negative':
                 why.append('negative resource-affinity rule {0} keeps it apart from {1}'.format(
-                    rule.get('rule'), ', '.join(names.get(m, m) for m in members if m != sid)))
-            elif rule.get('type') == 'node-affinity' and str(rule.get('strict')) in ('1', 'true'):
-                why.append('strict node-affinity rule {0} allows only {1}'.format(rule.get('rule'), rule.get('nodes')))
+                    rule['rule'], ', '.join(names.get(m, m) for m in rule['resources'] if m != sid)))
+            elif rule['type'] == 'node-affinity' and rule['strict']:
+                why.append('strict node-affinity rule {0} allows only {1}'.format(rule['rule'], item.get('nodes')))
         return ('HA fenced node {0} but finds no node to recover {1} (vm:{2}) to: it has been in HA state recovery for '
                 'more than {3:.0f}s (pve-ha-manager Manager.pm next_state_recovery: "no recovery node found", retried '
                 'every round). Online nodes: {4}; {5}. Bring a node back or {0}, or change the rule (for a shadow: '
